@@ -1,0 +1,43 @@
+/**
+ * Errors that carry an exit code. Bad input (a job file, an option, a
+ * topology, a cost profile) is an `InputError`: the CLI prints its one-line
+ * message and exits with code 2, never a stack trace.
+ */
+export class InputError extends Error {
+  readonly exitCode = 2;
+  /**
+   * @param field   the option, key or file the problem is in (e.g. `bs`, `profile.memcpyBytesPerNs`)
+   * @param value   the offending value as the user wrote it
+   * @param allowed what would have been accepted
+   */
+  constructor(
+    readonly field: string,
+    readonly value: unknown,
+    readonly allowed: string,
+  ) {
+    super(`${field}: ${formatValue(value)} is not allowed; ${allowed}`);
+    this.name = 'InputError';
+  }
+}
+
+/** A worker died or a run could not complete; names the worker and its role. */
+export class WorkerFailure extends Error {
+  constructor(
+    readonly role: string,
+    readonly threadId: number,
+    readonly reason: string,
+  ) {
+    super(`worker ${role} (thread ${threadId}) failed: ${reason}`);
+    this.name = 'WorkerFailure';
+  }
+}
+
+function formatValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (value === undefined) return '(missing)';
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
