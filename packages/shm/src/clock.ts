@@ -1,0 +1,197 @@
+/**
+ * Model clocks and the run's control block.
+ *
+ * Two clock modes (DESIGN.md, "Time"):
+ * - `virtual` (default): each worker keeps its own clock in integer model
+ *   nanoseconds. Work charges its cost; a message carries its send time and
+ *   the receiver's clock becomes max(own, send + link latency); a lock makes
+ *   the acquirer's clock max(own, release). Results do not depend on how busy
+ *   the machine is.
+ * - `wall`: costs are burned by spinning (times a dilation factor) and time is
+ *   read from the real clock; contention is whatever the machine produces.
+ *
+ * Conservative synchronisation (virtual mode). Every worker publishes in the
+ * control block its earliest output time (EOT): a lower bound on the model
+ * time of anything it may still send without first receiving something. A
+ * worker handles an input or a timed event at t only when every worker that
+ * can send to it has an EOT ≥ t (the sender's EOT is corrected for messages
+ * the sender already sent and the receiver has not consumed yet, see
+ * `effectiveEotNs`). A purely reactive worker publishes NEVER. vCPUs also obey
+ * a quantum: a vCPU runs at model time t only while t ≤ (the smallest EOT of
+ * the other vCPUs) + quantum. That bounds the error of lock grants made in
+ * real-thread order to one quantum; quantum 0 orders them exactly.
+ *
+ * Control block layout (one per run):
+ * | offset (bytes)          | size | field | writer |
+ * |-------------------------|------|-------|--------|
+ * | 0                       | 4    | abort flag (0 running, 1 aborting) | main thread / failing worker |
+ * | 4                       | 4    | abort reason code                  | same |
+ * | 64 + 64·w               | 8    | worker w's EventCount (seq, parked)| notifiers / w |
+ * | 64 + 64·MAX             | 8·4·MAX | per worker: eotNs, clockNs, waitForNs, spare (BigInt64) | worker w |
+ */
+
+import { EventCount, EVENT_WORDS, type AbortFlag } from './event.js';
+
+export type ClockMode = 'virtual' | 'wall';
+
+/** Model time meaning "never" (a reactive worker's EOT). */
+export const NEVER_NS = Number.MAX_SAFE_INTEGER;
+const NEVER_BIG = BigInt(NEVER_NS);
+
+export const MAX_WORKERS = 64;
+const EVENTS_BASE_I32 = 16; // byte 64
+const EVENT_STRIDE_I32 = 16; // 64 bytes per worker event
+const TIMES_BASE_BYTES = 64 + 64 * MAX_WORKERS;
+const TIME_SLOTS = 4;
+const EOT = 0;
+const CLOCK = 1;
+const WAIT_FOR = 2;
+
+export interface ControlHandle {
+  readonly sab: SharedArrayBuffer;
+}
+
+export class RunControl implements AbortFlag {
+  readonly i32: Int32Array;
+  readonly times: BigInt64Array;
+  private readonly events: EventCount[] = [];
+
+  static allocate(): ControlHandle {
+    const sab = new SharedArrayBuffer(TIMES_BASE_BYTES + 8 * TIME_SLOTS * MAX_WORKERS);
+    const times = new BigInt64Array(sab, TIMES_BASE_BYTES);
+    for (let w = 0; w < MAX_WORKERS; w++) {
+      times[w * TIME_SLOTS + EOT] = NEVER_BIG;
+      times[w * TIME_SLOTS + WAIT_FOR] = NEVER_BIG;
+    }
+    return { sab };
+  }
+
+  static attach(handle: ControlHandle): RunControl {
+    return new RunControl(handle);
+  }
+
+  private constructor(readonly handle: ControlHandle) {
+    this.i32 = new Int32Array(handle.sab, 0, TIMES_BASE_BYTES / 4);
+    this.times = new BigInt64Array(handle.sab, TIMES_BASE_BYTES);
+    for (let w = 0; w < MAX_WORKERS; w++) this.events.push(new EventCount(this.i32, EVENTS_BASE_I32 + w * EVENT_STRIDE_I32));
+  }
+
+  /** Where worker w's EventCount lives, for rings that should wake it. */
+  eventRef(w: number): { sab: SharedArrayBuffer; index: number } {
+    checkWorker(w);
+    return { sab: this.handle.sab, index: EVENTS_BASE_I32 + w * EVENT_STRIDE_I32 };
+  }
+
+  event(w: number): EventCount {
+    checkWorker(w);
+    return this.events[w];
+  }
+
+  aborted(): boolean {
+    return Atomics.load(this.i32, 0) !== 0;
+  }
+
+  /** Set the abort flag and wake every worker. */
+  abort(code = 1): void {
+    Atomics.store(this.i32, 1, code);
+    Atomics.store(this.i32, 0, 1);
+    for (let w = 0; w < MAX_WORKERS; w++) {
+      const idx = EVENTS_BASE_I32 + w * EVENT_STRIDE_I32;
+      Atomics.add(this.i32, idx, 1);
+      Atomics.notify(this.i32, idx);
+    }
+  }
+
+  publishEot(w: number, ns: number): void {
+    Atomics.store(this.times, w * TIME_SLOTS + EOT, ns >= NEVER_NS ? NEVER_BIG : BigInt(Math.floor(ns)));
+  }
+
+  eotNs(w: number): number {
+    return Number(Atomics.load(this.times, w * TIME_SLOTS + EOT));
+  }
+
+  publishClock(w: number, ns: number): void {
+    Atomics.store(this.times, w * TIME_SLOTS + CLOCK, BigInt(Math.floor(ns)));
+  }
+
+  clockNs(w: number): number {
+    return Number(Atomics.load(this.times, w * TIME_SLOTS + CLOCK));
+  }
+
+  /**
+   * Worker w is about to park until some peer's EOT reaches `ns`; peers that
+   * raise their EOT past it notify w (see `raiseEot`).
+   */
+  setWaitFor(w: number, ns: number): void {
+    Atomics.store(this.times, w * TIME_SLOTS + WAIT_FOR, ns >= NEVER_NS ? NEVER_BIG : BigInt(Math.ceil(ns)));
+  }
+
+  waitForNs(w: number): number {
+    return Number(Atomics.load(this.times, w * TIME_SLOTS + WAIT_FOR));
+  }
+
+  /**
+   * Publish a new EOT for `w` and wake each watcher whose wait threshold it
+   * reaches. Cheap when nobody waits: one atomic store and one load per watcher.
+   */
+  raiseEot(w: number, ns: number, watchers: readonly number[]): void {
+    this.publishEot(w, ns);
+    for (let i = 0; i < watchers.length; i++) {
+      const p = watchers[i];
+      if (ns >= this.waitForNs(p)) this.events[p].notify();
+    }
+  }
+}
+
+function checkWorker(w: number): void {
+  if (!Number.isInteger(w) || w < 0 || w >= MAX_WORKERS) throw new RangeError(`worker index ${w} outside 0..${MAX_WORKERS - 1}`);
+}
+
+/**
+ * A worker's own clock. Virtual: a plain integer counter of model ns.
+ * Wall: real ns since the run's epoch, with costs burned by spinning.
+ */
+export class ModelClock {
+  private virtualNs = 0;
+  private readonly epochNs: number;
+
+  constructor(
+    readonly mode: ClockMode,
+    /** wall mode: real ns burned per model ns (1 = real speed) */
+    readonly dilation = 1,
+    /** wall mode: performance.timeOrigin-relative epoch shared by the run (ms) */
+    epochMs?: number,
+  ) {
+    this.epochNs = mode === 'wall' ? (epochMs ?? performance.timeOrigin + performance.now()) * 1e6 : 0;
+  }
+
+  nowNs(): number {
+    if (this.mode === 'virtual') return this.virtualNs;
+    return Math.floor((performance.timeOrigin + performance.now()) * 1e6 - this.epochNs);
+  }
+
+  /** Spend `costNs` of model time doing work. */
+  charge(costNs: number): void {
+    if (costNs <= 0) return;
+    if (this.mode === 'virtual') {
+      this.virtualNs += Math.ceil(costNs);
+      return;
+    }
+    const until = performance.now() + (costNs * this.dilation) / 1e6;
+    while (performance.now() < until) {
+      /* burn: wall mode models work by using the CPU */
+    }
+  }
+
+  /** Receive something stamped `ns`: never go back in time. */
+  syncTo(ns: number): void {
+    if (this.mode === 'virtual' && ns > this.virtualNs) this.virtualNs = Math.ceil(ns);
+  }
+
+  /** Set the clock (virtual mode only), e.g. when a parked vCPU is woken by an event in the future. */
+  advanceTo(ns: number): void {
+    this.syncTo(ns);
+  }
+}
+
+export { EVENT_WORDS };

@@ -1,0 +1,85 @@
+/**
+ * EventCount: the one way a thread waits in vmstack.
+ *
+ * Two Int32 words in a SharedArrayBuffer: `seq` (bumped by every notify) and
+ * `parked` (1 while the owner sleeps in Atomics.wait). The owner reads `seq`,
+ * checks its conditions, and waits only if `seq` has not moved: a notify that
+ * lands between the check and the wait is never lost. Waiting spins a
+ * configurable number of loads first (cheap when the peer has a core of its
+ * own), then parks; notify pays for `Atomics.notify` only when the owner is
+ * parked. Parking uses a timeout so an aborted run is always noticed.
+ *
+ * | word | name   | writer |
+ * |------|--------|--------|
+ * | +0   | seq    | any notifier (Atomics.add) |
+ * | +1   | parked | the owner |
+ */
+
+export const EVENT_WORDS = 2;
+const SEQ = 0;
+const PARKED = 1;
+
+export interface WaitStrategy {
+  /** loads of `seq` before parking; 0 parks at once, Infinity never parks */
+  readonly spinLoads: number;
+}
+
+export const DEFAULT_SPIN_LOADS = 2000;
+
+/** Set when the run is being torn down; every waiter checks it. */
+export interface AbortFlag {
+  aborted(): boolean;
+}
+
+export class RunAborted extends Error {
+  constructor(readonly reason: string) {
+    super(`run aborted: ${reason}`);
+    this.name = 'RunAborted';
+  }
+}
+
+export class EventCount {
+  private readonly seqIndex: number;
+  private readonly parkedIndex: number;
+  /** counters for the transport benchmark */
+  parks = 0;
+  spinsWon = 0;
+
+  constructor(
+    readonly words: Int32Array,
+    baseIndex: number,
+  ) {
+    if (baseIndex < 0 || baseIndex + EVENT_WORDS > words.length) throw new RangeError(`EventCount at ${baseIndex} outside ${words.length} words`);
+    this.seqIndex = baseIndex + SEQ;
+    this.parkedIndex = baseIndex + PARKED;
+  }
+
+  /** Read before checking conditions; pass to `wait`. */
+  prepare(): number {
+    return Atomics.load(this.words, this.seqIndex);
+  }
+
+  notify(): void {
+    Atomics.add(this.words, this.seqIndex, 1);
+    if (Atomics.load(this.words, this.parkedIndex) !== 0) Atomics.notify(this.words, this.seqIndex);
+  }
+
+  /**
+   * Wait until `seq` differs from `observed` (or `timeoutMs` passes).
+   * Returns false on timeout.
+   */
+  wait(observed: number, spinLoads: number, timeoutMs = 100): boolean {
+    const w = this.words;
+    for (let i = 0; i < spinLoads; i++) {
+      if (Atomics.load(w, this.seqIndex) !== observed) {
+        this.spinsWon++;
+        return true;
+      }
+    }
+    Atomics.store(w, this.parkedIndex, 1);
+    this.parks++;
+    const r = Atomics.wait(w, this.seqIndex, observed, timeoutMs);
+    Atomics.store(w, this.parkedIndex, 0);
+    return r !== 'timed-out';
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * Starting, running and stopping the stack's workers — one code path for the
+ * CLI, the tests and the benchmarks. Workers are always started from compiled
+ * JavaScript (`dist/src/worker.js` of their package) with no loader flags.
+ *
+ * Protocol (the only postMessage traffic; never on the I/O path):
+ *   main → worker   workerData: { role, index, control, init }
+ *   worker → main   { kind: 'ready' }            after attaching to shared memory
+ *   main → worker   { kind: 'go' }               once every worker is ready
+ *   worker → main   { kind: 'result', result }   when its work is done
+ *   worker → main   { kind: 'failed', message }  when its body threw
+ * A worker that throws, exits early or errors makes the run fail: the control
+ * block's abort flag is set, every parked thread is woken (they all check the
+ * flag), the other workers are terminated, and `run()` rejects with a
+ * `WorkerFailure` naming the worker's role and thread id.
+ */
+
+import { Worker, isMainThread, parentPort, workerData, threadId } from 'node:worker_threads';
+import { RunControl, type ControlHandle } from './clock.js';
+import { WorkerFailure } from './errors.js';
+import { RunAborted } from './event.js';
+
+export interface WorkerSpec {
+  /** human role name, e.g. `guest-kernel/vcpu0`, `vmm`, `host-vfio`, `nvme-device` */
+  readonly role: string;
+  /** compiled worker entry (`new URL('./worker.js', import.meta.url)` from the package's index) */
+  readonly entry: URL;
+  /** anything structured-cloneable, SharedArrayBuffers included */
+  readonly init: unknown;
+}
+
+export interface WorkerBoot<I> {
+  readonly role: string;
+  /** the worker's index in the run (its slot in the control block) */
+  readonly index: number;
+  readonly control: ControlHandle;
+  readonly init: I;
+}
+
+export interface WorkerInfo {
+  readonly role: string;
+  readonly index: number;
+  readonly threadId: number;
+}
+
+export interface RunOutcome<R> {
+  readonly workers: WorkerInfo[];
+  readonly results: R[];
+}
+
+export interface RunOptions {
+  /** called once every worker is ready, before `go` */
+  onReady?: (workers: WorkerInfo[]) => void;
+  /** reject if the run has not finished by then (ms of real time) */
+  timeoutMs?: number;
+  /** grace for terminating the other workers after a failure */
+  graceMs?: number;
+}
+
+interface Slot {
+  spec: WorkerSpec;
+  worker: Worker;
+  info: WorkerInfo;
+  ready: boolean;
+  done: boolean;
+  result: unknown;
+}
+
+/**
+ * Start every worker, wait for all handshakes, let them go, and collect their
+ * results (in spec order). Rejects with a WorkerFailure on the first failure.
+ */
+export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHandle, opts: RunOptions = {}): Promise<RunOutcome<R>> {
+  const ctl = RunControl.attach(control);
+  return new Promise<RunOutcome<R>>((resolve, reject) => {
+    const slots: Slot[] = [];
+    let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+
+    const finish = (err: Error | null): void => {
+      if (settled) return;
+      settled = true;
+      if (timer) clearTimeout(timer);
+      if (err) {
+        ctl.abort();
+        // give parked threads a moment to notice, then make sure none is left
+        const grace = setTimeout(() => {
+          for (const s of slots) if (!s.done) void s.worker.terminate();
+        }, opts.graceMs ?? 200);
+        grace.unref();
+        Promise.allSettled(slots.map((s) => (s.done ? Promise.resolve() : s.worker.terminate()))).then(() => reject(err));
+        return;
+      }
+      resolve({ workers: slots.map((s) => s.info), results: slots.map((s) => s.result as R) });
+    };
+
+    const fail = (slot: Slot, reason: string): void => finish(new WorkerFailure(slot.info.role, slot.info.threadId, reason));
+
+    specs.forEach((spec, index) => {
+      const boot: WorkerBoot<unknown> = { role: spec.role, index, control, init: spec.init };
+      let worker: Worker;
+      try {
+        worker = new Worker(spec.entry, { workerData: boot, execArgv: [], name: spec.role });
+      } catch (e) {
+        finish(new WorkerFailure(spec.role, -1, `could not start: ${(e as Error).message}`));
+        return;
+      }
+      const slot: Slot = { spec, worker, info: { role: spec.role, index, threadId: worker.threadId }, ready: false, done: false, result: undefined };
+      slots.push(slot);
+      worker.on('message', (m: { kind: string; result?: unknown; message?: string }) => {
+        if (m.kind === 'ready') {
+          slot.ready = true;
+          if (slots.length === specs.length && slots.every((s) => s.ready)) {
+            opts.onReady?.(slots.map((s) => s.info));
+            for (const s of slots) s.worker.postMessage({ kind: 'go' });
+          }
+        } else if (m.kind === 'result') {
+          slot.done = true;
+          slot.result = m.result;
+          if (slots.length === specs.length && slots.every((s) => s.done)) finish(null);
+        } else if (m.kind === 'failed') {
+          fail(slot, m.message ?? 'unknown error');
+        }
+      });
+      worker.on('error', (e) => fail(slot, e.message));
+      worker.on('exit', (code) => {
+        if (!slot.done) fail(slot, `exited with code ${code} before finishing`);
+        slot.done = true;
+      });
+    });
+    if (opts.timeoutMs) {
+      timer = setTimeout(() => finish(new WorkerFailure('run', -1, `did not finish within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+      timer.unref();
+    }
+  });
+}
+
+/**
+ * The body of a worker entry file: attach, handshake, wait for `go`, run,
+ * report. `body` runs synchronously on the worker thread (it may block in
+ * Atomics.wait); its return value is the worker's result.
+ */
+export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunControl) => (() => R) | (() => Promise<R>)): void {
+  if (isMainThread || !parentPort) throw new Error('workerMain must run inside a worker thread');
+  const port = parentPort;
+  const boot = workerData as WorkerBoot<I>;
+  const control = RunControl.attach(boot.control);
+  let body: (() => R) | (() => Promise<R>);
+  try {
+    body = attach(boot, control);
+  } catch (e) {
+    reportFailure(port, control, e);
+    return;
+  }
+  port.on('message', (m: { kind: string }) => {
+    if (m.kind !== 'go') return;
+    Promise.resolve()
+      .then(() => body())
+      .then(
+        (result) => {
+          port.postMessage({ kind: 'result', result });
+          port.close();
+        },
+        (e) => reportFailure(port, control, e),
+      );
+  });
+  port.postMessage({ kind: 'ready' });
+}
+
+function reportFailure(port: NonNullable<typeof parentPort>, control: RunControl, e: unknown): void {
+  if (e instanceof RunAborted) {
+    // another worker failed first; this one just stops
+    port.postMessage({ kind: 'result', result: { aborted: true } });
+    port.close();
+    return;
+  }
+  const message = e instanceof Error ? e.message : String(e);
+  control.abort();
+  port.postMessage({ kind: 'failed', message });
+  port.close();
+}
+
+export { threadId as currentThreadId };
