@@ -94,6 +94,10 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
       resolve({ workers: slots.map((s) => s.info), results: slots.map((s) => s.result as R) });
     };
 
+    if (specs.length === 0) {
+      resolve({ workers: [], results: [] });
+      return;
+    }
     const fail = (slot: Slot, reason: string): void => finish(new WorkerFailure(slot.info.role, slot.info.threadId, reason));
 
     specs.forEach((spec, index) => {

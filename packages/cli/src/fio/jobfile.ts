@@ -1,0 +1,121 @@
+/**
+ * fio job file syntax (fio HOWTO "Job file format"): an ini file of
+ * sections in order — `[global]` sections set defaults for the job sections
+ * below them, every other `[name]` is a job. One option per line, `key=value`
+ * or a bare `key`; lines starting with `;` or `#` are comments, and so is the
+ * rest of a line after an unquoted `;` or `#`. `include other.fio` pulls in a
+ * file of options (no sections; relative to the including file). `${VAR}` in
+ * a value is replaced by the environment variable (empty if unset).
+ *
+ * This file only reads the syntax; what the options mean is `options.ts`.
+ * Sections are split here, line by line, because the ini package would merge
+ * sections of the same name, nest dotted names and reorder numeric ones; each
+ * option line is then decoded by ini (quotes, escapes, inline comments).
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import ini from 'ini';
+import { InputError } from '@vmstack/shm';
+
+export interface JobFileOption {
+  key: string;
+  /** The value as written, `${VAR}` expanded; `''` for a bare key. */
+  value: string;
+  /** `path:line` where the option was written. */
+  where: string;
+}
+
+export interface JobFileSection {
+  /** Section name; `global` for a global section. */
+  name: string;
+  where: string;
+  options: JobFileOption[];
+}
+
+export interface JobFile {
+  path: string;
+  /** Every section in file order, `[global]` ones included. */
+  sections: JobFileSection[];
+}
+
+export interface ParseJobFileOptions {
+  /** Environment for `${VAR}`; default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  /** Reads an `include`d file; default `readFileSync(path, 'utf8')`. */
+  readFile?: (path: string) => string;
+}
+
+const MAX_INCLUDE_DEPTH = 16;
+
+/** Reads and parses a job file; a missing or unreadable file is an `InputError` naming the path. */
+export function readJobFile(path: string, options: ParseJobFileOptions = {}): JobFile {
+  const readFile = options.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  return parseJobFileText(readText(readFile, 'job file', path), path, { ...options, readFile });
+}
+
+/** Parses job file text; `path` names it in errors and anchors relative `include`s. */
+export function parseJobFileText(text: string, path: string, options: ParseJobFileOptions = {}): JobFile {
+  const env = options.env ?? process.env;
+  const readFile = options.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  const sections: JobFileSection[] = [];
+  let current: JobFileSection | undefined;
+
+  const parseLines = (body: string, file: string, depth: number): void => {
+    body.replace(/^\uFEFF/, '').split(/\r?\n/).forEach((raw, i) => {
+      const where = `${file}:${i + 1}`;
+      const line = raw.trim();
+      if (line === '' || line.startsWith(';') || line.startsWith('#')) return;
+
+      const header = /^\[([^\]]*)\]\s*(?:[;#].*)?$/.exec(line);
+      if (header) {
+        if (depth > 0) throw new InputError(where, line, 'options only: an included file may not contain [sections]');
+        const name = header[1].trim();
+        if (name === '') throw new InputError(where, line, 'a section name, e.g. [global] or [randread-4k]');
+        current = { name, where, options: [] };
+        sections.push(current);
+        return;
+      }
+      if (current === undefined) {
+        throw new InputError(where, line, 'options inside a section: start with [global] or a [job-name]');
+      }
+
+      const include = /^include\s+(.+)$/.exec(line);
+      if (include) {
+        if (depth >= MAX_INCLUDE_DEPTH) throw new InputError(where, line, `includes nested at most ${MAX_INCLUDE_DEPTH} deep`);
+        const target = include[1].trim();
+        const full = isAbsolute(target) ? target : resolve(dirname(file), target);
+        parseLines(readText(readFile, `${where} include`, full), full, depth + 1);
+        return;
+      }
+
+      current.options.push(decodeOption(line, where, env));
+    });
+  };
+
+  parseLines(text, path, 0);
+  return { path, sections };
+}
+
+/** One `key=value` or bare `key` line, decoded by ini. */
+function decodeOption(line: string, where: string, env: NodeJS.ProcessEnv): JobFileOption {
+  const entries = Object.entries(ini.decode(line, { bracketedArray: false }));
+  if (entries.length !== 1) throw new InputError(where, line, 'one option per line: key=value or a bare key');
+  const [key, decoded] = entries[0];
+  // ini turns a bare key into `true` and the words true/false/null into values; undo that.
+  const value = decoded === true && !line.includes('=') ? '' : String(decoded);
+  return { key, value: expandEnv(value, env), where };
+}
+
+/** fio's `${VAR}` substitution: unset or empty variables become ''. */
+export function expandEnv(value: string, env: NodeJS.ProcessEnv): string {
+  return value.replace(/\$\{([^}]*)\}/g, (_match, name: string) => env[name] ?? '');
+}
+
+function readText(readFile: (path: string) => string, field: string, path: string): string {
+  try {
+    return readFile(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new InputError(field, path, `a readable fio job file (${code})`);
+  }
+}

@@ -1,0 +1,699 @@
+/**
+ * What fio's job options mean to the model: every option of fio's
+ * options.c (plus the libaio and io_uring engine options) is in
+ * `FIO_OPTION_TABLE` as one of
+ *   handled      → read into a `FioJobSpec` field;
+ *   ignored      → accepted, changes nothing the model does, reported once
+ *                  in `ParsedJobs.ignoredOptions`;
+ *   notModelled  → would change the workload and the model cannot: an
+ *                  `InputError` — unless the value is the option's neutral
+ *                  "off" value (e.g. `ramp_time=0`, `fsync=0`), then ignored;
+ *   deprecated   → fio itself rejects it.
+ * A name in no row is not a fio option: an `InputError` that suggests the
+ * closest name.
+ *
+ * Precedence, lowest first (later wins, as in fio): the caller's defaults,
+ * the `[global]` sections above the job in file order, command-line
+ * overrides, the job's own section. Differences from fio's defaults:
+ * ioengine=libaio and direct=1 (the model has no other engine and no page
+ * cache), and `size` has no default (fio would use the file's size).
+ *
+ * Groups (fio init.c add_job): a job with `stonewall` starts a new barrier
+ * group (`groupId`) if any job precedes it; `stonewall` or `new_group` starts
+ * a new reporting group (`reportGroupId`). numjobs clones share their
+ * section's groups.
+ */
+import { InputError } from '@vmstack/shm';
+import {
+  BLOCK_SIZE_ALLOWED,
+  FIO_DEFAULT_RANDSEED,
+  FIO_DEFAULT_RWMIXREAD_PCT,
+  RW_MODES,
+  validateJobSpec,
+  type FioJobSpec,
+  type JobSpecWrittenAs,
+  type ParsedJobs,
+  type RwMode,
+  type VerifyMode,
+} from '@vmstack/guest-kernel';
+import { readJobFile, type JobFile, type ParseJobFileOptions } from './jobfile.js';
+import { parseCount, parseSizeBytes, parseTimeNs, type KbBase } from './sizes.js';
+
+export type OptionRule =
+  | { kind: 'handled' }
+  | { kind: 'ignored' }
+  | { kind: 'notModelled'; reason: string; neutral?: readonly string[] }
+  | { kind: 'deprecated' };
+
+const HANDLED: OptionRule = { kind: 'handled' };
+const IGNORED: OptionRule = { kind: 'ignored' };
+const DEPRECATED: OptionRule = { kind: 'deprecated' };
+const notModelled = (reason: string, ...neutral: string[]): OptionRule => ({ kind: 'notModelled', reason, neutral });
+
+const PACING = 'the model issues I/O as fast as the queue depth allows (no rate limits, think time or latency targets)';
+const ONE_BS = 'one fixed block size per job is modelled (bs)';
+const UNIFORM = 'only uniform random or sequential offsets over the job region are modelled';
+const AMOUNT = 'a job runs once over its region, or for runtime with time_based';
+const FILES = 'each job does I/O to one region of the NVMe namespace, not to files';
+const FLUSH = 'flushes, barriers and synchronous writes are not modelled';
+const VERIFY = 'only verify=crc32c|md5 with do_verify is modelled';
+const ZONES = 'zoned namespaces and data placement are not modelled';
+const TRIM = 'trim is not modelled';
+const BUFFERS = 'I/O buffers are page-aligned malloc memory in the model';
+const SCHED = 'the guest block layer has no I/O scheduler or priorities in the model';
+const EXEC = 'the model runs no external commands, profiles or replays';
+const IO_URING = 'an io_uring engine option; only ioengine=libaio is modelled';
+
+/** fio option → what the model does with it. Aliases are in `FIO_OPTION_ALIASES`. */
+export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
+  // -- handled: read into FioJobSpec --------------------------------------
+  name: HANDLED,
+  rw: HANDLED,
+  bs: HANDLED,
+  size: HANDLED,
+  offset: HANDLED,
+  offset_increment: HANDLED,
+  iodepth: HANDLED,
+  numjobs: HANDLED,
+  runtime: HANDLED,
+  time_based: HANDLED,
+  rwmixread: HANDLED,
+  rwmixwrite: HANDLED,
+  verify: HANDLED,
+  do_verify: HANDLED,
+  randseed: HANDLED,
+  ioengine: HANDLED,
+  direct: HANDLED,
+  buffered: HANDLED,
+  stonewall: HANDLED,
+  new_group: HANDLED,
+  kb_base: HANDLED,
+
+  // -- ignored: change nothing the model does -----------------------------
+  description: IGNORED,
+  filename: IGNORED, // the job's device is the topology's NVMe namespace
+  directory: IGNORED,
+  filename_format: IGNORED,
+  unique_filename: IGNORED,
+  openfiles: IGNORED,
+  file_service_type: IGNORED,
+  create_serialize: IGNORED,
+  create_fsync: IGNORED,
+  create_on_open: IGNORED,
+  allow_file_create: IGNORED,
+  allow_mounted_write: IGNORED,
+  overwrite: IGNORED,
+  fallocate: IGNORED,
+  fadvise_hint: IGNORED, // page-cache hint; the model has no page cache
+  invalidate: IGNORED,
+  unlink: IGNORED,
+  unlink_each_loop: IGNORED,
+  thread: IGNORED, // every job is a thread (a vCPU worker) in the model
+  norandommap: IGNORED,
+  softrandommap: IGNORED,
+  randrepeat: IGNORED, // the model always seeds from randseed
+  allrandrepeat: IGNORED,
+  random_generator: IGNORED,
+  // The engine submits one I/O per free slot and reaps each completion;
+  // doorbell and interrupt batching emerge from the device model instead.
+  iodepth_batch: IGNORED,
+  iodepth_batch_complete_min: IGNORED,
+  iodepth_batch_complete_max: IGNORED,
+  iodepth_low: IGNORED,
+  userspace_reap: IGNORED,
+  zero_buffers: IGNORED, // buffer contents do not change modelled costs
+  refill_buffers: IGNORED,
+  scramble_buffers: IGNORED,
+  buffer_pattern: IGNORED,
+  buffer_compress_percentage: IGNORED,
+  buffer_compress_chunk: IGNORED,
+  dedupe_percentage: IGNORED,
+  dedupe_global: IGNORED,
+  dedupe_mode: IGNORED,
+  dedupe_working_set_percentage: IGNORED,
+  'hugepage-size': IGNORED,
+  lockmem: IGNORED,
+  nice: IGNORED, // one job per vCPU: nothing to share a CPU with
+  cpumask: IGNORED,
+  cpus_allowed: IGNORED,
+  cpus_allowed_policy: IGNORED,
+  numa_cpu_nodes: IGNORED,
+  numa_mem_policy: IGNORED,
+  gpu_dev_id: IGNORED,
+  uid: IGNORED,
+  gid: IGNORED,
+  cgroup: IGNORED,
+  cgroup_nodelete: IGNORED,
+  clocksource: IGNORED, // model time is the clock
+  gtod_reduce: IGNORED,
+  gtod_cpu: IGNORED,
+  group_reporting: IGNORED, // reporting only: the report layer reads it from globalOptions/jobOptions
+  unified_rw_reporting: IGNORED,
+  stats: IGNORED,
+  clat_percentiles: IGNORED,
+  lat_percentiles: IGNORED,
+  slat_percentiles: IGNORED,
+  percentile_list: IGNORED,
+  significant_figures: IGNORED,
+  disable_lat: IGNORED,
+  disable_clat: IGNORED,
+  disable_slat: IGNORED,
+  disable_bw_measurement: IGNORED,
+  disk_util: IGNORED,
+  unit_base: IGNORED,
+  bwavgtime: IGNORED,
+  iopsavgtime: IGNORED,
+  per_job_logs: IGNORED,
+  write_bw_log: IGNORED,
+  write_lat_log: IGNORED,
+  write_iops_log: IGNORED,
+  write_hist_log: IGNORED,
+  write_iolog: IGNORED,
+  log_entries: IGNORED,
+  log_avg_msec: IGNORED,
+  log_hist_msec: IGNORED,
+  log_hist_coarseness: IGNORED,
+  log_max_value: IGNORED,
+  log_offset: IGNORED,
+  log_prio: IGNORED,
+  log_compression: IGNORED,
+  log_compression_cpus: IGNORED,
+  log_store_compressed: IGNORED,
+  log_unix_epoch: IGNORED,
+  log_alternate_epoch: IGNORED,
+  log_alternate_epoch_clock_id: IGNORED,
+  block_error_percentiles: IGNORED,
+  continue_on_error: IGNORED, // the model raises no I/O errors to continue on
+  ignore_error: IGNORED,
+  error_dump: IGNORED,
+  exitall_on_error: IGNORED,
+  exit_what: IGNORED,
+  verify_dump: IGNORED,
+  verify_state_save: IGNORED,
+  verifysort: IGNORED, // soft-deprecated in fio: accepted, no effect
+  verifysort_nr: IGNORED,
+  flow_watermark: IGNORED,
+
+  // -- not modelled: would change the workload ----------------------------
+  rate: notModelled(PACING, '0'),
+  rate_min: notModelled(PACING, '0'),
+  rate_iops: notModelled(PACING, '0'),
+  rate_iops_min: notModelled(PACING, '0'),
+  rate_process: notModelled(PACING, 'linear'),
+  rate_cycle: notModelled(PACING),
+  rate_ignore_thinktime: notModelled(PACING, '0'),
+  thinktime: notModelled(PACING, '0'),
+  thinktime_spin: notModelled(PACING, '0'),
+  thinktime_blocks: notModelled(PACING, '1'),
+  thinktime_blocks_type: notModelled(PACING, 'complete'),
+  thinktime_iotime: notModelled(PACING, '0'),
+  max_latency: notModelled(PACING, '0'),
+  latency_target: notModelled(PACING, '0'),
+  latency_window: notModelled(PACING, '0'),
+  latency_percentile: notModelled(PACING, '100'),
+  latency_run: notModelled(PACING, '0'),
+  flow_id: notModelled(PACING, '0'),
+  flow: notModelled(PACING, '0'),
+  flow_sleep: notModelled(PACING, '0'),
+  startdelay: notModelled(PACING, '0'),
+  bsrange: notModelled(ONE_BS),
+  bssplit: notModelled(ONE_BS),
+  bs_unaligned: notModelled(ONE_BS, '0'),
+  ba: notModelled(ONE_BS),
+  bs_is_seq_rand: notModelled(ONE_BS, '0'),
+  random_distribution: notModelled(UNIFORM, 'random'),
+  percentage_random: notModelled(UNIFORM, '100'),
+  rw_sequencer: notModelled(UNIFORM, 'sequential'),
+  offset_align: notModelled(UNIFORM, '0'),
+  serialize_overlap: notModelled(UNIFORM, '0'),
+  loops: notModelled(AMOUNT, '1'),
+  number_ios: notModelled(AMOUNT, '0'),
+  io_size: notModelled(AMOUNT),
+  fill_device: notModelled(AMOUNT, '0'),
+  ramp_time: notModelled(`${AMOUNT}; every I/O counts in the results (no ramp time)`, '0'),
+  steadystate: notModelled(AMOUNT),
+  steadystate_duration: notModelled(AMOUNT, '0'),
+  steadystate_ramp_time: notModelled(AMOUNT, '0'),
+  wait_for: notModelled('jobs run in stonewall groups only'),
+  exitall: notModelled(AMOUNT),
+  create_only: notModelled(AMOUNT, '0'),
+  nrfiles: notModelled(FILES, '1'),
+  filesize: notModelled(FILES),
+  file_append: notModelled(FILES, '0'),
+  opendir: notModelled(FILES),
+  lockfile: notModelled(FILES, 'none'),
+  pre_read: notModelled(FILES, '0'),
+  fsync: notModelled(FLUSH, '0'),
+  fdatasync: notModelled(FLUSH, '0'),
+  write_barrier: notModelled(FLUSH, '0'),
+  sync_file_range: notModelled(FLUSH),
+  end_fsync: notModelled(FLUSH, '0'),
+  fsync_on_close: notModelled(FLUSH, '0'),
+  sync: notModelled(FLUSH, 'none', '0'),
+  atomic: notModelled(FLUSH, '0'),
+  verify_interval: notModelled(VERIFY),
+  verify_offset: notModelled(VERIFY),
+  verify_pattern: notModelled(VERIFY),
+  verify_fatal: notModelled(VERIFY, '0'),
+  verify_async: notModelled(VERIFY, '0'),
+  verify_async_cpus: notModelled(VERIFY),
+  verify_backlog: notModelled(VERIFY, '0'),
+  verify_backlog_batch: notModelled(VERIFY),
+  verify_only: notModelled(VERIFY, '0'),
+  experimental_verify: notModelled(VERIFY, '0'),
+  verify_state_load: notModelled(VERIFY, '0'),
+  trim_percentage: notModelled(TRIM, '0'),
+  trim_verify_zero: notModelled(TRIM),
+  trim_backlog: notModelled(TRIM),
+  trim_backlog_batch: notModelled(TRIM),
+  zonemode: notModelled(ZONES, 'none'),
+  zonesize: notModelled(ZONES, '0'),
+  zonecapacity: notModelled(ZONES, '0'),
+  zonerange: notModelled(ZONES, '0'),
+  zoneskip: notModelled(ZONES, '0'),
+  read_beyond_wp: notModelled(ZONES, '0'),
+  max_open_zones: notModelled(ZONES, '0'),
+  job_max_open_zones: notModelled(ZONES, '0'),
+  ignore_zone_limits: notModelled(ZONES, '0'),
+  zone_reset_threshold: notModelled(ZONES),
+  zone_reset_frequency: notModelled(ZONES),
+  fdp: notModelled(ZONES, '0'),
+  fdp_pli: notModelled(ZONES),
+  mem: notModelled(BUFFERS, 'malloc'),
+  iomem_align: notModelled(BUFFERS, '0'),
+  io_submit_mode: notModelled('the job engine submits inline on its vCPU', 'inline'),
+  ioscheduler: notModelled(SCHED, 'none'),
+  prio: notModelled(SCHED),
+  prioclass: notModelled(SCHED),
+  cmdprio_percentage: notModelled(SCHED, '0'),
+  cmdprio_class: notModelled(SCHED),
+  cmdprio: notModelled(SCHED),
+  cmdprio_bssplit: notModelled(SCHED),
+  cgroup_weight: notModelled(SCHED),
+  write_hint: notModelled(SCHED, 'none'),
+  nowait: notModelled('RWF_NOWAIT submission is not modelled', '0'),
+  read_iolog: notModelled(EXEC),
+  read_iolog_chunked: notModelled(EXEC, '0'),
+  replay_no_stall: notModelled(EXEC),
+  replay_redirect: notModelled(EXEC),
+  replay_scale: notModelled(EXEC),
+  replay_align: notModelled(EXEC),
+  replay_time_scale: notModelled(EXEC),
+  replay_skip: notModelled(EXEC),
+  merge_blktrace_file: notModelled(EXEC),
+  merge_blktrace_scalars: notModelled(EXEC),
+  merge_blktrace_iters: notModelled(EXEC),
+  exec_prerun: notModelled(EXEC),
+  exec_postrun: notModelled(EXEC),
+  profile: notModelled(EXEC),
+  hipri: notModelled(IO_URING),
+  fixedbufs: notModelled(IO_URING),
+  registerfiles: notModelled(IO_URING),
+  sqthread_poll: notModelled(IO_URING),
+  sqthread_poll_cpu: notModelled(IO_URING),
+  nonvectored: notModelled(IO_URING),
+  uncached: notModelled(IO_URING),
+  force_async: notModelled(IO_URING),
+  cmd_type: notModelled(IO_URING),
+
+  // -- deprecated: fio rejects them ---------------------------------------
+  percentage_sequential: DEPRECATED,
+  rwmixcycle: DEPRECATED,
+};
+
+/** fio's alternative names (options.c `.alias`). */
+export const FIO_OPTION_ALIASES: Readonly<Record<string, string>> = {
+  readwrite: 'rw',
+  blocksize: 'bs',
+  timeout: 'runtime',
+  fileoffset: 'offset',
+  wait_for_previous: 'stonewall',
+  iodepth_batch_submit: 'iodepth_batch',
+  iodepth_batch_complete: 'iodepth_batch_complete_min',
+  io_limit: 'io_size',
+  fill_fs: 'fill_device',
+  blockalign: 'ba',
+  blocksize_range: 'bsrange',
+  blocksize_unaligned: 'bs_unaligned',
+  nr_files: 'nrfiles',
+  iomem: 'mem',
+  mem_align: 'iomem_align',
+  ratemin: 'rate_min',
+  ratecycle: 'rate_cycle',
+  disable_bw: 'disable_bw_measurement',
+  ss: 'steadystate',
+  ss_dur: 'steadystate_duration',
+  ss_ramp: 'steadystate_ramp_time',
+};
+
+/** One option as written, with where it came from for errors (e.g. `[global] bs`, `--bs`). */
+interface Written {
+  key: string;
+  value: string;
+  field: string;
+}
+
+interface Section {
+  name: string;
+  isGlobal: boolean;
+  options: Written[];
+}
+
+export type CommandLineOptions = Record<string, string | number | boolean | undefined>;
+
+/** Job options as the CLI layer passes them: fio names (snake_case), values as strings or from yargs. */
+export type JobOptionValues = CommandLineOptions;
+
+export interface JobsFromFileOptions extends ParseJobFileOptions {
+  /** Command-line options: override `[global]`, overridden by a job's own section. */
+  overrides?: JobOptionValues;
+  /** The caller's defaults, below everything in the file. */
+  defaults?: JobOptionValues;
+}
+
+/** The command line as one job section named after `--name` (default `vmstack`). */
+export function jobsFromCommandLine(opts: CommandLineOptions, defaults: JobOptionValues = {}): ParsedJobs {
+  const nameValue = opts.name ?? defaults.name ?? 'vmstack';
+  const name = String(nameValue);
+  if (name === '') throw new InputError('--name', nameValue, 'a non-empty job name');
+  const options = toWritten(opts, (key) => `--${key}`).filter((o) => o.key !== 'name');
+  return buildJobs([{ name, isGlobal: false, options }], [], toWritten(defaults, defaultField).filter((o) => o.key !== 'name'));
+}
+
+/** A fio job file; `overrides` (command-line options) override its `[global]` sections. */
+export function jobsFromFile(path: string, overrides: JobOptionValues = {}, options: JobsFromFileOptions = {}): ParsedJobs {
+  return jobsFromJobFile(readJobFile(path, options), { ...options, overrides });
+}
+
+/** Same as `jobsFromFile` for an already parsed file (e.g. from `parseJobFileText`). */
+export function jobsFromJobFile(file: JobFile, options: Omit<JobsFromFileOptions, keyof ParseJobFileOptions> = {}): ParsedJobs {
+  const sections: Section[] = file.sections.map((s) => ({
+    name: s.name,
+    isGlobal: s.name === 'global',
+    options: s.options.map((o) => ({ key: o.key, value: o.value, field: `[${s.name}] ${o.key}` })),
+  }));
+  if (!sections.some((s) => !s.isGlobal)) {
+    throw new InputError('job file', file.path, 'at least one job section besides [global], e.g. [randread-4k]');
+  }
+  const overrides = toWritten(options.overrides ?? {}, (key) => `--${key}`);
+  const defaults = toWritten(options.defaults ?? {}, defaultField).filter((o) => o.key !== 'name');
+  return buildJobs(sections, overrides, defaults);
+}
+
+const defaultField = (key: string): string => `default ${key}`;
+
+function toWritten(values: JobOptionValues, field: (key: string) => string): Written[] {
+  return Object.entries(values)
+    .filter(([key, value]) => value !== undefined && key !== '_' && key !== '$0')
+    .map(([key, value]) => ({
+      key,
+      // A boolean flag (`--time_based`) means 1, as `time_based=1` would.
+      value: value === true ? '1' : value === false ? '0' : String(value),
+      field: field(key),
+    }));
+}
+
+/** The rule for an option name, or an InputError if fio has no such option or the model cannot run it. */
+function classify(o: Written, ignored: Set<string>): 'handled' | 'ignored' {
+  const rule = FIO_OPTION_TABLE[FIO_OPTION_ALIASES[o.key] ?? o.key];
+  if (rule === undefined) {
+    const near = closestOptionName(o.key);
+    throw new InputError(o.field, o.value, `not a fio option${near ? ` (did you mean ${near}?)` : ''}`);
+  }
+  switch (rule.kind) {
+    case 'handled':
+      return 'handled';
+    case 'ignored':
+      ignored.add(o.key);
+      return 'ignored';
+    case 'deprecated':
+      throw new InputError(o.field, o.value, `remove it: ${o.key} is deprecated and fio itself rejects it`);
+    case 'notModelled': {
+      const neutral = rule.neutral ?? [];
+      if (neutral.includes(o.value.trim().toLowerCase())) {
+        ignored.add(o.key);
+        return 'ignored';
+      }
+      const instead = neutral.length > 0 ? `remove it or set ${o.key}=${neutral[0]}` : 'remove it';
+      throw new InputError(o.field, o.value, `${instead}; ${o.key} is not modelled: ${rule.reason}`);
+    }
+  }
+}
+
+function buildJobs(sections: Section[], overrides: Written[], defaults: Written[]): ParsedJobs {
+  const ignored = new Set<string>();
+  const handled = (list: Written[]): Written[] => list.filter((o) => classify(o, ignored) === 'handled');
+  // Classify everything first, in order, so the first bad line is the one reported.
+  const handledDefaults = handled(defaults);
+  const handledSections = sections.map((s) => ({ ...s, options: handled(s.options) }));
+  const handledOverrides = handled(overrides);
+
+  const globalOptions: Record<string, string> = {};
+  const jobOptions: Record<string, Record<string, string>> = {};
+  const jobs: FioJobSpec[] = [];
+  const globalsSoFar: Written[] = [];
+  let groupId = 0;
+  let reportGroupId = 0;
+  let jobsInReportGroup = 0;
+
+  sections.forEach((section, i) => {
+    if (section.isGlobal) {
+      for (const o of section.options) globalOptions[o.key] = o.value;
+      globalsSoFar.push(...handledSections[i].options);
+      return;
+    }
+    if (Object.hasOwn(jobOptions, section.name)) {
+      throw new InputError(`[${section.name}]`, section.name, 'a job name used by one section only');
+    }
+    jobOptions[section.name] = Object.fromEntries(section.options.map((o) => [o.key, o.value]));
+
+    const job = resolveJob(section.name, [...handledDefaults, ...globalsSoFar, ...handledOverrides, ...handledSections[i].options]);
+    if (job.stonewall && jobs.length > 0) groupId++;
+    if ((job.stonewall || job.newGroup) && jobsInReportGroup > 0) {
+      reportGroupId++;
+      jobsInReportGroup = 0;
+    }
+    for (let jobIndex = 0; jobIndex < job.numjobs; jobIndex++) {
+      const spec: FioJobSpec = {
+        ...job.spec,
+        jobIndex,
+        groupId,
+        reportGroupId,
+        offsetBytes: job.spec.offsetBytes + jobIndex * job.offsetIncrementBytes,
+      };
+      jobs.push(validateJobSpec(spec, job.writtenAs));
+      jobsInReportGroup++;
+    }
+  });
+
+  for (const o of overrides) globalOptions[o.key] = o.value;
+  return { jobs, ignoredOptions: [...ignored], globalOptions, jobOptions };
+}
+
+const MAX_NUMJOBS = 4096; // fio's default --max-jobs
+
+interface ResolvedJob {
+  spec: FioJobSpec;
+  writtenAs: JobSpecWrittenAs;
+  numjobs: number;
+  offsetIncrementBytes: number;
+  stonewall: boolean;
+  newGroup: boolean;
+}
+
+/** Folds the handled options of one job (lowest precedence first) into a spec. */
+function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
+  // One slot per meaning: inverse options share a slot and the later one wins, as in fio.
+  const SLOT: Record<string, string> = { buffered: 'direct', rwmixwrite: 'rwmixread' };
+  const slots = new Map<string, Written>();
+  for (const o of options) {
+    const canonical = FIO_OPTION_ALIASES[o.key] ?? o.key;
+    slots.set(SLOT[canonical] ?? canonical, o);
+  }
+  const get = (slot: string): Written | undefined => slots.get(slot);
+
+  // kb_base first: it changes how every size is read (fio gives it prio 1).
+  const kbBaseOpt = get('kb_base');
+  let kbBase: KbBase = 1024;
+  if (kbBaseOpt) {
+    if (kbBaseOpt.value.trim() !== '1024' && kbBaseOpt.value.trim() !== '1000') {
+      throw new InputError(kbBaseOpt.field, kbBaseOpt.value, '1024 (k = 1024, the default) or 1000 (k = 1000, kib = 1024)');
+    }
+    kbBase = Number(kbBaseOpt.value.trim()) as KbBase;
+  }
+
+  const writtenAs: JobSpecWrittenAs = {};
+  const note = (key: keyof FioJobSpec, o: Written | undefined): void => {
+    if (o) writtenAs[key] = { field: o.field, value: o.value };
+  };
+
+  const rwOpt = get('rw');
+  const rw = rwOpt ? parseRw(rwOpt) : 'read';
+
+  const bsOpt = get('bs');
+  const blockSizeBytes = bsOpt ? parseBlockSize(bsOpt, kbBase) : 4096;
+  note('blockSizeBytes', bsOpt);
+
+  const sizeOpt = get('size');
+  if (!sizeOpt) {
+    throw new InputError(`[${sectionName}] size`, undefined, 'a region size per job, e.g. size=64m (the model has no file to take it from)');
+  }
+  const sizeBytes = parseSizeBytes(sizeOpt.field, sizeOpt.value, kbBase);
+  note('sizeBytes', sizeOpt);
+
+  const offsetOpt = get('offset');
+  const offsetBytes = offsetOpt ? parseSizeBytes(offsetOpt.field, offsetOpt.value, kbBase) : 0;
+  note('offsetBytes', offsetOpt);
+  const incOpt = get('offset_increment');
+  const offsetIncrementBytes = incOpt ? parseSizeBytes(incOpt.field, incOpt.value, kbBase) : 0;
+  if (offsetIncrementBytes % 4096 !== 0) {
+    throw new InputError(incOpt!.field, incOpt!.value, 'a multiple of 4096 bytes (each clone starts on a 4 KiB logical block), e.g. 1g');
+  }
+
+  const iodepthOpt = get('iodepth');
+  const iodepth = iodepthOpt ? parseCount(iodepthOpt.field, iodepthOpt.value, 'a whole number from 1 to 4096') : 1;
+  note('iodepth', iodepthOpt);
+
+  const numjobsOpt = get('numjobs');
+  const numjobs = numjobsOpt ? parseCount(numjobsOpt.field, numjobsOpt.value, `a whole number from 1 to ${MAX_NUMJOBS}`) : 1;
+  if (numjobs < 1 || numjobs > MAX_NUMJOBS) {
+    throw new InputError(numjobsOpt!.field, numjobsOpt!.value, `a whole number from 1 to ${MAX_NUMJOBS}`);
+  }
+
+  const runtimeOpt = get('runtime');
+  const runtimeNsRaw = runtimeOpt ? parseTimeNs(runtimeOpt.field, runtimeOpt.value) : 0;
+  const runtimeNs = runtimeNsRaw === 0 ? null : runtimeNsRaw; // fio: runtime=0 means no limit
+  note('runtimeNs', runtimeOpt);
+
+  const timeBasedOpt = get('time_based');
+  const timeBased = timeBasedOpt ? parseSetFlag(timeBasedOpt) : false;
+  note('timeBased', timeBasedOpt);
+
+  const mixOpt = get('rwmixread');
+  let rwmixreadPct = FIO_DEFAULT_RWMIXREAD_PCT;
+  if (mixOpt) {
+    const pct = parseCount(mixOpt.field, mixOpt.value, 'a whole percentage from 0 to 100');
+    if (pct > 100) throw new InputError(mixOpt.field, mixOpt.value, 'a whole percentage from 0 to 100');
+    rwmixreadPct = mixOpt.key === 'rwmixwrite' ? 100 - pct : pct;
+  }
+
+  const verifyOpt = get('verify');
+  const verify = verifyOpt ? parseVerify(verifyOpt) : 'none';
+  const doVerifyOpt = get('do_verify');
+  const doVerify = doVerifyOpt ? parseBool(doVerifyOpt) : true;
+
+  const seedOpt = get('randseed');
+  const randseed = seedOpt
+    ? parseCount(seedOpt.field, seedOpt.value, `a whole number from 0 to ${Number.MAX_SAFE_INTEGER} (decimal or 0x hex)`)
+    : FIO_DEFAULT_RANDSEED;
+
+  const engineOpt = get('ioengine');
+  if (engineOpt && engineOpt.value.trim() !== 'libaio') {
+    throw new InputError(engineOpt.field, engineOpt.value, 'libaio (the only submission path modelled)');
+  }
+
+  const directOpt = get('direct');
+  if (directOpt) {
+    const flag = parseBool(directOpt);
+    const direct = directOpt.key === 'buffered' ? !flag : flag;
+    if (!direct) {
+      const allowed = directOpt.key === 'buffered' ? 'buffered=0' : 'direct=1';
+      throw new InputError(directOpt.field, directOpt.value, `${allowed}: the model has no page cache, every I/O is O_DIRECT`);
+    }
+  }
+
+  const nameOpt = get('name');
+  const stonewallOpt = get('stonewall');
+  const newGroupOpt = get('new_group');
+
+  return {
+    spec: {
+      name: nameOpt && nameOpt.value !== '' ? nameOpt.value : sectionName,
+      jobIndex: 0,
+      groupId: 0,
+      reportGroupId: 0,
+      rw,
+      rwmixreadPct,
+      blockSizeBytes,
+      sizeBytes,
+      offsetBytes,
+      iodepth,
+      runtimeNs,
+      timeBased,
+      verify,
+      doVerify,
+      randseed,
+      ioengine: 'libaio',
+      direct: true,
+    },
+    writtenAs,
+    numjobs,
+    offsetIncrementBytes,
+    stonewall: stonewallOpt ? parseSetFlag(stonewallOpt) : false,
+    newGroup: newGroupOpt ? parseSetFlag(newGroupOpt) : false,
+  };
+}
+
+const RW_ALLOWED = `one of ${RW_MODES.join(', ')} (readwrite = rw); trim and ":N" suffixes are not modelled`;
+
+function parseRw(o: Written): RwMode {
+  const v = o.value.trim();
+  if (v === 'readwrite') return 'rw';
+  if ((RW_MODES as readonly string[]).includes(v)) return v as RwMode;
+  throw new InputError(o.field, o.value, RW_ALLOWED);
+}
+
+function parseBlockSize(o: Written, kbBase: KbBase): number {
+  const allowed = BLOCK_SIZE_ALLOWED;
+  if (/[,:-]/.test(o.value)) {
+    throw new InputError(o.field, o.value, `${allowed}; one size for reads and writes (bs=r,w is not modelled)`);
+  }
+  try {
+    return parseSizeBytes(o.field, o.value, kbBase);
+  } catch {
+    throw new InputError(o.field, o.value, allowed);
+  }
+}
+
+function parseVerify(o: Written): VerifyMode {
+  const v = o.value.trim();
+  if (v === '0' || v === 'none') return 'none';
+  if (v === 'crc32c' || v === 'crc32c-intel') return 'crc32c';
+  if (v === 'md5') return 'md5';
+  throw new InputError(o.field, o.value, '0 (none), crc32c (or crc32c-intel) or md5; other fio checksums are not modelled');
+}
+
+/** fio FIO_OPT_BOOL: a value is required; 0 is false, any other whole number true. */
+function parseBool(o: Written): boolean {
+  if (o.value.trim() === '') throw new InputError(o.field, '', `${o.key}=0 or ${o.key}=1 (fio requires a value for ${o.key})`);
+  return parseCount(o.field, o.value, `0 or 1`) !== 0;
+}
+
+/** fio FIO_OPT_STR_SET: a bare key sets it; a value 0 clears it. */
+function parseSetFlag(o: Written): boolean {
+  if (o.value.trim() === '') return true;
+  return parseCount(o.field, o.value, `the bare key ${o.key}, or ${o.key}=0 / ${o.key}=1`) !== 0;
+}
+
+/** The known option name closest to a misspelt one, if it is close (as fio's "Did you mean"). */
+function closestOptionName(name: string): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of [...Object.keys(FIO_OPTION_TABLE), ...Object.keys(FIO_OPTION_ALIASES)]) {
+    const d = editDistance(name, candidate);
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  return bestDistance <= Math.max(1, Math.floor(name.length / 4)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}

@@ -1,0 +1,162 @@
+/**
+ * What a run hands to the reporters: per job, per direction, the byte and I/O
+ * counts, the model runtime and three latency histograms (slat, clat, lat) in
+ * nanoseconds of model time — the same split fio makes:
+ *   slat = submission latency (job queues the I/O → it is handed to the device),
+ *   clat = completion latency (handed to the device → completion seen by the job),
+ *   lat  = slat + clat.
+ *
+ * Histograms are hdr-histogram-js `JsHistogram`s (the plain-JS build, never the
+ * WASM one: it works synchronously inside worker threads). They cross worker
+ * boundaries as strings: `encodeHistogram` in the worker, `decodeHistogram` in
+ * the receiver, `mergeHistograms` to sum jobs or workers.
+ *
+ * Resolution: 3 significant digits (values up to 2047 ns are exact; above that a
+ * bucket spans at most 1/1024 of its value), from 1 ns to 1 h, auto-resizing
+ * beyond that rather than throwing.
+ */
+import {
+  build,
+  decodeFromCompressedBase64,
+  encodeIntoCompressedBase64,
+  JsHistogram,
+} from 'hdr-histogram-js';
+import type { Histogram } from 'hdr-histogram-js';
+
+export type { Histogram };
+
+/** Highest latency a fresh histogram tracks without resizing: one hour. */
+export const LATENCY_HISTOGRAM_HIGHEST_NS = 3_600_000_000_000;
+/** Significant decimal digits kept by every latency histogram. */
+export const LATENCY_HISTOGRAM_SIGNIFICANT_DIGITS = 3;
+
+/** One direction (read or write) of one job. */
+export interface DirectionResult {
+  /** Bytes transferred by completed I/Os. */
+  ioBytes: number;
+  /** Completed I/Os. */
+  totalIos: number;
+  /** Model ns from job start to its last completion in this direction (0: no I/O). */
+  runtimeNs: number;
+  /** Submission latency per I/O, ns. */
+  slatNs: Histogram;
+  /** Completion latency per I/O, ns. */
+  clatNs: Histogram;
+  /** Total latency (slat + clat) per I/O, ns. */
+  latNs: Histogram;
+  /** IOPS measured per averaging window (fio's iops_* fields); absent: not measured. */
+  iopsSamples?: number[];
+  /** Bandwidth in KiB/s per averaging window (fio's bw_* fields); absent: not measured. */
+  bwSamplesKiBps?: number[];
+}
+
+export interface JobResult {
+  jobname: string;
+  groupid: number;
+  /** The job's own options as written in the job file (fio's "job options"). */
+  jobOptions: Record<string, string>;
+  read: DirectionResult;
+  write: DirectionResult;
+  /** Model ns the job ran (fio's job_runtime, reported in ms). */
+  jobRuntimeNs: number;
+  /** Share of jobRuntimeNs the job's vCPU spent in guest user / kernel code, percent. */
+  usrCpuPct: number;
+  sysCpuPct: number;
+  /** Context switches of the job's vCPU. */
+  ctx: number;
+  /** errno-style error code; 0 = none. */
+  error: number;
+  /** The job's iodepth (fio's latency_depth when no latency_target is set). */
+  iodepth: number;
+  /** fio's "1","2","4","8","16","32",">=64" depth buckets, percent of issued I/Os. */
+  iodepthLevels?: Record<string, number>;
+  verify?: { blocksChecked: number; corrupt: number };
+}
+
+export interface RunResult {
+  /** Wall-clock ms since the epoch when the results were gathered (fio's timestamp_ms). */
+  timestampMs: number;
+  /** The job file's [global] options. */
+  globalOptions: Record<string, string>;
+  jobs: JobResult[];
+  /** Passed through verbatim as the top-level "vmstack" key of the JSON output. */
+  vmstack: Record<string, unknown>;
+}
+
+/** A fresh, empty latency histogram (ns). */
+export function createLatencyHistogram(): Histogram {
+  return build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: LATENCY_HISTOGRAM_HIGHEST_NS,
+    numberOfSignificantValueDigits: LATENCY_HISTOGRAM_SIGNIFICANT_DIGITS,
+    autoResize: true,
+    useWebAssembly: false,
+  });
+}
+
+/** A direction with no I/O: zero counts, empty histograms, no samples. */
+export function emptyDirection(): DirectionResult {
+  return {
+    ioBytes: 0,
+    totalIos: 0,
+    runtimeNs: 0,
+    slatNs: createLatencyHistogram(),
+    clatNs: createLatencyHistogram(),
+    latNs: createLatencyHistogram(),
+  };
+}
+
+/** The histogram as a compressed base64 string (HdrHistogram V2 encoding), safe to postMessage. */
+export function encodeHistogram(h: Histogram): string {
+  return encodeIntoCompressedBase64(asJsHistogram(h));
+}
+
+/** Inverse of `encodeHistogram`; the result auto-resizes like a fresh one. */
+export function decodeHistogram(encoded: string): Histogram {
+  const h = decodeFromCompressedBase64(encoded, 32, false);
+  h.autoResize = true;
+  return h;
+}
+
+/** Adds every `from` histogram into `into` (hdr `add`) and returns `into`. */
+export function mergeHistograms(into: Histogram, ...from: Histogram[]): Histogram {
+  for (const h of from) into.add(h);
+  return into;
+}
+
+/** One non-empty bucket of a histogram, in ascending value order. */
+export interface HistogramBucket {
+  /** Smallest and largest ns value counted in this bucket. */
+  lowNs: number;
+  highNs: number;
+  /** The value reports use for the bucket: its midpoint (hdr's median-equivalent value). */
+  valueNs: number;
+  count: number;
+}
+
+/** Non-empty buckets of `h`, ascending. Requires the plain-JS implementation. */
+export function histogramBuckets(h: Histogram): HistogramBucket[] {
+  const js = asJsHistogram(h);
+  const buckets: HistogramBucket[] = [];
+  if (js.totalCount === 0) return buckets;
+  const it = js.recordedValuesIterator;
+  it.reset();
+  while (it.hasNext()) {
+    const v = it.next();
+    const at = v.valueIteratedTo;
+    buckets.push({
+      lowNs: js.lowestEquivalentValue(at),
+      highNs: js.highestEquivalentValue(at),
+      valueNs: js.medianEquivalentValue(at),
+      count: v.countAtValueIteratedTo,
+    });
+  }
+  return buckets;
+}
+
+function asJsHistogram(h: Histogram): JsHistogram {
+  if (!(h instanceof JsHistogram)) {
+    throw new TypeError('latency histograms must be hdr-histogram-js JsHistograms (build with useWebAssembly: false)');
+  }
+  return h;
+}

@@ -1,0 +1,162 @@
+/**
+ * fio job specs: the validated, unit-carrying description of one fio job
+ * clone, as the guest vCPU worker's job engine consumes it (one spec per
+ * vCPU). The CLI turns fio job files and command-line options into these
+ * (`packages/cli/src/fio/`); the worker calls `validateJobSpec` again on
+ * what it receives, so a spec that reaches the engine always obeys the
+ * rules below.
+ *
+ * Model limits (fio itself is laxer):
+ * - block sizes are multiples of the 4 KiB NVMe LBA of this model, 4 KiB … 2 MiB;
+ * - region size and offsets are 4 KiB aligned, and a region holds at least one block;
+ * - I/O is always O_DIRECT through libaio (the model has no page cache and
+ *   one submission path).
+ */
+import { InputError } from '@vmstack/shm';
+
+/** fio `rw=`; fio's `readwrite` is normalised to `rw`. */
+export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'rw' | 'randrw';
+export const RW_MODES: readonly RwMode[] = ['read', 'write', 'randread', 'randwrite', 'rw', 'randrw'];
+
+/** fio `verify=`; fio's `0` and `crc32c-intel` map to `none` and `crc32c`. */
+export type VerifyMode = 'none' | 'crc32c' | 'md5';
+export const VERIFY_MODES: readonly VerifyMode[] = ['none', 'crc32c', 'md5'];
+
+/** NVMe logical block size of the modelled namespace. */
+export const NVME_LBA_SIZE_BYTES = 4096;
+export const MIN_BLOCK_SIZE_BYTES = 4096;
+export const MAX_BLOCK_SIZE_BYTES = 2 * 1024 * 1024;
+export const MAX_IODEPTH = 4096;
+/** fio's default `randseed` (options.c: `.def = "0x89"`). */
+export const FIO_DEFAULT_RANDSEED = 0x89;
+/** fio's default `rwmixread`. */
+export const FIO_DEFAULT_RWMIXREAD_PCT = 50;
+
+export const BLOCK_SIZE_ALLOWED = 'a multiple of 4096 bytes from 4096 to 2 MiB (e.g. 4k, 128k)';
+
+/** One fio job clone: a `numjobs=N` section becomes N specs, one per vCPU. */
+export interface FioJobSpec {
+  /** fio job name (section name, or its `name=`); numjobs clones share it. */
+  name: string;
+  /** 0 … numjobs-1 within its section (fio's subjob number). */
+  jobIndex: number;
+  /**
+   * Barrier group, 0-based, in file order: a job with `stonewall` (alias
+   * `wait_for_previous`) starts a new one. Groups run one after another;
+   * jobs within a group run concurrently.
+   */
+  groupId: number;
+  /**
+   * fio's reporting `groupid` (the `groupid` of fio JSON): starts a new
+   * value on `stonewall` or `new_group`. `new_group` alone adds no barrier.
+   */
+  reportGroupId: number;
+  rw: RwMode;
+  /** Share of reads in `rw`/`randrw`, percent (fio `rwmixread`, default 50). */
+  rwmixreadPct: number;
+  /** fio `bs`. */
+  blockSizeBytes: number;
+  /** Size of this job's region (fio `size`). */
+  sizeBytes: number;
+  /** Start of this job's region: `offset` + jobIndex × `offset_increment`. */
+  offsetBytes: number;
+  /** 1 … 4096. */
+  iodepth: number;
+  /** fio `runtime` in model ns; null: no limit (run through the region once). */
+  runtimeNs: number | null;
+  /** fio `time_based`: loop over the region until `runtime` has passed. */
+  timeBased: boolean;
+  verify: VerifyMode;
+  /** fio `do_verify` (default 1): run the verify phase after writing. */
+  doVerify: boolean;
+  /** fio `randseed` (default 0x89). */
+  randseed: number;
+  ioengine: 'libaio';
+  direct: true;
+}
+
+/** The result of parsing a job file or command line. */
+export interface ParsedJobs {
+  /** In file order; numjobs clones adjacent. */
+  jobs: FioJobSpec[];
+  /** fio options that were accepted but do not change what the model does, each named once. */
+  ignoredOptions: string[];
+  /** `[global]` (and command-line) options as written, for fio JSON "global options". */
+  globalOptions: Record<string, string>;
+  /** Each job section's own options as written, by section name, for fio JSON "job options". */
+  jobOptions: Record<string, Record<string, string>>;
+}
+
+/** How the user wrote the value behind a spec field, so errors can quote it. */
+export type JobSpecWrittenAs = Partial<Record<keyof FioJobSpec, { field: string; value: string }>>;
+
+/** fio option names of the spec fields, used in errors when no `writtenAs` is given. */
+const FIO_FIELD: Record<keyof FioJobSpec, string> = {
+  name: 'name',
+  jobIndex: 'jobIndex',
+  groupId: 'groupId',
+  reportGroupId: 'reportGroupId',
+  rw: 'rw',
+  rwmixreadPct: 'rwmixread',
+  blockSizeBytes: 'bs',
+  sizeBytes: 'size',
+  offsetBytes: 'offset',
+  iodepth: 'iodepth',
+  runtimeNs: 'runtime',
+  timeBased: 'time_based',
+  verify: 'verify',
+  doVerify: 'do_verify',
+  randseed: 'randseed',
+  ioengine: 'ioengine',
+  direct: 'direct',
+};
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isLbaAligned = (v: number): boolean => v % NVME_LBA_SIZE_BYTES === 0;
+
+/**
+ * Checks every rule of the model on a spec and returns it unchanged;
+ * throws `InputError` naming the option (as `writtenAs` says the user wrote
+ * it, else by its fio name), the value and what is allowed.
+ */
+export function validateJobSpec(spec: FioJobSpec, writtenAs: JobSpecWrittenAs = {}): FioJobSpec {
+  const fail = (key: keyof FioJobSpec, allowed: string): never => {
+    const w = writtenAs[key];
+    throw new InputError(w?.field ?? FIO_FIELD[key], w ? w.value : spec[key], allowed);
+  };
+
+  if (typeof spec.name !== 'string' || spec.name.length === 0) fail('name', 'a non-empty job name');
+  if (!isCount(spec.jobIndex)) fail('jobIndex', 'a whole number >= 0');
+  if (!isCount(spec.groupId)) fail('groupId', 'a whole number >= 0');
+  if (!isCount(spec.reportGroupId)) fail('reportGroupId', 'a whole number >= 0');
+  if (!RW_MODES.includes(spec.rw)) fail('rw', `one of ${RW_MODES.join(', ')} (readwrite = rw)`);
+  if (!isCount(spec.rwmixreadPct) || spec.rwmixreadPct > 100) fail('rwmixreadPct', 'a whole percentage from 0 to 100');
+
+  const bs = spec.blockSizeBytes;
+  if (!isCount(bs) || bs < MIN_BLOCK_SIZE_BYTES || bs > MAX_BLOCK_SIZE_BYTES || !isLbaAligned(bs)) {
+    fail('blockSizeBytes', `${BLOCK_SIZE_ALLOWED}; the model's NVMe namespace has 4 KiB logical blocks`);
+  }
+  const size = spec.sizeBytes;
+  if (!isCount(size) || size < bs || !isLbaAligned(size)) {
+    fail('sizeBytes', `a multiple of 4096 bytes, at least one block (bs = ${bs} bytes), e.g. 64m`);
+  }
+  if (!isCount(spec.offsetBytes) || !isLbaAligned(spec.offsetBytes)) {
+    fail('offsetBytes', 'a multiple of 4096 bytes >= 0 (the 4 KiB NVMe logical block), e.g. 0, 1g');
+  }
+  if (!isCount(spec.iodepth) || spec.iodepth < 1 || spec.iodepth > MAX_IODEPTH) {
+    fail('iodepth', `a whole number from 1 to ${MAX_IODEPTH}`);
+  }
+  if (spec.runtimeNs !== null && (!isCount(spec.runtimeNs) || spec.runtimeNs === 0)) {
+    fail('runtimeNs', 'a duration > 0, e.g. 10 (seconds), 10s, 500ms; or leave runtime unset');
+  }
+  if (typeof spec.timeBased !== 'boolean') fail('timeBased', 'set or unset');
+  if (spec.timeBased && spec.runtimeNs === null) {
+    fail('timeBased', 'time_based only together with runtime > 0 (e.g. runtime=10s), else the job never ends');
+  }
+  if (!VERIFY_MODES.includes(spec.verify)) fail('verify', '0 (none), crc32c or md5');
+  if (typeof spec.doVerify !== 'boolean') fail('doVerify', '0 or 1');
+  if (!isCount(spec.randseed)) fail('randseed', `a whole number from 0 to ${Number.MAX_SAFE_INTEGER}`);
+  if (spec.ioengine !== 'libaio') fail('ioengine', 'libaio (the only submission path modelled)');
+  if (spec.direct !== true) fail('direct', 'direct=1: the model has no page cache');
+  return spec;
+}

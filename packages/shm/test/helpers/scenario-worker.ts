@@ -1,0 +1,189 @@
+/**
+ * Worker used by the shm tests: runs one named scenario against the shared
+ * memory given in `init` and returns what it observed.
+ */
+import { workerMain, Ring, LockTable, ModelClock, WorkerSync, NEVER_NS, type RingHandle, type LockTableHandle } from '@vmstack/shm';
+import { mulberry32 } from './prng.js';
+
+interface Init {
+  scenario: 'ring-producer' | 'ring-consumer' | 'mutex-increment' | 'crash' | 'park-forever' | 'clock-sender' | 'clock-receiver' | 'clock-reactive' | 'quantum-vcpu';
+  ring?: RingHandle;
+  ring2?: RingHandle;
+  records?: number;
+  batch?: number;
+  seed?: number;
+  locks?: LockTableHandle;
+  counter?: SharedArrayBuffer;
+  iterations?: number;
+  crashAfterMs?: number;
+  events?: number[];
+  stepNs?: number;
+  peers?: number[];
+  quantumNs?: number;
+  untilNs?: number;
+  realDelayUs?: number;
+  log?: SharedArrayBuffer;
+}
+
+workerMain<Init, unknown>((boot, control) => {
+  const init = boot.init;
+  const spin = 500;
+  switch (init.scenario) {
+    case 'ring-producer':
+      return () => {
+        const ring = Ring.attach(init.ring!);
+        const rng = mulberry32(init.seed!);
+        const batch = init.batch ?? 16;
+        for (let i = 0; i < init.records!; ) {
+          const n = Math.min(batch, init.records! - i);
+          for (let k = 0; k < n; k++, i++) {
+            const off = ring.reserve(spin, control);
+            ring.writeHeader(off, 7, i, i * 10);
+            for (let b = 16; b < ring.recordBytes; b += 4) ring.dv.setUint32(off + b, rng(), true);
+          }
+          ring.publish();
+        }
+        return { sent: init.records };
+      };
+    case 'ring-consumer':
+      return () => {
+        const ring = Ring.attach(init.ring!);
+        const rng = mulberry32(init.seed!);
+        let expected = 0;
+        let mismatches = 0;
+        let batches = 0;
+        while (expected < init.records!) {
+          const n = ring.waitForData(spin, control);
+          batches++;
+          for (let k = 0; k < n; k++) {
+            const off = ring.offsetAt(k);
+            if (ring.requestIdAt(off) !== expected || ring.typeAt(off) !== 7 || ring.timestampAt(off) !== expected * 10) mismatches++;
+            for (let b = 16; b < ring.recordBytes; b += 4) if (ring.dv.getUint32(off + b, true) !== rng()) mismatches++;
+            expected++;
+          }
+          ring.release(n);
+        }
+        return { received: expected, mismatches, batches, canaries: ring.canariesIntact() };
+      };
+    case 'mutex-increment':
+      return () => {
+        const locks = LockTable.attach(init.locks!, boot.index, control, 200);
+        const m = locks.get('test_lock');
+        const c = new Int32Array(init.counter!);
+        for (let i = 0; i < init.iterations!; i++) {
+          m.lock();
+          c[0] = c[0] + 1; // deliberately not atomic: only the lock makes it exact
+          m.unlock();
+        }
+        return { done: init.iterations };
+      };
+    case 'crash':
+      return () => {
+        const until = Date.now() + (init.crashAfterMs ?? 50);
+        while (Date.now() < until) {
+          /* work for a while, then die */
+        }
+        throw new Error('deliberate crash in test worker');
+      };
+    case 'park-forever':
+      return () => {
+        // wait on our own event with no one ever notifying it; only an abort ends this
+        const ev = control.event(boot.index);
+        for (;;) {
+          const seq = ev.prepare();
+          if (control.aborted()) return { woke: 'abort' };
+          ev.wait(seq, 100, 10_000);
+        }
+      };
+    case 'clock-sender':
+      // sends events at given model times; publishes its clock as EOT between them
+      return () => {
+        const ring = Ring.attach(init.ring!);
+        const clock = new ModelClock('virtual');
+        const watchers = init.peers ?? [];
+        for (const t of init.events!) {
+          // pretend to work up to t in small steps, publishing EOT as a vCPU does
+          while (clock.nowNs() < t) {
+            clock.charge(Math.min(init.stepNs ?? 1000, t - clock.nowNs()));
+            control.raiseEot(boot.index, clock.nowNs(), watchers);
+          }
+          const off = ring.reserve(spin, control);
+          ring.writeHeader(off, 1, 0, clock.nowNs());
+          ring.publish();
+        }
+        control.raiseEot(boot.index, NEVER_NS, watchers);
+        return { endNs: clock.nowNs() };
+      };
+    case 'clock-receiver':
+      // has its own timed events every stepNs; may handle one at t only when the sender's EOT ≥ t.
+      return () => {
+        const ring = Ring.attach(init.ring!);
+        const clock = new ModelClock('virtual');
+        const sync = new WorkerSync(control, boot.index, spin);
+        const peers = init.peers!;
+        const timeline: [string, number][] = [];
+        let nextTimerNs = init.stepNs!;
+        let inputsDone = 0;
+        const totalInputs = init.events!.length;
+        const lookaheadNs = 0;
+        while (nextTimerNs <= init.untilNs! || inputsDone < totalInputs) {
+          // earliest pending input, if any
+          const n = ring.available();
+          const inputNs = n > 0 ? ring.timestampAt(ring.offsetAt(0)) : NEVER_NS;
+          const timerNs = nextTimerNs <= init.untilNs! ? nextTimerNs : NEVER_NS;
+          const t = Math.min(inputNs, timerNs);
+          if (t === NEVER_NS) {
+            ring.waitForData(spin, control);
+            continue;
+          }
+          // conservative: handle t only when no sender can still send anything earlier
+          const ok = sync.awaitBound(t, () => Math.min(sync.minPeerEotNs(peers) + lookaheadNs, ring.available() > n ? ring.timestampAt(ring.offsetAt(n)) : NEVER_NS), () => ring.available() > n);
+          if (!ok) continue; // a new input arrived: re-evaluate which event is first
+          clock.syncTo(t);
+          if (inputNs <= timerNs) {
+            timeline.push(['input', t]);
+            ring.release(1);
+            inputsDone++;
+          } else {
+            timeline.push(['timer', t]);
+            nextTimerNs += init.stepNs!;
+          }
+        }
+        return { timeline };
+      };
+    case 'clock-reactive':
+      // a purely reactive worker: publishes NEVER and only answers inputs
+      return () => {
+        control.publishEot(boot.index, NEVER_NS);
+        const ring = Ring.attach(init.ring!);
+        const n = ring.waitForData(spin, control);
+        ring.release(n);
+        return { handled: n };
+      };
+    case 'quantum-vcpu':
+      // steps model time by stepNs up to untilNs, never more than quantumNs ahead of the other vCPUs' EOT
+      return () => {
+        const clock = new ModelClock('virtual');
+        const sync = new WorkerSync(control, boot.index, spin);
+        const peers = init.peers!;
+        let maxLeadNs = 0;
+        let heldBack = 0;
+        while (clock.nowNs() < init.untilNs!) {
+          const next = clock.nowNs() + init.stepNs!;
+          if (sync.minPeerEotNs(peers) + init.quantumNs! < next) heldBack++;
+          sync.awaitBound(next, () => sync.minPeerEotNs(peers) + init.quantumNs!, () => false);
+          const live = peers.map((p) => control.eotNs(p)).filter((e) => e !== NEVER_NS);
+          if (live.length > 0) maxLeadNs = Math.max(maxLeadNs, next - Math.min(...live));
+          const until = performance.now() + (init.realDelayUs ?? 0) / 1000;
+          while (performance.now() < until) {
+            /* a slow vCPU in real time */
+          }
+          clock.charge(init.stepNs!);
+          control.publishClock(boot.index, clock.nowNs());
+          control.raiseEot(boot.index, clock.nowNs(), peers);
+        }
+        control.raiseEot(boot.index, NEVER_NS, peers);
+        return { maxLeadNs, heldBack };
+      };
+  }
+});

@@ -1,0 +1,28 @@
+#!/usr/bin/env node
+// Runs AVA over the compiled tests with TAP output, passes the output through,
+// and ends with one line "N passed, N failed[, N skipped]" counted from the TAP.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+const avaCli = fileURLToPath(new URL('../node_modules/ava/entrypoints/cli.mjs', import.meta.url));
+const child = spawn(process.execPath, [avaCli, '--tap', ...process.argv.slice(2)], { stdio: ['ignore', 'pipe', 'inherit'] });
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+const rl = createInterface({ input: child.stdout });
+rl.on('line', (line) => {
+  process.stdout.write(line + '\n');
+  if (/^not ok \d+/.test(line)) {
+    if (/# TODO/.test(line)) skipped++;
+    else failed++;
+  } else if (/^ok \d+/.test(line)) {
+    if (/# (SKIP|TODO)/.test(line)) skipped++;
+    else passed++;
+  }
+});
+child.on('close', (code) => {
+  const tail = skipped > 0 ? `, ${skipped} skipped` : '';
+  process.stdout.write(`${passed} passed, ${failed} failed${tail}\n`);
+  process.exit(code === 0 && failed === 0 && passed > 0 ? 0 : code || 1);
+});
