@@ -1,1 +1,65 @@
-export {};
+import type { ClockMode, LockTableHandle, RingHandle, VirtqueueLayout } from '@vmstack/shm';
+import type { FioJobSpec } from './job-spec.js';
+import type { PageAllocatorHandle, UserBufferContiguity } from './mm/page-alloc.js';
+import type { IovaDomainHandle, IovaStats } from './iommu/iova.js';
+import type { DmaStrategy, DmaCosts } from './dma.js';
+import type { ViommuCosts, ViommuDriverGeneration, ViommuCounters } from './virtio-iommu/viommu.js';
+import type { VcpuCosts, VcpuJobResult } from './vcpu.js';
+
+export * from './job-spec.js';
+export * from './mm/page-alloc.js';
+export * from './iommu/iova.js';
+export * from './dma.js';
+export * from './virtio-iommu/viommu.js';
+
+/** The compiled worker entry of a guest vCPU. */
+export const GUEST_VCPU_WORKER = new URL('./worker.js', import.meta.url);
+
+export interface VcpuWorkerInit {
+  vcpu: number;
+  clockMode: ClockMode;
+  dilation: number;
+  epochMs: number;
+  spinLoads: number;
+  quantumNs: number;
+  strategy: DmaStrategy;
+  driverGeneration: ViommuDriverGeneration;
+  costs: VcpuCosts & DmaCosts & ViommuCosts & { guestPageAllocNs: number; iovaRcacheHitNs: number; iovaRbtreeOpNs: number };
+  job: FioJobSpec;
+  bufferContiguity: UserBufferContiguity;
+  guestRam: SharedArrayBuffer;
+  locks: LockTableHandle;
+  pageAlloc: PageAllocatorHandle;
+  iovaDomain: IovaDomainHandle;
+  iovaLimitPfn: number;
+  domainId: number;
+  endpointId: number;
+  vqLayout: VirtqueueLayout;
+  viommuRequestAreaGpa: number;
+  viommuSlotWordGpa: number;
+  readyWordGpa: number;
+  adminSqGpa: number;
+  adminCqGpa: number;
+  identifyGpa: number;
+  coherentGpa: number;
+  coherentBytes: number;
+  queueDepth: number;
+  queues: { sqGpa: number; cqGpa: number; prpPoolGpa: number }[];
+  nsSizeBlocks: number;
+  doorbellRing: RingHandle;
+  irqRing: RingHandle;
+  kickRing: RingHandle;
+  usedRing: RingHandle;
+  deviceWorker: number;
+  vcpuWorkers: number[];
+  deviceMinResponseNs: number;
+}
+
+export interface VcpuWorkerResult {
+  job: VcpuJobResult;
+  profile: Record<string, { calls: number; ns: number; bytes: number }>;
+  viommu: ViommuCounters | null;
+  iovaStats: IovaStats | null;
+  lazyFlushes: number;
+  clockNs: number;
+}

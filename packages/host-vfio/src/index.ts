@@ -1,1 +1,30 @@
-export {};
+import type { ClockMode, LockTableHandle, RingHandle, RpcChannelHandles } from '@vmstack/shm';
+import type { IoPgtableHandle } from './io-pgtable.js';
+import type { VfioContainerCosts, VfioContainerStats } from './vfio-iommu-type1.js';
+
+export * from './messages.js';
+export * from './io-pgtable.js';
+export * from './vfio-iommu-type1.js';
+export * from './host.js';
+
+/** The compiled worker entry of the host kernel. */
+export const HOST_VFIO_WORKER = new URL('./worker.js', import.meta.url);
+
+export interface HostWorkerInit {
+  clockMode: ClockMode;
+  dilation: number;
+  epochMs: number;
+  spinLoads: number;
+  costs: VfioContainerCosts;
+  locks: LockTableHandle;
+  vmmRpc: RpcChannelHandles;
+  pgtable: IoPgtableHandle;
+  invalRing: RingHandle;
+  lockedVmLimitPages: number;
+  dmaEntryLimit: number;
+}
+
+export interface HostWorkerResult {
+  stats: VfioContainerStats;
+  clockNs: number;
+}

@@ -1,1 +1,40 @@
-export {};
+import type { ClockMode, RingHandle, VerifyAlgo } from '@vmstack/shm';
+import type { IoPgtableHandle } from '@vmstack/host-vfio';
+import type { NvmeCounters, NvmeControllerCosts } from './controller.js';
+import type { IotlbCosts } from './iotlb.js';
+import type { MediaCosts } from './media.js';
+
+export * from './messages.js';
+export * from './namespace.js';
+export * from './controller.js';
+export * from './iotlb.js';
+export { NvmeMedia, type MediaCosts } from './media.js';
+
+/** The compiled worker entry of the NVMe device. */
+export const NVME_DEVICE_WORKER = new URL('./worker.js', import.meta.url);
+
+export interface DeviceWorkerInit {
+  clockMode: ClockMode;
+  dilation: number;
+  epochMs: number;
+  spinLoads: number;
+  /** the cost profile's device keys (controller, IOTLB, media) */
+  costs: NvmeControllerCosts & IotlbCosts & MediaCosts;
+  guestRam: SharedArrayBuffer;
+  pgtable: IoPgtableHandle;
+  doorbellRings: RingHandle[];
+  irqRings: RingHandle[];
+  invalRing: RingHandle;
+  /** control-block index of each vCPU worker */
+  vcpuWorkers: number[];
+  /** which vCPU owns completion queue i */
+  vcpuOfCq: number[];
+  namespace: { sizeBlocks: number; seed: number; algo: VerifyAlgo };
+}
+
+export interface DeviceWorkerResult {
+  counters: NvmeCounters;
+  iotlb: unknown;
+  writtenBlocks: number;
+  clockNs: number;
+}

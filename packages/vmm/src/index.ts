@@ -1,1 +1,32 @@
-export {};
+import type { ClockMode, LockTableHandle, RingHandle, RpcChannelHandles, VirtqueueLayout } from '@vmstack/shm';
+import type { ViommuDeviceCosts, ViommuDeviceCounters } from './viommu-device.js';
+
+export * from './messages.js';
+export * from './viommu-device.js';
+
+/** The compiled worker entry of the VMM. */
+export const VMM_WORKER = new URL('./worker.js', import.meta.url);
+
+export interface VmmWorkerInit {
+  clockMode: ClockMode;
+  dilation: number;
+  epochMs: number;
+  spinLoads: number;
+  costs: ViommuDeviceCosts;
+  /** model ns from the guest's notify write until the device thread runs (ioeventfd wake-up) */
+  kickWakeupNs: number;
+  locks: LockTableHandle;
+  guestRam: SharedArrayBuffer;
+  vqLayout: VirtqueueLayout;
+  kickRings: RingHandle[];
+  usedRings: RingHandle[];
+  hostRpc: RpcChannelHandles;
+  /** without a vIOMMU the VMM maps all guest RAM through VFIO at start (IOVA = GPA) */
+  identityMapBytes: number;
+}
+
+export interface VmmWorkerResult {
+  counters: ViommuDeviceCounters;
+  mappingsLeft: number;
+  clockNs: number;
+}

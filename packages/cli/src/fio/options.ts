@@ -359,10 +359,13 @@ interface Section {
   options: Written[];
 }
 
-export type CommandLineOptions = Record<string, string | number | boolean | undefined>;
-
-/** Job options as the CLI layer passes them: fio names (snake_case), values as strings or from yargs. */
-export type JobOptionValues = CommandLineOptions;
+/**
+ * Options as the CLI layer passes them: keys are fio option names
+ * (snake_case, e.g. `time_based`; yargs' `_`, `$0` are skipped, camelCase
+ * copies are not fio options and are refused); `undefined` means not given,
+ * `true`/`false` mean 1/0.
+ */
+export type JobOptionValues = Record<string, string | number | boolean | undefined>;
 
 export interface JobsFromFileOptions extends ParseJobFileOptions {
   /** Command-line options: override `[global]`, overridden by a job's own section. */
@@ -372,7 +375,7 @@ export interface JobsFromFileOptions extends ParseJobFileOptions {
 }
 
 /** The command line as one job section named after `--name` (default `vmstack`). */
-export function jobsFromCommandLine(opts: CommandLineOptions, defaults: JobOptionValues = {}): ParsedJobs {
+export function jobsFromCommandLine(opts: JobOptionValues, defaults: JobOptionValues = {}): ParsedJobs {
   const nameValue = opts.name ?? defaults.name ?? 'vmstack';
   const name = String(nameValue);
   if (name === '') throw new InputError('--name', nameValue, 'a non-empty job name');
@@ -538,14 +541,14 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   if (!sizeOpt) {
     throw new InputError(`[${sectionName}] size`, undefined, 'a region size per job, e.g. size=64m (the model has no file to take it from)');
   }
-  const sizeBytes = parseSizeBytes(sizeOpt.field, sizeOpt.value, kbBase);
+  const sizeBytes = parseRegionBytes(sizeOpt, kbBase);
   note('sizeBytes', sizeOpt);
 
   const offsetOpt = get('offset');
-  const offsetBytes = offsetOpt ? parseSizeBytes(offsetOpt.field, offsetOpt.value, kbBase) : 0;
+  const offsetBytes = offsetOpt ? parseRegionBytes(offsetOpt, kbBase) : 0;
   note('offsetBytes', offsetOpt);
   const incOpt = get('offset_increment');
-  const offsetIncrementBytes = incOpt ? parseSizeBytes(incOpt.field, incOpt.value, kbBase) : 0;
+  const offsetIncrementBytes = incOpt ? parseRegionBytes(incOpt, kbBase) : 0;
   if (offsetIncrementBytes % 4096 !== 0) {
     throw new InputError(incOpt!.field, incOpt!.value, 'a multiple of 4096 bytes (each clone starts on a 4 KiB logical block), e.g. 1g');
   }
@@ -594,10 +597,10 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
 
   const directOpt = get('direct');
   if (directOpt) {
-    const flag = parseBool(directOpt);
+    const allowed = directOpt.key === 'buffered' ? 'buffered=0' : 'direct=1';
+    const flag = parseBool(directOpt, allowed);
     const direct = directOpt.key === 'buffered' ? !flag : flag;
     if (!direct) {
-      const allowed = directOpt.key === 'buffered' ? 'buffered=0' : 'direct=1';
       throw new InputError(directOpt.field, directOpt.value, `${allowed}: the model has no page cache, every I/O is O_DIRECT`);
     }
   }
@@ -644,15 +647,36 @@ function parseRw(o: Written): RwMode {
 }
 
 function parseBlockSize(o: Written, kbBase: KbBase): number {
-  const allowed = BLOCK_SIZE_ALLOWED;
   if (/[,:-]/.test(o.value)) {
-    throw new InputError(o.field, o.value, `${allowed}; one size for reads and writes (bs=r,w is not modelled)`);
+    throw new InputError(o.field, o.value, `${BLOCK_SIZE_ALLOWED}; one size for reads and writes (bs=r,w is not modelled)`);
   }
+  let bytes: number;
   try {
-    return parseSizeBytes(o.field, o.value, kbBase);
+    bytes = parseSizeBytes(o.field, o.value, kbBase);
   } catch {
-    throw new InputError(o.field, o.value, allowed);
+    throw new InputError(o.field, o.value, BLOCK_SIZE_ALLOWED);
   }
+  return checkIecSuffix(o, bytes, kbBase, BLOCK_SIZE_ALLOWED);
+}
+
+/** A size of the model's regions: parsed by fio's rules, with a hint when fio's kib = 1000 bites. */
+function parseRegionBytes(o: Written, kbBase: KbBase): number {
+  return checkIecSuffix(o, parseSizeBytes(o.field, o.value, kbBase), kbBase, 'a multiple of 4096 bytes, e.g. 64m');
+}
+
+/**
+ * fio's default kb_base=1024 reads "4KiB" as 4000 bytes (its inverted
+ * compatibility mode); say so when that breaks 4 KiB alignment.
+ */
+function checkIecSuffix(o: Written, bytes: number, kbBase: KbBase, allowed: string): number {
+  if (kbBase === 1024 && /[kmgtp]ib$/i.test(o.value.trim()) && bytes % 4096 !== 0) {
+    throw new InputError(
+      o.field,
+      o.value,
+      `${allowed}; with fio's default kb_base=1024, KiB/MiB/GiB mean powers of 1000 (4KiB = 4000 bytes): write 4k, or set kb_base=1000`,
+    );
+  }
+  return bytes;
 }
 
 function parseVerify(o: Written): VerifyMode {
@@ -664,9 +688,9 @@ function parseVerify(o: Written): VerifyMode {
 }
 
 /** fio FIO_OPT_BOOL: a value is required; 0 is false, any other whole number true. */
-function parseBool(o: Written): boolean {
-  if (o.value.trim() === '') throw new InputError(o.field, '', `${o.key}=0 or ${o.key}=1 (fio requires a value for ${o.key})`);
-  return parseCount(o.field, o.value, `0 or 1`) !== 0;
+function parseBool(o: Written, allowed = `${o.key}=0 or ${o.key}=1`): boolean {
+  if (o.value.trim() === '') throw new InputError(o.field, '', `${allowed} (fio requires a value for ${o.key})`);
+  return parseCount(o.field, o.value, allowed) !== 0;
 }
 
 /** fio FIO_OPT_STR_SET: a bare key sets it; a value 0 clears it. */

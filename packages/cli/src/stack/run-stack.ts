@@ -1,0 +1,216 @@
+/**
+ * Wire a topology (one VM, numjobs vCPUs, one passed-through NVMe drive
+ * behind virtio-iommu) and run it on real workers: the guest's vCPUs, the
+ * VMM, the host kernel and the device, each in its own worker thread,
+ * talking through SharedArrayBuffer rings. Returns a fio-style RunResult.
+ */
+
+import { RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, virtqueueLayout, type CostProfile, type ClockMode, type WorkerSpec, NEVER_NS } from '@vmstack/shm';
+import { GUEST_VCPU_WORKER, PageAllocator, IovaDomain, VIOMMU_REQUEST_LOCK, VIOMMU_REQUEST_SLOT_BYTES, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
+import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
+import { HOST_VFIO_WORKER, IoPgtable, IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
+import { NVME_DEVICE_WORKER, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
+import { decodeHistogram, type RunResult, type JobResult } from '../report/result.js';
+
+export interface StackOptions {
+  jobs: FioJobSpec[];
+  jobOptions: Record<string, Record<string, string>>;
+  globalOptions: Record<string, string>;
+  strategy: DmaStrategy;
+  clock: ClockMode;
+  profile: CostProfile;
+  quantumNs: number;
+  driverGeneration: ViommuDriverGeneration;
+  bufferContiguity: UserBufferContiguity;
+  guestRamBytes: number;
+  spinLoads: number;
+  dilation: number;
+}
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const QUEUE_DEPTH = 1024;
+
+export async function runStack(o: StackOptions): Promise<RunResult> {
+  const p = o.profile;
+  const vcpus = o.jobs.length;
+  const control = RunControl.allocate();
+  const ctl = RunControl.attach(control);
+  const guestRam = new SharedArrayBuffer(o.guestRamBytes);
+  // guest RAM layout: [64 KiB reserved][virtqueue + request slots][admin queues, identify][per vCPU: SQ, CQ, PRP pages][heap]
+  let cursor = 64 * KiB;
+  const vqLayout = virtqueueLayout(128, cursor);
+  cursor = align(cursor + vqLayout.totalBytes, 4 * KiB);
+  const viommuRequestAreaGpa = cursor;
+  cursor = align(cursor + 64 * VIOMMU_REQUEST_SLOT_BYTES, 4 * KiB);
+  const viommuSlotWordGpa = cursor;
+  const readyWordGpa = cursor + 64;
+  cursor += 4 * KiB;
+  const coherentGpa = cursor;
+  const adminSqGpa = cursor;
+  const adminCqGpa = cursor + 4 * KiB;
+  const identifyGpa = cursor + 8 * KiB;
+  cursor += 12 * KiB;
+  const maxDepth = Math.max(...o.jobs.map((j) => j.iodepth));
+  const queues = o.jobs.map(() => {
+    const q = { sqGpa: cursor, cqGpa: cursor + QUEUE_DEPTH * 64, prpPoolGpa: cursor + QUEUE_DEPTH * 80 };
+    cursor = align(q.prpPoolGpa + maxDepth * 4 * KiB, 4 * KiB);
+    return q;
+  });
+  const coherentBytes = align(cursor - coherentGpa, 4 * KiB);
+  const heapStartBytes = align(cursor, 2 * MiB);
+  const pageAlloc = PageAllocator.allocate({ ramBytes: o.guestRamBytes, heapStartBytes });
+  const iovaDomain = IovaDomain.allocate({ startPfn: 1, limitPfn: 2 ** 36 - 1, cpus: vcpus, maxAllocations: 1 << 16 });
+  const locks = LockTable.allocate([
+    { name: VIOMMU_REQUEST_LOCK, kind: 'spinlock' },
+    { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
+    { name: IOMMU_LOCK, kind: 'mutex' },
+    ...PageAllocator.lockSpecs(pageAlloc),
+    ...IovaDomain.lockSpecs(iovaDomain),
+  ]);
+  // the coherent region is IOVA = GPA: keep the IOVA allocator away from it
+  {
+    const iovad = IovaDomain.attach(iovaDomain, 0, LockTable.attach(locks, 63), p);
+    iovad.reserve_iova(1, Math.ceil(heapStartBytes / 4096));
+  }
+  const pgtable = IoPgtable.allocate({ tablePages: 16384 });
+  // worker indexes: 0..vcpus-1 vCPUs, then vmm, host, device
+  const vmmW = vcpus;
+  const hostW = vcpus + 1;
+  const devW = vcpus + 2;
+  const vcpuWorkers = o.jobs.map((_, i) => i);
+  const doorbellRings = o.jobs.map(() => Ring.allocate({ capacityRecords: 4096 }, ctl.eventRef(devW)));
+  const irqRings = o.jobs.map((_, i) => Ring.allocate({ capacityRecords: 4096 }, ctl.eventRef(i)));
+  const kickRings = o.jobs.map(() => Ring.allocate({ capacityRecords: 64 }, ctl.eventRef(vmmW)));
+  const usedRings = o.jobs.map((_, i) => Ring.allocate({ capacityRecords: 64 }, ctl.eventRef(i)));
+  const hostRpc = allocateRpcChannel(64, ctl.eventRef(hostW), ctl.eventRef(vmmW));
+  const invalRing = Ring.allocate({ capacityRecords: 4096 }, ctl.eventRef(devW));
+  const epochMs = performance.timeOrigin + performance.now();
+  const common = { clockMode: o.clock, dilation: o.dilation, epochMs, spinLoads: o.spinLoads };
+  const nsSizeBlocks = Math.max(...o.jobs.map((j) => (j.offsetBytes + j.sizeBytes) / 4096)) + 1024;
+  const deviceMinResponseNs = p.nvmeDoorbellLatencyNs + p.nvmeSqeFetchNs + Math.min(p.nvmeReadLatencyNs, p.nvmeWriteLatencyNs) + p.nvmeCqePostNs + p.msiLatencyNs;
+  for (const w of [...vcpuWorkers, devW]) ctl.publishEot(w, 0);
+  ctl.publishEot(vmmW, NEVER_NS);
+  ctl.publishEot(hostW, NEVER_NS);
+
+  const specs: WorkerSpec[] = [];
+  o.jobs.forEach((job, v) => {
+    const init: VcpuWorkerInit = {
+      ...common,
+      vcpu: v,
+      quantumNs: o.quantumNs,
+      strategy: o.strategy,
+      driverGeneration: o.driverGeneration,
+      costs: p,
+      job,
+      bufferContiguity: o.bufferContiguity,
+      guestRam,
+      locks,
+      pageAlloc,
+      iovaDomain,
+      iovaLimitPfn: 2 ** 36 - 1,
+      domainId: 1,
+      endpointId: 0x100,
+      vqLayout,
+      viommuRequestAreaGpa,
+      viommuSlotWordGpa,
+      readyWordGpa,
+      adminSqGpa,
+      adminCqGpa,
+      identifyGpa,
+      coherentGpa,
+      coherentBytes,
+      queueDepth: QUEUE_DEPTH,
+      queues,
+      nsSizeBlocks,
+      doorbellRing: doorbellRings[v],
+      irqRing: irqRings[v],
+      kickRing: kickRings[v],
+      usedRing: usedRings[v],
+      deviceWorker: devW,
+      vcpuWorkers,
+      deviceMinResponseNs,
+    };
+    specs.push({ role: `guest-kernel/vcpu${v}`, entry: GUEST_VCPU_WORKER, init });
+  });
+  const vmmInit: VmmWorkerInit = { ...common, costs: p, kickWakeupNs: p.hostThreadWakeupNs, locks, guestRam, vqLayout, kickRings, usedRings, hostRpc, identityMapBytes: o.strategy === 'direct' ? o.guestRamBytes : 0 };
+  specs.push({ role: 'vmm', entry: VMM_WORKER, init: vmmInit });
+  const hostInit: HostWorkerInit = { ...common, costs: p, locks, vmmRpc: hostRpc, pgtable, invalRing, lockedVmLimitPages: o.guestRamBytes / 4096, dmaEntryLimit: 65535 };
+  specs.push({ role: 'host-vfio', entry: HOST_VFIO_WORKER, init: hostInit });
+  const verifyAlgo = o.jobs.find((j) => j.verify !== 'none')?.verify ?? 'none';
+  const devInit: DeviceWorkerInit = { ...common, costs: p, guestRam, pgtable, doorbellRings, irqRings, invalRing, vcpuWorkers, vcpuOfCq: [0, ...o.jobs.map((_, i) => i)], namespace: { sizeBlocks: nsSizeBlocks, seed: 0x89, algo: verifyAlgo } };
+  specs.push({ role: 'nvme-device', entry: NVME_DEVICE_WORKER, init: devInit });
+
+  const startedMs = Date.now();
+  const wallStart = performance.now();
+  const out = await runWorkers<unknown>(specs, control, { timeoutMs: 30 * 60_000 });
+  const wallMs = performance.now() - wallStart;
+  const vres = out.results.slice(0, vcpus) as VcpuWorkerResult[];
+  const vmm = out.results[vmmW] as VmmWorkerResult;
+  const host = out.results[hostW] as HostWorkerResult;
+  const dev = out.results[devW] as DeviceWorkerResult;
+  const lockStats = LockTable.attach(locks, 63).stats();
+  const jobs: JobResult[] = vres.map((r, i) => toJobResult(o.jobs[i], o.jobOptions[o.jobs[i].name] ?? {}, r));
+  const profile: Record<string, { calls: number; ns: number; nsPerGB: number }> = {};
+  for (const r of vres) for (const [fn, e] of Object.entries(r.profile)) {
+    const x = (profile[fn] ??= { calls: 0, ns: 0, nsPerGB: 0 });
+    x.calls += e.calls;
+    x.ns += e.ns;
+  }
+  const totalBytes = jobs.reduce((s, j) => s + j.read.ioBytes + j.write.ioBytes, 0);
+  for (const x of Object.values(profile)) x.nsPerGB = totalBytes > 0 ? (x.ns / totalBytes) * 1e9 : 0;
+  const simulatedIos = jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0);
+  return {
+    timestampMs: startedMs,
+    globalOptions: o.globalOptions,
+    jobs,
+    vmstack: {
+      strategy: o.strategy,
+      clock: o.clock,
+      driver_generation: o.driverGeneration,
+      workers: out.workers.map((w) => ({ role: w.role, threadId: w.threadId })),
+      counters: {
+        virtio_iommu: { attach: vmm.counters.attach, detach: vmm.counters.detach, map: vmm.counters.map, unmap: vmm.counters.unmap, probe: vmm.counters.probe, kicks: vmm.counters.kicks, errors: vmm.counters.errors },
+        vfio: { map_dma: host.stats.mapDmaCalls, unmap_dma: host.stats.unmapDmaCalls, pinned_pages_peak: host.stats.pinnedPagesPeak },
+        iotlb: dev.iotlb,
+        nvme: { commands: dev.counters.commands, faults: dev.counters.faults, interrupts: dev.counters.interrupts },
+        lazy_flushes: vres.reduce((s, r) => s + r.lazyFlushes, 0),
+      },
+      lock_stat: lockStats,
+      profile,
+      verify: { blocks_checked: vres.reduce((s, r) => s + r.job.verify.blocksChecked, 0), corrupt: vres.reduce((s, r) => s + r.job.verify.corrupt, 0) },
+      leaks: { iova_mappings_in_vmm: vmm.mappingsLeft, pinned_pages: host.stats.pinnedPages, locked_vm_pages: host.stats.lockedVmPages },
+      model_speed: { simulated_ios: simulatedIos, wall_ms: Math.round(wallMs), simulated_ios_per_wall_s: Math.round(simulatedIos / (wallMs / 1000)) },
+    },
+  };
+}
+
+function toJobResult(job: FioJobSpec, jobOptions: Record<string, string>, r: VcpuWorkerResult): JobResult {
+  const dir = (d: VcpuWorkerResult['job']['read']) => ({
+    ioBytes: d.ioBytes,
+    totalIos: d.ios,
+    runtimeNs: d.ios > 0 ? d.lastCompleteNs - d.firstSubmitNs : 0,
+    slatNs: decodeHistogram(d.slat),
+    clatNs: decodeHistogram(d.clat),
+    latNs: decodeHistogram(d.lat),
+  });
+  const runtimeNs = r.job.endNs - r.job.startNs;
+  return {
+    jobname: job.name,
+    groupid: job.groupId,
+    jobOptions,
+    read: dir(r.job.read),
+    write: dir(r.job.write),
+    jobRuntimeNs: runtimeNs,
+    usrCpuPct: 0,
+    sysCpuPct: runtimeNs > 0 ? (100 * r.job.busyNs) / runtimeNs : 0,
+    ctx: 0,
+    error: r.job.errors,
+    iodepth: job.iodepth,
+    verify: r.job.verify,
+  };
+}
+
+function align(v: number, a: number): number {
+  return Math.ceil(v / a) * a;
+}

@@ -1,0 +1,505 @@
+import test, { type ExecutionContext } from 'ava';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InputError } from '@vmstack/shm';
+import { validateJobSpec, type FioJobSpec, type ParsedJobs } from '@vmstack/guest-kernel';
+import { parseJobFileText } from '../src/fio/jobfile.js';
+import {
+  FIO_OPTION_ALIASES,
+  FIO_OPTION_TABLE,
+  jobsFromCommandLine,
+  jobsFromFile,
+  jobsFromJobFile,
+  type JobsFromFileOptions,
+} from '../src/fio/options.js';
+import { parseCount, parseSizeBytes, parseTimeNs } from '../src/fio/sizes.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+
+/** Jobs from job file text written inline. */
+function jobsFromText(text: string, options: JobsFromFileOptions = {}): ParsedJobs {
+  return jobsFromJobFile(parseJobFileText(text, 'test.fio', { env: options.env ?? {} }), options);
+}
+
+/** Asserts an InputError naming the field and value, whose message says what is allowed. */
+function inputError(t: ExecutionContext, fn: () => unknown, field: string, value: unknown, ...allowed: (string | RegExp)[]): InputError {
+  const e = t.throws(fn, { instanceOf: InputError });
+  t.is(e.field, field, 'names the field');
+  t.deepEqual(e.value, value, 'quotes the value as written');
+  t.true(e.message.startsWith(`${field}: `), e.message);
+  for (const a of allowed) {
+    if (typeof a === 'string') t.true(e.message.includes(a), `message "${e.message}" says "${a}"`);
+    else t.regex(e.message, a);
+  }
+  return e;
+}
+
+const oneJob = (options: string): string => `[job]\nsize=64m\n${options}\n`;
+
+// --- the command line ---------------------------------------------------
+
+test('command line: the brief example becomes numjobs specs named after --name', (t) => {
+  const parsed = jobsFromCommandLine({
+    rw: 'randrw',
+    bs: '4k',
+    iodepth: 64,
+    numjobs: 4,
+    size: '64m',
+    runtime: 1,
+    time_based: true,
+    verify: 'crc32c',
+    rwmixread: 70,
+    randseed: 1,
+    offset: 0,
+    name: 'x',
+  });
+  t.is(parsed.jobs.length, 4);
+  t.deepEqual(
+    parsed.jobs.map((j) => j.jobIndex),
+    [0, 1, 2, 3],
+  );
+  const expected: FioJobSpec = {
+    name: 'x',
+    jobIndex: 2,
+    groupId: 0,
+    reportGroupId: 0,
+    rw: 'randrw',
+    rwmixreadPct: 70,
+    blockSizeBytes: 4096,
+    sizeBytes: 64 * MiB,
+    offsetBytes: 0,
+    iodepth: 64,
+    runtimeNs: 1_000_000_000,
+    timeBased: true,
+    verify: 'crc32c',
+    doVerify: true,
+    randseed: 1,
+    ioengine: 'libaio',
+    direct: true,
+  };
+  t.deepEqual(parsed.jobs[2], expected);
+  t.deepEqual(parsed.globalOptions, {});
+  t.deepEqual(parsed.jobOptions.x, {
+    rw: 'randrw',
+    bs: '4k',
+    iodepth: '64',
+    numjobs: '4',
+    size: '64m',
+    runtime: '1',
+    time_based: '1',
+    verify: 'crc32c',
+    rwmixread: '70',
+    randseed: '1',
+    offset: '0',
+  });
+  t.deepEqual(parsed.ignoredOptions, []);
+});
+
+test('command line: fio defaults where nothing is given (rw=read, bs=4k, iodepth=1, randseed=0x89, rwmixread=50), name vmstack', (t) => {
+  const [job] = jobsFromCommandLine({ size: '1m', iodepth: undefined }).jobs;
+  t.like(job, {
+    name: 'vmstack',
+    rw: 'read',
+    blockSizeBytes: 4096,
+    iodepth: 1,
+    rwmixreadPct: 50,
+    randseed: 0x89,
+    runtimeNs: null,
+    timeBased: false,
+    verify: 'none',
+    doVerify: true,
+    offsetBytes: 0,
+  });
+});
+
+test('command line: the caller\'s defaults apply under the options given; false flags mean 0', (t) => {
+  const defaults = { rw: 'randread', bs: '4k', iodepth: 32, size: '1g', name: 'cli-default' };
+  const [job] = jobsFromCommandLine({ bs: '128k', time_based: false, runtime: '500ms' }, defaults).jobs;
+  t.is(jobsFromCommandLine({ name: 'mine' }, defaults).jobs[0].name, 'mine');
+  t.like(job, { name: 'cli-default', rw: 'randread', blockSizeBytes: 128 * KiB, iodepth: 32, sizeBytes: GiB, timeBased: false, runtimeNs: 500e6 });
+});
+
+test('command line: errors name the option as --option', (t) => {
+  inputError(t, () => jobsFromCommandLine({ size: '64m', bs: 3000 }), '--bs', '3000', 'a multiple of 4096 bytes from 4096 to 2 MiB (e.g. 4k, 128k)');
+  inputError(t, () => jobsFromCommandLine({ size: '64m', timeBased: true }), '--timeBased', '1', 'not a fio option (did you mean time_based?)');
+  inputError(t, () => jobsFromCommandLine({ size: '64m', name: '' }), '--name', '', 'a non-empty job name');
+});
+
+// --- job files ----------------------------------------------------------
+
+const NVME_JOB_FILE = `
+; Sequential then random, fio HOWTO style
+[global]
+ioengine=libaio
+direct=1
+bs=4k
+size=256m
+iodepth=32
+runtime=\${RUNTIME}
+time_based
+group_reporting
+thread
+randrepeat=0
+norandommap
+
+[seq-read]
+rw=read
+numjobs=2
+offset_increment=256m
+
+[rand-read]
+stonewall
+rw=randread
+bs=128k
+iodepth=64
+randseed=0x1234
+
+[rand-mixed]
+rw=randrw
+rwmixwrite=30
+verify=crc32c-intel
+do_verify=0
+
+[write-after]
+wait_for_previous
+rw=write
+size=1g
+`;
+
+test('job file: global inheritance, per-section override, numjobs expansion, stonewall groups', (t) => {
+  const parsed = jobsFromText(NVME_JOB_FILE, { env: { RUNTIME: '10s' } });
+  const summary = parsed.jobs.map((j) => [j.name, j.jobIndex, j.groupId, j.rw, j.blockSizeBytes, j.iodepth, j.sizeBytes, j.offsetBytes]);
+  t.deepEqual(summary, [
+    ['seq-read', 0, 0, 'read', 4096, 32, 256 * MiB, 0],
+    ['seq-read', 1, 0, 'read', 4096, 32, 256 * MiB, 256 * MiB],
+    ['rand-read', 0, 1, 'randread', 128 * KiB, 64, 256 * MiB, 0],
+    ['rand-mixed', 0, 1, 'randrw', 4096, 32, 256 * MiB, 0],
+    ['write-after', 0, 2, 'write', 4096, 32, GiB, 0],
+  ]);
+  for (const job of parsed.jobs) t.like(job, { runtimeNs: 10e9, timeBased: true, direct: true, ioengine: 'libaio' });
+  t.is(parsed.jobs[2].randseed, 0x1234);
+  t.is(parsed.jobs[0].randseed, 0x89);
+  t.like(parsed.jobs[3], { rwmixreadPct: 70, verify: 'crc32c', doVerify: false });
+  t.deepEqual(parsed.ignoredOptions, ['group_reporting', 'thread', 'randrepeat', 'norandommap']);
+  t.deepEqual(parsed.globalOptions, {
+    ioengine: 'libaio',
+    direct: '1',
+    bs: '4k',
+    size: '256m',
+    iodepth: '32',
+    runtime: '10s',
+    time_based: '',
+    group_reporting: '',
+    thread: '',
+    randrepeat: '0',
+    norandommap: '',
+  });
+  t.deepEqual(Object.keys(parsed.jobOptions), ['seq-read', 'rand-read', 'rand-mixed', 'write-after']);
+  t.deepEqual(parsed.jobOptions['rand-read'], { stonewall: '', rw: 'randread', bs: '128k', iodepth: '64', randseed: '0x1234' });
+});
+
+test('job file: a job sees only the [global] sections above it, in order', (t) => {
+  const parsed = jobsFromText('[global]\nsize=1m\nbs=8k\n[a]\n[global]\nbs=16k\nrw=write\n[b]\n[c]\nbs=32k\n');
+  t.deepEqual(
+    parsed.jobs.map((j) => [j.name, j.blockSizeBytes, j.rw]),
+    [
+      ['a', 8 * KiB, 'read'],
+      ['b', 16 * KiB, 'write'],
+      ['c', 32 * KiB, 'write'],
+    ],
+  );
+  t.deepEqual(parsed.globalOptions, { size: '1m', bs: '16k', rw: 'write' });
+});
+
+test('job file: stonewall groups run one after another; new_group only starts a reporting group', (t) => {
+  const parsed = jobsFromText(
+    '[global]\nsize=1m\n[first]\nstonewall\nnumjobs=2\n[second]\n[third]\nnew_group\n[fourth]\nstonewall=1\n[fifth]\nstonewall=0\n',
+  );
+  t.deepEqual(
+    parsed.jobs.map((j) => [j.name, j.jobIndex, j.groupId, j.reportGroupId]),
+    [
+      ['first', 0, 0, 0], // stonewall on the first job: nothing to wait for
+      ['first', 1, 0, 0],
+      ['second', 0, 0, 0],
+      ['third', 0, 0, 1], // reported apart, still runs with first and second
+      ['fourth', 0, 1, 2],
+      ['fifth', 0, 1, 2],
+    ],
+  );
+});
+
+test('job file: stonewall in [global] puts every section (not every clone) in its own group', (t) => {
+  const parsed = jobsFromText('[global]\nsize=1m\nstonewall\n[a]\nnumjobs=3\n[b]\n[c]\n');
+  t.deepEqual(
+    parsed.jobs.map((j) => `${j.name}${j.jobIndex}:${j.groupId}`),
+    ['a0:0', 'a1:0', 'a2:0', 'b0:1', 'c0:2'],
+  );
+});
+
+test('job file: name= renames a job; aliases readwrite/blocksize/timeout/fileoffset work', (t) => {
+  const [job] = jobsFromText('[sec]\nname=pretty\nreadwrite=readwrite\nblocksize=64k\nsize=1m\ntimeout=2m\nfileoffset=1m\n').jobs;
+  t.like(job, { name: 'pretty', rw: 'rw', blockSizeBytes: 64 * KiB, runtimeNs: 120e9, offsetBytes: MiB });
+});
+
+test('job file: the later of inverse options wins (direct/buffered, rwmixread/rwmixwrite)', (t) => {
+  t.like(jobsFromText('[global]\nrwmixread=80\n[j]\nsize=1m\nrw=randrw\nrwmixwrite=10\n').jobs[0], { rwmixreadPct: 90 });
+  t.like(jobsFromText('[global]\nbuffered=1\n[j]\nsize=1m\ndirect=1\n').jobs[0], { direct: true });
+  t.like(jobsFromText('[global]\ndirect=1\nbuffered=0\n[j]\nsize=1m\n').jobs[0], { direct: true });
+});
+
+test('job file: command-line overrides beat [global] but not the job\'s own section; defaults are lowest', (t) => {
+  const parsed = jobsFromText('[global]\nbs=8k\niodepth=4\n[a]\n[b]\niodepth=2\nbs=16k\n', {
+    overrides: { iodepth: 128, bs: undefined },
+    defaults: { size: '64m', bs: '4k', iodepth: 1 },
+  });
+  t.deepEqual(
+    parsed.jobs.map((j) => [j.name, j.blockSizeBytes, j.iodepth, j.sizeBytes]),
+    [
+      ['a', 8 * KiB, 128, 64 * MiB],
+      ['b', 16 * KiB, 2, 64 * MiB],
+    ],
+  );
+  t.deepEqual(parsed.globalOptions, { bs: '8k', iodepth: '128' });
+});
+
+test('jobsFromFile reads the file and applies overrides; a missing file names its path', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmstack-options-'));
+  const path = join(dir, 'two.fio');
+  writeFileSync(path, '[global]\nsize=16m\nrw=randread\n[one]\n[two]\nrw=write\n');
+  const parsed = jobsFromFile(path, { rw: 'read', numjobs: 2 });
+  t.deepEqual(
+    parsed.jobs.map((j) => `${j.name}/${j.jobIndex}:${j.rw}`),
+    ['one/0:read', 'one/1:read', 'two/0:write', 'two/1:write'],
+  );
+  inputError(t, () => jobsFromFile(join(dir, 'nope.fio')), 'job file', join(dir, 'nope.fio'), 'ENOENT');
+});
+
+test('kb_base=1000 swaps the prefixes: k = 1000, kib = 1024', (t) => {
+  const [job] = jobsFromText('[j]\nkb_base=1000\nbs=8kib\nsize=64mib\noffset=4096k\n').jobs;
+  t.like(job, { blockSizeBytes: 8 * KiB, sizeBytes: 64 * MiB, offsetBytes: 4_096_000 });
+  inputError(t, () => jobsFromText('[j]\nkb_base=999\nsize=1m\n'), '[j] kb_base', '999', '1024', '1000');
+});
+
+test('ignored options: real fio options that change nothing, and neutral values of unmodelled ones, each named once', (t) => {
+  const parsed = jobsFromText(
+    '[global]\nthread\nfilename=/dev/nvme0n1\nramp_time=0\nfsync=0\nzonemode=none\nmem=malloc\n' +
+      '[a]\nsize=1m\nthread=1\ndescription=first\nrandrepeat=1\niodepth_batch_submit=16\n[b]\nsize=1m\ninvalidate=1\nthread\nloops=1\n',
+  );
+  t.deepEqual(parsed.ignoredOptions, [
+    'thread',
+    'filename',
+    'ramp_time',
+    'fsync',
+    'zonemode',
+    'mem',
+    'description',
+    'randrepeat',
+    'iodepth_batch_submit',
+    'invalidate',
+    'loops',
+  ]);
+  t.is(parsed.jobs.length, 2);
+});
+
+// --- every error: names the field, the value and what is allowed --------
+
+test('bs=3000 names bs, 3000 and the allowed block sizes', (t) => {
+  inputError(t, () => jobsFromText(oneJob('bs=3000')), '[job] bs', '3000', 'a multiple of 4096 bytes from 4096 to 2 MiB (e.g. 4k, 128k)');
+  inputError(t, () => jobsFromText('[global]\nbs=512\n[job]\nsize=1m\n'), '[global] bs', '512', 'a multiple of 4096 bytes');
+  inputError(t, () => jobsFromText(oneJob('bs=4m')), '[job] bs', '4m', 'to 2 MiB');
+  inputError(t, () => jobsFromText(oneJob('bs=4k,8k')), '[job] bs', '4k,8k', 'bs=r,w is not modelled');
+  inputError(t, () => jobsFromText(oneJob('bs=big')), '[job] bs', 'big', 'a multiple of 4096 bytes');
+});
+
+test('bs=4KiB explains fio\'s kb_base=1024 reading (4000 bytes)', (t) => {
+  inputError(t, () => jobsFromText(oneJob('bs=4KiB')), '[job] bs', '4KiB', '4KiB = 4000 bytes', 'kb_base=1000');
+});
+
+test('iodepth=0 and iodepth=5000 are errors', (t) => {
+  inputError(t, () => jobsFromText(oneJob('iodepth=0')), '[job] iodepth', '0', 'a whole number from 1 to 4096');
+  inputError(t, () => jobsFromText(oneJob('iodepth=5000')), '[job] iodepth', '5000', 'from 1 to 4096');
+  inputError(t, () => jobsFromText(oneJob('iodepth=deep')), '[job] iodepth', 'deep', 'a whole number');
+});
+
+test('rw=sideways lists the allowed modes; trim and :N suffixes are refused', (t) => {
+  inputError(t, () => jobsFromText(oneJob('rw=sideways')), '[job] rw', 'sideways', 'read, write, randread, randwrite, rw, randrw');
+  inputError(t, () => jobsFromText(oneJob('rw=randtrim')), '[job] rw', 'randtrim', 'trim');
+  inputError(t, () => jobsFromText(oneJob('rw=randread:8')), '[job] rw', 'randread:8', '":N" suffixes are not modelled');
+});
+
+test('direct=0, buffered=1 and a bare direct are errors: no page cache', (t) => {
+  inputError(t, () => jobsFromText(oneJob('direct=0')), '[job] direct', '0', 'direct=1', 'no page cache');
+  inputError(t, () => jobsFromText(oneJob('buffered=1')), '[job] buffered', '1', 'buffered=0', 'no page cache');
+  inputError(t, () => jobsFromText(oneJob('direct')), '[job] direct', '', 'direct=1', 'fio requires a value for direct');
+  inputError(t, () => jobsFromText(oneJob('direct=yes')), '[job] direct', 'yes', 'direct=1');
+});
+
+test('ioengine other than libaio is an error naming ioengine', (t) => {
+  inputError(t, () => jobsFromText(oneJob('ioengine=io_uring')), '[job] ioengine', 'io_uring', 'libaio');
+  inputError(t, () => jobsFromText(oneJob('ioengine=libaio\nhipri')), '[job] hipri', '', 'io_uring engine option');
+});
+
+test('an option that is not a fio option names it, and suggests a close one', (t) => {
+  inputError(t, () => jobsFromText(oneJob('blocksise=4k')), '[job] blocksise', '4k', 'not a fio option (did you mean blocksize?)');
+  const e = inputError(t, () => jobsFromText(oneJob('frobnicate=7')), '[job] frobnicate', '7', 'not a fio option');
+  t.false(e.message.includes('did you mean'));
+});
+
+test('fio options the model cannot run are "not modelled", with the neutral value when there is one', (t) => {
+  inputError(t, () => jobsFromText(oneJob('rate=10m')), '[job] rate', '10m', 'rate is not modelled', 'set rate=0');
+  inputError(t, () => jobsFromText(oneJob('bssplit=4k/50:64k/50')), '[job] bssplit', '4k/50:64k/50', 'not modelled', 'one fixed block size');
+  inputError(t, () => jobsFromText(oneJob('zonemode=zbd')), '[job] zonemode', 'zbd', 'set zonemode=none');
+  inputError(t, () => jobsFromText(oneJob('fsync=1')), '[job] fsync', '1', 'flushes');
+  inputError(t, () => jobsFromText(oneJob('ramp_time=5s')), '[job] ramp_time', '5s', 'ramp_time is not modelled', 'set ramp_time=0');
+  inputError(t, () => jobsFromText(oneJob('io_limit=10g')), '[job] io_limit', '10g', 'remove it;');
+  inputError(t, () => jobsFromText(oneJob('exitall')), '[job] exitall', '', 'not modelled');
+  inputError(t, () => jobsFromText(oneJob('percentage_sequential=10')), '[job] percentage_sequential', '10', 'deprecated');
+});
+
+test('a bad option in a trailing [global] is still reported', (t) => {
+  inputError(t, () => jobsFromText('[job]\nsize=1m\n[global]\nrate_iops=100\n'), '[global] rate_iops', '100', 'not modelled');
+});
+
+test('size: required, at least one block, 4 KiB aligned, absolute', (t) => {
+  inputError(t, () => jobsFromText('[job]\nbs=4k\n'), '[job] size', undefined, 'a region size per job, e.g. size=64m');
+  inputError(t, () => jobsFromText('[job]\nsize=64k\nbs=128k\n'), '[job] size', '64k', 'at least one block (bs = 131072 bytes)');
+  inputError(t, () => jobsFromText('[job]\nsize=10000\n'), '[job] size', '10000', 'a multiple of 4096 bytes');
+  inputError(t, () => jobsFromText('[job]\nsize=50%\n'), '[job] size', '50%', 'percentages of the device are not modelled');
+  inputError(t, () => jobsFromText('[job]\nsize=1.5g\n'), '[job] size', '1.5g', 'a whole number of bytes');
+});
+
+test('offset and offset_increment must be 4 KiB aligned', (t) => {
+  inputError(t, () => jobsFromText(oneJob('offset=1000')), '[job] offset', '1000', 'a multiple of 4096 bytes');
+  inputError(t, () => jobsFromText(oneJob('numjobs=2\noffset_increment=100')), '[job] offset_increment', '100', 'a multiple of 4096 bytes');
+});
+
+test('runtime and time_based: bad times, time_based without runtime', (t) => {
+  inputError(t, () => jobsFromText(oneJob('runtime=soon')), '[job] runtime', 'soon', 'a bare number is seconds');
+  inputError(t, () => jobsFromText(oneJob('time_based')), '[job] time_based', '', 'runtime > 0');
+  inputError(t, () => jobsFromText(oneJob('time_based\nruntime=0')), '[job] time_based', '', 'runtime > 0');
+  t.is(jobsFromText(oneJob('runtime=0')).jobs[0].runtimeNs, null, 'runtime=0 means no limit, as in fio');
+  t.false(jobsFromText(oneJob('time_based=0')).jobs[0].timeBased);
+});
+
+test('numjobs, rwmixread, verify, do_verify, randseed: out-of-range values', (t) => {
+  inputError(t, () => jobsFromText(oneJob('numjobs=0')), '[job] numjobs', '0', 'a whole number from 1 to 4096');
+  inputError(t, () => jobsFromText(oneJob('rwmixread=101')), '[job] rwmixread', '101', 'from 0 to 100');
+  inputError(t, () => jobsFromText(oneJob('verify=sha256')), '[job] verify', 'sha256', 'crc32c', 'md5', 'not modelled');
+  inputError(t, () => jobsFromText(oneJob('do_verify')), '[job] do_verify', '', 'do_verify=0 or do_verify=1');
+  inputError(t, () => jobsFromText(oneJob('randseed=-1')), '[job] randseed', '-1', 'a whole number from 0');
+  inputError(t, () => jobsFromText(oneJob('stonewall=maybe')), '[job] stonewall', 'maybe', 'the bare key stonewall');
+});
+
+test('two job sections with one name, or no job section at all, are errors', (t) => {
+  inputError(t, () => jobsFromText('[a]\nsize=1m\n[a]\nsize=2m\n'), '[a]', 'a', 'a job name used by one section only');
+  inputError(t, () => jobsFromText('[global]\nsize=1m\n'), 'job file', 'test.fio', 'at least one job section besides [global]');
+});
+
+// --- sizes and times ----------------------------------------------------
+
+test('parseSizeBytes follows fio: k/m/g powers of 1024, kib powers of 1000 (kb_base=1024), b = bytes, 0x hex', (t) => {
+  const cases: [string, number][] = [
+    ['4096', 4096],
+    ['4k', 4096],
+    ['4K', 4096],
+    ['4kb', 4096],
+    ['4KB', 4096],
+    ['4096b', 4096],
+    ['64m', 64 * MiB],
+    ['1g', GiB],
+    ['1t', 1024 * GiB],
+    ['1p', 1024 * 1024 * GiB],
+    ['4kib', 4000],
+    ['1MiB', 1_000_000],
+    ['1GiB', 1e9],
+    ['0x1000', 4096],
+    [' 8k ', 8192],
+  ];
+  for (const [text, bytes] of cases) t.is(parseSizeBytes('size', text), bytes, text);
+  t.is(parseSizeBytes('size', '4k', 1000), 4000);
+  t.is(parseSizeBytes('size', '4KiB', 1000), 4096);
+});
+
+test('parseSizeBytes refuses what fio would silently misread', (t) => {
+  for (const text of ['', '1.5m', '4 k', '-4k', '4x', '4mi', '4kk', 'k', '0x', '1e6']) {
+    inputError(t, () => parseSizeBytes('bs', text), 'bs', text, 'a whole number of bytes with an optional suffix');
+  }
+  inputError(t, () => parseSizeBytes('size', '99999999p'), 'size', '99999999p', 'at most');
+});
+
+test('parseTimeNs: a bare number is seconds; us/ms/s/m/h/d', (t) => {
+  const cases: [string, number][] = [
+    ['10', 10e9],
+    ['10s', 10e9],
+    ['10sec', 10e9],
+    ['500ms', 500e6],
+    ['500msec', 500e6],
+    ['250us', 250e3],
+    ['250usec', 250e3],
+    ['2m', 120e9],
+    ['1h', 3600e9],
+    ['1d', 86400e9],
+    ['10S', 10e9],
+    ['0', 0],
+  ];
+  for (const [text, ns] of cases) t.is(parseTimeNs('runtime', text), ns, text);
+  for (const text of ['', '1.5s', '10 s', '10min', 'ten', '-1', '5ns']) {
+    inputError(t, () => parseTimeNs('runtime', text), 'runtime', text, 'a bare number is seconds');
+  }
+});
+
+test('parseCount: decimal or 0x hex whole numbers only', (t) => {
+  t.is(parseCount('iodepth', '32', 'x'), 32);
+  t.is(parseCount('randseed', '0x89', 'x'), 0x89);
+  inputError(t, () => parseCount('iodepth', '3.5', 'a whole number'), 'iodepth', '3.5', 'a whole number');
+});
+
+// --- the option table and the spec validator ----------------------------
+
+test('the option table: every alias points at a row; the options named in the brief are where the brief put them', (t) => {
+  for (const [alias, target] of Object.entries(FIO_OPTION_ALIASES)) {
+    t.truthy(FIO_OPTION_TABLE[target], `${alias} -> ${target}`);
+    t.falsy(FIO_OPTION_TABLE[alias], `${alias} is not also a row`);
+  }
+  const kind = (name: string): string | undefined => FIO_OPTION_TABLE[FIO_OPTION_ALIASES[name] ?? name]?.kind;
+  for (const name of ['rw', 'bs', 'size', 'runtime', 'rwmixread', 'verify', 'do_verify', 'offset', 'randseed', 'numjobs', 'stonewall', 'new_group', 'time_based', 'direct', 'ioengine']) {
+    t.is(kind(name), 'handled', name);
+  }
+  for (const name of ['name', 'description', 'filename', 'directory', 'thread', 'group_reporting', 'norandommap', 'randrepeat', 'invalidate', 'iodepth_batch']) {
+    t.true(kind(name) === 'ignored' || kind(name) === 'handled', name);
+  }
+  for (const name of ['rate', 'bssplit', 'zonemode', 'fsync', 'ramp_time']) t.is(kind(name), 'notModelled', name);
+});
+
+const VALID: FioJobSpec = jobsFromCommandLine({ size: '64m' }).jobs[0];
+
+test('validateJobSpec accepts a parsed spec and rejects each broken field by its fio name', (t) => {
+  t.is(validateJobSpec(VALID), VALID);
+  const broken: [Partial<FioJobSpec>, string][] = [
+    [{ blockSizeBytes: 6144 }, 'bs'],
+    [{ sizeBytes: 2048 }, 'size'],
+    [{ offsetBytes: 512 }, 'offset'],
+    [{ iodepth: 0 }, 'iodepth'],
+    [{ iodepth: 1.5 }, 'iodepth'],
+    [{ runtimeNs: 0 }, 'runtime'],
+    [{ timeBased: true, runtimeNs: null }, 'time_based'],
+    [{ rw: 'trim' as never }, 'rw'],
+    [{ rwmixreadPct: 101 }, 'rwmixread'],
+    [{ verify: 'sha1' as never }, 'verify'],
+    [{ randseed: -1 }, 'randseed'],
+    [{ ioengine: 'io_uring' as never }, 'ioengine'],
+    [{ direct: false as never }, 'direct'],
+    [{ name: '' }, 'name'],
+  ];
+  for (const [patch, field] of broken) {
+    const e = t.throws(() => validateJobSpec({ ...VALID, ...patch }), { instanceOf: InputError }, field);
+    t.is(e.field, field);
+  }
+  const e = t.throws(() => validateJobSpec({ ...VALID, blockSizeBytes: 3000 }, { blockSizeBytes: { field: '--bs', value: '3000' } }), {
+    instanceOf: InputError,
+  });
+  t.is(e.message, '--bs: "3000" is not allowed; a multiple of 4096 bytes from 4096 to 2 MiB (e.g. 4k, 128k); the model\'s NVMe namespace has 4 KiB logical blocks');
+});

@@ -1,0 +1,61 @@
+/**
+ * The guest's NVMe driver (Linux drivers/nvme/host/pci.c), one I/O queue
+ * pair per vCPU: 64-byte SQEs written into the SQ in guest RAM, the SQ tail
+ * doorbell (an MMIO write straight to the passed-through BAR: no VM exit),
+ * PRP1/PRP2 and PRP lists, and completions found by the CQ phase bit.
+ */
+
+import { type GuestMemory, writeSqe, writeRwSqe, readCqe, nvmeSetupPrps, NVME_SQE_BYTES, NVME_CQE_BYTES, NVME_CMD_READ, NVME_CMD_WRITE, type NvmeCqe } from '@vmstack/shm';
+
+export interface NvmeQueuePair {
+  qid: number;
+  sqGpa: number;
+  cqGpa: number;
+  /** the device address of the queues (identity-mapped coherent memory) */
+  sqDma: number;
+  cqDma: number;
+  depth: number;
+  sqTail: number;
+  cqHead: number;
+  cqPhase: number;
+}
+
+export function newQueuePair(qid: number, sqGpa: number, cqGpa: number, depth: number): NvmeQueuePair {
+  return { qid, sqGpa, cqGpa, sqDma: sqGpa, cqDma: cqGpa, depth, sqTail: 0, cqHead: 0, cqPhase: 1 };
+}
+
+/** Write an admin or I/O SQE at the tail; returns the new tail for the doorbell. */
+export function nvme_submit_cmd(mem: GuestMemory, q: NvmeQueuePair, write: (gpa: number) => void): number {
+  write(q.sqGpa + q.sqTail * NVME_SQE_BYTES);
+  q.sqTail = (q.sqTail + 1) % q.depth;
+  return q.sqTail;
+}
+
+/**
+ * nvme_setup_rw + nvme_pci_setup_prps: an I/O of `bytes` at `slba` whose
+ * buffer pages have the device addresses `dmaPages`. `prpPage` is this
+ * command's PRP list page ({gpa, dmaAddr}) for transfers over two pages.
+ */
+export function nvme_queue_rw(mem: GuestMemory, q: NvmeQueuePair, isRead: boolean, commandId: number, slba: number, bytes: number, dmaPages: readonly number[], prpPage: { gpa: number; dmaAddr: number }): number {
+  let used = false;
+  const prps = nvmeSetupPrps(mem, dmaPages, 0, bytes, () => {
+    if (used) throw new Error('nvme: transfer needs more than one PRP list page');
+    used = true;
+    return prpPage;
+  });
+  return nvme_submit_cmd(mem, q, (gpa) => writeRwSqe(mem, gpa, { opcode: isRead ? NVME_CMD_READ : NVME_CMD_WRITE, commandId, nsid: 1, slba, blockCount: bytes / 4096, prp1: prps.prp1, prp2: prps.prp2 }));
+}
+
+/** nvme_process_cq: take the next CQE if its phase says it is new. */
+export function nvme_next_cqe(mem: GuestMemory, q: NvmeQueuePair): NvmeCqe | null {
+  const c = readCqe(mem, q.cqGpa + q.cqHead * NVME_CQE_BYTES);
+  if (c.phase !== q.cqPhase) return null;
+  q.cqHead++;
+  if (q.cqHead === q.depth) {
+    q.cqHead = 0;
+    q.cqPhase ^= 1;
+  }
+  return c;
+}
+
+export { writeSqe };

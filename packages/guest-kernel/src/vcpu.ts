@@ -1,0 +1,373 @@
+/**
+ * One guest vCPU running one fio job (libaio, direct=1): submit up to
+ * iodepth I/Os, take NVMe interrupts, complete, verify, resubmit.
+ *
+ * Clock rules (virtual mode): before each action at model time `now` the
+ * vCPU takes every interrupt stamped ≤ now, which needs the device's bound
+ * (its published EOT, corrected for doorbells it has not consumed yet) to be
+ * ≥ now; it runs at most `quantumNs` ahead of the other vCPUs; it publishes
+ * its clock as its EOT, and NEVER while idle waiting for an interrupt (the
+ * device corrects for interrupts it sent and we have not consumed). A
+ * virtio-iommu request is a busy-poll with interrupts off: interrupts that
+ * arrive meanwhile are taken after it, late, as on a real vCPU.
+ */
+
+import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
+import {
+  type GuestMemory,
+  type ModelClock,
+  type RunControl,
+  type Ring,
+  type SentLog,
+  WorkerSync,
+  RECORD,
+  NEVER_NS,
+  fillBlock,
+  verifyBlock,
+  BLOCK_BYTES,
+  type VerifyAlgo,
+} from '@vmstack/shm';
+import { GuestToDeviceDoorbell, DOORBELL_SQ_TAIL, DOORBELL_CQ_HEAD, DoorbellPayload, DeviceToGuestInterrupt, InterruptPayload } from '@vmstack/nvme-device';
+import type { FioJobSpec } from './job-spec.js';
+import type { DmaIommu, DmaMapping } from './dma.js';
+import type { UserBuffer } from './mm/page-alloc.js';
+import { nvme_queue_rw, nvme_next_cqe, type NvmeQueuePair } from './nvme/nvme-pci.js';
+import type { Profiler } from './virtio-iommu/viommu.js';
+
+export interface VcpuCosts {
+  fioSubmitNs: number;
+  guestPinUserPagePerPageNs: number;
+  nvmeQueueRqNs: number;
+  nvmeSetupPrpPerPageNs: number;
+  guestIrqDeliveryNs: number;
+  nvmeIrqPerCqeNs: number;
+  fioReapPerIoNs: number;
+}
+
+export interface DirectionStats {
+  ioBytes: number;
+  ios: number;
+  firstSubmitNs: number;
+  lastCompleteNs: number;
+  clat: string;
+  lat: string;
+  slat: string;
+}
+
+export interface VcpuJobResult {
+  read: DirectionStats;
+  write: DirectionStats;
+  verify: { blocksChecked: number; corrupt: number };
+  errors: number;
+  startNs: number;
+  endNs: number;
+  busyNs: number;
+}
+
+interface Slot {
+  buffer: UserBuffer;
+  prpPage: { gpa: number; dmaAddr: number };
+  mapping: DmaMapping | null;
+  isRead: boolean;
+  lba: number;
+  blocks: number;
+  submitNs: number;
+  issueNs: number;
+  verifyPhase: boolean;
+}
+
+class Dir {
+  ioBytes = 0;
+  ios = 0;
+  firstSubmitNs = -1;
+  lastCompleteNs = 0;
+  clat: Histogram = hist();
+  lat: Histogram = hist();
+  slat: Histogram = hist();
+  out(): DirectionStats {
+    return { ioBytes: this.ioBytes, ios: this.ios, firstSubmitNs: Math.max(0, this.firstSubmitNs), lastCompleteNs: this.lastCompleteNs, clat: enc(this.clat), lat: enc(this.lat), slat: enc(this.slat) };
+  }
+}
+
+function hist(): Histogram {
+  return build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: 3, autoResize: true, useWebAssembly: false });
+}
+
+function enc(h: Histogram): string {
+  return encodeIntoCompressedBase64(h as never);
+}
+
+export interface VcpuEnv {
+  mem: GuestMemory;
+  clock: ModelClock;
+  control: RunControl;
+  self: number;
+  deviceWorker: number;
+  otherVcpus: number[];
+  quantumNs: number;
+  spinLoads: number;
+  doorbells: Ring;
+  doorbellLog: SentLog;
+  irqs: Ring;
+  /** smallest doorbell → interrupt time of the device (lookahead) */
+  deviceMinResponseNs: number;
+  queue: NvmeQueuePair;
+  dma: DmaIommu;
+  costs: VcpuCosts;
+  profiler: Profiler;
+  slots: { buffer: UserBuffer; prpPage: { gpa: number; dmaAddr: number } }[];
+  nsSizeBlocks: number;
+}
+
+export class Vcpu {
+  private readonly sync: WorkerSync;
+  private readonly virtual: boolean;
+  private readonly slots: Slot[];
+  private readonly free: number[] = [];
+  private readonly read = new Dir();
+  private readonly write = new Dir();
+  private verified = 0;
+  private corrupt = 0;
+  private errors = 0;
+  private issued = 0;
+  private completed = 0;
+  private inflight = 0;
+  private phase: 'main' | 'verify' = 'main';
+  private verifyIssued = 0;
+  private readonly rng: () => number;
+  private readonly totalIos: number;
+  private readonly regionBlocks: number;
+  private readonly bsBlocks: number;
+  private readonly deadlineNs: number;
+  private readonly verifyAlgo: VerifyAlgo;
+  private readonly startNs: number;
+
+  constructor(
+    private readonly env: VcpuEnv,
+    private readonly job: FioJobSpec,
+  ) {
+    this.sync = new WorkerSync(env.control, env.self, env.spinLoads);
+    this.virtual = env.clock.mode === 'virtual';
+    this.slots = env.slots.map((s) => ({ ...s, mapping: null, isRead: true, lba: 0, blocks: 0, submitNs: 0, issueNs: 0, verifyPhase: false }));
+    for (let i = this.slots.length - 1; i >= 0; i--) this.free.push(i);
+    let seed = (job.randseed + job.jobIndex * 0x9e3779b9) >>> 0 || 1;
+    this.rng = () => {
+      seed ^= seed << 13;
+      seed >>>= 0;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      seed >>>= 0;
+      return seed / 0x1_0000_0000;
+    };
+    this.bsBlocks = job.blockSizeBytes / BLOCK_BYTES;
+    this.regionBlocks = Math.floor(job.sizeBytes / BLOCK_BYTES);
+    this.totalIos = Math.floor(job.sizeBytes / job.blockSizeBytes);
+    this.startNs = env.clock.nowNs();
+    this.deadlineNs = job.timeBased && job.runtimeNs ? this.startNs + job.runtimeNs : job.runtimeNs ? this.startNs + job.runtimeNs : NEVER_NS;
+    this.verifyAlgo = job.verify === 'none' ? 'none' : job.verify;
+  }
+
+  private publish(ns: number): void {
+    this.env.control.publishClock(this.env.self, Math.min(ns, this.env.clock.nowNs()));
+    this.env.control.raiseEot(this.env.self, ns, [this.env.deviceWorker, ...this.env.otherVcpus]);
+  }
+
+  private deviceBound(): number {
+    const d = this.env.control.eotNs(this.env.deviceWorker);
+    const u = this.env.doorbellLog.earliestUnconsumedNs();
+    return u === NEVER_NS ? d : Math.min(d, u + this.env.deviceMinResponseNs);
+  }
+
+  private quantumBound(): number {
+    let m = NEVER_NS;
+    for (const v of this.env.otherVcpus) m = Math.min(m, this.env.control.eotNs(v));
+    return m === NEVER_NS ? NEVER_NS : m + this.env.quantumNs;
+  }
+
+  /** Take every interrupt stamped ≤ now (waits until the device can send none earlier). */
+  private takeInterrupts(): void {
+    const now = this.env.clock.nowNs();
+    if (this.virtual) {
+      // our own EOT must be current, or the device may be waiting on us while we wait on it
+      this.publish(now);
+      this.sync.awaitBound(now, () => this.deviceBound(), () => false);
+    }
+    const irqs = this.env.irqs;
+    let n = 0;
+    let cqes = 0;
+    const avail = irqs.available();
+    while (n < avail) {
+      const off = irqs.offsetAt(n);
+      if (this.virtual && irqs.timestampAt(off) > this.env.clock.nowNs()) break;
+      if (irqs.typeAt(off) !== DeviceToGuestInterrupt) throw new Error(`vcpu: unexpected record 0x${irqs.typeAt(off).toString(16)}`);
+      cqes += irqs.dv.getInt32(off + RECORD.payloadOffset + InterruptPayload.cqeCount, true);
+      n++;
+    }
+    if (n === 0) return;
+    // one handler run (nvme_irq) takes every CQE these interrupts made visible
+    const start = this.env.clock.nowNs();
+    this.env.clock.charge(this.env.costs.guestIrqDeliveryNs);
+    this.publish(this.env.clock.nowNs());
+    irqs.release(n);
+    for (let i = 0; i < cqes; i++) {
+      const c = nvme_next_cqe(this.env.mem, this.env.queue);
+      if (!c) throw new Error('nvme: interrupt without a new completion entry');
+      this.env.clock.charge(this.env.costs.nvmeIrqPerCqeNs);
+      this.completeIo(c.commandId, c.status);
+    }
+    this.ringDoorbell(DOORBELL_CQ_HEAD, this.env.queue.cqHead);
+    this.env.profiler.add('nvme_irq', this.env.clock.nowNs() - start);
+  }
+
+  private ringDoorbell(which: number, value: number): void {
+    const r = this.env.doorbells;
+    const seq = r.nextSeq();
+    const off = r.reserve(this.env.spinLoads, this.env.control);
+    const now = this.env.clock.nowNs();
+    r.writeHeader(off, GuestToDeviceDoorbell, 0, now);
+    r.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.qid, this.env.queue.qid, true);
+    r.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.which, which, true);
+    r.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.value, value, true);
+    this.env.doorbellLog.record(seq, now);
+    r.publish();
+  }
+
+  private completeIo(cid: number, status: number): void {
+    const s = this.slots[cid];
+    const clock = this.env.clock;
+    if (s.mapping) this.env.dma.iommu_dma_unmap_sg(s.mapping);
+    s.mapping = null;
+    clock.charge(this.env.costs.fioReapPerIoNs);
+    const now = clock.nowNs();
+    if (status !== 0) this.errors++;
+    if (s.isRead && this.verifyAlgo !== 'none' && status === 0) {
+      // fio's verify: check every block of the buffer (a check of the tool, not charged as guest work)
+      const u8 = this.env.mem.u8;
+      for (let b = 0; b < s.blocks; b++) {
+        this.verified++;
+        if (!verifyBlock(u8, s.buffer.pageGpas[b], s.lba + b, this.verifyAlgo)) this.corrupt++;
+      }
+    }
+    const d = s.isRead ? this.read : this.write;
+    if (!s.verifyPhase) {
+      d.ios++;
+      d.ioBytes += s.blocks * BLOCK_BYTES;
+      d.lastCompleteNs = now;
+      d.clat.recordValue(Math.max(1, now - s.issueNs));
+      d.lat.recordValue(Math.max(1, now - s.submitNs));
+      d.slat.recordValue(Math.max(1, s.issueNs - s.submitNs));
+    }
+    this.inflight--;
+    this.completed++;
+    this.free.push(cid);
+  }
+
+  private canSubmit(): boolean {
+    if (this.free.length === 0) return false;
+    if (this.phase === 'verify') return this.verifyIssued < this.regionBlocks / this.bsBlocks;
+    if (this.deadlineNs !== NEVER_NS) return this.env.clock.nowNs() < this.deadlineNs && (this.job.timeBased || this.issued < this.totalIos);
+    return this.issued < this.totalIos;
+  }
+
+  private submitIo(): void {
+    const clock = this.env.clock;
+    const job = this.job;
+    const cid = this.free.pop()!;
+    const s = this.slots[cid];
+    const rw = job.rw;
+    let isRead: boolean;
+    if (this.phase === 'verify') isRead = true;
+    else if (rw === 'read' || rw === 'randread') isRead = true;
+    else if (rw === 'write' || rw === 'randwrite') isRead = false;
+    else isRead = this.rng() * 100 < job.rwmixreadPct;
+    const random = rw === 'randread' || rw === 'randwrite' || rw === 'randrw';
+    const ioIndex = this.phase === 'verify' ? this.verifyIssued++ : this.issued++;
+    const ioCount = Math.max(1, Math.floor(this.regionBlocks / this.bsBlocks));
+    const k = random && this.phase !== 'verify' ? Math.floor(this.rng() * ioCount) : ioIndex % ioCount;
+    const lba = job.offsetBytes / BLOCK_BYTES + k * this.bsBlocks;
+    s.isRead = isRead;
+    s.lba = lba;
+    s.blocks = this.bsBlocks;
+    s.verifyPhase = this.phase === 'verify';
+    s.submitNs = clock.nowNs();
+    const d = isRead ? this.read : this.write;
+    if (d.firstSubmitNs < 0 && !s.verifyPhase) d.firstSubmitNs = s.submitNs;
+    if (!isRead) {
+      // fio fills the buffer before io_submit (verify headers when verifying)
+      for (let b = 0; b < s.blocks; b++) fillBlock(this.env.mem.u8, s.buffer.pageGpas[b], lba + b, (job.randseed ^ 0x5a5a5a5a) >>> 0, this.verifyAlgo);
+    }
+    clock.charge(this.env.costs.fioSubmitNs + s.blocks * this.env.costs.guestPinUserPagePerPageNs);
+    const startQ = clock.nowNs();
+    // the device writes memory on a read, reads it on a write
+    s.mapping = this.env.dma.iommu_dma_map_sg(s.buffer.pageGpas.slice(0, s.blocks), !isRead, isRead);
+    clock.charge(this.env.costs.nvmeQueueRqNs + s.blocks * this.env.costs.nvmeSetupPrpPerPageNs);
+    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, s.blocks * BLOCK_BYTES, s.mapping.dmaPages, s.prpPage);
+    s.issueNs = clock.nowNs();
+    this.inflight++;
+    this.ringDoorbell(DOORBELL_SQ_TAIL, tail);
+    this.env.profiler.add('nvme_queue_rq', clock.nowNs() - startQ);
+  }
+
+  run(): VcpuJobResult {
+    const clock = this.env.clock;
+    const idleStart = { ns: 0 };
+    let busyNs = 0;
+    this.publish(clock.nowNs());
+    for (;;) {
+      this.takeInterrupts();
+      if (this.env.dma.nextTimerNs() <= clock.nowNs()) this.env.dma.fq_flush();
+      if (this.canSubmit()) {
+        if (this.virtual && this.env.otherVcpus.length > 0) this.sync.awaitBound(clock.nowNs(), () => this.quantumBound(), () => false);
+        const t0 = clock.nowNs();
+        this.submitIo();
+        busyNs += clock.nowNs() - t0;
+        this.publish(clock.nowNs());
+        continue;
+      }
+      if (this.inflight === 0) {
+        if (this.phase === 'main' && this.job.verify !== 'none' && this.job.doVerify && this.write.ios > 0) {
+          this.phase = 'verify';
+          continue;
+        }
+        if (this.env.dma.nextTimerNs() !== NEVER_NS) {
+          clock.advanceTo(this.env.dma.nextTimerNs());
+          continue;
+        }
+        break;
+      }
+      // idle: nothing to submit until a completion; wait for the next interrupt (or the flush timer)
+      idleStart.ns = clock.nowNs();
+      this.publish(NEVER_NS);
+      const timerNs = this.env.dma.nextTimerNs();
+      const irqs = this.env.irqs;
+      for (;;) {
+        const seq = this.env.control.event(this.env.self).prepare();
+        if (irqs.available() > 0) {
+          const ts = irqs.timestampAt(irqs.offsetAt(0));
+          if (timerNs < ts) clock.advanceTo(timerNs);
+          else clock.advanceTo(ts);
+          break;
+        }
+        if (timerNs !== NEVER_NS && this.virtual && this.deviceBound() >= timerNs) {
+          clock.advanceTo(timerNs);
+          break;
+        }
+        if (this.env.control.aborted()) throw new Error('aborted');
+        this.env.control.setWaitFor(this.env.self, timerNs);
+        this.env.control.event(this.env.self).wait(seq, this.env.spinLoads);
+        this.env.control.setWaitFor(this.env.self, NEVER_NS);
+      }
+      this.publish(clock.nowNs());
+    }
+    this.publish(NEVER_NS);
+    return {
+      read: this.read.out(),
+      write: this.write.out(),
+      verify: { blocksChecked: this.verified, corrupt: this.corrupt },
+      errors: this.errors,
+      startNs: this.startNs,
+      endNs: clock.nowNs(),
+      busyNs,
+    };
+  }
+}

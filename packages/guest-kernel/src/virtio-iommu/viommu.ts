@@ -1,0 +1,204 @@
+/**
+ * The guest's virtio-iommu driver (Linux drivers/iommu/virtio-iommu.c).
+ *
+ * Requests go into the request virtqueue in guest RAM under
+ * `viommu->request_lock`, a spinlock taken with interrupts off and held while
+ * the driver busy-polls for the device's answer (`__viommu_sync_req`): the
+ * guest's big lock. Two driver generations:
+ * - `v5.10` (the reference period, Linux 5.8–5.15): `viommu_map` sends each
+ *   MAP and waits for it (`viommu_send_req_sync`); `viommu_unmap` only queues
+ *   the UNMAP (`viommu_add_req`) and `viommu_iotlb_sync` kicks and waits.
+ * - `v6.x` (batched, Linux 6.2+ with `iotlb_sync_map`): MAPs are queued and
+ *   flushed once by `viommu_iotlb_sync_map`.
+ * A full queue is synced and the add retried, as `viommu_add_req` does.
+ */
+
+import {
+  type GuestMemory,
+  type LockTable,
+  type Mutex,
+  type ModelClock,
+  VirtqueueDriver,
+  type VirtqueueLayout,
+  writeAttachRequest,
+  writeMapRequest,
+  writeUnmapRequest,
+  writeProbeRequest,
+  readTail,
+  requestSizeBytes,
+  viommuGetWriteDescOffsetBytes,
+  VIRTIO_IOMMU_T_ATTACH,
+  VIRTIO_IOMMU_T_MAP,
+  VIRTIO_IOMMU_T_UNMAP,
+  VIRTIO_IOMMU_T_PROBE,
+  VIRTIO_IOMMU_S_OK,
+  statusName,
+} from '@vmstack/shm';
+
+export const VIOMMU_REQUEST_LOCK = 'viommu->request_lock';
+export type ViommuDriverGeneration = 'v5.10' | 'v6.x';
+export const VIOMMU_REQUEST_SLOT_BYTES = 640; // PROBE (72 + 512 + 4) is the largest request
+
+export interface ViommuCosts {
+  viommuRequestPrepareNs: number;
+  vmExitKernelNs: number;
+}
+
+/** How the driver reaches the device: a kick that returns when the used ring has been updated. */
+export interface ViommuTransport {
+  /** notify the device at `nowNs`; returns the model time the answers are visible */
+  kick(nowNs: number): number;
+}
+
+export interface ViommuCounters {
+  map: number;
+  unmap: number;
+  attach: number;
+  probe: number;
+  kicks: number;
+}
+
+/** Per-function model time, as the profile reports it. */
+export interface Profiler {
+  add(fn: string, ns: number, bytes?: number): void;
+}
+
+export class ViommuDriver {
+  private readonly vq: VirtqueueDriver;
+  private readonly lock: Mutex;
+  /** shared, in guest RAM: the next request slot (under request_lock) */
+  private readonly slotWord: Int32Array;
+  private readonly maxReqs: number;
+  readonly counters: ViommuCounters = { map: 0, unmap: 0, attach: 0, probe: 0, kicks: 0 };
+  private queuedFailures: string[] = [];
+
+  constructor(
+    private readonly mem: GuestMemory,
+    layout: VirtqueueLayout,
+    init: boolean,
+    private readonly requestAreaGpa: number,
+    slotWordGpa: number,
+    locks: LockTable,
+    private readonly transport: ViommuTransport,
+    private readonly clock: ModelClock,
+    private readonly costs: ViommuCosts,
+    readonly generation: ViommuDriverGeneration,
+    private readonly profiler: Profiler,
+  ) {
+    this.vq = init ? VirtqueueDriver.init(mem, layout) : new VirtqueueDriver(mem, layout);
+    this.lock = locks.get(VIOMMU_REQUEST_LOCK);
+    this.slotWord = new Int32Array(mem.u8.buffer as SharedArrayBuffer, slotWordGpa, 1);
+    this.maxReqs = layout.queueSizeEntries >> 1;
+  }
+
+  /** viommu_add_req: caller holds request_lock. Returns the slot's gpa. */
+  private addReq(type: number, write: (gpa: number) => void): void {
+    this.clock.charge(this.costs.viommuRequestPrepareNs);
+    if (this.vq.numFree < 2) this.syncLocked();
+    const slot = this.slotWord[0] % this.maxReqs;
+    this.slotWord[0] = (this.slotWord[0] + 1) % this.maxReqs;
+    const gpa = this.requestAreaGpa + slot * VIOMMU_REQUEST_SLOT_BYTES;
+    write(gpa);
+    const outLen = viommuGetWriteDescOffsetBytes(type);
+    const total = requestSizeBytes(type);
+    if (!this.vq.addBuf([{ gpa, lenBytes: outLen }], [{ gpa: gpa + outLen, lenBytes: total - outLen }], slot)) throw new Error('virtio-iommu: request queue full after a sync');
+  }
+
+  /** __viommu_sync_req: kick, busy-poll until the device has used every request. Caller holds request_lock. */
+  private syncLocked(): void {
+    const start = this.clock.nowNs();
+    this.vq.publish();
+    this.clock.charge(this.costs.vmExitKernelNs); // the notify write exits to KVM (ioeventfd)
+    this.counters.kicks++;
+    const doneNs = this.transport.kick(this.clock.nowNs());
+    this.clock.syncTo(doneNs); // busy-polling the used ring meanwhile
+    for (;;) {
+      const used = this.vq.getBuf();
+      if (!used) break;
+      const gpa = this.requestAreaGpa + used.token * VIOMMU_REQUEST_SLOT_BYTES;
+      const type = this.mem.u8[gpa];
+      const tailGpa = gpa + requestSizeBytes(type) - 4;
+      const status = readTail(this.mem, tailGpa);
+      if (status !== VIRTIO_IOMMU_S_OK) this.queuedFailures.push(`request type ${type}: ${statusName(status)}`);
+    }
+    this.profiler.add('viommu_sync_req', this.clock.nowNs() - start);
+  }
+
+  private sendSync(type: number, write: (gpa: number) => void): void {
+    this.lock.lock(this.clock);
+    try {
+      this.addReq(type, write);
+      this.syncLocked();
+    } finally {
+      this.lock.unlock(this.clock);
+    }
+    this.throwFailures();
+  }
+
+  private throwFailures(): void {
+    if (this.queuedFailures.length > 0) {
+      const f = this.queuedFailures.join('; ');
+      this.queuedFailures = [];
+      throw new Error(`virtio-iommu request failed: ${f}`);
+    }
+  }
+
+  viommu_attach_dev(domain: number, endpoint: number): void {
+    this.counters.attach++;
+    this.sendSync(VIRTIO_IOMMU_T_ATTACH, (gpa) => writeAttachRequest(this.mem, gpa, { domain, endpoint, flags: 0 }));
+  }
+
+  viommu_probe_endpoint(endpoint: number): void {
+    this.counters.probe++;
+    this.sendSync(VIRTIO_IOMMU_T_PROBE, (gpa) => writeProbeRequest(this.mem, gpa, { endpoint }));
+  }
+
+  /** viommu_map_pages: one MAP for a physically contiguous run. */
+  viommu_map_pages(domain: number, iova: number, paddr: number, sizeBytes: number, read: boolean, write: boolean): void {
+    const start = this.clock.nowNs();
+    this.counters.map++;
+    const flags = (read ? 1 : 0) | (write ? 2 : 0);
+    const fill = (gpa: number) => writeMapRequest(this.mem, gpa, { domain, virtStart: iova, virtEnd: iova + sizeBytes - 1, physStart: paddr, flags });
+    if (this.generation === 'v5.10') {
+      this.sendSync(VIRTIO_IOMMU_T_MAP, fill);
+    } else {
+      this.lock.lock(this.clock);
+      try {
+        this.addReq(VIRTIO_IOMMU_T_MAP, fill);
+      } finally {
+        this.lock.unlock(this.clock);
+      }
+    }
+    this.profiler.add('viommu_map_pages', this.clock.nowNs() - start, sizeBytes);
+  }
+
+  /** viommu_iotlb_sync_map (batched driver only): flush queued MAPs. */
+  viommu_iotlb_sync_map(): void {
+    if (this.generation === 'v5.10') return;
+    this.viommu_iotlb_sync();
+  }
+
+  /** viommu_unmap_pages: queue one UNMAP for the range; the IOTLB sync sends it. */
+  viommu_unmap_pages(domain: number, iova: number, sizeBytes: number): void {
+    const start = this.clock.nowNs();
+    this.counters.unmap++;
+    this.lock.lock(this.clock);
+    try {
+      this.addReq(VIRTIO_IOMMU_T_UNMAP, (gpa) => writeUnmapRequest(this.mem, gpa, { domain, virtStart: iova, virtEnd: iova + sizeBytes - 1 }));
+    } finally {
+      this.lock.unlock(this.clock);
+    }
+    this.profiler.add('viommu_unmap_pages', this.clock.nowNs() - start, sizeBytes);
+  }
+
+  /** viommu_iotlb_sync / viommu_flush_iotlb_all: kick and wait for everything queued. */
+  viommu_iotlb_sync(): void {
+    this.lock.lock(this.clock);
+    try {
+      this.syncLocked();
+    } finally {
+      this.lock.unlock(this.clock);
+    }
+    this.throwFailures();
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * The host kernel side as the VMM sees it: the VFIO container's ioctls on
+ * the host's own model clock. `HostVfio` is the callee of the
+ * VfioContainerPort in both transports (direct call in one thread; the host
+ * worker's RpcServer across threads).
+ */
+
+import { ModelClock, RunControl, RpcClient, RpcServer, type AbortFlag, type RpcChannelHandles, type RpcRequestView } from '@vmstack/shm';
+import { VfioContainer } from './vfio-iommu-type1.js';
+import {
+  HostToVmmReply,
+  MapDmaPayload,
+  ReplyPayload,
+  UnmapDmaPayload,
+  VFIO_DMA_MAP_FLAG_READ,
+  VFIO_DMA_MAP_FLAG_WRITE,
+  VmmToHostMapDma,
+  VmmToHostUnmapDma,
+  type VfioContainerPort,
+} from './messages.js';
+
+export class HostVfio implements VfioContainerPort {
+  constructor(
+    readonly container: VfioContainer,
+    readonly clock: ModelClock,
+  ) {}
+
+  mapDma(args: { iova: number; vaddr: number; sizeBytes: number; read: boolean; write: boolean }, nowNs: number): { errno: number; doneNs: number } {
+    this.clock.syncTo(nowNs);
+    const r = this.container.vfio_dma_do_map(args, this.clock);
+    return { errno: r.errno, doneNs: this.clock.nowNs() };
+  }
+
+  unmapDma(args: { iova: number; sizeBytes: number }, nowNs: number): { errno: number; unmappedBytes: number; doneNs: number } {
+    this.clock.syncTo(nowNs);
+    const r = this.container.vfio_dma_do_unmap(args, this.clock);
+    return { errno: r.errno, unmappedBytes: r.unmappedBytes, doneNs: this.clock.nowNs() };
+  }
+
+  /** Decode one ring request, call the container, describe the reply. */
+  serve(req: RpcRequestView): { type: number; timestampNs: number; write: (dv: DataView, off: number) => void } {
+    const dv = req.dv;
+    const p = req.payloadOffset;
+    let errno = -22;
+    let unmappedBytes = 0;
+    let doneNs = req.timestampNs;
+    if (req.type === VmmToHostMapDma) {
+      const flags = dv.getInt32(p + MapDmaPayload.flags, true);
+      const r = this.mapDma(
+        {
+          iova: dv.getFloat64(p + MapDmaPayload.iova, true),
+          vaddr: dv.getFloat64(p + MapDmaPayload.vaddr, true),
+          sizeBytes: dv.getFloat64(p + MapDmaPayload.sizeBytes, true),
+          read: (flags & VFIO_DMA_MAP_FLAG_READ) !== 0,
+          write: (flags & VFIO_DMA_MAP_FLAG_WRITE) !== 0,
+        },
+        req.timestampNs,
+      );
+      errno = r.errno;
+      doneNs = r.doneNs;
+    } else if (req.type === VmmToHostUnmapDma) {
+      const r = this.unmapDma({ iova: dv.getFloat64(p + UnmapDmaPayload.iova, true), sizeBytes: dv.getFloat64(p + UnmapDmaPayload.sizeBytes, true) }, req.timestampNs);
+      errno = r.errno;
+      unmappedBytes = r.unmappedBytes;
+      doneNs = r.doneNs;
+    }
+    return {
+      type: HostToVmmReply,
+      timestampNs: doneNs,
+      write: (odv, off) => {
+        odv.setInt32(off + ReplyPayload.errno, errno, true);
+        odv.setFloat64(off + ReplyPayload.unmappedBytes, unmappedBytes, true);
+      },
+    };
+  }
+}
+
+/** The VMM's end of the port when the host runs in its own worker. */
+export class VfioRpcPort implements VfioContainerPort {
+  readonly client: RpcClient;
+
+  constructor(handles: RpcChannelHandles, abort: AbortFlag, spinLoads: number) {
+    this.client = new RpcClient(handles, abort, spinLoads);
+  }
+
+  mapDma(args: { iova: number; vaddr: number; sizeBytes: number; read: boolean; write: boolean }, nowNs: number): { errno: number; doneNs: number } {
+    return this.client.call(
+      VmmToHostMapDma,
+      nowNs,
+      (dv, p) => {
+        dv.setFloat64(p + MapDmaPayload.iova, args.iova, true);
+        dv.setFloat64(p + MapDmaPayload.vaddr, args.vaddr, true);
+        dv.setFloat64(p + MapDmaPayload.sizeBytes, args.sizeBytes, true);
+        dv.setInt32(p + MapDmaPayload.flags, (args.read ? VFIO_DMA_MAP_FLAG_READ : 0) | (args.write ? VFIO_DMA_MAP_FLAG_WRITE : 0), true);
+      },
+      (dv, p, ts) => ({ errno: dv.getInt32(p + ReplyPayload.errno, true), doneNs: ts }),
+    );
+  }
+
+  unmapDma(args: { iova: number; sizeBytes: number }, nowNs: number): { errno: number; unmappedBytes: number; doneNs: number } {
+    return this.client.call(
+      VmmToHostUnmapDma,
+      nowNs,
+      (dv, p) => {
+        dv.setFloat64(p + UnmapDmaPayload.iova, args.iova, true);
+        dv.setFloat64(p + UnmapDmaPayload.sizeBytes, args.sizeBytes, true);
+      },
+      (dv, p, ts) => ({ errno: dv.getInt32(p + ReplyPayload.errno, true), unmappedBytes: dv.getFloat64(p + ReplyPayload.unmappedBytes, true), doneNs: ts }),
+    );
+  }
+}
+
+export { RpcServer, RunControl };

@@ -1,0 +1,343 @@
+import test from 'ava';
+import { InputError, LockTable, ModelClock } from '@vmstack/shm';
+import { IoPgtable } from '../src/io-pgtable.js';
+import {
+  VfioContainer,
+  IOMMU_LOCK,
+  VFIO_IOMMU_TLB_SYNC_MAX,
+  EINVAL,
+  EEXIST,
+  ENOMEM,
+  ENOSPC,
+  EFAULT,
+  type VfioContainerCosts,
+  type VfioContainerOptions,
+} from '../src/vfio-iommu-type1.js';
+
+const PAGE = 4096;
+const COSTS: VfioContainerCosts = {
+  vfioDmaDoMapBaseNs: 1000,
+  vfioPinPagePerPageNs: 100,
+  vfioLockedVmAccountNs: 500,
+  hostIommuMapPerPageNs: 10,
+  vfioDmaDoUnmapBaseNs: 2000,
+  hostIommuUnmapPerPageNs: 20,
+  hostIotlbFlushNs: 700,
+  vfioUnpinPagePerPageNs: 50,
+};
+
+interface Rig {
+  c: VfioContainer;
+  pt: IoPgtable;
+  clock: ModelClock;
+  invals: { iova: number; sizeBytes: number; atNs: number; pinnedPages: number; stillMapped: boolean }[];
+  lockTable: LockTable;
+  /** model ns a call took */
+  timed<T>(f: () => T): { r: T; ns: number };
+}
+
+function rig(opts: Partial<VfioContainerOptions> & { tablePages?: number } = {}): Rig {
+  const pt = IoPgtable.attach(IoPgtable.allocate({ tablePages: opts.tablePages ?? 64 }));
+  const lockTable = LockTable.attach(LockTable.allocate([{ name: IOMMU_LOCK, kind: 'mutex' }]), 0);
+  const clock = new ModelClock('virtual');
+  const invals: Rig['invals'] = [];
+  const r: Rig = {
+    pt,
+    clock,
+    invals,
+    lockTable,
+    c: new VfioContainer({
+      pgtable: pt,
+      lockTable,
+      costs: COSTS,
+      lockedVmLimitPages: Infinity,
+      dmaEntryLimit: 65535,
+      invalidateIotlb: (iova, sizeBytes, clk) => invals.push({ iova, sizeBytes, atNs: clk.nowNs(), pinnedPages: r.c.pinnedPages, stillMapped: pt.walk(iova) !== null }),
+      ...opts,
+    }),
+    timed<T>(f: () => T) {
+      const t0 = clock.nowNs();
+      const res = f();
+      return { r: res, ns: clock.nowNs() - t0 };
+    },
+  };
+  return r;
+}
+
+const map = (r: Rig, iova: number, vaddr: number, pages: number, read = true, write = true): number => r.c.vfio_dma_do_map({ iova, vaddr, sizeBytes: pages * PAGE, read, write }, r.clock).errno;
+const unmap = (r: Rig, iova: number, pages: number): { errno: number; unmappedBytes: number } => r.c.vfio_dma_do_unmap({ iova, sizeBytes: pages * PAGE }, r.clock);
+
+test('errno constants are Linux\'s', (t) => {
+  t.deepEqual([EINVAL, EEXIST, ENOMEM, ENOSPC, EFAULT], [22, 17, 12, 28, 14]);
+  t.is(VFIO_IOMMU_TLB_SYNC_MAX, 512);
+});
+
+test('map then unmap: page tables, pins, locked_vm, one invalidation, exact costs, lock held throughout', (t) => {
+  const r = rig();
+  const m = r.timed(() => map(r, 0x100000, 0x40000, 4, true, false));
+  t.is(m.r, 0);
+  t.is(m.ns, 1000 + 4 * 100 + 500 + 4 * 10, 'base + pin/page + one locked_vm update + PTE/page');
+  t.deepEqual(r.pt.walk(0x101234), { hpa: 0x41234, prot: 1, levels: 4 });
+  t.deepEqual(r.c.stats(), { mapDmaCalls: 1, unmapDmaCalls: 0, pinnedPages: 4, pinnedPagesPeak: 4, lockedVmPages: 4, dmaCount: 1, iotlbInvalidations: 0 });
+
+  const u = r.timed(() => unmap(r, 0x100000, 4));
+  t.deepEqual(u.r, { errno: 0, unmappedBytes: 4 * PAGE });
+  t.is(u.ns, 2000 + 4 * 20 + 700 + 4 * 50 + 500, 'base + PTE clear/page + one flush + unpin/page + one locked_vm update');
+  t.is(r.pt.walk(0x100000), null);
+  t.is(r.pt.tablePagesInUse, 1);
+  t.deepEqual(r.invals.map((i) => [i.iova, i.sizeBytes]), [[0x100000, 4 * PAGE]]);
+  t.is(r.invals[0].atNs, m.ns + 2000 + 4 * 20, 'the invalidation is sent after the PTEs are cleared');
+  t.false(r.invals[0].stillMapped);
+  t.is(r.invals[0].pinnedPages, 4, 'pages are unpinned only after the IOTLB flush');
+  t.deepEqual(r.c.stats(), { mapDmaCalls: 1, unmapDmaCalls: 1, pinnedPages: 0, pinnedPagesPeak: 4, lockedVmPages: 0, dmaCount: 0, iotlbInvalidations: 1 });
+
+  const s = r.lockTable.get(IOMMU_LOCK).stat();
+  t.is(s.acquisitions, 2);
+  t.is(s.holdtimeMaxNs, u.ns);
+  t.is(s.holdtimeMinNs, m.ns);
+});
+
+test('map argument checks: -EINVAL one by one, nothing pinned or mapped', (t) => {
+  const r = rig();
+  const cases: [string, { iova: number; vaddr: number; sizeBytes: number; read: boolean; write: boolean }, number][] = [
+    ['no READ or WRITE', { iova: 0, vaddr: 0, sizeBytes: PAGE, read: false, write: false }, 1000],
+    ['size 0', { iova: 0, vaddr: 0, sizeBytes: 0, read: true, write: true }, 1000],
+    ['iova not page-aligned', { iova: 0x800, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, 1000],
+    ['vaddr not page-aligned', { iova: 0, vaddr: 0x10, sizeBytes: PAGE, read: true, write: true }, 1000],
+    ['size not page-aligned', { iova: 0, vaddr: 0, sizeBytes: PAGE + 1, read: true, write: true }, 1000],
+    ['range past the 48-bit aperture', { iova: 2 ** 48 - PAGE, vaddr: 0, sizeBytes: 2 * PAGE, read: true, write: true }, 1000],
+    ['iova past the aperture', { iova: 2 ** 50, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, 1000],
+    ['negative iova (not a u64)', { iova: -PAGE, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, 0],
+    ['fractional size (not a u64)', { iova: 0, vaddr: 0, sizeBytes: 1.5, read: true, write: true }, 0],
+    ['iova beyond 2^53 (not exact)', { iova: 2 ** 64, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, 0],
+    ['NaN vaddr', { iova: 0, vaddr: Number.NaN, sizeBytes: PAGE, read: true, write: true }, 0],
+  ];
+  for (const [what, args, ns] of cases) {
+    const res = r.timed(() => r.c.vfio_dma_do_map(args, r.clock));
+    t.is(res.r.errno as number, -EINVAL, what);
+    t.is(res.ns, ns, `${what}: charged`);
+  }
+  t.deepEqual(r.c.stats(), { mapDmaCalls: cases.length, unmapDmaCalls: 0, pinnedPages: 0, pinnedPagesPeak: 0, lockedVmPages: 0, dmaCount: 0, iotlbInvalidations: 0 });
+  t.is(r.pt.mappedPages, 0);
+  t.is(map(r, 2 ** 48 - PAGE, 0, 1), 0, 'the last page of the aperture maps');
+});
+
+test('overlap with an existing vfio_dma is -EEXIST; adjacent ranges map', (t) => {
+  const r = rig();
+  t.is(map(r, 0x10000, 0, 4), 0); // [0x10000, 0x14000)
+  for (const [iova, pages] of [
+    [0x10000, 4],
+    [0x0f000, 2],
+    [0x13000, 4],
+    [0x11000, 1],
+    [0x08000, 32],
+  ]) {
+    t.is(map(r, iova, 0x100000, pages), -EEXIST, `0x${iova.toString(16)} +${pages}`);
+  }
+  t.is(map(r, 0x0c000, 0x100000, 4), 0, 'ends where the first begins');
+  t.is(map(r, 0x14000, 0x100000, 1), 0, 'begins where the first ends');
+  t.is(r.c.dmaCount, 3);
+  t.is(r.c.pinnedPages, 8, 'distinct pages: vaddr pages 0-3 and 0x100-0x103 (the third mapping shares 0x100)');
+  t.is(r.c.lockedVmPages, 9);
+});
+
+test('dma_entry_limit: the next map is -ENOSPC until an unmap frees an entry', (t) => {
+  const r = rig({ dmaEntryLimit: 2 });
+  t.is(map(r, 0x0000, 0, 1), 0);
+  t.is(map(r, 0x1000, 0x1000, 1), 0);
+  t.is(map(r, 0x2000, 0x2000, 1), -ENOSPC);
+  t.is(r.c.pinnedPages, 2);
+  t.is(unmap(r, 0x0000, 1).errno, 0);
+  t.is(map(r, 0x2000, 0x2000, 1), 0);
+  t.is(map(r, 0x1000, 0x1000, 1), -EEXIST, 'the overlap check comes before the entry limit');
+});
+
+test('RLIMIT_MEMLOCK: a map that would pass it is -ENOMEM with the kernel\'s partial pin undone', (t) => {
+  const r = rig({ lockedVmLimitPages: 6 });
+  t.is(map(r, 0x100000, 0, 4), 0);
+  const res = r.timed(() => map(r, 0x200000, 0x10000, 4));
+  t.is(res.r, -ENOMEM);
+  // pages 1 and 2 pin and fit (4+1, 4+2 ≤ 6); page 3 pins, fails the check and is put; then pages 1-2 are put
+  t.is(res.ns, 1000 + 3 * 100 + 3 * 50);
+  t.deepEqual(r.c.stats(), { mapDmaCalls: 2, unmapDmaCalls: 0, pinnedPages: 4, pinnedPagesPeak: 7, lockedVmPages: 4, dmaCount: 1, iotlbInvalidations: 0 });
+  t.is(r.pt.walk(0x200000), null);
+  t.is(map(r, 0x200000, 0x10000, 2), 0, 'up to the limit exactly');
+  t.is(r.c.lockedVmPages, 6);
+  t.is(map(r, 0x300000, 0x20000, 1), -ENOMEM, 'the first page of a chunk is checked too');
+  t.is(r.c.pinnedPages, 6);
+});
+
+test('locked_vm counts per vfio_dma: a page mapped at two IOVAs is pinned twice and accounted twice', (t) => {
+  const r = rig();
+  t.is(map(r, 0x100000, 0x8000, 4), 0);
+  t.is(map(r, 0x200000, 0x8000, 4), 0);
+  t.is(map(r, 0x300000, 0xa000, 4), 0); // overlaps 2 of the same pages
+  t.is(r.c.pinnedPages, 6);
+  t.is(r.c.lockedVmPages, 12);
+  t.is(r.pt.walk(0x200000)?.hpa, 0x8000);
+  t.is(unmap(r, 0x100000, 4).unmappedBytes, 4 * PAGE);
+  t.is(r.c.pinnedPages, 6, 'every page is still pinned by another mapping');
+  t.is(r.c.lockedVmPages, 8);
+  t.is(unmap(r, 0x200000, 4).unmappedBytes, 4 * PAGE);
+  t.is(r.c.pinnedPages, 4);
+  t.is(r.c.lockedVmPages, 4);
+  t.is(unmap(r, 0x300000, 4).unmappedBytes, 4 * PAGE);
+  t.deepEqual([r.c.pinnedPages, r.c.pinnedPagesPeak, r.c.lockedVmPages], [0, 6, 0]);
+});
+
+test('a full host page-table pool is -ENOMEM from vfio_iommu_map: unpinned and unaccounted again', (t) => {
+  const r = rig({ tablePages: 4 });
+  t.is(map(r, 0, 0, 1), 0);
+  const res = r.timed(() => map(r, 2 * 1024 * 1024, 0x1000, 2));
+  t.is(res.r, -ENOMEM);
+  t.is(res.ns, 1000 + 2 * 100 + 500 + 2 * 50 + 500, 'pin + account, then unpin + unaccount');
+  t.deepEqual(r.c.stats(), { mapDmaCalls: 2, unmapDmaCalls: 0, pinnedPages: 1, pinnedPagesPeak: 3, lockedVmPages: 1, dmaCount: 1, iotlbInvalidations: 0 });
+  t.is(unmap(r, 2 * 1024 * 1024, 2).unmappedBytes, 0, 'no vfio_dma was left behind');
+});
+
+test('vaddr past guest RAM is -EFAULT; the chunk mapped before it is unmapped, flushed and unpinned', (t) => {
+  const r = rig({ guestRamBytes: 16 * PAGE });
+  const res = r.timed(() => map(r, 0x100000, 14 * PAGE, 4));
+  t.is(res.r, -EFAULT);
+  // chunk 1: pages 14, 15 pin, page 16 faults (ending the chunk) → account → map;
+  // chunk 2: page 16 faults again → vfio_remove_dma: clear, flush, unpin, unaccount
+  t.is(res.ns, 1000 + 4 * 100 + 500 + 2 * 10 + (2 * 20 + 700 + 2 * 50 + 500));
+  t.deepEqual(r.invals.map((i) => [i.iova, i.sizeBytes]), [[0x100000, 2 * PAGE]]);
+  t.deepEqual(r.c.stats(), { mapDmaCalls: 1, unmapDmaCalls: 0, pinnedPages: 0, pinnedPagesPeak: 2, lockedVmPages: 0, dmaCount: 0, iotlbInvalidations: 1 });
+  t.is(r.pt.mappedPages, 0);
+  t.is(map(r, 0x100000, 12 * PAGE, 4), 0, 'the last pages of guest RAM map');
+});
+
+test('unmap argument checks and the v2 no-bisect rule: -EINVAL, nothing removed', (t) => {
+  const r = rig();
+  t.is(map(r, 0x10000, 0, 4), 0);
+  const cases: [string, number, number][] = [
+    ['iova not page-aligned', 0x10800, PAGE],
+    ['size 0', 0x10000, 0],
+    ['size not page-aligned', 0x10000, PAGE + 512],
+    ['starts inside a mapping', 0x11000, 3 * PAGE],
+    ['ends inside a mapping', 0x10000, 2 * PAGE],
+    ['ends inside a mapping, starting before it', 0x0, 0x12000],
+    ['starts inside, ends after', 0x13000, 4 * PAGE],
+    ['negative iova', -PAGE, PAGE],
+  ];
+  for (const [what, iova, sizeBytes] of cases) {
+    t.deepEqual(r.c.vfio_dma_do_unmap({ iova, sizeBytes }, r.clock) as { errno: number; unmappedBytes: number }, { errno: -EINVAL, unmappedBytes: 0 }, what);
+  }
+  t.is(r.c.dmaCount, 1);
+  t.is(r.c.pinnedPages, 4);
+  t.is(r.c.iotlbInvalidations, 0);
+  t.is(r.pt.mappedPages, 4);
+});
+
+test('unmapping nothing succeeds with 0 bytes and no invalidation', (t) => {
+  const r = rig();
+  t.is(map(r, 0x10000, 0, 4), 0);
+  t.deepEqual(unmap(r, 0x20000, 16), { errno: 0, unmappedBytes: 0 });
+  t.deepEqual(unmap(r, 0x0, 16), { errno: 0, unmappedBytes: 0 }, 'ends exactly where the mapping begins');
+  t.deepEqual(r.c.vfio_dma_do_unmap({ iova: 2 ** 50, sizeBytes: PAGE }, r.clock), { errno: 0, unmappedBytes: 0 });
+  t.is(r.c.iotlbInvalidations, 0);
+  t.is(r.invals.length, 0);
+});
+
+test('an unmap covering several whole mappings (and holes) removes them all, one invalidation each', (t) => {
+  const r = rig();
+  t.is(map(r, 0x10000, 0x100000, 4), 0);
+  t.is(map(r, 0x20000, 0x200000, 2), 0);
+  t.is(map(r, 0x40000, 0x300000, 1), 0);
+  t.is(map(r, 0x80000, 0x400000, 1), 0); // outside the unmap
+  const res = r.timed(() => unmap(r, 0x10000, 0x40));
+  t.deepEqual(res.r, { errno: 0, unmappedBytes: 7 * PAGE });
+  t.is(res.ns, 2000 + 3 * (700 + 500) + 7 * (20 + 50), 'one base, then per vfio_dma a flush and an account');
+  t.deepEqual(
+    r.invals.map((i) => [i.iova, i.sizeBytes]).sort((a, b) => a[0] - b[0]),
+    [
+      [0x10000, 4 * PAGE],
+      [0x20000, 2 * PAGE],
+      [0x40000, PAGE],
+    ],
+  );
+  t.deepEqual(r.c.stats(), { mapDmaCalls: 4, unmapDmaCalls: 1, pinnedPages: 1, pinnedPagesPeak: 8, lockedVmPages: 1, dmaCount: 1, iotlbInvalidations: 3 });
+  t.is(r.pt.walk(0x80000)?.hpa, 0x400000);
+  t.is(r.pt.mappedPages, 1);
+});
+
+test('gather batches: with per-page chunks (fgsp) an IOTLB sync every 512 chunks; VT-d chunks a contiguous vfio_dma into one', (t) => {
+  const pages = 2 * VFIO_IOMMU_TLB_SYNC_MAX + 76;
+  const amd = rig({ fineGrainedSuperPages: true });
+  t.is(map(amd, 0x1000000, 0, pages), 0);
+  const res = amd.timed(() => unmap(amd, 0x1000000, pages));
+  t.deepEqual(res.r, { errno: 0, unmappedBytes: pages * PAGE });
+  t.deepEqual(
+    amd.invals.map((i) => [i.iova, i.sizeBytes, i.pinnedPages]),
+    [
+      [0x1000000, 512 * PAGE, pages],
+      [0x1000000 + 512 * PAGE, 512 * PAGE, pages - 512],
+      [0x1000000 + 1024 * PAGE, 76 * PAGE, 76],
+    ],
+    'each batch is flushed before its pages are unpinned',
+  );
+  t.is(res.ns, 2000 + pages * (20 + 50) + 3 * 700 + 500);
+  t.is(amd.c.iotlbInvalidations, 3);
+  t.is(amd.c.pinnedPages, 0);
+
+  const vtd = rig();
+  t.is(map(vtd, 0x1000000, 0, pages), 0);
+  t.is(unmap(vtd, 0x1000000, pages).unmappedBytes, pages * PAGE);
+  t.is(vtd.c.iotlbInvalidations, 1);
+  t.deepEqual(vtd.invals.map((i) => [i.iova, i.sizeBytes]), [[0x1000000, pages * PAGE]]);
+});
+
+test('the lock is the named mutex of the lock table; a second container can use its own', (t) => {
+  const h = LockTable.allocate([
+    { name: 'iommu->lock/vm0', kind: 'mutex' },
+    { name: 'iommu->lock/vm1', kind: 'mutex' },
+  ]);
+  const locks = LockTable.attach(h, 3);
+  const clock = new ModelClock('virtual');
+  const mk = (lockName: string) =>
+    new VfioContainer({ pgtable: IoPgtable.attach(IoPgtable.allocate({ tablePages: 8 })), lockTable: locks, lockName, costs: COSTS, lockedVmLimitPages: 100, invalidateIotlb: () => {} });
+  const c0 = mk('iommu->lock/vm0');
+  const c1 = mk('iommu->lock/vm1');
+  c0.vfio_dma_do_map({ iova: 0, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, clock);
+  c1.vfio_dma_do_map({ iova: 0, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, clock);
+  c1.vfio_dma_do_unmap({ iova: 0, sizeBytes: PAGE }, clock);
+  t.deepEqual(locks.stats().map((s) => [s.name, s.acquisitions]), [
+    ['iommu->lock/vm0', 1],
+    ['iommu->lock/vm1', 2],
+  ]);
+  t.false(locks.get('iommu->lock/vm0').isLocked());
+  t.throws(() => mk('iommu->lock'), { instanceOf: RangeError });
+});
+
+test('a lock held by another thread in model time delays the ioctl (virtual clock)', (t) => {
+  const r = rig();
+  const other = new ModelClock('virtual');
+  const peer = LockTable.attach(r.lockTable.handle, 1).get(IOMMU_LOCK);
+  other.charge(5000);
+  peer.lock(other);
+  other.charge(3000);
+  peer.unlock(other); // released at 8000
+  t.is(map(r, 0, 0, 1), 0);
+  t.is(r.clock.nowNs(), 8000 + 1000 + 100 + 500 + 10);
+  t.is(r.lockTable.get(IOMMU_LOCK).stat().waittimeTotalNs, 8000);
+});
+
+test('constructor options are checked, naming the field', (t) => {
+  const pgtable = IoPgtable.attach(IoPgtable.allocate({ tablePages: 4 }));
+  const lockTable = LockTable.attach(LockTable.allocate([{ name: IOMMU_LOCK, kind: 'mutex' }]), 0);
+  const base: VfioContainerOptions = { pgtable, lockTable, costs: COSTS, lockedVmLimitPages: 10, invalidateIotlb: () => {} };
+  const bad: [Partial<VfioContainerOptions>, string][] = [
+    [{ lockedVmLimitPages: -1 }, 'lockedVmLimitPages'],
+    [{ lockedVmLimitPages: 1.5 }, 'lockedVmLimitPages'],
+    [{ dmaEntryLimit: -1 }, 'dmaEntryLimit'],
+    [{ guestRamBytes: 1000 }, 'guestRamBytes'],
+    [{ costs: { ...COSTS, hostIotlbFlushNs: -5 } }, 'profile.hostIotlbFlushNs'],
+    [{ costs: { ...COSTS, vfioPinPagePerPageNs: Number.NaN } }, 'profile.vfioPinPagePerPageNs'],
+  ];
+  for (const [patch, field] of bad) {
+    const e = t.throws(() => new VfioContainer({ ...base, ...patch }), { instanceOf: InputError });
+    t.is(e?.field, field);
+  }
+  t.notThrows(() => new VfioContainer({ ...base, lockedVmLimitPages: Infinity, dmaEntryLimit: 0 }));
+});

@@ -1,0 +1,419 @@
+/**
+ * The NVMe controller: doorbells, SQE fetch, PRP walk, DMA through the host
+ * IOMMU (IOTLB + page walk; a fault is counted, reported in the CQE status,
+ * and moves no data), the media model, CQEs with the phase bit, and one
+ * interrupt per posted completion.
+ *
+ * Every address the device uses — queues, PRP lists, data — is an IOVA
+ * translated by the IOMMU, as for a passed-through device behind an IOMMU.
+ * Completion times are fixed when a command is fetched (media.ts never
+ * reorders earlier commands); the worker posts them in time order once no
+ * vCPU can still send a doorbell that would complete earlier.
+ */
+
+import {
+  type GuestMemory,
+  ModelClock,
+  readSqe,
+  writeCqe,
+  sqeRwFields,
+  nvmeWalkPrps,
+  NvmePrpError,
+  NVME_SQE_BYTES,
+  NVME_CQE_BYTES,
+  NVME_ADMIN_CREATE_CQ,
+  NVME_ADMIN_CREATE_SQ,
+  NVME_ADMIN_DELETE_CQ,
+  NVME_ADMIN_DELETE_SQ,
+  NVME_ADMIN_IDENTIFY,
+  NVME_CMD_READ,
+  NVME_CMD_WRITE,
+  NVME_CMD_FLUSH,
+  NVME_SC_SUCCESS,
+  NVME_SC_INVALID_OPCODE,
+  NVME_SC_INVALID_FIELD,
+  NVME_SC_LBA_RANGE,
+  NVME_SC_DMA_FAULT,
+  NVME_SC_QID_INVALID,
+  BLOCK_BYTES,
+} from '@vmstack/shm';
+import type { NvmeNamespace } from './namespace.js';
+
+/** What the controller needs from the IOMMU (iotlb.ts). */
+export interface DeviceIommu {
+  /** host physical address (= offset in guest RAM) or a negative fault code */
+  translate(iova: number, write: boolean, clock: ModelClock): number;
+}
+
+/** What the controller needs from the media model (media.ts). */
+export interface DeviceMedia {
+  /** opcode: NVME_CMD_READ or NVME_CMD_WRITE */
+  schedule(opcode: number, bytes: number, arrivalNs: number): number;
+  minServiceNs(): number;
+}
+
+export interface NvmeControllerCosts {
+  nvmeDoorbellLatencyNs: number;
+  nvmeSqeFetchNs: number;
+  nvmeCqePostNs: number;
+  msiLatencyNs: number;
+  nvmeControllerCommandNs: number;
+}
+
+export const REG_AQA = 0;
+export const REG_ASQ = 1;
+export const REG_ACQ = 2;
+export const REG_CC = 3;
+
+interface SubmissionQueue {
+  qid: number;
+  baseIova: number;
+  sizeEntries: number;
+  head: number;
+  cqid: number;
+}
+
+interface CompletionQueue {
+  qid: number;
+  baseIova: number;
+  sizeEntries: number;
+  tail: number;
+  phase: number;
+  vector: number;
+}
+
+interface PendingCompletion {
+  completionNs: number;
+  seq: number;
+  sqid: number;
+  cqid: number;
+  commandId: number;
+  sqHead: number;
+  status: number;
+  /** reads: data to move into guest memory at completion */
+  readLba: number;
+  readBlocks: number;
+  readHpas: number[] | null;
+  readFirstOffset: number;
+}
+
+export interface NvmeCounters {
+  commands: number;
+  reads: number;
+  writes: number;
+  faults: number;
+  adminCommands: number;
+  bytesRead: number;
+  bytesWritten: number;
+  interrupts: number;
+}
+
+const PAGE = 4096;
+
+export class NvmeController {
+  private readonly sqs = new Map<number, SubmissionQueue>();
+  private readonly cqs = new Map<number, CompletionQueue>();
+  private readonly heap: PendingCompletion[] = [];
+  private seq = 0;
+  private fetchFreeNs = 0;
+  private regs = { aqa: 0, asq: 0, acq: 0 };
+  private scratch = new Uint8Array(2 * 1024 * 1024 + PAGE);
+  readonly counters: NvmeCounters = { commands: 0, reads: 0, writes: 0, faults: 0, adminCommands: 0, bytesRead: 0, bytesWritten: 0, interrupts: 0 };
+
+  constructor(
+    private readonly mem: GuestMemory,
+    private readonly iommu: DeviceIommu,
+    private readonly media: DeviceMedia,
+    private readonly ns: NvmeNamespace,
+    readonly clock: ModelClock,
+    private readonly costs: NvmeControllerCosts,
+  ) {}
+
+  /** Smallest doorbell → interrupt time: the lookahead of the conservative clock. */
+  minResponseNs(): number {
+    return this.costs.nvmeDoorbellLatencyNs + this.costs.nvmeSqeFetchNs + this.media.minServiceNs() + this.costs.msiLatencyNs;
+  }
+
+  registerWrite(reg: number, value: number, tsNs: number): void {
+    this.clock.syncTo(tsNs);
+    if (reg === REG_AQA) this.regs.aqa = value;
+    else if (reg === REG_ASQ) this.regs.asq = value;
+    else if (reg === REG_ACQ) this.regs.acq = value;
+    else if (reg === REG_CC && (value & 1) === 1) {
+      const sqSize = (this.regs.aqa & 0xfff) + 1;
+      const cqSize = ((this.regs.aqa >>> 16) & 0xfff) + 1;
+      this.cqs.set(0, { qid: 0, baseIova: this.regs.acq, sizeEntries: cqSize, tail: 0, phase: 1, vector: 0 });
+      this.sqs.set(0, { qid: 0, baseIova: this.regs.asq, sizeEntries: sqSize, head: 0, cqid: 0 });
+    }
+  }
+
+  /** The guest wrote a doorbell (SQ tail or CQ head) at model time `tsNs`. */
+  onDoorbell(qid: number, which: number, value: number, tsNs: number): void {
+    if (which !== 0) return; // CQ head: the guest consumed entries; queues here never fill (iodepth < queue size)
+    const sq = this.sqs.get(qid);
+    if (!sq) throw new Error(`nvme: doorbell for submission queue ${qid}, which does not exist`);
+    // the controller's fetch engine has its own timeline: the doorbell's arrival, then one fetch after another
+    const t = new ModelClock('virtual');
+    t.advanceTo(Math.max(tsNs + this.costs.nvmeDoorbellLatencyNs, this.fetchFreeNs));
+    this.clock.syncTo(t.nowNs());
+    while (sq.head !== value) {
+      t.charge(this.costs.nvmeSqeFetchNs);
+      const hpa = this.iommu.translate(sq.baseIova + sq.head * NVME_SQE_BYTES, false, t);
+      sq.head = (sq.head + 1) % sq.sizeEntries;
+      if (hpa < 0) {
+        // the SQ itself is not mapped: nothing sensible to complete; count it
+        this.counters.faults++;
+        continue;
+      }
+      const sqe = readSqe(this.mem, hpa);
+      this.counters.commands++;
+      if (qid === 0) this.adminCommand(sq, sqe, t);
+      else this.ioCommand(sq, sqe, t);
+    }
+    this.fetchFreeNs = t.nowNs();
+  }
+
+  private push(p: Omit<PendingCompletion, 'seq'>): void {
+    const e = { ...p, seq: this.seq++ };
+    const h = this.heap;
+    h.push(e);
+    let i = h.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (before(h[parent], h[i])) break;
+      [h[parent], h[i]] = [h[i], h[parent]];
+      i = parent;
+    }
+  }
+
+  private pop(): PendingCompletion {
+    const h = this.heap;
+    const top = h[0];
+    const last = h.pop()!;
+    if (h.length > 0) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && before(h[l], h[m])) m = l;
+        if (r < h.length && before(h[r], h[m])) m = r;
+        if (m === i) break;
+        [h[m], h[i]] = [h[i], h[m]];
+        i = m;
+      }
+    }
+    return top;
+  }
+
+  private complete(sq: SubmissionQueue, commandId: number, status: number, completionNs: number, read?: { lba: number; blocks: number; hpas: number[]; firstOffset: number }): void {
+    this.push({
+      completionNs,
+      sqid: sq.qid,
+      cqid: sq.cqid,
+      commandId,
+      sqHead: sq.head,
+      status,
+      readLba: read?.lba ?? 0,
+      readBlocks: read?.blocks ?? 0,
+      readHpas: read?.hpas ?? null,
+      readFirstOffset: read?.firstOffset ?? 0,
+    });
+  }
+
+  private adminCommand(sq: SubmissionQueue, sqe: ReturnType<typeof readSqe>, t: ModelClock): void {
+    this.counters.adminCommands++;
+    const doneNs = t.nowNs() + this.costs.nvmeControllerCommandNs;
+    const qid = sqe.cdw10 & 0xffff;
+    const size = ((sqe.cdw10 >>> 16) & 0xffff) + 1;
+    let status = NVME_SC_SUCCESS;
+    switch (sqe.opcode) {
+      case NVME_ADMIN_CREATE_CQ:
+        if (qid === 0 || this.cqs.has(qid)) status = NVME_SC_QID_INVALID;
+        else this.cqs.set(qid, { qid, baseIova: sqe.prp1, sizeEntries: size, tail: 0, phase: 1, vector: (sqe.cdw11 >>> 16) & 0xffff });
+        break;
+      case NVME_ADMIN_CREATE_SQ: {
+        const cqid = (sqe.cdw11 >>> 16) & 0xffff;
+        if (qid === 0 || this.sqs.has(qid) || !this.cqs.has(cqid)) status = NVME_SC_QID_INVALID;
+        else this.sqs.set(qid, { qid, baseIova: sqe.prp1, sizeEntries: size, head: 0, cqid });
+        break;
+      }
+      case NVME_ADMIN_DELETE_SQ:
+        if (!this.sqs.delete(qid)) status = NVME_SC_QID_INVALID;
+        break;
+      case NVME_ADMIN_DELETE_CQ:
+        if (!this.cqs.delete(qid)) status = NVME_SC_QID_INVALID;
+        break;
+      case NVME_ADMIN_IDENTIFY: {
+        const hpa = this.iommu.translate(sqe.prp1, true, t);
+        if (hpa < 0) {
+          status = NVME_SC_DMA_FAULT;
+          this.counters.faults++;
+          break;
+        }
+        const cns = sqe.cdw10 & 0xff;
+        this.mem.u8.fill(0, hpa, hpa + PAGE);
+        const dv = this.mem.dv;
+        if (cns === 1) {
+          // identify controller: PCI vendor id, serial, model, number of namespaces
+          dv.setUint16(hpa, 0x144d, true);
+          writeAscii(this.mem.u8, hpa + 4, 'VMSTACK0001         ');
+          writeAscii(this.mem.u8, hpa + 24, 'vmstack model NVMe                      ');
+          dv.setUint32(hpa + 516, 1, true);
+        } else if (cns === 0) {
+          // identify namespace: size, capacity, utilisation; one LBA format of 4 KiB
+          dv.setFloat64(hpa, 0, true);
+          dv.setUint32(hpa, this.ns.sizeBlocks, true);
+          dv.setUint32(hpa + 8, this.ns.sizeBlocks, true);
+          dv.setUint32(hpa + 16, this.ns.sizeBlocks, true);
+          this.mem.u8[hpa + 128 + 2] = 12; // LBADS = 2^12
+        } else {
+          status = NVME_SC_INVALID_FIELD;
+        }
+        break;
+      }
+      default:
+        status = NVME_SC_INVALID_OPCODE;
+    }
+    this.complete(sq, sqe.commandId, status, doneNs);
+  }
+
+  /** Translate every page of the PRP-described buffer; null on a fault. */
+  private translateBuffer(prp1: number, prp2: number, lengthBytes: number, write: boolean, t: ModelClock): number[] | null {
+    let segs;
+    try {
+      segs = nvmeWalkPrps(prp1, prp2, lengthBytes, (dmaAddr) => {
+        const hpa = this.iommu.translate(dmaAddr, false, t);
+        if (hpa < 0) throw new NvmePrpError(NVME_SC_DMA_FAULT, `PRP list at IOVA ${dmaAddr} not mapped`);
+        return Number(this.mem.dv.getBigUint64(hpa, true));
+      });
+    } catch (e) {
+      if (e instanceof NvmePrpError) return null;
+      throw e;
+    }
+    const hpas: number[] = [];
+    for (const s of segs) {
+      for (let a = s.dmaAddr; a < s.dmaAddr + s.lenBytes; a = (Math.floor(a / PAGE) + 1) * PAGE) {
+        const hpa = this.iommu.translate(a, write, t);
+        if (hpa < 0) return null;
+        hpas.push(hpa);
+      }
+    }
+    return hpas;
+  }
+
+  private ioCommand(sq: SubmissionQueue, sqe: ReturnType<typeof readSqe>, t: ModelClock): void {
+    const arrivalNs = t.nowNs();
+    if (sqe.opcode === NVME_CMD_FLUSH) {
+      this.complete(sq, sqe.commandId, NVME_SC_SUCCESS, arrivalNs + this.costs.nvmeControllerCommandNs); // a volatile write cache is off: nothing to flush
+      return;
+    }
+    if (sqe.opcode !== NVME_CMD_READ && sqe.opcode !== NVME_CMD_WRITE) {
+      this.complete(sq, sqe.commandId, NVME_SC_INVALID_OPCODE, arrivalNs + this.costs.nvmeControllerCommandNs);
+      return;
+    }
+    const { slba, blockCount } = sqeRwFields(sqe);
+    if (slba + blockCount > this.ns.sizeBlocks) {
+      this.complete(sq, sqe.commandId, NVME_SC_LBA_RANGE, arrivalNs + this.costs.nvmeControllerCommandNs);
+      return;
+    }
+    const bytes = blockCount * BLOCK_BYTES;
+    const isRead = sqe.opcode === NVME_CMD_READ;
+    // a read writes guest memory (needs IOMMU write permission), a write reads it
+    const hpas = this.translateBuffer(sqe.prp1, sqe.prp2, bytes, isRead, t);
+    const doneNs = this.media.schedule(isRead ? NVME_CMD_READ : NVME_CMD_WRITE, bytes, t.nowNs());
+    if (!hpas) {
+      this.counters.faults++;
+      this.complete(sq, sqe.commandId, NVME_SC_DMA_FAULT, doneNs);
+      return;
+    }
+    const firstOffset = sqe.prp1 % PAGE;
+    if (isRead) {
+      this.counters.reads++;
+      this.counters.bytesRead += bytes;
+      this.complete(sq, sqe.commandId, NVME_SC_SUCCESS, doneNs, { lba: slba, blocks: blockCount, hpas, firstOffset });
+    } else {
+      this.counters.writes++;
+      this.counters.bytesWritten += bytes;
+      this.gather(hpas, firstOffset, bytes);
+      for (let b = 0; b < blockCount; b++) this.ns.writeBlock(slba + b, this.scratch, b * BLOCK_BYTES);
+      this.complete(sq, sqe.commandId, NVME_SC_SUCCESS, doneNs);
+    }
+  }
+
+  private gather(hpas: number[], firstOffset: number, bytes: number): void {
+    let pos = 0;
+    for (let i = 0; i < hpas.length && pos < bytes; i++) {
+      const start = i === 0 ? hpas[0] : hpas[i];
+      const inPage = i === 0 ? PAGE - firstOffset : PAGE;
+      const n = Math.min(inPage, bytes - pos);
+      this.scratch.set(this.mem.u8.subarray(start, start + n), pos);
+      pos += n;
+    }
+  }
+
+  private scatter(hpas: number[], firstOffset: number, bytes: number): void {
+    let pos = 0;
+    for (let i = 0; i < hpas.length && pos < bytes; i++) {
+      const inPage = i === 0 ? PAGE - firstOffset : PAGE;
+      const n = Math.min(inPage, bytes - pos);
+      this.mem.u8.set(this.scratch.subarray(pos, pos + n), hpas[i]);
+      pos += n;
+    }
+  }
+
+  nextCompletionNs(): number {
+    return this.heap.length > 0 ? this.heap[0].completionNs : Number.MAX_SAFE_INTEGER;
+  }
+
+  pendingCommands(): number {
+    return this.heap.length;
+  }
+
+  /**
+   * Post every completion due at or before `horizonNs`, in time order: move
+   * read data into guest memory, write the CQE (phase bit last), raise the
+   * queue's interrupt. `raise(cqid, vector, tsNs)` delivers it.
+   */
+  postCompletionsUpTo(horizonNs: number, raise: (cqid: number, vector: number, tsNs: number) => void): number {
+    let n = 0;
+    while (this.heap.length > 0 && this.heap[0].completionNs <= horizonNs) {
+      const p = this.pop();
+      const t = new ModelClock('virtual');
+      t.advanceTo(p.completionNs);
+      this.clock.syncTo(p.completionNs);
+      if (p.readHpas) {
+        const bytes = p.readBlocks * BLOCK_BYTES;
+        for (let b = 0; b < p.readBlocks; b++) this.ns.readBlock(p.readLba + b, this.scratch, b * BLOCK_BYTES);
+        this.scatter(p.readHpas, p.readFirstOffset, bytes);
+      }
+      const cq = this.cqs.get(p.cqid);
+      if (!cq) throw new Error(`nvme: completion for missing queue ${p.cqid}`);
+      t.charge(this.costs.nvmeCqePostNs);
+      const hpa = this.iommu.translate(cq.baseIova + cq.tail * NVME_CQE_BYTES, true, t);
+      if (hpa < 0) {
+        this.counters.faults++;
+      } else {
+        writeCqe(this.mem, hpa, { dw0: 0, dw1: 0, sqHead: p.sqHead, sqId: p.sqid, commandId: p.commandId, status: p.status, phase: cq.phase });
+      }
+      cq.tail++;
+      if (cq.tail === cq.sizeEntries) {
+        cq.tail = 0;
+        cq.phase ^= 1;
+      }
+      this.counters.interrupts++;
+      raise(cq.qid, cq.vector, t.nowNs() + this.costs.msiLatencyNs);
+      n++;
+    }
+    return n;
+  }
+}
+
+function before(a: PendingCompletion, b: PendingCompletion): boolean {
+  return a.completionNs < b.completionNs || (a.completionNs === b.completionNs && a.seq < b.seq);
+}
+
+function writeAscii(u8: Uint8Array, off: number, s: string): void {
+  for (let i = 0; i < s.length; i++) u8[off + i] = s.charCodeAt(i);
+}

@@ -1,0 +1,158 @@
+/**
+ * The IOTLB the NVMe device's DMAs go through: the host IOMMU's cache of
+ * 4 KiB IOVA → HPA translations in front of the page walker
+ * (host-vfio's `IoPgtable.walk`, read lock-free from the device worker).
+ *
+ * Organisation: fully associative, `iotlbEntriesCount` entries, least
+ * recently used replacement (a JS Map in use order; a hit moves the entry to
+ * the back, a fill evicts the front). Only present translations are cached;
+ * a walk that finds nothing is not remembered (VT-d does not cache
+ * not-present entries outside caching mode).
+ *
+ * Costs: a hit is free (the translation overlaps the DMA); a miss charges
+ * `iotlbMissWalkNs` on the device clock, whatever the walk finds.
+ *
+ * Faults (counted, returned as negative codes; the DMA must not happen):
+ * - IOTLB_FAULT_NOT_PRESENT: no translation for the IOVA
+ * - IOTLB_FAULT_WRITE: the device writes memory (a read command's data)
+ *   through a translation without IOMMU_WRITE
+ * - IOTLB_FAULT_READ: the device reads memory (a write command's data, a PRP
+ *   list) through a translation without IOMMU_READ
+ * A permission fault on a cached entry counts as a hit and a fault.
+ *
+ * Invalidation: `invalidate(iova, sizeBytes)` drops every cached page the
+ * range touches; sizeBytes 0 drops everything (the HostToDeviceIotlbInval
+ * convention); until an invalidation arrives a stale entry keeps translating,
+ * as in hardware.
+ */
+
+import { InputError, type ModelClock } from '@vmstack/shm';
+
+const PAGE = 4096;
+const READ = 1;
+const WRITE = 2;
+
+export const IOTLB_FAULT_NOT_PRESENT = -1;
+export const IOTLB_FAULT_WRITE = -2;
+export const IOTLB_FAULT_READ = -3;
+export type IotlbFault = typeof IOTLB_FAULT_NOT_PRESENT | typeof IOTLB_FAULT_WRITE | typeof IOTLB_FAULT_READ;
+
+export function isIotlbFault(result: number): result is IotlbFault {
+  return result < 0;
+}
+
+/** What the IOTLB needs of the page table: a walk (host-vfio's IoPgtable has this shape). */
+export interface IoPageWalker {
+  walk(iova: number): { readonly hpa: number; readonly prot: number; readonly levels: number } | null;
+}
+
+export interface IotlbCosts {
+  readonly iotlbMissWalkNs: number;
+  readonly iotlbEntriesCount: number;
+}
+
+export interface IotlbStats {
+  hits: number;
+  misses: number;
+  faults: number;
+  invalidations: number;
+  entries: number;
+}
+
+export class Iotlb {
+  /** iova page frame → hpa page frame · 4 + prot, in LRU order (front = least recent) */
+  private readonly entries = new Map<number, number>();
+  private readonly capacity: number;
+  private readonly missNs: number;
+  private hitCount = 0;
+  private missCount = 0;
+  private faultCount = 0;
+  private invalidationCount = 0;
+
+  constructor(
+    private readonly walker: IoPageWalker,
+    costs: IotlbCosts,
+  ) {
+    const n = costs.iotlbEntriesCount;
+    if (!Number.isSafeInteger(n) || n < 1) throw new InputError('profile.iotlbEntriesCount', n, 'an integer count ≥ 1');
+    const ns = costs.iotlbMissWalkNs;
+    if (typeof ns !== 'number' || !Number.isFinite(ns) || ns < 0) throw new InputError('profile.iotlbMissWalkNs', ns, 'a finite number of ns ≥ 0');
+    this.capacity = n;
+    this.missNs = ns;
+  }
+
+  /**
+   * Translate one DMA access at `iova`: `write` = the device writes memory.
+   * Returns the HPA, or a fault code (negative).
+   */
+  translate(iova: number, write: boolean, clock: ModelClock): number {
+    const pfn = Math.floor(iova / PAGE);
+    let e = this.entries.get(pfn);
+    if (e !== undefined) {
+      this.hitCount++;
+      this.entries.delete(pfn);
+      this.entries.set(pfn, e);
+    } else {
+      this.missCount++;
+      clock.charge(this.missNs);
+      const w = this.walker.walk(pfn * PAGE);
+      if (w === null) {
+        this.faultCount++;
+        return IOTLB_FAULT_NOT_PRESENT;
+      }
+      e = Math.floor(w.hpa / PAGE) * 4 + (w.prot & (READ | WRITE));
+      if (this.entries.size >= this.capacity) this.entries.delete(this.entries.keys().next().value as number);
+      this.entries.set(pfn, e);
+    }
+    const prot = e % 4;
+    if (write ? (prot & WRITE) === 0 : (prot & READ) === 0) {
+      this.faultCount++;
+      return write ? IOTLB_FAULT_WRITE : IOTLB_FAULT_READ;
+    }
+    return Math.floor(e / 4) * PAGE + (iova - pfn * PAGE);
+  }
+
+  /** Drop cached translations of every page [iova, iova + sizeBytes) touches; sizeBytes 0 = all. */
+  invalidate(iova: number, sizeBytes: number): void {
+    if (sizeBytes === 0) {
+      this.invalidateAll();
+      return;
+    }
+    if (!(sizeBytes > 0) || !(iova >= 0)) throw new RangeError(`Iotlb.invalidate: iova ${iova}, size ${sizeBytes} must be ≥ 0`);
+    this.invalidationCount++;
+    const first = Math.floor(iova / PAGE);
+    const end = Math.ceil((iova + sizeBytes) / PAGE);
+    if (end - first > this.entries.size) {
+      for (const pfn of [...this.entries.keys()]) if (pfn >= first && pfn < end) this.entries.delete(pfn);
+    } else {
+      for (let pfn = first; pfn < end; pfn++) this.entries.delete(pfn);
+    }
+  }
+
+  invalidateAll(): void {
+    this.invalidationCount++;
+    this.entries.clear();
+  }
+
+  get hits(): number {
+    return this.hitCount;
+  }
+  get misses(): number {
+    return this.missCount;
+  }
+  get faults(): number {
+    return this.faultCount;
+  }
+  get invalidations(): number {
+    return this.invalidationCount;
+  }
+
+  /** Cached translations now. */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  stats(): IotlbStats {
+    return { hits: this.hitCount, misses: this.missCount, faults: this.faultCount, invalidations: this.invalidationCount, entries: this.entries.size };
+  }
+}

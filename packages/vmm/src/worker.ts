@@ -1,0 +1,69 @@
+/**
+ * Worker entry of the VMM: the virtio-iommu device backend. It waits for
+ * kicks from the vCPUs (one ring per vCPU), handles the request queue in
+ * guest RAM, calls VFIO on the host worker through an RPC ring, and tells
+ * the kicking vCPU when the used elements are written.
+ */
+
+import { workerMain, ModelClock, LockTable, Ring, RECORD, attachGuestMemory, NEVER_NS } from '@vmstack/shm';
+import { VfioRpcPort, VmmToHostDone } from '@vmstack/host-vfio';
+import { VirtioIommuDevice } from './viommu-device.js';
+import { GuestToVmmKick, GuestToVmmDone, VmmToGuestUsed, UsedPayload } from './messages.js';
+import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
+
+workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
+  const init = boot.init;
+  const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
+  const locks = LockTable.attach(init.locks, boot.index, control, init.spinLoads);
+  const mem = attachGuestMemory(init.guestRam);
+  const vfio = new VfioRpcPort(init.hostRpc, control, init.spinLoads);
+  const device = new VirtioIommuDevice(mem, init.vqLayout, vfio, locks, clock, init.costs);
+  const kicks = init.kickRings.map((h) => Ring.attach(h));
+  const used = init.usedRings.map((h) => Ring.attach(h));
+  control.publishEot(boot.index, NEVER_NS); // reactive: sends only in reply to a kick
+  return () => {
+    if (init.identityMapBytes > 0) {
+      const r = vfio.mapDma({ iova: 0, vaddr: 0, sizeBytes: init.identityMapBytes, read: true, write: true }, 0);
+      if (r.errno !== 0) throw new Error(`vmm: mapping guest RAM through VFIO failed (errno ${r.errno})`);
+    }
+    const ev = control.event(boot.index);
+    let live = kicks.length;
+    const finished = new Array<boolean>(kicks.length).fill(false);
+    while (live > 0) {
+      const seq = ev.prepare();
+      let progressed = false;
+      for (let v = 0; v < kicks.length; v++) {
+        const ring = kicks[v];
+        const n = ring.available();
+        for (let i = 0; i < n; i++) {
+          const off = ring.offsetAt(i);
+          const type = ring.typeAt(off);
+          if (type === GuestToVmmDone) {
+            if (!finished[v]) live--;
+            finished[v] = true;
+            continue;
+          }
+          if (type !== GuestToVmmKick) throw new Error(`vmm: unexpected record type 0x${type.toString(16)} from vCPU ${v}`);
+          // the kick wakes the device thread (ioeventfd): it starts after the wake-up latency
+          const startNs = ring.timestampAt(off) + init.kickWakeupNs;
+          const handled = device.virtio_iommu_handle_command(startNs);
+          const r = used[v];
+          const roff = r.reserve(init.spinLoads, control);
+          r.writeHeader(roff, VmmToGuestUsed, ring.requestIdAt(off), clock.nowNs());
+          r.dv.setInt32(roff + RECORD.payloadOffset + UsedPayload.requests, handled, true);
+          r.publish();
+        }
+        if (n > 0) {
+          ring.release(n);
+          progressed = true;
+        }
+      }
+      if (!progressed) {
+        if (control.aborted()) return { aborted: true } as unknown as VmmWorkerResult;
+        ev.wait(seq, init.spinLoads);
+      }
+    }
+    vfio.client.call(VmmToHostDone, clock.nowNs(), () => {}, () => 0);
+    return { counters: { ...device.counters }, mappingsLeft: device.mappingCount(), clockNs: clock.nowNs() };
+  };
+});
