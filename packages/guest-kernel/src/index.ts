@@ -37,7 +37,8 @@ export interface VcpuWorkerInit {
   vqLayout: VirtqueueLayout;
   viommuRequestAreaGpa: number;
   viommuSlotWordGpa: number;
-  readyWordGpa: number;
+  /** Int32[4]: [0] VMM ready (guest RAM mapped), [1] guest queues ready, [2] model ns they became ready */
+  vmState: SharedArrayBuffer;
   adminSqGpa: number;
   adminCqGpa: number;
   identifyGpa: number;

@@ -62,6 +62,8 @@ export interface VcpuJobResult {
   startNs: number;
   endNs: number;
   busyNs: number;
+  /** real (wall) ms the job loop took: the model's own speed */
+  loopWallMs: number;
 }
 
 interface Slot {
@@ -312,6 +314,7 @@ export class Vcpu {
     const clock = this.env.clock;
     const idleStart = { ns: 0 };
     let busyNs = 0;
+    const wallStart = performance.now();
     this.publish(clock.nowNs());
     for (;;) {
       this.takeInterrupts();
@@ -354,6 +357,7 @@ export class Vcpu {
         }
         if (this.env.control.aborted()) throw new Error('aborted');
         this.env.control.setWaitFor(this.env.self, timerNs);
+        if (timerNs !== NEVER_NS && this.virtual && this.deviceBound() >= timerNs) continue;
         this.env.control.event(this.env.self).wait(seq, this.env.spinLoads);
         this.env.control.setWaitFor(this.env.self, NEVER_NS);
       }
@@ -368,6 +372,7 @@ export class Vcpu {
       startNs: this.startNs,
       endNs: clock.nowNs(),
       busyNs,
+      loopWallMs: performance.now() - wallStart,
     };
   }
 }

@@ -55,7 +55,13 @@ workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
     : null;
   const dma = new DmaIommu(init.strategy, init.domainId, iovad, viommu, clock, init.costs, profiler, init.iovaLimitPfn);
   const queue = newQueuePair(v + 1, init.queues[v].sqGpa, init.queues[v].cqGpa, init.queueDepth);
-  const readyWord = new Int32Array(init.guestRam, init.readyWordGpa, 2);
+  const vmState = new Int32Array(init.vmState);
+  const waitFlag = (index: number) => {
+    while (Atomics.load(vmState, index) === 0) {
+      if (control.aborted()) throw new Error('aborted');
+      Atomics.wait(vmState, index, 0, 50);
+    }
+  };
 
   const sendReg = (reg: number, value: number) => {
     const off = doorbells.reserve(init.spinLoads, control);
@@ -90,6 +96,8 @@ workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
 
   return () => {
     control.publishEot(boot.index, 0);
+    // the VMM starts the vCPUs once guest RAM is set up (mapped through VFIO without a vIOMMU)
+    waitFlag(0);
     if (v === 0) {
       if (viommu) {
         viommu.viommu_attach_dev(init.domainId, init.endpointId);
@@ -108,16 +116,13 @@ workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
         admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_CREATE_CQ, commandId: cid, prp1: init.queues[q].cqGpa, cdw10: ((init.queueDepth - 1) << 16) | (q + 1), cdw11: (q << 16) | 3 }));
         admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_CREATE_SQ, commandId: cid, prp1: init.queues[q].sqGpa, cdw10: ((init.queueDepth - 1) << 16) | (q + 1), cdw11: ((q + 1) << 16) | 1 }));
       }
-      Atomics.store(readyWord, 1, clock.nowNs());
-      Atomics.store(readyWord, 0, 1);
-      Atomics.notify(readyWord, 0);
+      Atomics.store(vmState, 2, clock.nowNs());
+      Atomics.store(vmState, 1, 1);
+      Atomics.notify(vmState, 1);
     } else {
       control.publishEot(boot.index, NEVER_NS);
-      while (Atomics.load(readyWord, 0) === 0) {
-        if (control.aborted()) throw new Error('aborted');
-        Atomics.wait(readyWord, 0, 0, 50);
-      }
-      clock.syncTo(Atomics.load(readyWord, 1));
+      waitFlag(1);
+      clock.syncTo(Atomics.load(vmState, 2));
     }
     // fio allocates its I/O buffers (user memory: scattered pages unless huge pages)
     let seed = (init.job.randseed + 7 * (v + 1)) >>> 0;

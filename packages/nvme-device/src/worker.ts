@@ -6,8 +6,9 @@
  * only when no other vCPU can still ring one earlier, and posts a completion
  * due at C only when C ≤ (smallest vCPU bound) + the minimum doorbell →
  * completion delay — no doorbell yet to come can complete before it. A vCPU's
- * bound is min(its published EOT, the oldest interrupt we sent it that it has
- * not consumed, its oldest unprocessed doorbell). The device publishes as its
+ * bound is min(its published EOT, max(its published clock, the oldest interrupt
+ * we sent it that it has not consumed), its oldest unprocessed doorbell): an
+ * idle vCPU publishes NEVER, and our interrupt wakes it at max(clock, ts). The device publishes as its
  * EOT the earliest interrupt time it may still send.
  * Invalidations are applied before anything else, every round: the host
  * sends them before it replies, so any doorbell that depends on one is
@@ -56,7 +57,10 @@ workerMain<DeviceWorkerInit, DeviceWorkerResult>((boot, control) => {
   /** What vCPU v may still send us, at the earliest. */
   const vcpuBound = (v: number): number => {
     if (finished[v]) return NEVER_NS;
-    let b = Math.min(control.eotNs(vcpus[v]), sent[v].earliestUnconsumedNs());
+    // an interrupt it has not taken yet wakes it no earlier than its own clock
+    const eot = control.eotNs(vcpus[v]);
+    const pending = sent[v].earliestUnconsumedNs();
+    let b = pending === NEVER_NS ? eot : Math.min(eot, Math.max(pending, control.clockNs(vcpus[v])));
     const ring = doorbells[v];
     if (ring.available() > 0) b = Math.min(b, ring.timestampAt(ring.offsetAt(0)));
     return b;
@@ -130,7 +134,13 @@ workerMain<DeviceWorkerInit, DeviceWorkerResult>((boot, control) => {
       // park until a vCPU's bound passes what we need, or a record arrives
       const needNs = ctrl.nextCompletionNs() - minDelayNs;
       control.setWaitFor(boot.index, needNs);
-      if (minBound >= needNs) continue;
+      // re-read the bounds after publishing the threshold: a vCPU that raised its EOT in between did not wake us
+      let freshBound = NEVER_NS;
+      for (let v = 0; v < vcpus.length; v++) freshBound = Math.min(freshBound, vcpuBound(v));
+      if (freshBound >= needNs) {
+        control.setWaitFor(boot.index, NEVER_NS);
+        continue;
+      }
       ev.wait(seq, init.spinLoads);
       control.setWaitFor(boot.index, NEVER_NS);
     }

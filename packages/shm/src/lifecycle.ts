@@ -57,6 +57,12 @@ export interface RunOptions {
   graceMs?: number;
 }
 
+/**
+ * Node flags for every worker: none, unless VMSTACK_WORKER_NODE_FLAGS asks
+ * for some (e.g. "--cpu-prof --cpu-prof-dir=prof" to profile each worker).
+ */
+const WORKER_NODE_FLAGS = (process.env.VMSTACK_WORKER_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+
 interface Slot {
   spec: WorkerSpec;
   worker: Worker;
@@ -104,7 +110,7 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
       const boot: WorkerBoot<unknown> = { role: spec.role, index, control, init: spec.init };
       let worker: Worker;
       try {
-        worker = new Worker(spec.entry, { workerData: boot, execArgv: [], name: spec.role });
+        worker = new Worker(spec.entry, { workerData: boot, execArgv: WORKER_NODE_FLAGS, name: spec.role });
       } catch (e) {
         finish(new WorkerFailure(spec.role, -1, `could not start: ${(e as Error).message}`));
         return;

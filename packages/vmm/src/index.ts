@@ -23,6 +23,8 @@ export interface VmmWorkerInit {
   hostRpc: RpcChannelHandles;
   /** without a vIOMMU the VMM maps all guest RAM through VFIO at start (IOVA = GPA) */
   identityMapBytes: number;
+  /** Int32[4] shared with the vCPUs: [0] set when the VM may start */
+  vmState: SharedArrayBuffer;
 }
 
 export interface VmmWorkerResult {

@@ -26,6 +26,9 @@ workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
       const r = vfio.mapDma({ iova: 0, vaddr: 0, sizeBytes: init.identityMapBytes, read: true, write: true }, 0);
       if (r.errno !== 0) throw new Error(`vmm: mapping guest RAM through VFIO failed (errno ${r.errno})`);
     }
+    const vmState = new Int32Array(init.vmState);
+    Atomics.store(vmState, 0, 1);
+    Atomics.notify(vmState, 0);
     const ev = control.event(boot.index);
     let live = kicks.length;
     const finished = new Array<boolean>(kicks.length).fill(false);

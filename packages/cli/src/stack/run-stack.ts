@@ -25,6 +25,8 @@ export interface StackOptions {
   guestRamBytes: number;
   spinLoads: number;
   dilation: number;
+  /** reject (with each worker's state) if the run takes longer than this, real ms */
+  timeoutMs?: number;
 }
 
 const KiB = 1024;
@@ -37,6 +39,7 @@ export async function runStack(o: StackOptions): Promise<RunResult> {
   const control = RunControl.allocate();
   const ctl = RunControl.attach(control);
   const guestRam = new SharedArrayBuffer(o.guestRamBytes);
+  const vmState = new SharedArrayBuffer(16);
   // guest RAM layout: [64 KiB reserved][virtqueue + request slots][admin queues, identify][per vCPU: SQ, CQ, PRP pages][heap]
   let cursor = 64 * KiB;
   const vqLayout = virtqueueLayout(128, cursor);
@@ -44,7 +47,6 @@ export async function runStack(o: StackOptions): Promise<RunResult> {
   const viommuRequestAreaGpa = cursor;
   cursor = align(cursor + 64 * VIOMMU_REQUEST_SLOT_BYTES, 4 * KiB);
   const viommuSlotWordGpa = cursor;
-  const readyWordGpa = cursor + 64;
   cursor += 4 * KiB;
   const coherentGpa = cursor;
   const adminSqGpa = cursor;
@@ -114,7 +116,7 @@ export async function runStack(o: StackOptions): Promise<RunResult> {
       vqLayout,
       viommuRequestAreaGpa,
       viommuSlotWordGpa,
-      readyWordGpa,
+      vmState,
       adminSqGpa,
       adminCqGpa,
       identifyGpa,
@@ -133,7 +135,7 @@ export async function runStack(o: StackOptions): Promise<RunResult> {
     };
     specs.push({ role: `guest-kernel/vcpu${v}`, entry: GUEST_VCPU_WORKER, init });
   });
-  const vmmInit: VmmWorkerInit = { ...common, costs: p, kickWakeupNs: p.hostThreadWakeupNs, locks, guestRam, vqLayout, kickRings, usedRings, hostRpc, identityMapBytes: o.strategy === 'direct' ? o.guestRamBytes : 0 };
+  const vmmInit: VmmWorkerInit = { ...common, costs: p, kickWakeupNs: p.hostThreadWakeupNs, locks, guestRam, vqLayout, kickRings, usedRings, hostRpc, identityMapBytes: o.strategy === 'direct' ? o.guestRamBytes : 0, vmState };
   specs.push({ role: 'vmm', entry: VMM_WORKER, init: vmmInit });
   const hostInit: HostWorkerInit = { ...common, costs: p, locks, vmmRpc: hostRpc, pgtable, invalRing, lockedVmLimitPages: o.guestRamBytes / 4096, dmaEntryLimit: 65535 };
   specs.push({ role: 'host-vfio', entry: HOST_VFIO_WORKER, init: hostInit });
@@ -143,7 +145,22 @@ export async function runStack(o: StackOptions): Promise<RunResult> {
 
   const startedMs = Date.now();
   const wallStart = performance.now();
-  const out = await runWorkers<unknown>(specs, control, { timeoutMs: 30 * 60_000 });
+  const out = await runWorkers<unknown>(specs, control, { timeoutMs: o.timeoutMs ?? 30 * 60_000 }).catch((e: unknown) => {
+    // say where every worker stood: model clocks, EOTs and what sat in each ring
+    if (e instanceof Error && /did not finish/.test(e.message)) {
+      const ns = (x: number) => (x >= NEVER_NS ? 'never' : String(x));
+      const state = specs.map((sp, w) => `${sp.role}: clock ${ns(ctl.clockNs(w))} eot ${ns(ctl.eotNs(w))} waitFor ${ns(ctl.waitForNs(w))}`);
+      const rings = [
+        ...doorbellRings.map((h, v) => `doorbell${v} ${Ring.attach(h).inFlight()}`),
+        ...irqRings.map((h, v) => `irq${v} ${Ring.attach(h).inFlight()}`),
+        ...kickRings.map((h, v) => `kick${v} ${Ring.attach(h).inFlight()}`),
+        ...usedRings.map((h, v) => `used${v} ${Ring.attach(h).inFlight()}`),
+        `inval ${Ring.attach(invalRing).inFlight()}`,
+      ];
+      e.message += `\n  ${state.join('\n  ')}\n  rings in flight: ${rings.join(', ')}`;
+    }
+    throw e;
+  });
   const wallMs = performance.now() - wallStart;
   const vres = out.results.slice(0, vcpus) as VcpuWorkerResult[];
   const vmm = out.results[vmmW] as VmmWorkerResult;
@@ -159,6 +176,7 @@ export async function runStack(o: StackOptions): Promise<RunResult> {
   }
   const totalBytes = jobs.reduce((s, j) => s + j.read.ioBytes + j.write.ioBytes, 0);
   for (const x of Object.values(profile)) x.nsPerGB = totalBytes > 0 ? (x.ns / totalBytes) * 1e9 : 0;
+  const loopMs = Math.max(...vres.map((r) => r.job.loopWallMs));
   const simulatedIos = jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0);
   return {
     timestampMs: startedMs,
@@ -180,7 +198,7 @@ export async function runStack(o: StackOptions): Promise<RunResult> {
       profile,
       verify: { blocks_checked: vres.reduce((s, r) => s + r.job.verify.blocksChecked, 0), corrupt: vres.reduce((s, r) => s + r.job.verify.corrupt, 0) },
       leaks: { iova_mappings_in_vmm: vmm.mappingsLeft, pinned_pages: host.stats.pinnedPages, locked_vm_pages: host.stats.lockedVmPages },
-      model_speed: { simulated_ios: simulatedIos, wall_ms: Math.round(wallMs), simulated_ios_per_wall_s: Math.round(simulatedIos / (wallMs / 1000)) },
+      model_speed: { simulated_ios: simulatedIos, run_wall_ms: Math.round(wallMs), job_loop_wall_ms: Math.round(loopMs), simulated_ios_per_wall_s: Math.round(simulatedIos / (loopMs / 1000)) },
     },
   };
 }
