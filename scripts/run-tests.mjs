@@ -22,6 +22,8 @@ rl.on('line', (line) => {
   }
 });
 child.on('close', (code) => {
+  // AVA 7's TAP reporter can die on a timeout before reporting the test: count that as a failure
+  if (code !== 0 && failed === 0) failed = 1;
   const tail = skipped > 0 ? `, ${skipped} skipped` : '';
   process.stdout.write(`${passed} passed, ${failed} failed${tail}\n`);
   process.exit(code === 0 && failed === 0 && passed > 0 ? 0 : code || 1);

@@ -6,7 +6,7 @@ const profile = loadProfile(DEFAULT_PROFILE_PATH);
 
 async function run(strategy: 'direct' | 'strict', opts: Record<string, string>) {
   const parsed = jobsFromCommandLine(opts, {});
-  return runStack({ jobs: parsed.jobs, jobOptions: parsed.jobOptions, globalOptions: {}, strategy, clock: 'virtual', profile, quantumNs: 20_000, driverGeneration: 'v5.10', bufferContiguity: 'none', guestRamBytes: 64 * 1024 * 1024, spinLoads: 2000, dilation: 1 });
+  return runStack({ jobs: parsed.jobs, jobOptions: parsed.jobOptions, globalOptions: {}, strategy, clock: 'virtual', profile, quantumNs: 20_000, driverGeneration: 'v5.10', bufferContiguity: 'none', guestRamBytes: 64 * 1024 * 1024, spinLoads: 2000, dilation: 1, timeoutMs: 60_000 });
 }
 
 test('strict, iodepth 1: one MAP per I/O (plus the coherent region), one UNMAP per I/O, every block verified, nothing leaked', async (t) => {
