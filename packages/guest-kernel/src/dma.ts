@@ -1,111 +1,320 @@
 /**
  * dma-iommu (Linux drivers/iommu/dma-iommu.c) for the strategies the model
- * compares: `direct` (no IOMMU: the device sees guest physical addresses),
- * `strict` (map per I/O; unmap + IOTLB invalidation per I/O) and `lazy`
- * (unmap per I/O, invalidation and IOVA freeing deferred to a per-CPU flush
- * queue: 256 entries or 10 ms).
+ * compares:
+ * - `direct`: no IOMMU; the device sees guest physical addresses.
+ * - `strict`: map per I/O; unmap + IOTLB invalidation per I/O.
+ * - `lazy`: unmap per I/O, but the invalidation and the IOVA's return to the
+ *   allocator wait for the per-CPU flush queue (256 entries or 10 ms).
+ * - `bounce`: the per-domain pool of reusable, still-mapped bounce buffers
+ *   (io-bounce-buffers, 2021 series) in front of the strict path: mappings up
+ *   to `always_bounce_limit` take a cached slot (no IOMMU request); larger
+ *   ones, a full class or a size above the largest class take the strict path.
+ * Untrusted devices (`untrusted`): with `bounce`, bouncing is mandatory and a
+ * whole scatter list goes into ONE buffer (the fallback tree serves what the
+ * pool cannot); with `strict`/`lazy`, the kernel of the reference period
+ * (5.10–5.15) maps every segment of an untrusted list on its own
+ * (`iommu_dma_map_sg` → `iommu_dma_map_sg_swiotlb` → one `iommu_dma_map_page`
+ * per segment), bouncing sub-granule segments through swiotlb.
  *
- * A user buffer is a list of 4 KiB guest pages. `iommu_dma_map_sg` reserves
- * one IOVA range for the whole list and calls the IOMMU driver's map once per
- * physically contiguous run; unmap is one call for the whole IOVA range
- * followed by an IOTLB sync.
+ * A user buffer is a list of guest-physical segments. `iommu_dma_map_sg`
+ * reserves one IOVA range for the whole list and calls the IOMMU driver's map
+ * once per physically contiguous run; unmap is one call for the whole IOVA
+ * range followed by an IOTLB sync.
  */
 
 import type { ModelClock } from '@vmstack/shm';
-import type { IovaDomain } from './iommu/iova.js';
+import { iommu_dma_iova_len, type IovaDomain } from './iommu/iova.js';
+import type { FlushQueue } from './iommu/flush-queue.js';
+import { BouncePool, DMA_FROM_DEVICE, DMA_TO_DEVICE, IOMMU_READ, IOMMU_WRITE, type BounceSlot, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
+import type { Swiotlb } from './iommu/swiotlb.js';
 import type { ViommuDriver, Profiler } from './virtio-iommu/viommu.js';
 
-export type DmaStrategy = 'direct' | 'strict' | 'lazy';
+export type DmaStrategy = 'direct' | 'strict' | 'lazy' | 'bounce';
+export const DMA_STRATEGIES: readonly DmaStrategy[] = ['direct', 'strict', 'lazy', 'bounce'];
 export const PAGE_BYTES = 4096;
 
 export interface DmaCosts {
   iommuDmaMapCallNs: number;
   iommuDmaSgPerSegmentNs: number;
-  flushQueueAddNs: number;
-  lazyFlushTimeoutNs: number;
-  lazyFlushQueueEntriesCount: number;
 }
 
-/** One mapped I/O buffer: what the device is given and what unmap needs. */
+/** One mapped buffer: what the device is given and what unmap needs. */
 export interface DmaMapping {
-  /** the device address of each 4 KiB page, in order */
-  dmaPages: number[];
-  iovaPfn: number;
-  pages: number;
+  /** device-visible segments, in order (for PRPs: page-sized pieces) */
+  dmaSegments: DmaSegment[];
+  /** the caller's segments (for the copies of bounced mappings) */
+  segments: readonly DmaSegment[];
+  dir: DmaDirection;
+  totalBytes: number;
+  kind: 'direct' | 'iommu' | 'per-segment' | 'slot' | 'fallback';
+  /** 'iommu': the IOVA range; 'per-segment': one per segment */
+  iovaRanges: { pfn: number; pages: number; swiotlb: number; mapBytes: number; offset: number }[];
+  slot: BounceSlot | null;
+  fallback: FallbackBuffer | null;
+}
+
+export interface DmaCounters {
+  mapCalls: number;
+  unmapCalls: number;
+  bouncedMappings: number;
+  strictMappings: number;
+  perSegmentMaps: number;
+  swiotlbBounces: number;
+}
+
+export interface DmaIommuDeps {
+  domain: number;
+  iovad: IovaDomain | null;
+  viommu: ViommuDriver | null;
+  fq: FlushQueue | null;
+  pool: BouncePool | null;
+  swiotlb: Swiotlb | null;
+  mem: Uint8Array;
+  cpu: number;
+  limitPfn: number;
+  untrusted: boolean;
 }
 
 export class DmaIommu {
-  private fq: { pfn: number; pages: number }[] = [];
-  private fqDeadlineNs = Number.MAX_SAFE_INTEGER;
-  flushes = 0;
+  readonly counters: DmaCounters = { mapCalls: 0, unmapCalls: 0, bouncedMappings: 0, strictMappings: 0, perSegmentMaps: 0, swiotlbBounces: 0 };
 
   constructor(
     readonly strategy: DmaStrategy,
-    private readonly domain: number,
-    private readonly iovad: IovaDomain | null,
-    private readonly viommu: ViommuDriver | null,
+    private readonly d: DmaIommuDeps,
     private readonly clock: ModelClock,
     private readonly costs: DmaCosts,
     private readonly profiler: Profiler,
-    private readonly limitPfn: number,
-  ) {}
+  ) {
+    if (strategy !== 'direct' && (!d.iovad || !d.viommu)) throw new Error(`dma-iommu: strategy ${strategy} needs an IOVA domain and the virtio-iommu driver`);
+    if (strategy === 'lazy' && !d.fq) throw new Error('dma-iommu: lazy needs a flush queue');
+    if (strategy === 'bounce' && !d.pool) throw new Error('dma-iommu: bounce needs the pool');
+  }
 
-  /** iommu_dma_map_sg (or the direct path): map the buffer's pages for one I/O. */
-  iommu_dma_map_sg(pageGpas: readonly number[], read: boolean, write: boolean): DmaMapping {
+  /** The map of a streaming DMA (`dma_map_sg` / `dma_map_page`). */
+  iommu_dma_map_sg(segments: readonly DmaSegment[], dir: DmaDirection): DmaMapping {
     const start = this.clock.nowNs();
+    this.counters.mapCalls++;
+    const totalBytes = segments.reduce((s, x) => s + x.lenBytes, 0);
+    const m: DmaMapping = { dmaSegments: [], segments, dir, totalBytes, kind: 'direct', iovaRanges: [], slot: null, fallback: null };
     if (this.strategy === 'direct') {
-      return { dmaPages: pageGpas.slice(), iovaPfn: 0, pages: pageGpas.length };
+      m.dmaSegments = segments.map((s) => ({ gpa: s.gpa, lenBytes: s.lenBytes }));
+      return m;
     }
-    const n = pageGpas.length;
-    this.clock.charge(this.costs.iommuDmaMapCallNs + n * this.costs.iommuDmaSgPerSegmentNs);
-    const pfn = this.iovad!.alloc_iova_fast(n, this.limitPfn, this.clock);
-    if (pfn === 0) throw new Error('dma-iommu: IOVA space exhausted');
-    const iova = pfn * PAGE_BYTES;
-    // one IOMMU map call per physically contiguous run
-    let runStart = 0;
-    for (let i = 1; i <= n; i++) {
-      if (i === n || pageGpas[i] !== pageGpas[i - 1] + PAGE_BYTES) {
-        this.viommu!.viommu_map_pages(this.domain, iova + runStart * PAGE_BYTES, pageGpas[runStart], (i - runStart) * PAGE_BYTES, read, write);
-        runStart = i;
-      }
-    }
-    this.viommu!.viommu_iotlb_sync_map();
-    const dmaPages = new Array<number>(n);
-    for (let i = 0; i < n; i++) dmaPages[i] = iova + i * PAGE_BYTES;
-    this.profiler.add(n === 1 ? 'iommu_dma_map_page' : 'iommu_dma_map_sg', this.clock.nowNs() - start, n * PAGE_BYTES);
-    return { dmaPages, iovaPfn: pfn, pages: n };
-  }
-
-  /** iommu_dma_unmap_sg: one unmap for the whole range, then strict sync or the flush queue. */
-  iommu_dma_unmap_sg(m: DmaMapping): void {
-    if (this.strategy === 'direct') return;
-    const start = this.clock.nowNs();
-    this.clock.charge(this.costs.iommuDmaMapCallNs);
-    this.viommu!.viommu_unmap_pages(this.domain, m.iovaPfn * PAGE_BYTES, m.pages * PAGE_BYTES);
-    if (this.strategy === 'strict') {
-      this.viommu!.viommu_iotlb_sync();
-      this.iovad!.free_iova_fast(m.iovaPfn, m.pages, this.clock);
+    this.clock.charge(this.costs.iommuDmaMapCallNs + segments.length * this.costs.iommuDmaSgPerSegmentNs);
+    const pool = this.d.pool;
+    let fn: string;
+    if (this.strategy === 'bounce' && pool && (this.d.untrusted || pool.shouldBounce(totalBytes, true))) {
+      fn = this.mapBounced(m, pool);
+    } else if (this.d.untrusted) {
+      fn = this.mapPerSegment(m);
     } else {
-      // queue_iova: the IOVA may be reused only after the next IOTLB flush
-      this.clock.charge(this.costs.flushQueueAddNs);
-      if (this.fq.length === 0) this.fqDeadlineNs = this.clock.nowNs() + this.costs.lazyFlushTimeoutNs;
-      this.fq.push({ pfn: m.iovaPfn, pages: m.pages });
-      if (this.fq.length >= this.costs.lazyFlushQueueEntriesCount) this.fq_flush();
+      fn = this.mapRange(m);
     }
-    this.profiler.add(m.pages === 1 ? 'iommu_dma_unmap_page' : 'iommu_dma_unmap_sg', this.clock.nowNs() - start, m.pages * PAGE_BYTES);
+    this.profiler.add(fn, this.clock.nowNs() - start, totalBytes);
+    return m;
   }
 
-  /** The flush-queue timer, if it is due at or before `nowNs`. */
+  iommu_dma_unmap_sg(m: DmaMapping): void {
+    if (m.kind === 'direct') return;
+    const start = this.clock.nowNs();
+    this.counters.unmapCalls++;
+    this.clock.charge(this.costs.iommuDmaMapCallNs);
+    let fn: string;
+    switch (m.kind) {
+      case 'slot':
+      case 'fallback':
+        fn = this.unmapBounced(m);
+        break;
+      case 'per-segment':
+        for (const r of m.iovaRanges) {
+          if (r.swiotlb >= 0) {
+            this.d.swiotlb!.swiotlb_tbl_unmap_single(r.swiotlb, r.mapBytes, m.dir, this.clock);
+            this.counters.swiotlbBounces++;
+          }
+          this.unmapIovaRange(r.pfn, r.pages);
+        }
+        fn = 'iommu_dma_unmap_page';
+        break;
+      default:
+        this.unmapIovaRange(m.iovaRanges[0].pfn, m.iovaRanges[0].pages);
+        fn = m.segments.length === 1 ? 'iommu_dma_unmap_page' : 'iommu_dma_unmap_sg';
+    }
+    this.profiler.add(fn, this.clock.nowNs() - start, m.totalBytes);
+  }
+
+  private prot(dir: DmaDirection): { read: boolean; write: boolean } {
+    // DMA_TO_DEVICE: the device reads; DMA_FROM_DEVICE: it writes; BIDIRECTIONAL: both
+    return { read: dir !== DMA_FROM_DEVICE, write: dir !== DMA_TO_DEVICE };
+  }
+
+  private allocIova(pages: number): number {
+    const pfn = this.d.iovad!.alloc_iova_fast(iommu_dma_iova_len(pages), this.d.limitPfn, this.clock);
+    if (pfn === 0) throw new Error('dma-iommu: IOVA space exhausted');
+    return pfn;
+  }
+
+  /** The normal path: one IOVA range, one map call per physically contiguous run. */
+  private mapRange(m: DmaMapping): string {
+    this.counters.strictMappings++;
+    const first = m.segments[0];
+    const offset = first.gpa % PAGE_BYTES;
+    const pages = Math.ceil((offset + m.totalBytes) / PAGE_BYTES);
+    const pfn = this.allocIova(pages);
+    const iova = pfn * PAGE_BYTES;
+    const { read, write } = this.prot(m.dir);
+    let runIova = iova;
+    let runGpa = first.gpa - offset;
+    let runBytes = 0;
+    let next = runGpa;
+    for (const s of m.segments) {
+      const segStart = s.gpa - (s.gpa % PAGE_BYTES);
+      const segBytes = Math.ceil((s.gpa % PAGE_BYTES + s.lenBytes) / PAGE_BYTES) * PAGE_BYTES;
+      if (segStart !== next && runBytes > 0) {
+        this.d.viommu!.viommu_map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
+        runIova += runBytes;
+        runGpa = segStart;
+        runBytes = 0;
+      }
+      if (runBytes === 0) runGpa = segStart;
+      runBytes += segBytes;
+      next = segStart + segBytes;
+    }
+    this.d.viommu!.viommu_map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
+    this.d.viommu!.viommu_iotlb_sync_map();
+    m.kind = 'iommu';
+    m.iovaRanges.push({ pfn, pages, swiotlb: -1, mapBytes: pages * PAGE_BYTES, offset });
+    m.dmaSegments = [{ gpa: iova + offset, lenBytes: m.totalBytes }];
+    return m.segments.length === 1 ? 'iommu_dma_map_page' : 'iommu_dma_map_sg';
+  }
+
+  /** Untrusted device, reference-period kernel: every segment mapped on its own; sub-granule ones bounced via swiotlb. */
+  private mapPerSegment(m: DmaMapping): string {
+    m.kind = 'per-segment';
+    const { read, write } = this.prot(m.dir);
+    for (const s of m.segments) {
+      this.counters.perSegmentMaps++;
+      const offset = s.gpa % PAGE_BYTES;
+      const aligned = offset === 0 && s.lenBytes % PAGE_BYTES === 0;
+      let phys = s.gpa;
+      let tlb = -1;
+      const mapBytes = Math.ceil((offset + s.lenBytes) / PAGE_BYTES) * PAGE_BYTES;
+      if (!aligned) {
+        // iommu_dma_map_page for an untrusted device: bounce the whole granule-padded buffer
+        if (!this.d.swiotlb) throw new Error('dma-iommu: an untrusted sub-granule mapping needs swiotlb');
+        tlb = this.d.swiotlb.swiotlb_tbl_map_single(s.gpa, s.lenBytes, mapBytes, m.dir, this.clock);
+        if (tlb < 0) throw new Error('dma-iommu: swiotlb buffer is full');
+        this.d.swiotlb.clearPadding(tlb, s.lenBytes, mapBytes, m.dir, this.clock);
+        this.counters.swiotlbBounces++;
+        phys = tlb;
+      }
+      const physOffset = phys % PAGE_BYTES;
+      const pages = Math.ceil((physOffset + s.lenBytes) / PAGE_BYTES);
+      const pfn = this.allocIova(pages);
+      this.d.viommu!.viommu_map_pages(this.d.domain, pfn * PAGE_BYTES, phys - physOffset, pages * PAGE_BYTES, read, write);
+      this.d.viommu!.viommu_iotlb_sync_map();
+      m.iovaRanges.push({ pfn, pages, swiotlb: tlb, mapBytes: s.lenBytes, offset: physOffset });
+      m.dmaSegments.push({ gpa: pfn * PAGE_BYTES + physOffset, lenBytes: s.lenBytes });
+    }
+    return 'iommu_dma_map_page';
+  }
+
+  /** The pool: a cached, still-mapped slot (a hit sends nothing); a miss maps the slot once. */
+  private mapBounced(m: DmaMapping, pool: BouncePool): string {
+    const { read, write } = this.prot(m.dir);
+    const perm = (read ? IOMMU_READ : 0) | (write ? IOMMU_WRITE : 0);
+    const slot = pool.acquire(m.totalBytes, perm, this.clock);
+    if (slot) {
+      if (slot.needsUnmapFirst) {
+        this.d.viommu!.viommu_unmap_pages(this.d.domain, slot.iova, slot.classBytes);
+        this.d.viommu!.viommu_iotlb_sync();
+      }
+      if (slot.needsMap) {
+        this.d.viommu!.viommu_map_pages(this.d.domain, slot.iova, slot.gpa, slot.classBytes, read, write);
+        this.d.viommu!.viommu_iotlb_sync_map();
+      }
+      pool.bounceOnMap(this.d.mem, { gpa: slot.gpa, sizeBytes: slot.classBytes, fresh: slot.fresh }, m.segments, m.dir, { untrusted: this.d.untrusted }, this.clock);
+      m.kind = 'slot';
+      m.slot = slot;
+      m.dmaSegments = [{ gpa: slot.iova, lenBytes: m.totalBytes }];
+      this.counters.bouncedMappings++;
+      return 'io_bounce_buffers_map_sg';
+    }
+    if (!this.d.untrusted) return this.mapRange(m); // trusted: the normal path
+    // untrusted: bouncing is mandatory; a single-use buffer from the fallback tree
+    const mapBytes = Math.ceil(m.totalBytes / PAGE_BYTES) * PAGE_BYTES;
+    const pfn = this.allocIova(mapBytes / PAGE_BYTES);
+    const fb = pool.fallback.insert(pfn * PAGE_BYTES, m.totalBytes, perm, this.clock);
+    if (!fb) throw new Error('dma-iommu: no memory for an untrusted bounce buffer');
+    this.d.viommu!.viommu_map_pages(this.d.domain, fb.iova, fb.gpa, fb.mapBytes, read, write);
+    this.d.viommu!.viommu_iotlb_sync_map();
+    pool.bounceOnMap(this.d.mem, { gpa: fb.gpa, sizeBytes: fb.mapBytes, fresh: true }, m.segments, m.dir, { untrusted: true }, this.clock);
+    m.kind = 'fallback';
+    m.fallback = fb;
+    m.iovaRanges.push({ pfn, pages: mapBytes / PAGE_BYTES, swiotlb: -1, mapBytes, offset: 0 });
+    m.dmaSegments = [{ gpa: fb.iova, lenBytes: m.totalBytes }];
+    this.counters.bouncedMappings++;
+    return 'io_bounce_buffers_map_sg';
+  }
+
+  private unmapBounced(m: DmaMapping): string {
+    const pool = this.d.pool!;
+    if (m.slot) {
+      pool.bounceOnUnmap(this.d.mem, m.slot.gpa, m.segments, m.dir, {}, this.clock);
+      pool.release(m.slot, this.clock); // stays mapped, cached for the next mapping
+    } else if (m.fallback) {
+      pool.bounceOnUnmap(this.d.mem, m.fallback.gpa, m.segments, m.dir, {}, this.clock);
+      const r = m.iovaRanges[0];
+      this.d.viommu!.viommu_unmap_pages(this.d.domain, r.pfn * PAGE_BYTES, r.mapBytes);
+      this.d.viommu!.viommu_iotlb_sync();
+      pool.fallback.remove(m.fallback.iova, this.clock);
+      this.d.iovad!.free_iova_fast(r.pfn, iommu_dma_iova_len(r.pages), this.clock);
+    }
+    return 'io_bounce_buffers_unmap_sg';
+  }
+
+  /** __iommu_dma_unmap: strict syncs now; lazy queues the IOVA until the next flush. */
+  private unmapIovaRange(pfn: number, pages: number): void {
+    this.d.viommu!.viommu_unmap_pages(this.d.domain, pfn * PAGE_BYTES, pages * PAGE_BYTES);
+    if (this.strategy === 'lazy') {
+      this.d.fq!.queue_iova(this.d.cpu, pfn, iommu_dma_iova_len(pages), this.clock);
+    } else {
+      this.d.viommu!.viommu_iotlb_sync();
+      this.d.iovad!.free_iova_fast(pfn, iommu_dma_iova_len(pages), this.clock);
+    }
+  }
+
+  /** The next timer this vCPU owns: the flush queue's, or the pool's eviction pass. */
   nextTimerNs(): number {
-    return this.fq.length > 0 ? this.fqDeadlineNs : Number.MAX_SAFE_INTEGER;
+    let t = Number.MAX_SAFE_INTEGER;
+    if (this.d.fq) t = Math.min(t, this.d.fq.nextDeadlineNs());
+    if (this.d.pool) t = Math.min(t, this.d.pool.nextEvictionNs());
+    return t;
   }
 
-  fq_flush(): void {
-    if (this.fq.length === 0) return;
-    this.flushes++;
-    this.viommu!.viommu_iotlb_sync();
-    for (const e of this.fq) this.iovad!.free_iova_fast(e.pfn, e.pages, this.clock);
-    this.fq = [];
-    this.fqDeadlineNs = Number.MAX_SAFE_INTEGER;
+  /** Run the timers due at or before the clock. */
+  runTimers(): void {
+    const now = this.clock.nowNs();
+    if (this.d.fq && this.d.fq.nextDeadlineNs() <= now) this.d.fq.fq_flush_timeout(now, this.clock);
+    if (this.d.pool && this.d.pool.nextEvictionNs() <= now) this.evict(false);
+  }
+
+  /** The pool's eviction pass (or, at teardown, every cached slot): unmap, then free. */
+  evict(teardown: boolean): number {
+    const pool = this.d.pool;
+    if (!pool) return 0;
+    const start = this.clock.nowNs();
+    const evicted = pool.evictionPass(this.clock.nowNs(), this.clock, teardown);
+    for (const e of evicted) this.d.viommu!.viommu_unmap_pages(this.d.domain, e.iova, e.sizeBytes);
+    if (evicted.length > 0) this.d.viommu!.viommu_iotlb_sync();
+    for (const e of evicted) pool.finishEviction(e, this.clock);
+    if (evicted.length > 0) this.profiler.add('io_buffer_manager_evict', this.clock.nowNs() - start);
+    return evicted.length;
+  }
+
+  /** End of a vCPU's work: drain its flush queue. */
+  quiesce(): void {
+    if (this.d.fq) this.d.fq.fq_flush_all(this.clock);
   }
 }
+
+export { BouncePool };

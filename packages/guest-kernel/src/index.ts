@@ -1,14 +1,20 @@
-import type { ClockMode, LockTableHandle, RingHandle, VirtqueueLayout } from '@vmstack/shm';
+import type { CostProfile, ClockMode, LockTableHandle, RingHandle, VirtqueueLayout } from '@vmstack/shm';
 import type { FioJobSpec } from './job-spec.js';
 import type { PageAllocatorHandle, UserBufferContiguity } from './mm/page-alloc.js';
 import type { IovaDomainHandle, IovaStats } from './iommu/iova.js';
-import type { DmaStrategy, DmaCosts } from './dma.js';
+import type { FlushQueueHandle, FlushQueueStats } from './iommu/flush-queue.js';
+import type { BouncePoolHandle, BouncePoolStats } from './iommu/bounce-pool.js';
+import type { SwiotlbHandle, SwiotlbStats } from './iommu/swiotlb.js';
+import type { DmaStrategy, DmaCosts, DmaCounters } from './dma.js';
 import type { ViommuCosts, ViommuDriverGeneration, ViommuCounters } from './virtio-iommu/viommu.js';
 import type { VcpuCosts, VcpuJobResult } from './vcpu.js';
 
 export * from './job-spec.js';
 export * from './mm/page-alloc.js';
 export * from './iommu/iova.js';
+export * from './iommu/flush-queue.js';
+export { BouncePool, FallbackTree, DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE, IOMMU_READ, IOMMU_WRITE, IOMMU_PRIV, dma_info_to_prot, type BouncePoolHandle, type BouncePoolOptions, type BouncePoolStats, type DmaDirection, type DmaSegment } from './iommu/bounce-pool.js';
+export * from './iommu/swiotlb.js';
 export * from './dma.js';
 export * from './virtio-iommu/viommu.js';
 
@@ -24,7 +30,11 @@ export interface VcpuWorkerInit {
   quantumNs: number;
   strategy: DmaStrategy;
   driverGeneration: ViommuDriverGeneration;
-  costs: VcpuCosts & DmaCosts & ViommuCosts & { guestPageAllocNs: number; iovaRcacheHitNs: number; iovaRbtreeOpNs: number };
+  costs: CostProfile;
+  untrusted: boolean;
+  flushQueue: FlushQueueHandle | null;
+  bouncePool: BouncePoolHandle | null;
+  swiotlb: SwiotlbHandle | null;
   job: FioJobSpec;
   bufferContiguity: UserBufferContiguity;
   guestRam: SharedArrayBuffer;
@@ -61,6 +71,9 @@ export interface VcpuWorkerResult {
   profile: Record<string, { calls: number; ns: number; bytes: number }>;
   viommu: ViommuCounters | null;
   iovaStats: IovaStats | null;
-  lazyFlushes: number;
+  dma: DmaCounters;
+  flushQueue: FlushQueueStats | null;
+  bouncePool: BouncePoolStats | null;
+  swiotlb: SwiotlbStats | null;
   clockNs: number;
 }

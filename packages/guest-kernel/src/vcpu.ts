@@ -29,7 +29,8 @@ import {
 } from '@vmstack/shm';
 import { GuestToDeviceDoorbell, DOORBELL_SQ_TAIL, DOORBELL_CQ_HEAD, DoorbellPayload, DeviceToGuestInterrupt, InterruptPayload } from '@vmstack/nvme-device';
 import type { FioJobSpec } from './job-spec.js';
-import type { DmaIommu, DmaMapping } from './dma.js';
+import { PAGE_BYTES, type DmaIommu, type DmaMapping } from './dma.js';
+import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import type { UserBuffer } from './mm/page-alloc.js';
 import { nvme_queue_rw, nvme_next_cqe, type NvmeQueuePair } from './nvme/nvme-pci.js';
 import type { Profiler } from './virtio-iommu/viommu.js';
@@ -68,6 +69,8 @@ export interface VcpuJobResult {
 
 interface Slot {
   buffer: UserBuffer;
+  /** the buffer as a scatter list of its 4 KiB pages (what the block layer hands the driver) */
+  segments: { gpa: number; lenBytes: number }[];
   prpPage: { gpa: number; dmaAddr: number };
   mapping: DmaMapping | null;
   isRead: boolean;
@@ -150,7 +153,7 @@ export class Vcpu {
   ) {
     this.sync = new WorkerSync(env.control, env.self, env.spinLoads);
     this.virtual = env.clock.mode === 'virtual';
-    this.slots = env.slots.map((s) => ({ ...s, mapping: null, isRead: true, lba: 0, blocks: 0, submitNs: 0, issueNs: 0, verifyPhase: false }));
+    this.slots = env.slots.map((s) => ({ ...s, segments: s.buffer.pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_BYTES })), mapping: null, isRead: true, lba: 0, blocks: 0, submitNs: 0, issueNs: 0, verifyPhase: false }));
     for (let i = this.slots.length - 1; i >= 0; i--) this.free.push(i);
     let seed = (job.randseed + job.jobIndex * 0x9e3779b9) >>> 0 || 1;
     this.rng = () => {
@@ -301,9 +304,9 @@ export class Vcpu {
     clock.charge(this.env.costs.fioSubmitNs + s.blocks * this.env.costs.guestPinUserPagePerPageNs);
     const startQ = clock.nowNs();
     // the device writes memory on a read, reads it on a write
-    s.mapping = this.env.dma.iommu_dma_map_sg(s.buffer.pageGpas.slice(0, s.blocks), !isRead, isRead);
+    s.mapping = this.env.dma.iommu_dma_map_sg(s.segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
     clock.charge(this.env.costs.nvmeQueueRqNs + s.blocks * this.env.costs.nvmeSetupPrpPerPageNs);
-    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, s.blocks * BLOCK_BYTES, s.mapping.dmaPages, s.prpPage);
+    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping), s.prpPage);
     s.issueNs = clock.nowNs();
     this.inflight++;
     this.ringDoorbell(DOORBELL_SQ_TAIL, tail);
@@ -318,7 +321,7 @@ export class Vcpu {
     this.publish(clock.nowNs());
     for (;;) {
       this.takeInterrupts();
-      if (this.env.dma.nextTimerNs() <= clock.nowNs()) this.env.dma.fq_flush();
+      if (this.env.dma.nextTimerNs() <= clock.nowNs()) this.env.dma.runTimers();
       if (this.canSubmit()) {
         if (this.virtual && this.env.otherVcpus.length > 0) this.sync.awaitBound(clock.nowNs(), () => this.quantumBound(), () => false);
         const t0 = clock.nowNs();
@@ -330,10 +333,6 @@ export class Vcpu {
       if (this.inflight === 0) {
         if (this.phase === 'main' && this.job.verify !== 'none' && this.job.doVerify && this.write.ios > 0) {
           this.phase = 'verify';
-          continue;
-        }
-        if (this.env.dma.nextTimerNs() !== NEVER_NS) {
-          clock.advanceTo(this.env.dma.nextTimerNs());
           continue;
         }
         break;
@@ -375,4 +374,14 @@ export class Vcpu {
       loopWallMs: performance.now() - wallStart,
     };
   }
+}
+
+/** The device address of every 4 KiB page a mapping covers, in order (PRP entries). */
+function dmaPages(m: DmaMapping): number[] {
+  const pages: number[] = [];
+  for (const seg of m.dmaSegments) {
+    const first = seg.gpa - (seg.gpa % PAGE_BYTES);
+    for (let a = first; a < seg.gpa + seg.lenBytes; a += PAGE_BYTES) pages.push(a);
+  }
+  return pages;
 }

@@ -12,6 +12,9 @@ import { PageAllocator } from './mm/page-alloc.js';
 import { IovaDomain } from './iommu/iova.js';
 import { ViommuDriver, type Profiler } from './virtio-iommu/viommu.js';
 import { DmaIommu } from './dma.js';
+import { FlushQueue } from './iommu/flush-queue.js';
+import { BouncePool } from './iommu/bounce-pool.js';
+import { Swiotlb } from './iommu/swiotlb.js';
 import { Vcpu } from './vcpu.js';
 import { newQueuePair, nvme_submit_cmd, nvme_next_cqe } from './nvme/nvme-pci.js';
 import type { VcpuWorkerInit, VcpuWorkerResult } from './index.js';
@@ -53,7 +56,10 @@ workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
         },
       }, clock, init.costs, init.driverGeneration, profiler)
     : null;
-  const dma = new DmaIommu(init.strategy, init.domainId, iovad, viommu, clock, init.costs, profiler, init.iovaLimitPfn);
+  const fq = init.strategy === 'lazy' && iovad && viommu ? FlushQueue.attach(init.flushQueue!, v, locks, iovad, init.costs, () => viommu.viommu_iotlb_sync()) : null;
+  const pool = init.strategy === 'bounce' ? BouncePool.attach(init.bouncePool!, v, locks, pages, init.costs) : null;
+  const swiotlb = init.untrusted && init.swiotlb ? Swiotlb.attach(init.swiotlb, v, locks, mem.u8, init.costs) : null;
+  const dma = new DmaIommu(init.strategy, { domain: init.domainId, iovad, viommu, fq, pool, swiotlb, mem: mem.u8, cpu: v, limitPfn: init.iovaLimitPfn, untrusted: init.untrusted }, clock, init.costs, profiler);
   const queue = newQueuePair(v + 1, init.queues[v].sqGpa, init.queues[v].cqGpa, init.queueDepth);
   const vmState = new Int32Array(init.vmState);
   const waitFlag = (index: number) => {
@@ -161,7 +167,9 @@ workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
       init.job,
     );
     const result = vcpu.run();
-    if (iommu) dma.fq_flush();
+    dma.quiesce();
+    // the last vCPU to finish tears the pool down: cached slots are unmapped and freed
+    if (Atomics.add(vmState, 3, 1) === init.vcpuWorkers.length - 1) dma.evict(true);
     for (const s of slots) pages.freeUserBuffer(s.buffer);
     // tell the device and the VMM we are done
     const off = doorbells.reserve(init.spinLoads, control);
@@ -176,7 +184,10 @@ workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
       profile: Object.fromEntries(prof),
       viommu: viommu ? { ...viommu.counters } : null,
       iovaStats: iovad ? iovad.stats() : null,
-      lazyFlushes: dma.flushes,
+      dma: { ...dma.counters },
+      flushQueue: fq ? fq.stats() : null,
+      bouncePool: pool ? pool.stats() : null,
+      swiotlb: swiotlb ? swiotlb.stats() : null,
       clockNs: clock.nowNs(),
     };
   };

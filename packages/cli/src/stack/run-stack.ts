@@ -6,7 +6,7 @@
  */
 
 import { RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, virtqueueLayout, type CostProfile, type ClockMode, type WorkerSpec, NEVER_NS } from '@vmstack/shm';
-import { GUEST_VCPU_WORKER, PageAllocator, IovaDomain, VIOMMU_REQUEST_LOCK, VIOMMU_REQUEST_SLOT_BYTES, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
+import { GUEST_VCPU_WORKER, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_LOCK, VIOMMU_REQUEST_SLOT_BYTES, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
 import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
 import { HOST_VFIO_WORKER, IoPgtable, IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
 import { NVME_DEVICE_WORKER, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
@@ -25,6 +25,12 @@ export interface StackOptions {
   guestRamBytes: number;
   spinLoads: number;
   dilation: number;
+  /** the device is untrusted (external-facing): bouncing is mandatory */
+  untrusted?: boolean;
+  /** bounce strategy: bounce trusted streaming mappings up to this size */
+  alwaysBounceLimitBytes?: number;
+  /** bounce strategy: slots per size class */
+  slotsPerClass?: number;
   /** reject (with each worker's state) if the run takes longer than this, real ms */
   timeoutMs?: number;
 }
@@ -33,7 +39,8 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const QUEUE_DEPTH = 1024;
 
-export async function runStack(o: StackOptions): Promise<RunResult> {
+export async function runStack(opts: StackOptions): Promise<RunResult> {
+  const o = { ...opts, untrusted: opts.untrusted ?? false, alwaysBounceLimitBytes: opts.alwaysBounceLimitBytes ?? 4096, slotsPerClass: opts.slotsPerClass ?? 1024 };
   const p = o.profile;
   const vcpus = o.jobs.length;
   const control = RunControl.allocate();
@@ -60,20 +67,33 @@ export async function runStack(o: StackOptions): Promise<RunResult> {
     return q;
   });
   const coherentBytes = align(cursor - coherentGpa, 4 * KiB);
+  // the swiotlb area is preallocated at boot (untrusted devices without the pool)
+  const swiotlbGpa = align(cursor, 2 * MiB);
+  const useSwiotlb = o.untrusted && o.strategy !== 'bounce' && o.strategy !== 'direct';
+  if (useSwiotlb) cursor = swiotlbGpa + IO_TLB_DEFAULT_SIZE_BYTES;
   const heapStartBytes = align(cursor, 2 * MiB);
   const pageAlloc = PageAllocator.allocate({ ramBytes: o.guestRamBytes, heapStartBytes });
-  const iovaDomain = IovaDomain.allocate({ startPfn: 1, limitPfn: 2 ** 36 - 1, cpus: vcpus, maxAllocations: 1 << 16 });
+  const iovaDomain = IovaDomain.allocate({ startPfn: 1, limitPfn: 2 ** 36 - 1, cpus: vcpus, maxAllocations: 1 << 18 });
+  const flushQueue = o.strategy === 'lazy' ? FlushQueue.allocate({ cpus: vcpus, entriesCount: p.lazyFlushQueueEntriesCount, timeoutNs: p.lazyFlushTimeoutNs }) : null;
+  // the pool's IOVA range is reserved up front, at 4 GiB, and carved into slots
+  const poolIovaBase = 4 * 1024 * MiB;
+  const bouncePool = o.strategy === 'bounce' ? BouncePool.allocate({ iovaBase: poolIovaBase, evictionPeriodNs: p.bounceEvictionPeriodNs, alwaysBounceLimitBytes: o.alwaysBounceLimitBytes, slotsPerClass: o.slotsPerClass }) : null;
+  const swiotlb = useSwiotlb ? Swiotlb.allocate({ areaGpa: swiotlbGpa, sizeBytes: IO_TLB_DEFAULT_SIZE_BYTES, minAlignMask: 4095 }) : null;
   const locks = LockTable.allocate([
     { name: VIOMMU_REQUEST_LOCK, kind: 'spinlock' },
     { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
     { name: IOMMU_LOCK, kind: 'mutex' },
     ...PageAllocator.lockSpecs(pageAlloc),
     ...IovaDomain.lockSpecs(iovaDomain),
+    ...(flushQueue ? FlushQueue.lockSpecs(flushQueue) : []),
+    ...(bouncePool ? BouncePool.lockSpecs(bouncePool) : []),
+    ...(swiotlb ? Swiotlb.lockSpecs(swiotlb) : []),
   ]);
   // the coherent region is IOVA = GPA: keep the IOVA allocator away from it
   {
     const iovad = IovaDomain.attach(iovaDomain, 0, LockTable.attach(locks, 63), p);
     iovad.reserve_iova(1, Math.ceil(heapStartBytes / 4096));
+    if (bouncePool) iovad.reserve_iova(poolIovaBase / 4096, (poolIovaBase + BouncePool.iovaSpanBytes({ slotsPerClass: o.slotsPerClass })) / 4096 - 1);
   }
   const pgtable = IoPgtable.allocate({ tablePages: 16384 });
   // worker indexes: 0..vcpus-1 vCPUs, then vmm, host, device
@@ -110,6 +130,10 @@ export async function runStack(o: StackOptions): Promise<RunResult> {
       locks,
       pageAlloc,
       iovaDomain,
+      untrusted: o.untrusted,
+      flushQueue,
+      bouncePool,
+      swiotlb,
       iovaLimitPfn: 2 ** 36 - 1,
       domainId: 1,
       endpointId: 0x100,
@@ -184,6 +208,7 @@ export async function runStack(o: StackOptions): Promise<RunResult> {
     jobs,
     vmstack: {
       strategy: o.strategy,
+      untrusted: o.untrusted,
       clock: o.clock,
       driver_generation: o.driverGeneration,
       workers: out.workers.map((w) => ({ role: w.role, threadId: w.threadId })),
@@ -192,7 +217,10 @@ export async function runStack(o: StackOptions): Promise<RunResult> {
         vfio: { map_dma: host.stats.mapDmaCalls, unmap_dma: host.stats.unmapDmaCalls, pinned_pages_peak: host.stats.pinnedPagesPeak },
         iotlb: dev.iotlb,
         nvme: { commands: dev.counters.commands, faults: dev.counters.faults, interrupts: dev.counters.interrupts },
-        lazy_flushes: vres.reduce((s, r) => s + r.lazyFlushes, 0),
+        dma: sumCounters(vres.map((r) => r.dma as unknown as Record<string, number>)),
+        lazy: flushQueue ? FlushQueue.stats(flushQueue) : null,
+        bounce: bouncePool ? bounceCounters(vres) : null,
+        swiotlb: swiotlb ? sumCounters(vres.map((r) => (r.swiotlb ?? {}) as unknown as Record<string, number>)) : null,
       },
       lock_stat: lockStats,
       profile,
@@ -231,4 +259,30 @@ function toJobResult(job: FioJobSpec, jobOptions: Record<string, string>, r: Vcp
 
 function align(v: number, a: number): number {
   return Math.ceil(v / a) * a;
+}
+
+function sumCounters(rows: Record<string, number>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const r of rows) for (const [k, v] of Object.entries(r)) if (typeof v === 'number') out[k] = (out[k] ?? 0) + v;
+  return out;
+}
+
+/** The pool is shared: its counters live in shared memory, so the last vCPU's reading is the total. */
+function bounceCounters(vres: VcpuWorkerResult[]): Record<string, number> {
+  const s = vres[vres.length - 1].bouncePool!;
+  return {
+    hits: s.hits,
+    misses: s.misses,
+    fallbacks: s.fallbacks,
+    evictions: s.evictions,
+    exhausted: s.exhausted,
+    oversize: s.oversize,
+    bytes_copied_to_device: s.bytesCopiedToDevice,
+    bytes_copied_from_device: s.bytesCopiedFromDevice,
+    slots_in_use_peak: s.slotsInUsePeak,
+    slots_cached: s.slotsCached,
+    memory_bytes_current: s.memoryBytesCurrent,
+    memory_bytes_peak: s.memoryBytesPeak,
+    always_bounce_limit_bytes: s.alwaysBounceLimitBytes,
+  };
 }
