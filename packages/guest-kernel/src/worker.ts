@@ -5,7 +5,7 @@
  * it and maps the coherent memory (queues, PRP list pages) once.
  */
 
-import { workerMain, ModelClock, LockTable, Ring, SentLog, RECORD, attachGuestMemory, writeSqe, NVME_ADMIN_IDENTIFY, NVME_ADMIN_CREATE_CQ, NVME_ADMIN_CREATE_SQ, NEVER_NS } from '@vmstack/shm';
+import { workerMain, ModelClock, LockTable, Ring, SentLog, RECORD, attachGuestMemory, writeSqe, NVME_ADMIN_IDENTIFY, NVME_ADMIN_CREATE_CQ, NVME_ADMIN_CREATE_SQ, NVME_ADMIN_DELETE_SQ, NVME_ADMIN_DELETE_CQ, NEVER_NS } from '@vmstack/shm';
 import { GuestToDeviceRegWrite, GuestToDeviceDone, GuestToDeviceDoorbell, DOORBELL_SQ_TAIL, DoorbellPayload, RegWritePayload, REG_AQA, REG_ASQ, REG_ACQ, REG_CC } from '@vmstack/nvme-device';
 import { GuestToVmmKick, GuestToVmmDone } from '@vmstack/vmm';
 import { PageAllocator } from './mm/page-alloc.js';
@@ -168,8 +168,28 @@ workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
     );
     const result = vcpu.run();
     dma.quiesce();
-    // the last vCPU to finish tears the pool down: cached slots are unmapped and freed
-    if (Atomics.add(vmState, 3, 1) === init.vcpuWorkers.length - 1) dma.evict(true);
+    Atomics.add(vmState, 3, 1);
+    Atomics.notify(vmState, 3);
+    if (v === 0) {
+      // shutdown, once every vCPU is done: the pool releases its cached slots, the
+      // driver deletes its queues and frees its coherent memory, the endpoint detaches
+      control.publishEot(boot.index, NEVER_NS);
+      while (Atomics.load(vmState, 3) < init.vcpuWorkers.length) {
+        if (control.aborted()) throw new Error('aborted');
+        Atomics.wait(vmState, 3, Atomics.load(vmState, 3), 50);
+      }
+      for (const w of init.vcpuWorkers) clock.syncTo(control.clockNs(w));
+      dma.evict(true);
+      for (let q = 0; q < init.queues.length; q++) {
+        admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_DELETE_SQ, commandId: cid, cdw10: q + 1 }));
+        admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_DELETE_CQ, commandId: cid, cdw10: q + 1 }));
+      }
+      if (viommu) {
+        viommu.viommu_unmap_pages(init.domainId, init.coherentGpa, init.coherentBytes);
+        viommu.viommu_iotlb_sync();
+        viommu.viommu_detach_dev(init.domainId, init.endpointId);
+      }
+    }
     for (const s of slots) pages.freeUserBuffer(s.buffer);
     // tell the device and the VMM we are done
     const off = doorbells.reserve(init.spinLoads, control);

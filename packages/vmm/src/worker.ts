@@ -66,6 +66,11 @@ workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
         ev.wait(seq, init.spinLoads);
       }
     }
+    if (init.identityMapBytes > 0) {
+      // VM teardown: guest RAM leaves the container
+      const r = vfio.unmapDma({ iova: 0, sizeBytes: init.identityMapBytes }, clock.nowNs());
+      if (r.errno !== 0) throw new Error(`vmm: unmapping guest RAM from VFIO failed (errno ${r.errno})`);
+    }
     vfio.client.call(VmmToHostDone, clock.nowNs(), () => {}, () => 0);
     return { counters: { ...device.counters }, mappingsLeft: device.mappingCount(), clockNs: clock.nowNs() };
   };

@@ -225,7 +225,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       lock_stat: lockStats,
       profile,
       verify: { blocks_checked: vres.reduce((s, r) => s + r.job.verify.blocksChecked, 0), corrupt: vres.reduce((s, r) => s + r.job.verify.corrupt, 0) },
-      leaks: { iova_mappings_in_vmm: vmm.mappingsLeft, pinned_pages: host.stats.pinnedPages, locked_vm_pages: host.stats.lockedVmPages },
+      leaks: { iovas: IovaDomain.stats(iovaDomain).allocatedPages, iova_mappings_in_vmm: vmm.mappingsLeft, pinned_pages: host.stats.pinnedPages, locked_vm_pages: host.stats.lockedVmPages },
       model_speed: { simulated_ios: simulatedIos, run_wall_ms: Math.round(wallMs), job_loop_wall_ms: Math.round(loopMs), simulated_ios_per_wall_s: Math.round(simulatedIos / (loopMs / 1000)) },
     },
   };

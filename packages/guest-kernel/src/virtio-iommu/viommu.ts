@@ -21,6 +21,8 @@ import {
   VirtqueueDriver,
   type VirtqueueLayout,
   writeAttachRequest,
+  writeDetachRequest,
+  VIRTIO_IOMMU_T_DETACH,
   writeMapRequest,
   writeUnmapRequest,
   writeProbeRequest,
@@ -54,6 +56,7 @@ export interface ViommuCounters {
   map: number;
   unmap: number;
   attach: number;
+  detach: number;
   probe: number;
   kicks: number;
 }
@@ -69,7 +72,7 @@ export class ViommuDriver {
   /** shared, in guest RAM: the next request slot (under request_lock) */
   private readonly slotWord: Int32Array;
   private readonly maxReqs: number;
-  readonly counters: ViommuCounters = { map: 0, unmap: 0, attach: 0, probe: 0, kicks: 0 };
+  readonly counters: ViommuCounters = { map: 0, unmap: 0, attach: 0, detach: 0, probe: 0, kicks: 0 };
   private queuedFailures: string[] = [];
 
   constructor(
@@ -146,6 +149,11 @@ export class ViommuDriver {
   viommu_attach_dev(domain: number, endpoint: number): void {
     this.counters.attach++;
     this.sendSync(VIRTIO_IOMMU_T_ATTACH, (gpa) => writeAttachRequest(this.mem, gpa, { domain, endpoint, flags: 0 }));
+  }
+
+  viommu_detach_dev(domain: number, endpoint: number): void {
+    this.counters.detach++;
+    this.sendSync(VIRTIO_IOMMU_T_DETACH, (gpa) => writeDetachRequest(this.mem, gpa, { domain, endpoint }));
   }
 
   viommu_probe_endpoint(endpoint: number): void {
