@@ -323,7 +323,11 @@ export class Vcpu {
       this.takeInterrupts();
       if (this.env.dma.nextTimerNs() <= clock.nowNs()) this.env.dma.runTimers();
       if (this.canSubmit()) {
-        if (this.virtual && this.env.otherVcpus.length > 0) this.sync.awaitBound(clock.nowNs(), () => this.quantumBound(), () => false);
+        if (this.virtual && this.env.otherVcpus.length > 0) {
+          // publish first: the others may be waiting on us (never wait with a stale EOT)
+          this.publish(clock.nowNs());
+          this.sync.awaitBound(clock.nowNs(), () => this.quantumBound(), () => false);
+        }
         const t0 = clock.nowNs();
         this.submitIo();
         busyNs += clock.nowNs() - t0;

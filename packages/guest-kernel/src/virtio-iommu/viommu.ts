@@ -67,7 +67,7 @@ export interface Profiler {
 }
 
 export class ViommuDriver {
-  private readonly vq: VirtqueueDriver;
+  private vqDriver: VirtqueueDriver | null;
   private readonly lock: Mutex;
   /** shared, in guest RAM: the next request slot (under request_lock) */
   private readonly slotWord: Int32Array;
@@ -77,7 +77,7 @@ export class ViommuDriver {
 
   constructor(
     private readonly mem: GuestMemory,
-    layout: VirtqueueLayout,
+    private readonly layout: VirtqueueLayout,
     init: boolean,
     private readonly requestAreaGpa: number,
     slotWordGpa: number,
@@ -88,13 +88,18 @@ export class ViommuDriver {
     readonly generation: ViommuDriverGeneration,
     private readonly profiler: Profiler,
   ) {
-    this.vq = init ? VirtqueueDriver.init(mem, layout) : new VirtqueueDriver(mem, layout);
+    // vCPU 0 probes the device and sets the queue up; the others join it on first use
+    this.vqDriver = init ? VirtqueueDriver.init(mem, layout) : null;
     this.lock = locks.get(VIOMMU_REQUEST_LOCK);
     this.slotWord = new Int32Array(mem.u8.buffer as SharedArrayBuffer, slotWordGpa, 1);
     this.maxReqs = layout.queueSizeEntries >> 1;
   }
 
-  /** viommu_add_req: caller holds request_lock. Returns the slot's gpa. */
+  private get vq(): VirtqueueDriver {
+    return (this.vqDriver ??= new VirtqueueDriver(this.mem, this.layout));
+  }
+
+  /** viommu_add_req: caller holds request_lock. */
   private addReq(type: number, write: (gpa: number) => void): void {
     this.clock.charge(this.costs.viommuRequestPrepareNs);
     if (this.vq.numFree < 2) this.syncLocked();
