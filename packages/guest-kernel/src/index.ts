@@ -17,6 +17,8 @@ export { BouncePool, FallbackTree, DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DE
 export * from './iommu/swiotlb.js';
 export * from './dma.js';
 export * from './virtio-iommu/viommu.js';
+export { runGuestVcpu } from './guest.js';
+export type { GuestPlatform } from './vcpu.js';
 
 /** The compiled worker entry of a guest vCPU. */
 export const GUEST_VCPU_WORKER = new URL('./worker.js', import.meta.url);

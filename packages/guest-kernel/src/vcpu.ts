@@ -19,7 +19,6 @@ import {
   type RunControl,
   type Ring,
   type SentLog,
-  WorkerSync,
   RECORD,
   NEVER_NS,
   fillBlock,
@@ -33,7 +32,21 @@ import { PAGE_BYTES, type DmaIommu, type DmaMapping } from './dma.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import type { UserBuffer } from './mm/page-alloc.js';
 import { nvme_queue_rw, nvme_next_cqe, type NvmeQueuePair } from './nvme/nvme-pci.js';
-import type { Profiler } from './virtio-iommu/viommu.js';
+import type { Profiler, ViommuTransport } from './virtio-iommu/viommu.js';
+
+/**
+ * How a vCPU waits and reaches the VMM. In a worker it parks on shared memory
+ * (the other components run on their own threads); in one thread it steps the
+ * other components until the condition holds. Both run the same vCPU code.
+ */
+export interface GuestPlatform extends ViommuTransport {
+  /** return once `bound()` ≥ tNs (our own EOT is already published) */
+  awaitBound(tNs: number, bound: () => number): void;
+  /** return once `ready()`; `thresholdNs` is the peer EOT that may make it ready */
+  awaitInput(ready: () => boolean, thresholdNs?: number): void;
+  /** this vCPU will send the VMM nothing more */
+  done(nowNs: number): void;
+}
 
 export interface VcpuCosts {
   fioSubmitNs: number;
@@ -120,12 +133,12 @@ export interface VcpuEnv {
   dma: DmaIommu;
   costs: VcpuCosts;
   profiler: Profiler;
+  platform: GuestPlatform;
   slots: { buffer: UserBuffer; prpPage: { gpa: number; dmaAddr: number } }[];
   nsSizeBlocks: number;
 }
 
 export class Vcpu {
-  private readonly sync: WorkerSync;
   private readonly virtual: boolean;
   private readonly slots: Slot[];
   private readonly free: number[] = [];
@@ -151,7 +164,6 @@ export class Vcpu {
     private readonly env: VcpuEnv,
     private readonly job: FioJobSpec,
   ) {
-    this.sync = new WorkerSync(env.control, env.self, env.spinLoads);
     this.virtual = env.clock.mode === 'virtual';
     this.slots = env.slots.map((s) => ({ ...s, segments: s.buffer.pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_BYTES })), mapping: null, isRead: true, lba: 0, blocks: 0, submitNs: 0, issueNs: 0, verifyPhase: false }));
     for (let i = this.slots.length - 1; i >= 0; i--) this.free.push(i);
@@ -195,7 +207,7 @@ export class Vcpu {
     if (this.virtual) {
       // our own EOT must be current, or the device may be waiting on us while we wait on it
       this.publish(now);
-      this.sync.awaitBound(now, () => this.deviceBound(), () => false);
+      this.env.platform.awaitBound(now, () => this.deviceBound());
     }
     const irqs = this.env.irqs;
     let n = 0;
@@ -326,7 +338,7 @@ export class Vcpu {
         if (this.virtual && this.env.otherVcpus.length > 0) {
           // publish first: the others may be waiting on us (never wait with a stale EOT)
           this.publish(clock.nowNs());
-          this.sync.awaitBound(clock.nowNs(), () => this.quantumBound(), () => false);
+          this.env.platform.awaitBound(clock.nowNs(), () => this.quantumBound());
         }
         const t0 = clock.nowNs();
         this.submitIo();
@@ -346,24 +358,10 @@ export class Vcpu {
       this.publish(NEVER_NS);
       const timerNs = this.env.dma.nextTimerNs();
       const irqs = this.env.irqs;
-      for (;;) {
-        const seq = this.env.control.event(this.env.self).prepare();
-        if (irqs.available() > 0) {
-          const ts = irqs.timestampAt(irqs.offsetAt(0));
-          if (timerNs < ts) clock.advanceTo(timerNs);
-          else clock.advanceTo(ts);
-          break;
-        }
-        if (timerNs !== NEVER_NS && this.virtual && this.deviceBound() >= timerNs) {
-          clock.advanceTo(timerNs);
-          break;
-        }
-        if (this.env.control.aborted()) throw new Error('aborted');
-        this.env.control.setWaitFor(this.env.self, timerNs);
-        if (timerNs !== NEVER_NS && this.virtual && this.deviceBound() >= timerNs) continue;
-        this.env.control.event(this.env.self).wait(seq, this.env.spinLoads);
-        this.env.control.setWaitFor(this.env.self, NEVER_NS);
-      }
+      const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() >= timerNs;
+      this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);
+      if (irqs.available() > 0 && irqs.timestampAt(irqs.offsetAt(0)) <= timerNs) clock.advanceTo(irqs.timestampAt(irqs.offsetAt(0)));
+      else clock.advanceTo(timerNs);
       this.publish(clock.nowNs());
     }
     this.publish(NEVER_NS);

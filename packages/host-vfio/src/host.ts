@@ -5,7 +5,9 @@
  * worker's RpcServer across threads).
  */
 
-import { ModelClock, RunControl, RpcClient, RpcServer, type AbortFlag, type RpcChannelHandles, type RpcRequestView } from '@vmstack/shm';
+import { ModelClock, RunControl, RpcClient, RpcServer, LockTable, Ring, RECORD, type AbortFlag, type RpcChannelHandles, type RpcRequestView } from '@vmstack/shm';
+import { IoPgtable } from './io-pgtable.js';
+import type { HostWorkerInit } from './index.js';
 import { VfioContainer } from './vfio-iommu-type1.js';
 import {
   HostToVmmReply,
@@ -111,3 +113,32 @@ export class VfioRpcPort implements VfioContainerPort {
 }
 
 export { RpcServer, RunControl };
+
+const HostToDeviceIotlbInval = 0x103; // nvme-device/src/messages.ts (the device's protocol)
+
+/**
+ * The host kernel of one run: the container over the shared host page tables,
+ * sending IOTLB invalidations to the device through their ring. Used by the
+ * host worker and by the one-thread stack alike.
+ */
+export function createHost(init: HostWorkerInit, self: number, control: RunControl): { host: HostVfio; container: VfioContainer; clock: ModelClock } {
+  const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
+  const locks = LockTable.attach(init.locks, self, control, init.spinLoads);
+  const inval = Ring.attach(init.invalRing);
+  const container = new VfioContainer({
+    pgtable: IoPgtable.attach(init.pgtable),
+    lockTable: locks,
+    costs: init.costs,
+    lockedVmLimitPages: init.lockedVmLimitPages,
+    dmaEntryLimit: init.dmaEntryLimit,
+    invalidateIotlb: (iova: number, sizeBytes: number) => {
+      const off = inval.reserve(init.spinLoads, control);
+      inval.writeHeader(off, HostToDeviceIotlbInval, 0, clock.nowNs());
+      inval.dv.setFloat64(off + RECORD.payloadOffset, iova, true);
+      inval.dv.setFloat64(off + RECORD.payloadOffset + 8, sizeBytes, true);
+      inval.publish();
+    },
+  });
+  control.publishEot(self, Number.MAX_SAFE_INTEGER); // reactive
+  return { host: new HostVfio(container, clock), container, clock };
+}

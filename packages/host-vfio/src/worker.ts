@@ -4,36 +4,14 @@
  * invalidations to the device through its own ring.
  */
 
-import { workerMain, ModelClock, LockTable, Ring, RpcServer, RECORD, type RingHandle } from '@vmstack/shm';
-import { IoPgtable } from './io-pgtable.js';
-import { VfioContainer } from './vfio-iommu-type1.js';
-import { HostVfio } from './host.js';
+import { workerMain, RpcServer } from '@vmstack/shm';
+import { createHost } from './host.js';
 import { VmmToHostDone, HostToVmmReply } from './messages.js';
 import type { HostWorkerInit, HostWorkerResult } from './index.js';
 
-const HostToDeviceIotlbInval = 0x103; // nvme-device/src/messages.ts (the device's protocol)
-
 workerMain<HostWorkerInit, HostWorkerResult>((boot, control) => {
   const init = boot.init;
-  const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
-  const locks = LockTable.attach(init.locks, boot.index, control, init.spinLoads);
-  const pgtable = IoPgtable.attach(init.pgtable);
-  const inval = Ring.attach(init.invalRing as RingHandle);
-  const container = new VfioContainer({
-    pgtable,
-    lockTable: locks,
-    costs: init.costs,
-    lockedVmLimitPages: init.lockedVmLimitPages,
-    dmaEntryLimit: init.dmaEntryLimit,
-    invalidateIotlb: (iova: number, sizeBytes: number) => {
-      const off = inval.reserve(init.spinLoads, control);
-      inval.writeHeader(off, HostToDeviceIotlbInval, 0, clock.nowNs());
-      inval.dv.setFloat64(off + RECORD.payloadOffset, iova, true);
-      inval.dv.setFloat64(off + RECORD.payloadOffset + 8, sizeBytes, true);
-      inval.publish();
-    },
-  });
-  const host = new HostVfio(container, clock);
+  const { host, container, clock } = createHost(init, boot.index, control);
   const server = new RpcServer(init.vmmRpc);
   control.publishEot(boot.index, Number.MAX_SAFE_INTEGER); // reactive
   return () => {

@@ -7,6 +7,7 @@ import type { MediaCosts } from './media.js';
 export * from './messages.js';
 export * from './namespace.js';
 export * from './controller.js';
+export * from './engine.js';
 export * from './iotlb.js';
 export { NvmeMedia, type MediaCosts } from './media.js';
 

@@ -5,30 +5,22 @@
  * the kicking vCPU when the used elements are written.
  */
 
-import { workerMain, ModelClock, LockTable, Ring, RECORD, attachGuestMemory, NEVER_NS } from '@vmstack/shm';
+import { workerMain, Ring, RECORD, NEVER_NS } from '@vmstack/shm';
 import { VfioRpcPort, VmmToHostDone } from '@vmstack/host-vfio';
-import { VirtioIommuDevice } from './viommu-device.js';
+import { createVmm } from './vmm.js';
 import { GuestToVmmKick, GuestToVmmDone, VmmToGuestUsed, UsedPayload } from './messages.js';
 import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
 
 workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
   const init = boot.init;
-  const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
-  const locks = LockTable.attach(init.locks, boot.index, control, init.spinLoads);
-  const mem = attachGuestMemory(init.guestRam);
   const vfio = new VfioRpcPort(init.hostRpc, control, init.spinLoads);
-  const device = new VirtioIommuDevice(mem, init.vqLayout, vfio, locks, clock, init.costs);
+  const vmm = createVmm(init, boot.index, control, vfio);
+  const { device, clock } = vmm;
   const kicks = init.kickRings.map((h) => Ring.attach(h));
   const used = init.usedRings.map((h) => Ring.attach(h));
   control.publishEot(boot.index, NEVER_NS); // reactive: sends only in reply to a kick
   return () => {
-    if (init.identityMapBytes > 0) {
-      const r = vfio.mapDma({ iova: 0, vaddr: 0, sizeBytes: init.identityMapBytes, read: true, write: true }, 0);
-      if (r.errno !== 0) throw new Error(`vmm: mapping guest RAM through VFIO failed (errno ${r.errno})`);
-    }
-    const vmState = new Int32Array(init.vmState);
-    Atomics.store(vmState, 0, 1);
-    Atomics.notify(vmState, 0);
+    vmm.startVm();
     const ev = control.event(boot.index);
     let live = kicks.length;
     const finished = new Array<boolean>(kicks.length).fill(false);
@@ -66,12 +58,8 @@ workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
         ev.wait(seq, init.spinLoads);
       }
     }
-    if (init.identityMapBytes > 0) {
-      // VM teardown: guest RAM leaves the container
-      const r = vfio.unmapDma({ iova: 0, sizeBytes: init.identityMapBytes }, clock.nowNs());
-      if (r.errno !== 0) throw new Error(`vmm: unmapping guest RAM from VFIO failed (errno ${r.errno})`);
-    }
+    vmm.stopVm();
     vfio.client.call(VmmToHostDone, clock.nowNs(), () => {}, () => 0);
-    return { counters: { ...device.counters }, mappingsLeft: device.mappingCount(), clockNs: clock.nowNs() };
+    return vmm.result();
   };
 });

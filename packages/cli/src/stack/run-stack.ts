@@ -10,6 +10,7 @@ import { GUEST_VCPU_WORKER, PageAllocator, IovaDomain, FlushQueue, BouncePool, S
 import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
 import { HOST_VFIO_WORKER, IoPgtable, IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
 import { NVME_DEVICE_WORKER, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
+import { runInThread } from './in-thread.js';
 import { decodeHistogram, type RunResult, type JobResult } from '../report/result.js';
 
 export interface StackOptions {
@@ -31,6 +32,8 @@ export interface StackOptions {
   alwaysBounceLimitBytes?: number;
   /** bounce strategy: slots per size class */
   slotsPerClass?: number;
+  /** `workers` (default): each component in its own worker thread; `in-thread`: all in this thread (one job only) */
+  transport?: 'workers' | 'in-thread';
   /** reject (with each worker's state) if the run takes longer than this, real ms */
   timeoutMs?: number;
 }
@@ -169,7 +172,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
 
   const startedMs = Date.now();
   const wallStart = performance.now();
-  const out = await runWorkers<unknown>(specs, control, { timeoutMs: o.timeoutMs ?? 30 * 60_000 }).catch((e: unknown) => {
+  const out = await (o.transport === 'in-thread' ? Promise.resolve().then(() => runInThread(specs, control)) : runWorkers<unknown>(specs, control, { timeoutMs: o.timeoutMs ?? 30 * 60_000 })).catch((e: unknown) => {
     // say where every worker stood: model clocks, EOTs and what sat in each ring
     if (e instanceof Error && /did not finish/.test(e.message)) {
       const ns = (x: number) => (x >= NEVER_NS ? 'never' : String(x));
@@ -210,6 +213,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       strategy: o.strategy,
       untrusted: o.untrusted,
       clock: o.clock,
+      transport: o.transport ?? 'workers',
       driver_generation: o.driverGeneration,
       workers: out.workers.map((w) => ({ role: w.role, threadId: w.threadId })),
       counters: {

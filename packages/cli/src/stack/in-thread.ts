@@ -1,0 +1,70 @@
+/**
+ * The in-thread transport: the same components, the same shared-memory
+ * layouts and the same code, all in the calling thread. The VMM and the host
+ * are called directly (the VFIO port is the host object itself), and when the
+ * vCPU would park waiting for the device it steps the device instead. It
+ * serves package-level tests and is the speed baseline the worker transport
+ * is measured against. One vCPU only: several vCPUs need threads of their own.
+ */
+
+import { threadId } from 'node:worker_threads';
+import { RunControl, InputError, type ControlHandle, type WorkerSpec, type RunOutcome } from '@vmstack/shm';
+import { runGuestVcpu, type GuestPlatform, type VcpuWorkerInit } from '@vmstack/guest-kernel';
+import { createVmm, type VmmWorkerInit } from '@vmstack/vmm';
+import { createHost, type HostWorkerInit } from '@vmstack/host-vfio';
+import { DeviceEngine, type DeviceWorkerInit } from '@vmstack/nvme-device';
+
+export class InThreadStall extends Error {
+  constructor(what: string) {
+    super(`in-thread stack stalled: the vCPU waits for ${what} and the device can make no progress`);
+    this.name = 'InThreadStall';
+  }
+}
+
+/** Run the specs of a one-vCPU topology in this thread; same result shape as runWorkers. */
+export function runInThread(specs: readonly WorkerSpec[], controlHandle: ControlHandle): RunOutcome<unknown> {
+  const vcpuSpecs = specs.filter((s) => s.role.startsWith('guest-kernel/'));
+  if (vcpuSpecs.length !== 1) throw new InputError('--transport', 'in-thread', `one job (numjobs=1) only; this topology has ${vcpuSpecs.length} vCPUs: use --transport workers`);
+  const control = RunControl.attach(controlHandle);
+  const index = (role: string) => specs.findIndex((s) => s.role === role);
+  const vmmW = index('vmm');
+  const hostW = index('host-vfio');
+  const devW = index('nvme-device');
+  const vcpuW = index(vcpuSpecs[0].role);
+  const hostInit = specs[hostW].init as HostWorkerInit;
+  const vmmInit = specs[vmmW].init as VmmWorkerInit;
+  const { host, container, clock: hostClock } = createHost(hostInit, hostW, control);
+  const vmm = createVmm(vmmInit, vmmW, control, host);
+  const engine = new DeviceEngine(specs[devW].init as DeviceWorkerInit, devW, control);
+  const until = (cond: () => boolean, what: string): void => {
+    for (;;) {
+      if (cond()) return;
+      const progressed = engine.step();
+      if (cond()) return;
+      if (!progressed) throw new InThreadStall(what);
+    }
+  };
+  const platform: GuestPlatform = {
+    kick(nowNs) {
+      vmm.device.virtio_iommu_handle_command(nowNs + vmmInit.kickWakeupNs);
+      return vmm.clock.nowNs();
+    },
+    awaitBound(tNs, bound) {
+      until(() => bound() >= tNs, `the device's bound to reach ${tNs} ns`);
+    },
+    awaitInput(ready) {
+      until(ready, 'an interrupt');
+    },
+    done() {},
+  };
+  vmm.startVm();
+  const vcpuResult = runGuestVcpu(specs[vcpuW].init as VcpuWorkerInit, vcpuW, control, platform)();
+  until(() => engine.done(), 'the device to finish');
+  vmm.stopVm();
+  const results: unknown[] = [];
+  results[vcpuW] = vcpuResult;
+  results[vmmW] = vmm.result();
+  results[hostW] = { stats: container.stats(), clockNs: hostClock.nowNs() };
+  results[devW] = engine.result();
+  return { workers: specs.map((s, i) => ({ role: s.role, index: i, threadId })), results };
+}

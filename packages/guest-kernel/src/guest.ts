@@ -1,0 +1,206 @@
+/**
+ * One guest vCPU: vCPU 0 also brings the guest up — enables the NVMe
+ * controller, identifies it, creates every vCPU's I/O queue pair, and (with an
+ * IOMMU) attaches the device's endpoint to its domain, probes it and maps the
+ * coherent memory (queues, PRP list pages) once — and shuts it down.
+ */
+
+import { ModelClock, LockTable, Ring, SentLog, RECORD, attachGuestMemory, writeSqe, NVME_ADMIN_IDENTIFY, NVME_ADMIN_CREATE_CQ, NVME_ADMIN_CREATE_SQ, NVME_ADMIN_DELETE_SQ, NVME_ADMIN_DELETE_CQ, NEVER_NS, type RunControl } from '@vmstack/shm';
+import { GuestToDeviceRegWrite, GuestToDeviceDone, GuestToDeviceDoorbell, DOORBELL_SQ_TAIL, DoorbellPayload, RegWritePayload, REG_AQA, REG_ASQ, REG_ACQ, REG_CC } from '@vmstack/nvme-device';
+import { PageAllocator } from './mm/page-alloc.js';
+import { IovaDomain } from './iommu/iova.js';
+import { ViommuDriver, type Profiler } from './virtio-iommu/viommu.js';
+import { DmaIommu } from './dma.js';
+import { FlushQueue } from './iommu/flush-queue.js';
+import { BouncePool } from './iommu/bounce-pool.js';
+import { Swiotlb } from './iommu/swiotlb.js';
+import { Vcpu, type GuestPlatform } from './vcpu.js';
+import { newQueuePair, nvme_submit_cmd, nvme_next_cqe } from './nvme/nvme-pci.js';
+import type { VcpuWorkerInit, VcpuWorkerResult } from './index.js';
+
+/**
+ * Bring the guest up (vCPU 0), run this vCPU's fio job, shut down (vCPU 0).
+ * `platform` says how to wait and how to reach the VMM: parked on shared
+ * memory in a worker, or by stepping the other components in one thread.
+ */
+export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunControl, platform: GuestPlatform): () => VcpuWorkerResult {
+  const boot = { index: self };
+  const v = init.vcpu;
+  const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
+  const mem = attachGuestMemory(init.guestRam);
+  const locks = LockTable.attach(init.locks, boot.index, control, init.spinLoads);
+  const doorbells = Ring.attach(init.doorbellRing);
+  const doorbellLog = new SentLog(doorbells);
+  const irqs = Ring.attach(init.irqRing);
+  const prof = new Map<string, { calls: number; ns: number; bytes: number }>();
+  const profiler: Profiler = {
+    add(fn, ns, bytes = 0) {
+      const e = prof.get(fn) ?? { calls: 0, ns: 0, bytes: 0 };
+      e.calls++;
+      e.ns += ns;
+      e.bytes += bytes;
+      prof.set(fn, e);
+    },
+  };
+  const pages = PageAllocator.attach(init.pageAlloc, v, locks, init.costs);
+  const iommu = init.strategy !== 'direct';
+  const iovad = iommu ? IovaDomain.attach(init.iovaDomain, v, locks, init.costs) : null;
+  const viommu = iommu
+    ? new ViommuDriver(mem, init.vqLayout, v === 0, init.viommuRequestAreaGpa, init.viommuSlotWordGpa, locks, platform, clock, init.costs, init.driverGeneration, profiler)
+    : null;
+  const fq = init.strategy === 'lazy' && iovad && viommu ? FlushQueue.attach(init.flushQueue!, v, locks, iovad, init.costs, () => viommu.viommu_iotlb_sync()) : null;
+  const pool = init.strategy === 'bounce' ? BouncePool.attach(init.bouncePool!, v, locks, pages, init.costs) : null;
+  const swiotlb = init.untrusted && init.swiotlb ? Swiotlb.attach(init.swiotlb, v, locks, mem.u8, init.costs) : null;
+  const dma = new DmaIommu(init.strategy, { domain: init.domainId, iovad, viommu, fq, pool, swiotlb, mem: mem.u8, cpu: v, limitPfn: init.iovaLimitPfn, untrusted: init.untrusted }, clock, init.costs, profiler);
+  const queue = newQueuePair(v + 1, init.queues[v].sqGpa, init.queues[v].cqGpa, init.queueDepth);
+  const vmState = new Int32Array(init.vmState);
+  const waitFlag = (index: number) => {
+    while (Atomics.load(vmState, index) === 0) {
+      if (control.aborted()) throw new Error('aborted');
+      Atomics.wait(vmState, index, 0, 50);
+    }
+  };
+
+  const sendReg = (reg: number, value: number) => {
+    const off = doorbells.reserve(init.spinLoads, control);
+    doorbells.writeHeader(off, GuestToDeviceRegWrite, 0, clock.nowNs());
+    doorbells.dv.setInt32(off + RECORD.payloadOffset + RegWritePayload.reg, reg, true);
+    doorbells.dv.setFloat64(off + RECORD.payloadOffset + RegWritePayload.value, value, true);
+    doorbellLog.record(doorbells.nextSeq() - 1, clock.nowNs());
+    doorbells.publish();
+  };
+
+  /** Submit one admin command and wait (polling) for its completion. */
+  const adminQ = newQueuePair(0, init.adminSqGpa, init.adminCqGpa, 32);
+  let adminCid = 0;
+  const admin = (write: (gpa: number, cid: number) => void) => {
+    const cid = adminCid++;
+    const tail = nvme_submit_cmd(mem, adminQ, (gpa) => write(gpa, cid));
+    const off = doorbells.reserve(init.spinLoads, control);
+    doorbells.writeHeader(off, GuestToDeviceDoorbell, 0, clock.nowNs());
+    doorbells.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.qid, 0, true);
+    doorbells.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.which, DOORBELL_SQ_TAIL, true);
+    doorbells.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.value, tail, true);
+    doorbellLog.record(doorbells.nextSeq() - 1, clock.nowNs());
+    doorbells.publish();
+    control.publishEot(boot.index, NEVER_NS);
+    platform.awaitInput(() => irqs.available() > 0);
+    const n = irqs.available();
+    clock.syncTo(irqs.timestampAt(irqs.offsetAt(0)));
+    control.publishEot(boot.index, clock.nowNs());
+    irqs.release(n);
+    const c = nvme_next_cqe(mem, adminQ);
+    if (!c || c.status !== 0) throw new Error(`nvme admin command ${cid} failed with status ${c?.status}`);
+  };
+
+  return () => {
+    control.publishEot(boot.index, 0);
+    // the VMM starts the vCPUs once guest RAM is set up (mapped through VFIO without a vIOMMU)
+    waitFlag(0);
+    if (v === 0) {
+      if (viommu) {
+        viommu.viommu_attach_dev(init.domainId, init.endpointId);
+        viommu.viommu_probe_endpoint(init.endpointId);
+        // coherent memory (queues, identify page, PRP list pages): mapped once, IOVA = GPA
+        viommu.viommu_map_pages(init.domainId, init.coherentGpa, init.coherentGpa, init.coherentBytes, true, true);
+        viommu.viommu_iotlb_sync_map();
+      }
+      sendReg(REG_AQA, (31 << 16) | 31);
+      sendReg(REG_ASQ, init.adminSqGpa);
+      sendReg(REG_ACQ, init.adminCqGpa);
+      sendReg(REG_CC, 1);
+      admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_IDENTIFY, commandId: cid, prp1: init.identifyGpa, cdw10: 1 }));
+      admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_IDENTIFY, commandId: cid, nsid: 1, prp1: init.identifyGpa, cdw10: 0 }));
+      for (let q = 0; q < init.queues.length; q++) {
+        admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_CREATE_CQ, commandId: cid, prp1: init.queues[q].cqGpa, cdw10: ((init.queueDepth - 1) << 16) | (q + 1), cdw11: (q << 16) | 3 }));
+        admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_CREATE_SQ, commandId: cid, prp1: init.queues[q].sqGpa, cdw10: ((init.queueDepth - 1) << 16) | (q + 1), cdw11: ((q + 1) << 16) | 1 }));
+      }
+      Atomics.store(vmState, 2, clock.nowNs());
+      Atomics.store(vmState, 1, 1);
+      Atomics.notify(vmState, 1);
+    } else {
+      control.publishEot(boot.index, NEVER_NS);
+      waitFlag(1);
+      clock.syncTo(Atomics.load(vmState, 2));
+    }
+    // fio allocates its I/O buffers (user memory: scattered pages unless huge pages)
+    let seed = (init.job.randseed + 7 * (v + 1)) >>> 0;
+    const rng = () => {
+      seed = (seed + 0x6d2b79f5) >>> 0;
+      let t = seed;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const slots = [];
+    for (let i = 0; i < init.job.iodepth; i++) {
+      slots.push({ buffer: pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng), prpPage: { gpa: init.queues[v].prpPoolGpa + i * 4096, dmaAddr: init.queues[v].prpPoolGpa + i * 4096 } });
+    }
+    const vcpu = new Vcpu(
+      {
+        mem,
+        clock,
+        control,
+        self: boot.index,
+        deviceWorker: init.deviceWorker,
+        otherVcpus: init.vcpuWorkers.filter((w) => w !== boot.index),
+        quantumNs: init.quantumNs,
+        spinLoads: init.spinLoads,
+        doorbells,
+        doorbellLog,
+        irqs,
+        deviceMinResponseNs: init.deviceMinResponseNs,
+        queue,
+        dma,
+        costs: init.costs,
+        profiler,
+        platform,
+        slots,
+        nsSizeBlocks: init.nsSizeBlocks,
+      },
+      init.job,
+    );
+    const result = vcpu.run();
+    dma.quiesce();
+    Atomics.add(vmState, 3, 1);
+    Atomics.notify(vmState, 3);
+    if (v === 0) {
+      // shutdown, once every vCPU is done: the pool releases its cached slots, the
+      // driver deletes its queues and frees its coherent memory, the endpoint detaches
+      control.publishEot(boot.index, NEVER_NS);
+      while (Atomics.load(vmState, 3) < init.vcpuWorkers.length) {
+        if (control.aborted()) throw new Error('aborted');
+        Atomics.wait(vmState, 3, Atomics.load(vmState, 3), 50);
+      }
+      for (const w of init.vcpuWorkers) clock.syncTo(control.clockNs(w));
+      dma.evict(true);
+      for (let q = 0; q < init.queues.length; q++) {
+        admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_DELETE_SQ, commandId: cid, cdw10: q + 1 }));
+        admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_DELETE_CQ, commandId: cid, cdw10: q + 1 }));
+      }
+      if (viommu) {
+        viommu.viommu_unmap_pages(init.domainId, init.coherentGpa, init.coherentBytes);
+        viommu.viommu_iotlb_sync();
+        viommu.viommu_detach_dev(init.domainId, init.endpointId);
+      }
+    }
+    for (const s of slots) pages.freeUserBuffer(s.buffer);
+    // tell the device and the VMM we are done
+    const off = doorbells.reserve(init.spinLoads, control);
+    doorbells.writeHeader(off, GuestToDeviceDone, 0, clock.nowNs());
+    doorbells.publish();
+    platform.done(clock.nowNs());
+    control.publishEot(boot.index, NEVER_NS);
+    return {
+      job: result,
+      profile: Object.fromEntries(prof),
+      viommu: viommu ? { ...viommu.counters } : null,
+      iovaStats: iovad ? iovad.stats() : null,
+      dma: { ...dma.counters },
+      flushQueue: fq ? fq.stats() : null,
+      bouncePool: pool ? pool.stats() : null,
+      swiotlb: swiotlb ? swiotlb.stats() : null,
+      clockNs: clock.nowNs(),
+    };
+  };
+}

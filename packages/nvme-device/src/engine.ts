@@ -1,0 +1,169 @@
+/**
+ * The NVMe device's event loop, one step at a time, so the same code runs in
+ * the device's own worker (step, then park when nothing progressed) and in
+ * one thread with the whole stack (the vCPU steps the device when it would
+ * otherwise wait for it).
+ *
+ * Conservative clock (virtual mode): the device handles a doorbell stamped t
+ * only when no other vCPU can still ring one earlier, and posts a completion
+ * due at C only when C ≤ (smallest vCPU bound) + the minimum doorbell →
+ * completion delay — no doorbell yet to come can complete before it. A vCPU's
+ * bound is min(its published EOT, max(its published clock, the oldest interrupt
+ * we sent it that it has not consumed), its oldest unprocessed doorbell): an
+ * idle vCPU publishes NEVER, and our interrupt wakes it at max(clock, ts).
+ * The device publishes as its EOT the earliest interrupt time it may still send.
+ * Invalidations are applied before anything else, every step: the host sends
+ * them before it replies, so any doorbell that depends on one is causally after it.
+ */
+
+import { ModelClock, Ring, RECORD, SentLog, attachGuestMemory, NEVER_NS, type RunControl } from '@vmstack/shm';
+import { IoPgtable } from '@vmstack/host-vfio';
+import { Iotlb } from './iotlb.js';
+import { NvmeMedia } from './media.js';
+import { NvmeNamespace } from './namespace.js';
+import { NvmeController } from './controller.js';
+import { GuestToDeviceDoorbell, GuestToDeviceDone, GuestToDeviceRegWrite, DeviceToGuestInterrupt, DoorbellPayload, InterruptPayload, IotlbInvalPayload, RegWritePayload } from './messages.js';
+import type { DeviceWorkerInit, DeviceWorkerResult } from './index.js';
+
+export class DeviceEngine {
+  readonly clock: ModelClock;
+  readonly iotlb: Iotlb;
+  readonly ctrl: NvmeController;
+  private readonly ns: NvmeNamespace;
+  private readonly doorbells: Ring[];
+  private readonly irqs: Ring[];
+  private readonly sent: SentLog[];
+  private readonly inval: Ring;
+  private readonly vcpus: number[];
+  private readonly finished: boolean[];
+  private readonly minDelayNs: number;
+  private readonly virtual: boolean;
+  /** what the last step needs before it can progress: the smallest vCPU bound that unblocks it */
+  needNs = NEVER_NS;
+
+  constructor(
+    readonly init: DeviceWorkerInit,
+    readonly self: number,
+    readonly control: RunControl,
+  ) {
+    this.clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
+    const mem = attachGuestMemory(init.guestRam);
+    this.iotlb = new Iotlb(IoPgtable.attach(init.pgtable), init.costs);
+    const media = new NvmeMedia(init.costs);
+    this.ns = new NvmeNamespace(init.namespace.sizeBlocks, init.namespace.seed, init.namespace.algo);
+    this.ctrl = new NvmeController(mem, this.iotlb, media, this.ns, this.clock, init.costs);
+    this.doorbells = init.doorbellRings.map((h) => Ring.attach(h));
+    this.irqs = init.irqRings.map((h) => Ring.attach(h));
+    this.sent = this.irqs.map((r) => new SentLog(r));
+    this.inval = Ring.attach(init.invalRing);
+    this.vcpus = init.vcpuWorkers;
+    this.finished = new Array<boolean>(this.vcpus.length).fill(false);
+    this.minDelayNs = init.costs.nvmeDoorbellLatencyNs + init.costs.nvmeSqeFetchNs + media.minServiceNs();
+    this.virtual = init.clockMode === 'virtual';
+    control.publishEot(self, 0);
+  }
+
+  private raise = (cqid: number, vector: number, tsNs: number): void => {
+    const v = this.init.vcpuOfCq[cqid];
+    const r = this.irqs[v];
+    const seq = r.nextSeq();
+    const off = r.reserve(this.init.spinLoads, this.control);
+    r.writeHeader(off, DeviceToGuestInterrupt, cqid, tsNs);
+    r.dv.setInt32(off + RECORD.payloadOffset + InterruptPayload.vector, vector, true);
+    r.dv.setInt32(off + RECORD.payloadOffset + InterruptPayload.cqeCount, 1, true);
+    this.sent[v].record(seq, tsNs);
+    r.publish();
+  };
+
+  /** What vCPU v may still send us, at the earliest. */
+  vcpuBound(v: number): number {
+    if (this.finished[v]) return NEVER_NS;
+    // an interrupt it has not taken yet wakes it no earlier than its own clock
+    const eot = this.control.eotNs(this.vcpus[v]);
+    const pending = this.sent[v].earliestUnconsumedNs();
+    let b = pending === NEVER_NS ? eot : Math.min(eot, Math.max(pending, this.control.clockNs(this.vcpus[v])));
+    const ring = this.doorbells[v];
+    if (ring.available() > 0) b = Math.min(b, ring.timestampAt(ring.offsetAt(0)));
+    return b;
+  }
+
+  minVcpuBound(): number {
+    let m = NEVER_NS;
+    for (let v = 0; v < this.vcpus.length; v++) m = Math.min(m, this.vcpuBound(v));
+    return m;
+  }
+
+  /** Every vCPU said it is done and nothing is pending. */
+  done(): boolean {
+    return this.finished.every(Boolean) && this.ctrl.pendingCommands() === 0;
+  }
+
+  /** Do everything that can be done now; returns whether anything progressed. */
+  step(): boolean {
+    const { inval, doorbells, ctrl, control } = this;
+    let progressed = false;
+    // 1. invalidations first
+    const ni = inval.available();
+    for (let i = 0; i < ni; i++) {
+      const off = inval.offsetAt(i);
+      const iova = inval.dv.getFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.iova, true);
+      const size = inval.dv.getFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.sizeBytes, true);
+      if (size === 0) this.iotlb.invalidateAll();
+      else this.iotlb.invalidate(iova, size);
+    }
+    if (ni > 0) {
+      inval.release(ni);
+      progressed = true;
+    }
+    // 2. doorbells, merged in time order across vCPUs
+    for (;;) {
+      let best = -1;
+      let bestTs = NEVER_NS;
+      for (let v = 0; v < doorbells.length; v++) {
+        const r = doorbells[v];
+        if (r.available() > 0) {
+          const ts = r.timestampAt(r.offsetAt(0));
+          if (ts < bestTs) {
+            bestTs = ts;
+            best = v;
+          }
+        }
+      }
+      if (best < 0) break;
+      if (this.virtual) {
+        let safe = true;
+        for (let u = 0; u < doorbells.length && safe; u++) if (u !== best && this.vcpuBound(u) < bestTs) safe = false;
+        if (!safe) break;
+      }
+      const r = doorbells[best];
+      const off = r.offsetAt(0);
+      const type = r.typeAt(off);
+      const p = off + RECORD.payloadOffset;
+      if (type === GuestToDeviceDoorbell) {
+        ctrl.onDoorbell(r.dv.getInt32(p + DoorbellPayload.qid, true), r.dv.getInt32(p + DoorbellPayload.which, true), r.dv.getInt32(p + DoorbellPayload.value, true), bestTs);
+      } else if (type === GuestToDeviceRegWrite) {
+        ctrl.registerWrite(r.dv.getInt32(p + RegWritePayload.reg, true), r.dv.getFloat64(p + RegWritePayload.value, true), bestTs);
+      } else if (type === GuestToDeviceDone) {
+        this.finished[best] = true;
+      } else {
+        throw new Error(`nvme-device: unexpected record type 0x${type.toString(16)} from vCPU ${best}`);
+      }
+      r.release(1);
+      progressed = true;
+    }
+    // 3. completions no future doorbell can precede
+    const minBound = this.minVcpuBound();
+    const horizonNs = this.virtual ? (minBound === NEVER_NS ? NEVER_NS : minBound + this.minDelayNs) : this.clock.nowNs();
+    if (ctrl.postCompletionsUpTo(horizonNs, this.raise) > 0) progressed = true;
+    // 4. publish the earliest interrupt we may still raise
+    const eot = Math.min(ctrl.nextCompletionNs(), horizonNs);
+    control.raiseEot(this.self, eot >= NEVER_NS ? NEVER_NS : eot + this.init.costs.nvmeCqePostNs + this.init.costs.msiLatencyNs, this.vcpus);
+    this.needNs = ctrl.nextCompletionNs() - this.minDelayNs;
+    return progressed;
+  }
+
+  result(): DeviceWorkerResult {
+    this.control.publishEot(this.self, NEVER_NS);
+    return { counters: { ...this.ctrl.counters }, iotlb: this.iotlb.stats(), writtenBlocks: this.ns.writtenBlocks(), clockNs: this.clock.nowNs() };
+  }
+}

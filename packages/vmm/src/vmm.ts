@@ -1,0 +1,43 @@
+/**
+ * The VMM of one run: the virtio-iommu device over guest RAM, calling VFIO
+ * through whatever port it is given (the host worker's rings, or the host
+ * object itself in one thread), and the VM's start and stop: without a vIOMMU
+ * all of guest RAM is mapped through VFIO before the vCPUs start, and unmapped
+ * at teardown.
+ */
+
+import { ModelClock, LockTable, attachGuestMemory, type RunControl } from '@vmstack/shm';
+import type { VfioContainerPort } from '@vmstack/host-vfio';
+import { VirtioIommuDevice } from './viommu-device.js';
+import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
+
+export function createVmm(init: VmmWorkerInit, self: number, control: RunControl, vfio: VfioContainerPort) {
+  const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
+  const locks = LockTable.attach(init.locks, self, control, init.spinLoads);
+  const device = new VirtioIommuDevice(attachGuestMemory(init.guestRam), init.vqLayout, vfio, locks, clock, init.costs);
+  const vmState = new Int32Array(init.vmState);
+  return {
+    device,
+    clock,
+    /** map guest RAM if there is no vIOMMU, then let the vCPUs run */
+    startVm(): void {
+      if (init.identityMapBytes > 0) {
+        const r = vfio.mapDma({ iova: 0, vaddr: 0, sizeBytes: init.identityMapBytes, read: true, write: true }, clock.nowNs());
+        if (r.errno !== 0) throw new Error(`vmm: mapping guest RAM through VFIO failed (errno ${r.errno})`);
+        clock.syncTo(r.doneNs);
+      }
+      Atomics.store(vmState, 0, 1);
+      Atomics.notify(vmState, 0);
+    },
+    /** VM teardown: guest RAM leaves the container */
+    stopVm(): void {
+      if (init.identityMapBytes > 0) {
+        const r = vfio.unmapDma({ iova: 0, sizeBytes: init.identityMapBytes }, clock.nowNs());
+        if (r.errno !== 0) throw new Error(`vmm: unmapping guest RAM from VFIO failed (errno ${r.errno})`);
+      }
+    },
+    result(): VmmWorkerResult {
+      return { counters: { ...device.counters }, mappingsLeft: device.mappingCount(), clockNs: clock.nowNs() };
+    },
+  };
+}
