@@ -40,6 +40,8 @@ export class DeviceEngine {
   private readonly virtual: boolean;
   /** what the last step needs before it can progress: the smallest vCPU bound that unblocks it */
   needNs = NEVER_NS;
+  /** how far past `needNs` a parked device lets the vCPUs run before it wants waking (half the lookahead) */
+  readonly wakeSlackNs: number;
 
   constructor(
     readonly init: DeviceWorkerInit,
@@ -60,6 +62,7 @@ export class DeviceEngine {
     this.finished = new Array<boolean>(this.vcpus.length).fill(false);
     this.minDelayNs = init.costs.nvmeDoorbellLatencyNs + init.costs.nvmeSqeFetchNs + media.minServiceNs();
     this.virtual = init.clockMode === 'virtual';
+    this.wakeSlackNs = Math.floor(this.minDelayNs / 2);
     control.publishEot(self, 0);
   }
 

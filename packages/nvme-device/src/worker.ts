@@ -19,9 +19,12 @@ workerMain<DeviceWorkerInit, DeviceWorkerResult>((boot, control) => {
       if (engine.done()) break;
       if (progressed) continue;
       if (control.aborted()) return { aborted: true } as unknown as DeviceWorkerResult;
-      control.setWaitFor(boot.index, engine.needNs);
+      // sleep until the vCPUs are half a lookahead past what we need: one wake-up then
+      // posts a batch of completions, and the vCPUs still see our EOT ahead of them
+      const wakeNs = engine.needNs + engine.wakeSlackNs;
+      control.setWaitFor(boot.index, wakeNs);
       // re-read the bounds after publishing the threshold: a vCPU that raised its EOT in between did not wake us
-      if (engine.minVcpuBound() >= engine.needNs) {
+      if (engine.minVcpuBound() >= wakeNs) {
         control.setWaitFor(boot.index, NEVER_NS);
         continue;
       }
