@@ -1,73 +1,279 @@
 #!/usr/bin/env node
 /**
- * vmstack command line. `vmstack run [job-file] [fio options…]` runs fio
- * jobs on the modelled stack with real workers and prints fio-style output.
- * Bad input prints one line and exits 2.
+ * vmstack command line. `vmstack run [job-file] [options…]` runs fio jobs on
+ * the modelled stack with real workers and prints fio-style output.
+ *
+ * Exit codes: 0 the run completed; 1 it failed (a worker crashed or stalled:
+ * one line naming the worker) or an internal error (with its stack);
+ * 2 bad input — one line on stderr naming the option or field, the value and
+ * what is allowed; no worker has started.
+ *
+ * Only yargs and @vmstack/shm's errors load here: the run command imports
+ * the stack lazily, so `--help` is instant. Every yargs error becomes an
+ * `InputError`: choices are checked by `coerce` (which gets the InputError
+ * out), unknown options and extra words by `checkArgv`, not by yargs'
+ * English messages. No yargs defaults on run options: a bare `--strategy`
+ * is an error, not the default; defaults are applied in `runHandler`.
  */
 
-import yargs from 'yargs';
+import { readFileSync } from 'node:fs';
+import yargs, { type Argv, type CommandModule, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { InputError, WorkerFailure } from '@vmstack/shm';
+import type { DmaStrategy, ViommuDriverGeneration, UserBufferContiguity } from '@vmstack/guest-kernel';
+import type { RunArgs } from './commands/run.js';
 
-const FIO_KEYS = ['rw', 'bs', 'iodepth', 'numjobs', 'size', 'runtime', 'time_based', 'verify', 'do_verify', 'rwmixread', 'randseed', 'offset', 'name', 'direct', 'ioengine'] as const;
+const STRATEGIES = ['direct', 'strict', 'lazy', 'bounce'] as const satisfies readonly DmaStrategy[];
+const CLOCKS = ['virtual', 'wall'] as const;
+const DRIVERS = ['v5.10', 'v6.x'] as const satisfies readonly ViommuDriverGeneration[];
+const CONTIGUITIES = ['none', 'huge'] as const satisfies readonly UserBufferContiguity[];
+const OUTPUT_FORMATS = ['normal', 'json', 'json+'] as const;
+
+/** The last InputError a coerce threw: yargs wraps it in a YError, `fail` throws it as it was. */
+let coerceError: InputError | undefined;
+
+function coerced<T>(parse: (text: string) => T): (value: unknown) => T {
+  return (value) => {
+    try {
+      return parse(String(value));
+    } catch (e) {
+      if (e instanceof InputError) coerceError = e;
+      throw e;
+    }
+  };
+}
+
+function choice<const C extends readonly string[]>(option: string, choices: C): Options {
+  const parse = (text: string): C[number] => {
+    if ((choices as readonly string[]).includes(text)) return text;
+    throw new InputError(`--${option}`, text, `one of ${choices.join(', ')}`);
+  };
+  return { type: 'string', choices: [...choices], coerce: coerced(parse) };
+}
+
+const EXIT_CODES = 'Exit codes: 0 done; 1 the run failed (a worker crashed or stalled); 2 bad input (one line on stderr, nothing started).';
+
+const FIO_GROUP = "fio job options (override the job file's [global]):";
+const MODEL_GROUP = 'Model:';
+const OUTPUT_GROUP = 'Output:';
+
+/** fio options taken on the command line; any other fio option goes in a job file. */
+const FIO_OPTIONS: Record<string, Options> = {
+  name: { type: 'string', describe: 'job name (default: vmstack)' },
+  rw: { type: 'string', describe: 'read, write, randread, randwrite, rw, randrw (default: read)' },
+  bs: { type: 'string', describe: 'block size, a multiple of 4k up to 2m (default: 4k)' },
+  iodepth: { type: 'string', describe: 'I/Os in flight per job, 1…4096 (default: 1)' },
+  numjobs: { type: 'string', describe: 'clones of the job, one vCPU each (default: 1)' },
+  size: { type: 'string', describe: "the job's region of the namespace, e.g. 64m (default: 64m)" },
+  offset: { type: 'string', describe: 'start of the region (default: 0)' },
+  runtime: { type: 'string', describe: 'model time limit: 10 (s), 500ms, 2m' },
+  time_based: { type: 'boolean', describe: 'loop over the region until runtime has passed' },
+  rwmixread: { type: 'string', describe: 'percent reads for rw/randrw (default: 50)' },
+  verify: { type: 'string', describe: '0, crc32c or md5' },
+  do_verify: { type: 'string', describe: '0 or 1: read back and check after writing (default: 1)' },
+  randseed: { type: 'string', describe: 'seed of random offsets (default: 0x89)' },
+  direct: { type: 'string', describe: '1 only: every I/O is O_DIRECT in the model' },
+  ioengine: { type: 'string', describe: 'libaio only' },
+};
+
+const MODEL_OPTIONS: Record<string, Options> = {
+  strategy: { ...choice('strategy', STRATEGIES), describe: 'guest DMA mapping: no IOMMU, strict or lazy unmap, bounce pool (default: strict)' },
+  clock: { ...choice('clock', CLOCKS), describe: 'virtual: model time, deterministic; wall: real time (default: virtual)' },
+  quantum: {
+    type: 'string',
+    describe: 'model ns a vCPU may run ahead of the slowest; 0 orders lock grants exactly (default: 20000)',
+    coerce: coerced((t) => {
+      if (!/^\d+$/.test(t.trim()) || !Number.isSafeInteger(Number(t))) throw new InputError('--quantum', t, 'a whole number of model ns ≥ 0, e.g. 20000 or 0');
+      return Number(t);
+    }),
+  },
+  driver: { ...choice('driver', DRIVERS), describe: 'virtio-iommu driver generation (default: v5.10)' },
+  'guest-ram': { type: 'string', describe: 'guest RAM: rings, queues and every job\'s iodepth × bs of I/O buffers (default: 512m)' },
+  buffer_contiguity: { ...choice('buffer_contiguity', CONTIGUITIES), describe: "fio's buffers in scattered 4 KiB pages or 2 MiB huge pages (default: none)" },
+  profile: { type: 'string', describe: 'cost profile JSON (default: profiles/i5-10210U.json)' },
+  untrusted: { type: 'boolean', describe: 'untrusted device: bouncing is mandatory (swiotlb; the pool with --strategy bounce)' },
+  'always-bounce-limit': { type: 'string', describe: '--strategy bounce: bounce mappings up to this size (default: 4k)' },
+  'slots-per-class': { type: 'string', describe: '--strategy bounce: slots per pool size class (default: 1024)' },
+};
+
+const OUTPUT_OPTIONS: Record<string, Options> = {
+  'output-format': { ...choice('output-format', OUTPUT_FORMATS), describe: "normal: fio's summary + the model's tables; json(+): fio JSON + a vmstack key (default: normal)" },
+  output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when the run completes' },
+};
+
+const RUN_OPTIONS = { ...FIO_OPTIONS, ...MODEL_OPTIONS, ...OUTPUT_OPTIONS };
+const BUILTIN_OPTIONS = ['help', 'h', 'version'];
+
+function runBuilder(y: Argv): Argv {
+  y.positional('jobfile', { type: 'string', describe: 'fio job file (ini syntax); without one, the command line is the job' });
+  for (const [group, options] of [[FIO_GROUP, FIO_OPTIONS], [MODEL_GROUP, MODEL_OPTIONS], [OUTPUT_GROUP, OUTPUT_OPTIONS]] as const) {
+    for (const [name, o] of Object.entries(options)) y.option(name, { ...o, group });
+  }
+  return y
+    .example('$0 run --rw randread --bs 4k --iodepth 16 --size 64m --strategy lazy', 'one job on the command line')
+    .example('$0 run jobs.fio --strategy bounce --output r.json --output-format json', "a job file; fio JSON to r.json")
+    .example('$0 run --numjobs 4 --iodepth 8 --quantum 0', 'four vCPUs fighting over the big locks, lock grants in exact model-time order')
+    .epilog(EXIT_CODES);
+}
+
+/** What `run` got that it does not take: an unknown option (with the closest known one) or a second job file. */
+async function checkArgv(argv: Record<string, unknown>): Promise<void> {
+  const positionals = (argv._ as unknown[]).slice(1);
+  if (positionals.length > 0) throw new InputError('job file', String(positionals[0]), 'one job file per run, before or after the options (which start with --)');
+  for (const [key, value] of Object.entries(argv)) {
+    if (key === '_' || key === '$0' || key === 'jobfile' || Object.hasOwn(RUN_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
+    const written = value === true ? '' : String(value);
+    const { FIO_OPTION_TABLE, FIO_OPTION_ALIASES } = await import('./fio/options.js');
+    if (Object.hasOwn(FIO_OPTION_TABLE, key) || Object.hasOwn(FIO_OPTION_ALIASES, key)) {
+      throw new InputError(`--${key}`, written, `a fio option vmstack run does not take on the command line: write ${key}${written ? `=${written}` : ''} in a job file (vmstack run --help lists the ones it takes)`);
+    }
+    const near = closest(key, Object.keys(RUN_OPTIONS));
+    throw new InputError(`--${key}`, written, `not an option of vmstack run${near ? ` (did you mean --${near}?)` : ''}; see vmstack run --help`);
+  }
+}
+
+async function runHandler(argv: Record<string, unknown>): Promise<void> {
+  await checkArgv(argv);
+  const { runCommand } = await import('./commands/run.js');
+  const fio: Record<string, string | boolean> = {};
+  for (const k of Object.keys(FIO_OPTIONS)) if (argv[k] !== undefined) fio[k] = argv[k] as string | boolean;
+  const opt = <T>(k: string, dflt: T): T => (argv[k] === undefined ? dflt : (argv[k] as T));
+  const args: RunArgs = {
+    jobfile: argv.jobfile as string | undefined,
+    fio,
+    strategy: opt<DmaStrategy>('strategy', 'strict'),
+    clock: opt<RunArgs['clock']>('clock', 'virtual'),
+    profile: argv.profile as string | undefined,
+    quantumNs: opt<number>('quantum', 20_000),
+    driver: opt<ViommuDriverGeneration>('driver', 'v5.10'),
+    bufferContiguity: opt<UserBufferContiguity>('buffer_contiguity', 'none'),
+    guestRam: opt<string>('guest-ram', '512m'),
+    untrusted: opt<boolean>('untrusted', false),
+    alwaysBounceLimit: argv['always-bounce-limit'] as string | undefined,
+    slotsPerClass: argv['slots-per-class'] as string | undefined,
+    outputFormat: opt<RunArgs['outputFormat']>('output-format', 'normal'),
+    output: argv.output as string | undefined,
+  };
+  await runCommand(args);
+}
+
+const COMPARE_OPTIONS: Record<string, Options> = {
+  profile: { type: 'string', describe: 'cost profile JSON (default: profiles/i5-10210U.json)' },
+  size: { type: 'string', describe: 'bytes read per run, at least 64 × the block size (default: 32m)' },
+  bs: { type: 'string', describe: 'a subset of the reference block sizes, e.g. 4k,128k (default: 4k,16k,64k,128k)' },
+  parallel: { type: 'string', describe: 'run the topologies on this many piscina threads; the table does not change (default: 1)' },
+  'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: the table; json: every run and ratio (default: normal)' },
+  output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when complete' },
+};
+
+function compareBuilder(y: Argv): Argv {
+  for (const [name, o] of Object.entries(COMPARE_OPTIONS)) y.option(name, o);
+  return y
+    .example('$0 compare', 'the reference experiment on the default profile')
+    .example('$0 compare --bs 4k,16k --output-format json --output cmp.json', 'two rows, as JSON')
+    .epilog(`fio --rw=read --direct=1 --ioengine=libaio --iodepth=64, one job, NVMe via VFIO behind virtio-iommu: strict mapping vs the bounce-buffer pool; reference ratios 2.8, 4.7, 3.6, 3.6.\n${EXIT_CODES}`);
+}
+
+async function compareHandler(argv: Record<string, unknown>): Promise<void> {
+  const positionals = (argv._ as unknown[]).slice(1);
+  if (positionals.length > 0) throw new InputError('compare', String(positionals[0]), 'no positional arguments; see vmstack compare --help');
+  for (const [key, value] of Object.entries(argv)) {
+    if (key === '_' || key === '$0' || Object.hasOwn(COMPARE_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
+    const near = closest(key, Object.keys(COMPARE_OPTIONS));
+    throw new InputError(`--${key}`, value === true ? '' : String(value), `not an option of vmstack compare${near ? ` (did you mean --${near}?)` : ''}; see vmstack compare --help`);
+  }
+  const { compareCommand } = await import('./commands/compare.js');
+  await compareCommand({
+    profile: argv.profile as string | undefined,
+    size: argv.size as string | undefined,
+    bs: argv.bs as string | undefined,
+    parallel: argv.parallel as string | undefined,
+    outputFormat: (argv['output-format'] as 'normal' | 'json' | undefined) ?? 'normal',
+    output: argv.output as string | undefined,
+  });
+}
+
+/** Every command: name, builder, and a handler that imports its heavy code lazily. */
+const COMMANDS: CommandModule[] = [
+  { command: 'run [jobfile]', describe: 'run fio jobs on the modelled VM and print fio output, lock_stat and a profile', builder: runBuilder, handler: (argv) => runHandler(argv) },
+  { command: 'compare', describe: 'the reference experiment: strict vs the bounce-buffer pool at 4k, 16k, 64k, 128k, against the published ratios', builder: compareBuilder, handler: (argv) => compareHandler(argv) },
+];
+const COMMAND_NAMES = COMMANDS.map((c) => String(c.command).split(' ')[0]);
 
 async function main(): Promise<void> {
-  await yargs(hideBin(process.argv))
+  const args = hideBin(process.argv);
+  const argv = await yargs(args)
     .scriptName('vmstack')
-    .command(
-      'run [jobfile]',
-      'run fio jobs on the modelled VM (guest vCPUs, VMM, host VFIO, NVMe device: each a worker thread)',
-      (y) =>
-        y
-          .positional('jobfile', { type: 'string', describe: 'fio job file (ini syntax)' })
-          .option('rw', { type: 'string' })
-          .option('bs', { type: 'string' })
-          .option('iodepth', { type: 'string' })
-          .option('numjobs', { type: 'string' })
-          .option('size', { type: 'string' })
-          .option('runtime', { type: 'string' })
-          .option('time_based', { type: 'boolean' })
-          .option('verify', { type: 'string' })
-          .option('do_verify', { type: 'string' })
-          .option('rwmixread', { type: 'string' })
-          .option('randseed', { type: 'string' })
-          .option('offset', { type: 'string' })
-          .option('name', { type: 'string' })
-          .option('direct', { type: 'string' })
-          .option('ioengine', { type: 'string' })
-          .option('strategy', { choices: ['direct', 'strict', 'lazy'] as const, default: 'strict' as const })
-          .option('clock', { choices: ['virtual', 'wall'] as const, default: 'virtual' as const })
-          .option('profile', { type: 'string', describe: 'cost profile JSON (default: profiles/i5-10210U.json)' })
-          .option('quantum', { type: 'number', default: 20_000, describe: 'model ns a vCPU may run ahead of the others' })
-          .option('driver', { choices: ['v5.10', 'v6.x'] as const, default: 'v5.10' as const, describe: 'virtio-iommu driver generation' })
-          .option('buffer_contiguity', { choices: ['none', 'huge'] as const, default: 'none' as const })
-          .option('guest-ram', { type: 'string', default: '512m' })
-          .option('output-format', { choices: ['normal', 'json', 'json+'] as const, default: 'normal' as const })
-          .option('output', { type: 'string', describe: 'write the output to this file' })
-          .strict(),
-      async (argv) => {
-        const { runCommand } = await import('./commands/run.js');
-        const fio: Record<string, string | boolean> = {};
-        for (const k of FIO_KEYS) {
-          const val = (argv as Record<string, unknown>)[k];
-          if (val !== undefined) fio[k] = val as string | boolean;
-        }
-        await runCommand({ jobfile: argv.jobfile, fio, strategy: argv.strategy, clock: argv.clock, profile: argv.profile, quantumNs: argv.quantum, driver: argv.driver, bufferContiguity: argv.buffer_contiguity, guestRam: argv['guest-ram'], outputFormat: argv['output-format'], output: argv.output });
-      },
-    )
-    .demandCommand(1, 'name a command: run')
-    .strict()
+    .locale('en')
+    .usage('$0 <command> [options]\n\nA model of a virtualized NVMe I/O stack (guest kernel → virtio-iommu → VMM → VFIO → NVMe), each component a worker thread.')
+    .parserConfiguration({
+      'camel-case-expansion': false,
+      'dot-notation': false,
+      'duplicate-arguments-array': false,
+      'parse-numbers': false,
+      'parse-positional-numbers': false,
+    })
+    .command(COMMANDS)
+    .epilog(`vmstack run --help lists the run options.\n${EXIT_CODES}`)
     .fail((msg, err) => {
+      if (coerceError) throw coerceError;
       if (err) throw err;
-      throw new InputError('command line', process.argv.slice(2).join(' '), msg);
+      throw new InputError('command line', args.join(' '), msg.replace(/\s+/g, ' ').trim());
     })
     .help()
+    .alias('h', 'help')
+    .version(cliVersion())
+    .wrap(null)
     .parseAsync();
+  const command = argv._[0];
+  if (command === undefined || !COMMAND_NAMES.includes(String(command))) {
+    throw new InputError('command', command === undefined ? undefined : String(command), `${COMMAND_NAMES.join(' or ')}, e.g. vmstack run --rw randread --bs 4k --size 64m (see vmstack --help)`);
+  }
 }
+
+function cliVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** The candidate within a small edit distance of `name`, if any ("did you mean"). */
+function closest(name: string, candidates: readonly string[]): string | undefined {
+  const norm = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(name.length / 3)) + 1;
+  for (const c of candidates) {
+    const d = norm(c) === norm(name) ? 0 : editDistance(name.toLowerCase(), c.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ');
+}
+
+// `vmstack run … | head`: a closed pipe ends the output, not the run with a stack trace
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
 
 main().catch((e: unknown) => {
   if (e instanceof InputError) {
-    process.stderr.write(`vmstack: ${e.message}\n`);
+    process.stderr.write(`vmstack: ${oneLine(e.message)}\n`);
     process.exit(2);
   }
   if (e instanceof WorkerFailure) {

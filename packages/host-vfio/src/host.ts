@@ -22,6 +22,16 @@ import {
 } from './messages.js';
 
 export class HostVfio implements VfioContainerPort {
+  /** per kernel function: calls, model ns, bytes (the run's per-function profile) */
+  readonly profile: Record<string, { calls: number; ns: number; bytes: number }> = {};
+
+  private account(fn: string, startNs: number, bytes: number): void {
+    const e = (this.profile[fn] ??= { calls: 0, ns: 0, bytes: 0 });
+    e.calls++;
+    e.ns += this.clock.nowNs() - startNs;
+    e.bytes += bytes;
+  }
+
   constructor(
     readonly container: VfioContainer,
     readonly clock: ModelClock,
@@ -29,13 +39,17 @@ export class HostVfio implements VfioContainerPort {
 
   mapDma(args: { iova: number; vaddr: number; sizeBytes: number; read: boolean; write: boolean }, nowNs: number): { errno: number; doneNs: number } {
     this.clock.syncTo(nowNs);
+    const start = this.clock.nowNs();
     const r = this.container.vfio_dma_do_map(args, this.clock);
+    this.account('vfio_dma_do_map', start, args.sizeBytes);
     return { errno: r.errno, doneNs: this.clock.nowNs() };
   }
 
   unmapDma(args: { iova: number; sizeBytes: number }, nowNs: number): { errno: number; unmappedBytes: number; doneNs: number } {
     this.clock.syncTo(nowNs);
+    const start = this.clock.nowNs();
     const r = this.container.vfio_dma_do_unmap(args, this.clock);
+    this.account('vfio_dma_do_unmap', start, r.unmappedBytes);
     return { errno: r.errno, unmappedBytes: r.unmappedBytes, doneNs: this.clock.nowNs() };
   }
 

@@ -36,6 +36,6 @@ workerMain<HostWorkerInit, HostWorkerResult>((boot, control) => {
         init.spinLoads,
       );
     }
-    return { stats: container.stats(), clockNs: clock.nowNs() };
+    return { stats: container.stats(), profile: host.profile, clockNs: clock.nowNs() };
   };
 });

@@ -30,6 +30,7 @@ export interface VmmWorkerInit {
 
 export interface VmmWorkerResult {
   counters: ViommuDeviceCounters;
+  profile: Record<string, { calls: number; ns: number; bytes: number }>;
   mappingsLeft: number;
   clockNs: number;
 }

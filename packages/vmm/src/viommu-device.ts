@@ -89,6 +89,8 @@ export class VirtioIommuDevice {
   private readonly domains = new Map<number, Domain>();
   private readonly endpoints = new Map<number, number>();
   private readonly mutex: Mutex;
+  /** per function: calls, model ns, bytes (the run's per-function profile) */
+  readonly profile: Record<string, { calls: number; ns: number; bytes: number }> = {};
   readonly counters: ViommuDeviceCounters = { attach: 0, detach: 0, map: 0, unmap: 0, probe: 0, errors: 0, vfioMapDma: 0, vfioUnmapDma: 0, kicks: 0 };
 
   constructor(
@@ -151,6 +153,7 @@ export class VirtioIommuDevice {
         }
         continue;
       }
+      const reqStartNs = this.clock.nowNs();
       this.mutex.lock(this.clock);
       let status: number;
       let written = VIRTIO_IOMMU_TAIL_BYTES;
@@ -190,6 +193,11 @@ export class VirtioIommuDevice {
         this.mutex.unlock(this.clock);
       }
       if (status !== VIRTIO_IOMMU_S_OK) this.counters.errors++;
+      const fn = `virtio_iommu_handle_${['', 'attach', 'detach', 'map', 'unmap', 'probe'][req.type]}`;
+      const e = (this.profile[fn] ??= { calls: 0, ns: 0, bytes: 0 });
+      e.calls++;
+      e.ns += this.clock.nowNs() - reqStartNs;
+      if (req.type === VIRTIO_IOMMU_T_MAP || req.type === VIRTIO_IOMMU_T_UNMAP) e.bytes += req.virtEnd - req.virtStart + 1;
       writeTail(this.mem, tailGpa, status);
       this.vq.pushUsed(chain.head, written);
     }

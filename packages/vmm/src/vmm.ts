@@ -37,7 +37,7 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
       }
     },
     result(): VmmWorkerResult {
-      return { counters: { ...device.counters }, mappingsLeft: device.mappingCount(), clockNs: clock.nowNs() };
+      return { counters: { ...device.counters }, profile: device.profile, mappingsLeft: device.mappingCount(), clockNs: clock.nowNs() };
     },
   };
 }

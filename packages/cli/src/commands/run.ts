@@ -1,16 +1,36 @@
-/** `vmstack run`: parse jobs, run them on the stack, print fio output. */
+/**
+ * `vmstack run`: parse the jobs, check everything the user gave against what
+ * the model can run — BEFORE any worker starts, so bad input is one line and
+ * exit 2, never a hang or a worker crash — then run each barrier group on the
+ * stack and print (or write) fio-style output.
+ *
+ * Checks at the door, in order: the jobs (fio/options.ts), the cost profile,
+ * --quantum, --guest-ram, the bounce options, the topology (jobs running at
+ * once ≤ the worker slots; guest RAM ≥ what runStack lays out plus the fio
+ * I/O buffers), the --output path.
+ *
+ * `--output <file>`: the text goes to `<file>.partial`, renamed to `<file>`
+ * only when complete. A run that starts removes an older `<file>` first
+ * (as fio truncates its output), so a failed run leaves no file that looks
+ * complete; bad input (exit 2) leaves everything as it was.
+ */
 
-import { writeFileSync, renameSync } from 'node:fs';
-import { loadProfile, DEFAULT_PROFILE_PATH, formatLockStat, InputError, type ClockMode, type LockStat } from '@vmstack/shm';
-import type { DmaStrategy, ViommuDriverGeneration, UserBufferContiguity } from '@vmstack/guest-kernel';
+import { openSync, closeSync, writeFileSync, renameSync, rmSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { resolve } from 'node:path';
+import { loadProfile, DEFAULT_PROFILE_PATH, InputError, MAX_WORKERS, virtqueueLayout, type ClockMode } from '@vmstack/shm';
+import { BouncePool, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_SLOT_BYTES, type DmaStrategy, type FioJobSpec, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
 import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
-import { parseSizeBytes } from '../fio/sizes.js';
+import { parseCount, parseSizeBytes } from '../fio/sizes.js';
 import { runStack } from '../stack/run-stack.js';
 import { formatFioJson } from '../report/fio-json.js';
 import { formatFioNormal } from '../report/fio-normal.js';
+import { formatVmstackReport } from '../report/tables.js';
+import type { RunResult } from '../report/result.js';
 
 export interface RunArgs {
   jobfile?: string;
+  /** fio options from the command line, as written */
   fio: Record<string, string | boolean>;
   strategy: DmaStrategy;
   clock: ClockMode;
@@ -18,50 +38,203 @@ export interface RunArgs {
   quantumNs: number;
   driver: ViommuDriverGeneration;
   bufferContiguity: UserBufferContiguity;
+  /** as written, e.g. "512m" */
   guestRam: string;
+  untrusted: boolean;
+  /** as written, e.g. "4k"; undefined: the pool's default */
+  alwaysBounceLimit?: string;
+  /** as written; undefined: the pool's default */
+  slotsPerClass?: string;
   outputFormat: 'normal' | 'json' | 'json+';
   output?: string;
 }
 
+/** Jobs of one barrier group run at once, one vCPU worker each, beside the vmm, host-vfio and device workers. */
+export const MAX_JOBS_AT_ONCE = MAX_WORKERS - 3;
+
 export async function runCommand(a: RunArgs): Promise<void> {
   const defaults = { rw: 'read', bs: '4k', iodepth: '1', size: '64m' };
   const parsed = a.jobfile ? jobsFromFile(a.jobfile, a.fio, { defaults }) : jobsFromCommandLine(a.fio, defaults);
-  if (parsed.ignoredOptions.length > 0) process.stderr.write(`vmstack: ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}\n`);
-  const profile = loadProfile(a.profile ?? DEFAULT_PROFILE_PATH);
-  if (!Number.isFinite(a.quantumNs) || a.quantumNs < 0) throw new InputError('--quantum', a.quantumNs, 'a number of model ns ≥ 0');
-  const guestRamBytes = parseSizeBytes('--guest-ram', a.guestRam);
+  const profilePath = a.profile ?? DEFAULT_PROFILE_PATH;
+  const profile = loadProfile(profilePath);
+  if (!Number.isSafeInteger(a.quantumNs) || a.quantumNs < 0) throw new InputError('--quantum', a.quantumNs, 'a whole number of model ns ≥ 0');
+  const guestRamBytes = parseGuestRam(a.guestRam);
+  const alwaysBounceLimitBytes = a.alwaysBounceLimit === undefined ? undefined : parseSizeBytes('--always-bounce-limit', a.alwaysBounceLimit);
+  const slotsPerClass = a.slotsPerClass === undefined ? undefined : parseCount('--slots-per-class', a.slotsPerClass, 'a whole number of slots per size class, e.g. 1024');
+  checkBounceOptions(a, alwaysBounceLimitBytes, slotsPerClass, profile.bounceEvictionPeriodNs);
+
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
-  const results = [];
+  const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
   for (const g of groups) {
-    results.push(
-      await runStack({
-        jobs: parsed.jobs.filter((j) => j.groupId === g),
-        jobOptions: parsed.jobOptions,
-        globalOptions: parsed.globalOptions,
-        strategy: a.strategy,
-        clock: a.clock,
-        profile,
-        quantumNs: a.quantumNs,
-        driverGeneration: a.driver,
-        bufferContiguity: a.bufferContiguity,
-        guestRamBytes,
-        spinLoads: 2000,
-        dilation: 1,
-      }),
-    );
+    checkJobsAtOnce(a, jobsOf(g), groups.length);
+    checkGuestRam(a, jobsOf(g), guestRamBytes);
   }
-  const result = { ...results[0], jobs: results.flatMap((r) => r.jobs), vmstack: results.length === 1 ? results[0].vmstack : { groups: results.map((r) => r.vmstack) } };
-  let text: string;
-  if (a.outputFormat === 'normal') {
-    text = formatFioNormal(result) + '\n' + formatLockStat(results.flatMap((r) => r.vmstack.lock_stat as LockStat[])) + '\n' + JSON.stringify({ counters: results.map((r) => r.vmstack.counters), verify: results.map((r) => r.vmstack.verify), model_speed: results.map((r) => r.vmstack.model_speed) }, null, 2) + '\n';
-  } else {
-    text = formatFioJson(result, { plus: a.outputFormat === 'json+' }) + '\n';
+  if (a.output !== undefined) checkOutputPath(a.output, [a.jobfile, profilePath]);
+  if (parsed.ignoredOptions.length > 0) process.stderr.write(`vmstack: ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}\n`);
+
+  // everything is checked: the run starts
+  const partial = a.output === undefined ? undefined : a.output + '.partial';
+  if (a.output !== undefined) rmSync(a.output, { force: true });
+  try {
+    const results: RunResult[] = [];
+    for (const g of groups) {
+      results.push(
+        await runStack({
+          jobs: jobsOf(g),
+          jobOptions: parsed.jobOptions,
+          globalOptions: parsed.globalOptions,
+          strategy: a.strategy,
+          clock: a.clock,
+          profile,
+          quantumNs: a.quantumNs,
+          driverGeneration: a.driver,
+          bufferContiguity: a.bufferContiguity,
+          guestRamBytes,
+          untrusted: a.untrusted,
+          alwaysBounceLimitBytes,
+          slotsPerClass,
+          spinLoads: 2000,
+          dilation: 1,
+        }),
+      );
+    }
+    const result: RunResult = {
+      ...results[0],
+      jobs: results.flatMap((r) => r.jobs),
+      vmstack: results.length === 1 ? results[0].vmstack : { groups: results.map((r) => r.vmstack) },
+    };
+    const text =
+      a.outputFormat === 'normal'
+        ? formatFioNormal(result) + '\n' + formatVmstackReport(results)
+        : formatFioJson(result, { plus: a.outputFormat === 'json+' }) + '\n';
+    if (a.output !== undefined && partial !== undefined) {
+      writeFileSync(partial, text);
+      renameSync(partial, a.output);
+    } else {
+      process.stdout.write(text);
+    }
+  } catch (e) {
+    if (partial !== undefined) rmSync(partial, { force: true });
+    throw e;
   }
-  if (a.output) {
-    // write beside, then rename: a crashed run never leaves a file that looks complete
-    writeFileSync(a.output + '.partial', text);
-    renameSync(a.output + '.partial', a.output);
-  } else {
-    process.stdout.write(text);
+}
+
+/** --guest-ram: a fio size, whole 4 KiB pages, no more than the host has. */
+export function parseGuestRam(text: string): number {
+  const bytes = parseSizeBytes('--guest-ram', text);
+  if (bytes <= 0 || bytes % 4096 !== 0) throw new InputError('--guest-ram', text, 'a whole number of 4 KiB pages > 0, e.g. 512m, 4g');
+  const hostBytes = totalmem();
+  if (bytes > hostBytes) throw new InputError('--guest-ram', text, `at most the host's RAM (${Math.floor(hostBytes / MiB)}m): guest RAM is one SharedArrayBuffer`);
+  return bytes;
+}
+
+/**
+ * Guest RAM a barrier group needs, laid out as runStack lays it out:
+ * [64 KiB reserved][virtqueue][viommu request slots][slot word][admin SQ, CQ,
+ * identify][per vCPU: SQ, CQ, PRP pages][swiotlb area, untrusted strict/lazy]
+ * then, 2 MiB aligned, the page allocator's heap — from which every job's
+ * vCPU takes iodepth fio buffers of bs bytes before its first I/O (4 KiB
+ * pages, or whole 2 MiB pages with --buffer_contiguity huge).
+ * Keep in step with stack/run-stack.ts.
+ */
+export interface GuestRamPlan {
+  /** where the heap starts: rings, queues and the swiotlb area below it */
+  heapStartBytes: number;
+  /** fio I/O buffers of all jobs, in whole pages */
+  buffersBytes: number;
+  neededBytes: number;
+}
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+/** run-stack.ts QUEUE_DEPTH: entries per NVMe I/O queue */
+const NVME_QUEUE_ENTRIES = 1024;
+
+export function guestRamPlan(jobs: readonly FioJobSpec[], o: { strategy: DmaStrategy; untrusted: boolean; bufferContiguity: UserBufferContiguity }): GuestRamPlan {
+  let cursor = 64 * KiB;
+  cursor = align(cursor + virtqueueLayout(128, cursor).totalBytes, 4 * KiB);
+  cursor = align(cursor + 64 * VIOMMU_REQUEST_SLOT_BYTES, 4 * KiB);
+  cursor += 4 * KiB; // slot word
+  cursor += 12 * KiB; // admin SQ, admin CQ, identify
+  const maxDepth = Math.max(...jobs.map((j) => j.iodepth));
+  for (let v = 0; v < jobs.length; v++) cursor = align(cursor + NVME_QUEUE_ENTRIES * 80 + maxDepth * 4 * KiB, 4 * KiB);
+  if (o.untrusted && o.strategy !== 'bounce' && o.strategy !== 'direct') cursor = align(cursor, 2 * MiB) + IO_TLB_DEFAULT_SIZE_BYTES;
+  const heapStartBytes = align(cursor, 2 * MiB);
+  const unit = o.bufferContiguity === 'huge' ? 2 * MiB : 4 * KiB;
+  const buffersBytes = jobs.reduce((s, j) => s + j.iodepth * align(j.blockSizeBytes, unit), 0);
+  return { heapStartBytes, buffersBytes, neededBytes: heapStartBytes + buffersBytes };
+}
+
+function checkGuestRam(a: RunArgs, jobs: readonly FioJobSpec[], guestRamBytes: number): void {
+  const plan = guestRamPlan(jobs, { strategy: a.strategy, untrusted: a.untrusted, bufferContiguity: a.bufferContiguity });
+  if (plan.neededBytes <= guestRamBytes) return;
+  const shapes = [...new Set(jobs.map((j) => `iodepth ${j.iodepth} × bs ${formatSize(j.blockSizeBytes)}`))].join(', ');
+  throw new InputError(
+    '--guest-ram',
+    a.guestRam,
+    `at least ${formatSize(plan.neededBytes, 'up')} for these jobs: ${formatSize(plan.buffersBytes)} of fio I/O buffers ` +
+      `(${jobs.length} job${jobs.length === 1 ? '' : 's'}, ${shapes}${a.bufferContiguity === 'huge' ? ', each buffer in whole 2 MiB pages' : ''}) ` +
+      `+ ${formatSize(plan.heapStartBytes)} of queues and rings; raise --guest-ram (e.g. --guest-ram ${formatSize(plan.neededBytes, 'up')}) or lower iodepth, bs or numjobs`,
+  );
+}
+
+function checkJobsAtOnce(a: RunArgs, jobs: readonly FioJobSpec[], groupCount: number): void {
+  if (jobs.length <= MAX_JOBS_AT_ONCE) return;
+  const field = a.fio.numjobs !== undefined ? '--numjobs' : groupCount > 1 ? `jobs in barrier group ${jobs[0].groupId}` : 'numjobs';
+  const value = a.fio.numjobs !== undefined ? a.fio.numjobs : jobs.length;
+  throw new InputError(
+    field,
+    value,
+    `at most ${MAX_JOBS_AT_ONCE} jobs running at once (each job is a vCPU worker; with the vmm, host-vfio and device workers the run has ${MAX_WORKERS} worker slots); ` +
+      'split them into stonewall groups or lower numjobs',
+  );
+}
+
+/** The pool's own checks (BouncePool.config), reported under the CLI's option names. */
+function checkBounceOptions(a: RunArgs, alwaysBounceLimitBytes: number | undefined, slotsPerClass: number | undefined, evictionPeriodNs: number): void {
+  if (a.strategy !== 'bounce') {
+    const given: [string, string | undefined][] = [['--always-bounce-limit', a.alwaysBounceLimit], ['--slots-per-class', a.slotsPerClass]];
+    for (const [field, value] of given) if (value !== undefined) throw new InputError(field, value, `only with --strategy bounce (the pool's option; --strategy is ${a.strategy})`);
+    return;
   }
+  try {
+    BouncePool.config({ iovaBase: 4 * 1024 * MiB, evictionPeriodNs, alwaysBounceLimitBytes, slotsPerClass });
+  } catch (e) {
+    if (!(e instanceof InputError)) throw e;
+    const cli: Record<string, [string, string | undefined]> = {
+      'bounce.slotsPerClass': ['--slots-per-class', a.slotsPerClass],
+      'bounce.alwaysBounceLimitBytes': ['--always-bounce-limit', a.alwaysBounceLimit],
+    };
+    const [field, value] = cli[e.field] ?? [e.field, undefined];
+    throw new InputError(field, value ?? e.value, e.allowed);
+  }
+}
+
+/** The output must not overwrite an input, and its directory must take a file: found now, not after the run. */
+function checkOutputPath(output: string, inputs: readonly (string | undefined)[]): void {
+  if (output === '') throw new InputError('--output', output, 'a file path');
+  for (const input of inputs) {
+    if (input !== undefined && resolve(input) === resolve(output)) {
+      throw new InputError('--output', output, `a file other than the run's inputs (it is the job file or the profile)`);
+    }
+  }
+  try {
+    closeSync(openSync(output + '.partial', 'w'));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? String(e);
+    throw new InputError('--output', output, `a path where a file can be written (${output}.partial: ${code})`);
+  }
+}
+
+/** Bytes as a fio size the user can type back: 4k, 64m, 2g, or bytes. `up`: round up to whole MiB (for "at least" sizes). */
+export function formatSize(bytes: number, round: 'exact' | 'up' = 'exact'): string {
+  if (round === 'up' && bytes > MiB) bytes = align(bytes, MiB);
+  for (const [suffix, unit] of [['g', 1024 * MiB], ['m', MiB], ['k', KiB]] as const) {
+    if (bytes >= unit && bytes % unit === 0) return `${bytes / unit}${suffix}`;
+  }
+  return String(bytes);
+}
+
+function align(v: number, a: number): number {
+  return Math.ceil(v / a) * a;
 }

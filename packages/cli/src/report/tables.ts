@@ -147,7 +147,7 @@ export function formatVmstackTables(result: RunResult): string {
 /** The tables of a run of one or more barrier groups (one RunResult per group, in order). */
 export function formatVmstackReport(groups: readonly RunResult[]): string {
   if (groups.length === 1) return formatVmstackTables(groups[0]);
-  return groups.map((g, i) => `==== barrier group ${i} ====\n\n${formatVmstackTables(g)}`).join('\n');
+  return groups.map((g, i) => `==== barrier group ${g.jobs[0]?.groupid ?? i} ====\n\n${formatVmstackTables(g)}`).join('\n');
 }
 
 function formatUs(ns: number): string {

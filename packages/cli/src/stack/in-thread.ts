@@ -64,7 +64,7 @@ export function runInThread(specs: readonly WorkerSpec[], controlHandle: Control
   const results: unknown[] = [];
   results[vcpuW] = vcpuResult;
   results[vmmW] = vmm.result();
-  results[hostW] = { stats: container.stats(), clockNs: hostClock.nowNs() };
+  results[hostW] = { stats: container.stats(), profile: host.profile, clockNs: hostClock.nowNs() };
   results[devW] = engine.result();
   return { workers: specs.map((s, i) => ({ role: s.role, index: i, threadId })), results };
 }

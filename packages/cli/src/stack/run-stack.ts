@@ -196,7 +196,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const lockStats = LockTable.attach(locks, 63).stats();
   const jobs: JobResult[] = vres.map((r, i) => toJobResult(o.jobs[i], o.jobOptions[o.jobs[i].name] ?? {}, r));
   const profile: Record<string, { calls: number; ns: number; nsPerGB: number }> = {};
-  for (const r of vres) for (const [fn, e] of Object.entries(r.profile)) {
+  for (const r of [...vres.map((x) => x.profile), vmm.profile, host.profile]) for (const [fn, e] of Object.entries(r)) {
     const x = (profile[fn] ??= { calls: 0, ns: 0, nsPerGB: 0 });
     x.calls += e.calls;
     x.ns += e.ns;
