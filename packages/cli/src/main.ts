@@ -164,6 +164,7 @@ const COMPARE_OPTIONS: Record<string, Options> = {
   parallel: { type: 'string', describe: 'run the topologies on this many piscina threads; the table does not change (default: 1)' },
   'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: the table; json: every run and ratio (default: normal)' },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when complete' },
+  html: { type: 'string', describe: 'also write an offline HTML report with an SVG chart to this file' },
 };
 
 function compareBuilder(y: Argv): Argv {
@@ -190,12 +191,49 @@ async function compareHandler(argv: Record<string, unknown>): Promise<void> {
     parallel: argv.parallel as string | undefined,
     outputFormat: (argv['output-format'] as 'normal' | 'json' | undefined) ?? 'normal',
     output: argv.output as string | undefined,
+    html: argv.html as string | undefined,
   });
+}
+
+const SCALE_OPTIONS: Record<string, Options> = {
+  jobs: { type: 'string', describe: 'job counts to run, one vCPU per job (default: 1,2,4)' },
+  strategies: { type: 'string', describe: 'strategies to compare (default: strict,lazy,bounce)' },
+  rw: { type: 'string', describe: 'fio rw (default: randread)' },
+  bs: { type: 'string', describe: 'fio bs (default: 4k)' },
+  iodepth: { type: 'string', describe: 'fio iodepth per job (default: 8)' },
+  size: { type: 'string', describe: 'fio size per job (default: 4m)' },
+  quantum: { type: 'string', describe: 'model ns a vCPU may run ahead of the slowest (default: 20000)' },
+  profile: { type: 'string', describe: 'cost profile JSON (default: profiles/i5-10210U.json)' },
+  'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: a table; json: every cell (default: normal)' },
+  output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when complete' },
+  html: { type: 'string', describe: 'also write an offline HTML report with SVG charts to this file' },
+};
+
+async function scaleHandler(argv: Record<string, unknown>): Promise<void> {
+  const positionals = (argv._ as unknown[]).slice(1);
+  if (positionals.length > 0) throw new InputError('scale', String(positionals[0]), 'no positional arguments; see vmstack scale --help');
+  for (const [key, value] of Object.entries(argv)) {
+    if (key === '_' || key === '$0' || Object.hasOwn(SCALE_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
+    const near = closest(key, Object.keys(SCALE_OPTIONS));
+    throw new InputError(`--${key}`, value === true ? '' : String(value), `not an option of vmstack scale${near ? ` (did you mean --${near}?)` : ''}; see vmstack scale --help`);
+  }
+  const { scaleCommand } = await import('./commands/scale.js');
+  const str = (k: string) => argv[k] as string | undefined;
+  await scaleCommand({ jobs: str('jobs'), strategies: str('strategies'), rw: str('rw'), bs: str('bs'), iodepth: str('iodepth'), size: str('size'), quantum: str('quantum'), profile: str('profile'), outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal', output: str('output'), html: str('html') });
 }
 
 /** Every command: name, builder, and a handler that imports its heavy code lazily. */
 const COMMANDS: CommandModule[] = [
   { command: 'run [jobfile]', describe: 'run fio jobs on the modelled VM and print fio output, lock_stat and a profile', builder: runBuilder, handler: (argv) => runHandler(argv) },
+  {
+    command: 'scale',
+    describe: 'many jobs at once: throughput and the big locks (request_lock, the VMM mutex, iommu->lock) as jobs are added',
+    builder: (y: Argv) => {
+      for (const [name, o] of Object.entries(SCALE_OPTIONS)) y.option(name, o);
+      return y.example('$0 scale --jobs 1,2,4 --strategies strict,bounce --html scale.html', 'throughput and lock wait with 1, 2 and 4 jobs').epilog(EXIT_CODES);
+    },
+    handler: (argv) => scaleHandler(argv),
+  },
   { command: 'compare', describe: 'the reference experiment: strict vs the bounce-buffer pool at 4k, 16k, 64k, 128k, against the published ratios', builder: compareBuilder, handler: (argv) => compareHandler(argv) },
 ];
 const COMMAND_NAMES = COMMANDS.map((c) => String(c.command).split(' ')[0]);

@@ -3,7 +3,7 @@
 import { writeFileSync, renameSync, rmSync } from 'node:fs';
 import { InputError } from '@vmstack/shm';
 import { parseSizeBytes } from '../fio/sizes.js';
-import { runCompare, formatCompareTable } from '../compare/compare.js';
+import { runCompare, formatCompareTable, formatCompareHtml } from '../compare/compare.js';
 
 export interface CompareArgs {
   profile?: string;
@@ -12,6 +12,7 @@ export interface CompareArgs {
   parallel?: string;
   outputFormat: 'normal' | 'json';
   output?: string;
+  html?: string;
 }
 
 export async function compareCommand(a: CompareArgs): Promise<void> {
@@ -19,9 +20,13 @@ export async function compareCommand(a: CompareArgs): Promise<void> {
   const parallel = a.parallel === undefined ? 1 : Number(a.parallel);
   if (a.parallel !== undefined && !/^\d+$/.test(a.parallel.trim())) throw new InputError('--parallel', a.parallel, 'a whole number of threads from 1 to 16');
   const blockSizes = a.bs === undefined ? undefined : a.bs.split(',').map((s) => s.trim());
-  if (a.output) rmSync(a.output, { force: true });
+  for (const f of [a.output, a.html]) if (f) rmSync(f, { force: true });
   const result = await runCompare({ profilePath: a.profile, sizeBytes, parallel, blockSizes });
   const text = a.outputFormat === 'json' ? JSON.stringify(result, null, 2) + '\n' : formatCompareTable(result);
+  if (a.html) {
+    writeFileSync(a.html + '.partial', formatCompareHtml(result));
+    renameSync(a.html + '.partial', a.html);
+  }
   if (a.output) {
     writeFileSync(a.output + '.partial', text);
     renameSync(a.output + '.partial', a.output);

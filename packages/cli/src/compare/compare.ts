@@ -6,6 +6,7 @@
 
 import { Piscina } from 'piscina';
 import { loadProfile, DEFAULT_PROFILE_PATH, InputError } from '@vmstack/shm';
+import { barChartSvg, htmlPage, htmlTable } from '../report/html.js';
 import { REFERENCE_ROWS, RATIO_TOLERANCE, runCompareTask, type CompareTask, type CompareTaskResult } from './experiment.js';
 
 export interface CompareOptions {
@@ -102,4 +103,28 @@ export function formatCompareTable(c: CompareResult): string {
     `model speed: ${ios} simulated I/Os in ${(loopMs / 1000).toFixed(1)} s of job loops (${Math.round(ios / (loopMs / 1000))} I/Os per wall second); whole run ${(c.wallMs / 1000).toFixed(1)} s, ${c.parallel === 1 ? 'serial' : `${c.parallel} piscina threads`}`,
     '',
   ].join('\n');
+}
+
+/** The comparison as an offline HTML page with an SVG chart. */
+export function formatCompareHtml(c: CompareResult): string {
+  const chart = barChartSvg(
+    'fio seq read, iodepth 64, one job: strict vs the bounce-buffer pool',
+    'MiB/s',
+    c.rows.map((r) => ({
+      label: r.blockSize,
+      bars: [
+        { series: 'strict', value: r.strictMiBps },
+        { series: 'pool', value: r.poolMiBps },
+      ],
+      note: `${r.modelRatio.toFixed(2)}× (ref ${r.referenceRatio}×)`,
+    })),
+  );
+  const table = htmlTable(
+    ['block size', 'strict MiB/s', 'pool MiB/s', 'model ratio', 'reference ratio', 'error %', 'MAPs strict', 'MAPs pool', 'pool hits'],
+    c.rows.map((r) => [r.blockSize, r.strictMiBps.toFixed(1), r.poolMiBps.toFixed(1), r.modelRatio.toFixed(2), r.referenceRatio.toFixed(1), (r.errorPct >= 0 ? '+' : '') + r.errorPct.toFixed(1), String(r.strict.viommuMaps), String(r.pool.viommuMaps), String(r.pool.bounceHits)]),
+  );
+  return htmlPage(`vmstack compare — profile ${c.profile}`, [
+    { heading: 'Throughput', body: `<p class="meta">${c.experiment}</p>\n${chart}` },
+    { heading: 'Table', body: `${table}<p class="meta">Target: each model ratio within ±${c.tolerancePct}% of the reference. One cost profile serves every row; only always_bounce_limit is raised to cover the block size.</p>` },
+  ]);
 }
