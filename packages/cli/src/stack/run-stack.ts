@@ -224,10 +224,10 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
         vfio: { map_dma: host.stats.mapDmaCalls, unmap_dma: host.stats.unmapDmaCalls, pinned_pages_peak: host.stats.pinnedPagesPeak },
         iotlb: dev.iotlb,
         nvme: { commands: dev.counters.commands, faults: dev.counters.faults, interrupts: dev.counters.interrupts },
-        dma: sumCounters(vres.map((r) => r.dma as unknown as Record<string, number>)),
-        lazy: flushQueue ? FlushQueue.stats(flushQueue) : null,
+        dma: snakeKeys(sumCounters(vres.map((r) => r.dma as unknown as Record<string, number>))),
+        lazy: flushQueue ? snakeKeys(FlushQueue.stats(flushQueue) as unknown as Record<string, number>) : null,
         bounce: bouncePool ? bounceCounters(vres) : null,
-        swiotlb: swiotlb ? sumCounters(vres.map((r) => (r.swiotlb ?? {}) as unknown as Record<string, number>)) : null,
+        swiotlb: swiotlb ? snakeKeys(sumCounters(vres.map((r) => (r.swiotlb ?? {}) as unknown as Record<string, number>))) : null,
       },
       lock_stat: lockStats,
       profile,
@@ -292,4 +292,9 @@ function bounceCounters(vres: VcpuWorkerResult[]): Record<string, number> {
     memory_bytes_peak: s.memoryBytesPeak,
     always_bounce_limit_bytes: s.alwaysBounceLimitBytes,
   };
+}
+
+/** Counter names as the rest of the JSON spells them: snake_case. */
+function snakeKeys(o: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), v]));
 }
