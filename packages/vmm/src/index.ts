@@ -13,6 +13,8 @@ export interface VmmWorkerInit {
   dilation: number;
   epochMs: number;
   spinLoads: number;
+  /** loads spun waiting for a VFIO reply before parking */
+  rpcSpinLoads: number;
   costs: ViommuDeviceCosts;
   /** model ns from the guest's notify write until the device thread runs (ioeventfd wake-up) */
   kickWakeupNs: number;

@@ -13,7 +13,8 @@ import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
 
 workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
   const init = boot.init;
-  const vfio = new VfioRpcPort(init.hostRpc, control, init.spinLoads);
+  // waiting for the host's answer, the VMM spins longer: the host is running on the other core
+  const vfio = new VfioRpcPort(init.hostRpc, control, init.rpcSpinLoads);
   const vmm = createVmm(init, boot.index, control, vfio);
   const { device, clock } = vmm;
   const kicks = init.kickRings.map((h) => Ring.attach(h));

@@ -26,7 +26,7 @@ export interface StackOptions {
   guestRamBytes: number;
   /** loads a waiting thread spins before it parks (vCPUs, host, device) */
   spinLoads: number;
-  /** the VMM's spin budget: it waits on the host worker while that runs on the other core (default: spinLoads) */
+  /** the VMM's spin budget waiting for a VFIO reply: the host runs on the other core meanwhile (default: spinLoads) */
   vmmSpinLoads?: number;
   dilation: number;
   /** the device is untrusted (external-facing): bouncing is mandatory */
@@ -165,7 +165,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
     };
     specs.push({ role: `guest-kernel/vcpu${v}`, entry: GUEST_VCPU_WORKER, init });
   });
-  const vmmInit: VmmWorkerInit = { ...common, spinLoads: o.vmmSpinLoads ?? o.spinLoads, costs: p, kickWakeupNs: p.hostThreadWakeupNs, locks, guestRam, vqLayout, kickRings, usedRings, hostRpc, identityMapBytes: o.strategy === 'direct' ? o.guestRamBytes : 0, vmState };
+  const vmmInit: VmmWorkerInit = { ...common, rpcSpinLoads: o.vmmSpinLoads ?? o.spinLoads, costs: p, kickWakeupNs: p.hostThreadWakeupNs, locks, guestRam, vqLayout, kickRings, usedRings, hostRpc, identityMapBytes: o.strategy === 'direct' ? o.guestRamBytes : 0, vmState };
   specs.push({ role: 'vmm', entry: VMM_WORKER, init: vmmInit });
   const hostInit: HostWorkerInit = { ...common, costs: p, locks, vmmRpc: hostRpc, pgtable, invalRing, lockedVmLimitPages: o.guestRamBytes / 4096, dmaEntryLimit: 65535 };
   specs.push({ role: 'host-vfio', entry: HOST_VFIO_WORKER, init: hostInit });
