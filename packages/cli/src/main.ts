@@ -93,6 +93,7 @@ const MODEL_OPTIONS: Record<string, Options> = {
   profile: { type: 'string', describe: 'cost profile JSON (default: profiles/i5-10210U.json)' },
   untrusted: { type: 'boolean', describe: 'untrusted device: bouncing is mandatory (swiotlb; the pool with --strategy bounce)' },
   'always-bounce-limit': { type: 'string', describe: '--strategy bounce: bounce mappings up to this size (default: 4k)' },
+  'always-bounce-limit-at': { type: 'string', describe: '--strategy bounce: change always_bounce_limit during the run, as a sysfs write: TIME=SIZE,… in model time, e.g. 5ms=128k' },
   'slots-per-class': { type: 'string', describe: '--strategy bounce: slots per pool size class (default: 1024)' },
 };
 
@@ -150,6 +151,7 @@ async function runHandler(argv: Record<string, unknown>): Promise<void> {
     guestRam: opt<string>('guest-ram', '512m'),
     untrusted: opt<boolean>('untrusted', false),
     alwaysBounceLimit: argv['always-bounce-limit'] as string | undefined,
+    alwaysBounceLimitAt: argv['always-bounce-limit-at'] as string | undefined,
     slotsPerClass: argv['slots-per-class'] as string | undefined,
     outputFormat: opt<RunArgs['outputFormat']>('output-format', 'normal'),
     output: argv.output as string | undefined,

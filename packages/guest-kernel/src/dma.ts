@@ -283,9 +283,17 @@ export class DmaIommu {
     }
   }
 
-  /** The next timer this vCPU owns: the flush queue's, or the pool's eviction pass. */
+  /** sysfs writes to always_bounce_limit, in model time (an administrator changing the knob during the run) */
+  private limitSchedule: { atNs: number; bytes: number }[] = [];
+
+  scheduleAlwaysBounceLimit(schedule: readonly { atNs: number; bytes: number }[]): void {
+    this.limitSchedule = [...schedule].sort((a, b) => a.atNs - b.atNs);
+  }
+
+  /** The next timer this vCPU owns: the flush queue's, the pool's eviction pass, a scheduled knob change. */
   nextTimerNs(): number {
     let t = Number.MAX_SAFE_INTEGER;
+    if (this.limitSchedule.length > 0) t = this.limitSchedule[0].atNs;
     if (this.d.fq) t = Math.min(t, this.d.fq.nextDeadlineNs());
     if (this.d.pool) t = Math.min(t, this.d.pool.nextEvictionNs());
     return t;
@@ -294,6 +302,7 @@ export class DmaIommu {
   /** Run the timers due at or before the clock. */
   runTimers(): void {
     const now = this.clock.nowNs();
+    while (this.limitSchedule.length > 0 && this.limitSchedule[0].atNs <= now) this.d.pool?.setAlwaysBounceLimit(this.limitSchedule.shift()!.bytes);
     if (this.d.fq && this.d.fq.nextDeadlineNs() <= now) this.d.fq.fq_flush_timeout(now, this.clock);
     if (this.d.pool && this.d.pool.nextEvictionNs() <= now) this.evict(false);
   }

@@ -52,6 +52,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
   const pool = init.strategy === 'bounce' ? BouncePool.attach(init.bouncePool!, v, locks, pages, init.costs) : null;
   const swiotlb = init.untrusted && init.swiotlb ? Swiotlb.attach(init.swiotlb, v, locks, mem.u8, init.costs) : null;
   const dma = new DmaIommu(init.strategy, { domain: init.domainId, iovad, viommu, fq, pool, swiotlb, mem: mem.u8, cpu: v, limitPfn: init.iovaLimitPfn, untrusted: init.untrusted }, clock, init.costs, profiler);
+  if (v === 0 && init.alwaysBounceLimitSchedule) dma.scheduleAlwaysBounceLimit(init.alwaysBounceLimitSchedule);
   const queue = newQueuePair(v + 1, init.queues[v].sqGpa, init.queues[v].cqGpa, init.queueDepth);
   const vmState = new Int32Array(init.vmState);
   const waitFlag = (index: number) => {

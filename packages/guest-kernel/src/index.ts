@@ -34,6 +34,8 @@ export interface VcpuWorkerInit {
   driverGeneration: ViommuDriverGeneration;
   costs: CostProfile;
   untrusted: boolean;
+  /** changes of the pool's always_bounce_limit at model times (vCPU 0 applies them, as a sysfs write) */
+  alwaysBounceLimitSchedule?: { atNs: number; bytes: number }[];
   flushQueue: FlushQueueHandle | null;
   bouncePool: BouncePoolHandle | null;
   swiotlb: SwiotlbHandle | null;

@@ -21,7 +21,7 @@ import { resolve } from 'node:path';
 import { loadProfile, DEFAULT_PROFILE_PATH, InputError, MAX_WORKERS, virtqueueLayout, type ClockMode } from '@vmstack/shm';
 import { BouncePool, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_SLOT_BYTES, type DmaStrategy, type FioJobSpec, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
 import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
-import { parseCount, parseSizeBytes } from '../fio/sizes.js';
+import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { runStack } from '../stack/run-stack.js';
 import { formatFioJson } from '../report/fio-json.js';
 import { formatFioNormal } from '../report/fio-normal.js';
@@ -43,6 +43,8 @@ export interface RunArgs {
   untrusted: boolean;
   /** as written, e.g. "4k"; undefined: the pool's default */
   alwaysBounceLimit?: string;
+  /** `5ms=128k,20ms=4k`: sysfs writes to always_bounce_limit at model times */
+  alwaysBounceLimitAt?: string;
   /** as written; undefined: the pool's default */
   slotsPerClass?: string;
   outputFormat: 'normal' | 'json' | 'json+';
@@ -62,6 +64,8 @@ export async function runCommand(a: RunArgs): Promise<void> {
   const alwaysBounceLimitBytes = a.alwaysBounceLimit === undefined ? undefined : parseSizeBytes('--always-bounce-limit', a.alwaysBounceLimit);
   const slotsPerClass = a.slotsPerClass === undefined ? undefined : parseCount('--slots-per-class', a.slotsPerClass, 'a whole number of slots per size class, e.g. 1024');
   checkBounceOptions(a, alwaysBounceLimitBytes, slotsPerClass, profile.bounceEvictionPeriodNs);
+  const alwaysBounceLimitSchedule = a.alwaysBounceLimitAt === undefined ? undefined : parseLimitSchedule(a.alwaysBounceLimitAt);
+  if (alwaysBounceLimitSchedule && a.strategy !== 'bounce') throw new InputError('--always-bounce-limit-at', a.alwaysBounceLimitAt, `only with --strategy bounce (the pool's knob; --strategy is ${a.strategy})`);
 
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
   const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
@@ -92,6 +96,7 @@ export async function runCommand(a: RunArgs): Promise<void> {
           guestRamBytes,
           untrusted: a.untrusted,
           alwaysBounceLimitBytes,
+          alwaysBounceLimitSchedule,
           slotsPerClass,
           spinLoads: 2000,
           dilation: 1,
@@ -237,4 +242,16 @@ export function formatSize(bytes: number, round: 'exact' | 'up' = 'exact'): stri
 
 function align(v: number, a: number): number {
   return Math.ceil(v / a) * a;
+}
+
+/** `5ms=128k,20ms=4k` → [{atNs, bytes}]: the knob's value from each model time on. */
+export function parseLimitSchedule(text: string): { atNs: number; bytes: number }[] {
+  return text.split(',').map((part) => {
+    const m = /^\s*([^=]+)=([^=]+)\s*$/.exec(part);
+    if (!m) throw new InputError('--always-bounce-limit-at', text, 'a list of TIME=SIZE, e.g. 5ms=128k,20ms=4k (model time from the start of the run)');
+    const atNs = parseTimeNs('--always-bounce-limit-at', m[1].trim());
+    const bytes = parseSizeBytes('--always-bounce-limit-at', m[2].trim());
+    if (bytes < 4096 || bytes % 4096 !== 0) throw new InputError('--always-bounce-limit-at', m[2].trim(), 'a size of whole 4 KiB pages, e.g. 4k or 128k');
+    return { atNs, bytes };
+  });
 }

@@ -33,6 +33,8 @@ export interface StackOptions {
   untrusted?: boolean;
   /** bounce strategy: bounce trusted streaming mappings up to this size */
   alwaysBounceLimitBytes?: number;
+  /** bounce strategy: change always_bounce_limit at these model times during the run */
+  alwaysBounceLimitSchedule?: { atNs: number; bytes: number }[];
   /** bounce strategy: slots per size class */
   slotsPerClass?: number;
   /** `workers` (default): each component in its own worker thread; `in-thread`: all in this thread (one job only) */
@@ -137,6 +139,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       pageAlloc,
       iovaDomain,
       untrusted: o.untrusted,
+      alwaysBounceLimitSchedule: o.alwaysBounceLimitSchedule,
       flushQueue,
       bouncePool,
       swiotlb,
