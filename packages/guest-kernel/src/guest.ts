@@ -158,6 +158,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         platform,
         slots,
         nsSizeBlocks: init.nsSizeBlocks,
+        nsPrefillSeed: init.nsPrefillSeed,
       },
       init.job,
     );

@@ -61,6 +61,8 @@ export interface VcpuWorkerInit {
   queueDepth: number;
   queues: { sqGpa: number; cqGpa: number; prpPoolGpa: number }[];
   nsSizeBlocks: number;
+  /** the seed of the drive's pre-filled blocks (what verify expects where nobody wrote) */
+  nsPrefillSeed: number;
   doorbellRing: RingHandle;
   irqRing: RingHandle;
   kickRing: RingHandle;

@@ -136,6 +136,8 @@ export interface VcpuEnv {
   platform: GuestPlatform;
   slots: { buffer: UserBuffer; prpPage: { gpa: number; dmaAddr: number } }[];
   nsSizeBlocks: number;
+  /** the seed the drive's pre-filled blocks carry */
+  nsPrefillSeed: number;
 }
 
 export class Vcpu {
@@ -159,6 +161,9 @@ export class Vcpu {
   private readonly deadlineNs: number;
   private readonly verifyAlgo: VerifyAlgo;
   private readonly startNs: number;
+  /** the seed of this job's written blocks, and which blocks it wrote (for verify) */
+  private readonly writeSeed: number;
+  private readonly writtenLbas = new Set<number>();
 
   constructor(
     private readonly env: VcpuEnv,
@@ -180,6 +185,7 @@ export class Vcpu {
     this.regionBlocks = Math.floor(job.sizeBytes / BLOCK_BYTES);
     this.totalIos = Math.floor(job.sizeBytes / job.blockSizeBytes);
     this.startNs = env.clock.nowNs();
+    this.writeSeed = (job.randseed ^ 0x5a5a5a5a ^ Math.imul(job.jobIndex + 1, 0x9e3779b9)) >>> 0;
     this.deadlineNs = job.timeBased && job.runtimeNs ? this.startNs + job.runtimeNs : job.runtimeNs ? this.startNs + job.runtimeNs : NEVER_NS;
     this.verifyAlgo = job.verify === 'none' ? 'none' : job.verify;
   }
@@ -262,7 +268,10 @@ export class Vcpu {
       const u8 = this.env.mem.u8;
       for (let b = 0; b < s.blocks; b++) {
         this.verified++;
-        if (!verifyBlock(u8, s.buffer.pageGpas[b], s.lba + b, this.verifyAlgo)) this.corrupt++;
+        const lba = s.lba + b;
+        // what should be there: what this job wrote, or what the drive held before
+        const seed = this.writtenLbas.has(lba) ? this.writeSeed : this.env.nsPrefillSeed;
+        if (!verifyBlock(u8, s.buffer.pageGpas[b], lba, this.verifyAlgo, seed)) this.corrupt++;
       }
     }
     const d = s.isRead ? this.read : this.write;
@@ -311,7 +320,10 @@ export class Vcpu {
     if (d.firstSubmitNs < 0 && !s.verifyPhase) d.firstSubmitNs = s.submitNs;
     if (!isRead) {
       // fio fills the buffer before io_submit (verify headers when verifying)
-      for (let b = 0; b < s.blocks; b++) fillBlock(this.env.mem.u8, s.buffer.pageGpas[b], lba + b, (job.randseed ^ 0x5a5a5a5a) >>> 0, this.verifyAlgo);
+      for (let b = 0; b < s.blocks; b++) {
+        fillBlock(this.env.mem.u8, s.buffer.pageGpas[b], lba + b, this.writeSeed, this.verifyAlgo);
+        this.writtenLbas.add(lba + b);
+      }
     }
     clock.charge(this.env.costs.fioSubmitNs + s.blocks * this.env.costs.guestPinUserPagePerPageNs);
     const startQ = clock.nowNs();

@@ -101,23 +101,27 @@ export class DeviceEngine {
     return this.finished.every(Boolean) && this.ctrl.pendingCommands() === 0;
   }
 
-  /** Do everything that can be done now; returns whether anything progressed. */
-  step(): boolean {
-    const { inval, doorbells, ctrl, control } = this;
-    let progressed = false;
-    // 1. invalidations first
-    const ni = inval.available();
-    for (let i = 0; i < ni; i++) {
+  /** Apply every IOTLB invalidation the host has sent; returns whether there were any. */
+  private drainInvalidations(): boolean {
+    const inval = this.inval;
+    const n = inval.available();
+    for (let i = 0; i < n; i++) {
       const off = inval.offsetAt(i);
       const iova = inval.dv.getFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.iova, true);
       const size = inval.dv.getFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.sizeBytes, true);
       if (size === 0) this.iotlb.invalidateAll();
       else this.iotlb.invalidate(iova, size);
     }
-    if (ni > 0) {
-      inval.release(ni);
-      progressed = true;
-    }
+    if (n > 0) inval.release(n);
+    return n > 0;
+  }
+
+  /** Do everything that can be done now; returns whether anything progressed. */
+  step(): boolean {
+    const { doorbells, ctrl, control } = this;
+    let progressed = false;
+    // 1. invalidations first
+    if (this.drainInvalidations()) progressed = true;
     // 2. doorbells, merged in time order across vCPUs
     for (;;) {
       let best = -1;
@@ -138,6 +142,9 @@ export class DeviceEngine {
         for (let u = 0; u < doorbells.length && safe; u++) if (u !== best && this.vcpuBound(u) < bestTs) safe = false;
         if (!safe) break;
       }
+      // a doorbell we just saw may depend on an unmap whose invalidation the host
+      // sent before it replied: drain again now that the doorbell is visible
+      this.drainInvalidations();
       const r = doorbells[best];
       const off = r.offsetAt(0);
       const type = r.typeAt(off);

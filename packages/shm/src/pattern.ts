@@ -87,10 +87,15 @@ export function fillBlock(u8: Uint8Array, off: number, lba: number, seed: number
   u8.set(scratch, off + CSUM_OFFSET);
 }
 
-/** True when the block at `u8[off…]` is intact content for block `lba`. */
-export function verifyBlock(u8: Uint8Array, off: number, lba: number, algo: VerifyAlgo): boolean {
+/**
+ * True when the block at `u8[off…]` is intact content for block `lba`; with
+ * `expectSeed`, also that it is the content that writer put there (a write
+ * that never reached the drive leaves the older content: caught).
+ */
+export function verifyBlock(u8: Uint8Array, off: number, lba: number, algo: VerifyAlgo, expectSeed?: number): boolean {
   const dv = new DataView(u8.buffer, u8.byteOffset);
   if (dv.getUint32(off, true) !== PATTERN_MAGIC) return false;
+  if (expectSeed !== undefined && dv.getUint32(off + 16, true) !== expectSeed >>> 0) return false;
   const byteOffset = dv.getUint32(off + 8, true) + dv.getUint32(off + 12, true) * 0x1_0000_0000;
   if (byteOffset !== lba * BLOCK_BYTES) return false;
   const code = dv.getUint16(off + 4, true);

@@ -177,7 +177,7 @@ export class VirtioIommuDevice {
             break;
           case VIRTIO_IOMMU_T_PROBE: {
             this.counters.probe++;
-            if (!this.endpoints.has(req.endpoint) && req.endpoint !== 0) {
+            if (!this.endpoints.has(req.endpoint)) {
               status = VIRTIO_IOMMU_S_NOENT;
             } else {
               writeProbeProperties(this.mem, inSeg.gpa, this.probeSizeBytes, [{ subtype: VIRTIO_IOMMU_RESV_MEM_T_MSI, start: MSI_IOVA_BASE, end: MSI_IOVA_BASE + MSI_IOVA_LENGTH - 1 }]);
@@ -226,7 +226,7 @@ export class VirtioIommuDevice {
     this.endpoints.delete(endpoint);
     if (d.endpoints.size === 0) {
       // the last endpoint leaves: the domain's mappings go with it
-      for (const m of d.mappings) this.vfioUnmap(m.start, m.end - m.start + 1);
+      for (const m of d.mappings) if (!(m.flags & VIRTIO_IOMMU_MAP_F_MMIO)) this.vfioUnmap(m.start, m.end - m.start + 1);
       this.domains.delete(domainId);
     }
     return VIRTIO_IOMMU_S_OK;

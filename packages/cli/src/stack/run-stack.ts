@@ -5,7 +5,7 @@
  * talking through SharedArrayBuffer rings. Returns a fio-style RunResult.
  */
 
-import { RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, virtqueueLayout, type CostProfile, type ClockMode, type WorkerSpec, NEVER_NS } from '@vmstack/shm';
+import { InputError, RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, virtqueueLayout, type CostProfile, type ClockMode, type WorkerSpec, NEVER_NS } from '@vmstack/shm';
 import { GUEST_VCPU_WORKER, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_LOCK, VIOMMU_REQUEST_SLOT_BYTES, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
 import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
 import { HOST_VFIO_WORKER, IoPgtable, IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
@@ -46,6 +46,8 @@ export interface StackOptions {
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const QUEUE_DEPTH = 1024;
+/** the drive's pre-filled blocks look written by a verify job with this seed */
+const NS_PREFILL_SEED = 0x89;
 
 export async function runStack(opts: StackOptions): Promise<RunResult> {
   const o = { ...opts, untrusted: opts.untrusted ?? false, alwaysBounceLimitBytes: opts.alwaysBounceLimitBytes ?? 4096, slotsPerClass: opts.slotsPerClass ?? 1024 };
@@ -80,6 +82,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const useSwiotlb = o.untrusted && o.strategy !== 'bounce' && o.strategy !== 'direct';
   if (useSwiotlb) cursor = swiotlbGpa + IO_TLB_DEFAULT_SIZE_BYTES;
   const heapStartBytes = align(cursor, 2 * MiB);
+  if (heapStartBytes >= o.guestRamBytes) throw new InputError('--guest-ram', o.guestRamBytes, `more than ${heapStartBytes} bytes: queues, rings${useSwiotlb ? ' and the 64 MiB swiotlb area' : ''} take that much before any I/O buffer`);
   const pageAlloc = PageAllocator.allocate({ ramBytes: o.guestRamBytes, heapStartBytes });
   const iovaDomain = IovaDomain.allocate({ startPfn: 1, limitPfn: 2 ** 36 - 1, cpus: vcpus, maxAllocations: 1 << 18 });
   const flushQueue = o.strategy === 'lazy' ? FlushQueue.allocate({ cpus: vcpus, entriesCount: p.lazyFlushQueueEntriesCount, timeoutNs: p.lazyFlushTimeoutNs }) : null;
@@ -158,6 +161,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       queueDepth: QUEUE_DEPTH,
       queues,
       nsSizeBlocks,
+      nsPrefillSeed: NS_PREFILL_SEED,
       doorbellRing: doorbellRings[v],
       irqRing: irqRings[v],
       kickRing: kickRings[v],
@@ -173,7 +177,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const hostInit: HostWorkerInit = { ...common, costs: p, locks, vmmRpc: hostRpc, pgtable, invalRing, lockedVmLimitPages: o.guestRamBytes / 4096, dmaEntryLimit: 65535 };
   specs.push({ role: 'host-vfio', entry: HOST_VFIO_WORKER, init: hostInit });
   const verifyAlgo = o.jobs.find((j) => j.verify !== 'none')?.verify ?? 'none';
-  const devInit: DeviceWorkerInit = { ...common, costs: p, guestRam, pgtable, doorbellRings, irqRings, invalRing, vcpuWorkers, vcpuOfCq: [0, ...o.jobs.map((_, i) => i)], namespace: { sizeBlocks: nsSizeBlocks, seed: 0x89, algo: verifyAlgo } };
+  const devInit: DeviceWorkerInit = { ...common, costs: p, guestRam, pgtable, doorbellRings, irqRings, invalRing, vcpuWorkers, vcpuOfCq: [0, ...o.jobs.map((_, i) => i)], namespace: { sizeBlocks: nsSizeBlocks, seed: NS_PREFILL_SEED, algo: verifyAlgo } };
   specs.push({ role: 'nvme-device', entry: NVME_DEVICE_WORKER, init: devInit });
 
   const startedMs = Date.now();
@@ -277,9 +281,12 @@ function sumCounters(rows: Record<string, number>[]): Record<string, number> {
   return out;
 }
 
-/** The pool is shared: its counters live in shared memory, so the last vCPU's reading is the total. */
+/**
+ * The pool is shared: its counters live in shared memory. vCPU 0 reads them
+ * last, after every other vCPU finished and after it tore the pool down.
+ */
 function bounceCounters(vres: VcpuWorkerResult[]): Record<string, number> {
-  const s = vres[vres.length - 1].bouncePool!;
+  const s = vres[0].bouncePool!;
   return {
     hits: s.hits,
     misses: s.misses,

@@ -1,0 +1,127 @@
+/**
+ * Shared by the whole-stack tests: run one fio job line on real workers
+ * (runStack) with small, fast settings, and read the `vmstack` object of the
+ * result through typed views. Runs of one test file go one at a time
+ * (AVA starts a file's tests together; each run is 4+ worker threads, AVA
+ * runs two files at a time, and on a 2-core machine serial runs finished the
+ * verify file in 32 s against 44 s two at a time). VMSTACK_TEST_RUNS=n
+ * allows n at once.
+ */
+
+import { loadProfile, DEFAULT_PROFILE_PATH, type LockStat } from '@vmstack/shm';
+import type { DmaStrategy } from '@vmstack/guest-kernel';
+import { runStack, jobsFromCommandLine, type RunResult, type StackOptions } from '@vmstack/cli';
+
+export const profile = loadProfile(DEFAULT_PROFILE_PATH);
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+const MAX_CONCURRENT_RUNS = Number(process.env.VMSTACK_TEST_RUNS ?? 1);
+
+export interface StackCounters {
+  virtio_iommu: { attach: number; detach: number; map: number; unmap: number; probe: number; kicks: number; errors: number };
+  vfio: { map_dma: number; unmap_dma: number; pinned_pages_peak: number };
+  iotlb: { hits: number; misses: number; faults: number; invalidations: number; entries: number };
+  nvme: { commands: number; faults: number; interrupts: number };
+  dma: { map_calls: number; unmap_calls: number; bounced_mappings: number; strict_mappings: number; per_segment_maps: number; swiotlb_bounces: number };
+  lazy: { flushes: number; flushes_by_timer: number; flushes_by_full: number; entries_freed: number } | null;
+  bounce: {
+    hits: number;
+    misses: number;
+    fallbacks: number;
+    evictions: number;
+    exhausted: number;
+    oversize: number;
+    bytes_copied_to_device: number;
+    bytes_copied_from_device: number;
+    slots_in_use_peak: number;
+    slots_cached: number;
+    memory_bytes_current: number;
+    memory_bytes_peak: number;
+    always_bounce_limit_bytes: number;
+  } | null;
+  swiotlb: Record<string, number> | null;
+}
+
+export interface StackLeaks {
+  iovas: number;
+  iova_mappings_in_vmm: number;
+  pinned_pages: number;
+  locked_vm_pages: number;
+}
+
+export interface StackRun {
+  result: RunResult;
+  counters: StackCounters;
+  leaks: StackLeaks;
+  verify: { blocks_checked: number; corrupt: number };
+  /** completed I/Os of every job, both directions (verify-phase reads not included) */
+  ios: number;
+  lock(name: string): LockStat;
+  /** bytes per model ns of job 0's reads */
+  readBytesPerNs: number;
+}
+
+let running = 0;
+const waiting: (() => void)[] = [];
+
+async function limited<T>(f: () => Promise<T>): Promise<T> {
+  if (running >= MAX_CONCURRENT_RUNS) await new Promise<void>((resolve) => waiting.push(resolve));
+  running++;
+  try {
+    return await f();
+  } finally {
+    running--;
+    waiting.shift()?.();
+  }
+}
+
+/**
+ * Run `fio` (fio option → value, as on the command line; a list: one job
+ * per entry, each on its own vCPU, all at once) with `strategy`.
+ * Defaults: virtual clock, v5.10 driver, scattered user pages, 64 MiB of
+ * guest RAM (128 MiB for untrusted strict/lazy: swiotlb takes 64 MiB), and a
+ * 60 s real-time limit so a stall fails fast with every worker's state.
+ */
+export function runFio(strategy: DmaStrategy, fio: Record<string, string> | Record<string, string>[], extra: Partial<StackOptions> = {}): Promise<StackRun> {
+  return limited(async () => {
+    // several option sets: one job (one vCPU) each, all running at once
+    const sets = Array.isArray(fio) ? fio : [fio];
+    const parsed = { jobs: sets.flatMap((o, i) => jobsFromCommandLine({ name: sets.length > 1 ? `job${i}` : 'vmstack', ...o }, {}).jobs), jobOptions: {}, globalOptions: {} };
+    const swiotlb = extra.untrusted === true && (strategy === 'strict' || strategy === 'lazy');
+    const result = await runStack({
+      jobs: parsed.jobs,
+      jobOptions: parsed.jobOptions,
+      globalOptions: parsed.globalOptions,
+      strategy,
+      clock: 'virtual',
+      profile,
+      quantumNs: 20_000,
+      driverGeneration: 'v5.10',
+      bufferContiguity: 'none',
+      guestRamBytes: (swiotlb ? 128 : 64) * MiB,
+      spinLoads: 2000,
+      dilation: 1,
+      timeoutMs: 60_000,
+      ...extra,
+    });
+    const v = result.vmstack;
+    const locks = v.lock_stat as LockStat[];
+    const read = result.jobs[0].read;
+    return {
+      result,
+      counters: v.counters as StackCounters,
+      leaks: v.leaks as StackLeaks,
+      verify: v.verify as { blocks_checked: number; corrupt: number },
+      ios: result.jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0),
+      lock(name: string): LockStat {
+        const l = locks.find((x) => x.name === name);
+        if (!l) throw new Error(`no lock ${name} in lock_stat (have ${locks.map((x) => x.name).join(', ')})`);
+        return l;
+      },
+      readBytesPerNs: read.runtimeNs > 0 ? read.ioBytes / read.runtimeNs : 0,
+    };
+  });
+}
+
+/** The four leak counters, all expected 0 after shutdown. */
+export const NO_LEAKS: StackLeaks = { iovas: 0, iova_mappings_in_vmm: 0, pinned_pages: 0, locked_vm_pages: 0 };
