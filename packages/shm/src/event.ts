@@ -38,6 +38,9 @@ export class RunAborted extends Error {
   }
 }
 
+/** Parks and wake-ups of this thread, over every EventCount it waited on: the run's handoff cost. */
+export const threadWaitStats = { parks: 0, spinsWon: 0, notifiesSent: 0 };
+
 export class EventCount {
   private readonly seqIndex: number;
   private readonly parkedIndex: number;
@@ -61,7 +64,10 @@ export class EventCount {
 
   notify(): void {
     Atomics.add(this.words, this.seqIndex, 1);
-    if (Atomics.load(this.words, this.parkedIndex) !== 0) Atomics.notify(this.words, this.seqIndex);
+    if (Atomics.load(this.words, this.parkedIndex) !== 0) {
+      Atomics.notify(this.words, this.seqIndex);
+      threadWaitStats.notifiesSent++;
+    }
   }
 
   /**
@@ -73,11 +79,13 @@ export class EventCount {
     for (let i = 0; i < spinLoads; i++) {
       if (Atomics.load(w, this.seqIndex) !== observed) {
         this.spinsWon++;
+        threadWaitStats.spinsWon++;
         return true;
       }
     }
     Atomics.store(w, this.parkedIndex, 1);
     this.parks++;
+    threadWaitStats.parks++;
     const r = Atomics.wait(w, this.seqIndex, observed, timeoutMs);
     Atomics.store(w, this.parkedIndex, 0);
     return r !== 'timed-out';

@@ -18,7 +18,7 @@
 import { Worker, isMainThread, parentPort, workerData, threadId } from 'node:worker_threads';
 import { RunControl, type ControlHandle } from './clock.js';
 import { WorkerFailure } from './errors.js';
-import { RunAborted } from './event.js';
+import { RunAborted, threadWaitStats } from './event.js';
 
 export interface WorkerSpec {
   /** human role name, e.g. `guest-kernel/vcpu0`, `vmm`, `host-vfio`, `nvme-device` */
@@ -168,6 +168,8 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
       .then(() => body())
       .then(
         (result) => {
+          // every worker reports how often it parked and woke others: the cost of its handoffs
+          if (result && typeof result === 'object') (result as Record<string, unknown>).waits = { ...threadWaitStats };
           port.postMessage({ kind: 'result', result });
           port.close();
         },

@@ -225,7 +225,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       clock: o.clock,
       transport: o.transport ?? 'workers',
       driver_generation: o.driverGeneration,
-      workers: out.workers.map((w) => ({ role: w.role, threadId: w.threadId })),
+      workers: out.workers.map((w, i) => ({ role: w.role, threadId: w.threadId, waits: (out.results[i] as { waits?: unknown }).waits ?? null })),
       counters: {
         virtio_iommu: { attach: vmm.counters.attach, detach: vmm.counters.detach, map: vmm.counters.map, unmap: vmm.counters.unmap, probe: vmm.counters.probe, kicks: vmm.counters.kicks, errors: vmm.counters.errors },
         vfio: { map_dma: host.stats.mapDmaCalls, unmap_dma: host.stats.unmapDmaCalls, pinned_pages_peak: host.stats.pinnedPagesPeak },
