@@ -143,3 +143,15 @@ test('numjobs=4 strict: the vCPUs contend on viommu->request_lock; iommu->lock i
   t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0 });
   t.deepEqual(r.leaks, NO_LEAKS);
 });
+
+test('numjobs=3 strict with --quantum 0: lock grants follow model time exactly, so the same inputs give the same numbers twice', async (t) => {
+  const job = { rw: 'randread', bs: '4k', iodepth: '8', size: '256k', numjobs: '3' };
+  const a = await runFio('strict', job, { quantumNs: 0 });
+  const b = await runFio('strict', job, { quantumNs: 0 });
+  t.deepEqual(
+    a.result.jobs.map((j) => j.read.runtimeNs),
+    b.result.jobs.map((j) => j.read.runtimeNs),
+  );
+  t.is(a.lock(VIOMMU_REQUEST_LOCK).waittimeTotalNs, b.lock(VIOMMU_REQUEST_LOCK).waittimeTotalNs);
+  t.true(a.lock(VIOMMU_REQUEST_LOCK).contentions > 0);
+});

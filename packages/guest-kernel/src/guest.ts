@@ -28,7 +28,9 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
   const v = init.vcpu;
   const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
   const mem = attachGuestMemory(init.guestRam);
-  const locks = LockTable.attach(init.locks, boot.index, control, init.spinLoads);
+  // every guest lock waits for the quantum first, so lock grants follow model time
+  let lockGate: (nowNs: number) => void = () => {};
+  const locks = LockTable.attach(init.locks, boot.index, control, init.spinLoads, (t) => lockGate(t));
   const doorbells = Ring.attach(init.doorbellRing);
   const doorbellLog = new SentLog(doorbells);
   const irqs = Ring.attach(init.irqRing);
@@ -162,8 +164,11 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
       },
       init.job,
     );
+    lockGate = (t) => vcpu.quantumGate(t);
     const result = vcpu.run();
+    lockGate = () => {};
     dma.quiesce();
+    new Float64Array(init.vmState, 16)[v] = clock.nowNs(); // published by the counter below
     Atomics.add(vmState, 3, 1);
     Atomics.notify(vmState, 3);
     if (v === 0) {
@@ -174,7 +179,8 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         if (control.aborted()) throw new Error('aborted');
         Atomics.wait(vmState, 3, Atomics.load(vmState, 3), 50);
       }
-      for (const w of init.vcpuWorkers) clock.syncTo(control.clockNs(w));
+      const endNs = new Float64Array(init.vmState, 16);
+      for (let u = 0; u < init.vcpuWorkers.length; u++) clock.syncTo(endNs[u]);
       dma.evict(true);
       for (let q = 0; q < init.queues.length; q++) {
         admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_DELETE_SQ, commandId: cid, cdw10: q + 1 }));

@@ -164,6 +164,8 @@ export class Vcpu {
   /** the seed of this job's written blocks, and which blocks it wrote (for verify) */
   private readonly writeSeed: number;
   private readonly writtenLbas = new Set<number>();
+  /** the job is over: the other vCPUs stop waiting for this one */
+  private finished = false;
 
   constructor(
     private readonly env: VcpuEnv,
@@ -191,7 +193,7 @@ export class Vcpu {
   }
 
   private publish(ns: number): void {
-    this.env.control.publishClock(this.env.self, Math.min(ns, this.env.clock.nowNs()));
+    this.env.control.publishClock(this.env.self, this.finished ? NEVER_NS : Math.min(ns, this.env.clock.nowNs()));
     this.env.control.raiseEot(this.env.self, ns, [this.env.deviceWorker, ...this.env.otherVcpus]);
   }
 
@@ -201,10 +203,28 @@ export class Vcpu {
     return u === NEVER_NS ? d : Math.min(d, u + this.env.deviceMinResponseNs);
   }
 
+  /**
+   * The latest model time this vCPU may act at: the other vCPUs' EOTs plus the
+   * quantum. Equal times go in vCPU order: a lower-numbered vCPU must be
+   * strictly past t before a higher-numbered one acts at t.
+   */
   private quantumBound(): number {
     let m = NEVER_NS;
-    for (const v of this.env.otherVcpus) m = Math.min(m, this.env.control.eotNs(v));
+    for (const v of this.env.otherVcpus) {
+      // an idle vCPU (EOT never) acts again no earlier than its clock; a finished one never
+      let e = this.env.control.eotNs(v);
+      if (e === NEVER_NS) e = this.env.control.clockNs(v);
+      if (e === NEVER_NS) continue;
+      m = Math.min(m, v < this.env.self ? e - 1 : e);
+    }
     return m === NEVER_NS ? NEVER_NS : m + this.env.quantumNs;
+  }
+
+  /** Wait until this vCPU may act at `t` (the quantum); our own EOT goes out first. */
+  quantumGate(t: number): void {
+    if (!this.virtual || this.env.otherVcpus.length === 0) return;
+    this.publish(t);
+    this.env.platform.awaitBound(t, () => this.quantumBound());
   }
 
   /** Take every interrupt stamped ≤ now (waits until the device can send none earlier). */
@@ -213,7 +233,8 @@ export class Vcpu {
     if (this.virtual) {
       // our own EOT must be current, or the device may be waiting on us while we wait on it
       this.publish(now);
-      this.env.platform.awaitBound(now, () => this.deviceBound());
+      // strictly past now: a device whose EOT is `now` may still raise an interrupt stamped `now`
+      this.env.platform.awaitBound(now + 1, () => this.deviceBound());
     }
     const irqs = this.env.irqs;
     let n = 0;
@@ -347,11 +368,7 @@ export class Vcpu {
       this.takeInterrupts();
       if (this.env.dma.nextTimerNs() <= clock.nowNs()) this.env.dma.runTimers();
       if (this.canSubmit()) {
-        if (this.virtual && this.env.otherVcpus.length > 0) {
-          // publish first: the others may be waiting on us (never wait with a stale EOT)
-          this.publish(clock.nowNs());
-          this.env.platform.awaitBound(clock.nowNs(), () => this.quantumBound());
-        }
+        this.quantumGate(clock.nowNs());
         const t0 = clock.nowNs();
         this.submitIo();
         busyNs += clock.nowNs() - t0;
@@ -370,12 +387,13 @@ export class Vcpu {
       this.publish(NEVER_NS);
       const timerNs = this.env.dma.nextTimerNs();
       const irqs = this.env.irqs;
-      const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() >= timerNs;
+      const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() > timerNs;
       this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);
       if (irqs.available() > 0 && irqs.timestampAt(irqs.offsetAt(0)) <= timerNs) clock.advanceTo(irqs.timestampAt(irqs.offsetAt(0)));
       else clock.advanceTo(timerNs);
       this.publish(clock.nowNs());
     }
+    this.finished = true;
     this.publish(NEVER_NS);
     return {
       read: this.read.out(),

@@ -131,6 +131,7 @@ export class DeviceEngine {
         if (r.available() > 0) {
           const ts = r.timestampAt(r.offsetAt(0));
           if (ts < bestTs) {
+            // (ties between vCPUs: the lower index first, as the loop visits them)
             bestTs = ts;
             best = v;
           }
@@ -139,7 +140,12 @@ export class DeviceEngine {
       if (best < 0) break;
       if (this.virtual) {
         let safe = true;
-        for (let u = 0; u < doorbells.length && safe; u++) if (u !== best && this.vcpuBound(u) < bestTs) safe = false;
+        // vCPU u may still ring a doorbell stamped at its bound: equal times go in vCPU order
+        for (let u = 0; u < doorbells.length && safe; u++) {
+          if (u === best) continue;
+          const b = this.vcpuBound(u);
+          if (b < bestTs || (b === bestTs && u < best)) safe = false;
+        }
         if (!safe) break;
       }
       // a doorbell we just saw may depend on an unmap whose invalidation the host

@@ -74,6 +74,9 @@ export interface LockClock {
   syncTo(ns: number): void;
 }
 
+/** Waits until the caller may take a lock at this model time (see LockTable.attach). */
+export type LockGate = (nowNs: number) => void;
+
 export interface LockStat {
   name: string;
   kind: LockKind;
@@ -115,8 +118,14 @@ export class LockTable {
     return { sab, names, kinds: locks.map((l) => l.kind) };
   }
 
-  static attach(handle: LockTableHandle, cpu: number, abort?: AbortFlag, spinLoads = DEFAULT_SPIN_LOADS): LockTable {
-    return new LockTable(handle, cpu, abort, spinLoads);
+  /**
+   * `gate`, when given, is called with the acquirer's model time before every
+   * acquisition that carries a clock: a vCPU uses it to wait until no other
+   * vCPU can still reach the lock earlier in model time (the quantum), so that
+   * real threads are granted locks in model-time order.
+   */
+  static attach(handle: LockTableHandle, cpu: number, abort?: AbortFlag, spinLoads = DEFAULT_SPIN_LOADS, gate?: LockGate): LockTable {
+    return new LockTable(handle, cpu, abort, spinLoads, gate);
   }
 
   private constructor(
@@ -124,10 +133,11 @@ export class LockTable {
     cpu: number,
     abort: AbortFlag | undefined,
     spinLoads: number,
+    gate: LockGate | undefined,
   ) {
     const i32 = new Int32Array(handle.sab);
     const f64 = new Float64Array(handle.sab);
-    handle.names.forEach((name, i) => this.byName.set(name, new Mutex(name, handle.kinds[i], i32, f64, i, cpu, abort, spinLoads)));
+    handle.names.forEach((name, i) => this.byName.set(name, new Mutex(name, handle.kinds[i], i32, f64, i, cpu, abort, spinLoads, gate)));
   }
 
   get(name: string): Mutex {
@@ -161,6 +171,7 @@ export class Mutex {
     readonly cpu: number,
     private readonly abort: AbortFlag | undefined,
     private readonly spinLoads: number,
+    private readonly gate?: LockGate,
   ) {
     this.s = index * W;
     this.fb = index * F;
@@ -168,6 +179,7 @@ export class Mutex {
 
   /** Acquire; with a clock, account model (or wall) wait and hold times. */
   lock(clock?: LockClock): void {
+    if (clock && this.gate) this.gate(clock.nowNs());
     const i32 = this.i32;
     const s = this.s + STATE;
     const arrivalNs = clock ? clock.nowNs() : 0;

@@ -56,7 +56,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const control = RunControl.allocate();
   const ctl = RunControl.attach(control);
   const guestRam = new SharedArrayBuffer(o.guestRamBytes);
-  const vmState = new SharedArrayBuffer(16);
+  const vmState = new SharedArrayBuffer(16 + 8 * o.jobs.length);
   // guest RAM layout: [64 KiB reserved][virtqueue + request slots][admin queues, identify][per vCPU: SQ, CQ, PRP pages][heap]
   let cursor = 64 * KiB;
   const vqLayout = virtqueueLayout(128, cursor);

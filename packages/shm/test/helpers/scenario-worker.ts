@@ -16,6 +16,7 @@ interface Init {
   counter?: SharedArrayBuffer;
   iterations?: number;
   crashAfterMs?: number;
+  crashAt?: SharedArrayBuffer;
   events?: number[];
   stepNs?: number;
   peers?: number[];
@@ -83,6 +84,7 @@ workerMain<Init, unknown>((boot, control) => {
         while (Date.now() < until) {
           /* work for a while, then die */
         }
+        if (init.crashAt) new Float64Array(init.crashAt)[0] = Date.now();
         throw new Error('deliberate crash in test worker');
       };
     case 'park-forever':
@@ -137,7 +139,8 @@ workerMain<Init, unknown>((boot, control) => {
             continue;
           }
           // conservative: handle t only when no sender can still send anything earlier
-          const ok = sync.awaitBound(t, () => Math.min(sync.minPeerEotNs(peers) + lookaheadNs, ring.available() > n ? ring.timestampAt(ring.offsetAt(n)) : NEVER_NS), () => ring.available() > n);
+          // strictly past t: a sender whose EOT is t may still send something stamped t
+          const ok = sync.awaitBound(t + 1, () => Math.min(sync.minPeerEotNs(peers) + lookaheadNs, ring.available() > n ? ring.timestampAt(ring.offsetAt(n)) : NEVER_NS), () => ring.available() > n);
           if (!ok) continue; // a new input arrived: re-evaluate which event is first
           clock.syncTo(t);
           if (inputNs <= timerNs) {
