@@ -21,6 +21,12 @@
  * it is waiting to see change.
  *
  * Barrier words (`barrier`, Int32): 0 arrivals, 1 generation.
+ *
+ * Repetition gate (`RepGate.sab`, Int32 word 0): at the start of each
+ * measured repetition k ≥ 1 the leader (pinger, producer) stores 2k + 1 to go
+ * on or 2k to stop — it stops once `minReps` are done and `budgetMs` of real
+ * time has passed — and the follower waits for that word. A busy machine thus
+ * gets fewer repetitions, not a longer run.
  */
 
 import { BroadcastChannel } from 'node:worker_threads';
@@ -38,8 +44,18 @@ export type PingPongPhase =
   | { readonly mode: 'rpc'; readonly roundTrips: number }
   | { readonly mode: 'broadcast'; readonly roundTrips: number };
 
+/** Where the measured repetitions start in `phases`, and when to stop repeating. */
+export interface RepGate {
+  readonly sab: SharedArrayBuffer;
+  /** phase index at which each measured repetition starts (the warm-up precedes the first) */
+  readonly repStarts: readonly number[];
+  readonly minReps: number;
+  readonly budgetMs: number;
+}
+
 export interface PingPongInit {
   readonly kind: 'pingpong';
+  readonly gate: RepGate;
   readonly side: 'ping' | 'pong';
   readonly raw: SharedArrayBuffer;
   /** ping → pong and pong → ping rings */
@@ -62,6 +78,7 @@ export interface StreamPhase {
 
 export interface StreamInit {
   readonly kind: 'stream';
+  readonly gate: RepGate;
   readonly side: 'producer' | 'consumer';
   readonly ring: RingHandle;
   readonly phases: readonly StreamPhase[];
@@ -101,7 +118,7 @@ export interface EchoInit {
 export type TransportBenchInit = PingPongInit | StreamInit | MutexSoloInit | MutexContendInit | EchoInit;
 
 export interface TransportBenchResult {
-  /** real ns per phase (0 where this side does not time the phase) */
+  /** real ns per phase run (0 where this side does not time the phase); shorter than `phases` when the gate stopped early */
   readonly ns: number[];
   /** Atomics.wait parks per phase, counted by this side's EventCounts */
   readonly parks: number[];
@@ -131,12 +148,50 @@ workerMain<TransportBenchInit, TransportBenchResult>((boot, control) => {
   }
 });
 
+class Gate {
+  private readonly word: Int32Array;
+  private readonly t0 = performance.now();
+  private rep = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly g: RepGate,
+    private readonly leader: boolean,
+    private readonly control: RunControl,
+  ) {
+    this.word = new Int32Array(g.sab);
+  }
+
+  /** Called before phase `k`; false once the leader has stopped the repetitions. */
+  goOn(k: number): boolean {
+    if (this.stopped) return false;
+    if (!this.g.repStarts.includes(k)) return true;
+    const rep = ++this.rep;
+    if (rep === 1) return true;
+    const w = this.word;
+    if (this.leader) {
+      const go = rep <= this.g.minReps || performance.now() - this.t0 < this.g.budgetMs;
+      Atomics.store(w, 0, 2 * rep + (go ? 1 : 0));
+      Atomics.notify(w, 0);
+      this.stopped = !go;
+      return go;
+    }
+    let v: number;
+    while ((v = Atomics.load(w, 0)) < 2 * rep) {
+      if (this.control.aborted()) throw new RunAborted('at a repetition gate');
+      Atomics.wait(w, 0, v, 100);
+    }
+    this.stopped = (v & 1) === 0;
+    return !this.stopped;
+  }
+}
+
 // ---- ping-pong: latency ----------------------------------------------------
 
 function pingPong(init: PingPongInit, control: RunControl): () => Promise<TransportBenchResult> {
   const raw = new Int32Array(init.raw);
   const ping = init.side === 'ping';
-  // each side attaches only the ends it drives (one producer, one consumer per ring)
+  // the pinger produces on ab and consumes ba; the ponger the reverse
   const ab = Ring.attach(init.ab);
   const ba = Ring.attach(init.ba);
   const client = ping ? new RpcClient(init.rpc, control, init.rpcSpinLoads) : undefined;
@@ -159,8 +214,8 @@ function pingPong(init: PingPongInit, control: RunControl): () => Promise<Transp
   let rawSeq = 0;
   let reqId = 0;
   let errors = 0;
-  const rpcHandler = { type: 2, timestampNs: 0, write: (dv: DataView, off: number) => dv.setInt32(off, 1, true) };
   const rpcWrite = (dv: DataView, off: number): void => dv.setInt32(off, 1, true);
+  const rpcHandler = { type: 2, timestampNs: 0, write: rpcWrite };
   const rpcRead = (dv: DataView, off: number): number => dv.getInt32(off, true);
   const handle = (_req: RpcRequestView) => rpcHandler;
 
@@ -170,7 +225,10 @@ function pingPong(init: PingPongInit, control: RunControl): () => Promise<Transp
     const ns: number[] = [];
     const parks: number[] = [];
     try {
-      for (const phase of init.phases) {
+      const gate = new Gate(init.gate, ping, control);
+      for (let k = 0; k < init.phases.length; k++) {
+        if (!gate.goOn(k)) break;
+        const phase = init.phases[k];
         const parks0 = parksOf();
         const n = phase.roundTrips;
         const t0 = nowNs();
@@ -229,8 +287,7 @@ function pingPong(init: PingPongInit, control: RunControl): () => Promise<Transp
     } finally {
       bc.close();
     }
-    // server's rpc instance: nothing to close; rings live in shared memory
-    if (client && client.calls !== sumOf(init.phases.filter((p) => p.mode === 'rpc').map((p) => p.roundTrips))) errors++;
+    if (client && client.calls !== sumOf(init.phases.slice(0, ns.length).filter((p) => p.mode === 'rpc').map((p) => p.roundTrips))) errors++;
     return { ns, parks, errors };
   };
 }
@@ -314,7 +371,10 @@ function stream(init: StreamInit, control: RunControl): () => TransportBenchResu
     const parks: number[] = [];
     let errors = 0;
     let seq = 0;
-    for (const p of init.phases) {
+    const gate = new Gate(init.gate, producer, control);
+    for (let k = 0; k < init.phases.length; k++) {
+      if (!gate.goOn(k)) break;
+      const p = init.phases[k];
       const parks0 = ring.dataEvent.parks + ring.spaceEvent.parks;
       if (producer) {
         const t0 = nowNs();
