@@ -5,7 +5,7 @@
  * coherent memory (queues, PRP list pages) once — and shuts it down.
  */
 
-import { ModelClock, LockTable, Ring, SentLog, RECORD, attachGuestMemory, writeSqe, NVME_ADMIN_IDENTIFY, NVME_ADMIN_CREATE_CQ, NVME_ADMIN_CREATE_SQ, NVME_ADMIN_DELETE_SQ, NVME_ADMIN_DELETE_CQ, NEVER_NS, type RunControl } from '@vmstack/shm';
+import { mulberry32Float, ModelClock, LockTable, Ring, SentLog, RECORD, attachGuestMemory, writeSqe, NVME_ADMIN_IDENTIFY, NVME_ADMIN_CREATE_CQ, NVME_ADMIN_CREATE_SQ, NVME_ADMIN_DELETE_SQ, NVME_ADMIN_DELETE_CQ, NEVER_NS, type RunControl } from '@vmstack/shm';
 import { GuestToDeviceRegWrite, GuestToDeviceDone, GuestToDeviceDoorbell, DOORBELL_SQ_TAIL, DoorbellPayload, RegWritePayload, REG_AQA, REG_ASQ, REG_ACQ, REG_CC } from '@vmstack/nvme-device';
 import { PageAllocator } from './mm/page-alloc.js';
 import { IovaDomain } from './iommu/iova.js';
@@ -127,14 +127,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
       clock.syncTo(Atomics.load(vmState, 2));
     }
     // fio allocates its I/O buffers (user memory: scattered pages unless huge pages)
-    let seed = (init.job.randseed + 7 * (v + 1)) >>> 0;
-    const rng = () => {
-      seed = (seed + 0x6d2b79f5) >>> 0;
-      let t = seed;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
+    const rng = mulberry32Float((init.job.randseed + 7 * (v + 1)) >>> 0);
     const slots = [];
     for (let i = 0; i < init.job.iodepth; i++) {
       slots.push({ buffer: pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng), prpPage: { gpa: init.queues[v].prpPoolGpa + i * 4096, dmaAddr: init.queues[v].prpPoolGpa + i * 4096 } });

@@ -21,6 +21,7 @@ import {
   type SentLog,
   RECORD,
   NEVER_NS,
+  mulberry32Float,
   fillBlock,
   verifyBlock,
   BLOCK_BYTES,
@@ -174,15 +175,7 @@ export class Vcpu {
     this.virtual = env.clock.mode === 'virtual';
     this.slots = env.slots.map((s) => ({ ...s, segments: s.buffer.pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_BYTES })), mapping: null, isRead: true, lba: 0, blocks: 0, submitNs: 0, issueNs: 0, verifyPhase: false }));
     for (let i = this.slots.length - 1; i >= 0; i--) this.free.push(i);
-    let seed = (job.randseed + job.jobIndex * 0x9e3779b9) >>> 0 || 1;
-    this.rng = () => {
-      seed ^= seed << 13;
-      seed >>>= 0;
-      seed ^= seed >>> 17;
-      seed ^= seed << 5;
-      seed >>>= 0;
-      return seed / 0x1_0000_0000;
-    };
+    this.rng = mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0);
     this.bsBlocks = job.blockSizeBytes / BLOCK_BYTES;
     this.regionBlocks = Math.floor(job.sizeBytes / BLOCK_BYTES);
     this.totalIos = Math.floor(job.sizeBytes / job.blockSizeBytes);

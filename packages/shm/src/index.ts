@@ -12,3 +12,4 @@ export * from './wire/virtqueue.js';
 export * from './wire/virtio-iommu.js';
 export * from './wire/nvme.js';
 export * from './pattern.js';
+export * from './prng.js';

@@ -1,3 +1,4 @@
+import { mulberry32Float } from '../src/prng.js';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { attachGuestMemory } from '../src/wire/virtqueue.js';
@@ -46,16 +47,7 @@ import {
   writeUnmapRequest,
 } from '../src/wire/virtio-iommu.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const mulberry32 = mulberry32Float;
 
 const RAM_BYTES = 64 * 1024;
 

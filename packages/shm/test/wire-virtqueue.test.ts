@@ -1,3 +1,4 @@
+import { mulberry32Float } from '../src/prng.js';
 import test from 'ava';
 import { Worker } from 'node:worker_threads';
 import { InputError } from '../src/errors.js';
@@ -16,16 +17,7 @@ import {
 import type { GuestMemory, VirtqueueChain, VirtqueueErrorKind, VirtqueueLayout, VirtqueueSegment } from '../src/wire/virtqueue.js';
 import type { DeviceHelperData } from './virtqueue-device-helper.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const mulberry32 = mulberry32Float;
 
 const KICK = 0;
 const IRQ = 1;

@@ -38,7 +38,7 @@
  * blocks (transparent huge pages).
  */
 
-import { defineLayout, Region, InputError, type LockTable, type Mutex, type ModelClock, type LockKind } from '@vmstack/shm';
+import { defineLayout, Region, InputError, type LockTable, type Mutex, type ModelClock, type LockKind, mulberry32Float } from '@vmstack/shm';
 
 export const PAGE_SIZE_BYTES = 4096;
 export const PAGE_SHIFT = 12;
@@ -114,17 +114,8 @@ function zoneLayout(frames: number) {
   ]);
 }
 
-/** mulberry32: a small seeded PRNG; returns floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (shm/prng.ts) as floats in [0, 1): what `allocUserBuffer` shuffles pages with. */
+export const mulberry32 = mulberry32Float;
 
 export class PageAllocator {
   private readonly ctl: Int32Array;

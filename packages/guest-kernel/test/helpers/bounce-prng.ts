@@ -1,14 +1,7 @@
-/** mulberry32: a small seeded PRNG for the bounce-pool and swiotlb tests (uint32 per call). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+import { mulberry32 } from '@vmstack/shm';
+
+/** The project's PRNG (uint32 per call), for the bounce-pool and swiotlb tests. */
+export { mulberry32 };
 
 /** Fill `bytes` with seeded noise. */
 export function fillNoise(bytes: Uint8Array, seed: number): void {

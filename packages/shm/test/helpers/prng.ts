@@ -1,11 +1,2 @@
-/** mulberry32: a small seeded PRNG for reproducible test payloads. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+/** The project's PRNG (shm/prng.ts), uint32 per call, for reproducible test payloads. */
+export { mulberry32 } from '@vmstack/shm';
