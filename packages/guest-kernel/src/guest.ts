@@ -140,6 +140,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         self: boot.index,
         deviceWorker: init.deviceWorker,
         otherVcpus: init.vcpuWorkers.filter((w) => w !== boot.index),
+        peerIrqs: init.allIrqRings.filter((_, u) => init.vcpuWorkers[u] !== boot.index).map((h) => Ring.attach(h)),
         quantumNs: init.quantumNs,
         spinLoads: init.spinLoads,
         doorbells,

@@ -65,6 +65,8 @@ export interface VcpuWorkerInit {
   nsPrefillSeed: number;
   doorbellRing: RingHandle;
   irqRing: RingHandle;
+  /** every vCPU's interrupt ring, in vCPU order */
+  allIrqRings: RingHandle[];
   kickRing: RingHandle;
   usedRing: RingHandle;
   deviceWorker: number;

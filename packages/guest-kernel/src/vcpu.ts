@@ -123,6 +123,8 @@ export interface VcpuEnv {
   self: number;
   deviceWorker: number;
   otherVcpus: number[];
+  /** the other vCPUs' interrupt rings, in `otherVcpus` order (read-only: when will an idle peer wake?) */
+  peerIrqs: Ring[];
   quantumNs: number;
   spinLoads: number;
   doorbells: Ring;
@@ -203,11 +205,21 @@ export class Vcpu {
    */
   private quantumBound(): number {
     let m = NEVER_NS;
-    for (const v of this.env.otherVcpus) {
-      // an idle vCPU (EOT never) acts again no earlier than its clock; a finished one never
-      let e = this.env.control.eotNs(v);
-      if (e === NEVER_NS) e = this.env.control.clockNs(v);
-      if (e === NEVER_NS) continue;
+    const control = this.env.control;
+    // read the device's EOT before the peers' interrupt rings: an interrupt sent
+    // after this read is stamped at or after it, one sent before is in a ring
+    const deviceEot = control.eotNs(this.env.deviceWorker);
+    for (let i = 0; i < this.env.otherVcpus.length; i++) {
+      const v = this.env.otherVcpus[i];
+      const pendingIrqNs = this.env.peerIrqs[i].oldestPendingTimestamp(NEVER_NS);
+      let e = control.eotNs(v);
+      if (e === NEVER_NS) {
+        // idle, waiting for an interrupt: it acts again at max(its clock, that interrupt); finished: never
+        const clock = control.clockNs(v);
+        if (clock === NEVER_NS) continue;
+        e = Math.max(clock, Math.min(deviceEot, pendingIrqNs));
+        if (e === NEVER_NS) continue;
+      }
       m = Math.min(m, v < this.env.self ? e - 1 : e);
     }
     return m === NEVER_NS ? NEVER_NS : m + this.env.quantumNs;

@@ -191,6 +191,21 @@ export class Ring {
     return Atomics.load(this.i32, TAIL);
   }
 
+  /**
+   * For an observer that is neither producer nor consumer: the timestamp of
+   * the oldest record published and not yet released, or `none`. Re-reads
+   * head after reading the record, so a release in between is never mistaken
+   * for a record still waiting.
+   */
+  oldestPendingTimestamp(none: number): number {
+    for (;;) {
+      const head = Atomics.load(this.i32, HEAD);
+      if (head === Atomics.load(this.i32, TAIL)) return none;
+      const ts = this.timestampAt(this.dataBaseBytes + (head & this.mask) * this.recordBytes);
+      if (Atomics.load(this.i32, HEAD) === head) return ts;
+    }
+  }
+
   // ---- consumer side -------------------------------------------------
 
   /** Records published and not yet released (consumer's view). */

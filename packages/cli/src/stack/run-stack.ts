@@ -164,6 +164,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       nsPrefillSeed: NS_PREFILL_SEED,
       doorbellRing: doorbellRings[v],
       irqRing: irqRings[v],
+      allIrqRings: irqRings,
       kickRing: kickRings[v],
       usedRing: usedRings[v],
       deviceWorker: devW,
