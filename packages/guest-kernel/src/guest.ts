@@ -6,6 +6,7 @@
  */
 
 import { mulberry32Float, ModelClock, LockTable, Ring, SentLog, RECORD, attachGuestMemory, writeSqe, NVME_ADMIN_IDENTIFY, NVME_ADMIN_CREATE_CQ, NVME_ADMIN_CREATE_SQ, NVME_ADMIN_DELETE_SQ, NVME_ADMIN_DELETE_CQ, NEVER_NS, type RunControl } from '@vmstack/shm';
+import { VM_VMM_READY, VM_QUEUES_READY, VM_QUEUES_READY_NS, VM_VCPUS_DONE, VM_BUFFER_TURN, vmEndTimes } from '@vmstack/vmm';
 import { GuestToDeviceRegWrite, GuestToDeviceDone, GuestToDeviceDoorbell, DOORBELL_SQ_TAIL, DoorbellPayload, RegWritePayload, REG_AQA, REG_ASQ, REG_ACQ, REG_CC } from '@vmstack/nvme-device';
 import { PageAllocator } from './mm/page-alloc.js';
 import { IovaDomain } from './iommu/iova.js';
@@ -99,7 +100,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
   return () => {
     control.publishEot(boot.index, 0);
     // the VMM starts the vCPUs once guest RAM is set up (mapped through VFIO without a vIOMMU)
-    waitFlag(0);
+    waitFlag(VM_VMM_READY);
     if (v === 0) {
       if (viommu) {
         viommu.viommu_attach_dev(init.domainId, init.endpointId);
@@ -118,20 +119,27 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_CREATE_CQ, commandId: cid, prp1: init.queues[q].cqGpa, cdw10: ((init.queueDepth - 1) << 16) | (q + 1), cdw11: (q << 16) | 3 }));
         admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_CREATE_SQ, commandId: cid, prp1: init.queues[q].sqGpa, cdw10: ((init.queueDepth - 1) << 16) | (q + 1), cdw11: ((q + 1) << 16) | 1 }));
       }
-      Atomics.store(vmState, 2, clock.nowNs());
-      Atomics.store(vmState, 1, 1);
-      Atomics.notify(vmState, 1);
+      Atomics.store(vmState, VM_QUEUES_READY_NS, clock.nowNs());
+      Atomics.store(vmState, VM_QUEUES_READY, 1);
+      Atomics.notify(vmState, VM_QUEUES_READY);
     } else {
       control.publishEot(boot.index, NEVER_NS);
-      waitFlag(1);
-      clock.syncTo(Atomics.load(vmState, 2));
+      waitFlag(VM_QUEUES_READY);
+      clock.syncTo(Atomics.load(vmState, VM_QUEUES_READY_NS));
     }
     // fio allocates its I/O buffers (user memory: scattered pages unless huge pages)
     const rng = mulberry32Float((init.job.randseed + 7 * (v + 1)) >>> 0);
+    // one vCPU after another, in order: which pages a job gets must not depend on thread scheduling
+    while (Atomics.load(vmState, VM_BUFFER_TURN) !== v) {
+      if (control.aborted()) throw new Error('aborted');
+      Atomics.wait(vmState, VM_BUFFER_TURN, Atomics.load(vmState, VM_BUFFER_TURN), 50);
+    }
     const slots = [];
     for (let i = 0; i < init.job.iodepth; i++) {
       slots.push({ buffer: pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng), prpPage: { gpa: init.queues[v].prpPoolGpa + i * 4096, dmaAddr: init.queues[v].prpPoolGpa + i * 4096 } });
     }
+    Atomics.store(vmState, VM_BUFFER_TURN, v + 1);
+    Atomics.notify(vmState, VM_BUFFER_TURN);
     const vcpu = new Vcpu(
       {
         mem,
@@ -162,18 +170,18 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     const result = vcpu.run();
     lockGate = () => {};
     dma.quiesce();
-    new Float64Array(init.vmState, 16)[v] = clock.nowNs(); // published by the counter below
-    Atomics.add(vmState, 3, 1);
-    Atomics.notify(vmState, 3);
+    vmEndTimes(init.vmState)[v] = clock.nowNs(); // published by the counter below
+    Atomics.add(vmState, VM_VCPUS_DONE, 1);
+    Atomics.notify(vmState, VM_VCPUS_DONE);
     if (v === 0) {
       // shutdown, once every vCPU is done: the pool releases its cached slots, the
       // driver deletes its queues and frees its coherent memory, the endpoint detaches
       control.publishEot(boot.index, NEVER_NS);
-      while (Atomics.load(vmState, 3) < init.vcpuWorkers.length) {
+      while (Atomics.load(vmState, VM_VCPUS_DONE) < init.vcpuWorkers.length) {
         if (control.aborted()) throw new Error('aborted');
-        Atomics.wait(vmState, 3, Atomics.load(vmState, 3), 50);
+        Atomics.wait(vmState, VM_VCPUS_DONE, Atomics.load(vmState, VM_VCPUS_DONE), 50);
       }
-      const endNs = new Float64Array(init.vmState, 16);
+      const endNs = vmEndTimes(init.vmState);
       for (let u = 0; u < init.vcpuWorkers.length; u++) clock.syncTo(endNs[u]);
       dma.evict(true);
       for (let q = 0; q < init.queues.length; q++) {

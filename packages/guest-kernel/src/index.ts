@@ -51,7 +51,7 @@ export interface VcpuWorkerInit {
   vqLayout: VirtqueueLayout;
   viommuRequestAreaGpa: number;
   viommuSlotWordGpa: number;
-  /** Int32[4]: [0] VMM ready (guest RAM mapped), [1] guest queues ready, [2] model ns they became ready, [3] vCPUs done; then Float64 per vCPU from byte 16: its model time when done */
+  /** the VM's run state (layout: vmm/src/vm-state.ts) */
   vmState: SharedArrayBuffer;
   adminSqGpa: number;
   adminCqGpa: number;

@@ -289,7 +289,11 @@ export class Vcpu {
     clock.charge(this.env.costs.fioReapPerIoNs);
     const now = clock.nowNs();
     if (status !== 0) this.errors++;
-    if (s.isRead && this.verifyAlgo !== 'none' && status === 0) {
+    // fio verifies reads of a read-only job as they complete; a job that writes checks its
+    // blocks in the verify phase, once nothing is in flight (a read racing an in-flight
+    // write to the same block has no defined result)
+    const jobWrites = this.job.rw !== 'read' && this.job.rw !== 'randread';
+    if (s.isRead && this.verifyAlgo !== 'none' && status === 0 && (!jobWrites || s.verifyPhase)) {
       // fio's verify: check every block of the buffer (a check of the tool, not charged as guest work)
       const u8 = this.env.mem.u8;
       for (let b = 0; b < s.blocks; b++) {

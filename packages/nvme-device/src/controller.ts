@@ -93,6 +93,8 @@ interface PendingCompletion {
   /** reads: data to move into guest memory at completion */
   readLba: number;
   readBlocks: number;
+  /** the blocks as the namespace held them when the command was fetched */
+  readData: Uint8Array | null;
   readHpas: number[] | null;
   readFirstOffset: number;
 }
@@ -207,7 +209,7 @@ export class NvmeController {
     return top;
   }
 
-  private complete(sq: SubmissionQueue, commandId: number, status: number, completionNs: number, read?: { lba: number; blocks: number; hpas: number[]; firstOffset: number }): void {
+  private complete(sq: SubmissionQueue, commandId: number, status: number, completionNs: number, read?: { lba: number; blocks: number; hpas: number[]; firstOffset: number; data: Uint8Array }): void {
     this.push({
       completionNs,
       sqid: sq.qid,
@@ -217,6 +219,7 @@ export class NvmeController {
       status,
       readLba: read?.lba ?? 0,
       readBlocks: read?.blocks ?? 0,
+      readData: read?.data ?? null,
       readHpas: read?.hpas ?? null,
       readFirstOffset: read?.firstOffset ?? 0,
     });
@@ -332,7 +335,11 @@ export class NvmeController {
     if (isRead) {
       this.counters.reads++;
       this.counters.bytesRead += bytes;
-      this.complete(sq, sqe.commandId, NVME_SC_SUCCESS, doneNs, { lba: slba, blocks: blockCount, hpas, firstOffset });
+      // the media read happens in fetch order: a write fetched later does not change what this
+      // read returns, whatever order the threads post completions in (deterministic contents)
+      const data = new Uint8Array(bytes);
+      for (let b = 0; b < blockCount; b++) this.ns.readBlock(slba + b, data, b * BLOCK_BYTES);
+      this.complete(sq, sqe.commandId, NVME_SC_SUCCESS, doneNs, { lba: slba, blocks: blockCount, hpas, firstOffset, data });
     } else {
       this.counters.writes++;
       this.counters.bytesWritten += bytes;
@@ -353,15 +360,17 @@ export class NvmeController {
     }
   }
 
-  private scatter(hpas: number[], firstOffset: number, bytes: number): void {
+  private scatter(hpas: number[], firstOffset: number, data: Uint8Array): void {
     let pos = 0;
+    const bytes = data.length;
     for (let i = 0; i < hpas.length && pos < bytes; i++) {
       const inPage = i === 0 ? PAGE - firstOffset : PAGE;
       const n = Math.min(inPage, bytes - pos);
-      this.mem.u8.set(this.scratch.subarray(pos, pos + n), hpas[i]);
+      this.mem.u8.set(data.subarray(pos, pos + n), hpas[i]);
       pos += n;
     }
   }
+
 
   nextCompletionNs(): number {
     return this.heap.length > 0 ? this.heap[0].completionNs : Number.MAX_SAFE_INTEGER;
@@ -383,10 +392,8 @@ export class NvmeController {
       const t = new ModelClock('virtual');
       t.advanceTo(p.completionNs);
       this.clock.syncTo(p.completionNs);
-      if (p.readHpas) {
-        const bytes = p.readBlocks * BLOCK_BYTES;
-        for (let b = 0; b < p.readBlocks; b++) this.ns.readBlock(p.readLba + b, this.scratch, b * BLOCK_BYTES);
-        this.scatter(p.readHpas, p.readFirstOffset, bytes);
+      if (p.readHpas && p.readData) {
+        this.scatter(p.readHpas, p.readFirstOffset, p.readData);
       }
       const cq = this.cqs.get(p.cqid);
       if (!cq) throw new Error(`nvme: completion for missing queue ${p.cqid}`);

@@ -83,8 +83,19 @@ export class DeviceEngine {
     if (this.finished[v]) return NEVER_NS;
     // an interrupt it has not taken yet wakes it no earlier than its own clock
     const eot = this.control.eotNs(this.vcpus[v]);
-    const pending = this.sent[v].earliestUnconsumedNs();
-    let b = pending === NEVER_NS ? eot : Math.min(eot, Math.max(pending, this.control.clockNs(this.vcpus[v])));
+    let b = eot;
+    if (eot === NEVER_NS) {
+      // idle: it wakes at the oldest interrupt we sent it that it has not taken, or at
+      // the next one we may raise (our next completion), and not before its own clock
+      const pending = this.sent[v].earliestUnconsumedNs();
+      const next = this.ctrl.nextCompletionNs();
+      const wake = Math.min(pending, next === NEVER_NS ? NEVER_NS : next + this.init.costs.nvmeCqePostNs + this.init.costs.msiLatencyNs);
+      const clock = this.control.clockNs(this.vcpus[v]);
+      b = wake === NEVER_NS || clock === NEVER_NS ? NEVER_NS : Math.max(wake, clock);
+    } else {
+      const pending = this.sent[v].earliestUnconsumedNs();
+      if (pending !== NEVER_NS) b = Math.min(eot, Math.max(pending, this.control.clockNs(this.vcpus[v])));
+    }
     const ring = this.doorbells[v];
     if (ring.available() > 0) b = Math.min(b, ring.timestampAt(ring.offsetAt(0)));
     return b;

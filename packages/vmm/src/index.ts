@@ -36,3 +36,4 @@ export interface VmmWorkerResult {
   mappingsLeft: number;
   clockNs: number;
 }
+export * from './vm-state.js';

@@ -9,6 +9,7 @@
 import { ModelClock, LockTable, attachGuestMemory, type RunControl } from '@vmstack/shm';
 import type { VfioContainerPort } from '@vmstack/host-vfio';
 import { VirtioIommuDevice } from './viommu-device.js';
+import { VM_VMM_READY } from './vm-state.js';
 import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
 
 export function createVmm(init: VmmWorkerInit, self: number, control: RunControl, vfio: VfioContainerPort) {
@@ -26,8 +27,8 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
         if (r.errno !== 0) throw new Error(`vmm: mapping guest RAM through VFIO failed (errno ${r.errno})`);
         clock.syncTo(r.doneNs);
       }
-      Atomics.store(vmState, 0, 1);
-      Atomics.notify(vmState, 0);
+      Atomics.store(vmState, VM_VMM_READY, 1);
+      Atomics.notify(vmState, VM_VMM_READY);
     },
     /** VM teardown: guest RAM leaves the container */
     stopVm(): void {

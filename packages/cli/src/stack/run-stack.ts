@@ -7,7 +7,7 @@
 
 import { InputError, RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, virtqueueLayout, type CostProfile, type ClockMode, type WorkerSpec, NEVER_NS } from '@vmstack/shm';
 import { GUEST_VCPU_WORKER, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_LOCK, VIOMMU_REQUEST_SLOT_BYTES, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
-import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
+import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, vmStateBytes, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
 import { HOST_VFIO_WORKER, IoPgtable, IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
 import { NVME_DEVICE_WORKER, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
 import { runInThread } from './in-thread.js';
@@ -56,7 +56,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const control = RunControl.allocate();
   const ctl = RunControl.attach(control);
   const guestRam = new SharedArrayBuffer(o.guestRamBytes);
-  const vmState = new SharedArrayBuffer(16 + 8 * o.jobs.length);
+  const vmState = new SharedArrayBuffer(vmStateBytes(o.jobs.length));
   // guest RAM layout: [64 KiB reserved][virtqueue + request slots][admin queues, identify][per vCPU: SQ, CQ, PRP pages][heap]
   let cursor = 64 * KiB;
   const vqLayout = virtqueueLayout(128, cursor);
