@@ -79,19 +79,19 @@ test('flattenCounters joins nested names with dots and leaves out nulls', (t) =>
   ]);
 });
 
-test('profile: one row per function, sorted by total, with %run, ns/call and ns/GB', (t) => {
+test('profile: one row per function, sorted by self time, with %run, total, ns/call, ns/GB and where it ran', (t) => {
   const out = formatProfileTable(synthetic().vmstack.profile as never, 2_000_000);
   const rows = out.split('\n').filter((l) => /^\s+\d/.test(l));
   t.deepEqual(
     rows.map((r) => r.trim().split(/\s+/)),
     [
-      ['500.00', '25.00%', '16', '31250.0', '476837158', 'iommu_dma_map_page'],
-      ['118.08', '5.90%', '16', '7380.0', '112609863', 'nvme_irq'],
-      ['3.20', '0.16%', '16', '200.0', '3051758', 'viommu_unmap_pages'],
-      ['0.00', '0.00%', '0', '-', '0', 'idle_fn'],
+      ['500.00', '25.00%', '500.00', '16', '31250.0', '476837158', '-', 'iommu_dma_map_page'],
+      ['118.08', '5.90%', '118.08', '16', '7380.0', '112609863', '-', 'nvme_irq'],
+      ['3.20', '0.16%', '3.20', '16', '200.0', '3051758', '-', 'viommu_unmap_pages'],
+      ['0.00', '0.00%', '0.00', '0', '-', '0', '-', 'idle_fn'],
     ],
   );
-  t.regex(out, /Total µs\s+%run\s+Calls\s+ns\/call\s+ns\/GB\s+Function/);
+  t.regex(out, /Self µs\s+%run\s+Total µs\s+Calls\s+ns\/call\s+ns\/GB\s+Where\s+Function/);
   t.regex(out, /2000\.00 µs = Σ job runtimes/);
   // columns line up: every row has its Function column where the header has it
   const lines = out.split('\n').filter((l) => l.startsWith('  '));
@@ -101,7 +101,7 @@ test('profile: one row per function, sorted by total, with %run, ns/call and ns/
 
 test('profile with no calls and no run time says so instead of dividing by zero', (t) => {
   t.regex(formatProfileTable({}, 0), /\(no profiled calls\)/);
-  t.regex(formatProfileTable({ f: { calls: 1, ns: 5, nsPerGB: 0 } }, 0), /0\.01\s+-\s+1\s+5\.0\s+0\s+f\n/);
+  t.regex(formatProfileTable({ f: { calls: 1, ns: 5, nsPerGB: 0 } }, 0), /0\.01\s+-\s+0\.01\s+1\s+5\.0\s+0\s+-\s+f\n/);
 });
 
 test('the model speed line gives simulated I/Os per wall second', (t) => {

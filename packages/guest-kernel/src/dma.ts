@@ -27,7 +27,8 @@ import { iommu_dma_iova_len, type IovaDomain } from './iommu/iova.js';
 import type { FlushQueue } from './iommu/flush-queue.js';
 import { BouncePool, DMA_FROM_DEVICE, DMA_TO_DEVICE, IOMMU_READ, IOMMU_WRITE, type BounceSlot, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
 import type { Swiotlb } from './iommu/swiotlb.js';
-import type { ViommuDriver, Profiler } from './virtio-iommu/viommu.js';
+import type { ViommuDriver } from './virtio-iommu/viommu.js';
+import type { Profiler } from './profile.js';
 
 export type DmaStrategy = 'direct' | 'strict' | 'lazy' | 'bounce';
 export const DMA_STRATEGIES: readonly DmaStrategy[] = ['direct', 'strict', 'lazy', 'bounce'];
@@ -92,7 +93,6 @@ export class DmaIommu {
 
   /** The map of a streaming DMA (`dma_map_sg` / `dma_map_page`). */
   iommu_dma_map_sg(segments: readonly DmaSegment[], dir: DmaDirection): DmaMapping {
-    const start = this.clock.nowNs();
     this.counters.mapCalls++;
     const totalBytes = segments.reduce((s, x) => s + x.lenBytes, 0);
     const m: DmaMapping = { dmaSegments: [], segments, dir, totalBytes, kind: 'direct', iovaRanges: [], slot: null, fallback: null };
@@ -100,6 +100,7 @@ export class DmaIommu {
       m.dmaSegments = segments.map((s) => ({ gpa: s.gpa, lenBytes: s.lenBytes }));
       return m;
     }
+    this.profiler.enter();
     this.clock.charge(this.costs.iommuDmaMapCallNs + segments.length * this.costs.iommuDmaSgPerSegmentNs);
     const pool = this.d.pool;
     let fn: string;
@@ -110,13 +111,13 @@ export class DmaIommu {
     } else {
       fn = this.mapRange(m);
     }
-    this.profiler.add(fn, this.clock.nowNs() - start, totalBytes);
+    this.profiler.exit(fn, totalBytes);
     return m;
   }
 
   iommu_dma_unmap_sg(m: DmaMapping): void {
     if (m.kind === 'direct') return;
-    const start = this.clock.nowNs();
+    this.profiler.enter();
     this.counters.unmapCalls++;
     this.clock.charge(this.costs.iommuDmaMapCallNs);
     let fn: string;
@@ -139,7 +140,7 @@ export class DmaIommu {
         this.unmapIovaRange(m.iovaRanges[0].pfn, m.iovaRanges[0].pages);
         fn = m.segments.length === 1 ? 'iommu_dma_unmap_page' : 'iommu_dma_unmap_sg';
     }
-    this.profiler.add(fn, this.clock.nowNs() - start, m.totalBytes);
+    this.profiler.exit(fn, m.totalBytes);
   }
 
   private prot(dir: DmaDirection): { read: boolean; write: boolean } {
@@ -311,12 +312,12 @@ export class DmaIommu {
   evict(teardown: boolean): number {
     const pool = this.d.pool;
     if (!pool) return 0;
-    const start = this.clock.nowNs();
+    this.profiler.enter();
     const evicted = pool.evictionPass(this.clock.nowNs(), this.clock, teardown);
     for (const e of evicted) this.d.viommu!.viommu_unmap_pages(this.d.domain, e.iova, e.sizeBytes);
     if (evicted.length > 0) this.d.viommu!.viommu_iotlb_sync();
     for (const e of evicted) pool.finishEviction(e, this.clock);
-    if (evicted.length > 0) this.profiler.add('io_buffer_manager_evict', this.clock.nowNs() - start);
+    this.profiler.exit(evicted.length > 0 ? 'io_buffer_manager_evict' : null);
     return evicted.length;
   }
 

@@ -10,7 +10,8 @@ import { VM_VMM_READY, VM_QUEUES_READY, VM_QUEUES_READY_NS, VM_VCPUS_DONE, VM_BU
 import { GuestToDeviceRegWrite, GuestToDeviceDone, GuestToDeviceDoorbell, DOORBELL_SQ_TAIL, DoorbellPayload, RegWritePayload, REG_AQA, REG_ASQ, REG_ACQ, REG_CC } from '@vmstack/nvme-device';
 import { PageAllocator } from './mm/page-alloc.js';
 import { IovaDomain } from './iommu/iova.js';
-import { ViommuDriver, type Profiler } from './virtio-iommu/viommu.js';
+import { ViommuDriver } from './virtio-iommu/viommu.js';
+import { Profiler } from './profile.js';
 import { DmaIommu } from './dma.js';
 import { FlushQueue } from './iommu/flush-queue.js';
 import { BouncePool } from './iommu/bounce-pool.js';
@@ -35,16 +36,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
   const doorbells = Ring.attach(init.doorbellRing);
   const doorbellLog = new SentLog(doorbells);
   const irqs = Ring.attach(init.irqRing);
-  const prof = new Map<string, { calls: number; ns: number; bytes: number }>();
-  const profiler: Profiler = {
-    add(fn, ns, bytes = 0) {
-      const e = prof.get(fn) ?? { calls: 0, ns: 0, bytes: 0 };
-      e.calls++;
-      e.ns += ns;
-      e.bytes += bytes;
-      prof.set(fn, e);
-    },
-  };
+  const profiler = new Profiler(clock);
   const pages = PageAllocator.attach(init.pageAlloc, v, locks, init.costs);
   const iommu = init.strategy !== 'direct';
   const iovad = iommu ? IovaDomain.attach(init.iovaDomain, v, locks, init.costs) : null;
@@ -203,7 +195,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     control.publishEot(boot.index, NEVER_NS);
     return {
       job: result,
-      profile: Object.fromEntries(prof),
+      profile: profiler.toJSON(),
       viommu: viommu ? { ...viommu.counters } : null,
       iovaStats: iovad ? iovad.stats() : null,
       dma: { ...dma.counters },

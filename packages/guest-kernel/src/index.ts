@@ -8,6 +8,7 @@ import type { SwiotlbHandle, SwiotlbStats } from './iommu/swiotlb.js';
 import type { DmaStrategy, DmaCosts, DmaCounters } from './dma.js';
 import type { ViommuCosts, ViommuDriverGeneration, ViommuCounters } from './virtio-iommu/viommu.js';
 import type { VcpuCosts, VcpuJobResult } from './vcpu.js';
+import type { ProfileEntry } from './profile.js';
 
 export * from './job-spec.js';
 export * from './mm/page-alloc.js';
@@ -17,6 +18,7 @@ export { BouncePool, FallbackTree, DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DE
 export * from './iommu/swiotlb.js';
 export * from './dma.js';
 export * from './virtio-iommu/viommu.js';
+export * from './profile.js';
 export { runGuestVcpu } from './guest.js';
 export type { GuestPlatform } from './vcpu.js';
 
@@ -76,7 +78,7 @@ export interface VcpuWorkerInit {
 
 export interface VcpuWorkerResult {
   job: VcpuJobResult;
-  profile: Record<string, { calls: number; ns: number; bytes: number }>;
+  profile: Record<string, ProfileEntry>;
   viommu: ViommuCounters | null;
   iovaStats: IovaStats | null;
   dma: DmaCounters;

@@ -33,7 +33,8 @@ import { PAGE_BYTES, type DmaIommu, type DmaMapping } from './dma.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import type { UserBuffer } from './mm/page-alloc.js';
 import { nvme_queue_rw, nvme_next_cqe, type NvmeQueuePair } from './nvme/nvme-pci.js';
-import type { Profiler, ViommuTransport } from './virtio-iommu/viommu.js';
+import type { ViommuTransport } from './virtio-iommu/viommu.js';
+import type { Profiler } from './profile.js';
 
 /**
  * How a vCPU waits and reaches the VMM. In a worker it parks on shared memory
@@ -254,7 +255,7 @@ export class Vcpu {
     }
     if (n === 0) return;
     // one handler run (nvme_irq) takes every CQE these interrupts made visible
-    const start = this.env.clock.nowNs();
+    this.env.profiler.enter();
     this.env.clock.charge(this.env.costs.guestIrqDeliveryNs);
     this.publish(this.env.clock.nowNs());
     irqs.release(n);
@@ -265,7 +266,7 @@ export class Vcpu {
       this.completeIo(c.commandId, c.status);
     }
     this.ringDoorbell(DOORBELL_CQ_HEAD, this.env.queue.cqHead);
-    this.env.profiler.add('nvme_irq', this.env.clock.nowNs() - start);
+    this.env.profiler.exit('nvme_irq');
   }
 
   private ringDoorbell(which: number, value: number): void {
@@ -356,7 +357,7 @@ export class Vcpu {
       }
     }
     clock.charge(this.env.costs.fioSubmitNs + s.blocks * this.env.costs.guestPinUserPagePerPageNs);
-    const startQ = clock.nowNs();
+    this.env.profiler.enter();
     // the device writes memory on a read, reads it on a write
     s.mapping = this.env.dma.iommu_dma_map_sg(s.segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
     clock.charge(this.env.costs.nvmeQueueRqNs + s.blocks * this.env.costs.nvmeSetupPrpPerPageNs);
@@ -364,7 +365,7 @@ export class Vcpu {
     s.issueNs = clock.nowNs();
     this.inflight++;
     this.ringDoorbell(DOORBELL_SQ_TAIL, tail);
-    this.env.profiler.add('nvme_queue_rq', clock.nowNs() - startQ);
+    this.env.profiler.exit('nvme_queue_rq');
   }
 
   run(): VcpuJobResult {

@@ -19,6 +19,7 @@ import { DEFAULT_PROFILE_PATH, LockTable, ModelClock, NEVER_NS, attachGuestMemor
 import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
 import { HostVfio, IOMMU_LOCK, IoPgtable, VfioContainer } from '@vmstack/host-vfio';
 import { DmaIommu, type DmaMapping, type DmaStrategy } from '../src/dma.js';
+import { Profiler } from '../src/profile.js';
 import { ViommuDriver, VIOMMU_REQUEST_LOCK, VIOMMU_REQUEST_SLOT_BYTES } from '../src/virtio-iommu/viommu.js';
 import { PageAllocator } from '../src/mm/page-alloc.js';
 import { IovaDomain } from '../src/iommu/iova.js';
@@ -75,7 +76,7 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
   const host = new HostVfio(container, new ModelClock('virtual'));
   const vmmClock = new ModelClock('virtual');
   const clock = new ModelClock('virtual');
-  const profiler = { add() {} };
+  const profiler = new Profiler(clock);
   let device: VirtioIommuDevice | null = null;
   // the driver sets the virtqueue up; the device attaches to it afterwards
   const viommu = new ViommuDriver(mem, layout, true, requestAreaGpa, slotWordGpa, locks, { kick: (nowNs) => (device!.virtio_iommu_handle_command(nowNs), vmmClock.nowNs()) }, clock, profile, 'v5.10', profiler);

@@ -23,12 +23,13 @@ import {
 
 export class HostVfio implements VfioContainerPort {
   /** per kernel function: calls, model ns, bytes (the run's per-function profile) */
-  readonly profile: Record<string, { calls: number; ns: number; bytes: number }> = {};
+  readonly profile: Record<string, { calls: number; ns: number; selfNs: number; bytes: number }> = {};
 
   private account(fn: string, startNs: number, bytes: number): void {
-    const e = (this.profile[fn] ??= { calls: 0, ns: 0, bytes: 0 });
+    const e = (this.profile[fn] ??= { calls: 0, ns: 0, selfNs: 0, bytes: 0 });
     e.calls++;
     e.ns += this.clock.nowNs() - startNs;
+    e.selfNs += this.clock.nowNs() - startNs;
     e.bytes += bytes;
   }
 

@@ -26,6 +26,6 @@ export interface HostWorkerInit {
 
 export interface HostWorkerResult {
   stats: VfioContainerStats;
-  profile: Record<string, { calls: number; ns: number; bytes: number }>;
+  profile: Record<string, { calls: number; ns: number; selfNs: number; bytes: number }>;
   clockNs: number;
 }

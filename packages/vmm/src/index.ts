@@ -32,7 +32,7 @@ export interface VmmWorkerInit {
 
 export interface VmmWorkerResult {
   counters: ViommuDeviceCounters;
-  profile: Record<string, { calls: number; ns: number; bytes: number }>;
+  profile: Record<string, { calls: number; ns: number; selfNs: number; bytes: number }>;
   mappingsLeft: number;
   clockNs: number;
 }

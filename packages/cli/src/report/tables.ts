@@ -32,8 +32,12 @@ export interface ProfileEntry {
   calls: number;
   /** model ns in the function, callees included, all vCPUs */
   ns: number;
+  /** model ns in the function itself, profiled callees excluded */
+  selfNs?: number;
   /** ns per 1e9 bytes moved by the run's jobs */
   nsPerGB: number;
+  /** guest, vmm or host */
+  where?: string;
 }
 
 /** `vmstack.model_speed`. */
@@ -86,20 +90,23 @@ function formatScalar(v: unknown): string {
  * @param runModelNs the run's vCPU model time (Σ job runtimes), the base of %run
  */
 export function formatProfileTable(profile: Readonly<Record<string, ProfileEntry>>, runModelNs: number): string {
-  const entries = Object.entries(profile).sort(([an, a], [bn, b]) => b.ns - a.ns || (an < bn ? -1 : an > bn ? 1 : 0));
-  let out = '# profile: guest model time per function, all vCPUs\n';
-  out += '# Total includes the profiled functions a function calls; %run is Total / the vCPUs\' model time\n';
+  const self = (e: ProfileEntry) => e.selfNs ?? e.ns;
+  const entries = Object.entries(profile).sort(([an, a], [bn, b]) => self(b) - self(a) || (an < bn ? -1 : an > bn ? 1 : 0));
+  let out = '# profile: model time per function (guest: all vCPUs; vmm; host), sorted by self time\n';
+  out += "# Self excludes the profiled functions it calls (the VMM's excludes its VFIO calls); %run is Self / the vCPUs' model time\n";
   out += `# (${formatUs(runModelNs)} µs = Σ job runtimes)\n`;
   if (entries.length === 0) return out + '  (no profiled calls)\n';
   const rows = entries.map(([fn, e]) => [
+    formatUs(self(e)),
+    runModelNs > 0 ? `${((100 * self(e)) / runModelNs).toFixed(2)}%` : '-',
     formatUs(e.ns),
-    runModelNs > 0 ? `${((100 * e.ns) / runModelNs).toFixed(2)}%` : '-',
     String(e.calls),
     e.calls > 0 ? (e.ns / e.calls).toFixed(1) : '-',
     String(Math.round(e.nsPerGB)),
+    e.where ?? '-',
     fn,
   ]);
-  return out + formatTable(['Total µs', '%run', 'Calls', 'ns/call', 'ns/GB', 'Function'], rows, ['right', 'right', 'right', 'right', 'right', 'left']);
+  return out + formatTable(['Self µs', '%run', 'Total µs', 'Calls', 'ns/call', 'ns/GB', 'Where', 'Function'], rows, ['right', 'right', 'right', 'right', 'right', 'right', 'left', 'left']);
 }
 
 /** The model speed line: simulated I/Os per second of wall time spent in the job loop. */

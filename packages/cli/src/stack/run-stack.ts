@@ -206,14 +206,20 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const dev = out.results[devW] as DeviceWorkerResult;
   const lockStats = LockTable.attach(locks, 63).stats();
   const jobs: JobResult[] = vres.map((r, i) => toJobResult(o.jobs[i], o.jobOptions[o.jobs[i].name] ?? {}, r));
-  const profile: Record<string, { calls: number; ns: number; nsPerGB: number }> = {};
-  for (const r of [...vres.map((x) => x.profile), vmm.profile, host.profile]) for (const [fn, e] of Object.entries(r)) {
-    const x = (profile[fn] ??= { calls: 0, ns: 0, nsPerGB: 0 });
+  // per function, every vCPU (guest), the VMM and the host: calls, total and self model ns, ns per GB moved
+  const profile: Record<string, { calls: number; ns: number; selfNs: number; nsPerGB: number; selfNsPerGB: number; where: string }> = {};
+  const sources: [string, Record<string, { calls: number; ns: number; selfNs: number }>][] = [...vres.map((x) => ['guest', x.profile] as [string, Record<string, { calls: number; ns: number; selfNs: number }>]), ['vmm', vmm.profile], ['host', host.profile]];
+  for (const [where, r] of sources) for (const [fn, e] of Object.entries(r)) {
+    const x = (profile[fn] ??= { calls: 0, ns: 0, selfNs: 0, nsPerGB: 0, selfNsPerGB: 0, where });
     x.calls += e.calls;
     x.ns += e.ns;
+    x.selfNs += e.selfNs;
   }
   const totalBytes = jobs.reduce((s, j) => s + j.read.ioBytes + j.write.ioBytes, 0);
-  for (const x of Object.values(profile)) x.nsPerGB = totalBytes > 0 ? (x.ns / totalBytes) * 1e9 : 0;
+  for (const x of Object.values(profile)) {
+    x.nsPerGB = totalBytes > 0 ? (x.ns / totalBytes) * 1e9 : 0;
+    x.selfNsPerGB = totalBytes > 0 ? (x.selfNs / totalBytes) * 1e9 : 0;
+  }
   const loopMs = Math.max(...vres.map((r) => r.job.loopWallMs));
   const simulatedIos = jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0);
   return {

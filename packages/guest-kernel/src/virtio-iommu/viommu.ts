@@ -36,6 +36,7 @@ import {
   VIRTIO_IOMMU_S_OK,
   statusName,
 } from '@vmstack/shm';
+import type { Profiler } from '../profile.js';
 
 export const VIOMMU_REQUEST_LOCK = 'viommu->request_lock';
 export type ViommuDriverGeneration = 'v5.10' | 'v6.x';
@@ -61,10 +62,6 @@ export interface ViommuCounters {
   kicks: number;
 }
 
-/** Per-function model time, as the profile reports it. */
-export interface Profiler {
-  add(fn: string, ns: number, bytes?: number): void;
-}
 
 export class ViommuDriver {
   private vqDriver: VirtqueueDriver | null;
@@ -114,7 +111,7 @@ export class ViommuDriver {
 
   /** __viommu_sync_req: kick, busy-poll until the device has used every request. Caller holds request_lock. */
   private syncLocked(): void {
-    const start = this.clock.nowNs();
+    this.profiler.enter();
     this.vq.publish();
     this.clock.charge(this.costs.vmExitKernelNs); // the notify write exits to KVM (ioeventfd)
     this.counters.kicks++;
@@ -129,7 +126,7 @@ export class ViommuDriver {
       const status = readTail(this.mem, tailGpa);
       if (status !== VIRTIO_IOMMU_S_OK) this.queuedFailures.push(`request type ${type}: ${statusName(status)}`);
     }
-    this.profiler.add('viommu_sync_req', this.clock.nowNs() - start);
+    this.profiler.exit('viommu_sync_req');
   }
 
   private sendSync(type: number, write: (gpa: number) => void): void {
@@ -168,7 +165,7 @@ export class ViommuDriver {
 
   /** viommu_map_pages: one MAP for a physically contiguous run. */
   viommu_map_pages(domain: number, iova: number, paddr: number, sizeBytes: number, read: boolean, write: boolean): void {
-    const start = this.clock.nowNs();
+    this.profiler.enter();
     this.counters.map++;
     const flags = (read ? 1 : 0) | (write ? 2 : 0);
     const fill = (gpa: number) => writeMapRequest(this.mem, gpa, { domain, virtStart: iova, virtEnd: iova + sizeBytes - 1, physStart: paddr, flags });
@@ -182,7 +179,7 @@ export class ViommuDriver {
         this.lock.unlock(this.clock);
       }
     }
-    this.profiler.add('viommu_map_pages', this.clock.nowNs() - start, sizeBytes);
+    this.profiler.exit('viommu_map_pages', sizeBytes);
   }
 
   /** viommu_iotlb_sync_map (batched driver only): flush queued MAPs. */
@@ -193,7 +190,7 @@ export class ViommuDriver {
 
   /** viommu_unmap_pages: queue one UNMAP for the range; the IOTLB sync sends it. */
   viommu_unmap_pages(domain: number, iova: number, sizeBytes: number): void {
-    const start = this.clock.nowNs();
+    this.profiler.enter();
     this.counters.unmap++;
     this.lock.lock(this.clock);
     try {
@@ -201,7 +198,7 @@ export class ViommuDriver {
     } finally {
       this.lock.unlock(this.clock);
     }
-    this.profiler.add('viommu_unmap_pages', this.clock.nowNs() - start, sizeBytes);
+    this.profiler.exit('viommu_unmap_pages', sizeBytes);
   }
 
   /** viommu_iotlb_sync / viommu_flush_iotlb_all: kick and wait for everything queued. */
