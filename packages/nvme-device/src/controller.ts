@@ -80,6 +80,8 @@ interface CompletionQueue {
   tail: number;
   phase: number;
   vector: number;
+  /** host addresses of the queue's pages, translated once when the queue is created (the controller keeps them in its queue context) */
+  pageHpas: number[];
 }
 
 interface PendingCompletion {
@@ -144,7 +146,7 @@ export class NvmeController {
     else if (reg === REG_CC && (value & 1) === 1) {
       const sqSize = (this.regs.aqa & 0xfff) + 1;
       const cqSize = ((this.regs.aqa >>> 16) & 0xfff) + 1;
-      this.cqs.set(0, { qid: 0, baseIova: this.regs.acq, sizeEntries: cqSize, tail: 0, phase: 1, vector: 0 });
+      this.cqs.set(0, { qid: 0, baseIova: this.regs.acq, sizeEntries: cqSize, tail: 0, phase: 1, vector: 0, pageHpas: this.translateQueue(this.regs.acq, cqSize * NVME_CQE_BYTES, this.clock) });
       this.sqs.set(0, { qid: 0, baseIova: this.regs.asq, sizeEntries: sqSize, head: 0, cqid: 0 });
     }
   }
@@ -234,7 +236,15 @@ export class NvmeController {
     switch (sqe.opcode) {
       case NVME_ADMIN_CREATE_CQ:
         if (qid === 0 || this.cqs.has(qid)) status = NVME_SC_QID_INVALID;
-        else this.cqs.set(qid, { qid, baseIova: sqe.prp1, sizeEntries: size, tail: 0, phase: 1, vector: (sqe.cdw11 >>> 16) & 0xffff });
+        else {
+          const pageHpas = this.translateQueue(sqe.prp1, size * NVME_CQE_BYTES, t);
+          if (pageHpas.some((h) => h < 0)) {
+            status = NVME_SC_DMA_FAULT;
+            this.counters.faults++;
+          } else {
+            this.cqs.set(qid, { qid, baseIova: sqe.prp1, sizeEntries: size, tail: 0, phase: 1, vector: (sqe.cdw11 >>> 16) & 0xffff, pageHpas });
+          }
+        }
         break;
       case NVME_ADMIN_CREATE_SQ: {
         const cqid = (sqe.cdw11 >>> 16) & 0xffff;
@@ -280,6 +290,14 @@ export class NvmeController {
         status = NVME_SC_INVALID_OPCODE;
     }
     this.complete(sq, sqe.commandId, status, doneNs);
+  }
+
+  /** The pages of a queue in guest memory, translated for writing (-1 where unmapped). */
+  private translateQueue(baseIova: number, bytes: number, t: ModelClock): number[] {
+    const first = baseIova - (baseIova % PAGE);
+    const pages: number[] = [];
+    for (let a = first; a < baseIova + bytes; a += PAGE) pages.push(this.iommu.translate(a, true, t));
+    return pages;
   }
 
   /** Translate every page of the PRP-described buffer; null on a fault. */
@@ -398,7 +416,9 @@ export class NvmeController {
       const cq = this.cqs.get(p.cqid);
       if (!cq) throw new Error(`nvme: completion for missing queue ${p.cqid}`);
       t.charge(this.costs.nvmeCqePostNs);
-      const hpa = this.iommu.translate(cq.baseIova + cq.tail * NVME_CQE_BYTES, true, t);
+      const offset = (cq.baseIova % PAGE) + cq.tail * NVME_CQE_BYTES;
+      const pageHpa = cq.pageHpas[Math.floor(offset / PAGE)];
+      const hpa = pageHpa < 0 ? -1 : pageHpa + (offset % PAGE);
       if (hpa < 0) {
         this.counters.faults++;
       } else {

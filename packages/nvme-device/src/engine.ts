@@ -112,19 +112,38 @@ export class DeviceEngine {
     return this.finished.every(Boolean) && this.ctrl.pendingCommands() === 0;
   }
 
-  /** Apply every IOTLB invalidation the host has sent; returns whether there were any. */
+  /** invalidations received and not yet applied, in host time order */
+  private readonly pendingInvals: { tsNs: number; iova: number; sizeBytes: number }[] = [];
+
+  /** Take every IOTLB invalidation the host has sent off its ring; returns whether there were any. */
   private drainInvalidations(): boolean {
     const inval = this.inval;
     const n = inval.available();
     for (let i = 0; i < n; i++) {
       const off = inval.offsetAt(i);
-      const iova = inval.dv.getFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.iova, true);
-      const size = inval.dv.getFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.sizeBytes, true);
-      if (size === 0) this.iotlb.invalidateAll();
-      else this.iotlb.invalidate(iova, size);
+      this.pendingInvals.push({
+        tsNs: inval.timestampAt(off),
+        iova: inval.dv.getFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.iova, true),
+        sizeBytes: inval.dv.getFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.sizeBytes, true),
+      });
     }
     if (n > 0) inval.release(n);
     return n > 0;
+  }
+
+  /**
+   * Apply the invalidations stamped at or before `tNs`, in order. The IOTLB's
+   * contents then follow model time, not the order the threads happened to
+   * run in: a fetch at t sees exactly the invalidations the host made before t.
+   */
+  private applyInvalidationsUpTo(tNs: number): void {
+    let k = 0;
+    while (k < this.pendingInvals.length && this.pendingInvals[k].tsNs <= tNs) {
+      const e = this.pendingInvals[k++];
+      if (e.sizeBytes === 0) this.iotlb.invalidateAll();
+      else this.iotlb.invalidate(e.iova, e.sizeBytes);
+    }
+    if (k > 0) this.pendingInvals.splice(0, k);
   }
 
   /** Do everything that can be done now; returns whether anything progressed. */
@@ -160,8 +179,10 @@ export class DeviceEngine {
         if (!safe) break;
       }
       // a doorbell we just saw may depend on an unmap whose invalidation the host
-      // sent before it replied: drain again now that the doorbell is visible
+      // sent before it replied: drain again now that the doorbell is visible, and
+      // apply what the host did before the doorbell (in model time)
       this.drainInvalidations();
+      this.applyInvalidationsUpTo(bestTs);
       const r = doorbells[best];
       const off = r.offsetAt(0);
       const type = r.typeAt(off);
@@ -190,6 +211,8 @@ export class DeviceEngine {
   }
 
   result(): DeviceWorkerResult {
+    this.drainInvalidations();
+    this.applyInvalidationsUpTo(NEVER_NS);
     this.control.publishEot(this.self, NEVER_NS);
     return { counters: { ...this.ctrl.counters }, iotlb: this.iotlb.stats(), writtenBlocks: this.ns.writtenBlocks(), clockNs: this.clock.nowNs() };
   }
