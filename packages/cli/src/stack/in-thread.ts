@@ -60,11 +60,13 @@ export function runInThread(specs: readonly WorkerSpec[], controlHandle: Control
   vmm.startVm();
   const vcpuResult = runGuestVcpu(specs[vcpuW].init as VcpuWorkerInit, vcpuW, control, platform)();
   until(() => engine.done(), 'the device to finish');
+  // as with workers: the device reports when its vCPUs are done, before the VM is torn down
+  const deviceResult = engine.result();
   vmm.stopVm();
   const results: unknown[] = [];
   results[vcpuW] = vcpuResult;
   results[vmmW] = vmm.result();
   results[hostW] = { stats: container.stats(), profile: host.profile, clockNs: hostClock.nowNs() };
-  results[devW] = engine.result();
+  results[devW] = deviceResult;
   return { workers: specs.map((s, i) => ({ role: s.role, index: i, threadId })), results };
 }
