@@ -71,7 +71,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
   let adminCid = 0;
   const admin = (write: (gpa: number, cid: number) => void) => {
     const cid = adminCid++;
-    const tail = nvme_submit_cmd(mem, adminQ, (gpa) => write(gpa, cid));
+    const tail = nvme_submit_cmd(adminQ, (gpa) => write(gpa, cid));
     const off = doorbells.reserve(init.spinLoads, control);
     doorbells.writeHeader(off, GuestToDeviceDoorbell, 0, clock.nowNs());
     doorbells.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.qid, 0, true);

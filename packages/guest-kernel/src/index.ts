@@ -5,9 +5,9 @@ import type { IovaDomainHandle, IovaStats } from './iommu/iova.js';
 import type { FlushQueueHandle, FlushQueueStats } from './iommu/flush-queue.js';
 import type { BouncePoolHandle, BouncePoolStats } from './iommu/bounce-pool.js';
 import type { SwiotlbHandle, SwiotlbStats } from './iommu/swiotlb.js';
-import type { DmaStrategy, DmaCosts, DmaCounters } from './dma.js';
-import type { ViommuCosts, ViommuDriverGeneration, ViommuCounters } from './virtio-iommu/viommu.js';
-import type { VcpuCosts, VcpuJobResult } from './vcpu.js';
+import type { DmaStrategy, DmaCounters } from './dma.js';
+import type { ViommuDriverGeneration, ViommuCounters } from './virtio-iommu/viommu.js';
+import type { VcpuJobResult } from './vcpu.js';
 import type { ProfileEntry } from './profile.js';
 
 export * from './job-spec.js';

@@ -11,6 +11,8 @@ import type { HostWorkerInit } from './index.js';
 import { VfioContainer } from './vfio-iommu-type1.js';
 import {
   HostToVmmReply,
+  HostToDeviceIotlbInval,
+  IotlbInvalPayload,
   MapDmaPayload,
   ReplyPayload,
   UnmapDmaPayload,
@@ -129,7 +131,6 @@ export class VfioRpcPort implements VfioContainerPort {
 
 export { RpcServer, RunControl };
 
-const HostToDeviceIotlbInval = 0x103; // nvme-device/src/messages.ts (the device's protocol)
 
 /**
  * The host kernel of one run: the container over the shared host page tables,
@@ -149,8 +150,8 @@ export function createHost(init: HostWorkerInit, self: number, control: RunContr
     invalidateIotlb: (iova: number, sizeBytes: number) => {
       const off = inval.reserve(init.spinLoads, control);
       inval.writeHeader(off, HostToDeviceIotlbInval, 0, clock.nowNs());
-      inval.dv.setFloat64(off + RECORD.payloadOffset, iova, true);
-      inval.dv.setFloat64(off + RECORD.payloadOffset + 8, sizeBytes, true);
+      inval.dv.setFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.iova, iova, true);
+      inval.dv.setFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.sizeBytes, sizeBytes, true);
       inval.publish();
     },
   });

@@ -9,6 +9,7 @@
  * | 0x302 | VmmToHostUnmapDma | vmm → host | 0: iova f64, 8: sizeBytes f64 |
  * | 0x303 | HostToVmmReply    | host → vmm | 0: errno i32 (0 or negative), 8: unmappedBytes f64 |
  * | 0x304 | VmmToHostDone     | vmm → host | (none) stop serving |
+ * | 0x103 | HostToDeviceIotlbInval | host → device | 0: iova f64, 8: sizeBytes f64 (0 = everything): applied by the device in host-time order |
  * Timestamps: the request carries the VMM's model time at the ioctl; the
  * reply the host's model time when the ioctl returns.
  */
@@ -17,6 +18,7 @@ export const VmmToHostMapDma = 0x301;
 export const VmmToHostUnmapDma = 0x302;
 export const HostToVmmReply = 0x303;
 export const VmmToHostDone = 0x304;
+export const HostToDeviceIotlbInval = 0x103;
 
 export const VFIO_DMA_MAP_FLAG_READ = 1;
 export const VFIO_DMA_MAP_FLAG_WRITE = 2;
@@ -24,6 +26,7 @@ export const VFIO_DMA_MAP_FLAG_WRITE = 2;
 export const MapDmaPayload = { iova: 0, vaddr: 8, sizeBytes: 16, flags: 24 } as const;
 export const UnmapDmaPayload = { iova: 0, sizeBytes: 8 } as const;
 export const ReplyPayload = { errno: 0, unmappedBytes: 8 } as const;
+export const IotlbInvalPayload = { iova: 0, sizeBytes: 8 } as const;
 
 /** The VFIO type1 ioctls as a port: called directly in one thread, or through the rings. */
 export interface VfioContainerPort {

@@ -7,7 +7,7 @@
  * |------|------|-----------|---------------------------------|
  * | 0x101 | GuestToDeviceDoorbell   | vCPU → device  | 0: qid i32, 4: which i32 (0 SQ tail, 1 CQ head), 8: value i32 |
  * | 0x102 | DeviceToGuestInterrupt  | device → vCPU  | 0: vector i32, 4: cqeCount i32 (CQEs this interrupt makes visible) |
- * | 0x103 | HostToDeviceIotlbInval  | host → device  | 0: iova f64, 8: sizeBytes f64 (0 = everything) |
+ * | 0x103 | HostToDeviceIotlbInval  | host → device  | (defined with the host's protocol, host-vfio/src/messages.ts) |
  * | 0x104 | GuestToDeviceDone       | vCPU → device  | (none) the vCPU will send nothing more |
  * | 0x105 | GuestToDeviceRegWrite   | vCPU → device  | 0: reg i32 (0 AQA, 1 ASQ, 2 ACQ, 3 CC), 8: value f64 |
  *
@@ -18,7 +18,7 @@
 
 export const GuestToDeviceDoorbell = 0x101;
 export const DeviceToGuestInterrupt = 0x102;
-export const HostToDeviceIotlbInval = 0x103;
+export { HostToDeviceIotlbInval, IotlbInvalPayload } from '@vmstack/host-vfio';
 export const GuestToDeviceDone = 0x104;
 export const GuestToDeviceRegWrite = 0x105;
 
@@ -27,5 +27,4 @@ export const DOORBELL_CQ_HEAD = 1;
 
 export const DoorbellPayload = { qid: 0, which: 4, value: 8 } as const;
 export const InterruptPayload = { vector: 0, cqeCount: 4 } as const;
-export const IotlbInvalPayload = { iova: 0, sizeBytes: 8 } as const;
 export const RegWritePayload = { reg: 0, value: 8 } as const;

@@ -18,11 +18,12 @@
 import { openSync, closeSync, writeFileSync, renameSync, rmSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
-import { loadProfile, DEFAULT_PROFILE_PATH, InputError, MAX_WORKERS, virtqueueLayout, type ClockMode } from '@vmstack/shm';
-import { BouncePool, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_SLOT_BYTES, type DmaStrategy, type FioJobSpec, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
+import { loadProfile, DEFAULT_PROFILE_PATH, InputError, MAX_WORKERS, type ClockMode } from '@vmstack/shm';
+import { BouncePool, type DmaStrategy, type FioJobSpec, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
 import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { runStack } from '../stack/run-stack.js';
+import { planGuestLayout, fioBufferBytes } from '../stack/guest-layout.js';
 import { formatFioJson } from '../report/fio-json.js';
 import { formatFioNormal } from '../report/fio-normal.js';
 import { formatVmstackReport } from '../report/tables.js';
@@ -152,21 +153,10 @@ export interface GuestRamPlan {
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-/** run-stack.ts QUEUE_DEPTH: entries per NVMe I/O queue */
-const NVME_QUEUE_ENTRIES = 1024;
 
 export function guestRamPlan(jobs: readonly FioJobSpec[], o: { strategy: DmaStrategy; untrusted: boolean; bufferContiguity: UserBufferContiguity }): GuestRamPlan {
-  let cursor = 64 * KiB;
-  cursor = align(cursor + virtqueueLayout(128, cursor).totalBytes, 4 * KiB);
-  cursor = align(cursor + 64 * VIOMMU_REQUEST_SLOT_BYTES, 4 * KiB);
-  cursor += 4 * KiB; // slot word
-  cursor += 12 * KiB; // admin SQ, admin CQ, identify
-  const maxDepth = Math.max(...jobs.map((j) => j.iodepth));
-  for (let v = 0; v < jobs.length; v++) cursor = align(cursor + NVME_QUEUE_ENTRIES * 80 + maxDepth * 4 * KiB, 4 * KiB);
-  if (o.untrusted && o.strategy !== 'bounce' && o.strategy !== 'direct') cursor = align(cursor, 2 * MiB) + IO_TLB_DEFAULT_SIZE_BYTES;
-  const heapStartBytes = align(cursor, 2 * MiB);
-  const unit = o.bufferContiguity === 'huge' ? 2 * MiB : 4 * KiB;
-  const buffersBytes = jobs.reduce((s, j) => s + j.iodepth * align(j.blockSizeBytes, unit), 0);
+  const { heapStartBytes } = planGuestLayout(jobs, o);
+  const buffersBytes = fioBufferBytes(jobs, o.bufferContiguity);
   return { heapStartBytes, buffersBytes, neededBytes: heapStartBytes + buffersBytes };
 }
 

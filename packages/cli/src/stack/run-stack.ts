@@ -5,12 +5,13 @@
  * talking through SharedArrayBuffer rings. Returns a fio-style RunResult.
  */
 
-import { InputError, RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, virtqueueLayout, type CostProfile, type ClockMode, type WorkerSpec, NEVER_NS } from '@vmstack/shm';
-import { GUEST_VCPU_WORKER, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_LOCK, VIOMMU_REQUEST_SLOT_BYTES, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
+import { InputError, RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, type CostProfile, type ClockMode, type WorkerSpec, NEVER_NS } from '@vmstack/shm';
+import { GUEST_VCPU_WORKER, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_LOCK, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
 import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, vmStateBytes, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
 import { HOST_VFIO_WORKER, IoPgtable, IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
 import { NVME_DEVICE_WORKER, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
 import { runInThread } from './in-thread.js';
+import { planGuestLayout, NVME_QUEUE_ENTRIES } from './guest-layout.js';
 import { decodeHistogram, type RunResult, type JobResult } from '../report/result.js';
 
 export interface StackOptions {
@@ -45,7 +46,6 @@ export interface StackOptions {
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const QUEUE_DEPTH = 1024;
 /** the drive's pre-filled blocks look written by a verify job with this seed */
 const NS_PREFILL_SEED = 0x89;
 
@@ -57,31 +57,9 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const ctl = RunControl.attach(control);
   const guestRam = new SharedArrayBuffer(o.guestRamBytes);
   const vmState = new SharedArrayBuffer(vmStateBytes(o.jobs.length));
-  // guest RAM layout: [64 KiB reserved][virtqueue + request slots][admin queues, identify][per vCPU: SQ, CQ, PRP pages][heap]
-  let cursor = 64 * KiB;
-  const vqLayout = virtqueueLayout(128, cursor);
-  cursor = align(cursor + vqLayout.totalBytes, 4 * KiB);
-  const viommuRequestAreaGpa = cursor;
-  cursor = align(cursor + 64 * VIOMMU_REQUEST_SLOT_BYTES, 4 * KiB);
-  const viommuSlotWordGpa = cursor;
-  cursor += 4 * KiB;
-  const coherentGpa = cursor;
-  const adminSqGpa = cursor;
-  const adminCqGpa = cursor + 4 * KiB;
-  const identifyGpa = cursor + 8 * KiB;
-  cursor += 12 * KiB;
-  const maxDepth = Math.max(...o.jobs.map((j) => j.iodepth));
-  const queues = o.jobs.map(() => {
-    const q = { sqGpa: cursor, cqGpa: cursor + QUEUE_DEPTH * 64, prpPoolGpa: cursor + QUEUE_DEPTH * 80 };
-    cursor = align(q.prpPoolGpa + maxDepth * 4 * KiB, 4 * KiB);
-    return q;
-  });
-  const coherentBytes = align(cursor - coherentGpa, 4 * KiB);
-  // the swiotlb area is preallocated at boot (untrusted devices without the pool)
-  const swiotlbGpa = align(cursor, 2 * MiB);
-  const useSwiotlb = o.untrusted && o.strategy !== 'bounce' && o.strategy !== 'direct';
-  if (useSwiotlb) cursor = swiotlbGpa + IO_TLB_DEFAULT_SIZE_BYTES;
-  const heapStartBytes = align(cursor, 2 * MiB);
+  const layout = planGuestLayout(o.jobs, o);
+  const { vqLayout, viommuRequestAreaGpa, viommuSlotWordGpa, coherentGpa, coherentBytes, adminSqGpa, adminCqGpa, identifyGpa, queues, swiotlbGpa, heapStartBytes } = layout;
+  const useSwiotlb = swiotlbGpa !== null;
   if (heapStartBytes >= o.guestRamBytes) throw new InputError('--guest-ram', o.guestRamBytes, `more than ${heapStartBytes} bytes: queues, rings${useSwiotlb ? ' and the 64 MiB swiotlb area' : ''} take that much before any I/O buffer`);
   const pageAlloc = PageAllocator.allocate({ ramBytes: o.guestRamBytes, heapStartBytes });
   const iovaDomain = IovaDomain.allocate({ startPfn: 1, limitPfn: 2 ** 36 - 1, cpus: vcpus, maxAllocations: 1 << 18 });
@@ -89,7 +67,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   // the pool's IOVA range is reserved up front, at 4 GiB, and carved into slots
   const poolIovaBase = 4 * 1024 * MiB;
   const bouncePool = o.strategy === 'bounce' ? BouncePool.allocate({ iovaBase: poolIovaBase, evictionPeriodNs: p.bounceEvictionPeriodNs, alwaysBounceLimitBytes: o.alwaysBounceLimitBytes, slotsPerClass: o.slotsPerClass }) : null;
-  const swiotlb = useSwiotlb ? Swiotlb.allocate({ areaGpa: swiotlbGpa, sizeBytes: IO_TLB_DEFAULT_SIZE_BYTES, minAlignMask: 4095 }) : null;
+  const swiotlb = swiotlbGpa !== null ? Swiotlb.allocate({ areaGpa: swiotlbGpa, sizeBytes: IO_TLB_DEFAULT_SIZE_BYTES, minAlignMask: 4095 }) : null;
   const locks = LockTable.allocate([
     { name: VIOMMU_REQUEST_LOCK, kind: 'spinlock' },
     { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
@@ -158,7 +136,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       identifyGpa,
       coherentGpa,
       coherentBytes,
-      queueDepth: QUEUE_DEPTH,
+      queueDepth: NVME_QUEUE_ENTRIES,
       queues,
       nsSizeBlocks,
       nsPrefillSeed: NS_PREFILL_SEED,
@@ -278,9 +256,6 @@ function toJobResult(job: FioJobSpec, jobOptions: Record<string, string>, r: Vcp
   };
 }
 
-function align(v: number, a: number): number {
-  return Math.ceil(v / a) * a;
-}
 
 function sumCounters(rows: Record<string, number>[]): Record<string, number> {
   const out: Record<string, number> = {};

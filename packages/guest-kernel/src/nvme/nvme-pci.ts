@@ -5,15 +5,12 @@
  * PRP1/PRP2 and PRP lists, and completions found by the CQ phase bit.
  */
 
-import { type GuestMemory, writeSqe, writeRwSqe, readCqe, nvmeSetupPrps, NVME_SQE_BYTES, NVME_CQE_BYTES, NVME_CMD_READ, NVME_CMD_WRITE, type NvmeCqe } from '@vmstack/shm';
+import { type GuestMemory, writeRwSqe, readCqe, nvmeSetupPrps, NVME_SQE_BYTES, NVME_CQE_BYTES, NVME_CMD_READ, NVME_CMD_WRITE, type NvmeCqe } from '@vmstack/shm';
 
 export interface NvmeQueuePair {
   qid: number;
   sqGpa: number;
   cqGpa: number;
-  /** the device address of the queues (identity-mapped coherent memory) */
-  sqDma: number;
-  cqDma: number;
   depth: number;
   sqTail: number;
   cqHead: number;
@@ -21,11 +18,11 @@ export interface NvmeQueuePair {
 }
 
 export function newQueuePair(qid: number, sqGpa: number, cqGpa: number, depth: number): NvmeQueuePair {
-  return { qid, sqGpa, cqGpa, sqDma: sqGpa, cqDma: cqGpa, depth, sqTail: 0, cqHead: 0, cqPhase: 1 };
+  return { qid, sqGpa, cqGpa, depth, sqTail: 0, cqHead: 0, cqPhase: 1 };
 }
 
 /** Write an admin or I/O SQE at the tail; returns the new tail for the doorbell. */
-export function nvme_submit_cmd(mem: GuestMemory, q: NvmeQueuePair, write: (gpa: number) => void): number {
+export function nvme_submit_cmd(q: NvmeQueuePair, write: (gpa: number) => void): number {
   write(q.sqGpa + q.sqTail * NVME_SQE_BYTES);
   q.sqTail = (q.sqTail + 1) % q.depth;
   return q.sqTail;
@@ -43,7 +40,7 @@ export function nvme_queue_rw(mem: GuestMemory, q: NvmeQueuePair, isRead: boolea
     used = true;
     return prpPage;
   });
-  return nvme_submit_cmd(mem, q, (gpa) => writeRwSqe(mem, gpa, { opcode: isRead ? NVME_CMD_READ : NVME_CMD_WRITE, commandId, nsid: 1, slba, blockCount: bytes / 4096, prp1: prps.prp1, prp2: prps.prp2 }));
+  return nvme_submit_cmd(q, (gpa) => writeRwSqe(mem, gpa, { opcode: isRead ? NVME_CMD_READ : NVME_CMD_WRITE, commandId, nsid: 1, slba, blockCount: bytes / 4096, prp1: prps.prp1, prp2: prps.prp2 }));
 }
 
 /** nvme_process_cq: take the next CQE if its phase says it is new. */
@@ -58,4 +55,3 @@ export function nvme_next_cqe(mem: GuestMemory, q: NvmeQueuePair): NvmeCqe | nul
   return c;
 }
 
-export { writeSqe };
