@@ -155,6 +155,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         slots,
         nsSizeBlocks: init.nsSizeBlocks,
         nsPrefillSeed: init.nsPrefillSeed,
+        priorSeeds: new Map(init.priorSeeds),
       },
       init.job,
     );

@@ -65,6 +65,8 @@ export interface VcpuWorkerInit {
   nsSizeBlocks: number;
   /** the seed of the drive's pre-filled blocks (what verify expects where nobody wrote) */
   nsPrefillSeed: number;
+  /** blocks an earlier barrier group wrote, with the seed their writer used: what verify expects there */
+  priorSeeds: [number, number][];
   doorbellRing: RingHandle;
   irqRing: RingHandle;
   /** every vCPU's interrupt ring, in vCPU order */

@@ -142,6 +142,8 @@ export interface VcpuEnv {
   nsSizeBlocks: number;
   /** the seed the drive's pre-filled blocks carry */
   nsPrefillSeed: number;
+  /** lba → seed of blocks an earlier barrier group wrote */
+  priorSeeds: ReadonlyMap<number, number>;
 }
 
 export class Vcpu {
@@ -301,7 +303,7 @@ export class Vcpu {
         this.verified++;
         const lba = s.lba + b;
         // what should be there: what this job wrote, or what the drive held before
-        const seed = this.writtenLbas.has(lba) ? this.writeSeed : this.env.nsPrefillSeed;
+        const seed = this.writtenLbas.has(lba) ? this.writeSeed : (this.env.priorSeeds.get(lba) ?? this.env.nsPrefillSeed);
         if (!verifyBlock(u8, s.buffer.pageGpas[b], lba, this.verifyAlgo, seed)) this.corrupt++;
       }
     }

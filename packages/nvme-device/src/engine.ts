@@ -52,7 +52,7 @@ export class DeviceEngine {
     const mem = attachGuestMemory(init.guestRam);
     this.iotlb = new Iotlb(IoPgtable.attach(init.pgtable), init.costs);
     const media = new NvmeMedia(init.costs);
-    this.ns = new NvmeNamespace(init.namespace.sizeBlocks, init.namespace.seed, init.namespace.algo);
+    this.ns = new NvmeNamespace(init.namespace.sizeBlocks, init.namespace.seed, init.namespace.algo, init.namespace.initialBlocks);
     this.ctrl = new NvmeController(mem, this.iotlb, media, this.ns, this.clock, init.costs);
     this.doorbells = init.doorbellRings.map((h) => Ring.attach(h));
     this.irqs = init.irqRings.map((h) => Ring.attach(h));
@@ -214,6 +214,6 @@ export class DeviceEngine {
     this.drainInvalidations();
     this.applyInvalidationsUpTo(NEVER_NS);
     this.control.publishEot(this.self, NEVER_NS);
-    return { counters: { ...this.ctrl.counters }, iotlb: this.iotlb.stats(), writtenBlocks: this.ns.writtenBlocks(), clockNs: this.clock.nowNs() };
+    return { counters: { ...this.ctrl.counters }, iotlb: this.iotlb.stats(), writtenBlocks: this.ns.writtenBlocks(), namespaceBlocks: this.init.namespace.exportBlocks ? this.ns.exportBlocks() : undefined, clockNs: this.clock.nowNs() };
   }
 }

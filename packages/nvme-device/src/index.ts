@@ -30,12 +30,14 @@ export interface DeviceWorkerInit {
   vcpuWorkers: number[];
   /** which vCPU owns completion queue i */
   vcpuOfCq: number[];
-  namespace: { sizeBlocks: number; seed: number; algo: VerifyAlgo };
+  namespace: { sizeBlocks: number; seed: number; algo: VerifyAlgo; initialBlocks?: [number, Uint8Array][]; exportBlocks?: boolean };
 }
 
 export interface DeviceWorkerResult {
   counters: NvmeCounters;
   iotlb: unknown;
   writtenBlocks: number;
+  /** with namespace.exportBlocks: the written blocks, for the next barrier group */
+  namespaceBlocks?: [number, Uint8Array][];
   clockNs: number;
 }

@@ -13,7 +13,11 @@ export class NvmeNamespace {
     readonly sizeBlocks: number,
     readonly prefillSeed: number,
     readonly prefillAlgo: VerifyAlgo,
-  ) {}
+    /** blocks an earlier run wrote (fio's barrier groups run one after another on the same drive) */
+    initialBlocks: readonly (readonly [number, Uint8Array])[] = [],
+  ) {
+    for (const [lba, data] of initialBlocks) this.written.set(lba, data);
+  }
 
   /** Copy block `lba` into `dst[off…off+4096)`. */
   readBlock(lba: number, dst: Uint8Array, off: number): void {
@@ -28,5 +32,10 @@ export class NvmeNamespace {
 
   writtenBlocks(): number {
     return this.written.size;
+  }
+
+  /** Every written block, for the next run on the same drive. */
+  exportBlocks(): [number, Uint8Array][] {
+    return [...this.written.entries()];
   }
 }

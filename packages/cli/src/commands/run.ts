@@ -82,9 +82,12 @@ export async function runCommand(a: RunArgs): Promise<void> {
   if (a.output !== undefined) rmSync(a.output, { force: true });
   try {
     const results: RunResult[] = [];
-    for (const g of groups) {
+    for (const [gi, g] of groups.entries()) {
       results.push(
         await runStack({
+          // barrier groups run one after another on the same drive: what one writes, the next reads
+          carry: results[gi - 1]?.carry,
+          exportNamespace: gi < groups.length - 1,
           jobs: jobsOf(g),
           jobOptions: parsed.jobOptions,
           globalOptions: parsed.globalOptions,

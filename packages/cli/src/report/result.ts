@@ -73,6 +73,11 @@ export interface JobResult {
   verify?: { blocksChecked: number; corrupt: number };
 }
 
+/** What a run hands to the next barrier group: the drive's written blocks. */
+export interface RunCarry {
+  namespaceBlocks: [number, Uint8Array][];
+}
+
 export interface RunResult {
   /** Wall-clock ms since the epoch when the results were gathered (fio's timestamp_ms). */
   timestampMs: number;
@@ -81,6 +86,8 @@ export interface RunResult {
   jobs: JobResult[];
   /** Passed through verbatim as the top-level "vmstack" key of the JSON output. */
   vmstack: Record<string, unknown>;
+  /** not printed: the drive's state for the next barrier group */
+  carry?: RunCarry;
 }
 
 /** A fresh, empty latency histogram (ns). */

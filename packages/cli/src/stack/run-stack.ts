@@ -12,6 +12,7 @@ import { HOST_VFIO_WORKER, IoPgtable, IOMMU_LOCK, type HostWorkerInit, type Host
 import { NVME_DEVICE_WORKER, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
 import { runInThread } from './in-thread.js';
 import { planGuestLayout, NVME_QUEUE_ENTRIES } from './guest-layout.js';
+import type { RunCarry } from '../report/result.js';
 import { decodeHistogram, type RunResult, type JobResult } from '../report/result.js';
 
 export interface StackOptions {
@@ -40,6 +41,10 @@ export interface StackOptions {
   slotsPerClass?: number;
   /** `workers` (default): each component in its own worker thread; `in-thread`: all in this thread (one job only) */
   transport?: 'workers' | 'in-thread';
+  /** the drive as an earlier barrier group left it (its written blocks) */
+  carry?: RunCarry;
+  /** return the drive's written blocks in `result.carry`, for a later barrier group */
+  exportNamespace?: boolean;
   /** reject (with each worker's state) if the run takes longer than this, real ms */
   timeoutMs?: number;
 }
@@ -98,7 +103,10 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const invalRing = Ring.allocate({ capacityRecords: 4096 }, ctl.eventRef(devW));
   const epochMs = performance.timeOrigin + performance.now();
   const common = { clockMode: o.clock, dilation: o.dilation, epochMs, spinLoads: o.spinLoads };
-  const nsSizeBlocks = Math.max(...o.jobs.map((j) => (j.offsetBytes + j.sizeBytes) / 4096)) + 1024;
+  const carried = o.carry?.namespaceBlocks ?? [];
+  const nsSizeBlocks = Math.max(...o.jobs.map((j) => (j.offsetBytes + j.sizeBytes) / 4096), ...carried.map(([lba]) => lba + 1)) + 1024;
+  // verify expects, where an earlier group wrote, the seed its writer put in the block header
+  const priorSeeds: [number, number][] = carried.map(([lba, data]) => [lba, new DataView(data.buffer, data.byteOffset).getUint32(16, true)]);
   const deviceMinResponseNs = p.nvmeDoorbellLatencyNs + p.nvmeSqeFetchNs + Math.min(p.nvmeReadLatencyNs, p.nvmeWriteLatencyNs) + p.nvmeCqePostNs + p.msiLatencyNs;
   for (const w of [...vcpuWorkers, devW]) ctl.publishEot(w, 0);
   ctl.publishEot(vmmW, NEVER_NS);
@@ -140,6 +148,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       queues,
       nsSizeBlocks,
       nsPrefillSeed: NS_PREFILL_SEED,
+      priorSeeds,
       doorbellRing: doorbellRings[v],
       irqRing: irqRings[v],
       allIrqRings: irqRings,
@@ -156,7 +165,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const hostInit: HostWorkerInit = { ...common, costs: p, locks, vmmRpc: hostRpc, pgtable, invalRing, lockedVmLimitPages: o.guestRamBytes / 4096, dmaEntryLimit: 65535 };
   specs.push({ role: 'host-vfio', entry: HOST_VFIO_WORKER, init: hostInit });
   const verifyAlgo = o.jobs.find((j) => j.verify !== 'none')?.verify ?? 'none';
-  const devInit: DeviceWorkerInit = { ...common, costs: p, guestRam, pgtable, doorbellRings, irqRings, invalRing, vcpuWorkers, vcpuOfCq: [0, ...o.jobs.map((_, i) => i)], namespace: { sizeBlocks: nsSizeBlocks, seed: NS_PREFILL_SEED, algo: verifyAlgo } };
+  const devInit: DeviceWorkerInit = { ...common, costs: p, guestRam, pgtable, doorbellRings, irqRings, invalRing, vcpuWorkers, vcpuOfCq: [0, ...o.jobs.map((_, i) => i)], namespace: { sizeBlocks: nsSizeBlocks, seed: NS_PREFILL_SEED, algo: verifyAlgo, initialBlocks: o.carry?.namespaceBlocks, exportBlocks: o.exportNamespace } };
   specs.push({ role: 'nvme-device', entry: NVME_DEVICE_WORKER, init: devInit });
 
   const startedMs = Date.now();
@@ -201,6 +210,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const loopMs = Math.max(...vres.map((r) => r.job.loopWallMs));
   const simulatedIos = jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0);
   return {
+    carry: dev.namespaceBlocks ? { namespaceBlocks: dev.namespaceBlocks } : undefined,
     timestampMs: startedMs,
     globalOptions: o.globalOptions,
     jobs,
