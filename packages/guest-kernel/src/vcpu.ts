@@ -77,6 +77,7 @@ export interface VcpuJobResult {
   errors: number;
   startNs: number;
   endNs: number;
+  /** model ns the vCPU worked (submitting, handling interrupts, busy-polling the VMM), not idle */
   busyNs: number;
   /** real (wall) ms the job loop took: the model's own speed */
   loopWallMs: number;
@@ -372,8 +373,8 @@ export class Vcpu {
 
   run(): VcpuJobResult {
     const clock = this.env.clock;
-    const idleStart = { ns: 0 };
-    let busyNs = 0;
+    // the vCPU is busy except while it waits, idle, for an interrupt (busy-polling the VMM counts as busy)
+    let idleNs = 0;
     const wallStart = performance.now();
     this.publish(clock.nowNs());
     for (;;) {
@@ -381,9 +382,7 @@ export class Vcpu {
       if (this.env.dma.nextTimerNs() <= clock.nowNs()) this.env.dma.runTimers();
       if (this.canSubmit()) {
         this.quantumGate(clock.nowNs());
-        const t0 = clock.nowNs();
         this.submitIo();
-        busyNs += clock.nowNs() - t0;
         this.publish(clock.nowNs());
         continue;
       }
@@ -395,7 +394,7 @@ export class Vcpu {
         break;
       }
       // idle: nothing to submit until a completion; wait for the next interrupt (or the flush timer)
-      idleStart.ns = clock.nowNs();
+      const idleFromNs = clock.nowNs();
       this.publish(NEVER_NS);
       const timerNs = this.env.dma.nextTimerNs();
       const irqs = this.env.irqs;
@@ -403,6 +402,7 @@ export class Vcpu {
       this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);
       if (irqs.available() > 0 && irqs.timestampAt(irqs.offsetAt(0)) <= timerNs) clock.advanceTo(irqs.timestampAt(irqs.offsetAt(0)));
       else clock.advanceTo(timerNs);
+      idleNs += clock.nowNs() - idleFromNs;
       this.publish(clock.nowNs());
     }
     this.finished = true;
@@ -414,7 +414,7 @@ export class Vcpu {
       errors: this.errors,
       startNs: this.startNs,
       endNs: clock.nowNs(),
-      busyNs,
+      busyNs: clock.nowNs() - this.startNs - idleNs,
       loopWallMs: performance.now() - wallStart,
     };
   }

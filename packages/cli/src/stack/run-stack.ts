@@ -258,6 +258,8 @@ function toJobResult(job: FioJobSpec, jobOptions: Record<string, string>, r: Vcp
     write: dir(r.job.write),
     jobRuntimeNs: runtimeNs,
     usrCpuPct: 0,
+    // the profile does not split fio's user-space share out of fioSubmitNs / fioReapPerIoNs:
+    // every busy model ns of the vCPU is reported as sys, none as usr
     sysCpuPct: runtimeNs > 0 ? (100 * r.job.busyNs) / runtimeNs : 0,
     ctx: 0,
     error: r.job.errors,
