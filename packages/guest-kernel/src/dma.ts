@@ -91,8 +91,12 @@ export class DmaIommu {
     if (strategy === 'bounce' && !d.pool) throw new Error('dma-iommu: bounce needs the pool');
   }
 
-  /** The map of a streaming DMA (`dma_map_sg` / `dma_map_page`). */
-  iommu_dma_map_sg(segments: readonly DmaSegment[], dir: DmaDirection): DmaMapping {
+  /**
+   * The map of a streaming DMA (`dma_map_sg` / `dma_map_page`).
+   * `attrs.persistentStreaming` is DMA_ATTR_PERSISTENT_STREAMING: with the pool,
+   * the mapping is served from it whatever its size and its slot stays mapped.
+   */
+  iommu_dma_map_sg(segments: readonly DmaSegment[], dir: DmaDirection, attrs: { persistentStreaming?: boolean } = {}): DmaMapping {
     this.counters.mapCalls++;
     const totalBytes = segments.reduce((s, x) => s + x.lenBytes, 0);
     const m: DmaMapping = { dmaSegments: [], segments, dir, totalBytes, kind: 'direct', iovaRanges: [], slot: null, fallback: null };
@@ -104,8 +108,8 @@ export class DmaIommu {
     this.clock.charge(this.costs.iommuDmaMapCallNs + segments.length * this.costs.iommuDmaSgPerSegmentNs);
     const pool = this.d.pool;
     let fn: string;
-    if (this.strategy === 'bounce' && pool && (this.d.untrusted || pool.shouldBounce(totalBytes, true))) {
-      fn = this.mapBounced(m, pool);
+    if (this.strategy === 'bounce' && pool && (this.d.untrusted || attrs.persistentStreaming || pool.shouldBounce(totalBytes, true))) {
+      fn = this.mapBounced(m, pool, attrs.persistentStreaming === true);
     } else if (this.d.untrusted) {
       fn = this.mapPerSegment(m);
     } else {
@@ -220,10 +224,10 @@ export class DmaIommu {
   }
 
   /** The pool: a cached, still-mapped slot (a hit sends nothing); a miss maps the slot once. */
-  private mapBounced(m: DmaMapping, pool: BouncePool): string {
+  private mapBounced(m: DmaMapping, pool: BouncePool, persistent: boolean): string {
     const { read, write } = this.prot(m.dir);
     const perm = (read ? IOMMU_READ : 0) | (write ? IOMMU_WRITE : 0);
-    const slot = pool.acquire(m.totalBytes, perm, this.clock);
+    const slot = pool.acquire(m.totalBytes, perm, this.clock, { persistent });
     if (slot) {
       if (slot.needsUnmapFirst) {
         this.d.viommu!.viommu_unmap_pages(this.d.domain, slot.iova, slot.classBytes);

@@ -395,15 +395,15 @@ test('padding is zeroed only for fresh buffers of untrusted devices', (t) => {
   t.is(pool.bounceOnUnmap(ram, s.gpa, segs, DMA_TO_DEVICE, {}, clock), 0);
 });
 
-test('bounce decision: always_bounce_limit for trusted devices (a live knob), mandatory for untrusted, skipped when persistent', (t) => {
+test('bounce decision: always_bounce_limit for trusted devices (a live knob), mandatory for untrusted, from the pool when persistent', (t) => {
   const { pool, handle, locks, pages } = setup();
   t.is(pool.bounceDecision(4096, true), 'optional');
   t.is(pool.bounceDecision(4097, true), 'none');
   t.is(pool.bounceDecision(1 << 20, false), 'required');
   t.is(pool.bounceDecision(65536, false, { granuleAligned: true }), 'none', 'series: an aligned untrusted mapping is not forced');
   t.is(pool.bounceDecision(4096, false, { granuleAligned: true }), 'optional');
-  t.is(pool.bounceDecision(512, true, { persistent: true }), 'none', 'DMA_ATTR_PERSISTENT_STREAMING skips bounce buffers');
-  t.is(pool.bounceDecision(512, false, { persistent: true }), 'none');
+  t.is(pool.bounceDecision(512 * 1024, true, { persistent: true }), 'required', 'DMA_ATTR_PERSISTENT_STREAMING: served from the pool whatever the limit');
+  t.is(pool.bounceDecision(512, false, { persistent: true }), 'required');
   t.true(pool.shouldBounce(100, true));
   const other = BouncePool.attach(handle, 1, locks, pages, COSTS);
   other.setAlwaysBounceLimit(65536);
@@ -526,4 +526,23 @@ test('4 real worker threads acquire and release concurrently: no slot or memory 
     if (c.inUse !== 0 || c.cached !== 0 || c.empty + c.untouched !== pool.slotsPerClass) leaked++;
   }
   t.is(leaked, 0, 'every slot is back on the empty list or untouched');
+});
+
+test('DMA_ATTR_PERSISTENT_STREAMING: the slot stays mapped through eviction passes; teardown releases it', (t) => {
+  const { pool, clock } = setup({ evictionPeriodNs: 1000 });
+  const persistent = pool.acquire(4096, IOMMU_WRITE, clock, { persistent: true })!;
+  const ordinary = pool.acquire(4096, IOMMU_WRITE, clock)!;
+  pool.release(persistent, clock);
+  pool.release(ordinary, clock);
+  t.deepEqual(pool.evictionPass(1000, clock), [], 'first pass: both only age');
+  const evicted = pool.evictionPass(2000, clock);
+  t.deepEqual(evicted.map((e) => e.slot), [ordinary.slot], 'second pass: the ordinary slot goes, the persistent one stays');
+  for (const e of evicted) pool.finishEviction(e, clock);
+  t.deepEqual(pool.evictionPass(3000, clock), []);
+  const again = pool.acquire(4096, IOMMU_WRITE, clock)!;
+  t.is(again.slot, persistent.slot, 'still cached and mapped: a hit');
+  t.false(again.needsMap);
+  pool.release(again, clock);
+  const gone = pool.evictionPass(4000, clock, true);
+  t.deepEqual(gone.map((e) => e.slot), [persistent.slot], 'teardown releases it');
 });

@@ -385,3 +385,27 @@ test('eviction: a cached slot idle for two passes is unmapped (UNMAP sent, memor
   t.is(pool.nextEvictionNs(), NEVER_NS, 'nothing cached: no pass pending');
   t.deepEqual([s.container.dmaCount, s.container.pinnedPages], [0, 0], 'the host holds nothing');
 });
+
+test('DMA_ATTR_PERSISTENT_STREAMING: served from the pool above always_bounce_limit, and its slot stays mapped through eviction passes', (t) => {
+  const P = 1_000_000;
+  const s = rig('bounce', { evictionPeriodNs: P });
+  const pool = s.pool!;
+  const big = 8 * PAGE; // above the default 4 KiB always_bounce_limit
+  const a = canaried(s).buf;
+  const plain = s.dma.iommu_dma_map_sg([{ gpa: a, lenBytes: PAGE }], DMA_FROM_DEVICE, {});
+  t.is(plain.kind, 'slot');
+  s.dma.iommu_dma_unmap_sg(plain);
+  const buf = s.pages.alloc_pages(3, s.clock);
+  const m = s.dma.iommu_dma_map_sg([{ gpa: buf, lenBytes: big }], DMA_TO_DEVICE, { persistentStreaming: true });
+  t.is(m.kind, 'slot', 'from the pool, although 32 KiB is above the limit');
+  const iova = m.slot!.iova;
+  s.dma.iommu_dma_unmap_sg(m);
+  s.requests();
+  for (let pass = 0; pass < 4; pass++) {
+    s.clock.advanceTo(pool.nextEvictionNs());
+    s.dma.runTimers();
+  }
+  t.is(s.pgtable.walk(iova)?.prot as number, IOMMU_READ, 'the persistent slot is still mapped');
+  t.is(pool.slotInfo(plain.slot!.cls, plain.slot!.slot).state, SlotState.EMPTY, 'the ordinary slot was evicted');
+  t.deepEqual(s.requests(), { map: 0, unmap: 1 });
+});

@@ -32,12 +32,13 @@
  *   `reuseOtherPermissionSlots: true` instead takes the head of the first
  *   non-empty cache list (RO, WO, RW order) and returns `needsUnmapFirst` with
  *   the old prot: the caller unmaps it and maps it again with the new prot.
- * - DMA_ATTR_PERSISTENT_STREAMING (patch 8/9): in the series the flag makes a
- *   mapping SKIP the optional bounce buffers (long-lived mappings whose owner
- *   manages coherency without dma_sync_*; i915 sets it); for an untrusted
- *   device it WARNs and still skips. It does not keep anything in the pool.
- *   `bounceDecision` models exactly that. (Any in-use slot is never evicted:
- *   only cached slots age.)
+ * - DMA_ATTR_PERSISTENT_STREAMING: the model follows DESIGN.md — such a mapping
+ *   is served from the pool whatever its size against always_bounce_limit,
+ *   and its slot stays mapped for reuse: eviction passes skip it (teardown
+ *   does not). The 2021 series (patch 8/9) instead made the flag SKIP the
+ *   optional bounce buffers (long-lived mappings whose owner manages
+ *   coherency without dma_sync_*; i915 sets it). (Any in-use slot is never
+ *   evicted: only cached slots age.)
  * - Mandatory bouncing for untrusted devices: the series forces it only for
  *   mappings that are not IOVA-granule aligned (`iova_offset(offset | size)`),
  *   as swiotlb did; DESIGN.md says "always". `bounceDecision` takes
@@ -242,7 +243,7 @@ export type BounceDecision = 'none' | 'optional' | 'required';
 export interface BounceDecisionOptions {
   /** offset and size are multiples of the IOVA granule (series: untrusted + aligned is not forced) */
   readonly granuleAligned?: boolean;
-  /** DMA_ATTR_PERSISTENT_STREAMING: skip bounce buffers (series patch 8/9) */
+  /** DMA_ATTR_PERSISTENT_STREAMING: served from the pool, kept mapped (DESIGN.md) */
   readonly persistent?: boolean;
 }
 
@@ -413,6 +414,8 @@ export class BouncePool {
   private readonly slotState: Int32Array;
   private readonly slotNext: Int32Array;
   private readonly slotPerm: Int32Array;
+  /** 1: the slot holds a DMA_ATTR_PERSISTENT_STREAMING mapping — kept mapped, never evicted (but at teardown) */
+  private readonly slotPersistent: Int32Array;
   private readonly locks: Mutex[];
   private readonly iovaEnd: number;
   private readonly classIovaBase: number[];
@@ -428,6 +431,7 @@ export class BouncePool {
       { name: 'slotState', kind: 'i32', count: s },
       { name: 'slotNext', kind: 'i32', count: s },
       { name: 'slotPerm', kind: 'i32', count: s },
+      { name: 'slotPersistent', kind: 'i32', count: s },
       { name: 'fallback', kind: 'f64', count: opts.fallbackCapacity * FB_FIELDS },
     ]);
   }
@@ -514,6 +518,7 @@ export class BouncePool {
     this.slotState = r.i32('slotState');
     this.slotNext = r.i32('slotNext');
     this.slotPerm = r.i32('slotPerm');
+    this.slotPersistent = r.i32('slotPersistent');
     this.locks = [];
     for (let c = 0; c < handle.numClasses; c++) this.locks.push(lockTable.get(bouncePoolClassLockName(this.classBytes(c), handle.lockSuffix)));
     this.classIovaBase = [];
@@ -588,7 +593,10 @@ export class BouncePool {
    * cannot serve) or 'none'.
    */
   bounceDecision(sizeBytes: number, trusted: boolean, opts: BounceDecisionOptions = {}): BounceDecision {
-    if (opts.persistent) return 'none';
+    // DESIGN.md: a DMA_ATTR_PERSISTENT_STREAMING mapping is served from the pool (whatever
+    // its size against always_bounce_limit) and stays mapped; the 2021 series instead
+    // exempted such mappings from bouncing (patch 8/9)
+    if (opts.persistent) return 'required';
     const force = !trusted && !opts.granuleAligned;
     if (force) return 'required';
     if (this.handle.optimization && sizeBytes <= this.alwaysBounceLimitBytes()) return 'optional';
@@ -603,7 +611,7 @@ export class BouncePool {
    * `io_buffer_manager_alloc_slot`: a slot of the smallest class ≥ size for a
    * mapping with IOMMU prot `perm`, or null (class full, oversize, no memory).
    */
-  acquire(sizeBytes: number, perm: number, clock: ModelClock): BounceSlot | null {
+  acquire(sizeBytes: number, perm: number, clock: ModelClock, attrs: { readonly persistent?: boolean } = {}): BounceSlot | null {
     const list = cacheListOf(perm);
     const cls = this.classFor(sizeBytes);
     if (cls < 0) {
@@ -666,6 +674,8 @@ export class BouncePool {
       next[g] = -1;
       this.slotState[g] = SlotState.IN_USE;
       this.slotPerm[g] = perm;
+      // DMA_ATTR_PERSISTENT_STREAMING (DESIGN.md): the mapping stays in the pool's IOVA for reuse
+      this.slotPersistent[g] = attrs.persistent ? 1 : 0;
       hdr[h + H_IN_USE]++;
     } finally {
       lock.unlock(clock);
@@ -777,12 +787,26 @@ export class BouncePool {
           }
           if (prev === -1) this.header[h + H_CACHE + l] = -1;
           else next[prev] = -1;
-          for (; cur !== -1; cur = next[cur]) {
+          // persistent slots stay (mapped, in the cache) unless the pool is torn down
+          const keep: number[] = [];
+          for (let nxt = -1; cur !== -1; cur = nxt) {
+            nxt = next[cur];
             walked++;
+            if (!teardown && this.slotPersistent[cur] === 1) {
+              keep.push(cur);
+              continue;
+            }
             state[cur] = SlotState.EVICTING;
             this.header[h + H_CACHED]--;
             const slot = cur - cls * this.handle.slotsPerClass;
             out.push({ cls, slot, iova: this.classIovaBase[cls] + slot * this.classBytes(cls), sizeBytes: this.classBytes(cls), perm: this.slotPerm[cur], gpa: this.slotGpa[cur] });
+          }
+          let tail = prev;
+          for (const k of keep) {
+            if (tail === -1) this.header[h + H_CACHE + l] = k;
+            else next[tail] = k;
+            next[k] = -1;
+            tail = k;
           }
         }
         if (walked > 0) clock.charge(walked * this.costs.bouncePoolListOpNs);
