@@ -19,7 +19,7 @@
 import { readFileSync } from 'node:fs';
 import yargs, { type Argv, type CommandModule, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { InputError, WorkerFailure } from '@vmstack/shm';
+import { InputError, WorkerFailure, closestName, editDistance } from '@vmstack/shm';
 import type { DmaStrategy, ViommuDriverGeneration, UserBufferContiguity } from '@vmstack/guest-kernel';
 import type { RunArgs } from './commands/run.js';
 
@@ -281,25 +281,10 @@ function cliVersion(): string {
 
 /** The candidate within a small edit distance of `name`, if any ("did you mean"). */
 function closest(name: string, candidates: readonly string[]): string | undefined {
-  const norm = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
-  let best: string | undefined;
-  let bestDistance = Math.max(2, Math.floor(name.length / 3)) + 1;
-  for (const c of candidates) {
-    const d = norm(c) === norm(name) ? 0 : editDistance(name.toLowerCase(), c.toLowerCase());
-    if (d < bestDistance) [best, bestDistance] = [c, d];
-  }
-  return best;
+  const norm = (x: string) => x.toLowerCase().replace(/[-_]/g, '');
+  return closestName(name, candidates, Math.max(2, Math.floor(name.length / 3)), (a, b) => (norm(a) === norm(b) ? 0 : editDistance(a.toLowerCase(), b.toLowerCase())));
 }
 
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length];
-}
 
 function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, ' ');

@@ -13,3 +13,4 @@ export * from './wire/virtio-iommu.js';
 export * from './wire/nvme.js';
 export * from './pattern.js';
 export * from './prng.js';
+export * from './suggest.js';

@@ -23,6 +23,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InputError } from './errors.js';
+import { closestName, editDistance } from './suggest.js';
 
 export type CostUnit = 'ns' | 'bytes/ns' | 'count';
 
@@ -247,26 +248,6 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
 
 /** The known key within edit distance 3 of `key` (case-insensitive), if any. */
 function closestKey(key: string): CostKey | undefined {
-  let best: CostKey | undefined;
-  let bestDistance = 4;
-  for (const spec of PROFILE_KEYS) {
-    const d = editDistance(key.toLowerCase(), spec.key.toLowerCase());
-    if (d < bestDistance) {
-      best = spec.key;
-      bestDistance = d;
-    }
-  }
-  return best;
+  return closestName(key, PROFILE_KEYS.map((spec) => spec.key), 3, (a, b) => editDistance(a.toLowerCase(), b.toLowerCase()));
 }
 
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length];
-}

@@ -23,7 +23,7 @@
  * a new reporting group (`reportGroupId`). numjobs clones share their
  * section's groups.
  */
-import { InputError } from '@vmstack/shm';
+import { InputError, closestName } from '@vmstack/shm';
 import {
   BLOCK_SIZE_ALLOWED,
   FIO_DEFAULT_RANDSEED,
@@ -701,23 +701,6 @@ function parseSetFlag(o: Written): boolean {
 
 /** The known option name closest to a misspelt one, if it is close (as fio's "Did you mean"). */
 function closestOptionName(name: string): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const candidate of [...Object.keys(FIO_OPTION_TABLE), ...Object.keys(FIO_OPTION_ALIASES)]) {
-    const d = editDistance(name, candidate);
-    if (d < bestDistance) [best, bestDistance] = [candidate, d];
-  }
-  return bestDistance <= Math.max(1, Math.floor(name.length / 4)) ? best : undefined;
+  return closestName(name, [...Object.keys(FIO_OPTION_TABLE), ...Object.keys(FIO_OPTION_ALIASES)], Math.max(1, Math.floor(name.length / 4)));
 }
 
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length];
-}
