@@ -67,7 +67,10 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const useSwiotlb = swiotlbGpa !== null;
   if (heapStartBytes >= o.guestRamBytes) throw new InputError('--guest-ram', o.guestRamBytes, `more than ${heapStartBytes} bytes: queues, rings${useSwiotlb ? ' and the 64 MiB swiotlb area' : ''} take that much before any I/O buffer`);
   const pageAlloc = PageAllocator.allocate({ ramBytes: o.guestRamBytes, heapStartBytes });
-  const iovaDomain = IovaDomain.allocate({ startPfn: 1, limitPfn: 2 ** 36 - 1, cpus: vcpus, maxAllocations: 1 << 18 });
+  // rbtree nodes: what the rcaches can hold (6 size classes × (2 magazines per CPU + a 32-magazine depot) × 128)
+  // plus every I/O in flight, plus room for reserved ranges and per-segment maps
+  const inFlight = o.jobs.reduce((s, j) => s + j.iodepth * (o.untrusted ? j.blockSizeBytes / 4096 : 1), 0);
+  const iovaDomain = IovaDomain.allocate({ startPfn: 1, limitPfn: 2 ** 36 - 1, cpus: vcpus, maxAllocations: 6 * (2 * vcpus + 32) * 128 + inFlight + 4096 });
   const flushQueue = o.strategy === 'lazy' ? FlushQueue.allocate({ cpus: vcpus, entriesCount: p.lazyFlushQueueEntriesCount, timeoutNs: p.lazyFlushTimeoutNs }) : null;
   // the pool's IOVA range is reserved up front, at 4 GiB, and carved into slots
   const poolIovaBase = 4 * 1024 * MiB;
