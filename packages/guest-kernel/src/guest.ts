@@ -26,13 +26,12 @@ import type { VcpuWorkerInit, VcpuWorkerResult } from './index.js';
  * memory in a worker, or by stepping the other components in one thread.
  */
 export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunControl, platform: GuestPlatform): () => VcpuWorkerResult {
-  const boot = { index: self };
   const v = init.vcpu;
   const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
   const mem = attachGuestMemory(init.guestRam);
   // every guest lock waits for the quantum first, so lock grants follow model time
   let lockGate: (nowNs: number) => void = () => {};
-  const locks = LockTable.attach(init.locks, boot.index, control, init.spinLoads, (t) => lockGate(t));
+  const locks = LockTable.attach(init.locks, self, control, init.spinLoads, (t) => lockGate(t));
   const doorbells = Ring.attach(init.doorbellRing);
   const doorbellLog = new SentLog(doorbells);
   const irqs = Ring.attach(init.irqRing);
@@ -79,18 +78,18 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     doorbells.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.value, tail, true);
     doorbellLog.record(doorbells.nextSeq() - 1, clock.nowNs());
     doorbells.publish();
-    control.publishEot(boot.index, NEVER_NS);
+    control.publishEot(self, NEVER_NS);
     platform.awaitInput(() => irqs.available() > 0);
     const n = irqs.available();
     clock.syncTo(irqs.timestampAt(irqs.offsetAt(0)));
-    control.publishEot(boot.index, clock.nowNs());
+    control.publishEot(self, clock.nowNs());
     irqs.release(n);
     const c = nvme_next_cqe(mem, adminQ);
     if (!c || c.status !== 0) throw new Error(`nvme admin command ${cid} failed with status ${c?.status}`);
   };
 
   return () => {
-    control.publishEot(boot.index, 0);
+    control.publishEot(self, 0);
     // the VMM starts the vCPUs once guest RAM is set up (mapped through VFIO without a vIOMMU)
     waitFlag(VM_VMM_READY);
     if (v === 0) {
@@ -115,7 +114,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
       Atomics.store(vmState, VM_QUEUES_READY, 1);
       Atomics.notify(vmState, VM_QUEUES_READY);
     } else {
-      control.publishEot(boot.index, NEVER_NS);
+      control.publishEot(self, NEVER_NS);
       waitFlag(VM_QUEUES_READY);
       clock.syncTo(Atomics.load(vmState, VM_QUEUES_READY_NS));
     }
@@ -137,10 +136,10 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         mem,
         clock,
         control,
-        self: boot.index,
+        self: self,
         deviceWorker: init.deviceWorker,
-        otherVcpus: init.vcpuWorkers.filter((w) => w !== boot.index),
-        peerIrqs: init.allIrqRings.filter((_, u) => init.vcpuWorkers[u] !== boot.index).map((h) => Ring.attach(h)),
+        otherVcpus: init.vcpuWorkers.filter((w) => w !== self),
+        peerIrqs: init.allIrqRings.filter((_, u) => init.vcpuWorkers[u] !== self).map((h) => Ring.attach(h)),
         quantumNs: init.quantumNs,
         spinLoads: init.spinLoads,
         doorbells,
@@ -153,7 +152,6 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         profiler,
         platform,
         slots,
-        nsSizeBlocks: init.nsSizeBlocks,
         nsPrefillSeed: init.nsPrefillSeed,
         priorSeeds: new Map(init.priorSeeds),
       },
@@ -169,7 +167,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     if (v === 0) {
       // shutdown, once every vCPU is done: the pool releases its cached slots, the
       // driver deletes its queues and frees its coherent memory, the endpoint detaches
-      control.publishEot(boot.index, NEVER_NS);
+      control.publishEot(self, NEVER_NS);
       while (Atomics.load(vmState, VM_VCPUS_DONE) < init.vcpuWorkers.length) {
         if (control.aborted()) throw new Error('aborted');
         Atomics.wait(vmState, VM_VCPUS_DONE, Atomics.load(vmState, VM_VCPUS_DONE), 50);
@@ -193,7 +191,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     doorbells.writeHeader(off, GuestToDeviceDone, 0, clock.nowNs());
     doorbells.publish();
     platform.done(clock.nowNs());
-    control.publishEot(boot.index, NEVER_NS);
+    control.publishEot(self, NEVER_NS);
     return {
       job: result,
       profile: profiler.toJSON(),

@@ -62,7 +62,6 @@ export interface VcpuWorkerInit {
   coherentBytes: number;
   queueDepth: number;
   queues: { sqGpa: number; cqGpa: number; prpPoolGpa: number }[];
-  nsSizeBlocks: number;
   /** the seed of the drive's pre-filled blocks (what verify expects where nobody wrote) */
   nsPrefillSeed: number;
   /** blocks an earlier barrier group wrote, with the seed their writer used: what verify expects there */

@@ -140,7 +140,6 @@ export interface VcpuEnv {
   profiler: Profiler;
   platform: GuestPlatform;
   slots: { buffer: UserBuffer; prpPage: { gpa: number; dmaAddr: number } }[];
-  nsSizeBlocks: number;
   /** the seed the drive's pre-filled blocks carry */
   nsPrefillSeed: number;
   /** lba → seed of blocks an earlier barrier group wrote */
@@ -157,7 +156,6 @@ export class Vcpu {
   private corrupt = 0;
   private errors = 0;
   private issued = 0;
-  private completed = 0;
   private inflight = 0;
   private phase: 'main' | 'verify' = 'main';
   private verifyIssued = 0;
@@ -187,7 +185,7 @@ export class Vcpu {
     this.totalIos = Math.floor(job.sizeBytes / job.blockSizeBytes);
     this.startNs = env.clock.nowNs();
     this.writeSeed = (job.randseed ^ 0x5a5a5a5a ^ Math.imul(job.jobIndex + 1, 0x9e3779b9)) >>> 0;
-    this.deadlineNs = job.timeBased && job.runtimeNs ? this.startNs + job.runtimeNs : job.runtimeNs ? this.startNs + job.runtimeNs : NEVER_NS;
+    this.deadlineNs = job.runtimeNs ? this.startNs + job.runtimeNs : NEVER_NS;
     this.verifyAlgo = job.verify === 'none' ? 'none' : job.verify;
   }
 
@@ -318,7 +316,6 @@ export class Vcpu {
       d.slat.recordValue(Math.max(1, s.issueNs - s.submitNs));
     }
     this.inflight--;
-    this.completed++;
     this.free.push(cid);
   }
 

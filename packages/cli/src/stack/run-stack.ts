@@ -149,7 +149,6 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       coherentBytes,
       queueDepth: NVME_QUEUE_ENTRIES,
       queues,
-      nsSizeBlocks,
       nsPrefillSeed: NS_PREFILL_SEED,
       priorSeeds,
       doorbellRing: doorbellRings[v],
