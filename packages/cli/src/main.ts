@@ -224,6 +224,31 @@ async function scaleHandler(argv: Record<string, unknown>): Promise<void> {
   await scaleCommand({ jobs: str('jobs'), strategies: str('strategies'), rw: str('rw'), bs: str('bs'), iodepth: str('iodepth'), size: str('size'), quantum: str('quantum'), profile: str('profile'), outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal', output: str('output'), html: str('html') });
 }
 
+const SWEEP_OPTIONS: Record<string, Options> = {
+  strategies: { type: 'string', describe: 'strategies to run (default: direct,strict,lazy,bounce)' },
+  bs: { type: 'string', describe: 'block sizes (default: 4k,16k,64k,128k)' },
+  size: { type: 'string', describe: 'bytes read per run (default: 16m)' },
+  iodepth: { type: 'string', describe: 'fio iodepth (default: 64)' },
+  parallel: { type: 'string', describe: 'run the topologies on this many piscina threads; the numbers do not change (default: 1)' },
+  profile: { type: 'string', describe: 'cost profile JSON (default: profiles/i5-10210U.json)' },
+  'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: a table; json: every cell (default: normal)' },
+  output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when complete' },
+  html: { type: 'string', describe: 'also write an offline HTML report with an SVG chart to this file' },
+};
+
+async function sweepHandler(argv: Record<string, unknown>): Promise<void> {
+  const positionals = (argv._ as unknown[]).slice(1);
+  if (positionals.length > 0) throw new InputError('sweep', String(positionals[0]), 'no positional arguments; see vmstack sweep --help');
+  for (const [key, value] of Object.entries(argv)) {
+    if (key === '_' || key === '$0' || Object.hasOwn(SWEEP_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
+    const near = closest(key, Object.keys(SWEEP_OPTIONS));
+    throw new InputError(`--${key}`, value === true ? '' : String(value), `not an option of vmstack sweep${near ? ` (did you mean --${near}?)` : ''}; see vmstack sweep --help`);
+  }
+  const { sweepCommand } = await import('./commands/sweep.js');
+  const str = (k: string) => argv[k] as string | undefined;
+  await sweepCommand({ strategies: str('strategies'), bs: str('bs'), size: str('size'), iodepth: str('iodepth'), parallel: str('parallel'), profile: str('profile'), outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal', output: str('output'), html: str('html') });
+}
+
 /** Every command: name, builder, and a handler that imports its heavy code lazily. */
 const COMMANDS: CommandModule[] = [
   { command: 'run [jobfile]', describe: 'run fio jobs on the modelled VM and print fio output, lock_stat and a profile', builder: runBuilder, handler: (argv) => runHandler(argv) },
@@ -235,6 +260,15 @@ const COMMANDS: CommandModule[] = [
       return y.example('$0 scale --jobs 1,2,4 --strategies strict,bounce --html scale.html', 'throughput and lock wait with 1, 2 and 4 jobs').epilog(EXIT_CODES);
     },
     handler: (argv) => scaleHandler(argv),
+  },
+  {
+    command: 'sweep',
+    describe: 'throughput against block size for every strategy (direct, strict, lazy, bounce)',
+    builder: (y: Argv) => {
+      for (const [name, o] of Object.entries(SWEEP_OPTIONS)) y.option(name, o);
+      return y.example('$0 sweep --bs 4k,64k --html sweep.html', 'two block sizes, four strategies, a chart').epilog(EXIT_CODES);
+    },
+    handler: (argv) => sweepHandler(argv),
   },
   { command: 'compare', describe: 'the reference experiment: strict vs the bounce-buffer pool at 4k, 16k, 64k, 128k, against the published ratios', builder: compareBuilder, handler: (argv) => compareHandler(argv) },
 ];

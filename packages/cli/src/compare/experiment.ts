@@ -9,6 +9,7 @@
  */
 
 import { loadProfile, type CostProfile } from '@vmstack/shm';
+import type { DmaStrategy } from '@vmstack/guest-kernel';
 import { jobsFromCommandLine } from '../fio/options.js';
 import { runStack } from '../stack/run-stack.js';
 
@@ -29,7 +30,7 @@ export const REFERENCE_ROWS: readonly CompareRow[] = [
 export const RATIO_TOLERANCE = 0.15;
 
 export interface CompareTask {
-  strategy: 'strict' | 'bounce';
+  strategy: DmaStrategy;
   blockSizeBytes: number;
   label: string;
   sizeBytes: number;
@@ -38,7 +39,7 @@ export interface CompareTask {
 }
 
 export interface CompareTaskResult {
-  strategy: 'strict' | 'bounce';
+  strategy: DmaStrategy;
   blockSizeBytes: number;
   ios: number;
   ioBytes: number;

@@ -1,0 +1,49 @@
+/** `vmstack sweep`: throughput against block size for each strategy. */
+
+import { writeFileSync, renameSync, rmSync } from 'node:fs';
+import { InputError } from '@vmstack/shm';
+import { DMA_STRATEGIES, type DmaStrategy } from '@vmstack/guest-kernel';
+import { parseSizeBytes } from '../fio/sizes.js';
+import { runSweep, formatSweepTable, formatSweepHtml } from '../sweep/sweep.js';
+
+export interface SweepArgs {
+  strategies?: string;
+  bs?: string;
+  size?: string;
+  iodepth?: string;
+  parallel?: string;
+  profile?: string;
+  outputFormat: 'normal' | 'json';
+  output?: string;
+  html?: string;
+}
+
+export async function sweepCommand(a: SweepArgs): Promise<void> {
+  const strategies = (a.strategies ?? DMA_STRATEGIES.join(',')).split(',').map((x) => x.trim()).filter(Boolean).map((x) => {
+    if (!(DMA_STRATEGIES as readonly string[]).includes(x)) throw new InputError('--strategies', x, `a list of ${DMA_STRATEGIES.join(', ')}`);
+    return x as DmaStrategy;
+  });
+  const blockSizes = (a.bs ?? '4k,16k,64k,128k').split(',').map((x) => x.trim()).filter(Boolean).map((label) => {
+    const bytes = parseSizeBytes('--bs', label);
+    if (bytes < 4096 || bytes % 4096 !== 0 || bytes > 512 * 1024) throw new InputError('--bs', label, 'block sizes of whole 4 KiB pages up to 512k, e.g. 4k,16k,64k,128k');
+    return { label, bytes };
+  });
+  const iodepth = Number(a.iodepth ?? '64');
+  if (!Number.isInteger(iodepth) || iodepth < 1 || iodepth > 1024) throw new InputError('--iodepth', a.iodepth, 'a whole number from 1 to 1024');
+  const parallel = a.parallel === undefined ? 1 : Number(a.parallel);
+  if (a.parallel !== undefined && !/^\d+$/.test(a.parallel.trim())) throw new InputError('--parallel', a.parallel, 'a whole number of threads from 1 to 16');
+  const sizeBytes = a.size === undefined ? 16 * 1024 * 1024 : parseSizeBytes('--size', a.size);
+  for (const f of [a.output, a.html]) if (f) rmSync(f, { force: true });
+  const r = await runSweep({ profilePath: a.profile, strategies, blockSizes, sizeBytes, iodepth, parallel });
+  if (a.html) {
+    writeFileSync(a.html + '.partial', formatSweepHtml(r));
+    renameSync(a.html + '.partial', a.html);
+  }
+  const text = a.outputFormat === 'json' ? JSON.stringify(r, null, 2) + '\n' : formatSweepTable(r);
+  if (a.output) {
+    writeFileSync(a.output + '.partial', text);
+    renameSync(a.output + '.partial', a.output);
+  } else {
+    process.stdout.write(text);
+  }
+}
