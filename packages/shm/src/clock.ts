@@ -27,7 +27,12 @@
  * | 0                       | 4    | abort flag (0 running, 1 aborting) | main thread / failing worker |
  * | 4                       | 4    | abort reason code                  | same |
  * | 64 + 64·w               | 8    | worker w's EventCount (seq, parked)| notifiers / w |
- * | 64 + 64·MAX             | 8·4·MAX | per worker: eotNs, clockNs, waitForNs, spare (BigInt64) | worker w |
+ * | 64 + 64·MAX + 64·w + 16·f | 16 | worker w's time field f (0 eotNs, 1 clockNs, 2 waitForNs): seq i32 @+0, f64 @+8 | worker w |
+ *
+ * A time field is a tiny seqlock: the writer makes `seq` odd, stores the f64,
+ * makes it even again; a reader retries until it sees the same even `seq`
+ * before and after reading the value. Reading and publishing allocate nothing
+ * (they run in every wait loop).
  */
 
 import { EventCount, EVENT_WORDS, type AbortFlag } from './event.js';
@@ -36,13 +41,13 @@ export type ClockMode = 'virtual' | 'wall';
 
 /** Model time meaning "never" (a reactive worker's EOT). */
 export const NEVER_NS = Number.MAX_SAFE_INTEGER;
-const NEVER_BIG = BigInt(NEVER_NS);
 
 export const MAX_WORKERS = 64;
 const EVENTS_BASE_I32 = 16; // byte 64
 const EVENT_STRIDE_I32 = 16; // 64 bytes per worker event
 const TIMES_BASE_BYTES = 64 + 64 * MAX_WORKERS;
-const TIME_SLOTS = 4;
+const TIME_SLOT_BYTES = 64; // per worker
+const FIELD_BYTES = 16;
 const EOT = 0;
 const CLOCK = 1;
 const WAIT_FOR = 2;
@@ -53,15 +58,17 @@ export interface ControlHandle {
 
 export class RunControl implements AbortFlag {
   readonly i32: Int32Array;
-  readonly times: BigInt64Array;
+  private readonly timeSeq: Int32Array;
+  private readonly timeVal: Float64Array;
   private readonly events: EventCount[] = [];
 
   static allocate(): ControlHandle {
-    const sab = new SharedArrayBuffer(TIMES_BASE_BYTES + 8 * TIME_SLOTS * MAX_WORKERS);
-    const times = new BigInt64Array(sab, TIMES_BASE_BYTES);
+    const sab = new SharedArrayBuffer(TIMES_BASE_BYTES + TIME_SLOT_BYTES * MAX_WORKERS);
+    const times = new Float64Array(sab, TIMES_BASE_BYTES);
+    const f = (w: number, field: number) => (w * TIME_SLOT_BYTES + field * FIELD_BYTES + 8) / 8;
     for (let w = 0; w < MAX_WORKERS; w++) {
-      times[w * TIME_SLOTS + EOT] = NEVER_BIG;
-      times[w * TIME_SLOTS + WAIT_FOR] = NEVER_BIG;
+      times[f(w, EOT)] = NEVER_NS;
+      times[f(w, WAIT_FOR)] = NEVER_NS;
     }
     return { sab };
   }
@@ -72,7 +79,8 @@ export class RunControl implements AbortFlag {
 
   private constructor(readonly handle: ControlHandle) {
     this.i32 = new Int32Array(handle.sab, 0, TIMES_BASE_BYTES / 4);
-    this.times = new BigInt64Array(handle.sab, TIMES_BASE_BYTES);
+    this.timeSeq = new Int32Array(handle.sab, TIMES_BASE_BYTES);
+    this.timeVal = new Float64Array(handle.sab, TIMES_BASE_BYTES);
     for (let w = 0; w < MAX_WORKERS; w++) this.events.push(new EventCount(this.i32, EVENTS_BASE_I32 + w * EVENT_STRIDE_I32));
   }
 
@@ -102,20 +110,43 @@ export class RunControl implements AbortFlag {
     }
   }
 
+  /** One writer per field (the worker itself; the main thread before the workers start). */
+  private writeTime(w: number, field: number, ns: number): void {
+    const base = w * TIME_SLOT_BYTES + field * FIELD_BYTES;
+    const seqIdx = base / 4;
+    const s = Atomics.load(this.timeSeq, seqIdx);
+    Atomics.store(this.timeSeq, seqIdx, s + 1);
+    this.timeVal[(base + 8) / 8] = ns;
+    Atomics.store(this.timeSeq, seqIdx, s + 2);
+  }
+
+  private readTime(w: number, field: number): number {
+    const base = w * TIME_SLOT_BYTES + field * FIELD_BYTES;
+    const seqIdx = base / 4;
+    const valIdx = (base + 8) / 8;
+    for (;;) {
+      const s1 = Atomics.load(this.timeSeq, seqIdx);
+      if ((s1 & 1) === 0) {
+        const v = this.timeVal[valIdx];
+        if (Atomics.load(this.timeSeq, seqIdx) === s1) return v;
+      }
+    }
+  }
+
   publishEot(w: number, ns: number): void {
-    Atomics.store(this.times, w * TIME_SLOTS + EOT, ns >= NEVER_NS ? NEVER_BIG : BigInt(Math.floor(ns)));
+    this.writeTime(w, EOT, ns >= NEVER_NS ? NEVER_NS : Math.floor(ns));
   }
 
   eotNs(w: number): number {
-    return Number(Atomics.load(this.times, w * TIME_SLOTS + EOT));
+    return this.readTime(w, EOT);
   }
 
   publishClock(w: number, ns: number): void {
-    Atomics.store(this.times, w * TIME_SLOTS + CLOCK, BigInt(Math.floor(ns)));
+    this.writeTime(w, CLOCK, ns >= NEVER_NS ? NEVER_NS : Math.floor(ns));
   }
 
   clockNs(w: number): number {
-    return Number(Atomics.load(this.times, w * TIME_SLOTS + CLOCK));
+    return this.readTime(w, CLOCK);
   }
 
   /**
@@ -123,11 +154,11 @@ export class RunControl implements AbortFlag {
    * raise their EOT past it notify w (see `raiseEot`).
    */
   setWaitFor(w: number, ns: number): void {
-    Atomics.store(this.times, w * TIME_SLOTS + WAIT_FOR, ns >= NEVER_NS ? NEVER_BIG : BigInt(Math.ceil(ns)));
+    this.writeTime(w, WAIT_FOR, ns >= NEVER_NS ? NEVER_NS : Math.ceil(ns));
   }
 
   waitForNs(w: number): number {
-    return Number(Atomics.load(this.times, w * TIME_SLOTS + WAIT_FOR));
+    return this.readTime(w, WAIT_FOR);
   }
 
   /**
