@@ -133,6 +133,15 @@ export class NvmeController {
     private readonly costs: NvmeControllerCosts,
   ) {}
 
+  /**
+   * Completion time of a command that never reaches the media (admin, flush,
+   * errors): the controller's own time, but never less than the shortest media
+   * command — the conservative clock's lookahead rests on that minimum.
+   */
+  private quickDoneNs(arrivalNs: number): number {
+    return arrivalNs + Math.max(this.costs.nvmeControllerCommandNs, this.media.minServiceNs());
+  }
+
   /** Smallest doorbell → interrupt time: the lookahead of the conservative clock. */
   minResponseNs(): number {
     return this.costs.nvmeDoorbellLatencyNs + this.costs.nvmeSqeFetchNs + this.media.minServiceNs() + this.costs.msiLatencyNs;
@@ -229,7 +238,7 @@ export class NvmeController {
 
   private adminCommand(sq: SubmissionQueue, sqe: ReturnType<typeof readSqe>, t: ModelClock): void {
     this.counters.adminCommands++;
-    const doneNs = t.nowNs() + this.costs.nvmeControllerCommandNs;
+    const doneNs = this.quickDoneNs(t.nowNs());
     const qid = sqe.cdw10 & 0xffff;
     const size = ((sqe.cdw10 >>> 16) & 0xffff) + 1;
     let status = NVME_SC_SUCCESS;
@@ -327,16 +336,16 @@ export class NvmeController {
   private ioCommand(sq: SubmissionQueue, sqe: ReturnType<typeof readSqe>, t: ModelClock): void {
     const arrivalNs = t.nowNs();
     if (sqe.opcode === NVME_CMD_FLUSH) {
-      this.complete(sq, sqe.commandId, NVME_SC_SUCCESS, arrivalNs + this.costs.nvmeControllerCommandNs); // a volatile write cache is off: nothing to flush
+      this.complete(sq, sqe.commandId, NVME_SC_SUCCESS, this.quickDoneNs(arrivalNs)); // a volatile write cache is off: nothing to flush
       return;
     }
     if (sqe.opcode !== NVME_CMD_READ && sqe.opcode !== NVME_CMD_WRITE) {
-      this.complete(sq, sqe.commandId, NVME_SC_INVALID_OPCODE, arrivalNs + this.costs.nvmeControllerCommandNs);
+      this.complete(sq, sqe.commandId, NVME_SC_INVALID_OPCODE, this.quickDoneNs(arrivalNs));
       return;
     }
     const { slba, blockCount } = sqeRwFields(sqe);
     if (slba + blockCount > this.ns.sizeBlocks) {
-      this.complete(sq, sqe.commandId, NVME_SC_LBA_RANGE, arrivalNs + this.costs.nvmeControllerCommandNs);
+      this.complete(sq, sqe.commandId, NVME_SC_LBA_RANGE, this.quickDoneNs(arrivalNs));
       return;
     }
     const bytes = blockCount * BLOCK_BYTES;

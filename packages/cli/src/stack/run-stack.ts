@@ -9,7 +9,7 @@ import { InputError, RunControl, LockTable, Ring, allocateRpcChannel, runWorkers
 import { GUEST_VCPU_WORKER, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_LOCK, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
 import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, vmStateBytes, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
 import { HOST_VFIO_WORKER, IoPgtable, IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
-import { NVME_DEVICE_WORKER, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
+import { NVME_DEVICE_WORKER, NvmeMedia, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
 import { runInThread } from './in-thread.js';
 import { planGuestLayout, NVME_QUEUE_ENTRIES } from './guest-layout.js';
 import type { RunCarry } from '../report/result.js';
@@ -110,7 +110,8 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const nsSizeBlocks = Math.max(...o.jobs.map((j) => (j.offsetBytes + j.sizeBytes) / 4096), ...carried.map(([lba]) => lba + 1)) + 1024;
   // verify expects, where an earlier group wrote, the seed its writer put in the block header
   const priorSeeds: [number, number][] = carried.map(([lba, data]) => [lba, new DataView(data.buffer, data.byteOffset).getUint32(16, true)]);
-  const deviceMinResponseNs = p.nvmeDoorbellLatencyNs + p.nvmeSqeFetchNs + Math.min(p.nvmeReadLatencyNs, p.nvmeWriteLatencyNs) + p.nvmeCqePostNs + p.msiLatencyNs;
+  // the device's shortest doorbell → interrupt time (its lookahead); the same minimum the device uses
+  const deviceMinResponseNs = p.nvmeDoorbellLatencyNs + p.nvmeSqeFetchNs + new NvmeMedia(p).minServiceNs() + p.nvmeCqePostNs + p.msiLatencyNs;
   for (const w of [...vcpuWorkers, devW]) ctl.publishEot(w, 0);
   ctl.publishEot(vmmW, NEVER_NS);
   ctl.publishEot(hostW, NEVER_NS);
