@@ -129,8 +129,18 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     for (let i = 0; i < init.job.iodepth; i++) {
       slots.push({ buffer: pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng), prpPage: { gpa: init.queues[v].prpPoolGpa + i * 4096, dmaAddr: init.queues[v].prpPoolGpa + i * 4096 } });
     }
+    // Start barrier: publish our clock as our EOT before passing the turn, and start
+    // only once every vCPU has. A vCPU still waiting for its turn publishes NEVER, so a
+    // peer that started without waiting would take it for idle and run ahead of it:
+    // lock grants at the start would then follow thread scheduling, not model time.
+    control.publishClock(self, clock.nowNs());
+    control.publishEot(self, clock.nowNs());
     Atomics.store(vmState, VM_BUFFER_TURN, v + 1);
     Atomics.notify(vmState, VM_BUFFER_TURN);
+    for (let turn = Atomics.load(vmState, VM_BUFFER_TURN); turn < init.vcpuWorkers.length; turn = Atomics.load(vmState, VM_BUFFER_TURN)) {
+      if (control.aborted()) throw new Error('aborted');
+      Atomics.wait(vmState, VM_BUFFER_TURN, turn, 50);
+    }
     const vcpu = new Vcpu(
       {
         mem,
