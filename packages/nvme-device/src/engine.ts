@@ -81,19 +81,23 @@ export class DeviceEngine {
   /** What vCPU v may still send us, at the earliest. */
   vcpuBound(v: number): number {
     if (this.finished[v]) return NEVER_NS;
-    // an interrupt it has not taken yet wakes it no earlier than its own clock
+    // Read what it has not taken before its EOT: a vCPU that wakes publishes its EOT
+    // before it releases the interrupt that woke it, so either that interrupt is still
+    // pending here or the EOT read below is no longer NEVER. (Read the other way round,
+    // an EOT of NEVER read just before it woke and an empty log read just after would
+    // put its bound at our next completion, after the time it is acting at.)
+    const pending = this.sent[v].earliestUnconsumedNs();
     const eot = this.control.eotNs(this.vcpus[v]);
     let b = eot;
     if (eot === NEVER_NS) {
       // idle: it wakes at the oldest interrupt we sent it that it has not taken, or at
       // the next one we may raise (our next completion), and not before its own clock
-      const pending = this.sent[v].earliestUnconsumedNs();
       const next = this.ctrl.nextCompletionNs();
       const wake = Math.min(pending, next === NEVER_NS ? NEVER_NS : next + this.init.costs.nvmeCqePostNs + this.init.costs.msiLatencyNs);
       const clock = this.control.clockNs(this.vcpus[v]);
       b = wake === NEVER_NS || clock === NEVER_NS ? NEVER_NS : Math.max(wake, clock);
     } else {
-      const pending = this.sent[v].earliestUnconsumedNs();
+      // an interrupt it has not taken yet wakes it no earlier than its own clock
       if (pending !== NEVER_NS) b = Math.min(eot, Math.max(pending, this.control.clockNs(this.vcpus[v])));
     }
     const ring = this.doorbells[v];
