@@ -233,7 +233,10 @@ export class Mutex {
     const me = this.cpu + 1;
     const last = i32[this.s + LAST_OWNER];
     const bounced = last !== 0 && last !== me;
-    if (realContended || waitNs > 0) {
+    // with a virtual clock, a contention is a wait in model time (which does not depend
+    // on how the threads were scheduled); the threads' own fights are realContentions
+    const contended = clock?.mode === 'virtual' ? waitNs > 0 : realContended || waitNs > 0;
+    if (contended) {
       f[b + F_CONTENTIONS]++;
       if (bounced) f[b + F_CON_BOUNCES]++;
       if (waitNs < f[b + F_WAIT_MIN]) f[b + F_WAIT_MIN] = waitNs;
