@@ -33,7 +33,7 @@ test('4 KiB reads through the pool: MAPs only on misses, far fewer than I/Os; th
   t.true(b.memory_bytes_peak > 0);
   t.is(b.memory_bytes_current, 0, 'teardown freed the cached slots');
   t.is(b.slots_cached, 0);
-  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0 });
+  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0, overwritten: 0 });
   t.deepEqual(r.leaks, NO_LEAKS);
   t.is(r.counters.nvme.faults, 0);
 });
@@ -55,7 +55,7 @@ test('exhaustion, trusted device (4 slots per class, iodepth 32): the overflow t
   t.true(r.counters.virtio_iommu.map > b.misses + 1, 'strict mappings send MAPs of their own');
   t.is(r.counters.virtio_iommu.map, b.misses + d.strict_mappings + 1);
   t.is(b.memory_bytes_current, 0);
-  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0 });
+  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0, overwritten: 0 });
   t.deepEqual(r.leaks, NO_LEAKS);
   t.is(r.counters.nvme.faults, 0);
 });
@@ -74,7 +74,7 @@ test('exhaustion, untrusted device: bouncing stays mandatory, the fallback tree 
   t.is(r.counters.virtio_iommu.map, b.misses + b.fallbacks + 1, 'a MAP per miss and per single-use fallback buffer');
   t.is(b.memory_bytes_current, 0, 'fallback buffers and cached slots freed');
   t.true(b.memory_bytes_peak > 4 * 4096, 'fallback buffers added to the slots\' memory');
-  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0 });
+  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0, overwritten: 0 });
   t.deepEqual(r.leaks, NO_LEAKS);
   t.is(r.counters.nvme.faults, 0);
 });

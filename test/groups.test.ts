@@ -14,7 +14,7 @@ test('stonewall groups run one after another on the same drive: a read group ver
   const job = join(dir, 'write-then-verify.fio');
   writeFileSync(job, ['[global]', 'bs=16k', 'size=1m', 'iodepth=8', 'verify=md5', '', '[write-phase]', 'rw=write', 'do_verify=0', '', '[read-verify]', 'stonewall', 'rw=read', ''].join('\n'));
   const { stdout } = await run(process.execPath, [cli, 'run', job, '--strategy', 'strict', '--guest-ram', '64m', '--output-format', 'json'], { timeout: 120_000 });
-  const out = JSON.parse(stdout) as { jobs: { jobname: string; read: { io_bytes: number }; write: { io_bytes: number } }[]; vmstack: { groups: { verify: { blocks_checked: number; corrupt: number } }[] } };
+  const out = JSON.parse(stdout) as { jobs: { jobname: string; read: { io_bytes: number }; write: { io_bytes: number } }[]; vmstack: { groups: { verify: { blocks_checked: number; corrupt: number; overwritten: number } }[] } };
   t.deepEqual(
     out.jobs.map((j) => [j.jobname, j.read.io_bytes, j.write.io_bytes]),
     [
@@ -22,5 +22,5 @@ test('stonewall groups run one after another on the same drive: a read group ver
       ['read-verify', 1 << 20, 0],
     ],
   );
-  t.deepEqual(out.vmstack.groups[1].verify, { blocks_checked: 256, corrupt: 0 }, 'every block the first group wrote, read back and checked (its writer’s seed)');
+  t.deepEqual(out.vmstack.groups[1].verify, { blocks_checked: 256, corrupt: 0, overwritten: 0 }, 'every block the first group wrote, read back and checked (its writer’s seed)');
 });

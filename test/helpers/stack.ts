@@ -53,7 +53,7 @@ export interface StackRun {
   result: RunResult;
   counters: StackCounters;
   leaks: StackLeaks;
-  verify: { blocks_checked: number; corrupt: number };
+  verify: { blocks_checked: number; corrupt: number; overwritten: number };
   /** completed I/Os of every job, both directions (verify-phase reads not included) */
   ios: number;
   lock(name: string): LockStat;
@@ -111,7 +111,7 @@ export function runFio(strategy: DmaStrategy, fio: Record<string, string> | Reco
       result,
       counters: v.counters as StackCounters,
       leaks: v.leaks as StackLeaks,
-      verify: v.verify as { blocks_checked: number; corrupt: number },
+      verify: v.verify as { blocks_checked: number; corrupt: number; overwritten: number },
       ios: result.jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0),
       lock(name: string): LockStat {
         const l = locks.find((x) => x.name === name);

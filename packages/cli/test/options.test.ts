@@ -503,3 +503,15 @@ test('validateJobSpec accepts a parsed spec and rejects each broken field by its
   });
   t.is(e.message, '--bs: "3000" is not allowed; a multiple of 4096 bytes from 4096 to 2 MiB (e.g. 4k, 128k); the model\'s NVMe namespace has 4 KiB logical blocks');
 });
+
+test('jobs of one group writing into a region another verifies: one warning line naming both and the way out', async (t) => {
+  const { overlappingVerifyWarning } = await import('../src/commands/run.js');
+  const clones = jobsFromCommandLine({ name: 'w', rw: 'randwrite', size: '1m', numjobs: '2', verify: 'crc32c' }, {}).jobs;
+  t.regex(overlappingVerifyWarning(clones) ?? '', /^job 'w' #1 writes into the region job 'w' #0 verifies \(\[0, 1m\) of the drive, barrier group 0\): .*offset_increment=1m/);
+  const apart = jobsFromCommandLine({ name: 'w', rw: 'randwrite', size: '1m', numjobs: '2', verify: 'crc32c', offset_increment: '1m' }, {}).jobs;
+  t.is(overlappingVerifyWarning(apart), null, 'disjoint regions');
+  const noVerify = jobsFromCommandLine({ name: 'w', rw: 'randwrite', size: '1m', numjobs: '2' }, {}).jobs;
+  t.is(overlappingVerifyWarning(noVerify), null, 'nothing verifies');
+  const readers = jobsFromCommandLine({ name: 'r', rw: 'randread', size: '1m', numjobs: '2', verify: 'crc32c' }, {}).jobs;
+  t.is(overlappingVerifyWarning(readers), null, 'readers only: nobody writes');
+});

@@ -164,6 +164,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         slots,
         nsPrefillSeed: init.nsPrefillSeed,
         priorSeeds: new Map(init.priorSeeds),
+        peerWriteSeeds: new Set(init.peerWriteSeeds),
       },
       init.job,
     );

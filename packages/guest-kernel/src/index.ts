@@ -66,6 +66,8 @@ export interface VcpuWorkerInit {
   nsPrefillSeed: number;
   /** blocks an earlier barrier group wrote, with the seed their writer used: what verify expects there */
   priorSeeds: [number, number][];
+  /** the write seeds (fioWriteSeed) of the other jobs running at the same time that write */
+  peerWriteSeeds: number[];
   doorbellRing: RingHandle;
   irqRing: RingHandle;
   /** every vCPU's interrupt ring, in vCPU order */

@@ -29,6 +29,21 @@ export const MAX_BLOCK_SIZE_BYTES = 2 * 1024 * 1024;
 export const MAX_IODEPTH = 4096;
 /** fio's default `randseed` (options.c: `.def = "0x89"`). */
 export const FIO_DEFAULT_RANDSEED = 0x89;
+
+/** Whether a job writes (fio's td_write()). */
+export function fioJobWrites(job: { rw: RwMode }): boolean {
+  return job.rw !== 'read' && job.rw !== 'randread';
+}
+
+/**
+ * The seed a job writes its blocks from (stamped in each block's header, as
+ * fio stamps `rand_seed` in its verify header): from `randseed` and the
+ * clone's index, so clones of one section write different content.
+ */
+export function fioWriteSeed(job: { randseed: number; jobIndex: number }): number {
+  return (job.randseed ^ 0x5a5a5a5a ^ Math.imul(job.jobIndex + 1, 0x9e3779b9)) >>> 0;
+}
+
 /** fio's default `rwmixread`. */
 export const FIO_DEFAULT_RWMIXREAD_PCT = 50;
 

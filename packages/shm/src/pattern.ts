@@ -87,6 +87,11 @@ export function fillBlock(u8: Uint8Array, off: number, lba: number, seed: number
   u8.set(scratch, off + CSUM_OFFSET);
 }
 
+/** The seed stamped in the header of the block at `u8[off…]` (who wrote it). */
+export function blockSeed(u8: Uint8Array, off: number): number {
+  return new DataView(u8.buffer, u8.byteOffset).getUint32(off + 16, true);
+}
+
 /**
  * True when the block at `u8[off…]` is intact content for block `lba`; with
  * `expectSeed`, also that it is the content that writer put there (a write

@@ -19,7 +19,7 @@ import { openSync, closeSync, writeFileSync, renameSync, rmSync } from 'node:fs'
 import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { loadProfile, DEFAULT_PROFILE_PATH, InputError, MAX_WORKERS, type ClockMode } from '@vmstack/shm';
-import { BouncePool, type DmaStrategy, type FioJobSpec, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
+import { BouncePool, fioJobWrites, type DmaStrategy, type FioJobSpec, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
 import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { runStack } from '../stack/run-stack.js';
@@ -73,6 +73,8 @@ export async function runCommand(a: RunArgs): Promise<void> {
   for (const g of groups) {
     checkJobsAtOnce(a, jobsOf(g), groups.length);
     checkGuestRam(a, jobsOf(g), guestRamBytes);
+    const overlap = overlappingVerifyWarning(jobsOf(g));
+    if (overlap) process.stderr.write(`vmstack: warning: ${overlap}\n`);
   }
   if (a.output !== undefined) checkOutputPath(a.output, [a.jobfile, profilePath]);
   if (parsed.ignoredOptions.length > 0) process.stderr.write(`vmstack: ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}\n`);
@@ -247,4 +249,35 @@ export function parseLimitSchedule(text: string): { atNs: number; bytes: number 
     if (bytes < 4096 || bytes % 4096 !== 0) throw new InputError('--always-bounce-limit-at', m[2].trim(), 'a size of whole 4 KiB pages, e.g. 4k or 128k');
     return { atNs, bytes };
   });
+}
+
+/**
+ * fio runs jobs of one group that write over each other's region with verify,
+ * and reports the blocks one wrote over the other's as verify failures (bad
+ * header rand_seed). Say so before the run, with the usual way out.
+ */
+/** A byte count as fio writes sizes: 1m, 64k, or plain bytes. */
+function fioSize(bytes: number): string {
+  if (bytes > 0 && bytes % MiB === 0) return `${bytes / MiB}m`;
+  if (bytes > 0 && bytes % KiB === 0) return `${bytes / KiB}k`;
+  return String(bytes);
+}
+
+export function overlappingVerifyWarning(jobs: readonly FioJobSpec[]): string | null {
+  const label = (j: FioJobSpec) => `'${j.name}'${jobs.filter((k) => k.name === j.name).length > 1 ? ` #${j.jobIndex}` : ''}`;
+  for (const checker of jobs) {
+    if (checker.verify === 'none') continue;
+    for (const writer of jobs) {
+      if (writer === checker || !fioJobWrites(writer)) continue;
+      const lo = Math.max(checker.offsetBytes, writer.offsetBytes);
+      const hi = Math.min(checker.offsetBytes + checker.sizeBytes, writer.offsetBytes + writer.sizeBytes);
+      if (lo >= hi) continue;
+      return (
+        `job ${label(writer)} writes into the region job ${label(checker)} verifies ([${fioSize(lo)}, ${fioSize(hi)}) of the drive, barrier group ${checker.groupId}): ` +
+        `blocks written over by the other job are verify failures, as in fio (bad header rand_seed); ` +
+        `give each job its own region (e.g. offset_increment=${fioSize(checker.sizeBytes)}) or put them in separate stonewall groups`
+      );
+    }
+  }
+  return null;
 }

@@ -191,6 +191,7 @@ const STRERROR: Record<number, string> = {
 function verror(job: JobResult): string {
   const parts: string[] = [];
   if (job.verify && job.verify.corrupt > 0) parts.push(`verify: ${job.verify.corrupt} of ${job.verify.blocksChecked} blocks corrupt`);
+  if (job.verify && (job.verify.overwritten ?? 0) > 0) parts.push(`verify: ${job.verify.overwritten} of ${job.verify.blocksChecked} blocks written over by another job (bad header rand_seed: the jobs' regions overlap)`);
   parts.push(`error=${STRERROR[job.error] ?? `errno ${job.error}`}`);
   return parts.join(', ');
 }

@@ -70,7 +70,8 @@ export interface JobResult {
   iodepth: number;
   /** fio's "1","2","4","8","16","32",">=64" depth buckets, percent of issued I/Os. */
   iodepthLevels?: Record<string, number>;
-  verify?: { blocksChecked: number; corrupt: number };
+  /** corrupt: damaged or stale blocks; overwritten: intact blocks another job of the group wrote over this job's */
+  verify?: { blocksChecked: number; corrupt: number; overwritten?: number };
 }
 
 /** What a run hands to the next barrier group: the drive's written blocks. */

@@ -7,7 +7,7 @@
  *   lock_stat                                         /proc/lock_stat (formatLockStat of @vmstack/shm)
  *   profile                                           `perf report`-like, one row per modelled function
  *   counters                                          `name value` rows (virtio-iommu, vfio, iotlb, nvme, …)
- *   verify                                            blocks checked, corrupt
+ *   verify                                            blocks checked, corrupt, overwritten by another job
  *   leaks                                             what was still mapped or pinned after the run
  *   model speed                                       simulated I/Os per second of wall time
  *
@@ -141,6 +141,7 @@ export function formatVmstackTables(result: RunResult): string {
     const rows: [string, string][] = [];
     if (v.verify.blocks_checked !== undefined) rows.push(['blocks checked', formatScalar(v.verify.blocks_checked)]);
     if (v.verify.corrupt !== undefined) rows.push(['corrupt', formatScalar(v.verify.corrupt)]);
+    if (v.verify.overwritten !== undefined) rows.push(['overwritten by another job', formatScalar(v.verify.overwritten)]);
     sections.push('verify\n' + formatNameValueRows(rows));
   }
 

@@ -6,7 +6,7 @@
  */
 
 import { InputError, RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, type CostProfile, type ClockMode, type WorkerSpec, NEVER_NS } from '@vmstack/shm';
-import { GUEST_VCPU_WORKER, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_LOCK, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
+import { GUEST_VCPU_WORKER, fioJobWrites, fioWriteSeed, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_LOCK, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
 import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, vmStateBytes, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
 import { HOST_VFIO_WORKER, IoPgtable, IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
 import { NVME_DEVICE_WORKER, NvmeMedia, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
@@ -14,6 +14,10 @@ import { runInThread } from './in-thread.js';
 import { planGuestLayout, NVME_QUEUE_ENTRIES } from './guest-layout.js';
 import type { RunCarry } from '../report/result.js';
 import { decodeHistogram, type RunResult, type JobResult } from '../report/result.js';
+
+/** errnos fio reports in a job's err= */
+const EIO = 5;
+const EILSEQ = 84;
 
 export interface StackOptions {
   jobs: FioJobSpec[];
@@ -152,6 +156,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       queues,
       nsPrefillSeed: NS_PREFILL_SEED,
       priorSeeds,
+      peerWriteSeeds: o.jobs.filter((other, u) => u !== v && fioJobWrites(other)).map(fioWriteSeed),
       doorbellRing: doorbellRings[v],
       irqRing: irqRings[v],
       allIrqRings: irqRings,
@@ -236,7 +241,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       },
       lock_stat: lockStats,
       profile,
-      verify: { blocks_checked: vres.reduce((s, r) => s + r.job.verify.blocksChecked, 0), corrupt: vres.reduce((s, r) => s + r.job.verify.corrupt, 0) },
+      verify: { blocks_checked: vres.reduce((s, r) => s + r.job.verify.blocksChecked, 0), corrupt: vres.reduce((s, r) => s + r.job.verify.corrupt, 0), overwritten: vres.reduce((s, r) => s + r.job.verify.overwritten, 0) },
       leaks: { iovas: IovaDomain.stats(iovaDomain).allocatedPages, iova_mappings_in_vmm: vmm.mappingsLeft, pinned_pages: host.stats.pinnedPages, locked_vm_pages: host.stats.lockedVmPages },
       model_speed: { simulated_ios: simulatedIos, run_wall_ms: Math.round(wallMs), job_loop_wall_ms: Math.round(loopMs), simulated_ios_per_wall_s: Math.round(simulatedIos / (loopMs / 1000)) },
     },
@@ -265,7 +270,8 @@ function toJobResult(job: FioJobSpec, jobOptions: Record<string, string>, r: Vcp
     // every busy model ns of the vCPU is reported as sys, none as usr
     sysCpuPct: runtimeNs > 0 ? (100 * r.job.busyNs) / runtimeNs : 0,
     ctx: 0,
-    error: r.job.errors,
+    // an errno, as fio's err=: EIO for failed commands, EILSEQ for verify failures
+    error: r.job.errors > 0 ? EIO : r.job.verify.corrupt + r.job.verify.overwritten > 0 ? EILSEQ : 0,
     iodepth: job.iodepth,
     verify: r.job.verify,
   };
