@@ -6,7 +6,7 @@
  * small run writes fio JSON through --output.
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,6 +122,22 @@ test('a crashed worker: exit 1, one line naming the worker, no output file', asy
   t.is(lines.length, 1, r.stderr);
   t.regex(lines[0], /^vmstack: worker (guest-kernel\/vcpu0|vmm|host-vfio|nvme-device) \(thread -?\d+\) failed: .*boom/);
   t.false(existsSync(out), 'a failed run leaves no file that looks complete');
+  t.false(existsSync(out + '.partial'));
+});
+
+test('an interrupted run (SIGINT) exits 130 and leaves no output file, not even a .partial', async (t) => {
+  const out = join(tmp, 'interrupted.json');
+  // a run of tens of seconds, interrupted once it is well under way
+  const child = spawn(process.execPath, [MAIN, 'run', '--strategy', 'strict', '--size', '256m', '--output', out], { cwd: REPO, stdio: 'ignore' });
+  const code = await new Promise<number | null>((resolve) => {
+    const kill = setTimeout(() => child.kill('SIGINT'), 1500);
+    child.on('exit', (c, signal) => {
+      clearTimeout(kill);
+      resolve(c ?? (signal === 'SIGINT' ? 130 : null));
+    });
+  });
+  t.is(code, 130);
+  t.false(existsSync(out));
   t.false(existsSync(out + '.partial'));
 });
 

@@ -219,7 +219,10 @@ function checkOutputPath(output: string, inputs: readonly (string | undefined)[]
     }
   }
   try {
+    // probe that the file can be written, and leave nothing behind: the run writes
+    // <output>.partial only once its text is complete, so an interrupted run leaves no file
     closeSync(openSync(output + '.partial', 'w'));
+    rmSync(output + '.partial', { force: true });
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? String(e);
     throw new InputError('--output', output, `a path where a file can be written (${output}.partial: ${code})`);
@@ -256,13 +259,6 @@ export function parseLimitSchedule(text: string): { atNs: number; bytes: number 
  * and reports the blocks one wrote over the other's as verify failures (bad
  * header rand_seed). Say so before the run, with the usual way out.
  */
-/** A byte count as fio writes sizes: 1m, 64k, or plain bytes. */
-function fioSize(bytes: number): string {
-  if (bytes > 0 && bytes % MiB === 0) return `${bytes / MiB}m`;
-  if (bytes > 0 && bytes % KiB === 0) return `${bytes / KiB}k`;
-  return String(bytes);
-}
-
 export function overlappingVerifyWarning(jobs: readonly FioJobSpec[]): string | null {
   const label = (j: FioJobSpec) => `'${j.name}'${jobs.filter((k) => k.name === j.name).length > 1 ? ` #${j.jobIndex}` : ''}`;
   for (const checker of jobs) {
@@ -273,9 +269,9 @@ export function overlappingVerifyWarning(jobs: readonly FioJobSpec[]): string | 
       const hi = Math.min(checker.offsetBytes + checker.sizeBytes, writer.offsetBytes + writer.sizeBytes);
       if (lo >= hi) continue;
       return (
-        `job ${label(writer)} writes into the region job ${label(checker)} verifies ([${fioSize(lo)}, ${fioSize(hi)}) of the drive, barrier group ${checker.groupId}): ` +
+        `job ${label(writer)} writes into the region job ${label(checker)} verifies ([${formatSize(lo)}, ${formatSize(hi)}) of the drive, barrier group ${checker.groupId}): ` +
         `blocks written over by the other job are verify failures, as in fio (bad header rand_seed); ` +
-        `give each job its own region (e.g. offset_increment=${fioSize(checker.sizeBytes)}) or put them in separate stonewall groups`
+        `give each job its own region (e.g. offset_increment=${formatSize(checker.sizeBytes)}) or put them in separate stonewall groups`
       );
     }
   }
