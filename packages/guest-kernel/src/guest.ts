@@ -6,7 +6,7 @@
  */
 
 import { mulberry32Float, ModelClock, LockTable, Ring, SentLog, RECORD, attachGuestMemory, writeSqe, NVME_ADMIN_IDENTIFY, NVME_ADMIN_CREATE_CQ, NVME_ADMIN_CREATE_SQ, NVME_ADMIN_DELETE_SQ, NVME_ADMIN_DELETE_CQ, NEVER_NS, type RunControl } from '@vmstack/shm';
-import { VM_VMM_READY, VM_QUEUES_READY, VM_QUEUES_READY_NS, VM_VCPUS_DONE, VM_BUFFER_TURN, vmEndTimes } from '@vmstack/vmm';
+import { VM_VMM_READY, VM_QUEUES_READY, VM_QUEUES_READY_NS, VM_VCPUS_DONE, VM_BUFFER_TURN, VM_FREE_TURN, vmEndTimes } from '@vmstack/vmm';
 import { GuestToDeviceRegWrite, GuestToDeviceDone, GuestToDeviceDoorbell, DOORBELL_SQ_TAIL, DoorbellPayload, RegWritePayload, REG_AQA, REG_ASQ, REG_ACQ, REG_CC } from '@vmstack/nvme-device';
 import { PageAllocator } from './mm/page-alloc.js';
 import { IovaDomain } from './iommu/iova.js';
@@ -31,7 +31,15 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
   const mem = attachGuestMemory(init.guestRam);
   // every guest lock waits for the quantum first, so lock grants follow model time
   let lockGate: (nowNs: number) => void = () => {};
-  const locks = LockTable.attach(init.locks, self, control, init.spinLoads, (t) => lockGate(t));
+  let lockBlocked: () => void = () => {};
+  const locks = LockTable.attach(
+    init.locks,
+    self,
+    control,
+    init.spinLoads,
+    (t) => lockGate(t),
+    () => lockBlocked(),
+  );
   const doorbells = Ring.attach(init.doorbellRing);
   const doorbellLog = new SentLog(doorbells);
   const irqs = Ring.attach(init.irqRing);
@@ -53,6 +61,14 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     while (Atomics.load(vmState, index) === 0) {
       if (control.aborted()) throw new Error('aborted');
       Atomics.wait(vmState, index, 0, 50);
+    }
+  };
+
+  /** wait until the turn counter at `index` reaches `turn` */
+  const waitTurn = (index: number, turn: number) => {
+    for (let now = Atomics.load(vmState, index); now !== turn; now = Atomics.load(vmState, index)) {
+      if (control.aborted()) throw new Error('aborted');
+      Atomics.wait(vmState, index, now, 50);
     }
   };
 
@@ -121,10 +137,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     // fio allocates its I/O buffers (user memory: scattered pages unless huge pages)
     const rng = mulberry32Float((init.job.randseed + 7 * (v + 1)) >>> 0);
     // one vCPU after another, in order: which pages a job gets must not depend on thread scheduling
-    while (Atomics.load(vmState, VM_BUFFER_TURN) !== v) {
-      if (control.aborted()) throw new Error('aborted');
-      Atomics.wait(vmState, VM_BUFFER_TURN, Atomics.load(vmState, VM_BUFFER_TURN), 50);
-    }
+    waitTurn(VM_BUFFER_TURN, v);
     const slots = [];
     for (let i = 0; i < init.job.iodepth; i++) {
       slots.push({ buffer: pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng), prpPage: { gpa: init.queues[v].prpPoolGpa + i * 4096, dmaAddr: init.queues[v].prpPoolGpa + i * 4096 } });
@@ -165,13 +178,15 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         nsPrefillSeed: init.nsPrefillSeed,
         priorSeeds: new Map(init.priorSeeds),
         peerWriteSeeds: new Set(init.peerWriteSeeds),
+        locks,
       },
       init.job,
     );
     lockGate = (t) => vcpu.quantumGate(t);
+    lockBlocked = () => vcpu.wakePeers();
     const result = vcpu.run();
     lockGate = () => {};
-    dma.quiesce();
+    lockBlocked = () => {};
     vmEndTimes(init.vmState)[v] = clock.nowNs(); // published by the counter below
     Atomics.add(vmState, VM_VCPUS_DONE, 1);
     Atomics.notify(vmState, VM_VCPUS_DONE);
@@ -196,7 +211,11 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         viommu.viommu_detach_dev(init.domainId, init.endpointId);
       }
     }
+    // fio frees its buffers: one vCPU after another, vCPU 0 (after the shutdown) first
+    waitTurn(VM_FREE_TURN, v);
     for (const s of slots) pages.freeUserBuffer(s.buffer);
+    Atomics.store(vmState, VM_FREE_TURN, v + 1);
+    Atomics.notify(vmState, VM_FREE_TURN);
     // tell the device and the VMM we are done
     const off = doorbells.reserve(init.spinLoads, control);
     doorbells.writeHeader(off, GuestToDeviceDone, 0, clock.nowNs());

@@ -19,6 +19,7 @@ import {
   type RunControl,
   type Ring,
   type SentLog,
+  type LockTable,
   RECORD,
   NEVER_NS,
   mulberry32Float,
@@ -148,6 +149,8 @@ export interface VcpuEnv {
   priorSeeds: ReadonlyMap<number, number>;
   /** the write seeds of the other jobs running at the same time (blocks they may write over ours) */
   peerWriteSeeds: ReadonlySet<number>;
+  /** the guest's locks (lock CPU ids are worker indices): which peer is blocked on a lock we hold */
+  locks: LockTable;
 }
 
 export class Vcpu {
@@ -192,6 +195,7 @@ export class Vcpu {
     this.writeSeed = fioWriteSeed(job);
     this.deadlineNs = job.runtimeNs ? this.startNs + job.runtimeNs : NEVER_NS;
     this.verifyAlgo = job.verify === 'none' ? 'none' : job.verify;
+    this.peerWatchers = env.otherVcpus.map((v) => [env.deviceWorker, env.self, ...env.otherVcpus.filter((u) => u !== v)]);
   }
 
   private publish(ns: number): void {
@@ -218,6 +222,15 @@ export class Vcpu {
     const deviceEot = control.eotNs(this.env.deviceWorker);
     for (let i = 0; i < this.env.otherVcpus.length; i++) {
       const v = this.env.otherVcpus[i];
+      if (this.env.locks.blockedOnLockHeldBy(v, this.env.self)) {
+        // A peer blocked on a lock we hold acts again only once we release it, at or after
+        // our time: it cannot take a lock before us (waiting for it here would deadlock), and
+        // its EOT may be raised to our clock. Its own EOT is older; raised, it stops holding
+        // back a third vCPU that waits for it while we wait for that third one.
+        const nowNs = this.env.clock.nowNs();
+        if (control.eotNs(v) < nowNs) control.raiseEot(v, nowNs, this.peerWatchers[i]);
+        continue;
+      }
       const pendingIrqNs = this.env.peerIrqs[i].oldestPendingTimestamp(NEVER_NS);
       let e = control.eotNs(v);
       if (e === NEVER_NS) {
@@ -230,6 +243,14 @@ export class Vcpu {
       m = Math.min(m, v < this.env.self ? e - 1 : e);
     }
     return m === NEVER_NS ? NEVER_NS : m + this.env.quantumNs;
+  }
+
+  /** for each other vCPU: who watches its EOT (the device and the vCPUs but it) */
+  private readonly peerWatchers: number[][];
+
+  /** Wake the other vCPUs' gates: we are about to block on a lock one of them may hold. */
+  wakePeers(): void {
+    for (const w of this.env.otherVcpus) this.env.control.event(w).notify();
   }
 
   /** Wait until this vCPU may act at `t` (the quantum); our own EOT goes out first. */
@@ -412,6 +433,10 @@ export class Vcpu {
       idleNs += clock.nowNs() - idleFromNs;
       this.publish(clock.nowNs());
     }
+    const endNs = clock.nowNs();
+    // flush what the lazy flush queue still holds (the job is over: not counted in it), with our
+    // EOT still published, so its locks, too, are granted in model-time order
+    this.env.dma.quiesce();
     this.finished = true;
     this.publish(NEVER_NS);
     return {
@@ -420,8 +445,8 @@ export class Vcpu {
       verify: { blocksChecked: this.verified, corrupt: this.corrupt, overwritten: this.overwritten },
       errors: this.errors,
       startNs: this.startNs,
-      endNs: clock.nowNs(),
-      busyNs: clock.nowNs() - this.startNs - idleNs,
+      endNs,
+      busyNs: endNs - this.startNs - idleNs,
       loopWallMs: performance.now() - wallStart,
     };
   }

@@ -11,10 +11,15 @@
  * Model time. In the `virtual` clock mode every acquisition carries the
  * acquirer's model clock: the lock remembers the model time of its last
  * release, and the acquirer's clock becomes max(own, release). The wait so
- * added is the lock_stat wait time. A contention is counted when the acquirer
- * found the lock held by another thread (real contention) or had to wait in
- * model time. Hold times are model time between acquire and release. In the
- * `wall` mode times are real nanoseconds and contention is real contention.
+ * added is the lock_stat wait time, and a contention is a wait in model time
+ * (what the threads found, real contention, is `realContentions`). Hold
+ * times are model time between acquire and release. In the `wall` mode times
+ * are real nanoseconds and contention is real contention.
+ *
+ * After the lock records, one word per CPU (worker) says which lock that CPU
+ * is blocked on (index + 1, 0 = none), so a gate can tell that a peer cannot
+ * act before the caller releases a lock the peer waits for
+ * (`LockTable.blockedOnLockHeldBy`).
  *
  * Record layout (Int32 words / Float64 slots, 128 bytes):
  * | byte | field | writer |
@@ -41,6 +46,7 @@
  */
 
 import { RunAborted, type AbortFlag, DEFAULT_SPIN_LOADS } from './event.js';
+import { MAX_WORKERS } from './clock.js';
 
 export const LOCK_RECORD_BYTES = 128;
 const W = LOCK_RECORD_BYTES / 4; // i32 words per record
@@ -76,6 +82,8 @@ export interface LockClock {
 
 /** Waits until the caller may take a lock at this model time (see LockTable.attach). */
 export type LockGate = (nowNs: number) => void;
+/** Called when the caller is about to block on a lock another CPU holds (see LockTable.attach). */
+export type LockBlocked = () => void;
 
 export interface LockStat {
   name: string;
@@ -107,7 +115,7 @@ export class LockTable {
   static allocate(locks: readonly { name: string; kind: LockKind }[]): LockTableHandle {
     const names = locks.map((l) => l.name);
     if (new Set(names).size !== names.length) throw new RangeError(`duplicate lock names in ${names.join(', ')}`);
-    const sab = new SharedArrayBuffer(Math.max(1, locks.length) * LOCK_RECORD_BYTES);
+    const sab = new SharedArrayBuffer(Math.max(1, locks.length) * LOCK_RECORD_BYTES + MAX_WORKERS * 4);
     const i32 = new Int32Array(sab);
     const f64 = new Float64Array(sab);
     locks.forEach((l, i) => {
@@ -122,10 +130,13 @@ export class LockTable {
    * `gate`, when given, is called with the acquirer's model time before every
    * acquisition that carries a clock: a vCPU uses it to wait until no other
    * vCPU can still reach the lock earlier in model time (the quantum), so that
-   * real threads are granted locks in model-time order.
+   * real threads are granted locks in model-time order. `blocked`, when given,
+   * is called before the caller parks on a lock another CPU holds: the holder
+   * may be waiting in its gate for this CPU, and must look again
+   * (`blockedOnLockHeldBy`).
    */
-  static attach(handle: LockTableHandle, cpu: number, abort?: AbortFlag, spinLoads = DEFAULT_SPIN_LOADS, gate?: LockGate): LockTable {
-    return new LockTable(handle, cpu, abort, spinLoads, gate);
+  static attach(handle: LockTableHandle, cpu: number, abort?: AbortFlag, spinLoads = DEFAULT_SPIN_LOADS, gate?: LockGate, blocked?: LockBlocked): LockTable {
+    return new LockTable(handle, cpu, abort, spinLoads, gate, blocked);
   }
 
   private constructor(
@@ -134,10 +145,27 @@ export class LockTable {
     abort: AbortFlag | undefined,
     spinLoads: number,
     gate: LockGate | undefined,
+    blocked: LockBlocked | undefined,
   ) {
     const i32 = new Int32Array(handle.sab);
     const f64 = new Float64Array(handle.sab);
-    handle.names.forEach((name, i) => this.byName.set(name, new Mutex(name, handle.kinds[i], i32, f64, i, cpu, abort, spinLoads, gate)));
+    this.i32 = i32;
+    this.waitingBase = Math.max(1, handle.names.length) * W;
+    handle.names.forEach((name, i) => this.byName.set(name, new Mutex(name, handle.kinds[i], i32, f64, i, cpu, abort, spinLoads, gate, blocked, this.waitingBase)));
+  }
+
+  private readonly i32: Int32Array;
+  private readonly waitingBase: number;
+
+  /**
+   * True when CPU `cpu` is blocked on a lock that CPU `holder` holds. Called by
+   * the holder about itself, the answer cannot go stale before the holder
+   * releases that lock: the blocked CPU acts again only after the release, at
+   * a model time at or after the holder's.
+   */
+  blockedOnLockHeldBy(cpu: number, holder: number): boolean {
+    const w = Atomics.load(this.i32, this.waitingBase + cpu);
+    return w !== 0 && Atomics.load(this.i32, (w - 1) * W + OWNER) === holder + 1;
   }
 
   get(name: string): Mutex {
@@ -172,10 +200,16 @@ export class Mutex {
     private readonly abort: AbortFlag | undefined,
     private readonly spinLoads: number,
     private readonly gate?: LockGate,
+    private readonly blocked?: LockBlocked,
+    /** i32 index of the per-CPU "blocked on lock" words */
+    private readonly waitingBase = -1,
   ) {
     this.s = index * W;
     this.fb = index * F;
+    this.index = index;
   }
+
+  private readonly index: number;
 
   /** Acquire; with a clock, account model (or wall) wait and hold times. */
   lock(clock?: LockClock): void {
@@ -195,11 +229,18 @@ export class Mutex {
         }
       }
       if (!got) {
-        if (c !== 2) c = Atomics.exchange(i32, s, 2);
-        while (c !== 0) {
-          if (this.abort?.aborted()) throw new RunAborted(`while waiting for lock ${this.name}`);
-          Atomics.wait(i32, s, 2, 100);
-          c = Atomics.exchange(i32, s, 2);
+        // say which lock we block on before parking, and tell the holder (it may be in its gate, waiting for us)
+        if (this.waitingBase >= 0) Atomics.store(i32, this.waitingBase + this.cpu, this.index + 1);
+        this.blocked?.();
+        try {
+          if (c !== 2) c = Atomics.exchange(i32, s, 2);
+          while (c !== 0) {
+            if (this.abort?.aborted()) throw new RunAborted(`while waiting for lock ${this.name}`);
+            Atomics.wait(i32, s, 2, 100);
+            c = Atomics.exchange(i32, s, 2);
+          }
+        } finally {
+          if (this.waitingBase >= 0) Atomics.store(i32, this.waitingBase + this.cpu, 0);
         }
       }
     }
