@@ -9,7 +9,11 @@
  * its clock as its EOT, and NEVER while idle waiting for an interrupt (the
  * device corrects for interrupts it sent and we have not consumed). A
  * virtio-iommu request is a busy-poll with interrupts off: interrupts that
- * arrive meanwhile are taken after it, late, as on a real vCPU.
+ * arrive meanwhile are taken after it, late, as on a real vCPU. All vCPUs
+ * start together (each publishes its EOT before any starts), and a vCPU that
+ * holds a lock and waits in its gate does not wait for peers blocked on that
+ * lock: it raises their EOT to its own clock, as they cannot act before it
+ * releases the lock.
  */
 
 import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
