@@ -4,11 +4,15 @@
  * JavaScript (`dist/src/worker.js` of their package) with no loader flags.
  *
  * Protocol (the only postMessage traffic; never on the I/O path):
- *   main → worker   workerData: { role, index, control, init }
+ *   main → worker   workerData: { role, index, control, init }  (a new worker)
+ *                   or { kind: 'boot', boot }    (an idle worker, reused)
  *   worker → main   { kind: 'ready' }            after attaching to shared memory
  *   main → worker   { kind: 'go' }               once every worker is ready
  *   worker → main   { kind: 'result', result }   when its work is done
  *   worker → main   { kind: 'failed', message }  when its body threw
+ * A worker whose run succeeded stays, idle and unref'd, for the next run of
+ * the same entry file in this thread: starting a worker (a new isolate that
+ * loads its modules) costs about as much as a short run.
  * A worker that throws, exits early or errors makes the run fail: the control
  * block's abort flag is set, every parked thread is woken (they all check the
  * flag), the other workers are terminated, and `run()` rejects with a
@@ -69,7 +73,33 @@ interface Slot {
   info: WorkerInfo;
   ready: boolean;
   done: boolean;
+  exited: boolean;
   result: unknown;
+  /** this run's listeners, removed when the worker goes back to the idle pool */
+  listeners: { message: (m: { kind: string; result?: unknown; message?: string }) => void; error: (e: Error) => void; exit: (code: number) => void };
+}
+
+/** Workers that finished a run and wait for the next, by entry file (per thread). */
+const idleWorkers = new Map<string, Worker[]>();
+const MAX_IDLE_WORKERS_PER_ENTRY = 8;
+
+function takeIdleWorker(entry: URL): Worker | undefined {
+  return idleWorkers.get(entry.href)?.pop();
+}
+
+function keepIdleWorker(entry: URL, worker: Worker): void {
+  const list = idleWorkers.get(entry.href) ?? [];
+  if (list.length >= MAX_IDLE_WORKERS_PER_ENTRY) {
+    void worker.terminate();
+    return;
+  }
+  worker.unref(); // an idle worker does not keep the process alive
+  list.push(worker);
+  idleWorkers.set(entry.href, list);
+  worker.once('exit', () => {
+    const i = list.indexOf(worker);
+    if (i >= 0) list.splice(i, 1);
+  });
 }
 
 /**
@@ -97,6 +127,13 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
         Promise.allSettled(slots.map((s) => (s.done ? Promise.resolve() : s.worker.terminate()))).then(() => reject(err));
         return;
       }
+      // every worker finished its run: keep the ones still alive for the next run
+      for (const s of slots) {
+        s.worker.off('message', s.listeners.message);
+        s.worker.off('error', s.listeners.error);
+        s.worker.off('exit', s.listeners.exit);
+        if (!s.exited) keepIdleWorker(s.spec.entry, s.worker);
+      }
       resolve({ workers: slots.map((s) => s.info), results: slots.map((s) => s.result as R) });
     };
 
@@ -109,15 +146,20 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
     specs.forEach((spec, index) => {
       const boot: WorkerBoot<unknown> = { role: spec.role, index, control, init: spec.init };
       let worker: Worker;
+      const idle = takeIdleWorker(spec.entry);
       try {
-        worker = new Worker(spec.entry, { workerData: boot, execArgv: WORKER_NODE_FLAGS, name: spec.role });
+        if (idle) {
+          worker = idle;
+          worker.ref();
+          worker.postMessage({ kind: 'boot', boot });
+        } else {
+          worker = new Worker(spec.entry, { workerData: boot, execArgv: WORKER_NODE_FLAGS, name: spec.role });
+        }
       } catch (e) {
         finish(new WorkerFailure(spec.role, -1, `could not start: ${(e as Error).message}`));
         return;
       }
-      const slot: Slot = { spec, worker, info: { role: spec.role, index, threadId: worker.threadId }, ready: false, done: false, result: undefined };
-      slots.push(slot);
-      worker.on('message', (m: { kind: string; result?: unknown; message?: string }) => {
+      const message = (m: { kind: string; result?: unknown; message?: string }): void => {
         if (m.kind === 'ready') {
           slot.ready = true;
           if (slots.length === specs.length && slots.every((s) => s.ready)) {
@@ -131,12 +173,18 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
         } else if (m.kind === 'failed') {
           fail(slot, m.message ?? 'unknown error');
         }
-      });
-      worker.on('error', (e) => fail(slot, e.message));
-      worker.on('exit', (code) => {
+      };
+      const error = (e: Error): void => fail(slot, e.message);
+      const exit = (code: number): void => {
+        slot.exited = true;
         if (!slot.done) fail(slot, `exited with code ${code} before finishing`);
         slot.done = true;
-      });
+      };
+      const slot: Slot = { spec, worker, info: { role: spec.role, index, threadId: worker.threadId }, ready: false, done: false, exited: false, result: undefined, listeners: { message, error, exit } };
+      slots.push(slot);
+      worker.on('message', message);
+      worker.on('error', error);
+      worker.on('exit', exit);
     });
     if (opts.timeoutMs) {
       timer = setTimeout(() => finish(new WorkerFailure('run', -1, `did not finish within ${opts.timeoutMs} ms`)), opts.timeoutMs);
@@ -147,36 +195,47 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
 
 /**
  * The body of a worker entry file: attach, handshake, wait for `go`, run,
- * report. `body` runs synchronously on the worker thread (it may block in
- * Atomics.wait); its return value is the worker's result.
+ * report; then wait for the next run's boot (an idle worker is reused, see
+ * runWorkers). `body` runs synchronously on the worker thread (it may block
+ * in Atomics.wait); its return value is the worker's result.
  */
 export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunControl) => (() => R) | (() => Promise<R>)): void {
   if (isMainThread || !parentPort) throw new Error('workerMain must run inside a worker thread');
   const port = parentPort;
-  const boot = workerData as WorkerBoot<I>;
-  const control = RunControl.attach(boot.control);
-  let body: (() => R) | (() => Promise<R>);
-  try {
-    body = attach(boot, control);
-  } catch (e) {
-    reportFailure(port, control, e);
-    return;
-  }
-  port.on('message', (m: { kind: string }) => {
-    if (m.kind !== 'go') return;
-    Promise.resolve()
-      .then(() => body())
-      .then(
-        (result) => {
-          // every worker reports how often it parked and woke others: the cost of its handoffs
-          if (result && typeof result === 'object') (result as Record<string, unknown>).waits = { ...threadWaitStats };
-          port.postMessage({ kind: 'result', result });
-          port.close();
-        },
-        (e) => reportFailure(port, control, e),
-      );
+  const runOnce = (boot: WorkerBoot<I>): void => {
+    // a run's hand-off counts are its own
+    threadWaitStats.parks = 0;
+    threadWaitStats.spinsWon = 0;
+    threadWaitStats.notifiesSent = 0;
+    const control = RunControl.attach(boot.control);
+    let body: (() => R) | (() => Promise<R>);
+    try {
+      body = attach(boot, control);
+    } catch (e) {
+      reportFailure(port, control, e);
+      return;
+    }
+    const onGo = (m: { kind: string }): void => {
+      if (m.kind !== 'go') return;
+      port.off('message', onGo);
+      Promise.resolve()
+        .then(() => body())
+        .then(
+          (result) => {
+            // every worker reports how often it parked and woke others: the cost of its handoffs
+            if (result && typeof result === 'object') (result as Record<string, unknown>).waits = { ...threadWaitStats };
+            port.postMessage({ kind: 'result', result });
+          },
+          (e) => reportFailure(port, control, e),
+        );
+    };
+    port.on('message', onGo);
+    port.postMessage({ kind: 'ready' });
+  };
+  port.on('message', (m: { kind: string; boot?: WorkerBoot<I> }) => {
+    if (m.kind === 'boot' && m.boot) runOnce(m.boot);
   });
-  port.postMessage({ kind: 'ready' });
+  runOnce(workerData as WorkerBoot<I>);
 }
 
 function reportFailure(port: NonNullable<typeof parentPort>, control: RunControl, e: unknown): void {
