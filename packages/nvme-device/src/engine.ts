@@ -218,6 +218,8 @@ export class DeviceEngine {
     this.drainInvalidations();
     this.applyInvalidationsUpTo(NEVER_NS);
     this.control.publishEot(this.self, NEVER_NS);
+    // finished, as a vCPU says it: clock NEVER (the VMM tears the VM down only after this)
+    this.control.publishClock(this.self, NEVER_NS);
     return { counters: { ...this.ctrl.counters }, iotlb: this.iotlb.stats(), writtenBlocks: this.ns.writtenBlocks(), namespaceBlocks: this.init.namespace.exportBlocks ? this.ns.exportBlocks() : undefined, clockNs: this.clock.nowNs() };
   }
 }

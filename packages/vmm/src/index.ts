@@ -28,6 +28,8 @@ export interface VmmWorkerInit {
   identityMapBytes: number;
   /** Int32[4] shared with the vCPUs: [0] set when the VM may start */
   vmState: SharedArrayBuffer;
+  /** the device's worker: the VM is torn down only once the device has reported (clock NEVER), as in one thread */
+  deviceWorker: number;
 }
 
 export interface VmmWorkerResult {

@@ -59,6 +59,12 @@ workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
         ev.wait(seq, init.spinLoads);
       }
     }
+    // the device reports what it saw of the guest before the VM is torn down (the one-thread
+    // stack does the same): else the teardown's IOTLB invalidation may or may not reach it first
+    while (control.clockNs(init.deviceWorker) !== NEVER_NS) {
+      if (control.aborted()) return { aborted: true } as unknown as VmmWorkerResult;
+      ev.wait(ev.prepare(), init.spinLoads, 1);
+    }
     vmm.stopVm();
     vfio.client.call(VmmToHostDone, clock.nowNs(), () => {}, () => 0);
     return vmm.result();

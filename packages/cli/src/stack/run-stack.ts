@@ -168,7 +168,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
     };
     specs.push({ role: `guest-kernel/vcpu${v}`, entry: GUEST_VCPU_WORKER, init });
   });
-  const vmmInit: VmmWorkerInit = { ...common, rpcSpinLoads: o.vmmSpinLoads ?? o.spinLoads, costs: p, kickWakeupNs: p.hostThreadWakeupNs, locks, guestRam, vqLayout, kickRings, usedRings, hostRpc, identityMapBytes: o.strategy === 'direct' ? o.guestRamBytes : 0, vmState };
+  const vmmInit: VmmWorkerInit = { ...common, rpcSpinLoads: o.vmmSpinLoads ?? o.spinLoads, costs: p, kickWakeupNs: p.hostThreadWakeupNs, locks, guestRam, vqLayout, kickRings, usedRings, hostRpc, identityMapBytes: o.strategy === 'direct' ? o.guestRamBytes : 0, vmState, deviceWorker: devW };
   specs.push({ role: 'vmm', entry: VMM_WORKER, init: vmmInit });
   const hostInit: HostWorkerInit = { ...common, costs: p, locks, vmmRpc: hostRpc, pgtable, invalRing, lockedVmLimitPages: o.guestRamBytes / 4096, dmaEntryLimit: 65535 };
   specs.push({ role: 'host-vfio', entry: HOST_VFIO_WORKER, init: hostInit });
