@@ -11,7 +11,7 @@
  *   npx -y pnpm@9.15.9 bench:stack [--size 16m] [--reps 3] [--json]
  */
 
-import { loadProfile, DEFAULT_PROFILE_PATH } from '@vmstack/shm';
+import { loadProfile, DEFAULT_PROFILE_PATH, setWorkerReuse, releaseIdleWorkers } from '@vmstack/shm';
 import { runStack, jobsFromCommandLine } from '@vmstack/cli';
 
 const args = process.argv.slice(2);
@@ -35,6 +35,7 @@ interface Cell {
   modelMiBps: number;
 }
 
+setWorkerReuse(true);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const cells: Cell[] = [];
 for (const strategy of strategies) {
@@ -73,3 +74,4 @@ if (args.includes('--json')) {
   });
   console.log(same ? 'model results identical across transports: yes' : 'model results identical across transports: NO (bug)');
 }
+await releaseIdleWorkers();

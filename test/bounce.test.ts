@@ -9,6 +9,11 @@
 
 import test from 'ava';
 import { runFio, NO_LEAKS } from './helpers/stack.js';
+import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
+
+// the stack's workers stay between runs (no start-up per run); they exit before the process does
+setWorkerReuse(true);
+test.after.always(() => releaseIdleWorkers());
 
 test('4 KiB reads through the pool: MAPs only on misses, far fewer than I/Os; the hit rate is reported; teardown releases the memory', async (t) => {
   const r = await runFio('bounce', { rw: 'read', bs: '4k', iodepth: '16', size: '2m', verify: 'crc32c' });

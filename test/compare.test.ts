@@ -11,6 +11,11 @@
 
 import test from 'ava';
 import type * as CompareModule from '../packages/cli/src/compare/compare.js';
+import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
+
+// the stack's workers stay between runs (no start-up per run); they exit before the process does
+setWorkerReuse(true);
+test.after.always(() => releaseIdleWorkers());
 
 const MiB = 1024 * 1024;
 

@@ -14,6 +14,11 @@ import { VIOMMU_DEVICE_MUTEX } from '@vmstack/vmm';
 import { IOMMU_LOCK } from '@vmstack/host-vfio';
 import type { LockStat } from '@vmstack/shm';
 import { runFio, NO_LEAKS, type StackRun } from './helpers/stack.js';
+import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
+
+// the stack's workers stay between runs (no start-up per run); they exit before the process does
+setWorkerReuse(true);
+test.after.always(() => releaseIdleWorkers());
 
 /** 4k sequential reads at iodepth 32: the throughput comparison's workload */
 const SEQ4K = { rw: 'read', bs: '4k', iodepth: '32', size: '512k', verify: 'crc32c' };

@@ -15,6 +15,11 @@
 import test, { type ExecutionContext } from 'ava';
 import type { DmaStrategy } from '@vmstack/guest-kernel';
 import { runFio, NO_LEAKS, KiB, MiB, type StackRun } from './helpers/stack.js';
+import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
+
+// the stack's workers stay between runs (no start-up per run); they exit before the process does
+setWorkerReuse(true);
+test.after.always(() => releaseIdleWorkers());
 
 /** bytes per job and block size: enough I/Os to cycle the queue, small enough to stay fast */
 const SIZE: Record<string, number> = { '4k': 256 * KiB, '16k': 256 * KiB, '128k': 1 * MiB };

@@ -1,6 +1,10 @@
 import test from 'ava';
-import { loadProfile, DEFAULT_PROFILE_PATH } from '@vmstack/shm';
+import { releaseIdleWorkers, setWorkerReuse, loadProfile, DEFAULT_PROFILE_PATH } from '@vmstack/shm';
 import { runStack, jobsFromCommandLine } from '@vmstack/cli';
+
+// the stack's workers stay between runs (no start-up per run); they exit before the process does
+setWorkerReuse(true);
+test.after.always(() => releaseIdleWorkers());
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 

@@ -1,5 +1,10 @@
 import test from 'ava';
 import { runFio } from './helpers/stack.js';
+import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
+
+// the stack's workers stay between runs (no start-up per run); they exit before the process does
+setWorkerReuse(true);
+test.after.always(() => releaseIdleWorkers());
 
 // The model's numbers must not depend on how the components are run: every
 // worker on its own thread, or all of them in this thread with direct calls.

@@ -19,7 +19,7 @@
 import { readFileSync } from 'node:fs';
 import yargs, { type Argv, type CommandModule, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { InputError, WorkerFailure, closestName, editDistance } from '@vmstack/shm';
+import { InputError, WorkerFailure, closestName, editDistance, releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
 import type { DmaStrategy, ViommuDriverGeneration, UserBufferContiguity } from '@vmstack/guest-kernel';
 import type { RunArgs } from './commands/run.js';
 
@@ -330,15 +330,21 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
   throw e;
 });
 
-main().catch((e: unknown) => {
-  if (e instanceof InputError) {
-    process.stderr.write(`vmstack: ${oneLine(e.message)}\n`);
-    process.exit(2);
-  }
-  if (e instanceof WorkerFailure) {
-    process.stderr.write(`vmstack: ${e.message}\n`);
+// compare, sweep and scale run many topologies: their workers stay between runs, and
+// exit by themselves before the process does (see runWorkers)
+setWorkerReuse(true);
+main()
+  .then(() => releaseIdleWorkers())
+  .catch(async (e: unknown) => {
+    await releaseIdleWorkers();
+    if (e instanceof InputError) {
+      process.stderr.write(`vmstack: ${oneLine(e.message)}\n`);
+      process.exit(2);
+    }
+    if (e instanceof WorkerFailure) {
+      process.stderr.write(`vmstack: ${e.message}\n`);
+      process.exit(1);
+    }
+    process.stderr.write(`vmstack: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
     process.exit(1);
-  }
-  process.stderr.write(`vmstack: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
-  process.exit(1);
-});
+  });

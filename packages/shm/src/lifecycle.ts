@@ -10,9 +10,16 @@
  *   main → worker   { kind: 'go' }               once every worker is ready
  *   worker → main   { kind: 'result', result }   when its work is done
  *   worker → main   { kind: 'failed', message }  when its body threw
- * A worker whose run succeeded stays, idle and unref'd, for the next run of
- * the same entry file in this thread: starting a worker (a new isolate that
- * loads its modules) costs about as much as a short run.
+ *   main → worker   { kind: 'exit' }             an idle worker: close and exit
+ * With `setWorkerReuse(true)`, on the main thread, a worker whose run
+ * succeeded stays, idle and unref'd, for the next run of the same entry
+ * file: starting a worker (a new isolate that loads its modules) costs about
+ * as much as a short run. Whoever turns reuse on lets the idle workers go
+ * with `releaseIdleWorkers()` before the process ends: a worker terminated
+ * while V8 still compiles its hot code in the background can abort the
+ * process (Node 20), a worker that exits by itself cannot. Otherwise, and
+ * off the main thread (piscina threads, terminated with their thread),
+ * workers exit after their run.
  * A worker that throws, exits early or errors makes the run fail: the control
  * block's abort flag is set, every parked thread is woken (they all check the
  * flag), the other workers are terminated, and `run()` rejects with a
@@ -81,6 +88,12 @@ interface Slot {
 
 /** Workers that finished a run and wait for the next, by entry file (per thread). */
 const idleWorkers = new Map<string, Worker[]>();
+let workerReuse = false;
+
+/** Keep workers between runs of this (main) thread; see releaseIdleWorkers. */
+export function setWorkerReuse(enabled: boolean): void {
+  workerReuse = enabled;
+}
 const MAX_IDLE_WORKERS_PER_ENTRY = 8;
 
 function takeIdleWorker(entry: URL): Worker | undefined {
@@ -89,8 +102,8 @@ function takeIdleWorker(entry: URL): Worker | undefined {
 
 function keepIdleWorker(entry: URL, worker: Worker): void {
   const list = idleWorkers.get(entry.href) ?? [];
-  if (list.length >= MAX_IDLE_WORKERS_PER_ENTRY) {
-    void worker.terminate();
+  if (!workerReuse || !isMainThread || list.length >= MAX_IDLE_WORKERS_PER_ENTRY) {
+    worker.postMessage({ kind: 'exit' });
     return;
   }
   worker.unref(); // an idle worker does not keep the process alive
@@ -100,6 +113,25 @@ function keepIdleWorker(entry: URL, worker: Worker): void {
     const i = list.indexOf(worker);
     if (i >= 0) list.splice(i, 1);
   });
+}
+
+/**
+ * Let every idle worker of this thread exit by itself (it closes its port);
+ * resolves once they all have. Call before the process ends.
+ */
+export function releaseIdleWorkers(): Promise<void> {
+  const all = [...idleWorkers.values()].flat();
+  idleWorkers.clear();
+  return Promise.all(
+    all.map(
+      (w) =>
+        new Promise<void>((resolve) => {
+          w.once('exit', () => resolve());
+          w.ref(); // keep the process up until it is gone
+          w.postMessage({ kind: 'exit' });
+        }),
+    ),
+  ).then(() => undefined);
 }
 
 /**
@@ -234,6 +266,7 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
   };
   port.on('message', (m: { kind: string; boot?: WorkerBoot<I> }) => {
     if (m.kind === 'boot' && m.boot) runOnce(m.boot);
+    else if (m.kind === 'exit') port.close(); // nothing left to do: the thread ends by itself
   });
   runOnce(workerData as WorkerBoot<I>);
 }
