@@ -156,6 +156,8 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
           for (const s of slots) if (!s.done) void s.worker.terminate();
         }, opts.graceMs ?? 200);
         grace.unref();
+        // workers that finished their part wait for a next run: tell them to exit
+        for (const s of slots) if (s.done && !s.exited) s.worker.postMessage({ kind: 'exit' });
         Promise.allSettled(slots.map((s) => (s.done ? Promise.resolve() : s.worker.terminate()))).then(() => reject(err));
         return;
       }
