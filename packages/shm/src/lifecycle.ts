@@ -109,11 +109,20 @@ function keepIdleWorker(entry: URL, worker: Worker): void {
   worker.unref(); // an idle worker does not keep the process alive
   list.push(worker);
   idleWorkers.set(entry.href, list);
-  worker.once('exit', () => {
-    const i = list.indexOf(worker);
-    if (i >= 0) list.splice(i, 1);
-  });
+  if (!pooled.has(worker)) {
+    // once per worker: an idle worker that exits (released, or crashed) leaves the pool
+    pooled.add(worker);
+    worker.once('exit', () => {
+      for (const l of idleWorkers.values()) {
+        const i = l.indexOf(worker);
+        if (i >= 0) l.splice(i, 1);
+      }
+    });
+  }
 }
+
+/** workers that have been in the pool (their exit listener is registered) */
+const pooled = new WeakSet<Worker>();
 
 /**
  * Let every idle worker of this thread exit by itself (it closes its port);
