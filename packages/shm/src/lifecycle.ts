@@ -110,8 +110,10 @@ function keepIdleWorker(entry: URL, worker: Worker): void {
   list.push(worker);
   idleWorkers.set(entry.href, list);
   if (!pooled.has(worker)) {
-    // once per worker: an idle worker that exits (released, or crashed) leaves the pool
+    // once per worker: an idle worker that exits (released, or crashed) leaves the pool; an
+    // error while idle (no run listens) ends it without taking this thread down
     pooled.add(worker);
+    worker.on('error', () => {});
     worker.once('exit', () => {
       for (const l of idleWorkers.values()) {
         const i = l.indexOf(worker);
