@@ -36,6 +36,23 @@ function fmt(v: number): string {
   return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2);
 }
 
+/** Both charts' frame: svg element, title, five y gridlines with values, the y-axis label. */
+function chartFrame(out: string[], title: string, yLabel: string, g: { W: number; H: number; left: number; top: number; plotH: number; yMax: number; y: (v: number) => number }): void {
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${g.W}" height="${g.H}" viewBox="0 0 ${g.W} ${g.H}" role="img" aria-label="${esc(title)}">`);
+  out.push(`<text x="${g.W / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">${esc(title)}</text>`);
+  for (let i = 0; i <= 5; i++) {
+    const v = (g.yMax * i) / 5;
+    out.push(`<line x1="${g.left}" x2="${g.W - 20}" y1="${g.y(v)}" y2="${g.y(v)}" stroke="#ddd"/>`);
+    out.push(`<text x="${g.left - 6}" y="${g.y(v) + 4}" text-anchor="end" font-size="11">${fmt(v)}</text>`);
+  }
+  out.push(`<text x="16" y="${g.top + g.plotH / 2}" transform="rotate(-90 16 ${g.top + g.plotH / 2})" text-anchor="middle" font-size="12">${esc(yLabel)}</text>`);
+}
+
+/** A legend entry: series `si`'s colour swatch and name along the bottom. */
+function legendEntry(si: number, name: string, left: number, H: number): string {
+  return `<rect x="${left + si * 140}" y="${H - 18}" width="12" height="12" fill="${COLORS[si % COLORS.length]}"/><text x="${left + si * 140 + 16}" y="${H - 8}" font-size="12">${esc(name)}</text>`;
+}
+
 export function barChartSvg(title: string, yLabel: string, groups: readonly BarGroup[]): string {
   const series = [...new Set(groups.flatMap((g) => g.bars.map((b) => b.series)))];
   const W = 640;
@@ -50,14 +67,7 @@ export function barChartSvg(title: string, yLabel: string, groups: readonly BarG
   const barW = (groupW * 0.7) / Math.max(1, series.length);
   const y = (v: number) => top + plotH - (v / max) * plotH;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">`);
-  out.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">${esc(title)}</text>`);
-  for (let i = 0; i <= 5; i++) {
-    const v = (max * i) / 5;
-    out.push(`<line x1="${left}" x2="${W - 20}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/>`);
-    out.push(`<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end" font-size="11">${fmt(v)}</text>`);
-  }
-  out.push(`<text x="16" y="${top + plotH / 2}" transform="rotate(-90 16 ${top + plotH / 2})" text-anchor="middle" font-size="12">${esc(yLabel)}</text>`);
+  chartFrame(out, title, yLabel, { W, H, left, top, plotH, yMax: max, y });
   groups.forEach((g, gi) => {
     const x0 = left + gi * groupW + groupW * 0.15;
     g.bars.forEach((b) => {
@@ -69,9 +79,7 @@ export function barChartSvg(title: string, yLabel: string, groups: readonly BarG
     out.push(`<text x="${left + gi * groupW + groupW / 2}" y="${top + plotH + 16}" text-anchor="middle" font-size="12">${esc(g.label)}</text>`);
     if (g.note) out.push(`<text x="${left + gi * groupW + groupW / 2}" y="${top + plotH + 32}" text-anchor="middle" font-size="11" fill="#555">${esc(g.note)}</text>`);
   });
-  series.forEach((s, si) => {
-    out.push(`<rect x="${left + si * 140}" y="${H - 18}" width="12" height="12" fill="${COLORS[si % COLORS.length]}"/><text x="${left + si * 140 + 16}" y="${H - 8}" font-size="12">${esc(s)}</text>`);
-  });
+  series.forEach((s, si) => out.push(legendEntry(si, s, left, H)));
   out.push('</svg>');
   return out.join('\n');
 }
@@ -91,22 +99,15 @@ export function lineChartSvg(title: string, xLabel: string, yLabel: string, seri
   const x = (v: number) => left + (xMax === xMin ? plotW / 2 : ((v - xMin) / (xMax - xMin)) * plotW);
   const y = (v: number) => top + plotH - (v / yMax) * plotH;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">`);
-  out.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">${esc(title)}</text>`);
-  for (let i = 0; i <= 5; i++) {
-    const v = (yMax * i) / 5;
-    out.push(`<line x1="${left}" x2="${W - 20}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/>`);
-    out.push(`<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end" font-size="11">${fmt(v)}</text>`);
-  }
+  chartFrame(out, title, yLabel, { W, H, left, top, plotH, yMax, y });
   for (const v of [...new Set(xs)].sort((a, b) => a - b)) out.push(`<text x="${x(v)}" y="${top + plotH + 16}" text-anchor="middle" font-size="12">${fmt(v)}</text>`);
   out.push(`<text x="${left + plotW / 2}" y="${top + plotH + 34}" text-anchor="middle" font-size="12">${esc(xLabel)}</text>`);
-  out.push(`<text x="16" y="${top + plotH / 2}" transform="rotate(-90 16 ${top + plotH / 2})" text-anchor="middle" font-size="12">${esc(yLabel)}</text>`);
   series.forEach((s, si) => {
     const c = COLORS[si % COLORS.length];
     const pts = [...s.points].sort((a, b) => a.x - b.x);
     out.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ')}"/>`);
     for (const p of pts) out.push(`<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${c}"><title>${esc(`${s.name} @ ${fmt(p.x)}: ${fmt(p.y)}`)}</title></circle>`);
-    out.push(`<rect x="${left + si * 140}" y="${H - 18}" width="12" height="12" fill="${c}"/><text x="${left + si * 140 + 16}" y="${H - 8}" font-size="12">${esc(s.name)}</text>`);
+    out.push(legendEntry(si, s.name, left, H));
   });
   out.push('</svg>');
   return out.join('\n');
