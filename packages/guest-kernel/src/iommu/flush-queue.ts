@@ -220,15 +220,7 @@ export class FlushQueue {
     if (Atomics.compareExchange(this.ctl, TIMER_OWNER, this.cpu, -1) !== this.cpu) return false;
     Atomics.store(this.ctl, TIMER_ON, 0);
     this.iova_domain_flush(clock, ST_BY_TIMER);
-    for (let c = 0; c < this.cpus; c++) {
-      const lock = this.locks[c];
-      lock.lock(clock);
-      try {
-        this.fq_ring_free(c, clock);
-      } finally {
-        lock.unlock(clock);
-      }
-    }
+    this.fq_ring_free_all(clock);
     return true;
   }
 
@@ -239,6 +231,11 @@ export class FlushQueue {
    */
   fq_flush_all(clock: ModelClock): void {
     this.iova_domain_flush(clock, -1);
+    this.fq_ring_free_all(clock);
+  }
+
+  /** Every CPU's ring, each under its lock: free what the flush just completed. */
+  private fq_ring_free_all(clock: ModelClock): void {
     for (let c = 0; c < this.cpus; c++) {
       const lock = this.locks[c];
       lock.lock(clock);
