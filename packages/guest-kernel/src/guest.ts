@@ -150,10 +150,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     control.publishEot(self, clock.nowNs());
     Atomics.store(vmState, VM_BUFFER_TURN, v + 1);
     Atomics.notify(vmState, VM_BUFFER_TURN);
-    for (let turn = Atomics.load(vmState, VM_BUFFER_TURN); turn < init.vcpuWorkers.length; turn = Atomics.load(vmState, VM_BUFFER_TURN)) {
-      if (control.aborted()) throw new Error('aborted');
-      Atomics.wait(vmState, VM_BUFFER_TURN, turn, 50);
-    }
+    waitTurn(VM_BUFFER_TURN, init.vcpuWorkers.length);
     const vcpu = new Vcpu(
       {
         mem,
