@@ -14,6 +14,7 @@ import {
   mergeHistograms,
 } from '../src/report/result.js';
 import type { DirectionResult, Histogram, JobResult, RunResult } from '../src/report/result.js';
+import { hist, range } from './helpers/histograms.js';
 import {
   cFixed,
   fioLatencyDistribution,
@@ -24,18 +25,6 @@ import {
 } from '../src/report/fio-json.js';
 
 type Json = Record<string, any>;
-
-function hist(...entries: Array<[valueNs: number, count: number]>): Histogram {
-  const h = createLatencyHistogram();
-  for (const [v, c] of entries) h.recordValueWithCount(v, c);
-  return h;
-}
-
-function range(from: number, to: number): Array<[number, number]> {
-  const out: Array<[number, number]> = [];
-  for (let v = from; v <= to; v++) out.push([v, 1]);
-  return out;
-}
 
 function job(name: string, groupid: number, read: DirectionResult, write: DirectionResult, extra: Partial<JobResult> = {}): JobResult {
   return {

@@ -2,20 +2,9 @@ process.env.TZ = 'UTC'; // the job header carries ctime() in the local zone; pin
 
 import test from 'ava';
 import { createLatencyHistogram, emptyDirection } from '../src/report/result.js';
-import type { DirectionResult, Histogram, JobResult, RunResult } from '../src/report/result.js';
+import type { DirectionResult, JobResult, RunResult } from '../src/report/result.js';
+import { hist, range } from './helpers/histograms.js';
 import { formatFioNormal, num2str } from '../src/report/fio-normal.js';
-
-function hist(...entries: Array<[valueNs: number, count: number]>): Histogram {
-  const h = createLatencyHistogram();
-  for (const [v, c] of entries) h.recordValueWithCount(v, c);
-  return h;
-}
-
-function range(from: number, to: number): Array<[number, number]> {
-  const out: Array<[number, number]> = [];
-  for (let v = from; v <= to; v++) out.push([v, 1]);
-  return out;
-}
 
 function job(name: string, groupid: number, read: DirectionResult, write: DirectionResult, extra: Partial<JobResult> = {}): JobResult {
   return {
