@@ -1,8 +1,9 @@
 /** `vmstack compare`: the reference experiment, printed as a table or as JSON. */
 
-import { writeFileSync, renameSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { InputError } from '@vmstack/shm';
 import { parseSizeBytes } from '../fio/sizes.js';
+import { writeComplete, emitOutput } from './output.js';
 import { runCompare, formatCompareTable, formatCompareHtml } from '../compare/compare.js';
 
 export interface CompareArgs {
@@ -23,14 +24,6 @@ export async function compareCommand(a: CompareArgs): Promise<void> {
   for (const f of [a.output, a.html]) if (f) rmSync(f, { force: true });
   const result = await runCompare({ profilePath: a.profile, sizeBytes, parallel, blockSizes });
   const text = a.outputFormat === 'json' ? JSON.stringify(result, null, 2) + '\n' : formatCompareTable(result);
-  if (a.html) {
-    writeFileSync(a.html + '.partial', formatCompareHtml(result));
-    renameSync(a.html + '.partial', a.html);
-  }
-  if (a.output) {
-    writeFileSync(a.output + '.partial', text);
-    renameSync(a.output + '.partial', a.output);
-  } else {
-    process.stdout.write(text);
-  }
+  if (a.html) writeComplete(a.html, formatCompareHtml(result));
+  emitOutput(text, a.output);
 }

@@ -15,7 +15,7 @@
  * complete; bad input (exit 2) leaves everything as it was.
  */
 
-import { openSync, closeSync, writeFileSync, renameSync, rmSync } from 'node:fs';
+import { openSync, closeSync, rmSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { loadProfile, DEFAULT_PROFILE_PATH, InputError, MAX_WORKERS, type ClockMode } from '@vmstack/shm';
@@ -28,6 +28,7 @@ import { formatFioJson } from '../report/fio-json.js';
 import { formatFioNormal } from '../report/fio-normal.js';
 import { formatVmstackReport } from '../report/tables.js';
 import type { RunResult } from '../report/result.js';
+import { emitOutput } from './output.js';
 
 export interface RunArgs {
   jobfile?: string;
@@ -80,54 +81,43 @@ export async function runCommand(a: RunArgs): Promise<void> {
   if (parsed.ignoredOptions.length > 0) process.stderr.write(`vmstack: ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}\n`);
 
   // everything is checked: the run starts
-  const partial = a.output === undefined ? undefined : a.output + '.partial';
   if (a.output !== undefined) rmSync(a.output, { force: true });
-  try {
-    const results: RunResult[] = [];
-    for (const [gi, g] of groups.entries()) {
-      results.push(
-        await runStack({
-          // barrier groups run one after another on the same drive: what one writes, the next reads
-          carry: results[gi - 1]?.carry,
-          exportNamespace: gi < groups.length - 1,
-          jobs: jobsOf(g),
-          jobOptions: parsed.jobOptions,
-          globalOptions: parsed.globalOptions,
-          strategy: a.strategy,
-          clock: a.clock,
-          profile,
-          quantumNs: a.quantumNs,
-          driverGeneration: a.driver,
-          bufferContiguity: a.bufferContiguity,
-          guestRamBytes,
-          untrusted: a.untrusted,
-          alwaysBounceLimitBytes,
-          alwaysBounceLimitSchedule,
-          slotsPerClass,
-          spinLoads: 2000,
-          dilation: 1,
-        }),
-      );
-    }
-    const result: RunResult = {
-      ...results[0],
-      jobs: results.flatMap((r) => r.jobs),
-      vmstack: results.length === 1 ? results[0].vmstack : { groups: results.map((r) => r.vmstack) },
-    };
-    const text =
-      a.outputFormat === 'normal'
-        ? formatFioNormal(result) + '\n' + formatVmstackReport(results)
-        : formatFioJson(result, { plus: a.outputFormat === 'json+' }) + '\n';
-    if (a.output !== undefined && partial !== undefined) {
-      writeFileSync(partial, text);
-      renameSync(partial, a.output);
-    } else {
-      process.stdout.write(text);
-    }
-  } catch (e) {
-    if (partial !== undefined) rmSync(partial, { force: true });
-    throw e;
+  const results: RunResult[] = [];
+  for (const [gi, g] of groups.entries()) {
+    results.push(
+      await runStack({
+        // barrier groups run one after another on the same drive: what one writes, the next reads
+        carry: results[gi - 1]?.carry,
+        exportNamespace: gi < groups.length - 1,
+        jobs: jobsOf(g),
+        jobOptions: parsed.jobOptions,
+        globalOptions: parsed.globalOptions,
+        strategy: a.strategy,
+        clock: a.clock,
+        profile,
+        quantumNs: a.quantumNs,
+        driverGeneration: a.driver,
+        bufferContiguity: a.bufferContiguity,
+        guestRamBytes,
+        untrusted: a.untrusted,
+        alwaysBounceLimitBytes,
+        alwaysBounceLimitSchedule,
+        slotsPerClass,
+        spinLoads: 2000,
+        dilation: 1,
+      }),
+    );
   }
+  const result: RunResult = {
+    ...results[0],
+    jobs: results.flatMap((r) => r.jobs),
+    vmstack: results.length === 1 ? results[0].vmstack : { groups: results.map((r) => r.vmstack) },
+  };
+  const text =
+    a.outputFormat === 'normal'
+      ? formatFioNormal(result) + '\n' + formatVmstackReport(results)
+      : formatFioJson(result, { plus: a.outputFormat === 'json+' }) + '\n';
+  emitOutput(text, a.output);
 }
 
 /** --guest-ram: a fio size, whole 4 KiB pages, no more than the host has. */

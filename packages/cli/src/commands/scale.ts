@@ -1,6 +1,7 @@
 /** `vmstack scale`: throughput and lock costs as jobs are added. */
 
-import { writeFileSync, renameSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
+import { writeComplete, emitOutput } from './output.js';
 import { InputError } from '@vmstack/shm';
 import { DMA_STRATEGIES, type DmaStrategy } from '@vmstack/guest-kernel';
 import { runScale, formatScaleTable, formatScaleHtml } from '../scale/scale.js';
@@ -40,15 +41,7 @@ export async function scaleCommand(a: ScaleArgs): Promise<void> {
   if (!Number.isSafeInteger(quantumNs) || quantumNs < 0) throw new InputError('--quantum', a.quantum, 'a whole number of model ns ≥ 0');
   for (const f of [a.output, a.html]) if (f) rmSync(f, { force: true });
   const r = await runScale({ profilePath: a.profile, jobs, strategies, rw: a.rw ?? 'randread', bs: a.bs ?? '4k', iodepth, size: a.size ?? '4m', quantumNs });
-  if (a.html) {
-    writeFileSync(a.html + '.partial', formatScaleHtml(r));
-    renameSync(a.html + '.partial', a.html);
-  }
+  if (a.html) writeComplete(a.html, formatScaleHtml(r));
   const text = a.outputFormat === 'json' ? JSON.stringify(r, null, 2) + '\n' : formatScaleTable(r);
-  if (a.output) {
-    writeFileSync(a.output + '.partial', text);
-    renameSync(a.output + '.partial', a.output);
-  } else {
-    process.stdout.write(text);
-  }
+  emitOutput(text, a.output);
 }

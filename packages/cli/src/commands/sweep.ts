@@ -1,6 +1,7 @@
 /** `vmstack sweep`: throughput against block size for each strategy. */
 
-import { writeFileSync, renameSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
+import { writeComplete, emitOutput } from './output.js';
 import { InputError } from '@vmstack/shm';
 import { DMA_STRATEGIES, type DmaStrategy } from '@vmstack/guest-kernel';
 import { parseSizeBytes } from '../fio/sizes.js';
@@ -35,15 +36,7 @@ export async function sweepCommand(a: SweepArgs): Promise<void> {
   const sizeBytes = a.size === undefined ? 16 * 1024 * 1024 : parseSizeBytes('--size', a.size);
   for (const f of [a.output, a.html]) if (f) rmSync(f, { force: true });
   const r = await runSweep({ profilePath: a.profile, strategies, blockSizes, sizeBytes, iodepth, parallel });
-  if (a.html) {
-    writeFileSync(a.html + '.partial', formatSweepHtml(r));
-    renameSync(a.html + '.partial', a.html);
-  }
+  if (a.html) writeComplete(a.html, formatSweepHtml(r));
   const text = a.outputFormat === 'json' ? JSON.stringify(r, null, 2) + '\n' : formatSweepTable(r);
-  if (a.output) {
-    writeFileSync(a.output + '.partial', text);
-    renameSync(a.output + '.partial', a.output);
-  } else {
-    process.stdout.write(text);
-  }
+  emitOutput(text, a.output);
 }
