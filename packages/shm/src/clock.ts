@@ -1,7 +1,7 @@
 /**
  * Model clocks and the run's control block.
  *
- * Two clock modes (DESIGN.md, "Time"):
+ * Two clock modes (docs/ARCHITECTURE.md, "Time"):
  * - `virtual` (default): each worker keeps its own clock in integer model
  *   nanoseconds. Work charges its cost; a message carries its send time and
  *   the receiver's clock becomes max(own, send + link latency); a lock makes

@@ -11,7 +11,7 @@
  * File format (JSON):
  * ```json
  * { "name": "i5-10210U", "description": "…",
- *   "values": { "vmExitKernelNs": { "value": 600, "source": "COSTS.md: …" }, … } }
+ *   "values": { "vmExitKernelNs": { "value": 600, "source": "[S15]: …" }, … } }
  * ```
  * Every key carries its unit in its name (`…Ns`, `…BytesPerNs`, `…Count`).
  * `ns` values are integer model nanoseconds (the model clocks are integers);

@@ -1,4 +1,4 @@
-/** piscina worker: one topology per task (DESIGN.md: sweeps run in parallel through piscina). */
+/** piscina worker: one run of a comparison per task, so a sweep spreads its runs over piscina threads. */
 import { runCompareTask, type CompareTask, type CompareTaskResult } from './experiment.js';
 
 export default function run(task: CompareTask): Promise<CompareTaskResult> {
