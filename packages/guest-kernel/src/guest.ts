@@ -5,9 +5,35 @@
  * coherent memory (queues, PRP list pages) once — and shuts it down.
  */
 
-import { mulberry32Float, ModelClock, LockTable, Ring, SentLog, RECORD, attachGuestMemory, writeSqe, NVME_ADMIN_IDENTIFY, NVME_ADMIN_CREATE_CQ, NVME_ADMIN_CREATE_SQ, NVME_ADMIN_DELETE_SQ, NVME_ADMIN_DELETE_CQ, NEVER_NS, type RunControl } from '@vmstack/shm';
-import { VM_VMM_READY, VM_QUEUES_READY, VM_QUEUES_READY_NS, VM_VCPUS_DONE, VM_BUFFER_TURN, VM_FREE_TURN, vmEndTimes } from '@vmstack/vmm';
-import { GuestToDeviceRegWrite, GuestToDeviceDone, GuestToDeviceDoorbell, DOORBELL_SQ_TAIL, DoorbellPayload, RegWritePayload, REG_AQA, REG_ASQ, REG_ACQ, REG_CC } from '@vmstack/nvme-device';
+import {
+  mulberry32Float,
+  ModelClock,
+  LockTable,
+  Ring,
+  SentLog,
+  attachGuestMemory,
+  writeSqe,
+  encodeGuestToDeviceDone,
+  NVME_ADMIN_IDENTIFY,
+  NVME_ADMIN_CREATE_CQ,
+  NVME_ADMIN_CREATE_SQ,
+  NVME_ADMIN_DELETE_SQ,
+  NVME_ADMIN_DELETE_CQ,
+  NVME_REG_AQA,
+  NVME_REG_ASQ,
+  NVME_REG_ACQ,
+  NVME_REG_CC,
+  DOORBELL_SQ_TAIL,
+  VM_VMM_READY,
+  VM_QUEUES_READY,
+  VM_QUEUES_READY_NS,
+  VM_VCPUS_DONE,
+  VM_BUFFER_TURN,
+  VM_FREE_TURN,
+  vmEndTimes,
+  NEVER_NS,
+  type RunControl,
+} from '@vmstack/shm';
 import { PageAllocator } from './mm/page-alloc.js';
 import { IovaDomain } from './iommu/iova.js';
 import { ViommuDriver } from './virtio-iommu/viommu.js';
@@ -17,7 +43,7 @@ import { FlushQueue } from './iommu/flush-queue.js';
 import { BouncePool } from './iommu/bounce-pool.js';
 import { Swiotlb } from './iommu/swiotlb.js';
 import { Vcpu, type GuestPlatform } from './vcpu.js';
-import { newQueuePair, nvme_submit_cmd, nvme_next_cqe } from './nvme/nvme-pci.js';
+import { newQueuePair, nvme_submit_cmd, nvme_next_cqe, nvme_write_doorbell, nvme_write_reg, type NvmeBar } from './nvme/nvme-pci.js';
 import type { VcpuWorkerInit, VcpuWorkerResult } from './index.js';
 
 /**
@@ -41,7 +67,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     () => lockBlocked(),
   );
   const doorbells = Ring.attach(init.doorbellRing);
-  const doorbellLog = new SentLog(doorbells);
+  const bar: NvmeBar = { doorbells, log: new SentLog(doorbells), spinLoads: init.spinLoads, abort: control };
   const irqs = Ring.attach(init.irqRing);
   const profiler = new Profiler(clock);
   const pages = PageAllocator.attach(init.pageAlloc, v, locks, init.costs);
@@ -72,14 +98,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     }
   };
 
-  const sendReg = (reg: number, value: number) => {
-    const off = doorbells.reserve(init.spinLoads, control);
-    doorbells.writeHeader(off, GuestToDeviceRegWrite, 0, clock.nowNs());
-    doorbells.dv.setInt32(off + RECORD.payloadOffset + RegWritePayload.reg, reg, true);
-    doorbells.dv.setFloat64(off + RECORD.payloadOffset + RegWritePayload.value, value, true);
-    doorbellLog.record(doorbells.nextSeq() - 1, clock.nowNs());
-    doorbells.publish();
-  };
+  const sendReg = (reg: number, value: number) => nvme_write_reg(bar, clock.nowNs(), reg, value);
 
   /** Submit one admin command and wait (polling) for its completion. */
   const adminQ = newQueuePair(0, init.adminSqGpa, init.adminCqGpa, 32);
@@ -87,13 +106,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
   const admin = (write: (gpa: number, cid: number) => void) => {
     const cid = adminCid++;
     const tail = nvme_submit_cmd(adminQ, (gpa) => write(gpa, cid));
-    const off = doorbells.reserve(init.spinLoads, control);
-    doorbells.writeHeader(off, GuestToDeviceDoorbell, 0, clock.nowNs());
-    doorbells.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.qid, 0, true);
-    doorbells.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.which, DOORBELL_SQ_TAIL, true);
-    doorbells.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.value, tail, true);
-    doorbellLog.record(doorbells.nextSeq() - 1, clock.nowNs());
-    doorbells.publish();
+    nvme_write_doorbell(bar, clock.nowNs(), 0, DOORBELL_SQ_TAIL, tail);
     control.publishEot(self, NEVER_NS);
     platform.awaitInput(() => irqs.available() > 0);
     const n = irqs.available();
@@ -116,10 +129,10 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         viommu.viommu_map_pages(init.domainId, init.coherentGpa, init.coherentGpa, init.coherentBytes, true, true);
         viommu.viommu_iotlb_sync_map();
       }
-      sendReg(REG_AQA, (31 << 16) | 31);
-      sendReg(REG_ASQ, init.adminSqGpa);
-      sendReg(REG_ACQ, init.adminCqGpa);
-      sendReg(REG_CC, 1);
+      sendReg(NVME_REG_AQA, (31 << 16) | 31);
+      sendReg(NVME_REG_ASQ, init.adminSqGpa);
+      sendReg(NVME_REG_ACQ, init.adminCqGpa);
+      sendReg(NVME_REG_CC, 1);
       admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_IDENTIFY, commandId: cid, prp1: init.identifyGpa, cdw10: 1 }));
       admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_IDENTIFY, commandId: cid, nsid: 1, prp1: init.identifyGpa, cdw10: 0 }));
       for (let q = 0; q < init.queues.length; q++) {
@@ -162,8 +175,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         peerIrqs: init.allIrqRings.filter((_, u) => init.vcpuWorkers[u] !== self).map((h) => Ring.attach(h)),
         quantumNs: init.quantumNs,
         spinLoads: init.spinLoads,
-        doorbells,
-        doorbellLog,
+        bar,
         irqs,
         deviceMinResponseNs: init.deviceMinResponseNs,
         queue,
@@ -214,8 +226,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     Atomics.store(vmState, VM_FREE_TURN, v + 1);
     Atomics.notify(vmState, VM_FREE_TURN);
     // tell the device and the VMM we are done
-    const off = doorbells.reserve(init.spinLoads, control);
-    doorbells.writeHeader(off, GuestToDeviceDone, 0, clock.nowNs());
+    encodeGuestToDeviceDone(doorbells.dv, doorbells.reserve(init.spinLoads, control), clock.nowNs());
     doorbells.publish();
     platform.done(clock.nowNs());
     control.publishEot(self, NEVER_NS);

@@ -53,7 +53,7 @@ export interface VcpuWorkerInit {
   vqLayout: VirtqueueLayout;
   viommuRequestAreaGpa: number;
   viommuSlotWordGpa: number;
-  /** the VM's run state (layout: vmm/src/vm-state.ts) */
+  /** the VM's run state (layout: shm/src/vm-state.ts) */
   vmState: SharedArrayBuffer;
   adminSqGpa: number;
   adminCqGpa: number;

@@ -22,10 +22,12 @@ import {
   type ModelClock,
   type RunControl,
   type Ring,
-  type SentLog,
   type LockTable,
-  RECORD,
   NEVER_NS,
+  DOORBELL_SQ_TAIL,
+  DOORBELL_CQ_HEAD,
+  DeviceToGuestInterrupt,
+  interruptCqeCount,
   mulberry32Float,
   fillBlock,
   verifyBlock,
@@ -33,12 +35,11 @@ import {
   BLOCK_BYTES,
   type VerifyAlgo,
 } from '@vmstack/shm';
-import { GuestToDeviceDoorbell, DOORBELL_SQ_TAIL, DOORBELL_CQ_HEAD, DoorbellPayload, DeviceToGuestInterrupt, InterruptPayload } from '@vmstack/nvme-device';
 import { fioJobWrites, fioWriteSeed, type FioJobSpec } from './job-spec.js';
 import { PAGE_BYTES, type DmaIommu, type DmaMapping } from './dma.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import type { UserBuffer } from './mm/page-alloc.js';
-import { nvme_queue_rw, nvme_next_cqe, type NvmeQueuePair } from './nvme/nvme-pci.js';
+import { nvme_queue_rw, nvme_next_cqe, nvme_write_doorbell, type NvmeBar, type NvmeQueuePair } from './nvme/nvme-pci.js';
 import type { ViommuTransport } from './virtio-iommu/viommu.js';
 import type { Profiler } from './profile.js';
 
@@ -136,8 +137,8 @@ export interface VcpuEnv {
   peerIrqs: Ring[];
   quantumNs: number;
   spinLoads: number;
-  doorbells: Ring;
-  doorbellLog: SentLog;
+  /** the NVMe controller's BAR: doorbell writes go out on the doorbell ring */
+  bar: NvmeBar;
   irqs: Ring;
   /** smallest doorbell → interrupt time of the device (lookahead) */
   deviceMinResponseNs: number;
@@ -209,7 +210,7 @@ export class Vcpu {
 
   private deviceBound(): number {
     const d = this.env.control.eotNs(this.env.deviceWorker);
-    const u = this.env.doorbellLog.earliestUnconsumedNs();
+    const u = this.env.bar.log.earliestUnconsumedNs();
     return u === NEVER_NS ? d : Math.min(d, u + this.env.deviceMinResponseNs);
   }
 
@@ -281,7 +282,7 @@ export class Vcpu {
       const off = irqs.offsetAt(n);
       if (this.virtual && irqs.timestampAt(off) > this.env.clock.nowNs()) break;
       if (irqs.typeAt(off) !== DeviceToGuestInterrupt) throw new Error(`vcpu: unexpected record 0x${irqs.typeAt(off).toString(16)}`);
-      cqes += irqs.dv.getInt32(off + RECORD.payloadOffset + InterruptPayload.cqeCount, true);
+      cqes += interruptCqeCount(irqs.dv, off);
       n++;
     }
     if (n === 0) return;
@@ -301,16 +302,7 @@ export class Vcpu {
   }
 
   private ringDoorbell(which: number, value: number): void {
-    const r = this.env.doorbells;
-    const seq = r.nextSeq();
-    const off = r.reserve(this.env.spinLoads, this.env.control);
-    const now = this.env.clock.nowNs();
-    r.writeHeader(off, GuestToDeviceDoorbell, 0, now);
-    r.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.qid, this.env.queue.qid, true);
-    r.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.which, which, true);
-    r.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.value, value, true);
-    this.env.doorbellLog.record(seq, now);
-    r.publish();
+    nvme_write_doorbell(this.env.bar, this.env.clock.nowNs(), this.env.queue.qid, which, value);
   }
 
   private completeIo(cid: number, status: number): void {

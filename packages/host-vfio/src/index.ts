@@ -2,7 +2,6 @@ import type { ClockMode, LockTableHandle, RingHandle, RpcChannelHandles } from '
 import type { IoPgtableHandle } from './io-pgtable.js';
 import type { VfioContainerCosts, VfioContainerStats } from './vfio-iommu-type1.js';
 
-export * from './messages.js';
 export * from './io-pgtable.js';
 export * from './vfio-iommu-type1.js';
 export * from './host.js';

@@ -4,7 +4,6 @@ import type { NvmeCounters, NvmeControllerCosts } from './controller.js';
 import type { IotlbCosts } from './iotlb.js';
 import type { MediaCosts } from './media.js';
 
-export * from './messages.js';
 export * from './namespace.js';
 export * from './controller.js';
 export * from './engine.js';

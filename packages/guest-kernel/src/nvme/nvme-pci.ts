@@ -5,7 +5,55 @@
  * PRP1/PRP2 and PRP lists, and completions found by the CQ phase bit.
  */
 
-import { type GuestMemory, writeRwSqe, readCqe, nvmeSetupPrps, NVME_SQE_BYTES, NVME_CQE_BYTES, NVME_CMD_READ, NVME_CMD_WRITE, type NvmeCqe } from '@vmstack/shm';
+import {
+  type AbortFlag,
+  type GuestMemory,
+  type Ring,
+  type SentLog,
+  writeRwSqe,
+  readCqe,
+  nvmeSetupPrps,
+  encodeDoorbell,
+  encodeRegWrite,
+  NVME_SQE_BYTES,
+  NVME_CQE_BYTES,
+  NVME_CMD_READ,
+  NVME_CMD_WRITE,
+  type NvmeCqe,
+} from '@vmstack/shm';
+
+/**
+ * The controller's BAR as the driver writes it: every MMIO write (a
+ * doorbell, a controller register) is one record on the vCPU's doorbell
+ * ring, logged with its model time so the device's bound sees it before it
+ * is consumed.
+ */
+export interface NvmeBar {
+  readonly doorbells: Ring;
+  readonly log: SentLog;
+  readonly spinLoads: number;
+  readonly abort: AbortFlag;
+}
+
+/** writel(value, q_db): the SQ tail or CQ head doorbell (`which`) of queue `qid`. */
+export function nvme_write_doorbell(bar: NvmeBar, nowNs: number, qid: number, which: number, value: number): void {
+  const r = bar.doorbells;
+  const seq = r.nextSeq();
+  const off = r.reserve(bar.spinLoads, bar.abort);
+  encodeDoorbell(r.dv, off, nowNs, qid, which, value);
+  bar.log.record(seq, nowNs);
+  r.publish();
+}
+
+/** writel/lo_hi_writeq to a controller register (NVME_REG_AQA, _ASQ, _ACQ, _CC). */
+export function nvme_write_reg(bar: NvmeBar, nowNs: number, reg: number, value: number): void {
+  const r = bar.doorbells;
+  const seq = r.nextSeq();
+  const off = r.reserve(bar.spinLoads, bar.abort);
+  encodeRegWrite(r.dv, off, nowNs, reg, value);
+  bar.log.record(seq, nowNs);
+  r.publish();
+}
 
 export interface NvmeQueuePair {
   qid: number;
