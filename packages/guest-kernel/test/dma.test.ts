@@ -17,7 +17,8 @@
 import test, { type ExecutionContext } from 'ava';
 import { DEFAULT_PROFILE_PATH, LockTable, ModelClock, NEVER_NS, attachGuestMemory, loadProfile, virtqueueLayout } from '@vmstack/shm';
 import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
-import { HostVfio, IOMMU_LOCK, IoPgtable, VfioContainer } from '@vmstack/host-vfio';
+import { HostVfio, IOMMU_LOCK, VfioContainer } from '@vmstack/host-vfio';
+import { IoPgtable } from '@vmstack/iommu-hw';
 import { DmaIommu, type DmaMapping, type DmaStrategy } from '../src/dma.js';
 import { Profiler } from '../src/profile.js';
 import { ViommuDriver, VIOMMU_REQUEST_LOCK, VIOMMU_REQUEST_SLOT_BYTES } from '../src/virtio-iommu/viommu.js';

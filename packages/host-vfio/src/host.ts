@@ -23,7 +23,7 @@ import {
   type VfioMapDmaArgs,
   type VfioUnmapDmaArgs,
 } from '@vmstack/shm';
-import { IoPgtable } from './io-pgtable.js';
+import { IoPgtable } from '@vmstack/iommu-hw';
 import type { HostWorkerInit } from './index.js';
 import { VfioContainer } from './vfio-iommu-type1.js';
 

@@ -44,7 +44,7 @@ import {
 } from '@vmstack/shm';
 import type { NvmeNamespace } from './namespace.js';
 
-/** What the controller needs from the IOMMU (iotlb.ts). */
+/** What the controller needs from the IOMMU (iommu-hw's Iotlb fits). */
 export interface DeviceIommu {
   /** host physical address (= offset in guest RAM) or a negative fault code */
   translate(iova: number, write: boolean, clock: ModelClock): number;

@@ -35,8 +35,7 @@ import {
   iotlbInvalSizeBytes,
   type RunControl,
 } from '@vmstack/shm';
-import { IoPgtable } from '@vmstack/host-vfio';
-import { Iotlb } from './iotlb.js';
+import { IoPgtable, Iotlb } from '@vmstack/iommu-hw';
 import { NvmeMedia } from './media.js';
 import { NvmeNamespace } from './namespace.js';
 import { NvmeController } from './controller.js';

@@ -1,6 +1,6 @@
 /**
  * The NVMe controller in one thread, behind a real IOTLB over a real host
- * page table (host-vfio's IoPgtable), with the media model and a namespace
+ * page table (iommu-hw's IoPgtable), with the media model and a namespace
  * whose unwritten blocks hold self-checking patterns. Every address the
  * device is given is an IOVA (guest RAM is mapped at IOVA_BASE + gpa), so
  * each queue access, PRP list read and data transfer goes through the
@@ -46,9 +46,11 @@ import {
   NVME_REG_CC,
   encodeDoorbell,
   encodeIotlbInval,
+  IOMMU_READ,
+  IOMMU_WRITE,
 } from '@vmstack/shm';
-import { IOMMU_READ, IOMMU_WRITE, IoPgtable, type IommuProt } from '@vmstack/host-vfio';
-import { DeviceEngine, Iotlb, NvmeController, NvmeMedia, NvmeNamespace } from '../src/index.js';
+import { IoPgtable, Iotlb, type IommuProt } from '@vmstack/iommu-hw';
+import { DeviceEngine, NvmeController, NvmeMedia, NvmeNamespace } from '../src/index.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const PAGE = 4096;
