@@ -46,7 +46,7 @@ import {
 } from '@vmstack/shm';
 import { HostVfio, IOMMU_LOCK, VfioContainer } from '@vmstack/host-vfio';
 import { IoPgtable } from '@vmstack/iommu-hw';
-import { MSI_IOVA_BASE, MSI_IOVA_LENGTH, VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '../src/index.js';
+import { MSI_IOVA_BASE, MSI_IOVA_LENGTH, VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const PAGE = 4096;
