@@ -22,17 +22,16 @@
  * range followed by an IOTLB sync.
  */
 
-import type { ModelClock } from '@vmstack/shm';
+import { IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES, type ModelClock } from '@vmstack/shm';
 import { iommu_dma_iova_len, type IovaDomain } from './iommu/iova.js';
 import type { FlushQueue } from './iommu/flush-queue.js';
-import { BouncePool, DMA_FROM_DEVICE, DMA_TO_DEVICE, IOMMU_READ, IOMMU_WRITE, type BounceSlot, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
+import { BouncePool, DMA_FROM_DEVICE, DMA_TO_DEVICE, type BounceSlot, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
 import type { Swiotlb } from './iommu/swiotlb.js';
 import type { ViommuDriver } from './virtio-iommu/viommu.js';
 import type { Profiler } from './profile.js';
 
 export type DmaStrategy = 'direct' | 'strict' | 'lazy' | 'bounce';
 export const DMA_STRATEGIES: readonly DmaStrategy[] = ['direct', 'strict', 'lazy', 'bounce'];
-export const PAGE_BYTES = 4096;
 
 export interface DmaCosts {
   iommuDmaMapCallNs: number;
@@ -162,18 +161,18 @@ export class DmaIommu {
   private mapRange(m: DmaMapping): string {
     this.counters.strictMappings++;
     const first = m.segments[0];
-    const offset = first.gpa % PAGE_BYTES;
-    const pages = Math.ceil((offset + m.totalBytes) / PAGE_BYTES);
+    const offset = first.gpa % PAGE_SIZE_BYTES;
+    const pages = Math.ceil((offset + m.totalBytes) / PAGE_SIZE_BYTES);
     const pfn = this.allocIova(pages);
-    const iova = pfn * PAGE_BYTES;
+    const iova = pfn * PAGE_SIZE_BYTES;
     const { read, write } = this.prot(m.dir);
     let runIova = iova;
     let runGpa = first.gpa - offset;
     let runBytes = 0;
     let next = runGpa;
     for (const s of m.segments) {
-      const segStart = s.gpa - (s.gpa % PAGE_BYTES);
-      const segBytes = Math.ceil((s.gpa % PAGE_BYTES + s.lenBytes) / PAGE_BYTES) * PAGE_BYTES;
+      const segStart = s.gpa - (s.gpa % PAGE_SIZE_BYTES);
+      const segBytes = Math.ceil((s.gpa % PAGE_SIZE_BYTES + s.lenBytes) / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
       if (segStart !== next && runBytes > 0) {
         this.d.viommu!.viommu_map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
         runIova += runBytes;
@@ -187,7 +186,7 @@ export class DmaIommu {
     this.d.viommu!.viommu_map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
     this.d.viommu!.viommu_iotlb_sync_map();
     m.kind = 'iommu';
-    m.iovaRanges.push({ pfn, pages, swiotlb: -1, mapBytes: pages * PAGE_BYTES, offset });
+    m.iovaRanges.push({ pfn, pages, swiotlb: -1, mapBytes: pages * PAGE_SIZE_BYTES, offset });
     m.dmaSegments = [{ gpa: iova + offset, lenBytes: m.totalBytes }];
     return m.segments.length === 1 ? 'iommu_dma_map_page' : 'iommu_dma_map_sg';
   }
@@ -198,11 +197,11 @@ export class DmaIommu {
     const { read, write } = this.prot(m.dir);
     for (const s of m.segments) {
       this.counters.perSegmentMaps++;
-      const offset = s.gpa % PAGE_BYTES;
-      const aligned = offset === 0 && s.lenBytes % PAGE_BYTES === 0;
+      const offset = s.gpa % PAGE_SIZE_BYTES;
+      const aligned = offset === 0 && s.lenBytes % PAGE_SIZE_BYTES === 0;
       let phys = s.gpa;
       let tlb = -1;
-      const mapBytes = Math.ceil((offset + s.lenBytes) / PAGE_BYTES) * PAGE_BYTES;
+      const mapBytes = Math.ceil((offset + s.lenBytes) / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
       if (!aligned) {
         // iommu_dma_map_page for an untrusted device: bounce the whole granule-padded buffer
         if (!this.d.swiotlb) throw new Error('dma-iommu: an untrusted sub-granule mapping needs swiotlb');
@@ -212,13 +211,13 @@ export class DmaIommu {
         this.counters.swiotlbBounces++;
         phys = tlb;
       }
-      const physOffset = phys % PAGE_BYTES;
-      const pages = Math.ceil((physOffset + s.lenBytes) / PAGE_BYTES);
+      const physOffset = phys % PAGE_SIZE_BYTES;
+      const pages = Math.ceil((physOffset + s.lenBytes) / PAGE_SIZE_BYTES);
       const pfn = this.allocIova(pages);
-      this.d.viommu!.viommu_map_pages(this.d.domain, pfn * PAGE_BYTES, phys - physOffset, pages * PAGE_BYTES, read, write);
+      this.d.viommu!.viommu_map_pages(this.d.domain, pfn * PAGE_SIZE_BYTES, phys - physOffset, pages * PAGE_SIZE_BYTES, read, write);
       this.d.viommu!.viommu_iotlb_sync_map();
       m.iovaRanges.push({ pfn, pages, swiotlb: tlb, mapBytes: s.lenBytes, offset: physOffset });
-      m.dmaSegments.push({ gpa: pfn * PAGE_BYTES + physOffset, lenBytes: s.lenBytes });
+      m.dmaSegments.push({ gpa: pfn * PAGE_SIZE_BYTES + physOffset, lenBytes: s.lenBytes });
     }
     return 'iommu_dma_map_page';
   }
@@ -246,16 +245,16 @@ export class DmaIommu {
     }
     if (!this.d.untrusted) return this.mapRange(m); // trusted: the normal path
     // untrusted: bouncing is mandatory; a single-use buffer from the fallback tree
-    const mapBytes = Math.ceil(m.totalBytes / PAGE_BYTES) * PAGE_BYTES;
-    const pfn = this.allocIova(mapBytes / PAGE_BYTES);
-    const fb = pool.fallback.insert(pfn * PAGE_BYTES, m.totalBytes, perm, this.clock);
+    const mapBytes = Math.ceil(m.totalBytes / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
+    const pfn = this.allocIova(mapBytes / PAGE_SIZE_BYTES);
+    const fb = pool.fallback.insert(pfn * PAGE_SIZE_BYTES, m.totalBytes, perm, this.clock);
     if (!fb) throw new Error('dma-iommu: no memory for an untrusted bounce buffer');
     this.d.viommu!.viommu_map_pages(this.d.domain, fb.iova, fb.gpa, fb.mapBytes, read, write);
     this.d.viommu!.viommu_iotlb_sync_map();
     pool.bounceOnMap(this.d.mem, { gpa: fb.gpa, sizeBytes: fb.mapBytes, fresh: true }, m.segments, m.dir, { untrusted: true }, this.clock);
     m.kind = 'fallback';
     m.fallback = fb;
-    m.iovaRanges.push({ pfn, pages: mapBytes / PAGE_BYTES, swiotlb: -1, mapBytes, offset: 0 });
+    m.iovaRanges.push({ pfn, pages: mapBytes / PAGE_SIZE_BYTES, swiotlb: -1, mapBytes, offset: 0 });
     m.dmaSegments = [{ gpa: fb.iova, lenBytes: m.totalBytes }];
     this.counters.bouncedMappings++;
     return 'io_bounce_buffers_map_sg';
@@ -269,7 +268,7 @@ export class DmaIommu {
     } else if (m.fallback) {
       pool.bounceOnUnmap(this.d.mem, m.fallback.gpa, m.segments, m.dir, {}, this.clock);
       const r = m.iovaRanges[0];
-      this.d.viommu!.viommu_unmap_pages(this.d.domain, r.pfn * PAGE_BYTES, r.mapBytes);
+      this.d.viommu!.viommu_unmap_pages(this.d.domain, r.pfn * PAGE_SIZE_BYTES, r.mapBytes);
       this.d.viommu!.viommu_iotlb_sync();
       pool.fallback.remove(m.fallback.iova, this.clock);
       this.d.iovad!.free_iova_fast(r.pfn, iommu_dma_iova_len(r.pages), this.clock);
@@ -279,7 +278,7 @@ export class DmaIommu {
 
   /** __iommu_dma_unmap: strict syncs now; lazy queues the IOVA until the next flush. */
   private unmapIovaRange(pfn: number, pages: number): void {
-    this.d.viommu!.viommu_unmap_pages(this.d.domain, pfn * PAGE_BYTES, pages * PAGE_BYTES);
+    this.d.viommu!.viommu_unmap_pages(this.d.domain, pfn * PAGE_SIZE_BYTES, pages * PAGE_SIZE_BYTES);
     if (this.strategy === 'lazy') {
       this.d.fq!.queue_iova(this.d.cpu, pfn, iommu_dma_iova_len(pages), this.clock);
     } else {

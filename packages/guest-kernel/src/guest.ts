@@ -19,6 +19,7 @@ import {
   NVME_ADMIN_CREATE_SQ,
   NVME_ADMIN_DELETE_SQ,
   NVME_ADMIN_DELETE_CQ,
+  NVME_CTRL_PAGE_SIZE_BYTES,
   NVME_REG_AQA,
   NVME_REG_ASQ,
   NVME_REG_ACQ,
@@ -153,7 +154,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     waitTurn(VM_BUFFER_TURN, v);
     const slots = [];
     for (let i = 0; i < init.job.iodepth; i++) {
-      slots.push({ buffer: pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng), prpPage: { gpa: init.queues[v].prpPoolGpa + i * 4096, dmaAddr: init.queues[v].prpPoolGpa + i * 4096 } });
+      slots.push({ buffer: pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng), prpPage: { gpa: init.queues[v].prpPoolGpa + i * NVME_CTRL_PAGE_SIZE_BYTES, dmaAddr: init.queues[v].prpPoolGpa + i * NVME_CTRL_PAGE_SIZE_BYTES } });
     }
     // Start barrier: publish our clock as our EOT before passing the turn, and start
     // only once every vCPU has. A vCPU still waiting for its turn publishes NEVER, so a

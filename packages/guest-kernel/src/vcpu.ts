@@ -33,10 +33,11 @@ import {
   verifyBlock,
   blockSeed,
   BLOCK_BYTES,
+  PAGE_SIZE_BYTES,
   type VerifyAlgo,
 } from '@vmstack/shm';
 import { fioJobWrites, fioWriteSeed, type FioJobSpec } from './job-spec.js';
-import { PAGE_BYTES, type DmaIommu, type DmaMapping } from './dma.js';
+import type { DmaIommu, DmaMapping } from './dma.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import type { UserBuffer } from './mm/page-alloc.js';
 import { nvme_queue_rw, nvme_next_cqe, nvme_write_doorbell, type NvmeBar, type NvmeQueuePair } from './nvme/nvme-pci.js';
@@ -190,7 +191,7 @@ export class Vcpu {
     private readonly job: FioJobSpec,
   ) {
     this.virtual = env.clock.mode === 'virtual';
-    this.slots = env.slots.map((s) => ({ ...s, segments: s.buffer.pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_BYTES })), mapping: null, isRead: true, lba: 0, blocks: 0, submitNs: 0, issueNs: 0, verifyPhase: false }));
+    this.slots = env.slots.map((s) => ({ ...s, segments: s.buffer.pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_SIZE_BYTES })), mapping: null, isRead: true, lba: 0, blocks: 0, submitNs: 0, issueNs: 0, verifyPhase: false }));
     for (let i = this.slots.length - 1; i >= 0; i--) this.free.push(i);
     this.rng = mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0);
     this.bsBlocks = job.blockSizeBytes / BLOCK_BYTES;
@@ -452,8 +453,8 @@ export class Vcpu {
 function dmaPages(m: DmaMapping): number[] {
   const pages: number[] = [];
   for (const seg of m.dmaSegments) {
-    const first = seg.gpa - (seg.gpa % PAGE_BYTES);
-    for (let a = first; a < seg.gpa + seg.lenBytes; a += PAGE_BYTES) pages.push(a);
+    const first = seg.gpa - (seg.gpa % PAGE_SIZE_BYTES);
+    for (let a = first; a < seg.gpa + seg.lenBytes; a += PAGE_SIZE_BYTES) pages.push(a);
   }
   return pages;
 }

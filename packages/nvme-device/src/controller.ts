@@ -21,6 +21,7 @@ import {
   NvmePrpError,
   NVME_SQE_BYTES,
   NVME_CQE_BYTES,
+  NVME_CTRL_PAGE_SIZE_BYTES,
   NVME_ADMIN_CREATE_CQ,
   NVME_ADMIN_CREATE_SQ,
   NVME_ADMIN_DELETE_CQ,
@@ -112,7 +113,7 @@ export interface NvmeCounters {
   interrupts: number;
 }
 
-const PAGE = 4096;
+const PAGE = NVME_CTRL_PAGE_SIZE_BYTES;
 
 export class NvmeController {
   private readonly sqs = new Map<number, SubmissionQueue>();

@@ -19,6 +19,7 @@ import {
   NVME_CQE_BYTES,
   NVME_CMD_READ,
   NVME_CMD_WRITE,
+  BLOCK_BYTES,
   type NvmeCqe,
 } from '@vmstack/shm';
 
@@ -88,7 +89,7 @@ export function nvme_queue_rw(mem: GuestMemory, q: NvmeQueuePair, isRead: boolea
     used = true;
     return prpPage;
   });
-  return nvme_submit_cmd(q, (gpa) => writeRwSqe(mem, gpa, { opcode: isRead ? NVME_CMD_READ : NVME_CMD_WRITE, commandId, nsid: 1, slba, blockCount: bytes / 4096, prp1: prps.prp1, prp2: prps.prp2 }));
+  return nvme_submit_cmd(q, (gpa) => writeRwSqe(mem, gpa, { opcode: isRead ? NVME_CMD_READ : NVME_CMD_WRITE, commandId, nsid: 1, slba, blockCount: bytes / BLOCK_BYTES, prp1: prps.prp1, prp2: prps.prp2 }));
 }
 
 /** nvme_process_cq: take the next CQE if its phase says it is new. */

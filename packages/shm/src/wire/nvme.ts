@@ -48,12 +48,14 @@
  * 4088) points to the next list page instead.
  */
 
+import { PAGE_SIZE_BYTES } from '../constants.js';
 import { readU64, writeU64 } from './virtqueue.js';
 import type { GuestMemory } from './virtqueue.js';
 
 export const NVME_SQE_BYTES = 64;
 export const NVME_CQE_BYTES = 16;
-export const NVME_CTRL_PAGE_SIZE_BYTES = 4096;
+/** The controller memory page size (CC.MPS = 0): the machine's page size. */
+export const NVME_CTRL_PAGE_SIZE_BYTES = PAGE_SIZE_BYTES;
 export const NVME_PRP_ENTRY_BYTES = 8;
 export const NVME_PRP_ENTRIES_PER_PAGE = NVME_CTRL_PAGE_SIZE_BYTES / NVME_PRP_ENTRY_BYTES;
 
