@@ -32,6 +32,8 @@ import {
   VM_BUFFER_TURN,
   VM_FREE_TURN,
   vmEndTimes,
+  asGpa,
+  asIova,
   NEVER_NS,
   type RunControl,
 } from '@vmstack/shm';
@@ -127,7 +129,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         viommu.viommu_attach_dev(init.domainId, init.endpointId);
         viommu.viommu_probe_endpoint(init.endpointId);
         // coherent memory (queues, identify page, PRP list pages): mapped once, IOVA = GPA
-        viommu.viommu_map_pages(init.domainId, init.coherentGpa, init.coherentGpa, init.coherentBytes, true, true);
+        viommu.viommu_map_pages(init.domainId, asIova(init.coherentGpa), asGpa(init.coherentGpa), init.coherentBytes, true, true);
         viommu.viommu_iotlb_sync_map();
       }
       sendReg(NVME_REG_AQA, (31 << 16) | 31);
@@ -154,7 +156,9 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     waitTurn(VM_BUFFER_TURN, v);
     const slots = [];
     for (let i = 0; i < init.job.iodepth; i++) {
-      slots.push({ buffer: pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng), prpPage: { gpa: init.queues[v].prpPoolGpa + i * NVME_CTRL_PAGE_SIZE_BYTES, dmaAddr: init.queues[v].prpPoolGpa + i * NVME_CTRL_PAGE_SIZE_BYTES } });
+      // a PRP list page is coherent memory: the device reads it at IOVA = GPA
+      const prpGpa = init.queues[v].prpPoolGpa + i * NVME_CTRL_PAGE_SIZE_BYTES;
+      slots.push({ buffer: pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng), prpPage: { gpa: asGpa(prpGpa), dmaAddr: asIova(prpGpa) } });
     }
     // Start barrier: publish our clock as our EOT before passing the turn, and start
     // only once every vCPU has. A vCPU still waiting for its turn publishes NEVER, so a
@@ -216,7 +220,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
         admin((gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_DELETE_CQ, commandId: cid, cdw10: q + 1 }));
       }
       if (viommu) {
-        viommu.viommu_unmap_pages(init.domainId, init.coherentGpa, init.coherentBytes);
+        viommu.viommu_unmap_pages(init.domainId, asIova(init.coherentGpa), init.coherentBytes);
         viommu.viommu_iotlb_sync();
         viommu.viommu_detach_dev(init.domainId, init.endpointId);
       }

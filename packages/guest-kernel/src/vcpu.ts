@@ -34,13 +34,15 @@ import {
   blockSeed,
   BLOCK_BYTES,
   PAGE_SIZE_BYTES,
+  asIova,
+  type Iova,
   type VerifyAlgo,
 } from '@vmstack/shm';
 import { fioJobWrites, fioWriteSeed, type FioJobSpec } from './job-spec.js';
 import type { DmaIommu, DmaMapping } from './dma.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import type { UserBuffer } from './mm/page-alloc.js';
-import { nvme_queue_rw, nvme_next_cqe, nvme_write_doorbell, type NvmeBar, type NvmeQueuePair } from './nvme/nvme-pci.js';
+import { nvme_queue_rw, nvme_next_cqe, nvme_write_doorbell, type NvmeBar, type NvmeQueuePair, type PrpListPage } from './nvme/nvme-pci.js';
 import type { ViommuTransport } from './virtio-iommu/viommu.js';
 import type { Profiler } from './profile.js';
 
@@ -96,7 +98,7 @@ interface Slot {
   buffer: UserBuffer;
   /** the buffer as a scatter list of its 4 KiB pages (what the block layer hands the driver) */
   segments: { gpa: number; lenBytes: number }[];
-  prpPage: { gpa: number; dmaAddr: number };
+  prpPage: PrpListPage;
   mapping: DmaMapping | null;
   isRead: boolean;
   lba: number;
@@ -148,7 +150,7 @@ export interface VcpuEnv {
   costs: VcpuCosts;
   profiler: Profiler;
   platform: GuestPlatform;
-  slots: { buffer: UserBuffer; prpPage: { gpa: number; dmaAddr: number } }[];
+  slots: { buffer: UserBuffer; prpPage: PrpListPage }[];
   /** the seed the drive's pre-filled blocks carry */
   nsPrefillSeed: number;
   /** lba → seed of blocks an earlier barrier group wrote */
@@ -450,11 +452,11 @@ export class Vcpu {
 }
 
 /** The device address of every 4 KiB page a mapping covers, in order (PRP entries). */
-function dmaPages(m: DmaMapping): number[] {
-  const pages: number[] = [];
+function dmaPages(m: DmaMapping): Iova[] {
+  const pages: Iova[] = [];
   for (const seg of m.dmaSegments) {
-    const first = seg.gpa - (seg.gpa % PAGE_SIZE_BYTES);
-    for (let a = first; a < seg.gpa + seg.lenBytes; a += PAGE_SIZE_BYTES) pages.push(a);
+    const first = seg.dmaAddr - (seg.dmaAddr % PAGE_SIZE_BYTES);
+    for (let a = first; a < seg.dmaAddr + seg.lenBytes; a += PAGE_SIZE_BYTES) pages.push(asIova(a));
   }
   return pages;
 }

@@ -20,6 +20,8 @@ import {
   NVME_CMD_READ,
   NVME_CMD_WRITE,
   BLOCK_BYTES,
+  type Gpa,
+  type Iova,
   type NvmeCqe,
 } from '@vmstack/shm';
 
@@ -66,6 +68,12 @@ export interface NvmeQueuePair {
   cqPhase: number;
 }
 
+/** A command's PRP list page: where the driver writes it (guest RAM) and the address the device reads it at. */
+export interface PrpListPage {
+  readonly gpa: Gpa;
+  readonly dmaAddr: Iova;
+}
+
 export function newQueuePair(qid: number, sqGpa: number, cqGpa: number, depth: number): NvmeQueuePair {
   return { qid, sqGpa, cqGpa, depth, sqTail: 0, cqHead: 0, cqPhase: 1 };
 }
@@ -82,7 +90,7 @@ export function nvme_submit_cmd(q: NvmeQueuePair, write: (gpa: number) => void):
  * buffer pages have the device addresses `dmaPages`. `prpPage` is this
  * command's PRP list page ({gpa, dmaAddr}) for transfers over two pages.
  */
-export function nvme_queue_rw(mem: GuestMemory, q: NvmeQueuePair, isRead: boolean, commandId: number, slba: number, bytes: number, dmaPages: readonly number[], prpPage: { gpa: number; dmaAddr: number }): number {
+export function nvme_queue_rw(mem: GuestMemory, q: NvmeQueuePair, isRead: boolean, commandId: number, slba: number, bytes: number, dmaPages: readonly Iova[], prpPage: PrpListPage): number {
   let used = false;
   const prps = nvmeSetupPrps(mem, dmaPages, 0, bytes, () => {
     if (used) throw new Error('nvme: transfer needs more than one PRP list page');
