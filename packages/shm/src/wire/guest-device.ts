@@ -16,7 +16,7 @@
  * MMIO write; an interrupt the model time the MSI is pending for the guest.
  */
 
-import { RECORD } from '../ring.js';
+import { RECORD, encodeRecordHeader } from '../ring.js';
 
 export const GuestToDeviceDoorbell = 0x101;
 export const DeviceToGuestInterrupt = 0x102;
@@ -42,15 +42,9 @@ const INTERRUPT_CQE_COUNT = P + 4;
 const REG_WRITE_REG = P + 0;
 const REG_WRITE_VALUE = P + 8;
 
-function header(dv: DataView, off: number, type: number, requestId: number, timestampNs: number): void {
-  dv.setInt32(off + RECORD.typeOffset, type, true);
-  dv.setInt32(off + RECORD.requestIdOffset, requestId, true);
-  dv.setFloat64(off + RECORD.timestampOffset, timestampNs, true);
-}
-
 /** Write a doorbell record at `off` (a reserved record of the vCPU's doorbell ring). */
 export function encodeDoorbell(dv: DataView, off: number, timestampNs: number, qid: number, which: number, value: number): void {
-  header(dv, off, GuestToDeviceDoorbell, 0, timestampNs);
+  encodeRecordHeader(dv, off, GuestToDeviceDoorbell, 0, timestampNs);
   dv.setInt32(off + DOORBELL_QID, qid, true);
   dv.setInt32(off + DOORBELL_WHICH, which, true);
   dv.setInt32(off + DOORBELL_VALUE, value, true);
@@ -70,7 +64,7 @@ export function doorbellValue(dv: DataView, off: number): number {
 
 /** Write a controller register write (AQA, ASQ, ACQ, CC) at `off`. */
 export function encodeRegWrite(dv: DataView, off: number, timestampNs: number, reg: number, value: number): void {
-  header(dv, off, GuestToDeviceRegWrite, 0, timestampNs);
+  encodeRecordHeader(dv, off, GuestToDeviceRegWrite, 0, timestampNs);
   dv.setInt32(off + REG_WRITE_REG, reg, true);
   dv.setFloat64(off + REG_WRITE_VALUE, value, true);
 }
@@ -85,12 +79,12 @@ export function regWriteValue(dv: DataView, off: number): number {
 
 /** Write the vCPU's last record: it will ring nothing more. */
 export function encodeGuestToDeviceDone(dv: DataView, off: number, timestampNs: number): void {
-  header(dv, off, GuestToDeviceDone, 0, timestampNs);
+  encodeRecordHeader(dv, off, GuestToDeviceDone, 0, timestampNs);
 }
 
 /** Write an interrupt record for completion queue `cqid` at `off` (a reserved record of the vCPU's interrupt ring). */
 export function encodeInterrupt(dv: DataView, off: number, timestampNs: number, cqid: number, vector: number, cqeCount: number): void {
-  header(dv, off, DeviceToGuestInterrupt, cqid, timestampNs);
+  encodeRecordHeader(dv, off, DeviceToGuestInterrupt, cqid, timestampNs);
   dv.setInt32(off + INTERRUPT_VECTOR, vector, true);
   dv.setInt32(off + INTERRUPT_CQE_COUNT, cqeCount, true);
 }

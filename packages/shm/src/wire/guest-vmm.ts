@@ -16,7 +16,7 @@
  * record the VMM's model time when the used elements are written.
  */
 
-import { RECORD } from '../ring.js';
+import { RECORD, encodeRecordHeader } from '../ring.js';
 
 export const GuestToVmmKick = 0x201;
 export const VmmToGuestUsed = 0x202;
@@ -24,25 +24,19 @@ export const GuestToVmmDone = 0x203;
 
 const USED_REQUESTS = RECORD.payloadOffset + 0;
 
-function header(dv: DataView, off: number, type: number, requestId: number, timestampNs: number): void {
-  dv.setInt32(off + RECORD.typeOffset, type, true);
-  dv.setInt32(off + RECORD.requestIdOffset, requestId, true);
-  dv.setFloat64(off + RECORD.timestampOffset, timestampNs, true);
-}
-
 /** Write a kick (the virtqueue notify) at `off` of the vCPU's kick ring. */
 export function encodeKick(dv: DataView, off: number, timestampNs: number): void {
-  header(dv, off, GuestToVmmKick, 0, timestampNs);
+  encodeRecordHeader(dv, off, GuestToVmmKick, 0, timestampNs);
 }
 
 /** Write the vCPU's last record: it will kick no more. */
 export function encodeGuestToVmmDone(dv: DataView, off: number, timestampNs: number): void {
-  header(dv, off, GuestToVmmDone, 0, timestampNs);
+  encodeRecordHeader(dv, off, GuestToVmmDone, 0, timestampNs);
 }
 
 /** Write the used notification answering kick `kickRequestId`. */
 export function encodeUsed(dv: DataView, off: number, timestampNs: number, kickRequestId: number, requests: number): void {
-  header(dv, off, VmmToGuestUsed, kickRequestId, timestampNs);
+  encodeRecordHeader(dv, off, VmmToGuestUsed, kickRequestId, timestampNs);
   dv.setInt32(off + USED_REQUESTS, requests, true);
 }
 

@@ -12,7 +12,7 @@
  * invalidations in that order, before any DMA stamped later.
  */
 
-import { RECORD } from '../ring.js';
+import { RECORD, encodeRecordHeader } from '../ring.js';
 
 export const HostToDeviceIotlbInval = 0x103;
 
@@ -21,9 +21,7 @@ const INVAL_SIZE_BYTES = RECORD.payloadOffset + 8;
 
 /** Write an invalidation of [iova, iova + sizeBytes) (sizeBytes 0: all) at `off` of the invalidation ring. */
 export function encodeIotlbInval(dv: DataView, off: number, timestampNs: number, iova: number, sizeBytes: number): void {
-  dv.setInt32(off + RECORD.typeOffset, HostToDeviceIotlbInval, true);
-  dv.setInt32(off + RECORD.requestIdOffset, 0, true);
-  dv.setFloat64(off + RECORD.timestampOffset, timestampNs, true);
+  encodeRecordHeader(dv, off, HostToDeviceIotlbInval, 0, timestampNs);
   dv.setFloat64(off + INVAL_IOVA, iova, true);
   dv.setFloat64(off + INVAL_SIZE_BYTES, sizeBytes, true);
 }
