@@ -22,27 +22,36 @@
  * range followed by an IOTLB sync.
  */
 
-import type { ModelClock } from '@vmstack/shm';
+import { IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES, asGpa, asIova, type Gpa, type Iova, type ModelClock } from '@vmstack/shm';
 import { iommu_dma_iova_len, type IovaDomain } from './iommu/iova.js';
 import type { FlushQueue } from './iommu/flush-queue.js';
-import { BouncePool, DMA_FROM_DEVICE, DMA_TO_DEVICE, IOMMU_READ, IOMMU_WRITE, type BounceSlot, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
+import { BouncePool, DMA_FROM_DEVICE, DMA_TO_DEVICE, type BounceSlot, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
 import type { Swiotlb } from './iommu/swiotlb.js';
 import type { ViommuDriver } from './virtio-iommu/viommu.js';
 import type { Profiler } from './profile.js';
 
 export type DmaStrategy = 'direct' | 'strict' | 'lazy' | 'bounce';
 export const DMA_STRATEGIES: readonly DmaStrategy[] = ['direct', 'strict', 'lazy', 'bounce'];
-export const PAGE_BYTES = 4096;
 
 export interface DmaCosts {
   iommuDmaMapCallNs: number;
   iommuDmaSgPerSegmentNs: number;
 }
 
+/**
+ * One piece of a mapped buffer as the device addresses it: the bus address
+ * (an IOVA behind the IOMMU; with `direct`, the guest-physical address
+ * itself, which is then the IOVA) and its length.
+ */
+export interface DmaAddrSegment {
+  readonly dmaAddr: Iova;
+  readonly lenBytes: number;
+}
+
 /** One mapped buffer: what the device is given and what unmap needs. */
 export interface DmaMapping {
   /** device-visible segments, in order (for PRPs: page-sized pieces) */
-  dmaSegments: DmaSegment[];
+  dmaSegments: DmaAddrSegment[];
   /** the caller's segments (for the copies of bounced mappings) */
   segments: readonly DmaSegment[];
   dir: DmaDirection;
@@ -101,7 +110,8 @@ export class DmaIommu {
     const totalBytes = segments.reduce((s, x) => s + x.lenBytes, 0);
     const m: DmaMapping = { dmaSegments: [], segments, dir, totalBytes, kind: 'direct', iovaRanges: [], slot: null, fallback: null };
     if (this.strategy === 'direct') {
-      m.dmaSegments = segments.map((s) => ({ gpa: s.gpa, lenBytes: s.lenBytes }));
+      // no IOMMU: the bus address is the guest-physical address
+      m.dmaSegments = segments.map((s) => ({ dmaAddr: asIova(s.gpa), lenBytes: s.lenBytes }));
       return m;
     }
     this.profiler.enter();
@@ -133,7 +143,7 @@ export class DmaIommu {
       case 'per-segment':
         for (const r of m.iovaRanges) {
           if (r.swiotlb >= 0) {
-            this.d.swiotlb!.swiotlb_tbl_unmap_single(r.swiotlb, r.mapBytes, m.dir, this.clock);
+            this.d.swiotlb!.swiotlb_tbl_unmap_single(asGpa(r.swiotlb), r.mapBytes, m.dir, this.clock);
             this.counters.swiotlbBounces++;
           }
           this.unmapIovaRange(r.pfn, r.pages);
@@ -162,33 +172,33 @@ export class DmaIommu {
   private mapRange(m: DmaMapping): string {
     this.counters.strictMappings++;
     const first = m.segments[0];
-    const offset = first.gpa % PAGE_BYTES;
-    const pages = Math.ceil((offset + m.totalBytes) / PAGE_BYTES);
+    const offset = first.gpa % PAGE_SIZE_BYTES;
+    const pages = Math.ceil((offset + m.totalBytes) / PAGE_SIZE_BYTES);
     const pfn = this.allocIova(pages);
-    const iova = pfn * PAGE_BYTES;
+    const iova = iovaOfPfn(pfn);
     const { read, write } = this.prot(m.dir);
     let runIova = iova;
-    let runGpa = first.gpa - offset;
+    let runGpa = asGpa(first.gpa - offset);
     let runBytes = 0;
-    let next = runGpa;
+    let next: number = runGpa;
     for (const s of m.segments) {
-      const segStart = s.gpa - (s.gpa % PAGE_BYTES);
-      const segBytes = Math.ceil((s.gpa % PAGE_BYTES + s.lenBytes) / PAGE_BYTES) * PAGE_BYTES;
+      const segStart = s.gpa - (s.gpa % PAGE_SIZE_BYTES);
+      const segBytes = Math.ceil((s.gpa % PAGE_SIZE_BYTES + s.lenBytes) / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
       if (segStart !== next && runBytes > 0) {
         this.d.viommu!.viommu_map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
-        runIova += runBytes;
-        runGpa = segStart;
+        runIova = asIova(runIova + runBytes);
+        runGpa = asGpa(segStart);
         runBytes = 0;
       }
-      if (runBytes === 0) runGpa = segStart;
+      if (runBytes === 0) runGpa = asGpa(segStart);
       runBytes += segBytes;
       next = segStart + segBytes;
     }
     this.d.viommu!.viommu_map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
     this.d.viommu!.viommu_iotlb_sync_map();
     m.kind = 'iommu';
-    m.iovaRanges.push({ pfn, pages, swiotlb: -1, mapBytes: pages * PAGE_BYTES, offset });
-    m.dmaSegments = [{ gpa: iova + offset, lenBytes: m.totalBytes }];
+    m.iovaRanges.push({ pfn, pages, swiotlb: -1, mapBytes: pages * PAGE_SIZE_BYTES, offset });
+    m.dmaSegments = [{ dmaAddr: asIova(iova + offset), lenBytes: m.totalBytes }];
     return m.segments.length === 1 ? 'iommu_dma_map_page' : 'iommu_dma_map_sg';
   }
 
@@ -198,27 +208,27 @@ export class DmaIommu {
     const { read, write } = this.prot(m.dir);
     for (const s of m.segments) {
       this.counters.perSegmentMaps++;
-      const offset = s.gpa % PAGE_BYTES;
-      const aligned = offset === 0 && s.lenBytes % PAGE_BYTES === 0;
-      let phys = s.gpa;
+      const offset = s.gpa % PAGE_SIZE_BYTES;
+      const aligned = offset === 0 && s.lenBytes % PAGE_SIZE_BYTES === 0;
+      let phys = asGpa(s.gpa);
       let tlb = -1;
-      const mapBytes = Math.ceil((offset + s.lenBytes) / PAGE_BYTES) * PAGE_BYTES;
+      const mapBytes = Math.ceil((offset + s.lenBytes) / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
       if (!aligned) {
         // iommu_dma_map_page for an untrusted device: bounce the whole granule-padded buffer
         if (!this.d.swiotlb) throw new Error('dma-iommu: an untrusted sub-granule mapping needs swiotlb');
-        tlb = this.d.swiotlb.swiotlb_tbl_map_single(s.gpa, s.lenBytes, mapBytes, m.dir, this.clock);
+        tlb = this.d.swiotlb.swiotlb_tbl_map_single(asGpa(s.gpa), s.lenBytes, mapBytes, m.dir, this.clock);
         if (tlb < 0) throw new Error('dma-iommu: swiotlb buffer is full');
-        this.d.swiotlb.clearPadding(tlb, s.lenBytes, mapBytes, m.dir, this.clock);
+        this.d.swiotlb.clearPadding(asGpa(tlb), s.lenBytes, mapBytes, m.dir, this.clock);
         this.counters.swiotlbBounces++;
-        phys = tlb;
+        phys = asGpa(tlb);
       }
-      const physOffset = phys % PAGE_BYTES;
-      const pages = Math.ceil((physOffset + s.lenBytes) / PAGE_BYTES);
+      const physOffset = phys % PAGE_SIZE_BYTES;
+      const pages = Math.ceil((physOffset + s.lenBytes) / PAGE_SIZE_BYTES);
       const pfn = this.allocIova(pages);
-      this.d.viommu!.viommu_map_pages(this.d.domain, pfn * PAGE_BYTES, phys - physOffset, pages * PAGE_BYTES, read, write);
+      this.d.viommu!.viommu_map_pages(this.d.domain, iovaOfPfn(pfn), asGpa(phys - physOffset), pages * PAGE_SIZE_BYTES, read, write);
       this.d.viommu!.viommu_iotlb_sync_map();
       m.iovaRanges.push({ pfn, pages, swiotlb: tlb, mapBytes: s.lenBytes, offset: physOffset });
-      m.dmaSegments.push({ gpa: pfn * PAGE_BYTES + physOffset, lenBytes: s.lenBytes });
+      m.dmaSegments.push({ dmaAddr: asIova(iovaOfPfn(pfn) + physOffset), lenBytes: s.lenBytes });
     }
     return 'iommu_dma_map_page';
   }
@@ -230,33 +240,33 @@ export class DmaIommu {
     const slot = pool.acquire(m.totalBytes, perm, this.clock, { persistent });
     if (slot) {
       if (slot.needsUnmapFirst) {
-        this.d.viommu!.viommu_unmap_pages(this.d.domain, slot.iova, slot.classBytes);
+        this.d.viommu!.viommu_unmap_pages(this.d.domain, asIova(slot.iova), slot.classBytes);
         this.d.viommu!.viommu_iotlb_sync();
       }
       if (slot.needsMap) {
-        this.d.viommu!.viommu_map_pages(this.d.domain, slot.iova, slot.gpa, slot.classBytes, read, write);
+        this.d.viommu!.viommu_map_pages(this.d.domain, asIova(slot.iova), asGpa(slot.gpa), slot.classBytes, read, write);
         this.d.viommu!.viommu_iotlb_sync_map();
       }
       pool.bounceOnMap(this.d.mem, { gpa: slot.gpa, sizeBytes: slot.classBytes, fresh: slot.fresh }, m.segments, m.dir, { untrusted: this.d.untrusted }, this.clock);
       m.kind = 'slot';
       m.slot = slot;
-      m.dmaSegments = [{ gpa: slot.iova, lenBytes: m.totalBytes }];
+      m.dmaSegments = [{ dmaAddr: asIova(slot.iova), lenBytes: m.totalBytes }];
       this.counters.bouncedMappings++;
       return 'io_bounce_buffers_map_sg';
     }
     if (!this.d.untrusted) return this.mapRange(m); // trusted: the normal path
     // untrusted: bouncing is mandatory; a single-use buffer from the fallback tree
-    const mapBytes = Math.ceil(m.totalBytes / PAGE_BYTES) * PAGE_BYTES;
-    const pfn = this.allocIova(mapBytes / PAGE_BYTES);
-    const fb = pool.fallback.insert(pfn * PAGE_BYTES, m.totalBytes, perm, this.clock);
+    const mapBytes = Math.ceil(m.totalBytes / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
+    const pfn = this.allocIova(mapBytes / PAGE_SIZE_BYTES);
+    const fb = pool.fallback.insert(iovaOfPfn(pfn), m.totalBytes, perm, this.clock);
     if (!fb) throw new Error('dma-iommu: no memory for an untrusted bounce buffer');
-    this.d.viommu!.viommu_map_pages(this.d.domain, fb.iova, fb.gpa, fb.mapBytes, read, write);
+    this.d.viommu!.viommu_map_pages(this.d.domain, asIova(fb.iova), asGpa(fb.gpa), fb.mapBytes, read, write);
     this.d.viommu!.viommu_iotlb_sync_map();
     pool.bounceOnMap(this.d.mem, { gpa: fb.gpa, sizeBytes: fb.mapBytes, fresh: true }, m.segments, m.dir, { untrusted: true }, this.clock);
     m.kind = 'fallback';
     m.fallback = fb;
-    m.iovaRanges.push({ pfn, pages: mapBytes / PAGE_BYTES, swiotlb: -1, mapBytes, offset: 0 });
-    m.dmaSegments = [{ gpa: fb.iova, lenBytes: m.totalBytes }];
+    m.iovaRanges.push({ pfn, pages: mapBytes / PAGE_SIZE_BYTES, swiotlb: -1, mapBytes, offset: 0 });
+    m.dmaSegments = [{ dmaAddr: asIova(fb.iova), lenBytes: m.totalBytes }];
     this.counters.bouncedMappings++;
     return 'io_bounce_buffers_map_sg';
   }
@@ -269,7 +279,7 @@ export class DmaIommu {
     } else if (m.fallback) {
       pool.bounceOnUnmap(this.d.mem, m.fallback.gpa, m.segments, m.dir, {}, this.clock);
       const r = m.iovaRanges[0];
-      this.d.viommu!.viommu_unmap_pages(this.d.domain, r.pfn * PAGE_BYTES, r.mapBytes);
+      this.d.viommu!.viommu_unmap_pages(this.d.domain, iovaOfPfn(r.pfn), r.mapBytes);
       this.d.viommu!.viommu_iotlb_sync();
       pool.fallback.remove(m.fallback.iova, this.clock);
       this.d.iovad!.free_iova_fast(r.pfn, iommu_dma_iova_len(r.pages), this.clock);
@@ -279,7 +289,7 @@ export class DmaIommu {
 
   /** __iommu_dma_unmap: strict syncs now; lazy queues the IOVA until the next flush. */
   private unmapIovaRange(pfn: number, pages: number): void {
-    this.d.viommu!.viommu_unmap_pages(this.d.domain, pfn * PAGE_BYTES, pages * PAGE_BYTES);
+    this.d.viommu!.viommu_unmap_pages(this.d.domain, iovaOfPfn(pfn), pages * PAGE_SIZE_BYTES);
     if (this.strategy === 'lazy') {
       this.d.fq!.queue_iova(this.d.cpu, pfn, iommu_dma_iova_len(pages), this.clock);
     } else {
@@ -318,7 +328,7 @@ export class DmaIommu {
     if (!pool) return 0;
     this.profiler.enter();
     const evicted = pool.evictionPass(this.clock.nowNs(), this.clock, teardown);
-    for (const e of evicted) this.d.viommu!.viommu_unmap_pages(this.d.domain, e.iova, e.sizeBytes);
+    for (const e of evicted) this.d.viommu!.viommu_unmap_pages(this.d.domain, asIova(e.iova), e.sizeBytes);
     if (evicted.length > 0) this.d.viommu!.viommu_iotlb_sync();
     for (const e of evicted) pool.finishEviction(e, this.clock);
     this.profiler.exit(evicted.length > 0 ? 'io_buffer_manager_evict' : null);
@@ -329,6 +339,11 @@ export class DmaIommu {
   quiesce(): void {
     if (this.d.fq) this.d.fq.fq_flush_all(this.clock);
   }
+}
+
+/** The IOVA of an IOVA page frame (the allocator hands out pfns). */
+function iovaOfPfn(pfn: number): Iova {
+  return asIova(pfn * PAGE_SIZE_BYTES);
 }
 
 export { BouncePool };

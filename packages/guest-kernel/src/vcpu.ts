@@ -22,23 +22,27 @@ import {
   type ModelClock,
   type RunControl,
   type Ring,
-  type SentLog,
   type LockTable,
-  RECORD,
   NEVER_NS,
+  DOORBELL_SQ_TAIL,
+  DOORBELL_CQ_HEAD,
+  DeviceToGuestInterrupt,
+  interruptCqeCount,
   mulberry32Float,
   fillBlock,
   verifyBlock,
   blockSeed,
   BLOCK_BYTES,
+  PAGE_SIZE_BYTES,
+  asIova,
+  type Iova,
   type VerifyAlgo,
 } from '@vmstack/shm';
-import { GuestToDeviceDoorbell, DOORBELL_SQ_TAIL, DOORBELL_CQ_HEAD, DoorbellPayload, DeviceToGuestInterrupt, InterruptPayload } from '@vmstack/nvme-device';
 import { fioJobWrites, fioWriteSeed, type FioJobSpec } from './job-spec.js';
-import { PAGE_BYTES, type DmaIommu, type DmaMapping } from './dma.js';
+import type { DmaIommu, DmaMapping } from './dma.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import type { UserBuffer } from './mm/page-alloc.js';
-import { nvme_queue_rw, nvme_next_cqe, type NvmeQueuePair } from './nvme/nvme-pci.js';
+import { nvme_queue_rw, nvme_next_cqe, nvme_write_doorbell, type NvmeBar, type NvmeQueuePair, type PrpListPage } from './nvme/nvme-pci.js';
 import type { ViommuTransport } from './virtio-iommu/viommu.js';
 import type { Profiler } from './profile.js';
 
@@ -94,7 +98,7 @@ interface Slot {
   buffer: UserBuffer;
   /** the buffer as a scatter list of its 4 KiB pages (what the block layer hands the driver) */
   segments: { gpa: number; lenBytes: number }[];
-  prpPage: { gpa: number; dmaAddr: number };
+  prpPage: PrpListPage;
   mapping: DmaMapping | null;
   isRead: boolean;
   lba: number;
@@ -136,8 +140,8 @@ export interface VcpuEnv {
   peerIrqs: Ring[];
   quantumNs: number;
   spinLoads: number;
-  doorbells: Ring;
-  doorbellLog: SentLog;
+  /** the NVMe controller's BAR: doorbell writes go out on the doorbell ring */
+  bar: NvmeBar;
   irqs: Ring;
   /** smallest doorbell → interrupt time of the device (lookahead) */
   deviceMinResponseNs: number;
@@ -146,7 +150,7 @@ export interface VcpuEnv {
   costs: VcpuCosts;
   profiler: Profiler;
   platform: GuestPlatform;
-  slots: { buffer: UserBuffer; prpPage: { gpa: number; dmaAddr: number } }[];
+  slots: { buffer: UserBuffer; prpPage: PrpListPage }[];
   /** the seed the drive's pre-filled blocks carry */
   nsPrefillSeed: number;
   /** lba → seed of blocks an earlier barrier group wrote */
@@ -189,7 +193,7 @@ export class Vcpu {
     private readonly job: FioJobSpec,
   ) {
     this.virtual = env.clock.mode === 'virtual';
-    this.slots = env.slots.map((s) => ({ ...s, segments: s.buffer.pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_BYTES })), mapping: null, isRead: true, lba: 0, blocks: 0, submitNs: 0, issueNs: 0, verifyPhase: false }));
+    this.slots = env.slots.map((s) => ({ ...s, segments: s.buffer.pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_SIZE_BYTES })), mapping: null, isRead: true, lba: 0, blocks: 0, submitNs: 0, issueNs: 0, verifyPhase: false }));
     for (let i = this.slots.length - 1; i >= 0; i--) this.free.push(i);
     this.rng = mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0);
     this.bsBlocks = job.blockSizeBytes / BLOCK_BYTES;
@@ -209,7 +213,7 @@ export class Vcpu {
 
   private deviceBound(): number {
     const d = this.env.control.eotNs(this.env.deviceWorker);
-    const u = this.env.doorbellLog.earliestUnconsumedNs();
+    const u = this.env.bar.log.earliestUnconsumedNs();
     return u === NEVER_NS ? d : Math.min(d, u + this.env.deviceMinResponseNs);
   }
 
@@ -281,7 +285,7 @@ export class Vcpu {
       const off = irqs.offsetAt(n);
       if (this.virtual && irqs.timestampAt(off) > this.env.clock.nowNs()) break;
       if (irqs.typeAt(off) !== DeviceToGuestInterrupt) throw new Error(`vcpu: unexpected record 0x${irqs.typeAt(off).toString(16)}`);
-      cqes += irqs.dv.getInt32(off + RECORD.payloadOffset + InterruptPayload.cqeCount, true);
+      cqes += interruptCqeCount(irqs.dv, off);
       n++;
     }
     if (n === 0) return;
@@ -301,16 +305,7 @@ export class Vcpu {
   }
 
   private ringDoorbell(which: number, value: number): void {
-    const r = this.env.doorbells;
-    const seq = r.nextSeq();
-    const off = r.reserve(this.env.spinLoads, this.env.control);
-    const now = this.env.clock.nowNs();
-    r.writeHeader(off, GuestToDeviceDoorbell, 0, now);
-    r.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.qid, this.env.queue.qid, true);
-    r.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.which, which, true);
-    r.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.value, value, true);
-    this.env.doorbellLog.record(seq, now);
-    r.publish();
+    nvme_write_doorbell(this.env.bar, this.env.clock.nowNs(), this.env.queue.qid, which, value);
   }
 
   private completeIo(cid: number, status: number): void {
@@ -457,11 +452,11 @@ export class Vcpu {
 }
 
 /** The device address of every 4 KiB page a mapping covers, in order (PRP entries). */
-function dmaPages(m: DmaMapping): number[] {
-  const pages: number[] = [];
+function dmaPages(m: DmaMapping): Iova[] {
+  const pages: Iova[] = [];
   for (const seg of m.dmaSegments) {
-    const first = seg.gpa - (seg.gpa % PAGE_BYTES);
-    for (let a = first; a < seg.gpa + seg.lenBytes; a += PAGE_BYTES) pages.push(a);
+    const first = seg.dmaAddr - (seg.dmaAddr % PAGE_SIZE_BYTES);
+    for (let a = first; a < seg.dmaAddr + seg.lenBytes; a += PAGE_SIZE_BYTES) pages.push(asIova(a));
   }
   return pages;
 }

@@ -3,8 +3,7 @@
  * that parks on shared memory and reaches the VMM through its rings.
  */
 
-import { workerMain, Ring, WorkerSync, NEVER_NS } from '@vmstack/shm';
-import { GuestToVmmKick, GuestToVmmDone } from '@vmstack/vmm';
+import { workerMain, Ring, WorkerSync, NEVER_NS, encodeKick, encodeGuestToVmmDone } from '@vmstack/shm';
 import { runGuestVcpu } from './guest.js';
 import type { GuestPlatform } from './vcpu.js';
 import type { VcpuWorkerInit, VcpuWorkerResult } from './index.js';
@@ -17,8 +16,7 @@ workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
   const ev = control.event(boot.index);
   const platform: GuestPlatform = {
     kick(nowNs) {
-      const off = kick.reserve(init.spinLoads, control);
-      kick.writeHeader(off, GuestToVmmKick, 0, nowNs);
+      encodeKick(kick.dv, kick.reserve(init.spinLoads, control), nowNs);
       kick.publish();
       used.waitForData(init.spinLoads, control);
       const ts = used.timestampAt(used.offsetAt(0));
@@ -43,8 +41,7 @@ workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
       }
     },
     done(nowNs) {
-      const k = kick.reserve(init.spinLoads, control);
-      kick.writeHeader(k, GuestToVmmDone, 0, nowNs);
+      encodeGuestToVmmDone(kick.dv, kick.reserve(init.spinLoads, control), nowNs);
       kick.publish();
     },
   };

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { LockTable, ModelClock, RunControl, runWorkers, InputError } from '@vmstack/shm';
-import { PageAllocator, mulberry32, MAX_ORDER, PAGE_SIZE_BYTES, HUGE_PAGE_SIZE_BYTES, PAGE_ALLOC_ZONE_LOCK, type PageAllocatorOptions } from '../src/mm/page-alloc.js';
+import { PageAllocator, mulberry32, MAX_ORDER, HUGE_PAGE_SIZE_BYTES, PAGE_ALLOC_ZONE_LOCK, type PageAllocatorOptions } from '../src/mm/page-alloc.js';
+import { PAGE_SIZE_BYTES } from '@vmstack/shm';
 import type { MmWorkerInit, MmWorkerResult } from './helpers/mm-worker.js';
 
 const COSTS = { guestPageAllocNs: 100 };

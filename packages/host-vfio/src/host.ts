@@ -5,23 +5,34 @@
  * worker's RpcServer across threads).
  */
 
-import { ModelClock, RunControl, RpcClient, RpcServer, LockTable, Ring, RECORD, type AbortFlag, type RpcChannelHandles, type RpcRequestView } from '@vmstack/shm';
-import { IoPgtable } from './io-pgtable.js';
-import type { HostWorkerInit } from './index.js';
-import { VfioContainer } from './vfio-iommu-type1.js';
 import {
+  ModelClock,
+  RunControl,
+  RpcServer,
+  LockTable,
+  Ring,
   HostToVmmReply,
-  HostToDeviceIotlbInval,
-  IotlbInvalPayload,
-  MapDmaPayload,
-  ReplyPayload,
-  UnmapDmaPayload,
-  VFIO_DMA_MAP_FLAG_READ,
-  VFIO_DMA_MAP_FLAG_WRITE,
   VmmToHostMapDma,
   VmmToHostUnmapDma,
+  decodeMapDmaRequest,
+  decodeUnmapDmaRequest,
+  encodeVfioReply,
+  encodeIotlbInval,
+  type RpcRequestView,
   type VfioContainerPort,
-} from './messages.js';
+  type VfioMapDmaArgs,
+  type VfioUnmapDmaArgs,
+} from '@vmstack/shm';
+import { IoPgtable } from '@vmstack/iommu-hw';
+import type { HostWorkerInit } from './index.js';
+import { VfioContainer } from './vfio-iommu-type1.js';
+
+/** What `HostVfio.serve` returns for RpcServer: the reply's type, time and payload writer. */
+export interface VfioReplyRecord {
+  type: number;
+  timestampNs: number;
+  write: (dv: DataView, p: number) => void;
+}
 
 export class HostVfio implements VfioContainerPort {
   /** per kernel function: calls, model ns, bytes (the run's per-function profile) */
@@ -40,7 +51,7 @@ export class HostVfio implements VfioContainerPort {
     readonly clock: ModelClock,
   ) {}
 
-  mapDma(args: { iova: number; vaddr: number; sizeBytes: number; read: boolean; write: boolean }, nowNs: number): { errno: number; doneNs: number } {
+  mapDma(args: VfioMapDmaArgs, nowNs: number): { errno: number; doneNs: number } {
     this.clock.syncTo(nowNs);
     const start = this.clock.nowNs();
     const r = this.container.vfio_dma_do_map(args, this.clock);
@@ -48,7 +59,7 @@ export class HostVfio implements VfioContainerPort {
     return { errno: r.errno, doneNs: this.clock.nowNs() };
   }
 
-  unmapDma(args: { iova: number; sizeBytes: number }, nowNs: number): { errno: number; unmappedBytes: number; doneNs: number } {
+  unmapDma(args: VfioUnmapDmaArgs, nowNs: number): { errno: number; unmappedBytes: number; doneNs: number } {
     this.clock.syncTo(nowNs);
     const start = this.clock.nowNs();
     const r = this.container.vfio_dma_do_unmap(args, this.clock);
@@ -56,76 +67,32 @@ export class HostVfio implements VfioContainerPort {
     return { errno: r.errno, unmappedBytes: r.unmappedBytes, doneNs: this.clock.nowNs() };
   }
 
+  // serve() decodes into these and answers through one reply record: nothing is allocated per request
+  private readonly mapArgs: VfioMapDmaArgs = { iova: 0, vaddr: 0, sizeBytes: 0, read: false, write: false };
+  private readonly unmapArgs: VfioUnmapDmaArgs = { iova: 0, sizeBytes: 0 };
+  private replyErrno = 0;
+  private replyUnmappedBytes = 0;
+  private readonly reply: VfioReplyRecord = { type: HostToVmmReply, timestampNs: 0, write: (dv, p) => encodeVfioReply(dv, p, this.replyErrno, this.replyUnmappedBytes) };
+
   /** Decode one ring request, call the container, describe the reply. */
-  serve(req: RpcRequestView): { type: number; timestampNs: number; write: (dv: DataView, off: number) => void } {
-    const dv = req.dv;
-    const p = req.payloadOffset;
+  serve(req: RpcRequestView): VfioReplyRecord {
     let errno = -22;
     let unmappedBytes = 0;
     let doneNs = req.timestampNs;
     if (req.type === VmmToHostMapDma) {
-      const flags = dv.getInt32(p + MapDmaPayload.flags, true);
-      const r = this.mapDma(
-        {
-          iova: dv.getFloat64(p + MapDmaPayload.iova, true),
-          vaddr: dv.getFloat64(p + MapDmaPayload.vaddr, true),
-          sizeBytes: dv.getFloat64(p + MapDmaPayload.sizeBytes, true),
-          read: (flags & VFIO_DMA_MAP_FLAG_READ) !== 0,
-          write: (flags & VFIO_DMA_MAP_FLAG_WRITE) !== 0,
-        },
-        req.timestampNs,
-      );
+      const r = this.mapDma(decodeMapDmaRequest(req.dv, req.payloadOffset, this.mapArgs), req.timestampNs);
       errno = r.errno;
       doneNs = r.doneNs;
     } else if (req.type === VmmToHostUnmapDma) {
-      const r = this.unmapDma({ iova: dv.getFloat64(p + UnmapDmaPayload.iova, true), sizeBytes: dv.getFloat64(p + UnmapDmaPayload.sizeBytes, true) }, req.timestampNs);
+      const r = this.unmapDma(decodeUnmapDmaRequest(req.dv, req.payloadOffset, this.unmapArgs), req.timestampNs);
       errno = r.errno;
       unmappedBytes = r.unmappedBytes;
       doneNs = r.doneNs;
     }
-    return {
-      type: HostToVmmReply,
-      timestampNs: doneNs,
-      write: (odv, off) => {
-        odv.setInt32(off + ReplyPayload.errno, errno, true);
-        odv.setFloat64(off + ReplyPayload.unmappedBytes, unmappedBytes, true);
-      },
-    };
-  }
-}
-
-/** The VMM's end of the port when the host runs in its own worker. */
-export class VfioRpcPort implements VfioContainerPort {
-  readonly client: RpcClient;
-
-  constructor(handles: RpcChannelHandles, abort: AbortFlag, spinLoads: number) {
-    this.client = new RpcClient(handles, abort, spinLoads);
-  }
-
-  mapDma(args: { iova: number; vaddr: number; sizeBytes: number; read: boolean; write: boolean }, nowNs: number): { errno: number; doneNs: number } {
-    return this.client.call(
-      VmmToHostMapDma,
-      nowNs,
-      (dv, p) => {
-        dv.setFloat64(p + MapDmaPayload.iova, args.iova, true);
-        dv.setFloat64(p + MapDmaPayload.vaddr, args.vaddr, true);
-        dv.setFloat64(p + MapDmaPayload.sizeBytes, args.sizeBytes, true);
-        dv.setInt32(p + MapDmaPayload.flags, (args.read ? VFIO_DMA_MAP_FLAG_READ : 0) | (args.write ? VFIO_DMA_MAP_FLAG_WRITE : 0), true);
-      },
-      (dv, p, ts) => ({ errno: dv.getInt32(p + ReplyPayload.errno, true), doneNs: ts }),
-    );
-  }
-
-  unmapDma(args: { iova: number; sizeBytes: number }, nowNs: number): { errno: number; unmappedBytes: number; doneNs: number } {
-    return this.client.call(
-      VmmToHostUnmapDma,
-      nowNs,
-      (dv, p) => {
-        dv.setFloat64(p + UnmapDmaPayload.iova, args.iova, true);
-        dv.setFloat64(p + UnmapDmaPayload.sizeBytes, args.sizeBytes, true);
-      },
-      (dv, p, ts) => ({ errno: dv.getInt32(p + ReplyPayload.errno, true), unmappedBytes: dv.getFloat64(p + ReplyPayload.unmappedBytes, true), doneNs: ts }),
-    );
+    this.replyErrno = errno;
+    this.replyUnmappedBytes = unmappedBytes;
+    this.reply.timestampNs = doneNs;
+    return this.reply;
   }
 }
 
@@ -148,10 +115,7 @@ export function createHost(init: HostWorkerInit, self: number, control: RunContr
     lockedVmLimitPages: init.lockedVmLimitPages,
     dmaEntryLimit: init.dmaEntryLimit,
     invalidateIotlb: (iova: number, sizeBytes: number) => {
-      const off = inval.reserve(init.spinLoads, control);
-      inval.writeHeader(off, HostToDeviceIotlbInval, 0, clock.nowNs());
-      inval.dv.setFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.iova, iova, true);
-      inval.dv.setFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.sizeBytes, sizeBytes, true);
+      encodeIotlbInval(inval.dv, inval.reserve(init.spinLoads, control), clock.nowNs(), iova, sizeBytes);
       inval.publish();
     },
   });

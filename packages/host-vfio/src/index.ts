@@ -1,9 +1,7 @@
 import type { ClockMode, LockTableHandle, RingHandle, RpcChannelHandles } from '@vmstack/shm';
-import type { IoPgtableHandle } from './io-pgtable.js';
+import type { IoPgtableHandle } from '@vmstack/iommu-hw';
 import type { VfioContainerCosts, VfioContainerStats } from './vfio-iommu-type1.js';
 
-export * from './messages.js';
-export * from './io-pgtable.js';
 export * from './vfio-iommu-type1.js';
 export * from './host.js';
 

@@ -55,8 +55,8 @@
  * | vfioUnpinPagePerPageNs  | per page unpinned |
  */
 
-import { InputError, type LockTable, type ModelClock, type Mutex } from '@vmstack/shm';
-import { IOMMU_PAGE_BYTES, IOMMU_READ, IOMMU_WRITE, IOVA_LIMIT, IoPgtableError, type IoPgtable, type IommuProt } from './io-pgtable.js';
+import { InputError, IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES, type LockTable, type ModelClock, type Mutex } from '@vmstack/shm';
+import { IOVA_LIMIT, IoPgtableError, type IoPgtable, type IommuProt } from '@vmstack/iommu-hw';
 
 /** Name of the container's lock in the run's LockTable. */
 export const IOMMU_LOCK = 'iommu->lock';
@@ -73,7 +73,7 @@ export const ENOSPC = 28;
 /** What the ioctls return: 0 or a negative errno. */
 export type VfioErrno = 0 | -22 | -17 | -12 | -28 | -14;
 
-const PAGE = IOMMU_PAGE_BYTES;
+const PAGE = PAGE_SIZE_BYTES;
 
 export interface VfioContainerCosts {
   readonly vfioDmaDoMapBaseNs: number;

@@ -4,9 +4,8 @@
  * invalidations to the device through its own ring.
  */
 
-import { workerMain, RpcServer } from '@vmstack/shm';
+import { workerMain, RpcServer, VmmToHostDone, HostToVmmReply } from '@vmstack/shm';
 import { createHost } from './host.js';
-import { VmmToHostDone, HostToVmmReply } from './messages.js';
 import type { HostWorkerInit, HostWorkerResult } from './index.js';
 
 workerMain<HostWorkerInit, HostWorkerResult>((boot, control) => {

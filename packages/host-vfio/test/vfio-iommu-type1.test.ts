@@ -1,6 +1,6 @@
 import test from 'ava';
 import { InputError, LockTable, ModelClock } from '@vmstack/shm';
-import { IoPgtable } from '../src/io-pgtable.js';
+import { IoPgtable } from '@vmstack/iommu-hw';
 import {
   VfioContainer,
   IOMMU_LOCK,

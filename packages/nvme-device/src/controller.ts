@@ -21,6 +21,7 @@ import {
   NvmePrpError,
   NVME_SQE_BYTES,
   NVME_CQE_BYTES,
+  NVME_CTRL_PAGE_SIZE_BYTES,
   NVME_ADMIN_CREATE_CQ,
   NVME_ADMIN_CREATE_SQ,
   NVME_ADMIN_DELETE_CQ,
@@ -36,10 +37,15 @@ import {
   NVME_SC_DMA_FAULT,
   NVME_SC_QID_INVALID,
   BLOCK_BYTES,
+  DOORBELL_SQ_TAIL,
+  NVME_REG_AQA,
+  NVME_REG_ASQ,
+  NVME_REG_ACQ,
+  NVME_REG_CC,
 } from '@vmstack/shm';
 import type { NvmeNamespace } from './namespace.js';
 
-/** What the controller needs from the IOMMU (iotlb.ts). */
+/** What the controller needs from the IOMMU (iommu-hw's Iotlb fits). */
 export interface DeviceIommu {
   /** host physical address (= offset in guest RAM) or a negative fault code */
   translate(iova: number, write: boolean, clock: ModelClock): number;
@@ -59,11 +65,6 @@ export interface NvmeControllerCosts {
   msiLatencyNs: number;
   nvmeControllerCommandNs: number;
 }
-
-export const REG_AQA = 0;
-export const REG_ASQ = 1;
-export const REG_ACQ = 2;
-export const REG_CC = 3;
 
 interface SubmissionQueue {
   qid: number;
@@ -112,7 +113,7 @@ export interface NvmeCounters {
   interrupts: number;
 }
 
-const PAGE = 4096;
+const PAGE = NVME_CTRL_PAGE_SIZE_BYTES;
 
 export class NvmeController {
   private readonly sqs = new Map<number, SubmissionQueue>();
@@ -149,10 +150,10 @@ export class NvmeController {
 
   registerWrite(reg: number, value: number, tsNs: number): void {
     this.clock.syncTo(tsNs);
-    if (reg === REG_AQA) this.regs.aqa = value;
-    else if (reg === REG_ASQ) this.regs.asq = value;
-    else if (reg === REG_ACQ) this.regs.acq = value;
-    else if (reg === REG_CC && (value & 1) === 1) {
+    if (reg === NVME_REG_AQA) this.regs.aqa = value;
+    else if (reg === NVME_REG_ASQ) this.regs.asq = value;
+    else if (reg === NVME_REG_ACQ) this.regs.acq = value;
+    else if (reg === NVME_REG_CC && (value & 1) === 1) {
       const sqSize = (this.regs.aqa & 0xfff) + 1;
       const cqSize = ((this.regs.aqa >>> 16) & 0xfff) + 1;
       this.cqs.set(0, { qid: 0, baseIova: this.regs.acq, sizeEntries: cqSize, tail: 0, phase: 1, vector: 0, pageHpas: this.translateQueue(this.regs.acq, cqSize * NVME_CQE_BYTES, this.clock) });
@@ -162,7 +163,7 @@ export class NvmeController {
 
   /** The guest wrote a doorbell (SQ tail or CQ head) at model time `tsNs`. */
   onDoorbell(qid: number, which: number, value: number, tsNs: number): void {
-    if (which !== 0) return; // CQ head: the guest consumed entries; queues here never fill (iodepth < queue size)
+    if (which !== DOORBELL_SQ_TAIL) return; // CQ head: the guest consumed entries; queues here never fill (iodepth < queue size)
     const sq = this.sqs.get(qid);
     if (!sq) throw new Error(`nvme: doorbell for submission queue ${qid}, which does not exist`);
     // the controller's fetch engine has its own timeline: the doorbell's arrival, then one fetch after another

@@ -16,13 +16,29 @@
  * them before it replies, so any doorbell that depends on one is causally after it.
  */
 
-import { ModelClock, Ring, RECORD, SentLog, attachGuestMemory, NEVER_NS, type RunControl } from '@vmstack/shm';
-import { IoPgtable } from '@vmstack/host-vfio';
-import { Iotlb } from './iotlb.js';
+import {
+  ModelClock,
+  Ring,
+  SentLog,
+  attachGuestMemory,
+  NEVER_NS,
+  GuestToDeviceDoorbell,
+  GuestToDeviceDone,
+  GuestToDeviceRegWrite,
+  encodeInterrupt,
+  doorbellQid,
+  doorbellWhich,
+  doorbellValue,
+  regWriteReg,
+  regWriteValue,
+  iotlbInvalIova,
+  iotlbInvalSizeBytes,
+  type RunControl,
+} from '@vmstack/shm';
+import { IoPgtable, Iotlb } from '@vmstack/iommu-hw';
 import { NvmeMedia } from './media.js';
 import { NvmeNamespace } from './namespace.js';
 import { NvmeController } from './controller.js';
-import { GuestToDeviceDoorbell, GuestToDeviceDone, GuestToDeviceRegWrite, DeviceToGuestInterrupt, DoorbellPayload, InterruptPayload, IotlbInvalPayload, RegWritePayload } from './messages.js';
 import type { DeviceWorkerInit, DeviceWorkerResult } from './index.js';
 
 export class DeviceEngine {
@@ -71,9 +87,7 @@ export class DeviceEngine {
     const r = this.irqs[v];
     const seq = r.nextSeq();
     const off = r.reserve(this.init.spinLoads, this.control);
-    r.writeHeader(off, DeviceToGuestInterrupt, cqid, tsNs);
-    r.dv.setInt32(off + RECORD.payloadOffset + InterruptPayload.vector, vector, true);
-    r.dv.setInt32(off + RECORD.payloadOffset + InterruptPayload.cqeCount, 1, true);
+    encodeInterrupt(r.dv, off, tsNs, cqid, vector, 1);
     this.sent[v].record(seq, tsNs);
     r.publish();
   };
@@ -127,8 +141,8 @@ export class DeviceEngine {
       const off = inval.offsetAt(i);
       this.pendingInvals.push({
         tsNs: inval.timestampAt(off),
-        iova: inval.dv.getFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.iova, true),
-        sizeBytes: inval.dv.getFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.sizeBytes, true),
+        iova: iotlbInvalIova(inval.dv, off),
+        sizeBytes: iotlbInvalSizeBytes(inval.dv, off),
       });
     }
     if (n > 0) inval.release(n);
@@ -190,11 +204,10 @@ export class DeviceEngine {
       const r = doorbells[best];
       const off = r.offsetAt(0);
       const type = r.typeAt(off);
-      const p = off + RECORD.payloadOffset;
       if (type === GuestToDeviceDoorbell) {
-        ctrl.onDoorbell(r.dv.getInt32(p + DoorbellPayload.qid, true), r.dv.getInt32(p + DoorbellPayload.which, true), r.dv.getInt32(p + DoorbellPayload.value, true), bestTs);
+        ctrl.onDoorbell(doorbellQid(r.dv, off), doorbellWhich(r.dv, off), doorbellValue(r.dv, off), bestTs);
       } else if (type === GuestToDeviceRegWrite) {
-        ctrl.registerWrite(r.dv.getInt32(p + RegWritePayload.reg, true), r.dv.getFloat64(p + RegWritePayload.value, true), bestTs);
+        ctrl.registerWrite(regWriteReg(r.dv, off), regWriteValue(r.dv, off), bestTs);
       } else if (type === GuestToDeviceDone) {
         this.finished[best] = true;
       } else {

@@ -1,14 +1,11 @@
 import type { ClockMode, RingHandle, VerifyAlgo } from '@vmstack/shm';
-import type { IoPgtableHandle } from '@vmstack/host-vfio';
+import type { IoPgtableHandle, IotlbCosts } from '@vmstack/iommu-hw';
 import type { NvmeCounters, NvmeControllerCosts } from './controller.js';
-import type { IotlbCosts } from './iotlb.js';
 import type { MediaCosts } from './media.js';
 
-export * from './messages.js';
 export * from './namespace.js';
 export * from './controller.js';
 export * from './engine.js';
-export * from './iotlb.js';
 export { NvmeMedia, type MediaCosts } from './media.js';
 
 /** The compiled worker entry of the NVMe device. */

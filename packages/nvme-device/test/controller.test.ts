@@ -1,6 +1,6 @@
 /**
  * The NVMe controller in one thread, behind a real IOTLB over a real host
- * page table (host-vfio's IoPgtable), with the media model and a namespace
+ * page table (iommu-hw's IoPgtable), with the media model and a namespace
  * whose unwritten blocks hold self-checking patterns. Every address the
  * device is given is an IOVA (guest RAM is mapped at IOVA_BASE + gpa), so
  * each queue access, PRP list read and data transfer goes through the
@@ -17,7 +17,6 @@ import {
   DEFAULT_PROFILE_PATH,
   ModelClock,
   NEVER_NS,
-  RECORD,
   Ring,
   RunControl,
   NVME_ADMIN_CREATE_CQ,
@@ -40,23 +39,18 @@ import {
   writeRwSqe,
   writeSqe,
   type NvmeCqe,
+  DOORBELL_SQ_TAIL,
+  NVME_REG_ACQ,
+  NVME_REG_AQA,
+  NVME_REG_ASQ,
+  NVME_REG_CC,
+  encodeDoorbell,
+  encodeIotlbInval,
+  IOMMU_READ,
+  IOMMU_WRITE,
 } from '@vmstack/shm';
-import { IOMMU_READ, IOMMU_WRITE, IoPgtable, type IommuProt } from '@vmstack/host-vfio';
-import {
-  DeviceEngine,
-  DoorbellPayload,
-  GuestToDeviceDoorbell,
-  HostToDeviceIotlbInval,
-  IotlbInvalPayload,
-  Iotlb,
-  NvmeController,
-  NvmeMedia,
-  NvmeNamespace,
-  REG_ACQ,
-  REG_AQA,
-  REG_ASQ,
-  REG_CC,
-} from '../src/index.js';
+import { IoPgtable, Iotlb, type IommuProt } from '@vmstack/iommu-hw';
+import { DeviceEngine, NvmeController, NvmeMedia, NvmeNamespace } from '../src/index.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const PAGE = 4096;
@@ -101,7 +95,7 @@ function rig() {
     const commandId = cid++;
     writeSqe(mem, ASQ + asqTail * NVME_SQE_BYTES, { ...fields, commandId });
     asqTail = (asqTail + 1) % 32;
-    ctrl.onDoorbell(0, 0, asqTail, later());
+    ctrl.onDoorbell(0, DOORBELL_SQ_TAIL, asqTail, later());
     t_assert(post() === 1, 'one admin completion');
     const c = readCqe(mem, ACQ + acqHead++ * NVME_CQE_BYTES);
     t_assert(c.commandId === commandId, 'admin CQE for our command');
@@ -109,10 +103,10 @@ function rig() {
   }
 
   function enable(): void {
-    ctrl.registerWrite(REG_AQA, (31 << 16) | 31, later());
-    ctrl.registerWrite(REG_ASQ, iova(ASQ), later());
-    ctrl.registerWrite(REG_ACQ, iova(ACQ), later());
-    ctrl.registerWrite(REG_CC, 1, later());
+    ctrl.registerWrite(NVME_REG_AQA, (31 << 16) | 31, later());
+    ctrl.registerWrite(NVME_REG_ASQ, iova(ASQ), later());
+    ctrl.registerWrite(NVME_REG_ACQ, iova(ACQ), later());
+    ctrl.registerWrite(NVME_REG_CC, 1, later());
     const cq = admin({ opcode: NVME_ADMIN_CREATE_CQ, prp1: iova(CQ), cdw10: ((CQ_DEPTH - 1) << 16) | 1, cdw11: (0 << 16) | 3 });
     const sq = admin({ opcode: NVME_ADMIN_CREATE_SQ, prp1: iova(SQ), cdw10: ((SQ_DEPTH - 1) << 16) | 1, cdw11: (1 << 16) | 1 });
     t_assert(cq.status === NVME_SC_SUCCESS && sq.status === NVME_SC_SUCCESS, 'queues created');
@@ -129,7 +123,7 @@ function rig() {
   }
   /** ring the I/O SQ doorbell and post every completion */
   function ring(): number {
-    ctrl.onDoorbell(1, 0, sqTail, later());
+    ctrl.onDoorbell(1, DOORBELL_SQ_TAIL, sqTail, later());
     return post();
   }
   return { mem, pgtable, iotlb, ns, ctrl, irqs, map, admin, enable, queueRw, ring, sqTail: () => sqTail };
@@ -371,13 +365,13 @@ test('engine: an IOTLB invalidation the host published before a doorbell is appl
   const ctrl = engine.ctrl;
   for (const q of [ASQ, ACQ, SQ, CQ]) pgtable.map(iova(q), q, PAGE, RW);
   // bring-up straight through the controller
-  ctrl.registerWrite(REG_AQA, (31 << 16) | 31, 0);
-  ctrl.registerWrite(REG_ASQ, iova(ASQ), 0);
-  ctrl.registerWrite(REG_ACQ, iova(ACQ), 0);
-  ctrl.registerWrite(REG_CC, 1, 0);
+  ctrl.registerWrite(NVME_REG_AQA, (31 << 16) | 31, 0);
+  ctrl.registerWrite(NVME_REG_ASQ, iova(ASQ), 0);
+  ctrl.registerWrite(NVME_REG_ACQ, iova(ACQ), 0);
+  ctrl.registerWrite(NVME_REG_CC, 1, 0);
   writeSqe(mem, ASQ, { opcode: NVME_ADMIN_CREATE_CQ, commandId: 0, prp1: iova(CQ), cdw10: ((CQ_DEPTH - 1) << 16) | 1, cdw11: 3 });
   writeSqe(mem, ASQ + NVME_SQE_BYTES, { opcode: NVME_ADMIN_CREATE_SQ, commandId: 1, prp1: iova(SQ), cdw10: ((SQ_DEPTH - 1) << 16) | 1, cdw11: (1 << 16) | 1 });
-  ctrl.onDoorbell(0, 0, 2, 0);
+  ctrl.onDoorbell(0, DOORBELL_SQ_TAIL, 2, 0);
   ctrl.postCompletionsUpTo(Number.MAX_SAFE_INTEGER, () => {});
   const db = Ring.attach(dbH);
   const inval = Ring.attach(invalH);
@@ -386,11 +380,7 @@ test('engine: an IOTLB invalidation the host published before a doorbell is appl
   const submitRead = (slba: number, bufIova: number) => {
     writeRwSqe(mem, SQ + tail * NVME_SQE_BYTES, { opcode: NVME_CMD_READ, commandId: 10 + tail, nsid: 1, slba, blockCount: 1, prp1: bufIova, prp2: 0 });
     tail++;
-    const off = db.reserve(100, control);
-    db.writeHeader(off, GuestToDeviceDoorbell, 0, (ts += 10_000));
-    db.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.qid, 1, true);
-    db.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.which, 0, true);
-    db.dv.setInt32(off + RECORD.payloadOffset + DoorbellPayload.value, tail, true);
+    encodeDoorbell(db.dv, db.reserve(100, control), (ts += 10_000), 1, DOORBELL_SQ_TAIL, tail);
     db.publish();
   };
   const X = iova(0x100_0000); // the IOVA that is reused
@@ -414,10 +404,7 @@ test('engine: an IOTLB invalidation the host published before a doorbell is appl
     if (injected) return;
     injected = true;
     pgtable.unmap(X, PAGE);
-    const off = inval.reserve(100, control);
-    inval.writeHeader(off, HostToDeviceIotlbInval, 0, tsNs + 1000);
-    inval.dv.setFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.iova, X, true);
-    inval.dv.setFloat64(off + RECORD.payloadOffset + IotlbInvalPayload.sizeBytes, PAGE, true);
+    encodeIotlbInval(inval.dv, inval.reserve(100, control), tsNs + 1000, X, PAGE);
     inval.publish();
     pgtable.map(X, newPage, PAGE, RW);
     submitRead(3, X);

@@ -43,6 +43,13 @@ export const RECORD = {
 
 export const DEFAULT_RECORD_BYTES = 64;
 
+/** Write the common header of the record at byte `off` (the wire modules' encoders start with it). */
+export function encodeRecordHeader(dv: DataView, off: number, type: number, requestId: number, timestampNs: number): void {
+  dv.setInt32(off + RECORD.typeOffset, type, true);
+  dv.setInt32(off + RECORD.requestIdOffset, requestId, true);
+  dv.setFloat64(off + RECORD.timestampOffset, timestampNs, true);
+}
+
 export interface RingOptions {
   capacityRecords: number;
   recordBytes?: number;
@@ -267,9 +274,7 @@ export class Ring {
   }
 
   writeHeader(off: number, type: number, requestId: number, timestampNs: number): void {
-    this.dv.setInt32(off + RECORD.typeOffset, type, true);
-    this.dv.setInt32(off + RECORD.requestIdOffset, requestId, true);
-    this.dv.setFloat64(off + RECORD.timestampOffset, timestampNs, true);
+    encodeRecordHeader(this.dv, off, type, requestId, timestampNs);
   }
 
   /** True when both guard areas still hold the canary pattern. */

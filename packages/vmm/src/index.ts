@@ -1,7 +1,6 @@
 import type { ClockMode, LockTableHandle, RingHandle, RpcChannelHandles, VirtqueueLayout } from '@vmstack/shm';
 import type { ViommuDeviceCosts, ViommuDeviceCounters } from './viommu-device.js';
 
-export * from './messages.js';
 export * from './viommu-device.js';
 export * from './vmm.js';
 
@@ -38,4 +37,3 @@ export interface VmmWorkerResult {
   mappingsLeft: number;
   clockNs: number;
 }
-export * from './vm-state.js';

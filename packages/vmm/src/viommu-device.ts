@@ -43,7 +43,7 @@ import {
   VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT,
   VIRTIO_IOMMU_TAIL_BYTES,
 } from '@vmstack/shm';
-import type { VfioContainerPort } from '@vmstack/host-vfio';
+import type { VfioContainerPort } from '@vmstack/shm';
 
 export const VIOMMU_DEVICE_MUTEX = 'viommu_dev->mutex';
 export const MSI_IOVA_BASE = 0xfee0_0000;

@@ -6,10 +6,8 @@
  * at teardown.
  */
 
-import { ModelClock, LockTable, attachGuestMemory, type RunControl } from '@vmstack/shm';
-import type { VfioContainerPort } from '@vmstack/host-vfio';
+import { ModelClock, LockTable, attachGuestMemory, VM_VMM_READY, type RunControl, type VfioContainerPort } from '@vmstack/shm';
 import { VirtioIommuDevice } from './viommu-device.js';
-import { VM_VMM_READY } from './vm-state.js';
 import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
 
 export function createVmm(init: VmmWorkerInit, self: number, control: RunControl, vfio: VfioContainerPort) {

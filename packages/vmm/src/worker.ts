@@ -5,10 +5,8 @@
  * the kicking vCPU when the used elements are written.
  */
 
-import { workerMain, Ring, RECORD, NEVER_NS } from '@vmstack/shm';
-import { VfioRpcPort, VmmToHostDone } from '@vmstack/host-vfio';
+import { workerMain, Ring, NEVER_NS, VfioRpcPort, GuestToVmmKick, GuestToVmmDone, encodeUsed } from '@vmstack/shm';
 import { createVmm } from './vmm.js';
-import { GuestToVmmKick, GuestToVmmDone, VmmToGuestUsed, UsedPayload } from './messages.js';
 import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
 
 workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
@@ -45,8 +43,7 @@ workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
           const handled = device.virtio_iommu_handle_command(startNs);
           const r = used[v];
           const roff = r.reserve(init.spinLoads, control);
-          r.writeHeader(roff, VmmToGuestUsed, ring.requestIdAt(off), clock.nowNs());
-          r.dv.setInt32(roff + RECORD.payloadOffset + UsedPayload.requests, handled, true);
+          encodeUsed(r.dv, roff, clock.nowNs(), ring.requestIdAt(off), handled);
           r.publish();
         }
         if (n > 0) {
@@ -66,7 +63,7 @@ workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
       ev.wait(ev.prepare(), init.spinLoads, 1);
     }
     vmm.stopVm();
-    vfio.client.call(VmmToHostDone, clock.nowNs(), () => {}, () => 0);
+    vfio.done(clock.nowNs());
     return vmm.result();
   };
 });

@@ -5,10 +5,11 @@
  * talking through SharedArrayBuffer rings. Returns a fio-style RunResult.
  */
 
-import { InputError, RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, type CostProfile, type ClockMode, type WorkerSpec, NEVER_NS } from '@vmstack/shm';
+import { InputError, RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, type CostProfile, type ClockMode, type WorkerSpec, NEVER_NS, vmStateBytes } from '@vmstack/shm';
 import { GUEST_VCPU_WORKER, fioJobWrites, fioWriteSeed, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_LOCK, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
-import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, vmStateBytes, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
-import { HOST_VFIO_WORKER, IoPgtable, IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
+import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
+import { HOST_VFIO_WORKER, IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
+import { IoPgtable } from '@vmstack/iommu-hw';
 import { NVME_DEVICE_WORKER, NvmeMedia, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
 import { runInThread } from './in-thread.js';
 import { planGuestLayout, NVME_QUEUE_ENTRIES } from './guest-layout.js';

@@ -79,9 +79,10 @@
  * | magPfns   | f64[K·M·128]  | pfns of magazine g at 128g | same |
  */
 
-import { defineLayout, Region, InputError, type LockTable, type Mutex, type ModelClock, type LockKind } from '@vmstack/shm';
+import { defineLayout, Region, InputError, PAGE_SHIFT, PAGE_SIZE_BYTES, type LockTable, type Mutex, type ModelClock, type LockKind } from '@vmstack/shm';
 
-export const IOVA_GRANULE_BYTES = 4096;
+/** The IOVA domain's granule: the IOMMU page size. */
+export const IOVA_GRANULE_BYTES = PAGE_SIZE_BYTES;
 /** log2 of the largest cached range + 1: sizes 1..32 pages are cached */
 export const IOVA_RANGE_CACHE_MAX_SIZE = 6;
 export const IOVA_MAG_SIZE = 128;
@@ -89,7 +90,7 @@ export const MAX_GLOBAL_MAGS = 32;
 /** The anchor node's pfn: above any usable address. */
 export const IOVA_ANCHOR = Number.MAX_SAFE_INTEGER;
 /** 1 << (32 - iova_shift): the first pfn above a 32-bit DMA mask */
-export const DMA_32BIT_PFN = 2 ** (32 - 12);
+export const DMA_32BIT_PFN = 2 ** (32 - PAGE_SHIFT);
 
 export const IOVA_RBTREE_LOCK = 'iovad->iova_rbtree_lock';
 export const IOVA_RCACHE_DEPOT_LOCK = 'rcache->lock';

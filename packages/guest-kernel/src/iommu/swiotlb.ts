@@ -43,8 +43,8 @@
  * | origAddr  | f64[n]  | caller gpa bounced to this slot, -1 = INVALID_PHYS_ADDR | mapper (owns the slots) |
  */
 
-import { defineLayout, Region, InputError, LockTable, type Layout, type LockKind, type LockTableHandle, type Mutex, type ModelClock } from '@vmstack/shm';
-import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, PAGE_SIZE_BYTES, type DmaDirection } from './bounce-pool.js';
+import { defineLayout, Region, InputError, LockTable, PAGE_SHIFT, PAGE_SIZE_BYTES, asGpa, type Gpa, type Layout, type LockKind, type LockTableHandle, type Mutex, type ModelClock } from '@vmstack/shm';
+import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDirection } from './bounce-pool.js';
 
 export const IO_TLB_SHIFT = 11;
 export const IO_TLB_SIZE = 1 << IO_TLB_SHIFT;
@@ -54,9 +54,9 @@ export const IO_TLB_DEFAULT_SIZE_BYTES = 64 << 20;
 /** the largest mapping: one segment (swiotlb_max_mapping_size) */
 export const SWIOTLB_MAX_MAPPING_BYTES = IO_TLB_SEGSIZE * IO_TLB_SIZE;
 export const SWIOTLB_LOCK = 'io_tlb_mem->lock';
-export const DMA_MAPPING_ERROR = -1;
+/** What a failed `swiotlb_tbl_map_single` returns: Linux's `(phys_addr_t)DMA_MAPPING_ERROR`, never a valid address. */
+export const DMA_MAPPING_ERROR = asGpa(-1);
 const INVALID_PHYS_ADDR = -1;
-const PAGE_SHIFT = 12;
 const MAX_AREA_BYTES = 2 ** 31;
 
 export interface SwiotlbOptions {
@@ -219,7 +219,7 @@ export class Swiotlb {
    * and bounce the caller's bytes in for TO_DEVICE / BIDIRECTIONAL.
    * @returns the bounce address (tlb_addr), or DMA_MAPPING_ERROR
    */
-  swiotlb_tbl_map_single(origGpa: number, mappingSizeBytes: number, allocSizeBytes: number, dir: DmaDirection, clock: ModelClock, attrs: { readonly skipCpuSync?: boolean } = {}): number {
+  swiotlb_tbl_map_single(origGpa: Gpa, mappingSizeBytes: number, allocSizeBytes: number, dir: DmaDirection, clock: ModelClock, attrs: { readonly skipCpuSync?: boolean } = {}): Gpa {
     if (!Number.isInteger(mappingSizeBytes) || !Number.isInteger(allocSizeBytes) || mappingSizeBytes <= 0 || mappingSizeBytes > allocSizeBytes) {
       Atomics.add(this.counters, C_FAILURES, 1n); // dev_warn_once("Invalid sizes")
       return DMA_MAPPING_ERROR;
@@ -234,13 +234,13 @@ export class Swiotlb {
     const n = nrSlots(allocSizeBytes + offset);
     for (let i = 0; i < n; i++) this.origAddr[index + i] = origGpa + i * IO_TLB_SIZE;
     Atomics.add(this.counters, C_MAPS, 1n);
-    const tlbAddr = this.handle.areaGpa + index * IO_TLB_SIZE + offset;
+    const tlbAddr = asGpa(this.handle.areaGpa + index * IO_TLB_SIZE + offset);
     if (!attrs.skipCpuSync && (dir === DMA_TO_DEVICE || dir === DMA_BIDIRECTIONAL)) this.swiotlb_bounce(tlbAddr, mappingSizeBytes, DMA_TO_DEVICE, clock);
     return tlbAddr;
   }
 
   /** `swiotlb_tbl_unmap_single`: bounce out for FROM_DEVICE / BIDIRECTIONAL, then free the slots. */
-  swiotlb_tbl_unmap_single(tlbAddr: number, mappingSizeBytes: number, dir: DmaDirection, clock: ModelClock, attrs: { readonly skipCpuSync?: boolean } = {}): void {
+  swiotlb_tbl_unmap_single(tlbAddr: Gpa, mappingSizeBytes: number, dir: DmaDirection, clock: ModelClock, attrs: { readonly skipCpuSync?: boolean } = {}): void {
     this.checkMapped(tlbAddr, 'swiotlb_tbl_unmap_single');
     if (!attrs.skipCpuSync && (dir === DMA_FROM_DEVICE || dir === DMA_BIDIRECTIONAL)) this.swiotlb_bounce(tlbAddr, mappingSizeBytes, DMA_FROM_DEVICE, clock);
     this.swiotlb_release_slots(tlbAddr, clock);
@@ -248,7 +248,7 @@ export class Swiotlb {
   }
 
   /** `swiotlb_sync_single_for_cpu`: device → caller for FROM_DEVICE / BIDIRECTIONAL. Returns bytes copied. */
-  swiotlb_sync_single_for_cpu(tlbAddr: number, sizeBytes: number, dir: DmaDirection, clock: ModelClock): number {
+  swiotlb_sync_single_for_cpu(tlbAddr: Gpa, sizeBytes: number, dir: DmaDirection, clock: ModelClock): number {
     this.checkMapped(tlbAddr, 'swiotlb_sync_single_for_cpu');
     if (dir === DMA_FROM_DEVICE || dir === DMA_BIDIRECTIONAL) return this.swiotlb_bounce(tlbAddr, sizeBytes, DMA_FROM_DEVICE, clock);
     if (dir !== DMA_TO_DEVICE) throw new RangeError(`swiotlb_sync_single_for_cpu: bad direction ${String(dir)}`);
@@ -256,7 +256,7 @@ export class Swiotlb {
   }
 
   /** `swiotlb_sync_single_for_device`: caller → bounce buffer for TO_DEVICE / BIDIRECTIONAL. Returns bytes copied. */
-  swiotlb_sync_single_for_device(tlbAddr: number, sizeBytes: number, dir: DmaDirection, clock: ModelClock): number {
+  swiotlb_sync_single_for_device(tlbAddr: Gpa, sizeBytes: number, dir: DmaDirection, clock: ModelClock): number {
     this.checkMapped(tlbAddr, 'swiotlb_sync_single_for_device');
     if (dir === DMA_TO_DEVICE || dir === DMA_BIDIRECTIONAL) return this.swiotlb_bounce(tlbAddr, sizeBytes, DMA_TO_DEVICE, clock);
     if (dir !== DMA_FROM_DEVICE) throw new RangeError(`swiotlb_sync_single_for_device: bad direction ${String(dir)}`);
@@ -269,8 +269,8 @@ export class Swiotlb {
    * [size, aligned_size) when the data was bounced in, else the whole
    * aligned_size. Returns bytes zeroed.
    */
-  clearPadding(tlbAddr: number, sizeBytes: number, alignedSizeBytes: number, dir: DmaDirection, clock: ModelClock, attrs: { readonly skipCpuSync?: boolean } = {}): number {
-    let start = tlbAddr;
+  clearPadding(tlbAddr: Gpa, sizeBytes: number, alignedSizeBytes: number, dir: DmaDirection, clock: ModelClock, attrs: { readonly skipCpuSync?: boolean } = {}): number {
+    let start: number = tlbAddr;
     let len = alignedSizeBytes;
     if (!attrs.skipCpuSync && (dir === DMA_TO_DEVICE || dir === DMA_BIDIRECTIONAL)) {
       start += sizeBytes;

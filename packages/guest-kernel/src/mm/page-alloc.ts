@@ -38,10 +38,8 @@
  * blocks (transparent huge pages).
  */
 
-import { defineLayout, Region, InputError, type LockTable, type Mutex, type ModelClock, type LockKind, mulberry32Float } from '@vmstack/shm';
+import { defineLayout, Region, InputError, PAGE_SIZE_BYTES, type LockTable, type Mutex, type ModelClock, type LockKind, mulberry32Float } from '@vmstack/shm';
 
-export const PAGE_SIZE_BYTES = 4096;
-export const PAGE_SHIFT = 12;
 /** Highest supported order (Linux 5.x: MAX_ORDER 11, orders 0..10). */
 export const MAX_ORDER = 10;
 /** Order of a 2 MiB huge page. */

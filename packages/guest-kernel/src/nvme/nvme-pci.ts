@@ -5,7 +5,58 @@
  * PRP1/PRP2 and PRP lists, and completions found by the CQ phase bit.
  */
 
-import { type GuestMemory, writeRwSqe, readCqe, nvmeSetupPrps, NVME_SQE_BYTES, NVME_CQE_BYTES, NVME_CMD_READ, NVME_CMD_WRITE, type NvmeCqe } from '@vmstack/shm';
+import {
+  type AbortFlag,
+  type GuestMemory,
+  type Ring,
+  type SentLog,
+  writeRwSqe,
+  readCqe,
+  nvmeSetupPrps,
+  encodeDoorbell,
+  encodeRegWrite,
+  NVME_SQE_BYTES,
+  NVME_CQE_BYTES,
+  NVME_CMD_READ,
+  NVME_CMD_WRITE,
+  BLOCK_BYTES,
+  type Gpa,
+  type Iova,
+  type NvmeCqe,
+} from '@vmstack/shm';
+
+/**
+ * The controller's BAR as the driver writes it: every MMIO write (a
+ * doorbell, a controller register) is one record on the vCPU's doorbell
+ * ring, logged with its model time so the device's bound sees it before it
+ * is consumed.
+ */
+export interface NvmeBar {
+  readonly doorbells: Ring;
+  readonly log: SentLog;
+  readonly spinLoads: number;
+  readonly abort: AbortFlag;
+}
+
+/** writel(value, q_db): the SQ tail or CQ head doorbell (`which`) of queue `qid`. */
+export function nvme_write_doorbell(bar: NvmeBar, nowNs: number, qid: number, which: number, value: number): void {
+  const r = bar.doorbells;
+  const seq = r.nextSeq();
+  const off = r.reserve(bar.spinLoads, bar.abort);
+  encodeDoorbell(r.dv, off, nowNs, qid, which, value);
+  bar.log.record(seq, nowNs);
+  r.publish();
+}
+
+/** writel/lo_hi_writeq to a controller register (NVME_REG_AQA, _ASQ, _ACQ, _CC). */
+export function nvme_write_reg(bar: NvmeBar, nowNs: number, reg: number, value: number): void {
+  const r = bar.doorbells;
+  const seq = r.nextSeq();
+  const off = r.reserve(bar.spinLoads, bar.abort);
+  encodeRegWrite(r.dv, off, nowNs, reg, value);
+  bar.log.record(seq, nowNs);
+  r.publish();
+}
 
 export interface NvmeQueuePair {
   qid: number;
@@ -15,6 +66,12 @@ export interface NvmeQueuePair {
   sqTail: number;
   cqHead: number;
   cqPhase: number;
+}
+
+/** A command's PRP list page: where the driver writes it (guest RAM) and the address the device reads it at. */
+export interface PrpListPage {
+  readonly gpa: Gpa;
+  readonly dmaAddr: Iova;
 }
 
 export function newQueuePair(qid: number, sqGpa: number, cqGpa: number, depth: number): NvmeQueuePair {
@@ -33,14 +90,14 @@ export function nvme_submit_cmd(q: NvmeQueuePair, write: (gpa: number) => void):
  * buffer pages have the device addresses `dmaPages`. `prpPage` is this
  * command's PRP list page ({gpa, dmaAddr}) for transfers over two pages.
  */
-export function nvme_queue_rw(mem: GuestMemory, q: NvmeQueuePair, isRead: boolean, commandId: number, slba: number, bytes: number, dmaPages: readonly number[], prpPage: { gpa: number; dmaAddr: number }): number {
+export function nvme_queue_rw(mem: GuestMemory, q: NvmeQueuePair, isRead: boolean, commandId: number, slba: number, bytes: number, dmaPages: readonly Iova[], prpPage: PrpListPage): number {
   let used = false;
   const prps = nvmeSetupPrps(mem, dmaPages, 0, bytes, () => {
     if (used) throw new Error('nvme: transfer needs more than one PRP list page');
     used = true;
     return prpPage;
   });
-  return nvme_submit_cmd(q, (gpa) => writeRwSqe(mem, gpa, { opcode: isRead ? NVME_CMD_READ : NVME_CMD_WRITE, commandId, nsid: 1, slba, blockCount: bytes / 4096, prp1: prps.prp1, prp2: prps.prp2 }));
+  return nvme_submit_cmd(q, (gpa) => writeRwSqe(mem, gpa, { opcode: isRead ? NVME_CMD_READ : NVME_CMD_WRITE, commandId, nsid: 1, slba, blockCount: bytes / BLOCK_BYTES, prp1: prps.prp1, prp2: prps.prp2 }));
 }
 
 /** nvme_process_cq: take the next CQE if its phase says it is new. */

@@ -14,6 +14,8 @@
  */
 
 import {
+  type Gpa,
+  type Iova,
   type GuestMemory,
   type LockTable,
   type Mutex,
@@ -164,7 +166,7 @@ export class ViommuDriver {
   }
 
   /** viommu_map_pages: one MAP for a physically contiguous run. */
-  viommu_map_pages(domain: number, iova: number, paddr: number, sizeBytes: number, read: boolean, write: boolean): void {
+  viommu_map_pages(domain: number, iova: Iova, paddr: Gpa, sizeBytes: number, read: boolean, write: boolean): void {
     this.profiler.enter();
     this.counters.map++;
     const flags = (read ? 1 : 0) | (write ? 2 : 0);
@@ -189,7 +191,7 @@ export class ViommuDriver {
   }
 
   /** viommu_unmap_pages: queue one UNMAP for the range; the IOTLB sync sends it. */
-  viommu_unmap_pages(domain: number, iova: number, sizeBytes: number): void {
+  viommu_unmap_pages(domain: number, iova: Iova, sizeBytes: number): void {
     this.profiler.enter();
     this.counters.unmap++;
     this.lock.lock(this.clock);

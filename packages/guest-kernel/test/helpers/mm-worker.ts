@@ -14,7 +14,8 @@
 import { workerMain, LockTable, ModelClock, type LockTableHandle } from '@vmstack/shm';
 import { IovaDomain, type IovaDomainHandle } from '../../src/iommu/iova.js';
 import { FlushQueue, type FlushQueueHandle } from '../../src/iommu/flush-queue.js';
-import { PageAllocator, mulberry32, PAGE_SIZE_BYTES, type PageAllocatorHandle } from '../../src/mm/page-alloc.js';
+import { PageAllocator, mulberry32, type PageAllocatorHandle } from '../../src/mm/page-alloc.js';
+import { PAGE_SIZE_BYTES } from '@vmstack/shm';
 
 export interface MmWorkerInit {
   scenario: 'iova-churn' | 'fq-churn' | 'pages-churn';

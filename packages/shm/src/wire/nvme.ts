@@ -48,12 +48,14 @@
  * 4088) points to the next list page instead.
  */
 
+import { PAGE_SIZE_BYTES } from '../constants.js';
 import { readU64, writeU64 } from './virtqueue.js';
 import type { GuestMemory } from './virtqueue.js';
 
 export const NVME_SQE_BYTES = 64;
 export const NVME_CQE_BYTES = 16;
-export const NVME_CTRL_PAGE_SIZE_BYTES = 4096;
+/** The controller memory page size (CC.MPS = 0): the machine's page size. */
+export const NVME_CTRL_PAGE_SIZE_BYTES = PAGE_SIZE_BYTES;
 export const NVME_PRP_ENTRY_BYTES = 8;
 export const NVME_PRP_ENTRIES_PER_PAGE = NVME_CTRL_PAGE_SIZE_BYTES / NVME_PRP_ENTRY_BYTES;
 
@@ -63,6 +65,28 @@ export const NVME_ADMIN_CREATE_SQ = 0x01;
 export const NVME_ADMIN_DELETE_CQ = 0x04;
 export const NVME_ADMIN_CREATE_CQ = 0x05;
 export const NVME_ADMIN_IDENTIFY = 0x06;
+// controller bring-up (Linux include/linux/nvme.h, drivers/nvme/host/pci.c)
+/** Entries in the admin submission and completion queues. */
+export const NVME_AQ_DEPTH = 32;
+/** CC.EN: the controller processes commands. */
+export const NVME_CC_ENABLE = 1 << 0;
+/** Identify CDW10.CNS: the namespace's data structure, the controller's. */
+export const NVME_ID_CNS_NS = 0x00;
+export const NVME_ID_CNS_CTRL = 0x01;
+/** Create I/O queue CDW11 flags: the queue is physically contiguous (PC); the CQ raises interrupts (IEN). */
+export const NVME_QUEUE_PHYS_CONTIG = 1 << 0;
+export const NVME_CQ_IRQ_ENABLED = 1 << 1;
+
+/** AQA: the admin queue sizes, 0-based, ACQS in bits 27:16 and ASQS in bits 11:0. */
+export function nvmeAqa(sqEntries: number, cqEntries: number): number {
+  return ((cqEntries - 1) << 16) | (sqEntries - 1);
+}
+
+/** Create I/O SQ/CQ CDW10: QSIZE (0-based) in bits 31:16, QID in bits 15:0. */
+export function nvmeCreateQueueCdw10(qid: number, entries: number): number {
+  return ((entries - 1) << 16) | qid;
+}
+
 // NVM command set opcodes
 export const NVME_CMD_FLUSH = 0x00;
 export const NVME_CMD_WRITE = 0x01;

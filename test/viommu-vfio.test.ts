@@ -41,9 +41,12 @@ import {
   writeMapRequest,
   writeProbeRequest,
   writeUnmapRequest,
+  IOMMU_READ,
+  IOMMU_WRITE,
 } from '@vmstack/shm';
-import { HostVfio, IOMMU_LOCK, IOMMU_READ, IOMMU_WRITE, IoPgtable, VfioContainer } from '@vmstack/host-vfio';
-import { MSI_IOVA_BASE, MSI_IOVA_LENGTH, VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '../src/index.js';
+import { HostVfio, IOMMU_LOCK, VfioContainer } from '@vmstack/host-vfio';
+import { IoPgtable } from '@vmstack/iommu-hw';
+import { MSI_IOVA_BASE, MSI_IOVA_LENGTH, VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const PAGE = 4096;
@@ -162,7 +165,7 @@ test('MAP: virt_end is inclusive; one VFIO map; the host page table walks to the
   t.is(s.hostClock.nowNs(), s.clock.nowNs(), 'the VMM waited for the host');
   // other permissions
   t.is(st(s.map(0x20_0000, PAGE, 0x30_0000, VIRTIO_IOMMU_MAP_F_WRITE)), OK);
-  t.is(s.pgtable.walk(0x20_0000)?.prot, IOMMU_WRITE, 'WRITE only: the device may write, not read');
+  t.is(s.pgtable.walk(0x20_0000)?.prot as number, IOMMU_WRITE, 'WRITE only: the device may write, not read');
   t.is(st(s.map(0x21_0000, PAGE, 0x31_0000, VIRTIO_IOMMU_MAP_F_READ | VIRTIO_IOMMU_MAP_F_WRITE)), OK);
   t.is(s.pgtable.walk(0x21_0000)?.prot as number, IOMMU_READ | IOMMU_WRITE);
   t.is(s.device.mappingCount(), 3);

@@ -15,17 +15,29 @@
  */
 
 import test, { type ExecutionContext } from 'ava';
-import { DEFAULT_PROFILE_PATH, LockTable, ModelClock, NEVER_NS, attachGuestMemory, loadProfile, virtqueueLayout } from '@vmstack/shm';
+import { DEFAULT_PROFILE_PATH, IOMMU_READ, IOMMU_WRITE, LockTable, ModelClock, NEVER_NS, attachGuestMemory, loadProfile, virtqueueLayout } from '@vmstack/shm';
 import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
-import { HostVfio, IOMMU_LOCK, IoPgtable, VfioContainer } from '@vmstack/host-vfio';
-import { DmaIommu, type DmaMapping, type DmaStrategy } from '../src/dma.js';
-import { Profiler } from '../src/profile.js';
-import { ViommuDriver, VIOMMU_REQUEST_LOCK, VIOMMU_REQUEST_SLOT_BYTES } from '../src/virtio-iommu/viommu.js';
-import { PageAllocator } from '../src/mm/page-alloc.js';
-import { IovaDomain } from '../src/iommu/iova.js';
-import { BouncePool, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, IOMMU_READ, IOMMU_WRITE, SlotState, type DmaSegment } from '../src/iommu/bounce-pool.js';
-import { Swiotlb } from '../src/iommu/swiotlb.js';
-import { fillNoise } from './helpers/bounce-prng.js';
+import { HostVfio, IOMMU_LOCK, VfioContainer } from '@vmstack/host-vfio';
+import { IoPgtable } from '@vmstack/iommu-hw';
+import {
+  BouncePool,
+  DMA_BIDIRECTIONAL,
+  DMA_FROM_DEVICE,
+  DMA_TO_DEVICE,
+  DmaIommu,
+  IovaDomain,
+  PageAllocator,
+  Profiler,
+  SlotState,
+  Swiotlb,
+  ViommuDriver,
+  VIOMMU_REQUEST_LOCK,
+  VIOMMU_REQUEST_SLOT_BYTES,
+  type DmaMapping,
+  type DmaSegment,
+  type DmaStrategy,
+} from '@vmstack/guest-kernel';
+import { fillNoise } from './helpers/noise.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const PAGE = 4096;
@@ -129,8 +141,8 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
   /** remember where to look: a mapping's IOVA pages (and the pool's whole range for slots) */
   const watch = (m: DmaMapping) => {
     for (const s of m.dmaSegments) {
-      const start = Math.floor(s.gpa / PAGE) * PAGE;
-      const end = Math.ceil((s.gpa + s.lenBytes) / PAGE) * PAGE;
+      const start = Math.floor(s.dmaAddr / PAGE) * PAGE;
+      const end = Math.ceil((s.dmaAddr + s.lenBytes) / PAGE) * PAGE;
       // the page before and after too: a mapping must not reach past its pages
       probes.push({ start: start - PAGE, end: start }, { start, end }, { start: end, end: end + PAGE });
     }
@@ -175,7 +187,7 @@ test('strict: 4 scattered pages → 4 MAPs (one per physically contiguous run) u
   const m = s.dma.iommu_dma_map_sg(segs, DMA_FROM_DEVICE);
   t.deepEqual(s.requests(), { map: 4, unmap: 0 });
   t.is(m.dmaSegments.length, 1, 'the device gets one contiguous IOVA range');
-  const iova = m.dmaSegments[0].gpa;
+  const iova = m.dmaSegments[0].dmaAddr;
   t.is(m.dmaSegments[0].lenBytes, 4 * PAGE);
   gpas.forEach((g, i) => {
     const w = s.pgtable.walk(iova + i * PAGE);
@@ -203,8 +215,8 @@ test('pool: the first 4 KiB map is a miss (1 MAP), later ones are hits (no reque
     const m = s.dma.iommu_dma_map_sg(seg, DMA_FROM_DEVICE);
     t.deepEqual(s.requests(), { map: k === 0 ? 1 : 0, unmap: 0 }, `map ${k}: ${k === 0 ? 'miss' : 'hit'}`);
     t.is(m.kind, 'slot');
-    if (k === 0) slotIova = m.dmaSegments[0].gpa;
-    t.is(m.dmaSegments[0].gpa, slotIova, 'the same cached slot');
+    if (k === 0) slotIova = m.dmaSegments[0].dmaAddr;
+    t.is(m.dmaSegments[0].dmaAddr as number, slotIova, 'the same cached slot');
     t.is(s.pgtable.walk(slotIova)?.prot as number, IOMMU_WRITE);
     const callerBefore = s.mem.u8.slice(buf, buf + PAGE);
     const data = pattern(PAGE, 10 + k);
@@ -221,8 +233,8 @@ test('pool: the first 4 KiB map is a miss (1 MAP), later ones are hits (no reque
   s.mem.u8.set(out, buf);
   const w = s.dma.iommu_dma_map_sg(seg, DMA_TO_DEVICE);
   t.deepEqual(s.requests(), { map: 1, unmap: 0 });
-  t.is(s.pgtable.walk(w.dmaSegments[0].gpa)?.prot as number, IOMMU_READ, 'the device may only read it');
-  t.true(same(s.deviceRead(w.dmaSegments[0].gpa, PAGE), out), 'the slot holds the caller\'s bytes');
+  t.is(s.pgtable.walk(w.dmaSegments[0].dmaAddr)?.prot as number, IOMMU_READ, 'the device may only read it');
+  t.true(same(s.deviceRead(w.dmaSegments[0].dmaAddr, PAGE), out), 'the slot holds the caller\'s bytes');
   s.dma.iommu_dma_unmap_sg(w);
   t.true(same(s.mem.u8.subarray(buf, buf + PAGE), out));
   const st = s.pool!.stats();
@@ -235,7 +247,7 @@ test('pool: a sub-range sync copies only that range, and only in the direction i
   const seg: DmaSegment[] = [{ gpa: buf, lenBytes: PAGE }];
   const m = s.dma.iommu_dma_map_sg(seg, DMA_BIDIRECTIONAL);
   const slotGpa = m.slot!.gpa;
-  const iova = m.dmaSegments[0].gpa;
+  const iova = m.dmaSegments[0].dmaAddr;
   t.true(same(s.deviceRead(iova, PAGE), new Uint8Array(PAGE).fill(0x11)), 'bidirectional: copied in at map');
   const dev = pattern(PAGE, 3);
   s.deviceWrite(iova, dev);
@@ -278,7 +290,7 @@ function subPageUntrusted(t: ExecutionContext, strategy: 'strict' | 'bounce'): v
   t.deepEqual(s.requests(), { map: 1, unmap: 0 });
   t.is(m.kind, strategy === 'bounce' ? 'slot' : 'per-segment');
   s.watch(m);
-  const dmaAddr = m.dmaSegments[0].gpa;
+  const dmaAddr = m.dmaSegments[0].dmaAddr;
   const exposed = s.exposedPages();
   t.true(exposed.length >= 1);
   let leaked = 0;
@@ -324,11 +336,11 @@ test('untrusted scatter list of 4 pages: the pool bounces the whole list into ON
       t.deepEqual(s.requests(), { map: 1, unmap: 0 }, 'pool: one MAP');
       t.is(m.dmaSegments.length, 1);
       t.is(m.slot!.classBytes, 4 * PAGE, 'a 16 KiB slot');
-      t.true(same(s.deviceRead(m.dmaSegments[0].gpa, 4 * PAGE), data), 'the list, gathered in order');
+      t.true(same(s.deviceRead(m.dmaSegments[0].dmaAddr, 4 * PAGE), data), 'the list, gathered in order');
     } else {
       t.deepEqual(s.requests(), { map: 4, unmap: 0 }, 'strict: a MAP per segment');
       t.is(m.dmaSegments.length, 4);
-      m.dmaSegments.forEach((d, i) => t.true(same(s.deviceRead(d.gpa, PAGE), data.subarray(i * PAGE, (i + 1) * PAGE)), `segment ${i}`));
+      m.dmaSegments.forEach((d, i) => t.true(same(s.deviceRead(d.dmaAddr, PAGE), data.subarray(i * PAGE, (i + 1) * PAGE)), `segment ${i}`));
     }
     s.dma.iommu_dma_unmap_sg(m);
     t.deepEqual(s.requests(), { map: 0, unmap: strategy === 'bounce' ? 0 : 4 });

@@ -1,7 +1,7 @@
 /**
  * The IOTLB the NVMe device's DMAs go through: the host IOMMU's cache of
  * 4 KiB IOVA → HPA translations in front of the page walker
- * (host-vfio's `IoPgtable.walk`, read lock-free from the device worker).
+ * (`IoPgtable.walk`, read lock-free from the device worker).
  *
  * Organisation: fully associative, `iotlbEntriesCount` entries, least
  * recently used replacement (a JS Map in use order; a hit moves the entry to
@@ -26,11 +26,11 @@
  * as in hardware.
  */
 
-import { InputError, type ModelClock } from '@vmstack/shm';
+import { InputError, IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES, type ModelClock } from '@vmstack/shm';
 
-const PAGE = 4096;
-const READ = 1;
-const WRITE = 2;
+const PAGE = PAGE_SIZE_BYTES;
+const READ = IOMMU_READ;
+const WRITE = IOMMU_WRITE;
 
 export const IOTLB_FAULT_NOT_PRESENT = -1;
 export const IOTLB_FAULT_WRITE = -2;
@@ -41,7 +41,7 @@ export function isIotlbFault(result: number): result is IotlbFault {
   return result < 0;
 }
 
-/** What the IOTLB needs of the page table: a walk (host-vfio's IoPgtable has this shape). */
+/** What the IOTLB needs of the page table: a walk (IoPgtable has this shape). */
 export interface IoPageWalker {
   walk(iova: number): { readonly hpa: number; readonly prot: number; readonly levels: number } | null;
 }

@@ -1,8 +1,8 @@
 /**
  * Host IOMMU page tables: a VT-d-like second-level table for one domain, kept
- * in its own SharedArrayBuffer. The host worker writes it (`map`, `unmap`,
- * from vfio_iommu_type1 under `iommu->lock`); the device worker walks it on an
- * IOTLB miss (`walk`), with no lock, as the IOMMU hardware does.
+ * in its own SharedArrayBuffer. The host's driver writes it (`map`, `unmap`,
+ * from vfio_iommu_type1 under `iommu->lock`); the device's IOTLB walks it on a
+ * miss (`walk`), with no lock, as the IOMMU hardware does.
  *
  * Geometry: 4 levels × 9 index bits over 4 KiB pages = 48-bit IOVA
  * (VT-d 4-level / x86-64 shape). Only 4 KiB leaves (no superpages).
@@ -20,7 +20,7 @@
  * |-------|---------|
  * | 0     | READ  (IOMMU_READ: the device may read memory through it)  |
  * | 1     | WRITE (IOMMU_WRITE: the device may write memory through it) |
- * | 31..2 | frame: leaf → host page frame (HPA / 4096); non-leaf → table index in the pool |
+ * | 31..2 | frame: leaf → host page frame (HPA / PAGE_SIZE_BYTES); non-leaf → table index in the pool |
  * An entry is present when READ or WRITE is set (as in VT-d); non-leaf
  * entries carry both bits. HPAs up to 4 TiB are representable.
  *
@@ -52,9 +52,8 @@
  * none — the DMA-after-unmap window that IOTLB invalidation exists to close.
  */
 
-import { InputError } from '@vmstack/shm';
+import { InputError, IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES } from '@vmstack/shm';
 
-export const IOMMU_PAGE_BYTES = 4096;
 export const IOVA_BITS = 48;
 /** One past the largest IOVA (the domain aperture, VT-d 4-level). */
 export const IOVA_LIMIT = 2 ** IOVA_BITS;
@@ -63,11 +62,10 @@ const ENTRIES_PER_TABLE = 512;
 const TABLE_BYTES = ENTRIES_PER_TABLE * 4;
 /** Largest host page frame an entry can hold (30 bits). */
 const MAX_FRAME = 2 ** 30 - 1;
-export const HPA_LIMIT = (MAX_FRAME + 1) * IOMMU_PAGE_BYTES;
+export const HPA_LIMIT = (MAX_FRAME + 1) * PAGE_SIZE_BYTES;
 export const MAX_TABLE_PAGES = 1 << 20;
 
-export const IOMMU_READ = 1;
-export const IOMMU_WRITE = 2;
+/** A leaf's permission: IOMMU_READ, IOMMU_WRITE or both (shm constants). */
 export type IommuProt = 1 | 2 | 3;
 
 const MAGIC = 0x10a9d7b1;
@@ -186,7 +184,7 @@ export class IoPgtable {
 
   private walkOnce(iova: number): IoPgtableWalk | null {
     const w = this.words;
-    const pfn = Math.floor(iova / IOMMU_PAGE_BYTES);
+    const pfn = Math.floor(iova / PAGE_SIZE_BYTES);
     let table = 0;
     let divisor = ENTRIES_PER_TABLE ** 3;
     for (let level = PGTABLE_LEVELS; level >= 1; level--) {
@@ -195,7 +193,7 @@ export class IoPgtable {
       if ((e & PRESENT) === 0) return null;
       if (level === 1) {
         const frame = e >>> 2;
-        return { hpa: frame * IOMMU_PAGE_BYTES + (iova % IOMMU_PAGE_BYTES), prot: (e & PRESENT) as IommuProt, levels: PGTABLE_LEVELS };
+        return { hpa: frame * PAGE_SIZE_BYTES + (iova % PAGE_SIZE_BYTES), prot: (e & PRESENT) as IommuProt, levels: PGTABLE_LEVELS };
       }
       table = e >>> 2;
       divisor /= ENTRIES_PER_TABLE;
@@ -215,20 +213,20 @@ export class IoPgtable {
    */
   map(iova: number, hpa: number, sizeBytes: number, prot: IommuProt): void {
     checkRange('map', iova, sizeBytes);
-    if (!Number.isSafeInteger(hpa) || hpa < 0 || hpa % IOMMU_PAGE_BYTES !== 0 || hpa + sizeBytes > HPA_LIMIT) {
+    if (!Number.isSafeInteger(hpa) || hpa < 0 || hpa % PAGE_SIZE_BYTES !== 0 || hpa + sizeBytes > HPA_LIMIT) {
       throw new RangeError(`io-pgtable map: hpa ${hpa} must be a 4 KiB-aligned address with hpa + size ≤ ${HPA_LIMIT}`);
     }
     if (prot !== 1 && prot !== 2 && prot !== 3) throw new RangeError(`io-pgtable map: prot ${prot} must be READ (1), WRITE (2) or both (3)`);
-    const first = iova / IOMMU_PAGE_BYTES;
-    const end = first + sizeBytes / IOMMU_PAGE_BYTES;
+    const first = iova / PAGE_SIZE_BYTES;
+    const end = first + sizeBytes / PAGE_SIZE_BYTES;
     const busy = this.firstPresent(first, end);
-    if (busy >= 0) throw new IoPgtableError(EEXIST, `io-pgtable map: IOVA 0x${(busy * IOMMU_PAGE_BYTES).toString(16)} is already mapped`);
+    if (busy >= 0) throw new IoPgtableError(EEXIST, `io-pgtable map: IOVA 0x${(busy * PAGE_SIZE_BYTES).toString(16)} is already mapped`);
     const need = this.missingTables(first, end);
     const free = this.n - this.tablePagesInUse;
     if (need > free) throw new IoPgtableError(ENOMEM, `io-pgtable map: needs ${need} more page-table pages, ${free} free of ${this.n}`);
 
     const w = this.words;
-    const frame0 = hpa / IOMMU_PAGE_BYTES;
+    const frame0 = hpa / PAGE_SIZE_BYTES;
     let leafTable = -1;
     let leafBlock = -1;
     for (let pfn = first; pfn < end; pfn++) {
@@ -251,8 +249,8 @@ export class IoPgtable {
   unmap(iova: number, sizeBytes: number): number {
     checkRange('unmap', iova, sizeBytes);
     const w = this.words;
-    const first = iova / IOMMU_PAGE_BYTES;
-    const end = first + sizeBytes / IOMMU_PAGE_BYTES;
+    const first = iova / PAGE_SIZE_BYTES;
+    const end = first + sizeBytes / PAGE_SIZE_BYTES;
     let cleared = 0;
     let pfn = first;
     while (pfn < end) {
@@ -274,7 +272,7 @@ export class IoPgtable {
       this.freeEmpty(blockPfn, path);
     }
     if (cleared > 0) Atomics.sub(w, H_MAPPED, cleared);
-    return cleared * IOMMU_PAGE_BYTES;
+    return cleared * PAGE_SIZE_BYTES;
   }
 
   /**
@@ -395,10 +393,10 @@ function absentEnd(pfn: number, path: number[]): number {
 }
 
 function checkRange(op: string, iova: number, sizeBytes: number): void {
-  if (!Number.isSafeInteger(iova) || iova < 0 || iova % IOMMU_PAGE_BYTES !== 0) {
+  if (!Number.isSafeInteger(iova) || iova < 0 || iova % PAGE_SIZE_BYTES !== 0) {
     throw new RangeError(`io-pgtable ${op}: iova ${iova} must be a 4 KiB-aligned address`);
   }
-  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % IOMMU_PAGE_BYTES !== 0) {
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % PAGE_SIZE_BYTES !== 0) {
     throw new RangeError(`io-pgtable ${op}: size ${sizeBytes} must be a positive multiple of 4 KiB`);
   }
   if (iova + sizeBytes > IOVA_LIMIT) throw new RangeError(`io-pgtable ${op}: [0x${iova.toString(16)}, +${sizeBytes}) leaves the 48-bit IOVA space`);

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { Worker } from 'node:worker_threads';
-import { InputError } from '@vmstack/shm';
-import { IoPgtable, IoPgtableError, IOVA_LIMIT, HPA_LIMIT, IOMMU_READ, IOMMU_WRITE } from '../src/io-pgtable.js';
+import { InputError, IOMMU_READ, IOMMU_WRITE } from '@vmstack/shm';
+import { IoPgtable, IoPgtableError, IOVA_LIMIT, HPA_LIMIT, type IommuProt } from '../src/io-pgtable.js';
 import { batchIova, expectedHpa, protOf, BATCH_PAGES, PUBLISHED, ACKED, STOP, mulberry32 } from './helpers/pgtable-protocol.js';
 
 const PAGE = 4096;
@@ -29,7 +29,7 @@ test('attach checks the region; a second attach sees the first one\'s writes', (
 
 test('map/walk: each page translates with its offset and prot; neighbours are not present', (t) => {
   const pt = table();
-  pt.map(0x10000, 0x200000, 3 * PAGE, IOMMU_READ);
+  pt.map(0x10000, 0x200000, 3 * PAGE, IOMMU_READ as IommuProt);
   t.deepEqual(pt.walk(0x10000), { hpa: 0x200000, prot: 1, levels: 4 });
   t.deepEqual(pt.walk(0x11fff), { hpa: 0x201fff, prot: 1, levels: 4 });
   t.deepEqual(pt.walk(0x12008), { hpa: 0x202008, prot: 1, levels: 4 });
@@ -39,7 +39,7 @@ test('map/walk: each page translates with its offset and prot; neighbours are no
   t.is(pt.walk(IOVA_LIMIT), null);
   t.is(pt.mappedPages, 3);
   t.is(pt.tablePagesInUse, 4, 'root + one table per lower level');
-  pt.map(0x20000, 0x300000, PAGE, IOMMU_WRITE);
+  pt.map(0x20000, 0x300000, PAGE, IOMMU_WRITE as IommuProt);
   t.is(pt.walk(0x20000)?.prot, 2);
 });
 

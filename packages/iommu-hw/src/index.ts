@@ -1,0 +1,8 @@
+/**
+ * The host IOMMU as hardware: the page-table format the host's driver
+ * writes and the device-side walker reads (io-pgtable.ts), and the IOTLB
+ * that caches the walks in front of the device's DMAs (iotlb.ts).
+ */
+
+export * from './io-pgtable.js';
+export * from './iotlb.js';
