@@ -22,10 +22,10 @@
  * range followed by an IOTLB sync.
  */
 
-import type { ModelClock } from '@vmstack/shm';
+import { IOMMU_READ, IOMMU_WRITE, type ModelClock } from '@vmstack/shm';
 import { iommu_dma_iova_len, type IovaDomain } from './iommu/iova.js';
 import type { FlushQueue } from './iommu/flush-queue.js';
-import { BouncePool, DMA_FROM_DEVICE, DMA_TO_DEVICE, IOMMU_READ, IOMMU_WRITE, type BounceSlot, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
+import { BouncePool, DMA_FROM_DEVICE, DMA_TO_DEVICE, type BounceSlot, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
 import type { Swiotlb } from './iommu/swiotlb.js';
 import type { ViommuDriver } from './virtio-iommu/viommu.js';
 import type { Profiler } from './profile.js';

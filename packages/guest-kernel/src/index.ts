@@ -14,7 +14,7 @@ export * from './job-spec.js';
 export * from './mm/page-alloc.js';
 export * from './iommu/iova.js';
 export * from './iommu/flush-queue.js';
-export { BouncePool, FallbackTree, DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE, IOMMU_READ, IOMMU_WRITE, IOMMU_PRIV, dma_info_to_prot, type BouncePoolHandle, type BouncePoolOptions, type BouncePoolStats, type DmaDirection, type DmaSegment } from './iommu/bounce-pool.js';
+export { BouncePool, FallbackTree, DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE, dma_info_to_prot, type BouncePoolHandle, type BouncePoolOptions, type BouncePoolStats, type DmaDirection, type DmaSegment } from './iommu/bounce-pool.js';
 export * from './iommu/swiotlb.js';
 export * from './dma.js';
 export * from './virtio-iommu/viommu.js';

@@ -1,14 +1,11 @@
 import test from 'ava';
-import { InputError, LockTable, ModelClock, NEVER_NS, RunControl, runWorkers } from '@vmstack/shm';
+import { InputError, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE, LockTable, ModelClock, NEVER_NS, RunControl, runWorkers } from '@vmstack/shm';
 import {
   BouncePool,
   DMA_BIDIRECTIONAL,
   DMA_FROM_DEVICE,
   DMA_TO_DEVICE,
   IOMMU_CACHE,
-  IOMMU_PRIV,
-  IOMMU_READ,
-  IOMMU_WRITE,
   SlotState,
   bouncePoolClassLockName,
   dma_info_to_prot,

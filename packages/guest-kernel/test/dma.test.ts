@@ -15,7 +15,7 @@
  */
 
 import test, { type ExecutionContext } from 'ava';
-import { DEFAULT_PROFILE_PATH, LockTable, ModelClock, NEVER_NS, attachGuestMemory, loadProfile, virtqueueLayout } from '@vmstack/shm';
+import { DEFAULT_PROFILE_PATH, IOMMU_READ, IOMMU_WRITE, LockTable, ModelClock, NEVER_NS, attachGuestMemory, loadProfile, virtqueueLayout } from '@vmstack/shm';
 import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
 import { HostVfio, IOMMU_LOCK, IoPgtable, VfioContainer } from '@vmstack/host-vfio';
 import { DmaIommu, type DmaMapping, type DmaStrategy } from '../src/dma.js';
@@ -23,7 +23,7 @@ import { Profiler } from '../src/profile.js';
 import { ViommuDriver, VIOMMU_REQUEST_LOCK, VIOMMU_REQUEST_SLOT_BYTES } from '../src/virtio-iommu/viommu.js';
 import { PageAllocator } from '../src/mm/page-alloc.js';
 import { IovaDomain } from '../src/iommu/iova.js';
-import { BouncePool, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, IOMMU_READ, IOMMU_WRITE, SlotState, type DmaSegment } from '../src/iommu/bounce-pool.js';
+import { BouncePool, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, SlotState, type DmaSegment } from '../src/iommu/bounce-pool.js';
 import { Swiotlb } from '../src/iommu/swiotlb.js';
 import { fillNoise } from './helpers/bounce-prng.js';
 

@@ -43,8 +43,8 @@
  * | origAddr  | f64[n]  | caller gpa bounced to this slot, -1 = INVALID_PHYS_ADDR | mapper (owns the slots) |
  */
 
-import { defineLayout, Region, InputError, LockTable, type Layout, type LockKind, type LockTableHandle, type Mutex, type ModelClock } from '@vmstack/shm';
-import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, PAGE_SIZE_BYTES, type DmaDirection } from './bounce-pool.js';
+import { defineLayout, Region, InputError, LockTable, PAGE_SIZE_BYTES, type Layout, type LockKind, type LockTableHandle, type Mutex, type ModelClock } from '@vmstack/shm';
+import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDirection } from './bounce-pool.js';
 
 export const IO_TLB_SHIFT = 11;
 export const IO_TLB_SIZE = 1 << IO_TLB_SHIFT;
