@@ -2,14 +2,18 @@
  * The dynamic IOMMU bounce-buffer pool of one IOMMU domain (strategy `bounce`).
  *
  * Models David Stevens' series "Add dynamic iommu backed bounce buffers" (v2,
- * Aug 2021), which splits the pool the same way:
- * - `bounce-pool/slots.ts`: the buffer manager's slots (`io-buffer-manager.c`):
- *   size classes, slot states, per-class locks, the per-prot caches, eviction;
+ * Aug 2021), which splits the pool into a buffer manager
+ * (`io-buffer-manager.c`: slots and fallback tree) and the bounce code
+ * (`io-bounce-buffers.c`). The model keeps that split and gives the buffer
+ * manager's fallback tree a file of its own:
+ * - `bounce-pool/slots.ts`: the buffer manager's slots: size classes, slot
+ *   states, per-class locks, the per-prot caches, eviction;
  * - `bounce-pool/copy.ts`: the bounce copies and padding rules
  *   (`io-bounce-buffers.c`);
- * - `bounce-pool/fallback.ts`: the fallback tree of single-use buffers for
- *   untrusted devices (`io-buffer-manager.c`);
- * - `bounce-pool/region.ts`: the control words and counters they share.
+ * - `bounce-pool/fallback.ts`: the buffer manager's fallback tree of
+ *   single-use buffers for untrusted devices;
+ * - `bounce-pool/region.ts`: the control words and counters they share;
+ * - `bounce-pool/dma-direction.ts`: DMA directions and `dma_info_to_prot`.
  * This file composes them into `BouncePool`, one vCPU's handle on the pool,
  * and holds the decision whether a mapping bounces at all (`use_bounce_buffer`
  * + `force_bounce` of `io-bounce-buffers.c`):
