@@ -4,8 +4,8 @@
  * and stamping a token into the slot's memory, so that a slot (or its memory)
  * handed to two owners at once is caught. Worker 0 also runs eviction passes.
  */
-import { workerMain, LockTable, ModelClock, type LockTableHandle } from '@vmstack/shm';
-import { BouncePool, IOMMU_CACHE, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE, type BouncePoolHandle, type BounceSlot } from '../../src/iommu/bounce-pool.js';
+import { workerMain, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE, LockTable, ModelClock, type LockTableHandle } from '@vmstack/shm';
+import { BouncePool, IOMMU_CACHE, type BouncePoolHandle, type BounceSlot } from '../../src/iommu/bounce-pool.js';
 import { TestPages, type TestPagesHandle } from './bounce-page-allocator.js';
 import { mulberry32 } from './bounce-prng.js';
 
