@@ -17,6 +17,8 @@ interface Init {
   iterations?: number;
   /** i32[0]: how many park-forever workers have parked (each adds 1 and notifies before its first wait) */
   parked?: SharedArrayBuffer;
+  /** clock-receiver: i32[0] set to the timeline's length (and notified) once it has handled everything */
+  finished?: SharedArrayBuffer;
   /** crash: throw once this many workers have parked */
   crashAfterParked?: number;
   events?: number[];
@@ -177,6 +179,11 @@ workerMain<Init, unknown>((boot, control) => {
             timeline.push(['timer', t]);
             nextTimerNs += init.stepNs!;
           }
+        }
+        if (init.finished) {
+          const f = new Int32Array(init.finished);
+          Atomics.store(f, 0, timeline.length);
+          Atomics.notify(f, 0);
         }
         return { timeline };
       };
