@@ -11,7 +11,9 @@
  *   4. `RpcClient.call` round trip (spin-then-park);
  *   5. `Mutex` acquire+release: uncontended vs a raw CAS pair, and contended
  *      by 2 and 4 workers;
- *   6. every result as a ratio to its matching limit, with PASS/MISS against
+ *   6. a worker failure: from the moment a worker throws (its peers parked)
+ *      to the moment `runWorkers` rejects, every other worker stopped;
+ *   7. every result as a ratio to its matching limit, with PASS/MISS against
  *      the targets (ring spin round trip ≤ 2× raw spin ping-pong; uncontended
  *      Mutex ≤ 2× raw CAS pair). The exit code never depends on them.
  *
@@ -31,7 +33,7 @@
 
 import os from 'node:os';
 import { BroadcastChannel } from 'node:worker_threads';
-import { Ring, LockTable, RunControl, runWorkers, allocateRpcChannel, DEFAULT_SPIN_LOADS, InputError, type WorkerSpec } from '@vmstack/shm';
+import { Ring, LockTable, RunControl, runWorkers, allocateRpcChannel, DEFAULT_SPIN_LOADS, InputError, WorkerFailure, type WorkerSpec } from '@vmstack/shm';
 import type { TransportBenchInit, TransportBenchResult, PingPongPhase, StreamPhase, MutexSoloPhase } from '../packages/shm/dist/src/internal/transport-bench-worker.js';
 
 const ENTRY = new URL('../packages/shm/dist/src/internal/transport-bench-worker.js', import.meta.url);
@@ -54,6 +56,8 @@ const CONTEND_TOTAL = 400_000;
 const MAIN_PM_REPS = 7;
 const MAIN_PM_ROUND_TRIPS = 1000;
 const RUN_TIMEOUT_MS = 120_000;
+const FAILURE_REPS = 7;
+const FAILURE_PARKERS = 2;
 
 const WAIT_MODES = [
   { key: 'spin', label: `spin (spinLoads ${SPIN_FOREVER.toExponential(0)})`, spinLoads: SPIN_FOREVER },
@@ -210,6 +214,28 @@ async function measureMainPostMessage(): Promise<number[]> {
 
 // ---- 5: mutex ---------------------------------------------------------------------------------
 
+/** ms from a worker's throw to the run's rejection (peers parked), per repetition; the first is a warm-up. */
+async function measureFailure(): Promise<number[]> {
+  const ms: number[] = [];
+  for (let r = 0; r <= FAILURE_REPS; r++) {
+    const words = new SharedArrayBuffer(16);
+    const specs: WorkerSpec[] = [
+      ...Array.from({ length: FAILURE_PARKERS }, (_, i) => ({ role: `park${i}`, entry: ENTRY, init: { kind: 'fail', side: 'park', words, parkers: FAILURE_PARKERS } satisfies TransportBenchInit })),
+      { role: 'fail', entry: ENTRY, init: { kind: 'fail', side: 'fail', words, parkers: FAILURE_PARKERS } satisfies TransportBenchInit },
+    ];
+    let rejectedAtMs = 0;
+    try {
+      await runWorkers(specs, RunControl.allocate(), { timeoutMs: RUN_TIMEOUT_MS });
+    } catch (e) {
+      rejectedAtMs = performance.timeOrigin + performance.now();
+      if (!(e instanceof WorkerFailure) || e.role !== 'fail') throw e;
+    }
+    if (rejectedAtMs === 0) throw new Error('the failing run did not fail');
+    if (r > 0) ms.push(rejectedAtMs - new Float64Array(words, 8, 1)[0]);
+  }
+  return ms;
+}
+
 async function measureMutexSolo() {
   const modes: MutexSoloPhase['mode'][] = ['raw-cas', 'mutex', 'mutex-clock'];
   const phases = [...modes, ...Array.from({ length: MUTEX_REPS }, () => modes).flat()].map((mode, i) => ({ mode, pairs: i < modes.length ? MUTEX_PAIRS / 4 : MUTEX_PAIRS }));
@@ -271,6 +297,7 @@ async function main(): Promise<void> {
   const mainPm = stat(await measureMainPostMessage());
   const solo = await measureMutexSolo();
   const contended = [await measureMutexContended(2), await measureMutexContended(4)];
+  const failureMs = stat(await measureFailure());
   const elapsedS = (performance.now() - t0) / 1000;
   const loadAfter = os.loadavg()[0];
   const cpus = os.availableParallelism();
@@ -319,6 +346,7 @@ async function main(): Promise<void> {
       uncontendedContentions: solo.contentions,
       contended,
     },
+    workerFailure: { parkedPeers: FAILURE_PARKERS, throwToRejectMs: failureMs },
     targets: {
       ringSpinRoundTripVsRawSpin: { target: TARGET_RATIO, ratio: ringRatio.spin.median, pass: ringRatio.spin.median <= TARGET_RATIO },
       uncontendedMutexVsRawCasPair: { target: TARGET_RATIO, ratio: mutexRatio.median, pass: mutexRatio.median <= TARGET_RATIO },
@@ -403,7 +431,10 @@ async function main(): Promise<void> {
     ),
   );
   out.push('');
-  out.push('6. Targets');
+  out.push(`6. Worker failure: one worker throws while ${FAILURE_PARKERS} others are parked (${FAILURE_REPS} reps)`);
+  out.push(table(['', 'median [min–max]'], [['throw → runWorkers rejects, every worker stopped', fmtStat(failureMs, (x) => `${x.toFixed(2)} ms`)]]));
+  out.push('');
+  out.push('7. Targets');
   out.push(
     table(
       ['', 'ratio', 'target', ''],

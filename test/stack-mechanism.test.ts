@@ -100,20 +100,16 @@ test('throughput on the default profile, 4k sequential reads at iodepth 32: dire
   t.true(l.readBytesPerNs > s.readBytesPerNs, 'lazy beats strict');
 });
 
-// Determinism is checked on `direct` and on the pool (`bounce`: slots stay
-// mapped, so no IOVA is unmapped and reused during the run). strict at
-// iodepth 32 is NOT repeatable today: the device engine
-// (packages/nvme-device/src/engine.ts, step) drains the IOTLB-invalidation
-// ring once, before its doorbell loop, so a doorbell that arrives during the
-// loop can be handled before an invalidation the host published before it;
-// the stale hit skips one iotlbMissWalkNs (runtime 1621382 instead of
-// 1621662 ns in about 1 run in 8). Reported; reproduced deterministically in
-// packages/nvme-device/test/controller.test.ts.
-test('the virtual clock repeats itself: the same input gives the same runtimes and latencies (direct, bounce)', async (t) => {
+// strict at iodepth 32 unmaps and invalidates every I/O's IOVA while later
+// doorbells arrive, so its runs repeat only if the device applies each
+// invalidation before any doorbell the host rang after publishing it.
+test('the virtual clock repeats itself: the same input gives the same runtimes, latencies and counters (direct, strict at iodepth 32 three times, bounce)', async (t) => {
   const pool = { ...SEQ4K, iodepth: '16' };
-  const [d1, d2, b1, b2] = await Promise.all([direct(), runFio('direct', SEQ4K), runFio('bounce', pool), runFio('bounce', pool)]);
+  const [d1, d2, s1, s2, s3, b1, b2] = await Promise.all([direct(), runFio('direct', SEQ4K), strict(), runFio('strict', SEQ4K), runFio('strict', SEQ4K), runFio('bounce', pool), runFio('bounce', pool)]);
   for (const [a, b, what] of [
     [d1, d2, 'direct'],
+    [s1, s2, 'strict run 2'],
+    [s1, s3, 'strict run 3'],
     [b1, b2, 'bounce'],
   ] as const) {
     const ra = a.result.jobs[0].read;
@@ -143,7 +139,7 @@ test('numjobs=4 strict: the vCPUs contend on viommu->request_lock; iommu->lock i
   // One guest's virtio-iommu requests are serialised by its request_lock (the
   // driver holds it while it busy-polls for the answer), so the VMM's device
   // mutex and the host's container lock never see two requests of one VM at
-  // once: no contention from a single VM. (For the lead's issue.)
+  // once: no contention from a single VM.
   t.is(container.contentions, 0, 'iommu->lock: no contention from one VM');
   t.is(r.lock(VIOMMU_DEVICE_MUTEX).contentions, 0, 'the VMM device mutex: no contention either');
   t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0, overwritten: 0 });

@@ -49,25 +49,25 @@ test('virtual clock: a reactive worker publishes NEVER and blocks no one while i
   const ctl = RunControl.attach(control);
   const ring = Ring.allocate({ capacityRecords: 4 }, ctl.eventRef(1));
   const inbox = Ring.allocate({ capacityRecords: 64 }, ctl.eventRef(0));
+  const finished = new SharedArrayBuffer(4);
   // worker 0 receives from the reactive worker 1 only; its timers must all run while 1 idles
   const run = runWorkers<{ timeline?: Timeline; handled?: number }>(
     [
-      { role: 'receiver', entry, init: { scenario: 'clock-receiver', ring: inbox, events: [], stepNs: 1000, untilNs: 50_000, peers: [1] } },
+      { role: 'receiver', entry, init: { scenario: 'clock-receiver', ring: inbox, events: [], stepNs: 1000, untilNs: 50_000, peers: [1], finished } },
       { role: 'reactive', entry, init: { scenario: 'clock-reactive', ring } },
     ],
     control,
-    {
-      timeoutMs: 30_000,
-      onReady: () => {
-        // wake the reactive worker once the receiver has had time to run through its timers
-        setTimeout(() => {
-          const r = Ring.attach(ring);
-          r.writeHeader(r.tryReserve(), 1, 0, 0);
-          r.publish();
-        }, 300);
-      },
-    },
+    { timeoutMs: 30_000 },
   );
+  // the receiver finishes every timer while the reactive worker has not been sent anything yet
+  const f = new Int32Array(finished);
+  const receiverDone = (Atomics as unknown as { waitAsync(i32: Int32Array, index: number, value: number): { value: Promise<string> | string } }).waitAsync(f, 0, 0).value;
+  await Promise.race([receiverDone, run]);
+  t.is(Atomics.load(f, 0), 50, 'the receiver ran through its 50 timers with the reactive worker idle');
+  // then wake the reactive worker so the run can end
+  const r = Ring.attach(ring);
+  r.writeHeader(r.tryReserve(), 1, 0, 0);
+  r.publish();
   const out = await run;
   t.is(out.results[0].timeline!.length, 50);
   t.is(out.results[1].handled, 1);

@@ -19,9 +19,15 @@ test('10^6 records between two real workers: no loss, no reordering, no overrun,
   t.is(consumer.received, records);
   t.is(consumer.mismatches, 0);
   t.true(consumer.canaries as boolean, 'guard bytes around the ring are untouched');
-  t.true(Ring.attach(ring).canariesIntact());
-  // 10^6 records through 256 slots wraps the ring thousands of times
-  t.true(records / 256 > 1000);
+  // tail (byte 0) and head (byte 64) count records free-running: both reached 10^6, so every slot of
+  // the 256 was reused thousands of times
+  const after = Ring.attach(ring);
+  t.true(after.canariesIntact());
+  t.is(after.publishedCount(), records);
+  t.is(after.releasedCount(), records);
+  t.is(new Int32Array(ring.sab, 0, 1)[0], records, 'tail at byte 0');
+  t.is(new Int32Array(ring.sab, 64, 1)[0], records, 'head at byte 64');
+  t.true(consumer.batches as number > 1, 'the consumer saw the records in several batches');
   t.not(out.workers[0].threadId, out.workers[1].threadId);
 });
 
@@ -38,6 +44,38 @@ test('ring refuses to overfill and frees space on release', (t) => {
   t.true(r.tryReserve() >= 0);
   t.is(r.tryReserve(), -1);
   t.true(r.canariesIntact());
+});
+
+test('ring wrap-around: record n sits at byte 320 + guard + (n mod capacity) × recordBytes, and the free-running indices cross 2^31', (t) => {
+  const capacity = 4;
+  const recordBytes = 32;
+  const guardBytes = 16;
+  const h = Ring.allocate({ capacityRecords: capacity, recordBytes, guardBytes });
+  // start tail (byte 0) and head (byte 64) just below 2^31, so the run wraps the counters as well as the slots
+  const start = 0x7fff_fffd;
+  const words = new Int32Array(h.sab);
+  words[0] = start;
+  words[16] = start;
+  const producer = Ring.attach(h);
+  const consumer = Ring.attach(h);
+  const dataBase = 320 + guardBytes;
+  for (let n = 0; n < 3 * capacity; n++) {
+    const seq = (start + n) | 0;
+    t.is(producer.nextSeq(), seq);
+    const off = producer.tryReserve();
+    t.is(off, dataBase + (n + start) % capacity * recordBytes, `record ${n} in slot ${(n + start) % capacity}`);
+    producer.writeHeader(off, 7, n, n * 10);
+    producer.publish();
+    t.is(consumer.available(), 1);
+    t.is(consumer.offsetAt(0), off);
+    t.is(consumer.requestIdAt(consumer.offsetAt(0)), n);
+    consumer.release(1);
+    t.is(producer.inFlight(), 0);
+  }
+  t.is(producer.publishedCount(), (start + 3 * capacity) | 0, 'tail wrapped past 2^31 to a negative int32');
+  t.true(producer.publishedCount() < 0);
+  t.is(producer.freeRecords(), capacity);
+  t.true(producer.canariesIntact());
 });
 
 test('ring validates its shape', (t) => {

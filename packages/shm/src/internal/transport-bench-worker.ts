@@ -115,7 +115,19 @@ export interface EchoInit {
   readonly channel: string;
 }
 
-export type TransportBenchInit = PingPongInit | StreamInit | MutexSoloInit | MutexContendInit | EchoInit;
+/**
+ * A run that fails: `park` workers park until the abort; the `fail` worker
+ * waits until they all have parked, stores the time it throws (ms since the
+ * epoch, f64 word 1 of `words`; Int32 word 0 counts parked workers) and throws.
+ */
+export interface FailInit {
+  readonly kind: 'fail';
+  readonly side: 'park' | 'fail';
+  readonly words: SharedArrayBuffer;
+  readonly parkers: number;
+}
+
+export type TransportBenchInit = PingPongInit | StreamInit | MutexSoloInit | MutexContendInit | EchoInit | FailInit;
 
 export interface TransportBenchResult {
   /** real ns per phase run (0 where this side does not time the phase); shorter than `phases` when the gate stopped early */
@@ -145,6 +157,8 @@ workerMain<TransportBenchInit, TransportBenchResult>((boot, control) => {
       return mutexContend(init, boot.index, control);
     case 'echo':
       return echo(init);
+    case 'fail':
+      return fail(init, boot.index, control);
   }
 });
 
@@ -533,4 +547,26 @@ function echo(init: EchoInit): () => Promise<TransportBenchResult> {
 
 function sumOf(xs: readonly number[]): number {
   return xs.reduce((a, b) => a + b, 0);
+}
+
+function fail(init: FailInit, index: number, control: RunControl): () => TransportBenchResult {
+  const parked = new Int32Array(init.words, 0, 1);
+  const thrownAtMs = new Float64Array(init.words, 8, 1);
+  return () => {
+    if (init.side === 'park') {
+      const ev = control.event(index);
+      for (let first = true; ; first = false) {
+        const seq = ev.prepare();
+        if (control.aborted()) throw new RunAborted('the run failed');
+        if (first) {
+          Atomics.add(parked, 0, 1);
+          Atomics.notify(parked, 0);
+        }
+        ev.wait(seq, 0, 10_000);
+      }
+    }
+    for (let n = Atomics.load(parked, 0); n < init.parkers; n = Atomics.load(parked, 0)) Atomics.wait(parked, 0, n);
+    thrownAtMs[0] = performance.timeOrigin + performance.now();
+    throw new Error('deliberate failure');
+  };
 }

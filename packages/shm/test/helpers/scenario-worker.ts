@@ -6,7 +6,7 @@ import { workerMain, Ring, LockTable, ModelClock, WorkerSync, NEVER_NS, type Rin
 import { mulberry32 } from './prng.js';
 
 interface Init {
-  scenario: 'ring-producer' | 'ring-consumer' | 'mutex-increment' | 'crash' | 'park-forever' | 'clock-sender' | 'clock-receiver' | 'clock-reactive' | 'quantum-vcpu';
+  scenario: 'ring-producer' | 'ring-consumer' | 'mutex-increment' | 'mutex-wait' | 'crash' | 'exit-early' | 'park-forever' | 'clock-sender' | 'clock-receiver' | 'clock-reactive' | 'quantum-vcpu';
   ring?: RingHandle;
   ring2?: RingHandle;
   records?: number;
@@ -15,8 +15,12 @@ interface Init {
   locks?: LockTableHandle;
   counter?: SharedArrayBuffer;
   iterations?: number;
-  crashAfterMs?: number;
-  crashAt?: SharedArrayBuffer;
+  /** i32[0]: how many park-forever workers have parked (each adds 1 and notifies before its first wait) */
+  parked?: SharedArrayBuffer;
+  /** clock-receiver: i32[0] set to the timeline's length (and notified) once it has handled everything */
+  finished?: SharedArrayBuffer;
+  /** crash: throw once this many workers have parked */
+  crashAfterParked?: number;
   events?: number[];
   stepNs?: number;
   peers?: number[];
@@ -78,23 +82,47 @@ workerMain<Init, unknown>((boot, control) => {
         }
         return { done: init.iterations };
       };
+    case 'mutex-wait':
+      return () => {
+        // the test holds test_lock: block on it, then report what the holder wrote before releasing it
+        const m = LockTable.attach(init.locks!, boot.index, control, 200).get('test_lock');
+        const c = new Int32Array(init.counter!);
+        m.lock();
+        const sawValue = c[0];
+        m.unlock();
+        return { sawValue };
+      };
     case 'crash':
       return () => {
-        const until = Date.now() + (init.crashAfterMs ?? 50);
-        while (Date.now() < until) {
-          /* work for a while, then die */
-        }
-        if (init.crashAt) new Float64Array(init.crashAt)[0] = Date.now();
+        // crash mid-run: once the other workers are parked
+        const parked = new Int32Array(init.parked!);
+        for (let n = Atomics.load(parked, 0); n < init.crashAfterParked!; n = Atomics.load(parked, 0)) Atomics.wait(parked, 0, n);
         throw new Error('deliberate crash in test worker');
+      };
+    case 'exit-early':
+      return () => {
+        // end the thread without reporting anything: only the runner can tell the others
+        const parked = new Int32Array(init.parked!);
+        for (let n = Atomics.load(parked, 0); n < init.crashAfterParked!; n = Atomics.load(parked, 0)) Atomics.wait(parked, 0, n);
+        process.exit(3);
       };
     case 'park-forever':
       return () => {
         // wait on our own event with no one ever notifying it; only an abort ends this
         const ev = control.event(boot.index);
+        let first = true;
+        let notified = false;
         for (;;) {
           const seq = ev.prepare();
-          if (control.aborted()) return { woke: 'abort' };
-          ev.wait(seq, 100, 10_000);
+          if (control.aborted()) return { woke: 'abort', notified };
+          if (first && init.parked) {
+            const parked = new Int32Array(init.parked);
+            Atomics.add(parked, 0, 1);
+            Atomics.notify(parked, 0);
+          }
+          first = false;
+          // true: the event moved (the abort bumps every worker's event), false: the wait timed out
+          notified = ev.wait(seq, 100, 10_000);
         }
       };
     case 'clock-sender':
@@ -151,6 +179,11 @@ workerMain<Init, unknown>((boot, control) => {
             timeline.push(['timer', t]);
             nextTimerNs += init.stepNs!;
           }
+        }
+        if (init.finished) {
+          const f = new Int32Array(init.finished);
+          Atomics.store(f, 0, timeline.length);
+          Atomics.notify(f, 0);
         }
         return { timeline };
       };
