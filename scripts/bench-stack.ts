@@ -49,8 +49,7 @@ for (const strategy of strategies) {
       const t0 = performance.now();
       const res = await runStack({ jobs: parsed.jobs, jobOptions: parsed.jobOptions, globalOptions: {}, strategy, clock: 'virtual', profile, quantumNs: 20_000, driverGeneration: 'v5.10', bufferContiguity: 'none', guestRamBytes: 256 * 1024 * 1024, spinLoads: 2000, dilation: 1, transport });
       wall.push(performance.now() - t0);
-      const ms = res.vmstack.model_speed as { simulated_ios_per_wall_s: number };
-      speed.push(ms.simulated_ios_per_wall_s);
+      speed.push(res.vmstack.model_speed.simulated_ios_per_wall_s);
       ios = res.jobs[0].read.totalIos;
       mibps = res.jobs[0].read.ioBytes / 1048576 / (res.jobs[0].read.runtimeNs / 1e9);
     }

@@ -12,7 +12,6 @@ import test from 'ava';
 import { VIOMMU_REQUEST_LOCK } from '@vmstack/guest-kernel';
 import { VIOMMU_DEVICE_MUTEX } from '@vmstack/vmm';
 import { IOMMU_LOCK } from '@vmstack/host-vfio';
-import type { LockStat } from '@vmstack/shm';
 import { runFio, NO_LEAKS, type StackRun } from './helpers/stack.js';
 import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
 
@@ -128,9 +127,9 @@ test('numjobs=4 strict: the vCPUs contend on viommu->request_lock; iommu->lock i
   t.is(r.result.jobs.length, 4);
   t.is(r.ios, ios);
   const req = r.lock(VIOMMU_REQUEST_LOCK);
-  t.log(`request_lock: ${req.acquisitions} acquisitions, ${req.contentions} contentions, ${(req.waittimeTotalNs / 1000).toFixed(1)} µs waited`);
+  t.log(`request_lock: ${req.acquisitions} acquisitions, ${req.contentions} contentions, ${(req.waittime_total_ns / 1000).toFixed(1)} µs waited`);
   t.true(req.contentions > 0, 'four vCPUs queue on the driver lock');
-  t.true(req.waittimeTotalNs > 0);
+  t.true(req.waittime_total_ns > 0);
   const c = r.counters;
   t.is(c.virtio_iommu.map, ios + 1);
   t.is(c.virtio_iommu.unmap, ios + 1);
@@ -149,10 +148,10 @@ test('numjobs=4 strict: the vCPUs contend on viommu->request_lock; iommu->lock i
 test('numjobs=3 strict with --quantum 0: lock grants follow model time exactly, so the same inputs give the same numbers every time', async (t) => {
   const job = { rw: 'randread', bs: '4k', iodepth: '8', size: '256k', numjobs: '3' };
   // what must repeat: every job's runtime and mean latency, and every lock's model-time
-  // contentions and wait (the threads' own fights, realContentions, may differ)
+  // contentions and wait (the threads' own fights, real_contentions, may differ)
   const numbers = (r: StackRun) => ({
     jobs: r.result.jobs.map((j) => [j.read.runtimeNs, j.read.latNs.mean]),
-    locks: (r.result.vmstack.lock_stat as LockStat[]).map((l) => [l.name, l.contentions, l.waittimeTotalNs, l.holdtimeTotalNs]),
+    locks: r.result.vmstack.lock_stat.map((l) => [l.name, l.contentions, l.waittime_total_ns, l.holdtime_total_ns]),
   });
   const first = await runFio('strict', job, { quantumNs: 0 });
   t.true(first.lock(VIOMMU_REQUEST_LOCK).contentions > 0);
@@ -165,7 +164,7 @@ test('numjobs=4 lazy randrw with --quantum 0: nested locks (flush queue → IOVA
   const job = { rw: 'randrw', bs: '4k', iodepth: '8', size: '512k', numjobs: '4', offset_increment: '512k', verify: 'crc32c' };
   const numbers = (r: StackRun) => ({
     jobs: r.result.jobs.map((j) => [j.read.latNs.mean, j.write.latNs.mean]),
-    locks: (r.result.vmstack.lock_stat as LockStat[]).map((l) => [l.name, l.contentions, l.waittimeTotalNs, l.acqBounces]),
+    locks: r.result.vmstack.lock_stat.map((l) => [l.name, l.contentions, l.waittime_total_ns, l.acq_bounces]),
   });
   const a = await runFio('lazy', job, { quantumNs: 0 });
   const b = await runFio('lazy', job, { quantumNs: 0 });

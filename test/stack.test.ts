@@ -15,7 +15,7 @@ async function run(strategy: 'direct' | 'strict', opts: Record<string, string>) 
 
 test('strict, iodepth 1: one MAP per I/O (plus the coherent region), one UNMAP per I/O, every block verified, nothing leaked', async (t) => {
   const r = await run('strict', { rw: 'read', bs: '4k', iodepth: '1', size: '512k', verify: 'crc32c' });
-  const c = r.vmstack.counters as { virtio_iommu: { map: number; unmap: number }; vfio: { map_dma: number; unmap_dma: number }; nvme: { faults: number } };
+  const c = r.vmstack.counters;
   const ios = r.jobs[0].read.totalIos;
   t.is(ios, 128);
   t.is(c.virtio_iommu.map, ios + 1);
@@ -24,18 +24,17 @@ test('strict, iodepth 1: one MAP per I/O (plus the coherent region), one UNMAP p
   t.is(c.vfio.unmap_dma, ios + 1);
   t.is(c.nvme.faults, 0);
   t.deepEqual(r.vmstack.verify, { blocks_checked: 128, corrupt: 0, overwritten: 0 });
-  const leaks = r.vmstack.leaks as { iova_mappings_in_vmm: number };
-  t.is(leaks.iova_mappings_in_vmm, 0, 'everything unmapped at shutdown');
-  const workers = r.vmstack.workers as { role: string; threadId: number }[];
+  t.is(r.vmstack.leaks.iova_mappings_in_vmm, 0, 'everything unmapped at shutdown');
+  const workers = r.vmstack.workers;
   t.deepEqual(workers.map((w) => w.role), ['guest-kernel/vcpu0', 'vmm', 'host-vfio', 'nvme-device']);
-  t.is(new Set(workers.map((w) => w.threadId)).size, 4);
+  t.is(new Set(workers.map((w) => w.thread_id)).size, 4);
 });
 
 test('direct issues no virtio-iommu request and is faster than strict; the virtual clock repeats itself', async (t) => {
   const d = await run('direct', { rw: 'read', bs: '4k', iodepth: '1', size: '256k', verify: 'crc32c' });
   const s = await run('strict', { rw: 'read', bs: '4k', iodepth: '1', size: '256k' });
   const s2 = await run('strict', { rw: 'read', bs: '4k', iodepth: '1', size: '256k' });
-  t.is((d.vmstack.counters as { virtio_iommu: { map: number } }).virtio_iommu.map, 0);
+  t.is(d.vmstack.counters.virtio_iommu.map, 0);
   t.deepEqual(d.vmstack.verify, { blocks_checked: 64, corrupt: 0, overwritten: 0 });
   t.true(d.jobs[0].read.runtimeNs < s.jobs[0].read.runtimeNs);
   t.is(s.jobs[0].read.runtimeNs, s2.jobs[0].read.runtimeNs);

@@ -17,7 +17,7 @@ for (const strategy of ['direct', 'strict', 'lazy', 'bounce'] as const) {
     t.deepEqual(workers.counters.virtio_iommu, inThread.counters.virtio_iommu);
     t.deepEqual(workers.counters.iotlb, inThread.counters.iotlb);
     t.deepEqual(workers.verify, inThread.verify);
-    const threads = new Set((inThread.result.vmstack.workers as { threadId: number }[]).map((w) => w.threadId));
+    const threads = new Set(inThread.result.vmstack.workers.map((w) => w.thread_id));
     t.is(threads.size, 1, 'in-thread: one thread');
   });
 }

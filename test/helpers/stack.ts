@@ -1,62 +1,30 @@
 /**
  * Shared by the whole-stack tests: run one fio job line on real workers
- * (runStack) with small, fast settings, and read the `vmstack` object of the
- * result through typed views. Runs of one test file go one at a time
+ * (runStack) with small, fast settings, and read the `vmstack` report of the
+ * result. Runs of one test file go one at a time
  * (AVA starts a file's tests together; each run is 4+ worker threads, AVA
  * runs two files at a time, and on a 2-core machine serial runs finished the
  * verify file in 32 s against 44 s two at a time). VMSTACK_TEST_RUNS=n
  * allows n at once.
  */
 
-import { loadProfile, DEFAULT_PROFILE_PATH, type LockStat } from '@vmstack/shm';
+import { loadProfile, DEFAULT_PROFILE_PATH } from '@vmstack/shm';
 import type { DmaStrategy } from '@vmstack/guest-kernel';
-import { runStack, jobsFromCommandLine, type RunResult, type StackOptions } from '@vmstack/cli';
+import { runStack, jobsFromCommandLine, type LeakReport, type LockStatRow, type RunResult, type StackOptions, type VerifyReport, type VmstackCounters } from '@vmstack/cli';
 
 export const profile = loadProfile(DEFAULT_PROFILE_PATH);
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
 const MAX_CONCURRENT_RUNS = Number(process.env.VMSTACK_TEST_RUNS ?? 1);
 
-export interface StackCounters {
-  virtio_iommu: { attach: number; detach: number; map: number; unmap: number; probe: number; kicks: number; errors: number };
-  vfio: { map_dma: number; unmap_dma: number; pinned_pages_peak: number };
-  iotlb: { hits: number; misses: number; faults: number; invalidations: number; entries: number };
-  nvme: { commands: number; faults: number; interrupts: number };
-  dma: { map_calls: number; unmap_calls: number; bounced_mappings: number; strict_mappings: number; per_segment_maps: number; swiotlb_bounces: number };
-  lazy: { flushes: number; flushes_by_timer: number; flushes_by_full: number; entries_freed: number } | null;
-  bounce: {
-    hits: number;
-    misses: number;
-    fallbacks: number;
-    evictions: number;
-    exhausted: number;
-    oversize: number;
-    bytes_copied_to_device: number;
-    bytes_copied_from_device: number;
-    slots_in_use_peak: number;
-    slots_cached: number;
-    memory_bytes_current: number;
-    memory_bytes_peak: number;
-    always_bounce_limit_bytes: number;
-  } | null;
-  swiotlb: Record<string, number> | null;
-}
-
-export interface StackLeaks {
-  iovas: number;
-  iova_mappings_in_vmm: number;
-  pinned_pages: number;
-  locked_vm_pages: number;
-}
-
 export interface StackRun {
   result: RunResult;
-  counters: StackCounters;
-  leaks: StackLeaks;
-  verify: { blocks_checked: number; corrupt: number; overwritten: number };
+  counters: VmstackCounters;
+  leaks: LeakReport;
+  verify: VerifyReport;
   /** completed I/Os of every job, both directions (verify-phase reads not included) */
   ios: number;
-  lock(name: string): LockStat;
+  lock(name: string): LockStatRow;
   /** bytes per model ns of job 0's reads */
   readBytesPerNs: number;
 }
@@ -105,15 +73,15 @@ export function runFio(strategy: DmaStrategy, fio: Record<string, string> | Reco
       ...extra,
     });
     const v = result.vmstack;
-    const locks = v.lock_stat as LockStat[];
+    const locks = v.lock_stat;
     const read = result.jobs[0].read;
     return {
       result,
-      counters: v.counters as StackCounters,
-      leaks: v.leaks as StackLeaks,
-      verify: v.verify as { blocks_checked: number; corrupt: number; overwritten: number },
+      counters: v.counters,
+      leaks: v.leaks,
+      verify: v.verify,
       ios: result.jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0),
-      lock(name: string): LockStat {
+      lock(name: string): LockStatRow {
         const l = locks.find((x) => x.name === name);
         if (!l) throw new Error(`no lock ${name} in lock_stat (have ${locks.map((x) => x.name).join(', ')})`);
         return l;
@@ -124,4 +92,4 @@ export function runFio(strategy: DmaStrategy, fio: Record<string, string> | Reco
 }
 
 /** The four leak counters, all expected 0 after shutdown. */
-export const NO_LEAKS: StackLeaks = { iovas: 0, iova_mappings_in_vmm: 0, pinned_pages: 0, locked_vm_pages: 0 };
+export const NO_LEAKS: LeakReport = { iovas: 0, iova_mappings_in_vmm: 0, pinned_pages: 0, locked_vm_pages: 0 };

@@ -1,5 +1,7 @@
 export * from './stack/run-stack.js';
 export * from './report/result.js';
+export * from './report/vmstack-report.js';
+export * from './report/assemble.js';
 export * from './report/fio-json.js';
 export * from './fio/options.js';
 export * from './compare/compare.js';

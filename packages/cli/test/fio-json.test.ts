@@ -13,8 +13,9 @@ import {
   histogramBuckets,
   mergeHistograms,
 } from '../src/report/result.js';
-import type { DirectionResult, Histogram, JobResult, RunResult } from '../src/report/result.js';
+import type { DirectionResult, FioRun, Histogram, JobResult } from '../src/report/result.js';
 import { hist, range } from './helpers/histograms.js';
+import { sampleVmstackReport } from './helpers/vmstack-report.js';
 import {
   cFixed,
   fioLatencyDistribution,
@@ -81,12 +82,12 @@ function jobB(): JobResult {
   );
 }
 
-function run(jobs: JobResult[]): RunResult {
+function run(jobs: JobResult[]): FioRun {
   return {
     timestampMs: 1718334968213,
     globalOptions: { ioengine: 'vmstack', direct: '1' },
     jobs,
-    vmstack: { strategy: 'bounce', nested: { a: [1, 2.5], s: 'x' } },
+    vmstack: sampleVmstackReport(),
   };
 }
 
@@ -106,7 +107,7 @@ test('top level: fio keys in fio order, timestamps, version, options, vmstack la
   t.is(doc.time, 'Fri Jun 14 03:16:08 2024'); // the same instant as a real fio-3.33 run printed
   t.deepEqual(doc['global options'], { ioengine: 'vmstack', direct: '1' });
   t.deepEqual(doc.disk_util, []);
-  t.deepEqual(doc.vmstack, { strategy: 'bounce', nested: { a: [1, 2.5], s: 'x' } });
+  t.deepEqual(doc.vmstack, sampleVmstackReport());
   const custom = toFioJson(run([jobA()]), { plus: false, fioVersion: 'vmstack-test' }) as Json;
   t.is(custom['fio version'], 'vmstack-test');
   const noGlobals = toFioJson({ ...run([jobA()]), globalOptions: {} }, { plus: false }) as Json;
@@ -304,7 +305,10 @@ test('formatFioJson: fio printer (" : ", 2-space indent, floats %f), valid JSON,
   t.true(text.includes('\n        "1" : 100.000000,\n'));
   t.true(text.includes('\n      "latency_percentile" : 100.000000,\n'));
   t.true(text.includes('\n  "disk_util" : [\n\n  ],\n'), 'empty array printed as fio prints one');
-  t.true(text.includes('\n  "vmstack" : {\n    "strategy" : "bounce",\n    "nested" : {\n      "a" : [\n        1,\n        2.5\n      ],\n'));
+  t.true(text.includes('\n  "vmstack" : {\n    "strategy" : "strict",\n    "untrusted" : false,\n'));
+  t.true(text.includes('\n    "workers" : [\n      {\n        "role" : "guest-kernel/vcpu0",\n        "thread_id" : 1,\n'));
+  t.true(text.includes('\n        "ns_per_gb" : 112609863.28,\n'), 'vmstack floats printed as JSON numbers, not %f');
+  t.true(text.includes('\n      "lazy" : null,\n'));
   const parsed = JSON.parse(text) as Json;
   const doc = toFioJson(run([jobA(), jobB()]), { plus: false }) as Json;
   t.deepEqual(parsed.vmstack, doc.vmstack);

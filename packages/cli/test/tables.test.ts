@@ -1,30 +1,10 @@
 import test from 'ava';
-import type { LockStat } from '@vmstack/shm';
 import { emptyDirection, type JobResult, type RunResult } from '../src/report/result.js';
 import { flattenCounters, formatModelSpeed, formatNameValueRows, formatProfileTable, formatTable, formatVmstackReport, formatVmstackTables } from '../src/report/tables.js';
+import { sampleVmstackReport } from './helpers/vmstack-report.js';
 
 function job(name: string, jobRuntimeNs: number, groupid = 0): JobResult {
   return { jobname: name, groupid, jobOptions: {}, read: emptyDirection(), write: emptyDirection(), jobRuntimeNs, usrCpuPct: 0, sysCpuPct: 0, ctx: 0, error: 0, iodepth: 1 };
-}
-
-function lock(name: string, acquisitions: number, holdtimeTotalNs: number): LockStat {
-  return {
-    name,
-    kind: 'mutex',
-    conBounces: 0,
-    contentions: 2,
-    waittimeMinNs: 100,
-    waittimeMaxNs: 900,
-    waittimeTotalNs: 1000,
-    waittimeAvgNs: 500,
-    acqBounces: 1,
-    acquisitions,
-    holdtimeMinNs: 10,
-    holdtimeMaxNs: 5000,
-    holdtimeTotalNs,
-    holdtimeAvgNs: holdtimeTotalNs / acquisitions,
-    realContentions: 0,
-  };
 }
 
 /** Two jobs of 1 ms each: 2 ms of vCPU model time; 1 MiB moved. */
@@ -33,30 +13,7 @@ function synthetic(): RunResult {
     timestampMs: 0,
     globalOptions: {},
     jobs: [job('a', 1_000_000), job('b', 1_000_000)],
-    vmstack: {
-      strategy: 'strict',
-      clock: 'virtual',
-      driver_generation: 'v5.10',
-      workers: [{ role: 'guest-kernel/vcpu0' }, { role: 'guest-kernel/vcpu1' }, { role: 'vmm' }, { role: 'host-vfio' }, { role: 'nvme-device' }],
-      counters: {
-        virtio_iommu: { map: 17, unmap: 16 },
-        vfio: { map_dma: 17, unmap_dma: 16 },
-        iotlb: { hits: 37, misses: 21 },
-        nvme: { commands: 20, interrupts: 20 },
-        lazy: null,
-        ratio: 0.125,
-      },
-      lock_stat: [lock('viommu->request_lock', 51, 144_950), lock('iommu->lock', 33, 38_800)],
-      profile: {
-        nvme_irq: { calls: 16, ns: 118_080, nsPerGB: 112_609_863.28 },
-        iommu_dma_map_page: { calls: 16, ns: 500_000, nsPerGB: 476_837_158.2 },
-        viommu_unmap_pages: { calls: 16, ns: 3_200, nsPerGB: 3_051_757.8 },
-        idle_fn: { calls: 0, ns: 0, nsPerGB: 0 },
-      },
-      verify: { blocks_checked: 256, corrupt: 1 },
-      leaks: { iova_mappings_in_vmm: 1, pinned_pages: 24 },
-      model_speed: { simulated_ios: 16, run_wall_ms: 808, job_loop_wall_ms: 62, simulated_ios_per_wall_s: 258 },
-    },
+    vmstack: sampleVmstackReport(),
   };
 }
 
@@ -80,15 +37,15 @@ test('flattenCounters joins nested names with dots and leaves out nulls', (t) =>
 });
 
 test('profile: one row per function, sorted by self time, with %run, total, ns/call, ns/GB and where it ran', (t) => {
-  const out = formatProfileTable(synthetic().vmstack.profile as never, 2_000_000);
+  const out = formatProfileTable(synthetic().vmstack.profile, 2_000_000);
   const rows = out.split('\n').filter((l) => /^\s+\d/.test(l));
   t.deepEqual(
     rows.map((r) => r.trim().split(/\s+/)),
     [
-      ['500.00', '25.00%', '500.00', '16', '31250.0', '476837158', '-', 'iommu_dma_map_page'],
-      ['118.08', '5.90%', '118.08', '16', '7380.0', '112609863', '-', 'nvme_irq'],
-      ['3.20', '0.16%', '3.20', '16', '200.0', '3051758', '-', 'viommu_unmap_pages'],
-      ['0.00', '0.00%', '0.00', '0', '-', '0', '-', 'idle_fn'],
+      ['500.00', '25.00%', '500.00', '16', '31250.0', '476837158', 'guest', 'iommu_dma_map_page'],
+      ['118.08', '5.90%', '118.08', '16', '7380.0', '112609863', 'guest', 'nvme_irq'],
+      ['3.20', '0.16%', '3.20', '16', '200.0', '3051758', 'guest', 'viommu_unmap_pages'],
+      ['0.00', '0.00%', '0.00', '0', '-', '0', 'host', 'vfio_pin_pages_remote'],
     ],
   );
   t.regex(out, /Self µs\s+%run\s+Total µs\s+Calls\s+ns\/call\s+ns\/GB\s+Where\s+Function/);
@@ -101,7 +58,7 @@ test('profile: one row per function, sorted by self time, with %run, total, ns/c
 
 test('profile with no calls and no run time says so instead of dividing by zero', (t) => {
   t.regex(formatProfileTable({}, 0), /\(no profiled calls\)/);
-  t.regex(formatProfileTable({ f: { calls: 1, ns: 5, nsPerGB: 0 } }, 0), /0\.01\s+-\s+0\.01\s+1\s+5\.0\s+0\s+-\s+f\n/);
+  t.regex(formatProfileTable({ f: { calls: 1, ns: 5, self_ns: 5, ns_per_gb: 0, self_ns_per_gb: 0, where: 'vmm' } }, 0), /0\.01\s+-\s+0\.01\s+1\s+5\.0\s+0\s+vmm\s+f\n/);
 });
 
 test('the model speed line gives simulated I/Os per wall second', (t) => {
@@ -113,30 +70,25 @@ test('the model speed line gives simulated I/Os per wall second', (t) => {
 
 test('all tables of a run: what ran, lock_stat, profile, counters, verify, leaks, model speed — no JSON', (t) => {
   const out = formatVmstackTables(synthetic());
-  t.regex(out, /^vmstack: strategy=strict clock=virtual driver=v5\.10 workers=5\n/);
+  t.regex(out, /^vmstack: strategy=strict clock=virtual driver=v5\.10 untrusted=no workers=5\n/);
   t.regex(out, /lock_stat version 0\.4/);
   t.regex(out, /^\s+viommu->request_lock:\s+0\s+2\s+0\.10\s+0\.90\s+1\.00\s+0\.50\s+1\s+51\s/m);
   t.regex(out, /^\s+iommu->lock:/m);
   t.regex(out, /^# profile/m);
   t.regex(out, /iommu_dma_map_page/);
-  t.regex(out, /^counters\n {2}virtio_iommu\.map\s+17\n {2}virtio_iommu\.unmap\s+16\n {2}vfio\.map_dma\s+17\n/m);
+  t.regex(out, /^counters\n {2}virtio_iommu\.attach\s+1\n {2}virtio_iommu\.detach\s+1\n {2}virtio_iommu\.map\s+17\n {2}virtio_iommu\.unmap\s+16\n/m);
+  t.regex(out, /^ {2}vfio\.map_dma\s+17\n/m);
   t.regex(out, /^ {2}nvme\.interrupts\s+20$/m);
-  t.regex(out, /^ {2}ratio\s+0\.13$/m);
-  t.notRegex(out, /lazy/);
-  t.regex(out, /^verify\n {2}blocks checked\s+256\n {2}corrupt\s+1\n/m);
-  t.regex(out, /^leaks[^\n]*\n {2}iova_mappings_in_vmm\s+1\n {2}pinned_pages\s+24\n/m);
+  t.regex(out, /^ {2}dma\.strict_mappings\s+16$/m);
+  t.notRegex(out, /lazy|bounce\.|swiotlb\./, 'counters of components the run did not use are left out');
+  t.regex(out, /^verify\n {2}blocks checked\s+256\n {2}corrupt\s+1\n {2}overwritten by another job\s+0\n/m);
+  t.regex(out, /^leaks[^\n]*\n {2}iovas\s+0\n {2}iova_mappings_in_vmm\s+1\n {2}pinned_pages\s+24\n {2}locked_vm_pages\s+0\n/m);
   t.regex(out, /^model speed: 258 simulated I\/Os per wall second/m);
   t.notRegex(out, /[{}"]/, 'no raw JSON in normal output');
   // section order as documented
   const order = ['vmstack:', 'lock_stat', '# profile', 'counters', 'verify', 'leaks', 'model speed'].map((s) => out.indexOf(s));
   t.deepEqual([...order].sort((a, b) => a - b), order);
   t.false(order.includes(-1));
-});
-
-test('sections a run does not report are left out', (t) => {
-  const r = synthetic();
-  r.vmstack = { model_speed: r.vmstack.model_speed };
-  t.is(formatVmstackTables(r), 'model speed: 258 simulated I/Os per wall second (16 I/Os in 62 ms of job loop; whole run with worker start-up 808 ms)\n');
 });
 
 test('several barrier groups: the tables of each under its own header', (t) => {

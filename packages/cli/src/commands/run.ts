@@ -27,7 +27,7 @@ import { planGuestLayout, fioBufferBytes } from '../stack/guest-layout.js';
 import { formatFioJson } from '../report/fio-json.js';
 import { formatFioNormal } from '../report/fio-normal.js';
 import { formatVmstackReport } from '../report/tables.js';
-import type { RunResult } from '../report/result.js';
+import type { FioRun, RunResult } from '../report/result.js';
 import { emitOutput } from './output.js';
 
 export interface RunArgs {
@@ -108,7 +108,7 @@ export async function runCommand(a: RunArgs): Promise<void> {
       }),
     );
   }
-  const result: RunResult = {
+  const result: FioRun = {
     ...results[0],
     jobs: results.flatMap((r) => r.jobs),
     vmstack: results.length === 1 ? results[0].vmstack : { groups: results.map((r) => r.vmstack) },

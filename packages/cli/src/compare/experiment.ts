@@ -73,8 +73,7 @@ export async function runCompareTask(t: CompareTask, profile?: CostProfile): Pro
     alwaysBounceLimitBytes: Math.max(4096, t.blockSizeBytes),
   });
   const read = r.jobs[0].read;
-  const c = r.vmstack.counters as { virtio_iommu: { map: number; unmap: number }; bounce: { hits: number; misses: number } | null };
-  const speed = r.vmstack.model_speed as { simulated_ios_per_wall_s: number; job_loop_wall_ms: number };
+  const { counters: c, model_speed: speed } = r.vmstack;
   return {
     strategy: t.strategy,
     blockSizeBytes: t.blockSizeBytes,

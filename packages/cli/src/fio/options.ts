@@ -504,111 +504,24 @@ interface ResolvedJob {
   newGroup: boolean;
 }
 
-/** Folds the handled options of one job (lowest precedence first) into a spec. */
+/**
+ * Folds the handled options of one job (lowest precedence first) into a
+ * spec, one step per group of options. The steps run in this order, so when
+ * several options are wrong the first one here is the one reported.
+ */
 function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
-  // One slot per meaning: inverse options share a slot and the later one wins, as in fio.
-  const SLOT: Record<string, string> = { buffered: 'direct', rwmixwrite: 'rwmixread' };
-  const slots = new Map<string, Written>();
-  for (const o of options) {
-    const canonical = FIO_OPTION_ALIASES[o.key] ?? o.key;
-    slots.set(SLOT[canonical] ?? canonical, o);
-  }
-  const get = (slot: string): Written | undefined => slots.get(slot);
-
-  // kb_base first: it changes how every size is read (fio gives it prio 1).
-  const kbBaseOpt = get('kb_base');
-  let kbBase: KbBase = 1024;
-  if (kbBaseOpt) {
-    if (kbBaseOpt.value.trim() !== '1024' && kbBaseOpt.value.trim() !== '1000') {
-      throw new InputError(kbBaseOpt.field, kbBaseOpt.value, '1024 (k = 1024, the default) or 1000 (k = 1000, kib = 1024)');
-    }
-    kbBase = Number(kbBaseOpt.value.trim()) as KbBase;
-  }
-
-  const writtenAs: JobSpecWrittenAs = {};
-  const note = (key: keyof FioJobSpec, o: Written | undefined): void => {
-    if (o) writtenAs[key] = { field: o.field, value: o.value };
-  };
-
-  const rwOpt = get('rw');
-  const rw = rwOpt ? parseRw(rwOpt) : 'read';
-
-  const bsOpt = get('bs');
-  const blockSizeBytes = bsOpt ? parseBlockSize(bsOpt, kbBase) : 4096;
-  note('blockSizeBytes', bsOpt);
-
-  const sizeOpt = get('size');
-  if (!sizeOpt) {
-    throw new InputError(`[${sectionName}] size`, undefined, 'a region size per job, e.g. size=64m (the model has no file to take it from)');
-  }
-  const sizeBytes = parseRegionBytes(sizeOpt, kbBase);
-  note('sizeBytes', sizeOpt);
-
-  const offsetOpt = get('offset');
-  const offsetBytes = offsetOpt ? parseRegionBytes(offsetOpt, kbBase) : 0;
-  note('offsetBytes', offsetOpt);
-  const incOpt = get('offset_increment');
-  const offsetIncrementBytes = incOpt ? parseRegionBytes(incOpt, kbBase) : 0;
-  if (offsetIncrementBytes % 4096 !== 0) {
-    throw new InputError(incOpt!.field, incOpt!.value, 'a multiple of 4096 bytes (each clone starts on a 4 KiB logical block), e.g. 1g');
-  }
-
-  const iodepthOpt = get('iodepth');
-  const iodepth = iodepthOpt ? parseCount(iodepthOpt.field, iodepthOpt.value, 'a whole number from 1 to 4096') : 1;
-  note('iodepth', iodepthOpt);
-
-  const numjobsOpt = get('numjobs');
-  const numjobs = numjobsOpt ? parseCount(numjobsOpt.field, numjobsOpt.value, `a whole number from 1 to ${MAX_NUMJOBS}`) : 1;
-  if (numjobs < 1 || numjobs > MAX_NUMJOBS) {
-    throw new InputError(numjobsOpt!.field, numjobsOpt!.value, `a whole number from 1 to ${MAX_NUMJOBS}`);
-  }
-
-  const runtimeOpt = get('runtime');
-  const runtimeNsRaw = runtimeOpt ? parseTimeNs(runtimeOpt.field, runtimeOpt.value) : 0;
-  const runtimeNs = runtimeNsRaw === 0 ? null : runtimeNsRaw; // fio: runtime=0 means no limit
-  note('runtimeNs', runtimeOpt);
-
-  const timeBasedOpt = get('time_based');
-  const timeBased = timeBasedOpt ? parseSetFlag(timeBasedOpt) : false;
-  note('timeBased', timeBasedOpt);
-
-  const mixOpt = get('rwmixread');
-  let rwmixreadPct = FIO_DEFAULT_RWMIXREAD_PCT;
-  if (mixOpt) {
-    const pct = parseCount(mixOpt.field, mixOpt.value, 'a whole percentage from 0 to 100');
-    if (pct > 100) throw new InputError(mixOpt.field, mixOpt.value, 'a whole percentage from 0 to 100');
-    rwmixreadPct = mixOpt.key === 'rwmixwrite' ? 100 - pct : pct;
-  }
-
-  const verifyOpt = get('verify');
-  const verify = verifyOpt ? parseVerify(verifyOpt) : 'none';
-  const doVerifyOpt = get('do_verify');
-  const doVerify = doVerifyOpt ? parseBool(doVerifyOpt) : true;
-
-  const seedOpt = get('randseed');
-  const randseed = seedOpt
-    ? parseCount(seedOpt.field, seedOpt.value, `a whole number from 0 to ${Number.MAX_SAFE_INTEGER} (decimal or 0x hex)`)
-    : FIO_DEFAULT_RANDSEED;
-
-  const engineOpt = get('ioengine');
-  if (engineOpt && engineOpt.value.trim() !== 'libaio') {
-    throw new InputError(engineOpt.field, engineOpt.value, 'libaio (the only submission path modelled)');
-  }
-
-  const directOpt = get('direct');
-  if (directOpt) {
-    const allowed = directOpt.key === 'buffered' ? 'buffered=0' : 'direct=1';
-    const flag = parseBool(directOpt, allowed);
-    const direct = directOpt.key === 'buffered' ? !flag : flag;
-    if (!direct) {
-      throw new InputError(directOpt.field, directOpt.value, `${allowed}: the model has no page cache, every I/O is O_DIRECT`);
-    }
-  }
-
-  const nameOpt = get('name');
-  const stonewallOpt = get('stonewall');
-  const newGroupOpt = get('new_group');
-
+  const job = jobOptionSlots(sectionName, options);
+  const kbBase = resolveKbBase(job);
+  const { rw, blockSizeBytes } = resolveRwAndBlockSize(job, kbBase);
+  const { sizeBytes, offsetBytes, offsetIncrementBytes } = resolveRegion(job, kbBase);
+  const { iodepth, numjobs } = resolveDepthAndClones(job);
+  const { runtimeNs, timeBased } = resolveDuration(job);
+  const rwmixreadPct = resolveRwmixread(job);
+  const { verify, doVerify } = resolveVerify(job);
+  const randseed = resolveRandseed(job);
+  checkSubmissionPath(job);
+  const { stonewall, newGroup } = resolveGroups(job);
+  const nameOpt = job.get('name');
   return {
     spec: {
       name: nameOpt && nameOpt.value !== '' ? nameOpt.value : sectionName,
@@ -629,12 +542,159 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       ioengine: 'libaio',
       direct: true,
     },
-    writtenAs,
+    writtenAs: job.writtenAs,
     numjobs,
     offsetIncrementBytes,
-    stonewall: stonewallOpt ? parseSetFlag(stonewallOpt) : false,
-    newGroup: newGroupOpt ? parseSetFlag(newGroupOpt) : false,
+    stonewall,
+    newGroup,
   };
+}
+
+/** One job's handled options, the winning one per meaning, and where its spec fields were written. */
+interface JobOptionSlots {
+  sectionName: string;
+  /** The option that decides `slot` (a canonical option name), if any was written. */
+  get(slot: string): Written | undefined;
+  /** Remembers where a spec field was written, for validateJobSpec's errors. */
+  note(key: keyof FioJobSpec, o: Written | undefined): void;
+  writtenAs: JobSpecWrittenAs;
+}
+
+/** Inverse options share a slot with the option they invert; the later one wins, as in fio. */
+const OPTION_SLOT: Readonly<Record<string, string>> = { buffered: 'direct', rwmixwrite: 'rwmixread' };
+
+/** One slot per meaning, aliases resolved; later options (higher precedence) replace earlier ones. */
+function jobOptionSlots(sectionName: string, options: readonly Written[]): JobOptionSlots {
+  const slots = new Map<string, Written>();
+  for (const o of options) {
+    const canonical = FIO_OPTION_ALIASES[o.key] ?? o.key;
+    slots.set(OPTION_SLOT[canonical] ?? canonical, o);
+  }
+  const writtenAs: JobSpecWrittenAs = {};
+  return {
+    sectionName,
+    get: (slot) => slots.get(slot),
+    note: (key, o) => {
+      if (o) writtenAs[key] = { field: o.field, value: o.value };
+    },
+    writtenAs,
+  };
+}
+
+/** kb_base, read first: it changes how every size is read (fio gives it prio 1). */
+function resolveKbBase(job: JobOptionSlots): KbBase {
+  const o = job.get('kb_base');
+  if (!o) return 1024;
+  if (o.value.trim() !== '1024' && o.value.trim() !== '1000') {
+    throw new InputError(o.field, o.value, '1024 (k = 1024, the default) or 1000 (k = 1000, kib = 1024)');
+  }
+  return Number(o.value.trim()) as KbBase;
+}
+
+/** rw (default read) and bs (default 4k). */
+function resolveRwAndBlockSize(job: JobOptionSlots, kbBase: KbBase): { rw: RwMode; blockSizeBytes: number } {
+  const rwOpt = job.get('rw');
+  const rw = rwOpt ? parseRw(rwOpt) : 'read';
+  const bsOpt = job.get('bs');
+  const blockSizeBytes = bsOpt ? parseBlockSize(bsOpt, kbBase) : 4096;
+  job.note('blockSizeBytes', bsOpt);
+  return { rw, blockSizeBytes };
+}
+
+/** The job's region: size (required), offset, and offset_increment, which places each numjobs clone. */
+function resolveRegion(job: JobOptionSlots, kbBase: KbBase): { sizeBytes: number; offsetBytes: number; offsetIncrementBytes: number } {
+  const sizeOpt = job.get('size');
+  if (!sizeOpt) {
+    throw new InputError(`[${job.sectionName}] size`, undefined, 'a region size per job, e.g. size=64m (the model has no file to take it from)');
+  }
+  const sizeBytes = parseRegionBytes(sizeOpt, kbBase);
+  job.note('sizeBytes', sizeOpt);
+
+  const offsetOpt = job.get('offset');
+  const offsetBytes = offsetOpt ? parseRegionBytes(offsetOpt, kbBase) : 0;
+  job.note('offsetBytes', offsetOpt);
+  const incOpt = job.get('offset_increment');
+  const offsetIncrementBytes = incOpt ? parseRegionBytes(incOpt, kbBase) : 0;
+  if (incOpt && offsetIncrementBytes % 4096 !== 0) {
+    throw new InputError(incOpt.field, incOpt.value, 'a multiple of 4096 bytes (each clone starts on a 4 KiB logical block), e.g. 1g');
+  }
+  return { sizeBytes, offsetBytes, offsetIncrementBytes };
+}
+
+/** iodepth (default 1) and numjobs, the number of clones of the job (default 1). */
+function resolveDepthAndClones(job: JobOptionSlots): { iodepth: number; numjobs: number } {
+  const iodepthOpt = job.get('iodepth');
+  const iodepth = iodepthOpt ? parseCount(iodepthOpt.field, iodepthOpt.value, 'a whole number from 1 to 4096') : 1;
+  job.note('iodepth', iodepthOpt);
+
+  const numjobsOpt = job.get('numjobs');
+  if (!numjobsOpt) return { iodepth, numjobs: 1 };
+  const numjobs = parseCount(numjobsOpt.field, numjobsOpt.value, `a whole number from 1 to ${MAX_NUMJOBS}`);
+  if (numjobs < 1 || numjobs > MAX_NUMJOBS) {
+    throw new InputError(numjobsOpt.field, numjobsOpt.value, `a whole number from 1 to ${MAX_NUMJOBS}`);
+  }
+  return { iodepth, numjobs };
+}
+
+/** runtime (0 or none: no limit, as in fio) and time_based. */
+function resolveDuration(job: JobOptionSlots): { runtimeNs: number | null; timeBased: boolean } {
+  const runtimeOpt = job.get('runtime');
+  const runtimeNs = runtimeOpt ? parseTimeNs(runtimeOpt.field, runtimeOpt.value) : 0;
+  job.note('runtimeNs', runtimeOpt);
+  const timeBasedOpt = job.get('time_based');
+  const timeBased = timeBasedOpt ? parseSetFlag(timeBasedOpt) : false;
+  job.note('timeBased', timeBasedOpt);
+  return { runtimeNs: runtimeNs === 0 ? null : runtimeNs, timeBased };
+}
+
+/** The read share of a mixed job: rwmixread, or 100 − rwmixwrite, whichever was written last. */
+function resolveRwmixread(job: JobOptionSlots): number {
+  const o = job.get('rwmixread');
+  if (!o) return FIO_DEFAULT_RWMIXREAD_PCT;
+  const pct = parseCount(o.field, o.value, 'a whole percentage from 0 to 100');
+  if (pct > 100) throw new InputError(o.field, o.value, 'a whole percentage from 0 to 100');
+  return o.key === 'rwmixwrite' ? 100 - pct : pct;
+}
+
+/** verify (default none) and do_verify (default 1). */
+function resolveVerify(job: JobOptionSlots): { verify: VerifyMode; doVerify: boolean } {
+  const verifyOpt = job.get('verify');
+  const verify = verifyOpt ? parseVerify(verifyOpt) : 'none';
+  const doVerifyOpt = job.get('do_verify');
+  const doVerify = doVerifyOpt ? parseBool(doVerifyOpt) : true;
+  return { verify, doVerify };
+}
+
+/** randseed (default: fio's). */
+function resolveRandseed(job: JobOptionSlots): number {
+  const o = job.get('randseed');
+  return o ? parseCount(o.field, o.value, `a whole number from 0 to ${Number.MAX_SAFE_INTEGER} (decimal or 0x hex)`) : FIO_DEFAULT_RANDSEED;
+}
+
+/** ioengine and direct (or buffered) may only say what the model does: libaio, O_DIRECT. */
+function checkSubmissionPath(job: JobOptionSlots): void {
+  const engineOpt = job.get('ioengine');
+  if (engineOpt && engineOpt.value.trim() !== 'libaio') {
+    throw new InputError(engineOpt.field, engineOpt.value, 'libaio (the only submission path modelled)');
+  }
+  const directOpt = job.get('direct');
+  if (directOpt) {
+    const allowed = directOpt.key === 'buffered' ? 'buffered=0' : 'direct=1';
+    const flag = parseBool(directOpt, allowed);
+    const direct = directOpt.key === 'buffered' ? !flag : flag;
+    if (!direct) {
+      throw new InputError(directOpt.field, directOpt.value, `${allowed}: the model has no page cache, every I/O is O_DIRECT`);
+    }
+  }
+}
+
+/** stonewall (starts a barrier group) and new_group (starts a reporting group); buildJobs numbers the groups. */
+function resolveGroups(job: JobOptionSlots): { stonewall: boolean; newGroup: boolean } {
+  const stonewallOpt = job.get('stonewall');
+  const stonewall = stonewallOpt ? parseSetFlag(stonewallOpt) : false;
+  const newGroupOpt = job.get('new_group');
+  const newGroup = newGroupOpt ? parseSetFlag(newGroupOpt) : false;
+  return { stonewall, newGroup };
 }
 
 const RW_ALLOWED = `one of ${RW_MODES.join(', ')} (readwrite = rw); trim and ":N" suffixes are not modelled`;

@@ -1,5 +1,5 @@
 /**
- * fio's `--output-format=json` and `json+`, from a vmstack RunResult.
+ * fio's `--output-format=json` and `json+`, from a vmstack run (FioRun).
  *
  * Layout, key order, integer/float typing and number formatting follow fio
  * 3.33's stat.c (`show_thread_status_json`, `add_ddir_status_json`,
@@ -14,7 +14,7 @@
  *
  * | key | source |
  * |---|---|
- * | timestamp, timestamp_ms, time | RunResult.timestampMs (time: ctime() format, local zone, as fio) |
+ * | timestamp, timestamp_ms, time | FioRun.timestampMs (time: ctime() format, local zone, as fio) |
  * | eta | 0 (the run is over) |
  * | elapsed | longest jobRuntimeNs of the run, ms rounded up to s (fio: (ms + 999) / 1000) |
  * | io_bytes, total_ios | DirectionResult.ioBytes / totalIos; io_kbytes = io_bytes >> 10 |
@@ -32,7 +32,7 @@
  * | latency_ns/us/ms | read+write clat histograms bucketed with fio's io_u_mark_latency() ranges, percent of read+write total_ios (nonzero buckets at least 0.01, as fio) |
  * | latency_depth / target / percentile / window | iodepth / 0 / 100.0 / 0: no latency_target is modelled |
  * | disk_util | [] — the host disks are not modelled (fio omits the key when it tracks no disk) |
- * | vmstack | RunResult.vmstack verbatim (top-level, last) |
+ * | vmstack | FioRun.vmstack verbatim (top-level, last): a VmstackReport, or `{ groups: [...] }` for several barrier groups |
  *
  * Latency statistics from the histograms (3 significant digits): N = count;
  * min / max = lowest / highest value of the lowest / highest non-empty bucket
@@ -48,7 +48,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { histogramBuckets } from './result.js';
-import type { DirectionResult, Histogram, HistogramBucket, JobResult, RunResult } from './result.js';
+import type { DirectionResult, FioRun, Histogram, HistogramBucket, JobResult } from './result.js';
 
 /** The fio release whose JSON layout we reproduce. */
 export const FIO_LAYOUT_VERSION = 'fio-3.33';
@@ -458,7 +458,7 @@ function jobJson(job: JobResult, group: FioGroupStats | undefined, elapsedS: num
 }
 
 /** The fio JSON (json+ with `plus`) document as a plain object, keys in fio's order. */
-export function toFioJson(result: RunResult, opts: FioJsonOptions): Record<string, unknown> {
+export function toFioJson(result: FioRun, opts: FioJsonOptions): Record<string, unknown> {
   const groups = fioGroupStats(result.jobs);
   const longestNs = result.jobs.reduce((m, j) => Math.max(m, j.jobRuntimeNs), 0);
   const elapsedS = Math.floor((Math.floor(longestNs / 1e6) + 999) / 1000);
@@ -488,7 +488,7 @@ const FLOAT_OBJECTS = new Set([
 ]);
 
 /** fio's json.c printer: `"key" : value`, 2-space indent, floats as %f. "vmstack" is printed as plain JSON. */
-export function formatFioJson(result: RunResult, opts: FioJsonOptions): string {
+export function formatFioJson(result: FioRun, opts: FioJsonOptions): string {
   const doc = toFioJson(result, opts);
   const { vmstack, ...fio } = doc;
   const plain = JSON.parse(JSON.stringify(vmstack ?? {})) as unknown;

@@ -1,5 +1,5 @@
 /**
- * fio's normal (human) output, from a vmstack RunResult: per job the
+ * fio's normal (human) output, from a vmstack run (FioRun): per job the
  * show_thread_status_normal() block, then show_group_stats()'s
  * "Run status group N (all jobs):" lines. Line formats, unit scaling
  * (num2str() with fio's defaults sig_figs=4, kb_base=1024, unit_base=bytes;
@@ -25,7 +25,7 @@ import {
   FIO_IODEPTH_LABELS,
 } from './fio-json.js';
 import type { FioGroupStats } from './fio-json.js';
-import type { DirectionResult, Histogram, JobResult, RunResult } from './result.js';
+import type { DirectionResult, FioRun, Histogram, JobResult } from './result.js';
 
 /** fio's defaults: significant figures, percentile decimals. */
 const SIG_FIGS = 4;
@@ -239,7 +239,7 @@ function showGroupStats(g: FioGroupStats): string {
 }
 
 /** fio's normal output for the run (per-job blocks, then the run status groups). */
-export function formatFioNormal(result: RunResult): string {
+export function formatFioNormal(result: Pick<FioRun, 'timestampMs' | 'jobs'>): string {
   const groups = fioGroupStats(result.jobs);
   const time = fioCtime(result.timestampMs);
   let out = '';

@@ -22,6 +22,7 @@ import {
   JsHistogram,
 } from 'hdr-histogram-js';
 import type { Histogram } from 'hdr-histogram-js';
+import type { VmstackOutput, VmstackReport } from './vmstack-report.js';
 
 export type { Histogram };
 
@@ -79,14 +80,24 @@ export interface RunCarry {
   namespaceBlocks: [number, Uint8Array][];
 }
 
-export interface RunResult {
+/**
+ * What the fio reporters print: one run, or the runs of several barrier
+ * groups joined (every group's jobs in order, `vmstack.groups` one report per
+ * group).
+ */
+export interface FioRun {
   /** Wall-clock ms since the epoch when the results were gathered (fio's timestamp_ms). */
   timestampMs: number;
   /** The job file's [global] options. */
   globalOptions: Record<string, string>;
   jobs: JobResult[];
-  /** Passed through verbatim as the top-level "vmstack" key of the JSON output. */
-  vmstack: Record<string, unknown>;
+  /** Printed verbatim as the top-level "vmstack" key of the JSON output. */
+  vmstack: VmstackOutput;
+}
+
+/** One run (one barrier group). */
+export interface RunResult extends FioRun {
+  vmstack: VmstackReport;
   /** not printed: the drive's state for the next barrier group */
   carry?: RunCarry;
 }

@@ -3,7 +3,7 @@
  * human summary: what `RunResult.vmstack` holds, in the formats kernel people
  * read — never a JSON dump.
  *
- *   vmstack: strategy=… clock=… driver=… workers=…   one line: what ran
+ *   vmstack: strategy=… clock=… driver=… untrusted=… workers=…   one line: what ran
  *   lock_stat                                         /proc/lock_stat (formatLockStat of @vmstack/shm)
  *   profile                                           `perf report`-like, one row per modelled function
  *   counters                                          `name value` rows (virtio-iommu, vfio, iotlb, nvme, …)
@@ -11,7 +11,7 @@
  *   leaks                                             what was still mapped or pinned after the run
  *   model speed                                       simulated I/Os per second of wall time
  *
- * Profile columns (one row per function, sorted by total model time):
+ * Profile columns (one row per function, sorted by self model time):
  *
  * | column   | meaning |
  * |----------|---------|
@@ -20,33 +20,10 @@
  * | Calls    | calls, all vCPUs |
  * | ns/call  | Total / Calls |
  * | ns/GB    | Total per GB (1e9 bytes) the jobs moved |
- *
- * Every section reads its part of `vmstack` defensively and is left out when
- * that part is absent, so a run that reports less still prints what it has.
  */
 import { formatLockStat, type LockStat } from '@vmstack/shm';
 import type { RunResult } from './result.js';
-
-/** One row of `vmstack.profile` as run-stack fills it. */
-export interface ProfileEntry {
-  calls: number;
-  /** model ns in the function, callees included, all vCPUs */
-  ns: number;
-  /** model ns in the function itself, profiled callees excluded */
-  selfNs?: number;
-  /** ns per 1e9 bytes moved by the run's jobs */
-  nsPerGB: number;
-  /** guest, vmm or host */
-  where?: string;
-}
-
-/** `vmstack.model_speed`. */
-export interface ModelSpeed {
-  simulated_ios: number;
-  run_wall_ms: number;
-  job_loop_wall_ms: number;
-  simulated_ios_per_wall_s: number;
-}
+import type { LockStatRow, ModelSpeed, ProfileRow } from './vmstack-report.js';
 
 type Align = 'left' | 'right';
 
@@ -89,21 +66,20 @@ function formatScalar(v: unknown): string {
  * The per-function profile, in the spirit of `perf report`.
  * @param runModelNs the run's vCPU model time (Σ job runtimes), the base of %run
  */
-export function formatProfileTable(profile: Readonly<Record<string, ProfileEntry>>, runModelNs: number): string {
-  const self = (e: ProfileEntry) => e.selfNs ?? e.ns;
-  const entries = Object.entries(profile).sort(([an, a], [bn, b]) => self(b) - self(a) || (an < bn ? -1 : an > bn ? 1 : 0));
+export function formatProfileTable(profile: Readonly<Record<string, ProfileRow>>, runModelNs: number): string {
+  const entries = Object.entries(profile).sort(([an, a], [bn, b]) => b.self_ns - a.self_ns || (an < bn ? -1 : an > bn ? 1 : 0));
   let out = '# profile: model time per function (guest: all vCPUs; vmm; host), sorted by self time\n';
   out += "# Self excludes the profiled functions it calls (the VMM's excludes its VFIO calls); %run is Self / the vCPUs' model time\n";
   out += `# (${formatUs(runModelNs)} µs = Σ job runtimes)\n`;
   if (entries.length === 0) return out + '  (no profiled calls)\n';
   const rows = entries.map(([fn, e]) => [
-    formatUs(self(e)),
-    runModelNs > 0 ? `${((100 * self(e)) / runModelNs).toFixed(2)}%` : '-',
+    formatUs(e.self_ns),
+    runModelNs > 0 ? `${((100 * e.self_ns) / runModelNs).toFixed(2)}%` : '-',
     formatUs(e.ns),
     String(e.calls),
     e.calls > 0 ? (e.ns / e.calls).toFixed(1) : '-',
-    String(Math.round(e.nsPerGB)),
-    e.where ?? '-',
+    String(Math.round(e.ns_per_gb)),
+    e.where,
     fn,
   ]);
   return out + formatTable(['Self µs', '%run', 'Total µs', 'Calls', 'ns/call', 'ns/GB', 'Where', 'Function'], rows, ['right', 'right', 'right', 'right', 'right', 'right', 'left', 'left']);
@@ -120,36 +96,21 @@ export function formatModelSpeed(s: ModelSpeed): string {
 /** Every model table of one run (one barrier group): what `normal` output prints after fio's summary. */
 export function formatVmstackTables(result: RunResult): string {
   const v = result.vmstack;
-  const sections: string[] = [];
-
-  const what = ['strategy', 'clock', 'driver_generation', 'untrusted']
-    .filter((k) => v[k] !== undefined && v[k] !== null)
-    .map((k) => `${k === 'driver_generation' ? 'driver' : k}=${formatScalar(v[k])}`);
-  if (Array.isArray(v.workers)) what.push(`workers=${v.workers.length}`);
-  if (what.length > 0) sections.push(`vmstack: ${what.join(' ')}\n`);
-
-  if (Array.isArray(v.lock_stat)) sections.push(formatLockStat(v.lock_stat as LockStat[]));
-
-  if (isRecord(v.profile)) {
-    const runModelNs = result.jobs.reduce((s, j) => s + j.jobRuntimeNs, 0);
-    sections.push(formatProfileTable(v.profile as Record<string, ProfileEntry>, runModelNs));
-  }
-
-  if (isRecord(v.counters)) sections.push('counters\n' + formatNameValueRows(flattenCounters(v.counters)));
-
-  if (isRecord(v.verify)) {
-    const rows: [string, string][] = [];
-    if (v.verify.blocks_checked !== undefined) rows.push(['blocks checked', formatScalar(v.verify.blocks_checked)]);
-    if (v.verify.corrupt !== undefined) rows.push(['corrupt', formatScalar(v.verify.corrupt)]);
-    if (v.verify.overwritten !== undefined) rows.push(['overwritten by another job', formatScalar(v.verify.overwritten)]);
-    sections.push('verify\n' + formatNameValueRows(rows));
-  }
-
-  if (isRecord(v.leaks)) sections.push('leaks (still mapped or pinned after the run)\n' + formatNameValueRows(flattenCounters(v.leaks)));
-
-  if (isRecord(v.model_speed)) sections.push(formatModelSpeed(v.model_speed as unknown as ModelSpeed));
-
-  return sections.join('\n');
+  const runModelNs = result.jobs.reduce((s, j) => s + j.jobRuntimeNs, 0);
+  const verify: [string, string][] = [
+    ['blocks checked', formatScalar(v.verify.blocks_checked)],
+    ['corrupt', formatScalar(v.verify.corrupt)],
+    ['overwritten by another job', formatScalar(v.verify.overwritten)],
+  ];
+  return [
+    `vmstack: strategy=${v.strategy} clock=${v.clock} driver=${v.driver_generation} untrusted=${formatScalar(v.untrusted)} workers=${v.workers.length}\n`,
+    formatLockStat(v.lock_stat.map(lockStatOfRow)),
+    formatProfileTable(v.profile, runModelNs),
+    'counters\n' + formatNameValueRows(flattenCounters(v.counters)),
+    'verify\n' + formatNameValueRows(verify),
+    'leaks (still mapped or pinned after the run)\n' + formatNameValueRows(flattenCounters(v.leaks)),
+    formatModelSpeed(v.model_speed),
+  ].join('\n');
 }
 
 /** The tables of a run of one or more barrier groups (one RunResult per group, in order). */
@@ -162,6 +123,23 @@ function formatUs(ns: number): string {
   return (ns / 1000).toFixed(2);
 }
 
-function isRecord(x: unknown): x is Record<string, unknown> {
-  return typeof x === 'object' && x !== null && !Array.isArray(x);
+/** A lock_stat row of the report as formatLockStat takes it. */
+function lockStatOfRow(r: LockStatRow): LockStat {
+  return {
+    name: r.name,
+    kind: r.kind,
+    conBounces: r.con_bounces,
+    contentions: r.contentions,
+    waittimeMinNs: r.waittime_min_ns,
+    waittimeMaxNs: r.waittime_max_ns,
+    waittimeTotalNs: r.waittime_total_ns,
+    waittimeAvgNs: r.waittime_avg_ns,
+    acqBounces: r.acq_bounces,
+    acquisitions: r.acquisitions,
+    holdtimeMinNs: r.holdtime_min_ns,
+    holdtimeMaxNs: r.holdtime_max_ns,
+    holdtimeTotalNs: r.holdtime_total_ns,
+    holdtimeAvgNs: r.holdtime_avg_ns,
+    realContentions: r.real_contentions,
+  };
 }

@@ -6,7 +6,7 @@
  * iommu->lock (the VFIO container's).
  */
 
-import { loadProfile, DEFAULT_PROFILE_PATH, InputError, type LockStat } from '@vmstack/shm';
+import { loadProfile, DEFAULT_PROFILE_PATH, InputError } from '@vmstack/shm';
 import type { DmaStrategy } from '@vmstack/guest-kernel';
 import { jobsFromCommandLine } from '../fio/options.js';
 import { runStack } from '../stack/run-stack.js';
@@ -52,10 +52,10 @@ export async function runScale(o: ScaleOptions): Promise<ScaleResult> {
       const ios = r.jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0);
       const spanNs = Math.max(...r.jobs.map((j) => Math.max(j.read.runtimeNs, j.write.runtimeNs)));
       const locks: ScaleCell['locks'] = {};
-      for (const l of r.vmstack.lock_stat as LockStat[]) {
-        if ((SCALE_LOCKS as readonly string[]).includes(l.name)) locks[l.name] = { acquisitions: l.acquisitions, contentions: l.contentions, waittimeTotalUs: l.waittimeTotalNs / 1000, waittimeAvgUs: l.waittimeAvgNs / 1000 };
+      for (const l of r.vmstack.lock_stat) {
+        if ((SCALE_LOCKS as readonly string[]).includes(l.name)) locks[l.name] = { acquisitions: l.acquisitions, contentions: l.contentions, waittimeTotalUs: l.waittime_total_ns / 1000, waittimeAvgUs: l.waittime_avg_ns / 1000 };
       }
-      cells.push({ strategy, numjobs, aggregateMiBps: bytes / 1048576 / (spanNs / 1e9), iops: ios / (spanNs / 1e9), locks, simulatedIosPerWallS: (r.vmstack.model_speed as { simulated_ios_per_wall_s: number }).simulated_ios_per_wall_s });
+      cells.push({ strategy, numjobs, aggregateMiBps: bytes / 1048576 / (spanNs / 1e9), iops: ios / (spanNs / 1e9), locks, simulatedIosPerWallS: r.vmstack.model_speed.simulated_ios_per_wall_s });
     }
   }
   return { profile: profile.name, workload: `fio --rw=${o.rw} --bs=${o.bs} --iodepth=${o.iodepth} --size=${o.size} per job, one vCPU per job, quantum ${o.quantumNs} ns`, cells };

@@ -13,12 +13,8 @@ import { IoPgtable } from '@vmstack/iommu-hw';
 import { NVME_DEVICE_WORKER, NvmeMedia, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
 import { runInThread } from './in-thread.js';
 import { planGuestLayout, NVME_QUEUE_ENTRIES } from './guest-layout.js';
-import type { RunCarry } from '../report/result.js';
-import { decodeHistogram, type RunResult, type JobResult } from '../report/result.js';
-
-/** errnos fio reports in a job's err= */
-const EIO = 5;
-const EILSEQ = 84;
+import type { RunCarry, RunResult } from '../report/result.js';
+import { assembleRunResult } from '../report/assemble.js';
 
 export interface StackOptions {
   jobs: FioJobSpec[];
@@ -196,121 +192,27 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
     throw e;
   });
   const wallMs = performance.now() - wallStart;
-  const vres = out.results.slice(0, vcpus) as VcpuWorkerResult[];
-  const vmm = out.results[vmmW] as VmmWorkerResult;
-  const host = out.results[hostW] as HostWorkerResult;
-  const dev = out.results[devW] as DeviceWorkerResult;
-  const lockStats = LockTable.attach(locks, 63).stats();
-  const jobs: JobResult[] = vres.map((r, i) => toJobResult(o.jobs[i], o.jobOptions[o.jobs[i].name] ?? {}, r));
-  // per function, every vCPU (guest), the VMM and the host: calls, total and self model ns, ns per GB moved
-  const profile: Record<string, { calls: number; ns: number; selfNs: number; nsPerGB: number; selfNsPerGB: number; where: string }> = {};
-  const sources: [string, Record<string, { calls: number; ns: number; selfNs: number }>][] = [...vres.map((x) => ['guest', x.profile] as [string, Record<string, { calls: number; ns: number; selfNs: number }>]), ['vmm', vmm.profile], ['host', host.profile]];
-  for (const [where, r] of sources) for (const [fn, e] of Object.entries(r)) {
-    const x = (profile[fn] ??= { calls: 0, ns: 0, selfNs: 0, nsPerGB: 0, selfNsPerGB: 0, where });
-    x.calls += e.calls;
-    x.ns += e.ns;
-    x.selfNs += e.selfNs;
-  }
-  const totalBytes = jobs.reduce((s, j) => s + j.read.ioBytes + j.write.ioBytes, 0);
-  for (const x of Object.values(profile)) {
-    x.nsPerGB = totalBytes > 0 ? (x.ns / totalBytes) * 1e9 : 0;
-    x.selfNsPerGB = totalBytes > 0 ? (x.selfNs / totalBytes) * 1e9 : 0;
-  }
-  const loopMs = Math.max(...vres.map((r) => r.job.loopWallMs));
-  const simulatedIos = jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0);
-  return {
-    carry: dev.namespaceBlocks ? { namespaceBlocks: dev.namespaceBlocks } : undefined,
-    timestampMs: startedMs,
+  return assembleRunResult({
+    jobs: o.jobs,
+    jobOptions: o.jobOptions,
     globalOptions: o.globalOptions,
-    jobs,
-    vmstack: {
-      strategy: o.strategy,
-      untrusted: o.untrusted,
-      clock: o.clock,
-      transport: o.transport ?? 'workers',
-      driver_generation: o.driverGeneration,
-      workers: out.workers.map((w, i) => ({ role: w.role, threadId: w.threadId, waits: (out.results[i] as { waits?: unknown }).waits ?? null })),
-      counters: {
-        virtio_iommu: { attach: vmm.counters.attach, detach: vmm.counters.detach, map: vmm.counters.map, unmap: vmm.counters.unmap, probe: vmm.counters.probe, kicks: vmm.counters.kicks, errors: vmm.counters.errors },
-        vfio: { map_dma: host.stats.mapDmaCalls, unmap_dma: host.stats.unmapDmaCalls, pinned_pages_peak: host.stats.pinnedPagesPeak },
-        iotlb: dev.iotlb,
-        nvme: { commands: dev.counters.commands, faults: dev.counters.faults, interrupts: dev.counters.interrupts },
-        dma: snakeKeys(sumCounters(vres.map((r) => r.dma as unknown as Record<string, number>))),
-        lazy: flushQueue ? snakeKeys(FlushQueue.stats(flushQueue) as unknown as Record<string, number>) : null,
-        bounce: bouncePool ? bounceCounters(vres) : null,
-        swiotlb: swiotlb ? snakeKeys(sumCounters(vres.map((r) => (r.swiotlb ?? {}) as unknown as Record<string, number>))) : null,
-      },
-      lock_stat: lockStats,
-      profile,
-      verify: { blocks_checked: vres.reduce((s, r) => s + r.job.verify.blocksChecked, 0), corrupt: vres.reduce((s, r) => s + r.job.verify.corrupt, 0), overwritten: vres.reduce((s, r) => s + r.job.verify.overwritten, 0) },
-      leaks: { iovas: IovaDomain.stats(iovaDomain).allocatedPages, iova_mappings_in_vmm: vmm.mappingsLeft, pinned_pages: host.stats.pinnedPages, locked_vm_pages: host.stats.lockedVmPages },
-      model_speed: { simulated_ios: simulatedIos, run_wall_ms: Math.round(wallMs), job_loop_wall_ms: Math.round(loopMs), simulated_ios_per_wall_s: Math.round(simulatedIos / (loopMs / 1000)) },
-    },
-  };
-}
-
-function toJobResult(job: FioJobSpec, jobOptions: Record<string, string>, r: VcpuWorkerResult): JobResult {
-  const dir = (d: VcpuWorkerResult['job']['read']) => ({
-    ioBytes: d.ioBytes,
-    totalIos: d.ios,
-    runtimeNs: d.ios > 0 ? d.lastCompleteNs - d.firstSubmitNs : 0,
-    slatNs: decodeHistogram(d.slat),
-    clatNs: decodeHistogram(d.clat),
-    latNs: decodeHistogram(d.lat),
+    strategy: o.strategy,
+    untrusted: o.untrusted,
+    clock: o.clock,
+    transport: o.transport ?? 'workers',
+    driverGeneration: o.driverGeneration,
+    workers: out.workers,
+    workerResults: out.results,
+    vcpus: out.results.slice(0, vcpus) as VcpuWorkerResult[],
+    vmm: out.results[vmmW] as VmmWorkerResult,
+    host: out.results[hostW] as HostWorkerResult,
+    device: out.results[devW] as DeviceWorkerResult,
+    lockStats: LockTable.attach(locks, 63).stats(),
+    flushQueue: flushQueue ? FlushQueue.stats(flushQueue) : null,
+    iovaPagesAllocated: IovaDomain.stats(iovaDomain).allocatedPages,
+    startedMs,
+    wallMs,
   });
-  const runtimeNs = r.job.endNs - r.job.startNs;
-  return {
-    jobname: job.name,
-    groupid: job.groupId,
-    jobOptions,
-    read: dir(r.job.read),
-    write: dir(r.job.write),
-    jobRuntimeNs: runtimeNs,
-    usrCpuPct: 0,
-    // the profile does not split fio's user-space share out of fioSubmitNs / fioReapPerIoNs:
-    // every busy model ns of the vCPU is reported as sys, none as usr
-    sysCpuPct: runtimeNs > 0 ? (100 * r.job.busyNs) / runtimeNs : 0,
-    ctx: 0,
-    // an errno, as fio's err=: EIO for failed commands, EILSEQ for verify failures
-    error: r.job.errors > 0 ? EIO : r.job.verify.corrupt + r.job.verify.overwritten > 0 ? EILSEQ : 0,
-    iodepth: job.iodepth,
-    verify: r.job.verify,
-  };
-}
-
-
-function sumCounters(rows: Record<string, number>[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const r of rows) for (const [k, v] of Object.entries(r)) if (typeof v === 'number') out[k] = (out[k] ?? 0) + v;
-  return out;
-}
-
-/**
- * The pool is shared: its counters live in shared memory. vCPU 0 reads them
- * last, after every other vCPU finished and after it tore the pool down.
- */
-function bounceCounters(vres: VcpuWorkerResult[]): Record<string, number> {
-  const s = vres[0].bouncePool!;
-  return {
-    hits: s.hits,
-    misses: s.misses,
-    fallbacks: s.fallbacks,
-    evictions: s.evictions,
-    exhausted: s.exhausted,
-    oversize: s.oversize,
-    bytes_copied_to_device: s.bytesCopiedToDevice,
-    bytes_copied_from_device: s.bytesCopiedFromDevice,
-    slots_in_use_peak: s.slotsInUsePeak,
-    slots_cached: s.slotsCached,
-    memory_bytes_current: s.memoryBytesCurrent,
-    memory_bytes_peak: s.memoryBytesPeak,
-    always_bounce_limit_bytes: s.alwaysBounceLimitBytes,
-  };
-}
-
-/** Counter names as the rest of the JSON spells them: snake_case. */
-function snakeKeys(o: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), v]));
 }
 
 /**

@@ -1,0 +1,185 @@
+/**
+ * A run's RunResult from what its workers returned: per job the fio numbers
+ * (`toJobResult`), and the `vmstack` report — counters of every component,
+ * lock_stat, the per-function profile summed over the vCPUs, the VMM and the
+ * host, verify totals, leaks after shutdown and the model's own speed.
+ */
+import type { ClockMode, LockStat, WorkerInfo } from '@vmstack/shm';
+import type { BouncePoolStats, DmaStrategy, FioJobSpec, FlushQueueStats, VcpuWorkerResult, ViommuDriverGeneration } from '@vmstack/guest-kernel';
+import type { VmmWorkerResult } from '@vmstack/vmm';
+import type { HostWorkerResult } from '@vmstack/host-vfio';
+import type { DeviceWorkerResult } from '@vmstack/nvme-device';
+import { decodeHistogram, type JobResult, type RunResult } from './result.js';
+import { snakeKeys, type BounceCounters, type IotlbCounters, type ProfileRow, type ProfileWhere, type VmstackReport, type WorkerWaits } from './vmstack-report.js';
+
+/** errnos fio reports in a job's err= */
+const EIO = 5;
+const EILSEQ = 84;
+
+/** What ran and what every worker returned. */
+export interface StackRunOutcome {
+  /** one per vCPU, in vCPU order */
+  jobs: readonly FioJobSpec[];
+  /** job name → the job's own options as written in the job file */
+  jobOptions: Readonly<Record<string, Record<string, string>>>;
+  globalOptions: Record<string, string>;
+  strategy: DmaStrategy;
+  untrusted: boolean;
+  clock: ClockMode;
+  transport: 'workers' | 'in-thread';
+  driverGeneration: ViommuDriverGeneration;
+  /** every worker, in worker order */
+  workers: readonly WorkerInfo[];
+  /** every worker's result, in worker order (each carries its hand-off counts, `waits`, when it ran in a worker) */
+  workerResults: readonly unknown[];
+  /** the vCPUs' results, in vCPU order */
+  vcpus: readonly VcpuWorkerResult[];
+  vmm: VmmWorkerResult;
+  host: HostWorkerResult;
+  device: DeviceWorkerResult;
+  lockStats: readonly LockStat[];
+  /** the lazy strategy's flush queue, read after the run; null: no flush queue */
+  flushQueue: FlushQueueStats | null;
+  /** IOVA pages still allocated after shutdown */
+  iovaPagesAllocated: number;
+  /** wall-clock ms since the epoch when the run started */
+  startedMs: number;
+  /** wall ms of the whole run, worker start-up included */
+  wallMs: number;
+}
+
+/** The RunResult of a finished run; `carry` holds the drive's written blocks when the device exported them. */
+export function assembleRunResult(r: StackRunOutcome): RunResult {
+  const { vcpus: vres, vmm, host, device: dev } = r;
+  const jobs: JobResult[] = vres.map((x, i) => toJobResult(r.jobs[i], r.jobOptions[r.jobs[i].name] ?? {}, x));
+  const loopMs = Math.max(...vres.map((x) => x.job.loopWallMs));
+  const simulatedIos = jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0);
+  const vmstack: VmstackReport = {
+    strategy: r.strategy,
+    untrusted: r.untrusted,
+    clock: r.clock,
+    transport: r.transport,
+    driver_generation: r.driverGeneration,
+    workers: r.workers.map((w, i) => ({ role: w.role, thread_id: w.threadId, waits: workerWaits(r.workerResults[i]) })),
+    counters: {
+      virtio_iommu: { attach: vmm.counters.attach, detach: vmm.counters.detach, map: vmm.counters.map, unmap: vmm.counters.unmap, probe: vmm.counters.probe, kicks: vmm.counters.kicks, errors: vmm.counters.errors },
+      vfio: { map_dma: host.stats.mapDmaCalls, unmap_dma: host.stats.unmapDmaCalls, pinned_pages_peak: host.stats.pinnedPagesPeak },
+      // the device's result type leaves its IOTLB stats untyped; they are the Iotlb's stats()
+      iotlb: dev.iotlb as IotlbCounters,
+      nvme: { commands: dev.counters.commands, faults: dev.counters.faults, interrupts: dev.counters.interrupts },
+      dma: snakeKeys(sumCounters(vres.map((x) => x.dma))),
+      lazy: r.flushQueue ? snakeKeys(r.flushQueue) : null,
+      bounce: vres[0].bouncePool ? bounceCounters(vres[0].bouncePool) : null,
+      swiotlb: vres.some((x) => x.swiotlb) ? snakeKeys(sumCounters(vres.flatMap((x) => (x.swiotlb ? [x.swiotlb] : [])))) : null,
+    },
+    lock_stat: r.lockStats.map(snakeKeys),
+    profile: profileRows(
+      [...vres.map((x) => ['guest', x.profile] as const), ['vmm', vmm.profile] as const, ['host', host.profile] as const],
+      jobs.reduce((s, j) => s + j.read.ioBytes + j.write.ioBytes, 0),
+    ),
+    verify: {
+      blocks_checked: vres.reduce((s, x) => s + x.job.verify.blocksChecked, 0),
+      corrupt: vres.reduce((s, x) => s + x.job.verify.corrupt, 0),
+      overwritten: vres.reduce((s, x) => s + x.job.verify.overwritten, 0),
+    },
+    leaks: { iovas: r.iovaPagesAllocated, iova_mappings_in_vmm: vmm.mappingsLeft, pinned_pages: host.stats.pinnedPages, locked_vm_pages: host.stats.lockedVmPages },
+    model_speed: { simulated_ios: simulatedIos, run_wall_ms: Math.round(r.wallMs), job_loop_wall_ms: Math.round(loopMs), simulated_ios_per_wall_s: Math.round(simulatedIos / (loopMs / 1000)) },
+  };
+  return {
+    carry: dev.namespaceBlocks ? { namespaceBlocks: dev.namespaceBlocks } : undefined,
+    timestampMs: r.startedMs,
+    globalOptions: r.globalOptions,
+    jobs,
+    vmstack,
+  };
+}
+
+/** One job's fio numbers from its vCPU's result. */
+export function toJobResult(job: FioJobSpec, jobOptions: Record<string, string>, r: VcpuWorkerResult): JobResult {
+  const dir = (d: VcpuWorkerResult['job']['read']) => ({
+    ioBytes: d.ioBytes,
+    totalIos: d.ios,
+    runtimeNs: d.ios > 0 ? d.lastCompleteNs - d.firstSubmitNs : 0,
+    slatNs: decodeHistogram(d.slat),
+    clatNs: decodeHistogram(d.clat),
+    latNs: decodeHistogram(d.lat),
+  });
+  const runtimeNs = r.job.endNs - r.job.startNs;
+  return {
+    jobname: job.name,
+    groupid: job.groupId,
+    jobOptions,
+    read: dir(r.job.read),
+    write: dir(r.job.write),
+    jobRuntimeNs: runtimeNs,
+    usrCpuPct: 0,
+    // the profile does not split fio's user-space share out of fioSubmitNs / fioReapPerIoNs:
+    // every busy model ns of the vCPU is reported as sys, none as usr
+    sysCpuPct: runtimeNs > 0 ? (100 * r.job.busyNs) / runtimeNs : 0,
+    ctx: 0,
+    // an errno, as fio's err=: EIO for failed commands, EILSEQ for verify failures
+    error: r.job.errors > 0 ? EIO : r.job.verify.corrupt + r.job.verify.overwritten > 0 ? EILSEQ : 0,
+    iodepth: job.iodepth,
+    verify: r.job.verify,
+  };
+}
+
+/** A component's profile as its worker returns it: function → calls, total and self model ns. */
+type WorkerProfile = Readonly<Record<string, { calls: number; ns: number; selfNs: number }>>;
+
+/**
+ * Per function, summed over every source (each vCPU, the VMM, the host):
+ * calls, total and self model ns, and both per GB the jobs moved. A function
+ * is reported where it first appears.
+ */
+export function profileRows(sources: readonly (readonly [ProfileWhere, WorkerProfile])[], totalBytes: number): Record<string, ProfileRow> {
+  const profile: Record<string, ProfileRow> = {};
+  for (const [where, p] of sources) {
+    for (const [fn, e] of Object.entries(p)) {
+      const x = (profile[fn] ??= { calls: 0, ns: 0, self_ns: 0, ns_per_gb: 0, self_ns_per_gb: 0, where });
+      x.calls += e.calls;
+      x.ns += e.ns;
+      x.self_ns += e.selfNs;
+    }
+  }
+  for (const x of Object.values(profile)) {
+    x.ns_per_gb = totalBytes > 0 ? (x.ns / totalBytes) * 1e9 : 0;
+    x.self_ns_per_gb = totalBytes > 0 ? (x.self_ns / totalBytes) * 1e9 : 0;
+  }
+  return profile;
+}
+
+/** Every row's counters added up, key by key, in the first row's key order. */
+function sumCounters<T extends { readonly [K in keyof T]: number }>(rows: readonly T[]): T {
+  const out: Record<string, number> = {};
+  for (const row of rows) for (const [k, v] of Object.entries(row)) if (typeof v === 'number') out[k] = (out[k] ?? 0) + v;
+  return out as T;
+}
+
+/**
+ * The pool is shared: its counters live in shared memory. vCPU 0 reads them
+ * last, after every other vCPU finished and after it tore the pool down.
+ */
+function bounceCounters(s: BouncePoolStats): BounceCounters {
+  return {
+    hits: s.hits,
+    misses: s.misses,
+    fallbacks: s.fallbacks,
+    evictions: s.evictions,
+    exhausted: s.exhausted,
+    oversize: s.oversize,
+    bytes_copied_to_device: s.bytesCopiedToDevice,
+    bytes_copied_from_device: s.bytesCopiedFromDevice,
+    slots_in_use_peak: s.slotsInUsePeak,
+    slots_cached: s.slotsCached,
+    memory_bytes_current: s.memoryBytesCurrent,
+    memory_bytes_peak: s.memoryBytesPeak,
+    always_bounce_limit_bytes: s.alwaysBounceLimitBytes,
+  };
+}
+
+/** A worker's hand-off counts, which the worker lifecycle adds to its result; null when it ran in this thread. */
+function workerWaits(result: unknown): WorkerWaits | null {
+  const waits = (result as { waits?: { parks: number; spinsWon: number; notifiesSent: number } } | null)?.waits;
+  return waits ? snakeKeys(waits) : null;
+}
