@@ -24,6 +24,7 @@ import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { runStack } from '../stack/run-stack.js';
 import { planGuestLayout, fioBufferBytes } from '../stack/guest-layout.js';
+import { guestLayoutRequest } from '../topology/plan.js';
 import { formatFioJson } from '../report/fio-json.js';
 import { formatFioNormal } from '../report/fio-normal.js';
 import { formatVmstackReport } from '../report/tables.js';
@@ -150,7 +151,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 export function guestRamPlan(jobs: readonly FioJobSpec[], o: { strategy: DmaStrategy; untrusted: boolean; bufferContiguity: UserBufferContiguity }): GuestRamPlan {
-  const { heapStartBytes } = planGuestLayout(jobs, o);
+  const { heapStartBytes } = planGuestLayout(guestLayoutRequest(jobs, o));
   const buffersBytes = fioBufferBytes(jobs, o.bufferContiguity);
   return { heapStartBytes, buffersBytes, neededBytes: heapStartBytes + buffersBytes };
 }
