@@ -7,3 +7,5 @@ export * from './fio/options.js';
 export * from './compare/compare.js';
 export * from './compare/experiment.js';
 export * from './scale/scale.js';
+export * from './topology/topology.js';
+export * from './topology/plan.js';

@@ -24,6 +24,7 @@ import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { runStack } from '../stack/run-stack.js';
 import { planGuestLayout, fioBufferBytes } from '../stack/guest-layout.js';
+import { guestLayoutRequest, NON_VCPU_WORKERS } from '../topology/plan.js';
 import { formatFioJson } from '../report/fio-json.js';
 import { formatFioNormal } from '../report/fio-normal.js';
 import { formatVmstackReport } from '../report/tables.js';
@@ -54,7 +55,7 @@ export interface RunArgs {
 }
 
 /** Jobs of one barrier group run at once, one vCPU worker each, beside the vmm, host-vfio and device workers. */
-export const MAX_JOBS_AT_ONCE = MAX_WORKERS - 3;
+export const MAX_JOBS_AT_ONCE = MAX_WORKERS - NON_VCPU_WORKERS;
 
 export async function runCommand(a: RunArgs): Promise<void> {
   const defaults = { rw: 'read', bs: '4k', iodepth: '1', size: '64m' };
@@ -150,7 +151,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 export function guestRamPlan(jobs: readonly FioJobSpec[], o: { strategy: DmaStrategy; untrusted: boolean; bufferContiguity: UserBufferContiguity }): GuestRamPlan {
-  const { heapStartBytes } = planGuestLayout(jobs, o);
+  const { heapStartBytes } = planGuestLayout(guestLayoutRequest(jobs, o));
   const buffersBytes = fioBufferBytes(jobs, o.bufferContiguity);
   return { heapStartBytes, buffersBytes, neededBytes: heapStartBytes + buffersBytes };
 }

@@ -15,7 +15,7 @@
  */
 
 import { virtqueueLayout, type VirtqueueLayout } from '@vmstack/shm';
-import { IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_SLOT_BYTES, type DmaStrategy, type FioJobSpec, type UserBufferContiguity } from '@vmstack/guest-kernel';
+import { IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_SLOT_BYTES, type FioJobSpec, type UserBufferContiguity } from '@vmstack/guest-kernel';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -37,11 +37,21 @@ export interface GuestLayout {
   heapStartBytes: number;
 }
 
+/** What the planner (topology/plan.ts) decides the guest needs below its heap. */
+export interface GuestLayoutRequest {
+  /** NVMe I/O queue pairs: one per vCPU */
+  ioQueues: number;
+  /** PRP list pages per I/O queue: one per I/O slot, the deepest job's iodepth */
+  prpPagesPerQueue: number;
+  /** the swiotlb area is preallocated at boot (untrusted devices without the pool) */
+  swiotlb: boolean;
+}
+
 export function align(v: number, a: number): number {
   return Math.ceil(v / a) * a;
 }
 
-export function planGuestLayout(jobs: readonly FioJobSpec[], o: { strategy: DmaStrategy; untrusted: boolean }): GuestLayout {
+export function planGuestLayout(req: GuestLayoutRequest): GuestLayout {
   let cursor = 64 * KiB;
   const vqLayout = virtqueueLayout(VIOMMU_QUEUE_ENTRIES, cursor);
   cursor = align(cursor + vqLayout.totalBytes, 4 * KiB);
@@ -54,16 +64,14 @@ export function planGuestLayout(jobs: readonly FioJobSpec[], o: { strategy: DmaS
   const adminCqGpa = cursor + 4 * KiB;
   const identifyGpa = cursor + 8 * KiB;
   cursor += 12 * KiB;
-  const maxDepth = Math.max(...jobs.map((j) => j.iodepth));
-  const queues = jobs.map(() => {
+  const queues = Array.from({ length: req.ioQueues }, () => {
     const q = { sqGpa: cursor, cqGpa: cursor + NVME_QUEUE_ENTRIES * 64, prpPoolGpa: cursor + NVME_QUEUE_ENTRIES * 80 };
-    cursor = align(q.prpPoolGpa + maxDepth * 4 * KiB, 4 * KiB);
+    cursor = align(q.prpPoolGpa + req.prpPagesPerQueue * 4 * KiB, 4 * KiB);
     return q;
   });
   const coherentBytes = align(cursor - coherentGpa, 4 * KiB);
-  // the swiotlb area is preallocated at boot (untrusted devices without the pool)
   let swiotlbGpa: number | null = null;
-  if (o.untrusted && o.strategy !== 'bounce' && o.strategy !== 'direct') {
+  if (req.swiotlb) {
     swiotlbGpa = align(cursor, 2 * MiB);
     cursor = swiotlbGpa + IO_TLB_DEFAULT_SIZE_BYTES;
   }

@@ -13,6 +13,7 @@ import { runGuestVcpu, type GuestPlatform, type VcpuWorkerInit } from '@vmstack/
 import { createVmm, type VmmWorkerInit } from '@vmstack/vmm';
 import { createHost, type HostWorkerInit } from '@vmstack/host-vfio';
 import { DeviceEngine, type DeviceWorkerInit } from '@vmstack/nvme-device';
+import type { StackWorkers } from '../topology/plan.js';
 
 export class InThreadStall extends Error {
   constructor(what: string) {
@@ -21,16 +22,15 @@ export class InThreadStall extends Error {
   }
 }
 
-/** Run the specs of a one-vCPU topology in this thread; same result shape as runWorkers. */
-export function runInThread(specs: readonly WorkerSpec[], controlHandle: ControlHandle): RunOutcome<unknown> {
-  const vcpuSpecs = specs.filter((s) => s.role.startsWith('guest-kernel/'));
-  if (vcpuSpecs.length !== 1) throw new InputError('--transport', 'in-thread', `one job (numjobs=1) only; this topology has ${vcpuSpecs.length} vCPUs: use --transport workers`);
+/**
+ * Run the specs of a one-vCPU topology in this thread; same result shape as
+ * runWorkers. `workers` says which spec is which (the planner's worker indices).
+ */
+export function runInThread(specs: readonly WorkerSpec[], controlHandle: ControlHandle, workers: StackWorkers): RunOutcome<unknown> {
+  if (workers.vcpus.length !== 1) throw new InputError('--transport', 'in-thread', `one job (numjobs=1) only; this topology has ${workers.vcpus.length} vCPUs: use --transport workers`);
   const control = RunControl.attach(controlHandle);
-  const index = (role: string) => specs.findIndex((s) => s.role === role);
-  const vmmW = index('vmm');
-  const hostW = index('host-vfio');
-  const devW = index('nvme-device');
-  const vcpuW = index(vcpuSpecs[0].role);
+  const { vmm: vmmW, host: hostW, device: devW } = workers;
+  const vcpuW = workers.vcpus[0];
   const hostInit = specs[hostW].init as HostWorkerInit;
   const vmmInit = specs[vmmW].init as VmmWorkerInit;
   const { host, container, clock: hostClock } = createHost(hostInit, hostW, control);

@@ -1,18 +1,20 @@
 /**
- * Wire a topology (one VM, numjobs vCPUs, one passed-through NVMe drive
- * behind virtio-iommu) and run it on real workers: the guest's vCPUs, the
- * VMM, the host kernel and the device, each in its own worker thread,
- * talking through SharedArrayBuffer rings. Returns a fio-style RunResult.
+ * Run a topology on real workers: plan it (topology/plan.ts), allocate the
+ * shared regions the plan describes, build each worker's init, run the
+ * guest's vCPUs, the VMM, the host kernel and the device, each in its own
+ * worker thread talking through SharedArrayBuffer rings (or all in this
+ * thread), and assemble a fio-style RunResult.
  */
 
-import { InputError, RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, type CostProfile, type ClockMode, type WorkerSpec, NEVER_NS, vmStateBytes } from '@vmstack/shm';
-import { GUEST_VCPU_WORKER, fioJobWrites, fioWriteSeed, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_LOCK, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
-import { VMM_WORKER, VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
-import { HOST_VFIO_WORKER, IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
-import { IoPgtable } from '@vmstack/iommu-hw';
-import { NVME_DEVICE_WORKER, NvmeMedia, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
+import { RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, MAX_WORKERS, NEVER_NS, type CostProfile, type ClockMode, type WorkerSpec, type ControlHandle, type LockTableHandle, type RingHandle, type RpcChannelHandles, type RunOutcome, vmStateBytes } from '@vmstack/shm';
+import { NVME_LBA_SIZE_BYTES, fioJobWrites, fioWriteSeed, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, VIOMMU_REQUEST_LOCK, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity, type PageAllocatorHandle, type IovaDomainHandle, type FlushQueueHandle, type BouncePoolHandle, type SwiotlbHandle } from '@vmstack/guest-kernel';
+import { VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
+import { IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
+import { IoPgtable, type IoPgtableHandle } from '@vmstack/iommu-hw';
+import { NvmeMedia, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
 import { runInThread } from './in-thread.js';
-import { planGuestLayout, NVME_QUEUE_ENTRIES } from './guest-layout.js';
+import { defaultTopology, type Topology } from '../topology/topology.js';
+import { planStack, planRings, type PlannedRing, type StackPlan } from '../topology/plan.js';
 import type { RunCarry, RunResult } from '../report/result.js';
 import { assembleRunResult } from '../report/assemble.js';
 
@@ -20,6 +22,12 @@ export interface StackOptions {
   jobs: FioJobSpec[];
   jobOptions: Record<string, Record<string, string>>;
   globalOptions: Record<string, string>;
+  /**
+   * What runs: VMs, vCPUs, devices, IOMMUs (topology/topology.ts). Default:
+   * defaultTopology(jobs, this), built from strategy, driverGeneration,
+   * guestRamBytes and untrusted; a given topology carries its own of those.
+   */
+  topology?: Topology;
   strategy: DmaStrategy;
   clock: ClockMode;
   profile: CostProfile;
@@ -34,11 +42,11 @@ export interface StackOptions {
   dilation: number;
   /** the device is untrusted (external-facing): bouncing is mandatory */
   untrusted?: boolean;
-  /** bounce strategy: bounce trusted streaming mappings up to this size */
+  /** bounce strategy: bounce trusted streaming mappings up to this size (default: the pool's) */
   alwaysBounceLimitBytes?: number;
   /** bounce strategy: change always_bounce_limit at these model times during the run */
   alwaysBounceLimitSchedule?: { atNs: number; bytes: number }[];
-  /** bounce strategy: slots per size class */
+  /** bounce strategy: slots per size class (default: the pool's) */
   slotsPerClass?: number;
   /** `workers` (default): each component in its own worker thread; `in-thread`: all in this thread (one job only) */
   transport?: 'workers' | 'in-thread';
@@ -50,33 +58,44 @@ export interface StackOptions {
   timeoutMs?: number;
 }
 
-const KiB = 1024;
-const MiB = 1024 * KiB;
 /** the drive's pre-filled blocks look written by a verify job with this seed */
 const NS_PREFILL_SEED = 0x89;
+/** the lock-table slot of this (the main) thread: the last worker slot */
+const MAIN_THREAD_CPU = MAX_WORKERS - 1;
 
-export async function runStack(opts: StackOptions): Promise<RunResult> {
-  const o = { ...opts, untrusted: opts.untrusted ?? false, alwaysBounceLimitBytes: opts.alwaysBounceLimitBytes ?? 4096, slotsPerClass: opts.slotsPerClass ?? 1024 };
-  const p = o.profile;
-  const vcpus = o.jobs.length;
+/** The shared memory of a run, allocated from its plan. */
+interface StackRegions {
+  control: ControlHandle;
+  guestRam: SharedArrayBuffer;
+  vmState: SharedArrayBuffer;
+  pageAlloc: PageAllocatorHandle;
+  iovaDomain: IovaDomainHandle;
+  flushQueue: FlushQueueHandle | null;
+  bouncePool: BouncePoolHandle | null;
+  swiotlb: SwiotlbHandle | null;
+  locks: LockTableHandle;
+  pgtable: IoPgtableHandle;
+  rings: { doorbell: RingHandle[]; irq: RingHandle[]; kick: RingHandle[]; used: RingHandle[]; inval: RingHandle };
+  /** the same rings, named, in the plan's ring order (for stall reports) */
+  ringList: { name: string; handle: RingHandle }[];
+  vfioRpc: RpcChannelHandles;
+}
+
+type RunOptions = StackOptions & { untrusted: boolean };
+
+/** Allocate the regions the plan describes, set up the IOVA reservations and publish every worker's starting EOT. */
+function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
+  const r = plan.regions;
   const control = RunControl.allocate();
   const ctl = RunControl.attach(control);
-  const guestRam = new SharedArrayBuffer(o.guestRamBytes);
-  const vmState = new SharedArrayBuffer(vmStateBytes(o.jobs.length));
-  const layout = planGuestLayout(o.jobs, o);
-  const { vqLayout, viommuRequestAreaGpa, viommuSlotWordGpa, coherentGpa, coherentBytes, adminSqGpa, adminCqGpa, identifyGpa, queues, swiotlbGpa, heapStartBytes } = layout;
-  const useSwiotlb = swiotlbGpa !== null;
-  if (heapStartBytes >= o.guestRamBytes) throw new InputError('--guest-ram', o.guestRamBytes, `more than ${heapStartBytes} bytes: queues, rings${useSwiotlb ? ' and the 64 MiB swiotlb area' : ''} take that much before any I/O buffer`);
-  const pageAlloc = PageAllocator.allocate({ ramBytes: o.guestRamBytes, heapStartBytes });
-  // rbtree nodes: what the rcaches can hold (6 size classes × (2 magazines per CPU + a 32-magazine depot) × 128)
-  // plus every I/O in flight, plus room for reserved ranges and per-segment maps
-  const inFlight = o.jobs.reduce((s, j) => s + j.iodepth * (o.untrusted ? j.blockSizeBytes / 4096 : 1), 0);
-  const iovaDomain = IovaDomain.allocate({ startPfn: 1, limitPfn: 2 ** 36 - 1, cpus: vcpus, maxAllocations: 6 * (2 * vcpus + 32) * 128 + inFlight + 4096 });
-  const flushQueue = o.strategy === 'lazy' ? FlushQueue.allocate({ cpus: vcpus, entriesCount: p.lazyFlushQueueEntriesCount, timeoutNs: p.lazyFlushTimeoutNs }) : null;
-  // the pool's IOVA range is reserved up front, at 4 GiB, and carved into slots
-  const poolIovaBase = 4 * 1024 * MiB;
-  const bouncePool = o.strategy === 'bounce' ? BouncePool.allocate({ iovaBase: poolIovaBase, evictionPeriodNs: p.bounceEvictionPeriodNs, alwaysBounceLimitBytes: o.alwaysBounceLimitBytes, slotsPerClass: o.slotsPerClass }) : null;
-  const swiotlb = swiotlbGpa !== null ? Swiotlb.allocate({ areaGpa: swiotlbGpa, sizeBytes: IO_TLB_DEFAULT_SIZE_BYTES, minAlignMask: 4095 }) : null;
+  const guestRam = new SharedArrayBuffer(r.guestRamBytes);
+  const vmState = new SharedArrayBuffer(vmStateBytes(r.vmStateVcpus));
+  const pageAlloc = PageAllocator.allocate(r.pageAlloc);
+  const { reservedPfns, ...iovaOptions } = r.iovaDomain;
+  const iovaDomain = IovaDomain.allocate(iovaOptions);
+  const flushQueue = r.flushQueue ? FlushQueue.allocate(r.flushQueue) : null;
+  const bouncePool = r.bouncePool ? BouncePool.allocate(r.bouncePool) : null;
+  const swiotlb = r.swiotlb ? Swiotlb.allocate(r.swiotlb) : null;
   const locks = LockTable.allocate([
     { name: VIOMMU_REQUEST_LOCK, kind: 'spinlock' },
     { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
@@ -87,110 +106,133 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
     ...(bouncePool ? BouncePool.lockSpecs(bouncePool) : []),
     ...(swiotlb ? Swiotlb.lockSpecs(swiotlb) : []),
   ]);
-  // the coherent region is IOVA = GPA: keep the IOVA allocator away from it
   {
-    const iovad = IovaDomain.attach(iovaDomain, 0, LockTable.attach(locks, 63), p);
-    iovad.reserve_iova(1, Math.ceil(heapStartBytes / 4096));
-    if (bouncePool) iovad.reserve_iova(poolIovaBase / 4096, (poolIovaBase + BouncePool.iovaSpanBytes({ slotsPerClass: o.slotsPerClass })) / 4096 - 1);
+    const iovad = IovaDomain.attach(iovaDomain, 0, LockTable.attach(locks, MAIN_THREAD_CPU), p);
+    for (const [lo, hi] of reservedPfns) iovad.reserve_iova(lo, hi);
   }
-  const pgtable = IoPgtable.allocate({ tablePages: 16384 });
-  // worker indexes: 0..vcpus-1 vCPUs, then vmm, host, device
-  const vmmW = vcpus;
-  const hostW = vcpus + 1;
-  const devW = vcpus + 2;
-  const vcpuWorkers = o.jobs.map((_, i) => i);
-  const doorbellRings = o.jobs.map(() => Ring.allocate({ capacityRecords: 4096 }, ctl.eventRef(devW)));
-  const irqRings = o.jobs.map((_, i) => Ring.allocate({ capacityRecords: 4096 }, ctl.eventRef(i)));
-  const kickRings = o.jobs.map(() => Ring.allocate({ capacityRecords: 64 }, ctl.eventRef(vmmW)));
-  const usedRings = o.jobs.map((_, i) => Ring.allocate({ capacityRecords: 64 }, ctl.eventRef(i)));
-  const hostRpc = allocateRpcChannel(64, ctl.eventRef(hostW), ctl.eventRef(vmmW));
-  const invalRing = Ring.allocate({ capacityRecords: 4096 }, ctl.eventRef(devW));
+  const pgtable = IoPgtable.allocate(r.pgtable);
+  // every ring wakes its consumer's worker event
+  const ringList = planRings(plan.rings).map((r) => ({ name: r.name, handle: Ring.allocate({ capacityRecords: r.capacityRecords }, ctl.eventRef(r.consumer)) }));
+  const handle = new Map(planRings(plan.rings).map((r, k) => [r, ringList[k].handle]));
+  const ring = (r: PlannedRing) => handle.get(r)!;
+  const rings = { doorbell: plan.rings.doorbell.map(ring), irq: plan.rings.irq.map(ring), kick: plan.rings.kick.map(ring), used: plan.rings.used.map(ring), inval: ring(plan.rings.inval) };
+  const vfioRpc = allocateRpcChannel(plan.vfioRpc.capacityRecords, ctl.eventRef(plan.vfioRpc.server), ctl.eventRef(plan.vfioRpc.client));
+  plan.workers.forEach((w, i) => ctl.publishEot(i, w.startEotNs));
+  return { control, guestRam, vmState, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, locks, pgtable, rings, ringList, vfioRpc };
+}
+
+/** Each worker's role, entry and init, in the plan's worker order. */
+function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions): WorkerSpec[] {
+  const p = o.profile;
+  const { guestRam, vmState, locks, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, pgtable, rings } = regions;
+  const { vqLayout, viommuRequestAreaGpa, viommuSlotWordGpa, coherentGpa, coherentBytes, adminSqGpa, adminCqGpa, identifyGpa, queues } = plan.regions.guestLayout;
+  const idx = plan.index;
   const epochMs = performance.timeOrigin + performance.now();
   const common = { clockMode: o.clock, dilation: o.dilation, epochMs, spinLoads: o.spinLoads };
   const carried = o.carry?.namespaceBlocks ?? [];
-  const nsSizeBlocks = Math.max(...o.jobs.map((j) => (j.offsetBytes + j.sizeBytes) / 4096), ...carried.map(([lba]) => lba + 1)) + 1024;
+  const nsSizeBlocks = Math.max(...o.jobs.map((j) => (j.offsetBytes + j.sizeBytes) / NVME_LBA_SIZE_BYTES), ...carried.map(([lba]) => lba + 1)) + 1024;
   // verify expects, where an earlier group wrote, the seed its writer put in the block header
   const priorSeeds: [number, number][] = carried.map(([lba, data]) => [lba, new DataView(data.buffer, data.byteOffset).getUint32(16, true)]);
   // the device's shortest doorbell → interrupt time (its lookahead); the same minimum the device uses
   const deviceMinResponseNs = p.nvmeDoorbellLatencyNs + p.nvmeSqeFetchNs + new NvmeMedia(p).minServiceNs() + p.nvmeCqePostNs + p.msiLatencyNs;
-  for (const w of [...vcpuWorkers, devW]) ctl.publishEot(w, 0);
-  ctl.publishEot(vmmW, NEVER_NS);
-  ctl.publishEot(hostW, NEVER_NS);
-
-  const specs: WorkerSpec[] = [];
-  o.jobs.forEach((job, v) => {
-    const init: VcpuWorkerInit = {
-      ...common,
-      vcpu: v,
-      quantumNs: o.quantumNs,
-      strategy: o.strategy,
-      driverGeneration: o.driverGeneration,
-      costs: p,
-      job,
-      bufferContiguity: o.bufferContiguity,
-      guestRam,
-      locks,
-      pageAlloc,
-      iovaDomain,
-      untrusted: o.untrusted,
-      alwaysBounceLimitSchedule: o.alwaysBounceLimitSchedule,
-      flushQueue,
-      bouncePool,
-      swiotlb,
-      iovaLimitPfn: 2 ** 36 - 1,
-      domainId: 1,
-      endpointId: 0x100,
-      vqLayout,
-      viommuRequestAreaGpa,
-      viommuSlotWordGpa,
-      vmState,
-      adminSqGpa,
-      adminCqGpa,
-      identifyGpa,
-      coherentGpa,
-      coherentBytes,
-      queueDepth: NVME_QUEUE_ENTRIES,
-      queues,
-      nsPrefillSeed: NS_PREFILL_SEED,
-      priorSeeds,
-      peerWriteSeeds: o.jobs.filter((other, u) => u !== v && fioJobWrites(other)).map(fioWriteSeed),
-      doorbellRing: doorbellRings[v],
-      irqRing: irqRings[v],
-      allIrqRings: irqRings,
-      kickRing: kickRings[v],
-      usedRing: usedRings[v],
-      deviceWorker: devW,
-      vcpuWorkers,
-      deviceMinResponseNs,
-    };
-    specs.push({ role: `guest-kernel/vcpu${v}`, entry: GUEST_VCPU_WORKER, init });
-  });
-  const vmmInit: VmmWorkerInit = { ...common, rpcSpinLoads: o.vmmSpinLoads ?? vmmRpcSpinLoads(o.jobs.length, o.spinLoads), costs: p, kickWakeupNs: p.hostThreadWakeupNs, locks, guestRam, vqLayout, kickRings, usedRings, hostRpc, identityMapBytes: o.strategy === 'direct' ? o.guestRamBytes : 0, vmState, deviceWorker: devW };
-  specs.push({ role: 'vmm', entry: VMM_WORKER, init: vmmInit });
-  const hostInit: HostWorkerInit = { ...common, costs: p, locks, vmmRpc: hostRpc, pgtable, invalRing, lockedVmLimitPages: o.guestRamBytes / 4096, dmaEntryLimit: 65535 };
-  specs.push({ role: 'host-vfio', entry: HOST_VFIO_WORKER, init: hostInit });
   const verifyAlgo = o.jobs.find((j) => j.verify !== 'none')?.verify ?? 'none';
-  const devInit: DeviceWorkerInit = { ...common, costs: p, guestRam, pgtable, doorbellRings, irqRings, invalRing, vcpuWorkers, vcpuOfCq: [0, ...o.jobs.map((_, i) => i)], namespace: { sizeBlocks: nsSizeBlocks, seed: NS_PREFILL_SEED, algo: verifyAlgo, initialBlocks: o.carry?.namespaceBlocks, exportBlocks: o.exportNamespace } };
-  specs.push({ role: 'nvme-device', entry: NVME_DEVICE_WORKER, init: devInit });
 
-  const startedMs = Date.now();
-  const wallStart = performance.now();
-  const out = await (o.transport === 'in-thread' ? Promise.resolve().then(() => runInThread(specs, control)) : runWorkers<unknown>(specs, control, { timeoutMs: o.timeoutMs ?? 30 * 60_000 })).catch((e: unknown) => {
-    // say where every worker stood: model clocks, EOTs and what sat in each ring
+  const inits = plan.workers.map((w, i): unknown => {
+    switch (w.kind) {
+      case 'vcpu': {
+        const v = idx.vcpus.indexOf(i);
+        const init: VcpuWorkerInit = {
+          ...common,
+          vcpu: v,
+          quantumNs: o.quantumNs,
+          strategy: o.strategy,
+          driverGeneration: o.driverGeneration,
+          costs: p,
+          job: o.jobs[v],
+          bufferContiguity: o.bufferContiguity,
+          guestRam,
+          locks,
+          pageAlloc,
+          iovaDomain,
+          untrusted: o.untrusted,
+          alwaysBounceLimitSchedule: o.alwaysBounceLimitSchedule,
+          flushQueue,
+          bouncePool,
+          swiotlb,
+          iovaLimitPfn: plan.device.iovaLimitPfn,
+          domainId: plan.device.domainId,
+          endpointId: plan.device.endpointId,
+          vqLayout,
+          viommuRequestAreaGpa,
+          viommuSlotWordGpa,
+          vmState,
+          adminSqGpa,
+          adminCqGpa,
+          identifyGpa,
+          coherentGpa,
+          coherentBytes,
+          queueDepth: plan.device.queueDepth,
+          queues,
+          nsPrefillSeed: NS_PREFILL_SEED,
+          priorSeeds,
+          peerWriteSeeds: o.jobs.filter((other, u) => u !== v && fioJobWrites(other)).map(fioWriteSeed),
+          doorbellRing: rings.doorbell[v],
+          irqRing: rings.irq[v],
+          allIrqRings: rings.irq,
+          kickRing: rings.kick[v],
+          usedRing: rings.used[v],
+          deviceWorker: idx.device,
+          vcpuWorkers: idx.vcpus,
+          deviceMinResponseNs,
+        };
+        return init;
+      }
+      case 'vmm': {
+        const init: VmmWorkerInit = { ...common, rpcSpinLoads: o.vmmSpinLoads ?? vmmRpcSpinLoads(idx.vcpus.length, o.spinLoads), costs: p, kickWakeupNs: p.hostThreadWakeupNs, locks, guestRam, vqLayout, kickRings: rings.kick, usedRings: rings.used, hostRpc: regions.vfioRpc, identityMapBytes: plan.vfio.identityMapBytes, vmState, deviceWorker: idx.device };
+        return init;
+      }
+      case 'host': {
+        const init: HostWorkerInit = { ...common, costs: p, locks, vmmRpc: regions.vfioRpc, pgtable, invalRing: rings.inval, lockedVmLimitPages: plan.vfio.lockedVmLimitPages, dmaEntryLimit: plan.vfio.dmaEntryLimit };
+        return init;
+      }
+      case 'device': {
+        const init: DeviceWorkerInit = { ...common, costs: p, guestRam, pgtable, doorbellRings: rings.doorbell, irqRings: rings.irq, invalRing: rings.inval, vcpuWorkers: idx.vcpus, vcpuOfCq: plan.device.vcpuOfCq, namespace: { sizeBlocks: nsSizeBlocks, seed: NS_PREFILL_SEED, algo: verifyAlgo, initialBlocks: o.carry?.namespaceBlocks, exportBlocks: o.exportNamespace } };
+        return init;
+      }
+    }
+  });
+  return plan.workers.map((w, i) => ({ role: w.role, entry: w.entry, init: inits[i] }));
+}
+
+/**
+ * Run the specs on the chosen transport. A run that does not finish says
+ * where every worker stood: model clocks, EOTs and what sat in each ring.
+ */
+async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: WorkerSpec[], o: RunOptions): Promise<RunOutcome<unknown>> {
+  const { control } = regions;
+  const ctl = RunControl.attach(control);
+  return (o.transport === 'in-thread' ? Promise.resolve().then(() => runInThread(specs, control, plan.index)) : runWorkers<unknown>(specs, control, { timeoutMs: o.timeoutMs ?? 30 * 60_000 })).catch((e: unknown) => {
     if (e instanceof Error && /did not finish/.test(e.message)) {
       const ns = (x: number) => (x >= NEVER_NS ? 'never' : String(x));
       const state = specs.map((sp, w) => `${sp.role}: clock ${ns(ctl.clockNs(w))} eot ${ns(ctl.eotNs(w))} waitFor ${ns(ctl.waitForNs(w))}`);
-      const rings = [
-        ...doorbellRings.map((h, v) => `doorbell${v} ${Ring.attach(h).inFlight()}`),
-        ...irqRings.map((h, v) => `irq${v} ${Ring.attach(h).inFlight()}`),
-        ...kickRings.map((h, v) => `kick${v} ${Ring.attach(h).inFlight()}`),
-        ...usedRings.map((h, v) => `used${v} ${Ring.attach(h).inFlight()}`),
-        `inval ${Ring.attach(invalRing).inFlight()}`,
-      ];
+      const rings = regions.ringList.map((r) => `${r.name} ${Ring.attach(r.handle).inFlight()}`);
       e.message += `\n  ${state.join('\n  ')}\n  rings in flight: ${rings.join(', ')}`;
     }
     throw e;
   });
+}
+
+export async function runStack(opts: StackOptions): Promise<RunResult> {
+  const plan = planStack(opts.topology ?? defaultTopology(opts.jobs, opts), { jobs: opts.jobs, profile: opts.profile, alwaysBounceLimitBytes: opts.alwaysBounceLimitBytes, slotsPerClass: opts.slotsPerClass });
+  // from here on, what the planned VM runs: its jobs in vCPU order, its strategy, driver and device
+  const o: RunOptions = { ...opts, jobs: plan.vm.jobOfVcpu.map((j) => opts.jobs[j]), strategy: plan.vm.strategy, driverGeneration: plan.vm.driverGeneration, untrusted: plan.device.untrusted };
+  const regions = allocateStackRegions(plan, o.profile);
+  const specs = buildWorkerSpecs(plan, regions, o);
+  const { vmm: vmmW, host: hostW, device: devW } = plan.index;
+  const { locks, iovaDomain, flushQueue, bouncePool, swiotlb } = regions;
+  const startedMs = Date.now();
+  const wallStart = performance.now();
+  const out = await runStackWorkers(plan, regions, specs, o);
   const wallMs = performance.now() - wallStart;
   return assembleRunResult({
     jobs: o.jobs,
@@ -203,11 +245,11 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
     driverGeneration: o.driverGeneration,
     workers: out.workers,
     workerResults: out.results,
-    vcpus: out.results.slice(0, vcpus) as VcpuWorkerResult[],
+    vcpus: plan.index.vcpus.map((w) => out.results[w] as VcpuWorkerResult),
     vmm: out.results[vmmW] as VmmWorkerResult,
     host: out.results[hostW] as HostWorkerResult,
     device: out.results[devW] as DeviceWorkerResult,
-    lockStats: LockTable.attach(locks, 63).stats(),
+    lockStats: LockTable.attach(locks, MAIN_THREAD_CPU).stats(),
     flushQueue: flushQueue ? FlushQueue.stats(flushQueue) : null,
     iovaPagesAllocated: IovaDomain.stats(iovaDomain).allocatedPages,
     startedMs,
