@@ -11,8 +11,8 @@
  *   npx -y pnpm@9.15.9 bench:stack [--size 16m] [--reps 3] [--json]
  */
 
-import { loadProfile, DEFAULT_PROFILE_PATH, setWorkerReuse, releaseIdleWorkers } from '@vmstack/shm';
-import { runStack, jobsFromCommandLine } from '@vmstack/cli';
+import { jobsFromCommandLine, runStack } from '@vmstack/cli';
+import { DEFAULT_PROFILE_PATH, loadProfile, releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
 
 const args = process.argv.slice(2);
 const arg = (name: string, dflt: string) => {
@@ -47,7 +47,21 @@ for (const strategy of strategies) {
     for (let r = 0; r < reps; r++) {
       const parsed = jobsFromCommandLine({ rw: 'read', bs: '4k', iodepth: '64', size }, {});
       const t0 = performance.now();
-      const res = await runStack({ jobs: parsed.jobs, jobOptions: parsed.jobOptions, globalOptions: {}, strategy, clock: 'virtual', profile, quantumNs: 20_000, driverGeneration: 'v5.10', bufferContiguity: 'none', guestRamBytes: 256 * 1024 * 1024, spinLoads: 2000, dilation: 1, transport });
+      const res = await runStack({
+        jobs: parsed.jobs,
+        jobOptions: parsed.jobOptions,
+        globalOptions: {},
+        strategy,
+        clock: 'virtual',
+        profile,
+        quantumNs: 20_000,
+        driverGeneration: 'v5.10',
+        bufferContiguity: 'none',
+        guestRamBytes: 256 * 1024 * 1024,
+        spinLoads: 2000,
+        dilation: 1,
+        transport,
+      });
       wall.push(performance.now() - t0);
       speed.push(res.vmstack.model_speed.simulated_ios_per_wall_s);
       ios = res.jobs[0].read.totalIos;
@@ -65,7 +79,9 @@ if (args.includes('--json')) {
   for (const c of cells) {
     const peer = cells.find((x) => x.strategy === c.strategy && x.transport === 'in-thread')!;
     const ratio = c.transport === 'workers' ? (c.loopIosPerWallS / peer.loopIosPerWallS).toFixed(2) : '';
-    console.log(`${c.strategy.padEnd(8)}  ${c.transport.padEnd(9)}  ${String(c.ios).padStart(14)}  ${String(c.loopIosPerWallS).padStart(26)}  ${String(Math.round(c.runWallMs)).padStart(11)}  ${String(Math.round(c.firstRunWallMs)).padStart(12)}  ${ratio.padStart(19)}  ${c.modelMiBps.toFixed(1).padStart(11)}`);
+    console.log(
+      `${c.strategy.padEnd(8)}  ${c.transport.padEnd(9)}  ${String(c.ios).padStart(14)}  ${String(c.loopIosPerWallS).padStart(26)}  ${String(Math.round(c.runWallMs)).padStart(11)}  ${String(Math.round(c.firstRunWallMs)).padStart(12)}  ${ratio.padStart(19)}  ${c.modelMiBps.toFixed(1).padStart(11)}`,
+    );
   }
   const same = strategies.every((s) => {
     const [a, b] = transports.map((t) => cells.find((c) => c.strategy === s && c.transport === t)!.modelMiBps);

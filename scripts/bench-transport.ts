@@ -33,8 +33,14 @@
 
 import os from 'node:os';
 import { BroadcastChannel } from 'node:worker_threads';
-import { Ring, LockTable, RunControl, runWorkers, allocateRpcChannel, DEFAULT_SPIN_LOADS, InputError, WorkerFailure, type WorkerSpec } from '@vmstack/shm';
-import type { TransportBenchInit, TransportBenchResult, PingPongPhase, StreamPhase, MutexSoloPhase } from '../packages/shm/dist/src/internal/transport-bench-worker.js';
+import { allocateRpcChannel, DEFAULT_SPIN_LOADS, InputError, LockTable, Ring, RunControl, runWorkers, WorkerFailure, type WorkerSpec } from '@vmstack/shm';
+import type {
+  MutexSoloPhase,
+  PingPongPhase,
+  StreamPhase,
+  TransportBenchInit,
+  TransportBenchResult,
+} from '../packages/shm/dist/src/internal/transport-bench-worker.js';
 
 const ENTRY = new URL('../packages/shm/dist/src/internal/transport-bench-worker.js', import.meta.url);
 
@@ -198,7 +204,10 @@ async function measureMainPostMessage(): Promise<number[]> {
   const control = RunControl.allocate();
   let ready!: () => void;
   const isReady = new Promise<void>((r) => (ready = r));
-  const done = runWorkers<TransportBenchResult>([{ role: 'bench/echo', entry: ENTRY, init: { kind: 'echo', channel } satisfies TransportBenchInit }], control, { timeoutMs: RUN_TIMEOUT_MS, onReady: () => ready() });
+  const done = runWorkers<TransportBenchResult>([{ role: 'bench/echo', entry: ENTRY, init: { kind: 'echo', channel } satisfies TransportBenchInit }], control, {
+    timeoutMs: RUN_TIMEOUT_MS,
+    onReady: () => ready(),
+  });
   const samples: number[] = [];
   try {
     await Promise.race([isReady, done]);
@@ -220,7 +229,11 @@ async function measureFailure(): Promise<number[]> {
   for (let r = 0; r <= FAILURE_REPS; r++) {
     const words = new SharedArrayBuffer(16);
     const specs: WorkerSpec[] = [
-      ...Array.from({ length: FAILURE_PARKERS }, (_, i) => ({ role: `park${i}`, entry: ENTRY, init: { kind: 'fail', side: 'park', words, parkers: FAILURE_PARKERS } satisfies TransportBenchInit })),
+      ...Array.from({ length: FAILURE_PARKERS }, (_, i) => ({
+        role: `park${i}`,
+        entry: ENTRY,
+        init: { kind: 'fail', side: 'park', words, parkers: FAILURE_PARKERS } satisfies TransportBenchInit,
+      })),
       { role: 'fail', entry: ENTRY, init: { kind: 'fail', side: 'fail', words, parkers: FAILURE_PARKERS } satisfies TransportBenchInit },
     ];
     let rejectedAtMs = 0;
@@ -238,7 +251,10 @@ async function measureFailure(): Promise<number[]> {
 
 async function measureMutexSolo() {
   const modes: MutexSoloPhase['mode'][] = ['raw-cas', 'mutex', 'mutex-clock'];
-  const phases = [...modes, ...Array.from({ length: MUTEX_REPS }, () => modes).flat()].map((mode, i) => ({ mode, pairs: i < modes.length ? MUTEX_PAIRS / 4 : MUTEX_PAIRS }));
+  const phases = [...modes, ...Array.from({ length: MUTEX_REPS }, () => modes).flat()].map((mode, i) => ({
+    mode,
+    pairs: i < modes.length ? MUTEX_PAIRS / 4 : MUTEX_PAIRS,
+  }));
   const index = Array.from({ length: MUTEX_REPS }, (_, r) => modes.map((_m, k) => (r + 1) * modes.length + k));
   const locks = LockTable.allocate([{ name: 'bench_lock', kind: 'mutex' }]);
   const [w] = await run([{ role: 'bench/mutex', init: { kind: 'mutex-solo', locks, cas: new SharedArrayBuffer(64), phases } }]);
@@ -253,7 +269,12 @@ async function measureMutexContended(parties: number) {
   const locks = LockTable.allocate([{ name: 'bench_lock', kind: 'mutex' }]);
   const counter = new SharedArrayBuffer(64);
   const barrier = new SharedArrayBuffer(64);
-  const results = await run(Array.from({ length: parties }, (_, i) => ({ role: `bench/contender${i}`, init: { kind: 'mutex-contend', locks, counter, barrier, parties, phases } as const })));
+  const results = await run(
+    Array.from({ length: parties }, (_, i) => ({
+      role: `bench/contender${i}`,
+      init: { kind: 'mutex-contend', locks, counter, barrier, parties, phases } as const,
+    })),
+  );
   const expected = parties * phases.reduce((a, b) => a + b, 0);
   const count = new Int32Array(counter)[0];
   if (count !== expected) throw new Error(`contended mutex: counter ${count}, expected ${expected} — the lock did not exclude`);
@@ -282,7 +303,12 @@ const verdict = (r: number): string => (r <= TARGET_RATIO ? 'PASS' : 'MISS');
 
 function table(head: string[], rows: string[][]): string {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]): string => '  ' + r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('   ').trimEnd();
+  const line = (r: string[]): string =>
+    '  ' +
+    r
+      .map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i])))
+      .join('   ')
+      .trimEnd();
   return [line(head), line(w.map((n) => '-'.repeat(n))), ...rows.map(line)].join('\n');
 }
 
@@ -319,7 +345,21 @@ async function main(): Promise<void> {
     elapsedS,
     /** 1-minute load average before and after the run ('after' includes the benchmark's own workers) */
     loadAverage: { before: loadBefore, after: loadAfter },
-    config: { ringCapacityRecords: RING_CAPACITY, recordBytes: RECORD_BYTES, spinForeverLoads: SPIN_FOREVER, defaultSpinLoads: DEFAULT_SPIN_LOADS, latencyReps: LATENCY_REPS, latencyRepsDone: latency.reps, streamReps: STREAM_REPS, streamRepsDone: streamRes[0].reps, streamRecords: STREAM_RECORDS, mutexReps: MUTEX_REPS, mutexPairs: MUTEX_PAIRS, contendReps: CONTEND_REPS, contendTotalAcquisitions: CONTEND_TOTAL },
+    config: {
+      ringCapacityRecords: RING_CAPACITY,
+      recordBytes: RECORD_BYTES,
+      spinForeverLoads: SPIN_FOREVER,
+      defaultSpinLoads: DEFAULT_SPIN_LOADS,
+      latencyReps: LATENCY_REPS,
+      latencyRepsDone: latency.reps,
+      streamReps: STREAM_REPS,
+      streamRepsDone: streamRes[0].reps,
+      streamRecords: STREAM_RECORDS,
+      mutexReps: MUTEX_REPS,
+      mutexPairs: MUTEX_PAIRS,
+      contendReps: CONTEND_REPS,
+      contendTotalAcquisitions: CONTEND_TOTAL,
+    },
     limits: { rawSpinRoundTripNs: rt('rawSpin'), rawFutexRoundTripNs: rt('rawFutex') },
     ring: Object.fromEntries(
       WAIT_MODES.map((m) => [
@@ -335,7 +375,12 @@ async function main(): Promise<void> {
         },
       ]),
     ),
-    postMessage: { via: 'BroadcastChannel', mainWorkerRoundTripNs: mainPm, workerWorkerRoundTripNs: rt('broadcast'), workerWorkerRatioToRingSpinThenPark: bcVsRing },
+    postMessage: {
+      via: 'BroadcastChannel',
+      mainWorkerRoundTripNs: mainPm,
+      workerWorkerRoundTripNs: rt('broadcast'),
+      workerWorkerRatioToRingSpinThenPark: bcVsRing,
+    },
     rpc: { roundTripNs: rt('rpc'), parksPerRoundTrip: stat(latency.parksPerRt.rpc), ratioToRawSpin: rpcRatio },
     mutex: {
       rawCasPairNs: stat(solo.rawCas),
@@ -354,14 +399,19 @@ async function main(): Promise<void> {
   };
 
   if (asJson) {
-    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     return;
   }
   const out: string[] = [];
-  out.push(`vmstack transport benchmark — node ${result.node}, ${cpus} CPUs, ${result.platform}, ${elapsedS.toFixed(1)} s, load average ${loadBefore.toFixed(2)} → ${loadAfter.toFixed(2)}`);
+  out.push(
+    `vmstack transport benchmark — node ${result.node}, ${cpus} CPUs, ${result.platform}, ${elapsedS.toFixed(1)} s, load average ${loadBefore.toFixed(2)} → ${loadAfter.toFixed(2)}`,
+  );
   out.push('medians of the repetitions after a warm-up, [min–max]; a ratio is the median of per-repetition ratios to a limit measured in the same repetition');
   // the load after includes this benchmark's own spinning workers; only the load before says who else was running
-  if (loadBefore >= 0.75 * cpus) out.push(`WARNING: the machine was busy (load ${loadBefore.toFixed(2)} on ${cpus} CPUs): spinning workers lose their cores, so spin results are inflated and noisy`);
+  if (loadBefore >= 0.75 * cpus)
+    out.push(
+      `WARNING: the machine was busy (load ${loadBefore.toFixed(2)} on ${cpus} CPUs): spinning workers lose their cores, so spin results are inflated and noisy`,
+    );
   out.push('');
   out.push(`1. Physical limits (ping-pong between two workers, ${latency.reps} reps)`);
   out.push(
@@ -380,7 +430,14 @@ async function main(): Promise<void> {
       ['wait mode', 'one-way', 'round trip', 'parks/RT', 'ratio to limit', 'target'],
       WAIT_MODES.map((m) => {
         const r = ringRatio[m.key];
-        return [m.label, fmtNs(rt(`ring_${m.key}`).median / 2), fmtStat(rt(`ring_${m.key}`)), stat(latency.parksPerRt[`ring_${m.key}`]).median.toFixed(2), `${fmtX(r.median)} ${ringLimit[m.key]}`, m.key === 'spin' ? `≤ ${TARGET_RATIO}× ${verdict(r.median)}` : ''];
+        return [
+          m.label,
+          fmtNs(rt(`ring_${m.key}`).median / 2),
+          fmtStat(rt(`ring_${m.key}`)),
+          stat(latency.parksPerRt[`ring_${m.key}`]).median.toFixed(2),
+          `${fmtX(r.median)} ${ringLimit[m.key]}`,
+          m.key === 'spin' ? `≤ ${TARGET_RATIO}× ${verdict(r.median)}` : '',
+        ];
       }),
     ),
   );
@@ -392,7 +449,15 @@ async function main(): Promise<void> {
       WAIT_MODES.map((m) => {
         const b16 = streamRes.find((s) => s.mode === m.key && s.batch === 16)!;
         const b1 = streamRes.find((s) => s.mode === m.key && s.batch === 1)!;
-        return [m.label, fmtStat(b16.recordsPerS, fmtRate), (1e9 / b16.recordsPerS.median).toFixed(1), b16.parksPerRecord.median.toFixed(3), fmtStat(b1.recordsPerS, fmtRate), (1e9 / b1.recordsPerS.median).toFixed(1), b1.parksPerRecord.median.toFixed(3)];
+        return [
+          m.label,
+          fmtStat(b16.recordsPerS, fmtRate),
+          (1e9 / b16.recordsPerS.median).toFixed(1),
+          b16.parksPerRecord.median.toFixed(3),
+          fmtStat(b1.recordsPerS, fmtRate),
+          (1e9 / b1.recordsPerS.median).toFixed(1),
+          b1.parksPerRecord.median.toFixed(3),
+        ];
       }),
     ),
   );
@@ -402,14 +467,30 @@ async function main(): Promise<void> {
     table(
       ['', 'round trip', 'ratio'],
       [
-        [`main ↔ worker (${MAIN_PM_REPS} reps)`, fmtStat(mainPm), `${fmtX(mainPm.median / rt('ring_spinThenPark').median)} ring spin-then-park (separate runs)`],
+        [
+          `main ↔ worker (${MAIN_PM_REPS} reps)`,
+          fmtStat(mainPm),
+          `${fmtX(mainPm.median / rt('ring_spinThenPark').median)} ring spin-then-park (separate runs)`,
+        ],
         ['worker ↔ worker', fmtStat(rt('broadcast')), `${fmtX(bcVsRing.median)} ring spin-then-park`],
       ],
     ),
   );
   out.push('');
   out.push('4. RPC');
-  out.push(table(['', 'round trip', 'parks/RT', 'ratio to limit'], [[`RpcClient.call (spin-then-park, ${DEFAULT_SPIN_LOADS})`, fmtStat(rt('rpc')), stat(latency.parksPerRt.rpc).median.toFixed(2), `${fmtX(rpcRatio.median)} raw spin`]]));
+  out.push(
+    table(
+      ['', 'round trip', 'parks/RT', 'ratio to limit'],
+      [
+        [
+          `RpcClient.call (spin-then-park, ${DEFAULT_SPIN_LOADS})`,
+          fmtStat(rt('rpc')),
+          stat(latency.parksPerRt.rpc).median.toFixed(2),
+          `${fmtX(rpcRatio.median)} raw spin`,
+        ],
+      ],
+    ),
+  );
   out.push('');
   out.push(`5. Mutex, uncontended: one worker, ${MUTEX_PAIRS.toExponential(0)} acquire+release pairs (${MUTEX_REPS} reps)`);
   out.push(
@@ -427,7 +508,13 @@ async function main(): Promise<void> {
   out.push(
     table(
       ['', 'per acquisition', 'throughput', 'contended', 'vs uncontended'],
-      contended.map((c) => [`${c.parties} workers`, fmtStat(c.nsPerAcquisition), fmtRate(c.acquisitionsPerS.median), `${(c.contendedFraction * 100).toFixed(1)} %`, fmtX(c.nsPerAcquisition.median / stat(solo.mutex).median)]),
+      contended.map((c) => [
+        `${c.parties} workers`,
+        fmtStat(c.nsPerAcquisition),
+        fmtRate(c.acquisitionsPerS.median),
+        `${(c.contendedFraction * 100).toFixed(1)} %`,
+        fmtX(c.nsPerAcquisition.median / stat(solo.mutex).median),
+      ]),
     ),
   );
   out.push('');
@@ -444,7 +531,7 @@ async function main(): Promise<void> {
       ],
     ),
   );
-  process.stdout.write(out.join('\n') + '\n');
+  process.stdout.write(`${out.join('\n')}\n`);
 }
 
 main().catch((e: unknown) => {

@@ -2,8 +2,8 @@
 // Runs AVA over the compiled tests with TAP output, passes the output through,
 // and ends with one line "N passed, N failed[, N skipped]" counted from the TAP.
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 const avaCli = fileURLToPath(new URL('../node_modules/ava/entrypoints/cli.mjs', import.meta.url));
 const child = spawn(process.execPath, [avaCli, '--tap', ...process.argv.slice(2)], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -12,7 +12,7 @@ let failed = 0;
 let skipped = 0;
 const rl = createInterface({ input: child.stdout });
 rl.on('line', (line) => {
-  process.stdout.write(line + '\n');
+  process.stdout.write(`${line}\n`);
   if (/^not ok \d+/.test(line)) {
     if (/# TODO/.test(line)) skipped++;
     else failed++;

@@ -7,9 +7,9 @@
  * or cached: shutdown releases it all.
  */
 
-import test from 'ava';
-import { runFio, NO_LEAKS } from './helpers/stack.js';
 import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
+import test from 'ava';
+import { NO_LEAKS, runFio } from './helpers/stack.js';
 
 // the stack's workers stay between runs (no start-up per run); they exit before the process does
 setWorkerReuse(true);
@@ -26,7 +26,9 @@ test('4 KiB reads through the pool: MAPs only on misses, far fewer than I/Os; th
   t.is(v.map, b.misses + 1, 'a MAP per miss, plus the coherent queue memory');
   t.true(v.map * 10 < ios, `${v.map} MAPs for ${ios} I/Os`);
   const hitRate = b.hits / ios;
-  t.log(`pool hit rate ${(100 * hitRate).toFixed(1)}% (${b.hits} hits, ${b.misses} misses), ${v.map} MAPs, ${v.unmap} UNMAPs, memory peak ${b.memory_bytes_peak} bytes`);
+  t.log(
+    `pool hit rate ${(100 * hitRate).toFixed(1)}% (${b.hits} hits, ${b.misses} misses), ${v.map} MAPs, ${v.unmap} UNMAPs, memory peak ${b.memory_bytes_peak} bytes`,
+  );
   t.true(hitRate > 0.9);
   // the slots stay mapped during the run: the UNMAPs are the teardown's evictions and the coherent memory's
   t.is(b.evictions, b.misses, 'teardown evicted every cached slot');
@@ -75,10 +77,10 @@ test('exhaustion, untrusted device: bouncing stays mandatory, the fallback tree 
   t.true(b.fallbacks > 0, `fallbacks ${b.fallbacks}`);
   t.is(b.hits + b.misses + b.fallbacks, ios);
   t.is(r.counters.dma.bounced_mappings, ios, 'every mapping bounced');
-  t.is(r.counters.dma.strict_mappings, 0, 'never the device\'s own pages');
+  t.is(r.counters.dma.strict_mappings, 0, "never the device's own pages");
   t.is(r.counters.virtio_iommu.map, b.misses + b.fallbacks + 1, 'a MAP per miss and per single-use fallback buffer');
   t.is(b.memory_bytes_current, 0, 'fallback buffers and cached slots freed');
-  t.true(b.memory_bytes_peak > 4 * 4096, 'fallback buffers added to the slots\' memory');
+  t.true(b.memory_bytes_peak > 4 * 4096, "fallback buffers added to the slots' memory");
   t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0, overwritten: 0 });
   t.deepEqual(r.leaks, NO_LEAKS);
   t.is(r.counters.nvme.faults, 0);

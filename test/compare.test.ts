@@ -16,14 +16,14 @@
  * the package's compiled output next to the index.
  */
 
-import test from 'ava';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
+import test from 'ava';
 import type * as CompareModule from '../packages/cli/src/compare/compare.js';
 import type { CompareResult } from '../packages/cli/src/compare/compare.js';
 import type { CompareTaskResult } from '../packages/cli/src/compare/experiment.js';
-import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
 
 // the stack's workers stay between runs (no start-up per run); they exit before the process does
 setWorkerReuse(true);
@@ -72,7 +72,7 @@ function halfUlp(printed: string): number {
   return 0.5 * 10 ** -decimals;
 }
 
-test('compare: every printed ratio, error and MiB/s is computed from the row\'s two runs, and those runs are what `vmstack run` reports for the same job', async (t) => {
+test("compare: every printed ratio, error and MiB/s is computed from the row's two runs, and those runs are what `vmstack run` reports for the same job", async (t) => {
   const common = ['compare', '--size', SIZE, '--bs', BLOCK_SIZES.join(',')];
   const [table, json] = await Promise.all([vmstack(common), vmstack([...common, '--output-format', 'json'])]);
   t.log(table);
@@ -122,7 +122,10 @@ test('compare: every printed ratio, error and MiB/s is computed from the row\'s 
     const runErrorPct = (runRatio / reference - 1) * 100;
     t.true(Math.abs(errorPct - runErrorPct) <= halfUlp(cells['error %']) + 1e-9, `${bs}: printed error ${errorPct}% vs runs' ${runErrorPct}%`);
     const printedErrorPct = (ratio / reference - 1) * 100;
-    t.true(Math.abs(errorPct - printedErrorPct) <= halfUlp(cells['error %']) + (100 * ru) / reference, `${bs}: printed error ${errorPct}% is (printed ratio / reference − 1)·100 = ${printedErrorPct}%`);
+    t.true(
+      Math.abs(errorPct - printedErrorPct) <= halfUlp(cells['error %']) + (100 * ru) / reference,
+      `${bs}: printed error ${errorPct}% is (printed ratio / reference − 1)·100 = ${printedErrorPct}%`,
+    );
     t.is(cells.verdict, Math.abs(runErrorPct) <= 15 ? 'within ±15%' : 'MISS (±15%)', `${bs}: verdict`);
   }
 
@@ -130,7 +133,28 @@ test('compare: every printed ratio, error and MiB/s is computed from the row\'s 
   for (const row of result.rows) {
     for (const run of [row.strict, row.pool]) {
       const bounceArgs = run.strategy === 'bounce' ? ['--always-bounce-limit', row.blockSize] : [];
-      const args = ['run', '--rw', 'read', '--direct', '1', '--ioengine', 'libaio', '--iodepth', '64', '--bs', row.blockSize, '--size', SIZE, '--strategy', run.strategy, '--guest-ram', '256m', ...bounceArgs, '--output-format', 'json'];
+      const args = [
+        'run',
+        '--rw',
+        'read',
+        '--direct',
+        '1',
+        '--ioengine',
+        'libaio',
+        '--iodepth',
+        '64',
+        '--bs',
+        row.blockSize,
+        '--size',
+        SIZE,
+        '--strategy',
+        run.strategy,
+        '--guest-ram',
+        '256m',
+        ...bounceArgs,
+        '--output-format',
+        'json',
+      ];
       const fio = JSON.parse(await vmstack(args)) as {
         jobs: { read: { io_bytes: number; total_ios: number; runtime: number; bw_bytes: number } }[];
         vmstack: { counters: { virtio_iommu: { map: number; unmap: number }; bounce: { hits: number } | null } };

@@ -14,29 +14,29 @@
  * untrusted device can reach nothing but the bytes it was given.
  */
 
-import test, { type ExecutionContext } from 'ava';
-import { DEFAULT_PROFILE_PATH, IOMMU_READ, IOMMU_WRITE, LockTable, ModelClock, NEVER_NS, attachGuestMemory, loadProfile, virtqueueLayout } from '@vmstack/shm';
-import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
-import { HostVfio, IOMMU_LOCK, VfioContainer } from '@vmstack/host-vfio';
-import { IoPgtable } from '@vmstack/iommu-hw';
 import {
   BouncePool,
   DMA_BIDIRECTIONAL,
   DMA_FROM_DEVICE,
   DMA_TO_DEVICE,
   DmaIommu,
+  type DmaMapping,
+  type DmaSegment,
+  type DmaStrategy,
   IovaDomain,
   PageAllocator,
   Profiler,
   SlotState,
   Swiotlb,
-  ViommuDriver,
   VIOMMU_REQUEST_LOCK,
   VIOMMU_REQUEST_SLOT_BYTES,
-  type DmaMapping,
-  type DmaSegment,
-  type DmaStrategy,
+  ViommuDriver,
 } from '@vmstack/guest-kernel';
+import { HostVfio, IOMMU_LOCK, VfioContainer } from '@vmstack/host-vfio';
+import { IoPgtable } from '@vmstack/iommu-hw';
+import { attachGuestMemory, DEFAULT_PROFILE_PATH, IOMMU_READ, IOMMU_WRITE, LockTable, loadProfile, ModelClock, NEVER_NS, virtqueueLayout } from '@vmstack/shm';
+import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
+import test, { type ExecutionContext } from 'ava';
 import { fillNoise } from './helpers/noise.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
@@ -66,7 +66,10 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
   const slotWordGpa = Math.ceil((requestAreaGpa + 64 * VIOMMU_REQUEST_SLOT_BYTES) / PAGE) * PAGE;
   const pageH = PageAllocator.allocate({ ramBytes: RAM_BYTES, heapStartBytes: HEAP_GPA });
   const iovaH = IovaDomain.allocate({ startPfn: 1, limitPfn: LIMIT_PFN, cpus: 1, maxAllocations: 4096 });
-  const poolH = strategy === 'bounce' ? BouncePool.allocate({ iovaBase: POOL_IOVA, slotsPerClass: 16, evictionPeriodNs: o.evictionPeriodNs, alwaysBounceLimitBytes: o.alwaysBounceLimitBytes }) : null;
+  const poolH =
+    strategy === 'bounce'
+      ? BouncePool.allocate({ iovaBase: POOL_IOVA, slotsPerClass: 16, evictionPeriodNs: o.evictionPeriodNs, alwaysBounceLimitBytes: o.alwaysBounceLimitBytes })
+      : null;
   const tlbH = untrusted && strategy !== 'bounce' ? Swiotlb.allocate({ areaGpa: SWIOTLB_GPA, sizeBytes: SWIOTLB_BYTES, minAlignMask: PAGE - 1 }) : null;
   const locks = LockTable.attach(
     LockTable.allocate([
@@ -84,18 +87,48 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
   const iovad = IovaDomain.attach(iovaH, 0, locks, profile);
   if (poolH) iovad.reserve_iova(POOL_IOVA / PAGE, (POOL_IOVA + BouncePool.iovaSpanBytes({ slotsPerClass: 16 })) / PAGE - 1);
   const pgtable = IoPgtable.attach(IoPgtable.allocate({ tablePages: 256 }));
-  const container = new VfioContainer({ pgtable, lockTable: locks, costs: profile, lockedVmLimitPages: RAM_BYTES / PAGE, guestRamBytes: RAM_BYTES, invalidateIotlb: () => {} });
+  const container = new VfioContainer({
+    pgtable,
+    lockTable: locks,
+    costs: profile,
+    lockedVmLimitPages: RAM_BYTES / PAGE,
+    guestRamBytes: RAM_BYTES,
+    invalidateIotlb: () => {},
+  });
   const host = new HostVfio(container, new ModelClock('virtual'));
   const vmmClock = new ModelClock('virtual');
   const clock = new ModelClock('virtual');
   const profiler = new Profiler(clock);
   let device: VirtioIommuDevice | null = null;
   // the driver sets the virtqueue up; the device attaches to it afterwards
-  const viommu = new ViommuDriver(mem, layout, true, requestAreaGpa, slotWordGpa, locks, { kick: (nowNs) => (device!.virtio_iommu_handle_command(nowNs), vmmClock.nowNs()) }, clock, profile, 'v5.10', profiler);
+  const viommu = new ViommuDriver(
+    mem,
+    layout,
+    true,
+    requestAreaGpa,
+    slotWordGpa,
+    locks,
+    {
+      kick: (nowNs) => {
+        device!.virtio_iommu_handle_command(nowNs);
+        return vmmClock.nowNs();
+      },
+    },
+    clock,
+    profile,
+    'v5.10',
+    profiler,
+  );
   device = new VirtioIommuDevice(mem, layout, host, locks, vmmClock, profile);
   const pool = poolH ? BouncePool.attach(poolH, 0, locks, pages, profile) : null;
   const swiotlb = tlbH ? Swiotlb.attach(tlbH, 0, locks, mem.u8, profile) : null;
-  const dma = new DmaIommu(strategy, { domain: DOMAIN, iovad, viommu, fq: null, pool, swiotlb, mem: mem.u8, cpu: 0, limitPfn: LIMIT_PFN, untrusted }, clock, profile, profiler);
+  const dma = new DmaIommu(
+    strategy,
+    { domain: DOMAIN, iovad, viommu, fq: null, pool, swiotlb, mem: mem.u8, cpu: 0, limitPfn: LIMIT_PFN, untrusted },
+    clock,
+    profile,
+    profiler,
+  );
   viommu.viommu_attach_dev(DOMAIN, EP);
   const dev = device;
 
@@ -129,10 +162,11 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
   const exposedPages = (): { iova: number; bytes: Uint8Array }[] => {
     // walk the whole guest-visible mapping state through the VMM's view: every mapped page
     const out: { iova: number; bytes: Uint8Array }[] = [];
-    for (const r of mappedRanges()) for (let a = r.start; a < r.end; a += PAGE) {
-      const w = pgtable.walk(a)!;
-      out.push({ iova: a, bytes: mem.u8.slice(w.hpa, w.hpa + PAGE) });
-    }
+    for (const r of mappedRanges())
+      for (let a = r.start; a < r.end; a += PAGE) {
+        const w = pgtable.walk(a)!;
+        out.push({ iova: a, bytes: mem.u8.slice(w.hpa, w.hpa + PAGE) });
+      }
     return out;
   };
   /** mapped IOVA ranges, found by probing the host page table around what the guest handed out */
@@ -159,7 +193,7 @@ type Rig = ReturnType<typeof rig>;
 /** A user buffer of `n` pages, physically scattered (no page followed by its successor). */
 function scattered(s: Rig, n: number): number[] {
   let seed = 7;
-  const buf = s.pages.allocUserBuffer(n * PAGE, 'none', () => ((seed = (seed * 16807) % 2147483647) / 2147483647));
+  const buf = s.pages.allocUserBuffer(n * PAGE, 'none', () => (seed = (seed * 16807) % 2147483647) / 2147483647);
   return [...buf.pageGpas];
 }
 
@@ -182,7 +216,10 @@ const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a).equals(Buffer.from
 test('strict: 4 scattered pages → 4 MAPs (one per physically contiguous run) under one IOVA range; the device reaches exactly those pages; unmap → 1 UNMAP', (t) => {
   const s = rig('strict');
   const gpas = scattered(s, 4);
-  t.true(gpas.every((g, i) => i === 0 || g !== gpas[i - 1] + PAGE), 'the pages are not contiguous');
+  t.true(
+    gpas.every((g, i) => i === 0 || g !== gpas[i - 1] + PAGE),
+    'the pages are not contiguous',
+  );
   const segs: DmaSegment[] = gpas.map((gpa) => ({ gpa, lenBytes: PAGE }));
   const m = s.dma.iommu_dma_map_sg(segs, DMA_FROM_DEVICE);
   t.deepEqual(s.requests(), { map: 4, unmap: 0 });
@@ -234,7 +271,7 @@ test('pool: the first 4 KiB map is a miss (1 MAP), later ones are hits (no reque
   const w = s.dma.iommu_dma_map_sg(seg, DMA_TO_DEVICE);
   t.deepEqual(s.requests(), { map: 1, unmap: 0 });
   t.is(s.pgtable.walk(w.dmaSegments[0].dmaAddr)?.prot as number, IOMMU_READ, 'the device may only read it');
-  t.true(same(s.deviceRead(w.dmaSegments[0].dmaAddr, PAGE), out), 'the slot holds the caller\'s bytes');
+  t.true(same(s.deviceRead(w.dmaSegments[0].dmaAddr, PAGE), out), "the slot holds the caller's bytes");
   s.dma.iommu_dma_unmap_sg(w);
   t.true(same(s.mem.u8.subarray(buf, buf + PAGE), out));
   const st = s.pool!.stats();
@@ -300,7 +337,7 @@ function subPageUntrusted(t: ExecutionContext, strategy: 'strict' | 'bounce'): v
       const inWindow = a >= dmaAddr && a < dmaAddr + LEN;
       if (inWindow ? p.bytes[i] !== data[a - dmaAddr] : p.bytes[i] !== 0) leaked++;
     }
-    t.is(s.pgtable.walk(p.iova)!.hpa === page, false, 'the caller\'s own page is never mapped');
+    t.is(s.pgtable.walk(p.iova)!.hpa === page, false, "the caller's own page is never mapped");
   }
   t.is(leaked, 0, 'the device sees the 512 bytes and zeroes, nothing else');
   // the device answers through the same window
@@ -319,8 +356,16 @@ function subPageUntrusted(t: ExecutionContext, strategy: 'strict' | 'bounce'): v
   }
 }
 
-test('untrusted, 512 bytes inside a secret page, swiotlb (strict): the device reaches only those bytes and zeroed padding; its reply lands in them only', subPageUntrusted, 'strict');
-test('untrusted, 512 bytes inside a secret page, pool (bounce): the device reaches only those bytes and zeroed padding; its reply lands in them only', subPageUntrusted, 'bounce');
+test(
+  'untrusted, 512 bytes inside a secret page, swiotlb (strict): the device reaches only those bytes and zeroed padding; its reply lands in them only',
+  subPageUntrusted,
+  'strict',
+);
+test(
+  'untrusted, 512 bytes inside a secret page, pool (bounce): the device reaches only those bytes and zeroed padding; its reply lands in them only',
+  subPageUntrusted,
+  'bounce',
+);
 
 test('untrusted scatter list of 4 pages: the pool bounces the whole list into ONE buffer (1 MAP); swiotlb-era strict maps every segment (4 MAPs)', (t) => {
   for (const strategy of ['bounce', 'strict'] as const) {
@@ -382,10 +427,10 @@ test('eviction: a cached slot idle for two passes is unmapped (UNMAP sent, memor
   s.clock.advanceTo(second);
   s.dma.runTimers();
   t.deepEqual(s.requests(), { map: 0, unmap: 1 }, 'one UNMAP: A');
-  t.is(s.pgtable.walk(A.iova), null, 'A is gone from the device\'s view');
+  t.is(s.pgtable.walk(A.iova), null, "A is gone from the device's view");
   t.not(s.pgtable.walk(B.iova), null, 'B is still mapped');
   t.is(pool.slotInfo(A.cls, A.slot).state, SlotState.EMPTY);
-  t.is(pool.slotInfo(A.cls, A.slot).gpa, -1, 'A\'s memory was freed');
+  t.is(pool.slotInfo(A.cls, A.slot).gpa, -1, "A's memory was freed");
   t.is(pool.slotInfo(B.cls, B.slot).state, SlotState.OLD);
   t.is(pool.stats().memoryBytesCurrent, PAGE);
   // pass 3: B goes too

@@ -9,10 +9,10 @@
  * must say the same.
  */
 
-import test from 'ava';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { join, relative, resolve, dirname, sep } from 'node:path';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import test from 'ava';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WORKERS = ['guest-kernel', 'vmm', 'host-vfio', 'nvme-device'] as const;

@@ -8,12 +8,12 @@
  * driver's request_lock.
  */
 
-import test from 'ava';
 import { VIOMMU_REQUEST_LOCK } from '@vmstack/guest-kernel';
-import { VIOMMU_DEVICE_MUTEX } from '@vmstack/vmm';
 import { IOMMU_LOCK } from '@vmstack/host-vfio';
-import { runFio, NO_LEAKS, type StackRun } from './helpers/stack.js';
 import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
+import { VIOMMU_DEVICE_MUTEX } from '@vmstack/vmm';
+import test from 'ava';
+import { NO_LEAKS, runFio, type StackRun } from './helpers/stack.js';
 
 // the stack's workers stay between runs (no start-up per run); they exit before the process does
 setWorkerReuse(true);
@@ -104,7 +104,15 @@ test('throughput on the default profile, 4k sequential reads at iodepth 32: dire
 // invalidation before any doorbell the host rang after publishing it.
 test('the virtual clock repeats itself: the same input gives the same runtimes, latencies and counters (direct, strict at iodepth 32 three times, bounce)', async (t) => {
   const pool = { ...SEQ4K, iodepth: '16' };
-  const [d1, d2, s1, s2, s3, b1, b2] = await Promise.all([direct(), runFio('direct', SEQ4K), strict(), runFio('strict', SEQ4K), runFio('strict', SEQ4K), runFio('bounce', pool), runFio('bounce', pool)]);
+  const [d1, d2, s1, s2, s3, b1, b2] = await Promise.all([
+    direct(),
+    runFio('direct', SEQ4K),
+    strict(),
+    runFio('strict', SEQ4K),
+    runFio('strict', SEQ4K),
+    runFio('bounce', pool),
+    runFio('bounce', pool),
+  ]);
   for (const [a, b, what] of [
     [d1, d2, 'direct'],
     [s1, s2, 'strict run 2'],

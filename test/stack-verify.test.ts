@@ -12,10 +12,10 @@
  * wrong bytes (e.g. a bounce slot not filled) or landed at the wrong LBA.
  */
 
-import test, { type ExecutionContext } from 'ava';
 import type { DmaStrategy } from '@vmstack/guest-kernel';
-import { runFio, NO_LEAKS, KiB, MiB, type StackRun } from './helpers/stack.js';
 import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
+import test, { type ExecutionContext } from 'ava';
+import { KiB, MiB, NO_LEAKS, runFio, type StackRun } from './helpers/stack.js';
 
 // the stack's workers stay between runs (no start-up per run); they exit before the process does
 setWorkerReuse(true);
@@ -76,7 +76,8 @@ async function check(t: ExecutionContext, c: Case): Promise<void> {
     t.is(r.counters.bounce!.memory_bytes_current, 0, 'shutdown freed the cached slots');
     t.is(r.counters.bounce!.slots_cached, 0);
   }
-  if (c.untrusted && c.strategy === 'strict') t.is(r.counters.dma.per_segment_maps, maps * (BS[c.bs] / 4096), 'untrusted strict (5.10-era): one map per page segment');
+  if (c.untrusted && c.strategy === 'strict')
+    t.is(r.counters.dma.per_segment_maps, maps * (BS[c.bs] / 4096), 'untrusted strict (5.10-era): one map per page segment');
 }
 
 const cases: Case[] = [];
@@ -84,7 +85,11 @@ for (const strategy of ['direct', 'strict', 'lazy', 'bounce'] as const) for (con
 for (const strategy of ['strict', 'bounce'] as const) cases.push({ strategy, bs: '16k', untrusted: true });
 
 for (const c of cases) {
-  test(`${c.untrusted ? 'untrusted ' : ''}${c.strategy} ${c.bs}: a read job (crc32c) and a write job (md5, do_verify) check every block, nothing leaks, no device fault`, check, c);
+  test(
+    `${c.untrusted ? 'untrusted ' : ''}${c.strategy} ${c.bs}: a read job (crc32c) and a write job (md5, do_verify) check every block, nothing leaks, no device fault`,
+    check,
+    c,
+  );
 }
 
 test('two clones writing one region with verify: what one wrote over the other is counted as overwritten (err=84, as fio), never as corrupt; with offset_increment nothing is', async (t) => {
@@ -92,10 +97,20 @@ test('two clones writing one region with verify: what one wrote over the other i
   const shared = await runFio('strict', job);
   const overwritten = shared.result.jobs.map((j) => j.verify!.overwritten ?? 0);
   t.is(shared.verify.corrupt, 0, 'no block damaged by the stack');
-  t.true(overwritten.every((n) => n > 0), `each clone found blocks the other wrote over its own: ${overwritten.join(', ')}`);
+  t.true(
+    overwritten.every((n) => n > 0),
+    `each clone found blocks the other wrote over its own: ${overwritten.join(', ')}`,
+  );
   t.is(shared.verify.overwritten, overwritten[0] + overwritten[1]);
-  t.deepEqual(shared.result.jobs.map((j) => j.error), [84, 84], 'fio reports a verify failure as EILSEQ');
+  t.deepEqual(
+    shared.result.jobs.map((j) => j.error),
+    [84, 84],
+    'fio reports a verify failure as EILSEQ',
+  );
   const own = await runFio('strict', { ...job, offset_increment: '256k' });
   t.deepEqual(own.verify, { blocks_checked: shared.verify.blocks_checked, corrupt: 0, overwritten: 0 });
-  t.deepEqual(own.result.jobs.map((j) => j.error), [0, 0]);
+  t.deepEqual(
+    own.result.jobs.map((j) => j.error),
+    [0, 0],
+  );
 });

@@ -1,6 +1,6 @@
+import { jobsFromCommandLine, runStack } from '@vmstack/cli';
+import { DEFAULT_PROFILE_PATH, loadProfile, releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
 import test from 'ava';
-import { releaseIdleWorkers, setWorkerReuse, loadProfile, DEFAULT_PROFILE_PATH } from '@vmstack/shm';
-import { runStack, jobsFromCommandLine } from '@vmstack/cli';
 
 // the stack's workers stay between runs (no start-up per run); they exit before the process does
 setWorkerReuse(true);
@@ -10,7 +10,21 @@ const profile = loadProfile(DEFAULT_PROFILE_PATH);
 
 async function run(strategy: 'direct' | 'strict', opts: Record<string, string>) {
   const parsed = jobsFromCommandLine(opts, {});
-  return runStack({ jobs: parsed.jobs, jobOptions: parsed.jobOptions, globalOptions: {}, strategy, clock: 'virtual', profile, quantumNs: 20_000, driverGeneration: 'v5.10', bufferContiguity: 'none', guestRamBytes: 64 * 1024 * 1024, spinLoads: 2000, dilation: 1, timeoutMs: 60_000 });
+  return runStack({
+    jobs: parsed.jobs,
+    jobOptions: parsed.jobOptions,
+    globalOptions: {},
+    strategy,
+    clock: 'virtual',
+    profile,
+    quantumNs: 20_000,
+    driverGeneration: 'v5.10',
+    bufferContiguity: 'none',
+    guestRamBytes: 64 * 1024 * 1024,
+    spinLoads: 2000,
+    dilation: 1,
+    timeoutMs: 60_000,
+  });
 }
 
 test('strict, iodepth 1: one MAP per I/O (plus the coherent region), one UNMAP per I/O, every block verified, nothing leaked', async (t) => {
@@ -26,7 +40,10 @@ test('strict, iodepth 1: one MAP per I/O (plus the coherent region), one UNMAP p
   t.deepEqual(r.vmstack.verify, { blocks_checked: 128, corrupt: 0, overwritten: 0 });
   t.is(r.vmstack.leaks.iova_mappings_in_vmm, 0, 'everything unmapped at shutdown');
   const workers = r.vmstack.workers;
-  t.deepEqual(workers.map((w) => w.role), ['guest-kernel/vcpu0', 'vmm', 'host-vfio', 'nvme-device']);
+  t.deepEqual(
+    workers.map((w) => w.role),
+    ['guest-kernel/vcpu0', 'vmm', 'host-vfio', 'nvme-device'],
+  );
   t.is(new Set(workers.map((w) => w.thread_id)).size, 4);
 });
 

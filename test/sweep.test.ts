@@ -1,10 +1,10 @@
-import test from 'ava';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import test from 'ava';
 
 const run = promisify(execFile);
 const cli = fileURLToPath(new URL('../../packages/cli/dist/src/main.js', import.meta.url));
@@ -12,7 +12,11 @@ const cli = fileURLToPath(new URL('../../packages/cli/dist/src/main.js', import.
 test('sweep: every strategy at every block size, as JSON and as an offline HTML chart', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmstack-sweep-'));
   const html = join(dir, 'sweep.html');
-  const { stdout } = await run(process.execPath, [cli, 'sweep', '--strategies', 'direct,strict,bounce', '--bs', '4k,16k', '--iodepth', '4', '--size', '256k', '--output-format', 'json', '--html', html], { timeout: 120_000 });
+  const { stdout } = await run(
+    process.execPath,
+    [cli, 'sweep', '--strategies', 'direct,strict,bounce', '--bs', '4k,16k', '--iodepth', '4', '--size', '256k', '--output-format', 'json', '--html', html],
+    { timeout: 120_000 },
+  );
   const r = JSON.parse(stdout) as { cells: { strategy: string; blockSizeBytes: number; mibPerS: number }[] };
   t.is(r.cells.length, 6);
   const at = (s: string, bs: number) => r.cells.find((c) => c.strategy === s && c.blockSizeBytes === bs)!.mibPerS;

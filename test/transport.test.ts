@@ -1,6 +1,6 @@
+import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
 import test from 'ava';
 import { runFio } from './helpers/stack.js';
-import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
 
 // the stack's workers stay between runs (no start-up per run); they exit before the process does
 setWorkerReuse(true);

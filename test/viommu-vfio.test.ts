@@ -7,11 +7,20 @@
  * the test reads the tail, the used ring, the page table and the counters.
  */
 
-import test from 'ava';
+import { HostVfio, IOMMU_LOCK, VfioContainer } from '@vmstack/host-vfio';
+import { IoPgtable } from '@vmstack/iommu-hw';
 import {
+  attachGuestMemory,
   DEFAULT_PROFILE_PATH,
+  IOMMU_READ,
+  IOMMU_WRITE,
   LockTable,
+  loadProfile,
   ModelClock,
+  readProbeProperties,
+  readTail,
+  requestSizeBytes,
+  statusName,
   VIRTIO_IOMMU_MAP_F_MMIO,
   VIRTIO_IOMMU_MAP_F_READ,
   VIRTIO_IOMMU_MAP_F_WRITE,
@@ -28,12 +37,6 @@ import {
   VIRTIO_IOMMU_T_PROBE,
   VIRTIO_IOMMU_T_UNMAP,
   VirtqueueDriver,
-  attachGuestMemory,
-  loadProfile,
-  readProbeProperties,
-  readTail,
-  requestSizeBytes,
-  statusName,
   viommuGetWriteDescOffsetBytes,
   virtqueueLayout,
   writeAttachRequest,
@@ -41,12 +44,9 @@ import {
   writeMapRequest,
   writeProbeRequest,
   writeUnmapRequest,
-  IOMMU_READ,
-  IOMMU_WRITE,
 } from '@vmstack/shm';
-import { HostVfio, IOMMU_LOCK, VfioContainer } from '@vmstack/host-vfio';
-import { IoPgtable } from '@vmstack/iommu-hw';
 import { MSI_IOVA_BASE, MSI_IOVA_LENGTH, VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
+import test from 'ava';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const PAGE = 4096;
@@ -63,7 +63,13 @@ function rig() {
   const layout = virtqueueLayout(16, VQ_GPA);
   const driver = VirtqueueDriver.init(mem, layout);
   const pgtable = IoPgtable.attach(IoPgtable.allocate({ tablePages: 64 }));
-  const locks = LockTable.attach(LockTable.allocate([{ name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' }, { name: IOMMU_LOCK, kind: 'mutex' }]), 0);
+  const locks = LockTable.attach(
+    LockTable.allocate([
+      { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
+      { name: IOMMU_LOCK, kind: 'mutex' },
+    ]),
+    0,
+  );
   const invalidations: { iova: number; sizeBytes: number }[] = [];
   const container = new VfioContainer({
     pgtable,
@@ -109,7 +115,8 @@ function rig() {
   const detach = (endpoint = EP, domain = DOMAIN) => request(VIRTIO_IOMMU_T_DETACH, (g) => writeDetachRequest(mem, g, { domain, endpoint }));
   const map = (virtStart: number, sizeBytes: number, physStart: number, flags: number, domain = DOMAIN) =>
     request(VIRTIO_IOMMU_T_MAP, (g) => writeMapRequest(mem, g, { domain, virtStart, virtEnd: virtStart + sizeBytes - 1, physStart, flags }));
-  const unmap = (virtStart: number, sizeBytes: number, domain = DOMAIN) => request(VIRTIO_IOMMU_T_UNMAP, (g) => writeUnmapRequest(mem, g, { domain, virtStart, virtEnd: virtStart + sizeBytes - 1 }));
+  const unmap = (virtStart: number, sizeBytes: number, domain = DOMAIN) =>
+    request(VIRTIO_IOMMU_T_UNMAP, (g) => writeUnmapRequest(mem, g, { domain, virtStart, virtEnd: virtStart + sizeBytes - 1 }));
   return { mem, device, container, pgtable, locks, clock, hostClock, invalidations, submit, request, attach, detach, map, unmap };
 }
 
@@ -160,7 +167,8 @@ test('MAP: virt_end is inclusive; one VFIO map; the host page table walks to the
   t.is(s.container.pinnedPages, 3);
   t.is(s.container.lockedVmPages, 3);
   const p = profile;
-  const expectNs = p.vmmViommuRequestNs + p.vfioIoctlSyscallNs + p.vfioDmaDoMapBaseNs + 3 * p.vfioPinPagePerPageNs + p.vfioLockedVmAccountNs + 3 * p.hostIommuMapPerPageNs;
+  const expectNs =
+    p.vmmViommuRequestNs + p.vfioIoctlSyscallNs + p.vfioDmaDoMapBaseNs + 3 * p.vfioPinPagePerPageNs + p.vfioLockedVmAccountNs + 3 * p.hostIommuMapPerPageNs;
   t.is(m.elapsedNs, expectNs, 'VMM request + ioctl + vfio_dma_do_map (pin, account, map 3 pages)');
   t.is(s.hostClock.nowNs(), s.clock.nowNs(), 'the VMM waited for the host');
   // other permissions
@@ -192,7 +200,13 @@ test('UNMAP covering three earlier MAPs: three VFIO unmaps, each invalidating th
   for (const [iova, pages] of maps) for (let p = 0; p < pages; p++) t.is(s.pgtable.walk(iova + p * PAGE), null);
   t.deepEqual([s.container.dmaCount, s.container.pinnedPages, s.container.lockedVmPages, s.pgtable.mappedPages, s.device.mappingCount()], [0, 0, 0, 0, 0]);
   const p = profile;
-  const perMapping = (pages: number) => p.vfioIoctlSyscallNs + p.vfioDmaDoUnmapBaseNs + pages * p.hostIommuUnmapPerPageNs + p.hostIotlbFlushNs + pages * p.vfioUnpinPagePerPageNs + p.vfioLockedVmAccountNs;
+  const perMapping = (pages: number) =>
+    p.vfioIoctlSyscallNs +
+    p.vfioDmaDoUnmapBaseNs +
+    pages * p.hostIommuUnmapPerPageNs +
+    p.hostIotlbFlushNs +
+    pages * p.vfioUnpinPagePerPageNs +
+    p.vfioLockedVmAccountNs;
   t.is(u.elapsedNs, p.vmmViommuRequestNs + maps.reduce((sum, [, pages]) => sum + perMapping(pages), 0));
   // unmapping a range where nothing is mapped succeeds and calls nobody
   const none = s.unmap(0x80_0000, 0x10_0000);

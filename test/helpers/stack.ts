@@ -8,9 +8,18 @@
  * allows n at once.
  */
 
-import { loadProfile, DEFAULT_PROFILE_PATH } from '@vmstack/shm';
+import {
+  jobsFromCommandLine,
+  type LeakReport,
+  type LockStatRow,
+  type RunResult,
+  runStack,
+  type StackOptions,
+  type VerifyReport,
+  type VmstackCounters,
+} from '@vmstack/cli';
 import type { DmaStrategy } from '@vmstack/guest-kernel';
-import { runStack, jobsFromCommandLine, type LeakReport, type LockStatRow, type RunResult, type StackOptions, type VerifyReport, type VmstackCounters } from '@vmstack/cli';
+import { DEFAULT_PROFILE_PATH, loadProfile } from '@vmstack/shm';
 
 export const profile = loadProfile(DEFAULT_PROFILE_PATH);
 export const KiB = 1024;
@@ -54,7 +63,11 @@ export function runFio(strategy: DmaStrategy, fio: Record<string, string> | Reco
   return limited(async () => {
     // several option sets: one job (one vCPU) each, all running at once
     const sets = Array.isArray(fio) ? fio : [fio];
-    const parsed = { jobs: sets.flatMap((o, i) => jobsFromCommandLine({ name: sets.length > 1 ? `job${i}` : 'vmstack', ...o }, {}).jobs), jobOptions: {}, globalOptions: {} };
+    const parsed = {
+      jobs: sets.flatMap((o, i) => jobsFromCommandLine({ name: sets.length > 1 ? `job${i}` : 'vmstack', ...o }, {}).jobs),
+      jobOptions: {},
+      globalOptions: {},
+    };
     const swiotlb = extra.untrusted === true && (strategy === 'strict' || strategy === 'lazy');
     const result = await runStack({
       jobs: parsed.jobs,

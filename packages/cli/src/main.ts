@@ -17,10 +17,10 @@
  */
 
 import { readFileSync } from 'node:fs';
+import type { DmaStrategy, UserBufferContiguity, ViommuDriverGeneration } from '@vmstack/guest-kernel';
+import { closestName, editDistance, InputError, releaseIdleWorkers, setWorkerReuse, WorkerFailure } from '@vmstack/shm';
 import yargs, { type Argv, type CommandModule, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { InputError, WorkerFailure, closestName, editDistance, releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
-import type { DmaStrategy, ViommuDriverGeneration, UserBufferContiguity } from '@vmstack/guest-kernel';
 import type { RunArgs } from './commands/run.js';
 
 const STRATEGIES = ['direct', 'strict', 'lazy', 'bounce'] as const satisfies readonly DmaStrategy[];
@@ -88,17 +88,23 @@ const MODEL_OPTIONS: Record<string, Options> = {
     }),
   },
   driver: { ...choice('driver', DRIVERS), describe: 'virtio-iommu driver generation (default: v5.10)' },
-  'guest-ram': { type: 'string', describe: 'guest RAM: rings, queues and every job\'s iodepth × bs of I/O buffers (default: 512m)' },
+  'guest-ram': { type: 'string', describe: "guest RAM: rings, queues and every job's iodepth × bs of I/O buffers (default: 512m)" },
   buffer_contiguity: { ...choice('buffer_contiguity', CONTIGUITIES), describe: "fio's buffers in scattered 4 KiB pages or 2 MiB huge pages (default: none)" },
   profile: { type: 'string', describe: 'cost profile JSON (default: profiles/i5-10210U.json)' },
   untrusted: { type: 'boolean', describe: 'untrusted device: bouncing is mandatory (swiotlb; the pool with --strategy bounce)' },
   'always-bounce-limit': { type: 'string', describe: '--strategy bounce: bounce mappings up to this size (default: 4k)' },
-  'always-bounce-limit-at': { type: 'string', describe: '--strategy bounce: change always_bounce_limit during the run, as a sysfs write: TIME=SIZE,… in model time, e.g. 5ms=128k' },
+  'always-bounce-limit-at': {
+    type: 'string',
+    describe: '--strategy bounce: change always_bounce_limit during the run, as a sysfs write: TIME=SIZE,… in model time, e.g. 5ms=128k',
+  },
   'slots-per-class': { type: 'string', describe: '--strategy bounce: slots per pool size class (default: 1024)' },
 };
 
 const OUTPUT_OPTIONS: Record<string, Options> = {
-  'output-format': { ...choice('output-format', OUTPUT_FORMATS), describe: "normal: fio's summary + the model's tables; json(+): fio JSON + a vmstack key (default: normal)" },
+  'output-format': {
+    ...choice('output-format', OUTPUT_FORMATS),
+    describe: "normal: fio's summary + the model's tables; json(+): fio JSON + a vmstack key (default: normal)",
+  },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when the run completes' },
 };
 
@@ -107,12 +113,16 @@ const BUILTIN_OPTIONS = ['help', 'h', 'version'];
 
 function runBuilder(y: Argv): Argv {
   y.positional('jobfile', { type: 'string', describe: 'fio job file (ini syntax); without one, the command line is the job' });
-  for (const [group, options] of [[FIO_GROUP, FIO_OPTIONS], [MODEL_GROUP, MODEL_OPTIONS], [OUTPUT_GROUP, OUTPUT_OPTIONS]] as const) {
+  for (const [group, options] of [
+    [FIO_GROUP, FIO_OPTIONS],
+    [MODEL_GROUP, MODEL_OPTIONS],
+    [OUTPUT_GROUP, OUTPUT_OPTIONS],
+  ] as const) {
     for (const [name, o] of Object.entries(options)) y.option(name, { ...o, group });
   }
   return y
     .example('$0 run --rw randread --bs 4k --iodepth 16 --size 64m --strategy lazy', 'one job on the command line')
-    .example('$0 run jobs.fio --strategy bounce --output r.json --output-format json', "a job file; fio JSON to r.json")
+    .example('$0 run jobs.fio --strategy bounce --output r.json --output-format json', 'a job file; fio JSON to r.json')
     .example('$0 run --numjobs 4 --iodepth 8 --quantum 0', 'four vCPUs fighting over the big locks, lock grants in exact model-time order')
     .epilog(EXIT_CODES);
 }
@@ -120,13 +130,18 @@ function runBuilder(y: Argv): Argv {
 /** What `run` got that it does not take: an unknown option (with the closest known one) or a second job file. */
 async function checkArgv(argv: Record<string, unknown>): Promise<void> {
   const positionals = (argv._ as unknown[]).slice(1);
-  if (positionals.length > 0) throw new InputError('job file', String(positionals[0]), 'one job file per run, before or after the options (which start with --)');
+  if (positionals.length > 0)
+    throw new InputError('job file', String(positionals[0]), 'one job file per run, before or after the options (which start with --)');
   for (const [key, value] of Object.entries(argv)) {
     if (key === '_' || key === '$0' || key === 'jobfile' || Object.hasOwn(RUN_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
     const written = value === true ? '' : String(value);
     const { FIO_OPTION_TABLE, FIO_OPTION_ALIASES } = await import('./fio/options.js');
     if (Object.hasOwn(FIO_OPTION_TABLE, key) || Object.hasOwn(FIO_OPTION_ALIASES, key)) {
-      throw new InputError(`--${key}`, written, `a fio option vmstack run does not take on the command line: write ${key}${written ? `=${written}` : ''} in a job file (vmstack run --help lists the ones it takes)`);
+      throw new InputError(
+        `--${key}`,
+        written,
+        `a fio option vmstack run does not take on the command line: write ${key}${written ? `=${written}` : ''} in a job file (vmstack run --help lists the ones it takes)`,
+      );
     }
     const near = closest(key, Object.keys(RUN_OPTIONS));
     throw new InputError(`--${key}`, written, `not an option of vmstack run${near ? ` (did you mean --${near}?)` : ''}; see vmstack run --help`);
@@ -174,7 +189,9 @@ function compareBuilder(y: Argv): Argv {
   return y
     .example('$0 compare', 'the reference experiment on the default profile')
     .example('$0 compare --bs 4k,16k --output-format json --output cmp.json', 'two rows, as JSON')
-    .epilog(`fio --rw=read --direct=1 --ioengine=libaio --iodepth=64, one job, NVMe via VFIO behind virtio-iommu: strict mapping vs the bounce-buffer pool; reference ratios 2.8, 4.7, 3.6, 3.6.\n${EXIT_CODES}`);
+    .epilog(
+      `fio --rw=read --direct=1 --ioengine=libaio --iodepth=64, one job, NVMe via VFIO behind virtio-iommu: strict mapping vs the bounce-buffer pool; reference ratios 2.8, 4.7, 3.6, 3.6.\n${EXIT_CODES}`,
+    );
 }
 
 async function compareHandler(argv: Record<string, unknown>): Promise<void> {
@@ -183,7 +200,11 @@ async function compareHandler(argv: Record<string, unknown>): Promise<void> {
   for (const [key, value] of Object.entries(argv)) {
     if (key === '_' || key === '$0' || Object.hasOwn(COMPARE_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
     const near = closest(key, Object.keys(COMPARE_OPTIONS));
-    throw new InputError(`--${key}`, value === true ? '' : String(value), `not an option of vmstack compare${near ? ` (did you mean --${near}?)` : ''}; see vmstack compare --help`);
+    throw new InputError(
+      `--${key}`,
+      value === true ? '' : String(value),
+      `not an option of vmstack compare${near ? ` (did you mean --${near}?)` : ''}; see vmstack compare --help`,
+    );
   }
   const { compareCommand } = await import('./commands/compare.js');
   await compareCommand({
@@ -217,11 +238,27 @@ async function scaleHandler(argv: Record<string, unknown>): Promise<void> {
   for (const [key, value] of Object.entries(argv)) {
     if (key === '_' || key === '$0' || Object.hasOwn(SCALE_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
     const near = closest(key, Object.keys(SCALE_OPTIONS));
-    throw new InputError(`--${key}`, value === true ? '' : String(value), `not an option of vmstack scale${near ? ` (did you mean --${near}?)` : ''}; see vmstack scale --help`);
+    throw new InputError(
+      `--${key}`,
+      value === true ? '' : String(value),
+      `not an option of vmstack scale${near ? ` (did you mean --${near}?)` : ''}; see vmstack scale --help`,
+    );
   }
   const { scaleCommand } = await import('./commands/scale.js');
   const str = (k: string) => argv[k] as string | undefined;
-  await scaleCommand({ jobs: str('jobs'), strategies: str('strategies'), rw: str('rw'), bs: str('bs'), iodepth: str('iodepth'), size: str('size'), quantum: str('quantum'), profile: str('profile'), outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal', output: str('output'), html: str('html') });
+  await scaleCommand({
+    jobs: str('jobs'),
+    strategies: str('strategies'),
+    rw: str('rw'),
+    bs: str('bs'),
+    iodepth: str('iodepth'),
+    size: str('size'),
+    quantum: str('quantum'),
+    profile: str('profile'),
+    outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal',
+    output: str('output'),
+    html: str('html'),
+  });
 }
 
 const SWEEP_OPTIONS: Record<string, Options> = {
@@ -242,22 +279,43 @@ async function sweepHandler(argv: Record<string, unknown>): Promise<void> {
   for (const [key, value] of Object.entries(argv)) {
     if (key === '_' || key === '$0' || Object.hasOwn(SWEEP_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
     const near = closest(key, Object.keys(SWEEP_OPTIONS));
-    throw new InputError(`--${key}`, value === true ? '' : String(value), `not an option of vmstack sweep${near ? ` (did you mean --${near}?)` : ''}; see vmstack sweep --help`);
+    throw new InputError(
+      `--${key}`,
+      value === true ? '' : String(value),
+      `not an option of vmstack sweep${near ? ` (did you mean --${near}?)` : ''}; see vmstack sweep --help`,
+    );
   }
   const { sweepCommand } = await import('./commands/sweep.js');
   const str = (k: string) => argv[k] as string | undefined;
-  await sweepCommand({ strategies: str('strategies'), bs: str('bs'), size: str('size'), iodepth: str('iodepth'), parallel: str('parallel'), profile: str('profile'), outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal', output: str('output'), html: str('html') });
+  await sweepCommand({
+    strategies: str('strategies'),
+    bs: str('bs'),
+    size: str('size'),
+    iodepth: str('iodepth'),
+    parallel: str('parallel'),
+    profile: str('profile'),
+    outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal',
+    output: str('output'),
+    html: str('html'),
+  });
 }
 
 /** Every command: name, builder, and a handler that imports its heavy code lazily. */
 const COMMANDS: CommandModule[] = [
-  { command: 'run [jobfile]', describe: 'run fio jobs on the modelled VM and print fio output, lock_stat and a profile', builder: runBuilder, handler: (argv) => runHandler(argv) },
+  {
+    command: 'run [jobfile]',
+    describe: 'run fio jobs on the modelled VM and print fio output, lock_stat and a profile',
+    builder: runBuilder,
+    handler: (argv) => runHandler(argv),
+  },
   {
     command: 'scale',
     describe: 'many jobs at once: throughput and the big locks (request_lock, the VMM mutex, iommu->lock) as jobs are added',
     builder: (y: Argv) => {
       for (const [name, o] of Object.entries(SCALE_OPTIONS)) y.option(name, o);
-      return y.example('$0 scale --jobs 1,2,4 --strategies strict,bounce --html scale.html', 'throughput and lock wait with 1, 2 and 4 jobs').epilog(EXIT_CODES);
+      return y
+        .example('$0 scale --jobs 1,2,4 --strategies strict,bounce --html scale.html', 'throughput and lock wait with 1, 2 and 4 jobs')
+        .epilog(EXIT_CODES);
     },
     handler: (argv) => scaleHandler(argv),
   },
@@ -270,7 +328,12 @@ const COMMANDS: CommandModule[] = [
     },
     handler: (argv) => sweepHandler(argv),
   },
-  { command: 'compare', describe: 'the reference experiment: strict vs the bounce-buffer pool at 4k, 16k, 64k, 128k, against the published ratios', builder: compareBuilder, handler: (argv) => compareHandler(argv) },
+  {
+    command: 'compare',
+    describe: 'the reference experiment: strict vs the bounce-buffer pool at 4k, 16k, 64k, 128k, against the published ratios',
+    builder: compareBuilder,
+    handler: (argv) => compareHandler(argv),
+  },
 ];
 const COMMAND_NAMES = COMMANDS.map((c) => String(c.command).split(' ')[0]);
 
@@ -279,7 +342,9 @@ async function main(): Promise<void> {
   const argv = await yargs(args)
     .scriptName('vmstack')
     .locale('en')
-    .usage('$0 <command> [options]\n\nA model of a virtualized NVMe I/O stack (guest kernel → virtio-iommu → VMM → VFIO → NVMe), each component a worker thread.')
+    .usage(
+      '$0 <command> [options]\n\nA model of a virtualized NVMe I/O stack (guest kernel → virtio-iommu → VMM → VFIO → NVMe), each component a worker thread.',
+    )
     .parserConfiguration({
       'camel-case-expansion': false,
       'dot-notation': false,
@@ -301,7 +366,11 @@ async function main(): Promise<void> {
     .parseAsync();
   const command = argv._[0];
   if (command === undefined || !COMMAND_NAMES.includes(String(command))) {
-    throw new InputError('command', command === undefined ? undefined : String(command), `${COMMAND_NAMES.join(' or ')}, e.g. vmstack run --rw randread --bs 4k --size 64m (see vmstack --help)`);
+    throw new InputError(
+      'command',
+      command === undefined ? undefined : String(command),
+      `${COMMAND_NAMES.join(' or ')}, e.g. vmstack run --rw randread --bs 4k --size 64m (see vmstack --help)`,
+    );
   }
 }
 
@@ -316,9 +385,10 @@ function cliVersion(): string {
 /** The candidate within a small edit distance of `name`, if any ("did you mean"). */
 function closest(name: string, candidates: readonly string[]): string | undefined {
   const norm = (x: string) => x.toLowerCase().replace(/[-_]/g, '');
-  return closestName(name, candidates, Math.max(2, Math.floor(name.length / 3)), (a, b) => (norm(a) === norm(b) ? 0 : editDistance(a.toLowerCase(), b.toLowerCase())));
+  return closestName(name, candidates, Math.max(2, Math.floor(name.length / 3)), (a, b) =>
+    norm(a) === norm(b) ? 0 : editDistance(a.toLowerCase(), b.toLowerCase()),
+  );
 }
-
 
 function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, ' ');

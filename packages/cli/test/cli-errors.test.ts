@@ -5,12 +5,13 @@
  * A crashed worker exits 1 naming the worker and leaves no output file; one
  * small run writes fio JSON through --output.
  */
-import test from 'ava';
+
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import test from 'ava';
 
 // compiled test: packages/cli/dist/test/cli-errors.test.js
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
@@ -43,10 +44,15 @@ async function vmstack(args: readonly string[], env: NodeJS.ProcessEnv = {}, tim
 
 function spawnMain(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs: number, nodeFlags: readonly string[]): Promise<Outcome> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [...nodeFlags, MAIN, ...args], { cwd: REPO, env: { ...process.env, ...env }, timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [...nodeFlags, MAIN, ...args],
+      { cwd: REPO, env: { ...process.env, ...env }, timeout: timeoutMs, killSignal: 'SIGKILL' },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -58,8 +64,14 @@ function file(name: string, text: string): string {
 
 const profile = JSON.parse(readFileSync(DEFAULT_PROFILE, 'utf8')) as { values: Record<string, { value: number }> };
 const badJsonProfile = file('bad-json.json', '{ "name": "x", ');
-const missingKeyProfile = file('missing-key.json', JSON.stringify({ ...profile, values: Object.fromEntries(Object.entries(profile.values).filter(([k]) => k !== 'vmExitKernelNs')) }));
-const outOfRangeProfile = file('out-of-range.json', JSON.stringify({ ...profile, values: { ...profile.values, memcpyBytesPerNs: { ...profile.values.memcpyBytesPerNs, value: 1e6 } } }));
+const missingKeyProfile = file(
+  'missing-key.json',
+  JSON.stringify({ ...profile, values: Object.fromEntries(Object.entries(profile.values).filter(([k]) => k !== 'vmExitKernelNs')) }),
+);
+const outOfRangeProfile = file(
+  'out-of-range.json',
+  JSON.stringify({ ...profile, values: { ...profile.values, memcpyBytesPerNs: { ...profile.values.memcpyBytesPerNs, value: 1e6 } } }),
+);
 const direct0Job = file('direct0.fio', '[global]\nsize=64k\n\n[j]\nrw=read\ndirect=0\n');
 
 /** [title, args, what the one line must contain (field, value, allowed…)] */
@@ -83,7 +95,11 @@ const BAD_INPUTS: [string, string[], string[]][] = [
   ['--guest-ram 1x', ['run', '--guest-ram', '1x'], ['--guest-ram', '"1x"', 'suffix']],
   ['--numjobs 0', ['run', '--numjobs', '0'], ['--numjobs', '"0"', 'from 1']],
   ['more jobs at once than worker slots', ['run', '--numjobs', '62', '--size', '64k'], ['--numjobs', '"62"', 'at most 61 jobs']],
-  ['buffers do not fit in guest RAM', ['run', '--guest-ram', '8m', '--bs', '2m', '--iodepth', '8'], ['--guest-ram', '"8m"', 'at least 18m', '16m of fio I/O buffers']],
+  [
+    'buffers do not fit in guest RAM',
+    ['run', '--guest-ram', '8m', '--bs', '2m', '--iodepth', '8'],
+    ['--guest-ram', '"8m"', 'at least 18m', '16m of fio I/O buffers'],
+  ],
   ['direct=0 in a job file', ['run', direct0Job], ['[j] direct', '"0"', 'direct=1']],
   ['bounce option without the pool', ['run', '--slots-per-class', '8'], ['--slots-per-class', '"8"', '--strategy bounce']],
   ['output directory missing', ['run', '--size', '64k', '--output', join(tmp, 'no-dir', 'r.json')], ['--output', 'r.json', 'ENOENT']],
@@ -110,19 +126,21 @@ test('bad input leaves an existing --output file as it was and writes no .partia
   const r = await vmstack(['run', '--bs', '3000', '--output', out]);
   t.is(r.code, 2);
   t.is(readFileSync(out, 'utf8'), 'previous result');
-  t.false(existsSync(out + '.partial'));
+  t.false(existsSync(`${out}.partial`));
 });
 
 test('a crashed worker: exit 1, one line naming the worker, no output file', async (t) => {
   const out = file('crash.json', 'stale result of an earlier run');
   // every worker throws while loading: the run fails as it would on a worker crash
-  const r = await vmstack(['run', '--size', '64k', '--output', out], { VMSTACK_WORKER_NODE_FLAGS: "--import=data:text/javascript,throw%20new%20Error('boom')" });
+  const r = await vmstack(['run', '--size', '64k', '--output', out], {
+    VMSTACK_WORKER_NODE_FLAGS: "--import=data:text/javascript,throw%20new%20Error('boom')",
+  });
   t.is(r.code, 1, r.stderr);
   const lines = r.stderr.trimEnd().split('\n');
   t.is(lines.length, 1, r.stderr);
   t.regex(lines[0], /^vmstack: worker (guest-kernel\/vcpu0|vmm|host-vfio|nvme-device) \(thread -?\d+\) failed: .*boom/);
   t.false(existsSync(out), 'a failed run leaves no file that looks complete');
-  t.false(existsSync(out + '.partial'));
+  t.false(existsSync(`${out}.partial`));
 });
 
 test('an interrupted run (SIGINT) exits 130 and leaves no output file, not even a .partial', async (t) => {
@@ -130,7 +148,11 @@ test('an interrupted run (SIGINT) exits 130 and leaves no output file, not even 
   // every worker says so on stderr as it starts: the interrupt comes once the run is under way
   const started = file('worker-started.mjs', "process.stderr.write('worker started\\n');\n");
   // a run of tens of seconds
-  const child = spawn(process.execPath, [MAIN, 'run', '--strategy', 'strict', '--size', '256m', '--output', out], { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, VMSTACK_WORKER_NODE_FLAGS: `--import=${started}` } });
+  const child = spawn(process.execPath, [MAIN, 'run', '--strategy', 'strict', '--size', '256m', '--output', out], {
+    cwd: REPO,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, VMSTACK_WORKER_NODE_FLAGS: `--import=${started}` },
+  });
   let stderr = '';
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk: string) => {
@@ -143,7 +165,7 @@ test('an interrupted run (SIGINT) exits 130 and leaves no output file, not even 
   t.regex(stderr, /worker started/, 'interrupted after a worker had started');
   t.is(code, 130, stderr);
   t.false(existsSync(out));
-  t.false(existsSync(out + '.partial'));
+  t.false(existsSync(`${out}.partial`));
 });
 
 /** A module-resolution hook that refuses the stack's modules: a command that loads them fails. */
@@ -157,10 +179,17 @@ export async function resolve(specifier, context, next) {
 }
 `,
 );
-const noStack = ['--import', file('no-stack-register.mjs', `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(noStackHooks).href)});\n`)];
+const noStack = [
+  '--import',
+  file('no-stack-register.mjs', `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(noStackHooks).href)});\n`),
+];
 
 test('--help and run --help list the options without loading the stack (it loads lazily)', async (t) => {
-  const [top, run, stackRun] = await Promise.all([vmstack(['--help'], {}, 30_000, noStack), vmstack(['run', '--help'], {}, 30_000, noStack), vmstack(['run', '--size', '64k'], {}, 30_000, noStack)]);
+  const [top, run, stackRun] = await Promise.all([
+    vmstack(['--help'], {}, 30_000, noStack),
+    vmstack(['run', '--help'], {}, 30_000, noStack),
+    vmstack(['run', '--size', '64k'], {}, 30_000, noStack),
+  ]);
   t.is(stackRun.code, 1, 'the hook does refuse the stack: a run cannot start');
   t.regex(stackRun.stderr, /the stack was loaded: file:.*\/packages\//);
   t.is(top.code, 0, top.stderr);
@@ -168,7 +197,19 @@ test('--help and run --help list the options without loading the stack (it loads
   t.regex(top.stdout, /Exit codes/);
   t.is(run.code, 0, run.stderr);
   t.regex(run.stdout, /Exit codes/);
-  for (const option of ['--rw', '--bs', '--iodepth', '--numjobs', '--strategy', '--clock', '--quantum', '--guest-ram', '--profile', '--output-format', '--output']) {
+  for (const option of [
+    '--rw',
+    '--bs',
+    '--iodepth',
+    '--numjobs',
+    '--strategy',
+    '--clock',
+    '--quantum',
+    '--guest-ram',
+    '--profile',
+    '--output-format',
+    '--output',
+  ]) {
     t.regex(run.stdout, new RegExp(`^\\s+${option.replace(/[+]/g, '\\+')}\\s`, 'm'), option);
   }
   t.regex(run.stdout, /choices: "direct", "strict", "lazy", "bounce"/);
@@ -176,10 +217,14 @@ test('--help and run --help list the options without loading the stack (it loads
 
 test('one small run: --output gets complete fio JSON', async (t) => {
   const out = join(tmp, 'run.json');
-  const r = await vmstack(['run', '--rw', 'read', '--bs', '4k', '--iodepth', '1', '--size', '64k', '--strategy', 'strict', '--output', out, '--output-format', 'json'], {}, 110_000);
+  const r = await vmstack(
+    ['run', '--rw', 'read', '--bs', '4k', '--iodepth', '1', '--size', '64k', '--strategy', 'strict', '--output', out, '--output-format', 'json'],
+    {},
+    110_000,
+  );
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, '');
-  t.false(existsSync(out + '.partial'));
+  t.false(existsSync(`${out}.partial`));
   const json = JSON.parse(readFileSync(out, 'utf8')) as { jobs: { read: { io_bytes: number } }[]; vmstack: { counters: unknown } };
   t.is(json.jobs[0].read.io_bytes, 65536);
   t.is(typeof json.vmstack.counters, 'object');

@@ -1,29 +1,14 @@
 process.env.TZ = 'UTC'; // fio's "time" is ctime() in the local zone; pin it
 
-import test from 'ava';
-import { Worker } from 'node:worker_threads';
-import { pathToFileURL } from 'node:url';
-import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import {
-  createLatencyHistogram,
-  decodeHistogram,
-  emptyDirection,
-  encodeHistogram,
-  histogramBuckets,
-  mergeHistograms,
-} from '../src/report/result.js';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import test from 'ava';
+import { cFixed, fioLatencyDistribution, fioPercentiles, fioRuntimeMs, formatFioJson, toFioJson } from '../src/report/fio-json.js';
 import type { DirectionResult, FioRun, Histogram, JobResult } from '../src/report/result.js';
+import { createLatencyHistogram, decodeHistogram, emptyDirection, encodeHistogram, histogramBuckets, mergeHistograms } from '../src/report/result.js';
 import { hist, range } from './helpers/histograms.js';
 import { sampleVmstackReport } from './helpers/vmstack-report.js';
-import {
-  cFixed,
-  fioLatencyDistribution,
-  fioPercentiles,
-  fioRuntimeMs,
-  formatFioJson,
-  toFioJson,
-} from '../src/report/fio-json.js';
 
 type Json = Record<string, any>;
 
@@ -92,15 +77,28 @@ function run(jobs: JobResult[]): FioRun {
 }
 
 const PERCENTILE_KEYS = [
-  '1.000000', '5.000000', '10.000000', '20.000000', '30.000000', '40.000000', '50.000000', '60.000000',
-  '70.000000', '80.000000', '90.000000', '95.000000', '99.000000', '99.500000', '99.900000', '99.950000', '99.990000',
+  '1.000000',
+  '5.000000',
+  '10.000000',
+  '20.000000',
+  '30.000000',
+  '40.000000',
+  '50.000000',
+  '60.000000',
+  '70.000000',
+  '80.000000',
+  '90.000000',
+  '95.000000',
+  '99.000000',
+  '99.500000',
+  '99.900000',
+  '99.950000',
+  '99.990000',
 ];
 
 test('top level: fio keys in fio order, timestamps, version, options, vmstack last', (t) => {
   const doc = toFioJson(run([jobA()]), { plus: false }) as Json;
-  t.deepEqual(Object.keys(doc), [
-    'fio version', 'timestamp', 'timestamp_ms', 'time', 'global options', 'jobs', 'disk_util', 'vmstack',
-  ]);
+  t.deepEqual(Object.keys(doc), ['fio version', 'timestamp', 'timestamp_ms', 'time', 'global options', 'jobs', 'disk_util', 'vmstack']);
   t.regex(doc['fio version'], /^fio-3\.33 \(vmstack \d+\.\d+\.\d+\)$/);
   t.is(doc.timestamp, 1718334968);
   t.is(doc.timestamp_ms, 1718334968213);
@@ -117,10 +115,32 @@ test('top level: fio keys in fio order, timestamps, version, options, vmstack la
 test('job: keys in fio order and the per-job scalars', (t) => {
   const [a, b] = (toFioJson(run([jobA(), jobB()]), { plus: false }) as Json).jobs;
   t.deepEqual(Object.keys(a), [
-    'jobname', 'groupid', 'error', 'eta', 'elapsed', 'job options', 'read', 'write', 'trim', 'sync',
-    'job_runtime', 'usr_cpu', 'sys_cpu', 'ctx', 'majf', 'minf', 'iodepth_level', 'iodepth_submit',
-    'iodepth_complete', 'latency_ns', 'latency_us', 'latency_ms', 'latency_depth', 'latency_target',
-    'latency_percentile', 'latency_window',
+    'jobname',
+    'groupid',
+    'error',
+    'eta',
+    'elapsed',
+    'job options',
+    'read',
+    'write',
+    'trim',
+    'sync',
+    'job_runtime',
+    'usr_cpu',
+    'sys_cpu',
+    'ctx',
+    'majf',
+    'minf',
+    'iodepth_level',
+    'iodepth_submit',
+    'iodepth_complete',
+    'latency_ns',
+    'latency_us',
+    'latency_ms',
+    'latency_depth',
+    'latency_target',
+    'latency_percentile',
+    'latency_window',
   ]);
   t.is(a.jobname, 'a');
   t.is(a.eta, 0);
@@ -167,9 +187,7 @@ test('clat_ns: min, max, mean, sample stddev, N and fio percentiles', (t) => {
   t.deepEqual(Object.keys(c.percentile), PERCENTILE_KEYS);
   // the k-th smallest value, k = first count reaching p/100·N; 99.9 as a double is
   // 99.9000000000000057, so 999.00000000000006 needs the 1000th sample, as in fio
-  t.deepEqual(Object.values(c.percentile), [
-    1009, 1049, 1099, 1199, 1299, 1399, 1499, 1599, 1699, 1799, 1899, 1949, 1989, 1994, 1999, 1999, 1999,
-  ]);
+  t.deepEqual(Object.values(c.percentile), [1009, 1049, 1099, 1199, 1299, 1399, 1499, 1599, 1699, 1799, 1899, 1949, 1989, 1994, 1999, 1999, 1999]);
   t.false('bins' in c, 'bins only with json+');
 });
 
@@ -188,7 +206,10 @@ test('json+: clat_ns.bins maps each bucket value (ns, string) to its count', (t)
   t.is(Object.keys(bins).length, 1000);
   t.is(bins['1000'], 1);
   t.is(bins['1999'], 1);
-  t.is(Object.values(bins).reduce((x, y) => x + y, 0), 1000);
+  t.is(
+    Object.values(bins).reduce((x, y) => x + y, 0),
+    1000,
+  );
   // 3 ms lands in an hdr bucket of 2048 ns: [2998272, 3000319], midpoint 2999296
   t.deepEqual(b.read.clat_ns.bins, { '5': 1, '2999296': 499 });
   t.false('bins' in a.write.clat_ns, 'no samples: no percentile, no bins');
@@ -218,12 +239,20 @@ test('bw_* and iops_* from the samples; bw_agg against the group aggregate', (t)
 test('latency_ns/us/ms: fio io_u_mark_latency ranges, percent of issued I/Os', (t) => {
   const [a, b] = (toFioJson(run([jobA(), jobB()]), { plus: false }) as Json).jobs;
   t.is(a.latency_us['2'], 100, '1000..1999 ns are 1 µs: the "2" bucket');
-  t.is(Object.values(a.latency_ns).reduce((x: number, y) => x + (y as number), 0), 0);
+  t.is(
+    Object.values(a.latency_ns).reduce((x: number, y) => x + (y as number), 0),
+    0,
+  );
   t.is(b.latency_ns['10'], (1 / 500) * 100, '5 ns: the 4..9 bucket, 1 of 500');
   t.is(b.latency_ms['4'], (499 / 500) * 100, '3 ms: the 2..3 ms bucket');
   t.deepEqual(Object.keys(b.latency_ms), ['2', '4', '10', '20', '50', '100', '250', '500', '750', '1000', '2000', '>=2000']);
   // a nonzero share under 0.01 % is shown as 0.01 %, as fio does
-  const many = job('m', 0, { ...emptyDirection(), ioBytes: 4096 * 20000, totalIos: 20000, runtimeNs: 1e9, clatNs: hist([100, 1], [3000, 19999]) }, emptyDirection());
+  const many = job(
+    'm',
+    0,
+    { ...emptyDirection(), ioBytes: 4096 * 20000, totalIos: 20000, runtimeNs: 1e9, clatNs: hist([100, 1], [3000, 19999]) },
+    emptyDirection(),
+  );
   const d = fioLatencyDistribution(many);
   t.is(d.ns[6], 0.01);
   t.is(d.us[1], (19999 / 20000) * 100);
@@ -235,10 +264,29 @@ test('a read-only job has a zeroed write and trim section exactly as fio prints 
   const doc = toFioJson(run([jobA()]), { plus: true }) as Json;
   const zeroLat = { min: 0, max: 0, mean: 0, stddev: 0, N: 0 };
   const zero = {
-    io_bytes: 0, io_kbytes: 0, bw_bytes: 0, bw: 0, iops: 0, runtime: 0, total_ios: 0, short_ios: 0, drop_ios: 0,
-    slat_ns: zeroLat, clat_ns: zeroLat, lat_ns: zeroLat,
-    bw_min: 0, bw_max: 0, bw_agg: 0, bw_mean: 0, bw_dev: 0, bw_samples: 0,
-    iops_min: 0, iops_max: 0, iops_mean: 0, iops_stddev: 0, iops_samples: 0,
+    io_bytes: 0,
+    io_kbytes: 0,
+    bw_bytes: 0,
+    bw: 0,
+    iops: 0,
+    runtime: 0,
+    total_ios: 0,
+    short_ios: 0,
+    drop_ios: 0,
+    slat_ns: zeroLat,
+    clat_ns: zeroLat,
+    lat_ns: zeroLat,
+    bw_min: 0,
+    bw_max: 0,
+    bw_agg: 0,
+    bw_mean: 0,
+    bw_dev: 0,
+    bw_samples: 0,
+    iops_min: 0,
+    iops_max: 0,
+    iops_mean: 0,
+    iops_stddev: 0,
+    iops_samples: 0,
   };
   t.deepEqual(doc.jobs[0].write, zero);
   t.deepEqual(Object.keys(doc.jobs[0].write), Object.keys(zero));
@@ -318,20 +366,18 @@ test('formatFioJson: fio printer (" : ", 2-space indent, floats %f), valid JSON,
 
 test('bandwidth and iops reproduce real fio runs from their counts', (t) => {
   // fio-3.42, 4 KiB randwrite: io_bytes 154173440, total_ios 37592, runtime 10003 ms
-  const w1 = toFioJson(
-    run([job('x', 0, emptyDirection(), { ...emptyDirection(), ioBytes: 154_173_440, totalIos: 37_592, runtimeNs: 10_003e6 })]),
-    { plus: false },
-  ) as Json;
+  const w1 = toFioJson(run([job('x', 0, emptyDirection(), { ...emptyDirection(), ioBytes: 154_173_440, totalIos: 37_592, runtimeNs: 10_003e6 })]), {
+    plus: false,
+  }) as Json;
   const x = w1.jobs[0].write;
   t.is(x.bw_bytes, 15_412_720);
   t.is(x.bw, 15_051);
   t.is(x.io_kbytes, 150_560);
   t.is(cFixed(x.iops, 6), '3758.072578');
   // fio-3.33: io_bytes 137438953472, total_ios 33554432, runtime 70475 ms
-  const w2 = toFioJson(
-    run([job('y', 0, emptyDirection(), { ...emptyDirection(), ioBytes: 137_438_953_472, totalIos: 33_554_432, runtimeNs: 70_475e6 })]),
-    { plus: false },
-  ) as Json;
+  const w2 = toFioJson(run([job('y', 0, emptyDirection(), { ...emptyDirection(), ioBytes: 137_438_953_472, totalIos: 33_554_432, runtimeNs: 70_475e6 })]), {
+    plus: false,
+  }) as Json;
   const y = w2.jobs[0].write;
   t.is(y.bw_bytes, 1_950_180_255);
   t.is(y.bw, 1_904_472);
@@ -360,7 +406,7 @@ test('percentiles follow fio calc_clat_percentiles on bucket counts', (t) => {
 
 test('histogram statistics stay within hdr resolution for large values', (t) => {
   let seed = 12345;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   const h = createLatencyHistogram();
   const values: number[] = [];
   for (let i = 0; i < 5000; i++) {
@@ -368,7 +414,11 @@ test('histogram statistics stay within hdr resolution for large values', (t) => 
     values.push(v);
     h.recordValue(v);
   }
-  const c = (toFioJson(run([job('r', 0, { ...emptyDirection(), ioBytes: 4096 * 5000, totalIos: 5000, runtimeNs: 1e9, clatNs: h }, emptyDirection())]), { plus: false }) as Json).jobs[0].read.clat_ns;
+  const c = (
+    toFioJson(run([job('r', 0, { ...emptyDirection(), ioBytes: 4096 * 5000, totalIos: 5000, runtimeNs: 1e9, clatNs: h }, emptyDirection())]), {
+      plus: false,
+    }) as Json
+  ).jobs[0].read.clat_ns;
   const trueMin = Math.min(...values);
   const trueMax = Math.max(...values);
   const trueMean = values.reduce((a, b) => a + b, 0) / values.length;

@@ -1,11 +1,11 @@
 process.env.TZ = 'UTC'; // the job header carries ctime() in the local zone; pin it
 
 import test from 'ava';
-import { createLatencyHistogram, emptyDirection } from '../src/report/result.js';
+import { formatFioNormal, num2str } from '../src/report/fio-normal.js';
 import type { DirectionResult, FioRun, JobResult } from '../src/report/result.js';
+import { createLatencyHistogram, emptyDirection } from '../src/report/result.js';
 import { hist, range } from './helpers/histograms.js';
 import { sampleVmstackReport } from './helpers/vmstack-report.js';
-import { formatFioNormal, num2str } from '../src/report/fio-normal.js';
 
 function job(name: string, groupid: number, read: DirectionResult, write: DirectionResult, extra: Partial<JobResult> = {}): JobResult {
   return {
@@ -61,14 +61,20 @@ const jobB = () =>
 
 /** c (group 1): 500 writes of 128 KiB in 100 ms; clat 50 µs / 150 µs; slat 3 ms / 200 ms. */
 const jobC = () =>
-  job('c', 1, emptyDirection(), {
-    ioBytes: 131072 * 500,
-    totalIos: 500,
-    runtimeNs: 100_000_000,
-    slatNs: hist([3_000_000, 250], [200_000_000, 250]),
-    clatNs: hist([50_000, 250], [150_000, 250]),
-    latNs: hist([50_000, 250], [150_000, 250]),
-  }, { iodepth: 32 });
+  job(
+    'c',
+    1,
+    emptyDirection(),
+    {
+      ioBytes: 131072 * 500,
+      totalIos: 500,
+      runtimeNs: 100_000_000,
+      slatNs: hist([3_000_000, 250], [200_000_000, 250]),
+      clatNs: hist([50_000, 250], [150_000, 250]),
+      latNs: hist([50_000, 250], [150_000, 250]),
+    },
+    { iodepth: 32 },
+  );
 
 function run(jobs: JobResult[]): FioRun {
   return { timestampMs: 1718334968213, globalOptions: {}, jobs, vmstack: sampleVmstackReport() };
@@ -172,7 +178,7 @@ test('run status groups aggregate bandwidth per group and direction', (t) => {
   );
 });
 
-test('jobs without I/O are skipped; errors print fio\'s err=NN (reason)', (t) => {
+test("jobs without I/O are skipped; errors print fio's err=NN (reason)", (t) => {
   const idle = job('idle', 0, emptyDirection(), emptyDirection());
   t.is(formatFioNormal(run([idle])), '\nRun status group 0 (all jobs):\n');
   const bad = jobA();

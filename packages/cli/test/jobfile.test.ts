@@ -1,9 +1,9 @@
-import test from 'ava';
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '@vmstack/shm';
-import { expandEnv, parseJobFileText, readJobFile, type JobFile } from '../src/fio/jobfile.js';
+import test from 'ava';
+import { expandEnv, type JobFile, parseJobFileText, readJobFile } from '../src/fio/jobfile.js';
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'vmstack-jobfile-'));
 

@@ -1,18 +1,11 @@
-import test, { type ExecutionContext } from 'ava';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type FioJobSpec, type ParsedJobs, validateJobSpec } from '@vmstack/guest-kernel';
 import { InputError } from '@vmstack/shm';
-import { validateJobSpec, type FioJobSpec, type ParsedJobs } from '@vmstack/guest-kernel';
+import test, { type ExecutionContext } from 'ava';
 import { parseJobFileText } from '../src/fio/jobfile.js';
-import {
-  FIO_OPTION_ALIASES,
-  FIO_OPTION_TABLE,
-  jobsFromCommandLine,
-  jobsFromFile,
-  jobsFromJobFile,
-  type JobsFromFileOptions,
-} from '../src/fio/options.js';
+import { FIO_OPTION_ALIASES, FIO_OPTION_TABLE, type JobsFromFileOptions, jobsFromCommandLine, jobsFromFile, jobsFromJobFile } from '../src/fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../src/fio/sizes.js';
 
 const KiB = 1024;
@@ -115,7 +108,7 @@ test('command line: fio defaults where nothing is given (rw=read, bs=4k, iodepth
   });
 });
 
-test('command line: the caller\'s defaults apply under the options given; false flags mean 0', (t) => {
+test("command line: the caller's defaults apply under the options given; false flags mean 0", (t) => {
   const defaults = { rw: 'randread', bs: '4k', iodepth: 32, size: '1g', name: 'cli-default' };
   const [job] = jobsFromCommandLine({ bs: '128k', time_based: false, runtime: '500ms' }, defaults).jobs;
   t.is(jobsFromCommandLine({ name: 'mine' }, defaults).jobs[0].name, 'mine');
@@ -215,9 +208,7 @@ test('job file: a job sees only the [global] sections above it, in order', (t) =
 });
 
 test('job file: stonewall groups run one after another; new_group only starts a reporting group', (t) => {
-  const parsed = jobsFromText(
-    '[global]\nsize=1m\n[first]\nstonewall\nnumjobs=2\n[second]\n[third]\nnew_group\n[fourth]\nstonewall=1\n[fifth]\nstonewall=0\n',
-  );
+  const parsed = jobsFromText('[global]\nsize=1m\n[first]\nstonewall\nnumjobs=2\n[second]\n[third]\nnew_group\n[fourth]\nstonewall=1\n[fifth]\nstonewall=0\n');
   t.deepEqual(
     parsed.jobs.map((j) => [j.name, j.jobIndex, j.groupId, j.reportGroupId]),
     [
@@ -250,7 +241,7 @@ test('job file: the later of inverse options wins (direct/buffered, rwmixread/rw
   t.like(jobsFromText('[global]\ndirect=1\nbuffered=0\n[j]\nsize=1m\n').jobs[0], { direct: true });
 });
 
-test('job file: command-line overrides beat [global] but not the job\'s own section; defaults are lowest', (t) => {
+test("job file: command-line overrides beat [global] but not the job's own section; defaults are lowest", (t) => {
   const parsed = jobsFromText('[global]\nbs=8k\niodepth=4\n[a]\n[b]\niodepth=2\nbs=16k\n', {
     overrides: { iodepth: 128, bs: undefined },
     defaults: { size: '64m', bs: '4k', iodepth: 1 },
@@ -314,7 +305,7 @@ test('bs=3000 names bs, 3000 and the allowed block sizes', (t) => {
   inputError(t, () => jobsFromText(oneJob('bs=big')), '[job] bs', 'big', 'a multiple of 4096 bytes');
 });
 
-test('bs=4KiB explains fio\'s kb_base=1024 reading (4000 bytes)', (t) => {
+test("bs=4KiB explains fio's kb_base=1024 reading (4000 bytes)", (t) => {
   inputError(t, () => jobsFromText(oneJob('bs=4KiB')), '[job] bs', '4KiB', '4KiB = 4000 bytes', 'kb_base=1000');
 });
 
@@ -465,10 +456,37 @@ test('the option table: every alias points at a row; the options named in the br
     t.falsy(FIO_OPTION_TABLE[alias], `${alias} is not also a row`);
   }
   const kind = (name: string): string | undefined => FIO_OPTION_TABLE[FIO_OPTION_ALIASES[name] ?? name]?.kind;
-  for (const name of ['rw', 'bs', 'size', 'runtime', 'rwmixread', 'verify', 'do_verify', 'offset', 'randseed', 'numjobs', 'stonewall', 'new_group', 'time_based', 'direct', 'ioengine']) {
+  for (const name of [
+    'rw',
+    'bs',
+    'size',
+    'runtime',
+    'rwmixread',
+    'verify',
+    'do_verify',
+    'offset',
+    'randseed',
+    'numjobs',
+    'stonewall',
+    'new_group',
+    'time_based',
+    'direct',
+    'ioengine',
+  ]) {
     t.is(kind(name), 'handled', name);
   }
-  for (const name of ['name', 'description', 'filename', 'directory', 'thread', 'group_reporting', 'norandommap', 'randrepeat', 'invalidate', 'iodepth_batch']) {
+  for (const name of [
+    'name',
+    'description',
+    'filename',
+    'directory',
+    'thread',
+    'group_reporting',
+    'norandommap',
+    'randrepeat',
+    'invalidate',
+    'iodepth_batch',
+  ]) {
     t.true(kind(name) === 'ignored' || kind(name) === 'handled', name);
   }
   for (const name of ['rate', 'bssplit', 'zonemode', 'fsync', 'ramp_time']) t.is(kind(name), 'notModelled', name);
@@ -501,13 +519,19 @@ test('validateJobSpec accepts a parsed spec and rejects each broken field by its
   const e = t.throws(() => validateJobSpec({ ...VALID, blockSizeBytes: 3000 }, { blockSizeBytes: { field: '--bs', value: '3000' } }), {
     instanceOf: InputError,
   });
-  t.is(e.message, '--bs: "3000" is not allowed; a multiple of 4096 bytes from 4096 to 2 MiB (e.g. 4k, 128k); the model\'s NVMe namespace has 4 KiB logical blocks');
+  t.is(
+    e.message,
+    '--bs: "3000" is not allowed; a multiple of 4096 bytes from 4096 to 2 MiB (e.g. 4k, 128k); the model\'s NVMe namespace has 4 KiB logical blocks',
+  );
 });
 
 test('jobs of one group writing into a region another verifies: one warning line naming both and the way out', async (t) => {
   const { overlappingVerifyWarning } = await import('../src/commands/run.js');
   const clones = jobsFromCommandLine({ name: 'w', rw: 'randwrite', size: '1m', numjobs: '2', verify: 'crc32c' }, {}).jobs;
-  t.regex(overlappingVerifyWarning(clones) ?? '', /^job 'w' #1 writes into the region job 'w' #0 verifies \(\[0, 1m\) of the drive, barrier group 0\): .*offset_increment=1m/);
+  t.regex(
+    overlappingVerifyWarning(clones) ?? '',
+    /^job 'w' #1 writes into the region job 'w' #0 verifies \(\[0, 1m\) of the drive, barrier group 0\): .*offset_increment=1m/,
+  );
   const apart = jobsFromCommandLine({ name: 'w', rw: 'randwrite', size: '1m', numjobs: '2', verify: 'crc32c', offset_increment: '1m' }, {}).jobs;
   t.is(overlappingVerifyWarning(apart), null, 'disjoint regions');
   const noVerify = jobsFromCommandLine({ name: 'w', rw: 'randwrite', size: '1m', numjobs: '2' }, {}).jobs;

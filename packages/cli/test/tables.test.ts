@@ -1,10 +1,30 @@
 import test from 'ava';
 import { emptyDirection, type JobResult, type RunResult } from '../src/report/result.js';
-import { flattenCounters, formatModelSpeed, formatNameValueRows, formatProfileTable, formatTable, formatVmstackReport, formatVmstackTables } from '../src/report/tables.js';
+import {
+  flattenCounters,
+  formatModelSpeed,
+  formatNameValueRows,
+  formatProfileTable,
+  formatTable,
+  formatVmstackReport,
+  formatVmstackTables,
+} from '../src/report/tables.js';
 import { sampleVmstackReport } from './helpers/vmstack-report.js';
 
 function job(name: string, jobRuntimeNs: number, groupid = 0): JobResult {
-  return { jobname: name, groupid, jobOptions: {}, read: emptyDirection(), write: emptyDirection(), jobRuntimeNs, usrCpuPct: 0, sysCpuPct: 0, ctx: 0, error: 0, iodepth: 1 };
+  return {
+    jobname: name,
+    groupid,
+    jobOptions: {},
+    read: emptyDirection(),
+    write: emptyDirection(),
+    jobRuntimeNs,
+    usrCpuPct: 0,
+    sysCpuPct: 0,
+    ctx: 0,
+    error: 0,
+    iodepth: 1,
+  };
 }
 
 /** Two jobs of 1 ms each: 2 ms of vCPU model time; 1 MiB moved. */
@@ -18,12 +38,25 @@ function synthetic(): RunResult {
 }
 
 test('formatTable pads every column to its widest cell, with a dashed rule', (t) => {
-  const out = formatTable(['N', 'Name'], [['1', 'alpha'], ['100', 'b']], ['right', 'left']);
+  const out = formatTable(
+    ['N', 'Name'],
+    [
+      ['1', 'alpha'],
+      ['100', 'b'],
+    ],
+    ['right', 'left'],
+  );
   t.is(out, ['    N  Name', '  ---  -----', '    1  alpha', '  100  b', ''].join('\n'));
 });
 
 test('formatNameValueRows aligns names left and values right', (t) => {
-  t.is(formatNameValueRows([['a', '1'], ['long name', '1000']]), '  a             1\n  long name  1000\n');
+  t.is(
+    formatNameValueRows([
+      ['a', '1'],
+      ['long name', '1000'],
+    ]),
+    '  a             1\n  long name  1000\n',
+  );
   t.is(formatNameValueRows([]), '');
 });
 
@@ -58,7 +91,10 @@ test('profile: one row per function, sorted by self time, with %run, total, ns/c
 
 test('profile with no calls and no run time says so instead of dividing by zero', (t) => {
   t.regex(formatProfileTable({}, 0), /\(no profiled calls\)/);
-  t.regex(formatProfileTable({ f: { calls: 1, ns: 5, self_ns: 5, ns_per_gb: 0, self_ns_per_gb: 0, where: 'vmm' } }, 0), /0\.01\s+-\s+0\.01\s+1\s+5\.0\s+0\s+vmm\s+f\n/);
+  t.regex(
+    formatProfileTable({ f: { calls: 1, ns: 5, self_ns: 5, ns_per_gb: 0, self_ns_per_gb: 0, where: 'vmm' } }, 0),
+    /0\.01\s+-\s+0\.01\s+1\s+5\.0\s+0\s+vmm\s+f\n/,
+  );
 });
 
 test('the model speed line gives simulated I/Os per wall second', (t) => {
@@ -87,7 +123,10 @@ test('all tables of a run: what ran, lock_stat, profile, counters, verify, leaks
   t.notRegex(out, /[{}"]/, 'no raw JSON in normal output');
   // section order as documented
   const order = ['vmstack:', 'lock_stat', '# profile', 'counters', 'verify', 'leaks', 'model speed'].map((s) => out.indexOf(s));
-  t.deepEqual([...order].sort((a, b) => a - b), order);
+  t.deepEqual(
+    [...order].sort((a, b) => a - b),
+    order,
+  );
   t.false(order.includes(-1));
 });
 

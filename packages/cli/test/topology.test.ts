@@ -1,10 +1,10 @@
-import test, { type ExecutionContext } from 'ava';
-import { InputError, NEVER_NS, loadProfile, DEFAULT_PROFILE_PATH } from '@vmstack/shm';
 import type { FioJobSpec } from '@vmstack/guest-kernel';
+import { DEFAULT_PROFILE_PATH, InputError, loadProfile, NEVER_NS } from '@vmstack/shm';
+import test, { type ExecutionContext } from 'ava';
 import { jobsFromCommandLine } from '../src/fio/options.js';
-import { defaultTopology, validateTopology, type Topology } from '../src/topology/topology.js';
-import { planStack, planRings } from '../src/topology/plan.js';
 import { runStack } from '../src/stack/run-stack.js';
+import { planRings, planStack } from '../src/topology/plan.js';
+import { defaultTopology, type Topology, validateTopology } from '../src/topology/topology.js';
 
 const MiB = 1024 * 1024;
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
@@ -69,7 +69,10 @@ test('defaultTopology, 4 jobs: one vCPU per job, job i on vCPU i, still one devi
   t.is(top.vms.length, 1);
   const vm = top.vms[0];
   t.deepEqual(vm.vcpus, [{ id: 0 }, { id: 1 }, { id: 2 }, { id: 3 }]);
-  t.deepEqual(vm.jobs, [0, 1, 2, 3].map((i) => ({ job: i, vcpu: i })));
+  t.deepEqual(
+    vm.jobs,
+    [0, 1, 2, 3].map((i) => ({ job: i, vcpu: i })),
+  );
   t.is(vm.strategy, 'bounce');
   t.is(vm.devices.length, 1);
   t.true(vm.devices[0].untrusted);
@@ -80,22 +83,118 @@ test('defaultTopology, 4 jobs: one vCPU per job, job i on vCPU i, still one devi
 
 test('validateTopology: the platform, ids, references and job placement, each error naming field, value and what is allowed', (t) => {
   inputError(t, () => validateTopology(null, 1), 'topology', null, 'an object');
-  inputError(t, edited((x) => ((x as { platform: string }).platform = 'bare-metal')), 'topology.platform', 'bare-metal', 'one of vm');
-  inputError(t, edited((x) => (x.vms = [])), 'topology.vms', [], 'a list of at least 1');
-  inputError(t, edited((x) => x.vms.push({ ...structuredClone(x.vms[0]), jobs: [] })), 'topology.vms[1].id', 'vm0', "an id no other of the topology's VMs has");
-  inputError(t, edited((x) => (x.vms[0].ramBytes = 1000)), 'topology.vms[0].ramBytes', 1000, 'a whole number of 4096-byte pages');
-  inputError(t, edited((x) => ((x.vms[0] as { strategy: string }).strategy = 'eager')), 'topology.vms[0].strategy', 'eager', 'one of direct, strict, lazy, bounce');
-  inputError(t, edited((x) => ((x.vms[0] as { driverGeneration: string }).driverGeneration = 'v4')), 'topology.vms[0].driverGeneration', 'v4', 'one of v5.10, v6.x');
-  inputError(t, edited((x) => (x.vms[0].vcpus[1].id = 5), 2), 'topology.vms[0].vcpus[1].id', 5, '0..1 in order');
-  inputError(t, edited((x) => (x.vms[0].jobs[0].vcpu = 3), 2), 'topology.vms[0].jobs[0].vcpu', 3, 'a vCPU of vm0: 0..1');
-  inputError(t, edited((x) => (x.vms[0].jobs[1].job = 7), 2), 'topology.vms[0].jobs[1].job', 7, 'a job index from 0 to 1');
-  inputError(t, edited((x) => (x.vms[0].jobs[1].job = 0), 2), 'topology.vms[0].jobs[1].job', 0, 'it runs at vm0 vCPU 0 already');
-  inputError(t, edited((x) => x.vms[0].jobs.pop(), 2), 'topology.vms[].jobs', 1, 'job 1 is on none');
-  inputError(t, edited((x) => (x.vms[0].devices[0].viommu = 'viommu9')), 'topology.vms[0].devices[0].viommu', 'viommu9', 'one of the viommus of vm0: viommu0');
-  inputError(t, edited((x) => (x.vms[0].devices[0].container = 'c1')), 'topology.vms[0].devices[0].container', 'c1', 'one of the VFIO containers of vm0: container0');
-  inputError(t, edited((x) => (x.vms[0].devices[0].controller = 'nvme-ctrl1')), 'topology.vms[0].devices[0].controller', 'nvme-ctrl1', 'one of the controllers: nvme-ctrl0');
-  inputError(t, edited((x) => (x.vms[0].devices[0].endpointId = -1)), 'topology.vms[0].devices[0].endpointId', -1, 'an integer from 0 to 2^32-1');
-  inputError(t, edited((x) => (x.vms[0].devices[0].domainId = 0)), 'topology.vms[0].devices[0].domainId', 0, 'an integer from 1 to 2^32-1');
+  inputError(
+    t,
+    edited((x) => ((x as { platform: string }).platform = 'bare-metal')),
+    'topology.platform',
+    'bare-metal',
+    'one of vm',
+  );
+  inputError(
+    t,
+    edited((x) => (x.vms = [])),
+    'topology.vms',
+    [],
+    'a list of at least 1',
+  );
+  inputError(
+    t,
+    edited((x) => x.vms.push({ ...structuredClone(x.vms[0]), jobs: [] })),
+    'topology.vms[1].id',
+    'vm0',
+    "an id no other of the topology's VMs has",
+  );
+  inputError(
+    t,
+    edited((x) => (x.vms[0].ramBytes = 1000)),
+    'topology.vms[0].ramBytes',
+    1000,
+    'a whole number of 4096-byte pages',
+  );
+  inputError(
+    t,
+    edited((x) => ((x.vms[0] as { strategy: string }).strategy = 'eager')),
+    'topology.vms[0].strategy',
+    'eager',
+    'one of direct, strict, lazy, bounce',
+  );
+  inputError(
+    t,
+    edited((x) => ((x.vms[0] as { driverGeneration: string }).driverGeneration = 'v4')),
+    'topology.vms[0].driverGeneration',
+    'v4',
+    'one of v5.10, v6.x',
+  );
+  inputError(
+    t,
+    edited((x) => (x.vms[0].vcpus[1].id = 5), 2),
+    'topology.vms[0].vcpus[1].id',
+    5,
+    '0..1 in order',
+  );
+  inputError(
+    t,
+    edited((x) => (x.vms[0].jobs[0].vcpu = 3), 2),
+    'topology.vms[0].jobs[0].vcpu',
+    3,
+    'a vCPU of vm0: 0..1',
+  );
+  inputError(
+    t,
+    edited((x) => (x.vms[0].jobs[1].job = 7), 2),
+    'topology.vms[0].jobs[1].job',
+    7,
+    'a job index from 0 to 1',
+  );
+  inputError(
+    t,
+    edited((x) => (x.vms[0].jobs[1].job = 0), 2),
+    'topology.vms[0].jobs[1].job',
+    0,
+    'it runs at vm0 vCPU 0 already',
+  );
+  inputError(
+    t,
+    edited((x) => x.vms[0].jobs.pop(), 2),
+    'topology.vms[].jobs',
+    1,
+    'job 1 is on none',
+  );
+  inputError(
+    t,
+    edited((x) => (x.vms[0].devices[0].viommu = 'viommu9')),
+    'topology.vms[0].devices[0].viommu',
+    'viommu9',
+    'one of the viommus of vm0: viommu0',
+  );
+  inputError(
+    t,
+    edited((x) => (x.vms[0].devices[0].container = 'c1')),
+    'topology.vms[0].devices[0].container',
+    'c1',
+    'one of the VFIO containers of vm0: container0',
+  );
+  inputError(
+    t,
+    edited((x) => (x.vms[0].devices[0].controller = 'nvme-ctrl1')),
+    'topology.vms[0].devices[0].controller',
+    'nvme-ctrl1',
+    'one of the controllers: nvme-ctrl0',
+  );
+  inputError(
+    t,
+    edited((x) => (x.vms[0].devices[0].endpointId = -1)),
+    'topology.vms[0].devices[0].endpointId',
+    -1,
+    'an integer from 0 to 2^32-1',
+  );
+  inputError(
+    t,
+    edited((x) => (x.vms[0].devices[0].domainId = 0)),
+    'topology.vms[0].devices[0].domainId',
+    0,
+    'an integer from 1 to 2^32-1',
+  );
   inputError(
     t,
     edited((x) => {
@@ -114,9 +213,27 @@ test('validateTopology: the platform, ids, references and job placement, each er
     'nvme-ctrl0',
     'device nvme0 has it',
   );
-  inputError(t, edited((x) => x.controllers.push({ id: 'nvme-ctrl0' })), 'topology.controllers[1].id', 'nvme-ctrl0', "an id no other of the topology's controllers has");
-  inputError(t, edited((x) => x.controllers.push({ id: 'nvme-ctrl1' })), 'topology.hostIommus', 'nvme-ctrl1', 'none serves nvme-ctrl1');
-  inputError(t, edited((x) => x.hostIommus.push({ id: 'dmar1', controllers: ['nvme-ctrl0'] })), 'topology.hostIommus[1].controllers[0]', 'nvme-ctrl0', 'dmar0 serves it already');
+  inputError(
+    t,
+    edited((x) => x.controllers.push({ id: 'nvme-ctrl0' })),
+    'topology.controllers[1].id',
+    'nvme-ctrl0',
+    "an id no other of the topology's controllers has",
+  );
+  inputError(
+    t,
+    edited((x) => x.controllers.push({ id: 'nvme-ctrl1' })),
+    'topology.hostIommus',
+    'nvme-ctrl1',
+    'none serves nvme-ctrl1',
+  );
+  inputError(
+    t,
+    edited((x) => x.hostIommus.push({ id: 'dmar1', controllers: ['nvme-ctrl0'] })),
+    'topology.hostIommus[1].controllers[0]',
+    'nvme-ctrl0',
+    'dmar0 serves it already',
+  );
 });
 
 test('planStack, default topology of 2 jobs: vCPU workers, then vmm, host-vfio, nvme-device; every ring wired to the right workers', (t) => {
@@ -205,7 +322,21 @@ test('planStack refuses, in one line, a valid shape the workers cannot run yet',
 
 test('runStack takes a topology: a 2-VM one is refused before any worker starts, the default one runs as without it', async (t) => {
   const js = jobsFromCommandLine({ rw: 'read', bs: '4k', iodepth: '4', size: '256k' });
-  const base = { jobs: js.jobs, jobOptions: js.jobOptions, globalOptions: {}, strategy: 'strict', clock: 'virtual', profile, quantumNs: 20_000, driverGeneration: 'v5.10', bufferContiguity: 'none', guestRamBytes: 64 * MiB, spinLoads: 2000, dilation: 1, transport: 'in-thread' } as const;
+  const base = {
+    jobs: js.jobs,
+    jobOptions: js.jobOptions,
+    globalOptions: {},
+    strategy: 'strict',
+    clock: 'virtual',
+    profile,
+    quantumNs: 20_000,
+    driverGeneration: 'v5.10',
+    bufferContiguity: 'none',
+    guestRamBytes: 64 * MiB,
+    spinLoads: 2000,
+    dilation: 1,
+    transport: 'in-thread',
+  } as const;
   const top = defaultTopology(js.jobs, base);
   top.vms.push({ ...structuredClone(top.vms[0]), id: 'vm1', jobs: [], viommus: [{ id: 'viommu1' }], containers: [{ id: 'container1' }], devices: [] });
   const e = await t.throwsAsync(runStack({ ...base, topology: top }), { instanceOf: InputError });

@@ -22,13 +22,13 @@
  * range followed by an IOTLB sync.
  */
 
-import { IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES, asGpa, asIova, type Gpa, type Iova, type ModelClock } from '@vmstack/shm';
-import { iommu_dma_iova_len, type IovaDomain } from './iommu/iova.js';
+import { asGpa, asIova, IOMMU_READ, IOMMU_WRITE, type Iova, type ModelClock, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { BouncePool, type BounceSlot, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
 import type { FlushQueue } from './iommu/flush-queue.js';
-import { BouncePool, DMA_FROM_DEVICE, DMA_TO_DEVICE, type BounceSlot, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
+import { type IovaDomain, iommu_dma_iova_len } from './iommu/iova.js';
 import type { Swiotlb } from './iommu/swiotlb.js';
-import type { ViommuDriver } from './virtio-iommu/viommu.js';
 import type { Profiler } from './profile.js';
+import type { ViommuDriver } from './virtio-iommu/viommu.js';
 
 export type DmaStrategy = 'direct' | 'strict' | 'lazy' | 'bounce';
 export const DMA_STRATEGIES: readonly DmaStrategy[] = ['direct', 'strict', 'lazy', 'bounce'];
@@ -183,7 +183,7 @@ export class DmaIommu {
     let next: number = runGpa;
     for (const s of m.segments) {
       const segStart = s.gpa - (s.gpa % PAGE_SIZE_BYTES);
-      const segBytes = Math.ceil((s.gpa % PAGE_SIZE_BYTES + s.lenBytes) / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
+      const segBytes = Math.ceil(((s.gpa % PAGE_SIZE_BYTES) + s.lenBytes) / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
       if (segStart !== next && runBytes > 0) {
         this.d.viommu!.viommu_map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
         runIova = asIova(runIova + runBytes);
@@ -247,7 +247,14 @@ export class DmaIommu {
         this.d.viommu!.viommu_map_pages(this.d.domain, asIova(slot.iova), asGpa(slot.gpa), slot.classBytes, read, write);
         this.d.viommu!.viommu_iotlb_sync_map();
       }
-      pool.bounceOnMap(this.d.mem, { gpa: slot.gpa, sizeBytes: slot.classBytes, fresh: slot.fresh }, m.segments, m.dir, { untrusted: this.d.untrusted }, this.clock);
+      pool.bounceOnMap(
+        this.d.mem,
+        { gpa: slot.gpa, sizeBytes: slot.classBytes, fresh: slot.fresh },
+        m.segments,
+        m.dir,
+        { untrusted: this.d.untrusted },
+        this.clock,
+      );
       m.kind = 'slot';
       m.slot = slot;
       m.dmaSegments = [{ dmaAddr: asIova(slot.iova), lenBytes: m.totalBytes }];

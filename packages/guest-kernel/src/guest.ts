@@ -17,21 +17,21 @@
  */
 
 import {
-  mulberry32Float,
-  ModelClock,
-  LockTable,
-  Ring,
-  SentLog,
+  asGpa,
+  asIova,
   attachGuestMemory,
-  writeSqe,
+  DOORBELL_SQ_TAIL,
   encodeGuestToDeviceDone,
-  nvmeAqa,
-  nvmeCreateQueueCdw10,
-  NVME_ADMIN_IDENTIFY,
+  type GuestMemory,
+  LockTable,
+  ModelClock,
+  mulberry32Float,
+  NEVER_NS,
   NVME_ADMIN_CREATE_CQ,
   NVME_ADMIN_CREATE_SQ,
-  NVME_ADMIN_DELETE_SQ,
   NVME_ADMIN_DELETE_CQ,
+  NVME_ADMIN_DELETE_SQ,
+  NVME_ADMIN_IDENTIFY,
   NVME_AQ_DEPTH,
   NVME_CC_ENABLE,
   NVME_CQ_IRQ_ENABLED,
@@ -39,35 +39,44 @@ import {
   NVME_ID_CNS_CTRL,
   NVME_ID_CNS_NS,
   NVME_QUEUE_PHYS_CONTIG,
+  NVME_REG_ACQ,
   NVME_REG_AQA,
   NVME_REG_ASQ,
-  NVME_REG_ACQ,
   NVME_REG_CC,
-  DOORBELL_SQ_TAIL,
-  VM_VMM_READY,
+  nvmeAqa,
+  nvmeCreateQueueCdw10,
+  Ring,
+  type RunControl,
+  SentLog,
+  VM_BUFFER_TURN,
+  VM_FREE_TURN,
   VM_QUEUES_READY,
   VM_QUEUES_READY_NS,
   VM_VCPUS_DONE,
-  VM_BUFFER_TURN,
-  VM_FREE_TURN,
+  VM_VMM_READY,
   vmEndTimes,
-  asGpa,
-  asIova,
-  NEVER_NS,
-  type GuestMemory,
-  type RunControl,
+  writeSqe,
 } from '@vmstack/shm';
-import { PageAllocator, type UserBuffer } from './mm/page-alloc.js';
-import { IovaDomain } from './iommu/iova.js';
-import { ViommuDriver } from './virtio-iommu/viommu.js';
-import { Profiler } from './profile.js';
 import { DmaIommu } from './dma.js';
-import { FlushQueue } from './iommu/flush-queue.js';
-import { BouncePool } from './iommu/bounce-pool.js';
-import { Swiotlb } from './iommu/swiotlb.js';
-import { Vcpu, type GuestPlatform, type VcpuJobResult } from './vcpu.js';
-import { newQueuePair, nvme_submit_cmd, nvme_next_cqe, nvme_write_doorbell, nvme_write_reg, type NvmeBar, type NvmeQueuePair, type PrpListPage } from './nvme/nvme-pci.js';
 import type { VcpuWorkerInit, VcpuWorkerResult } from './index.js';
+import { BouncePool } from './iommu/bounce-pool.js';
+import { FlushQueue } from './iommu/flush-queue.js';
+import { IovaDomain } from './iommu/iova.js';
+import { Swiotlb } from './iommu/swiotlb.js';
+import { PageAllocator, type UserBuffer } from './mm/page-alloc.js';
+import {
+  type NvmeBar,
+  type NvmeQueuePair,
+  newQueuePair,
+  nvme_next_cqe,
+  nvme_submit_cmd,
+  nvme_write_doorbell,
+  nvme_write_reg,
+  type PrpListPage,
+} from './nvme/nvme-pci.js';
+import { Profiler } from './profile.js';
+import { type GuestPlatform, Vcpu, type VcpuJobResult } from './vcpu.js';
+import { ViommuDriver } from './virtio-iommu/viommu.js';
 
 /** The namespace the drive exposes. */
 const NSID = 1;
@@ -163,12 +172,31 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
   const iommu = init.strategy !== 'direct';
   const iovad = iommu ? IovaDomain.attach(init.iovaDomain, v, locks, init.costs) : null;
   const viommu = iommu
-    ? new ViommuDriver(mem, init.vqLayout, v === 0, init.viommuRequestAreaGpa, init.viommuSlotWordGpa, locks, platform, clock, init.costs, init.driverGeneration, profiler)
+    ? new ViommuDriver(
+        mem,
+        init.vqLayout,
+        v === 0,
+        init.viommuRequestAreaGpa,
+        init.viommuSlotWordGpa,
+        locks,
+        platform,
+        clock,
+        init.costs,
+        init.driverGeneration,
+        profiler,
+      )
     : null;
-  const fq = init.strategy === 'lazy' && iovad && viommu ? FlushQueue.attach(init.flushQueue!, v, locks, iovad, init.costs, () => viommu.viommu_iotlb_sync()) : null;
+  const fq =
+    init.strategy === 'lazy' && iovad && viommu ? FlushQueue.attach(init.flushQueue!, v, locks, iovad, init.costs, () => viommu.viommu_iotlb_sync()) : null;
   const pool = init.strategy === 'bounce' ? BouncePool.attach(init.bouncePool!, v, locks, pages, init.costs) : null;
   const swiotlb = init.untrusted && init.swiotlb ? Swiotlb.attach(init.swiotlb, v, locks, mem.u8, init.costs) : null;
-  const dma = new DmaIommu(init.strategy, { domain: init.domainId, iovad, viommu, fq, pool, swiotlb, mem: mem.u8, cpu: v, limitPfn: init.iovaLimitPfn, untrusted: init.untrusted }, clock, init.costs, profiler);
+  const dma = new DmaIommu(
+    init.strategy,
+    { domain: init.domainId, iovad, viommu, fq, pool, swiotlb, mem: mem.u8, cpu: v, limitPfn: init.iovaLimitPfn, untrusted: init.untrusted },
+    clock,
+    init.costs,
+    profiler,
+  );
   if (v === 0 && init.alwaysBounceLimitSchedule) dma.scheduleAlwaysBounceLimit(init.alwaysBounceLimitSchedule);
   return {
     init,
@@ -269,7 +297,9 @@ function nvme_enable_ctrl(g: Guest): void {
 function nvme_identify(g: Guest): void {
   const { init, mem } = g;
   nvme_submit_sync_cmd(g, (gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_IDENTIFY, commandId: cid, prp1: init.identifyGpa, cdw10: NVME_ID_CNS_CTRL }));
-  nvme_submit_sync_cmd(g, (gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_IDENTIFY, commandId: cid, nsid: NSID, prp1: init.identifyGpa, cdw10: NVME_ID_CNS_NS }));
+  nvme_submit_sync_cmd(g, (gpa, cid) =>
+    writeSqe(mem, gpa, { opcode: NVME_ADMIN_IDENTIFY, commandId: cid, nsid: NSID, prp1: init.identifyGpa, cdw10: NVME_ID_CNS_NS }),
+  );
 }
 
 /** One I/O queue pair per vCPU: queue q + 1, its CQ raising interrupt vector q. */
@@ -278,8 +308,18 @@ function nvme_create_io_queues(g: Guest): void {
   for (let q = 0; q < init.queues.length; q++) {
     const qid = q + 1;
     const cdw10 = nvmeCreateQueueCdw10(qid, init.queueDepth);
-    nvme_submit_sync_cmd(g, (gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_CREATE_CQ, commandId: cid, prp1: init.queues[q].cqGpa, cdw10, cdw11: (q << 16) | NVME_CQ_IRQ_ENABLED | NVME_QUEUE_PHYS_CONTIG }));
-    nvme_submit_sync_cmd(g, (gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_CREATE_SQ, commandId: cid, prp1: init.queues[q].sqGpa, cdw10, cdw11: (qid << 16) | NVME_QUEUE_PHYS_CONTIG }));
+    nvme_submit_sync_cmd(g, (gpa, cid) =>
+      writeSqe(mem, gpa, {
+        opcode: NVME_ADMIN_CREATE_CQ,
+        commandId: cid,
+        prp1: init.queues[q].cqGpa,
+        cdw10,
+        cdw11: (q << 16) | NVME_CQ_IRQ_ENABLED | NVME_QUEUE_PHYS_CONTIG,
+      }),
+    );
+    nvme_submit_sync_cmd(g, (gpa, cid) =>
+      writeSqe(mem, gpa, { opcode: NVME_ADMIN_CREATE_SQ, commandId: cid, prp1: init.queues[q].sqGpa, cdw10, cdw11: (qid << 16) | NVME_QUEUE_PHYS_CONTIG }),
+    );
   }
 }
 
@@ -307,7 +347,7 @@ function nvme_submit_sync_cmd(g: Guest, write: (gpa: number, cid: number) => voi
   control.publishEot(g.self, clock.nowNs());
   irqs.release(n);
   const c = nvme_next_cqe(g.mem, g.adminQ);
-  if (!c || c.status !== 0) throw new Error(`nvme admin command ${cid} failed with status ${c?.status}`);
+  if (c?.status !== 0) throw new Error(`nvme admin command ${cid} failed with status ${c?.status}`);
 }
 
 // ---- every vCPU: the fio job -------------------------------------------
@@ -325,7 +365,10 @@ function fio_alloc_buffers(g: Guest): FioSlot[] {
   for (let i = 0; i < init.job.iodepth; i++) {
     // a PRP list page is coherent memory: the device reads it at IOVA = GPA
     const prpGpa = init.queues[v].prpPoolGpa + i * NVME_CTRL_PAGE_SIZE_BYTES;
-    slots.push({ buffer: g.pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng), prpPage: { gpa: asGpa(prpGpa), dmaAddr: asIova(prpGpa) } });
+    slots.push({
+      buffer: g.pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng),
+      prpPage: { gpa: asGpa(prpGpa), dmaAddr: asIova(prpGpa) },
+    });
   }
   return slots;
 }

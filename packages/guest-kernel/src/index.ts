@@ -1,26 +1,39 @@
-import type { CostProfile, ClockMode, LockTableHandle, RingHandle, VirtqueueLayout } from '@vmstack/shm';
+import type { ClockMode, CostProfile, LockTableHandle, RingHandle, VirtqueueLayout } from '@vmstack/shm';
+import type { DmaCounters, DmaStrategy } from './dma.js';
+import type { BouncePoolHandle, BouncePoolStats } from './iommu/bounce-pool.js';
+import type { FlushQueueHandle, FlushQueueStats } from './iommu/flush-queue.js';
+import type { IovaDomainHandle, IovaStats } from './iommu/iova.js';
+import type { SwiotlbHandle, SwiotlbStats } from './iommu/swiotlb.js';
 import type { FioJobSpec } from './job-spec.js';
 import type { PageAllocatorHandle, UserBufferContiguity } from './mm/page-alloc.js';
-import type { IovaDomainHandle, IovaStats } from './iommu/iova.js';
-import type { FlushQueueHandle, FlushQueueStats } from './iommu/flush-queue.js';
-import type { BouncePoolHandle, BouncePoolStats } from './iommu/bounce-pool.js';
-import type { SwiotlbHandle, SwiotlbStats } from './iommu/swiotlb.js';
-import type { DmaStrategy, DmaCounters } from './dma.js';
-import type { ViommuDriverGeneration, ViommuCounters } from './virtio-iommu/viommu.js';
-import type { VcpuJobResult } from './vcpu.js';
 import type { ProfileEntry } from './profile.js';
+import type { VcpuJobResult } from './vcpu.js';
+import type { ViommuCounters, ViommuDriverGeneration } from './virtio-iommu/viommu.js';
 
+export * from './dma.js';
+export { runGuestVcpu } from './guest.js';
+export {
+  BouncePool,
+  type BouncePoolHandle,
+  type BouncePoolOptions,
+  type BouncePoolStats,
+  DMA_BIDIRECTIONAL,
+  DMA_FROM_DEVICE,
+  DMA_TO_DEVICE,
+  type DmaDirection,
+  type DmaSegment,
+  dma_info_to_prot,
+  FallbackTree,
+  SlotState,
+} from './iommu/bounce-pool.js';
+export * from './iommu/flush-queue.js';
+export * from './iommu/iova.js';
+export * from './iommu/swiotlb.js';
 export * from './job-spec.js';
 export * from './mm/page-alloc.js';
-export * from './iommu/iova.js';
-export * from './iommu/flush-queue.js';
-export { BouncePool, FallbackTree, SlotState, DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE, dma_info_to_prot, type BouncePoolHandle, type BouncePoolOptions, type BouncePoolStats, type DmaDirection, type DmaSegment } from './iommu/bounce-pool.js';
-export * from './iommu/swiotlb.js';
-export * from './dma.js';
-export * from './virtio-iommu/viommu.js';
 export * from './profile.js';
-export { runGuestVcpu } from './guest.js';
 export type { GuestPlatform } from './vcpu.js';
+export * from './virtio-iommu/viommu.js';
 
 /** The compiled worker entry of a guest vCPU. */
 export const GUEST_VCPU_WORKER = new URL('./worker.js', import.meta.url);

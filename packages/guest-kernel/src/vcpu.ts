@@ -16,35 +16,35 @@
  * releases the lock.
  */
 
-import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
 import {
-  type GuestMemory,
-  type ModelClock,
-  type RunControl,
-  type Ring,
-  type LockTable,
-  NEVER_NS,
-  DOORBELL_SQ_TAIL,
-  DOORBELL_CQ_HEAD,
-  DeviceToGuestInterrupt,
-  interruptCqeCount,
-  mulberry32Float,
-  fillBlock,
-  verifyBlock,
-  blockSeed,
-  BLOCK_BYTES,
-  PAGE_SIZE_BYTES,
   asIova,
+  BLOCK_BYTES,
+  blockSeed,
+  DeviceToGuestInterrupt,
+  DOORBELL_CQ_HEAD,
+  DOORBELL_SQ_TAIL,
+  fillBlock,
+  type GuestMemory,
   type Iova,
+  interruptCqeCount,
+  type LockTable,
+  type ModelClock,
+  mulberry32Float,
+  NEVER_NS,
+  PAGE_SIZE_BYTES,
+  type Ring,
+  type RunControl,
   type VerifyAlgo,
+  verifyBlock,
 } from '@vmstack/shm';
-import { fioJobWrites, fioWriteSeed, type FioJobSpec } from './job-spec.js';
+import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
 import type { DmaIommu, DmaMapping } from './dma.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
+import { type FioJobSpec, fioJobWrites, fioWriteSeed } from './job-spec.js';
 import type { UserBuffer } from './mm/page-alloc.js';
-import { nvme_queue_rw, nvme_next_cqe, nvme_write_doorbell, type NvmeBar, type NvmeQueuePair, type PrpListPage } from './nvme/nvme-pci.js';
-import type { ViommuTransport } from './virtio-iommu/viommu.js';
+import { type NvmeBar, type NvmeQueuePair, nvme_next_cqe, nvme_queue_rw, nvme_write_doorbell, type PrpListPage } from './nvme/nvme-pci.js';
 import type { Profiler } from './profile.js';
+import type { ViommuTransport } from './virtio-iommu/viommu.js';
 
 /**
  * How a vCPU waits and reaches the VMM. In a worker it parks on shared memory
@@ -117,12 +117,26 @@ class Dir {
   lat: Histogram = hist();
   slat: Histogram = hist();
   out(): DirectionStats {
-    return { ioBytes: this.ioBytes, ios: this.ios, firstSubmitNs: Math.max(0, this.firstSubmitNs), lastCompleteNs: this.lastCompleteNs, clat: enc(this.clat), lat: enc(this.lat), slat: enc(this.slat) };
+    return {
+      ioBytes: this.ioBytes,
+      ios: this.ios,
+      firstSubmitNs: Math.max(0, this.firstSubmitNs),
+      lastCompleteNs: this.lastCompleteNs,
+      clat: enc(this.clat),
+      lat: enc(this.lat),
+      slat: enc(this.slat),
+    };
   }
 }
 
 function hist(): Histogram {
-  return build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: 3, autoResize: true, useWebAssembly: false });
+  return build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 3_600_000_000_000,
+    numberOfSignificantValueDigits: 3,
+    autoResize: true,
+    useWebAssembly: false,
+  });
 }
 
 function enc(h: Histogram): string {
@@ -193,7 +207,17 @@ export class Vcpu {
     private readonly job: FioJobSpec,
   ) {
     this.virtual = env.clock.mode === 'virtual';
-    this.slots = env.slots.map((s) => ({ ...s, segments: s.buffer.pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_SIZE_BYTES })), mapping: null, isRead: true, lba: 0, blocks: 0, submitNs: 0, issueNs: 0, verifyPhase: false }));
+    this.slots = env.slots.map((s) => ({
+      ...s,
+      segments: s.buffer.pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_SIZE_BYTES })),
+      mapping: null,
+      isRead: true,
+      lba: 0,
+      blocks: 0,
+      submitNs: 0,
+      issueNs: 0,
+      verifyPhase: false,
+    }));
     for (let i = this.slots.length - 1; i >= 0; i--) this.free.push(i);
     this.rng = mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0);
     this.bsBlocks = job.blockSizeBytes / BLOCK_BYTES;

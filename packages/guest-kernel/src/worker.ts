@@ -3,10 +3,10 @@
  * that parks on shared memory and reaches the VMM through its rings.
  */
 
-import { workerMain, Ring, WorkerSync, NEVER_NS, encodeKick, encodeGuestToVmmDone } from '@vmstack/shm';
+import { encodeGuestToVmmDone, encodeKick, NEVER_NS, Ring, WorkerSync, workerMain } from '@vmstack/shm';
 import { runGuestVcpu } from './guest.js';
-import type { GuestPlatform } from './vcpu.js';
 import type { VcpuWorkerInit, VcpuWorkerResult } from './index.js';
+import type { GuestPlatform } from './vcpu.js';
 
 workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
   const init = boot.init;

@@ -4,11 +4,12 @@
  * Expected bytes come from a separate reference (`concat` of the caller's
  * segments); expected times are worked out by hand from the test costs.
  */
-import test, { type ExecutionContext } from 'ava';
+
 import { IOMMU_PRIV } from '@vmstack/shm';
+import test, { type ExecutionContext } from 'ava';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaSegment } from '../src/iommu/bounce-pool.js';
+import { RO, RW, setup, WO } from './helpers/bounce-pool-setup.js';
 import { fillNoise } from './helpers/bounce-prng.js';
-import { RO, RW, WO, setup } from './helpers/bounce-pool-setup.js';
 
 /** Caller segments of the given lengths with 64-byte canary gaps between them, in guest RAM. */
 function segmentsIn(base: number, lens: number[]): DmaSegment[] {
@@ -101,7 +102,14 @@ test('padding is zeroed only for fresh buffers of untrusted devices', (t) => {
   // untrusted, fresh, map_page at offset 100 of an 8 KiB slot
   const s = pool.acquire(5100, RO, clock)!;
   t.true(s.fresh);
-  const r = pool.bounceOnMap(ram, { gpa: s.gpa, sizeBytes: s.classBytes, fresh: s.fresh }, segs, DMA_TO_DEVICE, { untrusted: true, slotOffsetBytes: 100 }, clock);
+  const r = pool.bounceOnMap(
+    ram,
+    { gpa: s.gpa, sizeBytes: s.classBytes, fresh: s.fresh },
+    segs,
+    DMA_TO_DEVICE,
+    { untrusted: true, slotOffsetBytes: 100 },
+    clock,
+  );
   // head [0, 100) = 100 bytes, tail [100 + 5000, 8192) = 3092 bytes
   t.deepEqual(r, { copiedBytes: 5000, zeroedBytes: 3192 });
   t.true(ram.subarray(s.gpa, s.gpa + 100).every((b) => b === 0));
@@ -114,7 +122,14 @@ test('padding is zeroed only for fresh buffers of untrusted devices', (t) => {
   const again = pool.acquire(5100, RO, clock)!;
   t.is(again.slot, s.slot);
   t.false(again.fresh);
-  const r2 = pool.bounceOnMap(ram, { gpa: again.gpa, sizeBytes: again.classBytes, fresh: again.fresh }, segs, DMA_TO_DEVICE, { untrusted: true, slotOffsetBytes: 100 }, clock);
+  const r2 = pool.bounceOnMap(
+    ram,
+    { gpa: again.gpa, sizeBytes: again.classBytes, fresh: again.fresh },
+    segs,
+    DMA_TO_DEVICE,
+    { untrusted: true, slotOffsetBytes: 100 },
+    clock,
+  );
   t.is(r2.zeroedBytes, 0);
   t.true(ram.subarray(again.gpa, again.gpa + 100).every((b) => b === 0xee));
   t.true(ram.subarray(again.gpa + 5100, again.gpa + 8192).every((b) => b === 0xee));
@@ -122,20 +137,37 @@ test('padding is zeroed only for fresh buffers of untrusted devices', (t) => {
   // trusted device, fresh slot: no zeroing
   const tr = pool.acquire(5100, RW, clock)!;
   ram.fill(0x55, tr.gpa, tr.gpa + 8192);
-  t.is(pool.bounceOnMap(ram, { gpa: tr.gpa, sizeBytes: 8192, fresh: true }, segs, DMA_BIDIRECTIONAL, { untrusted: false, slotOffsetBytes: 100 }, clock).zeroedBytes, 0);
+  t.is(
+    pool.bounceOnMap(ram, { gpa: tr.gpa, sizeBytes: 8192, fresh: true }, segs, DMA_BIDIRECTIONAL, { untrusted: false, slotOffsetBytes: 100 }, clock)
+      .zeroedBytes,
+    0,
+  );
   t.true(ram.subarray(tr.gpa, tr.gpa + 100).every((b) => b === 0x55));
 
   // untrusted, fresh, DMA_ATTR_SKIP_CPU_SYNC: no copy, the whole slot cleared
   const sk = pool.acquire(5100, WO, clock)!;
   ram.fill(0x77, sk.gpa, sk.gpa + 8192);
-  t.deepEqual(pool.bounceOnMap(ram, { gpa: sk.gpa, sizeBytes: 8192, fresh: true }, segs, DMA_TO_DEVICE, { untrusted: true, slotOffsetBytes: 100, skipCpuSync: true }, clock), { copiedBytes: 0, zeroedBytes: 8192 });
+  t.deepEqual(
+    pool.bounceOnMap(
+      ram,
+      { gpa: sk.gpa, sizeBytes: 8192, fresh: true },
+      segs,
+      DMA_TO_DEVICE,
+      { untrusted: true, slotOffsetBytes: 100, skipCpuSync: true },
+      clock,
+    ),
+    { copiedBytes: 0, zeroedBytes: 8192 },
+  );
   t.true(ram.subarray(sk.gpa, sk.gpa + 8192).every((b) => b === 0));
 
   // untrusted, fresh, FROM_DEVICE: padding cleared, the data range neither copied nor cleared (as in the series)
   const fd = pool.acquire(5100, WO | IOMMU_PRIV, clock)!;
   ram.fill(0x99, fd.gpa, fd.gpa + 8192);
   const before = clock.nowNs();
-  t.deepEqual(pool.bounceOnMap(ram, { gpa: fd.gpa, sizeBytes: 8192, fresh: true }, segs, DMA_FROM_DEVICE, { untrusted: true, slotOffsetBytes: 100 }, clock), { copiedBytes: 0, zeroedBytes: 3192 });
+  t.deepEqual(pool.bounceOnMap(ram, { gpa: fd.gpa, sizeBytes: 8192, fresh: true }, segs, DMA_FROM_DEVICE, { untrusted: true, slotOffsetBytes: 100 }, clock), {
+    copiedBytes: 0,
+    zeroedBytes: 3192,
+  });
   t.is(clock.nowNs() - before, 399, '3192 bytes at 8 bytes/ns');
   t.true(ram.subarray(fd.gpa + 100, fd.gpa + 5100).every((b) => b === 0x99));
   t.is(pool.stats().bytesZeroed, 3192 + 8192 + 3192);

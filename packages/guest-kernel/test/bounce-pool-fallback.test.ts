@@ -4,8 +4,8 @@
  */
 import test from 'ava';
 import { DMA_TO_DEVICE } from '../src/iommu/bounce-pool.js';
+import { HEAP_GPA, RO, RW, setup, WO } from './helpers/bounce-pool-setup.js';
 import { fillNoise } from './helpers/bounce-prng.js';
-import { HEAP_GPA, RO, RW, WO, setup } from './helpers/bounce-pool-setup.js';
 
 test('fallback tree: single-use buffers keyed by IOVA range, found from any byte, freed at removal', (t) => {
   const { pool, clock, pages } = setup({ fallbackCapacity: 3 });

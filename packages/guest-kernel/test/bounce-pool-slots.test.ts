@@ -3,11 +3,12 @@
  * selection, the per-prot LIFO caches, misses and their memory, full classes,
  * eviction, and DMA_ATTR_PERSISTENT_STREAMING slots.
  */
-import test from 'ava';
+
 import { IOMMU_PRIV, IOMMU_WRITE, NEVER_NS } from '@vmstack/shm';
-import { BouncePool, IOMMU_CACHE, SlotState, type BouncePoolOptions } from '../src/iommu/bounce-pool.js';
+import test from 'ava';
+import { BouncePool, type BouncePoolOptions, IOMMU_CACHE, SlotState } from '../src/iommu/bounce-pool.js';
+import { IOVA_BASE, RO, RW, setup, WO } from './helpers/bounce-pool-setup.js';
 import { mulberry32 } from './helpers/bounce-prng.js';
-import { IOVA_BASE, RO, RW, WO, setup } from './helpers/bounce-pool-setup.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -36,12 +37,23 @@ test('slot ↔ IOVA: the documented layout, largest class first from the base', 
   // class 1 (16 KiB) at +192 + 96 = +288 KiB, class 0 (8 KiB) at +288 + 48 = +336 KiB, end +360 KiB
   const small = setup({ minClassBytes: 8192, maxClassBytes: 65536, slotsPerClass: 3 }).pool;
   const expected: [number, number, number][] = [
-    [3, 0, 0], [3, 1, 64 * KiB], [3, 2, 128 * KiB],
-    [2, 0, 192 * KiB], [2, 1, 224 * KiB], [2, 2, 256 * KiB],
-    [1, 0, 288 * KiB], [1, 1, 304 * KiB], [1, 2, 320 * KiB],
-    [0, 0, 336 * KiB], [0, 1, 344 * KiB], [0, 2, 352 * KiB],
+    [3, 0, 0],
+    [3, 1, 64 * KiB],
+    [3, 2, 128 * KiB],
+    [2, 0, 192 * KiB],
+    [2, 1, 224 * KiB],
+    [2, 2, 256 * KiB],
+    [1, 0, 288 * KiB],
+    [1, 1, 304 * KiB],
+    [1, 2, 320 * KiB],
+    [0, 0, 336 * KiB],
+    [0, 1, 344 * KiB],
+    [0, 2, 352 * KiB],
   ];
-  t.deepEqual(expected.map(([cls, slot]) => small.slotToIova(cls, slot) - IOVA_BASE), expected.map(([, , off]) => off));
+  t.deepEqual(
+    expected.map(([cls, slot]) => small.slotToIova(cls, slot) - IOVA_BASE),
+    expected.map(([, , off]) => off),
+  );
   t.deepEqual(small.iovaRange, { iovaBase: IOVA_BASE, iovaEnd: IOVA_BASE + 360 * KiB });
   t.is(BouncePool.iovaSpanBytes({ minClassBytes: 8192, maxClassBytes: 65536, slotsPerClass: 3 }), 360 * KiB);
 });
@@ -69,7 +81,10 @@ test('slot ↔ IOVA: every slot of every class round-trips, each byte maps back,
     const { iovaBase, iovaEnd } = pool.iovaRange;
     t.is(ranges[0][0], iovaBase);
     t.is(ranges[ranges.length - 1][1], iovaEnd);
-    t.true(ranges.every((r, k) => k === 0 || r[0] === ranges[k - 1][1]), 'slots are contiguous and disjoint');
+    t.true(
+      ranges.every((r, k) => k === 0 || r[0] === ranges[k - 1][1]),
+      'slots are contiguous and disjoint',
+    );
     t.is(pool.iovaToSlot(iovaBase - 1), null);
     t.is(pool.iovaToSlot(iovaEnd), null);
   }
@@ -77,7 +92,18 @@ test('slot ↔ IOVA: every slot of every class round-trips, each byte maps back,
 
 test('class selection: smallest power-of-2 class that holds the size; oversize counted', (t) => {
   const { pool, clock } = setup();
-  const cases: [number, number][] = [[1, 0], [4096, 0], [4097, 1], [8192, 1], [8193, 2], [65536, 4], [65537, 5], [524288, 7], [524289, -1], [1 << 24, -1]];
+  const cases: [number, number][] = [
+    [1, 0],
+    [4096, 0],
+    [4097, 1],
+    [8192, 1],
+    [8193, 2],
+    [65536, 4],
+    [65537, 5],
+    [524288, 7],
+    [524289, -1],
+    [1 << 24, -1],
+  ];
   for (const [size, cls] of cases) t.is(pool.classFor(size), cls, `size ${size}`);
   const s = pool.acquire(300_000, RO, clock);
   t.is(s?.classBytes, 512 * 1024);
@@ -99,7 +125,10 @@ test('cached slots are LIFO per permission; another permission misses', (t) => {
   const wo = pool.acquire(2000, WO, clock)!;
   t.true(wo.needsMap);
   const order = [0, 1, 2].map(() => pool.acquire(4096, RO, clock)!);
-  t.deepEqual(order.map((s) => s.slot), [c.slot, b.slot, a.slot]);
+  t.deepEqual(
+    order.map((s) => s.slot),
+    [c.slot, b.slot, a.slot],
+  );
   t.true(order.every((s) => !s.needsMap && !s.fresh));
   const st = pool.stats();
   t.is(st.hits, 3);
@@ -216,7 +245,10 @@ test('eviction: slots idle for two passes are returned for unmap and freed; a bu
   clock.advanceTo(2 * P);
   const gone = pool.evictionPass(clock.nowNs(), clock);
   // a is the first slot of class 0 (4 KiB): base + 1016 MiB
-  t.deepEqual(gone.map((e) => [e.cls, e.slot, e.iova, e.sizeBytes, e.perm, e.gpa]), [[0, 0, 0x1_3f80_0000, 4096, RO, a.gpa]]);
+  t.deepEqual(
+    gone.map((e) => [e.cls, e.slot, e.iova, e.sizeBytes, e.perm, e.gpa]),
+    [[0, 0, 0x1_3f80_0000, 4096, RO, a.gpa]],
+  );
   t.is(pool.slotInfo(0, a.slot).stateName, 'evicting', 'not reusable before the unmap is done');
   t.is(pool.stats().memoryBytesCurrent, 4096 + 4096 + 16384);
   pool.finishEviction(gone[0], clock); // after the caller's IOMMU unmap
@@ -228,7 +260,10 @@ test('eviction: slots idle for two passes are returned for unmap and freed; a bu
   t.is(pool.stats().evictions, 1);
   clock.advanceTo(3 * P);
   const gone2 = pool.evictionPass(clock.nowNs(), clock);
-  t.deepEqual(gone2.map((e) => e.slot), [c.slot]);
+  t.deepEqual(
+    gone2.map((e) => e.slot),
+    [c.slot],
+  );
   for (const e of gone2) pool.finishEviction(e, clock);
   t.is(pool.nextEvictionNs(), NEVER_NS, 'nothing was aged: the work is not requeued');
   const again = pool.acquire(4096, RO, clock)!;
@@ -259,7 +294,11 @@ test('DMA_ATTR_PERSISTENT_STREAMING: the slot stays mapped through eviction pass
   pool.release(ordinary, clock);
   t.deepEqual(pool.evictionPass(1000, clock), [], 'first pass: both only age');
   const evicted = pool.evictionPass(2000, clock);
-  t.deepEqual(evicted.map((e) => e.slot), [ordinary.slot], 'second pass: the ordinary slot goes, the persistent one stays');
+  t.deepEqual(
+    evicted.map((e) => e.slot),
+    [ordinary.slot],
+    'second pass: the ordinary slot goes, the persistent one stays',
+  );
   for (const e of evicted) pool.finishEviction(e, clock);
   t.deepEqual(pool.evictionPass(3000, clock), []);
   const again = pool.acquire(4096, IOMMU_WRITE, clock)!;
@@ -267,5 +306,9 @@ test('DMA_ATTR_PERSISTENT_STREAMING: the slot stays mapped through eviction pass
   t.false(again.needsMap);
   pool.release(again, clock);
   const gone = pool.evictionPass(4000, clock, true);
-  t.deepEqual(gone.map((e) => e.slot), [persistent.slot], 'teardown releases it');
+  t.deepEqual(
+    gone.map((e) => e.slot),
+    [persistent.slot],
+    'teardown releases it',
+  );
 });

@@ -3,12 +3,13 @@
  * pool's locks and options, and real worker threads sharing one pool. The
  * slots, the copies and the fallback tree have their own test files.
  */
-import test from 'ava';
+
 import { InputError, LockTable, ModelClock, RunControl, runWorkers } from '@vmstack/shm';
-import { BouncePool, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, bouncePoolClassLockName, dma_info_to_prot } from '../src/iommu/bounce-pool.js';
+import test from 'ava';
+import { BouncePool, bouncePoolClassLockName, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, dma_info_to_prot } from '../src/iommu/bounce-pool.js';
 import { TestPages } from './helpers/bounce-page-allocator.js';
-import type { BounceWorkerInit, BounceWorkerResult } from './helpers/bounce-worker.js';
 import { COSTS, HEAP_GPA, IOVA_BASE, RO, setup } from './helpers/bounce-pool-setup.js';
+import type { BounceWorkerInit, BounceWorkerResult } from './helpers/bounce-worker.js';
 
 test('bounce decision: always_bounce_limit for trusted devices (a live knob), mandatory for untrusted, from the pool when persistent', (t) => {
   const { pool, handle, locks, pages } = setup();
@@ -44,7 +45,12 @@ test('class locks are the named spinlocks of the lock table, charged in model ti
   t.is(l4k.kind, 'spinlock');
   t.is(l4k.acquisitions, 2);
   t.is(l4k.holdtimeTotalNs, 40, 'acquire and release: one 20 ns list operation each under the lock');
-  t.deepEqual(BouncePool.lockSpecs(setup({ lockSuffix: '/dom1' }).handle).map((x) => x.name).slice(0, 2), ['bounce_pool->class_lock/4096/dom1', 'bounce_pool->class_lock/8192/dom1']);
+  t.deepEqual(
+    BouncePool.lockSpecs(setup({ lockSuffix: '/dom1' }).handle)
+      .map((x) => x.name)
+      .slice(0, 2),
+    ['bounce_pool->class_lock/4096/dom1', 'bounce_pool->class_lock/8192/dom1'],
+  );
 });
 
 test('options are validated at the door', (t) => {
@@ -74,7 +80,17 @@ test('4 real worker threads acquire and release concurrently: no slot or memory 
     Array.from({ length: workers }, (_, i) => ({
       role: `vcpu${i}`,
       entry,
-      init: { pool: handle, locks, pages: pagesHandle, ram, owners, iterations, seed: 1000 + i, maxHeld: 12, evictEvery: i === 0 ? 400 : 0 } satisfies BounceWorkerInit,
+      init: {
+        pool: handle,
+        locks,
+        pages: pagesHandle,
+        ram,
+        owners,
+        iterations,
+        seed: 1000 + i,
+        maxHeld: 12,
+        evictEvery: i === 0 ? 400 : 0,
+      } satisfies BounceWorkerInit,
     })),
     control,
     { timeoutMs: 100_000 },
@@ -96,7 +112,10 @@ test('4 real worker threads acquire and release concurrently: no slot or memory 
   t.true(st.slotsInUsePeak <= workers * 12);
   t.is(st.memoryBytesCurrent, pages.allocatedBytes());
   const lockStats = LockTable.attach(locks, 9).stats();
-  t.true(lockStats.some((l) => l.realContentions > 0), 'the threads really met on a class lock');
+  t.true(
+    lockStats.some((l) => l.realContentions > 0),
+    'the threads really met on a class lock',
+  );
   const clock = new ModelClock('virtual');
   for (const e of pool.evictionPass(0, clock, true)) pool.finishEviction(e, clock);
   t.is(pages.allocatedBytes(), 0);

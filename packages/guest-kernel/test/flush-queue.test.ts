@@ -1,7 +1,7 @@
+import { LockTable, ModelClock, NEVER_NS, RunControl, runWorkers } from '@vmstack/shm';
 import test from 'ava';
-import { LockTable, ModelClock, RunControl, runWorkers, NEVER_NS } from '@vmstack/shm';
+import { FlushQueue, fqLockName, IOVA_FQ_SIZE, IOVA_FQ_TIMEOUT_NS, type IovaFreer } from '../src/iommu/flush-queue.js';
 import { IovaDomain } from '../src/iommu/iova.js';
-import { FlushQueue, IOVA_FQ_SIZE, IOVA_FQ_TIMEOUT_NS, fqLockName, type IovaFreer } from '../src/iommu/flush-queue.js';
 import type { MmWorkerInit, MmWorkerResult } from './helpers/mm-worker.js';
 
 const COSTS = { iovaRcacheHitNs: 30, iovaRbtreeOpNs: 250, flushQueueAddNs: 20 };
@@ -41,7 +41,7 @@ test('the 256th queue_iova finds the ring full, flushes the IOTLB and frees the 
   t.is(fq.pending(0), 1);
   t.like(fq.stats(), { flushes: 1, flushesByFull: 1, flushesByTimer: 0, entriesFreed: 255 });
   t.is(d.stats().allocatedPages, 1);
-  t.is(d.rcacheState(0, 0).loaded + d.rcacheState(0, 0).prev, 255, 'freed into this CPU\'s rcache');
+  t.is(d.rcacheState(0, 0).loaded + d.rcacheState(0, 0).prev, 255, "freed into this CPU's rcache");
   // queue add + the flush + 255 rcache inserts (128 fill loaded, then a swap with the empty prev: no depot visit)
   t.is(c.nowNs() - before, 20 + FLUSH_NS + 255 * 30);
 });
@@ -64,7 +64,7 @@ test('a queued IOVA is not reusable before the flush, and is the first one reuse
   t.is(d.alloc_iova_fast(4, LIMIT, c), p, 'after the flush it sits in the rcache');
 });
 
-test('the timer flushes 10 ms of model time after the first queue_iova, walking every CPU\'s ring', (t) => {
+test("the timer flushes 10 ms of model time after the first queue_iova, walking every CPU's ring", (t) => {
   const { attach, flushes } = setup(2);
   const cpu0 = attach(0);
   const cpu1 = attach(1);
@@ -88,7 +88,7 @@ test('the timer flushes 10 ms of model time after the first queue_iova, walking 
   t.true(cpu0.fq.fq_flush_timeout(c0.nowNs(), c0));
   t.deepEqual(flushes, [armNs + IOVA_FQ_TIMEOUT_NS]);
   t.is(cpu0.fq.pending(0), 0);
-  t.is(cpu0.fq.pending(1), 0, 'cpu1\'s ring was freed by cpu0\'s timer');
+  t.is(cpu0.fq.pending(1), 0, "cpu1's ring was freed by cpu0's timer");
   t.like(cpu0.fq.stats(), { flushes: 1, flushesByTimer: 1, entriesFreed: 2 });
   t.is(cpu0.fq.nextDeadlineNs(), NEVER_NS, 'disarmed until the next queue_iova');
   t.false(cpu0.fq.fq_flush_timeout(c0.nowNs() + IOVA_FQ_TIMEOUT_NS, c0));
@@ -127,7 +127,19 @@ test('3 real worker threads: lazy unmaps never let an IOVA be reused before its 
     Array.from({ length: cpus }, (_, cpu) => ({
       role: `guest-kernel/vcpu${cpu}`,
       entry: new URL('./helpers/mm-worker.js', import.meta.url),
-      init: { scenario: 'fq-churn', locks, owner, cpu, seed: 500 + cpu, iterations: 20_000, maxOutstanding: 16, iova, fq: fqh, stepNs: 20_000, flushLog } satisfies MmWorkerInit,
+      init: {
+        scenario: 'fq-churn',
+        locks,
+        owner,
+        cpu,
+        seed: 500 + cpu,
+        iterations: 20_000,
+        maxOutstanding: 16,
+        iova,
+        fq: fqh,
+        stepNs: 20_000,
+        flushLog,
+      } satisfies MmWorkerInit,
     })),
     RunControl.allocate(),
     { timeoutMs: 60_000 },
@@ -141,7 +153,10 @@ test('3 real worker threads: lazy unmaps never let an IOVA be reused before its 
   const s = FlushQueue.stats(fqh);
   t.true(s.flushesByTimer > 0, `timer flushes ${s.flushesByTimer}`);
   t.true(s.flushesByFull > 0, `full flushes ${s.flushesByFull}`);
-  t.is(s.flushesByTimer, results.reduce((a, r) => a + r.timerFlushes, 0));
+  t.is(
+    s.flushesByTimer,
+    results.reduce((a, r) => a + r.timerFlushes, 0),
+  );
   // drain what is still queued: every page must then be unowned and unallocated
   const lt = LockTable.attach(locks, 0);
   const d = IovaDomain.attach(iova, 0, lt, COSTS);
@@ -157,7 +172,10 @@ test('3 real worker threads: lazy unmaps never let an IOVA be reused before its 
   for (let cpu = 0; cpu < cpus; cpu++) t.is(fq.pending(cpu), 0);
   t.true(ownerWords.every((w) => w === 0));
   t.is(IovaDomain.stats(iova).allocatedPages, 0);
-  t.is(FlushQueue.stats(fqh).entriesFreed, results.reduce((a, r) => a + r.frees, 0));
+  t.is(
+    FlushQueue.stats(fqh).entriesFreed,
+    results.reduce((a, r) => a + r.frees, 0),
+  );
   const l0 = lt.get(fqLockName(0)).stat();
   t.true(l0.acquisitions > 0);
   t.log(`flushes: ${s.flushesByFull} full, ${s.flushesByTimer} timer; fq->lock/0: ${l0.acquisitions} acquisitions, ${l0.realContentions} real contentions`);

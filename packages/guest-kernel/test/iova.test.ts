@@ -1,6 +1,6 @@
+import { InputError, LockTable, ModelClock, RunControl, runWorkers } from '@vmstack/shm';
 import test from 'ava';
-import { LockTable, ModelClock, RunControl, runWorkers, InputError } from '@vmstack/shm';
-import { IovaDomain, iommu_dma_iova_len, IOVA_MAG_SIZE, MAX_GLOBAL_MAGS, IOVA_RBTREE_LOCK, type IovaDomainOptions } from '../src/iommu/iova.js';
+import { IOVA_MAG_SIZE, IOVA_RBTREE_LOCK, IovaDomain, type IovaDomainOptions, iommu_dma_iova_len, MAX_GLOBAL_MAGS } from '../src/iommu/iova.js';
 import type { MmWorkerInit, MmWorkerResult } from './helpers/mm-worker.js';
 
 const COSTS = { iovaRcacheHitNs: 30, iovaRbtreeOpNs: 250 };
@@ -129,7 +129,7 @@ test('magazines: loaded/prev swap at 128, depot spill at 32 magazines, refill in
   t.is(s.rcacheMisses - before.rcacheMisses, 1, 'everything cached consumed: the next one misses');
 });
 
-test('exhaustion returns 0; rcache flush-and-retry frees other CPUs\' cached IOVAs', (t) => {
+test("exhaustion returns 0; rcache flush-and-retry frees other CPUs' cached IOVAs", (t) => {
   const dom = domain({ startPfn: 1, limitPfn: 64, cpus: 2, maxAllocations: 200 });
   const cpu0 = dom.attach(0);
   const cpu1 = dom.attach(1);
@@ -138,17 +138,20 @@ test('exhaustion returns 0; rcache flush-and-retry frees other CPUs\' cached IOV
   const c1 = c0;
   const held: number[] = [];
   for (let i = 0; i < 64; i++) held.push(cpu1.alloc_iova_fast(1, 64, c1));
-  t.deepEqual([...held].sort((a, b) => a - b), Array.from({ length: 64 }, (_, i) => i + 1));
+  t.deepEqual(
+    [...held].sort((a, b) => a - b),
+    Array.from({ length: 64 }, (_, i) => i + 1),
+  );
   t.is(cpu1.alloc_iova_fast(1, 64, c1), 0, 'space exhausted even after flushing (nothing cached)');
   t.is(cpu1.stats().allocFailures, 1);
   t.is(cpu1.stats().rcacheFlushes, 1);
   for (const p of held) cpu1.free_iova_fast(p, 1, c1);
-  t.is(cpu1.rcacheState(1, 0).loaded, 64, 'all 64 pages sit in cpu1\'s magazine');
+  t.is(cpu1.rcacheState(1, 0).loaded, 64, "all 64 pages sit in cpu1's magazine");
 
   t.is(cpu0.alloc_iova_fast(2, 64, c0, false), 0, 'without flushRcache: fails');
   const before = c0.nowNs();
   const p = cpu0.alloc_iova_fast(2, 64, c0);
-  t.not(p, 0, 'the flush returned cpu1\'s cached pages to the tree');
+  t.not(p, 0, "the flush returned cpu1's cached pages to the tree");
   t.is(p % 2, 0);
   t.is(cpu1.rcacheState(1, 0).loaded, 0);
   const s = cpu0.stats();
@@ -187,7 +190,7 @@ test('random alloc/free against a reference model keeps the tree valid and range
   const d = domain({ startPfn: 1, limitPfn: 4095, cpus: 1, maxAllocations: 5000 }).attach(0);
   const c = new ModelClock('virtual');
   let seed = 42;
-  const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
   const held = new Map<number, number>();
   const sizes = [1, 2, 4, 8, 16, 32, 64, 100];
   for (let i = 0; i < 20_000; i++) {
@@ -205,7 +208,10 @@ test('random alloc/free against a reference model keeps the tree valid and range
     }
     if (i % 1000 === 0) t.is(d.checkTree(), null);
   }
-  t.is(d.stats().allocatedPages, [...held.values()].reduce((a, b) => a + b, 0));
+  t.is(
+    d.stats().allocatedPages,
+    [...held.values()].reduce((a, b) => a + b, 0),
+  );
 });
 
 test('4 real worker threads allocating and freeing concurrently never share a page', async (t) => {
@@ -232,7 +238,10 @@ test('4 real worker threads allocating and freeing concurrently never share a pa
   }
   const s = IovaDomain.stats(handle);
   t.is(s.allocatedPages, 0);
-  t.is(s.rcacheHits + s.rcacheMisses, results.reduce((a, r) => a + r.allocs + r.failures, 0));
+  t.is(
+    s.rcacheHits + s.rcacheMisses,
+    results.reduce((a, r) => a + r.allocs + r.failures, 0),
+  );
   t.true(s.rcacheFlushes > 0, `the small space forced flush-and-retry (${s.rcacheFlushes})`);
   t.true(s.rcacheHits > 0 && s.rbtreeAllocs > 0);
   t.true(new Int32Array(owner).every((w) => w === 0));
@@ -244,5 +253,7 @@ test('4 real worker threads allocating and freeing concurrently never share a pa
   t.is(d.checkTree(), null);
   const rb = LockTable.attach(locks, 0).get(IOVA_RBTREE_LOCK).stat();
   t.true(rb.acquisitions > 0);
-  t.log(`hits ${s.rcacheHits} misses ${s.rcacheMisses} flushes ${s.rcacheFlushes} failures ${s.allocFailures}; rbtree lock: ${rb.acquisitions} acquisitions, ${rb.realContentions} real contentions`);
+  t.log(
+    `hits ${s.rcacheHits} misses ${s.rcacheMisses} flushes ${s.rcacheFlushes} failures ${s.allocFailures}; rbtree lock: ${rb.acquisitions} acquisitions, ${rb.realContentions} real contentions`,
+  );
 });

@@ -1,7 +1,6 @@
+import { InputError, LockTable, ModelClock, PAGE_SIZE_BYTES, RunControl, runWorkers } from '@vmstack/shm';
 import test from 'ava';
-import { LockTable, ModelClock, RunControl, runWorkers, InputError } from '@vmstack/shm';
-import { PageAllocator, mulberry32, MAX_ORDER, HUGE_PAGE_SIZE_BYTES, PAGE_ALLOC_ZONE_LOCK, type PageAllocatorOptions } from '../src/mm/page-alloc.js';
-import { PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { HUGE_PAGE_SIZE_BYTES, MAX_ORDER, mulberry32, PAGE_ALLOC_ZONE_LOCK, PageAllocator, type PageAllocatorOptions } from '../src/mm/page-alloc.js';
 import type { MmWorkerInit, MmWorkerResult } from './helpers/mm-worker.js';
 
 const COSTS = { guestPageAllocNs: 100 };
@@ -149,10 +148,16 @@ test('4 real worker threads share the zone without handing out a frame twice', a
     t.is(r.badFrees, 0);
     t.is(r.allocs, r.frees);
   }
-  t.true(results.some((r) => r.failures > 0), 'the zone ran out at times (12 MiB, up to 160 blocks of up to 512 KiB)');
+  t.true(
+    results.some((r) => r.failures > 0),
+    'the zone ran out at times (12 MiB, up to 160 blocks of up to 512 KiB)',
+  );
   const pa = PageAllocator.attach(handle, 0, LockTable.attach(locks, 0), COSTS);
   t.is(pa.freeBytes(), 12 * MiB);
   t.deepEqual(pa.statistics().nrFree, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3], 'fully coalesced: 3 order-10 blocks');
   const zl = LockTable.attach(locks, 0).get(PAGE_ALLOC_ZONE_LOCK).stat();
-  t.is(zl.acquisitions, results.reduce((a, r) => a + r.allocs + r.failures + r.frees, 0));
+  t.is(
+    zl.acquisitions,
+    results.reduce((a, r) => a + r.allocs + r.failures + r.frees, 0),
+  );
 });

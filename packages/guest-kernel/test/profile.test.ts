@@ -1,5 +1,5 @@
-import test from 'ava';
 import { ModelClock } from '@vmstack/shm';
+import test from 'ava';
 import { Profiler } from '../src/profile.js';
 
 test('nested functions: a child’s total comes out of its parent’s self time', (t) => {

@@ -1,5 +1,5 @@
+import { asGpa, InputError, LockTable, ModelClock } from '@vmstack/shm';
 import test from 'ava';
-import { InputError, LockTable, ModelClock, asGpa } from '@vmstack/shm';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE } from '../src/iommu/bounce-pool.js';
 import { DMA_MAPPING_ERROR, IO_TLB_SEGSIZE, IO_TLB_SIZE, SWIOTLB_LOCK, Swiotlb, type SwiotlbOptions } from '../src/iommu/swiotlb.js';
 import { fillNoise, mulberry32 } from './helpers/bounce-prng.js';
@@ -60,7 +60,7 @@ test('random map/unmap against a reference bitmap: lists, boundaries, overlap, u
           failures++;
           continue;
         }
-        const offset = orig % IO_TLB_SIZE & minAlignMask;
+        const offset = (orig % IO_TLB_SIZE) & minAlignMask;
         const first = slotOf(addr - offset);
         const slots = Math.ceil((size + offset) / IO_TLB_SIZE);
         if (minAlignMask && addr % 4096 !== orig % 4096) bad++; // min_align_mask: low bits preserved
@@ -176,7 +176,11 @@ test('sync_single_for_cpu/device copy only the requested sub-range', (t) => {
     t.is(tlb.swiotlb_sync_single_for_device(asGpa(a + 100), 500, DMA_BIDIRECTIONAL, clock), 500);
     t.true(sameBytes(ram.subarray(a + 100, a + 600), ram.subarray(orig + 100, orig + 600)));
     t.false(sameBytes(ram.subarray(a + 600, a + 700), ram.subarray(orig + 600, orig + 700)));
-    t.is(tlb.swiotlb_sync_single_for_cpu(asGpa(a + size - 10), 100, DMA_FROM_DEVICE, clock), 10, 'clamped at the end of the allocation (kernel: "Buffer overflow detected")');
+    t.is(
+      tlb.swiotlb_sync_single_for_cpu(asGpa(a + size - 10), 100, DMA_FROM_DEVICE, clock),
+      10,
+      'clamped at the end of the allocation (kernel: "Buffer overflow detected")',
+    );
     t.is(tlb.stats().syncErrors, 1);
   }
 });
@@ -211,7 +215,9 @@ test('the area lock is io_tlb_mem->lock, held for the search and the release onl
   const { tlb, locks, clock } = setup();
   const a = tlb.swiotlb_tbl_map_single(asGpa(0x1000), 65536, 65536, DMA_TO_DEVICE, clock);
   tlb.swiotlb_tbl_unmap_single(asGpa(a), 65536, DMA_TO_DEVICE, clock);
-  const s = LockTable.attach(locks, 0).stats().find((x) => x.name === SWIOTLB_LOCK)!;
+  const s = LockTable.attach(locks, 0)
+    .stats()
+    .find((x) => x.name === SWIOTLB_LOCK)!;
   t.is(s.kind, 'spinlock');
   t.is(s.acquisitions, 2);
   t.is(s.holdtimeTotalNs, COSTS.swiotlbSlotSearchNs + COSTS.bouncePoolListOpNs, 'copies run outside the lock');
@@ -223,5 +229,7 @@ test('options are validated', (t) => {
   t.throws(() => Swiotlb.allocate({ areaGpa: 100 }), { instanceOf: RangeError });
   const h = Swiotlb.allocate({ areaGpa: AREA });
   t.is(h.nslabs, 32768, 'default 64 MiB of 2 KiB slots');
-  t.throws(() => Swiotlb.attach(h, 0, LockTable.allocate(Swiotlb.lockSpecs(h)), new Uint8Array(new SharedArrayBuffer(AREA + 4096)), COSTS), { instanceOf: RangeError });
+  t.throws(() => Swiotlb.attach(h, 0, LockTable.allocate(Swiotlb.lockSpecs(h)), new Uint8Array(new SharedArrayBuffer(AREA + 4096)), COSTS), {
+    instanceOf: RangeError,
+  });
 });

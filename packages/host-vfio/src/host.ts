@@ -5,25 +5,25 @@
  * worker's RpcServer across threads).
  */
 
+import { IoPgtable } from '@vmstack/iommu-hw';
 import {
-  ModelClock,
-  RunControl,
-  RpcServer,
-  LockTable,
-  Ring,
-  HostToVmmReply,
-  VmmToHostMapDma,
-  VmmToHostUnmapDma,
   decodeMapDmaRequest,
   decodeUnmapDmaRequest,
-  encodeVfioReply,
   encodeIotlbInval,
+  encodeVfioReply,
+  HostToVmmReply,
+  LockTable,
+  ModelClock,
+  Ring,
   type RpcRequestView,
+  RpcServer,
+  RunControl,
   type VfioContainerPort,
   type VfioMapDmaArgs,
   type VfioUnmapDmaArgs,
+  VmmToHostMapDma,
+  VmmToHostUnmapDma,
 } from '@vmstack/shm';
-import { IoPgtable } from '@vmstack/iommu-hw';
 import type { HostWorkerInit } from './index.js';
 import { VfioContainer } from './vfio-iommu-type1.js';
 
@@ -72,7 +72,11 @@ export class HostVfio implements VfioContainerPort {
   private readonly unmapArgs: VfioUnmapDmaArgs = { iova: 0, sizeBytes: 0 };
   private replyErrno = 0;
   private replyUnmappedBytes = 0;
-  private readonly reply: VfioReplyRecord = { type: HostToVmmReply, timestampNs: 0, write: (dv, p) => encodeVfioReply(dv, p, this.replyErrno, this.replyUnmappedBytes) };
+  private readonly reply: VfioReplyRecord = {
+    type: HostToVmmReply,
+    timestampNs: 0,
+    write: (dv, p) => encodeVfioReply(dv, p, this.replyErrno, this.replyUnmappedBytes),
+  };
 
   /** Decode one ring request, call the container, describe the reply. */
   serve(req: RpcRequestView): VfioReplyRecord {
@@ -97,7 +101,6 @@ export class HostVfio implements VfioContainerPort {
 }
 
 export { RpcServer, RunControl };
-
 
 /**
  * The host kernel of one run: the container over the shared host page tables,

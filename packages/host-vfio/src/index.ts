@@ -1,9 +1,9 @@
-import type { ClockMode, LockTableHandle, RingHandle, RpcChannelHandles } from '@vmstack/shm';
 import type { IoPgtableHandle } from '@vmstack/iommu-hw';
+import type { ClockMode, LockTableHandle, RingHandle, RpcChannelHandles } from '@vmstack/shm';
 import type { VfioContainerCosts, VfioContainerStats } from './vfio-iommu-type1.js';
 
-export * from './vfio-iommu-type1.js';
 export * from './host.js';
+export * from './vfio-iommu-type1.js';
 
 /** The compiled worker entry of the host kernel. */
 export const HOST_VFIO_WORKER = new URL('./worker.js', import.meta.url);

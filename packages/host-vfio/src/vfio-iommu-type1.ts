@@ -55,8 +55,8 @@
  * | vfioUnpinPagePerPageNs  | per page unpinned |
  */
 
-import { InputError, IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES, type LockTable, type ModelClock, type Mutex } from '@vmstack/shm';
-import { IOVA_LIMIT, IoPgtableError, type IoPgtable, type IommuProt } from '@vmstack/iommu-hw';
+import { IOVA_LIMIT, type IommuProt, type IoPgtable, IoPgtableError } from '@vmstack/iommu-hw';
+import { InputError, IOMMU_READ, IOMMU_WRITE, type LockTable, type ModelClock, type Mutex, PAGE_SIZE_BYTES } from '@vmstack/shm';
 
 /** Name of the container's lock in the run's LockTable. */
 export const IOMMU_LOCK = 'iommu->lock';
@@ -258,7 +258,7 @@ export class VfioContainer {
     this.lock.lock(clock);
     try {
       clock.charge(this.costs.vfioDmaDoMapBaseNs);
-      if (!prot || !size || (size % PAGE | iova % PAGE | vaddr % PAGE) !== 0) return { errno: neg(EINVAL) };
+      if (!prot || !size || ((size % PAGE) | (iova % PAGE) | (vaddr % PAGE)) !== 0) return { errno: neg(EINVAL) };
       // "Don't allow IOVA or virtual address wrap": cannot happen below 2^53 (isU64); the aperture check covers the rest
       if (this.vfio_find_dma(iova, size)) return { errno: neg(EEXIST) };
       if (!this.dmaAvail) return { errno: neg(ENOSPC) };
@@ -379,7 +379,7 @@ export class VfioContainer {
    * Pin the physically contiguous run of pages starting at `vaddr` (at most
    * `npage`), accounting them against RLIMIT_MEMLOCK page by page.
    */
-  private vfio_pin_pages_remote(dma: VfioDma, vaddr: number, npage: number, clock: ModelClock): { errno: VfioErrno; hpa: number; npage: number } {
+  private vfio_pin_pages_remote(_dma: VfioDma, vaddr: number, npage: number, clock: ModelClock): { errno: VfioErrno; hpa: number; npage: number } {
     const hpa = this.vaddr_get_pfn(vaddr, clock);
     if (hpa < 0) return { errno: neg(EFAULT), hpa: 0, npage: 0 };
     let pinned = 1;
@@ -500,7 +500,8 @@ export class VfioContainer {
   /** iommu_unmap_fast into the gather; sync when it holds VFIO_IOMMU_TLB_SYNC_MAX regions. Returns pages unpinned. */
   private unmap_unpin_fast(dma: VfioDma, iova: number, len: number, hpa: number, gather: Gather, clock: ModelClock): number {
     const unmapped = this.pgtable.unmap(iova, len);
-    if (unmapped !== len) throw new Error(`unmap_unpin_fast: cleared ${unmapped} of ${len} bytes at iova 0x${iova.toString(16)} of the vfio_dma at 0x${dma.iova.toString(16)}`);
+    if (unmapped !== len)
+      throw new Error(`unmap_unpin_fast: cleared ${unmapped} of ${len} bytes at iova 0x${iova.toString(16)} of the vfio_dma at 0x${dma.iova.toString(16)}`);
     clock.charge(this.costs.hostIommuUnmapPerPageNs * (unmapped / PAGE));
     gather.regions.push({ iova, hpa, sizeBytes: unmapped });
     if (iova < gather.startIova) gather.startIova = iova;

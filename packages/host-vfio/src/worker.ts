@@ -4,7 +4,7 @@
  * invalidations to the device through its own ring.
  */
 
-import { workerMain, RpcServer, VmmToHostDone, HostToVmmReply } from '@vmstack/shm';
+import { HostToVmmReply, RpcServer, VmmToHostDone, workerMain } from '@vmstack/shm';
 import { createHost } from './host.js';
 import type { HostWorkerInit, HostWorkerResult } from './index.js';
 

@@ -1,15 +1,15 @@
-import test from 'ava';
-import { InputError, LockTable, ModelClock } from '@vmstack/shm';
 import { IoPgtable } from '@vmstack/iommu-hw';
+import { InputError, LockTable, ModelClock } from '@vmstack/shm';
+import test from 'ava';
 import {
-  VfioContainer,
-  IOMMU_LOCK,
-  VFIO_IOMMU_TLB_SYNC_MAX,
-  EINVAL,
   EEXIST,
+  EFAULT,
+  EINVAL,
   ENOMEM,
   ENOSPC,
-  EFAULT,
+  IOMMU_LOCK,
+  VFIO_IOMMU_TLB_SYNC_MAX,
+  VfioContainer,
   type VfioContainerCosts,
   type VfioContainerOptions,
 } from '../src/vfio-iommu-type1.js';
@@ -52,7 +52,8 @@ function rig(opts: Partial<VfioContainerOptions> & { tablePages?: number } = {})
       costs: COSTS,
       lockedVmLimitPages: Infinity,
       dmaEntryLimit: 65535,
-      invalidateIotlb: (iova, sizeBytes, clk) => invals.push({ iova, sizeBytes, atNs: clk.nowNs(), pinnedPages: r.c.pinnedPages, stillMapped: pt.walk(iova) !== null }),
+      invalidateIotlb: (iova, sizeBytes, clk) =>
+        invals.push({ iova, sizeBytes, atNs: clk.nowNs(), pinnedPages: r.c.pinnedPages, stillMapped: pt.walk(iova) !== null }),
       ...opts,
     }),
     timed<T>(f: () => T) {
@@ -64,10 +65,12 @@ function rig(opts: Partial<VfioContainerOptions> & { tablePages?: number } = {})
   return r;
 }
 
-const map = (r: Rig, iova: number, vaddr: number, pages: number, read = true, write = true): number => r.c.vfio_dma_do_map({ iova, vaddr, sizeBytes: pages * PAGE, read, write }, r.clock).errno;
-const unmap = (r: Rig, iova: number, pages: number): { errno: number; unmappedBytes: number } => r.c.vfio_dma_do_unmap({ iova, sizeBytes: pages * PAGE }, r.clock);
+const map = (r: Rig, iova: number, vaddr: number, pages: number, read = true, write = true): number =>
+  r.c.vfio_dma_do_map({ iova, vaddr, sizeBytes: pages * PAGE, read, write }, r.clock).errno;
+const unmap = (r: Rig, iova: number, pages: number): { errno: number; unmappedBytes: number } =>
+  r.c.vfio_dma_do_unmap({ iova, sizeBytes: pages * PAGE }, r.clock);
 
-test('errno constants are Linux\'s', (t) => {
+test("errno constants are Linux's", (t) => {
   t.deepEqual([EINVAL, EEXIST, ENOMEM, ENOSPC, EFAULT], [22, 17, 12, 28, 14]);
   t.is(VFIO_IOMMU_TLB_SYNC_MAX, 512);
 });
@@ -85,7 +88,10 @@ test('map then unmap: page tables, pins, locked_vm, one invalidation, exact cost
   t.is(u.ns, 2000 + 4 * 20 + 700 + 4 * 50 + 500, 'base + PTE clear/page + one flush + unpin/page + one locked_vm update');
   t.is(r.pt.walk(0x100000), null);
   t.is(r.pt.tablePagesInUse, 1);
-  t.deepEqual(r.invals.map((i) => [i.iova, i.sizeBytes]), [[0x100000, 4 * PAGE]]);
+  t.deepEqual(
+    r.invals.map((i) => [i.iova, i.sizeBytes]),
+    [[0x100000, 4 * PAGE]],
+  );
   t.is(r.invals[0].atNs, m.ns + 2000 + 4 * 20, 'the invalidation is sent after the PTEs are cleared');
   t.false(r.invals[0].stillMapped);
   t.is(r.invals[0].pinnedPages, 4, 'pages are unpinned only after the IOTLB flush');
@@ -117,7 +123,15 @@ test('map argument checks: -EINVAL one by one, nothing pinned or mapped', (t) =>
     t.is(res.r.errno as number, -EINVAL, what);
     t.is(res.ns, ns, `${what}: charged`);
   }
-  t.deepEqual(r.c.stats(), { mapDmaCalls: cases.length, unmapDmaCalls: 0, pinnedPages: 0, pinnedPagesPeak: 0, lockedVmPages: 0, dmaCount: 0, iotlbInvalidations: 0 });
+  t.deepEqual(r.c.stats(), {
+    mapDmaCalls: cases.length,
+    unmapDmaCalls: 0,
+    pinnedPages: 0,
+    pinnedPagesPeak: 0,
+    lockedVmPages: 0,
+    dmaCount: 0,
+    iotlbInvalidations: 0,
+  });
   t.is(r.pt.mappedPages, 0);
   t.is(map(r, 2 ** 48 - PAGE, 0, 1), 0, 'the last page of the aperture maps');
 });
@@ -152,7 +166,7 @@ test('dma_entry_limit: the next map is -ENOSPC until an unmap frees an entry', (
   t.is(map(r, 0x1000, 0x1000, 1), -EEXIST, 'the overlap check comes before the entry limit');
 });
 
-test('RLIMIT_MEMLOCK: a map that would pass it is -ENOMEM with the kernel\'s partial pin undone', (t) => {
+test("RLIMIT_MEMLOCK: a map that would pass it is -ENOMEM with the kernel's partial pin undone", (t) => {
   const r = rig({ lockedVmLimitPages: 6 });
   t.is(map(r, 0x100000, 0, 4), 0);
   const res = r.timed(() => map(r, 0x200000, 0x10000, 4));
@@ -202,7 +216,10 @@ test('vaddr past guest RAM is -EFAULT; the chunk mapped before it is unmapped, f
   // chunk 1: pages 14, 15 pin, page 16 faults (ending the chunk) → account → map;
   // chunk 2: page 16 faults again → vfio_remove_dma: clear, flush, unpin, unaccount
   t.is(res.ns, 1000 + 4 * 100 + 500 + 2 * 10 + (2 * 20 + 700 + 2 * 50 + 500));
-  t.deepEqual(r.invals.map((i) => [i.iova, i.sizeBytes]), [[0x100000, 2 * PAGE]]);
+  t.deepEqual(
+    r.invals.map((i) => [i.iova, i.sizeBytes]),
+    [[0x100000, 2 * PAGE]],
+  );
   t.deepEqual(r.c.stats(), { mapDmaCalls: 1, unmapDmaCalls: 0, pinnedPages: 0, pinnedPagesPeak: 2, lockedVmPages: 0, dmaCount: 0, iotlbInvalidations: 1 });
   t.is(r.pt.mappedPages, 0);
   t.is(map(r, 0x100000, 12 * PAGE, 4), 0, 'the last pages of guest RAM map');
@@ -285,7 +302,10 @@ test('gather batches: with per-page chunks (fgsp) an IOTLB sync every 512 chunks
   t.is(map(vtd, 0x1000000, 0, pages), 0);
   t.is(unmap(vtd, 0x1000000, pages).unmappedBytes, pages * PAGE);
   t.is(vtd.c.iotlbInvalidations, 1);
-  t.deepEqual(vtd.invals.map((i) => [i.iova, i.sizeBytes]), [[0x1000000, pages * PAGE]]);
+  t.deepEqual(
+    vtd.invals.map((i) => [i.iova, i.sizeBytes]),
+    [[0x1000000, pages * PAGE]],
+  );
 });
 
 test('the lock is the named mutex of the lock table; a second container can use its own', (t) => {
@@ -296,16 +316,26 @@ test('the lock is the named mutex of the lock table; a second container can use 
   const locks = LockTable.attach(h, 3);
   const clock = new ModelClock('virtual');
   const mk = (lockName: string) =>
-    new VfioContainer({ pgtable: IoPgtable.attach(IoPgtable.allocate({ tablePages: 8 })), lockTable: locks, lockName, costs: COSTS, lockedVmLimitPages: 100, invalidateIotlb: () => {} });
+    new VfioContainer({
+      pgtable: IoPgtable.attach(IoPgtable.allocate({ tablePages: 8 })),
+      lockTable: locks,
+      lockName,
+      costs: COSTS,
+      lockedVmLimitPages: 100,
+      invalidateIotlb: () => {},
+    });
   const c0 = mk('iommu->lock/vm0');
   const c1 = mk('iommu->lock/vm1');
   c0.vfio_dma_do_map({ iova: 0, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, clock);
   c1.vfio_dma_do_map({ iova: 0, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, clock);
   c1.vfio_dma_do_unmap({ iova: 0, sizeBytes: PAGE }, clock);
-  t.deepEqual(locks.stats().map((s) => [s.name, s.acquisitions]), [
-    ['iommu->lock/vm0', 1],
-    ['iommu->lock/vm1', 2],
-  ]);
+  t.deepEqual(
+    locks.stats().map((s) => [s.name, s.acquisitions]),
+    [
+      ['iommu->lock/vm0', 1],
+      ['iommu->lock/vm1', 2],
+    ],
+  );
   t.false(locks.get('iommu->lock/vm0').isLocked());
   t.throws(() => mk('iommu->lock'), { instanceOf: RangeError });
 });

@@ -26,7 +26,7 @@
  * as in hardware.
  */
 
-import { InputError, IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES, type ModelClock } from '@vmstack/shm';
+import { InputError, IOMMU_READ, IOMMU_WRITE, type ModelClock, PAGE_SIZE_BYTES } from '@vmstack/shm';
 
 const PAGE = PAGE_SIZE_BYTES;
 const READ = IOMMU_READ;

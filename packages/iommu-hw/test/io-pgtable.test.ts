@@ -1,8 +1,8 @@
-import test from 'ava';
 import { Worker } from 'node:worker_threads';
 import { InputError, IOMMU_READ, IOMMU_WRITE } from '@vmstack/shm';
-import { IoPgtable, IoPgtableError, IOVA_LIMIT, HPA_LIMIT, type IommuProt } from '../src/io-pgtable.js';
-import { batchIova, expectedHpa, protOf, BATCH_PAGES, PUBLISHED, ACKED, STOP, mulberry32 } from './helpers/pgtable-protocol.js';
+import test from 'ava';
+import { HPA_LIMIT, IOVA_LIMIT, type IommuProt, IoPgtable, IoPgtableError } from '../src/io-pgtable.js';
+import { ACKED, BATCH_PAGES, batchIova, expectedHpa, mulberry32, PUBLISHED, protOf, STOP } from './helpers/pgtable-protocol.js';
 
 const PAGE = 4096;
 const MIB2 = 2 * 1024 * 1024;
@@ -19,7 +19,7 @@ test('allocate rejects a pool that is not a positive integer, naming the field',
   }
 });
 
-test('attach checks the region; a second attach sees the first one\'s writes', (t) => {
+test("attach checks the region; a second attach sees the first one's writes", (t) => {
   const h = IoPgtable.allocate({ tablePages: 8 });
   t.throws(() => IoPgtable.attach({ sab: new SharedArrayBuffer(4096), tablePages: 8 }), { instanceOf: RangeError });
   t.throws(() => IoPgtable.attach({ sab: h.sab, tablePages: 9 }), { instanceOf: RangeError });

@@ -1,6 +1,6 @@
-import test from 'ava';
 import { InputError, ModelClock } from '@vmstack/shm';
-import { Iotlb, isIotlbFault, IOTLB_FAULT_NOT_PRESENT, IOTLB_FAULT_READ, IOTLB_FAULT_WRITE, type IoPageWalker } from '../src/iotlb.js';
+import test from 'ava';
+import { IOTLB_FAULT_NOT_PRESENT, IOTLB_FAULT_READ, IOTLB_FAULT_WRITE, type IoPageWalker, Iotlb, isIotlbFault } from '../src/iotlb.js';
 
 const PAGE = 4096;
 const MISS_NS = 350;

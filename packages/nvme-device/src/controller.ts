@@ -12,36 +12,36 @@
  */
 
 import {
+  BLOCK_BYTES,
+  DOORBELL_SQ_TAIL,
   type GuestMemory,
   ModelClock,
-  readSqe,
-  writeCqe,
-  sqeRwFields,
-  nvmeWalkPrps,
-  NvmePrpError,
-  NVME_SQE_BYTES,
-  NVME_CQE_BYTES,
-  NVME_CTRL_PAGE_SIZE_BYTES,
   NVME_ADMIN_CREATE_CQ,
   NVME_ADMIN_CREATE_SQ,
   NVME_ADMIN_DELETE_CQ,
   NVME_ADMIN_DELETE_SQ,
   NVME_ADMIN_IDENTIFY,
+  NVME_CMD_FLUSH,
   NVME_CMD_READ,
   NVME_CMD_WRITE,
-  NVME_CMD_FLUSH,
-  NVME_SC_SUCCESS,
-  NVME_SC_INVALID_OPCODE,
-  NVME_SC_INVALID_FIELD,
-  NVME_SC_LBA_RANGE,
-  NVME_SC_DMA_FAULT,
-  NVME_SC_QID_INVALID,
-  BLOCK_BYTES,
-  DOORBELL_SQ_TAIL,
+  NVME_CQE_BYTES,
+  NVME_CTRL_PAGE_SIZE_BYTES,
+  NVME_REG_ACQ,
   NVME_REG_AQA,
   NVME_REG_ASQ,
-  NVME_REG_ACQ,
   NVME_REG_CC,
+  NVME_SC_DMA_FAULT,
+  NVME_SC_INVALID_FIELD,
+  NVME_SC_INVALID_OPCODE,
+  NVME_SC_LBA_RANGE,
+  NVME_SC_QID_INVALID,
+  NVME_SC_SUCCESS,
+  NVME_SQE_BYTES,
+  NvmePrpError,
+  nvmeWalkPrps,
+  readSqe,
+  sqeRwFields,
+  writeCqe,
 } from '@vmstack/shm';
 import type { NvmeNamespace } from './namespace.js';
 
@@ -156,7 +156,15 @@ export class NvmeController {
     else if (reg === NVME_REG_CC && (value & 1) === 1) {
       const sqSize = (this.regs.aqa & 0xfff) + 1;
       const cqSize = ((this.regs.aqa >>> 16) & 0xfff) + 1;
-      this.cqs.set(0, { qid: 0, baseIova: this.regs.acq, sizeEntries: cqSize, tail: 0, phase: 1, vector: 0, pageHpas: this.translateQueue(this.regs.acq, cqSize * NVME_CQE_BYTES, this.clock) });
+      this.cqs.set(0, {
+        qid: 0,
+        baseIova: this.regs.acq,
+        sizeEntries: cqSize,
+        tail: 0,
+        phase: 1,
+        vector: 0,
+        pageHpas: this.translateQueue(this.regs.acq, cqSize * NVME_CQE_BYTES, this.clock),
+      });
       this.sqs.set(0, { qid: 0, baseIova: this.regs.asq, sizeEntries: sqSize, head: 0, cqid: 0 });
     }
   }
@@ -221,7 +229,13 @@ export class NvmeController {
     return top;
   }
 
-  private complete(sq: SubmissionQueue, commandId: number, status: number, completionNs: number, read?: { lba: number; blocks: number; hpas: number[]; firstOffset: number; data: Uint8Array }): void {
+  private complete(
+    sq: SubmissionQueue,
+    commandId: number,
+    status: number,
+    completionNs: number,
+    read?: { lba: number; blocks: number; hpas: number[]; firstOffset: number; data: Uint8Array },
+  ): void {
     this.push({
       completionNs,
       sqid: sq.qid,
@@ -312,7 +326,7 @@ export class NvmeController {
 
   /** Translate every page of the PRP-described buffer; null on a fault. */
   private translateBuffer(prp1: number, prp2: number, lengthBytes: number, write: boolean, t: ModelClock): number[] | null {
-    let segs;
+    let segs: ReturnType<typeof nvmeWalkPrps>;
     try {
       segs = nvmeWalkPrps(prp1, prp2, lengthBytes, (dmaAddr) => {
         const hpa = this.iommu.translate(dmaAddr, false, t);
@@ -398,7 +412,6 @@ export class NvmeController {
       pos += n;
     }
   }
-
 
   nextCompletionNs(): number {
     return this.heap.length > 0 ? this.heap[0].completionNs : Number.MAX_SAFE_INTEGER;

@@ -16,30 +16,30 @@
  * them before it replies, so any doorbell that depends on one is causally after it.
  */
 
+import { IoPgtable, Iotlb } from '@vmstack/iommu-hw';
 import {
-  ModelClock,
-  Ring,
-  SentLog,
   attachGuestMemory,
-  NEVER_NS,
-  GuestToDeviceDoorbell,
-  GuestToDeviceDone,
-  GuestToDeviceRegWrite,
-  encodeInterrupt,
   doorbellQid,
-  doorbellWhich,
   doorbellValue,
-  regWriteReg,
-  regWriteValue,
+  doorbellWhich,
+  encodeInterrupt,
+  GuestToDeviceDone,
+  GuestToDeviceDoorbell,
+  GuestToDeviceRegWrite,
   iotlbInvalIova,
   iotlbInvalSizeBytes,
+  ModelClock,
+  NEVER_NS,
+  Ring,
   type RunControl,
+  regWriteReg,
+  regWriteValue,
+  SentLog,
 } from '@vmstack/shm';
-import { IoPgtable, Iotlb } from '@vmstack/iommu-hw';
-import { NvmeMedia } from './media.js';
-import { NvmeNamespace } from './namespace.js';
 import { NvmeController } from './controller.js';
 import type { DeviceWorkerInit, DeviceWorkerResult } from './index.js';
+import { NvmeMedia } from './media.js';
+import { NvmeNamespace } from './namespace.js';
 
 export class DeviceEngine {
   readonly clock: ModelClock;
@@ -233,6 +233,12 @@ export class DeviceEngine {
     this.control.publishEot(this.self, NEVER_NS);
     // finished, as a vCPU says it: clock NEVER (the VMM tears the VM down only after this)
     this.control.publishClock(this.self, NEVER_NS);
-    return { counters: { ...this.ctrl.counters }, iotlb: this.iotlb.stats(), writtenBlocks: this.ns.writtenBlocks(), namespaceBlocks: this.init.namespace.exportBlocks ? this.ns.exportBlocks() : undefined, clockNs: this.clock.nowNs() };
+    return {
+      counters: { ...this.ctrl.counters },
+      iotlb: this.iotlb.stats(),
+      writtenBlocks: this.ns.writtenBlocks(),
+      namespaceBlocks: this.init.namespace.exportBlocks ? this.ns.exportBlocks() : undefined,
+      clockNs: this.clock.nowNs(),
+    };
   }
 }

@@ -1,12 +1,12 @@
-import type { ClockMode, RingHandle, VerifyAlgo } from '@vmstack/shm';
 import type { IoPgtableHandle, IotlbCosts } from '@vmstack/iommu-hw';
-import type { NvmeCounters, NvmeControllerCosts } from './controller.js';
+import type { ClockMode, RingHandle, VerifyAlgo } from '@vmstack/shm';
+import type { NvmeControllerCosts, NvmeCounters } from './controller.js';
 import type { MediaCosts } from './media.js';
 
-export * from './namespace.js';
 export * from './controller.js';
 export * from './engine.js';
-export { NvmeMedia, type MediaCosts } from './media.js';
+export { type MediaCosts, NvmeMedia } from './media.js';
+export * from './namespace.js';
 
 /** The compiled worker entry of the NVMe device. */
 export const NVME_DEVICE_WORKER = new URL('./worker.js', import.meta.url);

@@ -143,8 +143,10 @@ export class NvmeMedia {
    * NVME_CMD_WRITE).
    */
   schedule(opcode: number, bytes: number, arrivalNs: number): number {
-    if (opcode !== NVME_CMD_READ && opcode !== NVME_CMD_WRITE) throw new RangeError(`NvmeMedia.schedule: opcode 0x${Number(opcode).toString(16)} is neither read (0x02) nor write (0x01)`);
-    if (!Number.isSafeInteger(bytes) || bytes < MIN_COMMAND_BYTES) throw new RangeError(`NvmeMedia.schedule: ${bytes} bytes; a command moves an integer number of bytes ≥ ${MIN_COMMAND_BYTES}`);
+    if (opcode !== NVME_CMD_READ && opcode !== NVME_CMD_WRITE)
+      throw new RangeError(`NvmeMedia.schedule: opcode 0x${Number(opcode).toString(16)} is neither read (0x02) nor write (0x01)`);
+    if (!Number.isSafeInteger(bytes) || bytes < MIN_COMMAND_BYTES)
+      throw new RangeError(`NvmeMedia.schedule: ${bytes} bytes; a command moves an integer number of bytes ≥ ${MIN_COMMAND_BYTES}`);
     if (!Number.isFinite(arrivalNs) || arrivalNs < 0) throw new RangeError(`NvmeMedia.schedule: arrival ${arrivalNs} ns must be a finite time ≥ 0`);
     const c = this.c;
     if (arrivalNs > this.frontierNs) {

@@ -5,7 +5,7 @@
  * outputs: one interrupt ring per vCPU. The rules are in engine.ts.
  */
 
-import { workerMain, NEVER_NS } from '@vmstack/shm';
+import { NEVER_NS, workerMain } from '@vmstack/shm';
 import { DeviceEngine } from './engine.js';
 import type { DeviceWorkerInit, DeviceWorkerResult } from './index.js';
 

@@ -12,44 +12,44 @@
  * DMA-fault status and does not change one byte of guest RAM.
  */
 
-import test from 'ava';
+import { type IommuProt, IoPgtable, Iotlb } from '@vmstack/iommu-hw';
 import {
+  attachGuestMemory,
   DEFAULT_PROFILE_PATH,
+  DOORBELL_SQ_TAIL,
+  encodeDoorbell,
+  encodeIotlbInval,
+  fillBlock,
+  IOMMU_READ,
+  IOMMU_WRITE,
+  loadProfile,
   ModelClock,
   NEVER_NS,
-  Ring,
-  RunControl,
   NVME_ADMIN_CREATE_CQ,
   NVME_ADMIN_CREATE_SQ,
   NVME_ADMIN_IDENTIFY,
   NVME_CMD_READ,
   NVME_CMD_WRITE,
   NVME_CQE_BYTES,
-  NVME_SC_DMA_FAULT,
-  NVME_SC_LBA_RANGE,
-  NVME_SC_SUCCESS,
-  NVME_SQE_BYTES,
-  attachGuestMemory,
-  fillBlock,
-  loadProfile,
-  nvmeSetupPrps,
-  nvmeStatusName,
-  readCqe,
-  verifyBlock,
-  writeRwSqe,
-  writeSqe,
-  type NvmeCqe,
-  DOORBELL_SQ_TAIL,
   NVME_REG_ACQ,
   NVME_REG_AQA,
   NVME_REG_ASQ,
   NVME_REG_CC,
-  encodeDoorbell,
-  encodeIotlbInval,
-  IOMMU_READ,
-  IOMMU_WRITE,
+  NVME_SC_DMA_FAULT,
+  NVME_SC_LBA_RANGE,
+  NVME_SC_SUCCESS,
+  NVME_SQE_BYTES,
+  type NvmeCqe,
+  nvmeSetupPrps,
+  nvmeStatusName,
+  Ring,
+  RunControl,
+  readCqe,
+  verifyBlock,
+  writeRwSqe,
+  writeSqe,
 } from '@vmstack/shm';
-import { IoPgtable, Iotlb, type IommuProt } from '@vmstack/iommu-hw';
+import test from 'ava';
 import { DeviceEngine, NvmeController, NvmeMedia, NvmeNamespace } from '../src/index.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
@@ -116,7 +116,15 @@ function rig() {
   function queueRw(cmds: { opcode: typeof NVME_CMD_READ | typeof NVME_CMD_WRITE; slba: number; blockCount: number; prp1: number; prp2?: number }[]): number[] {
     return cmds.map((c) => {
       const commandId = cid++;
-      writeRwSqe(mem, SQ + sqTail * NVME_SQE_BYTES, { opcode: c.opcode, commandId, nsid: 1, slba: c.slba, blockCount: c.blockCount, prp1: c.prp1, prp2: c.prp2 ?? 0 });
+      writeRwSqe(mem, SQ + sqTail * NVME_SQE_BYTES, {
+        opcode: c.opcode,
+        commandId,
+        nsid: 1,
+        slba: c.slba,
+        blockCount: c.blockCount,
+        prp1: c.prp1,
+        prp2: c.prp2 ?? 0,
+      });
       sqTail = (sqTail + 1) % SQ_DEPTH;
       return commandId;
     });
@@ -152,7 +160,10 @@ test('enable, IDENTIFY, create an I/O queue pair: admin CQEs carry SUCCESS and p
   t.is(s.mem.dv.getUint32(idPage, true), NS_BLOCKS, 'identify namespace: NSZE');
   t.is(s.mem.u8[idPage + 130], 12, 'LBA format: 4 KiB');
   t.is(s.ctrl.counters.adminCommands, 3);
-  t.true(s.irqs.every((i, k) => k === 0 || i.tsNs >= s.irqs[k - 1].tsNs), 'interrupts in time order');
+  t.true(
+    s.irqs.every((i, k) => k === 0 || i.tsNs >= s.irqs[k - 1].tsNs),
+    'interrupts in time order',
+  );
 });
 
 test('READ of one block: the data is the namespace block (verified), the CQE says SUCCESS with phase 1, SQ id and head', (t) => {
@@ -200,7 +211,13 @@ test('a 128 KiB READ through a PRP list into 32 scattered pages: every page hold
   const gpas = Array.from({ length: 32 }, (_, i) => DATA + ((i * 13) % 32) * 2 * PAGE);
   const base = iova(0x100_0000);
   gpas.forEach((g, i) => s.pgtable.map(base + i * PAGE, g, PAGE, RW));
-  const prps = nvmeSetupPrps(s.mem, gpas.map((_, i) => base + i * PAGE), 0, 32 * PAGE, () => ({ gpa: PRP_LIST, dmaAddr: iova(PRP_LIST) }));
+  const prps = nvmeSetupPrps(
+    s.mem,
+    gpas.map((_, i) => base + i * PAGE),
+    0,
+    32 * PAGE,
+    () => ({ gpa: PRP_LIST, dmaAddr: iova(PRP_LIST) }),
+  );
   t.is(prps.prp2, iova(PRP_LIST), 'PRP2 points at the list');
   s.queueRw([{ opcode: NVME_CMD_READ, slba: 200, blockCount: 32, prp1: prps.prp1, prp2: prps.prp2 }]);
   t.is(s.ring(), 1);
@@ -347,7 +364,7 @@ test('without the IOTLB invalidation a stale translation still works (the window
 // This test makes the interleaving deterministic by publishing, from inside
 // the first doorbell's handling, what the host and the guest would publish
 // meanwhile. Fixed: the engine drains the ring again before each doorbell.
-test('engine: an IOTLB invalidation the host published before a doorbell is applied before that doorbell\'s DMA', (t) => {
+test("engine: an IOTLB invalidation the host published before a doorbell is applied before that doorbell's DMA", (t) => {
   const mem = attachGuestMemory(new SharedArrayBuffer(RAM_BYTES));
   const pgHandle = IoPgtable.allocate({ tablePages: 64 });
   const pgtable = IoPgtable.attach(pgHandle);
@@ -357,7 +374,21 @@ test('engine: an IOTLB invalidation the host published before a doorbell is appl
   const irqH = Ring.allocate({ capacityRecords: 64 });
   const irq = Ring.attach(irqH);
   const engine = new DeviceEngine(
-    { clockMode: 'virtual', dilation: 1, epochMs: 0, spinLoads: 100, costs: profile, guestRam: mem.u8.buffer as SharedArrayBuffer, pgtable: pgHandle, doorbellRings: [dbH], irqRings: [irqH], invalRing: invalH, vcpuWorkers: [0], vcpuOfCq: [0, 0], namespace: { sizeBlocks: NS_BLOCKS, seed: SEED, algo: 'crc32c' } },
+    {
+      clockMode: 'virtual',
+      dilation: 1,
+      epochMs: 0,
+      spinLoads: 100,
+      costs: profile,
+      guestRam: mem.u8.buffer as SharedArrayBuffer,
+      pgtable: pgHandle,
+      doorbellRings: [dbH],
+      irqRings: [irqH],
+      invalRing: invalH,
+      vcpuWorkers: [0],
+      vcpuOfCq: [0, 0],
+      namespace: { sizeBlocks: NS_BLOCKS, seed: SEED, algo: 'crc32c' },
+    },
     1,
     control,
   );

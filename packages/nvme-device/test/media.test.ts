@@ -1,6 +1,6 @@
-import test from 'ava';
 import { InputError } from '@vmstack/shm';
-import { NvmeMedia, NVME_CMD_READ, NVME_CMD_WRITE, MIN_COMMAND_BYTES, type MediaCosts } from '../src/media.js';
+import test from 'ava';
+import { type MediaCosts, MIN_COMMAND_BYTES, NVME_CMD_READ, NVME_CMD_WRITE, NvmeMedia } from '../src/media.js';
 
 /** Numbers of the kind the default profile uses (a TLC drive on PCIe 3.0 x4). */
 const DRIVE: MediaCosts = {

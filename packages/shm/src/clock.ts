@@ -35,7 +35,7 @@
  * (they run in every wait loop).
  */
 
-import { EventCount, EVENT_WORDS, type AbortFlag } from './event.js';
+import { type AbortFlag, EVENT_WORDS, EventCount } from './event.js';
 
 export type ClockMode = 'virtual' | 'wall';
 

@@ -26,8 +26,8 @@
  * `WorkerFailure` naming the worker's role and thread id.
  */
 
-import { Worker, isMainThread, parentPort, workerData, threadId } from 'node:worker_threads';
-import { RunControl, type ControlHandle } from './clock.js';
+import { isMainThread, parentPort, threadId, Worker, workerData } from 'node:worker_threads';
+import { type ControlHandle, RunControl } from './clock.js';
 import { WorkerFailure } from './errors.js';
 import { RunAborted, threadWaitStats } from './event.js';
 
@@ -225,7 +225,16 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
         if (!slot.done) fail(slot, `exited with code ${code} before finishing`);
         slot.done = true;
       };
-      const slot: Slot = { spec, worker, info: { role: spec.role, index, threadId: worker.threadId }, ready: false, done: false, exited: false, result: undefined, listeners: { message, error, exit } };
+      const slot: Slot = {
+        spec,
+        worker,
+        info: { role: spec.role, index, threadId: worker.threadId },
+        ready: false,
+        done: false,
+        exited: false,
+        result: undefined,
+        listeners: { message, error, exit },
+      };
       slots.push(slot);
       worker.on('message', message);
       worker.on('error', error);

@@ -45,8 +45,8 @@
  * (a sequentially consistent store) publishes it.
  */
 
-import { RunAborted, type AbortFlag, DEFAULT_SPIN_LOADS } from './event.js';
 import { MAX_WORKERS } from './clock.js';
+import { type AbortFlag, DEFAULT_SPIN_LOADS, RunAborted } from './event.js';
 
 export const LOCK_RECORD_BYTES = 128;
 const W = LOCK_RECORD_BYTES / 4; // i32 words per record
@@ -151,7 +151,9 @@ export class LockTable {
     const f64 = new Float64Array(handle.sab);
     this.i32 = i32;
     this.waitingBase = Math.max(1, handle.names.length) * W;
-    handle.names.forEach((name, i) => this.byName.set(name, new Mutex(name, handle.kinds[i], i32, f64, i, cpu, abort, spinLoads, gate, blocked, this.waitingBase)));
+    handle.names.forEach((name, i) =>
+      this.byName.set(name, new Mutex(name, handle.kinds[i], i32, f64, i, cpu, abort, spinLoads, gate, blocked, this.waitingBase)),
+    );
   }
 
   private readonly i32: Int32Array;
@@ -348,13 +350,39 @@ export class Mutex {
  */
 export function formatLockStat(stats: readonly LockStat[]): string {
   const us = (ns: number): string => (ns / 1000).toFixed(2);
-  const cols = ['con-bounces', 'contentions', 'waittime-min', 'waittime-max', 'waittime-total', 'waittime-avg', 'acq-bounces', 'acquisitions', 'holdtime-min', 'holdtime-max', 'holdtime-total', 'holdtime-avg'];
+  const cols = [
+    'con-bounces',
+    'contentions',
+    'waittime-min',
+    'waittime-max',
+    'waittime-total',
+    'waittime-avg',
+    'acq-bounces',
+    'acquisitions',
+    'holdtime-min',
+    'holdtime-max',
+    'holdtime-total',
+    'holdtime-avg',
+  ];
   const rule = '-'.repeat(40 + cols.length * 15);
   const lines = ['lock_stat version 0.4', rule, `${'class name'.padStart(40)}${cols.map((c) => c.padStart(15)).join('')}`, rule];
   for (const s of stats) {
-    const vals = [String(s.conBounces), String(s.contentions), us(s.waittimeMinNs), us(s.waittimeMaxNs), us(s.waittimeTotalNs), us(s.waittimeAvgNs), String(s.acqBounces), String(s.acquisitions), us(s.holdtimeMinNs), us(s.holdtimeMaxNs), us(s.holdtimeTotalNs), us(s.holdtimeAvgNs)];
+    const vals = [
+      String(s.conBounces),
+      String(s.contentions),
+      us(s.waittimeMinNs),
+      us(s.waittimeMaxNs),
+      us(s.waittimeTotalNs),
+      us(s.waittimeAvgNs),
+      String(s.acqBounces),
+      String(s.acquisitions),
+      us(s.holdtimeMinNs),
+      us(s.holdtimeMaxNs),
+      us(s.holdtimeTotalNs),
+      us(s.holdtimeAvgNs),
+    ];
     lines.push('');
-    lines.push(`${(s.name + ':').padStart(40)}${vals.map((v) => v.padStart(15)).join('')}`);
+    lines.push(`${(`${s.name}:`).padStart(40)}${vals.map((v) => v.padStart(15)).join('')}`);
   }
   lines.push('');
   return lines.join('\n');

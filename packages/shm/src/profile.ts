@@ -48,11 +48,35 @@ const NS_PER_S = 1_000_000_000;
  */
 export const PROFILE_KEYS = [
   // Guest vCPU (charged on the guest's model clock)
-  { key: 'fioSubmitNs', unit: 'ns', min: 0, max: 100_000, description: 'fio user-space work + io_submit syscall + aio + bio/blk-mq request setup, per I/O (excluding DMA mapping and nvme_queue_rq)' },
-  { key: 'guestPinUserPagePerPageNs', unit: 'ns', min: 0, max: 10_000, description: 'get_user_pages_fast pin (and its unpin at completion) of one 4 KiB page for O_DIRECT' },
-  { key: 'nvmeQueueRqNs', unit: 'ns', min: 0, max: 50_000, description: 'nvme_queue_rq: command setup, SQE copy into the SQ, doorbell MMIO write (no exit: passed-through BAR)' },
+  {
+    key: 'fioSubmitNs',
+    unit: 'ns',
+    min: 0,
+    max: 100_000,
+    description: 'fio user-space work + io_submit syscall + aio + bio/blk-mq request setup, per I/O (excluding DMA mapping and nvme_queue_rq)',
+  },
+  {
+    key: 'guestPinUserPagePerPageNs',
+    unit: 'ns',
+    min: 0,
+    max: 10_000,
+    description: 'get_user_pages_fast pin (and its unpin at completion) of one 4 KiB page for O_DIRECT',
+  },
+  {
+    key: 'nvmeQueueRqNs',
+    unit: 'ns',
+    min: 0,
+    max: 50_000,
+    description: 'nvme_queue_rq: command setup, SQE copy into the SQ, doorbell MMIO write (no exit: passed-through BAR)',
+  },
   { key: 'nvmeSetupPrpPerPageNs', unit: 'ns', min: 0, max: 5_000, description: 'building one PRP entry' },
-  { key: 'guestIrqDeliveryNs', unit: 'ns', min: 0, max: 100_000, description: 'vCPU cost of one device interrupt without posted interrupts: external-interrupt exit + host injection + guest handler entry/exit + EOI exit' },
+  {
+    key: 'guestIrqDeliveryNs',
+    unit: 'ns',
+    min: 0,
+    max: 100_000,
+    description: 'vCPU cost of one device interrupt without posted interrupts: external-interrupt exit + host injection + guest handler entry/exit + EOI exit',
+  },
   { key: 'nvmeIrqPerCqeNs', unit: 'ns', min: 0, max: 50_000, description: 'nvme_irq/nvme_handle_cqe + blk_mq_complete_request, per completion entry' },
   { key: 'fioReapPerIoNs', unit: 'ns', min: 0, max: 100_000, description: 'aio completion + io_getevents + fio per-I/O accounting' },
   { key: 'iommuDmaMapCallNs', unit: 'ns', min: 0, max: 50_000, description: 'dma-iommu bookkeeping per iommu_dma_map_page/_sg or unmap call' },
@@ -69,9 +93,21 @@ export const PROFILE_KEYS = [
   { key: 'vmExitKernelNs', unit: 'ns', min: 0, max: 100_000, description: 'VM exit + entry handled in KVM' },
   { key: 'vmExitUserspaceRoundTripNs', unit: 'ns', min: 0, max: 1_000_000, description: 'VM exit to the VMM in user space and back' },
   // VMM (crosvm-like virtio-iommu device)
-  { key: 'vmmViommuRequestNs', unit: 'ns', min: 0, max: 1_000_000, description: 'VMM: pop the request, parse, update the domain mapping tree, push the used element' },
+  {
+    key: 'vmmViommuRequestNs',
+    unit: 'ns',
+    min: 0,
+    max: 1_000_000,
+    description: 'VMM: pop the request, parse, update the domain mapping tree, push the used element',
+  },
   { key: 'vfioIoctlSyscallNs', unit: 'ns', min: 0, max: 100_000, description: 'ioctl entry/exit + VFIO dispatch' },
-  { key: 'hostThreadWakeupNs', unit: 'ns', min: 0, max: 10_000_000, description: 'waking a blocked host thread (the VMM device worker) through an eventfd: wakeup + switch-in' },
+  {
+    key: 'hostThreadWakeupNs',
+    unit: 'ns',
+    min: 0,
+    max: 10_000_000,
+    description: 'waking a blocked host thread (the VMM device worker) through an eventfd: wakeup + switch-in',
+  },
   // Host kernel, vfio_iommu_type1 (under iommu->lock)
   { key: 'vfioDmaDoMapBaseNs', unit: 'ns', min: 0, max: 1_000_000, description: 'vfio_dma_do_map fixed work: vfio_dma lookup, allocation, tree link' },
   { key: 'vfioPinPagePerPageNs', unit: 'ns', min: 0, max: 100_000, description: 'pin_user_pages_remote (long-term) of one page' },
@@ -79,7 +115,13 @@ export const PROFILE_KEYS = [
   { key: 'hostIommuMapPerPageNs', unit: 'ns', min: 0, max: 100_000, description: 'VT-d PTE write + cache flush, per page' },
   { key: 'vfioDmaDoUnmapBaseNs', unit: 'ns', min: 0, max: 1_000_000, description: 'vfio_dma_do_unmap fixed work: lookup, unlink, free' },
   { key: 'hostIommuUnmapPerPageNs', unit: 'ns', min: 0, max: 100_000, description: 'VT-d PTE clear + cache flush, per page' },
-  { key: 'hostIotlbFlushNs', unit: 'ns', min: 0, max: 1_000_000, description: 'one VT-d IOTLB invalidation through the invalidation queue, waiting for completion' },
+  {
+    key: 'hostIotlbFlushNs',
+    unit: 'ns',
+    min: 0,
+    max: 1_000_000,
+    description: 'one VT-d IOTLB invalidation through the invalidation queue, waiting for completion',
+  },
   { key: 'vfioUnpinPagePerPageNs', unit: 'ns', min: 0, max: 100_000, description: 'unpin (and dirty) one page' },
   // NVMe device (a named drive) and its link
   { key: 'nvmeDoorbellLatencyNs', unit: 'ns', min: 0, max: 100_000, description: 'posted MMIO doorbell write reaching the device' },
@@ -113,9 +155,7 @@ export interface CostProfile extends CostValues {
   readonly sources: Readonly<Record<CostKey, string>>;
 }
 
-const SPEC_BY_KEY: ReadonlyMap<string, ProfileKeySpec<CostKey>> = new Map(
-  PROFILE_KEYS.map((spec) => [spec.key, spec]),
-);
+const SPEC_BY_KEY: ReadonlyMap<string, ProfileKeySpec<CostKey>> = new Map(PROFILE_KEYS.map((spec) => [spec.key, spec]));
 
 const TOP_LEVEL_KEYS = ['name', 'description', 'values'] as const;
 const ENTRY_KEYS = ['value', 'source'] as const;
@@ -248,6 +288,10 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
 
 /** The known key within edit distance 3 of `key` (case-insensitive), if any. */
 function closestKey(key: string): CostKey | undefined {
-  return closestName(key, PROFILE_KEYS.map((spec) => spec.key), 3, (a, b) => editDistance(a.toLowerCase(), b.toLowerCase()));
+  return closestName(
+    key,
+    PROFILE_KEYS.map((spec) => spec.key),
+    3,
+    (a, b) => editDistance(a.toLowerCase(), b.toLowerCase()),
+  );
 }
-

@@ -77,7 +77,9 @@ export class Region {
   static attach(layout: Layout, sab: SharedArrayBuffer, baseOffsetBytes = 0): Region {
     if (baseOffsetBytes % 8 !== 0) throw new RangeError(`region ${layout.name}: base offset ${baseOffsetBytes} not 8-byte aligned`);
     if (sab.byteLength < baseOffsetBytes + layout.sizeBytes) {
-      throw new RangeError(`region ${layout.name}: buffer of ${sab.byteLength} bytes is smaller than the layout (${layout.sizeBytes} bytes at ${baseOffsetBytes})`);
+      throw new RangeError(
+        `region ${layout.name}: buffer of ${sab.byteLength} bytes is smaller than the layout (${layout.sizeBytes} bytes at ${baseOffsetBytes})`,
+      );
     }
     return new Region(layout, sab, baseOffsetBytes);
   }

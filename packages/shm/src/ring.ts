@@ -22,7 +22,7 @@
  * ring's own (a worker with several inputs waits on one event).
  */
 
-import { EventCount, RunAborted, threadWaitStats, type AbortFlag } from './event.js';
+import { type AbortFlag, EventCount, RunAborted, threadWaitStats } from './event.js';
 
 const TAIL = 0; // i32 index
 const HEAD = 16; // i32 index (byte 64)
@@ -86,7 +86,8 @@ export class Ring {
   static allocate(opts: RingOptions, consumerEvent?: { sab: SharedArrayBuffer; index: number }): RingHandle {
     const recordBytes = opts.recordBytes ?? DEFAULT_RECORD_BYTES;
     const capacity = opts.capacityRecords;
-    if (!Number.isInteger(capacity) || capacity < 2 || (capacity & (capacity - 1)) !== 0) throw new RangeError(`ring capacity ${capacity} must be a power of two ≥ 2`);
+    if (!Number.isInteger(capacity) || capacity < 2 || (capacity & (capacity - 1)) !== 0)
+      throw new RangeError(`ring capacity ${capacity} must be a power of two ≥ 2`);
     if (recordBytes < 16 || recordBytes % 8 !== 0) throw new RangeError(`ring recordBytes ${recordBytes} must be a multiple of 8 and ≥ 16`);
     const guard = opts.guardBytes ?? 0;
     if (guard % 8 !== 0) throw new RangeError(`ring guardBytes ${guard} must be a multiple of 8`);

@@ -10,7 +10,7 @@
  * benchmarks can compare them directly.
  */
 
-import { RunAborted, type AbortFlag } from './event.js';
+import { type AbortFlag, RunAborted } from './event.js';
 import { RECORD, Ring, type RingHandle } from './ring.js';
 
 export interface RpcChannelHandles {
@@ -45,7 +45,12 @@ export class RpcClient {
    * the request payload; `read(dv, payloadOffset, timestampNs)` decodes the
    * reply. Returns what `read` returns.
    */
-  call<T>(type: number, timestampNs: number, write: (dv: DataView, off: number) => void, read: (dv: DataView, off: number, replyTimestampNs: number, replyType: number) => T): T {
+  call<T>(
+    type: number,
+    timestampNs: number,
+    write: (dv: DataView, off: number) => void,
+    read: (dv: DataView, off: number, replyTimestampNs: number, replyType: number) => T,
+  ): T {
     const id = this.nextId;
     this.nextId = (this.nextId + 1) | 0 || 1;
     const req = this.request;
@@ -87,7 +92,11 @@ export class RpcServer {
    * returns a function that writes the reply payload, plus the reply's type
    * and timestamp. Returns the number served.
    */
-  serveAvailable(handle: (req: RpcRequestView) => { type: number; timestampNs: number; write: (dv: DataView, off: number) => void }, abort: AbortFlag, spinLoads: number): number {
+  serveAvailable(
+    handle: (req: RpcRequestView) => { type: number; timestampNs: number; write: (dv: DataView, off: number) => void },
+    abort: AbortFlag,
+    spinLoads: number,
+  ): number {
     const n = this.request.available();
     for (let i = 0; i < n; i++) {
       const off = this.request.offsetAt(i);
@@ -110,6 +119,10 @@ export class RpcServer {
   }
 }
 
-export function allocateRpcChannel(capacityRecords: number, serverEvent?: { sab: SharedArrayBuffer; index: number }, clientEvent?: { sab: SharedArrayBuffer; index: number }): RpcChannelHandles {
+export function allocateRpcChannel(
+  capacityRecords: number,
+  serverEvent?: { sab: SharedArrayBuffer; index: number },
+  clientEvent?: { sab: SharedArrayBuffer; index: number },
+): RpcChannelHandles {
   return { request: Ring.allocate({ capacityRecords }, serverEvent), reply: Ring.allocate({ capacityRecords }, clientEvent) };
 }

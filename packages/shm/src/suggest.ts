@@ -14,7 +14,12 @@ export function editDistance(a: string, b: string): number {
 }
 
 /** The first candidate at the smallest distance from `name`, if that distance is at most `maxDistance`. */
-export function closestName<T extends string>(name: string, candidates: Iterable<T>, maxDistance: number, distance: (a: string, b: string) => number = editDistance): T | undefined {
+export function closestName<T extends string>(
+  name: string,
+  candidates: Iterable<T>,
+  maxDistance: number,
+  distance: (a: string, b: string) => number = editDistance,
+): T | undefined {
   let best: T | undefined;
   let bestDistance = Infinity;
   for (const c of candidates) {

@@ -1,5 +1,5 @@
+import { ModelClock, NEVER_NS, Ring, RunControl, runWorkers } from '@vmstack/shm';
 import test from 'ava';
-import { Ring, RunControl, runWorkers, ModelClock, NEVER_NS } from '@vmstack/shm';
 
 const entry = new URL('./helpers/scenario-worker.js', import.meta.url);
 
@@ -26,7 +26,11 @@ async function senderReceiver(): Promise<Timeline> {
 test('virtual clock: a receiver handles its events in model-time order, held back until its sender has passed t', async (t) => {
   const timeline = await senderReceiver();
   const times = timeline.map(([, ns]) => ns);
-  t.deepEqual([...times].sort((a, b) => a - b), times, 'events handled in model-time order');
+  t.deepEqual(
+    [...times].sort((a, b) => a - b),
+    times,
+    'events handled in model-time order',
+  );
   t.deepEqual(
     timeline.filter(([k]) => k === 'input').map(([, ns]) => ns),
     [2500, 2600, 7000, 12_345],
@@ -61,7 +65,11 @@ test('virtual clock: a reactive worker publishes NEVER and blocks no one while i
   );
   // the receiver finishes every timer while the reactive worker has not been sent anything yet
   const f = new Int32Array(finished);
-  const receiverDone = (Atomics as unknown as { waitAsync(i32: Int32Array, index: number, value: number): { value: Promise<string> | string } }).waitAsync(f, 0, 0).value;
+  const receiverDone = (Atomics as unknown as { waitAsync(i32: Int32Array, index: number, value: number): { value: Promise<string> | string } }).waitAsync(
+    f,
+    0,
+    0,
+  ).value;
   await Promise.race([receiverDone, run]);
   t.is(Atomics.load(f, 0), 50, 'the receiver ran through its 50 timers with the reactive worker idle');
   // then wake the reactive worker so the run can end

@@ -1,5 +1,5 @@
-import test from 'ava';
 import { RunControl, runWorkers, WorkerFailure } from '@vmstack/shm';
+import test from 'ava';
 
 const entry = new URL('./helpers/scenario-worker.js', import.meta.url);
 

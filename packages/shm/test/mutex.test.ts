@@ -1,5 +1,5 @@
+import { formatLockStat, LockTable, ModelClock, RunControl, runWorkers } from '@vmstack/shm';
 import test from 'ava';
-import { LockTable, RunControl, runWorkers, ModelClock, formatLockStat } from '@vmstack/shm';
 
 const entry = new URL('./helpers/scenario-worker.js', import.meta.url);
 
@@ -8,7 +8,11 @@ async function incrementWith(workers: number, total: number) {
   const counter = new SharedArrayBuffer(4);
   const control = RunControl.allocate();
   await runWorkers(
-    Array.from({ length: workers }, (_, i) => ({ role: `incrementer${i}`, entry, init: { scenario: 'mutex-increment', locks, counter, iterations: total / workers } })),
+    Array.from({ length: workers }, (_, i) => ({
+      role: `incrementer${i}`,
+      entry,
+      init: { scenario: 'mutex-increment', locks, counter, iterations: total / workers },
+    })),
     control,
     { timeoutMs: 60_000 },
   );
@@ -61,7 +65,10 @@ test('one worker: no contention, acquisitions equal lock calls', async (t) => {
 });
 
 test('virtual clock: the acquirer waits in model time for the last release', (t) => {
-  const h = LockTable.allocate([{ name: 'iommu->lock', kind: 'mutex' }, { name: 'viommu->request_lock', kind: 'spinlock' }]);
+  const h = LockTable.allocate([
+    { name: 'iommu->lock', kind: 'mutex' },
+    { name: 'viommu->request_lock', kind: 'spinlock' },
+  ]);
   const a = LockTable.attach(h, 0).get('iommu->lock');
   const b = LockTable.attach(h, 1).get('iommu->lock');
   const ca = new ModelClock('virtual');

@@ -1,15 +1,9 @@
-import test from 'ava';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
+import test from 'ava';
 import { InputError } from '../src/errors.js';
-import {
-  DEFAULT_PROFILE_PATH,
-  PROFILE_KEYS,
-  loadProfile,
-  validateProfile,
-  type CostKey,
-} from '../src/profile.js';
+import { type CostKey, DEFAULT_PROFILE_PATH, loadProfile, PROFILE_KEYS, validateProfile } from '../src/profile.js';
 
 /** A fresh, mutable copy of the shipped profile's JSON. */
 function shippedRaw(): { name: unknown; description: unknown; values: Record<string, any>; [k: string]: unknown } {

@@ -1,5 +1,5 @@
-import test from 'ava';
 import { Ring, RunControl, runWorkers } from '@vmstack/shm';
+import test from 'ava';
 
 const entry = new URL('./helpers/scenario-worker.js', import.meta.url);
 
@@ -27,7 +27,7 @@ test('10^6 records between two real workers: no loss, no reordering, no overrun,
   t.is(after.releasedCount(), records);
   t.is(new Int32Array(ring.sab, 0, 1)[0], records, 'tail at byte 0');
   t.is(new Int32Array(ring.sab, 64, 1)[0], records, 'head at byte 64');
-  t.true(consumer.batches as number > 1, 'the consumer saw the records in several batches');
+  t.true((consumer.batches as number) > 1, 'the consumer saw the records in several batches');
   t.not(out.workers[0].threadId, out.workers[1].threadId);
 });
 
@@ -63,7 +63,7 @@ test('ring wrap-around: record n sits at byte 320 + guard + (n mod capacity) × 
     const seq = (start + n) | 0;
     t.is(producer.nextSeq(), seq);
     const off = producer.tryReserve();
-    t.is(off, dataBase + (n + start) % capacity * recordBytes, `record ${n} in slot ${(n + start) % capacity}`);
+    t.is(off, dataBase + ((n + start) % capacity) * recordBytes, `record ${n} in slot ${(n + start) % capacity}`);
     producer.writeHeader(off, 7, n, n * 10);
     producer.publish();
     t.is(consumer.available(), 1);

@@ -7,7 +7,7 @@
  * (device → driver); each a counter bumped then notified.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { VirtqueueDevice, VirtqueueError, attachGuestMemory, virtqueueLayout } from '../src/wire/virtqueue.js';
+import { attachGuestMemory, VirtqueueDevice, VirtqueueError, virtqueueLayout } from '../src/wire/virtqueue.js';
 
 export interface DeviceHelperData {
   ram: SharedArrayBuffer;

@@ -1,9 +1,9 @@
-import { mulberry32Float } from '../src/prng.js';
-import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { attachGuestMemory } from '../src/wire/virtqueue.js';
-import type { GuestMemory } from '../src/wire/virtqueue.js';
+import test from 'ava';
+import { mulberry32Float } from '../src/prng.js';
+import type { NvmeCqe, NvmeDmaSegment, NvmePrpListPage, NvmeSqe } from '../src/wire/nvme.js';
 import {
+  cqePhase,
   NVME_ADMIN_CREATE_CQ,
   NVME_ADMIN_CREATE_SQ,
   NVME_ADMIN_DELETE_CQ,
@@ -23,7 +23,6 @@ import {
   NVME_SC_SUCCESS,
   NVME_SCT_MEDIA,
   NvmePrpError,
-  cqePhase,
   nvmeSetupPrps,
   nvmeStatusCode,
   nvmeStatusName,
@@ -36,7 +35,8 @@ import {
   writeRwSqe,
   writeSqe,
 } from '../src/wire/nvme.js';
-import type { NvmeCqe, NvmeDmaSegment, NvmePrpListPage, NvmeSqe } from '../src/wire/nvme.js';
+import type { GuestMemory } from '../src/wire/virtqueue.js';
+import { attachGuestMemory } from '../src/wire/virtqueue.js';
 
 const mulberry32 = mulberry32Float;
 
@@ -121,7 +121,23 @@ test('SQE: unspecified fields are written as zero; out-of-range values are refus
   const mem = attachGuestMemory(new SharedArrayBuffer(4096));
   mem.u8.fill(0xa5);
   writeSqe(mem, 64, { opcode: NVME_CMD_FLUSH, commandId: 7, nsid: 1 });
-  t.deepEqual(readSqe(mem, 64), { opcode: 0, flags: 0, commandId: 7, nsid: 1, cdw2: 0, cdw3: 0, mptr: 0, prp1: 0, prp2: 0, cdw10: 0, cdw11: 0, cdw12: 0, cdw13: 0, cdw14: 0, cdw15: 0 });
+  t.deepEqual(readSqe(mem, 64), {
+    opcode: 0,
+    flags: 0,
+    commandId: 7,
+    nsid: 1,
+    cdw2: 0,
+    cdw3: 0,
+    mptr: 0,
+    prp1: 0,
+    prp2: 0,
+    cdw10: 0,
+    cdw11: 0,
+    cdw12: 0,
+    cdw13: 0,
+    cdw14: 0,
+    cdw15: 0,
+  });
   t.throws(() => writeSqe(mem, 0, { opcode: 256, commandId: 0 }), { instanceOf: RangeError });
   t.throws(() => writeSqe(mem, 0, { opcode: 1, commandId: 65536 }), { instanceOf: RangeError });
   t.throws(() => writeSqe(mem, 0, { opcode: 1, commandId: 1, prp1: 2 ** 53 }), { instanceOf: RangeError });
@@ -142,7 +158,9 @@ test('read/write SQE: SLBA in CDW10–11, 0-based NLB in CDW12 bits 15:0, FUA bi
   t.is(dv.getUint32(64 + 48, true), 0x4000_ffff);
   t.deepEqual(sqeRwFields(readSqe(mem, 64)), { slba: 0, blockCount: 65536, fua: true });
   t.throws(() => writeRwSqe(mem, 0, { opcode: NVME_CMD_READ, commandId: 1, nsid: 1, slba: 0, blockCount: 0, prp1: 0, prp2: 0 }), { instanceOf: RangeError });
-  t.throws(() => writeRwSqe(mem, 0, { opcode: NVME_CMD_READ, commandId: 1, nsid: 1, slba: 0, blockCount: 65537, prp1: 0, prp2: 0 }), { instanceOf: RangeError });
+  t.throws(() => writeRwSqe(mem, 0, { opcode: NVME_CMD_READ, commandId: 1, nsid: 1, slba: 0, blockCount: 65537, prp1: 0, prp2: 0 }), {
+    instanceOf: RangeError,
+  });
 });
 
 test('CQE: 16 bytes at the spec offsets; status word = status field << 1 | phase; no overrun (seeded)', (t) => {
@@ -151,11 +169,26 @@ test('CQE: 16 bytes at the spec offsets; status word = status field << 1 | phase
   for (let iter = 0; iter < 200; iter++) {
     const { mem, before } = canaryRam(rand, RAM);
     const gpa = 16 * Math.floor(rand() * (RAM / 16));
-    const c: NvmeCqe = { dw0: u32(rand), dw1: u32(rand), sqHead: u16(rand), sqId: u16(rand), commandId: u16(rand), status: Math.floor(rand() * 0x8000), phase: rand() < 0.5 ? 0 : 1 };
+    const c: NvmeCqe = {
+      dw0: u32(rand),
+      dw1: u32(rand),
+      sqHead: u16(rand),
+      sqId: u16(rand),
+      commandId: u16(rand),
+      status: Math.floor(rand() * 0x8000),
+      phase: rand() < 0.5 ? 0 : 1,
+    };
     writeCqe(mem, gpa, c);
     const dv = mem.dv;
     t.deepEqual(
-      [dv.getUint32(gpa, true), dv.getUint32(gpa + 4, true), dv.getUint16(gpa + 8, true), dv.getUint16(gpa + 10, true), dv.getUint16(gpa + 12, true), dv.getUint16(gpa + 14, true)],
+      [
+        dv.getUint32(gpa, true),
+        dv.getUint32(gpa + 4, true),
+        dv.getUint16(gpa + 8, true),
+        dv.getUint16(gpa + 10, true),
+        dv.getUint16(gpa + 12, true),
+        dv.getUint16(gpa + 14, true),
+      ],
       [c.dw0, c.dw1, c.sqHead, c.sqId, c.commandId, (c.status << 1) | c.phase],
     );
     t.deepEqual(readCqe(mem, gpa), c);
@@ -220,7 +253,10 @@ function randomPages(rand: () => number, n: number): number[] {
   const pages: number[] = [];
   while (pages.length < n) {
     const p = Math.floor(rand() * 2 ** 35) * PAGE;
-    if (!seen.has(p)) seen.add(p), pages.push(p);
+    if (!seen.has(p)) {
+      seen.add(p);
+      pages.push(p);
+    }
   }
   return pages;
 }
@@ -324,7 +360,10 @@ test('PRP walk: a list pointer with a qword-aligned offset, chaining at the end 
   mem.dv.setBigUint64(listB, BigInt(data[2]), true);
   mem.dv.setBigUint64(listB + 8, BigInt(data[3]), true);
   const read = (dma: number): bigint => mem.dv.getBigUint64(dma, true);
-  t.deepEqual(nvmeWalkPrps(data[0], listA, 4 * PAGE, read), data.map((dmaAddr) => ({ dmaAddr, lenBytes: PAGE })));
+  t.deepEqual(
+    nvmeWalkPrps(data[0], listA, 4 * PAGE, read),
+    data.map((dmaAddr) => ({ dmaAddr, lenBytes: PAGE })),
+  );
 });
 
 test('PRP walk enforces the offset rules with PRP_INVALID_OFFSET | DNR', (t) => {
@@ -335,19 +374,39 @@ test('PRP walk enforces the offset rules with PRP_INVALID_OFFSET | DNR', (t) => 
   const never = (): number => {
     throw new Error('list must not be read');
   };
-  t.is(statusOf(() => nvmeWalkPrps(pages[0] + 2, 0, 512, never)), bad, 'PRP1 not dword aligned');
-  t.is(statusOf(() => nvmeWalkPrps(pages[0], pages[1] + 4, 2 * PAGE, never)), bad, 'PRP2 data pointer with an offset');
-  t.is(statusOf(() => nvmeWalkPrps(pages[0], IOVA_LIST_BASE + PAGE + 4, 3 * PAGE, never)), bad, 'list pointer not qword aligned');
+  t.is(
+    statusOf(() => nvmeWalkPrps(pages[0] + 2, 0, 512, never)),
+    bad,
+    'PRP1 not dword aligned',
+  );
+  t.is(
+    statusOf(() => nvmeWalkPrps(pages[0], pages[1] + 4, 2 * PAGE, never)),
+    bad,
+    'PRP2 data pointer with an offset',
+  );
+  t.is(
+    statusOf(() => nvmeWalkPrps(pages[0], IOVA_LIST_BASE + PAGE + 4, 3 * PAGE, never)),
+    bad,
+    'list pointer not qword aligned',
+  );
 
   const rig = prpRig(rand);
   let r = nvmeSetupPrps(rig.mem, pages, 0, 6 * PAGE, rig.alloc);
   rig.mem.dv.setBigUint64(r.listPages[0].gpa + 8 * 2, BigInt(pages[3] + 0x200), true);
-  t.is(statusOf(() => nvmeWalkPrps(r.prp1, r.prp2, 6 * PAGE, rig.readListEntry)), bad, 'list entry with an offset');
+  t.is(
+    statusOf(() => nvmeWalkPrps(r.prp1, r.prp2, 6 * PAGE, rig.readListEntry)),
+    bad,
+    'list entry with an offset',
+  );
 
   const many = randomPages(rand, 600);
   r = nvmeSetupPrps(rig.mem, many, 0, 600 * PAGE, rig.alloc);
   rig.mem.dv.setBigUint64(r.listPages[0].gpa + 8 * 511, BigInt(r.listPages[1].dmaAddr + 8), true);
-  t.is(statusOf(() => nvmeWalkPrps(r.prp1, r.prp2, 600 * PAGE, rig.readListEntry)), bad, 'chain pointer with an offset');
+  t.is(
+    statusOf(() => nvmeWalkPrps(r.prp1, r.prp2, 600 * PAGE, rig.readListEntry)),
+    bad,
+    'chain pointer with an offset',
+  );
 
   // 1-page transfers ignore PRP2 entirely
   t.deepEqual(nvmeWalkPrps(pages[0] + 4, 0xdead, PAGE - 4, never), [{ dmaAddr: pages[0] + 4, lenBytes: PAGE - 4 }]);

@@ -6,23 +6,9 @@
 
 import test from 'ava';
 import {
-  Ring,
   allocateRpcChannel,
-  RpcClient,
-  RpcServer,
-  DOORBELL_CQ_HEAD,
   DeviceToGuestInterrupt,
-  GuestToDeviceDoorbell,
-  GuestToDeviceDone,
-  GuestToDeviceRegWrite,
-  GuestToVmmDone,
-  GuestToVmmKick,
-  HostToDeviceIotlbInval,
-  HostToVmmReply,
-  NVME_REG_ASQ,
-  VmmToGuestUsed,
-  VmmToHostMapDma,
-  VmmToHostUnmapDma,
+  DOORBELL_CQ_HEAD,
   decodeMapDmaRequest,
   decodeUnmapDmaRequest,
   doorbellQid,
@@ -37,15 +23,28 @@ import {
   encodeRegWrite,
   encodeUsed,
   encodeVfioReply,
+  GuestToDeviceDone,
+  GuestToDeviceDoorbell,
+  GuestToDeviceRegWrite,
+  GuestToVmmDone,
+  GuestToVmmKick,
+  HostToDeviceIotlbInval,
+  HostToVmmReply,
   interruptCqeCount,
   iotlbInvalIova,
   iotlbInvalSizeBytes,
+  NVME_REG_ASQ,
+  Ring,
+  RpcServer,
   regWriteReg,
   regWriteValue,
   usedRequests,
-  VfioRpcPort,
   type VfioMapDmaArgs,
+  VfioRpcPort,
   type VfioUnmapDmaArgs,
+  VmmToGuestUsed,
+  VmmToHostMapDma,
+  VmmToHostUnmapDma,
 } from '../src/index.js';
 
 function ring(): Ring {
@@ -60,10 +59,18 @@ test('guest ↔ device: doorbell, register write, interrupt and done round-trip 
   t.deepEqual([doorbellQid(r.dv, off), doorbellWhich(r.dv, off), doorbellValue(r.dv, off)], [3, DOORBELL_CQ_HEAD, 17]);
   off = r.reserve(0);
   encodeRegWrite(r.dv, off, 10, NVME_REG_ASQ, 0x1_2345_6000);
-  t.deepEqual([r.typeAt(off), regWriteReg(r.dv, off), regWriteValue(r.dv, off)], [GuestToDeviceRegWrite, NVME_REG_ASQ, 0x1_2345_6000], 'a 64-bit register value survives');
+  t.deepEqual(
+    [r.typeAt(off), regWriteReg(r.dv, off), regWriteValue(r.dv, off)],
+    [GuestToDeviceRegWrite, NVME_REG_ASQ, 0x1_2345_6000],
+    'a 64-bit register value survives',
+  );
   off = r.reserve(0);
   encodeInterrupt(r.dv, off, 20, 2, 5, 1);
-  t.deepEqual([r.typeAt(off), r.requestIdAt(off), r.timestampAt(off), interruptCqeCount(r.dv, off)], [DeviceToGuestInterrupt, 2, 20, 1], 'the request id names the CQ');
+  t.deepEqual(
+    [r.typeAt(off), r.requestIdAt(off), r.timestampAt(off), interruptCqeCount(r.dv, off)],
+    [DeviceToGuestInterrupt, 2, 20, 1],
+    'the request id names the CQ',
+  );
   off = r.reserve(0);
   encodeGuestToDeviceDone(r.dv, off, 30);
   t.deepEqual([r.typeAt(off), r.timestampAt(off)], [GuestToDeviceDone, 30]);
@@ -102,7 +109,11 @@ test('vmm ↔ host: MAP_DMA and UNMAP_DMA through VfioRpcPort reach the server d
       (req) => {
         if (req.type === VmmToHostMapDma) seen.push({ ...decodeMapDmaRequest(req.dv, req.payloadOffset, mapArgs) });
         else if (req.type === VmmToHostUnmapDma) seen.push({ ...decodeUnmapDmaRequest(req.dv, req.payloadOffset, unmapArgs) });
-        return { type: HostToVmmReply, timestampNs: req.timestampNs + 100, write: (dv, p) => encodeVfioReply(dv, p, req.type === VmmToHostMapDma ? -17 : 0, 8192) };
+        return {
+          type: HostToVmmReply,
+          timestampNs: req.timestampNs + 100,
+          write: (dv, p) => encodeVfioReply(dv, p, req.type === VmmToHostMapDma ? -17 : 0, 8192),
+        };
       },
       { aborted: () => false },
       0,

@@ -1,9 +1,18 @@
-import { mulberry32Float } from '../src/prng.js';
-import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { attachGuestMemory } from '../src/wire/virtqueue.js';
-import type { GuestMemory } from '../src/wire/virtqueue.js';
+import test from 'ava';
+import { mulberry32Float } from '../src/prng.js';
 import {
+  decodeRequest,
+  readAttachRequest,
+  readDetachRequest,
+  readMapRequest,
+  readProbeProperties,
+  readProbeRequest,
+  readTail,
+  readUnmapRequest,
+  requestSizeBytes,
+  statusName,
+  tailGpaOf,
   VIRTIO_IOMMU_ATTACH_F_BYPASS,
   VIRTIO_IOMMU_MAP_F_MMIO,
   VIRTIO_IOMMU_MAP_F_READ,
@@ -26,17 +35,6 @@ import {
   VIRTIO_IOMMU_T_MAP,
   VIRTIO_IOMMU_T_PROBE,
   VIRTIO_IOMMU_T_UNMAP,
-  decodeRequest,
-  readAttachRequest,
-  readDetachRequest,
-  readMapRequest,
-  readProbeProperties,
-  readProbeRequest,
-  readTail,
-  readUnmapRequest,
-  requestSizeBytes,
-  statusName,
-  tailGpaOf,
   viommuGetWriteDescOffsetBytes,
   writeAttachRequest,
   writeDetachRequest,
@@ -46,6 +44,8 @@ import {
   writeTail,
   writeUnmapRequest,
 } from '../src/wire/virtio-iommu.js';
+import type { GuestMemory } from '../src/wire/virtqueue.js';
+import { attachGuestMemory } from '../src/wire/virtqueue.js';
 
 const mulberry32 = mulberry32Float;
 
@@ -92,9 +92,22 @@ test('request sizes match the spec structs (MAP 40 with inclusive end, UNMAP 32,
 });
 
 test('status names', (t) => {
-  const codes = [VIRTIO_IOMMU_S_OK, VIRTIO_IOMMU_S_IOERR, VIRTIO_IOMMU_S_UNSUPP, VIRTIO_IOMMU_S_DEVERR, VIRTIO_IOMMU_S_INVAL, VIRTIO_IOMMU_S_RANGE, VIRTIO_IOMMU_S_NOENT, VIRTIO_IOMMU_S_FAULT, VIRTIO_IOMMU_S_NOMEM];
+  const codes = [
+    VIRTIO_IOMMU_S_OK,
+    VIRTIO_IOMMU_S_IOERR,
+    VIRTIO_IOMMU_S_UNSUPP,
+    VIRTIO_IOMMU_S_DEVERR,
+    VIRTIO_IOMMU_S_INVAL,
+    VIRTIO_IOMMU_S_RANGE,
+    VIRTIO_IOMMU_S_NOENT,
+    VIRTIO_IOMMU_S_FAULT,
+    VIRTIO_IOMMU_S_NOMEM,
+  ];
   t.deepEqual(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
-  t.deepEqual(codes.map(statusName), ['OK', 'IOERR', 'UNSUPP', 'DEVERR', 'INVAL', 'RANGE', 'NOENT', 'FAULT', 'NOMEM'].map((n) => `VIRTIO_IOMMU_S_${n}`));
+  t.deepEqual(
+    codes.map(statusName),
+    ['OK', 'IOERR', 'UNSUPP', 'DEVERR', 'INVAL', 'RANGE', 'NOENT', 'FAULT', 'NOMEM'].map((n) => `VIRTIO_IOMMU_S_${n}`),
+  );
   t.is(statusName(42), 'VIRTIO_IOMMU_S_42?');
 });
 
@@ -104,7 +117,13 @@ test('MAP: exact byte offsets, round trip, no overrun (seeded)', (t) => {
     const { mem, before } = canaryRam(rand);
     const gpa = 8 * Math.floor(rand() * ((RAM_BYTES - 64) / 8));
     const virtStart = addr48(rand);
-    const f = { domain: u32(rand), virtStart, virtEnd: virtStart + 4096 * (1 + Math.floor(rand() * 64)) - 1, physStart: addr48(rand), flags: Math.floor(rand() * 8) };
+    const f = {
+      domain: u32(rand),
+      virtStart,
+      virtEnd: virtStart + 4096 * (1 + Math.floor(rand() * 64)) - 1,
+      physStart: addr48(rand),
+      flags: Math.floor(rand() * 8),
+    };
     writeMapRequest(mem, gpa, f);
     t.is(mem.u8[gpa], VIRTIO_IOMMU_T_MAP);
     t.true(zeros(mem, gpa + 1, 3), 'head reserved');
@@ -147,7 +166,10 @@ test('UNMAP, ATTACH, DETACH, PROBE: exact offsets, round trip, reserved zero, no
 
     const at = { domain: u32(rand), endpoint: u32(rand), flags: rand() < 0.5 ? VIRTIO_IOMMU_ATTACH_F_BYPASS : 0 };
     writeAttachRequest(mem, gpa, at);
-    t.deepEqual([mem.u8[gpa], mem.dv.getUint32(gpa + 4, true), mem.dv.getUint32(gpa + 8, true), mem.dv.getUint32(gpa + 12, true)], [VIRTIO_IOMMU_T_ATTACH, at.domain, at.endpoint, at.flags]);
+    t.deepEqual(
+      [mem.u8[gpa], mem.dv.getUint32(gpa + 4, true), mem.dv.getUint32(gpa + 8, true), mem.dv.getUint32(gpa + 12, true)],
+      [VIRTIO_IOMMU_T_ATTACH, at.domain, at.endpoint, at.flags],
+    );
     t.true(zeros(mem, gpa + 16, 8), 'reserved[4] + tail');
     t.deepEqual(readAttachRequest(mem, gpa), { ...at, reservedZero: true });
     assertOnlyTouched(t, mem, before, gpa, 24);
@@ -247,7 +269,10 @@ test('PROBE: device writes RESV_MEM (MSI doorbell) properties, driver parses the
   t.true(zeros(mem, p + 48, probeSize - 48), 'rest of properties zero-filled');
   writeTail(mem, tailGpaOf(gpa, VIRTIO_IOMMU_T_PROBE, probeSize), VIRTIO_IOMMU_S_OK);
   assertOnlyTouched(t, mem, before, gpa, requestSizeBytes(VIRTIO_IOMMU_T_PROBE, probeSize));
-  t.deepEqual(readProbeProperties(mem, p, probeSize), props.map((x) => ({ kind: 'resv-mem', ...x })));
+  t.deepEqual(
+    readProbeProperties(mem, p, probeSize),
+    props.map((x) => ({ kind: 'resv-mem', ...x })),
+  );
   t.throws(() => writeProbeProperties(mem, p, 40, props), { instanceOf: RangeError });
 });
 
@@ -257,7 +282,10 @@ test('PROBE parsing: unknown types and reserved type bits are skipped, a NONE or
   // unknown type 7 with 4 bytes of value, then RESV_MEM with reserved bits, then a good RESV_MEM, then NONE
   mem.dv.setUint16(p, 7, true);
   mem.dv.setUint16(p + 2, 4, true);
-  writeProbeProperties(mem, p + 8, 48, [{ subtype: 1, start: 0x1000, end: 0x1fff }, { subtype: 9, start: 0x4000, end: 0x4fff }]);
+  writeProbeProperties(mem, p + 8, 48, [
+    { subtype: 1, start: 0x1000, end: 0x1fff },
+    { subtype: 9, start: 0x4000, end: 0x4fff },
+  ]);
   mem.dv.setUint16(p + 8, 0x1000 | VIRTIO_IOMMU_PROBE_T_RESV_MEM, true);
   t.deepEqual(readProbeProperties(mem, p, 128), [
     { kind: 'ignored', type: 7, lengthBytes: 4 },

@@ -1,20 +1,20 @@
-import { mulberry32Float } from '../src/prng.js';
-import test from 'ava';
 import { Worker } from 'node:worker_threads';
+import test from 'ava';
 import { InputError } from '../src/errors.js';
+import { mulberry32Float } from '../src/prng.js';
+import type { GuestMemory, VirtqueueChain, VirtqueueErrorKind, VirtqueueLayout, VirtqueueSegment } from '../src/wire/virtqueue.js';
 import {
+  attachGuestMemory,
+  readU64,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
   VirtqueueDevice,
   VirtqueueDriver,
   VirtqueueError,
-  attachGuestMemory,
-  readU64,
   virtqueueLayout,
   writeU64,
 } from '../src/wire/virtqueue.js';
-import type { GuestMemory, VirtqueueChain, VirtqueueErrorKind, VirtqueueLayout, VirtqueueSegment } from '../src/wire/virtqueue.js';
 import type { DeviceHelperData } from './virtqueue-device-helper.js';
 
 const mulberry32 = mulberry32Float;
@@ -22,7 +22,11 @@ const mulberry32 = mulberry32Float;
 const KICK = 0;
 const IRQ = 1;
 
-function setup(queueSizeEntries: number, ramBytes = 1 << 20, baseGpa = 0x1000): { mem: GuestMemory; layout: VirtqueueLayout; drv: VirtqueueDriver; dev: VirtqueueDevice } {
+function setup(
+  queueSizeEntries: number,
+  ramBytes = 1 << 20,
+  baseGpa = 0x1000,
+): { mem: GuestMemory; layout: VirtqueueLayout; drv: VirtqueueDriver; dev: VirtqueueDevice } {
   const mem = attachGuestMemory(new SharedArrayBuffer(ramBytes));
   const layout = virtqueueLayout(queueSizeEntries, baseGpa);
   const drv = VirtqueueDriver.init(mem, layout);
@@ -118,15 +122,24 @@ test('full queue: addBuf returns false; random out-of-order completion recycles 
     const later = popped.slice(completeNow.length);
     for (const c of [...completeNow, ...later]) {
       // the device must see exactly the segments of some in-flight request
-      const match = [...inFlight.entries()].find(([tok, r]) => !headToken.has(tok) && JSON.stringify({ out: r.out, in: r.in }) === JSON.stringify({ out: c.out, in: c.in }));
+      const match = [...inFlight.entries()].find(
+        ([tok, r]) => !headToken.has(tok) && JSON.stringify({ out: r.out, in: r.in }) === JSON.stringify({ out: c.out, in: c.in }),
+      );
       if (!match) return t.fail(`popped chain ${JSON.stringify(c)} matches no in-flight request`);
       headToken.set(match[0], c.head);
     }
-    for (const c of completeNow) dev.pushUsed(c.head, c.in.reduce((s, x) => s + x.lenBytes, 0));
+    for (const c of completeNow)
+      dev.pushUsed(
+        c.head,
+        c.in.reduce((s, x) => s + x.lenBytes, 0),
+      );
     for (let b = drv.getBuf(); b; b = drv.getBuf()) {
       const r = inFlight.get(b.token);
       if (!r) return t.fail(`unknown token ${b.token}`);
-      t.is(b.lenBytes, r.in.reduce((s, x) => s + x.lenBytes, 0));
+      t.is(
+        b.lenBytes,
+        r.in.reduce((s, x) => s + x.lenBytes, 0),
+      );
       inFlight.delete(b.token);
       headToken.delete(b.token);
     }
@@ -183,7 +196,16 @@ test('device rejects malformed chains with a typed error and never hangs; the qu
   const { mem, layout, drv, dev } = setup(q, ramBytes);
   const d = (i: number) => layout.descGpa + 16 * i;
   const add3 = (token: number): number => {
-    t.true(drv.addBuf([{ gpa: 0x9000, lenBytes: 16 }, { gpa: 0x9100, lenBytes: 16 }], [{ gpa: 0x9200, lenBytes: 16 }], token));
+    t.true(
+      drv.addBuf(
+        [
+          { gpa: 0x9000, lenBytes: 16 },
+          { gpa: 0x9100, lenBytes: 16 },
+        ],
+        [{ gpa: 0x9200, lenBytes: 16 }],
+        token,
+      ),
+    );
     drv.publish();
     const shadowSlot = (idxOf(mem, layout.availGpa) - 1) & (q - 1);
     return mem.dv.getUint16(layout.availGpa + 4 + 2 * shadowSlot, true);
@@ -263,7 +285,16 @@ test('device rejects malformed chains with a typed error and never hangs; the qu
 test('a loop in a 32768-entry queue is detected, not spun on', (t) => {
   const q = 32768;
   const { mem, layout, drv, dev } = setup(q, 2 << 20);
-  t.true(drv.addBuf([{ gpa: 0x9000, lenBytes: 1 }, { gpa: 0x9000, lenBytes: 1 }], [], 1));
+  t.true(
+    drv.addBuf(
+      [
+        { gpa: 0x9000, lenBytes: 1 },
+        { gpa: 0x9000, lenBytes: 1 },
+      ],
+      [],
+      1,
+    ),
+  );
   drv.publish();
   const head = mem.dv.getUint16(layout.availGpa + 4, true);
   const second = mem.dv.getUint16(layout.descGpa + 16 * head + 14, true);
@@ -275,7 +306,16 @@ test('a loop in a 32768-entry queue is detected, not spun on', (t) => {
 test('driver rejects a used ring the device corrupted', (t) => {
   const q = 8;
   const { mem, layout, drv, dev } = setup(q);
-  t.true(drv.addBuf([{ gpa: 0x9000, lenBytes: 4 }, { gpa: 0x9000, lenBytes: 4 }], [], 1));
+  t.true(
+    drv.addBuf(
+      [
+        { gpa: 0x9000, lenBytes: 4 },
+        { gpa: 0x9000, lenBytes: 4 },
+      ],
+      [],
+      1,
+    ),
+  );
   drv.publish();
   const c = dev.popAvail()!;
   // id of a descriptor that is not a chain head

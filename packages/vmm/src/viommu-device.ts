@@ -11,39 +11,39 @@
  * mapping fails with RANGE, as the spec requires.
  */
 
+import type { VfioContainerPort } from '@vmstack/shm';
 import {
+  decodeRequest,
   type GuestMemory,
   type LockTable,
-  type Mutex,
   type ModelClock,
-  VirtqueueDevice,
-  type VirtqueueLayout,
-  VirtqueueError,
-  decodeRequest,
-  writeTail,
-  writeProbeProperties,
+  type Mutex,
+  VIRTIO_IOMMU_MAP_F_MASK,
+  VIRTIO_IOMMU_MAP_F_MMIO,
+  VIRTIO_IOMMU_MAP_F_READ,
+  VIRTIO_IOMMU_MAP_F_WRITE,
+  VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT,
+  VIRTIO_IOMMU_RESV_MEM_T_MSI,
+  VIRTIO_IOMMU_S_DEVERR,
+  VIRTIO_IOMMU_S_INVAL,
+  VIRTIO_IOMMU_S_IOERR,
+  VIRTIO_IOMMU_S_NOENT,
+  VIRTIO_IOMMU_S_NOMEM,
+  VIRTIO_IOMMU_S_OK,
+  VIRTIO_IOMMU_S_RANGE,
+  VIRTIO_IOMMU_S_UNSUPP,
   VIRTIO_IOMMU_T_ATTACH,
   VIRTIO_IOMMU_T_DETACH,
   VIRTIO_IOMMU_T_MAP,
-  VIRTIO_IOMMU_T_UNMAP,
   VIRTIO_IOMMU_T_PROBE,
-  VIRTIO_IOMMU_S_OK,
-  VIRTIO_IOMMU_S_INVAL,
-  VIRTIO_IOMMU_S_NOENT,
-  VIRTIO_IOMMU_S_RANGE,
-  VIRTIO_IOMMU_S_NOMEM,
-  VIRTIO_IOMMU_S_DEVERR,
-  VIRTIO_IOMMU_S_IOERR,
-  VIRTIO_IOMMU_S_UNSUPP,
-  VIRTIO_IOMMU_MAP_F_READ,
-  VIRTIO_IOMMU_MAP_F_WRITE,
-  VIRTIO_IOMMU_MAP_F_MMIO,
-  VIRTIO_IOMMU_MAP_F_MASK,
-  VIRTIO_IOMMU_RESV_MEM_T_MSI,
-  VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT,
+  VIRTIO_IOMMU_T_UNMAP,
   VIRTIO_IOMMU_TAIL_BYTES,
+  VirtqueueDevice,
+  VirtqueueError,
+  type VirtqueueLayout,
+  writeProbeProperties,
+  writeTail,
 } from '@vmstack/shm';
-import type { VfioContainerPort } from '@vmstack/shm';
 
 export const VIOMMU_DEVICE_MUTEX = 'viommu_dev->mutex';
 export const MSI_IOVA_BASE = 0xfee0_0000;
@@ -118,7 +118,7 @@ export class VirtioIommuDevice {
     this.counters.kicks++;
     let handled = 0;
     for (;;) {
-      let chain;
+      let chain: ReturnType<typeof this.vq.popAvail>;
       try {
         chain = this.vq.popAvail();
       } catch (e) {
@@ -183,7 +183,9 @@ export class VirtioIommuDevice {
             if (!this.endpoints.has(req.endpoint)) {
               status = VIRTIO_IOMMU_S_NOENT;
             } else {
-              writeProbeProperties(this.mem, inSeg.gpa, this.probeSizeBytes, [{ subtype: VIRTIO_IOMMU_RESV_MEM_T_MSI, start: MSI_IOVA_BASE, end: MSI_IOVA_BASE + MSI_IOVA_LENGTH - 1 }]);
+              writeProbeProperties(this.mem, inSeg.gpa, this.probeSizeBytes, [
+                { subtype: VIRTIO_IOMMU_RESV_MEM_T_MSI, start: MSI_IOVA_BASE, end: MSI_IOVA_BASE + MSI_IOVA_LENGTH - 1 },
+              ]);
               status = VIRTIO_IOMMU_S_OK;
               written = inSeg.lenBytes;
             }
@@ -248,7 +250,16 @@ export class VirtioIommuDevice {
       this.clock.charge(this.costs.vfioIoctlSyscallNs);
       this.counters.vfioMapDma++;
       const vfioStartNs = this.clock.nowNs();
-      const r = this.vfio.mapDma({ iova: start, vaddr: phys, sizeBytes: end - start + 1, read: (flags & VIRTIO_IOMMU_MAP_F_READ) !== 0, write: (flags & VIRTIO_IOMMU_MAP_F_WRITE) !== 0 }, this.clock.nowNs());
+      const r = this.vfio.mapDma(
+        {
+          iova: start,
+          vaddr: phys,
+          sizeBytes: end - start + 1,
+          read: (flags & VIRTIO_IOMMU_MAP_F_READ) !== 0,
+          write: (flags & VIRTIO_IOMMU_MAP_F_WRITE) !== 0,
+        },
+        this.clock.nowNs(),
+      );
       this.clock.syncTo(r.doneNs);
       this.vfioNs += this.clock.nowNs() - vfioStartNs;
       if (r.errno === ENOMEM) return VIRTIO_IOMMU_S_NOMEM;

@@ -6,9 +6,9 @@
  * at teardown.
  */
 
-import { ModelClock, LockTable, attachGuestMemory, VM_VMM_READY, type RunControl, type VfioContainerPort } from '@vmstack/shm';
-import { VirtioIommuDevice } from './viommu-device.js';
+import { attachGuestMemory, LockTable, ModelClock, type RunControl, type VfioContainerPort, VM_VMM_READY } from '@vmstack/shm';
 import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
+import { VirtioIommuDevice } from './viommu-device.js';
 
 export function createVmm(init: VmmWorkerInit, self: number, control: RunControl, vfio: VfioContainerPort) {
   const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);

@@ -5,9 +5,9 @@
  * the kicking vCPU when the used elements are written.
  */
 
-import { workerMain, Ring, NEVER_NS, VfioRpcPort, GuestToVmmKick, GuestToVmmDone, encodeUsed } from '@vmstack/shm';
-import { createVmm } from './vmm.js';
+import { encodeUsed, GuestToVmmDone, GuestToVmmKick, NEVER_NS, Ring, VfioRpcPort, workerMain } from '@vmstack/shm';
 import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
+import { createVmm } from './vmm.js';
 
 workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
   const init = boot.init;

@@ -8,11 +8,17 @@
  * test/viommu-vfio.test.ts at the repository root.)
  */
 
-import test from 'ava';
 import {
+  attachGuestMemory,
   DEFAULT_PROFILE_PATH,
   LockTable,
+  loadProfile,
   ModelClock,
+  readTail,
+  requestSizeBytes,
+  type VfioContainerPort,
+  type VfioMapDmaArgs,
+  type VfioUnmapDmaArgs,
   VIRTIO_IOMMU_MAP_F_MMIO,
   VIRTIO_IOMMU_MAP_F_READ,
   VIRTIO_IOMMU_MAP_F_WRITE,
@@ -25,20 +31,14 @@ import {
   VIRTIO_IOMMU_T_MAP,
   VIRTIO_IOMMU_T_UNMAP,
   VirtqueueDriver,
-  attachGuestMemory,
-  loadProfile,
-  readTail,
-  requestSizeBytes,
   viommuGetWriteDescOffsetBytes,
   virtqueueLayout,
   writeAttachRequest,
   writeDetachRequest,
   writeMapRequest,
   writeUnmapRequest,
-  type VfioContainerPort,
-  type VfioMapDmaArgs,
-  type VfioUnmapDmaArgs,
 } from '@vmstack/shm';
+import test from 'ava';
 import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '../src/index.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
@@ -86,7 +86,8 @@ function rig() {
   const attach = () => request(VIRTIO_IOMMU_T_ATTACH, (g) => writeAttachRequest(mem, g, { domain: DOMAIN, endpoint: EP, flags: 0 }));
   const map = (virtStart: number, sizeBytes: number, physStart: number, flags: number) =>
     request(VIRTIO_IOMMU_T_MAP, (g) => writeMapRequest(mem, g, { domain: DOMAIN, virtStart, virtEnd: virtStart + sizeBytes - 1, physStart, flags }));
-  const unmap = (virtStart: number, sizeBytes: number) => request(VIRTIO_IOMMU_T_UNMAP, (g) => writeUnmapRequest(mem, g, { domain: DOMAIN, virtStart, virtEnd: virtStart + sizeBytes - 1 }));
+  const unmap = (virtStart: number, sizeBytes: number) =>
+    request(VIRTIO_IOMMU_T_UNMAP, (g) => writeUnmapRequest(mem, g, { domain: DOMAIN, virtStart, virtEnd: virtStart + sizeBytes - 1 }));
   const detach = () => request(VIRTIO_IOMMU_T_DETACH, (g) => writeDetachRequest(mem, g, { domain: DOMAIN, endpoint: EP }));
   return { device, vfio, attach, map, unmap, detach };
 }
@@ -97,7 +98,7 @@ test('MAP asks VFIO for exactly the mapping (virt_end inclusive, flags as permis
   const m = s.map(0x10_0000, 3 * PAGE, 0x20_0000, VIRTIO_IOMMU_MAP_F_WRITE);
   t.is(m.status, VIRTIO_IOMMU_S_OK);
   t.deepEqual(m.calls, [['map', { iova: 0x10_0000, vaddr: 0x20_0000, sizeBytes: 3 * PAGE, read: false, write: true }]]);
-  t.is(m.elapsedNs, profile.vmmViommuRequestNs + profile.vfioIoctlSyscallNs + HOST_NS, 'request + ioctl + the host\'s time');
+  t.is(m.elapsedNs, profile.vmmViommuRequestNs + profile.vfioIoctlSyscallNs + HOST_NS, "request + ioctl + the host's time");
   t.deepEqual(s.map(0xfe00_0000, PAGE, 0xfe00_0000, VIRTIO_IOMMU_MAP_F_READ | VIRTIO_IOMMU_MAP_F_MMIO).calls, [], 'MMIO: no ioctl');
 });
 

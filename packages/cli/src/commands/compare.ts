@@ -2,9 +2,9 @@
 
 import { rmSync } from 'node:fs';
 import { InputError } from '@vmstack/shm';
+import { formatCompareHtml, formatCompareTable, runCompare } from '../compare/compare.js';
 import { parseSizeBytes } from '../fio/sizes.js';
-import { writeComplete, emitOutput } from './output.js';
-import { runCompare, formatCompareTable, formatCompareHtml } from '../compare/compare.js';
+import { emitOutput, writeComplete } from './output.js';
 
 export interface CompareArgs {
   profile?: string;
@@ -23,7 +23,7 @@ export async function compareCommand(a: CompareArgs): Promise<void> {
   const blockSizes = a.bs === undefined ? undefined : a.bs.split(',').map((s) => s.trim());
   for (const f of [a.output, a.html]) if (f) rmSync(f, { force: true });
   const result = await runCompare({ profilePath: a.profile, sizeBytes, parallel, blockSizes });
-  const text = a.outputFormat === 'json' ? JSON.stringify(result, null, 2) + '\n' : formatCompareTable(result);
+  const text = a.outputFormat === 'json' ? `${JSON.stringify(result, null, 2)}\n` : formatCompareTable(result);
   if (a.html) writeComplete(a.html, formatCompareHtml(result));
   emitOutput(text, a.output);
 }

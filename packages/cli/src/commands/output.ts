@@ -4,11 +4,11 @@
  * write that fails leaves neither file behind.
  */
 
-import { writeFileSync, renameSync, rmSync } from 'node:fs';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 
 /** Write `text` to `path` whole: to `<path>.partial` first, renamed once written. */
 export function writeComplete(path: string, text: string): void {
-  const partial = path + '.partial';
+  const partial = `${path}.partial`;
   try {
     writeFileSync(partial, text);
     renameSync(partial, path);

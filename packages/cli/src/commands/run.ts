@@ -15,20 +15,20 @@
  * complete; bad input (exit 2) leaves everything as it was.
  */
 
-import { openSync, closeSync, rmSync } from 'node:fs';
+import { closeSync, openSync, rmSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
-import { loadProfile, DEFAULT_PROFILE_PATH, InputError, MAX_WORKERS, type ClockMode } from '@vmstack/shm';
-import { BouncePool, fioJobWrites, type DmaStrategy, type FioJobSpec, type ViommuDriverGeneration, type UserBufferContiguity } from '@vmstack/guest-kernel';
+import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
+import { type ClockMode, DEFAULT_PROFILE_PATH, InputError, loadProfile, MAX_WORKERS } from '@vmstack/shm';
 import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
-import { runStack } from '../stack/run-stack.js';
-import { planGuestLayout, fioBufferBytes } from '../stack/guest-layout.js';
-import { guestLayoutRequest, NON_VCPU_WORKERS } from '../topology/plan.js';
 import { formatFioJson } from '../report/fio-json.js';
 import { formatFioNormal } from '../report/fio-normal.js';
-import { formatVmstackReport } from '../report/tables.js';
 import type { FioRun, RunResult } from '../report/result.js';
+import { formatVmstackReport } from '../report/tables.js';
+import { fioBufferBytes, planGuestLayout } from '../stack/guest-layout.js';
+import { runStack } from '../stack/run-stack.js';
+import { guestLayoutRequest, NON_VCPU_WORKERS } from '../topology/plan.js';
 import { emitOutput } from './output.js';
 
 export interface RunArgs {
@@ -65,10 +65,12 @@ export async function runCommand(a: RunArgs): Promise<void> {
   if (!Number.isSafeInteger(a.quantumNs) || a.quantumNs < 0) throw new InputError('--quantum', a.quantumNs, 'a whole number of model ns ≥ 0');
   const guestRamBytes = parseGuestRam(a.guestRam);
   const alwaysBounceLimitBytes = a.alwaysBounceLimit === undefined ? undefined : parseSizeBytes('--always-bounce-limit', a.alwaysBounceLimit);
-  const slotsPerClass = a.slotsPerClass === undefined ? undefined : parseCount('--slots-per-class', a.slotsPerClass, 'a whole number of slots per size class, e.g. 1024');
+  const slotsPerClass =
+    a.slotsPerClass === undefined ? undefined : parseCount('--slots-per-class', a.slotsPerClass, 'a whole number of slots per size class, e.g. 1024');
   checkBounceOptions(a, alwaysBounceLimitBytes, slotsPerClass, profile.bounceEvictionPeriodNs);
   const alwaysBounceLimitSchedule = a.alwaysBounceLimitAt === undefined ? undefined : parseLimitSchedule(a.alwaysBounceLimitAt);
-  if (alwaysBounceLimitSchedule && a.strategy !== 'bounce') throw new InputError('--always-bounce-limit-at', a.alwaysBounceLimitAt, `only with --strategy bounce (the pool's knob; --strategy is ${a.strategy})`);
+  if (alwaysBounceLimitSchedule && a.strategy !== 'bounce')
+    throw new InputError('--always-bounce-limit-at', a.alwaysBounceLimitAt, `only with --strategy bounce (the pool's knob; --strategy is ${a.strategy})`);
 
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
   const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
@@ -116,8 +118,8 @@ export async function runCommand(a: RunArgs): Promise<void> {
   };
   const text =
     a.outputFormat === 'normal'
-      ? formatFioNormal(result) + '\n' + formatVmstackReport(results)
-      : formatFioJson(result, { plus: a.outputFormat === 'json+' }) + '\n';
+      ? `${formatFioNormal(result)}\n${formatVmstackReport(results)}`
+      : `${formatFioJson(result, { plus: a.outputFormat === 'json+' })}\n`;
   emitOutput(text, a.output);
 }
 
@@ -126,7 +128,8 @@ export function parseGuestRam(text: string): number {
   const bytes = parseSizeBytes('--guest-ram', text);
   if (bytes <= 0 || bytes % 4096 !== 0) throw new InputError('--guest-ram', text, 'a whole number of 4 KiB pages > 0, e.g. 512m, 4g');
   const hostBytes = totalmem();
-  if (bytes > hostBytes) throw new InputError('--guest-ram', text, `at most the host's RAM (${Math.floor(hostBytes / MiB)}m): guest RAM is one SharedArrayBuffer`);
+  if (bytes > hostBytes)
+    throw new InputError('--guest-ram', text, `at most the host's RAM (${Math.floor(hostBytes / MiB)}m): guest RAM is one SharedArrayBuffer`);
   return bytes;
 }
 
@@ -150,7 +153,10 @@ export interface GuestRamPlan {
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-export function guestRamPlan(jobs: readonly FioJobSpec[], o: { strategy: DmaStrategy; untrusted: boolean; bufferContiguity: UserBufferContiguity }): GuestRamPlan {
+export function guestRamPlan(
+  jobs: readonly FioJobSpec[],
+  o: { strategy: DmaStrategy; untrusted: boolean; bufferContiguity: UserBufferContiguity },
+): GuestRamPlan {
   const { heapStartBytes } = planGuestLayout(guestLayoutRequest(jobs, o));
   const buffersBytes = fioBufferBytes(jobs, o.bufferContiguity);
   return { heapStartBytes, buffersBytes, neededBytes: heapStartBytes + buffersBytes };
@@ -184,8 +190,12 @@ function checkJobsAtOnce(a: RunArgs, jobs: readonly FioJobSpec[], groupCount: nu
 /** The pool's own checks (BouncePool.config), reported under the CLI's option names. */
 function checkBounceOptions(a: RunArgs, alwaysBounceLimitBytes: number | undefined, slotsPerClass: number | undefined, evictionPeriodNs: number): void {
   if (a.strategy !== 'bounce') {
-    const given: [string, string | undefined][] = [['--always-bounce-limit', a.alwaysBounceLimit], ['--slots-per-class', a.slotsPerClass]];
-    for (const [field, value] of given) if (value !== undefined) throw new InputError(field, value, `only with --strategy bounce (the pool's option; --strategy is ${a.strategy})`);
+    const given: [string, string | undefined][] = [
+      ['--always-bounce-limit', a.alwaysBounceLimit],
+      ['--slots-per-class', a.slotsPerClass],
+    ];
+    for (const [field, value] of given)
+      if (value !== undefined) throw new InputError(field, value, `only with --strategy bounce (the pool's option; --strategy is ${a.strategy})`);
     return;
   }
   try {
@@ -212,8 +222,8 @@ function checkOutputPath(output: string, inputs: readonly (string | undefined)[]
   try {
     // probe that the file can be written, and leave nothing behind: the run writes
     // <output>.partial only once its text is complete, so an interrupted run leaves no file
-    closeSync(openSync(output + '.partial', 'w'));
-    rmSync(output + '.partial', { force: true });
+    closeSync(openSync(`${output}.partial`, 'w'));
+    rmSync(`${output}.partial`, { force: true });
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? String(e);
     throw new InputError('--output', output, `a path where a file can be written (${output}.partial: ${code})`);
@@ -223,7 +233,11 @@ function checkOutputPath(output: string, inputs: readonly (string | undefined)[]
 /** Bytes as a fio size the user can type back: 4k, 64m, 2g, or bytes. `up`: round up to whole MiB (for "at least" sizes). */
 export function formatSize(bytes: number, round: 'exact' | 'up' = 'exact'): string {
   if (round === 'up' && bytes > MiB) bytes = align(bytes, MiB);
-  for (const [suffix, unit] of [['g', 1024 * MiB], ['m', MiB], ['k', KiB]] as const) {
+  for (const [suffix, unit] of [
+    ['g', 1024 * MiB],
+    ['m', MiB],
+    ['k', KiB],
+  ] as const) {
     if (bytes >= unit && bytes % unit === 0) return `${bytes / unit}${suffix}`;
   }
   return String(bytes);

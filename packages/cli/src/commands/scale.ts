@@ -1,10 +1,10 @@
 /** `vmstack scale`: throughput and lock costs as jobs are added. */
 
 import { rmSync } from 'node:fs';
-import { writeComplete, emitOutput } from './output.js';
-import { InputError } from '@vmstack/shm';
 import { DMA_STRATEGIES, type DmaStrategy } from '@vmstack/guest-kernel';
-import { runScale, formatScaleTable, formatScaleHtml } from '../scale/scale.js';
+import { InputError } from '@vmstack/shm';
+import { formatScaleHtml, formatScaleTable, runScale } from '../scale/scale.js';
+import { emitOutput, writeComplete } from './output.js';
 
 export interface ScaleArgs {
   jobs?: string;
@@ -21,7 +21,10 @@ export interface ScaleArgs {
 }
 
 function list(field: string, text: string): string[] {
-  const xs = text.split(',').map((s) => s.trim()).filter(Boolean);
+  const xs = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (xs.length === 0) throw new InputError(field, text, 'a comma-separated list');
   return xs;
 }
@@ -42,6 +45,6 @@ export async function scaleCommand(a: ScaleArgs): Promise<void> {
   for (const f of [a.output, a.html]) if (f) rmSync(f, { force: true });
   const r = await runScale({ profilePath: a.profile, jobs, strategies, rw: a.rw ?? 'randread', bs: a.bs ?? '4k', iodepth, size: a.size ?? '4m', quantumNs });
   if (a.html) writeComplete(a.html, formatScaleHtml(r));
-  const text = a.outputFormat === 'json' ? JSON.stringify(r, null, 2) + '\n' : formatScaleTable(r);
+  const text = a.outputFormat === 'json' ? `${JSON.stringify(r, null, 2)}\n` : formatScaleTable(r);
   emitOutput(text, a.output);
 }

@@ -1,11 +1,11 @@
 /** `vmstack sweep`: throughput against block size for each strategy. */
 
 import { rmSync } from 'node:fs';
-import { writeComplete, emitOutput } from './output.js';
-import { InputError } from '@vmstack/shm';
 import { DMA_STRATEGIES, type DmaStrategy } from '@vmstack/guest-kernel';
+import { InputError } from '@vmstack/shm';
 import { parseSizeBytes } from '../fio/sizes.js';
-import { runSweep, formatSweepTable, formatSweepHtml } from '../sweep/sweep.js';
+import { formatSweepHtml, formatSweepTable, runSweep } from '../sweep/sweep.js';
+import { emitOutput, writeComplete } from './output.js';
 
 export interface SweepArgs {
   strategies?: string;
@@ -20,15 +20,24 @@ export interface SweepArgs {
 }
 
 export async function sweepCommand(a: SweepArgs): Promise<void> {
-  const strategies = (a.strategies ?? DMA_STRATEGIES.join(',')).split(',').map((x) => x.trim()).filter(Boolean).map((x) => {
-    if (!(DMA_STRATEGIES as readonly string[]).includes(x)) throw new InputError('--strategies', x, `a list of ${DMA_STRATEGIES.join(', ')}`);
-    return x as DmaStrategy;
-  });
-  const blockSizes = (a.bs ?? '4k,16k,64k,128k').split(',').map((x) => x.trim()).filter(Boolean).map((label) => {
-    const bytes = parseSizeBytes('--bs', label);
-    if (bytes < 4096 || bytes % 4096 !== 0 || bytes > 512 * 1024) throw new InputError('--bs', label, 'block sizes of whole 4 KiB pages up to 512k, e.g. 4k,16k,64k,128k');
-    return { label, bytes };
-  });
+  const strategies = (a.strategies ?? DMA_STRATEGIES.join(','))
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)
+    .map((x) => {
+      if (!(DMA_STRATEGIES as readonly string[]).includes(x)) throw new InputError('--strategies', x, `a list of ${DMA_STRATEGIES.join(', ')}`);
+      return x as DmaStrategy;
+    });
+  const blockSizes = (a.bs ?? '4k,16k,64k,128k')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)
+    .map((label) => {
+      const bytes = parseSizeBytes('--bs', label);
+      if (bytes < 4096 || bytes % 4096 !== 0 || bytes > 512 * 1024)
+        throw new InputError('--bs', label, 'block sizes of whole 4 KiB pages up to 512k, e.g. 4k,16k,64k,128k');
+      return { label, bytes };
+    });
   const iodepth = Number(a.iodepth ?? '64');
   if (!Number.isInteger(iodepth) || iodepth < 1 || iodepth > 1024) throw new InputError('--iodepth', a.iodepth, 'a whole number from 1 to 1024');
   const parallel = a.parallel === undefined ? 1 : Number(a.parallel);
@@ -37,6 +46,6 @@ export async function sweepCommand(a: SweepArgs): Promise<void> {
   for (const f of [a.output, a.html]) if (f) rmSync(f, { force: true });
   const r = await runSweep({ profilePath: a.profile, strategies, blockSizes, sizeBytes, iodepth, parallel });
   if (a.html) writeComplete(a.html, formatSweepHtml(r));
-  const text = a.outputFormat === 'json' ? JSON.stringify(r, null, 2) + '\n' : formatSweepTable(r);
+  const text = a.outputFormat === 'json' ? `${JSON.stringify(r, null, 2)}\n` : formatSweepTable(r);
   emitOutput(text, a.output);
 }

@@ -4,10 +4,10 @@
  * with the virtual clock both give the same table.
  */
 
+import { DEFAULT_PROFILE_PATH, InputError, loadProfile } from '@vmstack/shm';
 import { Piscina } from 'piscina';
-import { loadProfile, DEFAULT_PROFILE_PATH, InputError } from '@vmstack/shm';
 import { barChartSvg, htmlPage, htmlTable } from '../report/html.js';
-import { REFERENCE_ROWS, RATIO_TOLERANCE, runCompareTask, type CompareTask, type CompareTaskResult } from './experiment.js';
+import { type CompareTask, type CompareTaskResult, RATIO_TOLERANCE, REFERENCE_ROWS, runCompareTask } from './experiment.js';
 
 export interface CompareOptions {
   profilePath?: string;
@@ -52,8 +52,12 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
   const labels = REFERENCE_ROWS.map((r) => r.label);
   for (const b of o.blockSizes ?? []) if (!labels.includes(b)) throw new InputError('--bs', b, `one of the reference block sizes: ${labels.join(', ')}`);
   const rows = REFERENCE_ROWS.filter((r) => !o.blockSizes || o.blockSizes.includes(r.label));
-  for (const r of rows) if (sizeBytes < r.blockSizeBytes * iodepth) throw new InputError('--size', sizeBytes, `at least iodepth × bs = ${r.blockSizeBytes * iodepth} bytes, so the queue fills`);
-  const tasks: CompareTask[] = rows.flatMap((r) => (['strict', 'bounce'] as const).map((strategy) => ({ strategy, blockSizeBytes: r.blockSizeBytes, label: r.label, sizeBytes, iodepth, profilePath })));
+  for (const r of rows)
+    if (sizeBytes < r.blockSizeBytes * iodepth)
+      throw new InputError('--size', sizeBytes, `at least iodepth × bs = ${r.blockSizeBytes * iodepth} bytes, so the queue fills`);
+  const tasks: CompareTask[] = rows.flatMap((r) =>
+    (['strict', 'bounce'] as const).map((strategy) => ({ strategy, blockSizeBytes: r.blockSizeBytes, label: r.label, sizeBytes, iodepth, profilePath })),
+  );
   const started = performance.now();
   let results: CompareTaskResult[];
   if (parallel === 1) {
@@ -72,7 +76,18 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
     const pool = results.find((x) => x.blockSizeBytes === r.blockSizeBytes && x.strategy === 'bounce')!;
     const modelRatio = pool.mibPerS / strict.mibPerS;
     const errorPct = (100 * (modelRatio - r.referenceRatio)) / r.referenceRatio;
-    return { blockSize: r.label, blockSizeBytes: r.blockSizeBytes, strictMiBps: strict.mibPerS, poolMiBps: pool.mibPerS, modelRatio, referenceRatio: r.referenceRatio, errorPct, withinTolerance: Math.abs(errorPct) <= RATIO_TOLERANCE * 100, strict, pool };
+    return {
+      blockSize: r.label,
+      blockSizeBytes: r.blockSizeBytes,
+      strictMiBps: strict.mibPerS,
+      poolMiBps: pool.mibPerS,
+      modelRatio,
+      referenceRatio: r.referenceRatio,
+      errorPct,
+      withinTolerance: Math.abs(errorPct) <= RATIO_TOLERANCE * 100,
+      strict,
+      pool,
+    };
   });
   return {
     profile: profile.name,
@@ -86,9 +101,21 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
 
 export function formatCompareTable(c: CompareResult): string {
   const head = ['block size', 'strict MiB/s', 'pool MiB/s', 'model ratio', 'reference ratio', 'error %', ''];
-  const body = c.rows.map((r) => [r.blockSize, r.strictMiBps.toFixed(1), r.poolMiBps.toFixed(1), r.modelRatio.toFixed(2), r.referenceRatio.toFixed(1), (r.errorPct >= 0 ? '+' : '') + r.errorPct.toFixed(1), r.withinTolerance ? `within ±${c.tolerancePct}%` : `MISS (±${c.tolerancePct}%)`]);
+  const body = c.rows.map((r) => [
+    r.blockSize,
+    r.strictMiBps.toFixed(1),
+    r.poolMiBps.toFixed(1),
+    r.modelRatio.toFixed(2),
+    r.referenceRatio.toFixed(1),
+    (r.errorPct >= 0 ? '+' : '') + r.errorPct.toFixed(1),
+    r.withinTolerance ? `within ±${c.tolerancePct}%` : `MISS (±${c.tolerancePct}%)`,
+  ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]) => cells.map((x, i) => (i === 0 || i === cells.length - 1 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((x, i) => (i === 0 || i === cells.length - 1 ? x.padEnd(widths[i]) : x.padStart(widths[i])))
+      .join('  ')
+      .trimEnd();
   const speed = c.rows.flatMap((r) => [r.strict, r.pool]);
   const ios = speed.reduce((s, x) => s + x.ios, 0);
   const loopMs = speed.reduce((s, x) => s + x.jobLoopWallMs, 0);
@@ -121,10 +148,23 @@ export function formatCompareHtml(c: CompareResult): string {
   );
   const table = htmlTable(
     ['block size', 'strict MiB/s', 'pool MiB/s', 'model ratio', 'reference ratio', 'error %', 'MAPs strict', 'MAPs pool', 'pool hits'],
-    c.rows.map((r) => [r.blockSize, r.strictMiBps.toFixed(1), r.poolMiBps.toFixed(1), r.modelRatio.toFixed(2), r.referenceRatio.toFixed(1), (r.errorPct >= 0 ? '+' : '') + r.errorPct.toFixed(1), String(r.strict.viommuMaps), String(r.pool.viommuMaps), String(r.pool.bounceHits)]),
+    c.rows.map((r) => [
+      r.blockSize,
+      r.strictMiBps.toFixed(1),
+      r.poolMiBps.toFixed(1),
+      r.modelRatio.toFixed(2),
+      r.referenceRatio.toFixed(1),
+      (r.errorPct >= 0 ? '+' : '') + r.errorPct.toFixed(1),
+      String(r.strict.viommuMaps),
+      String(r.pool.viommuMaps),
+      String(r.pool.bounceHits),
+    ]),
   );
   return htmlPage(`vmstack compare — profile ${c.profile}`, [
     { heading: 'Throughput', body: `<p class="meta">${c.experiment}</p>\n${chart}` },
-    { heading: 'Table', body: `${table}<p class="meta">Target: each model ratio within ±${c.tolerancePct}% of the reference. One cost profile serves every row; only always_bounce_limit is raised to cover the block size.</p>` },
+    {
+      heading: 'Table',
+      body: `${table}<p class="meta">Target: each model ratio within ±${c.tolerancePct}% of the reference. One cost profile serves every row; only always_bounce_limit is raised to cover the block size.</p>`,
+    },
   ]);
 }

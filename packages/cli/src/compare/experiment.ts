@@ -8,8 +8,8 @@
  * the block size as in the published runs.
  */
 
-import { loadProfile, type CostProfile } from '@vmstack/shm';
 import type { DmaStrategy } from '@vmstack/guest-kernel';
+import { type CostProfile, loadProfile } from '@vmstack/shm';
 import { jobsFromCommandLine } from '../fio/options.js';
 import { runStack } from '../stack/run-stack.js';
 
@@ -56,7 +56,18 @@ export interface CompareTaskResult {
 
 /** Run one cell of the table on real workers (also the piscina task body). */
 export async function runCompareTask(t: CompareTask, profile?: CostProfile): Promise<CompareTaskResult> {
-  const parsed = jobsFromCommandLine({ name: `${t.strategy}-${t.label}`, rw: 'read', bs: String(t.blockSizeBytes), iodepth: String(t.iodepth), size: String(t.sizeBytes), direct: '1', ioengine: 'libaio' }, {});
+  const parsed = jobsFromCommandLine(
+    {
+      name: `${t.strategy}-${t.label}`,
+      rw: 'read',
+      bs: String(t.blockSizeBytes),
+      iodepth: String(t.iodepth),
+      size: String(t.sizeBytes),
+      direct: '1',
+      ioengine: 'libaio',
+    },
+    {},
+  );
   const r = await runStack({
     jobs: parsed.jobs,
     jobOptions: parsed.jobOptions,

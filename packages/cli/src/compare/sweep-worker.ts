@@ -1,5 +1,5 @@
 /** piscina worker: one run of a comparison per task, so a sweep spreads its runs over piscina threads. */
-import { runCompareTask, type CompareTask, type CompareTaskResult } from './experiment.js';
+import { type CompareTask, type CompareTaskResult, runCompareTask } from './experiment.js';
 
 export default function run(task: CompareTask): Promise<CompareTaskResult> {
   return runCompareTask(task);

@@ -14,8 +14,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import ini from 'ini';
 import { InputError } from '@vmstack/shm';
+import ini from 'ini';
 
 export interface JobFileOption {
   key: string;
@@ -61,35 +61,38 @@ export function parseJobFileText(text: string, path: string, options: ParseJobFi
   let current: JobFileSection | undefined;
 
   const parseLines = (body: string, file: string, depth: number): void => {
-    body.replace(/^\uFEFF/, '').split(/\r?\n/).forEach((raw, i) => {
-      const where = `${file}:${i + 1}`;
-      const line = raw.trim();
-      if (line === '' || line.startsWith(';') || line.startsWith('#')) return;
+    body
+      .replace(/^\uFEFF/, '')
+      .split(/\r?\n/)
+      .forEach((raw, i) => {
+        const where = `${file}:${i + 1}`;
+        const line = raw.trim();
+        if (line === '' || line.startsWith(';') || line.startsWith('#')) return;
 
-      const header = /^\[([^\]]*)\]\s*(?:[;#].*)?$/.exec(line);
-      if (header) {
-        if (depth > 0) throw new InputError(where, line, 'options only: an included file may not contain [sections]');
-        const name = header[1].trim();
-        if (name === '') throw new InputError(where, line, 'a section name, e.g. [global] or [randread-4k]');
-        current = { name, where, options: [] };
-        sections.push(current);
-        return;
-      }
-      if (current === undefined) {
-        throw new InputError(where, line, 'options inside a section: start with [global] or a [job-name]');
-      }
+        const header = /^\[([^\]]*)\]\s*(?:[;#].*)?$/.exec(line);
+        if (header) {
+          if (depth > 0) throw new InputError(where, line, 'options only: an included file may not contain [sections]');
+          const name = header[1].trim();
+          if (name === '') throw new InputError(where, line, 'a section name, e.g. [global] or [randread-4k]');
+          current = { name, where, options: [] };
+          sections.push(current);
+          return;
+        }
+        if (current === undefined) {
+          throw new InputError(where, line, 'options inside a section: start with [global] or a [job-name]');
+        }
 
-      const include = /^include\s+(.+)$/.exec(line);
-      if (include) {
-        if (depth >= MAX_INCLUDE_DEPTH) throw new InputError(where, line, `includes nested at most ${MAX_INCLUDE_DEPTH} deep`);
-        const target = include[1].trim();
-        const full = isAbsolute(target) ? target : resolve(dirname(file), target);
-        parseLines(readText(readFile, `${where} include`, full), full, depth + 1);
-        return;
-      }
+        const include = /^include\s+(.+)$/.exec(line);
+        if (include) {
+          if (depth >= MAX_INCLUDE_DEPTH) throw new InputError(where, line, `includes nested at most ${MAX_INCLUDE_DEPTH} deep`);
+          const target = include[1].trim();
+          const full = isAbsolute(target) ? target : resolve(dirname(file), target);
+          parseLines(readText(readFile, `${where} include`, full), full, depth + 1);
+          return;
+        }
 
-      current.options.push(decodeOption(line, where, env));
-    });
+        current.options.push(decodeOption(line, where, env));
+      });
   };
 
   parseLines(text, path, 0);

@@ -23,21 +23,22 @@
  * a new reporting group (`reportGroupId`). numjobs clones share their
  * section's groups.
  */
-import { InputError, closestName } from '@vmstack/shm';
+
 import {
   BLOCK_SIZE_ALLOWED,
   FIO_DEFAULT_RANDSEED,
   FIO_DEFAULT_RWMIXREAD_PCT,
-  RW_MODES,
-  validateJobSpec,
   type FioJobSpec,
   type JobSpecWrittenAs,
   type ParsedJobs,
+  RW_MODES,
   type RwMode,
   type VerifyMode,
+  validateJobSpec,
 } from '@vmstack/guest-kernel';
-import { readJobFile, type JobFile, type ParseJobFileOptions } from './jobfile.js';
-import { parseCount, parseSizeBytes, parseTimeNs, type KbBase } from './sizes.js';
+import { closestName, InputError } from '@vmstack/shm';
+import { type JobFile, type ParseJobFileOptions, readJobFile } from './jobfile.js';
+import { type KbBase, parseCount, parseSizeBytes, parseTimeNs } from './sizes.js';
 
 export type OptionRule =
   | { kind: 'handled' }
@@ -380,7 +381,11 @@ export function jobsFromCommandLine(opts: JobOptionValues, defaults: JobOptionVa
   const name = String(nameValue);
   if (name === '') throw new InputError('--name', nameValue, 'a non-empty job name');
   const options = toWritten(opts, (key) => `--${key}`).filter((o) => o.key !== 'name');
-  return buildJobs([{ name, isGlobal: false, options }], [], toWritten(defaults, defaultField).filter((o) => o.key !== 'name'));
+  return buildJobs(
+    [{ name, isGlobal: false, options }],
+    [],
+    toWritten(defaults, defaultField).filter((o) => o.key !== 'name'),
+  );
 }
 
 /** A fio job file; `overrides` (command-line options) override its `[global]` sections. */
@@ -763,4 +768,3 @@ function parseSetFlag(o: Written): boolean {
 function closestOptionName(name: string): string | undefined {
   return closestName(name, [...Object.keys(FIO_OPTION_TABLE), ...Object.keys(FIO_OPTION_ALIASES)], Math.max(1, Math.floor(name.length / 4)));
 }
-

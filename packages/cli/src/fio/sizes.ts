@@ -21,7 +21,7 @@ const SIZE_POWER: Record<string, number> = { k: 1, m: 2, g: 3, t: 4, p: 5 };
 
 const SIZE_ALLOWED =
   'a whole number of bytes with an optional suffix: k, m, g, t, p (powers of 1024, e.g. 4k, 64m)' +
-  ' or kib, mib, gib (powers of 1000 in fio\'s default kb_base=1024)';
+  " or kib, mib, gib (powers of 1000 in fio's default kb_base=1024)";
 
 /**
  * Parses a fio size ("4k", "64m", "1g", "4096", "0x1000") into bytes.
@@ -76,8 +76,7 @@ const NS_PER_UNIT: Record<string, number> = {
   d: 86400e9,
 };
 
-const TIME_ALLOWED =
-  'a whole number with an optional unit: us, ms, s, m (minutes), h, d; a bare number is seconds (e.g. 10, 10s, 500ms)';
+const TIME_ALLOWED = 'a whole number with an optional unit: us, ms, s, m (minutes), h, d; a bare number is seconds (e.g. 10, 10s, 500ms)';
 
 /** Parses a fio time ("10", "10s", "500ms", "2m") into model nanoseconds; a bare number is seconds. */
 export function parseTimeNs(field: string, text: string): number {

@@ -4,13 +4,22 @@
  * lock_stat, the per-function profile summed over the vCPUs, the VMM and the
  * host, verify totals, leaks after shutdown and the model's own speed.
  */
-import type { ClockMode, LockStat, WorkerInfo } from '@vmstack/shm';
+
 import type { BouncePoolStats, DmaStrategy, FioJobSpec, FlushQueueStats, VcpuWorkerResult, ViommuDriverGeneration } from '@vmstack/guest-kernel';
-import type { VmmWorkerResult } from '@vmstack/vmm';
 import type { HostWorkerResult } from '@vmstack/host-vfio';
 import type { DeviceWorkerResult } from '@vmstack/nvme-device';
+import type { ClockMode, LockStat, WorkerInfo } from '@vmstack/shm';
+import type { VmmWorkerResult } from '@vmstack/vmm';
 import { decodeHistogram, type JobResult, type RunResult } from './result.js';
-import { snakeKeys, type BounceCounters, type IotlbCounters, type ProfileRow, type ProfileWhere, type VmstackReport, type WorkerWaits } from './vmstack-report.js';
+import {
+  type BounceCounters,
+  type IotlbCounters,
+  type ProfileRow,
+  type ProfileWhere,
+  snakeKeys,
+  type VmstackReport,
+  type WorkerWaits,
+} from './vmstack-report.js';
 
 /** errnos fio reports in a job's err= */
 const EIO = 5;
@@ -62,7 +71,15 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
     driver_generation: r.driverGeneration,
     workers: r.workers.map((w, i) => ({ role: w.role, thread_id: w.threadId, waits: workerWaits(r.workerResults[i]) })),
     counters: {
-      virtio_iommu: { attach: vmm.counters.attach, detach: vmm.counters.detach, map: vmm.counters.map, unmap: vmm.counters.unmap, probe: vmm.counters.probe, kicks: vmm.counters.kicks, errors: vmm.counters.errors },
+      virtio_iommu: {
+        attach: vmm.counters.attach,
+        detach: vmm.counters.detach,
+        map: vmm.counters.map,
+        unmap: vmm.counters.unmap,
+        probe: vmm.counters.probe,
+        kicks: vmm.counters.kicks,
+        errors: vmm.counters.errors,
+      },
       vfio: { map_dma: host.stats.mapDmaCalls, unmap_dma: host.stats.unmapDmaCalls, pinned_pages_peak: host.stats.pinnedPagesPeak },
       // the device's result type leaves its IOTLB stats untyped; they are the Iotlb's stats()
       iotlb: dev.iotlb as IotlbCounters,
@@ -82,8 +99,18 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
       corrupt: vres.reduce((s, x) => s + x.job.verify.corrupt, 0),
       overwritten: vres.reduce((s, x) => s + x.job.verify.overwritten, 0),
     },
-    leaks: { iovas: r.iovaPagesAllocated, iova_mappings_in_vmm: vmm.mappingsLeft, pinned_pages: host.stats.pinnedPages, locked_vm_pages: host.stats.lockedVmPages },
-    model_speed: { simulated_ios: simulatedIos, run_wall_ms: Math.round(r.wallMs), job_loop_wall_ms: Math.round(loopMs), simulated_ios_per_wall_s: Math.round(simulatedIos / (loopMs / 1000)) },
+    leaks: {
+      iovas: r.iovaPagesAllocated,
+      iova_mappings_in_vmm: vmm.mappingsLeft,
+      pinned_pages: host.stats.pinnedPages,
+      locked_vm_pages: host.stats.lockedVmPages,
+    },
+    model_speed: {
+      simulated_ios: simulatedIos,
+      run_wall_ms: Math.round(r.wallMs),
+      job_loop_wall_ms: Math.round(loopMs),
+      simulated_ios_per_wall_s: Math.round(simulatedIos / (loopMs / 1000)),
+    },
   };
   return {
     carry: dev.namespaceBlocks ? { namespaceBlocks: dev.namespaceBlocks } : undefined,

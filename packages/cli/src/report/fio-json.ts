@@ -47,16 +47,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { histogramBuckets } from './result.js';
 import type { DirectionResult, FioRun, Histogram, HistogramBucket, JobResult } from './result.js';
+import { histogramBuckets } from './result.js';
 
 /** The fio release whose JSON layout we reproduce. */
 export const FIO_LAYOUT_VERSION = 'fio-3.33';
 
 /** fio's default `percentile_list`. */
-export const FIO_DEFAULT_PERCENTILES: readonly number[] = [
-  1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99,
-];
+export const FIO_DEFAULT_PERCENTILES: readonly number[] = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99];
 
 export interface FioJsonOptions {
   /** json+: add "bins" to clat_ns. */
@@ -103,10 +101,7 @@ export function fioLatStat(h: Histogram): FioLatStat {
  * fio's calc_clat_percentiles(): for each p (ascending), the value of the first
  * bucket at which the running count reaches p/100·N. Empty when N is 0.
  */
-export function fioPercentiles(
-  buckets: readonly HistogramBucket[],
-  percentiles: readonly number[] = FIO_DEFAULT_PERCENTILES,
-): number[] {
+export function fioPercentiles(buckets: readonly HistogramBucket[], percentiles: readonly number[] = FIO_DEFAULT_PERCENTILES): number[] {
   const list = [...percentiles].sort((a, b) => a - b);
   const n = buckets.reduce((acc, b) => acc + b.count, 0);
   const out: number[] = [];
@@ -479,13 +474,23 @@ export function toFioJson(result: FioRun, opts: FioJsonOptions): Record<string, 
 
 /** Keys fio writes with json_object_add_value_float (printed "%f"); everything else numeric is an integer. */
 const FLOAT_KEYS = new Set([
-  'iops', 'bw_agg', 'bw_mean', 'bw_dev', 'iops_mean', 'iops_stddev', 'cachehit',
-  'mean', 'stddev', 'usr_cpu', 'sys_cpu', 'latency_percentile', 'util', 'aggr_util',
+  'iops',
+  'bw_agg',
+  'bw_mean',
+  'bw_dev',
+  'iops_mean',
+  'iops_stddev',
+  'cachehit',
+  'mean',
+  'stddev',
+  'usr_cpu',
+  'sys_cpu',
+  'latency_percentile',
+  'util',
+  'aggr_util',
 ]);
 /** Objects whose every value is a float. */
-const FLOAT_OBJECTS = new Set([
-  'iodepth_level', 'iodepth_submit', 'iodepth_complete', 'latency_ns', 'latency_us', 'latency_ms',
-]);
+const FLOAT_OBJECTS = new Set(['iodepth_level', 'iodepth_submit', 'iodepth_complete', 'latency_ns', 'latency_us', 'latency_ms']);
 
 /** fio's json.c printer: `"key" : value`, 2-space indent, floats as %f. "vmstack" is printed as plain JSON. */
 export function formatFioJson(result: FioRun, opts: FioJsonOptions): string {

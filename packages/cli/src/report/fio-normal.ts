@@ -11,8 +11,12 @@
  * prints its own tables). `pid=` is this process's pid: every vmstack job runs
  * as a thread of it, as fio jobs do with `thread`.
  */
+
+import type { FioGroupStats } from './fio-json.js';
 import {
   cFixed,
+  FIO_DEFAULT_PERCENTILES,
+  FIO_IODEPTH_LABELS,
   fioBwAggPercent,
   fioCtime,
   fioDirectionTotals,
@@ -21,10 +25,7 @@ import {
   fioLatStat,
   fioPercentiles,
   fioSampleStat,
-  FIO_DEFAULT_PERCENTILES,
-  FIO_IODEPTH_LABELS,
 } from './fio-json.js';
-import type { FioGroupStats } from './fio-json.js';
 import type { DirectionResult, FioRun, Histogram, JobResult } from './result.js';
 
 /** fio's defaults: significant figures, percentile decimals. */
@@ -191,7 +192,10 @@ const STRERROR: Record<number, string> = {
 function verror(job: JobResult): string {
   const parts: string[] = [];
   if (job.verify && job.verify.corrupt > 0) parts.push(`verify: ${job.verify.corrupt} of ${job.verify.blocksChecked} blocks corrupt`);
-  if (job.verify && (job.verify.overwritten ?? 0) > 0) parts.push(`verify: ${job.verify.overwritten} of ${job.verify.blocksChecked} blocks written over by another job (bad header rand_seed: the jobs' regions overlap)`);
+  if (job.verify && (job.verify.overwritten ?? 0) > 0)
+    parts.push(
+      `verify: ${job.verify.overwritten} of ${job.verify.blocksChecked} blocks written over by another job (bad header rand_seed: the jobs' regions overlap)`,
+    );
   parts.push(`error=${STRERROR[job.error] ?? `errno ${job.error}`}`);
   return parts.join(', ');
 }

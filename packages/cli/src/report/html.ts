@@ -37,7 +37,12 @@ function fmt(v: number): string {
 }
 
 /** Both charts' frame: svg element, title, five y gridlines with values, the y-axis label. */
-function chartFrame(out: string[], title: string, yLabel: string, g: { W: number; H: number; left: number; top: number; plotH: number; yMax: number; y: (v: number) => number }): void {
+function chartFrame(
+  out: string[],
+  title: string,
+  yLabel: string,
+  g: { W: number; H: number; left: number; top: number; plotH: number; yMax: number; y: (v: number) => number },
+): void {
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${g.W}" height="${g.H}" viewBox="0 0 ${g.W} ${g.H}" role="img" aria-label="${esc(title)}">`);
   out.push(`<text x="${g.W / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">${esc(title)}</text>`);
   for (let i = 0; i <= 5; i++) {
@@ -45,7 +50,9 @@ function chartFrame(out: string[], title: string, yLabel: string, g: { W: number
     out.push(`<line x1="${g.left}" x2="${g.W - 20}" y1="${g.y(v)}" y2="${g.y(v)}" stroke="#ddd"/>`);
     out.push(`<text x="${g.left - 6}" y="${g.y(v) + 4}" text-anchor="end" font-size="11">${fmt(v)}</text>`);
   }
-  out.push(`<text x="16" y="${g.top + g.plotH / 2}" transform="rotate(-90 16 ${g.top + g.plotH / 2})" text-anchor="middle" font-size="12">${esc(yLabel)}</text>`);
+  out.push(
+    `<text x="16" y="${g.top + g.plotH / 2}" transform="rotate(-90 16 ${g.top + g.plotH / 2})" text-anchor="middle" font-size="12">${esc(yLabel)}</text>`,
+  );
 }
 
 /** A legend entry: series `si`'s colour swatch and name along the bottom. */
@@ -73,11 +80,14 @@ export function barChartSvg(title: string, yLabel: string, groups: readonly BarG
     g.bars.forEach((b) => {
       const si = series.indexOf(b.series);
       const x = x0 + si * barW;
-      out.push(`<rect x="${x.toFixed(1)}" y="${y(b.value).toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(top + plotH - y(b.value)).toFixed(1)}" fill="${COLORS[si % COLORS.length]}"><title>${esc(`${g.label} ${b.series}: ${fmt(b.value)}`)}</title></rect>`);
+      out.push(
+        `<rect x="${x.toFixed(1)}" y="${y(b.value).toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(top + plotH - y(b.value)).toFixed(1)}" fill="${COLORS[si % COLORS.length]}"><title>${esc(`${g.label} ${b.series}: ${fmt(b.value)}`)}</title></rect>`,
+      );
       out.push(`<text x="${(x + barW / 2 - 1).toFixed(1)}" y="${(y(b.value) - 3).toFixed(1)}" text-anchor="middle" font-size="10">${fmt(b.value)}</text>`);
     });
     out.push(`<text x="${left + gi * groupW + groupW / 2}" y="${top + plotH + 16}" text-anchor="middle" font-size="12">${esc(g.label)}</text>`);
-    if (g.note) out.push(`<text x="${left + gi * groupW + groupW / 2}" y="${top + plotH + 32}" text-anchor="middle" font-size="11" fill="#555">${esc(g.note)}</text>`);
+    if (g.note)
+      out.push(`<text x="${left + gi * groupW + groupW / 2}" y="${top + plotH + 32}" text-anchor="middle" font-size="11" fill="#555">${esc(g.note)}</text>`);
   });
   series.forEach((s, si) => out.push(legendEntry(si, s, left, H)));
   out.push('</svg>');
@@ -100,13 +110,17 @@ export function lineChartSvg(title: string, xLabel: string, yLabel: string, seri
   const y = (v: number) => top + plotH - (v / yMax) * plotH;
   const out: string[] = [];
   chartFrame(out, title, yLabel, { W, H, left, top, plotH, yMax, y });
-  for (const v of [...new Set(xs)].sort((a, b) => a - b)) out.push(`<text x="${x(v)}" y="${top + plotH + 16}" text-anchor="middle" font-size="12">${fmt(v)}</text>`);
+  for (const v of [...new Set(xs)].sort((a, b) => a - b))
+    out.push(`<text x="${x(v)}" y="${top + plotH + 16}" text-anchor="middle" font-size="12">${fmt(v)}</text>`);
   out.push(`<text x="${left + plotW / 2}" y="${top + plotH + 34}" text-anchor="middle" font-size="12">${esc(xLabel)}</text>`);
   series.forEach((s, si) => {
     const c = COLORS[si % COLORS.length];
     const pts = [...s.points].sort((a, b) => a.x - b.x);
     out.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ')}"/>`);
-    for (const p of pts) out.push(`<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${c}"><title>${esc(`${s.name} @ ${fmt(p.x)}: ${fmt(p.y)}`)}</title></circle>`);
+    for (const p of pts)
+      out.push(
+        `<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${c}"><title>${esc(`${s.name} @ ${fmt(p.x)}: ${fmt(p.y)}`)}</title></circle>`,
+      );
     out.push(legendEntry(si, s.name, left, H));
   });
   out.push('</svg>');

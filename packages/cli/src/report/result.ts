@@ -15,13 +15,9 @@
  * bucket spans at most 1/1024 of its value), from 1 ns to 1 h, auto-resizing
  * beyond that rather than throwing.
  */
-import {
-  build,
-  decodeFromCompressedBase64,
-  encodeIntoCompressedBase64,
-  JsHistogram,
-} from 'hdr-histogram-js';
+
 import type { Histogram } from 'hdr-histogram-js';
+import { build, decodeFromCompressedBase64, encodeIntoCompressedBase64, JsHistogram } from 'hdr-histogram-js';
 import type { VmstackOutput, VmstackReport } from './vmstack-report.js';
 
 export type { Histogram };

@@ -31,8 +31,12 @@ type Align = 'left' | 'right';
 export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[], align: readonly Align[], indent = '  '): string {
   const widths = headers.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
   const line = (cells: readonly string[]): string =>
-    indent + cells.map((cell, c) => (align[c] === 'left' ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ').trimEnd();
-  return [line(headers), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n') + '\n';
+    indent +
+    cells
+      .map((cell, c) => (align[c] === 'left' ? cell.padEnd(widths[c]) : cell.padStart(widths[c])))
+      .join('  ')
+      .trimEnd();
+  return `${[line(headers), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n')}\n`;
 }
 
 /** `name value` rows, names left-aligned, values right-aligned. */
@@ -40,7 +44,7 @@ export function formatNameValueRows(rows: readonly (readonly [string, string])[]
   if (rows.length === 0) return '';
   const nameWidth = Math.max(...rows.map(([n]) => n.length));
   const valueWidth = Math.max(...rows.map(([, v]) => v.length));
-  return rows.map(([n, v]) => `${indent}${n.padEnd(nameWidth)}  ${v.padStart(valueWidth)}`).join('\n') + '\n';
+  return `${rows.map(([n, v]) => `${indent}${n.padEnd(nameWidth)}  ${v.padStart(valueWidth)}`).join('\n')}\n`;
 }
 
 /**
@@ -71,7 +75,7 @@ export function formatProfileTable(profile: Readonly<Record<string, ProfileRow>>
   let out = '# profile: model time per function (guest: all vCPUs; vmm; host), sorted by self time\n';
   out += "# Self excludes the profiled functions it calls (the VMM's excludes its VFIO calls); %run is Self / the vCPUs' model time\n";
   out += `# (${formatUs(runModelNs)} µs = Σ job runtimes)\n`;
-  if (entries.length === 0) return out + '  (no profiled calls)\n';
+  if (entries.length === 0) return `${out}  (no profiled calls)\n`;
   const rows = entries.map(([fn, e]) => [
     formatUs(e.self_ns),
     runModelNs > 0 ? `${((100 * e.self_ns) / runModelNs).toFixed(2)}%` : '-',
@@ -82,7 +86,19 @@ export function formatProfileTable(profile: Readonly<Record<string, ProfileRow>>
     e.where,
     fn,
   ]);
-  return out + formatTable(['Self µs', '%run', 'Total µs', 'Calls', 'ns/call', 'ns/GB', 'Where', 'Function'], rows, ['right', 'right', 'right', 'right', 'right', 'right', 'left', 'left']);
+  return (
+    out +
+    formatTable(['Self µs', '%run', 'Total µs', 'Calls', 'ns/call', 'ns/GB', 'Where', 'Function'], rows, [
+      'right',
+      'right',
+      'right',
+      'right',
+      'right',
+      'right',
+      'left',
+      'left',
+    ])
+  );
 }
 
 /** The model speed line: simulated I/Os per second of wall time spent in the job loop. */
@@ -106,9 +122,9 @@ export function formatVmstackTables(result: RunResult): string {
     `vmstack: strategy=${v.strategy} clock=${v.clock} driver=${v.driver_generation} untrusted=${formatScalar(v.untrusted)} workers=${v.workers.length}\n`,
     formatLockStat(v.lock_stat.map(lockStatOfRow)),
     formatProfileTable(v.profile, runModelNs),
-    'counters\n' + formatNameValueRows(flattenCounters(v.counters)),
-    'verify\n' + formatNameValueRows(verify),
-    'leaks (still mapped or pinned after the run)\n' + formatNameValueRows(flattenCounters(v.leaks)),
+    `counters\n${formatNameValueRows(flattenCounters(v.counters))}`,
+    `verify\n${formatNameValueRows(verify)}`,
+    `leaks (still mapped or pinned after the run)\n${formatNameValueRows(flattenCounters(v.leaks))}`,
     formatModelSpeed(v.model_speed),
   ].join('\n');
 }

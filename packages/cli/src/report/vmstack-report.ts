@@ -16,8 +16,9 @@
  * A run of several barrier groups prints `{ "groups": [ … ] }`, one report per
  * group in order (`VmstackGroupsReport`).
  */
-import type { ClockMode, LockKind } from '@vmstack/shm';
+
 import type { DmaStrategy, ViommuDriverGeneration } from '@vmstack/guest-kernel';
+import type { ClockMode, LockKind } from '@vmstack/shm';
 
 /** How often a worker thread parked and woke others during the run: the cost of its hand-offs. */
 export interface WorkerWaits {

@@ -14,8 +14,8 @@
  * The coherent region (queues, identify, PRP pages) is mapped once, IOVA = GPA.
  */
 
-import { virtqueueLayout, type VirtqueueLayout } from '@vmstack/shm';
-import { IO_TLB_DEFAULT_SIZE_BYTES, VIOMMU_REQUEST_SLOT_BYTES, type FioJobSpec, type UserBufferContiguity } from '@vmstack/guest-kernel';
+import { type FioJobSpec, IO_TLB_DEFAULT_SIZE_BYTES, type UserBufferContiguity, VIOMMU_REQUEST_SLOT_BYTES } from '@vmstack/guest-kernel';
+import { type VirtqueueLayout, virtqueueLayout } from '@vmstack/shm';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -75,7 +75,19 @@ export function planGuestLayout(req: GuestLayoutRequest): GuestLayout {
     swiotlbGpa = align(cursor, 2 * MiB);
     cursor = swiotlbGpa + IO_TLB_DEFAULT_SIZE_BYTES;
   }
-  return { vqLayout, viommuRequestAreaGpa, viommuSlotWordGpa, coherentGpa, coherentBytes, adminSqGpa, adminCqGpa, identifyGpa, queues, swiotlbGpa, heapStartBytes: align(cursor, 2 * MiB) };
+  return {
+    vqLayout,
+    viommuRequestAreaGpa,
+    viommuSlotWordGpa,
+    coherentGpa,
+    coherentBytes,
+    adminSqGpa,
+    adminCqGpa,
+    identifyGpa,
+    queues,
+    swiotlbGpa,
+    heapStartBytes: align(cursor, 2 * MiB),
+  };
 }
 
 /** Guest RAM the jobs' fio buffers take from the heap (iodepth × bs each, in 4 KiB or 2 MiB pages). */

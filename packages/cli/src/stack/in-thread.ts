@@ -8,11 +8,11 @@
  */
 
 import { threadId } from 'node:worker_threads';
-import { RunControl, InputError, type ControlHandle, type WorkerSpec, type RunOutcome } from '@vmstack/shm';
-import { runGuestVcpu, type GuestPlatform, type VcpuWorkerInit } from '@vmstack/guest-kernel';
-import { createVmm, type VmmWorkerInit } from '@vmstack/vmm';
+import { type GuestPlatform, runGuestVcpu, type VcpuWorkerInit } from '@vmstack/guest-kernel';
 import { createHost, type HostWorkerInit } from '@vmstack/host-vfio';
 import { DeviceEngine, type DeviceWorkerInit } from '@vmstack/nvme-device';
+import { type ControlHandle, InputError, RunControl, type RunOutcome, type WorkerSpec } from '@vmstack/shm';
+import { createVmm, type VmmWorkerInit } from '@vmstack/vmm';
 import type { StackWorkers } from '../topology/plan.js';
 
 export class InThreadStall extends Error {
@@ -27,7 +27,8 @@ export class InThreadStall extends Error {
  * runWorkers. `workers` says which spec is which (the planner's worker indices).
  */
 export function runInThread(specs: readonly WorkerSpec[], controlHandle: ControlHandle, workers: StackWorkers): RunOutcome<unknown> {
-  if (workers.vcpus.length !== 1) throw new InputError('--transport', 'in-thread', `one job (numjobs=1) only; this topology has ${workers.vcpus.length} vCPUs: use --transport workers`);
+  if (workers.vcpus.length !== 1)
+    throw new InputError('--transport', 'in-thread', `one job (numjobs=1) only; this topology has ${workers.vcpus.length} vCPUs: use --transport workers`);
   const control = RunControl.attach(controlHandle);
   const { vmm: vmmW, host: hostW, device: devW } = workers;
   const vcpuW = workers.vcpus[0];

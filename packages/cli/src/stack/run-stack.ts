@@ -6,17 +6,55 @@
  * thread), and assemble a fio-style RunResult.
  */
 
-import { RunControl, LockTable, Ring, allocateRpcChannel, runWorkers, MAX_WORKERS, NEVER_NS, type CostProfile, type ClockMode, type WorkerSpec, type ControlHandle, type LockTableHandle, type RingHandle, type RpcChannelHandles, type RunOutcome, vmStateBytes } from '@vmstack/shm';
-import { NVME_LBA_SIZE_BYTES, fioJobWrites, fioWriteSeed, PageAllocator, IovaDomain, FlushQueue, BouncePool, Swiotlb, VIOMMU_REQUEST_LOCK, type DmaStrategy, type FioJobSpec, type VcpuWorkerInit, type VcpuWorkerResult, type ViommuDriverGeneration, type UserBufferContiguity, type PageAllocatorHandle, type IovaDomainHandle, type FlushQueueHandle, type BouncePoolHandle, type SwiotlbHandle } from '@vmstack/guest-kernel';
-import { VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
-import { IOMMU_LOCK, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
+import {
+  BouncePool,
+  type BouncePoolHandle,
+  type DmaStrategy,
+  type FioJobSpec,
+  FlushQueue,
+  type FlushQueueHandle,
+  fioJobWrites,
+  fioWriteSeed,
+  IovaDomain,
+  type IovaDomainHandle,
+  NVME_LBA_SIZE_BYTES,
+  PageAllocator,
+  type PageAllocatorHandle,
+  Swiotlb,
+  type SwiotlbHandle,
+  type UserBufferContiguity,
+  type VcpuWorkerInit,
+  type VcpuWorkerResult,
+  VIOMMU_REQUEST_LOCK,
+  type ViommuDriverGeneration,
+} from '@vmstack/guest-kernel';
+import { type HostWorkerInit, type HostWorkerResult, IOMMU_LOCK } from '@vmstack/host-vfio';
 import { IoPgtable, type IoPgtableHandle } from '@vmstack/iommu-hw';
-import { NvmeMedia, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
-import { runInThread } from './in-thread.js';
-import { defaultTopology, type Topology } from '../topology/topology.js';
-import { planStack, planRings, type PlannedRing, type StackPlan } from '../topology/plan.js';
-import type { RunCarry, RunResult } from '../report/result.js';
+import { type DeviceWorkerInit, type DeviceWorkerResult, NvmeMedia } from '@vmstack/nvme-device';
+import {
+  allocateRpcChannel,
+  type ClockMode,
+  type ControlHandle,
+  type CostProfile,
+  LockTable,
+  type LockTableHandle,
+  MAX_WORKERS,
+  NEVER_NS,
+  Ring,
+  type RingHandle,
+  type RpcChannelHandles,
+  RunControl,
+  type RunOutcome,
+  runWorkers,
+  vmStateBytes,
+  type WorkerSpec,
+} from '@vmstack/shm';
+import { VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
 import { assembleRunResult } from '../report/assemble.js';
+import type { RunCarry, RunResult } from '../report/result.js';
+import { type PlannedRing, planRings, planStack, type StackPlan } from '../topology/plan.js';
+import { defaultTopology, type Topology } from '../topology/topology.js';
+import { runInThread } from './in-thread.js';
 
 export interface StackOptions {
   jobs: FioJobSpec[];
@@ -112,10 +150,19 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
   }
   const pgtable = IoPgtable.allocate(r.pgtable);
   // every ring wakes its consumer's worker event
-  const ringList = planRings(plan.rings).map((r) => ({ name: r.name, handle: Ring.allocate({ capacityRecords: r.capacityRecords }, ctl.eventRef(r.consumer)) }));
+  const ringList = planRings(plan.rings).map((r) => ({
+    name: r.name,
+    handle: Ring.allocate({ capacityRecords: r.capacityRecords }, ctl.eventRef(r.consumer)),
+  }));
   const handle = new Map(planRings(plan.rings).map((r, k) => [r, ringList[k].handle]));
   const ring = (r: PlannedRing) => handle.get(r)!;
-  const rings = { doorbell: plan.rings.doorbell.map(ring), irq: plan.rings.irq.map(ring), kick: plan.rings.kick.map(ring), used: plan.rings.used.map(ring), inval: ring(plan.rings.inval) };
+  const rings = {
+    doorbell: plan.rings.doorbell.map(ring),
+    irq: plan.rings.irq.map(ring),
+    kick: plan.rings.kick.map(ring),
+    used: plan.rings.used.map(ring),
+    inval: ring(plan.rings.inval),
+  };
   const vfioRpc = allocateRpcChannel(plan.vfioRpc.capacityRecords, ctl.eventRef(plan.vfioRpc.server), ctl.eventRef(plan.vfioRpc.client));
   plan.workers.forEach((w, i) => ctl.publishEot(i, w.startEotNs));
   return { control, guestRam, vmState, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, locks, pgtable, rings, ringList, vfioRpc };
@@ -125,7 +172,8 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
 function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions): WorkerSpec[] {
   const p = o.profile;
   const { guestRam, vmState, locks, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, pgtable, rings } = regions;
-  const { vqLayout, viommuRequestAreaGpa, viommuSlotWordGpa, coherentGpa, coherentBytes, adminSqGpa, adminCqGpa, identifyGpa, queues } = plan.regions.guestLayout;
+  const { vqLayout, viommuRequestAreaGpa, viommuSlotWordGpa, coherentGpa, coherentBytes, adminSqGpa, adminCqGpa, identifyGpa, queues } =
+    plan.regions.guestLayout;
   const idx = plan.index;
   const epochMs = performance.timeOrigin + performance.now();
   const common = { clockMode: o.clock, dilation: o.dilation, epochMs, spinLoads: o.spinLoads };
@@ -188,15 +236,55 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions)
         return init;
       }
       case 'vmm': {
-        const init: VmmWorkerInit = { ...common, rpcSpinLoads: o.vmmSpinLoads ?? vmmRpcSpinLoads(idx.vcpus.length, o.spinLoads), costs: p, kickWakeupNs: p.hostThreadWakeupNs, locks, guestRam, vqLayout, kickRings: rings.kick, usedRings: rings.used, hostRpc: regions.vfioRpc, identityMapBytes: plan.vfio.identityMapBytes, vmState, deviceWorker: idx.device };
+        const init: VmmWorkerInit = {
+          ...common,
+          rpcSpinLoads: o.vmmSpinLoads ?? vmmRpcSpinLoads(idx.vcpus.length, o.spinLoads),
+          costs: p,
+          kickWakeupNs: p.hostThreadWakeupNs,
+          locks,
+          guestRam,
+          vqLayout,
+          kickRings: rings.kick,
+          usedRings: rings.used,
+          hostRpc: regions.vfioRpc,
+          identityMapBytes: plan.vfio.identityMapBytes,
+          vmState,
+          deviceWorker: idx.device,
+        };
         return init;
       }
       case 'host': {
-        const init: HostWorkerInit = { ...common, costs: p, locks, vmmRpc: regions.vfioRpc, pgtable, invalRing: rings.inval, lockedVmLimitPages: plan.vfio.lockedVmLimitPages, dmaEntryLimit: plan.vfio.dmaEntryLimit };
+        const init: HostWorkerInit = {
+          ...common,
+          costs: p,
+          locks,
+          vmmRpc: regions.vfioRpc,
+          pgtable,
+          invalRing: rings.inval,
+          lockedVmLimitPages: plan.vfio.lockedVmLimitPages,
+          dmaEntryLimit: plan.vfio.dmaEntryLimit,
+        };
         return init;
       }
       case 'device': {
-        const init: DeviceWorkerInit = { ...common, costs: p, guestRam, pgtable, doorbellRings: rings.doorbell, irqRings: rings.irq, invalRing: rings.inval, vcpuWorkers: idx.vcpus, vcpuOfCq: plan.device.vcpuOfCq, namespace: { sizeBlocks: nsSizeBlocks, seed: NS_PREFILL_SEED, algo: verifyAlgo, initialBlocks: o.carry?.namespaceBlocks, exportBlocks: o.exportNamespace } };
+        const init: DeviceWorkerInit = {
+          ...common,
+          costs: p,
+          guestRam,
+          pgtable,
+          doorbellRings: rings.doorbell,
+          irqRings: rings.irq,
+          invalRing: rings.inval,
+          vcpuWorkers: idx.vcpus,
+          vcpuOfCq: plan.device.vcpuOfCq,
+          namespace: {
+            sizeBlocks: nsSizeBlocks,
+            seed: NS_PREFILL_SEED,
+            algo: verifyAlgo,
+            initialBlocks: o.carry?.namespaceBlocks,
+            exportBlocks: o.exportNamespace,
+          },
+        };
         return init;
       }
     }
@@ -211,7 +299,11 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions)
 async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: WorkerSpec[], o: RunOptions): Promise<RunOutcome<unknown>> {
   const { control } = regions;
   const ctl = RunControl.attach(control);
-  return (o.transport === 'in-thread' ? Promise.resolve().then(() => runInThread(specs, control, plan.index)) : runWorkers<unknown>(specs, control, { timeoutMs: o.timeoutMs ?? 30 * 60_000 })).catch((e: unknown) => {
+  return (
+    o.transport === 'in-thread'
+      ? Promise.resolve().then(() => runInThread(specs, control, plan.index))
+      : runWorkers<unknown>(specs, control, { timeoutMs: o.timeoutMs ?? 30 * 60_000 })
+  ).catch((e: unknown) => {
     if (e instanceof Error && /did not finish/.test(e.message)) {
       const ns = (x: number) => (x >= NEVER_NS ? 'never' : String(x));
       const state = specs.map((sp, w) => `${sp.role}: clock ${ns(ctl.clockNs(w))} eot ${ns(ctl.eotNs(w))} waitFor ${ns(ctl.waitForNs(w))}`);
@@ -223,13 +315,24 @@ async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: Wo
 }
 
 export async function runStack(opts: StackOptions): Promise<RunResult> {
-  const plan = planStack(opts.topology ?? defaultTopology(opts.jobs, opts), { jobs: opts.jobs, profile: opts.profile, alwaysBounceLimitBytes: opts.alwaysBounceLimitBytes, slotsPerClass: opts.slotsPerClass });
+  const plan = planStack(opts.topology ?? defaultTopology(opts.jobs, opts), {
+    jobs: opts.jobs,
+    profile: opts.profile,
+    alwaysBounceLimitBytes: opts.alwaysBounceLimitBytes,
+    slotsPerClass: opts.slotsPerClass,
+  });
   // from here on, what the planned VM runs: its jobs in vCPU order, its strategy, driver and device
-  const o: RunOptions = { ...opts, jobs: plan.vm.jobOfVcpu.map((j) => opts.jobs[j]), strategy: plan.vm.strategy, driverGeneration: plan.vm.driverGeneration, untrusted: plan.device.untrusted };
+  const o: RunOptions = {
+    ...opts,
+    jobs: plan.vm.jobOfVcpu.map((j) => opts.jobs[j]),
+    strategy: plan.vm.strategy,
+    driverGeneration: plan.vm.driverGeneration,
+    untrusted: plan.device.untrusted,
+  };
   const regions = allocateStackRegions(plan, o.profile);
   const specs = buildWorkerSpecs(plan, regions, o);
   const { vmm: vmmW, host: hostW, device: devW } = plan.index;
-  const { locks, iovaDomain, flushQueue, bouncePool, swiotlb } = regions;
+  const { locks, iovaDomain, flushQueue } = regions;
   const startedMs = Date.now();
   const wallStart = performance.now();
   const out = await runStackWorkers(plan, regions, specs, o);

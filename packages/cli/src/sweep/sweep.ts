@@ -6,10 +6,10 @@
  * in `compare`.
  */
 
-import { Piscina } from 'piscina';
-import { loadProfile, DEFAULT_PROFILE_PATH, InputError } from '@vmstack/shm';
 import type { DmaStrategy } from '@vmstack/guest-kernel';
-import { runCompareTask, type CompareTask, type CompareTaskResult } from '../compare/experiment.js';
+import { DEFAULT_PROFILE_PATH, InputError, loadProfile } from '@vmstack/shm';
+import { Piscina } from 'piscina';
+import { type CompareTask, type CompareTaskResult, runCompareTask } from '../compare/experiment.js';
 import { htmlPage, htmlTable, lineChartSvg } from '../report/html.js';
 
 export interface SweepOptions {
@@ -32,9 +32,14 @@ export interface SweepResult {
 export async function runSweep(o: SweepOptions): Promise<SweepResult> {
   const profilePath = o.profilePath ?? DEFAULT_PROFILE_PATH;
   const profile = loadProfile(profilePath);
-  if (!Number.isInteger(o.parallel) || o.parallel < 1 || o.parallel > 16) throw new InputError('--parallel', o.parallel, 'a whole number of threads from 1 to 16');
-  for (const b of o.blockSizes) if (o.sizeBytes < b.bytes * o.iodepth) throw new InputError('--size', o.sizeBytes, `at least iodepth × bs = ${b.bytes * o.iodepth} bytes, so the queue fills`);
-  const tasks: CompareTask[] = o.strategies.flatMap((strategy) => o.blockSizes.map((b) => ({ strategy, blockSizeBytes: b.bytes, label: b.label, sizeBytes: o.sizeBytes, iodepth: o.iodepth, profilePath })));
+  if (!Number.isInteger(o.parallel) || o.parallel < 1 || o.parallel > 16)
+    throw new InputError('--parallel', o.parallel, 'a whole number of threads from 1 to 16');
+  for (const b of o.blockSizes)
+    if (o.sizeBytes < b.bytes * o.iodepth)
+      throw new InputError('--size', o.sizeBytes, `at least iodepth × bs = ${b.bytes * o.iodepth} bytes, so the queue fills`);
+  const tasks: CompareTask[] = o.strategies.flatMap((strategy) =>
+    o.blockSizes.map((b) => ({ strategy, blockSizeBytes: b.bytes, label: b.label, sizeBytes: o.sizeBytes, iodepth: o.iodepth, profilePath })),
+  );
   const started = performance.now();
   let cells: CompareTaskResult[];
   if (o.parallel === 1) {
@@ -48,24 +53,52 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
       await pool.destroy();
     }
   }
-  return { profile: profile.name, workload: `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${o.iodepth} --numjobs=1 --size=${o.sizeBytes}, NVMe via VFIO behind virtio-iommu (driver v5.10)`, cells, blockSizes: o.blockSizes, wallMs: performance.now() - started };
+  return {
+    profile: profile.name,
+    workload: `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${o.iodepth} --numjobs=1 --size=${o.sizeBytes}, NVMe via VFIO behind virtio-iommu (driver v5.10)`,
+    cells,
+    blockSizes: o.blockSizes,
+    wallMs: performance.now() - started,
+  };
 }
 
 export function formatSweepTable(r: SweepResult): string {
   const strategies = [...new Set(r.cells.map((c) => c.strategy))];
   const head = ['block size', ...strategies.map((s) => `${s} MiB/s`)];
-  const rows = r.blockSizes.map((b) => [b.label, ...strategies.map((s) => r.cells.find((c) => c.strategy === s && c.blockSizeBytes === b.bytes)!.mibPerS.toFixed(1))]);
+  const rows = r.blockSizes.map((b) => [
+    b.label,
+    ...strategies.map((s) => r.cells.find((c) => c.strategy === s && c.blockSizeBytes === b.bytes)!.mibPerS.toFixed(1)),
+  ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i].length)));
   const line = (cells: string[]) => cells.map((x, i) => (i === 0 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('  ');
-  return [`vmstack sweep — profile ${r.profile}`, r.workload, '', line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line), '', `whole run ${(r.wallMs / 1000).toFixed(1)} s`, ''].join('\n');
+  return [
+    `vmstack sweep — profile ${r.profile}`,
+    r.workload,
+    '',
+    line(head),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...rows.map(line),
+    '',
+    `whole run ${(r.wallMs / 1000).toFixed(1)} s`,
+    '',
+  ].join('\n');
 }
 
 export function formatSweepHtml(r: SweepResult): string {
   const strategies = [...new Set(r.cells.map((c) => c.strategy))];
-  const series = strategies.map((s) => ({ name: s, points: r.cells.filter((c) => c.strategy === s).map((c) => ({ x: c.blockSizeBytes / 1024, y: c.mibPerS })) }));
-  const table = htmlTable(['block size', ...strategies.map((s) => `${s} MiB/s`)], r.blockSizes.map((b) => [b.label, ...strategies.map((s) => r.cells.find((c) => c.strategy === s && c.blockSizeBytes === b.bytes)!.mibPerS.toFixed(1))]));
+  const series = strategies.map((s) => ({
+    name: s,
+    points: r.cells.filter((c) => c.strategy === s).map((c) => ({ x: c.blockSizeBytes / 1024, y: c.mibPerS })),
+  }));
+  const table = htmlTable(
+    ['block size', ...strategies.map((s) => `${s} MiB/s`)],
+    r.blockSizes.map((b) => [b.label, ...strategies.map((s) => r.cells.find((c) => c.strategy === s && c.blockSizeBytes === b.bytes)!.mibPerS.toFixed(1))]),
+  );
   return htmlPage(`vmstack sweep — profile ${r.profile}`, [
-    { heading: 'Throughput against block size', body: `<p class="meta">${r.workload}</p>\n${lineChartSvg('throughput per strategy', 'block size (KiB)', 'MiB/s', series)}` },
+    {
+      heading: 'Throughput against block size',
+      body: `<p class="meta">${r.workload}</p>\n${lineChartSvg('throughput per strategy', 'block size (KiB)', 'MiB/s', series)}`,
+    },
     { heading: 'Table', body: table },
   ]);
 }

@@ -13,13 +13,23 @@
  * refused with an InputError naming the field.
  */
 
-import { InputError, MAX_WORKERS, NEVER_NS, PAGE_SHIFT, PAGE_SIZE_BYTES, type CostProfile } from '@vmstack/shm';
-import { GUEST_VCPU_WORKER, BouncePool, IO_TLB_DEFAULT_SIZE_BYTES, IOVA_MAG_SIZE, IOVA_RANGE_CACHE_MAX_SIZE, MAX_GLOBAL_MAGS, type DmaStrategy, type FioJobSpec, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
-import { VMM_WORKER } from '@vmstack/vmm';
-import { HOST_VFIO_WORKER, DEFAULT_DMA_ENTRY_LIMIT } from '@vmstack/host-vfio';
+import {
+  BouncePool,
+  type DmaStrategy,
+  type FioJobSpec,
+  GUEST_VCPU_WORKER,
+  IO_TLB_DEFAULT_SIZE_BYTES,
+  IOVA_MAG_SIZE,
+  IOVA_RANGE_CACHE_MAX_SIZE,
+  MAX_GLOBAL_MAGS,
+  type ViommuDriverGeneration,
+} from '@vmstack/guest-kernel';
+import { DEFAULT_DMA_ENTRY_LIMIT, HOST_VFIO_WORKER } from '@vmstack/host-vfio';
 import { NVME_DEVICE_WORKER } from '@vmstack/nvme-device';
-import { planGuestLayout, NVME_QUEUE_ENTRIES, type GuestLayout, type GuestLayoutRequest } from '../stack/guest-layout.js';
-import { validateTopology, type Platform, type Topology } from './topology.js';
+import { type CostProfile, InputError, MAX_WORKERS, NEVER_NS, PAGE_SHIFT, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { VMM_WORKER } from '@vmstack/vmm';
+import { type GuestLayout, type GuestLayoutRequest, NVME_QUEUE_ENTRIES, planGuestLayout } from '../stack/guest-layout.js';
+import { type Platform, type Topology, validateTopology } from './topology.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -166,10 +176,20 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
   onlyOne('topology.vms[0].containers', vm.containers.length, 'VFIO container');
   const dev = vm.devices[0];
   const vcpus = vm.vcpus.length;
-  if (vcpus > MAX_WORKERS - NON_VCPU_WORKERS) throw new InputError('topology.vms[0].vcpus', vcpus, `at most ${MAX_WORKERS - NON_VCPU_WORKERS} vCPUs (one worker each, beside the vmm, host-vfio and device workers: ${MAX_WORKERS} worker slots)`);
+  if (vcpus > MAX_WORKERS - NON_VCPU_WORKERS)
+    throw new InputError(
+      'topology.vms[0].vcpus',
+      vcpus,
+      `at most ${MAX_WORKERS - NON_VCPU_WORKERS} vCPUs (one worker each, beside the vmm, host-vfio and device workers: ${MAX_WORKERS} worker slots)`,
+    );
   const jobOfVcpu = vm.vcpus.map((c) => {
     const on = vm.jobs.filter((p) => p.vcpu === c.id);
-    if (on.length !== 1) throw new InputError(`topology.vms[0].vcpus[${c.id}]`, on.map((p) => p.job), 'exactly 1 job on each vCPU: a vCPU worker runs one fio job for now');
+    if (on.length !== 1)
+      throw new InputError(
+        `topology.vms[0].vcpus[${c.id}]`,
+        on.map((p) => p.job),
+        'exactly 1 job on each vCPU: a vCPU worker runs one fio job for now',
+      );
     return on[0].job;
   });
   const jobs = jobOfVcpu.map((j) => o.jobs[j]);
@@ -179,7 +199,12 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
 
   const guestLayout = planGuestLayout(guestLayoutRequest(jobs, { strategy, untrusted }));
   const { heapStartBytes } = guestLayout;
-  if (heapStartBytes >= vm.ramBytes) throw new InputError('--guest-ram', vm.ramBytes, `more than ${heapStartBytes} bytes: queues, rings${guestLayout.swiotlbGpa !== null ? ' and the 64 MiB swiotlb area' : ''} take that much before any I/O buffer`);
+  if (heapStartBytes >= vm.ramBytes)
+    throw new InputError(
+      '--guest-ram',
+      vm.ramBytes,
+      `more than ${heapStartBytes} bytes: queues, rings${guestLayout.swiotlbGpa !== null ? ' and the 64 MiB swiotlb area' : ''} take that much before any I/O buffer`,
+    );
 
   // worker indices: 0..vcpus-1 the vCPUs, then the VMM, the host, the device
   const index: StackWorkers = { vcpus: jobOfVcpu.map((_, v) => v), vmm: vcpus, host: vcpus + 1, device: vcpus + 2 };
@@ -196,8 +221,20 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
   const maxAllocations = IOVA_RANGE_CACHE_MAX_SIZE * (2 * vcpus + MAX_GLOBAL_MAGS) * IOVA_MAG_SIZE + inFlight + IOVA_SPARE_ALLOCATIONS;
   // the coherent region is IOVA = GPA: keep the IOVA allocator away from it, and from the pool's range
   const reservedPfns: [number, number][] = [[1, Math.ceil(heapStartBytes / PAGE_SIZE_BYTES)]];
-  const bouncePool = strategy === 'bounce' ? { iovaBase: BOUNCE_POOL_IOVA_BASE, evictionPeriodNs: p.bounceEvictionPeriodNs, alwaysBounceLimitBytes: o.alwaysBounceLimitBytes, slotsPerClass: o.slotsPerClass } : null;
-  if (bouncePool) reservedPfns.push([BOUNCE_POOL_IOVA_BASE / PAGE_SIZE_BYTES, (BOUNCE_POOL_IOVA_BASE + BouncePool.iovaSpanBytes({ slotsPerClass: o.slotsPerClass })) / PAGE_SIZE_BYTES - 1]);
+  const bouncePool =
+    strategy === 'bounce'
+      ? {
+          iovaBase: BOUNCE_POOL_IOVA_BASE,
+          evictionPeriodNs: p.bounceEvictionPeriodNs,
+          alwaysBounceLimitBytes: o.alwaysBounceLimitBytes,
+          slotsPerClass: o.slotsPerClass,
+        }
+      : null;
+  if (bouncePool)
+    reservedPfns.push([
+      BOUNCE_POOL_IOVA_BASE / PAGE_SIZE_BYTES,
+      (BOUNCE_POOL_IOVA_BASE + BouncePool.iovaSpanBytes({ slotsPerClass: o.slotsPerClass })) / PAGE_SIZE_BYTES - 1,
+    ]);
 
   const ring = (name: string, capacityRecords: number, producer: number, consumer: number): PlannedRing => ({ name, capacityRecords, producer, consumer });
   const rings: StackRingPlan = {
@@ -231,12 +268,17 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
       iovaDomain: { startPfn: IOVA_START_PFN, limitPfn: VIOMMU_IOVA_LIMIT_PFN, cpus: vcpus, maxAllocations, reservedPfns },
       flushQueue: strategy === 'lazy' ? { cpus: vcpus, entriesCount: p.lazyFlushQueueEntriesCount, timeoutNs: p.lazyFlushTimeoutNs } : null,
       bouncePool,
-      swiotlb: guestLayout.swiotlbGpa !== null ? { areaGpa: guestLayout.swiotlbGpa, sizeBytes: IO_TLB_DEFAULT_SIZE_BYTES, minAlignMask: NVME_MIN_ALIGN_MASK } : null,
+      swiotlb:
+        guestLayout.swiotlbGpa !== null ? { areaGpa: guestLayout.swiotlbGpa, sizeBytes: IO_TLB_DEFAULT_SIZE_BYTES, minAlignMask: NVME_MIN_ALIGN_MASK } : null,
       pgtable: { tablePages: HOST_PGTABLE_POOL_PAGES },
     },
     rings,
     vfioRpc: { capacityRecords: VFIO_RPC_RECORDS, server: index.host, client: index.vmm },
-    vfio: { lockedVmLimitPages: vm.ramBytes / PAGE_SIZE_BYTES, dmaEntryLimit: DEFAULT_DMA_ENTRY_LIMIT, identityMapBytes: strategy === 'direct' ? vm.ramBytes : 0 },
+    vfio: {
+      lockedVmLimitPages: vm.ramBytes / PAGE_SIZE_BYTES,
+      dmaEntryLimit: DEFAULT_DMA_ENTRY_LIMIT,
+      identityMapBytes: strategy === 'direct' ? vm.ramBytes : 0,
+    },
   };
 }
 

@@ -12,8 +12,8 @@
  * numjobs expanded), since job names repeat.
  */
 
-import { InputError, PAGE_SIZE_BYTES } from '@vmstack/shm';
 import { DMA_STRATEGIES, type DmaStrategy, type FioJobSpec, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
+import { InputError, PAGE_SIZE_BYTES } from '@vmstack/shm';
 
 /** Where the guest kernel runs. Bare metal (no VMM, no virtio-iommu) is not modelled yet. */
 export type Platform = 'vm';
@@ -125,7 +125,17 @@ export function defaultTopology(jobs: readonly FioJobSpec[], o: DefaultTopologyO
         jobs: jobs.map((_, i) => ({ job: i, vcpu: i })),
         viommus: [{ id: 'viommu0' }],
         containers: [{ id: 'container0' }],
-        devices: [{ id: 'nvme0', controller: 'nvme-ctrl0', viommu: 'viommu0', endpointId: DEFAULT_ENDPOINT_ID, domainId: DEFAULT_DOMAIN_ID, container: 'container0', untrusted: o.untrusted ?? false }],
+        devices: [
+          {
+            id: 'nvme0',
+            controller: 'nvme-ctrl0',
+            viommu: 'viommu0',
+            endpointId: DEFAULT_ENDPOINT_ID,
+            domainId: DEFAULT_DOMAIN_ID,
+            container: 'container0',
+            untrusted: o.untrusted ?? false,
+          },
+        ],
       },
     ],
     hostIommus: [{ id: 'dmar0', controllers: ['nvme-ctrl0'] }],
@@ -145,7 +155,8 @@ const U32_MAX = 2 ** 32 - 1;
  */
 export function validateTopology(t: unknown, jobCount: number): asserts t is Topology {
   const top = record(t, 'topology');
-  if (!(PLATFORMS as readonly unknown[]).includes(top.platform)) throw new InputError('topology.platform', top.platform, `one of ${PLATFORMS.join(', ')} (bare metal is not modelled yet)`);
+  if (!(PLATFORMS as readonly unknown[]).includes(top.platform))
+    throw new InputError('topology.platform', top.platform, `one of ${PLATFORMS.join(', ')} (bare metal is not modelled yet)`);
   const controllers = list(top.controllers, 'topology.controllers', 1);
   const controllerIds = new Set<string>();
   controllers.forEach((c, i) => uniqueId(record(c, `topology.controllers[${i}]`).id, `topology.controllers[${i}].id`, controllerIds, 'controllers'));
@@ -176,9 +187,12 @@ export function validateTopology(t: unknown, jobCount: number): asserts t is Top
     const at = `topology.vms[${i}]`;
     const vm = record(v, at);
     uniqueId(vm.id, `${at}.id`, vmIds, 'VMs');
-    if (!Number.isInteger(vm.ramBytes) || (vm.ramBytes as number) <= 0 || (vm.ramBytes as number) % PAGE_SIZE_BYTES !== 0) throw new InputError(`${at}.ramBytes`, vm.ramBytes, `a whole number of ${PAGE_SIZE_BYTES}-byte pages > 0`);
-    if (!(DMA_STRATEGIES as readonly unknown[]).includes(vm.strategy)) throw new InputError(`${at}.strategy`, vm.strategy, `one of ${DMA_STRATEGIES.join(', ')}`);
-    if (!(VIOMMU_DRIVER_GENERATIONS as readonly unknown[]).includes(vm.driverGeneration)) throw new InputError(`${at}.driverGeneration`, vm.driverGeneration, `one of ${VIOMMU_DRIVER_GENERATIONS.join(', ')}`);
+    if (!Number.isInteger(vm.ramBytes) || (vm.ramBytes as number) <= 0 || (vm.ramBytes as number) % PAGE_SIZE_BYTES !== 0)
+      throw new InputError(`${at}.ramBytes`, vm.ramBytes, `a whole number of ${PAGE_SIZE_BYTES}-byte pages > 0`);
+    if (!(DMA_STRATEGIES as readonly unknown[]).includes(vm.strategy))
+      throw new InputError(`${at}.strategy`, vm.strategy, `one of ${DMA_STRATEGIES.join(', ')}`);
+    if (!(VIOMMU_DRIVER_GENERATIONS as readonly unknown[]).includes(vm.driverGeneration))
+      throw new InputError(`${at}.driverGeneration`, vm.driverGeneration, `one of ${VIOMMU_DRIVER_GENERATIONS.join(', ')}`);
     const vcpus = list(vm.vcpus, `${at}.vcpus`, 1);
     vcpus.forEach((c, k) => {
       const id = record(c, `${at}.vcpus[${k}]`).id;
@@ -186,10 +200,12 @@ export function validateTopology(t: unknown, jobCount: number): asserts t is Top
     });
     list(vm.jobs, `${at}.jobs`, 0).forEach((p, k) => {
       const pl = record(p, `${at}.jobs[${k}]`);
-      if (!Number.isInteger(pl.job) || (pl.job as number) < 0 || (pl.job as number) >= jobCount) throw new InputError(`${at}.jobs[${k}].job`, pl.job, `a job index from 0 to ${jobCount - 1} (the run has ${jobCount} job${jobCount === 1 ? '' : 's'})`);
+      if (!Number.isInteger(pl.job) || (pl.job as number) < 0 || (pl.job as number) >= jobCount)
+        throw new InputError(`${at}.jobs[${k}].job`, pl.job, `a job index from 0 to ${jobCount - 1} (the run has ${jobCount} job${jobCount === 1 ? '' : 's'})`);
       const other = placed.get(pl.job as number);
       if (other !== undefined) throw new InputError(`${at}.jobs[${k}].job`, pl.job, `a job not placed yet; it runs at ${other} already`);
-      if (!Number.isInteger(pl.vcpu) || (pl.vcpu as number) < 0 || (pl.vcpu as number) >= vcpus.length) throw new InputError(`${at}.jobs[${k}].vcpu`, pl.vcpu, `a vCPU of ${vm.id as string}: 0..${vcpus.length - 1}`);
+      if (!Number.isInteger(pl.vcpu) || (pl.vcpu as number) < 0 || (pl.vcpu as number) >= vcpus.length)
+        throw new InputError(`${at}.jobs[${k}].vcpu`, pl.vcpu, `a vCPU of ${vm.id as string}: 0..${vcpus.length - 1}`);
       placed.set(pl.job as number, `${vm.id as string} vCPU ${pl.vcpu as number}`);
     });
     const viommus = new Set<string>();
@@ -213,12 +229,15 @@ export function validateTopology(t: unknown, jobCount: number): asserts t is Top
       passedThrough.set(d.controller as string, id);
       reference(d.viommu, `${dat}.viommu`, viommus, `viommus of ${vm.id as string}`);
       reference(d.container, `${dat}.container`, containers, `VFIO containers of ${vm.id as string}`);
-      if (!Number.isInteger(d.endpointId) || (d.endpointId as number) < 0 || (d.endpointId as number) > U32_MAX) throw new InputError(`${dat}.endpointId`, d.endpointId, 'an integer from 0 to 2^32-1 (a 32-bit virtio-iommu endpoint id)');
+      if (!Number.isInteger(d.endpointId) || (d.endpointId as number) < 0 || (d.endpointId as number) > U32_MAX)
+        throw new InputError(`${dat}.endpointId`, d.endpointId, 'an integer from 0 to 2^32-1 (a 32-bit virtio-iommu endpoint id)');
       const taken = endpoints.get(d.viommu as string) ?? new Set<number>();
-      if (taken.has(d.endpointId as number)) throw new InputError(`${dat}.endpointId`, d.endpointId, `an endpoint id no other device behind ${d.viommu as string} has`);
+      if (taken.has(d.endpointId as number))
+        throw new InputError(`${dat}.endpointId`, d.endpointId, `an endpoint id no other device behind ${d.viommu as string} has`);
       taken.add(d.endpointId as number);
       endpoints.set(d.viommu as string, taken);
-      if (!Number.isInteger(d.domainId) || (d.domainId as number) < 1 || (d.domainId as number) > U32_MAX) throw new InputError(`${dat}.domainId`, d.domainId, 'an integer from 1 to 2^32-1 (a 32-bit virtio-iommu domain id)');
+      if (!Number.isInteger(d.domainId) || (d.domainId as number) < 1 || (d.domainId as number) > U32_MAX)
+        throw new InputError(`${dat}.domainId`, d.domainId, 'an integer from 1 to 2^32-1 (a 32-bit virtio-iommu domain id)');
       if (typeof d.untrusted !== 'boolean') throw new InputError(`${dat}.untrusted`, d.untrusted, 'true or false');
     });
   });

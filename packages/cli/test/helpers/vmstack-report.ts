@@ -31,7 +31,11 @@ export function sampleVmstackReport(): VmstackReport {
     clock: 'virtual',
     transport: 'workers',
     driver_generation: 'v5.10',
-    workers: ['guest-kernel/vcpu0', 'guest-kernel/vcpu1', 'vmm', 'host-vfio', 'nvme-device'].map((role, i) => ({ role, thread_id: i + 1, waits: { parks: 10, spins_won: 2, notifies_sent: 7 } })),
+    workers: ['guest-kernel/vcpu0', 'guest-kernel/vcpu1', 'vmm', 'host-vfio', 'nvme-device'].map((role, i) => ({
+      role,
+      thread_id: i + 1,
+      waits: { parks: 10, spins_won: 2, notifies_sent: 7 },
+    })),
     counters: {
       virtio_iommu: { attach: 1, detach: 1, map: 17, unmap: 16, probe: 1, kicks: 33, errors: 0 },
       vfio: { map_dma: 17, unmap_dma: 16, pinned_pages_peak: 24 },

@@ -44,12 +44,12 @@
  * (slots.ts), fallback (fallback.ts).
  */
 
-import { defineLayout, Region, InputError, LockTable, PAGE_SIZE_BYTES, type Layout, type LockKind, type LockTableHandle, type ModelClock } from '@vmstack/shm';
+import { defineLayout, InputError, type Layout, type LockKind, LockTable, type LockTableHandle, type ModelClock, PAGE_SIZE_BYTES, Region } from '@vmstack/shm';
 import { BounceCopies, type DmaSegment } from './bounce-pool/copy.js';
 import type { DmaDirection } from './bounce-pool/dma-direction.js';
-import { BOUNCE_POOL_FALLBACK_LOCK, DEFAULT_FALLBACK_CAPACITY, FallbackTree, MAX_FALLBACK_CAPACITY, fallbackFields } from './bounce-pool/fallback.js';
+import { BOUNCE_POOL_FALLBACK_LOCK, DEFAULT_FALLBACK_CAPACITY, FallbackTree, fallbackFields, MAX_FALLBACK_CAPACITY } from './bounce-pool/fallback.js';
 import {
-  COUNTERS,
+  type BouncePoolCosts,
   C_ALLOC_FAILURES,
   C_BYTES_FROM_DEVICE,
   C_BYTES_TO_DEVICE,
@@ -70,42 +70,51 @@ import {
   C_SLOTS_IN_USE,
   C_SLOTS_IN_USE_PEAK,
   C_STEALS,
+  COUNTERS,
   K_LIMIT,
   MAX_ORDER,
   orderFor,
-  sharedFields,
-  type BouncePoolCosts,
   type PageAllocator,
+  sharedFields,
 } from './bounce-pool/region.js';
 import {
+  bouncePoolClassLockName,
   DEFAULT_EVICTION_PERIOD_NS,
   DEFAULT_MAX_CLASS_BYTES,
   DEFAULT_MIN_CLASS_BYTES,
   DEFAULT_SLOTS_PER_CLASS,
   IoBufferManager,
+  io_buffer_manager_init,
   MAX_CLASSES,
   MAX_SLOTS_PER_CLASS,
-  bouncePoolClassLockName,
-  io_buffer_manager_init,
   slotFields,
   slotsIovaSpanBytes,
 } from './bounce-pool/slots.js';
 
-export { IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE, dma_info_to_prot, type DmaDirection } from './bounce-pool/dma-direction.js';
-export { copySegments, dmaSyncCopies, type DmaSegment } from './bounce-pool/copy.js';
-export { BOUNCE_POOL_FALLBACK_LOCK, DEFAULT_FALLBACK_CAPACITY, FallbackTree, type FallbackBuffer } from './bounce-pool/fallback.js';
+export { copySegments, type DmaSegment, dmaSyncCopies } from './bounce-pool/copy.js';
+export {
+  DMA_BIDIRECTIONAL,
+  DMA_FROM_DEVICE,
+  DMA_TO_DEVICE,
+  type DmaDirection,
+  dma_info_to_prot,
+  IOMMU_CACHE,
+  IOMMU_MMIO,
+  IOMMU_NOEXEC,
+} from './bounce-pool/dma-direction.js';
+export { BOUNCE_POOL_FALLBACK_LOCK, DEFAULT_FALLBACK_CAPACITY, type FallbackBuffer, FallbackTree } from './bounce-pool/fallback.js';
 export type { BouncePoolCosts, PageAllocator } from './bounce-pool/region.js';
 export {
   BOUNCE_POOL_CLASS_LOCK_PREFIX,
+  type BounceSlot,
+  bouncePoolClassLockName,
   DEFAULT_EVICTION_PERIOD_NS,
   DEFAULT_MAX_CLASS_BYTES,
   DEFAULT_MIN_CLASS_BYTES,
   DEFAULT_SLOTS_PER_CLASS,
-  SlotState,
-  bouncePoolClassLockName,
-  type BounceSlot,
   type EvictedSlot,
   type SlotRef,
+  SlotState,
   type SlotStateValue,
 } from './bounce-pool/slots.js';
 
@@ -213,9 +222,11 @@ export class BouncePool extends IoBufferManager {
     const minClassBytes = opts.minClassBytes ?? DEFAULT_MIN_CLASS_BYTES;
     const maxClassBytes = opts.maxClassBytes ?? DEFAULT_MAX_CLASS_BYTES;
     if (!isPow2(minClassBytes) || minClassBytes < PAGE_SIZE_BYTES) throw new InputError('bounce.minClassBytes', minClassBytes, 'a power of two ≥ 4096');
-    if (!isPow2(maxClassBytes) || maxClassBytes < minClassBytes) throw new InputError('bounce.maxClassBytes', maxClassBytes, `a power of two ≥ minClassBytes (${minClassBytes})`);
+    if (!isPow2(maxClassBytes) || maxClassBytes < minClassBytes)
+      throw new InputError('bounce.maxClassBytes', maxClassBytes, `a power of two ≥ minClassBytes (${minClassBytes})`);
     const numClasses = log2Int(maxClassBytes / minClassBytes) + 1;
-    if (numClasses > MAX_CLASSES || orderFor(maxClassBytes) > MAX_ORDER) throw new InputError('bounce.maxClassBytes', maxClassBytes, `at most ${PAGE_SIZE_BYTES << MAX_ORDER} bytes and ${MAX_CLASSES} classes`);
+    if (numClasses > MAX_CLASSES || orderFor(maxClassBytes) > MAX_ORDER)
+      throw new InputError('bounce.maxClassBytes', maxClassBytes, `at most ${PAGE_SIZE_BYTES << MAX_ORDER} bytes and ${MAX_CLASSES} classes`);
     const slotsPerClass = checkInt('bounce.slotsPerClass', opts.slotsPerClass ?? DEFAULT_SLOTS_PER_CLASS, 1, MAX_SLOTS_PER_CLASS);
     const evictionPeriodNs = checkInt('bounce.evictionPeriodNs', opts.evictionPeriodNs ?? DEFAULT_EVICTION_PERIOD_NS, 1, Number.MAX_SAFE_INTEGER);
     const alwaysBounceLimitBytes = checkInt('bounce.alwaysBounceLimitBytes', opts.alwaysBounceLimitBytes ?? DEFAULT_ALWAYS_BOUNCE_LIMIT_BYTES, 0, 0x7fffffff);
@@ -263,7 +274,13 @@ export class BouncePool extends IoBufferManager {
   }
 
   /** Join the pool from a vCPU. `lockTable` must hold `BouncePool.lockSpecs(handle)`. */
-  static attach(handle: BouncePoolHandle, cpu: number, lockTable: LockTable | LockTableHandle, pageAllocator: PageAllocator, costs: BouncePoolCosts): BouncePool {
+  static attach(
+    handle: BouncePoolHandle,
+    cpu: number,
+    lockTable: LockTable | LockTableHandle,
+    pageAllocator: PageAllocator,
+    costs: BouncePoolCosts,
+  ): BouncePool {
     const table = lockTable instanceof LockTable ? lockTable : LockTable.attach(lockTable, cpu);
     const region = Region.attach(BouncePool.layoutFor(handle), handle.sab);
     return new BouncePool(handle, cpu, region, table, pageAllocator, costs);
@@ -280,7 +297,15 @@ export class BouncePool extends IoBufferManager {
     const counters = countersOf(region);
     super(handle, region, counters, lockTable, pages, costs);
     this.copies = new BounceCopies(counters, costs);
-    this.fallback = new FallbackTree(this.control, region.f64('fallback'), counters, lockTable.get(BOUNCE_POOL_FALLBACK_LOCK + handle.lockSuffix), pages, costs, handle.fallbackCapacity);
+    this.fallback = new FallbackTree(
+      this.control,
+      region.f64('fallback'),
+      counters,
+      lockTable.get(BOUNCE_POOL_FALLBACK_LOCK + handle.lockSuffix),
+      pages,
+      costs,
+      handle.fallbackCapacity,
+    );
   }
 
   /** Current `always_bounce_limit` (a 0644 module parameter: read on every mapping). */
@@ -322,7 +347,17 @@ export class BouncePool extends IoBufferManager {
   }
 
   /** `io_bounce_buffers_sync_single`/`_sync_sg`: see `BounceCopies.syncRange`. */
-  syncRange(mem: Uint8Array, slotGpa: number, segments: readonly DmaSegment[], offsetBytes: number, lenBytes: number, dir: DmaDirection, forCpu: boolean, clock: ModelClock, slotOffsetBytes = 0): number {
+  syncRange(
+    mem: Uint8Array,
+    slotGpa: number,
+    segments: readonly DmaSegment[],
+    offsetBytes: number,
+    lenBytes: number,
+    dir: DmaDirection,
+    forCpu: boolean,
+    clock: ModelClock,
+    slotOffsetBytes = 0,
+  ): number {
     return this.copies.syncRange(mem, slotGpa, segments, offsetBytes, lenBytes, dir, forCpu, clock, slotOffsetBytes);
   }
 
@@ -344,7 +379,14 @@ export class BouncePool extends IoBufferManager {
   }
 
   /** The copy work of `io_bounce_buffers_unmap_page`/`_unmap_sg`: bytes out for FROM_DEVICE and BIDIRECTIONAL. */
-  bounceOnUnmap(mem: Uint8Array, bufGpa: number, segments: readonly DmaSegment[], dir: DmaDirection, opts: { readonly slotOffsetBytes?: number; readonly skipCpuSync?: boolean }, clock: ModelClock): number {
+  bounceOnUnmap(
+    mem: Uint8Array,
+    bufGpa: number,
+    segments: readonly DmaSegment[],
+    dir: DmaDirection,
+    opts: { readonly slotOffsetBytes?: number; readonly skipCpuSync?: boolean },
+    clock: ModelClock,
+  ): number {
     return this.copies.bounceOnUnmap(mem, bufGpa, segments, dir, opts, clock);
   }
 

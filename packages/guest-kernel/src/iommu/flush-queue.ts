@@ -35,7 +35,7 @@
  * | stats        | f64[8·C]      | per acting CPU at 8c: 0 flushes, 1 flushesByTimer, 2 flushesByFull, 3 entriesFreed | CPU c only |
  */
 
-import { defineLayout, Region, InputError, NEVER_NS, type LockTable, type Mutex, type ModelClock, type LockKind } from '@vmstack/shm';
+import { defineLayout, InputError, type LockKind, type LockTable, type ModelClock, type Mutex, NEVER_NS, Region } from '@vmstack/shm';
 import { checkIovaSizePages, type IovaDomain } from './iova.js';
 
 /** Where flushed IOVAs go: the vCPU's `IovaDomain` (an interface so a test can watch the frees). */
@@ -132,7 +132,8 @@ export class FlushQueue {
     const entriesCount = opts.entriesCount ?? IOVA_FQ_SIZE;
     const timeoutNs = opts.timeoutNs ?? IOVA_FQ_TIMEOUT_NS;
     if (!Number.isInteger(cpus) || cpus < 1 || cpus > 1024) throw new InputError('flushQueue.cpus', cpus, 'an integer in [1, 1024]');
-    if (!Number.isInteger(entriesCount) || entriesCount < 2 || entriesCount > 1 << 20) throw new InputError('flushQueue.entriesCount', entriesCount, 'an integer in [2, 1048576]');
+    if (!Number.isInteger(entriesCount) || entriesCount < 2 || entriesCount > 1 << 20)
+      throw new InputError('flushQueue.entriesCount', entriesCount, 'an integer in [2, 1048576]');
     if (!Number.isSafeInteger(timeoutNs) || timeoutNs < 1) throw new InputError('flushQueue.timeoutNs', timeoutNs, 'a positive integer number of ns');
     const region = Region.allocate(fqLayout(cpus, entriesCount));
     region.i32('ctl')[TIMER_OWNER] = -1;
@@ -143,7 +144,14 @@ export class FlushQueue {
    * Join as vCPU `cpu`. Queued IOVAs are freed through `iovad` (this vCPU's
    * attachment of the domain). `lockTable` must hold `FlushQueue.lockSpecs(handle)`.
    */
-  static attach(handle: FlushQueueHandle, cpu: number, lockTable: LockTable, iovad: IovaFreer, costs: FlushQueueCosts, flushIotlbAll: FlushIotlbAll): FlushQueue {
+  static attach(
+    handle: FlushQueueHandle,
+    cpu: number,
+    lockTable: LockTable,
+    iovad: IovaFreer,
+    costs: FlushQueueCosts,
+    flushIotlbAll: FlushIotlbAll,
+  ): FlushQueue {
     if (!Number.isInteger(cpu) || cpu < 0 || cpu >= handle.cpus) throw new RangeError(`flush queue: cpu ${cpu} outside 0..${handle.cpus - 1}`);
     return new FlushQueue(handle, cpu, lockTable, iovad, costs, flushIotlbAll);
   }

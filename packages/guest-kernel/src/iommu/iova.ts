@@ -79,7 +79,7 @@
  * | magPfns   | f64[K·M·128]  | pfns of magazine g at 128g | same |
  */
 
-import { defineLayout, Region, InputError, PAGE_SHIFT, PAGE_SIZE_BYTES, type LockTable, type Mutex, type ModelClock, type LockKind } from '@vmstack/shm';
+import { defineLayout, InputError, type LockKind, type LockTable, type ModelClock, type Mutex, PAGE_SHIFT, PAGE_SIZE_BYTES, Region } from '@vmstack/shm';
 
 /** The IOVA domain's granule: the IOMMU page size. */
 export const IOVA_GRANULE_BYTES = PAGE_SIZE_BYTES;
@@ -254,9 +254,11 @@ export class IovaDomain {
   static allocate(opts: IovaDomainOptions): IovaDomainHandle {
     const { startPfn, limitPfn, cpus, maxAllocations } = opts;
     if (!Number.isSafeInteger(startPfn) || startPfn < 1) throw new InputError('iova.startPfn', startPfn, 'an integer ≥ 1 (pfn 0 is the failure value)');
-    if (!Number.isSafeInteger(limitPfn) || limitPfn < startPfn || limitPfn >= 2 ** 52) throw new InputError('iova.limitPfn', limitPfn, `an integer pfn in [startPfn (${startPfn}), 2^52)`);
+    if (!Number.isSafeInteger(limitPfn) || limitPfn < startPfn || limitPfn >= 2 ** 52)
+      throw new InputError('iova.limitPfn', limitPfn, `an integer pfn in [startPfn (${startPfn}), 2^52)`);
     if (!Number.isInteger(cpus) || cpus < 1 || cpus > 1024) throw new InputError('iova.cpus', cpus, 'an integer in [1, 1024]');
-    if (!Number.isInteger(maxAllocations) || maxAllocations < 1 || maxAllocations > 1 << 24) throw new InputError('iova.maxAllocations', maxAllocations, 'an integer in [1, 16777216]');
+    if (!Number.isInteger(maxAllocations) || maxAllocations < 1 || maxAllocations > 1 << 24)
+      throw new InputError('iova.maxAllocations', maxAllocations, 'an integer in [1, 16777216]');
     const nodes = maxAllocations + 2;
     const tree = Region.allocate(treeLayout(nodes, cpus));
     const rc = Region.allocate(rcacheLayout(cpus));

@@ -43,7 +43,21 @@
  * | origAddr  | f64[n]  | caller gpa bounced to this slot, -1 = INVALID_PHYS_ADDR | mapper (owns the slots) |
  */
 
-import { defineLayout, Region, InputError, LockTable, PAGE_SHIFT, PAGE_SIZE_BYTES, asGpa, type Gpa, type Layout, type LockKind, type LockTableHandle, type Mutex, type ModelClock } from '@vmstack/shm';
+import {
+  asGpa,
+  defineLayout,
+  type Gpa,
+  InputError,
+  type Layout,
+  type LockKind,
+  LockTable,
+  type LockTableHandle,
+  type ModelClock,
+  type Mutex,
+  PAGE_SHIFT,
+  PAGE_SIZE_BYTES,
+  Region,
+} from '@vmstack/shm';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDirection } from './bounce-pool.js';
 
 export const IO_TLB_SHIFT = 11;
@@ -167,15 +181,21 @@ export class Swiotlb {
   static allocate(opts: SwiotlbOptions): SwiotlbHandle {
     const sizeBytes = opts.sizeBytes ?? IO_TLB_DEFAULT_SIZE_BYTES;
     if (!Number.isInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % SWIOTLB_MAX_MAPPING_BYTES !== 0 || sizeBytes > MAX_AREA_BYTES) {
-      throw new InputError('swiotlb.sizeBytes', sizeBytes, `a positive multiple of ${SWIOTLB_MAX_MAPPING_BYTES} (one 128-slot segment), at most ${MAX_AREA_BYTES}`);
+      throw new InputError(
+        'swiotlb.sizeBytes',
+        sizeBytes,
+        `a positive multiple of ${SWIOTLB_MAX_MAPPING_BYTES} (one 128-slot segment), at most ${MAX_AREA_BYTES}`,
+      );
     }
     const minAlignMask = opts.minAlignMask ?? 0;
     if (!Number.isInteger(minAlignMask) || minAlignMask < 0 || minAlignMask >= 0x80000000 || !isPow2(minAlignMask + 1)) {
       throw new InputError('swiotlb.minAlignMask', minAlignMask, 'a mask of low bits (2^k − 1) below 2^31');
     }
     const segBoundaryBytes = opts.segBoundaryBytes ?? 2 ** 32;
-    if (!isPow2(segBoundaryBytes) || segBoundaryBytes < IO_TLB_SIZE) throw new InputError('swiotlb.segBoundaryBytes', segBoundaryBytes, `a power of two ≥ ${IO_TLB_SIZE}`);
-    if (!Number.isInteger(opts.areaGpa) || opts.areaGpa < 0 || opts.areaGpa % IO_TLB_SIZE !== 0) throw new RangeError(`swiotlb area gpa ${opts.areaGpa} must be a multiple of ${IO_TLB_SIZE}`);
+    if (!isPow2(segBoundaryBytes) || segBoundaryBytes < IO_TLB_SIZE)
+      throw new InputError('swiotlb.segBoundaryBytes', segBoundaryBytes, `a power of two ≥ ${IO_TLB_SIZE}`);
+    if (!Number.isInteger(opts.areaGpa) || opts.areaGpa < 0 || opts.areaGpa % IO_TLB_SIZE !== 0)
+      throw new RangeError(`swiotlb area gpa ${opts.areaGpa} must be a multiple of ${IO_TLB_SIZE}`);
     const nslabs = sizeBytes / IO_TLB_SIZE;
     const region = Region.allocate(Swiotlb.layoutFor(nslabs));
     const list = region.i32('list');
@@ -219,12 +239,20 @@ export class Swiotlb {
    * and bounce the caller's bytes in for TO_DEVICE / BIDIRECTIONAL.
    * @returns the bounce address (tlb_addr), or DMA_MAPPING_ERROR
    */
-  swiotlb_tbl_map_single(origGpa: Gpa, mappingSizeBytes: number, allocSizeBytes: number, dir: DmaDirection, clock: ModelClock, attrs: { readonly skipCpuSync?: boolean } = {}): Gpa {
+  swiotlb_tbl_map_single(
+    origGpa: Gpa,
+    mappingSizeBytes: number,
+    allocSizeBytes: number,
+    dir: DmaDirection,
+    clock: ModelClock,
+    attrs: { readonly skipCpuSync?: boolean } = {},
+  ): Gpa {
     if (!Number.isInteger(mappingSizeBytes) || !Number.isInteger(allocSizeBytes) || mappingSizeBytes <= 0 || mappingSizeBytes > allocSizeBytes) {
       Atomics.add(this.counters, C_FAILURES, 1n); // dev_warn_once("Invalid sizes")
       return DMA_MAPPING_ERROR;
     }
-    if (!Number.isInteger(origGpa) || origGpa < 0 || origGpa + mappingSizeBytes > this.mem.length) throw new RangeError(`original buffer [${origGpa}, +${mappingSizeBytes}) is outside guest RAM`);
+    if (!Number.isInteger(origGpa) || origGpa < 0 || origGpa + mappingSizeBytes > this.mem.length)
+      throw new RangeError(`original buffer [${origGpa}, +${mappingSizeBytes}) is outside guest RAM`);
     const offset = this.alignOffset(origGpa);
     const index = this.swiotlb_find_slots(origGpa, allocSizeBytes + offset, offset, clock);
     if (index < 0) {
@@ -269,7 +297,14 @@ export class Swiotlb {
    * [size, aligned_size) when the data was bounced in, else the whole
    * aligned_size. Returns bytes zeroed.
    */
-  clearPadding(tlbAddr: Gpa, sizeBytes: number, alignedSizeBytes: number, dir: DmaDirection, clock: ModelClock, attrs: { readonly skipCpuSync?: boolean } = {}): number {
+  clearPadding(
+    tlbAddr: Gpa,
+    sizeBytes: number,
+    alignedSizeBytes: number,
+    dir: DmaDirection,
+    clock: ModelClock,
+    attrs: { readonly skipCpuSync?: boolean } = {},
+  ): number {
     let start: number = tlbAddr;
     let len = alignedSizeBytes;
     if (!attrs.skipCpuSync && (dir === DMA_TO_DEVICE || dir === DMA_BIDIRECTIONAL)) {
@@ -319,7 +354,7 @@ export class Swiotlb {
 
   /** `swiotlb_align_offset`: the low bits of `addr` the device needs preserved */
   private alignOffset(addr: number): number {
-    return addr % IO_TLB_SIZE & this.handle.minAlignMask;
+    return (addr % IO_TLB_SIZE) & this.handle.minAlignMask;
   }
 
   private wrapIndex(index: number): number {

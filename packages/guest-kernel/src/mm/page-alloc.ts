@@ -38,7 +38,7 @@
  * blocks (transparent huge pages).
  */
 
-import { defineLayout, Region, InputError, PAGE_SIZE_BYTES, type LockTable, type Mutex, type ModelClock, type LockKind, mulberry32Float } from '@vmstack/shm';
+import { defineLayout, InputError, type LockKind, type LockTable, type ModelClock, type Mutex, mulberry32Float, PAGE_SIZE_BYTES, Region } from '@vmstack/shm';
 
 /** Highest supported order (Linux 5.x: MAX_ORDER 11, orders 0..10). */
 export const MAX_ORDER = 10;
@@ -228,7 +228,11 @@ export class PageAllocator {
       const i = pfn - this.basePfn;
       const had = this.allocOrder[i];
       if (had !== order) {
-        throw new RangeError(had === NONE ? `free_pages: gpa 0x${gpa.toString(16)} is not allocated (double free?)` : `free_pages: gpa 0x${gpa.toString(16)} was allocated with order ${had}, freed with order ${order}`);
+        throw new RangeError(
+          had === NONE
+            ? `free_pages: gpa 0x${gpa.toString(16)} is not allocated (double free?)`
+            : `free_pages: gpa 0x${gpa.toString(16)} was allocated with order ${had}, freed with order ${order}`,
+        );
       }
       clock?.charge(this.costs.guestPageAllocNs / 2);
       this.stats[S_FREE_CALLS]++;
@@ -284,7 +288,11 @@ export class PageAllocator {
       const gpa = this.alloc_pages(order, clock);
       if (gpa < 0) {
         for (const blk of blocks) this.free_pages(blk.gpa, blk.order, clock);
-        throw new InputError('userBuffer.sizeBytes', sizeBytes, `at most the free guest RAM (${this.freeBytes()} bytes free, ${contiguity === 'huge' ? 'in 2 MiB aligned blocks' : 'in 4 KiB pages'}); raise the guest's RAM or lower the job's buffer`);
+        throw new InputError(
+          'userBuffer.sizeBytes',
+          sizeBytes,
+          `at most the free guest RAM (${this.freeBytes()} bytes free, ${contiguity === 'huge' ? 'in 2 MiB aligned blocks' : 'in 4 KiB pages'}); raise the guest's RAM or lower the job's buffer`,
+        );
       }
       blocks.push({ gpa, order });
     }

@@ -7,22 +7,22 @@
 
 import {
   type AbortFlag,
-  type GuestMemory,
-  type Ring,
-  type SentLog,
-  writeRwSqe,
-  readCqe,
-  nvmeSetupPrps,
+  BLOCK_BYTES,
   encodeDoorbell,
   encodeRegWrite,
-  NVME_SQE_BYTES,
-  NVME_CQE_BYTES,
+  type Gpa,
+  type GuestMemory,
+  type Iova,
   NVME_CMD_READ,
   NVME_CMD_WRITE,
-  BLOCK_BYTES,
-  type Gpa,
-  type Iova,
+  NVME_CQE_BYTES,
+  NVME_SQE_BYTES,
   type NvmeCqe,
+  nvmeSetupPrps,
+  type Ring,
+  readCqe,
+  type SentLog,
+  writeRwSqe,
 } from '@vmstack/shm';
 
 /**
@@ -90,14 +90,33 @@ export function nvme_submit_cmd(q: NvmeQueuePair, write: (gpa: number) => void):
  * buffer pages have the device addresses `dmaPages`. `prpPage` is this
  * command's PRP list page ({gpa, dmaAddr}) for transfers over two pages.
  */
-export function nvme_queue_rw(mem: GuestMemory, q: NvmeQueuePair, isRead: boolean, commandId: number, slba: number, bytes: number, dmaPages: readonly Iova[], prpPage: PrpListPage): number {
+export function nvme_queue_rw(
+  mem: GuestMemory,
+  q: NvmeQueuePair,
+  isRead: boolean,
+  commandId: number,
+  slba: number,
+  bytes: number,
+  dmaPages: readonly Iova[],
+  prpPage: PrpListPage,
+): number {
   let used = false;
   const prps = nvmeSetupPrps(mem, dmaPages, 0, bytes, () => {
     if (used) throw new Error('nvme: transfer needs more than one PRP list page');
     used = true;
     return prpPage;
   });
-  return nvme_submit_cmd(q, (gpa) => writeRwSqe(mem, gpa, { opcode: isRead ? NVME_CMD_READ : NVME_CMD_WRITE, commandId, nsid: 1, slba, blockCount: bytes / BLOCK_BYTES, prp1: prps.prp1, prp2: prps.prp2 }));
+  return nvme_submit_cmd(q, (gpa) =>
+    writeRwSqe(mem, gpa, {
+      opcode: isRead ? NVME_CMD_READ : NVME_CMD_WRITE,
+      commandId,
+      nsid: 1,
+      slba,
+      blockCount: bytes / BLOCK_BYTES,
+      prp1: prps.prp1,
+      prp2: prps.prp2,
+    }),
+  );
 }
 
 /** nvme_process_cq: take the next CQE if its phase says it is new. */
@@ -111,4 +130,3 @@ export function nvme_next_cqe(mem: GuestMemory, q: NvmeQueuePair): NvmeCqe | nul
   }
   return c;
 }
-

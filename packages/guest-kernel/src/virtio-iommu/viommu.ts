@@ -15,28 +15,28 @@
 
 import {
   type Gpa,
-  type Iova,
   type GuestMemory,
+  type Iova,
   type LockTable,
-  type Mutex,
   type ModelClock,
-  VirtqueueDriver,
-  type VirtqueueLayout,
-  writeAttachRequest,
-  writeDetachRequest,
-  VIRTIO_IOMMU_T_DETACH,
-  writeMapRequest,
-  writeUnmapRequest,
-  writeProbeRequest,
+  type Mutex,
   readTail,
   requestSizeBytes,
-  viommuGetWriteDescOffsetBytes,
-  VIRTIO_IOMMU_T_ATTACH,
-  VIRTIO_IOMMU_T_MAP,
-  VIRTIO_IOMMU_T_UNMAP,
-  VIRTIO_IOMMU_T_PROBE,
-  VIRTIO_IOMMU_S_OK,
   statusName,
+  VIRTIO_IOMMU_S_OK,
+  VIRTIO_IOMMU_T_ATTACH,
+  VIRTIO_IOMMU_T_DETACH,
+  VIRTIO_IOMMU_T_MAP,
+  VIRTIO_IOMMU_T_PROBE,
+  VIRTIO_IOMMU_T_UNMAP,
+  VirtqueueDriver,
+  type VirtqueueLayout,
+  viommuGetWriteDescOffsetBytes,
+  writeAttachRequest,
+  writeDetachRequest,
+  writeMapRequest,
+  writeProbeRequest,
+  writeUnmapRequest,
 } from '@vmstack/shm';
 import type { Profiler } from '../profile.js';
 
@@ -63,7 +63,6 @@ export interface ViommuCounters {
   probe: number;
   kicks: number;
 }
-
 
 export class ViommuDriver {
   private vqDriver: VirtqueueDriver | null;
@@ -108,7 +107,8 @@ export class ViommuDriver {
     write(gpa);
     const outLen = viommuGetWriteDescOffsetBytes(type);
     const total = requestSizeBytes(type);
-    if (!this.vq.addBuf([{ gpa, lenBytes: outLen }], [{ gpa: gpa + outLen, lenBytes: total - outLen }], slot)) throw new Error('virtio-iommu: request queue full after a sync');
+    if (!this.vq.addBuf([{ gpa, lenBytes: outLen }], [{ gpa: gpa + outLen, lenBytes: total - outLen }], slot))
+      throw new Error('virtio-iommu: request queue full after a sync');
   }
 
   /** __viommu_sync_req: kick, busy-poll until the device has used every request. Caller holds request_lock. */

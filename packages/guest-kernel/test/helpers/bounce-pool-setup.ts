@@ -4,7 +4,7 @@
  * the expected times are worked out from.
  */
 import { IOMMU_READ, IOMMU_WRITE, LockTable, ModelClock } from '@vmstack/shm';
-import { BouncePool, IOMMU_CACHE, type BouncePoolOptions } from '../../src/iommu/bounce-pool.js';
+import { BouncePool, type BouncePoolOptions, IOMMU_CACHE } from '../../src/iommu/bounce-pool.js';
 import { TestPages } from './bounce-page-allocator.js';
 
 /** Costs the expected model times below are computed from by hand. */

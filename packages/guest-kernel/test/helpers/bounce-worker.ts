@@ -4,8 +4,8 @@
  * and stamping a token into the slot's memory, so that a slot (or its memory)
  * handed to two owners at once is caught. Worker 0 also runs eviction passes.
  */
-import { workerMain, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE, LockTable, ModelClock, type LockTableHandle } from '@vmstack/shm';
-import { BouncePool, IOMMU_CACHE, type BouncePoolHandle, type BounceSlot } from '../../src/iommu/bounce-pool.js';
+import { IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE, LockTable, type LockTableHandle, ModelClock, workerMain } from '@vmstack/shm';
+import { BouncePool, type BouncePoolHandle, type BounceSlot, IOMMU_CACHE } from '../../src/iommu/bounce-pool.js';
 import { TestPages, type TestPagesHandle } from './bounce-page-allocator.js';
 import { mulberry32 } from './bounce-prng.js';
 
@@ -48,7 +48,16 @@ workerMain<BounceWorkerInit, BounceWorkerResult>((boot, control) => {
     const rng = mulberry32(init.seed);
     const clock = new ModelClock('virtual');
     const held: { s: BounceSlot; token: number }[] = [];
-    const r: BounceWorkerResult = { acquires: 0, refused: 0, releases: 0, ownerViolations: 0, tokenMismatches: 0, evicted: 0, evictedWhileOwned: 0, modelNs: 0 };
+    const r: BounceWorkerResult = {
+      acquires: 0,
+      refused: 0,
+      releases: 0,
+      ownerViolations: 0,
+      tokenMismatches: 0,
+      evicted: 0,
+      evictedWhileOwned: 0,
+      modelNs: 0,
+    };
     const n = pool.slotsPerClass;
     const release = (k: number): void => {
       const { s, token } = held[k];

@@ -11,11 +11,10 @@
  * records per pfn the count seen when it was queued: a queued IOVA freed
  * before any flush finished after its queueing is an early free.
  */
-import { workerMain, LockTable, ModelClock, type LockTableHandle } from '@vmstack/shm';
-import { IovaDomain, type IovaDomainHandle } from '../../src/iommu/iova.js';
+import { LockTable, type LockTableHandle, ModelClock, PAGE_SIZE_BYTES, workerMain } from '@vmstack/shm';
 import { FlushQueue, type FlushQueueHandle } from '../../src/iommu/flush-queue.js';
-import { PageAllocator, mulberry32, type PageAllocatorHandle } from '../../src/mm/page-alloc.js';
-import { PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { IovaDomain, type IovaDomainHandle } from '../../src/iommu/iova.js';
+import { mulberry32, PageAllocator, type PageAllocatorHandle } from '../../src/mm/page-alloc.js';
 
 export interface MmWorkerInit {
   scenario: 'iova-churn' | 'fq-churn' | 'pages-churn';
@@ -121,8 +120,7 @@ workerMain<MmWorkerInit, MmWorkerResult>((boot) => {
       if (fq) {
         Atomics.store(flushLog, 1 + pfn, Atomics.load(flushLog, 0));
         fq.queue_iova(init.cpu, pfn, size, clock);
-      }
-      else {
+      } else {
         release(pfn, size);
         iovad.free_iova_fast(pfn, size, clock);
       }

@@ -14,7 +14,7 @@ export function batchIova(r: number): number {
 /** A translation no other IOVA of the test shares: hpa page = iova page scrambled, below 4 TiB. */
 export function expectedHpa(iova: number): number {
   const pfn = iova / 4096;
-  return ((pfn * 2654435761) % (2 ** 28)) * 4096;
+  return ((pfn * 2654435761) % 2 ** 28) * 4096;
 }
 
 export function protOf(r: number): 1 | 2 | 3 {

@@ -13,9 +13,9 @@
  * acknowledged a round ≥ r.
  */
 
-import { workerData, parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { IoPgtable, type IoPgtableHandle } from '../../src/io-pgtable.js';
-import { batchIova, expectedHpa, protOf, BATCH_PAGES, PUBLISHED, ACKED, STOP, mulberry32 } from './pgtable-protocol.js';
+import { ACKED, BATCH_PAGES, batchIova, expectedHpa, mulberry32, PUBLISHED, protOf, STOP } from './pgtable-protocol.js';
 
 const { handle, ctrl, seed } = workerData as { handle: IoPgtableHandle; ctrl: SharedArrayBuffer; seed: number };
 const pt = IoPgtable.attach(handle);
@@ -36,7 +36,9 @@ function check(iova: number, round: number, mustBePresent: boolean): void {
   }
   hits++;
   if ((r.hpa !== expectedHpa(iova) + 123 || r.prot !== protOf(round) || r.levels !== 4) && errors.length < 10) {
-    errors.push(`round ${round}: iova 0x${iova.toString(16)} → hpa 0x${r.hpa.toString(16)} prot ${r.prot} (want 0x${(expectedHpa(iova) + 123).toString(16)} prot ${protOf(round)})`);
+    errors.push(
+      `round ${round}: iova 0x${iova.toString(16)} → hpa 0x${r.hpa.toString(16)} prot ${r.prot} (want 0x${(expectedHpa(iova) + 123).toString(16)} prot ${protOf(round)})`,
+    );
   }
 }
 

@@ -30,12 +30,12 @@
  */
 
 import { BroadcastChannel } from 'node:worker_threads';
-import { workerMain } from '../lifecycle.js';
-import { Ring, type RingHandle } from '../ring.js';
-import { LockTable, type LockTableHandle } from '../mutex.js';
 import { ModelClock, type RunControl } from '../clock.js';
-import { RpcClient, RpcServer, type RpcChannelHandles, type RpcRequestView } from '../rpc.js';
 import { RunAborted } from '../event.js';
+import { workerMain } from '../lifecycle.js';
+import { LockTable, type LockTableHandle } from '../mutex.js';
+import { Ring, type RingHandle } from '../ring.js';
+import { type RpcChannelHandles, RpcClient, type RpcRequestView, RpcServer } from '../rpc.js';
 
 export type PingPongPhase =
   | { readonly mode: 'raw-spin'; readonly roundTrips: number }
@@ -233,7 +233,13 @@ function pingPong(init: PingPongInit, control: RunControl): () => Promise<Transp
   const rpcRead = (dv: DataView, off: number): number => dv.getInt32(off, true);
   const handle = (_req: RpcRequestView) => rpcHandler;
 
-  const parksOf = (): number => ab.dataEvent.parks + ab.spaceEvent.parks + ba.dataEvent.parks + ba.spaceEvent.parks + (client ? client.reply.dataEvent.parks + client.request.spaceEvent.parks : 0) + (server ? server.request.dataEvent.parks + server.reply.spaceEvent.parks : 0);
+  const parksOf = (): number =>
+    ab.dataEvent.parks +
+    ab.spaceEvent.parks +
+    ba.dataEvent.parks +
+    ba.spaceEvent.parks +
+    (client ? client.reply.dataEvent.parks + client.request.spaceEvent.parks : 0) +
+    (server ? server.request.dataEvent.parks + server.reply.spaceEvent.parks : 0);
 
   return async () => {
     const ns: number[] = [];
@@ -301,7 +307,17 @@ function pingPong(init: PingPongInit, control: RunControl): () => Promise<Transp
     } finally {
       bc.close();
     }
-    if (client && client.calls !== sumOf(init.phases.slice(0, ns.length).filter((p) => p.mode === 'rpc').map((p) => p.roundTrips))) errors++;
+    if (
+      client &&
+      client.calls !==
+        sumOf(
+          init.phases
+            .slice(0, ns.length)
+            .filter((p) => p.mode === 'rpc')
+            .map((p) => p.roundTrips),
+        )
+    )
+      errors++;
     return { ns, parks, errors };
   };
 }

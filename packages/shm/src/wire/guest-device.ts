@@ -16,7 +16,7 @@
  * MMIO write; an interrupt the model time the MSI is pending for the guest.
  */
 
-import { RECORD, encodeRecordHeader } from '../ring.js';
+import { encodeRecordHeader, RECORD } from '../ring.js';
 
 export const GuestToDeviceDoorbell = 0x101;
 export const DeviceToGuestInterrupt = 0x102;

@@ -16,7 +16,7 @@
  * record the VMM's model time when the used elements are written.
  */
 
-import { RECORD, encodeRecordHeader } from '../ring.js';
+import { encodeRecordHeader, RECORD } from '../ring.js';
 
 export const GuestToVmmKick = 0x201;
 export const VmmToGuestUsed = 0x202;

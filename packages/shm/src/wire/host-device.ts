@@ -12,7 +12,7 @@
  * invalidations in that order, before any DMA stamped later.
  */
 
-import { RECORD, encodeRecordHeader } from '../ring.js';
+import { encodeRecordHeader, RECORD } from '../ring.js';
 
 export const HostToDeviceIotlbInval = 0x103;
 

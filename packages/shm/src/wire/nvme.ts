@@ -49,8 +49,8 @@
  */
 
 import { PAGE_SIZE_BYTES } from '../constants.js';
-import { readU64, writeU64 } from './virtqueue.js';
 import type { GuestMemory } from './virtqueue.js';
+import { readU64, writeU64 } from './virtqueue.js';
 
 export const NVME_SQE_BYTES = 64;
 export const NVME_CQE_BYTES = 16;
@@ -252,7 +252,8 @@ export interface NvmeRwFields {
 /** Linux nvme_setup_rw + the DPTR from nvmeSetupPrps: a complete read/write SQE. */
 export function writeRwSqe(mem: GuestMemory, gpa: number, f: NvmeRwFields): void {
   if (!Number.isSafeInteger(f.slba) || f.slba < 0) throw new RangeError(`nvme slba: ${f.slba} is not an integer in [0, 2^53)`);
-  if (!Number.isInteger(f.blockCount) || f.blockCount < 1 || f.blockCount > 0x10000) throw new RangeError(`nvme blockCount: ${f.blockCount} is not in [1, 65536]`);
+  if (!Number.isInteger(f.blockCount) || f.blockCount < 1 || f.blockCount > 0x10000)
+    throw new RangeError(`nvme blockCount: ${f.blockCount} is not in [1, 65536]`);
   writeSqe(mem, gpa, {
     opcode: f.opcode,
     commandId: f.commandId,
@@ -388,7 +389,8 @@ export function nvmeSetupPrps(
     throw new RangeError(`nvme PRP first offset ${firstOffsetBytes} is not a dword-aligned offset within a 4 KiB page`);
   }
   const pageCount = Math.ceil((firstOffsetBytes + lengthBytes) / PAGE);
-  if (pages.length < pageCount) throw new RangeError(`nvme PRP: ${lengthBytes} bytes at offset ${firstOffsetBytes} span ${pageCount} pages, ${pages.length} given`);
+  if (pages.length < pageCount)
+    throw new RangeError(`nvme PRP: ${lengthBytes} bytes at offset ${firstOffsetBytes} span ${pageCount} pages, ${pages.length} given`);
   const page = (i: number): number => {
     const a = toAddress(pages[i], `nvme PRP page ${i}`);
     if (a % PAGE !== 0) throw new RangeError(`nvme PRP page ${i} address ${a} is not 4 KiB aligned`);

@@ -67,8 +67,8 @@
  * Fields read as u64 come back as numbers (see `readU64`: exact below 2^53).
  */
 
-import { readU64, writeU64 } from './virtqueue.js';
 import type { GuestMemory } from './virtqueue.js';
+import { readU64, writeU64 } from './virtqueue.js';
 
 export const VIRTIO_IOMMU_T_ATTACH = 1;
 export const VIRTIO_IOMMU_T_DETACH = 2;
@@ -227,7 +227,12 @@ export function writeAttachRequest(mem: GuestMemory, gpa: number, f: ViommuAttac
 
 export function readAttachRequest(mem: GuestMemory, gpa: number): ViommuRead<ViommuAttachFields> {
   const dv = mem.dv;
-  return { domain: dv.getUint32(gpa + 4, true), endpoint: dv.getUint32(gpa + 8, true), flags: dv.getUint32(gpa + 12, true), reservedZero: allZero(mem.u8, gpa + 16, 4) };
+  return {
+    domain: dv.getUint32(gpa + 4, true),
+    endpoint: dv.getUint32(gpa + 8, true),
+    flags: dv.getUint32(gpa + 12, true),
+    reservedZero: allZero(mem.u8, gpa + 16, 4),
+  };
 }
 
 export function writeDetachRequest(mem: GuestMemory, gpa: number, f: ViommuDetachFields): void {
@@ -252,7 +257,13 @@ export function writeMapRequest(mem: GuestMemory, gpa: number, f: ViommuMapField
 
 export function readMapRequest(mem: GuestMemory, gpa: number): ViommuMapFields {
   const dv = mem.dv;
-  return { domain: dv.getUint32(gpa + 4, true), virtStart: readU64(dv, gpa + 8), virtEnd: readU64(dv, gpa + 16), physStart: readU64(dv, gpa + 24), flags: dv.getUint32(gpa + 32, true) };
+  return {
+    domain: dv.getUint32(gpa + 4, true),
+    virtStart: readU64(dv, gpa + 8),
+    virtEnd: readU64(dv, gpa + 16),
+    physStart: readU64(dv, gpa + 24),
+    flags: dv.getUint32(gpa + 32, true),
+  };
 }
 
 export function writeUnmapRequest(mem: GuestMemory, gpa: number, f: ViommuUnmapFields): void {
@@ -376,15 +387,29 @@ export type ViommuRequest =
  * device-writable parts as the virtqueue chain gave them; the tail goes at
  * `inGpa + inLenBytes - 4` (after the properties for PROBE).
  */
-export function decodeRequest(mem: GuestMemory, outGpa: number, outLenBytes: number, inLenBytes: number, probeSizeBytes = VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT): ViommuRequest {
+export function decodeRequest(
+  mem: GuestMemory,
+  outGpa: number,
+  outLenBytes: number,
+  inLenBytes: number,
+  probeSizeBytes = VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT,
+): ViommuRequest {
   const rawType = outLenBytes >= 1 ? mem.u8[outGpa] : -1;
-  if (inLenBytes < VIRTIO_IOMMU_TAIL_BYTES) return { type: 'reject', rawType, status: null, reason: `device-writable part of ${inLenBytes} bytes cannot hold the tail` };
-  if (outLenBytes < VIRTIO_IOMMU_HEAD_BYTES) return { type: 'reject', rawType, status: VIRTIO_IOMMU_S_INVAL, reason: `device-readable part of ${outLenBytes} bytes cannot hold the head` };
-  if (rawType < VIRTIO_IOMMU_T_ATTACH || rawType > VIRTIO_IOMMU_T_PROBE) return { type: 'reject', rawType, status: VIRTIO_IOMMU_S_UNSUPP, reason: `unknown request type ${rawType}` };
+  if (inLenBytes < VIRTIO_IOMMU_TAIL_BYTES)
+    return { type: 'reject', rawType, status: null, reason: `device-writable part of ${inLenBytes} bytes cannot hold the tail` };
+  if (outLenBytes < VIRTIO_IOMMU_HEAD_BYTES)
+    return { type: 'reject', rawType, status: VIRTIO_IOMMU_S_INVAL, reason: `device-readable part of ${outLenBytes} bytes cannot hold the head` };
+  if (rawType < VIRTIO_IOMMU_T_ATTACH || rawType > VIRTIO_IOMMU_T_PROBE)
+    return { type: 'reject', rawType, status: VIRTIO_IOMMU_S_UNSUPP, reason: `unknown request type ${rawType}` };
   const needOut = viommuGetWriteDescOffsetBytes(rawType, probeSizeBytes);
   const needIn = requestSizeBytes(rawType, probeSizeBytes) - needOut;
   if (outLenBytes < needOut || inLenBytes < needIn) {
-    return { type: 'reject', rawType, status: VIRTIO_IOMMU_S_INVAL, reason: `type ${rawType} needs ${needOut}+${needIn} bytes, got ${outLenBytes}+${inLenBytes}` };
+    return {
+      type: 'reject',
+      rawType,
+      status: VIRTIO_IOMMU_S_INVAL,
+      reason: `type ${rawType} needs ${needOut}+${needIn} bytes, got ${outLenBytes}+${inLenBytes}`,
+    };
   }
   switch (rawType) {
     case VIRTIO_IOMMU_T_ATTACH:

@@ -155,7 +155,12 @@ function alignUp(value: number, align: number): number {
  * state (8).
  */
 export function virtqueueLayout(queueSizeEntries: number, baseGpa: number): VirtqueueLayout {
-  if (!Number.isInteger(queueSizeEntries) || queueSizeEntries < 1 || queueSizeEntries > VIRTQ_MAX_SIZE_ENTRIES || (queueSizeEntries & (queueSizeEntries - 1)) !== 0) {
+  if (
+    !Number.isInteger(queueSizeEntries) ||
+    queueSizeEntries < 1 ||
+    queueSizeEntries > VIRTQ_MAX_SIZE_ENTRIES ||
+    (queueSizeEntries & (queueSizeEntries - 1)) !== 0
+  ) {
     throw new InputError('queueSizeEntries', queueSizeEntries, `a power of 2 from 1 to ${VIRTQ_MAX_SIZE_ENTRIES}`);
   }
   if (!Number.isSafeInteger(baseGpa) || baseGpa < 0 || baseGpa % VIRTQ_DESC_ALIGN_BYTES !== 0) {
@@ -251,7 +256,8 @@ export class VirtqueueDriver {
     this.q = layout.queueSizeEntries;
     this.ds = layout.driverStateGpa;
     this.dv = memory.dv;
-    if (this.dv.getUint32(this.ds, true) !== DRIVER_STATE_MAGIC) throw new RangeError(`virtqueue at GPA ${layout.descGpa}: not initialised (VirtqueueDriver.init)`);
+    if (this.dv.getUint32(this.ds, true) !== DRIVER_STATE_MAGIC)
+      throw new RangeError(`virtqueue at GPA ${layout.descGpa}: not initialised (VirtqueueDriver.init)`);
     const q = this.dv.getUint16(this.ds + 4, true);
     if (q !== this.q) throw new RangeError(`virtqueue at GPA ${layout.descGpa}: initialised with ${q} entries, layout says ${this.q}`);
   }
@@ -283,7 +289,8 @@ export class VirtqueueDriver {
     for (let s = 0; s < total; s++) {
       const writable = s >= outSegments.length;
       const seg = writable ? inSegments[s - outSegments.length] : outSegments[s];
-      if (!Number.isInteger(seg.lenBytes) || seg.lenBytes < 0 || seg.lenBytes > 0xffff_ffff) throw new RangeError(`virtqueue addBuf: segment length ${seg.lenBytes} is not a u32`);
+      if (!Number.isInteger(seg.lenBytes) || seg.lenBytes < 0 || seg.lenBytes > 0xffff_ffff)
+        throw new RangeError(`virtqueue addBuf: segment length ${seg.lenBytes} is not a u32`);
       const d = this.layout.descGpa + VIRTQ_DESC_BYTES * i;
       const next = dv.getUint16(this.entry(i) + 6, true);
       const more = s < total - 1;
@@ -327,7 +334,8 @@ export class VirtqueueDriver {
     const lastUsed = dv.getUint16(this.ds + 10, true);
     const usedIdx = Atomics.load(this.memory.u16, (this.layout.usedGpa + 2) >>> 1);
     if (usedIdx === lastUsed) return null;
-    if (((usedIdx - lastUsed) & 0xffff) > this.q) throw new VirtqueueError('used-idx', null, `used.idx ${usedIdx} is more than ${this.q} past last_used_idx ${lastUsed}`);
+    if (((usedIdx - lastUsed) & 0xffff) > this.q)
+      throw new VirtqueueError('used-idx', null, `used.idx ${usedIdx} is more than ${this.q} past last_used_idx ${lastUsed}`);
     const el = this.layout.usedGpa + 4 + 8 * (lastUsed & (this.q - 1));
     const id = dv.getUint32(el, true);
     const lenBytes = dv.getUint32(el + 4, true);
@@ -409,7 +417,8 @@ export class VirtqueueDevice {
       const lenBytes = dv.getUint32(d + 8, true);
       const flags = dv.getUint16(d + 12, true);
       if (flags & VIRTQ_DESC_F_INDIRECT) throw new VirtqueueError('indirect', head, `descriptor ${i} is INDIRECT, which is not negotiated`);
-      if (gpa + lenBytes > sizeBytes) throw new VirtqueueError('out-of-ram', head, `descriptor ${i} [${gpa}, +${lenBytes}) runs past guest RAM of ${sizeBytes} bytes`);
+      if (gpa + lenBytes > sizeBytes)
+        throw new VirtqueueError('out-of-ram', head, `descriptor ${i} [${gpa}, +${lenBytes}) runs past guest RAM of ${sizeBytes} bytes`);
       if (flags & VIRTQ_DESC_F_WRITE) inn.push({ gpa, lenBytes });
       else if (inn.length > 0) throw new VirtqueueError('order', head, `device-readable descriptor ${i} follows a device-writable one`);
       else out.push({ gpa, lenBytes });
@@ -423,7 +432,8 @@ export class VirtqueueDevice {
   /** virtqueue_push: return chain `head` with `writtenLenBytes` written into its device-writable part. */
   pushUsed(head: number, writtenLenBytes: number): void {
     if (!Number.isInteger(head) || head < 0 || head >= this.q) throw new RangeError(`virtqueue pushUsed: head ${head} outside [0, ${this.q})`);
-    if (!Number.isInteger(writtenLenBytes) || writtenLenBytes < 0 || writtenLenBytes > 0xffff_ffff) throw new RangeError(`virtqueue pushUsed: length ${writtenLenBytes} is not a u32`);
+    if (!Number.isInteger(writtenLenBytes) || writtenLenBytes < 0 || writtenLenBytes > 0xffff_ffff)
+      throw new RangeError(`virtqueue pushUsed: length ${writtenLenBytes} is not a u32`);
     const dv = this.memory.dv;
     const el = this.layout.usedGpa + 4 + 8 * (this.usedIdx & (this.q - 1));
     dv.setUint32(el, head, true);

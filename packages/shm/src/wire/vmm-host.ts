@@ -17,7 +17,7 @@
  */
 
 import type { AbortFlag } from '../event.js';
-import { RpcClient, type RpcChannelHandles } from '../rpc.js';
+import { type RpcChannelHandles, RpcClient } from '../rpc.js';
 
 export const VmmToHostMapDma = 0x301;
 export const VmmToHostUnmapDma = 0x302;
@@ -111,7 +111,11 @@ export class VfioRpcPort implements VfioContainerPort {
   private readonly writeMap = (dv: DataView, p: number): void => encodeMapDmaRequest(dv, p, this.mapArgs!);
   private readonly writeUnmap = (dv: DataView, p: number): void => encodeUnmapDmaRequest(dv, p, this.unmapArgs!);
   private readonly readMapReply = (dv: DataView, p: number, doneNs: number) => ({ errno: vfioReplyErrno(dv, p), doneNs });
-  private readonly readUnmapReply = (dv: DataView, p: number, doneNs: number) => ({ errno: vfioReplyErrno(dv, p), unmappedBytes: vfioReplyUnmappedBytes(dv, p), doneNs });
+  private readonly readUnmapReply = (dv: DataView, p: number, doneNs: number) => ({
+    errno: vfioReplyErrno(dv, p),
+    unmappedBytes: vfioReplyUnmappedBytes(dv, p),
+    doneNs,
+  });
 
   constructor(handles: RpcChannelHandles, abort: AbortFlag, spinLoads: number) {
     this.client = new RpcClient(handles, abort, spinLoads);

@@ -2,11 +2,22 @@
  * Worker used by the shm tests: runs one named scenario against the shared
  * memory given in `init` and returns what it observed.
  */
-import { workerMain, Ring, LockTable, ModelClock, WorkerSync, NEVER_NS, type RingHandle, type LockTableHandle } from '@vmstack/shm';
+import { LockTable, type LockTableHandle, ModelClock, NEVER_NS, Ring, type RingHandle, WorkerSync, workerMain } from '@vmstack/shm';
 import { mulberry32 } from './prng.js';
 
 interface Init {
-  scenario: 'ring-producer' | 'ring-consumer' | 'mutex-increment' | 'mutex-wait' | 'crash' | 'exit-early' | 'park-forever' | 'clock-sender' | 'clock-receiver' | 'clock-reactive' | 'quantum-vcpu';
+  scenario:
+    | 'ring-producer'
+    | 'ring-consumer'
+    | 'mutex-increment'
+    | 'mutex-wait'
+    | 'crash'
+    | 'exit-early'
+    | 'park-forever'
+    | 'clock-sender'
+    | 'clock-receiver'
+    | 'clock-reactive'
+    | 'quantum-vcpu';
   ring?: RingHandle;
   ring2?: RingHandle;
   records?: number;
@@ -168,7 +179,11 @@ workerMain<Init, unknown>((boot, control) => {
           }
           // conservative: handle t only when no sender can still send anything earlier
           // strictly past t: a sender whose EOT is t may still send something stamped t
-          const ok = sync.awaitBound(t + 1, () => Math.min(sync.minPeerEotNs(peers) + lookaheadNs, ring.available() > n ? ring.timestampAt(ring.offsetAt(n)) : NEVER_NS), () => ring.available() > n);
+          const ok = sync.awaitBound(
+            t + 1,
+            () => Math.min(sync.minPeerEotNs(peers) + lookaheadNs, ring.available() > n ? ring.timestampAt(ring.offsetAt(n)) : NEVER_NS),
+            () => ring.available() > n,
+          );
           if (!ok) continue; // a new input arrived: re-evaluate which event is first
           clock.syncTo(t);
           if (inputNs <= timerNs) {
@@ -207,7 +222,11 @@ workerMain<Init, unknown>((boot, control) => {
         while (clock.nowNs() < init.untilNs!) {
           const next = clock.nowNs() + init.stepNs!;
           if (sync.minPeerEotNs(peers) + init.quantumNs! < next) heldBack++;
-          sync.awaitBound(next, () => sync.minPeerEotNs(peers) + init.quantumNs!, () => false);
+          sync.awaitBound(
+            next,
+            () => sync.minPeerEotNs(peers) + init.quantumNs!,
+            () => false,
+          );
           const live = peers.map((p) => control.eotNs(p)).filter((e) => e !== NEVER_NS);
           if (live.length > 0) maxLeadNs = Math.max(maxLeadNs, next - Math.min(...live));
           const until = performance.now() + (init.realDelayUs ?? 0) / 1000;

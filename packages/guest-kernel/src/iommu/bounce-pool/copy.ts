@@ -29,7 +29,7 @@
 
 import type { ModelClock } from '@vmstack/shm';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDirection } from './dma-direction.js';
-import { C_BYTES_FROM_DEVICE, C_BYTES_TO_DEVICE, C_BYTES_ZEROED, type BouncePoolCosts } from './region.js';
+import { type BouncePoolCosts, C_BYTES_FROM_DEVICE, C_BYTES_TO_DEVICE, C_BYTES_ZEROED } from './region.js';
 
 /** One piece of the caller's buffer, in guest RAM. */
 export interface DmaSegment {
@@ -58,7 +58,14 @@ function checkSegments(mem: Uint8Array, segments: readonly DmaSegment[]): number
  * bytes are `segments` back to back, and sit in the bounce buffer from
  * `bufGpa`. Returns the bytes copied.
  */
-export function copySegments(mem: Uint8Array, bufGpa: number, segments: readonly DmaSegment[], toBuffer: boolean, offsetBytes: number, lenBytes: number): number {
+export function copySegments(
+  mem: Uint8Array,
+  bufGpa: number,
+  segments: readonly DmaSegment[],
+  toBuffer: boolean,
+  offsetBytes: number,
+  lenBytes: number,
+): number {
   const total = checkSegments(mem, segments);
   if (!Number.isInteger(offsetBytes) || !Number.isInteger(lenBytes) || offsetBytes < 0 || lenBytes < 0 || offsetBytes + lenBytes > total) {
     throw new RangeError(`range [${offsetBytes}, +${lenBytes}) is outside the mapping's ${total} bytes`);
@@ -117,7 +124,17 @@ export class BounceCopies {
    * copy only [offsetBytes, offsetBytes + lenBytes) of the mapping, and only
    * if the direction calls for it (`dmaSyncCopies`). Returns bytes copied.
    */
-  syncRange(mem: Uint8Array, bufGpa: number, segments: readonly DmaSegment[], offsetBytes: number, lenBytes: number, dir: DmaDirection, forCpu: boolean, clock: ModelClock, slotOffsetBytes = 0): number {
+  syncRange(
+    mem: Uint8Array,
+    bufGpa: number,
+    segments: readonly DmaSegment[],
+    offsetBytes: number,
+    lenBytes: number,
+    dir: DmaDirection,
+    forCpu: boolean,
+    clock: ModelClock,
+    slotOffsetBytes = 0,
+  ): number {
     if (!dmaSyncCopies(dir, forCpu)) return 0;
     return this.copy(mem, bufGpa + slotOffsetBytes, segments, !forCpu, offsetBytes, lenBytes, clock);
   }
@@ -158,18 +175,28 @@ export class BounceCopies {
   ): { copiedBytes: number; zeroedBytes: number } {
     const offset = opts.slotOffsetBytes ?? 0;
     const total = checkSegments(mem, segments);
-    if (offset + total > buf.sizeBytes) throw new RangeError(`mapping of ${total} bytes at offset ${offset} does not fit a ${buf.sizeBytes}-byte bounce buffer`);
+    if (offset + total > buf.sizeBytes)
+      throw new RangeError(`mapping of ${total} bytes at offset ${offset} does not fit a ${buf.sizeBytes}-byte bounce buffer`);
     let copiedBytes = 0;
     if (!opts.skipCpuSync && dmaSyncCopies(dir, false)) copiedBytes = this.copy(mem, buf.gpa + offset, segments, true, 0, total, clock);
     let zeroedBytes = 0;
     if (opts.untrusted && buf.fresh && (offset > 0 || offset + total < buf.sizeBytes || opts.skipCpuSync)) {
-      zeroedBytes = opts.skipCpuSync ? this.clearPadding(mem, buf.gpa, buf.sizeBytes, 0, 0, clock) : this.clearPadding(mem, buf.gpa, buf.sizeBytes, offset, offset + total, clock);
+      zeroedBytes = opts.skipCpuSync
+        ? this.clearPadding(mem, buf.gpa, buf.sizeBytes, 0, 0, clock)
+        : this.clearPadding(mem, buf.gpa, buf.sizeBytes, offset, offset + total, clock);
     }
     return { copiedBytes, zeroedBytes };
   }
 
   /** The copy work of `io_bounce_buffers_unmap_page`/`_unmap_sg`: bytes out for FROM_DEVICE and BIDIRECTIONAL. */
-  bounceOnUnmap(mem: Uint8Array, bufGpa: number, segments: readonly DmaSegment[], dir: DmaDirection, opts: { readonly slotOffsetBytes?: number; readonly skipCpuSync?: boolean }, clock: ModelClock): number {
+  bounceOnUnmap(
+    mem: Uint8Array,
+    bufGpa: number,
+    segments: readonly DmaSegment[],
+    dir: DmaDirection,
+    opts: { readonly slotOffsetBytes?: number; readonly skipCpuSync?: boolean },
+    clock: ModelClock,
+  ): number {
     if (opts.skipCpuSync || !dmaSyncCopies(dir, true)) return 0;
     return this.bounceFromDevice(mem, bufGpa, segments, clock, opts.slotOffsetBytes ?? 0);
   }

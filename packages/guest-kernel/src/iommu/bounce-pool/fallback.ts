@@ -24,20 +24,20 @@
  * | fallback | f64[F·5] | sorted by IOVA: iova, sizeBytes, gpa, order, prot | fallback_lock |
  */
 
-import { PAGE_SIZE_BYTES, type FieldSpec, type ModelClock, type Mutex } from '@vmstack/shm';
+import { type FieldSpec, type ModelClock, type Mutex, PAGE_SIZE_BYTES } from '@vmstack/shm';
 import {
+  addPeak,
+  type BouncePoolCosts,
   C_FALLBACK_FAILURES,
   C_FALLBACK_IN_USE,
   C_FALLBACK_MEMORY,
   C_FALLBACKS,
   C_MEMORY,
   C_MEMORY_PEAK,
+  chargeExtraPagesHalf,
   K_FALLBACK_COUNT,
   MAX_ORDER,
-  addPeak,
-  chargeExtraPagesHalf,
   orderFor,
-  type BouncePoolCosts,
   type PageAllocator,
 } from './region.js';
 import { cacheListOf } from './slots.js';
@@ -94,7 +94,8 @@ export class FallbackTree {
    */
   insert(iova: number, sizeBytes: number, perm: number, clock: ModelClock): FallbackBuffer | null {
     cacheListOf(perm); // a prot with neither READ nor WRITE is a caller bug, as for a slot
-    if (!Number.isInteger(iova) || iova < 0 || !Number.isInteger(sizeBytes) || sizeBytes <= 0) throw new RangeError(`fallback mapping [${iova}, +${sizeBytes}) is not valid`);
+    if (!Number.isInteger(iova) || iova < 0 || !Number.isInteger(sizeBytes) || sizeBytes <= 0)
+      throw new RangeError(`fallback mapping [${iova}, +${sizeBytes}) is not valid`);
     const order = orderFor(sizeBytes);
     if (order > MAX_ORDER) {
       Atomics.add(this.counters, C_FALLBACK_FAILURES, 1n);
@@ -118,7 +119,8 @@ export class FallbackTree {
       if (n < this.capacity) {
         const at = this.upperBound(iova, n);
         const before = at - 1;
-        if (before >= 0 && e[before * FB_FIELDS + FB_IOVA] + e[before * FB_FIELDS + FB_SIZE] > iova) collision = `[${e[before * FB_FIELDS + FB_IOVA]}, +${e[before * FB_FIELDS + FB_SIZE]})`;
+        if (before >= 0 && e[before * FB_FIELDS + FB_IOVA] + e[before * FB_FIELDS + FB_SIZE] > iova)
+          collision = `[${e[before * FB_FIELDS + FB_IOVA]}, +${e[before * FB_FIELDS + FB_SIZE]})`;
         else if (at < n && e[at * FB_FIELDS + FB_IOVA] < iova + sizeBytes) collision = `[${e[at * FB_FIELDS + FB_IOVA]}, +${e[at * FB_FIELDS + FB_SIZE]})`;
         else {
           e.copyWithin((at + 1) * FB_FIELDS, at * FB_FIELDS, n * FB_FIELDS);
@@ -213,6 +215,13 @@ export class FallbackTree {
     const b = i * FB_FIELDS;
     const e = this.entries;
     const sizeBytes = e[b + FB_SIZE];
-    return { iova: e[b + FB_IOVA], sizeBytes, mapBytes: Math.ceil(sizeBytes / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES, gpa: e[b + FB_GPA], allocBytes: PAGE_SIZE_BYTES << e[b + FB_ORDER], perm: e[b + FB_PERM] };
+    return {
+      iova: e[b + FB_IOVA],
+      sizeBytes,
+      mapBytes: Math.ceil(sizeBytes / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES,
+      gpa: e[b + FB_GPA],
+      allocBytes: PAGE_SIZE_BYTES << e[b + FB_ORDER],
+      perm: e[b + FB_PERM],
+    };
   }
 }

@@ -13,7 +13,7 @@
  * | counters | i64[24] | `C_*` below (a BigInt64 view of an f64 field, Atomics) | any |
  */
 
-import { PAGE_SIZE_BYTES, type FieldSpec, type ModelClock } from '@vmstack/shm';
+import { type FieldSpec, type ModelClock, PAGE_SIZE_BYTES } from '@vmstack/shm';
 
 /** The guest's page allocator as the pool uses it (`mm/page-alloc.ts` fits). */
 export interface PageAllocator {

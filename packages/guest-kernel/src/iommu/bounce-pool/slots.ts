@@ -58,8 +58,10 @@
  * | slotPersistent | i32[S]   | 1: DMA_ATTR_PERSISTENT_STREAMING mapping, skipped by eviction passes | class lock |
  */
 
-import { IOMMU_READ, IOMMU_WRITE, NEVER_NS, PAGE_SIZE_BYTES, type FieldSpec, type LockTable, type ModelClock, type Mutex, type Region } from '@vmstack/shm';
+import { type FieldSpec, IOMMU_READ, IOMMU_WRITE, type LockTable, type ModelClock, type Mutex, NEVER_NS, PAGE_SIZE_BYTES, type Region } from '@vmstack/shm';
 import {
+  addPeak,
+  type BouncePoolCosts,
   C_ALLOC_FAILURES,
   C_EVICTION_PASSES,
   C_EVICTIONS,
@@ -74,11 +76,9 @@ import {
   C_SLOTS_IN_USE,
   C_SLOTS_IN_USE_PEAK,
   C_STEALS,
-  K_REARM,
-  addPeak,
   chargeExtraPagesHalf,
+  K_REARM,
   orderFor,
-  type BouncePoolCosts,
   type PageAllocator,
 } from './region.js';
 
@@ -471,7 +471,14 @@ export class IoBufferManager {
             state[cur] = SlotState.EVICTING;
             this.header[h + H_CACHED]--;
             const slot = cur - cls * this.slotConfig.slotsPerClass;
-            out.push({ cls, slot, iova: this.classIovaBase[cls] + slot * this.classBytes(cls), sizeBytes: this.classBytes(cls), perm: this.slotPerm[cur], gpa: this.slotGpa[cur] });
+            out.push({
+              cls,
+              slot,
+              iova: this.classIovaBase[cls] + slot * this.classBytes(cls),
+              sizeBytes: this.classBytes(cls),
+              perm: this.slotPerm[cur],
+              gpa: this.slotGpa[cur],
+            });
           }
           let tail = prev;
           for (const k of keep) {
@@ -525,7 +532,12 @@ export class IoBufferManager {
     try {
       let empty = 0;
       for (let g = this.header[h + H_EMPTY]; g !== -1; g = this.slotNext[g]) empty++;
-      return { inUse: this.header[h + H_IN_USE], cached: this.header[h + H_CACHED], untouched: this.slotConfig.slotsPerClass - this.header[h + H_UNTOUCHED], empty };
+      return {
+        inUse: this.header[h + H_IN_USE],
+        cached: this.header[h + H_CACHED],
+        untouched: this.slotConfig.slotsPerClass - this.header[h + H_UNTOUCHED],
+        empty,
+      };
     } finally {
       lock.unlock();
     }
@@ -586,7 +598,14 @@ export class IoBufferManager {
   }
 
   private checkRef(cls: number, slot: number): void {
-    if (!Number.isInteger(cls) || cls < 0 || cls >= this.slotConfig.numClasses || !Number.isInteger(slot) || slot < 0 || slot >= this.slotConfig.slotsPerClass) {
+    if (
+      !Number.isInteger(cls) ||
+      cls < 0 ||
+      cls >= this.slotConfig.numClasses ||
+      !Number.isInteger(slot) ||
+      slot < 0 ||
+      slot >= this.slotConfig.slotsPerClass
+    ) {
       throw new RangeError(`slot ${cls}/${slot} outside ${this.slotConfig.numClasses} classes × ${this.slotConfig.slotsPerClass} slots`);
     }
   }
