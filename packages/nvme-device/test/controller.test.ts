@@ -347,23 +347,15 @@ test('without the IOTLB invalidation a stale translation still works (the window
   t.is(cqe(s.mem, 2).status, NVME_SC_DMA_FAULT);
 });
 
-// Regression (packages/nvme-device/src/engine.ts, DeviceEngine.step): the step
-// used to drain the host's IOTLB-invalidation ring ONCE, before its doorbell loop, and the
-// loop re-reads the doorbell rings. A doorbell published during the loop is
-// handled without the invalidations the host published before it: the guest
-// unmapped an IOVA (the host cleared the page table and queued the
-// invalidation), mapped the IOVA again to another page and rang the doorbell,
-// yet the device translates through the stale IOTLB entry and writes the OLD
-// page. On real threads this shows as a run-to-run difference (a stale hit
-// skips one iotlbMissWalkNs: strict 4k read iodepth 32 size 512k gives
-// runtime 1621382 instead of 1621662 ns in about 1 run in 8) and, when the
-// IOVA comes back mapped to a different page, as a DMA into a page the guest
-// no longer gave the device. Fix: drain the invalidation ring after seeing a
-// doorbell and before handling it (the host publishes an invalidation before
-// it replies, so anything that depends on it is already in the ring).
-// This test makes the interleaving deterministic by publishing, from inside
-// the first doorbell's handling, what the host and the guest would publish
-// meanwhile. Fixed: the engine drains the ring again before each doorbell.
+// DeviceEngine.step (packages/nvme-device/src/engine.ts) drains the host's
+// IOTLB-invalidation ring again before each doorbell it handles. The host
+// publishes an invalidation before it replies, so everything a doorbell
+// depends on is in the ring by then. Without that drain, a doorbell read
+// during the loop is handled with a stale IOTLB entry: the guest unmapped an
+// IOVA, mapped it again to another page and rang the doorbell, and the device
+// writes the old page. This test makes that interleaving deterministic by
+// publishing, from inside the first doorbell's handling, what the host and the
+// guest would publish meanwhile.
 test("engine: an IOTLB invalidation the host published before a doorbell is applied before that doorbell's DMA", (t) => {
   const mem = attachGuestMemory(new SharedArrayBuffer(RAM_BYTES));
   const pgHandle = IoPgtable.allocate({ tablePages: 64 });
