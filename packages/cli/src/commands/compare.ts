@@ -1,10 +1,9 @@
 /** `vmstack compare`: the reference experiment, printed as a table or as JSON. */
 
-import { rmSync } from 'node:fs';
 import { InputError } from '@vmstack/shm';
 import { formatCompareHtml, formatCompareTable, runCompare } from '../compare/compare.js';
 import { parseSizeBytes } from '../fio/sizes.js';
-import { emitOutput, writeComplete } from './output.js';
+import { checkOutputPath, emitOutput, writeComplete } from './output.js';
 
 export interface CompareArgs {
   profile?: string;
@@ -17,11 +16,12 @@ export interface CompareArgs {
 }
 
 export async function compareCommand(a: CompareArgs): Promise<void> {
+  if (a.output !== undefined) checkOutputPath('--output', a.output, [a.profile]);
+  if (a.html !== undefined) checkOutputPath('--html', a.html, [a.profile]);
   const sizeBytes = a.size === undefined ? undefined : parseSizeBytes('--size', a.size);
   const parallel = a.parallel === undefined ? 1 : Number(a.parallel);
   if (a.parallel !== undefined && !/^\d+$/.test(a.parallel.trim())) throw new InputError('--parallel', a.parallel, 'a whole number of threads from 1 to 16');
   const blockSizes = a.bs === undefined ? undefined : a.bs.split(',').map((s) => s.trim());
-  for (const f of [a.output, a.html]) if (f) rmSync(f, { force: true });
   const result = await runCompare({ profilePath: a.profile, sizeBytes, parallel, blockSizes });
   const text = a.outputFormat === 'json' ? `${JSON.stringify(result, null, 2)}\n` : formatCompareTable(result);
   if (a.html) writeComplete(a.html, formatCompareHtml(result));

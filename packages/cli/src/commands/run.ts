@@ -10,14 +10,11 @@
  * I/O buffers), the --output path.
  *
  * `--output <file>`: the text goes to `<file>.partial`, renamed to `<file>`
- * only when complete. A run that starts removes an older `<file>` first
- * (as fio truncates its output), so a failed run leaves no file that looks
- * complete; bad input (exit 2) leaves everything as it was.
+ * only when complete, so a run that fails or bad input (exit 2) leaves an
+ * older `<file>` as it was (see commands/output.ts).
  */
 
-import { closeSync, openSync, rmSync } from 'node:fs';
 import { totalmem } from 'node:os';
-import { resolve } from 'node:path';
 import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import { type ClockMode, DEFAULT_PROFILE_PATH, InputError, loadProfile, MAX_WORKERS } from '@vmstack/shm';
 import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
@@ -29,7 +26,7 @@ import { formatVmstackReport } from '../report/tables.js';
 import { fioBufferBytes, planGuestLayout } from '../stack/guest-layout.js';
 import { runStack } from '../stack/run-stack.js';
 import { guestLayoutRequest, NON_VCPU_WORKERS } from '../topology/plan.js';
-import { emitOutput } from './output.js';
+import { checkOutputPath, emitOutput } from './output.js';
 
 export interface RunArgs {
   jobfile?: string;
@@ -80,11 +77,10 @@ export async function runCommand(a: RunArgs): Promise<void> {
     const overlap = overlappingVerifyWarning(jobsOf(g));
     if (overlap) process.stderr.write(`vmstack: warning: ${overlap}\n`);
   }
-  if (a.output !== undefined) checkOutputPath(a.output, [a.jobfile, profilePath]);
+  if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, profilePath]);
   if (parsed.ignoredOptions.length > 0) process.stderr.write(`vmstack: ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}\n`);
 
   // everything is checked: the run starts
-  if (a.output !== undefined) rmSync(a.output, { force: true });
   const results: RunResult[] = [];
   for (const [gi, g] of groups.entries()) {
     results.push(
@@ -208,25 +204,6 @@ function checkBounceOptions(a: RunArgs, alwaysBounceLimitBytes: number | undefin
     };
     const [field, value] = cli[e.field] ?? [e.field, undefined];
     throw new InputError(field, value ?? e.value, e.allowed);
-  }
-}
-
-/** The output must not overwrite an input, and its directory must take a file: found now, not after the run. */
-function checkOutputPath(output: string, inputs: readonly (string | undefined)[]): void {
-  if (output === '') throw new InputError('--output', output, 'a file path');
-  for (const input of inputs) {
-    if (input !== undefined && resolve(input) === resolve(output)) {
-      throw new InputError('--output', output, `a file other than the run's inputs (it is the job file or the profile)`);
-    }
-  }
-  try {
-    // probe that the file can be written, and leave nothing behind: the run writes
-    // <output>.partial only once its text is complete, so an interrupted run leaves no file
-    closeSync(openSync(`${output}.partial`, 'w'));
-    rmSync(`${output}.partial`, { force: true });
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? String(e);
-    throw new InputError('--output', output, `a path where a file can be written (${output}.partial: ${code})`);
   }
 }
 

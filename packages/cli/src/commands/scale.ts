@@ -1,10 +1,9 @@
 /** `vmstack scale`: throughput and lock costs as jobs are added. */
 
-import { rmSync } from 'node:fs';
 import { DMA_STRATEGIES, type DmaStrategy } from '@vmstack/guest-kernel';
 import { InputError } from '@vmstack/shm';
 import { formatScaleHtml, formatScaleTable, runScale } from '../scale/scale.js';
-import { emitOutput, writeComplete } from './output.js';
+import { checkOutputPath, emitOutput, writeComplete } from './output.js';
 
 export interface ScaleArgs {
   jobs?: string;
@@ -30,6 +29,8 @@ function list(field: string, text: string): string[] {
 }
 
 export async function scaleCommand(a: ScaleArgs): Promise<void> {
+  if (a.output !== undefined) checkOutputPath('--output', a.output, [a.profile]);
+  if (a.html !== undefined) checkOutputPath('--html', a.html, [a.profile]);
   const jobs = list('--jobs', a.jobs ?? '1,2,4').map((x) => {
     if (!/^\d+$/.test(x)) throw new InputError('--jobs', x, 'whole numbers of jobs from 1 to 32, e.g. 1,2,4');
     return Number(x);
@@ -42,7 +43,6 @@ export async function scaleCommand(a: ScaleArgs): Promise<void> {
   if (!Number.isInteger(iodepth) || iodepth < 1 || iodepth > 1024) throw new InputError('--iodepth', a.iodepth, 'a whole number from 1 to 1024');
   const quantumNs = Number(a.quantum ?? '20000');
   if (!Number.isSafeInteger(quantumNs) || quantumNs < 0) throw new InputError('--quantum', a.quantum, 'a whole number of model ns ≥ 0');
-  for (const f of [a.output, a.html]) if (f) rmSync(f, { force: true });
   const r = await runScale({ profilePath: a.profile, jobs, strategies, rw: a.rw ?? 'randread', bs: a.bs ?? '4k', iodepth, size: a.size ?? '4m', quantumNs });
   if (a.html) writeComplete(a.html, formatScaleHtml(r));
   const text = a.outputFormat === 'json' ? `${JSON.stringify(r, null, 2)}\n` : formatScaleTable(r);

@@ -1,11 +1,10 @@
 /** `vmstack sweep`: throughput against block size for each strategy. */
 
-import { rmSync } from 'node:fs';
 import { DMA_STRATEGIES, type DmaStrategy } from '@vmstack/guest-kernel';
 import { InputError } from '@vmstack/shm';
 import { parseSizeBytes } from '../fio/sizes.js';
 import { formatSweepHtml, formatSweepTable, runSweep } from '../sweep/sweep.js';
-import { emitOutput, writeComplete } from './output.js';
+import { checkOutputPath, emitOutput, writeComplete } from './output.js';
 
 export interface SweepArgs {
   strategies?: string;
@@ -20,6 +19,8 @@ export interface SweepArgs {
 }
 
 export async function sweepCommand(a: SweepArgs): Promise<void> {
+  if (a.output !== undefined) checkOutputPath('--output', a.output, [a.profile]);
+  if (a.html !== undefined) checkOutputPath('--html', a.html, [a.profile]);
   const strategies = (a.strategies ?? DMA_STRATEGIES.join(','))
     .split(',')
     .map((x) => x.trim())
@@ -43,7 +44,6 @@ export async function sweepCommand(a: SweepArgs): Promise<void> {
   const parallel = a.parallel === undefined ? 1 : Number(a.parallel);
   if (a.parallel !== undefined && !/^\d+$/.test(a.parallel.trim())) throw new InputError('--parallel', a.parallel, 'a whole number of threads from 1 to 16');
   const sizeBytes = a.size === undefined ? 16 * 1024 * 1024 : parseSizeBytes('--size', a.size);
-  for (const f of [a.output, a.html]) if (f) rmSync(f, { force: true });
   const r = await runSweep({ profilePath: a.profile, strategies, blockSizes, sizeBytes, iodepth, parallel });
   if (a.html) writeComplete(a.html, formatSweepHtml(r));
   const text = a.outputFormat === 'json' ? `${JSON.stringify(r, null, 2)}\n` : formatSweepTable(r);
