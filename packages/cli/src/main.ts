@@ -337,8 +337,29 @@ const COMMANDS: CommandModule[] = [
 ];
 const COMMAND_NAMES = COMMANDS.map((c) => String(c.command).split(' ')[0]);
 
+/** Options that take no value: a word after them is not theirs. */
+const FLAG_OPTIONS = new Set(['--help', '--version', '--time_based', '--untrusted']);
+
+/**
+ * `--option -5ms=64k`: yargs reads a value that starts with `-` and is not a
+ * number as short options (`-5`, `-m`, …). Joined as `--option=-5ms=64k`, it
+ * reaches the option's own check, which names the option and the value.
+ */
+function joinDashValues(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    const next = args[i + 1];
+    if (/^--[^=]+$/.test(arg) && !FLAG_OPTIONS.has(arg) && next !== undefined && /^-[\d.]/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
-  const args = hideBin(process.argv);
+  const args = joinDashValues(hideBin(process.argv));
   const argv = await yargs(args)
     .scriptName('vmstack')
     .locale('en')

@@ -32,12 +32,16 @@ export class WorkerFailure extends Error {
   }
 }
 
+/** Characters of an echoed value an error shows: a 200 KB job-file line or a profile array is cut to an excerpt. */
+export const INPUT_ERROR_VALUE_CHARS = 60;
+
 function formatValue(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
   if (value === undefined) return '(missing)';
+  let text: string;
   try {
-    return JSON.stringify(value) ?? String(value);
+    text = JSON.stringify(value) ?? String(value);
   } catch {
-    return String(value);
+    text = String(value);
   }
+  return text.length > INPUT_ERROR_VALUE_CHARS ? `${text.slice(0, INPUT_ERROR_VALUE_CHARS)}…` : text;
 }

@@ -2,7 +2,7 @@
 
 import { InputError } from '@vmstack/shm';
 import { formatCompareHtml, formatCompareTable, runCompare } from '../compare/compare.js';
-import { parseSizeBytes } from '../fio/sizes.js';
+import { parseRegionSizeBytes } from '../fio/sizes.js';
 import { checkOutputPath, emitOutput, writeComplete } from './output.js';
 
 export interface CompareArgs {
@@ -18,7 +18,7 @@ export interface CompareArgs {
 export async function compareCommand(a: CompareArgs): Promise<void> {
   if (a.output !== undefined) checkOutputPath('--output', a.output, [a.profile]);
   if (a.html !== undefined) checkOutputPath('--html', a.html, [a.profile]);
-  const sizeBytes = a.size === undefined ? undefined : parseSizeBytes('--size', a.size);
+  const sizeBytes = a.size === undefined ? undefined : parseRegionSizeBytes('--size', a.size);
   const parallel = a.parallel === undefined ? 1 : Number(a.parallel);
   if (a.parallel !== undefined && !/^\d+$/.test(a.parallel.trim())) throw new InputError('--parallel', a.parallel, 'a whole number of threads from 1 to 16');
   const blockSizes = a.bs === undefined ? undefined : a.bs.split(',').map((s) => s.trim());

@@ -61,7 +61,7 @@ export async function runCommand(a: RunArgs): Promise<void> {
   const profile = loadProfile(profilePath);
   if (!Number.isSafeInteger(a.quantumNs) || a.quantumNs < 0) throw new InputError('--quantum', a.quantumNs, 'a whole number of model ns ≥ 0');
   const guestRamBytes = parseGuestRam(a.guestRam);
-  const alwaysBounceLimitBytes = a.alwaysBounceLimit === undefined ? undefined : parseSizeBytes('--always-bounce-limit', a.alwaysBounceLimit);
+  const alwaysBounceLimitBytes = a.alwaysBounceLimit === undefined ? undefined : parseAlwaysBounceLimit('--always-bounce-limit', a.alwaysBounceLimit);
   const slotsPerClass =
     a.slotsPerClass === undefined ? undefined : parseCount('--slots-per-class', a.slotsPerClass, 'a whole number of slots per size class, e.g. 1024');
   checkBounceOptions(a, alwaysBounceLimitBytes, slotsPerClass, profile.bounceEvictionPeriodNs);
@@ -230,10 +230,21 @@ export function parseLimitSchedule(text: string): { atNs: number; bytes: number 
     const m = /^\s*([^=]+)=([^=]+)\s*$/.exec(part);
     if (!m) throw new InputError('--always-bounce-limit-at', text, 'a list of TIME=SIZE, e.g. 5ms=128k,20ms=4k (model time from the start of the run)');
     const atNs = parseTimeNs('--always-bounce-limit-at', m[1].trim());
-    const bytes = parseSizeBytes('--always-bounce-limit-at', m[2].trim());
-    if (bytes < 4096 || bytes % 4096 !== 0) throw new InputError('--always-bounce-limit-at', m[2].trim(), 'a size of whole 4 KiB pages, e.g. 4k or 128k');
+    const bytes = parseAlwaysBounceLimit('--always-bounce-limit-at', m[2].trim());
     return { atNs, bytes };
   });
+}
+
+/** The pool keeps always_bounce_limit as a 32-bit int of bytes (BouncePool.config checks the same range). */
+const MAX_ALWAYS_BOUNCE_LIMIT_BYTES = 0x7fffffff;
+
+/** always_bounce_limit, from --always-bounce-limit or a --always-bounce-limit-at write: one rule for both, the pool's. */
+export function parseAlwaysBounceLimit(field: string, text: string): number {
+  const bytes = parseSizeBytes(field, text);
+  if (bytes > MAX_ALWAYS_BOUNCE_LIMIT_BYTES) {
+    throw new InputError(field, text, `a size from 0 to ${MAX_ALWAYS_BOUNCE_LIMIT_BYTES} bytes (2g - 1): mappings up to it bounce, e.g. 4k or 128k`);
+  }
+  return bytes;
 }
 
 /**

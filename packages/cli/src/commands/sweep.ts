@@ -2,7 +2,7 @@
 
 import { DMA_STRATEGIES, type DmaStrategy } from '@vmstack/guest-kernel';
 import { InputError } from '@vmstack/shm';
-import { parseSizeBytes } from '../fio/sizes.js';
+import { parseRegionSizeBytes, parseSizeBytes } from '../fio/sizes.js';
 import { formatSweepHtml, formatSweepTable, runSweep } from '../sweep/sweep.js';
 import { checkOutputPath, emitOutput, writeComplete } from './output.js';
 
@@ -43,7 +43,7 @@ export async function sweepCommand(a: SweepArgs): Promise<void> {
   if (!Number.isInteger(iodepth) || iodepth < 1 || iodepth > 1024) throw new InputError('--iodepth', a.iodepth, 'a whole number from 1 to 1024');
   const parallel = a.parallel === undefined ? 1 : Number(a.parallel);
   if (a.parallel !== undefined && !/^\d+$/.test(a.parallel.trim())) throw new InputError('--parallel', a.parallel, 'a whole number of threads from 1 to 16');
-  const sizeBytes = a.size === undefined ? 16 * 1024 * 1024 : parseSizeBytes('--size', a.size);
+  const sizeBytes = a.size === undefined ? 16 * 1024 * 1024 : parseRegionSizeBytes('--size', a.size);
   const r = await runSweep({ profilePath: a.profile, strategies, blockSizes, sizeBytes, iodepth, parallel });
   if (a.html) writeComplete(a.html, formatSweepHtml(r));
   const text = a.outputFormat === 'json' ? `${JSON.stringify(r, null, 2)}\n` : formatSweepTable(r);

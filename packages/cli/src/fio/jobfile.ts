@@ -12,7 +12,7 @@
  * sections of the same name, nest dotted names and reorder numeric ones; each
  * option line is then decoded by ini (quotes, escapes, inline comments).
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { InputError } from '@vmstack/shm';
 import ini from 'ini';
@@ -41,22 +41,35 @@ export interface JobFile {
 export interface ParseJobFileOptions {
   /** Environment for `${VAR}`; default `process.env`. */
   env?: NodeJS.ProcessEnv;
-  /** Reads an `include`d file; default `readFileSync(path, 'utf8')`. */
+  /** Reads an `include`d file; default: a regular file's text (a FIFO, directory or device is refused). */
   readFile?: (path: string) => string;
 }
 
 const MAX_INCLUDE_DEPTH = 16;
 
-/** Reads and parses a job file; a missing or unreadable file is an `InputError` naming the path. */
+/**
+ * Reads a regular file only: a FIFO would block the read until a writer came,
+ * a device may never end, a directory is no job file.
+ */
+function readRegularFile(path: string): string {
+  const st = statSync(path);
+  if (!st.isFile()) {
+    const what = st.isFIFO() ? 'a FIFO' : st.isDirectory() ? 'a directory' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : 'not a regular file';
+    throw Object.assign(new Error(what), { code: `it is ${what}` });
+  }
+  return readFileSync(path, 'utf8');
+}
+
+/** Reads and parses a job file; a missing or unreadable file, or one that is not a regular file, is an `InputError` naming the path. */
 export function readJobFile(path: string, options: ParseJobFileOptions = {}): JobFile {
-  const readFile = options.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  const readFile = options.readFile ?? readRegularFile;
   return parseJobFileText(readText(readFile, 'job file', path), path, { ...options, readFile });
 }
 
 /** Parses job file text; `path` names it in errors and anchors relative `include`s. */
 export function parseJobFileText(text: string, path: string, options: ParseJobFileOptions = {}): JobFile {
   const env = options.env ?? process.env;
-  const readFile = options.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  const readFile = options.readFile ?? readRegularFile;
   const sections: JobFileSection[] = [];
   let current: JobFileSection | undefined;
 

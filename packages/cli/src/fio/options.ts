@@ -24,6 +24,7 @@
  * section's groups.
  */
 
+import { totalmem } from 'node:os';
 import {
   BLOCK_SIZE_ALLOWED,
   FIO_DEFAULT_RANDSEED,
@@ -38,7 +39,7 @@ import {
 } from '@vmstack/guest-kernel';
 import { closestName, InputError } from '@vmstack/shm';
 import { type JobFile, type ParseJobFileOptions, readJobFile } from './jobfile.js';
-import { type KbBase, parseCount, parseSizeBytes, parseTimeNs } from './sizes.js';
+import { checkRegionBytes, type KbBase, parseCount, parseSizeBytes, parseTimeNs } from './sizes.js';
 
 export type OptionRule =
   | { kind: 'handled' }
@@ -520,6 +521,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   const { rw, blockSizeBytes } = resolveRwAndBlockSize(job, kbBase);
   const { sizeBytes, offsetBytes, offsetIncrementBytes } = resolveRegion(job, kbBase);
   const { iodepth, numjobs } = resolveDepthAndClones(job);
+  checkRegionFits(job, rw, sizeBytes, offsetBytes + (numjobs - 1) * offsetIncrementBytes);
   const { runtimeNs, timeBased } = resolveDuration(job);
   const rwmixreadPct = resolveRwmixread(job);
   const { verify, doVerify } = resolveVerify(job);
@@ -624,6 +626,13 @@ function resolveRegion(job: JobOptionSlots, kbBase: KbBase): { sizeBytes: number
     throw new InputError(incOpt.field, incOpt.value, 'a multiple of 4096 bytes (each clone starts on a 4 KiB logical block), e.g. 1g');
   }
   return { sizeBytes, offsetBytes, offsetIncrementBytes };
+}
+
+/** The last clone's region ends within the namespace (and, if the job writes, within the host's RAM). */
+function checkRegionFits(job: JobOptionSlots, rw: RwMode, sizeBytes: number, lastOffsetBytes: number): void {
+  const sizeOpt = job.get('size');
+  if (!sizeOpt) return;
+  checkRegionBytes(sizeOpt.field, sizeOpt.value, lastOffsetBytes + sizeBytes, rw !== 'read' && rw !== 'randread', totalmem());
 }
 
 /** iodepth (default 1) and numjobs, the number of clones of the job (default 1). */

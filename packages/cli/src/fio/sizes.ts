@@ -87,3 +87,40 @@ export function parseTimeNs(field: string, text: string): number {
   if (!Number.isSafeInteger(ns)) throw new InputError(field, text, `${TIME_ALLOWED}; at most ~104 days`);
   return ns;
 }
+
+/**
+ * The modelled drive has no fixed capacity: runStack sizes its namespace to
+ * the jobs' regions plus 1024 blocks of 4 KiB, and Identify Namespace reports
+ * that size as a 32-bit block count. A region must end within it.
+ */
+export const NAMESPACE_MAX_BYTES = (0xffffffff - 1024) * 4096;
+
+/**
+ * A job's region [offset, end) on the drive: it must end within the namespace,
+ * and a job that writes must fit in the host's RAM, where the device keeps
+ * every block written.
+ * @param field the size option as the user wrote it (e.g. "--size", "[j] size")
+ */
+export function checkRegionBytes(field: string, text: string, endBytes: number, writes: boolean, hostRamBytes: number): void {
+  if (endBytes > NAMESPACE_MAX_BYTES) {
+    throw new InputError(
+      field,
+      text,
+      `a region ending within the modelled namespace: at most ${NAMESPACE_MAX_BYTES} bytes (2^32 - 1025 blocks of 4 KiB), offset included`,
+    );
+  }
+  if (writes && endBytes > hostRamBytes) {
+    throw new InputError(
+      field,
+      text,
+      `for a job that writes, at most the host's RAM (${Math.floor(hostRamBytes / 2 ** 20)}m): the modelled drive keeps every block written in memory`,
+    );
+  }
+}
+
+/** A size option of compare or sweep (bytes read per run): a fio size whose region fits the namespace. */
+export function parseRegionSizeBytes(field: string, text: string): number {
+  const bytes = parseSizeBytes(field, text);
+  checkRegionBytes(field, text, bytes, false, Number.POSITIVE_INFINITY);
+  return bytes;
+}

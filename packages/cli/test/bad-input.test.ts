@@ -1,0 +1,79 @@
+/**
+ * Bad input the model cannot run, refused at once with exit 2 and one line
+ * naming the field: sizes beyond the modelled drive, the pool's
+ * always_bounce_limit (one rule for --always-bounce-limit and
+ * --always-bounce-limit-at), negative times, job files that are not regular
+ * files, and values too long to echo whole.
+ */
+
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { oneInputErrorLine, REPO, vmstack } from './helpers/cli.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'vmstack-bad-input-'));
+test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
+
+function file(name: string, text: string): string {
+  const path = join(tmp, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+const fifo = join(tmp, 'jobs.fifo');
+execFileSync('mkfifo', [fifo]);
+const oneTbJob = file('one-tb.fio', '[j]\nrw=write\nsize=1t\n');
+const longValueJob = file('long-value.fio', `[j]\nsize=64k\nrw=${'x'.repeat(200_000)}\n`);
+const profile = JSON.parse(readFileSync(join(REPO, 'profiles', 'i5-10210U.json'), 'utf8')) as { values: Record<string, unknown> };
+const longArrayProfile = file('long-array.json', JSON.stringify({ ...profile, values: { ...profile.values, fioSubmitNs: new Array(200_000).fill(123456) } }));
+
+/** [title, args, what the one line must contain] */
+const BAD_INPUTS: [string, string[], string[]][] = [
+  ['--size 1p: beyond the namespace', ['run', '--size', '1p'], ['--size', '"1p"', 'namespace']],
+  ['size=1t of writes: beyond host RAM', ['run', oneTbJob], ['[j] size', '"1t"', "host's RAM"]],
+  ['--offset past the namespace', ['run', '--size', '64k', '--offset', '17t'], ['--size', 'namespace']],
+  ['compare --size 1p', ['compare', '--size', '1p'], ['--size', '"1p"', 'namespace']],
+  ['sweep --size 1p', ['sweep', '--size', '1p'], ['--size', '"1p"', 'namespace']],
+  ['scale --size 1p', ['scale', '--size', '1p'], ['--size', '"1p"', 'namespace']],
+  ['--always-bounce-limit 4g', ['run', '--strategy', 'bounce', '--always-bounce-limit', '4g'], ['--always-bounce-limit', '"4g"', '2147483647']],
+  [
+    '--always-bounce-limit-at 5ms=4g',
+    ['run', '--strategy', 'bounce', '--always-bounce-limit-at', '5ms=4g'],
+    ['--always-bounce-limit-at', '"4g"', '2147483647'],
+  ],
+  [
+    '--always-bounce-limit-at -5ms=64k',
+    ['run', '--strategy', 'bounce', '--always-bounce-limit-at', '-5ms=64k'],
+    ['--always-bounce-limit-at', '"-5ms"', 'whole number'],
+  ],
+  ['--always-bounce-limit-at 5xs=64k', ['run', '--strategy', 'bounce', '--always-bounce-limit-at', '5xs=64k'], ['--always-bounce-limit-at', '"5xs"']],
+  ['--always-bounce-limit-at 5ms', ['run', '--strategy', 'bounce', '--always-bounce-limit-at', '5ms'], ['--always-bounce-limit-at', 'TIME=SIZE']],
+  ['a FIFO as the job file', ['run', fifo], ['job file', fifo, 'FIFO']],
+  ['a directory as the job file', ['run', tmp], ['job file', tmp, 'directory']],
+  ['a device as the job file', ['run', '/dev/zero'], ['job file', '/dev/zero', 'device']],
+  ['a 200 KB job-file value', ['run', longValueJob], ['[j] rw', '…']],
+  ['a profile array of 200 000 numbers', ['run', '--profile', longArrayProfile], ['profile.fioSubmitNs', '…']],
+];
+
+for (const [title, args, mentions] of BAD_INPUTS) {
+  test(`bad input, one line and exit 2: ${title}`, async (t) => {
+    const r = await vmstack(args, 15_000);
+    const line = oneInputErrorLine(r);
+    for (const m of mentions) t.true(line.includes(m), `"${line}" should mention ${m}`);
+    t.true(line.length < 400, `an excerpt, not the whole value: ${line.length} characters`);
+    t.is(r.stdout, '');
+  });
+}
+
+test('--always-bounce-limit and --always-bounce-limit-at take the same sizes', async (t) => {
+  const { parseAlwaysBounceLimit, parseLimitSchedule } = await import('../src/commands/run.js');
+  for (const size of ['0', '3k', '4k', '5k', '128k', '1g']) {
+    t.is(parseLimitSchedule(`5ms=${size}`)[0].bytes, parseAlwaysBounceLimit('--always-bounce-limit', size), size);
+  }
+  for (const size of ['2g', '4g', '1x']) {
+    t.throws(() => parseAlwaysBounceLimit('--always-bounce-limit', size));
+    t.throws(() => parseLimitSchedule(`5ms=${size}`));
+  }
+});
