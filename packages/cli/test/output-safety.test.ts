@@ -50,6 +50,8 @@ mkdirSync(dir);
 const dirLink = join(tmp, 'dir-link');
 symlinkSync(dir, dirLink);
 const missingDir = join(tmp, 'no-such-dir', 'out.json');
+const danglingLink = join(tmp, 'dangling-link');
+symlinkSync(join(tmp, 'nothing-here'), danglingLink);
 
 const REFUSED: [string, string[], string[]][] = [
   ['run --output <directory>', ['run', '--size', '64k', '--output', dir], ['--output', dir, 'a directory']],
@@ -58,6 +60,7 @@ const REFUSED: [string, string[], string[]][] = [
   ['compare --html <directory>', ['compare', '--html', dir], ['--html', dir, 'a directory']],
   ['sweep --output <directory>', ['sweep', '--output', dir], ['--output', dir, 'a directory']],
   ['scale --html <directory>', ['scale', '--html', dir], ['--html', dir, 'a directory']],
+  ['run --output <symlink to nothing>', ['run', '--size', '64k', '--output', danglingLink], ['--output', danglingLink, 'symlink to nothing']],
   ['run, missing directory', ['run', '--size', '64k', '--output', missingDir], ['--output', missingDir, 'ENOENT']],
   ['compare, missing directory', ['compare', '--output', missingDir], ['--output', missingDir, 'ENOENT']],
   ['scale, missing directory', ['scale', '--output', missingDir], ['--output', missingDir, 'ENOENT']],
@@ -71,6 +74,7 @@ for (const [title, args, mentions] of REFUSED) {
     const line = oneInputErrorLine(r);
     for (const m of mentions) t.true(line.includes(m), `"${line}" should mention ${m}`);
     t.true(statSync(dir).isDirectory());
+    t.true(lstatSync(danglingLink).isSymbolicLink());
   });
 }
 

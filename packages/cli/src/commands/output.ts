@@ -10,7 +10,7 @@
  *   directory) is refused by `checkOutputPath` before any run starts.
  */
 
-import { accessSync, constants, realpathSync, renameSync, rmSync, type Stats, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, lstatSync, realpathSync, renameSync, rmSync, type Stats, statSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { InputError } from '@vmstack/shm';
 
@@ -23,6 +23,15 @@ function statOrUndefined(path: string): Stats | undefined {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
+  }
+}
+
+/** `path` is a symlink itself (whether or not what it names exists). */
+function statOrUndefinedLink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
   }
 }
 
@@ -43,6 +52,7 @@ export function checkOutputPath(field: string, path: string, inputs: readonly (s
   } catch (e) {
     throw new InputError(field, path, `${OUTPUT_ALLOWED} (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
   }
+  if (st === undefined && statOrUndefinedLink(path)) throw new InputError(field, path, `${OUTPUT_ALLOWED}; it is a symlink to nothing`);
   if (st !== undefined && isStream(st)) return;
   if (st !== undefined && !st.isFile())
     throw new InputError(field, path, `${OUTPUT_ALLOWED}; it is ${st.isDirectory() ? 'a directory' : 'not a regular file'}`);
