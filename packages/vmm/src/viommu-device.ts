@@ -198,7 +198,7 @@ export class VirtioIommuDevice {
             break;
           case VIRTIO_IOMMU_T_DETACH:
             this.counters.detach++;
-            status = this.virtio_iommu_detach(req.domain, req.endpoint);
+            status = req.reservedZero ? this.virtio_iommu_detach(req.domain, req.endpoint) : VIRTIO_IOMMU_S_INVAL;
             break;
           case VIRTIO_IOMMU_T_MAP:
             this.counters.map++;

@@ -86,6 +86,12 @@ function rig(pageSizeMask?: bigint) {
   const ops = {
     attach: (endpoint: number, domain = DOMAIN) => request(VIRTIO_IOMMU_T_ATTACH, (g) => writeAttachRequest(mem, g, { domain, endpoint, flags: 0 })),
     detach: (endpoint: number, domain = DOMAIN) => request(VIRTIO_IOMMU_T_DETACH, (g) => writeDetachRequest(mem, g, { domain, endpoint })),
+    /** a DETACH with a reserved byte set */
+    detachReserved: (endpoint: number, domain = DOMAIN) =>
+      request(VIRTIO_IOMMU_T_DETACH, (g) => {
+        writeDetachRequest(mem, g, { domain, endpoint });
+        mem.u8[g + 12] = 1;
+      }),
     probe: (endpoint: number) => request(VIRTIO_IOMMU_T_PROBE, (g) => writeProbeRequest(mem, g, { endpoint })),
     map: (virtStart: number, virtEnd: number, physStart: number, flags = RW, domain = DOMAIN) =>
       request(VIRTIO_IOMMU_T_MAP, (g) => writeMapRequest(mem, g, { domain, virtStart, virtEnd, physStart, flags })),
@@ -117,6 +123,8 @@ const DETACH_NOENT =
   'DETACH: "If the endpoint identified by endpoint doesn\'t exist, then the device MUST reject the request and set status to VIRTIO_IOMMU_S_NOENT."';
 const DETACH_INVAL =
   'DETACH: "If the domain identified by domain doesn\'t exist, or if the endpoint identified by endpoint isn\'t attached to this domain, then the device MAY set the request status to VIRTIO_IOMMU_S_INVAL."';
+const DETACH_RESERVED =
+  'DETACH: "If the reserved field of a DETACH request is not zero, the device MUST reject the request and set status to VIRTIO_IOMMU_S_INVAL."';
 const PROBE_NOENT =
   'PROBE: "If the endpoint identified by endpoint doesn\'t exist, then the device MUST reject the request and set status to VIRTIO_IOMMU_S_NOENT."';
 
@@ -238,6 +246,20 @@ const rows: [string, Row][] = [
   [
     'DETACH from a domain that does not exist',
     { spec: DETACH_INVAL, setup: attached, request: (s) => s.detach(EP, 7), status: VIRTIO_IOMMU_S_INVAL, vfioCalls: 0, mappings: 0 },
+  ],
+  [
+    'DETACH with a reserved byte set',
+    {
+      spec: DETACH_RESERVED,
+      setup: (s) => {
+        s.attach(EP);
+        s.map(0x10_0000, 0x10_0fff, 0x20_0000);
+      },
+      request: (s) => s.detachReserved(EP),
+      status: VIRTIO_IOMMU_S_INVAL,
+      vfioCalls: 0,
+      mappings: 1,
+    },
   ],
   [
     'PROBE of an endpoint the device does not have',
