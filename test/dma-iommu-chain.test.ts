@@ -119,7 +119,7 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
     'v5.10',
     profiler,
   );
-  device = new VirtioIommuDevice(mem, layout, host, locks, vmmClock, profile);
+  device = new VirtioIommuDevice(mem, layout, host, locks, vmmClock, profile, { endpointIds: [EP] });
   const pool = poolH ? BouncePool.attach(poolH, 0, locks, pages, profile) : null;
   const swiotlb = tlbH ? Swiotlb.attach(tlbH, 0, locks, mem.u8, profile) : null;
   const dma = new DmaIommu(

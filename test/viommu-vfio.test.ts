@@ -81,7 +81,7 @@ function rig() {
   });
   const hostClock = new ModelClock('virtual');
   const clock = new ModelClock('virtual');
-  const device = new VirtioIommuDevice(mem, layout, new HostVfio(container, hostClock), locks, clock, profile);
+  const device = new VirtioIommuDevice(mem, layout, new HostVfio(container, hostClock), locks, clock, profile, { endpointIds: [EP, 0x200] });
   let kickNs = 0;
 
   /** Queue one request (out part, in part), kick at a fresh model time, take the used element back. */

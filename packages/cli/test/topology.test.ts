@@ -266,6 +266,7 @@ test('planStack, default topology of 2 jobs: vCPU workers, then vmm, host-vfio, 
   );
   t.deepEqual(plan.vfioRpc, { capacityRecords: 64, server: 3, client: 2 });
   t.like(plan.device, { domainId: 1, endpointId: 0x100, iovaLimitPfn: 2 ** 36 - 1, vcpuOfCq: [0, 0, 1] });
+  t.deepEqual(plan.viommu.endpointIds, [0x100], "the VMM's virtio-iommu has the one device's endpoint and no other");
   t.deepEqual(plan.vm.jobOfVcpu, [0, 1]);
   t.is(plan.regions.guestLayout.queues.length, 2, 'one I/O queue pair per vCPU');
   t.is(plan.regions.flushQueue, null);

@@ -4,9 +4,11 @@
  * VFIO_IOMMU_MAP_DMA / VFIO_IOMMU_UNMAP_DMA ioctls.
  *
  * What is modelled, function by function (names as in the kernel):
- * - `vfio_dma_do_map`: argument checks (-EINVAL: no READ/WRITE, size 0,
- *   iova/vaddr/size not page-aligned, values that are not u64, a range outside
- *   the domain aperture), overlap with an existing `vfio_dma` (-EEXIST), the
+ * - `vfio_dma_do_map`: argument checks (-EINVAL: values that are not u64,
+ *   size 0; then, before the lock, -EOVERFLOW: iova + size - 1 or
+ *   vaddr + size - 1 wraps past 2^64 - 1; under the lock, -EINVAL: no
+ *   READ/WRITE, iova/vaddr/size not page-aligned, a range outside the domain
+ *   aperture), overlap with an existing `vfio_dma` (-EEXIST), the
  *   `dma_entry_limit` (-ENOSPC), then `vfio_pin_map_dma` under `iommu->lock`.
  * - `vfio_pin_map_dma` → `vfio_pin_pages_remote` (pin one physically
  *   contiguous chunk, page by page, checking `locked_vm + 1 > RLIMIT_MEMLOCK`
@@ -14,9 +16,12 @@
  *   chunk) → `vfio_iommu_map` (host page tables; a full table pool: -ENOMEM).
  *   A failure unwinds through `vfio_remove_dma`, so nothing stays pinned,
  *   accounted or mapped.
- * - `vfio_dma_do_unmap`: alignment and size checks (-EINVAL), the v2 rule that
- *   an unmap may not bisect a `vfio_dma` (-EINVAL), then every `vfio_dma` in the
- *   range is removed; unmapping nothing succeeds with 0 bytes.
+ * - `vfio_dma_do_unmap`: alignment and size checks (-EINVAL), iova + size - 1
+ *   wrapping past 2^64 - 1 (-EOVERFLOW), the v2 rule that an unmap may not
+ *   bisect a `vfio_dma` (-EINVAL), then every `vfio_dma` in the range is
+ *   removed; unmapping nothing succeeds with 0 bytes. VFIO_DMA_UNMAP_FLAG_ALL
+ *   (iova and size must be 0, else -EINVAL) removes every `vfio_dma`. Either
+ *   way the answer is the bytes unmapped.
  * - `vfio_unmap_unpin`: finds physically contiguous chunks through the page
  *   table (`iommu_iova_to_phys`), clears them with `unmap_unpin_fast` into an
  *   IOTLB gather, and every `VFIO_IOMMU_TLB_SYNC_MAX` (512) chunks, and at the
@@ -26,6 +31,10 @@
  *   here: the page table has a single writer and no allocation in the path.)
  *
  * Model specifics:
+ * - Arguments are JS numbers: an integer from 0 to 2^64 - 1 is a u64 (above
+ *   2^53 only the doubles that are integers are expressible); wrap-around is
+ *   checked exactly with BigInt. User addresses end at TASK_SIZE (2^47, x86-64
+ *   4-level paging): pinning beyond it is -EFAULT.
  * - The VMM maps guest RAM at the identity: vaddr = gpa = HPA (the byte offset
  *   in the guest-RAM SharedArrayBuffer). `guestRamBytes`, when given, bounds
  *   what can be pinned: a vaddr beyond it fails `pin_user_pages_remote`
@@ -70,8 +79,14 @@ export const EEXIST = 17;
 export const EINVAL = 22;
 export const ENOMEM = 12;
 export const ENOSPC = 28;
+export const EOVERFLOW = 75;
 /** What the ioctls return: 0 or a negative errno. */
-export type VfioErrno = 0 | -22 | -17 | -12 | -28 | -14;
+export type VfioErrno = 0 | -22 | -17 | -12 | -28 | -14 | -75;
+
+/** One past the largest u64: dma_addr_t and unsigned long on a 64-bit host. */
+const U64_END = 1n << 64n;
+/** x86-64 TASK_SIZE with 4-level paging: no user address is at or above it. */
+const TASK_SIZE = 2 ** 47 - PAGE_SIZE_BYTES;
 
 const PAGE = PAGE_SIZE_BYTES;
 
@@ -130,6 +145,8 @@ export interface VfioDmaMapArgs {
 export interface VfioDmaUnmapArgs {
   readonly iova: number;
   readonly sizeBytes: number;
+  /** VFIO_DMA_UNMAP_FLAG_ALL: unmap every vfio_dma (iova and sizeBytes must be 0) */
+  readonly all?: boolean;
 }
 
 export interface VfioContainerStats {
@@ -251,15 +268,17 @@ export class VfioContainer {
   vfio_dma_do_map(map: VfioDmaMapArgs, clock: ModelClock): { errno: VfioErrno } {
     this.mapCalls++;
     const { iova, vaddr, sizeBytes: size } = map;
-    // "Verify that none of our __u64 fields overflow": here, a number that is not an exact integer ≥ 0
+    // "Verify that none of our __u64 fields overflow": here, a number that is not an integer from 0 to 2^64 - 1
     if (!isU64(iova) || !isU64(vaddr) || !isU64(size)) return { errno: neg(EINVAL) };
+    if (!size) return { errno: neg(EINVAL) };
+    // check_add_overflow(iova, size - 1) and (vaddr, size - 1), before the lock
+    if (wraps(iova, size) || wraps(vaddr, size)) return { errno: neg(EOVERFLOW) };
     const prot = ((map.write === true ? IOMMU_WRITE : 0) | (map.read === true ? IOMMU_READ : 0)) as IommuProt | 0;
 
     this.lock.lock(clock);
     try {
       clock.charge(this.costs.vfioDmaDoMapBaseNs);
       if (!prot || !size || ((size % PAGE) | (iova % PAGE) | (vaddr % PAGE)) !== 0) return { errno: neg(EINVAL) };
-      // "Don't allow IOVA or virtual address wrap": cannot happen below 2^53 (isU64); the aperture check covers the rest
       if (this.vfio_find_dma(iova, size)) return { errno: neg(EEXIST) };
       if (!this.dmaAvail) return { errno: neg(ENOSPC) };
       // vfio_iommu_iova_dma_valid: inside the domain aperture
@@ -279,6 +298,7 @@ export class VfioContainer {
   vfio_dma_do_unmap(unmap: VfioDmaUnmapArgs, clock: ModelClock): { errno: VfioErrno; unmappedBytes: number } {
     this.unmapCalls++;
     const { iova, sizeBytes: size } = unmap;
+    const all = unmap.all === true;
     if (!isU64(iova) || !isU64(size)) return { errno: neg(EINVAL), unmappedBytes: 0 };
     let unmapped = 0;
 
@@ -286,7 +306,16 @@ export class VfioContainer {
     try {
       clock.charge(this.costs.vfioDmaDoUnmapBaseNs);
       if (iova % PAGE !== 0) return { errno: neg(EINVAL), unmappedBytes: 0 };
+      if (all) {
+        if (iova || size) return { errno: neg(EINVAL), unmappedBytes: 0 };
+        for (let first = this.dmaList[0]; first; first = this.dmaList[0]) {
+          unmapped += first.sizeBytes;
+          this.vfio_remove_dma(first, clock);
+        }
+        return { errno: 0, unmappedBytes: unmapped };
+      }
       if (!size || size % PAGE !== 0) return { errno: neg(EINVAL), unmappedBytes: 0 };
+      if (wraps(iova, size)) return { errno: neg(EOVERFLOW), unmappedBytes: 0 };
       // v2: an unmap must not bisect a mapping
       let dma = this.vfio_find_dma(iova, 1);
       if (dma && dma.iova !== iova) return { errno: neg(EINVAL), unmappedBytes: 0 };
@@ -435,7 +464,7 @@ export class VfioContainer {
   /** pin_user_pages_remote of one page: its HPA (identity), or -1 (EFAULT) outside guest RAM. */
   private vaddr_get_pfn(vaddr: number, clock: ModelClock): number {
     clock.charge(this.costs.vfioPinPagePerPageNs);
-    if (vaddr + PAGE > this.guestRamBytes) return -1;
+    if (vaddr + PAGE > this.guestRamBytes || vaddr >= TASK_SIZE) return -1;
     const hpa = vaddr;
     const pfn = hpa / PAGE;
     const n = (this.pins.get(pfn) ?? 0) + 1;
@@ -524,5 +553,10 @@ export class VfioContainer {
 }
 
 function isU64(x: unknown): x is number {
-  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+  return typeof x === 'number' && Number.isInteger(x) && x >= 0 && x < 2 ** 64;
+}
+
+/** check_add_overflow(start, size - 1): the last byte lies past 2^64 - 1 (size > 0). */
+function wraps(start: number, size: number): boolean {
+  return BigInt(start) + BigInt(size) > U64_END;
 }

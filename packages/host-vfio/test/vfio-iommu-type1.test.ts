@@ -7,6 +7,7 @@ import {
   EINVAL,
   ENOMEM,
   ENOSPC,
+  EOVERFLOW,
   IOMMU_LOCK,
   VFIO_IOMMU_TLB_SYNC_MAX,
   VfioContainer,
@@ -71,7 +72,7 @@ const unmap = (r: Rig, iova: number, pages: number): { errno: number; unmappedBy
   r.c.vfio_dma_do_unmap({ iova, sizeBytes: pages * PAGE }, r.clock);
 
 test("errno constants are Linux's", (t) => {
-  t.deepEqual([EINVAL, EEXIST, ENOMEM, ENOSPC, EFAULT], [22, 17, 12, 28, 14]);
+  t.deepEqual([EINVAL, EEXIST, ENOMEM, ENOSPC, EFAULT, EOVERFLOW], [22, 17, 12, 28, 14, 75]);
   t.is(VFIO_IOMMU_TLB_SYNC_MAX, 512);
 });
 
@@ -107,7 +108,7 @@ test('map argument checks: -EINVAL one by one, nothing pinned or mapped', (t) =>
   const r = rig();
   const cases: [string, { iova: number; vaddr: number; sizeBytes: number; read: boolean; write: boolean }, number][] = [
     ['no READ or WRITE', { iova: 0, vaddr: 0, sizeBytes: PAGE, read: false, write: false }, 1000],
-    ['size 0', { iova: 0, vaddr: 0, sizeBytes: 0, read: true, write: true }, 1000],
+    ['size 0 (before the lock)', { iova: 0, vaddr: 0, sizeBytes: 0, read: true, write: true }, 0],
     ['iova not page-aligned', { iova: 0x800, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, 1000],
     ['vaddr not page-aligned', { iova: 0, vaddr: 0x10, sizeBytes: PAGE, read: true, write: true }, 1000],
     ['size not page-aligned', { iova: 0, vaddr: 0, sizeBytes: PAGE + 1, read: true, write: true }, 1000],
@@ -115,7 +116,8 @@ test('map argument checks: -EINVAL one by one, nothing pinned or mapped', (t) =>
     ['iova past the aperture', { iova: 2 ** 50, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, 1000],
     ['negative iova (not a u64)', { iova: -PAGE, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, 0],
     ['fractional size (not a u64)', { iova: 0, vaddr: 0, sizeBytes: 1.5, read: true, write: true }, 0],
-    ['iova beyond 2^53 (not exact)', { iova: 2 ** 64, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, 0],
+    ['iova 2^64 (not a u64)', { iova: 2 ** 64, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, 0],
+    ['iova beyond 2^53 that does not wrap: outside the aperture', { iova: 2 ** 60, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, 1000],
     ['NaN vaddr', { iova: 0, vaddr: Number.NaN, sizeBytes: PAGE, read: true, write: true }, 0],
   ];
   for (const [what, args, ns] of cases) {
@@ -370,4 +372,86 @@ test('constructor options are checked, naming the field', (t) => {
     t.is(e?.field, field);
   }
   t.notThrows(() => new VfioContainer({ ...base, lockedVmLimitPages: Infinity, dmaEntryLimit: 0 }));
+});
+
+// vfio_dma_do_map / vfio_dma_do_unmap: check_add_overflow(iova, size - 1) and,
+// for a map, (vaddr, size - 1) answer -EOVERFLOW; a map checks before taking
+// iommu->lock (nothing charged), an unmap under it.
+const U64_TOP_PAGE = 2 ** 64 - PAGE;
+
+test('map: iova or vaddr + size wrapping past 2^64 - 1 is -EOVERFLOW before the lock; the top page itself is -EINVAL (aperture) or -EFAULT (user space)', (t) => {
+  const r = rig();
+  const cases: [string, { iova: number; vaddr: number; sizeBytes: number; read: boolean; write: boolean }, number, number][] = [
+    ['iova + size wraps', { iova: U64_TOP_PAGE, vaddr: 0, sizeBytes: 2 * PAGE, read: true, write: true }, -EOVERFLOW, 0],
+    ['vaddr + size wraps', { iova: 0, vaddr: U64_TOP_PAGE, sizeBytes: 2 * PAGE, read: true, write: true }, -EOVERFLOW, 0],
+    ['size 2^64 - 4096 from iova 2 pages', { iova: 2 * PAGE, vaddr: 0, sizeBytes: U64_TOP_PAGE, read: true, write: true }, -EOVERFLOW, 0],
+    ['wraps and is unaligned: the wrap is checked first', { iova: U64_TOP_PAGE, vaddr: 0x10, sizeBytes: 2 * PAGE, read: true, write: true }, -EOVERFLOW, 0],
+    ['the last iova page, no wrap: outside the aperture', { iova: U64_TOP_PAGE, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, -EINVAL, 1000],
+  ];
+  for (const [what, args, errno, ns] of cases) {
+    const res = r.timed(() => r.c.vfio_dma_do_map(args, r.clock));
+    t.is(res.r.errno as number, errno, what);
+    t.is(res.ns, ns, `${what}: charged`);
+  }
+  const top = r.c.vfio_dma_do_map({ iova: 0, vaddr: U64_TOP_PAGE, sizeBytes: PAGE, read: true, write: true }, r.clock);
+  t.is(top.errno as number, -EFAULT, 'the last vaddr page, no wrap: above TASK_SIZE, pin_user_pages fails');
+  t.is(r.c.dmaCount, 0);
+  t.is(r.c.pinnedPages, 0);
+  t.is(r.c.lockedVmPages, 0);
+  t.is(r.pt.mappedPages, 0);
+});
+
+test('unmap: iova + size wrapping past 2^64 - 1 is -EOVERFLOW, nothing removed', (t) => {
+  const r = rig();
+  t.is(map(r, 0x10000, 0, 4), 0);
+  for (const [what, iova, sizeBytes] of [
+    ['from the top page, 2 pages', U64_TOP_PAGE, 2 * PAGE],
+    ['from 0x10000, 2^64 - 4096 bytes', 0x10000, U64_TOP_PAGE],
+  ] as const) {
+    const res = r.timed(() => r.c.vfio_dma_do_unmap({ iova, sizeBytes }, r.clock));
+    t.deepEqual(res.r as { errno: number; unmappedBytes: number }, { errno: -EOVERFLOW, unmappedBytes: 0 }, what);
+    t.is(res.ns, COSTS.vfioDmaDoUnmapBaseNs, `${what}: checked under the lock`);
+  }
+  t.deepEqual(r.c.vfio_dma_do_unmap({ iova: U64_TOP_PAGE, sizeBytes: PAGE }, r.clock), { errno: 0, unmappedBytes: 0 }, 'the top page itself: nothing there');
+  t.is(r.c.dmaCount, 1);
+  t.is(r.pt.mappedPages, 4);
+});
+
+test('VFIO_DMA_UNMAP_FLAG_ALL: iova and size must be 0; removes every vfio_dma, one invalidation each, and answers the bytes unmapped', (t) => {
+  const r = rig();
+  t.is(map(r, 0x10000, 0, 4), 0);
+  t.is(map(r, 0x40000, 0x10000, 2), 0);
+  t.is(map(r, 0x100000, 0x20000, 1), 0);
+  for (const [what, iova, sizeBytes] of [
+    ['iova set', 0x10000, 0],
+    ['size set', 0, 4 * PAGE],
+    ['unaligned iova', 0x800, 0],
+  ] as const) {
+    t.deepEqual(
+      r.c.vfio_dma_do_unmap({ iova, sizeBytes, all: true }, r.clock) as { errno: number; unmappedBytes: number },
+      { errno: -EINVAL, unmappedBytes: 0 },
+      what,
+    );
+  }
+  t.is(r.c.dmaCount, 3, 'a refused UNMAP_ALL removes nothing');
+  const res = r.timed(() => r.c.vfio_dma_do_unmap({ iova: 0, sizeBytes: 0, all: true }, r.clock));
+  t.deepEqual(res.r as { errno: number; unmappedBytes: number }, { errno: 0, unmappedBytes: 7 * PAGE });
+  t.deepEqual(
+    r.invals.map((i) => [i.iova, i.sizeBytes, i.stillMapped]),
+    [
+      [0x10000, 4 * PAGE, false],
+      [0x40000, 2 * PAGE, false],
+      [0x100000, PAGE, false],
+    ],
+    'each vfio_dma unmapped and flushed in iova order, before its pages are unpinned',
+  );
+  t.is(
+    res.ns,
+    COSTS.vfioDmaDoUnmapBaseNs +
+      7 * (COSTS.hostIommuUnmapPerPageNs + COSTS.vfioUnpinPagePerPageNs) +
+      3 * (COSTS.hostIotlbFlushNs + COSTS.vfioLockedVmAccountNs),
+  );
+  t.like(r.c.stats(), { dmaCount: 0, pinnedPages: 0, lockedVmPages: 0, iotlbInvalidations: 3 });
+  t.is(r.pt.mappedPages, 0);
+  t.deepEqual(r.c.vfio_dma_do_unmap({ iova: 0, sizeBytes: 0, all: true }, r.clock), { errno: 0, unmappedBytes: 0 }, 'an empty container: 0 bytes');
 });

@@ -20,6 +20,8 @@ export interface VmmWorkerInit {
   locks: LockTableHandle;
   guestRam: SharedArrayBuffer;
   vqLayout: VirtqueueLayout;
+  /** the endpoint ids of the devices behind the virtio-iommu (the only endpoints ATTACH, DETACH and PROBE accept) */
+  viommuEndpointIds: number[];
   kickRings: RingHandle[];
   usedRings: RingHandle[];
   hostRpc: RpcChannelHandles;

@@ -9,6 +9,13 @@
  * several earlier MAPs becomes one VFIO_IOMMU_UNMAP_DMA per covered mapping
  * (QEMU's IOMMU notifier fires once per mapping). An UNMAP that would split a
  * mapping fails with RANGE, as the spec requires.
+ *
+ * The device knows its endpoints from its configuration (the PCI requester
+ * ids of the devices behind it) and its page granularity from page_size_mask.
+ * Requests are checked against both before anything takes effect or reaches
+ * VFIO: ATTACH, DETACH and PROBE of an endpoint it does not have answer NOENT,
+ * and a MAP whose virt_start, phys_start or virt_end + 1 is not aligned on the
+ * granularity answers RANGE.
  */
 
 import type { VfioContainerPort } from '@vmstack/shm';
@@ -18,6 +25,7 @@ import {
   type LockTable,
   type ModelClock,
   type Mutex,
+  PAGE_SIZE_BYTES,
   VIRTIO_IOMMU_MAP_F_MASK,
   VIRTIO_IOMMU_MAP_F_MMIO,
   VIRTIO_IOMMU_MAP_F_READ,
@@ -51,6 +59,17 @@ export const MSI_IOVA_LENGTH = 0x10_0000;
 const ENOMEM = -12;
 const EEXIST = -17;
 const EINVAL = -22;
+
+/** page_size_mask: 4 KiB pages and every larger power of two (bits 12..63), as QEMU advertises with a 4 KiB host. */
+export const VIOMMU_PAGE_SIZE_MASK_DEFAULT = ~BigInt(PAGE_SIZE_BYTES - 1) & 0xffff_ffff_ffff_ffffn;
+
+export interface ViommuDeviceConfig {
+  /** the endpoint ids of the devices behind this virtio-iommu; no other endpoint exists */
+  endpointIds: readonly number[];
+  /** the config space's page_size_mask; its lowest set bit is the page granularity */
+  pageSizeMask?: bigint;
+  probeSizeBytes?: number;
+}
 
 export interface ViommuDeviceCosts {
   vmmViommuRequestNs: number;
@@ -87,7 +106,13 @@ export interface ViommuDeviceCounters {
 export class VirtioIommuDevice {
   private readonly vq: VirtqueueDevice;
   private readonly domains = new Map<number, Domain>();
+  /** attached endpoint → its domain */
   private readonly endpoints = new Map<number, number>();
+  /** the endpoints the device was configured with */
+  private readonly endpointIds: ReadonlySet<number>;
+  /** the smallest page size in page_size_mask: MAP ranges must be aligned on it */
+  private readonly pageGranuleBytes: number;
+  private readonly probeSizeBytes: number;
   private readonly mutex: Mutex;
   /** per function: calls, model ns, bytes (the run's per-function profile) */
   readonly profile: Record<string, { calls: number; ns: number; selfNs: number; bytes: number }> = {};
@@ -102,8 +127,13 @@ export class VirtioIommuDevice {
     locks: LockTable,
     private readonly clock: ModelClock,
     private readonly costs: ViommuDeviceCosts,
-    private readonly probeSizeBytes = VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT,
+    config: ViommuDeviceConfig,
   ) {
+    const mask = config.pageSizeMask ?? VIOMMU_PAGE_SIZE_MASK_DEFAULT;
+    if (mask <= 0n) throw new Error('virtio-iommu: page_size_mask must have a bit set');
+    this.pageGranuleBytes = Number(mask & -mask);
+    this.endpointIds = new Set(config.endpointIds);
+    this.probeSizeBytes = config.probeSizeBytes ?? VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT;
     this.vq = new VirtqueueDevice(mem, layout);
     this.mutex = locks.get(VIOMMU_DEVICE_MUTEX);
   }
@@ -168,7 +198,7 @@ export class VirtioIommuDevice {
             break;
           case VIRTIO_IOMMU_T_DETACH:
             this.counters.detach++;
-            status = this.virtio_iommu_detach(req.domain, req.endpoint);
+            status = req.reservedZero ? this.virtio_iommu_detach(req.domain, req.endpoint) : VIRTIO_IOMMU_S_INVAL;
             break;
           case VIRTIO_IOMMU_T_MAP:
             this.counters.map++;
@@ -180,7 +210,7 @@ export class VirtioIommuDevice {
             break;
           case VIRTIO_IOMMU_T_PROBE: {
             this.counters.probe++;
-            if (!this.endpoints.has(req.endpoint)) {
+            if (!this.endpointIds.has(req.endpoint)) {
               status = VIRTIO_IOMMU_S_NOENT;
             } else {
               writeProbeProperties(this.mem, inSeg.gpa, this.probeSizeBytes, [
@@ -211,6 +241,7 @@ export class VirtioIommuDevice {
   }
 
   private virtio_iommu_attach(domainId: number, endpoint: number, bypass: boolean): number {
+    if (!this.endpointIds.has(endpoint)) return VIRTIO_IOMMU_S_NOENT;
     const prev = this.endpoints.get(endpoint);
     if (prev !== undefined && prev !== domainId) this.virtio_iommu_detach(prev, endpoint);
     let d = this.domains.get(domainId);
@@ -226,6 +257,7 @@ export class VirtioIommuDevice {
   }
 
   private virtio_iommu_detach(domainId: number, endpoint: number): number {
+    if (!this.endpointIds.has(endpoint)) return VIRTIO_IOMMU_S_NOENT;
     const d = this.domains.get(domainId);
     if (!d || this.endpoints.get(endpoint) !== domainId) return VIRTIO_IOMMU_S_INVAL;
     d.endpoints.delete(endpoint);
@@ -244,6 +276,8 @@ export class VirtioIommuDevice {
     if (flags & ~VIRTIO_IOMMU_MAP_F_MASK) return VIRTIO_IOMMU_S_INVAL;
     if (end < start) return VIRTIO_IOMMU_S_INVAL;
     if (d.bypass) return VIRTIO_IOMMU_S_INVAL;
+    const g = this.pageGranuleBytes;
+    if (start % g !== 0 || phys % g !== 0 || (end + 1) % g !== 0) return VIRTIO_IOMMU_S_RANGE;
     const i = lowerBound(d.mappings, start);
     if ((i < d.mappings.length && d.mappings[i].start <= end) || (i > 0 && d.mappings[i - 1].end >= start)) return VIRTIO_IOMMU_S_INVAL;
     if (!(flags & VIRTIO_IOMMU_MAP_F_MMIO)) {

@@ -13,7 +13,9 @@ import { VirtioIommuDevice } from './viommu-device.js';
 export function createVmm(init: VmmWorkerInit, self: number, control: RunControl, vfio: VfioContainerPort) {
   const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
   const locks = LockTable.attach(init.locks, self, control, init.spinLoads);
-  const device = new VirtioIommuDevice(attachGuestMemory(init.guestRam), init.vqLayout, vfio, locks, clock, init.costs);
+  const device = new VirtioIommuDevice(attachGuestMemory(init.guestRam), init.vqLayout, vfio, locks, clock, init.costs, {
+    endpointIds: init.viommuEndpointIds,
+  });
   const vmState = new Int32Array(init.vmState);
   return {
     device,

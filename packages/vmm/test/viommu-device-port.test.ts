@@ -69,7 +69,7 @@ function rig() {
   const locks = LockTable.attach(LockTable.allocate([{ name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' }]), 0);
   const vfio = new FakeVfio();
   const clock = new ModelClock('virtual');
-  const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, profile);
+  const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, profile, { endpointIds: [EP] });
   let kickNs = 0;
   const request = (type: number, write: (gpa: number) => void) => {
     const out = viommuGetWriteDescOffsetBytes(type);

@@ -244,6 +244,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions)
           locks,
           guestRam,
           vqLayout,
+          viommuEndpointIds: plan.viommu.endpointIds,
           kickRings: rings.kick,
           usedRings: rings.used,
           hostRpc: regions.vfioRpc,

@@ -129,6 +129,8 @@ export interface StackPlan {
     /** which vCPU owns completion queue i (0: the admin queue) */
     vcpuOfCq: number[];
   };
+  /** the virtio-iommu: the endpoints of the devices behind it */
+  viommu: { endpointIds: number[] };
   workers: PlannedWorker[];
   index: StackWorkers;
   regions: {
@@ -258,6 +260,7 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
       // the admin queue's completions go to vCPU 0; I/O queue v+1 is vCPU v's
       vcpuOfCq: [0, ...index.vcpus.map((_, v) => v)],
     },
+    viommu: { endpointIds: vm.devices.filter((d) => d.viommu === vm.viommus[0].id).map((d) => d.endpointId) },
     workers,
     index,
     regions: {
