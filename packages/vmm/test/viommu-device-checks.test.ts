@@ -1,7 +1,8 @@
 /**
  * The device requirements of the virtio-iommu spec (virtio 1.2, 5.13.6) that
  * the backend checks before a request takes effect or reaches VFIO: one row
- * per requirement, quoted, with the request, the status it must answer, and
+ * per requirement, its wording paraphrased from the spec's device-requirements
+ * text (check the spec before quoting it elsewhere), with the request, the status it must answer, and
  * what VFIO and the mapping tree must (not) see. The requests go through a
  * real split virtqueue in guest RAM against a fake VFIO container that records
  * every ioctl.
