@@ -39,11 +39,10 @@ import {
   writeProbeRequest,
 } from '@vmstack/shm';
 import test from 'ava';
-import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '../src/index.js';
+import { viommuRig } from './helpers/viommu-rig.js';
 
-const profile = loadProfile(DEFAULT_PROFILE_PATH);
-const VQ_GPA = 0x1000;
-const REQ_GPA = 0x10000;
+/** the fake host answers each ioctl this much later */
+const HOST_NS = 1_000;
 const DOMAIN = 1;
 /** the configured endpoints: PCI 01:00.0 and 02:00.0 */
 const EP = 0x100;
@@ -52,38 +51,9 @@ const EP2 = 0x200;
 const NO_EP = 0x300;
 const RW = VIRTIO_IOMMU_MAP_F_READ | VIRTIO_IOMMU_MAP_F_WRITE;
 
-class FakeVfio implements VfioContainerPort {
-  readonly calls: (['map', VfioMapDmaArgs] | ['unmap', VfioUnmapDmaArgs])[] = [];
-  mapDma(args: VfioMapDmaArgs, nowNs: number) {
-    this.calls.push(['map', { ...args }]);
-    return { errno: 0, doneNs: nowNs + 1_000 };
-  }
-  unmapDma(args: VfioUnmapDmaArgs, nowNs: number) {
-    this.calls.push(['unmap', { ...args }]);
-    return { errno: 0, unmappedBytes: args.sizeBytes, doneNs: nowNs + 1_000 };
-  }
-}
-
 function rig(pageSizeMask?: bigint) {
-  const mem = attachGuestMemory(new SharedArrayBuffer(1024 * 1024));
-  const layout = virtqueueLayout(16, VQ_GPA);
-  const driver = VirtqueueDriver.init(mem, layout);
-  const locks = LockTable.attach(LockTable.allocate([{ name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' }]), 0);
-  const vfio = new FakeVfio();
-  const clock = new ModelClock('virtual');
-  const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, profile, { endpointIds: [EP, EP2], pageSizeMask });
-  let kickNs = 0;
-  const request = (type: number, write: (gpa: number) => void) => {
-    const out = viommuGetWriteDescOffsetBytes(type);
-    const inLen = requestSizeBytes(type) - out;
-    write(REQ_GPA);
-    if (!driver.addBuf([{ gpa: REQ_GPA, lenBytes: out }], [{ gpa: REQ_GPA + out, lenBytes: inLen }], 1)) throw new Error('queue full');
-    driver.publish();
-    kickNs += 1_000_000;
-    device.virtio_iommu_handle_command(kickNs);
-    if (!driver.getBuf()) throw new Error('the device returned nothing');
-    return readTail(mem, REQ_GPA + out + inLen - 4);
-  };
+  const { mem, device, vfio, request: send } = viommuRig({ endpointIds: [EP, EP2], pageSizeMask, hostNs: HOST_NS });
+  const request = (type: number, write: (gpa: number) => void) => send(type, write).status;
   const ops = {
     attach: (endpoint: number, domain = DOMAIN) => request(VIRTIO_IOMMU_T_ATTACH, (g) => writeAttachRequest(mem, g, { domain, endpoint, flags: 0 })),
     detach: (endpoint: number, domain = DOMAIN) => request(VIRTIO_IOMMU_T_DETACH, (g) => writeDetachRequest(mem, g, { domain, endpoint })),

@@ -39,50 +39,17 @@ import {
   writeUnmapRequest,
 } from '@vmstack/shm';
 import test from 'ava';
-import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '../src/index.js';
+import { viommuRig } from './helpers/viommu-rig.js';
 
-const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const PAGE = 4096;
-const VQ_GPA = 0x1000;
-const REQ_GPA = 0x10000;
 const DOMAIN = 1;
 const EP = 0x100;
 const HOST_NS = 5_000;
 
-class FakeVfio implements VfioContainerPort {
-  readonly calls: (['map', VfioMapDmaArgs] | ['unmap', VfioUnmapDmaArgs])[] = [];
-  mapErrno = 0;
-  mapDma(args: VfioMapDmaArgs, nowNs: number) {
-    this.calls.push(['map', { ...args }]);
-    return { errno: this.mapErrno, doneNs: nowNs + HOST_NS };
-  }
-  unmapDma(args: VfioUnmapDmaArgs, nowNs: number) {
-    this.calls.push(['unmap', { ...args }]);
-    return { errno: 0, unmappedBytes: args.sizeBytes, doneNs: nowNs + HOST_NS };
-  }
-}
+const profile = loadProfile(DEFAULT_PROFILE_PATH);
 
 function rig() {
-  const mem = attachGuestMemory(new SharedArrayBuffer(1024 * 1024));
-  const layout = virtqueueLayout(16, VQ_GPA);
-  const driver = VirtqueueDriver.init(mem, layout);
-  const locks = LockTable.attach(LockTable.allocate([{ name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' }]), 0);
-  const vfio = new FakeVfio();
-  const clock = new ModelClock('virtual');
-  const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, profile, { endpointIds: [EP] });
-  let kickNs = 0;
-  const request = (type: number, write: (gpa: number) => void) => {
-    const out = viommuGetWriteDescOffsetBytes(type);
-    const inLen = requestSizeBytes(type) - out;
-    write(REQ_GPA);
-    if (!driver.addBuf([{ gpa: REQ_GPA, lenBytes: out }], [{ gpa: REQ_GPA + out, lenBytes: inLen }], 1)) throw new Error('queue full');
-    driver.publish();
-    kickNs += 1_000_000;
-    const before = vfio.calls.length;
-    device.virtio_iommu_handle_command(kickNs);
-    if (!driver.getBuf()) throw new Error('the device returned nothing');
-    return { status: readTail(mem, REQ_GPA + out + inLen - 4), calls: vfio.calls.slice(before), elapsedNs: clock.nowNs() - kickNs };
-  };
+  const { mem, device, vfio, request } = viommuRig({ endpointIds: [EP], hostNs: HOST_NS });
   const attach = () => request(VIRTIO_IOMMU_T_ATTACH, (g) => writeAttachRequest(mem, g, { domain: DOMAIN, endpoint: EP, flags: 0 }));
   const map = (virtStart: number, sizeBytes: number, physStart: number, flags: number) =>
     request(VIRTIO_IOMMU_T_MAP, (g) => writeMapRequest(mem, g, { domain: DOMAIN, virtStart, virtEnd: virtStart + sizeBytes - 1, physStart, flags }));

@@ -1,0 +1,88 @@
+/**
+ * A virtio-iommu backend wired for a test: a real split virtqueue in guest
+ * RAM, the device mutex, a virtual clock, and a fake VFIO container
+ * (VfioContainerPort, from shm) that records every ioctl and answers with the
+ * errno the test chooses, `hostNs` later. `request` writes one request, kicks
+ * the device and returns its status, the ioctls it made and the model time
+ * it took.
+ */
+
+import {
+  attachGuestMemory,
+  DEFAULT_PROFILE_PATH,
+  type GuestMemory,
+  LockTable,
+  loadProfile,
+  ModelClock,
+  readTail,
+  requestSizeBytes,
+  type VfioContainerPort,
+  type VfioMapDmaArgs,
+  type VfioUnmapDmaArgs,
+  VirtqueueDriver,
+  viommuGetWriteDescOffsetBytes,
+  virtqueueLayout,
+} from '@vmstack/shm';
+import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '../../src/index.js';
+
+const profile = loadProfile(DEFAULT_PROFILE_PATH);
+const VQ_GPA = 0x1000;
+const REQ_GPA = 0x10000;
+const GUEST_RAM_BYTES = 1024 * 1024;
+const VQ_ENTRIES = 16;
+/** model time between two kicks: every request finds the device idle */
+const KICK_INTERVAL_NS = 1_000_000;
+
+export type VfioCall = ['map', VfioMapDmaArgs] | ['unmap', VfioUnmapDmaArgs];
+
+export class FakeVfio implements VfioContainerPort {
+  readonly calls: VfioCall[] = [];
+  mapErrno = 0;
+  constructor(private readonly hostNs: number) {}
+  mapDma(args: VfioMapDmaArgs, nowNs: number) {
+    this.calls.push(['map', { ...args }]);
+    return { errno: this.mapErrno, doneNs: nowNs + this.hostNs };
+  }
+  unmapDma(args: VfioUnmapDmaArgs, nowNs: number) {
+    this.calls.push(['unmap', { ...args }]);
+    return { errno: 0, unmappedBytes: args.sizeBytes, doneNs: nowNs + this.hostNs };
+  }
+}
+
+export interface RequestOutcome {
+  status: number;
+  calls: VfioCall[];
+  elapsedNs: number;
+}
+
+export interface ViommuRig {
+  mem: GuestMemory;
+  device: VirtioIommuDevice;
+  vfio: FakeVfio;
+  /** write one request of `type` at the request buffer (through `write`), kick, and read the device's answer */
+  request(type: number, write: (gpa: number) => void): RequestOutcome;
+}
+
+export function viommuRig(o: { endpointIds: number[]; pageSizeMask?: bigint; hostNs: number }): ViommuRig {
+  const mem = attachGuestMemory(new SharedArrayBuffer(GUEST_RAM_BYTES));
+  const layout = virtqueueLayout(VQ_ENTRIES, VQ_GPA);
+  const driver = VirtqueueDriver.init(mem, layout);
+  const locks = LockTable.attach(LockTable.allocate([{ name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' }]), 0);
+  const vfio = new FakeVfio(o.hostNs);
+  const clock = new ModelClock('virtual');
+  const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, profile, { endpointIds: o.endpointIds, pageSizeMask: o.pageSizeMask });
+  let kickNs = 0;
+  const request = (type: number, write: (gpa: number) => void): RequestOutcome => {
+    const out = viommuGetWriteDescOffsetBytes(type);
+    const inLen = requestSizeBytes(type) - out;
+    write(REQ_GPA);
+    if (!driver.addBuf([{ gpa: REQ_GPA, lenBytes: out }], [{ gpa: REQ_GPA + out, lenBytes: inLen }], 1)) throw new Error('queue full');
+    driver.publish();
+    kickNs += KICK_INTERVAL_NS;
+    const before = vfio.calls.length;
+    device.virtio_iommu_handle_command(kickNs);
+    if (!driver.getBuf()) throw new Error('the device returned nothing');
+    return { status: readTail(mem, REQ_GPA + out + inLen - 4), calls: vfio.calls.slice(before), elapsedNs: clock.nowNs() - kickNs };
+  };
+  return { mem, device, vfio, request };
+}
