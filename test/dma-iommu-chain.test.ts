@@ -32,7 +32,7 @@ import {
   VIOMMU_REQUEST_SLOT_BYTES,
   ViommuDriver,
 } from '@vmstack/guest-kernel';
-import { HostVfio, IOMMU_LOCK, VfioContainer } from '@vmstack/host-vfio';
+import { HostVfio, IOMMU_LOCK, QI_Q_LOCK, VfioContainer } from '@vmstack/host-vfio';
 import { IoPgtable } from '@vmstack/iommu-hw';
 import { attachGuestMemory, DEFAULT_PROFILE_PATH, IOMMU_READ, IOMMU_WRITE, LockTable, loadProfile, ModelClock, NEVER_NS, virtqueueLayout } from '@vmstack/shm';
 import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
@@ -76,6 +76,7 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
       { name: VIOMMU_REQUEST_LOCK, kind: 'spinlock' },
       { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
       { name: IOMMU_LOCK, kind: 'mutex' },
+      { name: QI_Q_LOCK, kind: 'spinlock' },
       ...PageAllocator.lockSpecs(pageH),
       ...IovaDomain.lockSpecs(iovaH),
       ...(poolH ? BouncePool.lockSpecs(poolH) : []),

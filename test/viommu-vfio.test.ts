@@ -7,7 +7,7 @@
  * the test reads the tail, the used ring, the page table and the counters.
  */
 
-import { HostVfio, IOMMU_LOCK, VfioContainer } from '@vmstack/host-vfio';
+import { HostVfio, IOMMU_LOCK, QI_Q_LOCK, VfioContainer } from '@vmstack/host-vfio';
 import { IoPgtable } from '@vmstack/iommu-hw';
 import {
   attachGuestMemory,
@@ -67,6 +67,7 @@ function rig() {
     LockTable.allocate([
       { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
       { name: IOMMU_LOCK, kind: 'mutex' },
+      { name: QI_Q_LOCK, kind: 'spinlock' },
     ]),
     0,
   );

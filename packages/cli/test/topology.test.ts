@@ -249,9 +249,10 @@ test('planStack, default topology of 2 jobs: vCPU workers, then vmm, host-vfio, 
       ['nvme-device', 'device', 0],
     ],
   );
-  t.deepEqual(plan.index, { vcpus: [0, 1], vmm: 2, host: 3, device: 4 });
+  const vm = plan.vms[0];
+  t.deepEqual(vm.index, { vcpus: [0, 1], vmm: 2, host: 3, device: 4 });
   t.deepEqual(
-    planRings(plan.rings).map((r) => [r.name, r.producer, r.consumer]),
+    planRings(vm.rings).map((r) => [r.name, r.producer, r.consumer]),
     [
       ['doorbell0', 0, 4],
       ['doorbell1', 1, 4],
@@ -264,15 +265,21 @@ test('planStack, default topology of 2 jobs: vCPU workers, then vmm, host-vfio, 
       ['inval', 3, 4],
     ],
   );
-  t.deepEqual(plan.vfioRpc, { capacityRecords: 64, server: 3, client: 2 });
-  t.like(plan.device, { domainId: 1, endpointId: 0x100, iovaLimitPfn: 2 ** 36 - 1, vcpuOfCq: [0, 0, 1] });
-  t.deepEqual(plan.viommu.endpointIds, [0x100], "the VMM's virtio-iommu has the one device's endpoint and no other");
-  t.deepEqual(plan.vm.jobOfVcpu, [0, 1]);
-  t.is(plan.regions.guestLayout.queues.length, 2, 'one I/O queue pair per vCPU');
-  t.is(plan.regions.flushQueue, null);
-  t.is(plan.regions.bouncePool, null);
-  t.is(plan.regions.swiotlb, null);
-  t.deepEqual(plan.regions.iovaDomain.reservedPfns, [[1, plan.regions.guestLayout.heapStartBytes / 4096]], 'the coherent region, IOVA = GPA');
+  t.deepEqual(vm.vfioRpc, { capacityRecords: 64, server: 3, client: 2 });
+  t.like(vm.device, { domainId: 1, endpointId: 0x100, iovaLimitPfn: 2 ** 36 - 1, vcpuOfCq: [0, 0, 1] });
+  t.deepEqual(vm.viommu.endpointIds, [0x100], "the VMM's virtio-iommu has the one device's endpoint and no other");
+  t.deepEqual(vm.jobOfVcpu, [0, 1]);
+  t.is(vm.regions.guestLayout.queues.length, 2, 'one I/O queue pair per vCPU');
+  t.is(vm.regions.flushQueue, null);
+  t.is(vm.regions.bouncePool, null);
+  t.is(vm.regions.swiotlb, null);
+  t.deepEqual(vm.regions.iovaDomain.reservedPfns, [[1, vm.regions.guestLayout.heapStartBytes / 4096]], 'the coherent region, IOVA = GPA');
+  t.is(vm.lockScope, '', 'one VM: lock names are the kernel names');
+  t.deepEqual(
+    plan.hostLocks.map((l) => l.name),
+    ['iommu->lock', 'qi->q_lock'],
+    'one container, one host IOMMU unit',
+  );
 });
 
 test('planStack: jobs placed out of order run in vCPU order; the strategy of the VM decides the regions', (t) => {
@@ -282,33 +289,90 @@ test('planStack: jobs placed out of order run in vCPU order; the strategy of the
     { job: 0, vcpu: 1 },
     { job: 1, vcpu: 0 },
   ];
-  const plan = planStack(top, { jobs: js, profile });
-  t.deepEqual(plan.vm.jobOfVcpu, [1, 0]);
-  t.not(plan.regions.bouncePool, null);
-  t.is(plan.regions.iovaDomain.reservedPfns.length, 2, 'the coherent region and the pool range');
+  const vm = planStack(top, { jobs: js, profile }).vms[0];
+  t.deepEqual(vm.jobOfVcpu, [1, 0]);
+  t.not(vm.regions.bouncePool, null);
+  t.is(vm.regions.iovaDomain.reservedPfns.length, 2, 'the coherent region and the pool range');
 });
 
-test('planStack refuses, in one line, a valid shape the workers cannot run yet', (t) => {
-  const js = jobs(2);
-  const twoVms = defaultTopology(js, options);
-  twoVms.vms[0].vcpus = [{ id: 0 }];
-  twoVms.vms[0].jobs = [{ job: 0, vcpu: 0 }];
-  twoVms.controllers.push({ id: 'nvme-ctrl1' });
-  twoVms.hostIommus[0].controllers.push('nvme-ctrl1');
-  twoVms.vms.push({
-    ...structuredClone(twoVms.vms[0]),
+/** The default topology of two jobs, rebuilt as two VMs of one job each on one host IOMMU unit. */
+function twoVmTopology(js: ReturnType<typeof jobs>, o = options): Topology {
+  const top = defaultTopology(js, o);
+  top.vms[0].vcpus = [{ id: 0 }];
+  top.vms[0].jobs = [{ job: 0, vcpu: 0 }];
+  top.controllers.push({ id: 'nvme-ctrl1' });
+  top.hostIommus[0].controllers.push('nvme-ctrl1');
+  top.vms.push({
+    ...structuredClone(top.vms[0]),
     id: 'vm1',
     jobs: [{ job: 1, vcpu: 0 }],
     viommus: [{ id: 'viommu1' }],
     containers: [{ id: 'container1' }],
-    devices: [{ ...twoVms.vms[0].devices[0], id: 'nvme1', controller: 'nvme-ctrl1', viommu: 'viommu1', container: 'container1' }],
+    devices: [{ ...top.vms[0].devices[0], id: 'nvme1', controller: 'nvme-ctrl1', viommu: 'viommu1', container: 'container1' }],
   });
-  t.notThrows(() => validateTopology(twoVms, 2), 'a valid topology');
-  inputError(t, () => planStack(twoVms, { jobs: js, profile }), 'topology.vms', 2, 'exactly 1 VM');
+  return top;
+}
 
+test('planStack, two VMs: each its vCPUs, vmm and host-vfio, then a device per controller; lock names scoped per VM, host locks per instance', (t) => {
+  const js = jobs(2);
+  const plan = planStack(twoVmTopology(js), { jobs: js, profile });
+  t.deepEqual(
+    plan.workers.map((w) => w.role),
+    [
+      'vm0/guest-kernel/vcpu0',
+      'vm0/vmm',
+      'vm0/host-vfio',
+      'vm1/guest-kernel/vcpu0',
+      'vm1/vmm',
+      'vm1/host-vfio',
+      'nvme-device/nvme-ctrl0',
+      'nvme-device/nvme-ctrl1',
+    ],
+  );
+  t.deepEqual(
+    plan.vms.map((vm) => vm.index),
+    [
+      { vcpus: [0], vmm: 1, host: 2, device: 6 },
+      { vcpus: [3], vmm: 4, host: 5, device: 7 },
+    ],
+  );
+  t.deepEqual(
+    plan.vms.map((vm) => vm.jobOfVcpu),
+    [[0], [1]],
+  );
+  t.deepEqual(
+    plan.vms.map((vm) => vm.lockScope),
+    ['vm0:', 'vm1:'],
+  );
+  t.deepEqual(
+    plan.hostLocks.map((l) => l.name),
+    ['iommu->lock/container0', 'iommu->lock/container1', 'qi->q_lock'],
+    'a container each, one unit shared',
+  );
+  t.deepEqual(
+    plan.vms.map((vm) => [vm.container.lockName, vm.hostIommu.qiLockName]),
+    [
+      ['iommu->lock/container0', 'qi->q_lock'],
+      ['iommu->lock/container1', 'qi->q_lock'],
+    ],
+  );
+  t.deepEqual(
+    planRings(plan.vms[1].rings).map((r) => [r.name, r.producer, r.consumer]),
+    [
+      ['vm1:doorbell0', 3, 7],
+      ['vm1:irq0', 7, 3],
+      ['vm1:kick0', 3, 4],
+      ['vm1:used0', 4, 3],
+      ['vm1:inval', 5, 7],
+    ],
+  );
+});
+
+test('planStack refuses, in one line, a valid shape the workers cannot run yet', (t) => {
+  const js = jobs(2);
   const twoContainers = defaultTopology(js, options);
   twoContainers.vms[0].containers.push({ id: 'container1' });
-  inputError(t, () => planStack(twoContainers, { jobs: js, profile }), 'topology.vms[0].containers', 2, 'exactly 1 VFIO container');
+  inputError(t, () => planStack(twoContainers, { jobs: js, profile }), 'topology.vms[0].containers', 2, 'exactly 1 VFIO container per VM');
 
   const idleVcpu = defaultTopology(js, options);
   idleVcpu.vms[0].jobs = [
@@ -321,7 +385,7 @@ test('planStack refuses, in one line, a valid shape the workers cannot run yet',
   inputError(t, () => planStack(small, { jobs: js, profile }), '--guest-ram', 1 * MiB, 'queues, rings');
 });
 
-test('runStack takes a topology: a 2-VM one is refused before any worker starts, the default one runs as without it', async (t) => {
+test('runStack takes a topology: one it cannot run is refused before any worker starts, the default one runs as without it', async (t) => {
   const js = jobsFromCommandLine({ rw: 'read', bs: '4k', iodepth: '4', size: '256k' });
   const base = {
     jobs: js.jobs,
@@ -339,9 +403,9 @@ test('runStack takes a topology: a 2-VM one is refused before any worker starts,
     transport: 'in-thread',
   } as const;
   const top = defaultTopology(js.jobs, base);
-  top.vms.push({ ...structuredClone(top.vms[0]), id: 'vm1', jobs: [], viommus: [{ id: 'viommu1' }], containers: [{ id: 'container1' }], devices: [] });
+  top.vms[0].viommus.push({ id: 'viommu1' });
   const e = await t.throwsAsync(runStack({ ...base, topology: top }), { instanceOf: InputError });
-  t.is(e.field, 'topology.vms');
+  t.is(e.field, 'topology.vms[0].viommus');
   const a = await runStack(base);
   const b = await runStack({ ...base, topology: defaultTopology(js.jobs, base) });
   t.deepEqual(b.jobs, a.jobs);

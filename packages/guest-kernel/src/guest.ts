@@ -140,11 +140,15 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     const result = runJob(g, slots);
     if (g.v === 0) {
       // shutdown, once every vCPU is done: the pool releases its cached slots, the
-      // driver deletes its queues and frees its coherent memory, the endpoint detaches
+      // driver deletes its queues and frees its coherent memory, the endpoint detaches.
+      // Its locks still pass the quantum gate: other VMs' vCPUs may still run, and
+      // the host's locks (qi->q_lock) are shared with them.
       waitAllJobsDone(g);
       nvme_dev_disable(g);
       if (g.viommu) viommu_detach_coherent(g, g.viommu);
     }
+    g.lockHooks.gate = () => {};
+    g.lockHooks.blocked = () => {};
     fio_free_buffers(g, slots);
     sayDone(g);
     return collectResult(g, result);
@@ -397,8 +401,9 @@ function runJob(g: Guest, slots: FioSlot[]): VcpuJobResult {
       control: g.control,
       self,
       deviceWorker: init.deviceWorker,
-      otherVcpus: init.vcpuWorkers.filter((w) => w !== self),
-      peerIrqs: init.allIrqRings.filter((_, u) => init.vcpuWorkers[u] !== self).map((h) => Ring.attach(h)),
+      otherVcpus: init.gatePeers.map((p) => p.worker),
+      peerDevices: init.gatePeers.map((p) => p.deviceWorker),
+      peerIrqs: init.gatePeers.map((p) => Ring.attach(p.irqRing)),
       quantumNs: init.quantumNs,
       spinLoads: init.spinLoads,
       bar: g.bar,
@@ -420,8 +425,6 @@ function runJob(g: Guest, slots: FioSlot[]): VcpuJobResult {
   g.lockHooks.gate = (t) => vcpu.quantumGate(t);
   g.lockHooks.blocked = () => vcpu.wakePeers();
   const result = vcpu.run();
-  g.lockHooks.gate = () => {};
-  g.lockHooks.blocked = () => {};
   vmEndTimes(init.vmState)[g.v] = g.clock.nowNs(); // published by the counter below
   Atomics.add(g.vmState, VM_VCPUS_DONE, 1);
   Atomics.notify(g.vmState, VM_VCPUS_DONE);

@@ -83,11 +83,16 @@ export interface VcpuWorkerInit {
   peerWriteSeeds: number[];
   doorbellRing: RingHandle;
   irqRing: RingHandle;
-  /** every vCPU's interrupt ring, in vCPU order */
-  allIrqRings: RingHandle[];
+  /**
+   * Every other vCPU of the run, of this VM and of the others: the quantum
+   * gate orders this vCPU's actions after theirs in model time. For each,
+   * its worker, its device's worker and its interrupt ring (read-only).
+   */
+  gatePeers: { worker: number; deviceWorker: number; irqRing: RingHandle }[];
   kickRing: RingHandle;
   usedRing: RingHandle;
   deviceWorker: number;
+  /** this VM's vCPUs' workers, in vCPU order */
   vcpuWorkers: number[];
   deviceMinResponseNs: number;
 }

@@ -149,7 +149,10 @@ export interface VcpuEnv {
   control: RunControl;
   self: number;
   deviceWorker: number;
+  /** every other vCPU of the run (this VM's and other VMs'): the quantum gate waits for them */
   otherVcpus: number[];
+  /** the device worker of each of `otherVcpus` (its VM's device), in the same order */
+  peerDevices: number[];
   /** the other vCPUs' interrupt rings, in `otherVcpus` order (read-only: when will an idle peer wake?) */
   peerIrqs: Ring[];
   quantumNs: number;
@@ -227,7 +230,8 @@ export class Vcpu {
     this.writeSeed = fioWriteSeed(job);
     this.deadlineNs = job.runtimeNs ? this.startNs + job.runtimeNs : NEVER_NS;
     this.verifyAlgo = job.verify === 'none' ? 'none' : job.verify;
-    this.peerWatchers = env.otherVcpus.map((v) => [env.deviceWorker, env.self, ...env.otherVcpus.filter((u) => u !== v)]);
+    this.peerWatchers = env.otherVcpus.map((v, i) => [env.peerDevices[i], env.self, ...env.otherVcpus.filter((u) => u !== v)]);
+    this.peerDeviceEots = new Float64Array(env.otherVcpus.length);
   }
 
   private publish(ns: number): void {
@@ -249,9 +253,10 @@ export class Vcpu {
   private quantumBound(): number {
     let m = NEVER_NS;
     const control = this.env.control;
-    // read the device's EOT before the peers' interrupt rings: an interrupt sent
+    // read the devices' EOTs before the peers' interrupt rings: an interrupt sent
     // after this read is stamped at or after it, one sent before is in a ring
-    const deviceEot = control.eotNs(this.env.deviceWorker);
+    const deviceEots = this.peerDeviceEots;
+    for (let i = 0; i < deviceEots.length; i++) deviceEots[i] = control.eotNs(this.env.peerDevices[i]);
     for (let i = 0; i < this.env.otherVcpus.length; i++) {
       const v = this.env.otherVcpus[i];
       if (this.env.locks.blockedOnLockHeldBy(v, this.env.self)) {
@@ -269,7 +274,7 @@ export class Vcpu {
         // idle, waiting for an interrupt: it acts again at max(its clock, that interrupt); finished: never
         const clock = control.clockNs(v);
         if (clock === NEVER_NS) continue;
-        e = Math.max(clock, Math.min(deviceEot, pendingIrqNs));
+        e = Math.max(clock, Math.min(deviceEots[i], pendingIrqNs));
         if (e === NEVER_NS) continue;
       }
       m = Math.min(m, v < this.env.self ? e - 1 : e);
@@ -277,8 +282,10 @@ export class Vcpu {
     return m === NEVER_NS ? NEVER_NS : m + this.env.quantumNs;
   }
 
-  /** for each other vCPU: who watches its EOT (the device and the vCPUs but it) */
+  /** for each other vCPU: who watches its EOT (its device and the vCPUs but it) */
   private readonly peerWatchers: number[][];
+  /** scratch: each other vCPU's device's EOT, read once per bound */
+  private readonly peerDeviceEots: Float64Array;
 
   /** Wake the other vCPUs' gates: we are about to block on a lock one of them may hold. */
   wakePeers(): void {

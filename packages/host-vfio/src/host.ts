@@ -114,6 +114,8 @@ export function createHost(init: HostWorkerInit, self: number, control: RunContr
   const container = new VfioContainer({
     pgtable: IoPgtable.attach(init.pgtable),
     lockTable: locks,
+    lockName: init.containerLockName,
+    qiLockName: init.qiLockName,
     costs: init.costs,
     lockedVmLimitPages: init.lockedVmLimitPages,
     dmaEntryLimit: init.dmaEntryLimit,

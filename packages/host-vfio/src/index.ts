@@ -14,7 +14,12 @@ export interface HostWorkerInit {
   epochMs: number;
   spinLoads: number;
   costs: VfioContainerCosts;
+  /** the host-wide lock table: containers' `iommu->lock`, units' `qi->q_lock` */
   locks: LockTableHandle;
+  /** this container's `iommu->lock` in `locks` */
+  containerLockName: string;
+  /** in `locks`, the `qi->q_lock` of the host IOMMU unit translating for the container's device */
+  qiLockName: string;
   vmmRpc: RpcChannelHandles;
   pgtable: IoPgtableHandle;
   invalRing: RingHandle;

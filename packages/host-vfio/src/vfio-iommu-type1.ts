@@ -69,6 +69,11 @@ import { InputError, IOMMU_READ, IOMMU_WRITE, type LockTable, type ModelClock, t
 
 /** Name of the container's lock in the run's LockTable. */
 export const IOMMU_LOCK = 'iommu->lock';
+/**
+ * Name of a host IOMMU unit's queued-invalidation lock (`qi->q_lock` of
+ * drivers/iommu/intel/dmar.c), shared by every domain on that unit.
+ */
+export const QI_Q_LOCK = 'qi->q_lock';
 /** Chunks gathered per IOTLB sync in `vfio_unmap_unpin`. */
 export const VFIO_IOMMU_TLB_SYNC_MAX = 512;
 /** The `dma_entry_limit` module parameter's default (U16_MAX). */
@@ -126,6 +131,8 @@ export interface VfioContainerOptions {
   readonly invalidateIotlb: InvalidateIotlb;
   /** lock name in `lockTable` (default `iommu->lock`; one per container when a run has several VMs) */
   readonly lockName?: string;
+  /** the name in `lockTable` of the `qi->q_lock` of the host IOMMU unit translating for the container's device (default `qi->q_lock`) */
+  readonly qiLockName?: string;
   /** bytes of pinnable user memory at vaddr 0 (the guest RAM); default: no bound */
   readonly guestRamBytes?: number;
   /** AMD-Vi fine-grained superpages (`domain->fgsp`): unmap page by page (default false, VT-d) */
@@ -181,6 +188,7 @@ export class VfioContainer {
   private readonly pgtable: IoPgtable;
   private readonly costs: VfioContainerCosts;
   private readonly lock: Mutex;
+  private readonly qiLock: Mutex;
   private readonly invalidateIotlb: InvalidateIotlb;
   private readonly lockedVmLimitPages: number;
   private readonly guestRamBytes: number;
@@ -218,6 +226,7 @@ export class VfioContainer {
     this.pgtable = opts.pgtable;
     this.costs = { ...opts.costs };
     this.lock = opts.lockTable.get(opts.lockName ?? IOMMU_LOCK);
+    this.qiLock = opts.lockTable.get(opts.qiLockName ?? QI_Q_LOCK);
     this.invalidateIotlb = opts.invalidateIotlb;
     this.lockedVmLimitPages = limit;
     this.dmaAvail = entries;
@@ -540,8 +549,7 @@ export class VfioContainer {
 
   /** iommu_iotlb_sync (one IOTLB invalidation), then unpin what the gather unmapped. Returns pages unpinned. */
   private vfio_sync_unpin(gather: Gather, clock: ModelClock): number {
-    this.invalidateIotlb(gather.startIova, gather.endIova - gather.startIova, clock);
-    clock.charge(this.costs.hostIotlbFlushNs);
+    this.qi_submit_sync(gather.startIova, gather.endIova - gather.startIova, clock);
     this.invalidations++;
     let unlocked = 0;
     for (const r of gather.regions) unlocked += this.vfio_unpin_pages_remote(r.hpa, r.sizeBytes / PAGE, false, clock);
@@ -549,6 +557,27 @@ export class VfioContainer {
     gather.startIova = Infinity;
     gather.endIova = 0;
     return unlocked;
+  }
+
+  /**
+   * The IOTLB invalidation of iommu_iotlb_sync on VT-d: qi_submit_sync
+   * queues the invalidation and a wait descriptor on the unit's invalidation
+   * queue under `qi->q_lock`, writes the tail register and polls until the
+   * hardware has written the wait descriptor's status. The kernel drops the
+   * lock for a cpu_relax() between polls, but the hardware completes wait
+   * descriptors in queue order, so a second submitter that queues behind us
+   * still waits for ours: the lock is held here across the whole submit and
+   * wait, and its lock_stat wait is the time other domains on the same unit
+   * spend queued behind this one. Cost: hostIotlbFlushNs for the whole call.
+   */
+  private qi_submit_sync(iova: number, sizeBytes: number, clock: ModelClock): void {
+    this.qiLock.lock(clock);
+    try {
+      this.invalidateIotlb(iova, sizeBytes, clock);
+      clock.charge(this.costs.hostIotlbFlushNs);
+    } finally {
+      this.qiLock.unlock(clock);
+    }
   }
 }
 

@@ -9,6 +9,7 @@ import {
   ENOSPC,
   EOVERFLOW,
   IOMMU_LOCK,
+  QI_Q_LOCK,
   VFIO_IOMMU_TLB_SYNC_MAX,
   VfioContainer,
   type VfioContainerCosts,
@@ -39,7 +40,13 @@ interface Rig {
 
 function rig(opts: Partial<VfioContainerOptions> & { tablePages?: number } = {}): Rig {
   const pt = IoPgtable.attach(IoPgtable.allocate({ tablePages: opts.tablePages ?? 64 }));
-  const lockTable = LockTable.attach(LockTable.allocate([{ name: IOMMU_LOCK, kind: 'mutex' }]), 0);
+  const lockTable = LockTable.attach(
+    LockTable.allocate([
+      { name: IOMMU_LOCK, kind: 'mutex' },
+      { name: QI_Q_LOCK, kind: 'spinlock' },
+    ]),
+    0,
+  );
   const clock = new ModelClock('virtual');
   const invals: Rig['invals'] = [];
   const r: Rig = {
@@ -310,10 +317,11 @@ test('gather batches: with per-page chunks (fgsp) an IOTLB sync every 512 chunks
   );
 });
 
-test('the lock is the named mutex of the lock table; a second container can use its own', (t) => {
+test("the lock is the named mutex of the lock table; a second container can use its own; both invalidate under their unit's qi->q_lock", (t) => {
   const h = LockTable.allocate([
     { name: 'iommu->lock/vm0', kind: 'mutex' },
     { name: 'iommu->lock/vm1', kind: 'mutex' },
+    { name: QI_Q_LOCK, kind: 'spinlock' },
   ]);
   const locks = LockTable.attach(h, 3);
   const clock = new ModelClock('virtual');
@@ -336,7 +344,9 @@ test('the lock is the named mutex of the lock table; a second container can use 
     [
       ['iommu->lock/vm0', 1],
       ['iommu->lock/vm1', 2],
+      ['qi->q_lock', 1],
     ],
+    'the one unmap took qi->q_lock for its IOTLB invalidation',
   );
   t.false(locks.get('iommu->lock/vm0').isLocked());
   t.throws(() => mk('iommu->lock'), { instanceOf: RangeError });
@@ -357,7 +367,13 @@ test('a lock held by another thread in model time delays the ioctl (virtual cloc
 
 test('constructor options are checked, naming the field', (t) => {
   const pgtable = IoPgtable.attach(IoPgtable.allocate({ tablePages: 4 }));
-  const lockTable = LockTable.attach(LockTable.allocate([{ name: IOMMU_LOCK, kind: 'mutex' }]), 0);
+  const lockTable = LockTable.attach(
+    LockTable.allocate([
+      { name: IOMMU_LOCK, kind: 'mutex' },
+      { name: QI_Q_LOCK, kind: 'spinlock' },
+    ]),
+    0,
+  );
   const base: VfioContainerOptions = { pgtable, lockTable, costs: COSTS, lockedVmLimitPages: 10, invalidateIotlb: () => {} };
   const bad: [Partial<VfioContainerOptions>, string][] = [
     [{ lockedVmLimitPages: -1 }, 'lockedVmLimitPages'],
@@ -454,4 +470,44 @@ test('VFIO_DMA_UNMAP_FLAG_ALL: iova and size must be 0; removes every vfio_dma, 
   t.like(r.c.stats(), { dmaCount: 0, pinnedPages: 0, lockedVmPages: 0, iotlbInvalidations: 3 });
   t.is(r.pt.mappedPages, 0);
   t.deepEqual(r.c.vfio_dma_do_unmap({ iova: 0, sizeBytes: 0, all: true }, r.clock), { errno: 0, unmappedBytes: 0 }, 'an empty container: 0 bytes');
+});
+
+test('qi_submit_sync: two containers on one host IOMMU unit queue their invalidations behind each other under qi->q_lock, in model time', (t) => {
+  const h = LockTable.allocate([
+    { name: 'iommu->lock/container0', kind: 'mutex' },
+    { name: 'iommu->lock/container1', kind: 'mutex' },
+    { name: QI_Q_LOCK, kind: 'spinlock' },
+  ]);
+  const mk = (cpu: number, lockName: string) =>
+    new VfioContainer({
+      pgtable: IoPgtable.attach(IoPgtable.allocate({ tablePages: 8 })),
+      lockTable: LockTable.attach(h, cpu),
+      lockName,
+      costs: COSTS,
+      lockedVmLimitPages: 100,
+      invalidateIotlb: () => {},
+    });
+  const a = mk(0, 'iommu->lock/container0');
+  const b = mk(1, 'iommu->lock/container1');
+  const clockA = new ModelClock('virtual');
+  const clockB = new ModelClock('virtual');
+  a.vfio_dma_do_map({ iova: 0, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, clockA);
+  b.vfio_dma_do_map({ iova: 0, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, clockB);
+  clockB.syncTo(clockA.nowNs());
+  a.vfio_dma_do_unmap({ iova: 0, sizeBytes: PAGE }, clockA);
+  // B's unmap starts at the same model time: its own container lock is free, the unit's queue is not
+  b.vfio_dma_do_unmap({ iova: 0, sizeBytes: PAGE }, clockB);
+  const q = LockTable.attach(h, 2).get(QI_Q_LOCK).stat();
+  t.is(q.acquisitions, 2);
+  t.is(q.contentions, 1, "B found A's invalidation on the queue");
+  t.is(q.waittimeTotalNs, COSTS.hostIotlbFlushNs, "B waited for A's whole submit and wait: the hardware completes wait descriptors in order");
+  const own = LockTable.attach(h, 2)
+    .stats()
+    .filter((s) => s.name.startsWith('iommu->lock'));
+  t.deepEqual(
+    own.map((s) => s.contentions),
+    [0, 0],
+    'the containers do not share their iommu->lock',
+  );
+  t.is(clockB.nowNs(), clockA.nowNs() + COSTS.hostIotlbFlushNs, 'B ends one invalidation later than A');
 });

@@ -210,3 +210,79 @@ function workerWaits(result: unknown): WorkerWaits | null {
   const waits = (result as { waits?: { parks: number; spinsWon: number; notifiesSent: number } } | null)?.waits;
   return waits ? snakeKeys(waits) : null;
 }
+
+/**
+ * One RunResult from the per-VM results of a run (each assembled by
+ * assembleRunResult from its VM's workers): the jobs back in the run's job
+ * order, and with several VMs a report whose counters, verify, leaks and
+ * profile are summed over the VMs, whose lock_stat lists every VM's rows
+ * (each VM's names carry its prefix) and whose `vms` keeps each VM's own.
+ * `vms[k].jobs` are the run-wide job indices VM k ran, in its vCPU order.
+ */
+export function mergeVmResults(results: readonly RunResult[], vms: readonly { id: string; jobs: readonly number[] }[]): RunResult {
+  const jobs: JobResult[] = [];
+  vms.forEach((vm, k) => {
+    vm.jobs.forEach((j, v) => {
+      jobs[j] = results[k].jobs[v];
+    });
+  });
+  if (results.length === 1) return { ...results[0], jobs };
+  const reports = results.map((r) => r.vmstack);
+  const first = reports[0];
+  const totalBytes = jobs.reduce((s, j) => s + j.read.ioBytes + j.write.ioBytes, 0);
+  const profile: Record<string, ProfileRow> = {};
+  for (const r of reports)
+    for (const [fn, row] of Object.entries(r.profile)) {
+      const x = (profile[fn] ??= { ...row, calls: 0, ns: 0, self_ns: 0 });
+      x.calls += row.calls;
+      x.ns += row.ns;
+      x.self_ns += row.self_ns;
+    }
+  for (const x of Object.values(profile)) {
+    x.ns_per_gb = totalBytes > 0 ? (x.ns / totalBytes) * 1e9 : 0;
+    x.self_ns_per_gb = totalBytes > 0 ? (x.self_ns / totalBytes) * 1e9 : 0;
+  }
+  const simulatedIos = reports.reduce((s, r) => s + r.model_speed.simulated_ios, 0);
+  const loopMs = Math.max(...reports.map((r) => r.model_speed.job_loop_wall_ms));
+  const vmstack: VmstackReport = {
+    ...first,
+    counters: sumDeep(reports.map((r) => r.counters)),
+    lock_stat: reports.flatMap((r) => r.lock_stat),
+    profile,
+    verify: sumDeep(reports.map((r) => r.verify)),
+    leaks: sumDeep(reports.map((r) => r.leaks)),
+    model_speed: {
+      simulated_ios: simulatedIos,
+      run_wall_ms: first.model_speed.run_wall_ms,
+      job_loop_wall_ms: loopMs,
+      simulated_ios_per_wall_s: Math.round(simulatedIos / (Math.max(loopMs, 1) / 1000)),
+    },
+    vms: reports.map((r, k) => ({
+      id: vms[k].id,
+      strategy: r.strategy,
+      untrusted: r.untrusted,
+      driver_generation: r.driver_generation,
+      jobs: [...vms[k].jobs],
+      counters: r.counters,
+      verify: r.verify,
+      leaks: r.leaks,
+    })),
+  };
+  return { timestampMs: results[0].timestampMs, globalOptions: results[0].globalOptions, jobs, vmstack };
+}
+
+/** Objects of the same shape added up: numbers summed, nested objects summed key by key, null where every row has null. */
+function sumDeep<T>(rows: readonly T[]): T {
+  const add = (a: unknown, b: unknown): unknown => {
+    if (a === null || a === undefined) return b;
+    if (b === null || b === undefined) return a;
+    if (typeof a === 'number' && typeof b === 'number') return a + b;
+    if (typeof a === 'object' && typeof b === 'object') {
+      const out: Record<string, unknown> = { ...(a as Record<string, unknown>) };
+      for (const [k, v] of Object.entries(b as Record<string, unknown>)) out[k] = add(out[k], v);
+      return out;
+    }
+    return a;
+  };
+  return rows.reduce((acc: unknown, r) => add(acc, r), null) as T;
+}

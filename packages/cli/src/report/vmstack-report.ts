@@ -217,6 +217,25 @@ export interface VmstackReport {
   verify: VerifyReport;
   leaks: LeakReport;
   model_speed: ModelSpeed;
+  /**
+   * Runs of several VMs: each VM's own counters, verify and leaks (the
+   * top-level ones are their sums; strategy, untrusted and driver_generation
+   * there are the first VM's). Absent with one VM.
+   */
+  vms?: VmReport[];
+}
+
+/** One VM of a run of several. */
+export interface VmReport {
+  id: string;
+  strategy: DmaStrategy;
+  untrusted: boolean;
+  driver_generation: ViommuDriverGeneration;
+  /** indices, in the run's job list, of the jobs this VM ran */
+  jobs: number[];
+  counters: VmstackCounters;
+  verify: VerifyReport;
+  leaks: LeakReport;
 }
 
 /** The `vmstack` key of a run of several barrier groups: one report per group, in order. */

@@ -28,7 +28,7 @@ import {
   VIOMMU_REQUEST_LOCK,
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
-import { type HostWorkerInit, type HostWorkerResult, IOMMU_LOCK } from '@vmstack/host-vfio';
+import type { HostWorkerInit, HostWorkerResult } from '@vmstack/host-vfio';
 import { IoPgtable, type IoPgtableHandle } from '@vmstack/iommu-hw';
 import { type DeviceWorkerInit, type DeviceWorkerResult, NvmeMedia } from '@vmstack/nvme-device';
 import {
@@ -36,6 +36,7 @@ import {
   type ClockMode,
   type ControlHandle,
   type CostProfile,
+  InputError,
   LockTable,
   type LockTableHandle,
   MAX_WORKERS,
@@ -50,7 +51,7 @@ import {
   type WorkerSpec,
 } from '@vmstack/shm';
 import { VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
-import { assembleRunResult } from '../report/assemble.js';
+import { assembleRunResult, mergeVmResults } from '../report/assemble.js';
 import type { RunCarry, RunResult } from '../report/result.js';
 import { type PlannedRing, planRings, planStack, type StackPlan } from '../topology/plan.js';
 import { defaultTopology, type Topology } from '../topology/topology.js';
@@ -101,9 +102,8 @@ const NS_PREFILL_SEED = 0x89;
 /** the lock-table slot of this (the main) thread: the last worker slot */
 const MAIN_THREAD_CPU = MAX_WORKERS - 1;
 
-/** The shared memory of a run, allocated from its plan. */
-interface StackRegions {
-  control: ControlHandle;
+/** The shared memory of one VM, allocated from its plan. */
+interface VmRegions {
   guestRam: SharedArrayBuffer;
   vmState: SharedArrayBuffer;
   pageAlloc: PageAllocatorHandle;
@@ -111,81 +111,117 @@ interface StackRegions {
   flushQueue: FlushQueueHandle | null;
   bouncePool: BouncePoolHandle | null;
   swiotlb: SwiotlbHandle | null;
+  /** the VM's locks: the guest's and its VMM's */
   locks: LockTableHandle;
+  /** the host IOMMU page tables of the VM's container */
   pgtable: IoPgtableHandle;
   rings: { doorbell: RingHandle[]; irq: RingHandle[]; kick: RingHandle[]; used: RingHandle[]; inval: RingHandle };
-  /** the same rings, named, in the plan's ring order (for stall reports) */
-  ringList: { name: string; handle: RingHandle }[];
   vfioRpc: RpcChannelHandles;
 }
 
-type RunOptions = StackOptions & { untrusted: boolean };
+/** The shared memory of a run. */
+interface StackRegions {
+  control: ControlHandle;
+  /** the host-wide locks: containers' iommu->lock, units' qi->q_lock */
+  hostLocks: LockTableHandle;
+  vms: VmRegions[];
+  /** every ring, named, in the plan's order (for stall reports) */
+  ringList: { name: string; handle: RingHandle }[];
+}
+
+/** What one VM runs: its jobs in vCPU order, its strategy, driver and device. */
+interface VmRunOptions {
+  jobs: FioJobSpec[];
+  strategy: DmaStrategy;
+  driverGeneration: ViommuDriverGeneration;
+  untrusted: boolean;
+}
 
 /** Allocate the regions the plan describes, set up the IOVA reservations and publish every worker's starting EOT. */
 function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
-  const r = plan.regions;
   const control = RunControl.allocate();
   const ctl = RunControl.attach(control);
-  const guestRam = new SharedArrayBuffer(r.guestRamBytes);
-  const vmState = new SharedArrayBuffer(vmStateBytes(r.vmStateVcpus));
-  const pageAlloc = PageAllocator.allocate(r.pageAlloc);
-  const { reservedPfns, ...iovaOptions } = r.iovaDomain;
-  const iovaDomain = IovaDomain.allocate(iovaOptions);
-  const flushQueue = r.flushQueue ? FlushQueue.allocate(r.flushQueue) : null;
-  const bouncePool = r.bouncePool ? BouncePool.allocate(r.bouncePool) : null;
-  const swiotlb = r.swiotlb ? Swiotlb.allocate(r.swiotlb) : null;
-  const locks = LockTable.allocate([
-    { name: VIOMMU_REQUEST_LOCK, kind: 'spinlock' },
-    { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
-    { name: IOMMU_LOCK, kind: 'mutex' },
-    ...PageAllocator.lockSpecs(pageAlloc),
-    ...IovaDomain.lockSpecs(iovaDomain),
-    ...(flushQueue ? FlushQueue.lockSpecs(flushQueue) : []),
-    ...(bouncePool ? BouncePool.lockSpecs(bouncePool) : []),
-    ...(swiotlb ? Swiotlb.lockSpecs(swiotlb) : []),
-  ]);
-  {
-    const iovad = IovaDomain.attach(iovaDomain, 0, LockTable.attach(locks, MAIN_THREAD_CPU), p);
-    for (const [lo, hi] of reservedPfns) iovad.reserve_iova(lo, hi);
-  }
-  const pgtable = IoPgtable.allocate(r.pgtable);
-  // every ring wakes its consumer's worker event
-  const ringList = planRings(plan.rings).map((r) => ({
-    name: r.name,
-    handle: Ring.allocate({ capacityRecords: r.capacityRecords }, ctl.eventRef(r.consumer)),
-  }));
-  const handle = new Map(planRings(plan.rings).map((r, k) => [r, ringList[k].handle]));
-  const ring = (r: PlannedRing) => handle.get(r)!;
-  const rings = {
-    doorbell: plan.rings.doorbell.map(ring),
-    irq: plan.rings.irq.map(ring),
-    kick: plan.rings.kick.map(ring),
-    used: plan.rings.used.map(ring),
-    inval: ring(plan.rings.inval),
-  };
-  const vfioRpc = allocateRpcChannel(plan.vfioRpc.capacityRecords, ctl.eventRef(plan.vfioRpc.server), ctl.eventRef(plan.vfioRpc.client));
+  const ringList: { name: string; handle: RingHandle }[] = [];
+  const vms = plan.vms.map((vm): VmRegions => {
+    const r = vm.regions;
+    const guestRam = new SharedArrayBuffer(r.guestRamBytes);
+    const vmState = new SharedArrayBuffer(vmStateBytes(r.vmStateVcpus));
+    const pageAlloc = PageAllocator.allocate(r.pageAlloc);
+    const { reservedPfns, ...iovaOptions } = r.iovaDomain;
+    const iovaDomain = IovaDomain.allocate(iovaOptions);
+    const flushQueue = r.flushQueue ? FlushQueue.allocate(r.flushQueue) : null;
+    const bouncePool = r.bouncePool ? BouncePool.allocate(r.bouncePool) : null;
+    const swiotlb = r.swiotlb ? Swiotlb.allocate(r.swiotlb) : null;
+    const locks = LockTable.allocate([
+      { name: VIOMMU_REQUEST_LOCK, kind: 'spinlock' },
+      { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
+      ...PageAllocator.lockSpecs(pageAlloc),
+      ...IovaDomain.lockSpecs(iovaDomain),
+      ...(flushQueue ? FlushQueue.lockSpecs(flushQueue) : []),
+      ...(bouncePool ? BouncePool.lockSpecs(bouncePool) : []),
+      ...(swiotlb ? Swiotlb.lockSpecs(swiotlb) : []),
+    ]);
+    {
+      const iovad = IovaDomain.attach(iovaDomain, 0, LockTable.attach(locks, MAIN_THREAD_CPU), p);
+      for (const [lo, hi] of reservedPfns) iovad.reserve_iova(lo, hi);
+    }
+    const pgtable = IoPgtable.allocate(r.pgtable);
+    // every ring wakes its consumer's worker event
+    const planned = planRings(vm.rings);
+    const handles = new Map(planned.map((r) => [r, Ring.allocate({ capacityRecords: r.capacityRecords }, ctl.eventRef(r.consumer))]));
+    for (const r of planned) ringList.push({ name: r.name, handle: handles.get(r)! });
+    const ring = (r: PlannedRing) => handles.get(r)!;
+    const rings = {
+      doorbell: vm.rings.doorbell.map(ring),
+      irq: vm.rings.irq.map(ring),
+      kick: vm.rings.kick.map(ring),
+      used: vm.rings.used.map(ring),
+      inval: ring(vm.rings.inval),
+    };
+    const vfioRpc = allocateRpcChannel(vm.vfioRpc.capacityRecords, ctl.eventRef(vm.vfioRpc.server), ctl.eventRef(vm.vfioRpc.client));
+    return { guestRam, vmState, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, locks, pgtable, rings, vfioRpc };
+  });
   plan.workers.forEach((w, i) => ctl.publishEot(i, w.startEotNs));
-  return { control, guestRam, vmState, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, locks, pgtable, rings, ringList, vfioRpc };
+  return { control, hostLocks: LockTable.allocate(plan.hostLocks), vms, ringList };
+}
+
+/** What each VM runs, from the plan and the run's options. */
+function vmRunOptions(plan: StackPlan, o: StackOptions): VmRunOptions[] {
+  return plan.vms.map((vm) => ({
+    jobs: vm.jobOfVcpu.map((j) => o.jobs[j]),
+    strategy: vm.strategy,
+    driverGeneration: vm.driverGeneration,
+    untrusted: vm.device.untrusted,
+  }));
 }
 
 /** Each worker's role, entry and init, in the plan's worker order. */
-function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions): WorkerSpec[] {
+function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: readonly VmRunOptions[], o: StackOptions): WorkerSpec[] {
   const p = o.profile;
-  const { guestRam, vmState, locks, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, pgtable, rings } = regions;
-  const { vqLayout, viommuRequestAreaGpa, viommuSlotWordGpa, coherentGpa, coherentBytes, adminSqGpa, adminCqGpa, identifyGpa, queues } =
-    plan.regions.guestLayout;
-  const idx = plan.index;
   const epochMs = performance.timeOrigin + performance.now();
   const common = { clockMode: o.clock, dilation: o.dilation, epochMs, spinLoads: o.spinLoads };
   const carried = o.carry?.namespaceBlocks ?? [];
-  const nsSizeBlocks = Math.max(...o.jobs.map((j) => (j.offsetBytes + j.sizeBytes) / NVME_LBA_SIZE_BYTES), ...carried.map(([lba]) => lba + 1)) + 1024;
   // verify expects, where an earlier group wrote, the seed its writer put in the block header
   const priorSeeds: [number, number][] = carried.map(([lba, data]) => [lba, new DataView(data.buffer, data.byteOffset).getUint32(16, true)]);
   // the device's shortest doorbell → interrupt time (its lookahead); the same minimum the device uses
   const deviceMinResponseNs = p.nvmeDoorbellLatencyNs + p.nvmeSqeFetchNs + new NvmeMedia(p).minServiceNs() + p.nvmeCqePostNs + p.msiLatencyNs;
-  const verifyAlgo = o.jobs.find((j) => j.verify !== 'none')?.verify ?? 'none';
+  // every vCPU of the run: the quantum gate of each waits for all the others, across VMs
+  const allVcpus = plan.vms.flatMap((vm, k) =>
+    vm.index.vcpus.map((worker, v) => ({ worker, deviceWorker: vm.index.device, irqRing: regions.vms[k].rings.irq[v] })),
+  );
+  const vmOfWorker = new Map<number, number>();
+  plan.vms.forEach((vm, k) => {
+    for (const w of [...vm.index.vcpus, vm.index.vmm, vm.index.host, vm.index.device]) vmOfWorker.set(w, k);
+  });
 
   const inits = plan.workers.map((w, i): unknown => {
+    const k = vmOfWorker.get(i)!;
+    const vm = plan.vms[k];
+    const vo = vmOptions[k];
+    const idx = vm.index;
+    const { guestRam, vmState, locks, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, pgtable, rings } = regions.vms[k];
+    const { vqLayout, viommuRequestAreaGpa, viommuSlotWordGpa, coherentGpa, coherentBytes, adminSqGpa, adminCqGpa, identifyGpa, queues } =
+      vm.regions.guestLayout;
     switch (w.kind) {
       case 'vcpu': {
         const v = idx.vcpus.indexOf(i);
@@ -193,23 +229,23 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions)
           ...common,
           vcpu: v,
           quantumNs: o.quantumNs,
-          strategy: o.strategy,
-          driverGeneration: o.driverGeneration,
+          strategy: vo.strategy,
+          driverGeneration: vo.driverGeneration,
           costs: p,
-          job: o.jobs[v],
+          job: vo.jobs[v],
           bufferContiguity: o.bufferContiguity,
           guestRam,
           locks,
           pageAlloc,
           iovaDomain,
-          untrusted: o.untrusted,
+          untrusted: vo.untrusted,
           alwaysBounceLimitSchedule: o.alwaysBounceLimitSchedule,
           flushQueue,
           bouncePool,
           swiotlb,
-          iovaLimitPfn: plan.device.iovaLimitPfn,
-          domainId: plan.device.domainId,
-          endpointId: plan.device.endpointId,
+          iovaLimitPfn: vm.device.iovaLimitPfn,
+          domainId: vm.device.domainId,
+          endpointId: vm.device.endpointId,
           vqLayout,
           viommuRequestAreaGpa,
           viommuSlotWordGpa,
@@ -219,14 +255,15 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions)
           identifyGpa,
           coherentGpa,
           coherentBytes,
-          queueDepth: plan.device.queueDepth,
+          queueDepth: vm.device.queueDepth,
           queues,
           nsPrefillSeed: NS_PREFILL_SEED,
           priorSeeds,
-          peerWriteSeeds: o.jobs.filter((other, u) => u !== v && fioJobWrites(other)).map(fioWriteSeed),
+          // only this VM's jobs share the drive: another VM has a drive of its own
+          peerWriteSeeds: vo.jobs.filter((other, u) => u !== v && fioJobWrites(other)).map(fioWriteSeed),
           doorbellRing: rings.doorbell[v],
           irqRing: rings.irq[v],
-          allIrqRings: rings.irq,
+          gatePeers: allVcpus.filter((x) => x.worker !== i),
           kickRing: rings.kick[v],
           usedRing: rings.used[v],
           deviceWorker: idx.device,
@@ -238,17 +275,17 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions)
       case 'vmm': {
         const init: VmmWorkerInit = {
           ...common,
-          rpcSpinLoads: o.vmmSpinLoads ?? vmmRpcSpinLoads(idx.vcpus.length, o.spinLoads),
+          rpcSpinLoads: o.vmmSpinLoads ?? vmmRpcSpinLoads(allVcpus.length, o.spinLoads),
           costs: p,
           kickWakeupNs: p.hostThreadWakeupNs,
           locks,
           guestRam,
           vqLayout,
-          viommuEndpointIds: plan.viommu.endpointIds,
+          viommuEndpointIds: vm.viommu.endpointIds,
           kickRings: rings.kick,
           usedRings: rings.used,
-          hostRpc: regions.vfioRpc,
-          identityMapBytes: plan.vfio.identityMapBytes,
+          hostRpc: regions.vms[k].vfioRpc,
+          identityMapBytes: vm.vfio.identityMapBytes,
           vmState,
           deviceWorker: idx.device,
         };
@@ -258,16 +295,19 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions)
         const init: HostWorkerInit = {
           ...common,
           costs: p,
-          locks,
-          vmmRpc: regions.vfioRpc,
+          locks: regions.hostLocks,
+          containerLockName: vm.container.lockName,
+          qiLockName: vm.hostIommu.qiLockName,
+          vmmRpc: regions.vms[k].vfioRpc,
           pgtable,
           invalRing: rings.inval,
-          lockedVmLimitPages: plan.vfio.lockedVmLimitPages,
-          dmaEntryLimit: plan.vfio.dmaEntryLimit,
+          lockedVmLimitPages: vm.vfio.lockedVmLimitPages,
+          dmaEntryLimit: vm.vfio.dmaEntryLimit,
         };
         return init;
       }
       case 'device': {
+        const verifyAlgo = vo.jobs.find((j) => j.verify !== 'none')?.verify ?? 'none';
         const init: DeviceWorkerInit = {
           ...common,
           costs: p,
@@ -277,9 +317,9 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions)
           irqRings: rings.irq,
           invalRing: rings.inval,
           vcpuWorkers: idx.vcpus,
-          vcpuOfCq: plan.device.vcpuOfCq,
+          vcpuOfCq: vm.device.vcpuOfCq,
           namespace: {
-            sizeBlocks: nsSizeBlocks,
+            sizeBlocks: Math.max(...vo.jobs.map((j) => (j.offsetBytes + j.sizeBytes) / NVME_LBA_SIZE_BYTES), ...carried.map(([lba]) => lba + 1)) + 1024,
             seed: NS_PREFILL_SEED,
             algo: verifyAlgo,
             initialBlocks: o.carry?.namespaceBlocks,
@@ -297,12 +337,12 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, o: RunOptions)
  * Run the specs on the chosen transport. A run that does not finish says
  * where every worker stood: model clocks, EOTs and what sat in each ring.
  */
-async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: WorkerSpec[], o: RunOptions): Promise<RunOutcome<unknown>> {
+async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: WorkerSpec[], o: StackOptions): Promise<RunOutcome<unknown>> {
   const { control } = regions;
   const ctl = RunControl.attach(control);
   return (
     o.transport === 'in-thread'
-      ? Promise.resolve().then(() => runInThread(specs, control, plan.index))
+      ? Promise.resolve().then(() => runInThread(specs, control, plan.vms[0].index))
       : runWorkers<unknown>(specs, control, { timeoutMs: o.timeoutMs ?? 30 * 60_000 })
   ).catch((e: unknown) => {
     if (e instanceof Error && /did not finish/.test(e.message)) {
@@ -322,43 +362,51 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
     alwaysBounceLimitBytes: opts.alwaysBounceLimitBytes,
     slotsPerClass: opts.slotsPerClass,
   });
-  // from here on, what the planned VM runs: its jobs in vCPU order, its strategy, driver and device
-  const o: RunOptions = {
-    ...opts,
-    jobs: plan.vm.jobOfVcpu.map((j) => opts.jobs[j]),
-    strategy: plan.vm.strategy,
-    driverGeneration: plan.vm.driverGeneration,
-    untrusted: plan.device.untrusted,
-  };
-  const regions = allocateStackRegions(plan, o.profile);
-  const specs = buildWorkerSpecs(plan, regions, o);
-  const { vmm: vmmW, host: hostW, device: devW } = plan.index;
-  const { locks, iovaDomain, flushQueue } = regions;
+  if (plan.vms.length > 1 && (opts.carry || opts.exportNamespace))
+    throw new InputError('stonewall', `${plan.vms.length} VMs`, 'one VM: barrier groups (stonewall, wait_for_previous) run with one VM for now');
+  if (plan.vms.length > 1 && opts.transport === 'in-thread')
+    throw new InputError('--transport', 'in-thread', `one VM only; this topology has ${plan.vms.length}: use --transport workers`);
+  const vmOptions = vmRunOptions(plan, opts);
+  const regions = allocateStackRegions(plan, opts.profile);
+  const specs = buildWorkerSpecs(plan, regions, vmOptions, opts);
   const startedMs = Date.now();
   const wallStart = performance.now();
-  const out = await runStackWorkers(plan, regions, specs, o);
+  const out = await runStackWorkers(plan, regions, specs, opts);
   const wallMs = performance.now() - wallStart;
-  return assembleRunResult({
-    jobs: o.jobs,
-    jobOptions: o.jobOptions,
-    globalOptions: o.globalOptions,
-    strategy: o.strategy,
-    untrusted: o.untrusted,
-    clock: o.clock,
-    transport: o.transport ?? 'workers',
-    driverGeneration: o.driverGeneration,
-    workers: out.workers,
-    workerResults: out.results,
-    vcpus: plan.index.vcpus.map((w) => out.results[w] as VcpuWorkerResult),
-    vmm: out.results[vmmW] as VmmWorkerResult,
-    host: out.results[hostW] as HostWorkerResult,
-    device: out.results[devW] as DeviceWorkerResult,
-    lockStats: LockTable.attach(locks, MAIN_THREAD_CPU).stats(),
-    flushQueue: flushQueue ? FlushQueue.stats(flushQueue) : null,
-    iovaPagesAllocated: IovaDomain.stats(iovaDomain).allocatedPages,
-    startedMs,
-    wallMs,
+  const hostLockStats = LockTable.attach(regions.hostLocks, MAIN_THREAD_CPU).stats();
+  const results = plan.vms.map((vm, k) => {
+    const vo = vmOptions[k];
+    const { vmm, host, device } = vm.index;
+    const vmLocks = LockTable.attach(regions.vms[k].locks, MAIN_THREAD_CPU)
+      .stats()
+      .map((l) => ({ ...l, name: vm.lockScope + l.name }));
+    return assembleRunResult({
+      jobs: vo.jobs,
+      jobOptions: opts.jobOptions,
+      globalOptions: opts.globalOptions,
+      strategy: vo.strategy,
+      untrusted: vo.untrusted,
+      clock: opts.clock,
+      transport: opts.transport ?? 'workers',
+      driverGeneration: vo.driverGeneration,
+      workers: out.workers,
+      workerResults: out.results,
+      vcpus: vm.index.vcpus.map((w) => out.results[w] as VcpuWorkerResult),
+      vmm: out.results[vmm] as VmmWorkerResult,
+      host: out.results[host] as HostWorkerResult,
+      device: out.results[device] as DeviceWorkerResult,
+      // the host-wide locks once, after the VMs' own
+      lockStats: k === plan.vms.length - 1 ? [...vmLocks, ...hostLockStats] : vmLocks,
+      flushQueue: regions.vms[k].flushQueue ? FlushQueue.stats(regions.vms[k].flushQueue!) : null,
+      iovaPagesAllocated: IovaDomain.stats(regions.vms[k].iovaDomain).allocatedPages,
+      startedMs,
+      wallMs,
+    });
   });
+  return mergeVmResults(
+    results,
+    plan.vms.map((vm) => ({ id: vm.id, jobs: vm.jobOfVcpu })),
+  );
 }
 
 /**

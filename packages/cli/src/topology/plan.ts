@@ -7,10 +7,11 @@
  * from it; worker indices, domain and endpoint ids, IOVA limits and ring
  * capacities come from here only.
  *
- * The workers run one shape today: one VM, one virtio-iommu, one
- * passed-through NVMe drive in one VFIO container, one host IOMMU unit and
- * one controller, one fio job per vCPU. A valid topology of another shape is
- * refused with an InputError naming the field.
+ * The workers run several VMs on one host, each with one virtio-iommu, one
+ * passed-through NVMe drive (a controller of its own) in one VFIO container
+ * and one fio job per vCPU; the host's IOMMU units are shared as the
+ * topology says. A valid topology of another shape is refused with an
+ * InputError naming the field.
  */
 
 import {
@@ -24,12 +25,12 @@ import {
   MAX_GLOBAL_MAGS,
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
-import { DEFAULT_DMA_ENTRY_LIMIT, HOST_VFIO_WORKER } from '@vmstack/host-vfio';
+import { DEFAULT_DMA_ENTRY_LIMIT, HOST_VFIO_WORKER, IOMMU_LOCK, QI_Q_LOCK } from '@vmstack/host-vfio';
 import { NVME_DEVICE_WORKER } from '@vmstack/nvme-device';
-import { type CostProfile, InputError, MAX_WORKERS, NEVER_NS, PAGE_SHIFT, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { type CostProfile, InputError, type LockKind, MAX_WORKERS, NEVER_NS, PAGE_SHIFT, PAGE_SIZE_BYTES } from '@vmstack/shm';
 import { VMM_WORKER } from '@vmstack/vmm';
 import { type GuestLayout, type GuestLayoutRequest, NVME_QUEUE_ENTRIES, planGuestLayout } from '../stack/guest-layout.js';
-import { type Platform, type Topology, validateTopology } from './topology.js';
+import { type Platform, type Topology, type VmTopology, validateTopology } from './topology.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -54,8 +55,10 @@ const INVAL_RING_RECORDS = 4096;
 const VFIO_RPC_RECORDS = 64;
 /** The NVMe driver's dma_set_min_align_mask(NVME_CTRL_PAGE_SIZE - 1): swiotlb keeps the offset within a page. */
 const NVME_MIN_ALIGN_MASK = PAGE_SIZE_BYTES - 1;
-/** Worker slots besides the vCPUs: the VMM, the host kernel and the device. */
-export const NON_VCPU_WORKERS = 3;
+/** Worker slots of a VM besides its vCPUs: the VMM and the host kernel context of its ioctls. */
+const NON_DEVICE_WORKERS_PER_VM = 2;
+/** Worker slots of a one-VM run besides the vCPUs: the VMM, the host kernel and the device. */
+export const NON_VCPU_WORKERS = NON_DEVICE_WORKERS_PER_VM + 1;
 
 export type WorkerKind = 'vcpu' | 'vmm' | 'host' | 'device';
 
@@ -107,18 +110,24 @@ export interface StackPlanOptions {
   slotsPerClass?: number;
 }
 
-export interface StackPlan {
-  platform: Platform;
-  vm: {
-    id: string;
-    ramBytes: number;
-    strategy: DmaStrategy;
-    driverGeneration: ViommuDriverGeneration;
-    /** the job index each vCPU runs, in vCPU order */
-    jobOfVcpu: number[];
-  };
+/** One VM's part of the plan: its workers, regions, rings and ids. */
+export interface VmPlan {
+  id: string;
+  /**
+   * Prefix of the VM's lock names in the report (`vm1:`), empty when the run
+   * has one VM. Each VM has a lock table of its own (guest and VMM locks),
+   * so the names inside it are the kernel's.
+   */
+  lockScope: string;
+  ramBytes: number;
+  strategy: DmaStrategy;
+  driverGeneration: ViommuDriverGeneration;
+  /** the run-wide job index each vCPU runs, in vCPU order */
+  jobOfVcpu: number[];
   device: {
     id: string;
+    /** the physical controller passed through */
+    controller: string;
     untrusted: boolean;
     domainId: number;
     endpointId: number;
@@ -130,8 +139,11 @@ export interface StackPlan {
     vcpuOfCq: number[];
   };
   /** the virtio-iommu: the endpoints of the devices behind it */
-  viommu: { endpointIds: number[] };
-  workers: PlannedWorker[];
+  viommu: { id: string; endpointIds: number[] };
+  /** the VFIO container and the name of its `iommu->lock` in the host lock table */
+  container: { id: string; lockName: string };
+  /** the host IOMMU unit translating for the device, and its `qi->q_lock` in the host lock table */
+  hostIommu: { id: string; qiLockName: string };
   index: StackWorkers;
   regions: {
     guestRamBytes: number;
@@ -151,6 +163,20 @@ export interface StackPlan {
   vfio: { lockedVmLimitPages: number; dmaEntryLimit: number; identityMapBytes: number };
 }
 
+export interface StackPlan {
+  platform: Platform;
+  /** the VMs, in topology order */
+  vms: VmPlan[];
+  /** every worker, in worker-index order: VM by VM (vCPUs, vmm, host-vfio), then one nvme-device per controller */
+  workers: PlannedWorker[];
+  /**
+   * The host-wide lock table: each VFIO container's `iommu->lock` and each
+   * host IOMMU unit's `qi->q_lock`. An instance name carries `/<id>` only
+   * when the run has several instances of its class.
+   */
+  hostLocks: { name: string; kind: LockKind }[];
+}
+
 /** Whether the guest preallocates the swiotlb area: untrusted devices mapped by dma-iommu without the pool. */
 export function needsSwiotlb(o: { strategy: DmaStrategy; untrusted: boolean }): boolean {
   return o.untrusted && o.strategy !== 'bounce' && o.strategy !== 'direct';
@@ -163,32 +189,84 @@ export function guestLayoutRequest(jobs: readonly FioJobSpec[], o: { strategy: D
 
 /** Refuse, in one line, a shape the workers cannot run yet. */
 function onlyOne(field: string, n: number, what: string): void {
-  if (n !== 1) throw new InputError(field, n, `exactly 1 ${what}: the workers run one ${what} per run for now`);
+  if (n !== 1) throw new InputError(field, n, `exactly 1 ${what}: the workers run one ${what} for now`);
 }
 
 export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
   validateTopology(topology, o.jobs.length);
   if (topology.platform !== 'vm') throw new InputError('topology.platform', topology.platform, 'vm: bare metal is not modelled yet');
-  onlyOne('topology.vms', topology.vms.length, 'VM');
-  onlyOne('topology.controllers', topology.controllers.length, 'NVMe controller');
-  onlyOne('topology.hostIommus', topology.hostIommus.length, 'host IOMMU unit');
-  const vm = topology.vms[0];
-  onlyOne('topology.vms[0].viommus', vm.viommus.length, 'virtio-iommu');
-  onlyOne('topology.vms[0].devices', vm.devices.length, 'passed-through device');
-  onlyOne('topology.vms[0].containers', vm.containers.length, 'VFIO container');
+  topology.vms.forEach((vm, k) => {
+    onlyOne(`topology.vms[${k}].viommus`, vm.viommus.length, 'virtio-iommu per VM');
+    onlyOne(`topology.vms[${k}].devices`, vm.devices.length, 'passed-through device per VM');
+    onlyOne(`topology.vms[${k}].containers`, vm.containers.length, 'VFIO container per VM');
+  });
+  const workerCount = topology.vms.reduce((s, vm) => s + vm.vcpus.length + NON_DEVICE_WORKERS_PER_VM + 1, 0);
+  if (workerCount > MAX_WORKERS - 1)
+    throw new InputError(
+      'topology.vms',
+      `${workerCount} workers`,
+      `at most ${MAX_WORKERS - 1} workers in all (per VM one per vCPU, a vmm and a host-vfio worker, and one nvme-device worker per controller)`,
+    );
+  const several = topology.vms.length > 1;
+  const unitOf = new Map(topology.hostIommus.flatMap((u) => u.controllers.map((c) => [c, u.id] as const)));
+  const qualify = (cls: string, id: string, instances: number) => (instances > 1 ? `${cls}/${id}` : cls);
+  const containers = topology.vms.flatMap((vm) => vm.containers.map((c) => c.id));
+  const units = topology.hostIommus.map((u) => u.id);
+
+  // worker indices: VM by VM its vCPUs, its vmm, its host-vfio; then the devices in VM order
+  let next = 0;
+  const indices = topology.vms.map((vm) => {
+    const vcpus = vm.vcpus.map(() => next++);
+    const vmm = next++;
+    const host = next++;
+    return { vcpus, vmm, host, device: -1 };
+  });
+  for (const ix of indices) ix.device = next++;
+
+  const workers: PlannedWorker[] = [];
+  const vms = topology.vms.map((vm, k): VmPlan => {
+    const index = indices[k];
+    const role = (r: string) => (several ? `${vm.id}/${r}` : r);
+    workers.push(
+      ...index.vcpus.map((_, v) => ({ role: role(`guest-kernel/vcpu${v}`), kind: 'vcpu' as const, entry: GUEST_VCPU_WORKER, startEotNs: 0 })),
+      { role: role('vmm'), kind: 'vmm', entry: VMM_WORKER, startEotNs: NEVER_NS },
+      { role: role('host-vfio'), kind: 'host', entry: HOST_VFIO_WORKER, startEotNs: NEVER_NS },
+    );
+    return planVm(vm, k, index, o, {
+      lockScope: several ? `${vm.id}:` : '',
+      containerLock: qualify(IOMMU_LOCK, vm.containers[0].id, containers.length),
+      unit: unitOf.get(vm.devices[0].controller)!,
+      qiLock: (unit: string) => qualify(QI_Q_LOCK, unit, units.length),
+    });
+  });
+  for (const v of vms)
+    workers.push({ role: several ? `nvme-device/${v.device.controller}` : 'nvme-device', kind: 'device', entry: NVME_DEVICE_WORKER, startEotNs: 0 });
+  return {
+    platform: topology.platform,
+    vms,
+    workers,
+    hostLocks: [
+      ...containers.map((c) => ({ name: qualify(IOMMU_LOCK, c, containers.length), kind: 'mutex' as const })),
+      ...units.map((u) => ({ name: qualify(QI_Q_LOCK, u, units.length), kind: 'spinlock' as const })),
+    ],
+  };
+}
+
+function planVm(
+  vm: VmTopology,
+  k: number,
+  index: StackWorkers,
+  o: StackPlanOptions,
+  names: { lockScope: string; containerLock: string; unit: string; qiLock: (unit: string) => string },
+): VmPlan {
+  const at = `topology.vms[${k}]`;
   const dev = vm.devices[0];
   const vcpus = vm.vcpus.length;
-  if (vcpus > MAX_WORKERS - NON_VCPU_WORKERS)
-    throw new InputError(
-      'topology.vms[0].vcpus',
-      vcpus,
-      `at most ${MAX_WORKERS - NON_VCPU_WORKERS} vCPUs (one worker each, beside the vmm, host-vfio and device workers: ${MAX_WORKERS} worker slots)`,
-    );
   const jobOfVcpu = vm.vcpus.map((c) => {
     const on = vm.jobs.filter((p) => p.vcpu === c.id);
     if (on.length !== 1)
       throw new InputError(
-        `topology.vms[0].vcpus[${c.id}]`,
+        `${at}.vcpus[${c.id}]`,
         on.map((p) => p.job),
         'exactly 1 job on each vCPU: a vCPU worker runs one fio job for now',
       );
@@ -207,15 +285,6 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
       vm.ramBytes,
       `more than ${heapStartBytes} bytes: queues, rings${guestLayout.swiotlbGpa !== null ? ' and the 64 MiB swiotlb area' : ''} take that much before any I/O buffer`,
     );
-
-  // worker indices: 0..vcpus-1 the vCPUs, then the VMM, the host, the device
-  const index: StackWorkers = { vcpus: jobOfVcpu.map((_, v) => v), vmm: vcpus, host: vcpus + 1, device: vcpus + 2 };
-  const workers: PlannedWorker[] = [
-    ...index.vcpus.map((v) => ({ role: `guest-kernel/vcpu${v}`, kind: 'vcpu' as const, entry: GUEST_VCPU_WORKER, startEotNs: 0 })),
-    { role: 'vmm', kind: 'vmm', entry: VMM_WORKER, startEotNs: NEVER_NS },
-    { role: 'host-vfio', kind: 'host', entry: HOST_VFIO_WORKER, startEotNs: NEVER_NS },
-    { role: 'nvme-device', kind: 'device', entry: NVME_DEVICE_WORKER, startEotNs: 0 },
-  ];
 
   // rbtree nodes: what the rcaches can hold (size classes × (2 magazines per CPU + the depot) × magazine size)
   // plus every I/O in flight (an untrusted device maps each page on its own), plus spare room
@@ -238,7 +307,12 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
       (BOUNCE_POOL_IOVA_BASE + BouncePool.iovaSpanBytes({ slotsPerClass: o.slotsPerClass })) / PAGE_SIZE_BYTES - 1,
     ]);
 
-  const ring = (name: string, capacityRecords: number, producer: number, consumer: number): PlannedRing => ({ name, capacityRecords, producer, consumer });
+  const ring = (name: string, capacityRecords: number, producer: number, consumer: number): PlannedRing => ({
+    name: names.lockScope ? `${vm.id}:${name}` : name,
+    capacityRecords,
+    producer,
+    consumer,
+  });
   const rings: StackRingPlan = {
     doorbell: index.vcpus.map((w, v) => ring(`doorbell${v}`, DOORBELL_RING_RECORDS, w, index.device)),
     irq: index.vcpus.map((w, v) => ring(`irq${v}`, IRQ_RING_RECORDS, index.device, w)),
@@ -248,10 +322,15 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
   };
 
   return {
-    platform: topology.platform,
-    vm: { id: vm.id, ramBytes: vm.ramBytes, strategy, driverGeneration: vm.driverGeneration, jobOfVcpu },
+    id: vm.id,
+    lockScope: names.lockScope,
+    ramBytes: vm.ramBytes,
+    strategy,
+    driverGeneration: vm.driverGeneration,
+    jobOfVcpu,
     device: {
       id: dev.id,
+      controller: dev.controller,
       untrusted,
       domainId: dev.domainId,
       endpointId: dev.endpointId,
@@ -260,8 +339,9 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
       // the admin queue's completions go to vCPU 0; I/O queue v+1 is vCPU v's
       vcpuOfCq: [0, ...index.vcpus.map((_, v) => v)],
     },
-    viommu: { endpointIds: vm.devices.filter((d) => d.viommu === vm.viommus[0].id).map((d) => d.endpointId) },
-    workers,
+    viommu: { id: vm.viommus[0].id, endpointIds: vm.devices.filter((d) => d.viommu === vm.viommus[0].id).map((d) => d.endpointId) },
+    container: { id: vm.containers[0].id, lockName: names.containerLock },
+    hostIommu: { id: names.unit, qiLockName: names.qiLock(names.unit) },
     index,
     regions: {
       guestRamBytes: vm.ramBytes,
