@@ -46,6 +46,8 @@ import {
   nvmeAqa,
   nvmeCreateQueueCdw10,
   Ring,
+  RUN_SHUTDOWN_TURN,
+  RUN_VCPUS_DONE,
   type RunControl,
   SentLog,
   VM_BUFFER_TURN,
@@ -103,6 +105,7 @@ interface Guest {
   readonly swiotlb: Swiotlb | null;
   readonly dma: DmaIommu;
   readonly vmState: Int32Array;
+  readonly runState: Int32Array;
   readonly adminQ: NvmeQueuePair;
   adminCid: number;
   /** every guest lock waits for the quantum first, so lock grants follow model time (set while the job runs) */
@@ -140,15 +143,12 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     const result = runJob(g, slots);
     if (g.v === 0) {
       // shutdown, once every vCPU is done: the pool releases its cached slots, the
-      // driver deletes its queues and frees its coherent memory, the endpoint detaches.
-      // Its locks still pass the quantum gate: other VMs' vCPUs may still run, and
-      // the host's locks (qi->q_lock) are shared with them.
+      // driver deletes its queues and frees its coherent memory, the endpoint detaches
       waitAllJobsDone(g);
       nvme_dev_disable(g);
       if (g.viommu) viommu_detach_coherent(g, g.viommu);
+      passShutdownTurn(g);
     }
-    g.lockHooks.gate = () => {};
-    g.lockHooks.blocked = () => {};
     fio_free_buffers(g, slots);
     sayDone(g);
     return collectResult(g, result);
@@ -223,6 +223,7 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
     swiotlb,
     dma,
     vmState: new Int32Array(init.vmState),
+    runState: new Int32Array(init.runState.sab),
     adminQ: newQueuePair(0, init.adminSqGpa, init.adminCqGpa, NVME_AQ_DEPTH),
     adminCid: 0,
     lockHooks,
@@ -425,23 +426,41 @@ function runJob(g: Guest, slots: FioSlot[]): VcpuJobResult {
   g.lockHooks.gate = (t) => vcpu.quantumGate(t);
   g.lockHooks.blocked = () => vcpu.wakePeers();
   const result = vcpu.run();
+  g.lockHooks.gate = () => {};
+  g.lockHooks.blocked = () => {};
   vmEndTimes(init.vmState)[g.v] = g.clock.nowNs(); // published by the counter below
   Atomics.add(g.vmState, VM_VCPUS_DONE, 1);
   Atomics.notify(g.vmState, VM_VCPUS_DONE);
+  Atomics.add(g.runState, RUN_VCPUS_DONE, 1);
+  Atomics.notify(g.runState, RUN_VCPUS_DONE);
   return result;
 }
 
-/** vCPU 0 waits (idle) for every vCPU's job to end, and moves its clock past all of them. */
+/**
+ * vCPU 0 waits (idle) for every vCPU's job to end — of the whole run, since
+ * shutdown takes host locks other VMs share — and for its VM's turn to shut
+ * down, and moves its clock past its own VM's vCPUs.
+ */
 function waitAllJobsDone(g: Guest): void {
-  const { control, vmState } = g;
+  const { control, runState } = g;
   const vcpus = g.init.vcpuWorkers.length;
   control.publishEot(g.self, NEVER_NS);
-  while (Atomics.load(vmState, VM_VCPUS_DONE) < vcpus) {
-    if (control.aborted()) throw new Error('aborted');
-    Atomics.wait(vmState, VM_VCPUS_DONE, Atomics.load(vmState, VM_VCPUS_DONE), 50);
-  }
+  const waitFor = (index: number, done: (x: number) => boolean) => {
+    for (let x = Atomics.load(runState, index); !done(x); x = Atomics.load(runState, index)) {
+      if (control.aborted()) throw new Error('aborted');
+      Atomics.wait(runState, index, x, 50);
+    }
+  };
+  waitFor(RUN_VCPUS_DONE, (n) => n >= g.init.runState.vcpus);
+  waitFor(RUN_SHUTDOWN_TURN, (turn) => turn === g.init.runState.vm);
   const endNs = vmEndTimes(g.init.vmState);
   for (let u = 0; u < vcpus; u++) g.clock.syncTo(endNs[u]);
+}
+
+/** The next VM may shut down. */
+function passShutdownTurn(g: Guest): void {
+  Atomics.add(g.runState, RUN_SHUTDOWN_TURN, 1);
+  Atomics.notify(g.runState, RUN_SHUTDOWN_TURN);
 }
 
 /** fio frees its buffers: one vCPU after another, vCPU 0 (after the shutdown) first. */

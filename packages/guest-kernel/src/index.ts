@@ -68,6 +68,8 @@ export interface VcpuWorkerInit {
   viommuSlotWordGpa: number;
   /** the VM's run state (layout: shm/src/vm-state.ts) */
   vmState: SharedArrayBuffer;
+  /** the run's state across VMs (layout: shm/src/vm-state.ts), this VM's index in the run and the run's vCPU count */
+  runState: { sab: SharedArrayBuffer; vm: number; vcpus: number };
   adminSqGpa: number;
   adminCqGpa: number;
   identifyGpa: number;

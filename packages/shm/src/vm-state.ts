@@ -32,3 +32,20 @@ export function vmStateBytes(vcpus: number): number {
 export function vmEndTimes(sab: SharedArrayBuffer): Float64Array {
   return new Float64Array(sab, END_NS_OFFSET_BYTES);
 }
+
+/**
+ * The run's state across VMs (a small SAB shared by every vCPU of the run):
+ *
+ * | byte | size | i32 index | field | writer |
+ * |------|------|-----------|-------|--------|
+ * | 0    | 4    | RUN_VCPUS_DONE     | vCPUs of the whole run done with their jobs (count) | each vCPU |
+ * | 4    | 4    | RUN_SHUTDOWN_TURN  | the VM whose turn it is to shut down | each VM's vCPU 0, in VM order |
+ *
+ * The VMs shut down one after another, in VM order, once every job of the
+ * run is over: their shutdown unmaps go through host locks the VMs share
+ * (`qi->q_lock`), and a fixed order keeps those locks' statistics
+ * independent of thread scheduling, as the vCPU turns above do in one VM.
+ */
+export const RUN_VCPUS_DONE = 0;
+export const RUN_SHUTDOWN_TURN = 1;
+export const RUN_STATE_BYTES = 8;

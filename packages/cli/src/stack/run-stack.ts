@@ -44,6 +44,7 @@ import {
   Ring,
   type RingHandle,
   type RpcChannelHandles,
+  RUN_STATE_BYTES,
   RunControl,
   type RunOutcome,
   runWorkers,
@@ -124,6 +125,8 @@ interface StackRegions {
   control: ControlHandle;
   /** the host-wide locks: containers' iommu->lock, units' qi->q_lock */
   hostLocks: LockTableHandle;
+  /** the run's state across VMs (shm/src/vm-state.ts) */
+  runState: SharedArrayBuffer;
   vms: VmRegions[];
   /** every ring, named, in the plan's order (for stall reports) */
   ringList: { name: string; handle: RingHandle }[];
@@ -182,7 +185,7 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
     return { guestRam, vmState, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, locks, pgtable, rings, vfioRpc };
   });
   plan.workers.forEach((w, i) => ctl.publishEot(i, w.startEotNs));
-  return { control, hostLocks: LockTable.allocate(plan.hostLocks), vms, ringList };
+  return { control, hostLocks: LockTable.allocate(plan.hostLocks), runState: new SharedArrayBuffer(RUN_STATE_BYTES), vms, ringList };
 }
 
 /** What each VM runs, from the plan and the run's options. */
@@ -250,6 +253,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
           viommuRequestAreaGpa,
           viommuSlotWordGpa,
           vmState,
+          runState: { sab: regions.runState, vm: k, vcpus: allVcpus.length },
           adminSqGpa,
           adminCqGpa,
           identifyGpa,

@@ -1,0 +1,137 @@
+/**
+ * Topologies on real workers: several VMs on one host, each with its vCPUs, a
+ * VMM and the host kernel context of that VMM's ioctls (a worker each), one
+ * passed-through NVMe controller per VM (a device worker each). What the VMs
+ * share is the host: here, the host IOMMU unit whose invalidation queue every
+ * VFIO unmap goes through under `qi->q_lock`. Each test says what the model
+ * predicts and why.
+ */
+
+import type { Topology } from '@vmstack/cli';
+import type { DmaStrategy } from '@vmstack/guest-kernel';
+import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
+import test from 'ava';
+import { NO_LEAKS, runFio, type StackRun } from './helpers/stack.js';
+
+setWorkerReuse(true);
+test.after.always(() => releaseIdleWorkers());
+
+const FIO = { rw: 'randread', bs: '4k', iodepth: '16', size: '512k', verify: 'crc32c' };
+const IOS_PER_JOB = 128;
+
+/** `vms` VMs of one vCPU, one job, one virtio-iommu, one container and one drive each; drive k behind host IOMMU unit k mod `units`. */
+function vmsTopology(vms: number, units: number, strategy: DmaStrategy): Topology {
+  return {
+    platform: 'vm',
+    vms: Array.from({ length: vms }, (_, k) => ({
+      id: `vm${k}`,
+      ramBytes: 64 * 1024 * 1024,
+      strategy,
+      driverGeneration: 'v5.10',
+      vcpus: [{ id: 0 }],
+      jobs: [{ job: k, vcpu: 0 }],
+      viommus: [{ id: `viommu${k}` }],
+      containers: [{ id: `container${k}` }],
+      devices: [
+        { id: `nvme${k}`, controller: `nvme-ctrl${k}`, viommu: `viommu${k}`, endpointId: 0x100, domainId: 1, container: `container${k}`, untrusted: false },
+      ],
+    })),
+    hostIommus: Array.from({ length: units }, (_, u) => ({
+      id: `dmar${u}`,
+      controllers: Array.from({ length: vms }, (_, k) => k)
+        .filter((k) => k % units === u)
+        .map((k) => `nvme-ctrl${k}`),
+    })),
+    controllers: Array.from({ length: vms }, (_, k) => ({ id: `nvme-ctrl${k}` })),
+  };
+}
+
+/** The same job in every VM (job k runs in VM k), exact model-time order. */
+function runVms(strategy: DmaStrategy, vms: number, units: number): Promise<StackRun> {
+  const sets = Array.from({ length: vms }, () => FIO);
+  return runFio(strategy, sets, { topology: vmsTopology(vms, units, strategy), quantumNs: 0 });
+}
+
+const alone = (strategy: DmaStrategy) => runFio(strategy, FIO, { quantumNs: 0 });
+
+test('two VMs on one host IOMMU unit, strict: every VFIO unmap invalidates through the shared queue, so qi->q_lock contends; each VM`s own locks see nothing of the other VM', async (t) => {
+  const [two, one] = await Promise.all([runVms('strict', 2, 1), alone('strict')]);
+  const q = two.lock('qi->q_lock');
+  t.log(`qi->q_lock: ${q.acquisitions} acquisitions, ${q.contentions} contentions, ${(q.waittime_total_ns / 1000).toFixed(1)} µs waited`);
+  t.is(two.ios, 2 * IOS_PER_JOB);
+  t.is(q.acquisitions, 2 * one.lock('qi->q_lock').acquisitions, 'one queue takes both VMs` invalidations');
+  t.true(q.contentions > 0, 'an invalidation found the other VM`s on the queue');
+  t.true(q.waittime_total_ns > 0);
+  for (const vm of ['vm0', 'vm1']) {
+    for (const name of ['viommu->request_lock', 'viommu_dev->mutex', 'zone->lock']) {
+      const own = two.lock(`${vm}:${name}`);
+      t.is(own.contentions, 0, `${vm}:${name}: one vCPU, and no other VM takes it`);
+      t.is(own.acquisitions, one.lock(name).acquisitions, `${vm}:${name}: as many acquisitions as the VM alone`);
+    }
+    t.is(two.lock(`iommu->lock/container${vm.slice(2)}`).contentions, 0, 'a container per VM: its iommu->lock is its own');
+  }
+  t.deepEqual(two.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0 });
+  t.deepEqual(two.leaks, NO_LEAKS);
+  t.deepEqual(
+    two.result.vmstack.vms?.map((v) => [v.id, v.jobs]),
+    [
+      ['vm0', [0]],
+      ['vm1', [1]],
+    ],
+  );
+});
+
+test('two VMs on separate host IOMMU units share nothing: each VM runs exactly as it does alone, to the nanosecond', async (t) => {
+  const [two, one] = await Promise.all([runVms('strict', 2, 2), alone('strict')]);
+  for (const u of ['dmar0', 'dmar1']) t.is(two.lock(`qi->q_lock/${u}`).contentions, 0, `${u} serves one VM`);
+  for (const j of two.result.jobs) {
+    t.deepEqual(j.read.clatNs.mean, one.result.jobs[0].read.clatNs.mean, 'mean completion latency as alone');
+    t.is(j.read.runtimeNs, one.result.jobs[0].read.runtimeNs, 'runtime as alone');
+  }
+  t.deepEqual(two.verify.corrupt, 0);
+});
+
+test('two VMs with the bounce-buffer pool on one unit: slots stay mapped, so I/Os send no unmaps; qi->q_lock is taken only for the pool`s own slot unmaps', async (t) => {
+  const [two, strict] = await Promise.all([runVms('bounce', 2, 1), runVms('strict', 2, 1)]);
+  const q = two.lock('qi->q_lock');
+  t.log(`pool: qi->q_lock ${q.acquisitions} acquisitions, ${q.contentions} contentions; strict: ${strict.lock('qi->q_lock').acquisitions}`);
+  for (const r of [two, strict]) t.is(r.lock('qi->q_lock').acquisitions, r.counters.iotlb.invalidations, 'one qi_submit_sync per IOTLB invalidation');
+  t.true(two.counters.bounce!.hits > 0);
+  t.true(q.acquisitions < strict.lock('qi->q_lock').acquisitions / 5, 'a fraction of strict`s invalidations: slot evictions and shutdown only');
+  t.deepEqual(two.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0 });
+  t.deepEqual(two.leaks, NO_LEAKS);
+});
+
+test('a run of two VMs repeats itself exactly (exact model-time order across VMs)', async (t) => {
+  const a = await runVms('strict', 2, 1);
+  const b = await runVms('strict', 2, 1);
+  t.deepEqual(
+    b.result.jobs.map((j) => [j.read.runtimeNs, j.read.clatNs.mean]),
+    a.result.jobs.map((j) => [j.read.runtimeNs, j.read.clatNs.mean]),
+  );
+  t.deepEqual(
+    b.result.vmstack.lock_stat.map((l) => [l.name, l.acquisitions, l.contentions, l.waittime_total_ns]),
+    a.result.vmstack.lock_stat.map((l) => [l.name, l.acquisitions, l.contentions, l.waittime_total_ns]),
+  );
+});
+
+test('the planner`s worker roles and the jobs` order: VM by VM, devices last; jobs come back in job-list order', async (t) => {
+  const r = await runVms('direct', 2, 1);
+  t.deepEqual(
+    r.result.vmstack.workers.map((w) => w.role),
+    [
+      'vm0/guest-kernel/vcpu0',
+      'vm0/vmm',
+      'vm0/host-vfio',
+      'vm1/guest-kernel/vcpu0',
+      'vm1/vmm',
+      'vm1/host-vfio',
+      'nvme-device/nvme-ctrl0',
+      'nvme-device/nvme-ctrl1',
+    ],
+  );
+  t.deepEqual(
+    r.result.jobs.map((j) => j.jobname),
+    ['job0', 'job1'],
+  );
+});
