@@ -358,6 +358,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
     iovaPagesAllocated: IovaDomain.stats(iovaDomain).allocatedPages,
     startedMs,
     wallMs,
+    topology: opts.topology,
   });
 }
 
