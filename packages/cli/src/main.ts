@@ -74,6 +74,7 @@ const FIO_OPTIONS: Record<string, Options> = {
   randseed: { type: 'string', describe: 'seed of random offsets (default: 0x89)' },
   direct: { type: 'string', describe: '1 only: every I/O is O_DIRECT in the model' },
   ioengine: { type: 'string', describe: 'libaio only' },
+  filename: { type: 'string', describe: "the job's drive as the guest names it, /dev/nvme<X>n1 (default: drive i mod --devices for job i)" },
 };
 
 const MODEL_OPTIONS: Record<string, Options> = {
@@ -106,9 +107,45 @@ const OUTPUT_OPTIONS: Record<string, Options> = {
     describe: "normal: fio's summary + the model's tables; json(+): fio JSON + a vmstack key (default: normal)",
   },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when the run completes' },
+  html: { type: 'string', describe: 'also write an offline HTML report (the topology, the jobs, the locks) to this file' },
 };
 
-const RUN_OPTIONS = { ...FIO_OPTIONS, ...MODEL_OPTIONS, ...OUTPUT_OPTIONS };
+const TOPOLOGY_GROUP = 'Topology (default: one VM, a vCPU per job, one NVMe drive behind one virtio-iommu):';
+
+/** The shape of the run (topology/build.ts): a few counts, or a JSON file with everything. */
+const TOPOLOGY_OPTIONS: Record<string, Options> = {
+  vms: { type: 'string', describe: 'VMs, each running the whole job list on its own drives (default: 1)' },
+  vcpus: { type: 'string', describe: 'vCPUs per VM; job i on vCPU i mod vcpus (default: one per job)' },
+  devices: {
+    type: 'string',
+    describe: "passed-through NVMe drives per VM, each its own controller; a job's is its filename=/dev/nvmeXn1, else i mod devices (default: 1)",
+  },
+  viommus: { type: 'string', describe: 'virtio-iommus per VM, devices spread over them (default: 1)' },
+  container: { ...choice('container', ['shared', 'per-device'] as const), describe: "one VFIO container for a VM's devices, or one each (default: shared)" },
+  platform: { ...choice('platform', ['vm', 'bare-metal'] as const), describe: 'jobs in VMs, or on the host itself with no VMM (default: vm)' },
+  'iommu-units': { type: 'string', describe: 'host IOMMU units, controllers spread over them (default: 1)' },
+  topology: { type: 'string', describe: 'a JSON topology file (as vmstack topology --output-format json prints), instead of the options above' },
+};
+
+/** The topology options given, for topology/build.ts; undefined: none, the default shape. */
+function topologyArgs(argv: Record<string, unknown>): RunArgs['topology'] {
+  if (!Object.keys(TOPOLOGY_OPTIONS).some((k) => argv[k] !== undefined)) return undefined;
+  const str = (k: string) => argv[k] as string | undefined;
+  const besideFile = Object.fromEntries(['strategy', 'driver', 'guest-ram', 'untrusted'].filter((k) => argv[k] !== undefined).map((k) => [`--${k}`, argv[k]]));
+  return {
+    vms: str('vms'),
+    vcpus: str('vcpus'),
+    devices: str('devices'),
+    viommus: str('viommus'),
+    container: str('container'),
+    platform: str('platform'),
+    iommuUnits: str('iommu-units'),
+    file: str('topology'),
+    besideFile: besideFile as Record<string, string | boolean>,
+  };
+}
+
+const RUN_OPTIONS = { ...FIO_OPTIONS, ...MODEL_OPTIONS, ...TOPOLOGY_OPTIONS, ...OUTPUT_OPTIONS };
 const BUILTIN_OPTIONS = ['help', 'h', 'version'];
 
 function runBuilder(y: Argv): Argv {
@@ -116,6 +153,7 @@ function runBuilder(y: Argv): Argv {
   for (const [group, options] of [
     [FIO_GROUP, FIO_OPTIONS],
     [MODEL_GROUP, MODEL_OPTIONS],
+    [TOPOLOGY_GROUP, TOPOLOGY_OPTIONS],
     [OUTPUT_GROUP, OUTPUT_OPTIONS],
   ] as const) {
     for (const [name, o] of Object.entries(options)) y.option(name, { ...o, group });
@@ -124,27 +162,28 @@ function runBuilder(y: Argv): Argv {
     .example('$0 run --rw randread --bs 4k --iodepth 16 --size 64m --strategy lazy', 'one job on the command line')
     .example('$0 run jobs.fio --strategy bounce --output r.json --output-format json', 'a job file; fio JSON to r.json')
     .example('$0 run --numjobs 4 --iodepth 8 --quantum 0', 'four vCPUs fighting over the big locks, lock grants in exact model-time order')
+    .example('$0 run --vms 2 --devices 2 --rw randread --numjobs 2', 'two VMs, each with two drives, each drive with a job')
     .epilog(EXIT_CODES);
 }
 
-/** What `run` got that it does not take: an unknown option (with the closest known one) or a second job file. */
-async function checkArgv(argv: Record<string, unknown>): Promise<void> {
+/** What `run` (or `topology`) got that it does not take: an unknown option (with the closest known one) or a second job file. */
+async function checkArgv(argv: Record<string, unknown>, options: Record<string, Options> = RUN_OPTIONS, command = 'run'): Promise<void> {
   const positionals = (argv._ as unknown[]).slice(1);
   if (positionals.length > 0)
     throw new InputError('job file', String(positionals[0]), 'one job file per run, before or after the options (which start with --)');
   for (const [key, value] of Object.entries(argv)) {
-    if (key === '_' || key === '$0' || key === 'jobfile' || Object.hasOwn(RUN_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
+    if (key === '_' || key === '$0' || key === 'jobfile' || Object.hasOwn(options, key) || BUILTIN_OPTIONS.includes(key)) continue;
     const written = value === true ? '' : String(value);
     const { FIO_OPTION_TABLE, FIO_OPTION_ALIASES } = await import('./fio/options.js');
     if (Object.hasOwn(FIO_OPTION_TABLE, key) || Object.hasOwn(FIO_OPTION_ALIASES, key)) {
       throw new InputError(
         `--${key}`,
         written,
-        `a fio option vmstack run does not take on the command line: write ${key}${written ? `=${written}` : ''} in a job file (vmstack run --help lists the ones it takes)`,
+        `a fio option vmstack ${command} does not take on the command line: write ${key}${written ? `=${written}` : ''} in a job file (vmstack ${command} --help lists the ones it takes)`,
       );
     }
-    const near = closest(key, Object.keys(RUN_OPTIONS));
-    throw new InputError(`--${key}`, written, `not an option of vmstack run${near ? ` (did you mean --${near}?)` : ''}; see vmstack run --help`);
+    const near = closest(key, Object.keys(options));
+    throw new InputError(`--${key}`, written, `not an option of vmstack ${command}${near ? ` (did you mean --${near}?)` : ''}; see vmstack ${command} --help`);
   }
 }
 
@@ -170,8 +209,38 @@ async function runHandler(argv: Record<string, unknown>): Promise<void> {
     slotsPerClass: argv['slots-per-class'] as string | undefined,
     outputFormat: opt<RunArgs['outputFormat']>('output-format', 'normal'),
     output: argv.output as string | undefined,
+    html: argv.html as string | undefined,
+    topology: topologyArgs(argv),
   };
   await runCommand(args);
+}
+
+/** `vmstack topology`: the job options, the model options that shape the VMs, the topology options; a tree or the JSON. */
+const TOPOLOGY_COMMAND_OPTIONS: Record<string, Options> = {
+  ...FIO_OPTIONS,
+  ...Object.fromEntries(['strategy', 'driver', 'guest-ram', 'untrusted'].map((k) => [k, MODEL_OPTIONS[k]])),
+  ...TOPOLOGY_OPTIONS,
+  'output-format': {
+    ...choice('output-format', ['normal', 'json'] as const),
+    describe: 'normal: a tree; json: the topology, as --topology FILE reads it (default: normal)',
+  },
+};
+
+async function topologyHandler(argv: Record<string, unknown>): Promise<void> {
+  await checkArgv(argv, TOPOLOGY_COMMAND_OPTIONS, 'topology');
+  const fio: Record<string, string | boolean> = {};
+  for (const k of Object.keys(FIO_OPTIONS)) if (argv[k] !== undefined) fio[k] = argv[k] as string | boolean;
+  const { topologyCommand } = await import('./commands/topology.js');
+  await topologyCommand({
+    jobfile: argv.jobfile as string | undefined,
+    fio,
+    strategy: (argv.strategy as DmaStrategy | undefined) ?? 'strict',
+    driver: (argv.driver as ViommuDriverGeneration | undefined) ?? 'v5.10',
+    guestRam: (argv['guest-ram'] as string | undefined) ?? '512m',
+    untrusted: (argv.untrusted as boolean | undefined) ?? false,
+    topology: topologyArgs(argv) ?? {},
+    outputFormat: (argv['output-format'] as 'normal' | 'json' | undefined) ?? 'normal',
+  });
 }
 
 const COMPARE_OPTIONS: Record<string, Options> = {
@@ -307,6 +376,19 @@ const COMMANDS: CommandModule[] = [
     describe: 'run fio jobs on the modelled VM and print fio output, lock_stat and a profile',
     builder: runBuilder,
     handler: (argv) => runHandler(argv),
+  },
+  {
+    command: 'topology [jobfile]',
+    describe: 'print the topology a run would have (VMs, vCPUs and their jobs, virtio-iommus, devices, IOMMU units, worker threads), as a tree or JSON',
+    builder: (y: Argv) => {
+      y.positional('jobfile', { type: 'string', describe: 'fio job file; without one, the command line is the job' });
+      for (const [name, o] of Object.entries(TOPOLOGY_COMMAND_OPTIONS)) y.option(name, o);
+      return y
+        .example('$0 topology --vms 2', 'two VMs, each running the job on its own drive')
+        .example('$0 topology --vms 2 --output-format json > t.json && $0 run --topology t.json', 'the same shape from a file')
+        .epilog(EXIT_CODES);
+    },
+    handler: (argv) => topologyHandler(argv),
   },
   {
     command: 'scale',

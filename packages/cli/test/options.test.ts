@@ -281,7 +281,6 @@ test('ignored options: real fio options that change nothing, and neutral values 
   );
   t.deepEqual(parsed.ignoredOptions, [
     'thread',
-    'filename',
     'ramp_time',
     'fsync',
     'zonemode',
@@ -293,6 +292,19 @@ test('ignored options: real fio options that change nothing, and neutral values 
     'loops',
   ]);
   t.is(parsed.jobs.length, 2);
+  t.true(
+    parsed.jobs.every((j) => j.filename === '/dev/nvme0n1'),
+    'filename is read, not ignored',
+  );
+});
+
+test('filename: the drive as the guest names it, /dev/nvme<X>n1, kept in the spec; any other form names filename, the value and the form', (t) => {
+  t.is(jobsFromText('[j]\nsize=1m\nfilename=/dev/nvme3n1\n').jobs[0].filename, '/dev/nvme3n1');
+  t.false('filename' in jobsFromText('[j]\nsize=1m\n').jobs[0], 'absent unless written');
+  t.is(jobsFromCommandLine({ size: '1m' }, {}).jobs[0].filename, undefined);
+  for (const bad of ['/dev/nvme0n2', '/dev/nvme0', '/dev/sda', '/tmp/file', '/dev/nvme01n1', '/dev/nvme0n1:/dev/nvme1n1', ''])
+    inputError(t, () => jobsFromText(`[j]\nsize=1m\nfilename=${bad}\n`), '[j] filename', bad, '/dev/nvme<X>n1', 'one namespace');
+  t.throws(() => validateJobSpec({ ...jobsFromText('[j]\nsize=1m\n').jobs[0], filename: '/dev/nvme0n2' }), { message: /^filename: / });
 });
 
 // --- every error: names the field, the value and what is allowed --------

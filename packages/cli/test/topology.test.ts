@@ -4,7 +4,7 @@ import test, { type ExecutionContext } from 'ava';
 import { jobsFromCommandLine } from '../src/fio/options.js';
 import { runStack } from '../src/stack/run-stack.js';
 import { planRings, planStack } from '../src/topology/plan.js';
-import { defaultTopology, type Topology, validateTopology } from '../src/topology/topology.js';
+import { defaultTopology, type VmPlatformTopology, validateTopology } from '../src/topology/topology.js';
 
 const MiB = 1024 * 1024;
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
@@ -15,7 +15,7 @@ function jobs(numjobs: number): FioJobSpec[] {
 
 const options = { strategy: 'strict', driverGeneration: 'v5.10', guestRamBytes: 64 * MiB } as const;
 
-function topology(numjobs: number): Topology {
+function topology(numjobs: number): VmPlatformTopology {
   return defaultTopology(jobs(numjobs), options);
 }
 
@@ -34,7 +34,7 @@ function inputError(t: ExecutionContext, fn: () => unknown, field: string, value
 }
 
 /** A topology changed in place by `edit`, checked against `jobCount` jobs. */
-function edited(edit: (t: Topology) => void, numjobs = 1): () => void {
+function edited(edit: (t: VmPlatformTopology) => void, numjobs = 1): () => void {
   const top = topology(numjobs);
   edit(top);
   return () => validateTopology(top, numjobs);
@@ -85,10 +85,10 @@ test('validateTopology: the platform, ids, references and job placement, each er
   inputError(t, () => validateTopology(null, 1), 'topology', null, 'an object');
   inputError(
     t,
-    edited((x) => ((x as { platform: string }).platform = 'bare-metal')),
+    edited((x) => ((x as { platform: string }).platform = 'xen')),
     'topology.platform',
-    'bare-metal',
-    'one of vm',
+    'xen',
+    'one of vm, bare-metal',
   );
   inputError(
     t,
@@ -296,7 +296,7 @@ test('planStack: jobs placed out of order run in vCPU order; the strategy of the
 });
 
 /** The default topology of two jobs, rebuilt as two VMs of one job each on one host IOMMU unit. */
-function twoVmTopology(js: ReturnType<typeof jobs>, o = options): Topology {
+function twoVmTopology(js: ReturnType<typeof jobs>, o = options): VmPlatformTopology {
   const top = defaultTopology(js, o);
   top.vms[0].vcpus = [{ id: 0 }];
   top.vms[0].jobs = [{ job: 0, vcpu: 0 }];

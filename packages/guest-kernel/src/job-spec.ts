@@ -88,6 +88,22 @@ export interface FioJobSpec {
   randseed: number;
   ioengine: 'libaio';
   direct: true;
+  /**
+   * fio `filename`: the NVMe drive the job does I/O to, as the guest names it
+   * (`/dev/nvme<X>n1`, X the drive's index in its VM); absent: the topology
+   * places the job on a drive.
+   */
+  filename?: string;
+}
+
+/** What fio `filename` may be in the model. */
+export const NVME_FILENAME_ALLOWED =
+  '/dev/nvme<X>n1, a drive of the VM as the guest names it (X: its index in the VM, from 0; n1: the one namespace of each drive)';
+
+/** The index in its VM of the drive `/dev/nvme<X>n1` names; null for anything else (another form, another namespace). */
+export function nvmeFilenameDevice(filename: string): number | null {
+  const m = /^\/dev\/nvme(0|[1-9]\d{0,5})n1$/.exec(filename);
+  return m ? Number(m[1]) : null;
 }
 
 /** The result of parsing a job file or command line. */
@@ -124,6 +140,7 @@ const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   randseed: 'randseed',
   ioengine: 'ioengine',
   direct: 'direct',
+  filename: 'filename',
 };
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -173,5 +190,6 @@ export function validateJobSpec(spec: FioJobSpec, writtenAs: JobSpecWrittenAs = 
   if (!isCount(spec.randseed)) fail('randseed', `a whole number from 0 to ${Number.MAX_SAFE_INTEGER}`);
   if (spec.ioengine !== 'libaio') fail('ioengine', 'libaio (the only submission path modelled)');
   if (spec.direct !== true) fail('direct', 'direct=1: the model has no page cache');
+  if (spec.filename !== undefined && (typeof spec.filename !== 'string' || nvmeFilenameDevice(spec.filename) === null)) fail('filename', NVME_FILENAME_ALLOWED);
   return spec;
 }

@@ -4,10 +4,12 @@
  * exit 2, never a hang or a worker crash — then run each barrier group on the
  * stack and print (or write) fio-style output.
  *
- * Checks at the door, in order: the jobs (fio/options.ts), the cost profile,
- * --quantum, --guest-ram, the bounce options, the topology (jobs running at
- * once ≤ the worker slots; guest RAM ≥ what runStack lays out plus the fio
- * I/O buffers), the --output path.
+ * Checks at the door, in order: the jobs (fio/options.ts), a --topology
+ * FILE, the cost profile, --quantum, --guest-ram, the bounce options, the
+ * topology (jobs running at once ≤ the worker slots; guest RAM ≥ what
+ * runStack lays out plus the fio I/O buffers; the shape options, built by
+ * topology/build.ts), the --output and --html paths. Without topology options
+ * the run has the default topology, which runStack builds itself.
  *
  * `--output <file>`: the text goes to `<file>.partial`, renamed to `<file>`
  * only when complete, so a run that fails or bad input (exit 2) leaves an
@@ -22,11 +24,13 @@ import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { formatFioJson } from '../report/fio-json.js';
 import { formatFioNormal } from '../report/fio-normal.js';
 import type { FioRun, RunResult } from '../report/result.js';
+import { formatRunHtml } from '../report/run-html.js';
 import { formatVmstackReport } from '../report/tables.js';
 import { fioBufferBytes, planGuestLayout } from '../stack/guest-layout.js';
 import { runStack } from '../stack/run-stack.js';
+import { type BuiltTopology, jobsByDevice, resolveTopology, type TopologyArgs } from '../topology/build.js';
 import { guestLayoutRequest, NON_VCPU_WORKERS } from '../topology/plan.js';
-import { checkOutputPath, emitOutput } from './output.js';
+import { checkOutputPath, emitOutput, writeComplete } from './output.js';
 
 export interface RunArgs {
   jobfile?: string;
@@ -49,14 +53,23 @@ export interface RunArgs {
   slotsPerClass?: string;
   outputFormat: 'normal' | 'json' | 'json+';
   output?: string;
+  /** an HTML run report (the topology, the jobs, the locks) to this file */
+  html?: string;
+  /** --vms, --devices, … or --topology FILE (topology/build.ts); undefined: the default shape */
+  topology?: TopologyArgs;
 }
 
 /** Jobs of one barrier group run at once, one vCPU worker each, beside the vmm, host-vfio and device workers. */
 export const MAX_JOBS_AT_ONCE = MAX_WORKERS - NON_VCPU_WORKERS;
 
-export async function runCommand(a: RunArgs): Promise<void> {
+export async function runCommand(args: RunArgs): Promise<void> {
   const defaults = { rw: 'read', bs: '4k', iodepth: '1', size: '64m' };
-  const parsed = a.jobfile ? jobsFromFile(a.jobfile, a.fio, { defaults }) : jobsFromCommandLine(a.fio, defaults);
+  const parsed = args.jobfile ? jobsFromFile(args.jobfile, args.fio, { defaults }) : jobsFromCommandLine(args.fio, defaults);
+  const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
+  const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
+  // --topology FILE gives the strategy, driver, RAM and untrusted of its VMs: the checks below read them from its first VM
+  const fromFile = args.topology?.file === undefined ? undefined : topologyFileOf(args.topology, groups.length, parsed.jobs);
+  const a = fromFile ? { ...args, ...modelOptionsOf(fromFile) } : args;
   const profilePath = a.profile ?? DEFAULT_PROFILE_PATH;
   const profile = loadProfile(profilePath);
   if (!Number.isSafeInteger(a.quantumNs) || a.quantumNs < 0) throw new InputError('--quantum', a.quantumNs, 'a whole number of model ns ≥ 0');
@@ -69,15 +82,20 @@ export async function runCommand(a: RunArgs): Promise<void> {
   if (alwaysBounceLimitSchedule && a.strategy !== 'bounce')
     throw new InputError('--always-bounce-limit-at', a.alwaysBounceLimitAt, `only with --strategy bounce (the pool's knob; --strategy is ${a.strategy})`);
 
-  const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
-  const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
+  // each group's shape and job list; without topology options the default one, which runStack builds as before
+  const vmOptions = { strategy: a.strategy, driverGeneration: a.driver, guestRamBytes, untrusted: a.untrusted };
+  const shapes: BuiltTopology[] = [];
   for (const g of groups) {
     checkJobsAtOnce(a, jobsOf(g), groups.length);
     checkGuestRam(a, jobsOf(g), guestRamBytes);
-    const overlap = overlappingVerifyWarning(jobsOf(g));
-    if (overlap) process.stderr.write(`vmstack: warning: ${overlap}\n`);
+    shapes.push(fromFile ?? resolveTopology(a.topology ?? {}, jobsOf(g), vmOptions));
+    for (const onOneDrive of jobsByDevice(shapes[shapes.length - 1])) {
+      const overlap = overlappingVerifyWarning(onOneDrive);
+      if (overlap) process.stderr.write(`vmstack: warning: ${overlap}\n`);
+    }
   }
-  if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, profilePath]);
+  if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, profilePath, a.topology?.file]);
+  if (a.html !== undefined) checkOutputPath('--html', a.html, [a.jobfile, profilePath, a.topology?.file]);
   if (parsed.ignoredOptions.length > 0) process.stderr.write(`vmstack: ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}\n`);
 
   // everything is checked: the run starts
@@ -88,7 +106,7 @@ export async function runCommand(a: RunArgs): Promise<void> {
         // barrier groups run one after another on the same drive: what one writes, the next reads
         carry: results[gi - 1]?.carry,
         exportNamespace: gi < groups.length - 1,
-        jobs: jobsOf(g),
+        ...(a.topology ? { jobs: shapes[gi].jobs, topology: shapes[gi].topology } : { jobs: jobsOf(g) }),
         jobOptions: parsed.jobOptions,
         globalOptions: parsed.globalOptions,
         strategy: a.strategy,
@@ -117,6 +135,20 @@ export async function runCommand(a: RunArgs): Promise<void> {
       ? `${formatFioNormal(result)}\n${formatVmstackReport(results)}`
       : `${formatFioJson(result, { plus: a.outputFormat === 'json+' })}\n`;
   emitOutput(text, a.output);
+  if (a.html !== undefined) writeComplete(a.html, formatRunHtml(results, shapes));
+}
+
+/** --topology FILE for these jobs: the file places jobs by their index in one barrier group's list. */
+function topologyFileOf(t: TopologyArgs, groupCount: number, jobs: readonly FioJobSpec[]): BuiltTopology {
+  if (groupCount > 1)
+    throw new InputError('--topology', t.file, `jobs of one barrier group: the file places jobs by index, and the job file has ${groupCount} stonewall groups`);
+  return resolveTopology(t, jobs, { strategy: 'strict', driverGeneration: 'v5.10', guestRamBytes: 0 });
+}
+
+/** What the run's checks read from the command line, as a topology file gives it: its first VM's. */
+function modelOptionsOf(b: BuiltTopology): Pick<RunArgs, 'strategy' | 'driver' | 'guestRam' | 'untrusted'> {
+  const vm = b.topology.vms[0];
+  return { strategy: vm.strategy, driver: vm.driverGeneration, guestRam: formatSize(vm.ramBytes), untrusted: vm.devices.some((d) => d.untrusted) };
 }
 
 /** --guest-ram: a fio size, whole 4 KiB pages, no more than the host has. */

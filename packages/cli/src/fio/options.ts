@@ -31,6 +31,8 @@ import {
   FIO_DEFAULT_RWMIXREAD_PCT,
   type FioJobSpec,
   type JobSpecWrittenAs,
+  NVME_FILENAME_ALLOWED,
+  nvmeFilenameDevice,
   type ParsedJobs,
   RW_MODES,
   type RwMode,
@@ -90,10 +92,10 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   stonewall: HANDLED,
   new_group: HANDLED,
   kb_base: HANDLED,
+  filename: HANDLED, // the guest's /dev/nvme<X>n1: which drive of the VM the job does I/O to
 
   // -- ignored: change nothing the model does -----------------------------
   description: IGNORED,
-  filename: IGNORED, // the job's device is the topology's NVMe namespace
   directory: IGNORED,
   filename_format: IGNORED,
   unique_filename: IGNORED,
@@ -528,6 +530,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   const randseed = resolveRandseed(job);
   checkSubmissionPath(job);
   const { stonewall, newGroup } = resolveGroups(job);
+  const filename = resolveFilename(job);
   const nameOpt = job.get('name');
   return {
     spec: {
@@ -548,6 +551,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       randseed,
       ioengine: 'libaio',
       direct: true,
+      ...(filename === undefined ? {} : { filename }),
     },
     writtenAs: job.writtenAs,
     numjobs,
@@ -700,6 +704,16 @@ function checkSubmissionPath(job: JobOptionSlots): void {
       throw new InputError(directOpt.field, directOpt.value, `${allowed}: the model has no page cache, every I/O is O_DIRECT`);
     }
   }
+}
+
+/** filename: the drive of the VM the job does I/O to, /dev/nvme<X>n1 (absent: the topology places the job). */
+function resolveFilename(job: JobOptionSlots): string | undefined {
+  const o = job.get('filename');
+  if (!o) return undefined;
+  const filename = o.value.trim();
+  if (nvmeFilenameDevice(filename) === null) throw new InputError(o.field, o.value, NVME_FILENAME_ALLOWED);
+  job.note('filename', o);
+  return filename;
 }
 
 /** stonewall (starts a barrier group) and new_group (starts a reporting group); buildJobs numbers the groups. */

@@ -10,7 +10,9 @@ import type { HostWorkerResult } from '@vmstack/host-vfio';
 import type { DeviceWorkerResult } from '@vmstack/nvme-device';
 import type { ClockMode, LockStat, WorkerInfo } from '@vmstack/shm';
 import type { VmmWorkerResult } from '@vmstack/vmm';
+import type { Topology } from '../topology/topology.js';
 import { decodeHistogram, type JobResult, type RunResult } from './result.js';
+import { topologyReport } from './topology-report.js';
 import {
   type BounceCounters,
   type IotlbCounters,
@@ -55,6 +57,8 @@ export interface StackRunOutcome {
   startedMs: number;
   /** wall ms of the whole run, worker start-up included */
   wallMs: number;
+  /** the topology the run was given; absent: the default one */
+  topology?: Topology;
 }
 
 /** The RunResult of a finished run; `carry` holds the drive's written blocks when the device exported them. */
@@ -111,6 +115,7 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
       job_loop_wall_ms: Math.round(loopMs),
       simulated_ios_per_wall_s: Math.round(simulatedIos / (loopMs / 1000)),
     },
+    ...(r.topology ? { topology: topologyReport(r.topology) } : {}),
   };
   return {
     carry: dev.namespaceBlocks ? { namespaceBlocks: dev.namespaceBlocks } : undefined,

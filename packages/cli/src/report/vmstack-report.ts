@@ -12,6 +12,7 @@
  * | verify            | blocks checked, corrupt, overwritten by another job |
  * | leaks             | what was still allocated, mapped or pinned after shutdown |
  * | model_speed       | simulated I/Os per wall second |
+ * | topology          | the topology the run was given (--vms, --topology FILE, …), keys snake_case; absent: the default one |
  *
  * A run of several barrier groups prints `{ "groups": [ … ] }`, one report per
  * group in order (`VmstackGroupsReport`).
@@ -19,6 +20,7 @@
 
 import type { DmaStrategy, ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import type { ClockMode, LockKind } from '@vmstack/shm';
+import type { TopologyReport } from './topology-report.js';
 
 /** How often a worker thread parked and woke others during the run: the cost of its hand-offs. */
 export interface WorkerWaits {
@@ -217,6 +219,8 @@ export interface VmstackReport {
   verify: VerifyReport;
   leaks: LeakReport;
   model_speed: ModelSpeed;
+  /** the topology the run was given, keys snake_case; absent: the default topology (one VM, a vCPU per job, one drive) */
+  topology?: TopologyReport;
   /**
    * Runs of several VMs: each VM's own counters, verify and leaks (the
    * top-level ones are their sums; strategy, untrusted and driver_generation

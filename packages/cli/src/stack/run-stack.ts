@@ -405,6 +405,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       iovaPagesAllocated: IovaDomain.stats(regions.vms[k].iovaDomain).allocatedPages,
       startedMs,
       wallMs,
+      topology: opts.topology,
     });
   });
   return mergeVmResults(

@@ -15,20 +15,47 @@
 import { DMA_STRATEGIES, type DmaStrategy, type FioJobSpec, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import { InputError, PAGE_SIZE_BYTES } from '@vmstack/shm';
 
-/** Where the guest kernel runs. Bare metal (no VMM, no virtio-iommu) is not modelled yet. */
-export type Platform = 'vm';
-export const PLATFORMS: readonly Platform[] = ['vm'];
+/**
+ * Where the kernel that runs the jobs runs: in VMs (a VMM serves their
+ * virtio-iommus and opens VFIO containers for the passed-through devices), or
+ * on bare metal, where the host's own kernel drives the devices through its
+ * DMA API and the host IOMMU, with no VMM in between.
+ */
+export type Platform = 'vm' | 'bare-metal';
+export const PLATFORMS: readonly Platform[] = ['vm', 'bare-metal'];
 
 export const VIOMMU_DRIVER_GENERATIONS: readonly ViommuDriverGeneration[] = ['v5.10', 'v6.x'];
 
-export interface Topology {
-  platform: Platform;
+/** What a run models; `platform` tells the two shapes apart. */
+export type Topology = VmPlatformTopology | BareMetalTopology;
+
+/** VMs on a host: every device is passed through to a VM behind one of its virtio-iommus. */
+export interface VmPlatformTopology {
+  platform: 'vm';
   vms: VmTopology[];
   /** the host's IOMMU units (VT-d DMAR units), each translating for some controllers */
   hostIommus: HostIommuTopology[];
   /** the physical NVMe controllers */
   controllers: NvmeControllerTopology[];
 }
+
+/**
+ * The host alone: its one entry in `vms` stands for the host OS (its vCPUs are
+ * the host's CPUs), with no virtio-iommus, no VFIO containers, and devices
+ * its own NVMe driver uses directly.
+ */
+export interface BareMetalTopology {
+  platform: 'bare-metal';
+  vms: HostOsTopology[];
+  hostIommus: HostIommuTopology[];
+  controllers: NvmeControllerTopology[];
+}
+
+/** One kernel instance running jobs: a VM's guest, or the host OS on bare metal. */
+export type OsTopology = VmTopology | HostOsTopology;
+
+/** Any device of a topology: passed through to a VM, or the host's own. */
+export type DeviceTopology = PassthroughDeviceTopology | HostDeviceTopology;
 
 export interface VmTopology {
   id: string;
@@ -59,6 +86,8 @@ export interface JobPlacement {
   job: number;
   /** id of the vCPU of this VM the job runs on */
   vcpu: number;
+  /** id of the device of this VM the job does I/O to; absent: the VM's first device */
+  device?: string;
 }
 
 export interface ViommuTopology {
@@ -83,6 +112,26 @@ export interface PassthroughDeviceTopology {
   container: string;
   /** external-facing (pci_dev->untrusted): the guest bounces sub-page DMA */
   untrusted: boolean;
+}
+
+/** The host OS on bare metal: a VM's fields without the VMM's parts. */
+export interface HostOsTopology extends Omit<VmTopology, 'viommus' | 'containers' | 'devices'> {
+  /** none: there is no VMM */
+  viommus: [];
+  containers: [];
+  /** the NVMe controllers the host's own driver uses */
+  devices: HostDeviceTopology[];
+}
+
+/** A device the host's own NVMe driver uses: no virtio-iommu endpoint, domain or VFIO container. */
+export interface HostDeviceTopology {
+  id: string;
+  controller: string;
+  untrusted: boolean;
+  viommu?: undefined;
+  endpointId?: undefined;
+  domainId?: undefined;
+  container?: undefined;
 }
 
 export interface HostIommuTopology {
@@ -112,7 +161,7 @@ export interface DefaultTopologyOptions {
  * one virtio-iommu, one NVMe drive passed through behind it in one VFIO
  * container, one host IOMMU unit serving the one physical controller.
  */
-export function defaultTopology(jobs: readonly FioJobSpec[], o: DefaultTopologyOptions): Topology {
+export function defaultTopology(jobs: readonly FioJobSpec[], o: DefaultTopologyOptions): VmPlatformTopology {
   return {
     platform: 'vm',
     vms: [
@@ -145,18 +194,23 @@ export function defaultTopology(jobs: readonly FioJobSpec[], o: DefaultTopologyO
 
 const U32_MAX = 2 ** 32 - 1;
 
+/** The VMM's fields of a device: required on the vm platform, absent on bare metal. */
+const VMM_DEVICE_FIELDS = ['viommu', 'container', 'endpointId', 'domainId'] as const;
+
 /**
  * Check a topology (possibly read from a file) against itself and the run's
  * job count: the shape of every field, ids unique, references resolving,
- * every job on exactly one existing vCPU, every controller behind exactly one
- * host IOMMU unit and passed through at most once. Throws an InputError
- * naming the field (a path such as `topology.vms[0].devices[0].viommu`), the
- * value and what is allowed.
+ * every job on exactly one existing vCPU and, if it names one, a device of
+ * its VM, every controller behind exactly one host IOMMU unit and used by at
+ * most one device; on bare metal one host OS, with no virtio-iommus, VFIO
+ * containers, endpoints or domains. Throws an InputError naming the field (a
+ * path such as `topology.vms[0].devices[0].viommu`), the value and what is
+ * allowed.
  */
 export function validateTopology(t: unknown, jobCount: number): asserts t is Topology {
   const top = record(t, 'topology');
-  if (!(PLATFORMS as readonly unknown[]).includes(top.platform))
-    throw new InputError('topology.platform', top.platform, `one of ${PLATFORMS.join(', ')} (bare metal is not modelled yet)`);
+  if (!(PLATFORMS as readonly unknown[]).includes(top.platform)) throw new InputError('topology.platform', top.platform, `one of ${PLATFORMS.join(', ')}`);
+  const bareMetal = top.platform === 'bare-metal';
   const controllers = list(top.controllers, 'topology.controllers', 1);
   const controllerIds = new Set<string>();
   controllers.forEach((c, i) => uniqueId(record(c, `topology.controllers[${i}]`).id, `topology.controllers[${i}].id`, controllerIds, 'controllers'));
@@ -177,6 +231,8 @@ export function validateTopology(t: unknown, jobCount: number): asserts t is Top
   for (const c of controllerIds) if (!servedBy.has(c)) throw new InputError('topology.hostIommus', c, `a unit serving every controller; none serves ${c}`);
 
   const vms = list(top.vms, 'topology.vms', 1);
+  if (bareMetal && vms.length !== 1)
+    throw new InputError('topology.vms', vms, 'exactly 1 entry on bare-metal: it stands for the host OS (its vcpus are the host CPUs)');
   const vmIds = new Set<string>();
   const viommuIds = new Set<string>();
   const containerIds = new Set<string>();
@@ -198,6 +254,7 @@ export function validateTopology(t: unknown, jobCount: number): asserts t is Top
       const id = record(c, `${at}.vcpus[${k}]`).id;
       if (id !== k) throw new InputError(`${at}.vcpus[${k}].id`, id, `${k}: vCPU ids are the guest's CPU numbers, 0..${vcpus.length - 1} in order`);
     });
+    const jobDevices: [field: string, device: unknown][] = [];
     list(vm.jobs, `${at}.jobs`, 0).forEach((p, k) => {
       const pl = record(p, `${at}.jobs[${k}]`);
       if (!Number.isInteger(pl.job) || (pl.job as number) < 0 || (pl.job as number) >= jobCount)
@@ -207,26 +264,37 @@ export function validateTopology(t: unknown, jobCount: number): asserts t is Top
       if (!Number.isInteger(pl.vcpu) || (pl.vcpu as number) < 0 || (pl.vcpu as number) >= vcpus.length)
         throw new InputError(`${at}.jobs[${k}].vcpu`, pl.vcpu, `a vCPU of ${vm.id as string}: 0..${vcpus.length - 1}`);
       placed.set(pl.job as number, `${vm.id as string} vCPU ${pl.vcpu as number}`);
+      if (pl.device !== undefined) jobDevices.push([`${at}.jobs[${k}].device`, pl.device]);
     });
     const viommus = new Set<string>();
     list(vm.viommus, `${at}.viommus`, 0).forEach((x, k) => {
+      if (bareMetal) throw new InputError(`${at}.viommus`, vm.viommus, '[] on bare-metal: there is no VMM, so no virtio-iommu');
       const id = uniqueId(record(x, `${at}.viommus[${k}]`).id, `${at}.viommus[${k}].id`, viommuIds, 'viommus');
       viommus.add(id);
     });
     const containers = new Set<string>();
     list(vm.containers, `${at}.containers`, 0).forEach((x, k) => {
+      if (bareMetal) throw new InputError(`${at}.containers`, vm.containers, '[] on bare-metal: there is no VMM, so no VFIO container');
       const id = uniqueId(record(x, `${at}.containers[${k}]`).id, `${at}.containers[${k}].id`, containerIds, 'VFIO containers');
       containers.add(id);
     });
+    const devices = new Set<string>();
     const endpoints = new Map<string, Set<number>>();
     list(vm.devices, `${at}.devices`, 0).forEach((x, k) => {
       const dat = `${at}.devices[${k}]`;
       const d = record(x, dat);
       const id = uniqueId(d.id, `${dat}.id`, deviceIds, 'devices');
+      devices.add(id);
       reference(d.controller, `${dat}.controller`, controllerIds, 'controllers');
       const other = passedThrough.get(d.controller as string);
-      if (other !== undefined) throw new InputError(`${dat}.controller`, d.controller, `a controller not passed through yet; device ${other} has it`);
+      if (other !== undefined) throw new InputError(`${dat}.controller`, d.controller, `a controller no other device uses; device ${other} has it`);
       passedThrough.set(d.controller as string, id);
+      if (typeof d.untrusted !== 'boolean') throw new InputError(`${dat}.untrusted`, d.untrusted, 'true or false');
+      if (bareMetal) {
+        for (const f of VMM_DEVICE_FIELDS)
+          if (d[f] !== undefined) throw new InputError(`${dat}.${f}`, d[f], `no ${f} on bare-metal: the host's own NVMe driver uses the device, with no VMM`);
+        return;
+      }
       reference(d.viommu, `${dat}.viommu`, viommus, `viommus of ${vm.id as string}`);
       reference(d.container, `${dat}.container`, containers, `VFIO containers of ${vm.id as string}`);
       if (!Number.isInteger(d.endpointId) || (d.endpointId as number) < 0 || (d.endpointId as number) > U32_MAX)
@@ -238,8 +306,10 @@ export function validateTopology(t: unknown, jobCount: number): asserts t is Top
       endpoints.set(d.viommu as string, taken);
       if (!Number.isInteger(d.domainId) || (d.domainId as number) < 1 || (d.domainId as number) > U32_MAX)
         throw new InputError(`${dat}.domainId`, d.domainId, 'an integer from 1 to 2^32-1 (a 32-bit virtio-iommu domain id)');
-      if (typeof d.untrusted !== 'boolean') throw new InputError(`${dat}.untrusted`, d.untrusted, 'true or false');
     });
+    for (const [field, device] of jobDevices) reference(device, field, devices, `devices of ${vm.id as string}`);
+    if ((vm.jobs as unknown[]).length > 0 && devices.size === 0)
+      throw new InputError(`${at}.devices`, [], `at least 1 device: the jobs of ${vm.id as string} do I/O to one`);
   });
   for (let j = 0; j < jobCount; j++) if (!placed.has(j)) throw new InputError('topology.vms[].jobs', j, `every job on a vCPU; job ${j} is on none`);
 }
