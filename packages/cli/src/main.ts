@@ -13,7 +13,7 @@
  * `InputError`: choices are checked by `coerce` (which gets the InputError
  * out), unknown options and extra words by `checkArgv`, not by yargs'
  * English messages. No yargs defaults on run options: a bare `--strategy`
- * is an error, not the default; defaults are applied in `runHandler`.
+ * is an error, not the default; defaults are applied in `runArgsOf`.
  */
 
 import { readFileSync } from 'node:fs';
@@ -151,6 +151,11 @@ async function checkArgv(argv: Record<string, unknown>): Promise<void> {
 async function runHandler(argv: Record<string, unknown>): Promise<void> {
   await checkArgv(argv);
   const { runCommand } = await import('./commands/run.js');
+  await runCommand(runArgsOf(argv));
+}
+
+/** `run`'s arguments from its parsed options, its defaults applied: `run` and every point of `scale` go through here. */
+function runArgsOf(argv: Record<string, unknown>): RunArgs {
   const fio: Record<string, string | boolean> = {};
   for (const k of Object.keys(FIO_OPTIONS)) if (argv[k] !== undefined) fio[k] = argv[k] as string | boolean;
   const opt = <T>(k: string, dflt: T): T => (argv[k] === undefined ? dflt : (argv[k] as T));
@@ -171,7 +176,7 @@ async function runHandler(argv: Record<string, unknown>): Promise<void> {
     outputFormat: opt<RunArgs['outputFormat']>('output-format', 'normal'),
     output: argv.output as string | undefined,
   };
-  await runCommand(args);
+  return args;
 }
 
 const COMPARE_OPTIONS: Record<string, Options> = {

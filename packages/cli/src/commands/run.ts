@@ -24,7 +24,7 @@ import { formatFioNormal } from '../report/fio-normal.js';
 import type { FioRun, RunResult } from '../report/result.js';
 import { formatVmstackReport } from '../report/tables.js';
 import { fioBufferBytes, planGuestLayout } from '../stack/guest-layout.js';
-import { runStack } from '../stack/run-stack.js';
+import { runStack, type StackOptions } from '../stack/run-stack.js';
 import { guestLayoutRequest, NON_VCPU_WORKERS } from '../topology/plan.js';
 import { checkOutputPath, emitOutput } from './output.js';
 
@@ -54,7 +54,22 @@ export interface RunArgs {
 /** Jobs of one barrier group run at once, one vCPU worker each, beside the vmm, host-vfio and device workers. */
 export const MAX_JOBS_AT_ONCE = MAX_WORKERS - NON_VCPU_WORKERS;
 
-export async function runCommand(a: RunArgs): Promise<void> {
+/** What `run` runs, from its arguments: everything checked, nothing started. */
+export interface RunOptions {
+  /** one per barrier group, in order; a group's run adds what the one before left on the drive (`carry`) */
+  groups: StackOptions[];
+  /** the cost profile's file, which an output must not replace */
+  profilePath: string;
+  /** lines to print before the run starts (overlapping verify regions, ignored fio options) */
+  warnings: string[];
+}
+
+/**
+ * The arguments → run options step, shared by `run` and every point of
+ * `scale`: parses the jobs, loads the profile and applies every check at the
+ * door (see the header) except the --output path.
+ */
+export function runOptionsOf(a: RunArgs): RunOptions {
   const defaults = { rw: 'read', bs: '4k', iodepth: '1', size: '64m' };
   const parsed = a.jobfile ? jobsFromFile(a.jobfile, a.fio, { defaults }) : jobsFromCommandLine(a.fio, defaults);
   const profilePath = a.profile ?? DEFAULT_PROFILE_PATH;
@@ -71,39 +86,52 @@ export async function runCommand(a: RunArgs): Promise<void> {
 
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
   const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
+  const warnings: string[] = [];
   for (const g of groups) {
     checkJobsAtOnce(a, jobsOf(g), groups.length);
     checkGuestRam(a, jobsOf(g), guestRamBytes);
     const overlap = overlappingVerifyWarning(jobsOf(g));
-    if (overlap) process.stderr.write(`vmstack: warning: ${overlap}\n`);
+    if (overlap) warnings.push(`warning: ${overlap}`);
   }
-  if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, profilePath]);
-  if (parsed.ignoredOptions.length > 0) process.stderr.write(`vmstack: ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}\n`);
+  if (parsed.ignoredOptions.length > 0) warnings.push(`ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}`);
+  return {
+    groups: groups.map((g) => ({
+      jobs: jobsOf(g),
+      jobOptions: parsed.jobOptions,
+      globalOptions: parsed.globalOptions,
+      strategy: a.strategy,
+      clock: a.clock,
+      profile,
+      quantumNs: a.quantumNs,
+      driverGeneration: a.driver,
+      bufferContiguity: a.bufferContiguity,
+      guestRamBytes,
+      untrusted: a.untrusted,
+      alwaysBounceLimitBytes,
+      alwaysBounceLimitSchedule,
+      slotsPerClass,
+      spinLoads: 2000,
+      dilation: 1,
+    })),
+    profilePath,
+    warnings,
+  };
+}
+
+export async function runCommand(a: RunArgs): Promise<void> {
+  const run = runOptionsOf(a);
+  if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, run.profilePath]);
+  for (const w of run.warnings) process.stderr.write(`vmstack: ${w}\n`);
 
   // everything is checked: the run starts
   const results: RunResult[] = [];
-  for (const [gi, g] of groups.entries()) {
+  for (const [gi, group] of run.groups.entries()) {
     results.push(
       await runStack({
+        ...group,
         // barrier groups run one after another on the same drive: what one writes, the next reads
         carry: results[gi - 1]?.carry,
-        exportNamespace: gi < groups.length - 1,
-        jobs: jobsOf(g),
-        jobOptions: parsed.jobOptions,
-        globalOptions: parsed.globalOptions,
-        strategy: a.strategy,
-        clock: a.clock,
-        profile,
-        quantumNs: a.quantumNs,
-        driverGeneration: a.driver,
-        bufferContiguity: a.bufferContiguity,
-        guestRamBytes,
-        untrusted: a.untrusted,
-        alwaysBounceLimitBytes,
-        alwaysBounceLimitSchedule,
-        slotsPerClass,
-        spinLoads: 2000,
-        dilation: 1,
+        exportNamespace: gi < run.groups.length - 1,
       }),
     );
   }
