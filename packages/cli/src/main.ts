@@ -13,7 +13,7 @@
  * `InputError`: choices are checked by `coerce` (which gets the InputError
  * out), unknown options and extra words by `checkArgv`, not by yargs'
  * English messages. No yargs defaults on run options: a bare `--strategy`
- * is an error, not the default; defaults are applied in `runHandler`.
+ * is an error, not the default; defaults are applied in `runArgsOf`.
  */
 
 import { readFileSync } from 'node:fs';
@@ -190,6 +190,11 @@ async function checkArgv(argv: Record<string, unknown>, options: Record<string, 
 async function runHandler(argv: Record<string, unknown>): Promise<void> {
   await checkArgv(argv);
   const { runCommand } = await import('./commands/run.js');
+  await runCommand(runArgsOf(argv));
+}
+
+/** `run`'s arguments from its parsed options, its defaults applied: `run` and every point of `scale` go through here. */
+function runArgsOf(argv: Record<string, unknown>): RunArgs {
   const fio: Record<string, string | boolean> = {};
   for (const k of Object.keys(FIO_OPTIONS)) if (argv[k] !== undefined) fio[k] = argv[k] as string | boolean;
   const opt = <T>(k: string, dflt: T): T => (argv[k] === undefined ? dflt : (argv[k] as T));
@@ -212,7 +217,7 @@ async function runHandler(argv: Record<string, unknown>): Promise<void> {
     html: argv.html as string | undefined,
     topology: topologyArgs(argv),
   };
-  await runCommand(args);
+  return args;
 }
 
 /** `vmstack topology`: the job options, the model options that shape the VMs, the topology options; a tree or the JSON. */
@@ -287,26 +292,42 @@ async function compareHandler(argv: Record<string, unknown>): Promise<void> {
   });
 }
 
-const SCALE_OPTIONS: Record<string, Options> = {
-  jobs: { type: 'string', describe: 'job counts to run, one vCPU per job (default: 1,2,4)' },
-  strategies: { type: 'string', describe: 'strategies to compare (default: strict,lazy,bounce)' },
-  rw: { type: 'string', describe: 'fio rw (default: randread)' },
-  bs: { type: 'string', describe: 'fio bs (default: 4k)' },
-  iodepth: { type: 'string', describe: 'fio iodepth per job (default: 8)' },
-  size: { type: 'string', describe: 'fio size per job (default: 4m)' },
-  quantum: { type: 'string', describe: 'model ns a vCPU may run ahead of the slowest (default: 20000)' },
-  profile: { type: 'string', describe: 'cost profile JSON (default: profiles/i5-10210U.json)' },
-  'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: a table; json: every cell (default: normal)' },
+/** scale's own options; every other option of run but --strategy sets the base run of every point. */
+const SCALE_OWN_OPTIONS: Record<string, Options> = {
+  vary: {
+    type: 'string',
+    describe: 'the run dimension to vary, DIM=v1,v2,…: jobs (fio numjobs), iodepth, bs, vms, vcpus, devices, viommus (default: jobs=1,2,4)',
+  },
+  jobs: { type: 'string', describe: 'job counts, one vCPU per job: --jobs 1,2,4 is --vary jobs=1,2,4' },
+  strategies: { type: 'string', describe: 'the series: strategies to compare at every point (default: strict,lazy,bounce)' },
+};
+
+/** scale's fio defaults: many small runs of random reads (bs as run's, named so the report shows it). */
+const SCALE_FIO_DEFAULTS: Record<string, string> = { rw: 'randread', bs: '4k', iodepth: '8', size: '4m' };
+
+const SCALE_BASE_OPTIONS: Record<string, Options> = Object.fromEntries(
+  Object.entries({ ...FIO_OPTIONS, ...MODEL_OPTIONS })
+    .filter(([name]) => name !== 'strategy')
+    .map(([name, o]) => {
+      const dflt = SCALE_FIO_DEFAULTS[name];
+      return [name, dflt === undefined ? o : { ...o, describe: String(o.describe).replace(/\(default: [^)]*\)/, `(default: ${dflt})`) }];
+    }),
+);
+
+const SCALE_OUTPUT_OPTIONS: Record<string, Options> = {
+  'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: tables; json: every point (default: normal)' },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when complete' },
   html: { type: 'string', describe: 'also write an offline HTML report with SVG charts to this file' },
 };
+
+const SCALE_OPTIONS = { ...SCALE_OWN_OPTIONS, ...SCALE_BASE_OPTIONS, ...SCALE_OUTPUT_OPTIONS };
 
 async function scaleHandler(argv: Record<string, unknown>): Promise<void> {
   const positionals = (argv._ as unknown[]).slice(1);
   if (positionals.length > 0) throw new InputError('scale', String(positionals[0]), 'no positional arguments; see vmstack scale --help');
   for (const [key, value] of Object.entries(argv)) {
     if (key === '_' || key === '$0' || Object.hasOwn(SCALE_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
-    const near = closest(key, Object.keys(SCALE_OPTIONS));
+    const near = key === 'strategy' ? 'strategies' : closest(key, Object.keys(SCALE_OPTIONS));
     throw new InputError(
       `--${key}`,
       value === true ? '' : String(value),
@@ -314,16 +335,17 @@ async function scaleHandler(argv: Record<string, unknown>): Promise<void> {
     );
   }
   const { scaleCommand } = await import('./commands/scale.js');
+  const { runArgvWith } = await import('./scale/vary.js');
   const str = (k: string) => argv[k] as string | undefined;
+  const given: Record<string, unknown> = {};
+  for (const k of Object.keys(SCALE_BASE_OPTIONS)) if (argv[k] !== undefined) given[k] = argv[k];
   await scaleCommand({
+    vary: str('vary'),
     jobs: str('jobs'),
     strategies: str('strategies'),
-    rw: str('rw'),
-    bs: str('bs'),
-    iodepth: str('iodepth'),
-    size: str('size'),
-    quantum: str('quantum'),
-    profile: str('profile'),
+    given,
+    fioDefaults: SCALE_FIO_DEFAULTS,
+    runArgsWith: (overrides) => runArgsOf(runArgvWith(RUN_OPTIONS, given, overrides)),
     outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal',
     output: str('output'),
     html: str('html'),
@@ -392,11 +414,18 @@ const COMMANDS: CommandModule[] = [
   },
   {
     command: 'scale',
-    describe: 'many jobs at once: throughput and the big locks (request_lock, the VMM mutex, iommu->lock) as jobs are added',
+    describe: 'vary one run dimension (jobs, iodepth, bs, VMs, …): throughput, clat percentiles and lock wait per lock class at each point, per strategy',
     builder: (y: Argv) => {
-      for (const [name, o] of Object.entries(SCALE_OPTIONS)) y.option(name, o);
+      for (const [group, options] of [
+        ['Scale:', SCALE_OWN_OPTIONS],
+        ['Base run (any option of vmstack run but --strategy):', SCALE_BASE_OPTIONS],
+        [OUTPUT_GROUP, SCALE_OUTPUT_OPTIONS],
+      ] as const) {
+        for (const [name, o] of Object.entries(options)) y.option(name, { ...o, group });
+      }
       return y
         .example('$0 scale --jobs 1,2,4 --strategies strict,bounce --html scale.html', 'throughput and lock wait with 1, 2 and 4 jobs')
+        .example('$0 scale --vary iodepth=1,4,16 --numjobs 2 --bs 16k --quantum 0', 'two jobs, deeper queues, exact lock order')
         .epilog(EXIT_CODES);
     },
     handler: (argv) => scaleHandler(argv),

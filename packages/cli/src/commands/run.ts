@@ -27,7 +27,7 @@ import type { FioRun, RunResult } from '../report/result.js';
 import { formatRunHtml } from '../report/run-html.js';
 import { formatVmstackReport } from '../report/tables.js';
 import { fioBufferBytes, planGuestLayout } from '../stack/guest-layout.js';
-import { runStack } from '../stack/run-stack.js';
+import { runStack, type StackOptions } from '../stack/run-stack.js';
 import { type BuiltTopology, jobsByDevice, resolveTopology, type TopologyArgs } from '../topology/build.js';
 import { guestLayoutRequest, NON_VCPU_WORKERS } from '../topology/plan.js';
 import { checkOutputPath, emitOutput, writeComplete } from './output.js';
@@ -62,7 +62,24 @@ export interface RunArgs {
 /** Jobs of one barrier group run at once, one vCPU worker each, beside the vmm, host-vfio and device workers. */
 export const MAX_JOBS_AT_ONCE = MAX_WORKERS - NON_VCPU_WORKERS;
 
-export async function runCommand(args: RunArgs): Promise<void> {
+/** What `run` runs, from its arguments: everything checked, nothing started. */
+export interface RunOptions {
+  /** one per barrier group, in order; a group's run adds what the one before left on the drive (`carry`) */
+  groups: StackOptions[];
+  /** the cost profile's file, which an output must not replace */
+  profilePath: string;
+  /** lines to print before the run starts (overlapping verify regions, ignored fio options) */
+  warnings: string[];
+  /** each group's topology and job list (the default shape written out when no topology option was given), for the HTML report */
+  shapes: BuiltTopology[];
+}
+
+/**
+ * The arguments → run options step, shared by `run` and every point of
+ * `scale`: parses the jobs, loads the profile and applies every check at the
+ * door (see the header) except the --output path.
+ */
+export function runOptionsOf(args: RunArgs): RunOptions {
   const defaults = { rw: 'read', bs: '4k', iodepth: '1', size: '64m' };
   const parsed = args.jobfile ? jobsFromFile(args.jobfile, args.fio, { defaults }) : jobsFromCommandLine(args.fio, defaults);
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
@@ -82,46 +99,60 @@ export async function runCommand(args: RunArgs): Promise<void> {
   if (alwaysBounceLimitSchedule && a.strategy !== 'bounce')
     throw new InputError('--always-bounce-limit-at', a.alwaysBounceLimitAt, `only with --strategy bounce (the pool's knob; --strategy is ${a.strategy})`);
 
-  // each group's shape and job list; without topology options the default one, which runStack builds as before
+  // each group's shape and job list; without topology options the default one, which runStack builds itself
   const vmOptions = { strategy: a.strategy, driverGeneration: a.driver, guestRamBytes, untrusted: a.untrusted };
   const shapes: BuiltTopology[] = [];
+  const warnings: string[] = [];
   for (const g of groups) {
     checkJobsAtOnce(a, jobsOf(g), groups.length);
     checkGuestRam(a, jobsOf(g), guestRamBytes);
     shapes.push(fromFile ?? resolveTopology(a.topology ?? {}, jobsOf(g), vmOptions));
     for (const onOneDrive of jobsByDevice(shapes[shapes.length - 1])) {
       const overlap = overlappingVerifyWarning(onOneDrive);
-      if (overlap) process.stderr.write(`vmstack: warning: ${overlap}\n`);
+      if (overlap) warnings.push(`warning: ${overlap}`);
     }
   }
-  if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, profilePath, a.topology?.file]);
-  if (a.html !== undefined) checkOutputPath('--html', a.html, [a.jobfile, profilePath, a.topology?.file]);
-  if (parsed.ignoredOptions.length > 0) process.stderr.write(`vmstack: ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}\n`);
+  if (parsed.ignoredOptions.length > 0) warnings.push(`ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}`);
+  return {
+    groups: groups.map((g, gi) => ({
+      ...(a.topology ? { jobs: shapes[gi].jobs, topology: shapes[gi].topology } : { jobs: jobsOf(g) }),
+      jobOptions: parsed.jobOptions,
+      globalOptions: parsed.globalOptions,
+      strategy: a.strategy,
+      clock: a.clock,
+      profile,
+      quantumNs: a.quantumNs,
+      driverGeneration: a.driver,
+      bufferContiguity: a.bufferContiguity,
+      guestRamBytes,
+      untrusted: a.untrusted,
+      alwaysBounceLimitBytes,
+      alwaysBounceLimitSchedule,
+      slotsPerClass,
+      spinLoads: 2000,
+      dilation: 1,
+    })),
+    profilePath,
+    warnings,
+    shapes,
+  };
+}
+
+export async function runCommand(a: RunArgs): Promise<void> {
+  const run = runOptionsOf(a);
+  if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, run.profilePath, a.topology?.file]);
+  if (a.html !== undefined) checkOutputPath('--html', a.html, [a.jobfile, run.profilePath, a.topology?.file]);
+  for (const w of run.warnings) process.stderr.write(`vmstack: ${w}\n`);
 
   // everything is checked: the run starts
   const results: RunResult[] = [];
-  for (const [gi, g] of groups.entries()) {
+  for (const [gi, group] of run.groups.entries()) {
     results.push(
       await runStack({
+        ...group,
         // barrier groups run one after another on the same drive: what one writes, the next reads
         carry: results[gi - 1]?.carry,
-        exportNamespace: gi < groups.length - 1,
-        ...(a.topology ? { jobs: shapes[gi].jobs, topology: shapes[gi].topology } : { jobs: jobsOf(g) }),
-        jobOptions: parsed.jobOptions,
-        globalOptions: parsed.globalOptions,
-        strategy: a.strategy,
-        clock: a.clock,
-        profile,
-        quantumNs: a.quantumNs,
-        driverGeneration: a.driver,
-        bufferContiguity: a.bufferContiguity,
-        guestRamBytes,
-        untrusted: a.untrusted,
-        alwaysBounceLimitBytes,
-        alwaysBounceLimitSchedule,
-        slotsPerClass,
-        spinLoads: 2000,
-        dilation: 1,
+        exportNamespace: gi < run.groups.length - 1,
       }),
     );
   }
@@ -135,7 +166,7 @@ export async function runCommand(args: RunArgs): Promise<void> {
       ? `${formatFioNormal(result)}\n${formatVmstackReport(results)}`
       : `${formatFioJson(result, { plus: a.outputFormat === 'json+' })}\n`;
   emitOutput(text, a.output);
-  if (a.html !== undefined) writeComplete(a.html, formatRunHtml(results, shapes));
+  if (a.html !== undefined) writeComplete(a.html, formatRunHtml(results, run.shapes));
 }
 
 /** --topology FILE for these jobs: the file places jobs by their index in one barrier group's list. */

@@ -1,8 +1,9 @@
 /**
  * A run's RunResult from what its workers returned: per job the fio numbers
  * (`toJobResult`), and the `vmstack` report — counters of every component,
- * lock_stat, the per-function profile summed over the vCPUs, the VMM and the
- * host, verify totals, leaks after shutdown and the model's own speed.
+ * lock_stat (each row with its lock class) and the per-class rows, the
+ * per-function profile summed over the vCPUs, the VMM and the host, verify
+ * totals, leaks after shutdown and the model's own speed.
  */
 
 import type { BouncePoolStats, DmaStrategy, FioJobSpec, FlushQueueStats, VcpuWorkerResult, ViommuDriverGeneration } from '@vmstack/guest-kernel';
@@ -11,6 +12,7 @@ import type { DeviceWorkerResult } from '@vmstack/nvme-device';
 import type { ClockMode, LockStat, WorkerInfo } from '@vmstack/shm';
 import type { VmmWorkerResult } from '@vmstack/vmm';
 import type { Topology } from '../topology/topology.js';
+import { lockClassRows, withLockClass } from './lock-classes.js';
 import { decodeHistogram, type JobResult, type RunResult } from './result.js';
 import { topologyReport } from './topology-report.js';
 import {
@@ -67,6 +69,7 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
   const jobs: JobResult[] = vres.map((x, i) => toJobResult(r.jobs[i], r.jobOptions[r.jobs[i].name] ?? {}, x));
   const loopMs = Math.max(...vres.map((x) => x.job.loopWallMs));
   const simulatedIos = jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0);
+  const lockStat = r.lockStats.map((l) => withLockClass(snakeKeys(l)));
   const vmstack: VmstackReport = {
     strategy: r.strategy,
     untrusted: r.untrusted,
@@ -93,7 +96,8 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
       bounce: vres[0].bouncePool ? bounceCounters(vres[0].bouncePool) : null,
       swiotlb: vres.some((x) => x.swiotlb) ? snakeKeys(sumCounters(vres.flatMap((x) => (x.swiotlb ? [x.swiotlb] : [])))) : null,
     },
-    lock_stat: r.lockStats.map(snakeKeys),
+    lock_stat: lockStat,
+    lock_classes: lockClassRows(lockStat),
     profile: profileRows(
       [...vres.map((x) => ['guest', x.profile] as const), ['vmm', vmm.profile] as const, ['host', host.profile] as const],
       jobs.reduce((s, j) => s + j.read.ioBytes + j.write.ioBytes, 0),

@@ -2,7 +2,7 @@
  * A self-contained HTML report with inline SVG charts: no scripts, no fonts,
  * nothing fetched — it reads offline and prints. Charts: grouped bars
  * (throughput per block size and strategy, with the reference ratios), and
- * line charts (scaling with jobs, lock wait with jobs).
+ * line charts (throughput, latency and lock wait against a varied dimension).
  */
 
 export interface BarGroup {
@@ -94,8 +94,18 @@ export function barChartSvg(title: string, yLabel: string, groups: readonly BarG
   return out.join('\n');
 }
 
-export function lineChartSvg(title: string, xLabel: string, yLabel: string, series: readonly LineSeries[]): string {
-  const W = 640;
+/** How a line chart lays out its x axis. */
+export interface LineChartOptions {
+  /** `value` (default): x positions proportional to the values; `even`: the distinct values evenly spaced, in order (1, 2, 4, 8 or 4k…128k read better so) */
+  xSpacing?: 'value' | 'even';
+  /** the tick label of an x value (default: the number) */
+  xTickLabel?: (x: number) => string;
+  /** the chart's width in px (default 640); the plot shrinks, the text keeps its size */
+  widthPx?: number;
+}
+
+export function lineChartSvg(title: string, xLabel: string, yLabel: string, series: readonly LineSeries[], options: LineChartOptions = {}): string {
+  const W = options.widthPx ?? 640;
   const H = 340;
   const left = 70;
   const bottom = 60;
@@ -106,12 +116,16 @@ export function lineChartSvg(title: string, xLabel: string, yLabel: string, seri
   const xMin = Math.min(...xs);
   const xMax = Math.max(...xs);
   const yMax = niceMax(Math.max(...series.flatMap((s) => s.points.map((p) => p.y))));
-  const x = (v: number) => left + (xMax === xMin ? plotW / 2 : ((v - xMin) / (xMax - xMin)) * plotW);
+  const distinct = [...new Set(xs)].sort((a, b) => a - b);
+  const x =
+    options.xSpacing === 'even'
+      ? (v: number) => left + (distinct.length < 2 ? plotW / 2 : (distinct.indexOf(v) / (distinct.length - 1)) * plotW)
+      : (v: number) => left + (xMax === xMin ? plotW / 2 : ((v - xMin) / (xMax - xMin)) * plotW);
+  const tick = options.xTickLabel ?? fmt;
   const y = (v: number) => top + plotH - (v / yMax) * plotH;
   const out: string[] = [];
   chartFrame(out, title, yLabel, { W, H, left, top, plotH, yMax, y });
-  for (const v of [...new Set(xs)].sort((a, b) => a - b))
-    out.push(`<text x="${x(v)}" y="${top + plotH + 16}" text-anchor="middle" font-size="12">${fmt(v)}</text>`);
+  for (const v of distinct) out.push(`<text x="${x(v)}" y="${top + plotH + 16}" text-anchor="middle" font-size="12">${esc(tick(v))}</text>`);
   out.push(`<text x="${left + plotW / 2}" y="${top + plotH + 34}" text-anchor="middle" font-size="12">${esc(xLabel)}</text>`);
   series.forEach((s, si) => {
     const c = COLORS[si % COLORS.length];
@@ -119,7 +133,7 @@ export function lineChartSvg(title: string, xLabel: string, yLabel: string, seri
     out.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ')}"/>`);
     for (const p of pts)
       out.push(
-        `<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${c}"><title>${esc(`${s.name} @ ${fmt(p.x)}: ${fmt(p.y)}`)}</title></circle>`,
+        `<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${c}"><title>${esc(`${s.name} @ ${tick(p.x)}: ${fmt(p.y)}`)}</title></circle>`,
       );
     out.push(legendEntry(si, s.name, left, H));
   });
@@ -127,14 +141,21 @@ export function lineChartSvg(title: string, xLabel: string, yLabel: string, seri
   return out.join('\n');
 }
 
-export function htmlTable(head: readonly string[], rows: readonly (readonly string[])[]): string {
-  return `<table><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
+/** Charts side by side, two to a row (make them about 440 px wide), each scaled to fit its column. */
+export function chartGrid(charts: readonly string[]): string {
+  return `<div class="charts">\n${charts.join('\n')}\n</div>`;
+}
+
+/** A table; numbers align right, and so does every column but the first unless `leftColumns` names it (column indices). */
+export function htmlTable(head: readonly string[], rows: readonly (readonly string[])[], leftColumns: readonly number[] = []): string {
+  const cell = (tag: 'th' | 'td', text: string, i: number) => `<${tag}${leftColumns.includes(i) ? ' class="l"' : ''}>${esc(text)}</${tag}>`;
+  return `<table><thead><tr>${head.map((h, i) => cell('th', h, i)).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.map((c, i) => cell('td', c, i)).join('')}</tr>`).join('')}</tbody></table>`;
 }
 
 export function htmlPage(title: string, sections: readonly { heading: string; body: string }[]): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}p.meta{color:#555}</style>
+<style>body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}td:first-child,th:first-child,td.l,th.l{text-align:left}p.meta{color:#555}.charts{display:grid;grid-template-columns:1fr 1fr;gap:4px 12px}.charts svg{width:100%;height:auto}details{margin:0.3em 0}.small{font-size:0.72em;overflow-x:auto}.small td{white-space:nowrap}.small td,.small th{padding:2px 4px}summary{cursor:pointer}</style>
 </head><body><h1>${esc(title)}</h1>
 ${sections.map((s) => `<h2>${esc(s.heading)}</h2>\n${s.body}`).join('\n')}
 </body></html>

@@ -5,6 +5,7 @@
  *
  *   vmstack: strategy=… clock=… driver=… untrusted=… workers=…   one line: what ran
  *   lock_stat                                         /proc/lock_stat (formatLockStat of @vmstack/shm)
+ *   lock classes                                      lock_stat per class, when some class has several instances
  *   profile                                           `perf report`-like, one row per modelled function
  *   counters                                          `name value` rows (virtio-iommu, vfio, iotlb, nvme, …)
  *   verify                                            blocks checked, corrupt, overwritten by another job
@@ -22,8 +23,9 @@
  * | ns/GB    | Total per GB (1e9 bytes) the jobs moved |
  */
 import { formatLockStat, type LockStat } from '@vmstack/shm';
+import { hasSharedLockClass, LOCK_CLASS_COLUMNS, lockClassCells } from './lock-classes.js';
 import type { RunResult } from './result.js';
-import type { LockStatRow, ModelSpeed, ProfileRow } from './vmstack-report.js';
+import type { LockClassRow, LockStatRow, ModelSpeed, ProfileRow } from './vmstack-report.js';
 
 type Align = 'left' | 'right';
 
@@ -101,6 +103,14 @@ export function formatProfileTable(profile: Readonly<Record<string, ProfileRow>>
   );
 }
 
+/** The per-class table: lock_stat's columns, one row per lock class, times in µs. */
+export function formatLockClasses(classes: readonly LockClassRow[]): string {
+  return (
+    '# lock classes: lock_stat summed over the instances of each class (vm prefix and /qualifier dropped), times in µs\n' +
+    formatTable(['class', ...LOCK_CLASS_COLUMNS], classes.map(lockClassCells), ['left', ...LOCK_CLASS_COLUMNS.map(() => 'right' as const)])
+  );
+}
+
 /** The model speed line: simulated I/Os per second of wall time spent in the job loop. */
 export function formatModelSpeed(s: ModelSpeed): string {
   return (
@@ -121,6 +131,7 @@ export function formatVmstackTables(result: RunResult): string {
   return [
     `vmstack: strategy=${v.strategy} clock=${v.clock} driver=${v.driver_generation} untrusted=${formatScalar(v.untrusted)} workers=${v.workers.length}\n`,
     formatLockStat(v.lock_stat.map(lockStatOfRow)),
+    ...(hasSharedLockClass(v.lock_classes) ? [formatLockClasses(v.lock_classes)] : []),
     formatProfileTable(v.profile, runModelNs),
     `counters\n${formatNameValueRows(flattenCounters(v.counters))}`,
     `verify\n${formatNameValueRows(verify)}`,

@@ -7,7 +7,8 @@
  * | strategy … driver_generation | what ran |
  * | workers           | one row per worker thread: role, thread id, hand-off counts |
  * | counters          | per component: virtio-iommu, vfio, iotlb, nvme, dma-iommu, flush queue, bounce pool, swiotlb |
- * | lock_stat         | one row per lock, the /proc/lock_stat columns |
+ * | lock_stat         | one row per lock, the /proc/lock_stat columns, with the lock's class |
+ * | lock_classes      | one row per lock class: its instances' lock_stat rows combined |
  * | profile           | per modelled kernel function: calls, total and self model ns, ns per GB |
  * | verify            | blocks checked, corrupt, overwritten by another job |
  * | leaks             | what was still allocated, mapped or pinned after shutdown |
@@ -146,8 +147,37 @@ export interface VmstackCounters {
  * the real threads found the lock taken.
  */
 export interface LockStatRow {
+  /** the instance: `[<vm id>:]<class>[/<qualifier>...]`, e.g. `cpu_rcache->lock/3` */
   name: string;
+  /** the name without the VM prefix and the `/…` qualifiers (lockClassOf), e.g. `cpu_rcache->lock` */
+  class: string;
   kind: LockKind;
+  con_bounces: number;
+  contentions: number;
+  waittime_min_ns: number;
+  waittime_max_ns: number;
+  waittime_total_ns: number;
+  waittime_avg_ns: number;
+  acq_bounces: number;
+  acquisitions: number;
+  holdtime_min_ns: number;
+  holdtime_max_ns: number;
+  holdtime_total_ns: number;
+  holdtime_avg_ns: number;
+  real_contentions: number;
+}
+
+/**
+ * One lock class: the lock_stat rows of its instances combined (lock-classes.ts).
+ * Counts and totals are sums; minima and maxima are over the instances that
+ * waited (wait) or were held (hold), 0 when none did; the averages are
+ * wait total / contentions and hold total / acquisitions, as for one lock.
+ */
+export interface LockClassRow {
+  class: string;
+  kind: LockKind;
+  /** lock instances of the class in the run */
+  instances: number;
   con_bounces: number;
   contentions: number;
   waittime_min_ns: number;
@@ -214,6 +244,8 @@ export interface VmstackReport {
   workers: WorkerReport[];
   counters: VmstackCounters;
   lock_stat: LockStatRow[];
+  /** one row per lock class, in the order the classes first appear in lock_stat */
+  lock_classes: LockClassRow[];
   /** function name → its row */
   profile: Record<string, ProfileRow>;
   verify: VerifyReport;

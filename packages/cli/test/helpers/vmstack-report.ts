@@ -1,11 +1,13 @@
 /** A complete `vmstack` report for the report tests: a strict run of two jobs on two vCPUs. */
 
+import { lockClassOf, lockClassRows } from '../../src/report/lock-classes.js';
 import type { LockStatRow, VmstackReport } from '../../src/report/vmstack-report.js';
 
 /** A lock_stat row: 2 contentions waiting 1 µs in all, `acquisitions` holds of `holdtimeTotalNs` in all. */
 export function lockRow(name: string, acquisitions: number, holdtimeTotalNs: number): LockStatRow {
   return {
     name,
+    class: lockClassOf(name),
     kind: 'mutex',
     con_bounces: 0,
     contentions: 2,
@@ -25,6 +27,7 @@ export function lockRow(name: string, acquisitions: number, holdtimeTotalNs: num
 
 /** What runStack reports for a strict run of two jobs that moved 1 MiB. */
 export function sampleVmstackReport(): VmstackReport {
+  const lockStat = [lockRow('viommu->request_lock', 51, 144_950), lockRow('iommu->lock', 33, 38_800)];
   return {
     strategy: 'strict',
     untrusted: false,
@@ -46,7 +49,8 @@ export function sampleVmstackReport(): VmstackReport {
       bounce: null,
       swiotlb: null,
     },
-    lock_stat: [lockRow('viommu->request_lock', 51, 144_950), lockRow('iommu->lock', 33, 38_800)],
+    lock_stat: lockStat,
+    lock_classes: lockClassRows(lockStat),
     profile: {
       nvme_irq: { calls: 16, ns: 118_080, self_ns: 118_080, ns_per_gb: 112_609_863.28, self_ns_per_gb: 112_609_863.28, where: 'guest' },
       iommu_dma_map_page: { calls: 16, ns: 500_000, self_ns: 500_000, ns_per_gb: 476_837_158.2, self_ns_per_gb: 476_837_158.2, where: 'guest' },
