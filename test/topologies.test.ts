@@ -70,6 +70,10 @@ test('two VMs on one host IOMMU unit, strict: every VFIO unmap invalidates throu
     }
     t.is(two.lock(`iommu->lock/container${vm.slice(2)}`).contentions, 0, 'a container per VM: its iommu->lock is its own');
   }
+  const lockClass = (c: string) => two.result.vmstack.lock_classes.find((x) => x.class === c);
+  t.like(lockClass('viommu->request_lock'), { instances: 2, acquisitions: 2 * one.lock('viommu->request_lock').acquisitions, contentions: 0 });
+  t.like(lockClass('iommu->lock'), { instances: 2, contentions: 0 });
+  t.like(lockClass('qi->q_lock'), { instances: 1, contentions: q.contentions });
   t.deepEqual(two.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0 });
   t.deepEqual(two.leaks, NO_LEAKS);
   t.deepEqual(

@@ -242,17 +242,19 @@ test('planStack, default topology of 2 jobs: vCPU workers, then vmm, host-vfio, 
   t.deepEqual(
     plan.workers.map((w) => [w.role, w.kind, w.startEotNs]),
     [
-      ['guest-kernel/vcpu0', 'vcpu', 0],
-      ['guest-kernel/vcpu1', 'vcpu', 0],
-      ['vmm', 'vmm', NEVER_NS],
-      ['host-vfio', 'host', NEVER_NS],
-      ['nvme-device', 'device', 0],
+      ['vm0/vcpu0', 'vcpu', 0],
+      ['vm0/vcpu1', 'vcpu', 0],
+      ['vm0/vmm/viommu0', 'vmm', NEVER_NS],
+      ['vm0/host-vfio/viommu0', 'host', NEVER_NS],
+      ['nvme-device/nvme-ctrl0', 'device', 0],
     ],
   );
   const vm = plan.vms[0];
-  t.deepEqual(vm.index, { vcpus: [0, 1], vmm: 2, host: 3, device: 4 });
+  t.deepEqual(vm.vcpuWorkers, [0, 1]);
+  t.like(vm.viommus[0], { vmm: 2, host: 3, vcpus: [0, 1], devices: [0], container: 0 });
+  t.like(vm.devices[0], { worker: 4, vcpus: [0, 1], ioVcpus: [0, 1] });
   t.deepEqual(
-    planRings(vm.rings).map((r) => [r.name, r.producer, r.consumer]),
+    planRings(vm).map((r) => [r.name, r.producer, r.consumer]),
     [
       ['doorbell0', 0, 4],
       ['doorbell1', 1, 4],
@@ -265,16 +267,18 @@ test('planStack, default topology of 2 jobs: vCPU workers, then vmm, host-vfio, 
       ['inval', 3, 4],
     ],
   );
-  t.deepEqual(vm.vfioRpc, { capacityRecords: 64, server: 3, client: 2 });
-  t.like(vm.device, { domainId: 1, endpointId: 0x100, iovaLimitPfn: 2 ** 36 - 1, vcpuOfCq: [0, 0, 1] });
-  t.deepEqual(vm.viommu.endpointIds, [0x100], "the VMM's virtio-iommu has the one device's endpoint and no other");
+  t.deepEqual(vm.viommus[0].vfioRpc, { capacityRecords: 64, server: 3, client: 2 });
+  t.like(vm.devices[0], { domainId: 1, endpointId: 0x100, vcpuOfCq: [0, 0, 1] });
+  t.is(vm.devices[0].iovaDomain.limitPfn, 2 ** 36 - 1);
+  t.deepEqual(vm.viommus[0].endpointIds, [0x100], "the VMM's virtio-iommu has the one device's endpoint and no other");
   t.deepEqual(vm.jobOfVcpu, [0, 1]);
-  t.is(vm.regions.guestLayout.queues.length, 2, 'one I/O queue pair per vCPU');
-  t.is(vm.regions.flushQueue, null);
-  t.is(vm.regions.bouncePool, null);
+  t.is(vm.regions.guestLayout.devices[0].queues.length, 2, 'one I/O queue pair per vCPU');
+  t.is(vm.devices[0].flushQueue, null);
+  t.is(vm.devices[0].bouncePool, null);
   t.is(vm.regions.swiotlb, null);
-  t.deepEqual(vm.regions.iovaDomain.reservedPfns, [[1, vm.regions.guestLayout.heapStartBytes / 4096]], 'the coherent region, IOVA = GPA');
+  t.deepEqual(vm.devices[0].iovaDomain.reservedPfns, [[1, vm.regions.guestLayout.heapStartBytes / 4096]], 'the coherent region, IOVA = GPA');
   t.is(vm.lockScope, '', 'one VM: lock names are the kernel names');
+  t.deepEqual([vm.viommus[0].requestLockName, vm.viommus[0].mutexName, vm.devices[0].iovaDomain.lockSuffix], ['viommu->request_lock', 'viommu_dev->mutex', '']);
   t.deepEqual(
     plan.hostLocks.map((l) => l.name),
     ['iommu->lock', 'qi->q_lock'],
@@ -291,8 +295,8 @@ test('planStack: jobs placed out of order run in vCPU order; the strategy of the
   ];
   const vm = planStack(top, { jobs: js, profile }).vms[0];
   t.deepEqual(vm.jobOfVcpu, [1, 0]);
-  t.not(vm.regions.bouncePool, null);
-  t.is(vm.regions.iovaDomain.reservedPfns.length, 2, 'the coherent region and the pool range');
+  t.not(vm.devices[0].bouncePool, null);
+  t.is(vm.devices[0].iovaDomain.reservedPfns.length, 2, 'the coherent region and the pool range');
 });
 
 /** The default topology of two jobs, rebuilt as two VMs of one job each on one host IOMMU unit. */
@@ -319,21 +323,21 @@ test('planStack, two VMs: each its vCPUs, vmm and host-vfio, then a device per c
   t.deepEqual(
     plan.workers.map((w) => w.role),
     [
-      'vm0/guest-kernel/vcpu0',
-      'vm0/vmm',
-      'vm0/host-vfio',
-      'vm1/guest-kernel/vcpu0',
-      'vm1/vmm',
-      'vm1/host-vfio',
+      'vm0/vcpu0',
+      'vm0/vmm/viommu0',
+      'vm0/host-vfio/viommu0',
+      'vm1/vcpu0',
+      'vm1/vmm/viommu1',
+      'vm1/host-vfio/viommu1',
       'nvme-device/nvme-ctrl0',
       'nvme-device/nvme-ctrl1',
     ],
   );
   t.deepEqual(
-    plan.vms.map((vm) => vm.index),
+    plan.vms.map((vm) => [vm.vcpuWorkers, vm.viommus[0].vmm, vm.viommus[0].host, vm.devices[0].worker]),
     [
-      { vcpus: [0], vmm: 1, host: 2, device: 6 },
-      { vcpus: [3], vmm: 4, host: 5, device: 7 },
+      [[0], 1, 2, 6],
+      [[3], 4, 5, 7],
     ],
   );
   t.deepEqual(
@@ -350,14 +354,14 @@ test('planStack, two VMs: each its vCPUs, vmm and host-vfio, then a device per c
     'a container each, one unit shared',
   );
   t.deepEqual(
-    plan.vms.map((vm) => [vm.container.lockName, vm.hostIommu.qiLockName]),
+    plan.vms.map((vm) => [vm.containers[0].lockName, vm.containers[0].hostIommu.qiLockName]),
     [
       ['iommu->lock/container0', 'qi->q_lock'],
       ['iommu->lock/container1', 'qi->q_lock'],
     ],
   );
   t.deepEqual(
-    planRings(plan.vms[1].rings).map((r) => [r.name, r.producer, r.consumer]),
+    planRings(plan.vms[1]).map((r) => [r.name, r.producer, r.consumer]),
     [
       ['vm1:doorbell0', 3, 7],
       ['vm1:irq0', 7, 3],
@@ -372,7 +376,23 @@ test('planStack refuses, in one line, a valid shape the workers cannot run yet',
   const js = jobs(2);
   const twoContainers = defaultTopology(js, options);
   twoContainers.vms[0].containers.push({ id: 'container1' });
-  inputError(t, () => planStack(twoContainers, { jobs: js, profile }), 'topology.vms[0].containers', 2, 'exactly 1 VFIO container per VM');
+  twoContainers.controllers.push({ id: 'nvme-ctrl1' });
+  twoContainers.hostIommus[0].controllers.push('nvme-ctrl1');
+  twoContainers.vms[0].devices.push({
+    ...twoContainers.vms[0].devices[0],
+    id: 'nvme1',
+    controller: 'nvme-ctrl1',
+    endpointId: 0x200,
+    domainId: 2,
+    container: 'container1',
+  });
+  inputError(
+    t,
+    () => planStack(twoContainers, { jobs: js, profile }),
+    'topology.vms[0].devices[1].container',
+    'container1',
+    'the drives behind one virtio-iommu share its VFIO container',
+  );
 
   const idleVcpu = defaultTopology(js, options);
   idleVcpu.vms[0].jobs = [
@@ -405,7 +425,7 @@ test('runStack takes a topology: one it cannot run is refused before any worker 
   const top = defaultTopology(js.jobs, base);
   top.vms[0].viommus.push({ id: 'viommu1' });
   const e = await t.throwsAsync(runStack({ ...base, topology: top }), { instanceOf: InputError });
-  t.is(e.field, 'topology.vms[0].viommus');
+  t.is(e.field, 'topology.vms[0].viommus[1]', 'a virtio-iommu with no drive behind it');
   const a = await runStack(base);
   const b = await runStack({ ...base, topology: defaultTopology(js.jobs, base) });
   t.deepEqual(b.jobs, a.jobs);

@@ -1,12 +1,14 @@
 /**
- * One guest vCPU: vCPU 0 also brings the guest up — (with an IOMMU) attaches
- * the device's endpoint to its domain, probes it and maps the coherent memory
- * (queues, identify page, PRP list pages) once, enables the NVMe controller,
- * identifies it and creates every vCPU's I/O queue pair — and shuts it down.
+ * One guest vCPU: vCPU 0 also brings the guest up — for each passed-through
+ * drive, (with an IOMMU) attaches its endpoint to its domain, probes it and
+ * maps its coherent memory (queues, identify page, PRP list pages) once,
+ * enables the NVMe controller, identifies it and creates the I/O queue pair of
+ * every vCPU whose job uses it — and shuts it down. Each vCPU runs one fio
+ * job on one drive, through that drive's IOMMU domain and virtio-iommu.
  *
  * The steps of a run, in order (runGuestVcpu):
  * 1. wait for the VMM (guest RAM set up);
- * 2. vCPU 0: viommu_attach_coherent, nvme_pci_configure_admin_queue,
+ * 2. vCPU 0, drive by drive: viommu_attach_coherent, nvme_pci_configure_admin_queue,
  *    nvme_enable_ctrl, nvme_identify, nvme_create_io_queues; the others wait
  *    for the queues;
  * 3. fio_alloc_buffers, one vCPU after another;
@@ -60,7 +62,7 @@ import {
   writeSqe,
 } from '@vmstack/shm';
 import { DmaIommu } from './dma.js';
-import type { VcpuWorkerInit, VcpuWorkerResult } from './index.js';
+import type { VcpuDeviceInit, VcpuWorkerInit, VcpuWorkerResult } from './index.js';
 import { BouncePool } from './iommu/bounce-pool.js';
 import { FlushQueue } from './iommu/flush-queue.js';
 import { IovaDomain } from './iommu/iova.js';
@@ -83,6 +85,21 @@ import { ViommuDriver } from './virtio-iommu/viommu.js';
 /** The namespace the drive exposes. */
 const NSID = 1;
 
+/** One passed-through drive as this vCPU drives it: its BAR, its admin queue, its IOMMU domain and DMA API. */
+interface GuestDevice {
+  readonly init: VcpuDeviceInit;
+  readonly doorbells: Ring;
+  readonly bar: NvmeBar;
+  readonly irqs: Ring;
+  readonly iovad: IovaDomain | null;
+  readonly viommu: ViommuDriver | null;
+  readonly fq: FlushQueue | null;
+  readonly pool: BouncePool | null;
+  readonly dma: DmaIommu;
+  readonly adminQ: NvmeQueuePair;
+  adminCid: number;
+}
+
 /** Everything one vCPU's guest code works with, attached once per run. */
 interface Guest {
   readonly init: VcpuWorkerInit;
@@ -93,21 +110,17 @@ interface Guest {
   readonly clock: ModelClock;
   readonly mem: GuestMemory;
   readonly locks: LockTable;
-  readonly doorbells: Ring;
-  readonly bar: NvmeBar;
-  readonly irqs: Ring;
   readonly profiler: Profiler;
   readonly pages: PageAllocator;
-  readonly iovad: IovaDomain | null;
-  readonly viommu: ViommuDriver | null;
-  readonly fq: FlushQueue | null;
-  readonly pool: BouncePool | null;
+  /** the virtio-iommu drivers, in init.viommus order (none with the direct strategy) */
+  readonly viommus: ViommuDriver[];
+  /** the drives, in init.devices order */
+  readonly devices: GuestDevice[];
+  /** the drive the job does I/O to */
+  readonly job: GuestDevice;
   readonly swiotlb: Swiotlb | null;
-  readonly dma: DmaIommu;
   readonly vmState: Int32Array;
   readonly runState: Int32Array;
-  readonly adminQ: NvmeQueuePair;
-  adminCid: number;
   /** every guest lock waits for the quantum first, so lock grants follow model time (set while the job runs) */
   readonly lockHooks: { gate: (nowNs: number) => void; blocked: () => void };
 }
@@ -127,13 +140,15 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
   return () => {
     control.publishEot(self, 0);
     // the VMM starts the vCPUs once guest RAM is set up (mapped through VFIO without a vIOMMU)
-    waitFlag(g, VM_VMM_READY);
+    waitCount(g, VM_VMM_READY, init.vmmThreads);
     if (g.v === 0) {
-      if (g.viommu) viommu_attach_coherent(g, g.viommu);
-      nvme_pci_configure_admin_queue(g);
-      nvme_enable_ctrl(g);
-      nvme_identify(g);
-      nvme_create_io_queues(g);
+      for (const d of g.devices) {
+        if (d.viommu) viommu_attach_coherent(d, d.viommu);
+        nvme_pci_configure_admin_queue(g, d);
+        nvme_enable_ctrl(g, d);
+        nvme_identify(g, d);
+        nvme_create_io_queues(g, d);
+      }
       publishQueuesReady(g);
     } else {
       waitQueuesReady(g);
@@ -142,11 +157,13 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     startBarrier(g);
     const result = runJob(g, slots);
     if (g.v === 0) {
-      // shutdown, once every vCPU is done: the pool releases its cached slots, the
-      // driver deletes its queues and frees its coherent memory, the endpoint detaches
+      // shutdown, once every vCPU is done: the pools release their cached slots, the
+      // driver deletes its queues and frees its coherent memory, the endpoints detach
       waitAllJobsDone(g);
-      nvme_dev_disable(g);
-      if (g.viommu) viommu_detach_coherent(g, g.viommu);
+      for (const d of g.devices) {
+        nvme_dev_disable(g, d);
+        if (d.viommu) viommu_detach_coherent(d, d.viommu);
+      }
       passShutdownTurn(g);
     }
     fio_free_buffers(g, slots);
@@ -168,40 +185,71 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
     (t) => lockHooks.gate(t),
     () => lockHooks.blocked(),
   );
-  const doorbells = Ring.attach(init.doorbellRing);
-  const bar: NvmeBar = { doorbells, log: new SentLog(doorbells), spinLoads: init.spinLoads, abort: control };
-  const irqs = Ring.attach(init.irqRing);
   const profiler = new Profiler(clock);
   const pages = PageAllocator.attach(init.pageAlloc, v, locks, init.costs);
   const iommu = init.strategy !== 'direct';
-  const iovad = iommu ? IovaDomain.attach(init.iovaDomain, v, locks, init.costs) : null;
-  const viommu = iommu
-    ? new ViommuDriver(
-        mem,
-        init.vqLayout,
-        v === 0,
-        init.viommuRequestAreaGpa,
-        init.viommuSlotWordGpa,
-        locks,
-        platform,
-        clock,
-        init.costs,
-        init.driverGeneration,
-        profiler,
+  const viommus = iommu
+    ? init.viommus.map(
+        (vi, i) =>
+          new ViommuDriver(
+            mem,
+            vi.vqLayout,
+            v === 0,
+            vi.viommuRequestAreaGpa,
+            vi.viommuSlotWordGpa,
+            locks,
+            { kick: (nowNs) => platform.kick(nowNs, i) },
+            clock,
+            init.costs,
+            init.driverGeneration,
+            profiler,
+            vi.requestLockName,
+          ),
       )
-    : null;
-  const fq =
-    init.strategy === 'lazy' && iovad && viommu ? FlushQueue.attach(init.flushQueue!, v, locks, iovad, init.costs, () => viommu.viommu_iotlb_sync()) : null;
-  const pool = init.strategy === 'bounce' ? BouncePool.attach(init.bouncePool!, v, locks, pages, init.costs) : null;
-  const swiotlb = init.untrusted && init.swiotlb ? Swiotlb.attach(init.swiotlb, v, locks, mem.u8, init.costs) : null;
-  const dma = new DmaIommu(
-    init.strategy,
-    { domain: init.domainId, iovad, viommu, fq, pool, swiotlb, mem: mem.u8, cpu: v, limitPfn: init.iovaLimitPfn, untrusted: init.untrusted },
-    clock,
-    init.costs,
-    profiler,
-  );
-  if (v === 0 && init.alwaysBounceLimitSchedule) dma.scheduleAlwaysBounceLimit(init.alwaysBounceLimitSchedule);
+    : [];
+  const swiotlb = init.swiotlb && init.devices.some((d) => d.untrusted) ? Swiotlb.attach(init.swiotlb, v, locks, mem.u8, init.costs) : null;
+  const devices = init.devices.map((d): GuestDevice => {
+    const doorbells = Ring.attach(d.doorbellRing);
+    const bar: NvmeBar = { doorbells, log: new SentLog(doorbells), spinLoads: init.spinLoads, abort: control };
+    const iovad = iommu ? IovaDomain.attach(d.iovaDomain, v, locks, init.costs) : null;
+    const viommu = iommu ? viommus[d.viommu] : null;
+    const fq =
+      init.strategy === 'lazy' && iovad && viommu ? FlushQueue.attach(d.flushQueue!, v, locks, iovad, init.costs, () => viommu.viommu_iotlb_sync()) : null;
+    const pool = init.strategy === 'bounce' ? BouncePool.attach(d.bouncePool!, v, locks, pages, init.costs) : null;
+    const dma = new DmaIommu(
+      init.strategy,
+      {
+        domain: d.domainId,
+        iovad,
+        viommu,
+        fq,
+        pool,
+        swiotlb: d.untrusted ? swiotlb : null,
+        mem: mem.u8,
+        cpu: v,
+        limitPfn: d.iovaLimitPfn,
+        untrusted: d.untrusted,
+      },
+      clock,
+      init.costs,
+      profiler,
+    );
+    return {
+      init: d,
+      doorbells,
+      bar,
+      irqs: Ring.attach(d.irqRing),
+      iovad,
+      viommu,
+      fq,
+      pool,
+      dma,
+      adminQ: newQueuePair(0, d.adminSqGpa, d.adminCqGpa, NVME_AQ_DEPTH),
+      adminCid: 0,
+    };
+  });
+  const job = devices[init.jobDevice];
+  if (v === 0 && init.alwaysBounceLimitSchedule) job.dma.scheduleAlwaysBounceLimit(init.alwaysBounceLimitSchedule);
   return {
     init,
     v,
@@ -211,21 +259,14 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
     clock,
     mem,
     locks,
-    doorbells,
-    bar,
-    irqs,
     profiler,
     pages,
-    iovad,
-    viommu,
-    fq,
-    pool,
+    viommus,
+    devices,
+    job,
     swiotlb,
-    dma,
     vmState: new Int32Array(init.vmState),
     runState: new Int32Array(init.runState.sab),
-    adminQ: newQueuePair(0, init.adminSqGpa, init.adminCqGpa, NVME_AQ_DEPTH),
-    adminCid: 0,
     lockHooks,
   };
 }
@@ -233,9 +274,13 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
 // ---- the VM's run state ------------------------------------------------
 
 function waitFlag(g: Guest, index: number): void {
-  while (Atomics.load(g.vmState, index) === 0) {
+  waitCount(g, index, 1);
+}
+
+function waitCount(g: Guest, index: number, count: number): void {
+  for (let x = Atomics.load(g.vmState, index); x < count; x = Atomics.load(g.vmState, index)) {
     if (g.control.aborted()) throw new Error('aborted');
-    Atomics.wait(g.vmState, index, 0, 50);
+    Atomics.wait(g.vmState, index, x, 50);
   }
 }
 
@@ -267,18 +312,18 @@ function waitQueuesReady(g: Guest): void {
 
 // ---- vCPU 0: the IOMMU domain of the device ---------------------------
 
-/** Attach the device's endpoint to its domain, probe it, and map the coherent memory once (IOVA = GPA). */
-function viommu_attach_coherent(g: Guest, viommu: ViommuDriver): void {
-  const { init } = g;
+/** Attach the drive's endpoint to its domain, probe it, and map its coherent memory once (IOVA = GPA). */
+function viommu_attach_coherent(d: GuestDevice, viommu: ViommuDriver): void {
+  const { init } = d;
   viommu.viommu_attach_dev(init.domainId, init.endpointId);
   viommu.viommu_probe_endpoint(init.endpointId);
   viommu.viommu_map_pages(init.domainId, asIova(init.coherentGpa), asGpa(init.coherentGpa), init.coherentBytes, true, true);
   viommu.viommu_iotlb_sync_map();
 }
 
-/** Unmap the coherent memory and detach the endpoint. */
-function viommu_detach_coherent(g: Guest, viommu: ViommuDriver): void {
-  const { init } = g;
+/** Unmap the drive's coherent memory and detach its endpoint. */
+function viommu_detach_coherent(d: GuestDevice, viommu: ViommuDriver): void {
+  const { init } = d;
   viommu.viommu_unmap_pages(init.domainId, asIova(init.coherentGpa), init.coherentBytes);
   viommu.viommu_iotlb_sync();
   viommu.viommu_detach_dev(init.domainId, init.endpointId);
@@ -287,33 +332,37 @@ function viommu_detach_coherent(g: Guest, viommu: ViommuDriver): void {
 // ---- vCPU 0: the NVMe controller --------------------------------------
 
 /** Admin queue sizes and addresses into AQA, ASQ, ACQ. */
-function nvme_pci_configure_admin_queue(g: Guest): void {
-  nvme_write_reg(g.bar, g.clock.nowNs(), NVME_REG_AQA, nvmeAqa(NVME_AQ_DEPTH, NVME_AQ_DEPTH));
-  nvme_write_reg(g.bar, g.clock.nowNs(), NVME_REG_ASQ, g.init.adminSqGpa);
-  nvme_write_reg(g.bar, g.clock.nowNs(), NVME_REG_ACQ, g.init.adminCqGpa);
+function nvme_pci_configure_admin_queue(g: Guest, d: GuestDevice): void {
+  nvme_write_reg(d.bar, g.clock.nowNs(), NVME_REG_AQA, nvmeAqa(NVME_AQ_DEPTH, NVME_AQ_DEPTH));
+  nvme_write_reg(d.bar, g.clock.nowNs(), NVME_REG_ASQ, d.init.adminSqGpa);
+  nvme_write_reg(d.bar, g.clock.nowNs(), NVME_REG_ACQ, d.init.adminCqGpa);
 }
 
 /** CC.EN = 1: the controller creates its admin queues from AQA/ASQ/ACQ. */
-function nvme_enable_ctrl(g: Guest): void {
-  nvme_write_reg(g.bar, g.clock.nowNs(), NVME_REG_CC, NVME_CC_ENABLE);
+function nvme_enable_ctrl(g: Guest, d: GuestDevice): void {
+  nvme_write_reg(d.bar, g.clock.nowNs(), NVME_REG_CC, NVME_CC_ENABLE);
 }
 
 /** Identify the controller, then the namespace, into the identify page. */
-function nvme_identify(g: Guest): void {
-  const { init, mem } = g;
-  nvme_submit_sync_cmd(g, (gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_IDENTIFY, commandId: cid, prp1: init.identifyGpa, cdw10: NVME_ID_CNS_CTRL }));
-  nvme_submit_sync_cmd(g, (gpa, cid) =>
+function nvme_identify(g: Guest, d: GuestDevice): void {
+  const { mem } = g;
+  const { init } = d;
+  nvme_submit_sync_cmd(g, d, (gpa, cid) =>
+    writeSqe(mem, gpa, { opcode: NVME_ADMIN_IDENTIFY, commandId: cid, prp1: init.identifyGpa, cdw10: NVME_ID_CNS_CTRL }),
+  );
+  nvme_submit_sync_cmd(g, d, (gpa, cid) =>
     writeSqe(mem, gpa, { opcode: NVME_ADMIN_IDENTIFY, commandId: cid, nsid: NSID, prp1: init.identifyGpa, cdw10: NVME_ID_CNS_NS }),
   );
 }
 
-/** One I/O queue pair per vCPU: queue q + 1, its CQ raising interrupt vector q. */
-function nvme_create_io_queues(g: Guest): void {
-  const { init, mem } = g;
+/** One I/O queue pair per vCPU using the drive: queue q + 1, its CQ raising interrupt vector q. */
+function nvme_create_io_queues(g: Guest, d: GuestDevice): void {
+  const { mem } = g;
+  const { init } = d;
   for (let q = 0; q < init.queues.length; q++) {
     const qid = q + 1;
     const cdw10 = nvmeCreateQueueCdw10(qid, init.queueDepth);
-    nvme_submit_sync_cmd(g, (gpa, cid) =>
+    nvme_submit_sync_cmd(g, d, (gpa, cid) =>
       writeSqe(mem, gpa, {
         opcode: NVME_ADMIN_CREATE_CQ,
         commandId: cid,
@@ -322,36 +371,38 @@ function nvme_create_io_queues(g: Guest): void {
         cdw11: (q << 16) | NVME_CQ_IRQ_ENABLED | NVME_QUEUE_PHYS_CONTIG,
       }),
     );
-    nvme_submit_sync_cmd(g, (gpa, cid) =>
+    nvme_submit_sync_cmd(g, d, (gpa, cid) =>
       writeSqe(mem, gpa, { opcode: NVME_ADMIN_CREATE_SQ, commandId: cid, prp1: init.queues[q].sqGpa, cdw10, cdw11: (qid << 16) | NVME_QUEUE_PHYS_CONTIG }),
     );
   }
 }
 
-/** Teardown: the pool releases every cached slot, then each I/O queue pair is deleted. */
-function nvme_dev_disable(g: Guest): void {
-  const { init, mem } = g;
-  g.dma.evict(true);
+/** Teardown: the drive's pool releases every cached slot, then each I/O queue pair is deleted. */
+function nvme_dev_disable(g: Guest, d: GuestDevice): void {
+  const { mem } = g;
+  const { init } = d;
+  d.dma.evict(true);
   for (let q = 0; q < init.queues.length; q++) {
     const qid = q + 1;
-    nvme_submit_sync_cmd(g, (gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_DELETE_SQ, commandId: cid, cdw10: qid }));
-    nvme_submit_sync_cmd(g, (gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_DELETE_CQ, commandId: cid, cdw10: qid }));
+    nvme_submit_sync_cmd(g, d, (gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_DELETE_SQ, commandId: cid, cdw10: qid }));
+    nvme_submit_sync_cmd(g, d, (gpa, cid) => writeSqe(mem, gpa, { opcode: NVME_ADMIN_DELETE_CQ, commandId: cid, cdw10: qid }));
   }
 }
 
 /** Submit one admin command and wait (idle until its interrupt) for its completion. */
-function nvme_submit_sync_cmd(g: Guest, write: (gpa: number, cid: number) => void): void {
-  const { clock, control, irqs } = g;
-  const cid = g.adminCid++;
-  const tail = nvme_submit_cmd(g.adminQ, (gpa) => write(gpa, cid));
-  nvme_write_doorbell(g.bar, clock.nowNs(), 0, DOORBELL_SQ_TAIL, tail);
+function nvme_submit_sync_cmd(g: Guest, d: GuestDevice, write: (gpa: number, cid: number) => void): void {
+  const { clock, control } = g;
+  const { irqs } = d;
+  const cid = d.adminCid++;
+  const tail = nvme_submit_cmd(d.adminQ, (gpa) => write(gpa, cid));
+  nvme_write_doorbell(d.bar, clock.nowNs(), 0, DOORBELL_SQ_TAIL, tail);
   control.publishEot(g.self, NEVER_NS);
   g.platform.awaitInput(() => irqs.available() > 0);
   const n = irqs.available();
   clock.syncTo(irqs.timestampAt(irqs.offsetAt(0)));
   control.publishEot(g.self, clock.nowNs());
   irqs.release(n);
-  const c = nvme_next_cqe(g.mem, g.adminQ);
+  const c = nvme_next_cqe(g.mem, d.adminQ);
   if (c?.status !== 0) throw new Error(`nvme admin command ${cid} failed with status ${c?.status}`);
 }
 
@@ -369,7 +420,7 @@ function fio_alloc_buffers(g: Guest): FioSlot[] {
   const slots: FioSlot[] = [];
   for (let i = 0; i < init.job.iodepth; i++) {
     // a PRP list page is coherent memory: the device reads it at IOVA = GPA
-    const prpGpa = init.queues[v].prpPoolGpa + i * NVME_CTRL_PAGE_SIZE_BYTES;
+    const prpGpa = ownQueue(g).prpPoolGpa + i * NVME_CTRL_PAGE_SIZE_BYTES;
     slots.push({
       buffer: g.pages.allocUserBuffer(init.job.blockSizeBytes, init.bufferContiguity, rng),
       prpPage: { gpa: asGpa(prpGpa), dmaAddr: asIova(prpGpa) },
@@ -401,17 +452,17 @@ function runJob(g: Guest, slots: FioSlot[]): VcpuJobResult {
       clock: g.clock,
       control: g.control,
       self,
-      deviceWorker: init.deviceWorker,
+      deviceWorker: g.job.init.deviceWorker,
       otherVcpus: init.gatePeers.map((p) => p.worker),
       peerDevices: init.gatePeers.map((p) => p.deviceWorker),
       peerIrqs: init.gatePeers.map((p) => Ring.attach(p.irqRing)),
       quantumNs: init.quantumNs,
       spinLoads: init.spinLoads,
-      bar: g.bar,
-      irqs: g.irqs,
+      bar: g.job.bar,
+      irqs: g.job.irqs,
       deviceMinResponseNs: init.deviceMinResponseNs,
-      queue: newQueuePair(g.v + 1, init.queues[g.v].sqGpa, init.queues[g.v].cqGpa, init.queueDepth),
-      dma: g.dma,
+      queue: newQueuePair(g.job.init.ownQueue + 1, ownQueue(g).sqGpa, ownQueue(g).cqGpa, g.job.init.queueDepth),
+      dma: g.job.dma,
       costs: init.costs,
       profiler: g.profiler,
       platform: g.platform,
@@ -472,23 +523,43 @@ function fio_free_buffers(g: Guest, slots: FioSlot[]): void {
 
 /** Tell the device and the VMM this vCPU will send them nothing more. */
 function sayDone(g: Guest): void {
-  const { doorbells, clock } = g;
-  encodeGuestToDeviceDone(doorbells.dv, doorbells.reserve(g.init.spinLoads, g.control), clock.nowNs());
-  doorbells.publish();
+  const { clock } = g;
+  for (const { doorbells } of g.devices) {
+    encodeGuestToDeviceDone(doorbells.dv, doorbells.reserve(g.init.spinLoads, g.control), clock.nowNs());
+    doorbells.publish();
+  }
   g.platform.done(clock.nowNs());
   g.control.publishEot(g.self, NEVER_NS);
 }
 
+/**
+ * What this vCPU saw: its job, its profile, and counters summed over the
+ * virtio-iommus and drives it drove (vCPU 0: all of the VM's). The pools'
+ * counters live in shared memory: vCPU 0 reads them after the shutdown.
+ */
 function collectResult(g: Guest, job: VcpuJobResult): VcpuWorkerResult {
+  const pools = g.devices.flatMap((d) => (d.pool ? [d.pool.stats()] : []));
   return {
     job,
     profile: g.profiler.toJSON(),
-    viommu: g.viommu ? { ...g.viommu.counters } : null,
-    iovaStats: g.iovad ? g.iovad.stats() : null,
-    dma: { ...g.dma.counters },
-    flushQueue: g.fq ? g.fq.stats() : null,
-    bouncePool: g.pool ? g.pool.stats() : null,
+    viommu: g.viommus.length > 0 ? sumCounters(g.viommus.map((x) => x.counters)) : null,
+    iovaStats: g.job.iovad ? g.job.iovad.stats() : null,
+    dma: sumCounters(g.devices.map((d) => d.dma.counters)),
+    flushQueue: g.job.fq ? g.job.fq.stats() : null,
+    bouncePool: pools.length > 0 ? sumCounters(pools) : null,
     swiotlb: g.swiotlb ? g.swiotlb.stats() : null,
     clockNs: g.clock.nowNs(),
   };
+}
+
+/** Counter records of one shape added up, key by key (a copy, also for one record). */
+function sumCounters<T extends object>(rows: readonly T[]): T {
+  const out: Record<string, unknown> = {};
+  for (const row of rows) for (const [k, x] of Object.entries(row)) out[k] = typeof x === 'number' ? ((out[k] as number | undefined) ?? 0) + x : (out[k] ?? x);
+  return out as T;
+}
+
+/** This vCPU's I/O queue pair on its job's drive. */
+function ownQueue(g: Guest): { sqGpa: number; cqGpa: number; prpPoolGpa: number } {
+  return g.job.init.queues[g.job.init.ownQueue];
 }

@@ -48,55 +48,80 @@ export interface VcpuWorkerInit {
   strategy: DmaStrategy;
   driverGeneration: ViommuDriverGeneration;
   costs: CostProfile;
-  untrusted: boolean;
   /** changes of the pool's always_bounce_limit at model times (vCPU 0 applies them, as a sysfs write) */
   alwaysBounceLimitSchedule?: { atNs: number; bytes: number }[];
-  flushQueue: FlushQueueHandle | null;
-  bouncePool: BouncePoolHandle | null;
+  /** the VM's swiotlb area (one per VM), when an untrusted device needs it */
   swiotlb: SwiotlbHandle | null;
   job: FioJobSpec;
   bufferContiguity: UserBufferContiguity;
   guestRam: SharedArrayBuffer;
   locks: LockTableHandle;
   pageAlloc: PageAllocatorHandle;
-  iovaDomain: IovaDomainHandle;
-  iovaLimitPfn: number;
-  domainId: number;
-  endpointId: number;
-  vqLayout: VirtqueueLayout;
-  viommuRequestAreaGpa: number;
-  viommuSlotWordGpa: number;
+  /** the virtio-iommus this vCPU sends requests to: vCPU 0 (which brings every drive up) all of the VM's, the others their job's drive's */
+  viommus: VcpuViommuInit[];
+  /** the drives this vCPU talks to: vCPU 0 all of the VM's, the others their job's */
+  devices: VcpuDeviceInit[];
+  /** index in `devices` of the drive the job does I/O to */
+  jobDevice: number;
   /** the VM's run state (layout: shm/src/vm-state.ts) */
   vmState: SharedArrayBuffer;
+  /** the VM's VMM threads (one per virtio-iommu): the vCPUs start once each has set guest RAM up */
+  vmmThreads: number;
   /** the run's state across VMs (layout: shm/src/vm-state.ts), this VM's index in the run and the run's vCPU count */
   runState: { sab: SharedArrayBuffer; vm: number; vcpus: number };
-  adminSqGpa: number;
-  adminCqGpa: number;
-  identifyGpa: number;
-  coherentGpa: number;
-  coherentBytes: number;
-  queueDepth: number;
-  queues: { sqGpa: number; cqGpa: number; prpPoolGpa: number }[];
   /** the seed of the drive's pre-filled blocks (what verify expects where nobody wrote) */
   nsPrefillSeed: number;
   /** blocks an earlier barrier group wrote, with the seed their writer used: what verify expects there */
   priorSeeds: [number, number][];
   /** the write seeds (fioWriteSeed) of the other jobs running at the same time that write */
   peerWriteSeeds: number[];
-  doorbellRing: RingHandle;
-  irqRing: RingHandle;
   /**
    * Every other vCPU of the run, of this VM and of the others: the quantum
    * gate orders this vCPU's actions after theirs in model time. For each,
-   * its worker, its device's worker and its interrupt ring (read-only).
+   * its worker, its job's drive's worker and its interrupt ring from that drive (read-only).
    */
   gatePeers: { worker: number; deviceWorker: number; irqRing: RingHandle }[];
-  kickRing: RingHandle;
-  usedRing: RingHandle;
-  deviceWorker: number;
   /** this VM's vCPUs' workers, in vCPU order */
   vcpuWorkers: number[];
   deviceMinResponseNs: number;
+}
+
+/** One virtio-iommu as a vCPU drives it: its request queue in guest RAM, its lock, the rings to its VMM thread. */
+export interface VcpuViommuInit {
+  /** the `viommu->request_lock` of this virtio-iommu in the VM's lock table */
+  requestLockName: string;
+  vqLayout: VirtqueueLayout;
+  viommuRequestAreaGpa: number;
+  viommuSlotWordGpa: number;
+  kickRing: RingHandle;
+  usedRing: RingHandle;
+}
+
+/** One passed-through NVMe drive as a vCPU drives it. */
+export interface VcpuDeviceInit {
+  /** index in VcpuWorkerInit.viommus of the virtio-iommu the drive sits behind */
+  viommu: number;
+  untrusted: boolean;
+  domainId: number;
+  endpointId: number;
+  /** the drive's IOMMU domain: its IOVA allocator, lazy flush queue and bounce-buffer pool */
+  iovaDomain: IovaDomainHandle;
+  iovaLimitPfn: number;
+  flushQueue: FlushQueueHandle | null;
+  bouncePool: BouncePoolHandle | null;
+  coherentGpa: number;
+  coherentBytes: number;
+  adminSqGpa: number;
+  adminCqGpa: number;
+  identifyGpa: number;
+  queueDepth: number;
+  /** the drive's I/O queue pairs, one per vCPU using it, in vCPU order (queue i has qid i + 1) */
+  queues: { sqGpa: number; cqGpa: number; prpPoolGpa: number }[];
+  /** index in `queues` of this vCPU's queue pair, -1: none (vCPU 0 bringing up a drive it does no I/O to) */
+  ownQueue: number;
+  doorbellRing: RingHandle;
+  irqRing: RingHandle;
+  deviceWorker: number;
 }
 
 export interface VcpuWorkerResult {

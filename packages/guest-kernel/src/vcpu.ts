@@ -44,19 +44,20 @@ import { type FioJobSpec, fioJobWrites, fioWriteSeed } from './job-spec.js';
 import type { UserBuffer } from './mm/page-alloc.js';
 import { type NvmeBar, type NvmeQueuePair, nvme_next_cqe, nvme_queue_rw, nvme_write_doorbell, type PrpListPage } from './nvme/nvme-pci.js';
 import type { Profiler } from './profile.js';
-import type { ViommuTransport } from './virtio-iommu/viommu.js';
 
 /**
  * How a vCPU waits and reaches the VMM. In a worker it parks on shared memory
  * (the other components run on their own threads); in one thread it steps the
  * other components until the condition holds. Both run the same vCPU code.
  */
-export interface GuestPlatform extends ViommuTransport {
+export interface GuestPlatform {
+  /** notify virtio-iommu `viommu` (index in the vCPU's init.viommus) at `nowNs`; returns the model time its answers are visible */
+  kick(nowNs: number, viommu: number): number;
   /** return once `bound()` ≥ tNs (our own EOT is already published) */
   awaitBound(tNs: number, bound: () => number): void;
   /** return once `ready()`; `thresholdNs` is the peer EOT that may make it ready */
   awaitInput(ready: () => boolean, thresholdNs?: number): void;
-  /** this vCPU will send the VMM nothing more */
+  /** this vCPU will send the VMM (every virtio-iommu it used) nothing more */
   done(nowNs: number): void;
 }
 

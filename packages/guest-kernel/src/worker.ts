@@ -10,12 +10,14 @@ import type { GuestPlatform } from './vcpu.js';
 
 workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
   const init = boot.init;
-  const kick = Ring.attach(init.kickRing);
-  const used = Ring.attach(init.usedRing);
+  const kicks = init.viommus.map((v) => Ring.attach(v.kickRing));
+  const useds = init.viommus.map((v) => Ring.attach(v.usedRing));
   const sync = new WorkerSync(control, boot.index, init.spinLoads);
   const ev = control.event(boot.index);
   const platform: GuestPlatform = {
-    kick(nowNs) {
+    kick(nowNs, viommu) {
+      const kick = kicks[viommu];
+      const used = useds[viommu];
       encodeKick(kick.dv, kick.reserve(init.spinLoads, control), nowNs);
       kick.publish();
       used.waitForData(init.spinLoads, control);
@@ -41,8 +43,10 @@ workerMain<VcpuWorkerInit, VcpuWorkerResult>((boot, control) => {
       }
     },
     done(nowNs) {
-      encodeGuestToVmmDone(kick.dv, kick.reserve(init.spinLoads, control), nowNs);
-      kick.publish();
+      for (const kick of kicks) {
+        encodeGuestToVmmDone(kick.dv, kick.reserve(init.spinLoads, control), nowNs);
+        kick.publish();
+      }
     },
   };
   return runGuestVcpu(init, boot.index, control, platform);

@@ -110,7 +110,7 @@ export { RpcServer, RunControl };
 export function createHost(init: HostWorkerInit, self: number, control: RunControl): { host: HostVfio; container: VfioContainer; clock: ModelClock } {
   const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
   const locks = LockTable.attach(init.locks, self, control, init.spinLoads);
-  const inval = Ring.attach(init.invalRing);
+  const invals = init.invalRings.map((h) => Ring.attach(h));
   const container = new VfioContainer({
     pgtable: IoPgtable.attach(init.pgtable),
     lockTable: locks,
@@ -119,9 +119,12 @@ export function createHost(init: HostWorkerInit, self: number, control: RunContr
     costs: init.costs,
     lockedVmLimitPages: init.lockedVmLimitPages,
     dmaEntryLimit: init.dmaEntryLimit,
+    // the container's one host domain translates for all its drives: each drops its cached translations
     invalidateIotlb: (iova: number, sizeBytes: number) => {
-      encodeIotlbInval(inval.dv, inval.reserve(init.spinLoads, control), clock.nowNs(), iova, sizeBytes);
-      inval.publish();
+      for (const inval of invals) {
+        encodeIotlbInval(inval.dv, inval.reserve(init.spinLoads, control), clock.nowNs(), iova, sizeBytes);
+        inval.publish();
+      }
     },
   });
   control.publishEot(self, Number.MAX_SAFE_INTEGER); // reactive

@@ -22,7 +22,8 @@ export interface HostWorkerInit {
   qiLockName: string;
   vmmRpc: RpcChannelHandles;
   pgtable: IoPgtableHandle;
-  invalRing: RingHandle;
+  /** to each drive whose DMA the container translates: IOTLB invalidations */
+  invalRings: RingHandle[];
   lockedVmLimitPages: number;
   dmaEntryLimit: number;
 }

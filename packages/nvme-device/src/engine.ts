@@ -49,7 +49,7 @@ export class DeviceEngine {
   private readonly doorbells: Ring[];
   private readonly irqs: Ring[];
   private readonly sent: SentLog[];
-  private readonly inval: Ring;
+  private readonly invals: Ring[];
   private readonly vcpus: number[];
   private readonly finished: boolean[];
   private readonly minDelayNs: number;
@@ -73,7 +73,7 @@ export class DeviceEngine {
     this.doorbells = init.doorbellRings.map((h) => Ring.attach(h));
     this.irqs = init.irqRings.map((h) => Ring.attach(h));
     this.sent = this.irqs.map((r) => new SentLog(r));
-    this.inval = Ring.attach(init.invalRing);
+    this.invals = init.invalRings.map((h) => Ring.attach(h));
     this.vcpus = init.vcpuWorkers;
     this.finished = new Array<boolean>(this.vcpus.length).fill(false);
     this.minDelayNs = init.costs.nvmeDoorbellLatencyNs + init.costs.nvmeSqeFetchNs + media.minServiceNs();
@@ -133,20 +133,25 @@ export class DeviceEngine {
   /** invalidations received and not yet applied, in host time order */
   private readonly pendingInvals: { tsNs: number; iova: number; sizeBytes: number }[] = [];
 
-  /** Take every IOTLB invalidation the host has sent off its ring; returns whether there were any. */
+  /** Take every IOTLB invalidation the host has sent off its rings (one per host kernel context serving the drive's container); returns whether there were any. */
   private drainInvalidations(): boolean {
-    const inval = this.inval;
-    const n = inval.available();
-    for (let i = 0; i < n; i++) {
-      const off = inval.offsetAt(i);
-      this.pendingInvals.push({
-        tsNs: inval.timestampAt(off),
-        iova: iotlbInvalIova(inval.dv, off),
-        sizeBytes: iotlbInvalSizeBytes(inval.dv, off),
-      });
+    let total = 0;
+    for (const inval of this.invals) {
+      const n = inval.available();
+      for (let i = 0; i < n; i++) {
+        const off = inval.offsetAt(i);
+        this.pendingInvals.push({
+          tsNs: inval.timestampAt(off),
+          iova: iotlbInvalIova(inval.dv, off),
+          sizeBytes: iotlbInvalSizeBytes(inval.dv, off),
+        });
+      }
+      if (n > 0) inval.release(n);
+      total += n;
     }
-    if (n > 0) inval.release(n);
-    return n > 0;
+    // each ring is in time order; several rings interleave
+    if (total > 0 && this.invals.length > 1) this.pendingInvals.sort((a, b) => a.tsNs - b.tsNs);
+    return total > 0;
   }
 
   /**

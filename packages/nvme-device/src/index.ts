@@ -22,7 +22,8 @@ export interface DeviceWorkerInit {
   pgtable: IoPgtableHandle;
   doorbellRings: RingHandle[];
   irqRings: RingHandle[];
-  invalRing: RingHandle;
+  /** from each host kernel context serving the drive's VFIO container: IOTLB invalidations */
+  invalRings: RingHandle[];
   /** control-block index of each vCPU worker */
   vcpuWorkers: number[];
   /** which vCPU owns completion queue i */

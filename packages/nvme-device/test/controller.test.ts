@@ -376,7 +376,7 @@ test("engine: an IOTLB invalidation the host published before a doorbell is appl
       pgtable: pgHandle,
       doorbellRings: [dbH],
       irqRings: [irqH],
-      invalRing: invalH,
+      invalRings: [invalH],
       vcpuWorkers: [0],
       vcpuOfCq: [0, 0],
       namespace: { sizeBlocks: NS_BLOCKS, seed: SEED, algo: 'crc32c' },

@@ -3,7 +3,7 @@
  *
  * | byte   | size | i32 index | field | writer |
  * |--------|------|-----------|-------|--------|
- * | 0      | 4    | VM_VMM_READY       | VMM ready: guest RAM set up, the vCPUs may start | vmm |
+ * | 0      | 4    | VM_VMM_READY       | VMM threads ready (count): guest RAM set up; the vCPUs start once every one is | each vmm |
  * | 4      | 4    | VM_QUEUES_READY    | queues ready: vCPU 0 brought the NVMe controller up | vCPU 0 |
  * | 8      | 4    | VM_QUEUES_READY_NS | model ns at which the queues were ready (< 2^31) | vCPU 0 |
  * | 12     | 4    | VM_VCPUS_DONE      | vCPUs done with their jobs (count) | each vCPU |

@@ -18,6 +18,8 @@ export interface VmmWorkerInit {
   /** model ns from the guest's notify write until the device thread runs (ioeventfd wake-up) */
   kickWakeupNs: number;
   locks: LockTableHandle;
+  /** the device's `viommu_dev->mutex` in `locks` */
+  deviceMutexName: string;
   guestRam: SharedArrayBuffer;
   vqLayout: VirtqueueLayout;
   /** the endpoint ids of the devices behind the virtio-iommu (the only endpoints ATTACH, DETACH and PROBE accept) */
@@ -29,8 +31,8 @@ export interface VmmWorkerInit {
   identityMapBytes: number;
   /** Int32[4] shared with the vCPUs: [0] set when the VM may start */
   vmState: SharedArrayBuffer;
-  /** the device's worker: the VM is torn down only once the device has reported (clock NEVER), as in one thread */
-  deviceWorker: number;
+  /** the workers of the drives behind this virtio-iommu: the VM is torn down only once they have reported (clock NEVER), as in one thread */
+  deviceWorkers: number[];
 }
 
 export interface VmmWorkerResult {

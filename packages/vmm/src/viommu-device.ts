@@ -69,6 +69,8 @@ export interface ViommuDeviceConfig {
   /** the config space's page_size_mask; its lowest set bit is the page granularity */
   pageSizeMask?: bigint;
   probeSizeBytes?: number;
+  /** this device's mutex in the lock table (default `viommu_dev->mutex`; a VM with several virtio-iommus has one each) */
+  mutexName?: string;
 }
 
 export interface ViommuDeviceCosts {
@@ -135,7 +137,7 @@ export class VirtioIommuDevice {
     this.endpointIds = new Set(config.endpointIds);
     this.probeSizeBytes = config.probeSizeBytes ?? VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT;
     this.vq = new VirtqueueDevice(mem, layout);
-    this.mutex = locks.get(VIOMMU_DEVICE_MUTEX);
+    this.mutex = locks.get(config.mutexName ?? VIOMMU_DEVICE_MUTEX);
   }
 
   /**

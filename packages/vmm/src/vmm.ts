@@ -15,6 +15,7 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
   const locks = LockTable.attach(init.locks, self, control, init.spinLoads);
   const device = new VirtioIommuDevice(attachGuestMemory(init.guestRam), init.vqLayout, vfio, locks, clock, init.costs, {
     endpointIds: init.viommuEndpointIds,
+    mutexName: init.deviceMutexName,
   });
   const vmState = new Int32Array(init.vmState);
   return {
@@ -27,7 +28,8 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
         if (r.errno !== 0) throw new Error(`vmm: mapping guest RAM through VFIO failed (errno ${r.errno})`);
         clock.syncTo(r.doneNs);
       }
-      Atomics.store(vmState, VM_VMM_READY, 1);
+      // one count per VMM thread (a VM may have a virtio-iommu thread each): the vCPUs wait for all
+      Atomics.add(vmState, VM_VMM_READY, 1);
       Atomics.notify(vmState, VM_VMM_READY);
     },
     /** VM teardown: guest RAM leaves the container */

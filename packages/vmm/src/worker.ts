@@ -58,7 +58,7 @@ workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
     }
     // the device reports what it saw of the guest before the VM is torn down (the one-thread
     // stack does the same): else the teardown's IOTLB invalidation may or may not reach it first
-    while (control.clockNs(init.deviceWorker) !== NEVER_NS) {
+    while (init.deviceWorkers.some((w) => control.clockNs(w) !== NEVER_NS)) {
       if (control.aborted()) return { aborted: true } as unknown as VmmWorkerResult;
       ev.wait(ev.prepare(), init.spinLoads, 1);
     }

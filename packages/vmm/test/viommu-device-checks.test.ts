@@ -9,16 +9,6 @@
  */
 
 import {
-  attachGuestMemory,
-  DEFAULT_PROFILE_PATH,
-  LockTable,
-  loadProfile,
-  ModelClock,
-  readTail,
-  requestSizeBytes,
-  type VfioContainerPort,
-  type VfioMapDmaArgs,
-  type VfioUnmapDmaArgs,
   VIRTIO_IOMMU_MAP_F_MMIO,
   VIRTIO_IOMMU_MAP_F_READ,
   VIRTIO_IOMMU_MAP_F_WRITE,
@@ -30,9 +20,6 @@ import {
   VIRTIO_IOMMU_T_DETACH,
   VIRTIO_IOMMU_T_MAP,
   VIRTIO_IOMMU_T_PROBE,
-  VirtqueueDriver,
-  viommuGetWriteDescOffsetBytes,
-  virtqueueLayout,
   writeAttachRequest,
   writeDetachRequest,
   writeMapRequest,

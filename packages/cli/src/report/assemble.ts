@@ -253,10 +253,12 @@ export function mergeVmResults(results: readonly RunResult[], vms: readonly { id
   }
   const simulatedIos = reports.reduce((s, r) => s + r.model_speed.simulated_ios, 0);
   const loopMs = Math.max(...reports.map((r) => r.model_speed.job_loop_wall_ms));
+  const lockStat = reports.flatMap((r) => r.lock_stat);
   const vmstack: VmstackReport = {
     ...first,
     counters: sumDeep(reports.map((r) => r.counters)),
-    lock_stat: reports.flatMap((r) => r.lock_stat),
+    lock_stat: lockStat,
+    lock_classes: lockClassRows(lockStat),
     profile,
     verify: sumDeep(reports.map((r) => r.verify)),
     leaks: sumDeep(reports.map((r) => r.leaks)),
@@ -280,8 +282,8 @@ export function mergeVmResults(results: readonly RunResult[], vms: readonly { id
   return { timestampMs: results[0].timestampMs, globalOptions: results[0].globalOptions, jobs, vmstack };
 }
 
-/** Objects of the same shape added up: numbers summed, nested objects summed key by key, null where every row has null. */
-function sumDeep<T>(rows: readonly T[]): T {
+/** Objects of the same shape added up: numbers summed, nested objects summed key by key, null where every row has null; one row is itself. */
+export function sumDeep<T>(rows: readonly T[]): T {
   const add = (a: unknown, b: unknown): unknown => {
     if (a === null || a === undefined) return b;
     if (b === null || b === undefined) return a;

@@ -13,7 +13,14 @@ import { createHost, type HostWorkerInit } from '@vmstack/host-vfio';
 import { DeviceEngine, type DeviceWorkerInit } from '@vmstack/nvme-device';
 import { type ControlHandle, InputError, RunControl, type RunOutcome, type WorkerSpec } from '@vmstack/shm';
 import { createVmm, type VmmWorkerInit } from '@vmstack/vmm';
-import type { StackWorkers } from '../topology/plan.js';
+
+/** Which spec is which: the one VM's vCPUs, its VMM thread, that thread's host context and the drive. */
+export interface InThreadWorkers {
+  vcpus: number[];
+  vmm: number;
+  host: number;
+  device: number;
+}
 
 export class InThreadStall extends Error {
   constructor(what: string) {
@@ -26,7 +33,7 @@ export class InThreadStall extends Error {
  * Run the specs of a one-vCPU topology in this thread; same result shape as
  * runWorkers. `workers` says which spec is which (the planner's worker indices).
  */
-export function runInThread(specs: readonly WorkerSpec[], controlHandle: ControlHandle, workers: StackWorkers): RunOutcome<unknown> {
+export function runInThread(specs: readonly WorkerSpec[], controlHandle: ControlHandle, workers: InThreadWorkers): RunOutcome<unknown> {
   if (workers.vcpus.length !== 1)
     throw new InputError('--transport', 'in-thread', `one job (numjobs=1) only; this topology has ${workers.vcpus.length} vCPUs: use --transport workers`);
   const control = RunControl.attach(controlHandle);

@@ -25,7 +25,6 @@ import {
   type UserBufferContiguity,
   type VcpuWorkerInit,
   type VcpuWorkerResult,
-  VIOMMU_REQUEST_LOCK,
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
 import type { HostWorkerInit, HostWorkerResult } from '@vmstack/host-vfio';
@@ -51,12 +50,12 @@ import {
   vmStateBytes,
   type WorkerSpec,
 } from '@vmstack/shm';
-import { VIOMMU_DEVICE_MUTEX, type VmmWorkerInit, type VmmWorkerResult } from '@vmstack/vmm';
-import { assembleRunResult, mergeVmResults } from '../report/assemble.js';
+import type { VmmWorkerInit, VmmWorkerResult } from '@vmstack/vmm';
+import { assembleRunResult, mergeVmResults, sumDeep } from '../report/assemble.js';
 import type { RunCarry, RunResult } from '../report/result.js';
 import { type PlannedRing, planRings, planStack, type StackPlan } from '../topology/plan.js';
 import { defaultTopology, type Topology } from '../topology/topology.js';
-import { runInThread } from './in-thread.js';
+import { type InThreadWorkers, runInThread } from './in-thread.js';
 
 export interface StackOptions {
   jobs: FioJobSpec[];
@@ -103,21 +102,29 @@ const NS_PREFILL_SEED = 0x89;
 /** the lock-table slot of this (the main) thread: the last worker slot */
 const MAIN_THREAD_CPU = MAX_WORKERS - 1;
 
+/** The shared memory of one drive's IOMMU domain. */
+interface DomainRegions {
+  iovaDomain: IovaDomainHandle;
+  flushQueue: FlushQueueHandle | null;
+  bouncePool: BouncePoolHandle | null;
+}
+
 /** The shared memory of one VM, allocated from its plan. */
 interface VmRegions {
   guestRam: SharedArrayBuffer;
   vmState: SharedArrayBuffer;
   pageAlloc: PageAllocatorHandle;
-  iovaDomain: IovaDomainHandle;
-  flushQueue: FlushQueueHandle | null;
-  bouncePool: BouncePoolHandle | null;
   swiotlb: SwiotlbHandle | null;
+  /** per drive, in plan order */
+  domains: DomainRegions[];
   /** the VM's locks: the guest's and its VMM's */
   locks: LockTableHandle;
-  /** the host IOMMU page tables of the VM's container */
-  pgtable: IoPgtableHandle;
-  rings: { doorbell: RingHandle[]; irq: RingHandle[]; kick: RingHandle[]; used: RingHandle[]; inval: RingHandle };
-  vfioRpc: RpcChannelHandles;
+  /** per container, in plan order: the host IOMMU page tables of its host domain */
+  pgtables: IoPgtableHandle[];
+  /** per virtio-iommu: its VMM thread → host context VFIO channel */
+  vfioRpcs: RpcChannelHandles[];
+  /** every ring of the VM */
+  ring: (r: PlannedRing) => RingHandle;
 }
 
 /** The shared memory of a run. */
@@ -132,12 +139,11 @@ interface StackRegions {
   ringList: { name: string; handle: RingHandle }[];
 }
 
-/** What one VM runs: its jobs in vCPU order, its strategy, driver and device. */
+/** What one VM runs: its jobs in vCPU order, its strategy and driver. */
 interface VmRunOptions {
   jobs: FioJobSpec[];
   strategy: DmaStrategy;
   driverGeneration: ViommuDriverGeneration;
-  untrusted: boolean;
 }
 
 /** Allocate the regions the plan describes, set up the IOVA reservations and publish every worker's starting EOT. */
@@ -150,39 +156,45 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
     const guestRam = new SharedArrayBuffer(r.guestRamBytes);
     const vmState = new SharedArrayBuffer(vmStateBytes(r.vmStateVcpus));
     const pageAlloc = PageAllocator.allocate(r.pageAlloc);
-    const { reservedPfns, ...iovaOptions } = r.iovaDomain;
-    const iovaDomain = IovaDomain.allocate(iovaOptions);
-    const flushQueue = r.flushQueue ? FlushQueue.allocate(r.flushQueue) : null;
-    const bouncePool = r.bouncePool ? BouncePool.allocate(r.bouncePool) : null;
     const swiotlb = r.swiotlb ? Swiotlb.allocate(r.swiotlb) : null;
+    const domains = vm.devices.map((d): DomainRegions => {
+      const { reservedPfns: _, ...iovaOptions } = d.iovaDomain;
+      return {
+        iovaDomain: IovaDomain.allocate(iovaOptions),
+        flushQueue: d.flushQueue ? FlushQueue.allocate(d.flushQueue) : null,
+        bouncePool: d.bouncePool ? BouncePool.allocate(d.bouncePool) : null,
+      };
+    });
     const locks = LockTable.allocate([
-      { name: VIOMMU_REQUEST_LOCK, kind: 'spinlock' },
-      { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
+      ...vm.viommus.map((v) => ({ name: v.requestLockName, kind: 'spinlock' as const })),
+      ...vm.viommus.map((v) => ({ name: v.mutexName, kind: 'mutex' as const })),
       ...PageAllocator.lockSpecs(pageAlloc),
-      ...IovaDomain.lockSpecs(iovaDomain),
-      ...(flushQueue ? FlushQueue.lockSpecs(flushQueue) : []),
-      ...(bouncePool ? BouncePool.lockSpecs(bouncePool) : []),
+      ...domains.flatMap((d) => [
+        ...IovaDomain.lockSpecs(d.iovaDomain),
+        ...(d.flushQueue ? FlushQueue.lockSpecs(d.flushQueue) : []),
+        ...(d.bouncePool ? BouncePool.lockSpecs(d.bouncePool) : []),
+      ]),
       ...(swiotlb ? Swiotlb.lockSpecs(swiotlb) : []),
     ]);
-    {
-      const iovad = IovaDomain.attach(iovaDomain, 0, LockTable.attach(locks, MAIN_THREAD_CPU), p);
-      for (const [lo, hi] of reservedPfns) iovad.reserve_iova(lo, hi);
-    }
-    const pgtable = IoPgtable.allocate(r.pgtable);
+    vm.devices.forEach((d, i) => {
+      const iovad = IovaDomain.attach(domains[i].iovaDomain, 0, LockTable.attach(locks, MAIN_THREAD_CPU), p);
+      for (const [lo, hi] of d.iovaDomain.reservedPfns) iovad.reserve_iova(lo, hi);
+    });
     // every ring wakes its consumer's worker event
-    const planned = planRings(vm.rings);
+    const planned = planRings(vm);
     const handles = new Map(planned.map((r) => [r, Ring.allocate({ capacityRecords: r.capacityRecords }, ctl.eventRef(r.consumer))]));
     for (const r of planned) ringList.push({ name: r.name, handle: handles.get(r)! });
-    const ring = (r: PlannedRing) => handles.get(r)!;
-    const rings = {
-      doorbell: vm.rings.doorbell.map(ring),
-      irq: vm.rings.irq.map(ring),
-      kick: vm.rings.kick.map(ring),
-      used: vm.rings.used.map(ring),
-      inval: ring(vm.rings.inval),
+    return {
+      guestRam,
+      vmState,
+      pageAlloc,
+      swiotlb,
+      domains,
+      locks,
+      pgtables: vm.containers.map((c) => IoPgtable.allocate(c.pgtable)),
+      vfioRpcs: vm.viommus.map((v) => allocateRpcChannel(v.vfioRpc.capacityRecords, ctl.eventRef(v.vfioRpc.server), ctl.eventRef(v.vfioRpc.client))),
+      ring: (r) => handles.get(r)!,
     };
-    const vfioRpc = allocateRpcChannel(vm.vfioRpc.capacityRecords, ctl.eventRef(vm.vfioRpc.server), ctl.eventRef(vm.vfioRpc.client));
-    return { guestRam, vmState, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, locks, pgtable, rings, vfioRpc };
   });
   plan.workers.forEach((w, i) => ctl.publishEot(i, w.startEotNs));
   return { control, hostLocks: LockTable.allocate(plan.hostLocks), runState: new SharedArrayBuffer(RUN_STATE_BYTES), vms, ringList };
@@ -190,12 +202,7 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
 
 /** What each VM runs, from the plan and the run's options. */
 function vmRunOptions(plan: StackPlan, o: StackOptions): VmRunOptions[] {
-  return plan.vms.map((vm) => ({
-    jobs: vm.jobOfVcpu.map((j) => o.jobs[j]),
-    strategy: vm.strategy,
-    driverGeneration: vm.driverGeneration,
-    untrusted: vm.device.untrusted,
-  }));
+  return plan.vms.map((vm) => ({ jobs: vm.jobOfVcpu.map((j) => o.jobs[j]), strategy: vm.strategy, driverGeneration: vm.driverGeneration }));
 }
 
 /** Each worker's role, entry and init, in the plan's worker order. */
@@ -208,131 +215,137 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
   const priorSeeds: [number, number][] = carried.map(([lba, data]) => [lba, new DataView(data.buffer, data.byteOffset).getUint32(16, true)]);
   // the device's shortest doorbell → interrupt time (its lookahead); the same minimum the device uses
   const deviceMinResponseNs = p.nvmeDoorbellLatencyNs + p.nvmeSqeFetchNs + new NvmeMedia(p).minServiceNs() + p.nvmeCqePostNs + p.msiLatencyNs;
-  // every vCPU of the run: the quantum gate of each waits for all the others, across VMs
+  // every vCPU of the run, with its job's drive: the quantum gate of each waits for all the others, across VMs
   const allVcpus = plan.vms.flatMap((vm, k) =>
-    vm.index.vcpus.map((worker, v) => ({ worker, deviceWorker: vm.index.device, irqRing: regions.vms[k].rings.irq[v] })),
+    vm.vcpuWorkers.map((worker, v) => {
+      const d = vm.devices[vm.deviceOfVcpu[v]];
+      return { worker, deviceWorker: d.worker, irqRing: regions.vms[k].ring(d.irq[d.vcpus.indexOf(v)]) };
+    }),
   );
-  const vmOfWorker = new Map<number, number>();
+  const inits: unknown[] = [];
   plan.vms.forEach((vm, k) => {
-    for (const w of [...vm.index.vcpus, vm.index.vmm, vm.index.host, vm.index.device]) vmOfWorker.set(w, k);
-  });
-
-  const inits = plan.workers.map((w, i): unknown => {
-    const k = vmOfWorker.get(i)!;
-    const vm = plan.vms[k];
     const vo = vmOptions[k];
-    const idx = vm.index;
-    const { guestRam, vmState, locks, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, pgtable, rings } = regions.vms[k];
-    const { vqLayout, viommuRequestAreaGpa, viommuSlotWordGpa, coherentGpa, coherentBytes, adminSqGpa, adminCqGpa, identifyGpa, queues } =
-      vm.regions.guestLayout;
-    switch (w.kind) {
-      case 'vcpu': {
-        const v = idx.vcpus.indexOf(i);
-        const init: VcpuWorkerInit = {
-          ...common,
-          vcpu: v,
-          quantumNs: o.quantumNs,
-          strategy: vo.strategy,
-          driverGeneration: vo.driverGeneration,
-          costs: p,
-          job: vo.jobs[v],
-          bufferContiguity: o.bufferContiguity,
-          guestRam,
-          locks,
-          pageAlloc,
-          iovaDomain,
-          untrusted: vo.untrusted,
-          alwaysBounceLimitSchedule: o.alwaysBounceLimitSchedule,
-          flushQueue,
-          bouncePool,
-          swiotlb,
-          iovaLimitPfn: vm.device.iovaLimitPfn,
-          domainId: vm.device.domainId,
-          endpointId: vm.device.endpointId,
-          vqLayout,
-          viommuRequestAreaGpa,
-          viommuSlotWordGpa,
-          vmState,
-          runState: { sab: regions.runState, vm: k, vcpus: allVcpus.length },
-          adminSqGpa,
-          adminCqGpa,
-          identifyGpa,
-          coherentGpa,
-          coherentBytes,
-          queueDepth: vm.device.queueDepth,
-          queues,
-          nsPrefillSeed: NS_PREFILL_SEED,
-          priorSeeds,
-          // only this VM's jobs share the drive: another VM has a drive of its own
-          peerWriteSeeds: vo.jobs.filter((other, u) => u !== v && fioJobWrites(other)).map(fioWriteSeed),
-          doorbellRing: rings.doorbell[v],
-          irqRing: rings.irq[v],
-          gatePeers: allVcpus.filter((x) => x.worker !== i),
-          kickRing: rings.kick[v],
-          usedRing: rings.used[v],
-          deviceWorker: idx.device,
-          vcpuWorkers: idx.vcpus,
-          deviceMinResponseNs,
-        };
-        return init;
-      }
-      case 'vmm': {
-        const init: VmmWorkerInit = {
-          ...common,
-          rpcSpinLoads: o.vmmSpinLoads ?? vmmRpcSpinLoads(allVcpus.length, o.spinLoads),
-          costs: p,
-          kickWakeupNs: p.hostThreadWakeupNs,
-          locks,
-          guestRam,
-          vqLayout,
-          viommuEndpointIds: vm.viommu.endpointIds,
-          kickRings: rings.kick,
-          usedRings: rings.used,
-          hostRpc: regions.vms[k].vfioRpc,
-          identityMapBytes: vm.vfio.identityMapBytes,
-          vmState,
-          deviceWorker: idx.device,
-        };
-        return init;
-      }
-      case 'host': {
-        const init: HostWorkerInit = {
-          ...common,
-          costs: p,
-          locks: regions.hostLocks,
-          containerLockName: vm.container.lockName,
-          qiLockName: vm.hostIommu.qiLockName,
-          vmmRpc: regions.vms[k].vfioRpc,
-          pgtable,
-          invalRing: rings.inval,
-          lockedVmLimitPages: vm.vfio.lockedVmLimitPages,
-          dmaEntryLimit: vm.vfio.dmaEntryLimit,
-        };
-        return init;
-      }
-      case 'device': {
-        const verifyAlgo = vo.jobs.find((j) => j.verify !== 'none')?.verify ?? 'none';
-        const init: DeviceWorkerInit = {
-          ...common,
-          costs: p,
-          guestRam,
-          pgtable,
-          doorbellRings: rings.doorbell,
-          irqRings: rings.irq,
-          invalRing: rings.inval,
-          vcpuWorkers: idx.vcpus,
-          vcpuOfCq: vm.device.vcpuOfCq,
-          namespace: {
-            sizeBlocks: Math.max(...vo.jobs.map((j) => (j.offsetBytes + j.sizeBytes) / NVME_LBA_SIZE_BYTES), ...carried.map(([lba]) => lba + 1)) + 1024,
-            seed: NS_PREFILL_SEED,
-            algo: verifyAlgo,
-            initialBlocks: o.carry?.namespaceBlocks,
-            exportBlocks: o.exportNamespace,
-          },
-        };
-        return init;
-      }
-    }
+    const reg = regions.vms[k];
+    const { guestRam, vmState, locks, pageAlloc, swiotlb } = reg;
+    vm.vcpuWorkers.forEach((w, v) => {
+      // vCPU 0 talks to every drive and virtio-iommu (it brings them up); the others to their job's
+      const devices = vm.devices.map((d, i) => ({ d, i })).filter(({ d }) => d.vcpus.includes(v));
+      const viommus = vm.viommus.map((x, i) => ({ x, i })).filter(({ x }) => x.vcpus.includes(v));
+      const viommuSlot = new Map(viommus.map(({ i }, slot) => [i, slot]));
+      const init: VcpuWorkerInit = {
+        ...common,
+        vcpu: v,
+        quantumNs: o.quantumNs,
+        strategy: vo.strategy,
+        driverGeneration: vo.driverGeneration,
+        costs: p,
+        job: vo.jobs[v],
+        bufferContiguity: o.bufferContiguity,
+        guestRam,
+        locks,
+        pageAlloc,
+        alwaysBounceLimitSchedule: o.alwaysBounceLimitSchedule,
+        swiotlb,
+        viommus: viommus.map(({ x }) => ({
+          requestLockName: x.requestLockName,
+          vqLayout: x.layout.vqLayout,
+          viommuRequestAreaGpa: x.layout.viommuRequestAreaGpa,
+          viommuSlotWordGpa: x.layout.viommuSlotWordGpa,
+          kickRing: reg.ring(x.kick[x.vcpus.indexOf(v)]),
+          usedRing: reg.ring(x.used[x.vcpus.indexOf(v)]),
+        })),
+        devices: devices.map(({ d, i }) => ({
+          viommu: viommuSlot.get(d.viommu) ?? 0,
+          untrusted: d.untrusted,
+          domainId: d.domainId,
+          endpointId: d.endpointId,
+          iovaDomain: reg.domains[i].iovaDomain,
+          iovaLimitPfn: d.iovaDomain.limitPfn,
+          flushQueue: reg.domains[i].flushQueue,
+          bouncePool: reg.domains[i].bouncePool,
+          coherentGpa: d.layout.coherentGpa,
+          coherentBytes: d.layout.coherentBytes,
+          adminSqGpa: d.layout.adminSqGpa,
+          adminCqGpa: d.layout.adminCqGpa,
+          identifyGpa: d.layout.identifyGpa,
+          queueDepth: d.queueDepth,
+          queues: d.layout.queues,
+          ownQueue: d.ioVcpus.indexOf(v),
+          doorbellRing: reg.ring(d.doorbell[d.vcpus.indexOf(v)]),
+          irqRing: reg.ring(d.irq[d.vcpus.indexOf(v)]),
+          deviceWorker: d.worker,
+        })),
+        jobDevice: devices.findIndex(({ i }) => i === vm.deviceOfVcpu[v]),
+        vmState,
+        vmmThreads: vm.viommus.length,
+        runState: { sab: regions.runState, vm: k, vcpus: allVcpus.length },
+        nsPrefillSeed: NS_PREFILL_SEED,
+        priorSeeds,
+        // only the jobs on the same drive can write over this job's blocks
+        peerWriteSeeds: vo.jobs.filter((other, u) => u !== v && vm.deviceOfVcpu[u] === vm.deviceOfVcpu[v] && fioJobWrites(other)).map(fioWriteSeed),
+        gatePeers: allVcpus.filter((x) => x.worker !== w),
+        vcpuWorkers: vm.vcpuWorkers,
+        deviceMinResponseNs,
+      };
+      inits[w] = init;
+    });
+    vm.viommus.forEach((x, vi) => {
+      const container = vm.containers[x.container];
+      const vmm: VmmWorkerInit = {
+        ...common,
+        rpcSpinLoads: o.vmmSpinLoads ?? vmmRpcSpinLoads(allVcpus.length, o.spinLoads),
+        costs: p,
+        kickWakeupNs: p.hostThreadWakeupNs,
+        locks,
+        deviceMutexName: x.mutexName,
+        guestRam,
+        vqLayout: x.layout.vqLayout,
+        viommuEndpointIds: x.endpointIds,
+        kickRings: x.kick.map(reg.ring),
+        usedRings: x.used.map(reg.ring),
+        hostRpc: reg.vfioRpcs[vi],
+        identityMapBytes: container.identityMapBytes,
+        vmState,
+        deviceWorkers: x.devices.map((i) => vm.devices[i].worker),
+      };
+      inits[x.vmm] = vmm;
+      const host: HostWorkerInit = {
+        ...common,
+        costs: p,
+        locks: regions.hostLocks,
+        containerLockName: container.lockName,
+        qiLockName: container.hostIommu.qiLockName,
+        vmmRpc: reg.vfioRpcs[vi],
+        pgtable: reg.pgtables[x.container],
+        invalRings: container.devices.map((i) => reg.ring(vm.devices[i].inval)),
+        lockedVmLimitPages: vm.vfio.lockedVmLimitPages,
+        dmaEntryLimit: vm.vfio.dmaEntryLimit,
+      };
+      inits[x.host] = host;
+    });
+    vm.devices.forEach((d) => {
+      const jobs = d.ioVcpus.map((v) => vo.jobs[v]);
+      const verifyAlgo = jobs.find((j) => j.verify !== 'none')?.verify ?? 'none';
+      const init: DeviceWorkerInit = {
+        ...common,
+        costs: p,
+        guestRam,
+        pgtable: reg.pgtables[d.container],
+        doorbellRings: d.doorbell.map(reg.ring),
+        irqRings: d.irq.map(reg.ring),
+        invalRings: [reg.ring(d.inval)],
+        vcpuWorkers: d.vcpus.map((v) => vm.vcpuWorkers[v]),
+        vcpuOfCq: d.vcpuOfCq,
+        namespace: {
+          sizeBlocks: Math.max(0, ...jobs.map((j) => (j.offsetBytes + j.sizeBytes) / NVME_LBA_SIZE_BYTES), ...carried.map(([lba]) => lba + 1)) + 1024,
+          seed: NS_PREFILL_SEED,
+          algo: verifyAlgo,
+          initialBlocks: o.carry?.namespaceBlocks,
+          exportBlocks: o.exportNamespace,
+        },
+      };
+      inits[d.worker] = init;
+    });
   });
   return plan.workers.map((w, i) => ({ role: w.role, entry: w.entry, init: inits[i] }));
 }
@@ -346,7 +359,7 @@ async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: Wo
   const ctl = RunControl.attach(control);
   return (
     o.transport === 'in-thread'
-      ? Promise.resolve().then(() => runInThread(specs, control, plan.vms[0].index))
+      ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan)))
       : runWorkers<unknown>(specs, control, { timeoutMs: o.timeoutMs ?? 30 * 60_000 })
   ).catch((e: unknown) => {
     if (e instanceof Error && /did not finish/.test(e.message)) {
@@ -380,29 +393,31 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const hostLockStats = LockTable.attach(regions.hostLocks, MAIN_THREAD_CPU).stats();
   const results = plan.vms.map((vm, k) => {
     const vo = vmOptions[k];
-    const { vmm, host, device } = vm.index;
-    const vmLocks = LockTable.attach(regions.vms[k].locks, MAIN_THREAD_CPU)
+    const reg = regions.vms[k];
+    const vmLocks = LockTable.attach(reg.locks, MAIN_THREAD_CPU)
       .stats()
       .map((l) => ({ ...l, name: vm.lockScope + l.name }));
+    const fqs = reg.domains.flatMap((d) => (d.flushQueue ? [FlushQueue.stats(d.flushQueue)] : []));
     return assembleRunResult({
       jobs: vo.jobs,
       jobOptions: opts.jobOptions,
       globalOptions: opts.globalOptions,
       strategy: vo.strategy,
-      untrusted: vo.untrusted,
+      untrusted: vm.devices.some((d) => d.untrusted),
       clock: opts.clock,
       transport: opts.transport ?? 'workers',
       driverGeneration: vo.driverGeneration,
       workers: out.workers,
       workerResults: out.results,
-      vcpus: vm.index.vcpus.map((w) => out.results[w] as VcpuWorkerResult),
-      vmm: out.results[vmm] as VmmWorkerResult,
-      host: out.results[host] as HostWorkerResult,
-      device: out.results[device] as DeviceWorkerResult,
+      vcpus: vm.vcpuWorkers.map((w) => out.results[w] as VcpuWorkerResult),
+      // a VM's VMM threads, host contexts and drives, each kind added up
+      vmm: sumDeep(vm.viommus.map((x) => out.results[x.vmm] as VmmWorkerResult)),
+      host: sumDeep(vm.viommus.map((x) => out.results[x.host] as HostWorkerResult)),
+      device: sumDeep(vm.devices.map((d) => out.results[d.worker] as DeviceWorkerResult)),
       // the host-wide locks once, after the VMs' own
       lockStats: k === plan.vms.length - 1 ? [...vmLocks, ...hostLockStats] : vmLocks,
-      flushQueue: regions.vms[k].flushQueue ? FlushQueue.stats(regions.vms[k].flushQueue!) : null,
-      iovaPagesAllocated: IovaDomain.stats(regions.vms[k].iovaDomain).allocatedPages,
+      flushQueue: fqs.length > 0 ? sumDeep(fqs) : null,
+      iovaPagesAllocated: reg.domains.reduce((s, d) => s + IovaDomain.stats(d.iovaDomain).allocatedPages, 0),
       startedMs,
       wallMs,
       topology: opts.topology,
@@ -412,6 +427,14 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
     results,
     plan.vms.map((vm) => ({ id: vm.id, jobs: vm.jobOfVcpu })),
   );
+}
+
+/** The workers of a one-VM, one-virtio-iommu, one-drive plan, for the in-thread transport; anything else is refused in one line. */
+function inThreadWorkers(plan: StackPlan): InThreadWorkers {
+  const vm = plan.vms[0];
+  if (plan.vms.length !== 1 || vm.viommus.length !== 1 || vm.devices.length !== 1)
+    throw new InputError('--transport', 'in-thread', 'one VM with one virtio-iommu and one drive: use --transport workers for this topology');
+  return { vcpus: vm.vcpuWorkers, vmm: vm.viommus[0].vmm, host: vm.viommus[0].host, device: vm.devices[0].worker };
 }
 
 /**

@@ -23,14 +23,16 @@ import {
   IOVA_MAG_SIZE,
   IOVA_RANGE_CACHE_MAX_SIZE,
   MAX_GLOBAL_MAGS,
+  VIOMMU_REQUEST_LOCK,
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
 import { DEFAULT_DMA_ENTRY_LIMIT, HOST_VFIO_WORKER, IOMMU_LOCK, QI_Q_LOCK } from '@vmstack/host-vfio';
 import { NVME_DEVICE_WORKER } from '@vmstack/nvme-device';
 import { type CostProfile, InputError, type LockKind, MAX_WORKERS, NEVER_NS, PAGE_SHIFT, PAGE_SIZE_BYTES } from '@vmstack/shm';
-import { VMM_WORKER } from '@vmstack/vmm';
-import { type GuestLayout, type GuestLayoutRequest, NVME_QUEUE_ENTRIES, planGuestLayout } from '../stack/guest-layout.js';
+import { VIOMMU_DEVICE_MUTEX, VMM_WORKER } from '@vmstack/vmm';
+import { type DeviceLayout, type GuestLayout, type GuestLayoutRequest, NVME_QUEUE_ENTRIES, planGuestLayout, type ViommuLayout } from '../stack/guest-layout.js';
 import { type Platform, type Topology, type VmTopology, validateTopology } from './topology.js';
+import { topologyWorkers } from './workers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -70,34 +72,12 @@ export interface PlannedWorker {
   startEotNs: number;
 }
 
-/** Worker indices by what runs there. */
-export interface StackWorkers {
-  /** vCPU v's worker, in vCPU order */
-  vcpus: number[];
-  vmm: number;
-  host: number;
-  device: number;
-}
-
 /** A single-producer/single-consumer ring between two workers; the consumer is woken on publish. */
 export interface PlannedRing {
   name: string;
   capacityRecords: number;
   producer: number;
   consumer: number;
-}
-
-export interface StackRingPlan {
-  /** per vCPU: vCPU → device (SQ tail doorbell writes) */
-  doorbell: PlannedRing[];
-  /** per vCPU: device → vCPU (MSI-X) */
-  irq: PlannedRing[];
-  /** per vCPU: vCPU → VMM (virtqueue notify) */
-  kick: PlannedRing[];
-  /** per vCPU: VMM → vCPU (used-buffer notification) */
-  used: PlannedRing[];
-  /** host → device (IOTLB invalidations) */
-  inval: PlannedRing;
 }
 
 export interface StackPlanOptions {
@@ -108,6 +88,80 @@ export interface StackPlanOptions {
   alwaysBounceLimitBytes?: number;
   /** the pool's slots per size class (undefined: the pool's default) */
   slotsPerClass?: number;
+}
+
+/** A virtio-iommu of a VM: its VMM thread, the host kernel context of that thread, its request queue and rings. */
+export interface ViommuPlan {
+  id: string;
+  /** the endpoints of the drives behind it (the only endpoints ATTACH, DETACH and PROBE accept) */
+  endpointIds: number[];
+  /** its `viommu->request_lock` and `viommu_dev->mutex` in the VM's lock table */
+  requestLockName: string;
+  mutexName: string;
+  /** worker of its VMM thread, and of that thread's host kernel context */
+  vmm: number;
+  host: number;
+  /** index in VmPlan.containers of the VFIO container its drives' DMA is mapped in */
+  container: number;
+  /** indices in VmPlan.devices of the drives behind it */
+  devices: number[];
+  layout: ViommuLayout;
+  /** the vCPUs that send it requests (vCPU 0, which brings every drive up, and those whose job's drive is behind it), in vCPU order */
+  vcpus: number[];
+  /** per entry of `vcpus`: vCPU → VMM (virtqueue notify), VMM → vCPU (used-buffer notification) */
+  kick: PlannedRing[];
+  used: PlannedRing[];
+  /** VMM thread → host kernel context: VFIO calls */
+  vfioRpc: { capacityRecords: number; server: number; client: number };
+}
+
+/** A passed-through drive of a VM: its controller's worker, domain, coherent memory and rings. */
+export interface DevicePlan {
+  id: string;
+  /** the physical controller passed through */
+  controller: string;
+  /** its device worker */
+  worker: number;
+  /** indices in VmPlan.viommus and VmPlan.containers */
+  viommu: number;
+  container: number;
+  untrusted: boolean;
+  domainId: number;
+  endpointId: number;
+  /** NVMe I/O queue entries */
+  queueDepth: number;
+  /** the vCPUs with rings to the drive (vCPU 0 first, which brings it up; then those whose job uses it), in vCPU order */
+  vcpus: number[];
+  /** the vCPUs whose job uses the drive, in vCPU order: I/O queue q + 1 is ioVcpus[q]'s */
+  ioVcpus: number[];
+  /** which entry of `vcpus` owns completion queue i (0: the admin queue) */
+  vcpuOfCq: number[];
+  layout: DeviceLayout;
+  /** the drive's IOMMU domain: its IOVA allocator (the window it allocates from), flush queue and pool */
+  iovaDomain: { startPfn: number; limitPfn: number; cpus: number; maxAllocations: number; reservedPfns: [number, number][]; lockSuffix: string };
+  flushQueue: { cpus: number; entriesCount: number; timeoutNs: number; lockSuffix: string } | null;
+  bouncePool: { iovaBase: number; evictionPeriodNs: number; alwaysBounceLimitBytes?: number; slotsPerClass?: number; lockSuffix: string } | null;
+  /** per entry of `vcpus`: vCPU → device (doorbells), device → vCPU (MSI-X) */
+  doorbell: PlannedRing[];
+  irq: PlannedRing[];
+  /** host kernel context of the container → device: IOTLB invalidations */
+  inval: PlannedRing;
+}
+
+/** A VFIO container of a VM's VMM process. */
+export interface ContainerPlan {
+  id: string;
+  /** its `iommu->lock` in the host lock table */
+  lockName: string;
+  /** the host kernel context (worker) serving its ioctls */
+  host: number;
+  /** indices in VmPlan.devices of the drives it maps for */
+  devices: number[];
+  /** the host IOMMU unit translating for its drives, and that unit's `qi->q_lock` in the host lock table */
+  hostIommu: { id: string; qiLockName: string };
+  pgtable: { tablePages: number };
+  /** without a vIOMMU the VMM maps all guest RAM into it at start (IOVA = GPA) */
+  identityMapBytes: number;
 }
 
 /** One VM's part of the plan: its workers, regions, rings and ids. */
@@ -124,50 +178,29 @@ export interface VmPlan {
   driverGeneration: ViommuDriverGeneration;
   /** the run-wide job index each vCPU runs, in vCPU order */
   jobOfVcpu: number[];
-  device: {
-    id: string;
-    /** the physical controller passed through */
-    controller: string;
-    untrusted: boolean;
-    domainId: number;
-    endpointId: number;
-    /** the last IOVA page frame the guest may allocate for the device */
-    iovaLimitPfn: number;
-    /** NVMe I/O queue entries */
-    queueDepth: number;
-    /** which vCPU owns completion queue i (0: the admin queue) */
-    vcpuOfCq: number[];
-  };
-  /** the virtio-iommu: the endpoints of the devices behind it */
-  viommu: { id: string; endpointIds: number[] };
-  /** the VFIO container and the name of its `iommu->lock` in the host lock table */
-  container: { id: string; lockName: string };
-  /** the host IOMMU unit translating for the device, and its `qi->q_lock` in the host lock table */
-  hostIommu: { id: string; qiLockName: string };
-  index: StackWorkers;
+  /** index in `devices` of the drive each vCPU's job uses, in vCPU order */
+  deviceOfVcpu: number[];
+  /** vCPU v's worker, in vCPU order */
+  vcpuWorkers: number[];
+  viommus: ViommuPlan[];
+  devices: DevicePlan[];
+  containers: ContainerPlan[];
   regions: {
     guestRamBytes: number;
     /** vCPUs whose end times the VM state holds */
     vmStateVcpus: number;
     guestLayout: GuestLayout;
     pageAlloc: { ramBytes: number; heapStartBytes: number };
-    iovaDomain: { startPfn: number; limitPfn: number; cpus: number; maxAllocations: number; reservedPfns: [number, number][] };
-    flushQueue: { cpus: number; entriesCount: number; timeoutNs: number } | null;
-    bouncePool: { iovaBase: number; evictionPeriodNs: number; alwaysBounceLimitBytes?: number; slotsPerClass?: number } | null;
     swiotlb: { areaGpa: number; sizeBytes: number; minAlignMask: number } | null;
-    pgtable: { tablePages: number };
   };
-  rings: StackRingPlan;
-  /** VMM → host VFIO calls */
-  vfioRpc: { capacityRecords: number; server: number; client: number };
-  vfio: { lockedVmLimitPages: number; dmaEntryLimit: number; identityMapBytes: number };
+  vfio: { lockedVmLimitPages: number; dmaEntryLimit: number };
 }
 
 export interface StackPlan {
   platform: Platform;
   /** the VMs, in topology order */
   vms: VmPlan[];
-  /** every worker, in worker-index order: VM by VM (vCPUs, vmm, host-vfio), then one nvme-device per controller */
+  /** every worker, in worker-index order (topology/workers.ts): VM by VM its vCPUs, VMM threads and their host kernel contexts; then a device per controller */
   workers: PlannedWorker[];
   /**
    * The host-wide lock table: each VFIO container's `iommu->lock` and each
@@ -182,102 +215,141 @@ export function needsSwiotlb(o: { strategy: DmaStrategy; untrusted: boolean }): 
   return o.untrusted && o.strategy !== 'bounce' && o.strategy !== 'direct';
 }
 
-/** What guest RAM must hold below the heap for these jobs, one per vCPU. */
+/** What guest RAM must hold below the heap for these jobs in the default shape: one virtio-iommu, one drive, one job per vCPU. */
 export function guestLayoutRequest(jobs: readonly FioJobSpec[], o: { strategy: DmaStrategy; untrusted: boolean }): GuestLayoutRequest {
-  return { ioQueues: jobs.length, prpPagesPerQueue: Math.max(...jobs.map((j) => j.iodepth)), swiotlb: needsSwiotlb(o) };
+  return { viommus: 1, devices: [{ ioQueues: jobs.length, prpPagesPerQueue: Math.max(...jobs.map((j) => j.iodepth)) }], swiotlb: needsSwiotlb(o) };
 }
 
-/** Refuse, in one line, a shape the workers cannot run yet. */
-function onlyOne(field: string, n: number, what: string): void {
-  if (n !== 1) throw new InputError(field, n, `exactly 1 ${what}: the workers run one ${what} for now`);
-}
+/** IOVA windows of the domains sharing one container: 2^44 bytes each, as page frames (16 fit in the 48-bit input range). */
+const SHARED_CONTAINER_WINDOW_PFNS = 2 ** (44 - PAGE_SHIFT);
 
 export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
   validateTopology(topology, o.jobs.length);
   if (topology.platform !== 'vm') throw new InputError('topology.platform', topology.platform, 'vm: bare metal is not modelled yet');
-  topology.vms.forEach((vm, k) => {
-    onlyOne(`topology.vms[${k}].viommus`, vm.viommus.length, 'virtio-iommu per VM');
-    onlyOne(`topology.vms[${k}].devices`, vm.devices.length, 'passed-through device per VM');
-    onlyOne(`topology.vms[${k}].containers`, vm.containers.length, 'VFIO container per VM');
-  });
-  const workerCount = topology.vms.reduce((s, vm) => s + vm.vcpus.length + NON_DEVICE_WORKERS_PER_VM + 1, 0);
-  if (workerCount > MAX_WORKERS - 1)
+  const planned = topologyWorkers(topology);
+  if (planned.length > MAX_WORKERS - 1)
     throw new InputError(
       'topology.vms',
-      `${workerCount} workers`,
-      `at most ${MAX_WORKERS - 1} workers in all (per VM one per vCPU, a vmm and a host-vfio worker, and one nvme-device worker per controller)`,
+      `${planned.length} workers`,
+      `at most ${MAX_WORKERS - 1} workers in all (per VM one per vCPU, one VMM thread and one host kernel context per virtio-iommu; one per controller)`,
     );
+  const workerOf = new Map(planned.map((w, i) => [`${w.kind}:${w.vm ?? ''}:${w.of}`, i]));
+  const worker = (kind: WorkerKind, vm: string | undefined, of: string) => workerOf.get(`${kind}:${vm ?? ''}:${of}`)!;
   const several = topology.vms.length > 1;
   const unitOf = new Map(topology.hostIommus.flatMap((u) => u.controllers.map((c) => [c, u.id] as const)));
   const qualify = (cls: string, id: string, instances: number) => (instances > 1 ? `${cls}/${id}` : cls);
-  const containers = topology.vms.flatMap((vm) => vm.containers.map((c) => c.id));
+  const containerCount = topology.vms.reduce((s, vm) => s + vm.containers.length, 0);
   const units = topology.hostIommus.map((u) => u.id);
-
-  // worker indices: VM by VM its vCPUs, its vmm, its host-vfio; then the devices in VM order
-  let next = 0;
-  const indices = topology.vms.map((vm) => {
-    const vcpus = vm.vcpus.map(() => next++);
-    const vmm = next++;
-    const host = next++;
-    return { vcpus, vmm, host, device: -1 };
-  });
-  for (const ix of indices) ix.device = next++;
-
-  const workers: PlannedWorker[] = [];
-  const vms = topology.vms.map((vm, k): VmPlan => {
-    const index = indices[k];
-    const role = (r: string) => (several ? `${vm.id}/${r}` : r);
-    workers.push(
-      ...index.vcpus.map((_, v) => ({ role: role(`guest-kernel/vcpu${v}`), kind: 'vcpu' as const, entry: GUEST_VCPU_WORKER, startEotNs: 0 })),
-      { role: role('vmm'), kind: 'vmm', entry: VMM_WORKER, startEotNs: NEVER_NS },
-      { role: role('host-vfio'), kind: 'host', entry: HOST_VFIO_WORKER, startEotNs: NEVER_NS },
-    );
-    return planVm(vm, k, index, o, {
+  const vms = topology.vms.map((vm, k) =>
+    planVm(vm, k, o, {
       lockScope: several ? `${vm.id}:` : '',
-      containerLock: qualify(IOMMU_LOCK, vm.containers[0].id, containers.length),
-      unit: unitOf.get(vm.devices[0].controller)!,
+      ringScope: several ? `${vm.id}:` : '',
+      containerLock: (c: string) => qualify(IOMMU_LOCK, c, containerCount),
+      unitOf: (controller: string) => unitOf.get(controller)!,
       qiLock: (unit: string) => qualify(QI_Q_LOCK, unit, units.length),
-    });
-  });
-  for (const v of vms)
-    workers.push({ role: several ? `nvme-device/${v.device.controller}` : 'nvme-device', kind: 'device', entry: NVME_DEVICE_WORKER, startEotNs: 0 });
+      worker,
+    }),
+  );
+  const entries: Record<WorkerKind, URL> = { vcpu: GUEST_VCPU_WORKER, vmm: VMM_WORKER, host: HOST_VFIO_WORKER, device: NVME_DEVICE_WORKER };
   return {
     platform: topology.platform,
     vms,
-    workers,
+    workers: planned.map((w) => ({
+      role: w.role,
+      kind: w.kind,
+      entry: entries[w.kind],
+      // the vCPUs and the devices start on their own; the VMM threads and host contexts only answer
+      startEotNs: w.kind === 'vmm' || w.kind === 'host' ? NEVER_NS : 0,
+    })),
     hostLocks: [
-      ...containers.map((c) => ({ name: qualify(IOMMU_LOCK, c, containers.length), kind: 'mutex' as const })),
+      ...topology.vms.flatMap((vm) => vm.containers.map((c) => ({ name: qualify(IOMMU_LOCK, c.id, containerCount), kind: 'mutex' as const }))),
       ...units.map((u) => ({ name: qualify(QI_Q_LOCK, u, units.length), kind: 'spinlock' as const })),
     ],
   };
 }
 
-function planVm(
-  vm: VmTopology,
-  k: number,
-  index: StackWorkers,
-  o: StackPlanOptions,
-  names: { lockScope: string; containerLock: string; unit: string; qiLock: (unit: string) => string },
-): VmPlan {
+interface VmNames {
+  lockScope: string;
+  ringScope: string;
+  containerLock: (container: string) => string;
+  unitOf: (controller: string) => string;
+  qiLock: (unit: string) => string;
+  worker: (kind: WorkerKind, vm: string | undefined, of: string) => number;
+}
+
+function planVm(vm: VmTopology, k: number, o: StackPlanOptions, names: VmNames): VmPlan {
   const at = `topology.vms[${k}]`;
-  const dev = vm.devices[0];
+  const p = o.profile;
+  const strategy = vm.strategy;
+  const vcpuWorkers = vm.vcpus.map((c) => names.worker('vcpu', vm.id, `vcpu${c.id}`));
   const vcpus = vm.vcpus.length;
-  const jobOfVcpu = vm.vcpus.map((c) => {
-    const on = vm.jobs.filter((p) => p.vcpu === c.id);
+  if (vm.devices.length === 0) throw new InputError(`${at}.devices`, [], 'at least 1 passed-through drive: the jobs do I/O to one');
+  const deviceIndex = new Map(vm.devices.map((d, i) => [d.id, i]));
+  const viommuIndex = new Map(vm.viommus.map((v, i) => [v.id, i]));
+  const containerIndex = new Map(vm.containers.map((c, i) => [c.id, i]));
+  const placements = vm.vcpus.map((c) => {
+    const on = vm.jobs.filter((pl) => pl.vcpu === c.id);
     if (on.length !== 1)
       throw new InputError(
         `${at}.vcpus[${c.id}]`,
-        on.map((p) => p.job),
+        on.map((pl) => pl.job),
         'exactly 1 job on each vCPU: a vCPU worker runs one fio job for now',
       );
-    return on[0].job;
+    return on[0];
   });
-  const jobs = jobOfVcpu.map((j) => o.jobs[j]);
-  const p = o.profile;
-  const strategy = vm.strategy;
-  const untrusted = dev.untrusted;
+  const jobOfVcpu = placements.map((pl) => pl.job);
+  const deviceOfVcpu = placements.map((pl) => (pl.device === undefined ? 0 : deviceIndex.get(pl.device)!));
 
-  const guestLayout = planGuestLayout(guestLayoutRequest(jobs, { strategy, untrusted }));
+  // each virtio-iommu's drives in one container, each container behind one virtio-iommu: its VMM thread's host context serves it
+  const containerOfViommu = new Map<number, number>();
+  const viommuOfContainer = new Map<number, number>();
+  vm.devices.forEach((d, i) => {
+    const vi = viommuIndex.get(d.viommu)!;
+    const ci = containerIndex.get(d.container)!;
+    if ((containerOfViommu.get(vi) ?? ci) !== ci)
+      throw new InputError(
+        `${at}.devices[${i}].container`,
+        d.container,
+        `${vm.containers[containerOfViommu.get(vi)!].id}: the drives behind one virtio-iommu share its VFIO container for now`,
+      );
+    if ((viommuOfContainer.get(ci) ?? vi) !== vi)
+      throw new InputError(
+        `${at}.devices[${i}].viommu`,
+        d.viommu,
+        `${vm.viommus[viommuOfContainer.get(ci)!].id}: a VFIO container is served by the VMM thread of one virtio-iommu for now`,
+      );
+    containerOfViommu.set(vi, ci);
+    viommuOfContainer.set(ci, vi);
+  });
+  vm.viommus.forEach((v, i) => {
+    if (!containerOfViommu.has(i)) throw new InputError(`${at}.viommus[${i}]`, v.id, 'a virtio-iommu with at least 1 drive behind it');
+  });
+  const unitOfContainer = new Map<number, string>();
+  vm.devices.forEach((d, i) => {
+    const ci = containerIndex.get(d.container)!;
+    const unit = names.unitOf(d.controller);
+    if ((unitOfContainer.get(ci) ?? unit) !== unit)
+      throw new InputError(
+        `${at}.devices[${i}].controller`,
+        d.controller,
+        `a controller behind ${unitOfContainer.get(ci)}, as the other drives of ${d.container}: a container's host domain is on one IOMMU unit for now`,
+      );
+    unitOfContainer.set(ci, unit);
+  });
+
+  // vCPU 0 brings every drive up: it has rings to each; the others to their job's drive only
+  const vcpusOfDevice = vm.devices.map((_, i) => vm.vcpus.map((_c, v) => v).filter((v) => v === 0 || deviceOfVcpu[v] === i));
+  const ioVcpusOfDevice = vm.devices.map((_, i) => vm.vcpus.map((_c, v) => v).filter((v) => deviceOfVcpu[v] === i));
+  const devicesOfViommu = vm.viommus.map((_, vi) => vm.devices.map((_d, i) => i).filter((i) => viommuIndex.get(vm.devices[i].viommu) === vi));
+  const vcpusOfViommu = devicesOfViommu.map((ds) => vm.vcpus.map((_c, v) => v).filter((v) => v === 0 || ds.includes(deviceOfVcpu[v])));
+  const jobsOn = (i: number) => ioVcpusOfDevice[i].map((v) => o.jobs[jobOfVcpu[v]]);
+  const untrustedAny = vm.devices.some((d) => d.untrusted);
+
+  const guestLayout = planGuestLayout({
+    viommus: vm.viommus.length,
+    devices: vm.devices.map((_, i) => ({ ioQueues: ioVcpusOfDevice[i].length, prpPagesPerQueue: Math.max(0, ...jobsOn(i).map((j) => j.iodepth)) })),
+    swiotlb: needsSwiotlb({ strategy, untrusted: untrustedAny }),
+  });
   const { heapStartBytes } = guestLayout;
   if (heapStartBytes >= vm.ramBytes)
     throw new InputError(
@@ -286,40 +358,112 @@ function planVm(
       `more than ${heapStartBytes} bytes: queues, rings${guestLayout.swiotlbGpa !== null ? ' and the 64 MiB swiotlb area' : ''} take that much before any I/O buffer`,
     );
 
-  // rbtree nodes: what the rcaches can hold (size classes × (2 magazines per CPU + the depot) × magazine size)
-  // plus every I/O in flight (an untrusted device maps each page on its own), plus spare room
-  const inFlight = jobs.reduce((s, j) => s + j.iodepth * (untrusted ? j.blockSizeBytes / PAGE_SIZE_BYTES : 1), 0);
-  const maxAllocations = IOVA_RANGE_CACHE_MAX_SIZE * (2 * vcpus + MAX_GLOBAL_MAGS) * IOVA_MAG_SIZE + inFlight + IOVA_SPARE_ALLOCATIONS;
-  // the coherent region is IOVA = GPA: keep the IOVA allocator away from it, and from the pool's range
-  const reservedPfns: [number, number][] = [[1, Math.ceil(heapStartBytes / PAGE_SIZE_BYTES)]];
-  const bouncePool =
-    strategy === 'bounce'
-      ? {
-          iovaBase: BOUNCE_POOL_IOVA_BASE,
-          evictionPeriodNs: p.bounceEvictionPeriodNs,
-          alwaysBounceLimitBytes: o.alwaysBounceLimitBytes,
-          slotsPerClass: o.slotsPerClass,
-        }
-      : null;
-  if (bouncePool)
-    reservedPfns.push([
-      BOUNCE_POOL_IOVA_BASE / PAGE_SIZE_BYTES,
-      (BOUNCE_POOL_IOVA_BASE + BouncePool.iovaSpanBytes({ slotsPerClass: o.slotsPerClass })) / PAGE_SIZE_BYTES - 1,
-    ]);
-
   const ring = (name: string, capacityRecords: number, producer: number, consumer: number): PlannedRing => ({
-    name: names.lockScope ? `${vm.id}:${name}` : name,
+    name: names.ringScope + name,
     capacityRecords,
     producer,
     consumer,
   });
-  const rings: StackRingPlan = {
-    doorbell: index.vcpus.map((w, v) => ring(`doorbell${v}`, DOORBELL_RING_RECORDS, w, index.device)),
-    irq: index.vcpus.map((w, v) => ring(`irq${v}`, IRQ_RING_RECORDS, index.device, w)),
-    kick: index.vcpus.map((w, v) => ring(`kick${v}`, KICK_RING_RECORDS, w, index.vmm)),
-    used: index.vcpus.map((w, v) => ring(`used${v}`, USED_RING_RECORDS, index.vmm, w)),
-    inval: ring('inval', INVAL_RING_RECORDS, index.host, index.device),
-  };
+  const devSuffix = (i: number) => (vm.devices.length > 1 ? `/${vm.devices[i].id}` : '');
+  const viommuSuffix = (i: number) => (vm.viommus.length > 1 ? `/${vm.viommus[i].id}` : '');
+
+  const viommus = vm.viommus.map((v, vi): ViommuPlan => {
+    const vmm = names.worker('vmm', vm.id, v.id);
+    const host = names.worker('host', vm.id, v.id);
+    return {
+      id: v.id,
+      endpointIds: devicesOfViommu[vi].map((i) => vm.devices[i].endpointId),
+      requestLockName: VIOMMU_REQUEST_LOCK + viommuSuffix(vi),
+      mutexName: VIOMMU_DEVICE_MUTEX + viommuSuffix(vi),
+      vmm,
+      host,
+      container: containerOfViommu.get(vi)!,
+      devices: devicesOfViommu[vi],
+      layout: guestLayout.viommus[vi],
+      vcpus: vcpusOfViommu[vi],
+      kick: vcpusOfViommu[vi].map((c) => ring(`kick${c}${viommuSuffix(vi)}`, KICK_RING_RECORDS, vcpuWorkers[c], vmm)),
+      used: vcpusOfViommu[vi].map((c) => ring(`used${c}${viommuSuffix(vi)}`, USED_RING_RECORDS, vmm, vcpuWorkers[c])),
+      vfioRpc: { capacityRecords: VFIO_RPC_RECORDS, server: host, client: vmm },
+    };
+  });
+
+  const containerDevices = vm.containers.map((_, ci) => vm.devices.map((_d, i) => i).filter((i) => containerIndex.get(vm.devices[i].container) === ci));
+  const devices = vm.devices.map((d, i): DevicePlan => {
+    const worker = names.worker('device', undefined, d.controller);
+    const ci = containerIndex.get(d.container)!;
+    const vi = viommuIndex.get(d.viommu)!;
+    const jobs = jobsOn(i);
+    // a container shared by several domains has one IOVA space: each domain allocates from a window of its own
+    const sharers = containerDevices[ci];
+    const w = sharers.length > 1 ? sharers.indexOf(i) : 0;
+    const windowStartPfn = w * SHARED_CONTAINER_WINDOW_PFNS;
+    const limitPfn = sharers.length > 1 ? (w + 1) * SHARED_CONTAINER_WINDOW_PFNS - 1 : VIOMMU_IOVA_LIMIT_PFN;
+    const untrusted = d.untrusted;
+    // rbtree nodes: what the rcaches can hold (size classes × (2 magazines per CPU + the depot) × magazine size)
+    // plus every I/O in flight (an untrusted device maps each page on its own), plus spare room
+    const inFlight = jobs.reduce((s, j) => s + j.iodepth * (untrusted ? j.blockSizeBytes / PAGE_SIZE_BYTES : 1), 0);
+    const maxAllocations = IOVA_RANGE_CACHE_MAX_SIZE * (2 * vcpus + MAX_GLOBAL_MAGS) * IOVA_MAG_SIZE + inFlight + IOVA_SPARE_ALLOCATIONS;
+    // the coherent regions are IOVA = GPA: the first window keeps its allocator away from them; the pool's range is reserved too
+    const reservedPfns: [number, number][] = w === 0 ? [[IOVA_START_PFN, Math.ceil(heapStartBytes / PAGE_SIZE_BYTES)]] : [];
+    const poolBase = windowStartPfn * PAGE_SIZE_BYTES + BOUNCE_POOL_IOVA_BASE;
+    const bouncePool =
+      strategy === 'bounce'
+        ? {
+            iovaBase: poolBase,
+            evictionPeriodNs: p.bounceEvictionPeriodNs,
+            alwaysBounceLimitBytes: o.alwaysBounceLimitBytes,
+            slotsPerClass: o.slotsPerClass,
+            lockSuffix: devSuffix(i),
+          }
+        : null;
+    if (bouncePool)
+      reservedPfns.push([poolBase / PAGE_SIZE_BYTES, (poolBase + BouncePool.iovaSpanBytes({ slotsPerClass: o.slotsPerClass })) / PAGE_SIZE_BYTES - 1]);
+    const dv = vcpusOfDevice[i];
+    return {
+      id: d.id,
+      controller: d.controller,
+      worker,
+      viommu: vi,
+      container: ci,
+      untrusted,
+      domainId: d.domainId,
+      endpointId: d.endpointId,
+      queueDepth: NVME_QUEUE_ENTRIES,
+      vcpus: dv,
+      ioVcpus: ioVcpusOfDevice[i],
+      // the admin queue's completions go to vCPU 0; I/O queue q + 1 is ioVcpus[q]'s
+      vcpuOfCq: [0, ...ioVcpusOfDevice[i].map((v) => dv.indexOf(v))],
+      layout: guestLayout.devices[i],
+      iovaDomain: {
+        startPfn: Math.max(IOVA_START_PFN, windowStartPfn),
+        limitPfn,
+        cpus: vcpus,
+        maxAllocations,
+        reservedPfns,
+        lockSuffix: devSuffix(i),
+      },
+      flushQueue:
+        strategy === 'lazy' ? { cpus: vcpus, entriesCount: p.lazyFlushQueueEntriesCount, timeoutNs: p.lazyFlushTimeoutNs, lockSuffix: devSuffix(i) } : null,
+      bouncePool,
+      doorbell: dv.map((c) => ring(`doorbell${c}${devSuffix(i)}`, DOORBELL_RING_RECORDS, vcpuWorkers[c], worker)),
+      irq: dv.map((c) => ring(`irq${c}${devSuffix(i)}`, IRQ_RING_RECORDS, worker, vcpuWorkers[c])),
+      inval: ring(`inval${devSuffix(i)}`, INVAL_RING_RECORDS, viommus[vi].host, worker),
+    };
+  });
+
+  const containers = vm.containers.map((c, ci): ContainerPlan => {
+    const vi = viommuOfContainer.get(ci);
+    const unit = unitOfContainer.get(ci) ?? names.unitOf(vm.devices[0].controller);
+    return {
+      id: c.id,
+      lockName: names.containerLock(c.id),
+      host: vi === undefined ? -1 : viommus[vi].host,
+      devices: containerDevices[ci],
+      hostIommu: { id: unit, qiLockName: names.qiLock(unit) },
+      pgtable: { tablePages: HOST_PGTABLE_POOL_PAGES },
+      identityMapBytes: strategy === 'direct' ? vm.ramBytes : 0,
+    };
+  });
 
   return {
     id: vm.id,
@@ -328,44 +472,24 @@ function planVm(
     strategy,
     driverGeneration: vm.driverGeneration,
     jobOfVcpu,
-    device: {
-      id: dev.id,
-      controller: dev.controller,
-      untrusted,
-      domainId: dev.domainId,
-      endpointId: dev.endpointId,
-      iovaLimitPfn: VIOMMU_IOVA_LIMIT_PFN,
-      queueDepth: NVME_QUEUE_ENTRIES,
-      // the admin queue's completions go to vCPU 0; I/O queue v+1 is vCPU v's
-      vcpuOfCq: [0, ...index.vcpus.map((_, v) => v)],
-    },
-    viommu: { id: vm.viommus[0].id, endpointIds: vm.devices.filter((d) => d.viommu === vm.viommus[0].id).map((d) => d.endpointId) },
-    container: { id: vm.containers[0].id, lockName: names.containerLock },
-    hostIommu: { id: names.unit, qiLockName: names.qiLock(names.unit) },
-    index,
+    deviceOfVcpu,
+    vcpuWorkers,
+    viommus,
+    devices,
+    containers,
     regions: {
       guestRamBytes: vm.ramBytes,
       vmStateVcpus: vcpus,
       guestLayout,
       pageAlloc: { ramBytes: vm.ramBytes, heapStartBytes },
-      iovaDomain: { startPfn: IOVA_START_PFN, limitPfn: VIOMMU_IOVA_LIMIT_PFN, cpus: vcpus, maxAllocations, reservedPfns },
-      flushQueue: strategy === 'lazy' ? { cpus: vcpus, entriesCount: p.lazyFlushQueueEntriesCount, timeoutNs: p.lazyFlushTimeoutNs } : null,
-      bouncePool,
       swiotlb:
         guestLayout.swiotlbGpa !== null ? { areaGpa: guestLayout.swiotlbGpa, sizeBytes: IO_TLB_DEFAULT_SIZE_BYTES, minAlignMask: NVME_MIN_ALIGN_MASK } : null,
-      pgtable: { tablePages: HOST_PGTABLE_POOL_PAGES },
     },
-    rings,
-    vfioRpc: { capacityRecords: VFIO_RPC_RECORDS, server: index.host, client: index.vmm },
-    vfio: {
-      lockedVmLimitPages: vm.ramBytes / PAGE_SIZE_BYTES,
-      dmaEntryLimit: DEFAULT_DMA_ENTRY_LIMIT,
-      identityMapBytes: strategy === 'direct' ? vm.ramBytes : 0,
-    },
+    vfio: { lockedVmLimitPages: vm.ramBytes / PAGE_SIZE_BYTES, dmaEntryLimit: DEFAULT_DMA_ENTRY_LIMIT },
   };
 }
 
-/** Every ring of the plan, in a fixed order: doorbells, interrupts, kicks, used notifications, invalidations. */
-export function planRings(rings: StackRingPlan): PlannedRing[] {
-  return [...rings.doorbell, ...rings.irq, ...rings.kick, ...rings.used, rings.inval];
+/** Every ring of a VM, in a fixed order: per drive its doorbells, interrupts and invalidations; per virtio-iommu its kicks and used notifications. */
+export function planRings(vm: VmPlan): PlannedRing[] {
+  return [...vm.devices.flatMap((d) => [...d.doorbell, ...d.irq]), ...vm.viommus.flatMap((v) => [...v.kick, ...v.used]), ...vm.devices.map((d) => d.inval)];
 }

@@ -85,10 +85,12 @@ export class ViommuDriver {
     private readonly costs: ViommuCosts,
     readonly generation: ViommuDriverGeneration,
     private readonly profiler: Profiler,
+    /** this virtio-iommu's request lock in `locks` (a VM with several virtio-iommus has one each) */
+    requestLockName = VIOMMU_REQUEST_LOCK,
   ) {
     // vCPU 0 probes the device and sets the queue up; the others join it on first use
     this.vqDriver = init ? VirtqueueDriver.init(mem, layout) : null;
-    this.lock = locks.get(VIOMMU_REQUEST_LOCK);
+    this.lock = locks.get(requestLockName);
     this.slotWord = new Int32Array(mem.u8.buffer as SharedArrayBuffer, slotWordGpa, 1);
     this.maxReqs = layout.queueSizeEntries >> 1;
   }
