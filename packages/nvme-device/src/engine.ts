@@ -133,7 +133,7 @@ export class DeviceEngine {
   /** invalidations received and not yet applied, in host time order */
   private readonly pendingInvals: { tsNs: number; iova: number; sizeBytes: number }[] = [];
 
-  /** Take every IOTLB invalidation the host has sent off its rings (one per host kernel context serving the drive's container); returns whether there were any. */
+  /** Take every IOTLB invalidation off the rings (one per host context serving the drive's container); returns whether there were any. */
   private drainInvalidations(): boolean {
     let total = 0;
     for (const inval of this.invals) {
