@@ -42,7 +42,7 @@ test('strict, iodepth 1: one MAP per I/O (plus the coherent region), one UNMAP p
   const workers = r.vmstack.workers;
   t.deepEqual(
     workers.map((w) => w.role),
-    ['guest-kernel/vcpu0', 'vmm', 'host-vfio', 'nvme-device'],
+    ['vm0/vcpu0', 'vm0/vmm/viommu0', 'vm0/host-vfio/viommu0', 'nvme-device/nvme-ctrl0'],
   );
   t.is(new Set(workers.map((w) => w.thread_id)).size, 4);
 });

@@ -7,7 +7,7 @@
  * predicts and why.
  */
 
-import type { Topology } from '@vmstack/cli';
+import type { Topology, TopologyFlags } from '@vmstack/cli';
 import type { DmaStrategy } from '@vmstack/guest-kernel';
 import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
 import test from 'ava';
@@ -53,6 +53,16 @@ function runVms(strategy: DmaStrategy, vms: number, units: number): Promise<Stac
 }
 
 const alone = (strategy: DmaStrategy) => runFio(strategy, FIO, { quantumNs: 0 });
+
+/** `jobs` copies of the job in the shape the topology flags give, as `vmstack run --numjobs <jobs> --devices 2 ...` builds it. */
+function runShape(strategy: DmaStrategy, jobs: number, shape: TopologyFlags): Promise<StackRun> {
+  return runFio(
+    strategy,
+    Array.from({ length: jobs }, () => FIO),
+    { quantumNs: 0 },
+    shape,
+  );
+}
 
 test('two VMs on one host IOMMU unit, strict: every VFIO unmap invalidates through the shared queue, so qi->q_lock contends; each VM`s own locks see nothing of the other VM', async (t) => {
   const [two, one] = await Promise.all([runVms('strict', 2, 1), alone('strict')]);
@@ -124,12 +134,12 @@ test('the planner`s worker roles and the jobs` order: VM by VM, devices last; jo
   t.deepEqual(
     r.result.vmstack.workers.map((w) => w.role),
     [
-      'vm0/guest-kernel/vcpu0',
-      'vm0/vmm',
-      'vm0/host-vfio',
-      'vm1/guest-kernel/vcpu0',
-      'vm1/vmm',
-      'vm1/host-vfio',
+      'vm0/vcpu0',
+      'vm0/vmm/viommu0',
+      'vm0/host-vfio/viommu0',
+      'vm1/vcpu0',
+      'vm1/vmm/viommu1',
+      'vm1/host-vfio/viommu1',
       'nvme-device/nvme-ctrl0',
       'nvme-device/nvme-ctrl1',
     ],
@@ -138,4 +148,55 @@ test('the planner`s worker roles and the jobs` order: VM by VM, devices last; jo
     r.result.jobs.map((j) => j.jobname),
     ['job0', 'job1'],
   );
+});
+
+test('one VM, four jobs, strict, the default shape: the vCPUs contend on the one viommu->request_lock, which serialises their requests, so iommu->lock never does', async (t) => {
+  const r = await runShape('strict', 4, {});
+  const req = r.lock('viommu->request_lock');
+  t.log(`request_lock: ${req.contentions} contentions, ${(req.waittime_total_ns / 1000).toFixed(1)} µs; iommu->lock: ${r.lock('iommu->lock').contentions}`);
+  t.true(req.contentions > 0);
+  t.is(r.lock('iommu->lock').contentions, 0);
+  t.is(r.lock('viommu_dev->mutex').contentions, 0);
+  t.deepEqual(r.verify.corrupt, 0);
+});
+
+test('one VM, two drives behind one virtio-iommu: jobs on different drives still meet at its one request_lock; each drive has a domain of its own', async (t) => {
+  const r = await runShape('strict', 2, { devices: 2 });
+  t.true(r.lock('viommu->request_lock').contentions > 0, 'two vCPUs, one request queue');
+  for (const d of ['nvme0', 'nvme1']) t.is(r.lock(`iovad->iova_rbtree_lock/${d}`).contentions, 0, `${d}'s IOVA allocator is its own`);
+  t.is(r.lock('iommu->lock').contentions, 0, 'behind the request_lock, the container lock never contends');
+  t.deepEqual(r.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0 });
+  t.deepEqual(r.leaks, NO_LEAKS);
+});
+
+test('one VM, two virtio-iommus, a container per drive: nothing of the guest or the VMM is shared, so no lock of theirs contends; the drives share the host IOMMU unit', async (t) => {
+  const r = await runShape('strict', 2, { devices: 2, viommus: 2, container: 'per-device' });
+  for (const v of ['viommu0', 'viommu1']) {
+    t.is(r.lock(`viommu->request_lock/${v}`).contentions, 0);
+    t.is(r.lock(`viommu_dev->mutex/${v}`).contentions, 0);
+  }
+  t.true(
+    r.result.vmstack.lock_stat.filter((l) => l.class === 'iommu->lock').every((l) => l.contentions === 0),
+    'a container each',
+  );
+  t.true(r.lock('qi->q_lock').acquisitions > 0);
+  t.deepEqual(r.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0 });
+  t.deepEqual(r.leaks, NO_LEAKS);
+});
+
+test('the pool in the shapes above: two drives, two virtio-iommus, two VMs: the pool maps its slots once per domain, so the big locks stay nearly idle', async (t) => {
+  const shapes: [string, TopologyFlags][] = [
+    ['two drives', { devices: 2 }],
+    ['two virtio-iommus', { devices: 2, viommus: 2, container: 'per-device' }],
+    ['two VMs', { vms: 2 }],
+  ];
+  for (const [what, shape] of shapes) {
+    const [pool, strict] = await Promise.all([runShape('bounce', 2, shape), runShape('strict', 2, shape)]);
+    const acq = (r: StackRun, c: string) => r.result.vmstack.lock_classes.find((x) => x.class === c)?.acquisitions ?? 0;
+    t.log(`${what}: request_lock acquisitions pool ${acq(pool, 'viommu->request_lock')} / strict ${acq(strict, 'viommu->request_lock')}`);
+    t.true(acq(pool, 'viommu->request_lock') * 5 < acq(strict, 'viommu->request_lock'), `${what}: far fewer virtio-iommu requests`);
+    t.true(pool.counters.bounce!.hits > 0);
+    t.is(pool.verify.corrupt, 0);
+    t.deepEqual(pool.leaks, NO_LEAKS);
+  }
 });

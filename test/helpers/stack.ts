@@ -15,6 +15,8 @@ import {
   type RunResult,
   runStack,
   type StackOptions,
+  type TopologyFlags,
+  topologyFromFlags,
   type VerifyReport,
   type VmstackCounters,
 } from '@vmstack/cli';
@@ -59,7 +61,12 @@ async function limited<T>(f: () => Promise<T>): Promise<T> {
  * guest RAM (128 MiB for untrusted strict/lazy: swiotlb takes 64 MiB), and a
  * 60 s real-time limit so a stall fails fast with every worker's state.
  */
-export function runFio(strategy: DmaStrategy, fio: Record<string, string> | Record<string, string>[], extra: Partial<StackOptions> = {}): Promise<StackRun> {
+export function runFio(
+  strategy: DmaStrategy,
+  fio: Record<string, string> | Record<string, string>[],
+  extra: Partial<StackOptions> = {},
+  shape?: TopologyFlags,
+): Promise<StackRun> {
   return limited(async () => {
     // several option sets: one job (one vCPU) each, all running at once
     const sets = Array.isArray(fio) ? fio : [fio];
@@ -69,8 +76,14 @@ export function runFio(strategy: DmaStrategy, fio: Record<string, string> | Reco
       globalOptions: {},
     };
     const swiotlb = extra.untrusted === true && (strategy === 'strict' || strategy === 'lazy');
+    const guestRamBytes = (swiotlb ? 128 : 64) * MiB;
+    // a shape from the topology flags (--vms, --devices, ...): its topology and its job list
+    const built = shape
+      ? topologyFromFlags(parsed.jobs, { ...shape, strategy, driverGeneration: 'v5.10', guestRamBytes, untrusted: extra.untrusted === true })
+      : undefined;
     const result = await runStack({
-      jobs: parsed.jobs,
+      jobs: built ? built.jobs : parsed.jobs,
+      topology: built?.topology,
       jobOptions: parsed.jobOptions,
       globalOptions: parsed.globalOptions,
       strategy,
@@ -79,7 +92,7 @@ export function runFio(strategy: DmaStrategy, fio: Record<string, string> | Reco
       quantumNs: 20_000,
       driverGeneration: 'v5.10',
       bufferContiguity: 'none',
-      guestRamBytes: (swiotlb ? 128 : 64) * MiB,
+      guestRamBytes,
       spinLoads: 2000,
       dilation: 1,
       timeoutMs: 60_000,

@@ -138,7 +138,7 @@ test('a crashed worker: exit 1, one line naming the worker, an older output file
   t.is(r.code, 1, r.stderr);
   const lines = r.stderr.trimEnd().split('\n');
   t.is(lines.length, 1, r.stderr);
-  t.regex(lines[0], /^vmstack: worker (guest-kernel\/vcpu0|vmm|host-vfio|nvme-device) \(thread -?\d+\) failed: .*boom/);
+  t.regex(lines[0], /^vmstack: worker (vm0\/vcpu0|vm0\/vmm\/viommu0|vm0\/host-vfio\/viommu0|nvme-device\/nvme-ctrl0) \(thread -?\d+\) failed: .*boom/);
   t.is(readFileSync(out, 'utf8'), 'stale result of an earlier run', 'a failed run replaces nothing');
   t.false(existsSync(`${out}.partial`));
 });
