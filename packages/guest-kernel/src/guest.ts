@@ -196,7 +196,7 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
   const swiotlb = init.untrusted && init.swiotlb ? Swiotlb.attach(init.swiotlb, v, locks, mem.u8, init.costs) : null;
   const dma = new DmaIommu(
     init.strategy,
-    { domain: init.domainId, iovad, viommu, fq, pool, swiotlb, mem: mem.u8, cpu: v, limitPfn: init.iovaLimitPfn, untrusted: init.untrusted },
+    { domain: init.domainId, iovad, iommu: viommu, fq, pool, swiotlb, mem: mem.u8, cpu: v, limitPfn: init.iovaLimitPfn, untrusted: init.untrusted },
     clock,
     init.costs,
     profiler,
