@@ -125,7 +125,7 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
   const swiotlb = tlbH ? Swiotlb.attach(tlbH, 0, locks, mem.u8, profile) : null;
   const dma = new DmaIommu(
     strategy,
-    { domain: DOMAIN, iovad, viommu, fq: null, pool, swiotlb, mem: mem.u8, cpu: 0, limitPfn: LIMIT_PFN, untrusted },
+    { domain: DOMAIN, iovad, iommu: viommu, fq: null, pool, swiotlb, mem: mem.u8, cpu: 0, limitPfn: LIMIT_PFN, untrusted },
     clock,
     profile,
     profiler,

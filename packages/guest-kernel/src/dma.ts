@@ -20,15 +20,19 @@
  * reserves one IOVA range for the whole list and calls the IOMMU driver's map
  * once per physically contiguous run; unmap is one call for the whole IOVA
  * range followed by an IOTLB sync.
+ *
+ * The IOMMU driver is reached only through `IommuDomainOps`
+ * (`iommu/domain-ops.ts`, the kernel's `struct iommu_domain_ops`): the
+ * virtio-iommu driver in a VM, or the VT-d driver on bare metal.
  */
 
 import { asGpa, asIova, IOMMU_READ, IOMMU_WRITE, type Iova, type ModelClock, PAGE_SIZE_BYTES } from '@vmstack/shm';
 import { BouncePool, type BounceSlot, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
+import { type IommuDomainOps, type IommuIotlbGather, iommu_iotlb_gather_init, iommu_iotlb_sync, newIotlbGather } from './iommu/domain-ops.js';
 import type { FlushQueue } from './iommu/flush-queue.js';
 import { type IovaDomain, iommu_dma_iova_len } from './iommu/iova.js';
 import type { Swiotlb } from './iommu/swiotlb.js';
 import type { Profiler } from './profile.js';
-import type { ViommuDriver } from './virtio-iommu/viommu.js';
 
 export type DmaStrategy = 'direct' | 'strict' | 'lazy' | 'bounce';
 export const DMA_STRATEGIES: readonly DmaStrategy[] = ['direct', 'strict', 'lazy', 'bounce'];
@@ -75,7 +79,8 @@ export interface DmaCounters {
 export interface DmaIommuDeps {
   domain: number;
   iovad: IovaDomain | null;
-  viommu: ViommuDriver | null;
+  /** the IOMMU driver's domain operations (virtio-iommu in a VM, VT-d on bare metal) */
+  iommu: IommuDomainOps | null;
   fq: FlushQueue | null;
   pool: BouncePool | null;
   swiotlb: Swiotlb | null;
@@ -95,7 +100,7 @@ export class DmaIommu {
     private readonly costs: DmaCosts,
     private readonly profiler: Profiler,
   ) {
-    if (strategy !== 'direct' && (!d.iovad || !d.viommu)) throw new Error(`dma-iommu: strategy ${strategy} needs an IOVA domain and the virtio-iommu driver`);
+    if (strategy !== 'direct' && (!d.iovad || !d.iommu)) throw new Error(`dma-iommu: strategy ${strategy} needs an IOVA domain and an IOMMU driver`);
     if (strategy === 'lazy' && !d.fq) throw new Error('dma-iommu: lazy needs a flush queue');
     if (strategy === 'bounce' && !d.pool) throw new Error('dma-iommu: bounce needs the pool');
   }
@@ -157,6 +162,14 @@ export class DmaIommu {
     this.profiler.exit(fn, m.totalBytes);
   }
 
+  /** The iotlb_gather of one unmap (a stack variable in the kernel; one object reused here, as calls never nest). */
+  private readonly gather: IommuIotlbGather = newIotlbGather();
+
+  /** An empty gather for an unmap that is synced at once. */
+  private strictGather(): IommuIotlbGather {
+    return iommu_iotlb_gather_init(this.gather, false);
+  }
+
   private prot(dir: DmaDirection): { read: boolean; write: boolean } {
     // DMA_TO_DEVICE: the device reads; DMA_FROM_DEVICE: it writes; BIDIRECTIONAL: both
     return { read: dir !== DMA_FROM_DEVICE, write: dir !== DMA_TO_DEVICE };
@@ -185,7 +198,7 @@ export class DmaIommu {
       const segStart = s.gpa - (s.gpa % PAGE_SIZE_BYTES);
       const segBytes = Math.ceil(((s.gpa % PAGE_SIZE_BYTES) + s.lenBytes) / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
       if (segStart !== next && runBytes > 0) {
-        this.d.viommu!.viommu_map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
+        this.d.iommu!.map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
         runIova = asIova(runIova + runBytes);
         runGpa = asGpa(segStart);
         runBytes = 0;
@@ -194,8 +207,8 @@ export class DmaIommu {
       runBytes += segBytes;
       next = segStart + segBytes;
     }
-    this.d.viommu!.viommu_map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
-    this.d.viommu!.viommu_iotlb_sync_map();
+    this.d.iommu!.map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
+    this.d.iommu!.iotlb_sync_map(this.d.domain, iova, pages * PAGE_SIZE_BYTES);
     m.kind = 'iommu';
     m.iovaRanges.push({ pfn, pages, swiotlb: -1, mapBytes: pages * PAGE_SIZE_BYTES, offset });
     m.dmaSegments = [{ dmaAddr: asIova(iova + offset), lenBytes: m.totalBytes }];
@@ -225,8 +238,8 @@ export class DmaIommu {
       const physOffset = phys % PAGE_SIZE_BYTES;
       const pages = Math.ceil((physOffset + s.lenBytes) / PAGE_SIZE_BYTES);
       const pfn = this.allocIova(pages);
-      this.d.viommu!.viommu_map_pages(this.d.domain, iovaOfPfn(pfn), asGpa(phys - physOffset), pages * PAGE_SIZE_BYTES, read, write);
-      this.d.viommu!.viommu_iotlb_sync_map();
+      this.d.iommu!.map_pages(this.d.domain, iovaOfPfn(pfn), asGpa(phys - physOffset), pages * PAGE_SIZE_BYTES, read, write);
+      this.d.iommu!.iotlb_sync_map(this.d.domain, iovaOfPfn(pfn), pages * PAGE_SIZE_BYTES);
       m.iovaRanges.push({ pfn, pages, swiotlb: tlb, mapBytes: s.lenBytes, offset: physOffset });
       m.dmaSegments.push({ dmaAddr: asIova(iovaOfPfn(pfn) + physOffset), lenBytes: s.lenBytes });
     }
@@ -240,12 +253,13 @@ export class DmaIommu {
     const slot = pool.acquire(m.totalBytes, perm, this.clock, { persistent });
     if (slot) {
       if (slot.needsUnmapFirst) {
-        this.d.viommu!.viommu_unmap_pages(this.d.domain, asIova(slot.iova), slot.classBytes);
-        this.d.viommu!.viommu_iotlb_sync();
+        const gather = this.strictGather();
+        this.d.iommu!.unmap_pages(this.d.domain, asIova(slot.iova), slot.classBytes, gather);
+        iommu_iotlb_sync(this.d.iommu!, this.d.domain, gather);
       }
       if (slot.needsMap) {
-        this.d.viommu!.viommu_map_pages(this.d.domain, asIova(slot.iova), asGpa(slot.gpa), slot.classBytes, read, write);
-        this.d.viommu!.viommu_iotlb_sync_map();
+        this.d.iommu!.map_pages(this.d.domain, asIova(slot.iova), asGpa(slot.gpa), slot.classBytes, read, write);
+        this.d.iommu!.iotlb_sync_map(this.d.domain, asIova(slot.iova), slot.classBytes);
       }
       pool.bounceOnMap(
         this.d.mem,
@@ -267,8 +281,8 @@ export class DmaIommu {
     const pfn = this.allocIova(mapBytes / PAGE_SIZE_BYTES);
     const fb = pool.fallback.insert(iovaOfPfn(pfn), m.totalBytes, perm, this.clock);
     if (!fb) throw new Error('dma-iommu: no memory for an untrusted bounce buffer');
-    this.d.viommu!.viommu_map_pages(this.d.domain, asIova(fb.iova), asGpa(fb.gpa), fb.mapBytes, read, write);
-    this.d.viommu!.viommu_iotlb_sync_map();
+    this.d.iommu!.map_pages(this.d.domain, asIova(fb.iova), asGpa(fb.gpa), fb.mapBytes, read, write);
+    this.d.iommu!.iotlb_sync_map(this.d.domain, asIova(fb.iova), fb.mapBytes);
     pool.bounceOnMap(this.d.mem, { gpa: fb.gpa, sizeBytes: fb.mapBytes, fresh: true }, m.segments, m.dir, { untrusted: true }, this.clock);
     m.kind = 'fallback';
     m.fallback = fb;
@@ -286,21 +300,27 @@ export class DmaIommu {
     } else if (m.fallback) {
       pool.bounceOnUnmap(this.d.mem, m.fallback.gpa, m.segments, m.dir, {}, this.clock);
       const r = m.iovaRanges[0];
-      this.d.viommu!.viommu_unmap_pages(this.d.domain, iovaOfPfn(r.pfn), r.mapBytes);
-      this.d.viommu!.viommu_iotlb_sync();
+      const gather = this.strictGather();
+      this.d.iommu!.unmap_pages(this.d.domain, iovaOfPfn(r.pfn), r.mapBytes, gather);
+      iommu_iotlb_sync(this.d.iommu!, this.d.domain, gather);
       pool.fallback.remove(m.fallback.iova, this.clock);
       this.d.iovad!.free_iova_fast(r.pfn, iommu_dma_iova_len(r.pages), this.clock);
     }
     return 'io_bounce_buffers_unmap_sg';
   }
 
-  /** __iommu_dma_unmap: strict syncs now; lazy queues the IOVA until the next flush. */
+  /**
+   * __iommu_dma_unmap: the unmap gathers its range; strict syncs now, lazy
+   * (`iotlb_gather.queued`) queues the IOVA until the flush queue's next flush.
+   */
   private unmapIovaRange(pfn: number, pages: number): void {
-    this.d.viommu!.viommu_unmap_pages(this.d.domain, iovaOfPfn(pfn), pages * PAGE_SIZE_BYTES);
-    if (this.strategy === 'lazy') {
+    const lazy = this.strategy === 'lazy';
+    const gather = iommu_iotlb_gather_init(this.gather, lazy);
+    this.d.iommu!.unmap_pages(this.d.domain, iovaOfPfn(pfn), pages * PAGE_SIZE_BYTES, gather);
+    if (lazy) {
       this.d.fq!.queue_iova(this.d.cpu, pfn, iommu_dma_iova_len(pages), this.clock);
     } else {
-      this.d.viommu!.viommu_iotlb_sync();
+      iommu_iotlb_sync(this.d.iommu!, this.d.domain, gather);
       this.d.iovad!.free_iova_fast(pfn, iommu_dma_iova_len(pages), this.clock);
     }
   }
@@ -335,8 +355,9 @@ export class DmaIommu {
     if (!pool) return 0;
     this.profiler.enter();
     const evicted = pool.evictionPass(this.clock.nowNs(), this.clock, teardown);
-    for (const e of evicted) this.d.viommu!.viommu_unmap_pages(this.d.domain, asIova(e.iova), e.sizeBytes);
-    if (evicted.length > 0) this.d.viommu!.viommu_iotlb_sync();
+    const gather = this.strictGather();
+    for (const e of evicted) this.d.iommu!.unmap_pages(this.d.domain, asIova(e.iova), e.sizeBytes, gather);
+    if (evicted.length > 0) iommu_iotlb_sync(this.d.iommu!, this.d.domain, gather);
     for (const e of evicted) pool.finishEviction(e, this.clock);
     this.profiler.exit(evicted.length > 0 ? 'io_buffer_manager_evict' : null);
     return evicted.length;

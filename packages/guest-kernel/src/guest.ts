@@ -221,7 +221,7 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
       {
         domain: d.domainId,
         iovad,
-        viommu,
+        iommu: viommu,
         fq,
         pool,
         swiotlb: d.untrusted ? swiotlb : null,

@@ -26,7 +26,9 @@ export {
   FallbackTree,
   SlotState,
 } from './iommu/bounce-pool.js';
+export * from './iommu/domain-ops.js';
 export * from './iommu/flush-queue.js';
+export * from './iommu/intel-iommu.js';
 export * from './iommu/iova.js';
 export * from './iommu/swiotlb.js';
 export * from './job-spec.js';

@@ -1,7 +1,8 @@
 /**
  * Host IOMMU page tables: a VT-d-like second-level table for one domain, kept
- * in its own SharedArrayBuffer. The host's driver writes it (`map`, `unmap`,
- * from vfio_iommu_type1 under `iommu->lock`); the device's IOTLB walks it on a
+ * in its own SharedArrayBuffer. The host's driver writes it (`map`, `unmap`:
+ * vfio_iommu_type1 under `iommu->lock`, or a bare-metal kernel's VT-d driver
+ * from every CPU that maps or unmaps DMA); the device's IOTLB walks it on a
  * miss (`walk`), with no lock, as the IOMMU hardware does.
  *
  * Geometry: 4 levels × 9 index bits over 4 KiB pages = 48-bit IOVA
@@ -34,7 +35,8 @@
  * | 12               | 4        | free-list head (table index, -1 = empty) | host |
  * | 16               | 4        | leaf entries present (mapped 4 KiB pages) | host |
  * | 20               | 4        | table-reuse sequence (bumped before a pool table is linked) | host |
- * | 24               | 40       | reserved | — |
+ * | 24               | 4        | writer word (0 free, 1 a writer is inside `map`/`unmap`) | host |
+ * | 28               | 36       | reserved | — |
  * | 64               | 4·N      | presentCount[t]: present entries in table t | host |
  * | 64 + 4·N         | 4·N      | nextFree[t]: free-list link of table t      | host |
  * | T = align64(64 + 8·N) | 2048·N | table t at T + 2048·t (table 0 is the root) | host (entries), device reads |
@@ -50,6 +52,14 @@
  * sequence: it re-walks if a table was taken from the pool while it walked.
  * A walk racing the unmap of the same IOVA still sees the old translation or
  * none — the DMA-after-unmap window that IOTLB invalidation exists to close.
+ *
+ * Several writers. The kernel's VT-d driver writes PTEs without a lock
+ * (`pfn_to_dma_pte` links a new table with cmpxchg; the IOVA allocator
+ * hands each CPU a disjoint range). The pool's free list and counters here
+ * are not lock-free, so `map` and `unmap` take the writer word for their
+ * real-time duration only: a writer never waits for anything while inside,
+ * no model time is charged for it, and it is not a lock of the model (no
+ * lock_stat row). With one writer (vfio_iommu_type1) it is never contended.
  */
 
 import { InputError, IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES } from '@vmstack/shm';
@@ -75,6 +85,9 @@ const H_IN_USE = 2;
 const H_FREE_HEAD = 3;
 const H_MAPPED = 4;
 const H_REUSE_SEQ = 5;
+const H_WRITER = 6;
+/** CAS attempts on the writer word before parking on it */
+const WRITER_SPINS = 64;
 const HEADER_WORDS = 16;
 const PRESENT = IOMMU_READ | IOMMU_WRITE;
 
@@ -217,6 +230,15 @@ export class IoPgtable {
       throw new RangeError(`io-pgtable map: hpa ${hpa} must be a 4 KiB-aligned address with hpa + size ≤ ${HPA_LIMIT}`);
     }
     if (prot !== 1 && prot !== 2 && prot !== 3) throw new RangeError(`io-pgtable map: prot ${prot} must be READ (1), WRITE (2) or both (3)`);
+    this.lockWriters();
+    try {
+      this.mapLocked(iova, hpa, sizeBytes, prot);
+    } finally {
+      this.unlockWriters();
+    }
+  }
+
+  private mapLocked(iova: number, hpa: number, sizeBytes: number, prot: IommuProt): void {
     const first = iova / PAGE_SIZE_BYTES;
     const end = first + sizeBytes / PAGE_SIZE_BYTES;
     const busy = this.firstPresent(first, end);
@@ -248,6 +270,28 @@ export class IoPgtable {
    */
   unmap(iova: number, sizeBytes: number): number {
     checkRange('unmap', iova, sizeBytes);
+    this.lockWriters();
+    try {
+      return this.unmapLocked(iova, sizeBytes);
+    } finally {
+      this.unlockWriters();
+    }
+  }
+
+  /** Take the writer word (see "Several writers" above): spin briefly, then park on it. */
+  private lockWriters(): void {
+    const w = this.words;
+    for (let tries = 0; Atomics.compareExchange(w, H_WRITER, 0, 1) !== 0; tries++) {
+      if (tries >= WRITER_SPINS) Atomics.wait(w, H_WRITER, 1, 1);
+    }
+  }
+
+  private unlockWriters(): void {
+    Atomics.store(this.words, H_WRITER, 0);
+    Atomics.notify(this.words, H_WRITER, 1);
+  }
+
+  private unmapLocked(iova: number, sizeBytes: number): number {
     const w = this.words;
     const first = iova / PAGE_SIZE_BYTES;
     const end = first + sizeBytes / PAGE_SIZE_BYTES;

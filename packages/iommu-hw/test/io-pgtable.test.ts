@@ -3,6 +3,7 @@ import { InputError, IOMMU_READ, IOMMU_WRITE } from '@vmstack/shm';
 import test from 'ava';
 import { HPA_LIMIT, IOVA_LIMIT, type IommuProt, IoPgtable, IoPgtableError } from '../src/io-pgtable.js';
 import { ACKED, BATCH_PAGES, batchIova, expectedHpa, mulberry32, PUBLISHED, protOf, STOP } from './helpers/pgtable-protocol.js';
+import { runWriter, WINDOW_IOVA, WINDOW_PAGES } from './helpers/pgtable-writer-loop.js';
 
 const PAGE = 4096;
 const MIB2 = 2 * 1024 * 1024;
@@ -187,4 +188,30 @@ test('two threads: the host maps and unmaps while a walker thread never sees a w
   t.is(pt.mappedPages, 0);
   t.is(pt.tablePagesInUse, 1);
   t.log(`walker: ${r.walks} walks, ${r.hits} hits, ${r.roundsVerified} rounds verified`);
+});
+
+test('two writer threads (CPUs of a bare-metal kernel) map and unmap interleaved pages that share tables: every write lands, the pool comes back whole', async (t) => {
+  const handle = IoPgtable.allocate({ tablePages: 16 });
+  const pt = IoPgtable.attach(handle);
+  const ROUNDS = 4000;
+  const start = new SharedArrayBuffer(8);
+  const s = new Int32Array(start);
+  const worker = new Worker(new URL('./helpers/pgtable-writer.js', import.meta.url), { workerData: { handle, cpu: 1, rounds: ROUNDS, start } });
+  const other = new Promise<{ errors: string[]; maps: number }>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`writer exited with ${code} before reporting`)));
+  });
+  while (Atomics.load(s, 0) === 0) Atomics.wait(s, 0, 0, 10);
+  Atomics.store(s, 1, 1);
+  Atomics.notify(s, 1);
+  const mine = runWriter(pt, 0, ROUNDS);
+  const theirs = await other;
+  t.deepEqual(mine.errors, []);
+  t.deepEqual(theirs.errors, []);
+  t.is(mine.maps + theirs.maps, ROUNDS * WINDOW_PAGES);
+  t.is(pt.mappedPages, 0);
+  t.is(pt.tablePagesInUse, 1, 'every table the writers took went back to the pool');
+  pt.map(WINDOW_IOVA, 0, PAGE, 3);
+  t.is(pt.walk(WINDOW_IOVA)?.hpa, 0, 'the writer word was left free');
 });

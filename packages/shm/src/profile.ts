@@ -123,6 +123,16 @@ export const PROFILE_KEYS = [
     description: 'one VT-d IOTLB invalidation through the invalidation queue, waiting for completion',
   },
   { key: 'vfioUnpinPagePerPageNs', unit: 'ns', min: 0, max: 100_000, description: 'unpin (and dirty) one page' },
+  // Bare metal: the kernel on the host drives the IOMMU itself (its VT-d work costs the host keys above)
+  {
+    key: 'iommuDmaMapCallBareMetalNs',
+    unit: 'ns',
+    min: 0,
+    max: 50_000,
+    description: 'dma-iommu bookkeeping per iommu_dma_map_page/_sg or unmap call on bare metal (no virtio-iommu mapping tree)',
+  },
+  // The host machine
+  { key: 'hostCpuThreadsCount', unit: 'count', min: 1, max: 4096, description: 'hardware threads of the host CPU: the logical CPUs top and vmstat count' },
   // NVMe device (a named drive) and its link
   { key: 'nvmeDoorbellLatencyNs', unit: 'ns', min: 0, max: 100_000, description: 'posted MMIO doorbell write reaching the device' },
   { key: 'nvmeSqeFetchNs', unit: 'ns', min: 0, max: 100_000, description: 'device DMA read of one 64 B SQE (round trip)' },

@@ -2,6 +2,10 @@
  * Single-producer / single-consumer ring of fixed-size records in a
  * SharedArrayBuffer, after ringbuf.js: `Ring.allocate` creates it, the
  * constructor (`Ring.attach`) joins it; each index has exactly one writer.
+ * Several producers may share a ring only by taking turns under a lock they
+ * all hold while producing (each calls `claimProducer` after taking it): one
+ * writer of the tail at a time, as the kernel's invalidation queue has under
+ * `qi->q_lock`.
  *
  * Layout (bytes):
  * | offset | size | field        | writer |
@@ -172,6 +176,16 @@ export class Ring {
       if (abort?.aborted()) throw new RunAborted('while waiting for ring space');
       this.spaceEvent.wait(seq, 0);
     }
+  }
+
+  /**
+   * For producers that take turns under a lock: pick up the tail (and head)
+   * as the previous holder left them. Call with the lock held, before
+   * reserving; with a single producer it changes nothing.
+   */
+  claimProducer(): void {
+    this.reservedTail = Atomics.load(this.i32, TAIL);
+    this.cachedHead = Atomics.load(this.i32, HEAD);
   }
 
   /** Sequence number (free-running) the next reserved record will get. */

@@ -82,3 +82,28 @@ test('ring validates its shape', (t) => {
   t.throws(() => Ring.allocate({ capacityRecords: 3 }), { message: /power of two/ });
   t.throws(() => Ring.allocate({ capacityRecords: 4, recordBytes: 12 }), { message: /multiple of 8/ });
 });
+
+test('two producers taking turns under a lock: each claims the tail the other left, so no record overwrites another', (t) => {
+  const h = Ring.allocate({ capacityRecords: 8 });
+  const a = Ring.attach(h);
+  const b = Ring.attach(h);
+  const consumer = Ring.attach(h);
+  const produce = (p: Ring, value: number): void => {
+    p.claimProducer();
+    const off = p.tryReserve();
+    p.dv.setInt32(off + 16, value, true);
+    p.publish();
+  };
+  produce(a, 1);
+  produce(b, 2);
+  produce(a, 3);
+  t.is(consumer.available(), 3);
+  t.deepEqual(
+    [0, 1, 2].map((i) => consumer.dv.getInt32(consumer.offsetAt(i) + 16, true)),
+    [1, 2, 3],
+  );
+  consumer.release(3);
+  // without the claim, b's own idea of the tail is stale: it would overwrite record 3
+  const off = b.tryReserve();
+  t.is(off, consumer.offsetAt(-1), 'a stale producer reserves the slot of the last record published by the other');
+});

@@ -11,6 +11,10 @@
  * - `v6.x` (batched, Linux 6.2+ with `iotlb_sync_map`): MAPs are queued and
  *   flushed once by `viommu_iotlb_sync_map`.
  * A full queue is synced and the add retried, as `viommu_add_req` does.
+ *
+ * dma-iommu reaches it through `IommuDomainOps` (`viommu_domain_ops`): each
+ * entry calls the `viommu_*` function of the same name; the IOTLB gather is
+ * not used (an UNMAP is a queued request, sent by the next sync).
  */
 
 import {
@@ -38,6 +42,7 @@ import {
   writeProbeRequest,
   writeUnmapRequest,
 } from '@vmstack/shm';
+import type { IommuDomainOps, IommuIotlbGather } from '../iommu/domain-ops.js';
 import type { Profiler } from '../profile.js';
 
 export const VIOMMU_REQUEST_LOCK = 'viommu->request_lock';
@@ -64,7 +69,7 @@ export interface ViommuCounters {
   kicks: number;
 }
 
-export class ViommuDriver {
+export class ViommuDriver implements IommuDomainOps {
   private vqDriver: VirtqueueDriver | null;
   private readonly lock: Mutex;
   /** shared, in guest RAM: the next request slot (under request_lock) */
@@ -214,5 +219,28 @@ export class ViommuDriver {
       this.lock.unlock(this.clock);
     }
     this.throwFailures();
+  }
+
+  // ---- viommu_domain_ops: what dma-iommu calls -------------------------
+
+  map_pages(domain: number, iova: Iova, paddr: Gpa, sizeBytes: number, read: boolean, write: boolean): void {
+    this.viommu_map_pages(domain, iova, paddr, sizeBytes, read, write);
+  }
+
+  iotlb_sync_map(_domain: number, _iova: Iova, _sizeBytes: number): void {
+    this.viommu_iotlb_sync_map();
+  }
+
+  unmap_pages(domain: number, iova: Iova, sizeBytes: number, _gather: IommuIotlbGather): void {
+    this.viommu_unmap_pages(domain, iova, sizeBytes);
+  }
+
+  iotlb_sync(_domain: number, _gather: IommuIotlbGather): void {
+    this.viommu_iotlb_sync();
+  }
+
+  /** viommu_flush_iotlb_all: the same sync of everything queued. */
+  flush_iotlb_all(_domain: number): void {
+    this.viommu_iotlb_sync();
   }
 }
