@@ -64,7 +64,9 @@ import {
 import { DmaIommu } from './dma.js';
 import type { VcpuDeviceInit, VcpuWorkerInit, VcpuWorkerResult } from './index.js';
 import { BouncePool } from './iommu/bounce-pool.js';
+import { iommu_iotlb_sync, newIotlbGather } from './iommu/domain-ops.js';
 import { FlushQueue } from './iommu/flush-queue.js';
+import { bareMetalDmaCosts, IntelIommuDriver } from './iommu/intel-iommu.js';
 import { IovaDomain } from './iommu/iova.js';
 import { Swiotlb } from './iommu/swiotlb.js';
 import { PageAllocator, type UserBuffer } from './mm/page-alloc.js';
@@ -88,6 +90,8 @@ const NSID = 1;
 /** One passed-through drive as this vCPU drives it: its BAR, its admin queue, its IOMMU domain and DMA API. */
 interface GuestDevice {
   readonly init: VcpuDeviceInit;
+  /** bare metal: the VT-d driver of the drive's domain */
+  readonly vtd: IntelIommuDriver | null;
   readonly doorbells: Ring;
   readonly bar: NvmeBar;
   readonly irqs: Ring;
@@ -144,6 +148,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     if (g.v === 0) {
       for (const d of g.devices) {
         if (d.viommu) viommu_attach_coherent(d, d.viommu);
+        if (d.vtd && d.iovad) intel_iommu_map_coherent(d, d.vtd);
         nvme_pci_configure_admin_queue(g, d);
         nvme_enable_ctrl(g, d);
         nvme_identify(g, d);
@@ -163,6 +168,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
       for (const d of g.devices) {
         nvme_dev_disable(g, d);
         if (d.viommu) viommu_detach_coherent(d, d.viommu);
+        if (d.vtd && d.iovad) intel_iommu_unmap_coherent(d, d.vtd);
       }
       passShutdownTurn(g);
     }
@@ -185,6 +191,17 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
     (t) => lockHooks.gate(t),
     () => lockHooks.blocked(),
   );
+  // bare metal: the IOMMU units' qi->q_lock, granted in model-time order like the guest's locks
+  const hostLocks = init.hostLocks
+    ? LockTable.attach(
+        init.hostLocks,
+        self,
+        control,
+        init.spinLoads,
+        (t) => lockHooks.gate(t),
+        () => lockHooks.blocked(),
+      )
+    : null;
   const profiler = new Profiler(clock);
   const pages = PageAllocator.attach(init.pageAlloc, v, locks, init.costs);
   const iommu = init.strategy !== 'direct';
@@ -212,16 +229,21 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
     const doorbells = Ring.attach(d.doorbellRing);
     const bar: NvmeBar = { doorbells, log: new SentLog(doorbells), spinLoads: init.spinLoads, abort: control };
     const iovad = iommu ? IovaDomain.attach(d.iovaDomain, v, locks, init.costs) : null;
-    const viommu = iommu ? viommus[d.viommu] : null;
-    const fq =
-      init.strategy === 'lazy' && iovad && viommu ? FlushQueue.attach(d.flushQueue!, v, locks, iovad, init.costs, () => viommu.viommu_iotlb_sync()) : null;
+    const viommu = iommu && d.viommu >= 0 ? viommus[d.viommu] : null;
+    const vtd =
+      d.intelIommu && hostLocks
+        ? IntelIommuDriver.attach(d.intelIommu, { lockTable: hostLocks, clock, costs: init.costs, profiler, spinLoads: init.spinLoads, abort: control })
+        : null;
+    const ops = viommu ?? (iommu ? vtd : null);
+    const flushIotlbAll = viommu ? () => viommu.viommu_iotlb_sync() : () => vtd?.flush_iotlb_all(d.domainId);
+    const fq = init.strategy === 'lazy' && iovad && ops ? FlushQueue.attach(d.flushQueue!, v, locks, iovad, init.costs, flushIotlbAll) : null;
     const pool = init.strategy === 'bounce' ? BouncePool.attach(d.bouncePool!, v, locks, pages, init.costs) : null;
     const dma = new DmaIommu(
       init.strategy,
       {
         domain: d.domainId,
         iovad,
-        iommu: viommu,
+        iommu: ops,
         fq,
         pool,
         swiotlb: d.untrusted ? swiotlb : null,
@@ -231,11 +253,13 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
         untrusted: d.untrusted,
       },
       clock,
-      init.costs,
+      // bare metal: dma-iommu calls the VT-d driver directly, without the virtio-iommu driver's own mapping tree
+      vtd ? { ...init.costs, ...bareMetalDmaCosts(init.costs) } : init.costs,
       profiler,
     );
     return {
       init: d,
+      vtd,
       doorbells,
       bar,
       irqs: Ring.attach(d.irqRing),
@@ -319,6 +343,21 @@ function viommu_attach_coherent(d: GuestDevice, viommu: ViommuDriver): void {
   viommu.viommu_probe_endpoint(init.endpointId);
   viommu.viommu_map_pages(init.domainId, asIova(init.coherentGpa), asGpa(init.coherentGpa), init.coherentBytes, true, true);
   viommu.viommu_iotlb_sync_map();
+}
+
+/** Bare metal: map the drive's coherent memory into its VT-d domain once (IOVA = GPA); no endpoint to attach. */
+function intel_iommu_map_coherent(d: GuestDevice, vtd: IntelIommuDriver): void {
+  const { init } = d;
+  vtd.map_pages(init.domainId, asIova(init.coherentGpa), asGpa(init.coherentGpa), init.coherentBytes, true, true);
+  vtd.iotlb_sync_map(init.domainId, asIova(init.coherentGpa), init.coherentBytes);
+}
+
+/** Bare metal: unmap the drive's coherent memory and invalidate it. */
+function intel_iommu_unmap_coherent(d: GuestDevice, vtd: IntelIommuDriver): void {
+  const { init } = d;
+  const gather = newIotlbGather();
+  vtd.unmap_pages(init.domainId, asIova(init.coherentGpa), init.coherentBytes, gather);
+  iommu_iotlb_sync(vtd, init.domainId, gather);
 }
 
 /** Unmap the drive's coherent memory and detach its endpoint. */

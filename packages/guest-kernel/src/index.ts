@@ -2,6 +2,7 @@ import type { ClockMode, CostProfile, LockTableHandle, RingHandle, VirtqueueLayo
 import type { DmaCounters, DmaStrategy } from './dma.js';
 import type { BouncePoolHandle, BouncePoolStats } from './iommu/bounce-pool.js';
 import type { FlushQueueHandle, FlushQueueStats } from './iommu/flush-queue.js';
+import type { IntelIommuInit } from './iommu/intel-iommu.js';
 import type { IovaDomainHandle, IovaStats } from './iommu/iova.js';
 import type { SwiotlbHandle, SwiotlbStats } from './iommu/swiotlb.js';
 import type { FioJobSpec } from './job-spec.js';
@@ -58,6 +59,8 @@ export interface VcpuWorkerInit {
   bufferContiguity: UserBufferContiguity;
   guestRam: SharedArrayBuffer;
   locks: LockTableHandle;
+  /** bare metal: the host lock table holding the IOMMU units' `qi->q_lock` (the kernel drives VT-d itself); null in a VM */
+  hostLocks: LockTableHandle | null;
   pageAlloc: PageAllocatorHandle;
   /** the virtio-iommus this vCPU sends requests to: vCPU 0 (which brings every drive up) all of the VM's, the others their job's drive's */
   viommus: VcpuViommuInit[];
@@ -101,8 +104,10 @@ export interface VcpuViommuInit {
 
 /** One passed-through NVMe drive as a vCPU drives it. */
 export interface VcpuDeviceInit {
-  /** index in VcpuWorkerInit.viommus of the virtio-iommu the drive sits behind */
+  /** index in VcpuWorkerInit.viommus of the virtio-iommu the drive sits behind; -1 on bare metal */
   viommu: number;
+  /** bare metal: the drive's VT-d domain (its page table, its unit's invalidation queue and lock); null in a VM */
+  intelIommu: IntelIommuInit | null;
   untrusted: boolean;
   domainId: number;
   endpointId: number;

@@ -28,7 +28,7 @@ import {
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
 import type { HostWorkerInit, HostWorkerResult } from '@vmstack/host-vfio';
-import { IoPgtable, type IoPgtableHandle } from '@vmstack/iommu-hw';
+import { type IommuProt, IoPgtable, type IoPgtableHandle } from '@vmstack/iommu-hw';
 import { type DeviceWorkerInit, type DeviceWorkerResult, NvmeMedia } from '@vmstack/nvme-device';
 import {
   allocateRpcChannel,
@@ -36,6 +36,8 @@ import {
   type ControlHandle,
   type CostProfile,
   InputError,
+  IOMMU_READ,
+  IOMMU_WRITE,
   LockTable,
   type LockTableHandle,
   MAX_WORKERS,
@@ -97,6 +99,19 @@ export interface StackOptions {
   timeoutMs?: number;
 }
 
+/** What a bare-metal run reports for the VMM and VFIO it does not have: nothing happened there. */
+const NO_VMM: VmmWorkerResult = {
+  counters: { attach: 0, detach: 0, map: 0, unmap: 0, probe: 0, errors: 0, vfioMapDma: 0, vfioUnmapDma: 0, kicks: 0 },
+  profile: {},
+  mappingsLeft: 0,
+  clockNs: 0,
+};
+const NO_VFIO: HostWorkerResult = {
+  stats: { mapDmaCalls: 0, unmapDmaCalls: 0, pinnedPages: 0, pinnedPagesPeak: 0, lockedVmPages: 0, dmaCount: 0, iotlbInvalidations: 0 },
+  profile: {},
+  clockNs: 0,
+};
+
 /** the drive's pre-filled blocks look written by a verify job with this seed */
 const NS_PREFILL_SEED = 0x89;
 /** the lock-table slot of this (the main) thread: the last worker slot */
@@ -121,6 +136,8 @@ interface VmRegions {
   locks: LockTableHandle;
   /** per container, in plan order: the host IOMMU page tables of its host domain */
   pgtables: IoPgtableHandle[];
+  /** bare metal, per drive: the page tables of its VT-d domain */
+  domainPgtables: (IoPgtableHandle | null)[];
   /** per virtio-iommu: its VMM thread → host context VFIO channel */
   vfioRpcs: RpcChannelHandles[];
   /** every ring of the VM */
@@ -192,6 +209,13 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
       domains,
       locks,
       pgtables: vm.containers.map((c) => IoPgtable.allocate(c.pgtable)),
+      domainPgtables: vm.devices.map((d) => {
+        if (!d.vtd) return null;
+        const h = IoPgtable.allocate(d.vtd.pgtable);
+        // iommu=pt (the direct strategy): host memory one to one, set up at boot
+        if (d.vtd.identityMapBytes > 0) IoPgtable.attach(h).map(0, 0, d.vtd.identityMapBytes, (IOMMU_READ | IOMMU_WRITE) as IommuProt);
+        return h;
+      }),
       vfioRpcs: vm.viommus.map((v) => allocateRpcChannel(v.vfioRpc.capacityRecords, ctl.eventRef(v.vfioRpc.server), ctl.eventRef(v.vfioRpc.client))),
       ring: (r) => handles.get(r)!,
     };
@@ -243,6 +267,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         bufferContiguity: o.bufferContiguity,
         guestRam,
         locks,
+        hostLocks: vm.bareMetal ? regions.hostLocks : null,
         pageAlloc,
         alwaysBounceLimitSchedule: o.alwaysBounceLimitSchedule,
         swiotlb,
@@ -255,7 +280,8 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
           usedRing: reg.ring(x.used[x.vcpus.indexOf(v)]),
         })),
         devices: devices.map(({ d, i }) => ({
-          viommu: viommuSlot.get(d.viommu) ?? 0,
+          viommu: d.viommu < 0 ? -1 : viommuSlot.get(d.viommu)!,
+          intelIommu: d.vtd ? { pgtable: reg.domainPgtables[i]!, invalRing: reg.ring(d.inval), qiLockName: d.vtd.qiLockName, domainId: d.domainId } : null,
           untrusted: d.untrusted,
           domainId: d.domainId,
           endpointId: d.endpointId,
@@ -330,7 +356,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         ...common,
         costs: p,
         guestRam,
-        pgtable: reg.pgtables[d.container],
+        pgtable: d.vtd ? reg.domainPgtables[vm.devices.indexOf(d)]! : reg.pgtables[d.container],
         doorbellRings: d.doorbell.map(reg.ring),
         irqRings: d.irq.map(reg.ring),
         invalRings: [reg.ring(d.inval)],
@@ -410,9 +436,9 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       workers: out.workers,
       workerResults: out.results,
       vcpus: vm.vcpuWorkers.map((w) => out.results[w] as VcpuWorkerResult),
-      // a VM's VMM threads, host contexts and drives, each kind added up
-      vmm: sumDeep(vm.viommus.map((x) => out.results[x.vmm] as VmmWorkerResult)),
-      host: sumDeep(vm.viommus.map((x) => out.results[x.host] as HostWorkerResult)),
+      // a VM's VMM threads, host contexts and drives, each kind added up; bare metal has neither VMM nor VFIO
+      vmm: vm.viommus.length > 0 ? sumDeep(vm.viommus.map((x) => out.results[x.vmm] as VmmWorkerResult)) : NO_VMM,
+      host: vm.viommus.length > 0 ? sumDeep(vm.viommus.map((x) => out.results[x.host] as HostWorkerResult)) : NO_VFIO,
       device: sumDeep(vm.devices.map((d) => out.results[d.worker] as DeviceWorkerResult)),
       // the host-wide locks once, after the VMs' own
       lockStats: k === plan.vms.length - 1 ? [...vmLocks, ...hostLockStats] : vmLocks,

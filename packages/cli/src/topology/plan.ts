@@ -31,7 +31,7 @@ import { NVME_DEVICE_WORKER } from '@vmstack/nvme-device';
 import { type CostProfile, InputError, type LockKind, MAX_WORKERS, NEVER_NS, PAGE_SHIFT, PAGE_SIZE_BYTES } from '@vmstack/shm';
 import { VIOMMU_DEVICE_MUTEX, VMM_WORKER } from '@vmstack/vmm';
 import { type DeviceLayout, type GuestLayout, type GuestLayoutRequest, NVME_QUEUE_ENTRIES, planGuestLayout, type ViommuLayout } from '../stack/guest-layout.js';
-import { type Platform, type Topology, type VmTopology, validateTopology } from './topology.js';
+import { type OsTopology, type Platform, type Topology, type VmTopology, validateTopology } from './topology.js';
 import { topologyWorkers } from './workers.js';
 
 const KiB = 1024;
@@ -144,8 +144,10 @@ export interface DevicePlan {
   /** per entry of `vcpus`: vCPU → device (doorbells), device → vCPU (MSI-X) */
   doorbell: PlannedRing[];
   irq: PlannedRing[];
-  /** host kernel context of the container → device: IOTLB invalidations */
+  /** IOTLB invalidations to the device: from the host kernel context serving the container (VM), or from the CPUs, under the unit's qi->q_lock (bare metal) */
   inval: PlannedRing;
+  /** bare metal: the drive's VT-d domain, which the kernel's dma-iommu drives itself; null in a VM */
+  vtd: { pgtable: { tablePages: number }; qiLockName: string; identityMapBytes: number } | null;
 }
 
 /** A VFIO container of a VM's VMM process. */
@@ -178,6 +180,8 @@ export interface VmPlan {
   driverGeneration: ViommuDriverGeneration;
   /** the run-wide job index each vCPU runs, in vCPU order */
   jobOfVcpu: number[];
+  /** bare metal: the host OS itself (no VMM, no virtio-iommu, no VFIO) */
+  bareMetal: boolean;
   /** index in `devices` of the drive each vCPU's job uses, in vCPU order */
   deviceOfVcpu: number[];
   /** vCPU v's worker, in vCPU order */
@@ -225,7 +229,6 @@ const SHARED_CONTAINER_WINDOW_PFNS = 2 ** (44 - PAGE_SHIFT);
 
 export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
   validateTopology(topology, o.jobs.length);
-  if (topology.platform !== 'vm') throw new InputError('topology.platform', topology.platform, 'vm: bare metal is not modelled yet');
   const planned = topologyWorkers(topology);
   if (planned.length > MAX_WORKERS - 1)
     throw new InputError(
@@ -238,10 +241,10 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
   const several = topology.vms.length > 1;
   const unitOf = new Map(topology.hostIommus.flatMap((u) => u.controllers.map((c) => [c, u.id] as const)));
   const qualify = (cls: string, id: string, instances: number) => (instances > 1 ? `${cls}/${id}` : cls);
-  const containerCount = topology.vms.reduce((s, vm) => s + vm.containers.length, 0);
+  const containerCount = (topology.vms as OsTopology[]).reduce((s, vm) => s + vm.containers.length, 0);
   const units = topology.hostIommus.map((u) => u.id);
-  const vms = topology.vms.map((vm, k) =>
-    planVm(vm, k, o, {
+  const vms = (topology.vms as OsTopology[]).map((vm, k) =>
+    planVm(vm, topology.platform === 'bare-metal', k, o, {
       lockScope: several ? `${vm.id}:` : '',
       ringScope: several ? `${vm.id}:` : '',
       containerLock: (c: string) => qualify(IOMMU_LOCK, c, containerCount),
@@ -262,7 +265,9 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
       startEotNs: w.kind === 'vmm' || w.kind === 'host' ? NEVER_NS : 0,
     })),
     hostLocks: [
-      ...topology.vms.flatMap((vm) => vm.containers.map((c) => ({ name: qualify(IOMMU_LOCK, c.id, containerCount), kind: 'mutex' as const }))),
+      ...(topology.vms as OsTopology[]).flatMap((vm) =>
+        vm.containers.map((c) => ({ name: qualify(IOMMU_LOCK, c.id, containerCount), kind: 'mutex' as const })),
+      ),
       ...units.map((u) => ({ name: qualify(QI_Q_LOCK, u, units.length), kind: 'spinlock' as const })),
     ],
   };
@@ -277,11 +282,25 @@ interface VmNames {
   worker: (kind: WorkerKind, vm: string | undefined, of: string) => number;
 }
 
-function planVm(vm: VmTopology, k: number, o: StackPlanOptions, names: VmNames): VmPlan {
+/**
+ * One VM's plan — or, on bare metal, the host OS's: its CPUs run the jobs,
+ * and each drive's domain is a VT-d domain the kernel maps itself (no
+ * virtio-iommu, no VMM thread, no VFIO container).
+ */
+function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptions, names: VmNames): VmPlan {
   const at = `topology.vms[${k}]`;
   const p = o.profile;
-  const strategy = vm.strategy;
-  const vcpuWorkers = vm.vcpus.map((c) => names.worker('vcpu', vm.id, `vcpu${c.id}`));
+  const strategy = os.strategy;
+  // a drive of the host OS is in a domain of its own; its "endpoint" is its PCI requester id, as the builder numbers them
+  const vm: VmTopology = bareMetal
+    ? {
+        ...os,
+        viommus: [],
+        containers: [],
+        devices: os.devices.map((d, i) => ({ ...d, viommu: '', container: '', endpointId: (i + 1) << 8, domainId: i + 1 })),
+      }
+    : (os as VmTopology);
+  const vcpuWorkers = vm.vcpus.map((c) => names.worker('vcpu', vm.id, bareMetal ? `cpu${c.id}` : `vcpu${c.id}`));
   const vcpus = vm.vcpus.length;
   if (vm.devices.length === 0) throw new InputError(`${at}.devices`, [], 'at least 1 passed-through drive: the jobs do I/O to one');
   const deviceIndex = new Map(vm.devices.map((d, i) => [d.id, i]));
@@ -304,6 +323,7 @@ function planVm(vm: VmTopology, k: number, o: StackPlanOptions, names: VmNames):
   const containerOfViommu = new Map<number, number>();
   const viommuOfContainer = new Map<number, number>();
   vm.devices.forEach((d, i) => {
+    if (bareMetal) return;
     const vi = viommuIndex.get(d.viommu)!;
     const ci = containerIndex.get(d.container)!;
     if ((containerOfViommu.get(vi) ?? ci) !== ci)
@@ -326,6 +346,7 @@ function planVm(vm: VmTopology, k: number, o: StackPlanOptions, names: VmNames):
   });
   const unitOfContainer = new Map<number, string>();
   vm.devices.forEach((d, i) => {
+    if (bareMetal) return;
     const ci = containerIndex.get(d.container)!;
     const unit = names.unitOf(d.controller);
     if ((unitOfContainer.get(ci) ?? unit) !== unit)
@@ -390,11 +411,11 @@ function planVm(vm: VmTopology, k: number, o: StackPlanOptions, names: VmNames):
   const containerDevices = vm.containers.map((_, ci) => vm.devices.map((_d, i) => i).filter((i) => containerIndex.get(vm.devices[i].container) === ci));
   const devices = vm.devices.map((d, i): DevicePlan => {
     const worker = names.worker('device', undefined, d.controller);
-    const ci = containerIndex.get(d.container)!;
-    const vi = viommuIndex.get(d.viommu)!;
+    const ci = bareMetal ? -1 : containerIndex.get(d.container)!;
+    const vi = bareMetal ? -1 : viommuIndex.get(d.viommu)!;
     const jobs = jobsOn(i);
     // a container shared by several domains has one IOVA space: each domain allocates from a window of its own
-    const sharers = containerDevices[ci];
+    const sharers = bareMetal ? [i] : containerDevices[ci];
     const w = sharers.length > 1 ? sharers.indexOf(i) : 0;
     const windowStartPfn = w * SHARED_CONTAINER_WINDOW_PFNS;
     const limitPfn = sharers.length > 1 ? (w + 1) * SHARED_CONTAINER_WINDOW_PFNS - 1 : VIOMMU_IOVA_LIMIT_PFN;
@@ -447,7 +468,16 @@ function planVm(vm: VmTopology, k: number, o: StackPlanOptions, names: VmNames):
       bouncePool,
       doorbell: dv.map((c) => ring(`doorbell${c}${devSuffix(i)}`, DOORBELL_RING_RECORDS, vcpuWorkers[c], worker)),
       irq: dv.map((c) => ring(`irq${c}${devSuffix(i)}`, IRQ_RING_RECORDS, worker, vcpuWorkers[c])),
-      inval: ring(`inval${devSuffix(i)}`, INVAL_RING_RECORDS, viommus[vi].host, worker),
+      // bare metal: every CPU using the drive writes the unit's queue under qi->q_lock; vCPU 0 stands for them here
+      inval: ring(`inval${devSuffix(i)}`, INVAL_RING_RECORDS, bareMetal ? vcpuWorkers[0] : viommus[vi].host, worker),
+      vtd: bareMetal
+        ? {
+            pgtable: { tablePages: HOST_PGTABLE_POOL_PAGES },
+            qiLockName: names.qiLock(names.unitOf(d.controller)),
+            // iommu=pt: without dma-iommu translation the drive sees host memory one to one
+            identityMapBytes: strategy === 'direct' ? vm.ramBytes : 0,
+          }
+        : null,
     };
   });
 
@@ -467,6 +497,7 @@ function planVm(vm: VmTopology, k: number, o: StackPlanOptions, names: VmNames):
 
   return {
     id: vm.id,
+    bareMetal,
     lockScope: names.lockScope,
     ramBytes: vm.ramBytes,
     strategy,
