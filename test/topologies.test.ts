@@ -222,6 +222,10 @@ test('bare metal, strict, four randrw jobs: no virtio-iommu, so no request_lock 
     iova.some((c) => c > 0),
     'the IOVA allocator is where the CPUs meet besides the queue',
   );
+  const cpu = r.result.vmstack.cpu;
+  t.is(cpu.busy_ns.length, 4);
+  t.is(cpu.host_cpu_threads, 8, 'the i5-10210U: 4 cores, 8 threads');
+  t.is(cpu.host_share_pct, (100 * cpu.busy_ns.reduce((a, b) => a + b, 0)) / (cpu.span_ns * 8), 'top`s view: all CPUs` busy time over the host`s threads');
   t.is(r.verify.corrupt, 0);
   t.deepEqual(r.leaks, NO_LEAKS);
 });

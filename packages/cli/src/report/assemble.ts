@@ -12,11 +12,13 @@ import type { DeviceWorkerResult } from '@vmstack/nvme-device';
 import type { ClockMode, LockStat, WorkerInfo } from '@vmstack/shm';
 import type { VmmWorkerResult } from '@vmstack/vmm';
 import type { Topology } from '../topology/topology.js';
+import { systemCpuSharePct } from './cpu-share.js';
 import { lockClassRows, withLockClass } from './lock-classes.js';
 import { decodeHistogram, type JobResult, type RunResult } from './result.js';
 import { topologyReport } from './topology-report.js';
 import {
   type BounceCounters,
+  type CpuReport,
   type IotlbCounters,
   type ProfileRow,
   type ProfileWhere,
@@ -59,6 +61,8 @@ export interface StackRunOutcome {
   startedMs: number;
   /** wall ms of the whole run, worker start-up included */
   wallMs: number;
+  /** the host's hardware threads (profile hostCpuThreadsCount), for the CPU load as a share of the host */
+  hostCpuThreads: number;
   /** the topology the run was given; absent: the default one */
   topology?: Topology;
 }
@@ -119,6 +123,11 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
       job_loop_wall_ms: Math.round(loopMs),
       simulated_ios_per_wall_s: Math.round(simulatedIos / (loopMs / 1000)),
     },
+    cpu: cpuReport(
+      vres.map((x) => x.job.busyNs),
+      vres.map((x) => x.job.endNs - x.job.startNs),
+      r.hostCpuThreads,
+    ),
     ...(r.topology ? { topology: topologyReport(r.topology) } : {}),
   };
   return {
@@ -254,6 +263,15 @@ export function mergeVmResults(results: readonly RunResult[], vms: readonly { id
   const simulatedIos = reports.reduce((s, r) => s + r.model_speed.simulated_ios, 0);
   const loopMs = Math.max(...reports.map((r) => r.model_speed.job_loop_wall_ms));
   const lockStat = reports.flatMap((r) => r.lock_stat);
+  // each VM's vCPUs in job order: the CPU report over the whole run
+  const busyNs: number[] = [];
+  const runNs: number[] = [];
+  vms.forEach((vm, k) => {
+    vm.jobs.forEach((j, v) => {
+      busyNs[j] = reports[k].cpu.busy_ns[v];
+      runNs[j] = jobs[j].jobRuntimeNs;
+    });
+  });
   const vmstack: VmstackReport = {
     ...first,
     counters: sumDeep(reports.map((r) => r.counters)),
@@ -268,6 +286,7 @@ export function mergeVmResults(results: readonly RunResult[], vms: readonly { id
       job_loop_wall_ms: loopMs,
       simulated_ios_per_wall_s: Math.round(simulatedIos / (Math.max(loopMs, 1) / 1000)),
     },
+    cpu: cpuReport(busyNs, runNs, first.cpu.host_cpu_threads),
     vms: reports.map((r, k) => ({
       id: vms[k].id,
       strategy: r.strategy,
@@ -280,6 +299,18 @@ export function mergeVmResults(results: readonly RunResult[], vms: readonly { id
     })),
   };
   return { timestampMs: results[0].timestampMs, globalOptions: results[0].globalOptions, jobs, vmstack };
+}
+
+/** The CPU report from each vCPU's busy and job time (model ns), in job order. */
+function cpuReport(busyNs: readonly number[], jobNs: readonly number[], hostCpuThreads: number): CpuReport {
+  const spanNs = Math.max(0, ...jobNs);
+  return {
+    busy_ns: [...busyNs],
+    busy_pct: busyNs.map((b, i) => (jobNs[i] > 0 ? (100 * b) / jobNs[i] : 0)),
+    span_ns: spanNs,
+    host_cpu_threads: hostCpuThreads,
+    host_share_pct: spanNs > 0 ? systemCpuSharePct(busyNs, spanNs, hostCpuThreads) : 0,
+  };
 }
 
 /** Objects of the same shape added up: numbers summed, nested objects summed key by key, null where every row has null; one row is itself. */

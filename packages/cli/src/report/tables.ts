@@ -25,7 +25,7 @@
 import { formatLockStat, type LockStat } from '@vmstack/shm';
 import { hasSharedLockClass, LOCK_CLASS_COLUMNS, lockClassCells } from './lock-classes.js';
 import type { RunResult } from './result.js';
-import type { LockClassRow, LockStatRow, ModelSpeed, ProfileRow } from './vmstack-report.js';
+import type { CpuReport, LockClassRow, LockStatRow, ModelSpeed, ProfileRow } from './vmstack-report.js';
 
 type Align = 'left' | 'right';
 
@@ -136,8 +136,17 @@ export function formatVmstackTables(result: RunResult): string {
     `counters\n${formatNameValueRows(flattenCounters(v.counters))}`,
     `verify\n${formatNameValueRows(verify)}`,
     `leaks (still mapped or pinned after the run)\n${formatNameValueRows(flattenCounters(v.leaks))}`,
+    formatCpu(v.cpu),
     formatModelSpeed(v.model_speed),
   ].join('\n');
+}
+
+/** The CPU load line: each vCPU's busy share of its job, and all of them as a share of the host (top's view). */
+export function formatCpu(c: CpuReport): string {
+  return (
+    `cpu: busy ${c.busy_pct.map((p) => `${p.toFixed(1)}%`).join(' ')} of each vCPU's job; ` +
+    `${c.host_share_pct.toFixed(1)}% of the host's ${c.host_cpu_threads} hardware threads (as top or vmstat would show it)\n`
+  );
 }
 
 /** The tables of a run of one or more barrier groups (one RunResult per group, in order). */

@@ -226,6 +226,24 @@ export interface LeakReport {
   locked_vm_pages: number;
 }
 
+/**
+ * CPU load two ways: each vCPU's (bare metal: each CPU's) busy share of its
+ * job, as fio's sys= gives it, and all of them together as a share of the
+ * host's hardware threads, as `top`'s summary line or `vmstat` would show it.
+ */
+export interface CpuReport {
+  /** per vCPU (job order): model ns busy in the job */
+  busy_ns: number[];
+  /** per vCPU: busy share of its own job's runtime, % */
+  busy_pct: number[];
+  /** model ns of the longest job: the span the host share is taken over */
+  span_ns: number;
+  /** the host's hardware threads (profile hostCpuThreadsCount) */
+  host_cpu_threads: number;
+  /** every vCPU's busy time over (span × host threads), % */
+  host_share_pct: number;
+}
+
 /** The model's own speed: simulated I/Os per second of wall time spent in the job loop. */
 export interface ModelSpeed {
   simulated_ios: number;
@@ -251,6 +269,7 @@ export interface VmstackReport {
   verify: VerifyReport;
   leaks: LeakReport;
   model_speed: ModelSpeed;
+  cpu: CpuReport;
   /** the topology the run was given, keys snake_case; absent: the default topology (one VM, a vCPU per job, one drive) */
   topology?: TopologyReport;
   /**

@@ -446,6 +446,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       iovaPagesAllocated: reg.domains.reduce((s, d) => s + IovaDomain.stats(d.iovaDomain).allocatedPages, 0),
       startedMs,
       wallMs,
+      hostCpuThreads: opts.profile.hostCpuThreadsCount,
       topology: opts.topology,
     });
   });

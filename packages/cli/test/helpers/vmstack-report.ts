@@ -60,5 +60,6 @@ export function sampleVmstackReport(): VmstackReport {
     verify: { blocks_checked: 256, corrupt: 1, overwritten: 0 },
     leaks: { iovas: 0, iova_mappings_in_vmm: 1, pinned_pages: 24, locked_vm_pages: 0 },
     model_speed: { simulated_ios: 16, run_wall_ms: 808, job_loop_wall_ms: 62, simulated_ios_per_wall_s: 258 },
+    cpu: { busy_ns: [500_000], busy_pct: [50], span_ns: 1_000_000, host_cpu_threads: 8, host_share_pct: 6.25 },
   };
 }
