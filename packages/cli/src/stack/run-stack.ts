@@ -28,7 +28,7 @@ import {
   VIOMMU_REQUEST_LOCK,
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
-import type { HostWorkerInit, HostWorkerResult } from '@vmstack/host-vfio';
+import { type HostWorkerInit, type HostWorkerResult, VfioContainer, type VfioContainerHandle } from '@vmstack/host-vfio';
 import { IoPgtable, type IoPgtableHandle } from '@vmstack/iommu-hw';
 import { type DeviceWorkerInit, type DeviceWorkerResult, NvmeMedia } from '@vmstack/nvme-device';
 import {
@@ -116,6 +116,8 @@ interface VmRegions {
   locks: LockTableHandle;
   /** the host IOMMU page tables of the VM's container */
   pgtable: IoPgtableHandle;
+  /** the VM's VFIO container, shared by every host worker serving it */
+  container: VfioContainerHandle;
   rings: { doorbell: RingHandle[]; irq: RingHandle[]; kick: RingHandle[]; used: RingHandle[]; inval: RingHandle };
   vfioRpc: RpcChannelHandles;
 }
@@ -123,7 +125,7 @@ interface VmRegions {
 /** The shared memory of a run. */
 interface StackRegions {
   control: ControlHandle;
-  /** the host-wide locks: containers' iommu->lock, units' qi->q_lock */
+  /** the host-wide locks: containers' iommu->lock, units' qi->q_lock, VMM processes' mmap_lock */
   hostLocks: LockTableHandle;
   /** the run's state across VMs (shm/src/vm-state.ts) */
   runState: SharedArrayBuffer;
@@ -169,6 +171,11 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
       for (const [lo, hi] of reservedPfns) iovad.reserve_iova(lo, hi);
     }
     const pgtable = IoPgtable.allocate(r.pgtable);
+    const container = VfioContainer.allocate({
+      guestRamBytes: r.guestRamBytes,
+      lockedVmLimitPages: vm.vfio.lockedVmLimitPages,
+      dmaEntryLimit: vm.vfio.dmaEntryLimit,
+    });
     // every ring wakes its consumer's worker event
     const planned = planRings(vm.rings);
     const handles = new Map(planned.map((r) => [r, Ring.allocate({ capacityRecords: r.capacityRecords }, ctl.eventRef(r.consumer))]));
@@ -182,7 +189,7 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
       inval: ring(vm.rings.inval),
     };
     const vfioRpc = allocateRpcChannel(vm.vfioRpc.capacityRecords, ctl.eventRef(vm.vfioRpc.server), ctl.eventRef(vm.vfioRpc.client));
-    return { guestRam, vmState, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, locks, pgtable, rings, vfioRpc };
+    return { guestRam, vmState, pageAlloc, iovaDomain, flushQueue, bouncePool, swiotlb, locks, pgtable, container, rings, vfioRpc };
   });
   plan.workers.forEach((w, i) => ctl.publishEot(i, w.startEotNs));
   return { control, hostLocks: LockTable.allocate(plan.hostLocks), runState: new SharedArrayBuffer(RUN_STATE_BYTES), vms, ringList };
@@ -302,11 +309,11 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
           locks: regions.hostLocks,
           containerLockName: vm.container.lockName,
           qiLockName: vm.hostIommu.qiLockName,
+          mmapLockName: vm.mmapLockName,
+          container: regions.vms[k].container,
           vmmRpc: regions.vms[k].vfioRpc,
           pgtable,
           invalRing: rings.inval,
-          lockedVmLimitPages: vm.vfio.lockedVmLimitPages,
-          dmaEntryLimit: vm.vfio.dmaEntryLimit,
         };
         return init;
       }

@@ -25,7 +25,7 @@ import {
   MAX_GLOBAL_MAGS,
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
-import { DEFAULT_DMA_ENTRY_LIMIT, HOST_VFIO_WORKER, IOMMU_LOCK, QI_Q_LOCK } from '@vmstack/host-vfio';
+import { DEFAULT_DMA_ENTRY_LIMIT, HOST_VFIO_WORKER, IOMMU_LOCK, MMAP_LOCK, QI_Q_LOCK } from '@vmstack/host-vfio';
 import { NVME_DEVICE_WORKER } from '@vmstack/nvme-device';
 import { type CostProfile, InputError, type LockKind, MAX_WORKERS, NEVER_NS, PAGE_SHIFT, PAGE_SIZE_BYTES } from '@vmstack/shm';
 import { VMM_WORKER } from '@vmstack/vmm';
@@ -142,6 +142,8 @@ export interface VmPlan {
   viommu: { id: string; endpointIds: number[] };
   /** the VFIO container and the name of its `iommu->lock` in the host lock table */
   container: { id: string; lockName: string };
+  /** the `mmap_lock` of the VM's VMM process in the host lock table */
+  mmapLockName: string;
   /** the host IOMMU unit translating for the device, and its `qi->q_lock` in the host lock table */
   hostIommu: { id: string; qiLockName: string };
   index: StackWorkers;
@@ -170,9 +172,10 @@ export interface StackPlan {
   /** every worker, in worker-index order: VM by VM (vCPUs, vmm, host-vfio), then one nvme-device per controller */
   workers: PlannedWorker[];
   /**
-   * The host-wide lock table: each VFIO container's `iommu->lock` and each
-   * host IOMMU unit's `qi->q_lock`. An instance name carries `/<id>` only
-   * when the run has several instances of its class.
+   * The host-wide lock table: each VFIO container's `iommu->lock`, each
+   * host IOMMU unit's `qi->q_lock` and each VMM process's `mmap_lock` (one
+   * per VM). An instance name carries `/<id>` only when the run has several
+   * instances of its class.
    */
   hostLocks: { name: string; kind: LockKind }[];
 }
@@ -237,6 +240,7 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
       containerLock: qualify(IOMMU_LOCK, vm.containers[0].id, containers.length),
       unit: unitOf.get(vm.devices[0].controller)!,
       qiLock: (unit: string) => qualify(QI_Q_LOCK, unit, units.length),
+      mmapLock: qualify(MMAP_LOCK, vm.id, topology.vms.length),
     });
   });
   for (const v of vms)
@@ -248,6 +252,7 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
     hostLocks: [
       ...containers.map((c) => ({ name: qualify(IOMMU_LOCK, c, containers.length), kind: 'mutex' as const })),
       ...units.map((u) => ({ name: qualify(QI_Q_LOCK, u, units.length), kind: 'spinlock' as const })),
+      ...topology.vms.map((vm) => ({ name: qualify(MMAP_LOCK, vm.id, topology.vms.length), kind: 'rwsem' as const })),
     ],
   };
 }
@@ -257,7 +262,7 @@ function planVm(
   k: number,
   index: StackWorkers,
   o: StackPlanOptions,
-  names: { lockScope: string; containerLock: string; unit: string; qiLock: (unit: string) => string },
+  names: { lockScope: string; containerLock: string; unit: string; qiLock: (unit: string) => string; mmapLock: string },
 ): VmPlan {
   const at = `topology.vms[${k}]`;
   const dev = vm.devices[0];
@@ -341,6 +346,7 @@ function planVm(
     },
     viommu: { id: vm.viommus[0].id, endpointIds: vm.devices.filter((d) => d.viommu === vm.viommus[0].id).map((d) => d.endpointId) },
     container: { id: vm.containers[0].id, lockName: names.containerLock },
+    mmapLockName: names.mmapLock,
     hostIommu: { id: names.unit, qiLockName: names.qiLock(names.unit) },
     index,
     regions: {
