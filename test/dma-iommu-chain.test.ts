@@ -32,7 +32,7 @@ import {
   VIOMMU_REQUEST_SLOT_BYTES,
   ViommuDriver,
 } from '@vmstack/guest-kernel';
-import { HostVfio, IOMMU_LOCK, QI_Q_LOCK, VfioContainer } from '@vmstack/host-vfio';
+import { HostVfio, IOMMU_LOCK, MMAP_LOCK, QI_Q_LOCK, VfioContainer } from '@vmstack/host-vfio';
 import { IoPgtable } from '@vmstack/iommu-hw';
 import { attachGuestMemory, DEFAULT_PROFILE_PATH, IOMMU_READ, IOMMU_WRITE, LockTable, loadProfile, ModelClock, NEVER_NS, virtqueueLayout } from '@vmstack/shm';
 import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
@@ -77,6 +77,7 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
       { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
       { name: IOMMU_LOCK, kind: 'mutex' },
       { name: QI_Q_LOCK, kind: 'spinlock' },
+      { name: MMAP_LOCK, kind: 'rwsem' },
       ...PageAllocator.lockSpecs(pageH),
       ...IovaDomain.lockSpecs(iovaH),
       ...(poolH ? BouncePool.lockSpecs(poolH) : []),
@@ -88,12 +89,10 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
   const iovad = IovaDomain.attach(iovaH, 0, locks, profile);
   if (poolH) iovad.reserve_iova(POOL_IOVA / PAGE, (POOL_IOVA + BouncePool.iovaSpanBytes({ slotsPerClass: 16 })) / PAGE - 1);
   const pgtable = IoPgtable.attach(IoPgtable.allocate({ tablePages: 256 }));
-  const container = new VfioContainer({
+  const container = VfioContainer.attach(VfioContainer.allocate({ guestRamBytes: RAM_BYTES, lockedVmLimitPages: RAM_BYTES / PAGE }), {
     pgtable,
     lockTable: locks,
     costs: profile,
-    lockedVmLimitPages: RAM_BYTES / PAGE,
-    guestRamBytes: RAM_BYTES,
     invalidateIotlb: () => {},
   });
   const host = new HostVfio(container, new ModelClock('virtual'));

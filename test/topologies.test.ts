@@ -240,3 +240,20 @@ test('bare metal with the pool: slots stay mapped in the VT-d domain, so the inv
     t.deepEqual(r.leaks, NO_LEAKS, strategy);
   }
 });
+
+test('one VM, two virtio-iommus whose drives share one VFIO container: two VMM threads, two host contexts, one iommu->lock — it contends; the request_locks do not', async (t) => {
+  const r = await runFio(
+    'strict',
+    Array.from({ length: 2 }, () => ({ ...FIO, rw: 'randrw' })),
+    { quantumNs: 0 },
+    { devices: 2, viommus: 2, container: 'shared' },
+  );
+  const c = r.lock('iommu->lock');
+  t.log(`iommu->lock: ${c.acquisitions} acquisitions, ${c.contentions} contentions, ${(c.waittime_total_ns / 1000).toFixed(1)} µs`);
+  t.true(c.contentions > 0, 'two host contexts take the one container lock');
+  for (const v of ['viommu0', 'viommu1']) t.is(r.lock(`viommu->request_lock/${v}`).contentions, 0, `${v}: one vCPU's requests`);
+  t.is(r.result.vmstack.workers.filter((w) => w.role.includes('/host-vfio/')).length, 2, 'a host context per VMM thread');
+  t.is(r.lock('mmap_lock').contentions, 0, 'the VMM`s mmap_lock is taken only under iommu->lock');
+  t.is(r.verify.corrupt, 0);
+  t.deepEqual(r.leaks, NO_LEAKS);
+});

@@ -7,7 +7,7 @@
  * the test reads the tail, the used ring, the page table and the counters.
  */
 
-import { HostVfio, IOMMU_LOCK, QI_Q_LOCK, VfioContainer } from '@vmstack/host-vfio';
+import { HostVfio, IOMMU_LOCK, MMAP_LOCK, QI_Q_LOCK, VfioContainer } from '@vmstack/host-vfio';
 import { IoPgtable } from '@vmstack/iommu-hw';
 import {
   attachGuestMemory,
@@ -68,16 +68,15 @@ function rig() {
       { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
       { name: IOMMU_LOCK, kind: 'mutex' },
       { name: QI_Q_LOCK, kind: 'spinlock' },
+      { name: MMAP_LOCK, kind: 'rwsem' },
     ]),
     0,
   );
   const invalidations: { iova: number; sizeBytes: number }[] = [];
-  const container = new VfioContainer({
+  const container = VfioContainer.attach(VfioContainer.allocate({ guestRamBytes: RAM_BYTES, lockedVmLimitPages: RAM_BYTES / PAGE }), {
     pgtable,
     lockTable: locks,
     costs: profile,
-    lockedVmLimitPages: RAM_BYTES / PAGE,
-    guestRamBytes: RAM_BYTES,
     invalidateIotlb: (iova, sizeBytes) => invalidations.push({ iova, sizeBytes }),
   });
   const hostClock = new ModelClock('virtual');

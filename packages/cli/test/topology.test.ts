@@ -280,10 +280,15 @@ test('planStack, default topology of 2 jobs: vCPU workers, then vmm, host-vfio, 
   t.is(vm.lockScope, '', 'one VM: lock names are the kernel names');
   t.deepEqual([vm.viommus[0].requestLockName, vm.viommus[0].mutexName, vm.devices[0].iovaDomain.lockSuffix], ['viommu->request_lock', 'viommu_dev->mutex', '']);
   t.deepEqual(
-    plan.hostLocks.map((l) => l.name),
-    ['iommu->lock', 'qi->q_lock'],
-    'one container, one host IOMMU unit',
+    plan.hostLocks.map((l) => [l.name, l.kind]),
+    [
+      ['iommu->lock', 'mutex'],
+      ['qi->q_lock', 'spinlock'],
+      ['mmap_lock', 'rwsem'],
+    ],
+    'one container, one host IOMMU unit, one VMM process',
   );
+  t.is(vm.mmapLockName, 'mmap_lock');
 });
 
 test('planStack: jobs placed out of order run in vCPU order; the strategy of the VM decides the regions', (t) => {
@@ -350,14 +355,14 @@ test('planStack, two VMs: each its vCPUs, vmm and host-vfio, then a device per c
   );
   t.deepEqual(
     plan.hostLocks.map((l) => l.name),
-    ['iommu->lock/container0', 'iommu->lock/container1', 'qi->q_lock'],
-    'a container each, one unit shared',
+    ['iommu->lock/container0', 'iommu->lock/container1', 'qi->q_lock', 'mmap_lock/vm0', 'mmap_lock/vm1'],
+    'a container each, one unit shared, a VMM process each',
   );
   t.deepEqual(
     plan.vms.map((vm) => [vm.containers[0].lockName, vm.containers[0].hostIommu.qiLockName]),
     [
-      ['iommu->lock/container0', 'qi->q_lock'],
-      ['iommu->lock/container1', 'qi->q_lock'],
+      ['iommu->lock/container0', 'qi->q_lock', 'mmap_lock/vm0'],
+      ['iommu->lock/container1', 'qi->q_lock', 'mmap_lock/vm1'],
     ],
   );
   t.deepEqual(

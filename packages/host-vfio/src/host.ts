@@ -103,22 +103,22 @@ export class HostVfio implements VfioContainerPort {
 export { RpcServer, RunControl };
 
 /**
- * The host kernel of one run: the container over the shared host page tables,
- * sending IOTLB invalidations to the device through their ring. Used by the
- * host worker and by the one-thread stack alike.
+ * The host kernel of one run: this thread's view of the shared container,
+ * over the shared host page tables, sending IOTLB invalidations to the
+ * device through their ring. Used by the host worker and by the one-thread
+ * stack alike.
  */
 export function createHost(init: HostWorkerInit, self: number, control: RunControl): { host: HostVfio; container: VfioContainer; clock: ModelClock } {
   const clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
   const locks = LockTable.attach(init.locks, self, control, init.spinLoads);
   const invals = init.invalRings.map((h) => Ring.attach(h));
-  const container = new VfioContainer({
+  const container = VfioContainer.attach(init.container, {
     pgtable: IoPgtable.attach(init.pgtable),
     lockTable: locks,
     lockName: init.containerLockName,
     qiLockName: init.qiLockName,
+    mmapLockName: init.mmapLockName,
     costs: init.costs,
-    lockedVmLimitPages: init.lockedVmLimitPages,
-    dmaEntryLimit: init.dmaEntryLimit,
     // the container's one host domain translates for all its drives: each drops its cached translations
     invalidateIotlb: (iova: number, sizeBytes: number) => {
       for (const inval of invals) {

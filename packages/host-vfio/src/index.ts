@@ -1,6 +1,6 @@
 import type { IoPgtableHandle } from '@vmstack/iommu-hw';
 import type { ClockMode, LockTableHandle, RingHandle, RpcChannelHandles } from '@vmstack/shm';
-import type { VfioContainerCosts, VfioContainerStats } from './vfio-iommu-type1.js';
+import type { VfioContainerCosts, VfioContainerHandle, VfioContainerStats } from './vfio-iommu-type1.js';
 
 export * from './host.js';
 export * from './vfio-iommu-type1.js';
@@ -14,18 +14,20 @@ export interface HostWorkerInit {
   epochMs: number;
   spinLoads: number;
   costs: VfioContainerCosts;
-  /** the host-wide lock table: containers' `iommu->lock`, units' `qi->q_lock` */
+  /** the host-wide lock table: containers' `iommu->lock`, units' `qi->q_lock`, VMM processes' `mmap_lock` */
   locks: LockTableHandle;
   /** this container's `iommu->lock` in `locks` */
   containerLockName: string;
   /** in `locks`, the `qi->q_lock` of the host IOMMU unit translating for the container's device */
   qiLockName: string;
+  /** in `locks`, the `mmap_lock` of the VMM process that owns the container */
+  mmapLockName: string;
+  /** the container (VfioContainer.allocate): every worker serving it attaches the same one */
+  container: VfioContainerHandle;
   vmmRpc: RpcChannelHandles;
   pgtable: IoPgtableHandle;
   /** to each drive whose DMA the container translates: IOTLB invalidations */
   invalRings: RingHandle[];
-  lockedVmLimitPages: number;
-  dmaEntryLimit: number;
 }
 
 export interface HostWorkerResult {

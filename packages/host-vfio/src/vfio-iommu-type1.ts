@@ -12,10 +12,19 @@
  *   `dma_entry_limit` (-ENOSPC), then `vfio_pin_map_dma` under `iommu->lock`.
  * - `vfio_pin_map_dma` → `vfio_pin_pages_remote` (pin one physically
  *   contiguous chunk, page by page, checking `locked_vm + 1 > RLIMIT_MEMLOCK`
- *   per page: -ENOMEM) → `vfio_lock_acct` (one mmap-lock + locked_vm update per
+ *   per page: -ENOMEM) → `vfio_lock_acct` (one `locked_vm` update per
  *   chunk) → `vfio_iommu_map` (host page tables; a full table pool: -ENOMEM).
  *   A failure unwinds through `vfio_remove_dma`, so nothing stays pinned,
  *   accounted or mapped.
+ * - The VMM process's `mmap_lock` (an rwsem in the host lock table, one per
+ *   VMM process): `vaddr_get_pfn` takes it for read around
+ *   `pin_user_pages_remote` of its one page (`mmap_read_lock`, as Linux 5.8 to
+ *   5.11 do; 5.12 and later pin a batch per `vaddr_get_pfns` call under one
+ *   read hold), and `vfio_lock_acct` takes it for write around
+ *   `__account_locked_vm` (`mmap_write_lock_killable`). Both run under
+ *   `iommu->lock`, so the container's own ioctls never meet on it; what it
+ *   shows is how often and how long the container holds the process's
+ *   `mmap_lock`, which page faults and mmap() of the VMM's other threads wait for.
  * - `vfio_dma_do_unmap`: alignment and size checks (-EINVAL), iova + size - 1
  *   wrapping past 2^64 - 1 (-EOVERFLOW), the v2 rule that an unmap may not
  *   bisect a `vfio_dma` (-EINVAL), then every `vfio_dma` in the range is
@@ -28,7 +37,8 @@
  *   end of each `vfio_dma`, `vfio_sync_unpin` flushes the IOTLB once (the
  *   `invalidateIotlb` callback + `hostIotlbFlushNs`) and only then unpins.
  *   (`unmap_unpin_slow` serves only a failed fast unmap, which cannot happen
- *   here: the page table has a single writer and no allocation in the path.)
+ *   here: the page table is written only under `iommu->lock`, and the path
+ *   allocates nothing.)
  *
  * Model specifics:
  * - Arguments are JS numbers: an integer from 0 to 2^64 - 1 is a u64 (above
@@ -36,9 +46,9 @@
  *   checked exactly with BigInt. User addresses end at TASK_SIZE (2^47, x86-64
  *   4-level paging): pinning beyond it is -EFAULT.
  * - The VMM maps guest RAM at the identity: vaddr = gpa = HPA (the byte offset
- *   in the guest-RAM SharedArrayBuffer). `guestRamBytes`, when given, bounds
- *   what can be pinned: a vaddr beyond it fails `pin_user_pages_remote`
- *   (-EFAULT), as an unmapped user address does.
+ *   in the guest-RAM SharedArrayBuffer). `guestRamBytes` bounds what can be
+ *   pinned: a vaddr beyond it fails `pin_user_pages_remote` (-EFAULT), as an
+ *   unmapped user address does.
  * - Identity means a `vfio_dma` is always one contiguous chunk, so the 512-chunk
  *   gather limit matters only with `fineGrainedSuperPages` (AMD-Vi's
  *   `domain->fgsp`: chunks of one page), which the option reproduces.
@@ -46,10 +56,30 @@
  *   at two IOVAs is pinned twice (page refcount 2, one distinct pinned page)
  *   and accounted twice. `lockedVmLimitPages` is RLIMIT_MEMLOCK >> PAGE_SHIFT
  *   for a VMM without CAP_IPC_LOCK; Infinity models an unlimited rlimit.
- * - The `vfio_dma` tree is a host-local sorted array (only the host worker
- *   touches it); `iommu->lock` is the shared Mutex, held across pin + map and
+ * - The container lives in shared memory (`VfioContainer.allocate`, then
+ *   `VfioContainer.attach` in each thread that serves it: the kernel contexts
+ *   of several VMM threads issuing ioctls on one container fd). Everything
+ *   the kernel keeps in `struct vfio_iommu` and below is in one
+ *   SharedArrayBuffer: the `vfio_dma` set ordered by iova (a sorted array of
+ *   fixed capacity in place of the rbtree), each guest page's pin count (the
+ *   page refcount the pins hold), `locked_vm`, `dma_avail`, and the
+ *   statistics. Every access to that state is made holding `iommu->lock`
+ *   (a shared Mutex), held as the kernel holds it: across pin + map and
  *   across unmap + invalidate + unpin, so its lock_stat shows the ioctls'
- *   real serialisation.
+ *   real serialisation and threads attached to one container contend on it
+ *   for real. The map and unmap call counters, which count calls refused
+ *   before the lock too, are atomic counters.
+ *
+ * Layout (`vfio_iommu`, 8-byte aligned fields; C = dma capacity, P = guest RAM pages):
+ * | field    | type      | holds |
+ * |----------|-----------|-------|
+ * | calls    | i32[2]    | MAP_DMA, UNMAP_DMA calls (atomic adds, unsigned) |
+ * | state    | f64[8]    | vfio_dma count, dma_avail, locked_vm, pinned pages, their peak, IOTLB invalidations |
+ * | dmaIova  | f64[C]    | vfio_dma.iova, ascending |
+ * | dmaVaddr | f64[C]    | vfio_dma.vaddr |
+ * | dmaSize  | f64[C]    | vfio_dma.size (grows as chunks are mapped) |
+ * | dmaProt  | i32[C]    | vfio_dma.prot |
+ * | pins     | i32[P]    | pins held on each guest page |
  *
  * Costs (model ns, charged on the caller's clock while holding the lock):
  * | key | charged |
@@ -64,8 +94,20 @@
  * | vfioUnpinPagePerPageNs  | per page unpinned |
  */
 
-import { IOVA_LIMIT, type IommuProt, type IoPgtable, IoPgtableError } from '@vmstack/iommu-hw';
-import { InputError, IOMMU_READ, IOMMU_WRITE, type LockTable, type ModelClock, type Mutex, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { HPA_LIMIT, IOVA_LIMIT, type IommuProt, type IoPgtable, IoPgtableError } from '@vmstack/iommu-hw';
+import {
+  defineLayout,
+  InputError,
+  IOMMU_READ,
+  IOMMU_WRITE,
+  type Layout,
+  type LockTable,
+  type ModelClock,
+  type Mutex,
+  PAGE_SIZE_BYTES,
+  Region,
+  type RwSemaphore,
+} from '@vmstack/shm';
 
 /** Name of the container's lock in the run's LockTable. */
 export const IOMMU_LOCK = 'iommu->lock';
@@ -74,6 +116,8 @@ export const IOMMU_LOCK = 'iommu->lock';
  * drivers/iommu/intel/dmar.c), shared by every domain on that unit.
  */
 export const QI_Q_LOCK = 'qi->q_lock';
+/** Name of the VMM process's `mmap_lock` (an rwsem) in the host lock table. */
+export const MMAP_LOCK = 'mmap_lock';
 /** Chunks gathered per IOTLB sync in `vfio_unmap_unpin`. */
 export const VFIO_IOMMU_TLB_SYNC_MAX = 512;
 /** The `dma_entry_limit` module parameter's default (U16_MAX). */
@@ -120,23 +164,44 @@ const COST_KEYS: readonly (keyof VfioContainerCosts)[] = [
 /** Tell the device to drop cached translations of [iova, iova + sizeBytes), at `clock`'s time. */
 export type InvalidateIotlb = (iova: number, sizeBytes: number, clock: ModelClock) => void;
 
-export interface VfioContainerOptions {
-  readonly pgtable: IoPgtable;
-  readonly lockTable: LockTable;
-  readonly costs: VfioContainerCosts;
+export interface VfioContainerAllocateOptions {
+  /** bytes of pinnable user memory at vaddr 0 (the guest RAM): a positive multiple of 4096 */
+  readonly guestRamBytes: number;
   /** RLIMIT_MEMLOCK in pages; Infinity = unlimited */
   readonly lockedVmLimitPages: number;
   /** most `vfio_dma` entries at once (default 65535) */
   readonly dmaEntryLimit?: number;
+  /**
+   * room for `vfio_dma` entries in the shared set (default: dmaEntryLimit, at
+   * most 65535); a map that would need more, with `dma_avail` not yet 0,
+   * fails with a RangeError (a model limit, not an errno)
+   */
+  readonly maxDmaEntries?: number;
+  /** AMD-Vi fine-grained superpages (`domain->fgsp`): unmap page by page (default false, VT-d) */
+  readonly fineGrainedSuperPages?: boolean;
+}
+
+/** A container in shared memory: plain data, sent to each worker that serves it. */
+export interface VfioContainerHandle {
+  readonly sab: SharedArrayBuffer;
+  readonly guestRamBytes: number;
+  readonly lockedVmLimitPages: number;
+  readonly dmaEntryLimit: number;
+  readonly maxDmaEntries: number;
+  readonly fineGrainedSuperPages: boolean;
+}
+
+export interface VfioContainerAttachOptions {
+  readonly pgtable: IoPgtable;
+  readonly lockTable: LockTable;
+  readonly costs: VfioContainerCosts;
   readonly invalidateIotlb: InvalidateIotlb;
   /** lock name in `lockTable` (default `iommu->lock`; one per container when a run has several VMs) */
   readonly lockName?: string;
   /** the name in `lockTable` of the `qi->q_lock` of the host IOMMU unit translating for the container's device (default `qi->q_lock`) */
   readonly qiLockName?: string;
-  /** bytes of pinnable user memory at vaddr 0 (the guest RAM); default: no bound */
-  readonly guestRamBytes?: number;
-  /** AMD-Vi fine-grained superpages (`domain->fgsp`): unmap page by page (default false, VT-d) */
-  readonly fineGrainedSuperPages?: boolean;
+  /** the name in `lockTable` of the VMM process's `mmap_lock`, an rwsem (default `mmap_lock`; one per VMM process) */
+  readonly mmapLockName?: string;
 }
 
 export interface VfioDmaMapArgs {
@@ -166,16 +231,7 @@ export interface VfioContainerStats {
   iotlbInvalidations: number;
 }
 
-/** struct vfio_dma */
-interface VfioDma {
-  readonly iova: number;
-  readonly vaddr: number;
-  /** grows as chunks are pinned and mapped */
-  sizeBytes: number;
-  readonly prot: IommuProt;
-}
-
-/** struct iommu_iotlb_gather + the vfio_regions list of unmap_unpin_fast */
+/** struct iommu_iotlb_gather + the vfio_regions list of unmap_unpin_fast (on the caller's stack, as in the kernel) */
 interface Gather {
   startIova: number;
   endIova: number;
@@ -184,32 +240,32 @@ interface Gather {
 
 const neg = (errno: number): VfioErrno => -errno as VfioErrno;
 
+// `calls` words
+const C_MAP = 0;
+const C_UNMAP = 1;
+// `state` slots
+const S_DMA_COUNT = 0;
+const S_DMA_AVAIL = 1;
+const S_LOCKED_VM = 2;
+const S_PINNED = 3;
+const S_PINNED_PEAK = 4;
+const S_INVALIDATIONS = 5;
+
+function containerLayout(maxDmaEntries: number, guestRamPages: number): Layout {
+  return defineLayout('vfio_iommu', [
+    { name: 'calls', kind: 'i32', count: 2 },
+    { name: 'state', kind: 'f64', count: 8 },
+    { name: 'dmaIova', kind: 'f64', count: maxDmaEntries },
+    { name: 'dmaVaddr', kind: 'f64', count: maxDmaEntries },
+    { name: 'dmaSize', kind: 'f64', count: maxDmaEntries },
+    { name: 'dmaProt', kind: 'i32', count: maxDmaEntries },
+    { name: 'pins', kind: 'i32', count: guestRamPages },
+  ]);
+}
+
 export class VfioContainer {
-  private readonly pgtable: IoPgtable;
-  private readonly costs: VfioContainerCosts;
-  private readonly lock: Mutex;
-  private readonly qiLock: Mutex;
-  private readonly invalidateIotlb: InvalidateIotlb;
-  private readonly lockedVmLimitPages: number;
-  private readonly guestRamBytes: number;
-  private readonly fgsp: boolean;
-  /** iommu->dma_list, sorted by iova, non-overlapping */
-  private readonly dmaList: VfioDma[] = [];
-  /** host pfn → pin count (the page refcount pins hold) */
-  private readonly pins = new Map<number, number>();
-  private dmaAvail: number;
-  private lockedVm = 0;
-
-  private mapCalls = 0;
-  private unmapCalls = 0;
-  private pinnedPeak = 0;
-  private invalidations = 0;
-
-  constructor(opts: VfioContainerOptions) {
-    for (const key of COST_KEYS) {
-      const v = opts.costs?.[key];
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new InputError(`profile.${key}`, v, 'a finite number of ns ≥ 0');
-    }
+  /** Create the container's shared state (VFIO_SET_IOMMU on a new container: an empty `vfio_iommu`). */
+  static allocate(opts: VfioContainerAllocateOptions): VfioContainerHandle {
     const limit = opts.lockedVmLimitPages;
     if (!(limit === Infinity || (Number.isSafeInteger(limit) && limit >= 0))) {
       throw new InputError('lockedVmLimitPages', limit, 'an integer number of pages ≥ 0 (RLIMIT_MEMLOCK / 4 KiB), or Infinity for unlimited');
@@ -218,64 +274,147 @@ export class VfioContainer {
     if (!Number.isSafeInteger(entries) || entries < 0 || entries > 0xffffffff) {
       throw new InputError('dmaEntryLimit', entries, 'an integer from 0 to 4294967295 (vfio_iommu_type1 dma_entry_limit; default 65535)');
     }
-    const ram = opts.guestRamBytes ?? Infinity;
-    if (!(ram === Infinity || (Number.isSafeInteger(ram) && ram > 0 && ram % PAGE === 0))) {
-      throw new InputError('guestRamBytes', ram, 'a positive multiple of 4096 bytes');
+    const capacity = opts.maxDmaEntries ?? Math.min(entries, DEFAULT_DMA_ENTRY_LIMIT);
+    if (!Number.isSafeInteger(capacity) || capacity < 0 || capacity > 1 << 24) {
+      throw new InputError('maxDmaEntries', capacity, 'an integer from 0 to 16777216 (room for vfio_dma entries in the shared set)');
+    }
+    const ram = opts.guestRamBytes;
+    if (!(Number.isSafeInteger(ram) && ram > 0 && ram % PAGE === 0 && ram <= HPA_LIMIT)) {
+      throw new InputError('guestRamBytes', ram, `a positive multiple of 4096 bytes, at most ${HPA_LIMIT}`);
+    }
+    const region = Region.allocate(containerLayout(capacity, ram / PAGE));
+    region.f64('state')[S_DMA_AVAIL] = entries;
+    return {
+      sab: region.sab,
+      guestRamBytes: ram,
+      lockedVmLimitPages: limit,
+      dmaEntryLimit: entries,
+      maxDmaEntries: capacity,
+      fineGrainedSuperPages: opts.fineGrainedSuperPages ?? false,
+    };
+  }
+
+  /** Serve the container from this thread: its locks from `lockTable`, the host page tables through `pgtable`. */
+  static attach(handle: VfioContainerHandle, opts: VfioContainerAttachOptions): VfioContainer {
+    for (const key of COST_KEYS) {
+      const v = opts.costs?.[key];
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new InputError(`profile.${key}`, v, 'a finite number of ns ≥ 0');
     }
     if (typeof opts.invalidateIotlb !== 'function') throw new TypeError('VfioContainer: invalidateIotlb must be a function');
+    return new VfioContainer(handle, opts);
+  }
+
+  private readonly pgtable: IoPgtable;
+  private readonly costs: VfioContainerCosts;
+  private readonly lock: Mutex;
+  private readonly qiLock: Mutex;
+  private readonly mmapLock: RwSemaphore;
+  private readonly invalidateIotlb: InvalidateIotlb;
+  private readonly lockedVmLimitPages: number;
+  private readonly guestRamBytes: number;
+  private readonly fgsp: boolean;
+  private readonly capacity: number;
+  private readonly calls: Int32Array;
+  private readonly state: Float64Array;
+  /** iommu->dma_list: entries 0 … count-1, ascending iova, non-overlapping */
+  private readonly dmaIova: Float64Array;
+  private readonly dmaVaddr: Float64Array;
+  private readonly dmaSize: Float64Array;
+  private readonly dmaProt: Int32Array;
+  /** guest page frame → pins held on it (the page refcount pins hold) */
+  private readonly pins: Int32Array;
+
+  private constructor(
+    readonly handle: VfioContainerHandle,
+    opts: VfioContainerAttachOptions,
+  ) {
+    const region = Region.attach(containerLayout(handle.maxDmaEntries, handle.guestRamBytes / PAGE), handle.sab);
+    this.calls = region.i32('calls');
+    this.state = region.f64('state');
+    this.dmaIova = region.f64('dmaIova');
+    this.dmaVaddr = region.f64('dmaVaddr');
+    this.dmaSize = region.f64('dmaSize');
+    this.dmaProt = region.i32('dmaProt');
+    this.pins = region.i32('pins');
     this.pgtable = opts.pgtable;
     this.costs = { ...opts.costs };
     this.lock = opts.lockTable.get(opts.lockName ?? IOMMU_LOCK);
     this.qiLock = opts.lockTable.get(opts.qiLockName ?? QI_Q_LOCK);
+    this.mmapLock = opts.lockTable.rwsem(opts.mmapLockName ?? MMAP_LOCK);
     this.invalidateIotlb = opts.invalidateIotlb;
-    this.lockedVmLimitPages = limit;
-    this.dmaAvail = entries;
-    this.guestRamBytes = ram;
-    this.fgsp = opts.fineGrainedSuperPages ?? false;
+    this.lockedVmLimitPages = handle.lockedVmLimitPages;
+    this.guestRamBytes = handle.guestRamBytes;
+    this.fgsp = handle.fineGrainedSuperPages;
+    this.capacity = handle.maxDmaEntries;
   }
 
-  // ---- statistics ----------------------------------------------------------
+  // ---- statistics: a snapshot read without iommu->lock (exact once no thread is in an ioctl) ----
 
   get mapDmaCalls(): number {
-    return this.mapCalls;
+    return Atomics.load(this.calls, C_MAP) >>> 0;
   }
   get unmapDmaCalls(): number {
-    return this.unmapCalls;
+    return Atomics.load(this.calls, C_UNMAP) >>> 0;
   }
   /** distinct host pages with at least one pin */
   get pinnedPages(): number {
-    return this.pins.size;
+    return this.state[S_PINNED];
   }
   get pinnedPagesPeak(): number {
-    return this.pinnedPeak;
+    return this.state[S_PINNED_PEAK];
   }
   /** mm->locked_vm contributed by this container, pages */
   get lockedVmPages(): number {
-    return this.lockedVm;
+    return this.state[S_LOCKED_VM];
   }
   get dmaCount(): number {
-    return this.dmaList.length;
+    return this.state[S_DMA_COUNT];
   }
   get iotlbInvalidations(): number {
-    return this.invalidations;
+    return this.state[S_INVALIDATIONS];
   }
 
   stats(): VfioContainerStats {
     return {
-      mapDmaCalls: this.mapCalls,
-      unmapDmaCalls: this.unmapCalls,
+      mapDmaCalls: this.mapDmaCalls,
+      unmapDmaCalls: this.unmapDmaCalls,
       pinnedPages: this.pinnedPages,
-      pinnedPagesPeak: this.pinnedPeak,
-      lockedVmPages: this.lockedVm,
-      dmaCount: this.dmaList.length,
-      iotlbInvalidations: this.invalidations,
+      pinnedPagesPeak: this.pinnedPagesPeak,
+      lockedVmPages: this.lockedVmPages,
+      dmaCount: this.dmaCount,
+      iotlbInvalidations: this.iotlbInvalidations,
     };
+  }
+
+  /** The vfio_dma entries in iova order, read under `iommu->lock` (for checks). */
+  dmaList(clock?: ModelClock): { iova: number; vaddr: number; sizeBytes: number; prot: number }[] {
+    this.lock.lock(clock);
+    try {
+      return Array.from({ length: this.state[S_DMA_COUNT] }, (_, i) => ({
+        iova: this.dmaIova[i],
+        vaddr: this.dmaVaddr[i],
+        sizeBytes: this.dmaSize[i],
+        prot: this.dmaProt[i],
+      }));
+    } finally {
+      this.lock.unlock(clock);
+    }
+  }
+
+  /** Pins held on the guest page at `vaddr`, read under `iommu->lock` (for checks). */
+  pinCount(vaddr: number): number {
+    this.lock.lock();
+    try {
+      return this.pins[Math.floor(vaddr / PAGE)] ?? 0;
+    } finally {
+      this.lock.unlock();
+    }
   }
 
   // ---- VFIO_IOMMU_MAP_DMA ---------------------------------------------------
 
   vfio_dma_do_map(map: VfioDmaMapArgs, clock: ModelClock): { errno: VfioErrno } {
-    this.mapCalls++;
+    Atomics.add(this.calls, C_MAP, 1);
     const { iova, vaddr, sizeBytes: size } = map;
     // "Verify that none of our __u64 fields overflow": here, a number that is not an integer from 0 to 2^64 - 1
     if (!isU64(iova) || !isU64(vaddr) || !isU64(size)) return { errno: neg(EINVAL) };
@@ -288,14 +427,13 @@ export class VfioContainer {
     try {
       clock.charge(this.costs.vfioDmaDoMapBaseNs);
       if (!prot || !size || ((size % PAGE) | (iova % PAGE) | (vaddr % PAGE)) !== 0) return { errno: neg(EINVAL) };
-      if (this.vfio_find_dma(iova, size)) return { errno: neg(EEXIST) };
-      if (!this.dmaAvail) return { errno: neg(ENOSPC) };
+      if (this.vfio_find_dma(iova, size) >= 0) return { errno: neg(EEXIST) };
+      if (!this.state[S_DMA_AVAIL]) return { errno: neg(ENOSPC) };
       // vfio_iommu_iova_dma_valid: inside the domain aperture
       if (iova + size > IOVA_LIMIT) return { errno: neg(EINVAL) };
 
-      this.dmaAvail--;
-      const dma: VfioDma = { iova, vaddr, sizeBytes: 0, prot };
-      this.vfio_link_dma(dma); // inserted zero-sized, grows as chunks are mapped
+      this.state[S_DMA_AVAIL]--;
+      const dma = this.vfio_link_dma(iova, vaddr, prot); // inserted zero-sized, grows as chunks are mapped
       return { errno: this.vfio_pin_map_dma(dma, size, clock) };
     } finally {
       this.lock.unlock(clock);
@@ -305,7 +443,7 @@ export class VfioContainer {
   // ---- VFIO_IOMMU_UNMAP_DMA -------------------------------------------------
 
   vfio_dma_do_unmap(unmap: VfioDmaUnmapArgs, clock: ModelClock): { errno: VfioErrno; unmappedBytes: number } {
-    this.unmapCalls++;
+    Atomics.add(this.calls, C_UNMAP, 1);
     const { iova, sizeBytes: size } = unmap;
     const all = unmap.all === true;
     if (!isU64(iova) || !isU64(size)) return { errno: neg(EINVAL), unmappedBytes: 0 };
@@ -317,9 +455,9 @@ export class VfioContainer {
       if (iova % PAGE !== 0) return { errno: neg(EINVAL), unmappedBytes: 0 };
       if (all) {
         if (iova || size) return { errno: neg(EINVAL), unmappedBytes: 0 };
-        for (let first = this.dmaList[0]; first; first = this.dmaList[0]) {
-          unmapped += first.sizeBytes;
-          this.vfio_remove_dma(first, clock);
+        while (this.state[S_DMA_COUNT] > 0) {
+          unmapped += this.dmaSize[0];
+          this.vfio_remove_dma(0, clock);
         }
         return { errno: 0, unmappedBytes: unmapped };
       }
@@ -327,12 +465,12 @@ export class VfioContainer {
       if (wraps(iova, size)) return { errno: neg(EOVERFLOW), unmappedBytes: 0 };
       // v2: an unmap must not bisect a mapping
       let dma = this.vfio_find_dma(iova, 1);
-      if (dma && dma.iova !== iova) return { errno: neg(EINVAL), unmappedBytes: 0 };
+      if (dma >= 0 && this.dmaIova[dma] !== iova) return { errno: neg(EINVAL), unmappedBytes: 0 };
       dma = this.vfio_find_dma(iova + size - 1, 0);
-      if (dma && dma.iova + dma.sizeBytes !== iova + size) return { errno: neg(EINVAL), unmappedBytes: 0 };
+      if (dma >= 0 && this.dmaIova[dma] + this.dmaSize[dma] !== iova + size) return { errno: neg(EINVAL), unmappedBytes: 0 };
 
-      while ((dma = this.vfio_find_dma(iova, size))) {
-        unmapped += dma.sizeBytes;
+      while ((dma = this.vfio_find_dma(iova, size)) >= 0) {
+        unmapped += this.dmaSize[dma];
         this.vfio_remove_dma(dma, clock);
       }
       return { errno: 0, unmappedBytes: unmapped };
@@ -341,73 +479,82 @@ export class VfioContainer {
     }
   }
 
-  // ---- the vfio_dma tree ----------------------------------------------------
+  // ---- the vfio_dma set (a vfio_dma is its index in the set, valid until the next link or unlink) ----
 
-  /** Some vfio_dma overlapping [start, start + size) (size 0: one containing `start`, not starting at it), with the kernel's comparisons. */
-  private vfio_find_dma(start: number, size: number): VfioDma | null {
-    const list = this.dmaList;
-    // last dma with iova < start + size
+  /** The first entry whose iova is not below `iova`, or the count. */
+  private lowerBound(iova: number): number {
     let lo = 0;
-    let hi = list.length;
+    let hi = this.state[S_DMA_COUNT];
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (list[mid].iova < start + size) lo = mid + 1;
+      if (this.dmaIova[mid] < iova) lo = mid + 1;
       else hi = mid;
     }
-    if (lo === 0) return null;
-    const dma = list[lo - 1];
-    return start < dma.iova + dma.sizeBytes ? dma : null;
+    return lo;
   }
 
-  private vfio_link_dma(dma: VfioDma): void {
-    const list = this.dmaList;
-    let lo = 0;
-    let hi = list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (list[mid].iova < dma.iova) lo = mid + 1;
-      else hi = mid;
-    }
-    list.splice(lo, 0, dma);
+  /** Some vfio_dma overlapping [start, start + size) (size 0: one containing `start`, not starting at it), with the kernel's comparisons; -1: none. */
+  private vfio_find_dma(start: number, size: number): number {
+    // the last dma with iova < start + size
+    const i = this.lowerBound(start + size) - 1;
+    if (i < 0) return -1;
+    return start < this.dmaIova[i] + this.dmaSize[i] ? i : -1;
   }
 
-  private vfio_unlink_dma(dma: VfioDma): void {
-    const list = this.dmaList;
-    let lo = 0;
-    let hi = list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (list[mid].iova < dma.iova) lo = mid + 1;
-      else hi = mid;
-    }
-    if (list[lo] !== dma) throw new Error(`vfio_unlink_dma: no vfio_dma at iova 0x${dma.iova.toString(16)}`);
-    list.splice(lo, 1);
+  /** Insert a zero-sized vfio_dma at `iova`; returns it. */
+  private vfio_link_dma(iova: number, vaddr: number, prot: IommuProt): number {
+    const n = this.state[S_DMA_COUNT];
+    if (n >= this.capacity)
+      throw new RangeError(
+        `vfio_link_dma: the shared vfio_dma set is full (${this.capacity} entries; maxDmaEntries below dma_entry_limit ${this.handle.dmaEntryLimit})`,
+      );
+    const at = this.lowerBound(iova);
+    this.dmaIova.copyWithin(at + 1, at, n);
+    this.dmaVaddr.copyWithin(at + 1, at, n);
+    this.dmaSize.copyWithin(at + 1, at, n);
+    this.dmaProt.copyWithin(at + 1, at, n);
+    this.dmaIova[at] = iova;
+    this.dmaVaddr[at] = vaddr;
+    this.dmaSize[at] = 0;
+    this.dmaProt[at] = prot;
+    this.state[S_DMA_COUNT] = n + 1;
+    return at;
   }
 
-  private vfio_remove_dma(dma: VfioDma, clock: ModelClock): void {
+  private vfio_unlink_dma(dma: number): void {
+    const n = this.state[S_DMA_COUNT];
+    if (!(dma >= 0 && dma < n) || this.lowerBound(this.dmaIova[dma]) !== dma) throw new Error(`vfio_unlink_dma: no vfio_dma number ${dma} of ${n}`);
+    this.dmaIova.copyWithin(dma, dma + 1, n);
+    this.dmaVaddr.copyWithin(dma, dma + 1, n);
+    this.dmaSize.copyWithin(dma, dma + 1, n);
+    this.dmaProt.copyWithin(dma, dma + 1, n);
+    this.state[S_DMA_COUNT] = n - 1;
+  }
+
+  private vfio_remove_dma(dma: number, clock: ModelClock): void {
     this.vfio_unmap_unpin(dma, true, clock);
     this.vfio_unlink_dma(dma);
-    this.dmaAvail++;
+    this.state[S_DMA_AVAIL]++;
   }
 
   // ---- pin + map ------------------------------------------------------------
 
-  private vfio_pin_map_dma(dma: VfioDma, mapSize: number, clock: ModelClock): VfioErrno {
+  private vfio_pin_map_dma(dma: number, mapSize: number, clock: ModelClock): VfioErrno {
     let size = mapSize;
     let ret: VfioErrno = 0;
     while (size) {
-      const pinned = this.vfio_pin_pages_remote(dma, dma.vaddr + dma.sizeBytes, size / PAGE, clock);
+      const pinned = this.vfio_pin_pages_remote(this.dmaVaddr[dma] + this.dmaSize[dma], size / PAGE, clock);
       if (pinned.errno) {
         ret = pinned.errno;
         break;
       }
-      ret = this.vfio_iommu_map(dma.iova + dma.sizeBytes, pinned.hpa, pinned.npage, dma.prot, clock);
+      ret = this.vfio_iommu_map(this.dmaIova[dma] + this.dmaSize[dma], pinned.hpa, pinned.npage, this.dmaProt[dma] as IommuProt, clock);
       if (ret) {
         this.vfio_unpin_pages_remote(pinned.hpa, pinned.npage, true, clock);
         break;
       }
       size -= pinned.npage * PAGE;
-      dma.sizeBytes += pinned.npage * PAGE;
+      this.dmaSize[dma] += pinned.npage * PAGE;
     }
     if (ret) this.vfio_remove_dma(dma, clock);
     return ret;
@@ -417,12 +564,12 @@ export class VfioContainer {
    * Pin the physically contiguous run of pages starting at `vaddr` (at most
    * `npage`), accounting them against RLIMIT_MEMLOCK page by page.
    */
-  private vfio_pin_pages_remote(_dma: VfioDma, vaddr: number, npage: number, clock: ModelClock): { errno: VfioErrno; hpa: number; npage: number } {
+  private vfio_pin_pages_remote(vaddr: number, npage: number, clock: ModelClock): { errno: VfioErrno; hpa: number; npage: number } {
     const hpa = this.vaddr_get_pfn(vaddr, clock);
     if (hpa < 0) return { errno: neg(EFAULT), hpa: 0, npage: 0 };
     let pinned = 1;
     let lockAcct = 0;
-    if (this.lockedVm + 1 > this.lockedVmLimitPages) {
+    if (this.state[S_LOCKED_VM] + 1 > this.lockedVmLimitPages) {
       this.put_pfn(hpa, clock);
       return { errno: neg(ENOMEM), hpa: 0, npage: 0 }; // "RLIMIT_MEMLOCK exceeded"
     }
@@ -435,7 +582,7 @@ export class VfioContainer {
         this.put_pfn(next, clock);
         break;
       }
-      if (this.lockedVm + lockAcct + 1 > this.lockedVmLimitPages) {
+      if (this.state[S_LOCKED_VM] + lockAcct + 1 > this.lockedVmLimitPages) {
         this.put_pfn(next, clock);
         ret = neg(ENOMEM);
         break;
@@ -460,36 +607,51 @@ export class VfioContainer {
     return unlocked;
   }
 
-  /** mmap_write_lock + __account_locked_vm. */
+  /** mmap_write_lock_killable(mm) + __account_locked_vm + mmap_write_unlock(mm). */
   private vfio_lock_acct(npage: number, clock: ModelClock): VfioErrno {
     if (!npage) return 0;
-    clock.charge(this.costs.vfioLockedVmAccountNs);
-    if (npage > 0 && this.lockedVm + npage > this.lockedVmLimitPages) return neg(ENOMEM);
-    this.lockedVm += npage;
-    if (this.lockedVm < 0) throw new Error(`vfio_lock_acct: locked_vm went negative (${this.lockedVm})`);
-    return 0;
+    this.mmapLock.down_write(clock);
+    try {
+      clock.charge(this.costs.vfioLockedVmAccountNs);
+      const lockedVm = this.state[S_LOCKED_VM];
+      if (npage > 0 && lockedVm + npage > this.lockedVmLimitPages) return neg(ENOMEM);
+      if (lockedVm + npage < 0) throw new Error(`vfio_lock_acct: locked_vm would go negative (${lockedVm} + ${npage})`);
+      this.state[S_LOCKED_VM] = lockedVm + npage;
+      return 0;
+    } finally {
+      this.mmapLock.up_write(clock);
+    }
   }
 
-  /** pin_user_pages_remote of one page: its HPA (identity), or -1 (EFAULT) outside guest RAM. */
+  /**
+   * pin_user_pages_remote of one page under mmap_read_lock(mm): its HPA
+   * (identity), or -1 (EFAULT) outside guest RAM.
+   */
   private vaddr_get_pfn(vaddr: number, clock: ModelClock): number {
-    clock.charge(this.costs.vfioPinPagePerPageNs);
-    if (vaddr + PAGE > this.guestRamBytes || vaddr >= TASK_SIZE) return -1;
-    const hpa = vaddr;
-    const pfn = hpa / PAGE;
-    const n = (this.pins.get(pfn) ?? 0) + 1;
-    this.pins.set(pfn, n);
-    if (this.pins.size > this.pinnedPeak) this.pinnedPeak = this.pins.size;
-    return hpa;
+    this.mmapLock.down_read(clock);
+    try {
+      clock.charge(this.costs.vfioPinPagePerPageNs);
+      if (vaddr + PAGE > this.guestRamBytes || vaddr >= TASK_SIZE) return -1;
+      const hpa = vaddr;
+      const pfn = hpa / PAGE;
+      if (this.pins[pfn]++ === 0) {
+        const pinned = ++this.state[S_PINNED];
+        if (pinned > this.state[S_PINNED_PEAK]) this.state[S_PINNED_PEAK] = pinned;
+      }
+      return hpa;
+    } finally {
+      this.mmapLock.up_read(clock);
+    }
   }
 
   /** unpin_user_pages_dirty_lock of one page. */
   private put_pfn(hpa: number, clock: ModelClock): void {
     clock.charge(this.costs.vfioUnpinPagePerPageNs);
     const pfn = hpa / PAGE;
-    const n = this.pins.get(pfn);
-    if (n === undefined) throw new Error(`put_pfn: page 0x${hpa.toString(16)} is not pinned`);
-    if (n === 1) this.pins.delete(pfn);
-    else this.pins.set(pfn, n - 1);
+    const n = this.pins[pfn];
+    if (!n) throw new Error(`put_pfn: page 0x${hpa.toString(16)} is not pinned`);
+    this.pins[pfn] = n - 1;
+    if (n === 1) this.state[S_PINNED]--;
   }
 
   private vfio_iommu_map(iova: number, hpa: number, npage: number, prot: IommuProt, clock: ModelClock): VfioErrno {
@@ -505,12 +667,13 @@ export class VfioContainer {
 
   // ---- unmap + invalidate + unpin --------------------------------------------
 
-  private vfio_unmap_unpin(dma: VfioDma, doAccounting: boolean, clock: ModelClock): number {
-    if (!dma.sizeBytes) return 0;
-    const end = dma.iova + dma.sizeBytes;
+  private vfio_unmap_unpin(dma: number, doAccounting: boolean, clock: ModelClock): number {
+    if (!this.dmaSize[dma]) return 0;
+    const start = this.dmaIova[dma];
+    const end = start + this.dmaSize[dma];
     const gather: Gather = { startIova: Infinity, endIova: 0, regions: [] };
     let unlocked = 0;
-    let iova = dma.iova;
+    let iova = start;
     while (iova < end) {
       const phys = this.pgtable.walk(iova); // iommu_iova_to_phys
       if (!phys) {
@@ -524,7 +687,7 @@ export class VfioContainer {
         if (!next || next.hpa !== phys.hpa + len) break;
         len += PAGE;
       }
-      unlocked += this.unmap_unpin_fast(dma, iova, len, phys.hpa, gather, clock);
+      unlocked += this.unmap_unpin_fast(start, iova, len, phys.hpa, gather, clock);
       iova += len;
     }
     if (gather.regions.length) unlocked += this.vfio_sync_unpin(gather, clock);
@@ -536,10 +699,10 @@ export class VfioContainer {
   }
 
   /** iommu_unmap_fast into the gather; sync when it holds VFIO_IOMMU_TLB_SYNC_MAX regions. Returns pages unpinned. */
-  private unmap_unpin_fast(dma: VfioDma, iova: number, len: number, hpa: number, gather: Gather, clock: ModelClock): number {
+  private unmap_unpin_fast(dmaIova: number, iova: number, len: number, hpa: number, gather: Gather, clock: ModelClock): number {
     const unmapped = this.pgtable.unmap(iova, len);
     if (unmapped !== len)
-      throw new Error(`unmap_unpin_fast: cleared ${unmapped} of ${len} bytes at iova 0x${iova.toString(16)} of the vfio_dma at 0x${dma.iova.toString(16)}`);
+      throw new Error(`unmap_unpin_fast: cleared ${unmapped} of ${len} bytes at iova 0x${iova.toString(16)} of the vfio_dma at 0x${dmaIova.toString(16)}`);
     clock.charge(this.costs.hostIommuUnmapPerPageNs * (unmapped / PAGE));
     gather.regions.push({ iova, hpa, sizeBytes: unmapped });
     if (iova < gather.startIova) gather.startIova = iova;
@@ -550,7 +713,7 @@ export class VfioContainer {
   /** iommu_iotlb_sync (one IOTLB invalidation), then unpin what the gather unmapped. Returns pages unpinned. */
   private vfio_sync_unpin(gather: Gather, clock: ModelClock): number {
     this.qi_submit_sync(gather.startIova, gather.endIova - gather.startIova, clock);
-    this.invalidations++;
+    this.state[S_INVALIDATIONS]++;
     let unlocked = 0;
     for (const r of gather.regions) unlocked += this.vfio_unpin_pages_remote(r.hpa, r.sizeBytes / PAGE, false, clock);
     gather.regions = [];

@@ -9,11 +9,13 @@ import {
   ENOSPC,
   EOVERFLOW,
   IOMMU_LOCK,
+  MMAP_LOCK,
   QI_Q_LOCK,
   VFIO_IOMMU_TLB_SYNC_MAX,
   VfioContainer,
+  type VfioContainerAllocateOptions,
+  type VfioContainerAttachOptions,
   type VfioContainerCosts,
-  type VfioContainerOptions,
 } from '../src/vfio-iommu-type1.js';
 
 const PAGE = 4096;
@@ -38,31 +40,41 @@ interface Rig {
   timed<T>(f: () => T): { r: T; ns: number };
 }
 
-function rig(opts: Partial<VfioContainerOptions> & { tablePages?: number } = {}): Rig {
+/** guest RAM of the rigs unless a test says otherwise */
+const RAM_BYTES = 64 * 1024 * 1024;
+
+type RigOptions = Partial<VfioContainerAllocateOptions> & Partial<Omit<VfioContainerAttachOptions, 'pgtable' | 'lockTable'>> & { tablePages?: number };
+
+function rig(opts: RigOptions = {}): Rig {
   const pt = IoPgtable.attach(IoPgtable.allocate({ tablePages: opts.tablePages ?? 64 }));
   const lockTable = LockTable.attach(
     LockTable.allocate([
       { name: IOMMU_LOCK, kind: 'mutex' },
       { name: QI_Q_LOCK, kind: 'spinlock' },
+      { name: MMAP_LOCK, kind: 'rwsem' },
     ]),
     0,
   );
   const clock = new ModelClock('virtual');
   const invals: Rig['invals'] = [];
+  const handle = VfioContainer.allocate({
+    guestRamBytes: opts.guestRamBytes ?? RAM_BYTES,
+    lockedVmLimitPages: opts.lockedVmLimitPages ?? Infinity,
+    dmaEntryLimit: opts.dmaEntryLimit ?? 65535,
+    maxDmaEntries: opts.maxDmaEntries,
+    fineGrainedSuperPages: opts.fineGrainedSuperPages,
+  });
   const r: Rig = {
     pt,
     clock,
     invals,
     lockTable,
-    c: new VfioContainer({
+    c: VfioContainer.attach(handle, {
       pgtable: pt,
       lockTable,
-      costs: COSTS,
-      lockedVmLimitPages: Infinity,
-      dmaEntryLimit: 65535,
+      costs: opts.costs ?? COSTS,
       invalidateIotlb: (iova, sizeBytes, clk) =>
         invals.push({ iova, sizeBytes, atNs: clk.nowNs(), pinnedPages: r.c.pinnedPages, stillMapped: pt.walk(iova) !== null }),
-      ...opts,
     }),
     timed<T>(f: () => T) {
       const t0 = clock.nowNs();
@@ -322,34 +334,39 @@ test("the lock is the named mutex of the lock table; a second container can use 
     { name: 'iommu->lock/vm0', kind: 'mutex' },
     { name: 'iommu->lock/vm1', kind: 'mutex' },
     { name: QI_Q_LOCK, kind: 'spinlock' },
+    { name: 'mmap_lock/vm0', kind: 'rwsem' },
+    { name: 'mmap_lock/vm1', kind: 'rwsem' },
   ]);
   const locks = LockTable.attach(h, 3);
   const clock = new ModelClock('virtual');
-  const mk = (lockName: string) =>
-    new VfioContainer({
+  const mk = (lockName: string, mmapLockName: string) =>
+    VfioContainer.attach(VfioContainer.allocate({ guestRamBytes: RAM_BYTES, lockedVmLimitPages: 100 }), {
       pgtable: IoPgtable.attach(IoPgtable.allocate({ tablePages: 8 })),
       lockTable: locks,
       lockName,
+      mmapLockName,
       costs: COSTS,
-      lockedVmLimitPages: 100,
       invalidateIotlb: () => {},
     });
-  const c0 = mk('iommu->lock/vm0');
-  const c1 = mk('iommu->lock/vm1');
+  const c0 = mk('iommu->lock/vm0', 'mmap_lock/vm0');
+  const c1 = mk('iommu->lock/vm1', 'mmap_lock/vm1');
   c0.vfio_dma_do_map({ iova: 0, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, clock);
   c1.vfio_dma_do_map({ iova: 0, vaddr: 0, sizeBytes: PAGE, read: true, write: true }, clock);
   c1.vfio_dma_do_unmap({ iova: 0, sizeBytes: PAGE }, clock);
   t.deepEqual(
-    locks.stats().map((s) => [s.name, s.acquisitions]),
+    locks.stats().map((s) => [s.name, s.acquisitions, s.readAcquisitions]),
     [
-      ['iommu->lock/vm0', 1],
-      ['iommu->lock/vm1', 2],
-      ['qi->q_lock', 1],
+      ['iommu->lock/vm0', 1, undefined],
+      ['iommu->lock/vm1', 2, undefined],
+      ['qi->q_lock', 1, undefined],
+      ['mmap_lock/vm0', 1, 1],
+      ['mmap_lock/vm1', 2, 1],
     ],
-    'the one unmap took qi->q_lock for its IOTLB invalidation',
+    'the one unmap took qi->q_lock for its IOTLB invalidation; each VMM process its own mmap_lock',
   );
   t.false(locks.get('iommu->lock/vm0').isLocked());
-  t.throws(() => mk('iommu->lock'), { instanceOf: RangeError });
+  t.throws(() => mk('iommu->lock', 'mmap_lock/vm0'), { instanceOf: RangeError });
+  t.throws(() => mk('iommu->lock/vm0', 'iommu->lock/vm1'), { instanceOf: RangeError, message: /no rwsem named/ });
 });
 
 test('a lock held by another thread in model time delays the ioctl (virtual clock)', (t) => {
@@ -365,29 +382,125 @@ test('a lock held by another thread in model time delays the ioctl (virtual cloc
   t.is(r.lockTable.get(IOMMU_LOCK).stat().waittimeTotalNs, 8000);
 });
 
-test('constructor options are checked, naming the field', (t) => {
+test('allocate and attach options are checked, naming the field', (t) => {
   const pgtable = IoPgtable.attach(IoPgtable.allocate({ tablePages: 4 }));
   const lockTable = LockTable.attach(
     LockTable.allocate([
       { name: IOMMU_LOCK, kind: 'mutex' },
       { name: QI_Q_LOCK, kind: 'spinlock' },
+      { name: MMAP_LOCK, kind: 'rwsem' },
     ]),
     0,
   );
-  const base: VfioContainerOptions = { pgtable, lockTable, costs: COSTS, lockedVmLimitPages: 10, invalidateIotlb: () => {} };
-  const bad: [Partial<VfioContainerOptions>, string][] = [
+  const base: VfioContainerAllocateOptions = { guestRamBytes: RAM_BYTES, lockedVmLimitPages: 10 };
+  const badAllocate: [Partial<VfioContainerAllocateOptions>, string][] = [
     [{ lockedVmLimitPages: -1 }, 'lockedVmLimitPages'],
     [{ lockedVmLimitPages: 1.5 }, 'lockedVmLimitPages'],
     [{ dmaEntryLimit: -1 }, 'dmaEntryLimit'],
     [{ guestRamBytes: 1000 }, 'guestRamBytes'],
-    [{ costs: { ...COSTS, hostIotlbFlushNs: -5 } }, 'profile.hostIotlbFlushNs'],
-    [{ costs: { ...COSTS, vfioPinPagePerPageNs: Number.NaN } }, 'profile.vfioPinPagePerPageNs'],
+    [{ guestRamBytes: 0 }, 'guestRamBytes'],
+    [{ guestRamBytes: Infinity }, 'guestRamBytes'],
+    [{ maxDmaEntries: -1 }, 'maxDmaEntries'],
+    [{ maxDmaEntries: 2 ** 30 }, 'maxDmaEntries'],
   ];
-  for (const [patch, field] of bad) {
-    const e = t.throws(() => new VfioContainer({ ...base, ...patch }), { instanceOf: InputError });
+  for (const [patch, field] of badAllocate) {
+    const e = t.throws(() => VfioContainer.allocate({ ...base, ...patch }), { instanceOf: InputError });
     t.is(e?.field, field);
   }
-  t.notThrows(() => new VfioContainer({ ...base, lockedVmLimitPages: Infinity, dmaEntryLimit: 0 }));
+  const attachBase: VfioContainerAttachOptions = { pgtable, lockTable, costs: COSTS, invalidateIotlb: () => {} };
+  const handle = VfioContainer.allocate(base);
+  for (const [costs, field] of [
+    [{ ...COSTS, hostIotlbFlushNs: -5 }, 'profile.hostIotlbFlushNs'],
+    [{ ...COSTS, vfioPinPagePerPageNs: Number.NaN }, 'profile.vfioPinPagePerPageNs'],
+  ] as const) {
+    const e = t.throws(() => VfioContainer.attach(handle, { ...attachBase, costs }), { instanceOf: InputError });
+    t.is(e?.field, field);
+  }
+  t.notThrows(() => VfioContainer.attach(VfioContainer.allocate({ ...base, lockedVmLimitPages: Infinity, dmaEntryLimit: 0 }), attachBase));
+  t.is(VfioContainer.allocate({ ...base, dmaEntryLimit: 2 ** 32 - 1 }).maxDmaEntries, 65535, 'room for 65535 entries unless told');
+});
+
+test('maxDmaEntries below dma_entry_limit: a map that needs more room is a RangeError (a model limit), not an errno', (t) => {
+  const r = rig({ maxDmaEntries: 2 });
+  t.is(map(r, 0x0000, 0, 1), 0);
+  t.is(map(r, 0x1000, 0x1000, 1), 0);
+  t.throws(() => map(r, 0x2000, 0x2000, 1), { instanceOf: RangeError, message: /vfio_dma set is full \(2 entries/ });
+  t.false(r.lockTable.get(IOMMU_LOCK).isLocked(), 'iommu->lock released');
+});
+
+test('mmap_lock: read-held around each page pin (vaddr_get_pfn), write-held around each locked_vm update (vfio_lock_acct), in model time', (t) => {
+  const r = rig({ guestRamBytes: 16 * PAGE });
+  const mm = r.lockTable.rwsem(MMAP_LOCK);
+  t.is(map(r, 0x100000, 0, 4), 0);
+  t.like(mm.stat(), {
+    acquisitions: 1,
+    holdtimeTotalNs: COSTS.vfioLockedVmAccountNs,
+    readAcquisitions: 4,
+    readHoldtimeTotalNs: 4 * COSTS.vfioPinPagePerPageNs,
+  });
+  t.is(unmap(r, 0x100000, 4).errno, 0);
+  t.like(mm.stat(), { acquisitions: 2, readAcquisitions: 4 }, 'unpinning takes no read hold; the unaccounting a write hold');
+  t.is(map(r, 0x200000, 15 * PAGE, 2), -EFAULT);
+  t.like(mm.stat(), { acquisitions: 4, readAcquisitions: 7 }, 'the faulting pins take their read hold too');
+  t.is(mm.holders(), 0);
+
+  // another thread of the VMM process (a page fault, an mmap) holds mmap_lock for write from 0 to 50 µs of model time
+  const other = LockTable.attach(r.lockTable.handle, 1).rwsem(MMAP_LOCK);
+  const mmClock = new ModelClock('virtual');
+  other.down_write(mmClock);
+  mmClock.syncTo(r.clock.nowNs() + 50_000);
+  other.up_write(mmClock);
+  const m = r.timed(() => map(r, 0x300000, 0, 2));
+  t.is(m.r, 0);
+  t.is(
+    m.ns,
+    50_000 + 2 * COSTS.vfioPinPagePerPageNs + COSTS.vfioLockedVmAccountNs + 2 * COSTS.hostIommuMapPerPageNs,
+    'the first pin waited for the write release',
+  );
+  t.like(mm.stat(), { readContentions: 1, readWaittimeTotalNs: 50_000 - COSTS.vfioDmaDoMapBaseNs });
+  t.is(r.lockTable.get(IOMMU_LOCK).stat().holdtimeMaxNs, m.ns, 'iommu->lock was held across the wait');
+});
+
+test('one container, two attachments (two threads of the VMM process): each sees and undoes what the other mapped', (t) => {
+  const h = LockTable.allocate([
+    { name: IOMMU_LOCK, kind: 'mutex' },
+    { name: QI_Q_LOCK, kind: 'spinlock' },
+    { name: MMAP_LOCK, kind: 'rwsem' },
+  ]);
+  const pgtable = IoPgtable.allocate({ tablePages: 16 });
+  const handle = VfioContainer.allocate({ guestRamBytes: RAM_BYTES, lockedVmLimitPages: 6, dmaEntryLimit: 3 });
+  const on = (cpu: number) =>
+    VfioContainer.attach(handle, { pgtable: IoPgtable.attach(pgtable), lockTable: LockTable.attach(h, cpu), costs: COSTS, invalidateIotlb: () => {} });
+  const [a, b] = [on(0), on(1)];
+  const ca = new ModelClock('virtual');
+  const cb = new ModelClock('virtual');
+  const mapOn = (c: VfioContainer, clk: ModelClock, iova: number, vaddr: number, pages: number) =>
+    c.vfio_dma_do_map({ iova, vaddr, sizeBytes: pages * PAGE, read: true, write: true }, clk).errno as number;
+  t.is(mapOn(a, ca, 0x10000, 0, 4), 0);
+  t.is(mapOn(b, cb, 0x12000, 0x100000, 1), -EEXIST, "B sees A's vfio_dma");
+  t.is(mapOn(b, cb, 0x20000, 0x100000, 3), -ENOMEM, "B's pins count against the locked_vm A left (4 of 6)");
+  t.is(mapOn(b, cb, 0x20000, 0x2000, 2), 0);
+  t.deepEqual(
+    b.dmaList().map((d) => [d.iova, d.vaddr, d.sizeBytes]),
+    [
+      [0x10000, 0, 4 * PAGE],
+      [0x20000, 0x2000, 2 * PAGE],
+    ],
+  );
+  t.is(a.pinCount(0x2000), 2, 'page 2 is pinned by both mappings');
+  t.deepEqual(a.stats(), b.stats());
+  t.like(a.stats(), { mapDmaCalls: 4, dmaCount: 2, lockedVmPages: 6, pinnedPages: 4 });
+  t.deepEqual(b.vfio_dma_do_unmap({ iova: 0x10000, sizeBytes: 4 * PAGE }, cb), { errno: 0, unmappedBytes: 4 * PAGE }, "B unmaps A's mapping");
+  t.deepEqual(a.vfio_dma_do_unmap({ iova: 0, sizeBytes: 0, all: true }, ca), { errno: 0, unmappedBytes: 2 * PAGE });
+  t.like(
+    b.stats(),
+    { unmapDmaCalls: 2, dmaCount: 0, lockedVmPages: 0, pinnedPages: 0, pinnedPagesPeak: 7 },
+    'the peak: 4 pages, and 3 pinned by the refused map before it gave them back',
+  );
+  t.is(IoPgtable.attach(pgtable).mappedPages, 0);
+  const s = LockTable.attach(h, 2).get(IOMMU_LOCK).stat();
+  t.is(s.acquisitions, 8, 'six ioctls and the two reads of the set');
+  t.is(s.acqBounces, 4, 'iommu->lock went A → B (3 maps, the list) → A (pin count) → B (unmap) → A (unmap all)');
 });
 
 // vfio_dma_do_map / vfio_dma_do_unmap: check_add_overflow(iova, size - 1) and,
@@ -477,14 +590,16 @@ test('qi_submit_sync: two containers on one host IOMMU unit queue their invalida
     { name: 'iommu->lock/container0', kind: 'mutex' },
     { name: 'iommu->lock/container1', kind: 'mutex' },
     { name: QI_Q_LOCK, kind: 'spinlock' },
+    { name: 'mmap_lock/vm0', kind: 'rwsem' },
+    { name: 'mmap_lock/vm1', kind: 'rwsem' },
   ]);
   const mk = (cpu: number, lockName: string) =>
-    new VfioContainer({
+    VfioContainer.attach(VfioContainer.allocate({ guestRamBytes: RAM_BYTES, lockedVmLimitPages: 100 }), {
       pgtable: IoPgtable.attach(IoPgtable.allocate({ tablePages: 8 })),
       lockTable: LockTable.attach(h, cpu),
       lockName,
+      mmapLockName: `mmap_lock/vm${cpu}`,
       costs: COSTS,
-      lockedVmLimitPages: 100,
       invalidateIotlb: () => {},
     });
   const a = mk(0, 'iommu->lock/container0');

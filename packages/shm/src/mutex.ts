@@ -27,7 +27,7 @@
  * | 0    | state (0 free, 1 locked, 2 locked + sleepers) | any (atomics) |
  * | 4    | owner cpu + 1 (0 = none)  | holder |
  * | 8    | last owner cpu + 1        | holder |
- * | 12   | kind (0 mutex, 1 spinlock)| allocate |
+ * | 12   | kind (0 mutex, 1 spinlock, 2 rwsem) | allocate |
  * | 16   | lastReleaseNs (f64)       | holder |
  * | 24   | acquireNs (f64)           | holder |
  * | 32   | conBounces                | holder |
@@ -43,6 +43,10 @@
  * | 112  | realContentions (CAS lost)| holder |
  * Every statistic is written only while holding the lock, so the release
  * (a sequentially consistent store) publishes it.
+ *
+ * A lock of kind `rwsem` (`RwSemaphore`, at the end of this file) uses its
+ * record for the write side and has a second record, for the read side, in
+ * an area after the per-CPU words.
  */
 
 import { MAX_WORKERS } from './clock.js';
@@ -69,7 +73,7 @@ const F_HOLD_MAX = 12;
 const F_HOLD_TOTAL = 13;
 const F_REAL_CONTENTIONS = 14;
 
-export type LockKind = 'mutex' | 'spinlock';
+export type LockKind = 'mutex' | 'spinlock' | 'rwsem';
 
 /** The clock a lock user brings: model time in virtual mode, real time in wall mode. */
 export interface LockClock {
@@ -101,6 +105,23 @@ export interface LockStat {
   holdtimeTotalNs: number;
   holdtimeAvgNs: number;
   realContentions: number;
+  /**
+   * `rwsem` only: the read side, /proc/lock_stat's `<name>-R` line (the
+   * fields above are then the write side, its `<name>` or `<name>-W` line).
+   */
+  readConBounces?: number;
+  readContentions?: number;
+  readWaittimeMinNs?: number;
+  readWaittimeMaxNs?: number;
+  readWaittimeTotalNs?: number;
+  readWaittimeAvgNs?: number;
+  readAcqBounces?: number;
+  readAcquisitions?: number;
+  readHoldtimeMinNs?: number;
+  readHoldtimeMaxNs?: number;
+  readHoldtimeTotalNs?: number;
+  readHoldtimeAvgNs?: number;
+  readRealContentions?: number;
 }
 
 export interface LockTableHandle {
@@ -115,14 +136,20 @@ export class LockTable {
   static allocate(locks: readonly { name: string; kind: LockKind }[]): LockTableHandle {
     const names = locks.map((l) => l.name);
     if (new Set(names).size !== names.length) throw new RangeError(`duplicate lock names in ${names.join(', ')}`);
-    const sab = new SharedArrayBuffer(Math.max(1, locks.length) * LOCK_RECORD_BYTES + MAX_WORKERS * 4);
+    const rwsems = locks.filter((l) => l.kind === 'rwsem').length;
+    const sab = new SharedArrayBuffer(rwsemAreaBytes(locks.length) + rwsems * LOCK_RECORD_BYTES);
     const i32 = new Int32Array(sab);
     const f64 = new Float64Array(sab);
     locks.forEach((l, i) => {
-      i32[i * W + KIND] = l.kind === 'spinlock' ? 1 : 0;
+      i32[i * W + KIND] = l.kind === 'spinlock' ? 1 : l.kind === 'rwsem' ? 2 : 0;
       f64[i * F + F_WAIT_MIN] = Infinity;
       f64[i * F + F_HOLD_MIN] = Infinity;
     });
+    for (let j = 0; j < rwsems; j++) {
+      const rf = (rwsemAreaBytes(locks.length) + j * LOCK_RECORD_BYTES) / 8;
+      f64[rf + F_WAIT_MIN] = Infinity;
+      f64[rf + F_HOLD_MIN] = Infinity;
+    }
     return { sab, names, kinds: locks.map((l) => l.kind) };
   }
 
@@ -151,10 +178,18 @@ export class LockTable {
     const f64 = new Float64Array(handle.sab);
     this.i32 = i32;
     this.waitingBase = Math.max(1, handle.names.length) * W;
-    handle.names.forEach((name, i) =>
-      this.byName.set(name, new Mutex(name, handle.kinds[i], i32, f64, i, cpu, abort, spinLoads, gate, blocked, this.waitingBase)),
-    );
+    let rwsems = 0;
+    handle.names.forEach((name, i) => {
+      if (handle.kinds[i] === 'rwsem') {
+        const readRecord = rwsemAreaBytes(handle.names.length) / LOCK_RECORD_BYTES + rwsems++;
+        this.rwsems.set(name, new RwSemaphore(name, i32, f64, i, readRecord, cpu, abort, spinLoads, gate, blocked, this.waitingBase));
+      } else {
+        this.byName.set(name, new Mutex(name, handle.kinds[i], i32, f64, i, cpu, abort, spinLoads, gate, blocked, this.waitingBase));
+      }
+    });
   }
+
+  private readonly rwsems = new Map<string, RwSemaphore>();
 
   private readonly i32: Int32Array;
   private readonly waitingBase: number;
@@ -172,12 +207,23 @@ export class LockTable {
 
   get(name: string): Mutex {
     const m = this.byName.get(name);
-    if (!m) throw new RangeError(`no lock named ${name} (have: ${[...this.byName.keys()].join(', ')})`);
+    if (!m) {
+      if (this.rwsems.has(name)) throw new RangeError(`lock ${name} is an rwsem: take it with rwsem(), not get()`);
+      throw new RangeError(`no lock named ${name} (have: ${this.handle.names.join(', ')})`);
+    }
     return m;
   }
 
+  /** The reader-writer semaphore `name` (a lock of kind `rwsem`). */
+  rwsem(name: string): RwSemaphore {
+    const r = this.rwsems.get(name);
+    if (!r) throw new RangeError(`no rwsem named ${name} (have: ${[...this.rwsems.keys()].join(', ') || 'none'})`);
+    return r;
+  }
+
+  /** One row per lock, in the table's order. */
   stats(): LockStat[] {
-    return [...this.byName.values()].map((m) => m.stat());
+    return this.handle.names.map((n) => (this.byName.get(n) ?? this.rwsems.get(n)!).stat());
   }
 
   /** Wake every thread parked on any lock (used when a run is torn down). */
@@ -366,6 +412,10 @@ export function formatLockStat(stats: readonly LockStat[]): string {
   ];
   const rule = '-'.repeat(40 + cols.length * 15);
   const lines = ['lock_stat version 0.4', rule, `${'class name'.padStart(40)}${cols.map((c) => c.padStart(15)).join('')}`, rule];
+  const row = (label: string, vals: readonly string[]): void => {
+    lines.push('');
+    lines.push(`${`${label}:`.padStart(40)}${vals.map((v) => v.padStart(15)).join('')}`);
+  };
   for (const s of stats) {
     const vals = [
       String(s.conBounces),
@@ -381,11 +431,348 @@ export function formatLockStat(stats: readonly LockStat[]): string {
       us(s.holdtimeTotalNs),
       us(s.holdtimeAvgNs),
     ];
-    lines.push('');
-    lines.push(`${(`${s.name}:`).padStart(40)}${vals.map((v) => v.padStart(15)).join('')}`);
+    const reads = s.readAcquisitions ?? 0;
+    // an rwsem, as lockdep's seq_stats prints one: the write line (`-W` when there were reads too), then the `-R` line
+    if (s.acquisitions > 0 || reads === 0) row(reads > 0 ? `${s.name}-W` : s.name, vals);
+    if (reads > 0)
+      row(`${s.name}-R`, [
+        String(s.readConBounces ?? 0),
+        String(s.readContentions ?? 0),
+        us(s.readWaittimeMinNs ?? 0),
+        us(s.readWaittimeMaxNs ?? 0),
+        us(s.readWaittimeTotalNs ?? 0),
+        us(s.readWaittimeAvgNs ?? 0),
+        String(s.readAcqBounces ?? 0),
+        String(reads),
+        us(s.readHoldtimeMinNs ?? 0),
+        us(s.readHoldtimeMaxNs ?? 0),
+        us(s.readHoldtimeTotalNs ?? 0),
+        us(s.readHoldtimeAvgNs ?? 0),
+      ]);
   }
   lines.push('');
   return lines.join('\n');
 }
 
 export { DEFAULT_SPIN_LOADS };
+
+// ---- rw_semaphore -------------------------------------------------------------
+
+/**
+ * Where the rwsems' read-side records start: after the lock records and the
+ * per-CPU "blocked on lock" words, on a record boundary.
+ */
+function rwsemAreaBytes(locks: number): number {
+  return Math.ceil((Math.max(1, locks) * LOCK_RECORD_BYTES + MAX_WORKERS * 4) / LOCK_RECORD_BYTES) * LOCK_RECORD_BYTES;
+}
+
+/** State word of an rwsem: the write holder's bit; below it, the number of read holders. */
+const RW_WRITER = 1 << 30;
+// read-side record: i32 words
+const R_SLEEPERS = 0;
+const R_WRITERS_WAITING = 1;
+const R_STATS_LOCK = 2;
+// read-side record: f64 slots (the statistics use the Mutex record's slots F_CON_BOUNCES … F_REAL_CONTENTIONS)
+const FR_LAST_RELEASE = 2;
+
+/**
+ * A reader-writer semaphore (Linux `struct rw_semaphore`, e.g. `mm->mmap_lock`)
+ * in a LockTable, with lock_stat accounting per side as lockdep keeps it.
+ *
+ * Real threads. The record's state word holds RW_WRITER while a writer holds
+ * the semaphore, else the number of readers. A reader enters while there is
+ * no writer and no writer waiting (so a stream of readers cannot starve a
+ * writer); a writer enters when the word is 0. Waiters spin, then park on the
+ * state word; every release wakes all sleepers, which look again. Taking it
+ * for read twice in one thread while a writer waits deadlocks, as it does in
+ * the kernel.
+ *
+ * Model time (virtual clock). Read holders share: a reader waits only for
+ * the last write release, max(own clock, last up_write). A writer excludes
+ * everyone: it waits for the last release of either side,
+ * max(own clock, last up_write, last up_read). A contention is a wait in
+ * model time; `realContentions` counts the times a thread found the
+ * semaphore unavailable. With the wall clock, times are real and a
+ * contention is a real one.
+ *
+ * Records (128 bytes each): the lock's own record is the write side, laid
+ * out as the Mutex's (state, owner = the write holder, last owner of either
+ * side, kind 2, last write release, write acquire time, write statistics).
+ * The read-side record, in the table's rwsem area:
+ * | byte | field | writer |
+ * |------|-------|--------|
+ * | 0    | sleepers: threads parked on the state word | waiters (atomics) |
+ * | 4    | writers waiting                            | waiting writers (atomics) |
+ * | 8    | spin word guarding the read statistics (readers update them concurrently) | readers |
+ * | 16   | lastReadReleaseNs (f64): the latest up_read in model time | readers |
+ * | 32…112 | read statistics, at the write side's offsets | readers |
+ * A reader's own acquire time stays in its thread (several readers hold at once).
+ * `LockTable.blockedOnLockHeldBy` knows the write holder only.
+ */
+export class RwSemaphore {
+  readonly kind = 'rwsem' as const;
+  private readonly s: number; // state word index
+  private readonly fb: number; // f64 base of the write side
+  private readonly r: number; // i32 base of the read side
+  private readonly rb: number; // f64 base of the read side
+  /** model times at which this thread took it for read, innermost last */
+  private readonly readAcquireNs: number[] = [];
+
+  constructor(
+    readonly name: string,
+    private readonly i32: Int32Array,
+    private readonly f64: Float64Array,
+    private readonly index: number,
+    /** index of the read-side record, counted in records from the start of the table */
+    readRecord: number,
+    /** the acquiring CPU (worker) id, for bounce accounting */
+    readonly cpu: number,
+    private readonly abort: AbortFlag | undefined,
+    private readonly spinLoads: number,
+    private readonly gate?: LockGate,
+    private readonly blocked?: LockBlocked,
+    private readonly waitingBase = -1,
+  ) {
+    this.s = index * W;
+    this.fb = index * F;
+    this.r = readRecord * W;
+    this.rb = readRecord * F;
+  }
+
+  /** Take it for read (down_read; `mmap_read_lock`). */
+  down_read(clock?: LockClock): void {
+    this.acquire(false, clock);
+  }
+
+  /** Release a read hold (up_read; `mmap_read_unlock`). */
+  up_read(clock?: LockClock): void {
+    const acquiredNs = this.readAcquireNs.pop();
+    if (acquiredNs === undefined) throw new Error(`up_read of ${this.name}: this thread holds it for read 0 times`);
+    this.statsLock();
+    try {
+      if (clock) {
+        const now = clock.nowNs();
+        this.hold(this.rb, now - acquiredNs);
+        if (now > this.f64[this.rb + FR_LAST_RELEASE]) this.f64[this.rb + FR_LAST_RELEASE] = now;
+      }
+    } finally {
+      this.statsUnlock();
+    }
+    Atomics.sub(this.i32, this.s + STATE, 1);
+    this.wake();
+  }
+
+  /** Take it for write (down_write; `mmap_write_lock`, `mmap_write_lock_killable`: a run that aborts throws RunAborted). */
+  down_write(clock?: LockClock): void {
+    this.acquire(true, clock);
+  }
+
+  /** Release the write hold (up_write; `mmap_write_unlock`). */
+  up_write(clock?: LockClock): void {
+    const f = this.f64;
+    if (clock) {
+      const now = clock.nowNs();
+      this.hold(this.fb, now - f[this.fb + F_ACQUIRE]);
+      if (now > f[this.fb + F_LAST_RELEASE]) f[this.fb + F_LAST_RELEASE] = now;
+    }
+    this.i32[this.s + OWNER] = 0;
+    Atomics.store(this.i32, this.s + STATE, 0);
+    this.wake();
+  }
+
+  /** Try once for read (down_read_trylock); no waiting. */
+  down_read_trylock(clock?: LockClock): boolean {
+    if (!this.tryTake(false)) return false;
+    this.accountAcquire(false, clock, clock ? clock.nowNs() : 0, false);
+    return true;
+  }
+
+  /** Try once for write (down_write_trylock); no waiting. */
+  down_write_trylock(clock?: LockClock): boolean {
+    if (!this.tryTake(true)) return false;
+    this.accountAcquire(true, clock, clock ? clock.nowNs() : 0, false);
+    return true;
+  }
+
+  /** Readers holding it now, or -1 while a writer does (a hint: racy by nature). */
+  holders(): number {
+    const c = Atomics.load(this.i32, this.s + STATE);
+    return c & RW_WRITER ? -1 : c;
+  }
+
+  private canTake(c: number, write: boolean): boolean {
+    if (write) return c === 0;
+    return (c & RW_WRITER) === 0 && Atomics.load(this.i32, this.r + R_WRITERS_WAITING) === 0;
+  }
+
+  /** Take it if it can be taken now; a reader that loses a race to another reader tries again. */
+  private tryTake(write: boolean): boolean {
+    const i32 = this.i32;
+    const s = this.s + STATE;
+    let c = Atomics.load(i32, s);
+    while (this.canTake(c, write)) {
+      const seen = Atomics.compareExchange(i32, s, c, write ? RW_WRITER : c + 1);
+      if (seen === c) return true;
+      c = seen;
+    }
+    return false;
+  }
+
+  private acquire(write: boolean, clock: LockClock | undefined): void {
+    if (clock && this.gate) this.gate(clock.nowNs());
+    const i32 = this.i32;
+    const arrivalNs = clock ? clock.nowNs() : 0;
+    let realContended = false;
+    if (!this.tryTake(write)) {
+      realContended = true;
+      let got = false;
+      for (let i = 0; i < this.spinLoads && !got; i++) got = this.tryTake(write);
+      if (!got) {
+        if (this.waitingBase >= 0) Atomics.store(i32, this.waitingBase + this.cpu, this.index + 1);
+        this.blocked?.();
+        if (write) Atomics.add(i32, this.r + R_WRITERS_WAITING, 1);
+        // counted before the state is read again, so a release after that read sees a sleeper and wakes it
+        Atomics.add(i32, this.r + R_SLEEPERS, 1);
+        let taken = false;
+        try {
+          while (!taken) {
+            const c = Atomics.load(i32, this.s + STATE);
+            if (this.canTake(c, write)) {
+              taken = Atomics.compareExchange(i32, this.s + STATE, c, write ? RW_WRITER : c + 1) === c;
+              continue;
+            }
+            if (this.abort?.aborted()) throw new RunAborted(`while waiting for rwsem ${this.name}`);
+            Atomics.wait(i32, this.s + STATE, c, 100);
+          }
+        } finally {
+          Atomics.sub(i32, this.r + R_SLEEPERS, 1);
+          if (write) Atomics.sub(i32, this.r + R_WRITERS_WAITING, 1);
+          if (this.waitingBase >= 0) Atomics.store(i32, this.waitingBase + this.cpu, 0);
+          // a writer that gives up waiting lets the readers that stood back for it look again
+          if (write && !taken) this.wake();
+        }
+      }
+    }
+    this.accountAcquire(write, clock, arrivalNs, realContended);
+  }
+
+  private wake(): void {
+    if (Atomics.load(this.i32, this.r + R_SLEEPERS) > 0) Atomics.notify(this.i32, this.s + STATE);
+  }
+
+  private accountAcquire(write: boolean, clock: LockClock | undefined, arrivalNs: number, realContended: boolean): void {
+    const f = this.f64;
+    let waitNs = 0;
+    let nowNs = 0;
+    if (clock) {
+      if (clock.mode === 'virtual') {
+        // a reader conflicts with writers only; a writer with both sides (stable now: nobody else holds it)
+        const releaseNs = write ? Math.max(f[this.fb + F_LAST_RELEASE], f[this.rb + FR_LAST_RELEASE]) : f[this.fb + F_LAST_RELEASE];
+        if (releaseNs > arrivalNs) {
+          waitNs = releaseNs - arrivalNs;
+          clock.syncTo(releaseNs);
+        }
+      } else {
+        waitNs = realContended ? clock.nowNs() - arrivalNs : 0;
+      }
+      nowNs = clock.nowNs();
+    }
+    const contended = clock?.mode === 'virtual' ? waitNs > 0 : realContended || waitNs > 0;
+    if (write) {
+      f[this.fb + F_ACQUIRE] = nowNs;
+      this.countAcquire(this.fb, contended, waitNs, realContended);
+      this.i32[this.s + OWNER] = this.cpu + 1;
+      return;
+    }
+    this.readAcquireNs.push(nowNs);
+    this.statsLock();
+    try {
+      this.countAcquire(this.rb, contended, waitNs, realContended);
+    } finally {
+      this.statsUnlock();
+    }
+  }
+
+  /** One acquisition on the side whose statistics start at f64 slot `b`; lockdep's bounces compare with the last CPU of either side. */
+  private countAcquire(b: number, contended: boolean, waitNs: number, realContended: boolean): void {
+    const f = this.f64;
+    const me = this.cpu + 1;
+    const last = this.i32[this.s + LAST_OWNER];
+    const bounced = last !== 0 && last !== me;
+    if (contended) {
+      f[b + F_CONTENTIONS]++;
+      if (bounced) f[b + F_CON_BOUNCES]++;
+      if (waitNs < f[b + F_WAIT_MIN]) f[b + F_WAIT_MIN] = waitNs;
+      if (waitNs > f[b + F_WAIT_MAX]) f[b + F_WAIT_MAX] = waitNs;
+      f[b + F_WAIT_TOTAL] += waitNs;
+    }
+    if (realContended) f[b + F_REAL_CONTENTIONS]++;
+    f[b + F_ACQUISITIONS]++;
+    if (bounced) f[b + F_ACQ_BOUNCES]++;
+    this.i32[this.s + LAST_OWNER] = me;
+  }
+
+  private hold(b: number, holdNs: number): void {
+    const f = this.f64;
+    if (holdNs < f[b + F_HOLD_MIN]) f[b + F_HOLD_MIN] = holdNs;
+    if (holdNs > f[b + F_HOLD_MAX]) f[b + F_HOLD_MAX] = holdNs;
+    f[b + F_HOLD_TOTAL] += holdNs;
+  }
+
+  /** Readers update their side's statistics (and the last owner) one at a time; a few stores are held. */
+  private statsLock(): void {
+    while (Atomics.compareExchange(this.i32, this.r + R_STATS_LOCK, 0, 1) !== 0) {
+      /* spin */
+    }
+  }
+
+  private statsUnlock(): void {
+    Atomics.store(this.i32, this.r + R_STATS_LOCK, 0);
+  }
+
+  stat(): LockStat {
+    const w = sideStat(this.f64, this.fb);
+    const r = sideStat(this.f64, this.rb);
+    return {
+      name: this.name,
+      kind: 'rwsem',
+      ...w,
+      readConBounces: r.conBounces,
+      readContentions: r.contentions,
+      readWaittimeMinNs: r.waittimeMinNs,
+      readWaittimeMaxNs: r.waittimeMaxNs,
+      readWaittimeTotalNs: r.waittimeTotalNs,
+      readWaittimeAvgNs: r.waittimeAvgNs,
+      readAcqBounces: r.acqBounces,
+      readAcquisitions: r.acquisitions,
+      readHoldtimeMinNs: r.holdtimeMinNs,
+      readHoldtimeMaxNs: r.holdtimeMaxNs,
+      readHoldtimeTotalNs: r.holdtimeTotalNs,
+      readHoldtimeAvgNs: r.holdtimeAvgNs,
+      readRealContentions: r.realContentions,
+    };
+  }
+}
+
+/** The lock_stat columns of one side whose statistics start at f64 slot `b`. */
+function sideStat(f: Float64Array, b: number): Omit<LockStat, 'name' | 'kind'> {
+  const contentions = f[b + F_CONTENTIONS];
+  const acquisitions = f[b + F_ACQUISITIONS];
+  const waitTotal = f[b + F_WAIT_TOTAL];
+  const holdTotal = f[b + F_HOLD_TOTAL];
+  return {
+    conBounces: f[b + F_CON_BOUNCES],
+    contentions,
+    waittimeMinNs: contentions > 0 ? f[b + F_WAIT_MIN] : 0,
+    waittimeMaxNs: f[b + F_WAIT_MAX],
+    waittimeTotalNs: waitTotal,
+    waittimeAvgNs: contentions > 0 ? waitTotal / contentions : 0,
+    acqBounces: f[b + F_ACQ_BOUNCES],
+    acquisitions,
+    holdtimeMinNs: acquisitions > 0 && Number.isFinite(f[b + F_HOLD_MIN]) ? f[b + F_HOLD_MIN] : 0,
+    holdtimeMaxNs: f[b + F_HOLD_MAX],
+    holdtimeTotalNs: holdTotal,
+    holdtimeAvgNs: acquisitions > 0 ? holdTotal / acquisitions : 0,
+    realContentions: f[b + F_REAL_CONTENTIONS],
+  };
+}

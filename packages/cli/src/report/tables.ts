@@ -177,5 +177,22 @@ function lockStatOfRow(r: LockStatRow): LockStat {
     holdtimeTotalNs: r.holdtime_total_ns,
     holdtimeAvgNs: r.holdtime_avg_ns,
     realContentions: r.real_contentions,
+    ...(r.read_acquisitions === undefined
+      ? {}
+      : {
+          readConBounces: r.read_con_bounces,
+          readContentions: r.read_contentions,
+          readWaittimeMinNs: r.read_waittime_min_ns,
+          readWaittimeMaxNs: r.read_waittime_max_ns,
+          readWaittimeTotalNs: r.read_waittime_total_ns,
+          readWaittimeAvgNs: r.read_waittime_avg_ns,
+          readAcqBounces: r.read_acq_bounces,
+          readAcquisitions: r.read_acquisitions,
+          readHoldtimeMinNs: r.read_holdtime_min_ns,
+          readHoldtimeMaxNs: r.read_holdtime_max_ns,
+          readHoldtimeTotalNs: r.read_holdtime_total_ns,
+          readHoldtimeAvgNs: r.read_holdtime_avg_ns,
+          readRealContentions: r.read_real_contentions,
+        }),
   };
 }

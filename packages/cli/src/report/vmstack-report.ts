@@ -165,6 +165,20 @@ export interface LockStatRow {
   holdtime_total_ns: number;
   holdtime_avg_ns: number;
   real_contentions: number;
+  /** an rwsem (kind `rwsem`) only: its read side, /proc/lock_stat's `<name>-R` line; the columns above are then its write side */
+  read_con_bounces?: number;
+  read_contentions?: number;
+  read_waittime_min_ns?: number;
+  read_waittime_max_ns?: number;
+  read_waittime_total_ns?: number;
+  read_waittime_avg_ns?: number;
+  read_acq_bounces?: number;
+  read_acquisitions?: number;
+  read_holdtime_min_ns?: number;
+  read_holdtime_max_ns?: number;
+  read_holdtime_total_ns?: number;
+  read_holdtime_avg_ns?: number;
+  read_real_contentions?: number;
 }
 
 /**

@@ -27,7 +27,7 @@ import {
   type VcpuWorkerResult,
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
-import type { HostWorkerInit, HostWorkerResult } from '@vmstack/host-vfio';
+import { type HostWorkerInit, type HostWorkerResult, VfioContainer, type VfioContainerHandle } from '@vmstack/host-vfio';
 import { type IommuProt, IoPgtable, type IoPgtableHandle } from '@vmstack/iommu-hw';
 import { type DeviceWorkerInit, type DeviceWorkerResult, NvmeMedia } from '@vmstack/nvme-device';
 import {
@@ -55,7 +55,7 @@ import {
 import type { VmmWorkerInit, VmmWorkerResult } from '@vmstack/vmm';
 import { assembleRunResult, mergeVmResults, sumDeep } from '../report/assemble.js';
 import type { RunCarry, RunResult } from '../report/result.js';
-import { type PlannedRing, planRings, planStack, type StackPlan } from '../topology/plan.js';
+import { type PlannedRing, planRings, planStack, type StackPlan, type VmPlan } from '../topology/plan.js';
 import { defaultTopology, type Topology } from '../topology/topology.js';
 import { type InThreadWorkers, runInThread } from './in-thread.js';
 
@@ -99,6 +99,28 @@ export interface StackOptions {
   timeoutMs?: number;
 }
 
+/**
+ * A VM's host side as one result: the profiles of its host contexts added up,
+ * and each container's stats once (the contexts serving a container read the
+ * same shared state).
+ */
+function hostResult(vm: VmPlan, results: readonly unknown[], reg: VmRegions, hostLocks: LockTableHandle, p: CostProfile): HostWorkerResult {
+  const all = vm.viommus.map((x) => results[x.host] as HostWorkerResult);
+  // read after every context is done: the state they share, as it was left
+  const perContainer = vm.containers.map((c, ci) =>
+    VfioContainer.attach(reg.containers[ci], {
+      pgtable: IoPgtable.attach(reg.pgtables[ci]),
+      lockTable: LockTable.attach(hostLocks, MAIN_THREAD_CPU),
+      lockName: c.lockName,
+      qiLockName: c.hostIommu.qiLockName,
+      mmapLockName: vm.mmapLockName,
+      costs: p,
+      invalidateIotlb: () => {},
+    }).stats(),
+  );
+  return { ...sumDeep(all), stats: sumDeep(perContainer) };
+}
+
 /** What a bare-metal run reports for the VMM and VFIO it does not have: nothing happened there. */
 const NO_VMM: VmmWorkerResult = {
   counters: { attach: 0, detach: 0, map: 0, unmap: 0, probe: 0, errors: 0, vfioMapDma: 0, vfioUnmapDma: 0, kicks: 0 },
@@ -134,7 +156,8 @@ interface VmRegions {
   domains: DomainRegions[];
   /** the VM's locks: the guest's and its VMM's */
   locks: LockTableHandle;
-  /** per container, in plan order: the host IOMMU page tables of its host domain */
+  /** per container, in plan order: its state (shared by the host contexts serving it) and the page tables of its host domain */
+  containers: VfioContainerHandle[];
   pgtables: IoPgtableHandle[];
   /** bare metal, per drive: the page tables of its VT-d domain */
   domainPgtables: (IoPgtableHandle | null)[];
@@ -147,7 +170,7 @@ interface VmRegions {
 /** The shared memory of a run. */
 interface StackRegions {
   control: ControlHandle;
-  /** the host-wide locks: containers' iommu->lock, units' qi->q_lock */
+  /** the host-wide locks: containers' iommu->lock, units' qi->q_lock, VMM processes' mmap_lock */
   hostLocks: LockTableHandle;
   /** the run's state across VMs (shm/src/vm-state.ts) */
   runState: SharedArrayBuffer;
@@ -208,6 +231,9 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
       swiotlb,
       domains,
       locks,
+      containers: vm.containers.map(() =>
+        VfioContainer.allocate({ guestRamBytes: r.guestRamBytes, lockedVmLimitPages: vm.vfio.lockedVmLimitPages, dmaEntryLimit: vm.vfio.dmaEntryLimit }),
+      ),
       pgtables: vm.containers.map((c) => IoPgtable.allocate(c.pgtable)),
       domainPgtables: vm.devices.map((d) => {
         if (!d.vtd) return null;
@@ -281,7 +307,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         })),
         devices: devices.map(({ d, i }) => ({
           viommu: d.viommu < 0 ? -1 : viommuSlot.get(d.viommu)!,
-          intelIommu: d.vtd ? { pgtable: reg.domainPgtables[i]!, invalRing: reg.ring(d.inval), qiLockName: d.vtd.qiLockName, domainId: d.domainId } : null,
+          intelIommu: d.vtd ? { pgtable: reg.domainPgtables[i]!, invalRing: reg.ring(d.inval[0]), qiLockName: d.vtd.qiLockName, domainId: d.domainId } : null,
           untrusted: d.untrusted,
           domainId: d.domainId,
           endpointId: d.endpointId,
@@ -343,9 +369,10 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         qiLockName: container.hostIommu.qiLockName,
         vmmRpc: reg.vfioRpcs[vi],
         pgtable: reg.pgtables[x.container],
-        invalRings: container.devices.map((i) => reg.ring(vm.devices[i].inval)),
-        lockedVmLimitPages: vm.vfio.lockedVmLimitPages,
-        dmaEntryLimit: vm.vfio.dmaEntryLimit,
+        // this host context's invalidation ring to each drive of the container
+        invalRings: container.devices.map((i) => reg.ring(vm.devices[i].inval.find((r) => r.producer === x.host)!)),
+        mmapLockName: vm.mmapLockName,
+        container: reg.containers[x.container],
       };
       inits[x.host] = host;
     });
@@ -359,7 +386,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         pgtable: d.vtd ? reg.domainPgtables[vm.devices.indexOf(d)]! : reg.pgtables[d.container],
         doorbellRings: d.doorbell.map(reg.ring),
         irqRings: d.irq.map(reg.ring),
-        invalRings: [reg.ring(d.inval)],
+        invalRings: d.inval.map(reg.ring),
         vcpuWorkers: d.vcpus.map((v) => vm.vcpuWorkers[v]),
         vcpuOfCq: d.vcpuOfCq,
         namespace: {
@@ -438,7 +465,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       vcpus: vm.vcpuWorkers.map((w) => out.results[w] as VcpuWorkerResult),
       // a VM's VMM threads, host contexts and drives, each kind added up; bare metal has neither VMM nor VFIO
       vmm: vm.viommus.length > 0 ? sumDeep(vm.viommus.map((x) => out.results[x.vmm] as VmmWorkerResult)) : NO_VMM,
-      host: vm.viommus.length > 0 ? sumDeep(vm.viommus.map((x) => out.results[x.host] as HostWorkerResult)) : NO_VFIO,
+      host: vm.viommus.length > 0 ? hostResult(vm, out.results, reg, regions.hostLocks, opts.profile) : NO_VFIO,
       device: sumDeep(vm.devices.map((d) => out.results[d.worker] as DeviceWorkerResult)),
       // the host-wide locks once, after the VMs' own
       lockStats: k === plan.vms.length - 1 ? [...vmLocks, ...hostLockStats] : vmLocks,

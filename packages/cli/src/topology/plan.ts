@@ -26,7 +26,7 @@ import {
   VIOMMU_REQUEST_LOCK,
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
-import { DEFAULT_DMA_ENTRY_LIMIT, HOST_VFIO_WORKER, IOMMU_LOCK, QI_Q_LOCK } from '@vmstack/host-vfio';
+import { DEFAULT_DMA_ENTRY_LIMIT, HOST_VFIO_WORKER, IOMMU_LOCK, MMAP_LOCK, QI_Q_LOCK } from '@vmstack/host-vfio';
 import { NVME_DEVICE_WORKER } from '@vmstack/nvme-device';
 import { type CostProfile, InputError, type LockKind, MAX_WORKERS, NEVER_NS, PAGE_SHIFT, PAGE_SIZE_BYTES } from '@vmstack/shm';
 import { VIOMMU_DEVICE_MUTEX, VMM_WORKER } from '@vmstack/vmm';
@@ -144,8 +144,8 @@ export interface DevicePlan {
   /** per entry of `vcpus`: vCPU → device (doorbells), device → vCPU (MSI-X) */
   doorbell: PlannedRing[];
   irq: PlannedRing[];
-  /** IOTLB invalidations to the device: from the host kernel context serving the container (VM), or from the CPUs, under the unit's qi->q_lock (bare metal) */
-  inval: PlannedRing;
+  /** IOTLB invalidations to the device: from each host kernel context serving the container (VM), or from the CPUs under the unit's qi->q_lock (bare metal) */
+  inval: PlannedRing[];
   /** bare metal: the drive's VT-d domain, which the kernel's dma-iommu drives itself; null in a VM */
   vtd: { pgtable: { tablePages: number }; qiLockName: string; identityMapBytes: number } | null;
 }
@@ -155,8 +155,8 @@ export interface ContainerPlan {
   id: string;
   /** its `iommu->lock` in the host lock table */
   lockName: string;
-  /** the host kernel context (worker) serving its ioctls */
-  host: number;
+  /** the host kernel contexts (workers) serving its ioctls: one per virtio-iommu whose drives it maps for */
+  hosts: number[];
   /** indices in VmPlan.devices of the drives it maps for */
   devices: number[];
   /** the host IOMMU unit translating for its drives, and that unit's `qi->q_lock` in the host lock table */
@@ -189,6 +189,8 @@ export interface VmPlan {
   viommus: ViommuPlan[];
   devices: DevicePlan[];
   containers: ContainerPlan[];
+  /** the VMM process's `mmap_lock` in the host lock table */
+  mmapLockName: string;
   regions: {
     guestRamBytes: number;
     /** vCPUs whose end times the VM state holds */
@@ -207,9 +209,10 @@ export interface StackPlan {
   /** every worker, in worker-index order (topology/workers.ts): VM by VM its vCPUs, VMM threads and their host kernel contexts; then a device per controller */
   workers: PlannedWorker[];
   /**
-   * The host-wide lock table: each VFIO container's `iommu->lock` and each
-   * host IOMMU unit's `qi->q_lock`. An instance name carries `/<id>` only
-   * when the run has several instances of its class.
+   * The host-wide lock table: each VFIO container's `iommu->lock`, each
+   * host IOMMU unit's `qi->q_lock` and each VMM process's `mmap_lock` (one
+   * per VM). An instance name carries `/<id>` only when the run has several
+   * instances of its class.
    */
   hostLocks: { name: string; kind: LockKind }[];
 }
@@ -250,6 +253,7 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
       containerLock: (c: string) => qualify(IOMMU_LOCK, c, containerCount),
       unitOf: (controller: string) => unitOf.get(controller)!,
       qiLock: (unit: string) => qualify(QI_Q_LOCK, unit, units.length),
+      mmapLock: qualify(MMAP_LOCK, vm.id, topology.vms.length),
       worker,
     }),
   );
@@ -269,6 +273,8 @@ export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
         vm.containers.map((c) => ({ name: qualify(IOMMU_LOCK, c.id, containerCount), kind: 'mutex' as const })),
       ),
       ...units.map((u) => ({ name: qualify(QI_Q_LOCK, u, units.length), kind: 'spinlock' as const })),
+      // a VMM process per VM, each with its address space's mmap_lock (bare metal has no VMM)
+      ...(topology.platform === 'vm' ? topology.vms.map((vm) => ({ name: qualify(MMAP_LOCK, vm.id, topology.vms.length), kind: 'rwsem' as const })) : []),
     ],
   };
 }
@@ -279,6 +285,8 @@ interface VmNames {
   containerLock: (container: string) => string;
   unitOf: (controller: string) => string;
   qiLock: (unit: string) => string;
+  /** the VMM process's `mmap_lock` in the host lock table */
+  mmapLock: string;
   worker: (kind: WorkerKind, vm: string | undefined, of: string) => number;
 }
 
@@ -319,9 +327,10 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
   const jobOfVcpu = placements.map((pl) => pl.job);
   const deviceOfVcpu = placements.map((pl) => (pl.device === undefined ? 0 : deviceIndex.get(pl.device)!));
 
-  // each virtio-iommu's drives in one container, each container behind one virtio-iommu: its VMM thread's host context serves it
+  // each virtio-iommu's drives in one container: its VMM thread's host context serves that container
   const containerOfViommu = new Map<number, number>();
-  const viommuOfContainer = new Map<number, number>();
+  // a container several virtio-iommus' drives share is served by each of their VMM threads' host contexts (shared memory, one iommu->lock)
+  const viommusOfContainer = new Map<number, number[]>();
   vm.devices.forEach((d, i) => {
     if (bareMetal) return;
     const vi = viommuIndex.get(d.viommu)!;
@@ -332,14 +341,8 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
         d.container,
         `${vm.containers[containerOfViommu.get(vi)!].id}: the drives behind one virtio-iommu share its VFIO container for now`,
       );
-    if ((viommuOfContainer.get(ci) ?? vi) !== vi)
-      throw new InputError(
-        `${at}.devices[${i}].viommu`,
-        d.viommu,
-        `${vm.viommus[viommuOfContainer.get(ci)!].id}: a VFIO container is served by the VMM thread of one virtio-iommu for now`,
-      );
     containerOfViommu.set(vi, ci);
-    viommuOfContainer.set(ci, vi);
+    viommusOfContainer.set(ci, [...new Set([...(viommusOfContainer.get(ci) ?? []), vi])]);
   });
   vm.viommus.forEach((v, i) => {
     if (!containerOfViommu.has(i)) throw new InputError(`${at}.viommus[${i}]`, v.id, 'a virtio-iommu with at least 1 drive behind it');
@@ -468,8 +471,13 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
       bouncePool,
       doorbell: dv.map((c) => ring(`doorbell${c}${devSuffix(i)}`, DOORBELL_RING_RECORDS, vcpuWorkers[c], worker)),
       irq: dv.map((c) => ring(`irq${c}${devSuffix(i)}`, IRQ_RING_RECORDS, worker, vcpuWorkers[c])),
-      // bare metal: every CPU using the drive writes the unit's queue under qi->q_lock; vCPU 0 stands for them here
-      inval: ring(`inval${devSuffix(i)}`, INVAL_RING_RECORDS, bareMetal ? vcpuWorkers[0] : viommus[vi].host, worker),
+      // bare metal: every CPU using the drive writes the unit's queue under qi->q_lock (vCPU 0 stands for them here);
+      // in a VM, each host context serving the drive's container invalidates on a ring of its own
+      inval: bareMetal
+        ? [ring(`inval${devSuffix(i)}`, INVAL_RING_RECORDS, vcpuWorkers[0], worker)]
+        : (viommusOfContainer.get(ci) ?? []).map((hv, n, all) =>
+            ring(`inval${devSuffix(i)}${all.length > 1 ? `/${vm.viommus[hv].id}` : ''}`, INVAL_RING_RECORDS, viommus[hv].host, worker),
+          ),
       vtd: bareMetal
         ? {
             pgtable: { tablePages: HOST_PGTABLE_POOL_PAGES },
@@ -482,12 +490,11 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
   });
 
   const containers = vm.containers.map((c, ci): ContainerPlan => {
-    const vi = viommuOfContainer.get(ci);
     const unit = unitOfContainer.get(ci) ?? names.unitOf(vm.devices[0].controller);
     return {
       id: c.id,
       lockName: names.containerLock(c.id),
-      host: vi === undefined ? -1 : viommus[vi].host,
+      hosts: (viommusOfContainer.get(ci) ?? []).map((vi) => viommus[vi].host),
       devices: containerDevices[ci],
       hostIommu: { id: unit, qiLockName: names.qiLock(unit) },
       pgtable: { tablePages: HOST_PGTABLE_POOL_PAGES },
@@ -508,6 +515,7 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
     viommus,
     devices,
     containers,
+    mmapLockName: names.mmapLock,
     regions: {
       guestRamBytes: vm.ramBytes,
       vmStateVcpus: vcpus,
@@ -522,5 +530,5 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
 
 /** Every ring of a VM, in a fixed order: per drive its doorbells, interrupts and invalidations; per virtio-iommu its kicks and used notifications. */
 export function planRings(vm: VmPlan): PlannedRing[] {
-  return [...vm.devices.flatMap((d) => [...d.doorbell, ...d.irq]), ...vm.viommus.flatMap((v) => [...v.kick, ...v.used]), ...vm.devices.map((d) => d.inval)];
+  return [...vm.devices.flatMap((d) => [...d.doorbell, ...d.irq]), ...vm.viommus.flatMap((v) => [...v.kick, ...v.used]), ...vm.devices.flatMap((d) => d.inval)];
 }
