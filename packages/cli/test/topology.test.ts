@@ -359,7 +359,7 @@ test('planStack, two VMs: each its vCPUs, vmm and host-vfio, then a device per c
     'a container each, one unit shared, a VMM process each',
   );
   t.deepEqual(
-    plan.vms.map((vm) => [vm.containers[0].lockName, vm.containers[0].hostIommu.qiLockName]),
+    plan.vms.map((vm) => [vm.containers[0].lockName, vm.containers[0].hostIommu.qiLockName, vm.mmapLockName]),
     [
       ['iommu->lock/container0', 'qi->q_lock', 'mmap_lock/vm0'],
       ['iommu->lock/container1', 'qi->q_lock', 'mmap_lock/vm1'],
