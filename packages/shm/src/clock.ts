@@ -27,7 +27,7 @@
  * | 0                       | 4    | abort flag (0 running, 1 aborting) | main thread / failing worker |
  * | 4                       | 4    | abort reason code                  | same |
  * | 64 + 64·w               | 8    | worker w's EventCount (seq, parked)| notifiers / w |
- * | 64 + 64·MAX + 64·w + 16·f | 16 | worker w's time field f (0 eotNs, 1 clockNs, 2 waitForNs): seq i32 @+0, f64 @+8 | worker w |
+ * | 64 + 64·MAX + 64·w + 16·f | 16 | worker w's time field f (0 eotNs, 1 clockNs, 2 waitForNs, 3 timerNs): seq i32 @+0, f64 @+8 | worker w |
  *
  * A time field is a tiny seqlock: the writer makes `seq` odd, stores the f64,
  * makes it even again; a reader retries until it sees the same even `seq`
@@ -51,6 +51,7 @@ const FIELD_BYTES = 16;
 const EOT = 0;
 const CLOCK = 1;
 const WAIT_FOR = 2;
+const TIMER = 3;
 
 export interface ControlHandle {
   readonly sab: SharedArrayBuffer;
@@ -69,6 +70,7 @@ export class RunControl implements AbortFlag {
     for (let w = 0; w < MAX_WORKERS; w++) {
       times[f(w, EOT)] = NEVER_NS;
       times[f(w, WAIT_FOR)] = NEVER_NS;
+      times[f(w, TIMER)] = NEVER_NS;
     }
     return { sab };
   }
@@ -147,6 +149,19 @@ export class RunControl implements AbortFlag {
 
   clockNs(w: number): number {
     return this.readTime(w, CLOCK);
+  }
+
+  /**
+   * The model time of the next timer worker w runs while it waits idle (its
+   * EOT NEVER): it acts again at that time at the latest, with no input. Peers
+   * that estimate when an idle worker acts again read it (NEVER: no timer).
+   */
+  publishTimer(w: number, ns: number): void {
+    this.writeTime(w, TIMER, ns >= NEVER_NS ? NEVER_NS : Math.floor(ns));
+  }
+
+  timerNs(w: number): number {
+    return this.readTime(w, TIMER);
   }
 
   /**
