@@ -42,6 +42,15 @@ export type ClockMode = 'virtual' | 'wall';
 /** Model time meaning "never" (a reactive worker's EOT). */
 export const NEVER_NS = Number.MAX_SAFE_INTEGER;
 
+/**
+ * The quantum every command runs with unless told otherwise: 0, lock grants
+ * (and the shared words vCPUs touch outside locks) in exact model-time order,
+ * so a multi-job run repeats itself exactly. A larger quantum (`--quantum`)
+ * lets vCPUs run that much model time apart: fewer hand-offs between the
+ * threads, and lock grants within the window in real-thread order.
+ */
+export const DEFAULT_QUANTUM_NS = 0;
+
 export const MAX_WORKERS = 64;
 const EVENTS_BASE_I32 = 16; // byte 64
 const EVENT_STRIDE_I32 = 16; // 64 bytes per worker event

@@ -1,7 +1,7 @@
 /** `vmstack scale`: throughput and lock costs as jobs are added. */
 
 import { DMA_STRATEGIES, type DmaStrategy } from '@vmstack/guest-kernel';
-import { InputError } from '@vmstack/shm';
+import { DEFAULT_QUANTUM_NS, InputError } from '@vmstack/shm';
 import { formatScaleHtml, formatScaleTable, runScale } from '../scale/scale.js';
 import { checkOutputPath, emitOutput, writeComplete } from './output.js';
 
@@ -41,7 +41,7 @@ export async function scaleCommand(a: ScaleArgs): Promise<void> {
   });
   const iodepth = Number(a.iodepth ?? '8');
   if (!Number.isInteger(iodepth) || iodepth < 1 || iodepth > 1024) throw new InputError('--iodepth', a.iodepth, 'a whole number from 1 to 1024');
-  const quantumNs = Number(a.quantum ?? '20000');
+  const quantumNs = a.quantum === undefined ? DEFAULT_QUANTUM_NS : Number(a.quantum);
   if (!Number.isSafeInteger(quantumNs) || quantumNs < 0) throw new InputError('--quantum', a.quantum, 'a whole number of model ns ≥ 0');
   const r = await runScale({ profilePath: a.profile, jobs, strategies, rw: a.rw ?? 'randread', bs: a.bs ?? '4k', iodepth, size: a.size ?? '4m', quantumNs });
   if (a.html) writeComplete(a.html, formatScaleHtml(r));
