@@ -17,7 +17,7 @@ async function run(strategy: 'direct' | 'strict', opts: Record<string, string>) 
     strategy,
     clock: 'virtual',
     profile,
-    quantumNs: 20_000,
+    quantumNs: 0,
     driverGeneration: 'v5.10',
     bufferContiguity: 'none',
     guestRamBytes: 64 * 1024 * 1024,

@@ -21,7 +21,7 @@ import {
   type VmstackCounters,
 } from '@vmstack/cli';
 import type { DmaStrategy } from '@vmstack/guest-kernel';
-import { DEFAULT_PROFILE_PATH, loadProfile } from '@vmstack/shm';
+import { DEFAULT_PROFILE_PATH, DEFAULT_QUANTUM_NS, loadProfile } from '@vmstack/shm';
 
 export const profile = loadProfile(DEFAULT_PROFILE_PATH);
 export const KiB = 1024;
@@ -57,7 +57,7 @@ async function limited<T>(f: () => Promise<T>): Promise<T> {
 /**
  * Run `fio` (fio option → value, as on the command line; a list: one job
  * per entry, each on its own vCPU, all at once) with `strategy`.
- * Defaults: virtual clock, v5.10 driver, scattered user pages, 64 MiB of
+ * Defaults: virtual clock, quantum 0 (exact, as the CLI), v5.10 driver, scattered user pages, 64 MiB of
  * guest RAM (128 MiB for untrusted strict/lazy: swiotlb takes 64 MiB), and a
  * 60 s real-time limit so a stall fails fast with every worker's state.
  */
@@ -89,7 +89,7 @@ export function runFio(
       strategy,
       clock: 'virtual',
       profile,
-      quantumNs: 20_000,
+      quantumNs: DEFAULT_QUANTUM_NS,
       driverGeneration: 'v5.10',
       bufferContiguity: 'none',
       guestRamBytes,

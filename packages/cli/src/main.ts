@@ -18,7 +18,7 @@
 
 import { readFileSync } from 'node:fs';
 import type { DmaStrategy, UserBufferContiguity, ViommuDriverGeneration } from '@vmstack/guest-kernel';
-import { closestName, editDistance, InputError, releaseIdleWorkers, setWorkerReuse, WorkerFailure } from '@vmstack/shm';
+import { closestName, DEFAULT_QUANTUM_NS, editDistance, InputError, releaseIdleWorkers, setWorkerReuse, WorkerFailure } from '@vmstack/shm';
 import yargs, { type Argv, type CommandModule, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { RunArgs } from './commands/run.js';
@@ -82,7 +82,7 @@ const MODEL_OPTIONS: Record<string, Options> = {
   clock: { ...choice('clock', CLOCKS), describe: 'virtual: model time, deterministic; wall: real time (default: virtual)' },
   quantum: {
     type: 'string',
-    describe: 'model ns a vCPU may run ahead of the slowest; 0 orders lock grants exactly (default: 20000)',
+    describe: 'model ns a vCPU may run ahead of the slowest; 0 (default) orders lock grants exactly and repeats multi-job runs; more is faster, inexact',
     coerce: coerced((t) => {
       if (!/^\d+$/.test(t.trim()) || !Number.isSafeInteger(Number(t))) throw new InputError('--quantum', t, 'a whole number of model ns ≥ 0, e.g. 20000 or 0');
       return Number(t);
@@ -161,7 +161,7 @@ function runBuilder(y: Argv): Argv {
   return y
     .example('$0 run --rw randread --bs 4k --iodepth 16 --size 64m --strategy lazy', 'one job on the command line')
     .example('$0 run jobs.fio --strategy bounce --output r.json --output-format json', 'a job file; fio JSON to r.json')
-    .example('$0 run --numjobs 4 --iodepth 8 --quantum 0', 'four vCPUs fighting over the big locks, lock grants in exact model-time order')
+    .example('$0 run --numjobs 4 --iodepth 8 --quantum 20000', 'four vCPUs fighting over the big locks, faster and inexact: up to 20 µs apart')
     .example('$0 run --vms 2 --devices 2 --rw randread --numjobs 2', 'two VMs, each with two drives, each drive with a job')
     .epilog(EXIT_CODES);
 }
@@ -204,7 +204,7 @@ function runArgsOf(argv: Record<string, unknown>): RunArgs {
     strategy: opt<DmaStrategy>('strategy', 'strict'),
     clock: opt<RunArgs['clock']>('clock', 'virtual'),
     profile: argv.profile as string | undefined,
-    quantumNs: opt<number>('quantum', 20_000),
+    quantumNs: opt<number>('quantum', DEFAULT_QUANTUM_NS),
     driver: opt<ViommuDriverGeneration>('driver', 'v5.10'),
     bufferContiguity: opt<UserBufferContiguity>('buffer_contiguity', 'none'),
     guestRam: opt<string>('guest-ram', '512m'),
@@ -425,7 +425,7 @@ const COMMANDS: CommandModule[] = [
       }
       return y
         .example('$0 scale --jobs 1,2,4 --strategies strict,bounce --html scale.html', 'throughput and lock wait with 1, 2 and 4 jobs')
-        .example('$0 scale --vary iodepth=1,4,16 --numjobs 2 --bs 16k --quantum 0', 'two jobs, deeper queues, exact lock order')
+        .example('$0 scale --vary iodepth=1,4,16 --numjobs 2 --bs 16k', 'two jobs, deeper queues')
         .epilog(EXIT_CODES);
     },
     handler: (argv) => scaleHandler(argv),

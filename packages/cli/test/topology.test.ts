@@ -419,7 +419,7 @@ test('runStack takes a topology: one it cannot run is refused before any worker 
     strategy: 'strict',
     clock: 'virtual',
     profile,
-    quantumNs: 20_000,
+    quantumNs: 0,
     driverGeneration: 'v5.10',
     bufferContiguity: 'none',
     guestRamBytes: 64 * MiB,

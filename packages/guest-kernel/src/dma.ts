@@ -344,9 +344,9 @@ export class DmaIommu {
   /** Run the timers due at or before the clock. */
   runTimers(): void {
     const now = this.clock.nowNs();
-    while (this.limitSchedule.length > 0 && this.limitSchedule[0].atNs <= now) this.d.pool?.setAlwaysBounceLimit(this.limitSchedule.shift()!.bytes);
+    while (this.limitSchedule.length > 0 && this.limitSchedule[0].atNs <= now) this.d.pool?.setAlwaysBounceLimit(this.limitSchedule.shift()!.bytes, this.clock);
     if (this.d.fq && this.d.fq.nextDeadlineNs() <= now) this.d.fq.fq_flush_timeout(now, this.clock);
-    if (this.d.pool && this.d.pool.nextEvictionNs() <= now) this.evict(false);
+    if (this.d.pool?.evictionDue(this.clock)) this.evict(false);
   }
 
   /** The pool's eviction pass (or, at teardown, every cached slot): unmap, then free. */

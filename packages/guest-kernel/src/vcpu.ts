@@ -272,10 +272,11 @@ export class Vcpu {
       const pendingIrqNs = this.env.peerIrqs[i].oldestPendingTimestamp(NEVER_NS);
       let e = control.eotNs(v);
       if (e === NEVER_NS) {
-        // idle, waiting for an interrupt: it acts again at max(its clock, that interrupt); finished: never
+        // idle, waiting for an interrupt or its own timer: it acts again at max(its clock, the
+        // earlier of the two); finished: never
         const clock = control.clockNs(v);
         if (clock === NEVER_NS) continue;
-        e = Math.max(clock, Math.min(deviceEots[i], pendingIrqNs));
+        e = Math.max(clock, Math.min(deviceEots[i], pendingIrqNs, control.timerNs(v)));
         if (e === NEVER_NS) continue;
       }
       m = Math.min(m, v < this.env.self ? e - 1 : e);
@@ -454,8 +455,10 @@ export class Vcpu {
       }
       // idle: nothing to submit until a completion; wait for the next interrupt (or the flush timer)
       const idleFromNs = clock.nowNs();
-      this.publish(NEVER_NS);
       const timerNs = this.env.dma.nextTimerNs();
+      // the timer goes out before the idle EOT: a peer that sees us idle knows when we act on it
+      this.env.control.publishTimer(this.env.self, timerNs);
+      this.publish(NEVER_NS);
       const irqs = this.env.irqs;
       const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() > timerNs;
       this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);

@@ -125,6 +125,56 @@ export class DeviceEngine {
     return m;
   }
 
+  /** the time of the record `earliestDoorbell` found (it runs in every wait loop: no allocation) */
+  private earliestDoorbellNs = NEVER_NS;
+
+  /** The vCPU whose doorbell ring holds the earliest record (ties: the lower index), or -1; its time in `earliestDoorbellNs`. */
+  private earliestDoorbell(): number {
+    let v = -1;
+    let tsNs = NEVER_NS;
+    for (let u = 0; u < this.doorbells.length; u++) {
+      const r = this.doorbells[u];
+      if (r.available() > 0) {
+        const ts = r.timestampAt(r.offsetAt(0));
+        if (ts < tsNs) {
+          tsNs = ts;
+          v = u;
+        }
+      }
+    }
+    this.earliestDoorbellNs = tsNs;
+    return v;
+  }
+
+  /**
+   * May the record stamped `tsNs` on vCPU `v`'s doorbell ring be handled: can
+   * no other vCPU still ring one stamped earlier? Equal times go in vCPU order.
+   */
+  private doorbellSafe(v: number, tsNs: number): boolean {
+    if (!this.virtual) return true;
+    for (let u = 0; u < this.doorbells.length; u++) {
+      if (u === v) continue;
+      const b = this.vcpuBound(u);
+      if (b < tsNs || (b === tsNs && u < v)) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Parked with a doorbell waiting (the other vCPUs' bounds have not reached
+   * its time): that time, which a vCPU raising its EOT to it wakes us at;
+   * NEVER_NS when no doorbell waits.
+   */
+  doorbellWaitNs(): number {
+    return this.earliestDoorbell() < 0 ? NEVER_NS : this.earliestDoorbellNs;
+  }
+
+  /** The earliest doorbell record can be handled now. */
+  doorbellReady(): boolean {
+    const v = this.earliestDoorbell();
+    return v >= 0 && this.doorbellSafe(v, this.earliestDoorbellNs);
+  }
+
   /** Every vCPU said it is done and nothing is pending. */
   done(): boolean {
     return this.finished.every(Boolean) && this.ctrl.pendingCommands() === 0;
@@ -177,30 +227,11 @@ export class DeviceEngine {
     if (this.drainInvalidations()) progressed = true;
     // 2. doorbells, merged in time order across vCPUs
     for (;;) {
-      let best = -1;
-      let bestTs = NEVER_NS;
-      for (let v = 0; v < doorbells.length; v++) {
-        const r = doorbells[v];
-        if (r.available() > 0) {
-          const ts = r.timestampAt(r.offsetAt(0));
-          if (ts < bestTs) {
-            // (ties between vCPUs: the lower index first, as the loop visits them)
-            bestTs = ts;
-            best = v;
-          }
-        }
-      }
+      const best = this.earliestDoorbell();
       if (best < 0) break;
-      if (this.virtual) {
-        let safe = true;
-        // vCPU u may still ring a doorbell stamped at its bound: equal times go in vCPU order
-        for (let u = 0; u < doorbells.length && safe; u++) {
-          if (u === best) continue;
-          const b = this.vcpuBound(u);
-          if (b < bestTs || (b === bestTs && u < best)) safe = false;
-        }
-        if (!safe) break;
-      }
+      const bestTs = this.earliestDoorbellNs;
+      // vCPU u may still ring a doorbell stamped at its bound
+      if (!this.doorbellSafe(best, bestTs)) break;
       // a doorbell we just saw may depend on an unmap whose invalidation the host
       // sent before it replied: drain again now that the doorbell is visible, and
       // apply what the host did before the doorbell (in model time)

@@ -1,6 +1,7 @@
 /**
  * Worker entry of the NVMe device: step the engine; when nothing progressed,
- * park until a vCPU's bound passes what the engine needs, or a record arrives.
+ * park until a vCPU's bound passes what the engine needs (the next completion,
+ * or the time of a doorbell that waits for the other vCPUs), or a record arrives.
  * Inputs: one doorbell ring per vCPU and the host's IOTLB-invalidation ring;
  * outputs: one interrupt ring per vCPU. The rules are in engine.ts.
  */
@@ -20,11 +21,13 @@ workerMain<DeviceWorkerInit, DeviceWorkerResult>((boot, control) => {
       if (progressed) continue;
       if (control.aborted()) return { aborted: true } as unknown as DeviceWorkerResult;
       // sleep until the vCPUs are half a lookahead past what we need: one wake-up then
-      // posts a batch of completions, and the vCPUs still see our EOT ahead of them
-      const wakeNs = engine.needNs + engine.wakeSlackNs;
+      // posts a batch of completions, and the vCPUs still see our EOT ahead of them; or,
+      // with a doorbell waiting for the other vCPUs to pass its time, until one reaches it
+      const completionsNs = engine.needNs + engine.wakeSlackNs;
+      const wakeNs = Math.min(completionsNs, engine.doorbellWaitNs());
       control.setWaitFor(boot.index, wakeNs);
       // re-read the bounds after publishing the threshold: a vCPU that raised its EOT in between did not wake us
-      if (engine.minVcpuBound() >= wakeNs) {
+      if (engine.minVcpuBound() >= completionsNs || engine.doorbellReady()) {
         control.setWaitFor(boot.index, NEVER_NS);
         continue;
       }

@@ -27,7 +27,7 @@
  * | 0                       | 4    | abort flag (0 running, 1 aborting) | main thread / failing worker |
  * | 4                       | 4    | abort reason code                  | same |
  * | 64 + 64·w               | 8    | worker w's EventCount (seq, parked)| notifiers / w |
- * | 64 + 64·MAX + 64·w + 16·f | 16 | worker w's time field f (0 eotNs, 1 clockNs, 2 waitForNs): seq i32 @+0, f64 @+8 | worker w |
+ * | 64 + 64·MAX + 64·w + 16·f | 16 | worker w's time field f (0 eotNs, 1 clockNs, 2 waitForNs, 3 timerNs): seq i32 @+0, f64 @+8 | worker w |
  *
  * A time field is a tiny seqlock: the writer makes `seq` odd, stores the f64,
  * makes it even again; a reader retries until it sees the same even `seq`
@@ -42,6 +42,15 @@ export type ClockMode = 'virtual' | 'wall';
 /** Model time meaning "never" (a reactive worker's EOT). */
 export const NEVER_NS = Number.MAX_SAFE_INTEGER;
 
+/**
+ * The quantum every command runs with unless told otherwise: 0, lock grants
+ * (and the shared words vCPUs touch outside locks) in exact model-time order,
+ * so a multi-job run repeats itself exactly. A larger quantum (`--quantum`)
+ * lets vCPUs run that much model time apart: fewer hand-offs between the
+ * threads, and lock grants within the window in real-thread order.
+ */
+export const DEFAULT_QUANTUM_NS = 0;
+
 export const MAX_WORKERS = 64;
 const EVENTS_BASE_I32 = 16; // byte 64
 const EVENT_STRIDE_I32 = 16; // 64 bytes per worker event
@@ -51,6 +60,7 @@ const FIELD_BYTES = 16;
 const EOT = 0;
 const CLOCK = 1;
 const WAIT_FOR = 2;
+const TIMER = 3;
 
 export interface ControlHandle {
   readonly sab: SharedArrayBuffer;
@@ -69,6 +79,7 @@ export class RunControl implements AbortFlag {
     for (let w = 0; w < MAX_WORKERS; w++) {
       times[f(w, EOT)] = NEVER_NS;
       times[f(w, WAIT_FOR)] = NEVER_NS;
+      times[f(w, TIMER)] = NEVER_NS;
     }
     return { sab };
   }
@@ -147,6 +158,19 @@ export class RunControl implements AbortFlag {
 
   clockNs(w: number): number {
     return this.readTime(w, CLOCK);
+  }
+
+  /**
+   * The model time of the next timer worker w runs while it waits idle (its
+   * EOT NEVER): it acts again at that time at the latest, with no input. Peers
+   * that estimate when an idle worker acts again read it (NEVER: no timer).
+   */
+  publishTimer(w: number, ns: number): void {
+    this.writeTime(w, TIMER, ns >= NEVER_NS ? NEVER_NS : Math.floor(ns));
+  }
+
+  timerNs(w: number): number {
+    return this.readTime(w, TIMER);
   }
 
   /**

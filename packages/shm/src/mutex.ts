@@ -177,6 +177,7 @@ export class LockTable {
     const i32 = new Int32Array(handle.sab);
     const f64 = new Float64Array(handle.sab);
     this.i32 = i32;
+    this.gateHook = gate;
     this.waitingBase = Math.max(1, handle.names.length) * W;
     let rwsems = 0;
     handle.names.forEach((name, i) => {
@@ -193,6 +194,18 @@ export class LockTable {
 
   private readonly i32: Int32Array;
   private readonly waitingBase: number;
+  private readonly gateHook: LockGate | undefined;
+
+  /**
+   * Wait at the clock's model time in the gate every acquisition passes
+   * (`attach`), without taking a lock: for state the CPUs share outside any
+   * lock (atomic counters, timer words). Called right before such a read or
+   * write, it orders it among the other CPUs' as the gate orders lock grants
+   * (exactly at quantum 0). No gate or no clock: returns at once.
+   */
+  gate(clock?: LockClock): void {
+    if (clock && this.gateHook) this.gateHook(clock.nowNs());
+  }
 
   /**
    * True when CPU `cpu` is blocked on a lock that CPU `holder` holds. Called by

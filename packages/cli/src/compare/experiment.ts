@@ -9,7 +9,7 @@
  */
 
 import type { DmaStrategy } from '@vmstack/guest-kernel';
-import { type CostProfile, loadProfile } from '@vmstack/shm';
+import { type CostProfile, DEFAULT_QUANTUM_NS, loadProfile } from '@vmstack/shm';
 import { jobsFromCommandLine } from '../fio/options.js';
 import { runStack } from '../stack/run-stack.js';
 
@@ -75,7 +75,7 @@ export async function runCompareTask(t: CompareTask, profile?: CostProfile): Pro
     strategy: t.strategy,
     clock: 'virtual',
     profile: profile ?? loadProfile(t.profilePath),
-    quantumNs: 20_000,
+    quantumNs: DEFAULT_QUANTUM_NS,
     driverGeneration: 'v5.10',
     bufferContiguity: 'none',
     guestRamBytes: 256 * 1024 * 1024,

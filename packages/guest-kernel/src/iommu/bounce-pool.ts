@@ -313,8 +313,13 @@ export class BouncePool extends IoBufferManager {
     return Atomics.load(this.control, K_LIMIT);
   }
 
-  /** Write the knob (sysfs `/sys/module/.../parameters/always_bounce_limit`). */
-  setAlwaysBounceLimit(bytes: number): void {
+  /**
+   * Write the knob (sysfs `/sys/module/.../parameters/always_bounce_limit`).
+   * With a clock, the write waits first in the lock table's gate: the other
+   * vCPUs' mappings see it in model-time order.
+   */
+  setAlwaysBounceLimit(bytes: number, clock?: ModelClock): void {
+    this.lockTable.gate(clock);
     Atomics.store(this.control, K_LIMIT, checkInt('always_bounce_limit', bytes, 0, 0x7fffffff));
   }
 

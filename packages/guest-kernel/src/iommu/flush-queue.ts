@@ -19,6 +19,11 @@
  * which sees it in `nextDeadlineNs()` and services it with
  * `fq_flush_timeout(nowNs, clock)` from its timer check.
  *
+ * The flush counters and the timer word are shared by the CPUs outside the
+ * ring locks: each read or write of them waits first in the lock table's
+ * gate (`LockTable.gate`) at the current model time, so that across vCPUs
+ * they change in model-time order (exactly at quantum 0), as the locks do.
+ *
  * The IOTLB flush is the caller's `flushIotlbAll(clock)` (the lead sends a
  * virtio-iommu request). Cost: `flushQueueAddNs` per queue_iova; the flush
  * charges what its callback charges; freeing charges what `free_iova_fast`
@@ -164,7 +169,7 @@ export class FlushQueue {
   private constructor(
     readonly handle: FlushQueueHandle,
     readonly cpu: number,
-    lockTable: LockTable,
+    private readonly lockTable: LockTable,
     private readonly iovad: IovaFreer,
     private readonly costs: FlushQueueCosts,
     private readonly flushIotlbAll: FlushIotlbAll,
@@ -205,12 +210,14 @@ export class FlushQueue {
       const e = cpu * this.size + tail;
       this.pfns[e] = pfn;
       this.pages[e] = pages;
+      this.lockTable.gate(clock);
       this.counters[e] = Atomics.load(this.ctl, START_CNT);
       Atomics.store(this.ctl, r + TAIL, (tail + 1) % this.size);
     } finally {
       lock.unlock(clock);
     }
     // mod_timer(jiffies + IOVA_FQ_TIMEOUT) unless the timer is already on
+    this.lockTable.gate(clock);
     if (Atomics.load(this.ctl, TIMER_ON) === 0 && Atomics.exchange(this.ctl, TIMER_ON, 1) === 0) {
       this.timer[T_DEADLINE] = clock.nowNs() + this.timeoutNs;
       Atomics.store(this.ctl, TIMER_OWNER, this.cpu);
@@ -226,6 +233,7 @@ export class FlushQueue {
     if (Atomics.load(this.ctl, TIMER_OWNER) !== this.cpu) return false;
     if (nowNs < this.timer[T_DEADLINE]) return false;
     if (Atomics.compareExchange(this.ctl, TIMER_OWNER, this.cpu, -1) !== this.cpu) return false;
+    this.lockTable.gate(clock);
     Atomics.store(this.ctl, TIMER_ON, 0);
     this.iova_domain_flush(clock, ST_BY_TIMER);
     this.fq_ring_free_all(clock);
@@ -280,6 +288,7 @@ export class FlushQueue {
 
   /** Free the ring's entries whose flush has completed, oldest first. */
   private fq_ring_free(cpu: number, clock: ModelClock): void {
+    this.lockTable.gate(clock);
     const counter = Atomics.load(this.ctl, FINISH_CNT);
     const r = RING_BASE + RING_STRIDE * cpu;
     const tail = this.ctl[r + TAIL];
@@ -298,8 +307,10 @@ export class FlushQueue {
 
   /** `iova_domain_flush`; `reason` is the stats slot to count it in (-1: none). */
   private iova_domain_flush(clock: ModelClock, reason: number): void {
+    this.lockTable.gate(clock);
     Atomics.add(this.ctl, START_CNT, 1);
     this.flushIotlbAll(clock);
+    this.lockTable.gate(clock);
     Atomics.add(this.ctl, FINISH_CNT, 1);
     const s = this.cpu * STAT_STRIDE;
     this.st[s + ST_FLUSHES]++;

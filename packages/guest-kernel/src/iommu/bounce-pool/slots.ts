@@ -41,7 +41,10 @@
  * - Eviction timer: armed (now + period) when a slot is released while none
  *   is pending, re-armed after a pass that aged something, as the kernel
  *   queues its delayed work. `nextEvictionNs()` is NEVER_NS when nothing is
- *   cached.
+ *   cached. Its word is shared by the vCPUs outside the class locks: arming,
+ *   the timer check (`evictionDue`) and a pass's start and end wait first in
+ *   the lock table's gate (`LockTable.gate`) at the current model time, so
+ *   they happen in model-time order across vCPUs (exactly at quantum 0).
  *
  * Costs: `bouncePoolListOpNs` per class-lock list operation and per extra
  * element walked by a linear search or an eviction pass.
@@ -211,7 +214,7 @@ export class IoBufferManager {
     private readonly slotConfig: IoBufferManagerConfig,
     region: Region,
     protected readonly counters: BigInt64Array,
-    lockTable: LockTable,
+    protected readonly lockTable: LockTable,
     private readonly pages: PageAllocator,
     private readonly slotCosts: BouncePoolCosts,
   ) {
@@ -409,7 +412,7 @@ export class IoBufferManager {
       lock.unlock(clock);
     }
     Atomics.sub(this.counters, C_SLOTS_IN_USE, 1n);
-    this.armEviction(clock.nowNs());
+    this.armEviction(clock);
   }
 
   /**
@@ -433,6 +436,7 @@ export class IoBufferManager {
    * (`io_buffer_manager_destroy`). Another pass already running: returns [].
    */
   evictionPass(nowNs: number, clock: ModelClock, teardown = false): EvictedSlot[] {
+    this.lockTable.gate(clock);
     if (Atomics.exchange(this.counters, C_NEXT_EVICTION_NS, EVICTION_RUNNING) === EVICTION_RUNNING) return [];
     const out: EvictedSlot[] = [];
     let requeue = false;
@@ -494,6 +498,7 @@ export class IoBufferManager {
       }
     }
     for (const e of out) this.slotNext[this.globalOf(e)] = -1;
+    this.lockTable.gate(clock);
     Atomics.add(this.counters, C_EVICTION_PASSES, 1n);
     Atomics.add(this.counters, C_EVICTIONS, BigInt(out.length));
     const again = BigInt(Math.floor(nowNs + this.slotConfig.evictionPeriodNs));
@@ -508,6 +513,15 @@ export class IoBufferManager {
     if (this.slotState[g] !== SlotState.EVICTING) throw new Error(`finishEviction: slot ${e.cls}/${e.slot} is ${STATE_NAMES[this.slotState[g]]}, not evicting`);
     this.freeSlotMemory(e.cls, g, clock);
     this.pushEmpty(e.cls, g, clock);
+  }
+
+  /**
+   * The timer check of a vCPU: is the eviction pass due at the clock's model
+   * time? Asked in the lock table's gate, as the pass's timer word is shared.
+   */
+  evictionDue(clock: ModelClock): boolean {
+    this.lockTable.gate(clock);
+    return this.nextEvictionNs() <= clock.nowNs();
   }
 
   /** Model time of the next eviction pass, NEVER_NS if none is pending. */
@@ -550,9 +564,14 @@ export class IoBufferManager {
     return cached;
   }
 
-  private armEviction(nowNs: number): void {
+  private armEviction(clock: ModelClock): void {
     const c = this.counters;
-    const at = BigInt(Math.floor(nowNs + this.slotConfig.evictionPeriodNs));
+    // a pass pending at a later time stays pending until then (only a timer check at or after
+    // that time claims it): nothing to arm, and nothing to wait for in the gate
+    const pending = Atomics.load(c, C_NEXT_EVICTION_NS);
+    if (pending !== NEVER_BIG && pending !== EVICTION_RUNNING && pending > BigInt(clock.nowNs())) return;
+    this.lockTable.gate(clock);
+    const at = BigInt(Math.floor(clock.nowNs() + this.slotConfig.evictionPeriodNs));
     const v = Atomics.load(c, C_NEXT_EVICTION_NS);
     if (v === NEVER_BIG) {
       Atomics.compareExchange(c, C_NEXT_EVICTION_NS, NEVER_BIG, at);
