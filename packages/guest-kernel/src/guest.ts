@@ -435,7 +435,8 @@ function nvme_submit_sync_cmd(g: Guest, d: GuestDevice, write: (gpa: number, cid
   const cid = d.adminCid++;
   const tail = nvme_submit_cmd(d.adminQ, (gpa) => write(gpa, cid));
   nvme_write_doorbell(d.bar, clock.nowNs(), 0, DOORBELL_SQ_TAIL, tail);
-  control.publishEot(g.self, NEVER_NS);
+  // idle until the completion: wake the drive, which may be waiting for this vCPU's EOT
+  control.raiseEot(g.self, NEVER_NS, [d.init.deviceWorker]);
   g.platform.awaitInput(() => irqs.available() > 0);
   const n = irqs.available();
   clock.syncTo(irqs.timestampAt(irqs.offsetAt(0)));
