@@ -377,29 +377,7 @@ export class Mutex {
   }
 
   stat(): LockStat {
-    const f = this.f64;
-    const b = this.fb;
-    const contentions = f[b + F_CONTENTIONS];
-    const acquisitions = f[b + F_ACQUISITIONS];
-    const waitTotal = f[b + F_WAIT_TOTAL];
-    const holdTotal = f[b + F_HOLD_TOTAL];
-    return {
-      name: this.name,
-      kind: this.kind,
-      conBounces: f[b + F_CON_BOUNCES],
-      contentions,
-      waittimeMinNs: contentions > 0 ? f[b + F_WAIT_MIN] : 0,
-      waittimeMaxNs: f[b + F_WAIT_MAX],
-      waittimeTotalNs: waitTotal,
-      waittimeAvgNs: contentions > 0 ? waitTotal / contentions : 0,
-      acqBounces: f[b + F_ACQ_BOUNCES],
-      acquisitions,
-      holdtimeMinNs: acquisitions > 0 && Number.isFinite(f[b + F_HOLD_MIN]) ? f[b + F_HOLD_MIN] : 0,
-      holdtimeMaxNs: f[b + F_HOLD_MAX],
-      holdtimeTotalNs: holdTotal,
-      holdtimeAvgNs: acquisitions > 0 ? holdTotal / acquisitions : 0,
-      realContentions: f[b + F_REAL_CONTENTIONS],
-    };
+    return { name: this.name, kind: this.kind, ...sideStat(this.f64, this.fb) };
   }
 }
 
