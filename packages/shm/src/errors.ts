@@ -32,6 +32,15 @@ export class WorkerFailure extends Error {
   }
 }
 
+/** The run stood still (see watchdog.ts): names the worker to blame, its model time and what it waits for. */
+export class WorkerStall extends WorkerFailure {
+  constructor(role: string, threadId: number, reason: string, message: string) {
+    super(role, threadId, reason);
+    this.message = message;
+    this.name = 'WorkerStall';
+  }
+}
+
 /** Characters of an echoed value an error shows: a 200 KB job-file line or a profile array is cut to an excerpt. */
 export const INPUT_ERROR_VALUE_CHARS = 60;
 

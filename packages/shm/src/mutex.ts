@@ -50,7 +50,7 @@
  */
 
 import { MAX_WORKERS } from './clock.js';
-import { type AbortFlag, DEFAULT_SPIN_LOADS, RunAborted } from './event.js';
+import { type AbortFlag, DEFAULT_SPIN_LOADS, parkThread, RunAborted } from './event.js';
 
 export const LOCK_RECORD_BYTES = 128;
 const W = LOCK_RECORD_BYTES / 4; // i32 words per record
@@ -297,7 +297,7 @@ export class Mutex {
           if (c !== 2) c = Atomics.exchange(i32, s, 2);
           while (c !== 0) {
             if (this.abort?.aborted()) throw new RunAborted(`while waiting for lock ${this.name}`);
-            Atomics.wait(i32, s, 2, 100);
+            parkThread(i32, s, 2, 100);
             c = Atomics.exchange(i32, s, 2);
           }
         } finally {
@@ -633,7 +633,7 @@ export class RwSemaphore {
               continue;
             }
             if (this.abort?.aborted()) throw new RunAborted(`while waiting for rwsem ${this.name}`);
-            Atomics.wait(i32, this.s + STATE, c, 100);
+            parkThread(i32, this.s + STATE, c, 100);
           }
         } finally {
           Atomics.sub(i32, this.r + R_SLEEPERS, 1);
