@@ -482,7 +482,7 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
       // in a VM, each host context serving the drive's container invalidates on a ring of its own
       inval: bareMetal
         ? [ring(`inval${devSuffix(i)}`, INVAL_RING_RECORDS, vcpuWorkers[0], worker)]
-        : (viommusOfContainer.get(ci) ?? []).map((hv, n, all) =>
+        : (viommusOfContainer.get(ci) ?? []).map((hv, _n, all) =>
             ring(`inval${devSuffix(i)}${all.length > 1 ? `/${vm.viommus[hv].id}` : ''}`, INVAL_RING_RECORDS, viommus[hv].host, worker),
           ),
       vtd: bareMetal
