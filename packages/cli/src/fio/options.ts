@@ -523,7 +523,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   const { rw, blockSizeBytes } = resolveRwAndBlockSize(job, kbBase);
   const { sizeBytes, offsetBytes, offsetIncrementBytes } = resolveRegion(job, kbBase);
   const { iodepth, numjobs } = resolveDepthAndClones(job);
-  checkRegionFits(job, rw, sizeBytes, offsetBytes + (numjobs - 1) * offsetIncrementBytes);
+  checkRegionFits(job, rw, sizeBytes, offsetBytes, offsetBytes + (numjobs - 1) * offsetIncrementBytes);
   const { runtimeNs, timeBased } = resolveDuration(job);
   const rwmixreadPct = resolveRwmixread(job);
   const { verify, doVerify } = resolveVerify(job);
@@ -632,11 +632,20 @@ function resolveRegion(job: JobOptionSlots, kbBase: KbBase): { sizeBytes: number
   return { sizeBytes, offsetBytes, offsetIncrementBytes };
 }
 
-/** The last clone's region ends within the namespace (and, if the job writes, within the host's RAM). */
-function checkRegionFits(job: JobOptionSlots, rw: RwMode, sizeBytes: number, lastOffsetBytes: number): void {
+/** The last clone's region ends within the modelled drive (and, if the job writes, within the host's RAM). */
+function checkRegionFits(job: JobOptionSlots, rw: RwMode, sizeBytes: number, offsetBytes: number, lastOffsetBytes: number): void {
   const sizeOpt = job.get('size');
   if (!sizeOpt) return;
-  checkRegionBytes(sizeOpt.field, sizeOpt.value, lastOffsetBytes + sizeBytes, rw !== 'read' && rw !== 'randread', totalmem());
+  const offsetOpt = job.get('offset');
+  const incOpt = job.get('offset_increment');
+  checkRegionBytes(
+    { size: sizeOpt, ...(offsetOpt ? { offset: offsetOpt } : {}), ...(incOpt ? { offsetIncrement: incOpt } : {}) },
+    offsetBytes,
+    lastOffsetBytes,
+    sizeBytes,
+    rw !== 'read' && rw !== 'randread',
+    totalmem(),
+  );
 }
 
 /** iodepth (default 1) and numjobs, the number of clones of the job (default 1). */
