@@ -25,6 +25,8 @@ function file(name: string, text: string): string {
 const fifo = join(tmp, 'jobs.fifo');
 execFileSync('mkfifo', [fifo]);
 const oneTbJob = file('one-tb.fio', '[j]\nrw=write\nsize=1t\n');
+file('loop.inc', 'include loop.inc\ninclude loop.inc\ninclude loop.inc\n');
+const includeLoopJob = file('include-loop.fio', '[j]\nsize=64k\ninclude loop.inc\n');
 const oneTbReadJob = file('one-tb-read.fio', '[j]\nrw=randread\nsize=1t\n');
 const offsetJob = file('offset.fio', '[j]\nsize=64k\noffset=17t\n');
 const incrementJob = file('increment.fio', '[j]\nsize=64k\nnumjobs=4\noffset_increment=200g\n');
@@ -64,6 +66,9 @@ const BAD_INPUTS: [string, string[], string[]][] = [
   ['a FIFO as the job file', ['run', fifo], ['job file', fifo, 'FIFO']],
   ['a directory as the job file', ['run', tmp], ['job file', tmp, 'directory']],
   ['a device as the job file', ['run', '/dev/zero'], ['job file', '/dev/zero', 'device']],
+  ['a FIFO as the profile', ['run', '--profile', fifo], ['profile', fifo, 'FIFO']],
+  ['a device as the profile', ['run', '--profile', '/dev/zero'], ['profile', '/dev/zero', 'device']],
+  ['an included file that includes itself', ['run', includeLoopJob], ['loop.inc:1 include', '"loop.inc"', 'include cycle']],
   ['a 200 KB job-file value', ['run', longValueJob], ['[j] rw', '…']],
   ['a profile array of 200 000 numbers', ['run', '--profile', longArrayProfile], ['profile.fioSubmitNs', '…']],
 ];
