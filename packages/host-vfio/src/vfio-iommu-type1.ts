@@ -31,6 +31,12 @@
  *   removed; unmapping nothing succeeds with 0 bytes. VFIO_DMA_UNMAP_FLAG_ALL
  *   (iova and size must be 0, else -EINVAL) removes every `vfio_dma`. Either
  *   way the answer is the bytes unmapped.
+ * - `vfio_iommu_type1_get_info` (VFIO_IOMMU_GET_INFO): flags, iova_pgsizes and
+ *   the capability chain (migration, DMA mappings still available, the IOVA
+ *   ranges: the aperture minus the MSI window) on the user's buffer, with
+ *   the argsz handshake.
+ * - `vfio_iommu_iova_dma_valid`: a map must lie inside one IOVA range
+ *   (-EINVAL in the MSI window or past the 48-bit aperture).
  * - `vfio_unmap_unpin`: finds physically contiguous chunks through the page
  *   table (`iommu_iova_to_phys`), clears them with `unmap_unpin_fast` into an
  *   IOTLB gather, and every `VFIO_IOMMU_TLB_SYNC_MAX` (512) chunks, and at the
@@ -41,10 +47,16 @@
  *   allocates nothing.)
  *
  * Model specifics:
- * - Arguments are JS numbers: an integer from 0 to 2^64 - 1 is a u64 (above
- *   2^53 only the doubles that are integers are expressible); wrap-around is
- *   checked exactly with BigInt. User addresses end at TASK_SIZE (2^47, x86-64
- *   4-level paging): pinning beyond it is -EFAULT.
+ * - __u64 arguments are numbers or bigints (`U64Arg`): a bigint gives any
+ *   u64 exactly; the checks before the lock (u64 range, zero size,
+ *   wrap-around) and alignment are exact either way, and what passes them is
+ *   page-aligned and inside the 48-bit aperture, so exact as a number. User
+ *   addresses end at TASK_SIZE (2^47, x86-64 4-level paging): pinning beyond
+ *   it is -EFAULT.
+ * - Superpages: guest RAM is backed by host pages of `hostPageSizeBytes`
+ *   (4 KiB by default); the identity layout makes every pinned run
+ *   contiguous, so the backing page size is what says how far a run really
+ *   is, and `vfio_iommu_map` lets the host page table use leaves up to it.
  * - The VMM maps guest RAM at the identity: vaddr = gpa = HPA (the byte offset
  *   in the guest-RAM SharedArrayBuffer). `guestRamBytes` bounds what can be
  *   pinned: a vaddr beyond it fails `pin_user_pages_remote` (-EFAULT), as an
@@ -87,14 +99,14 @@
  * | vfioDmaDoMapBaseNs      | once per MAP_DMA that gets the lock |
  * | vfioPinPagePerPageNs    | per page pin attempt |
  * | vfioLockedVmAccountNs   | per `vfio_lock_acct` with a non-zero delta |
- * | hostIommuMapPerPageNs   | per page written to the host page table |
+ * | hostIommuMapPerPageNs   | per leaf entry written to the host page table (a 4 KiB page or a 2 MiB / 1 GiB superpage) |
  * | vfioDmaDoUnmapBaseNs    | once per UNMAP_DMA that gets the lock |
- * | hostIommuUnmapPerPageNs | per page cleared from the host page table |
+ * | hostIommuUnmapPerPageNs | per leaf entry cleared from the host page table |
  * | hostIotlbFlushNs        | per IOTLB sync (one gather batch) |
  * | vfioUnpinPagePerPageNs  | per page unpinned |
  */
 
-import { HPA_LIMIT, IOVA_LIMIT, type IommuProt, type IoPgtable, IoPgtableError } from '@vmstack/iommu-hw';
+import { HPA_LIMIT, IOVA_LIMIT, type IommuProt, type IoPgtable, IoPgtableError, SUPERPAGE_1G_BYTES, SUPERPAGE_2M_BYTES } from '@vmstack/iommu-hw';
 import {
   defineLayout,
   InputError,
@@ -129,6 +141,30 @@ export const EINVAL = 22;
 export const ENOMEM = 12;
 export const ENOSPC = 28;
 export const EOVERFLOW = 75;
+/** The x86 MSI window (IOMMU_RESV_MSI of the host's VT-d): no IOVA there can be mapped. */
+export const X86_MSI_IOVA_BASE = 0xfee0_0000;
+export const X86_MSI_IOVA_LAST = 0xfeef_ffff;
+/** iommu->iova_list: the 48-bit aperture minus the MSI window, as VFIO_IOMMU_GET_INFO reports it. */
+export const VFIO_IOVA_RANGES: readonly { readonly start: number; readonly end: number }[] = [
+  { start: 0, end: X86_MSI_IOVA_BASE - 1 },
+  { start: X86_MSI_IOVA_LAST + 1, end: IOVA_LIMIT - 1 },
+];
+/** iommu->pgsize_bitmap: the leaf sizes the host page table has (4 KiB, 2 MiB, 1 GiB). */
+export const VFIO_IOMMU_PGSIZES = BigInt(PAGE_SIZE_BYTES) | BigInt(SUPERPAGE_2M_BYTES) | BigInt(SUPERPAGE_1G_BYTES);
+
+/** struct vfio_iommu_type1_info (include/uapi/linux/vfio.h) and its capability chain. */
+export const VFIO_IOMMU_INFO_PGSIZES = 1 << 0;
+export const VFIO_IOMMU_INFO_CAPS = 1 << 1;
+export const VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE = 1;
+export const VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION = 2;
+export const VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL = 3;
+/** sizeof(struct vfio_iommu_type1_info): argsz u32, flags u32, iova_pgsizes u64, cap_offset u32, pad u32 */
+export const VFIO_IOMMU_TYPE1_INFO_BYTES = 24;
+/** offsetofend(struct vfio_iommu_type1_info, iova_pgsizes): the least argsz GET_INFO accepts */
+const VFIO_IOMMU_TYPE1_INFO_MINSZ = 16;
+/** DIRTY_BITMAP_SIZE_MAX of vfio_iommu_type1.c: the bitmap of INT_MAX pages, in bytes */
+const DIRTY_BITMAP_SIZE_MAX = 2 ** 28;
+
 /** What the ioctls return: 0 or a negative errno. */
 export type VfioErrno = 0 | -22 | -17 | -12 | -28 | -14 | -75;
 
@@ -179,6 +215,12 @@ export interface VfioContainerAllocateOptions {
   readonly maxDmaEntries?: number;
   /** AMD-Vi fine-grained superpages (`domain->fgsp`): unmap page by page (default false, VT-d) */
   readonly fineGrainedSuperPages?: boolean;
+  /**
+   * the host pages backing guest RAM: 4096 (anonymous memory, the default),
+   * 2 MiB or 1 GiB (hugetlbfs). A pinned run is physically contiguous within
+   * one backing page, so the host IOMMU maps with leaves up to this size.
+   */
+  readonly hostPageSizeBytes?: number;
 }
 
 /** A container in shared memory: plain data, sent to each worker that serves it. */
@@ -189,6 +231,7 @@ export interface VfioContainerHandle {
   readonly dmaEntryLimit: number;
   readonly maxDmaEntries: number;
   readonly fineGrainedSuperPages: boolean;
+  readonly hostPageSizeBytes: number;
 }
 
 export interface VfioContainerAttachOptions {
@@ -204,10 +247,16 @@ export interface VfioContainerAttachOptions {
   readonly mmapLockName?: string;
 }
 
+/**
+ * A __u64 ioctl field: a number (exact below 2^53, and for every multiple of
+ * 4096 below 2^65) or a bigint (any u64, exactly).
+ */
+export type U64Arg = number | bigint;
+
 export interface VfioDmaMapArgs {
-  readonly iova: number;
-  readonly vaddr: number;
-  readonly sizeBytes: number;
+  readonly iova: U64Arg;
+  readonly vaddr: U64Arg;
+  readonly sizeBytes: U64Arg;
   /** VFIO_DMA_MAP_FLAG_READ: the device may read this memory */
   readonly read: boolean;
   /** VFIO_DMA_MAP_FLAG_WRITE: the device may write this memory */
@@ -215,8 +264,8 @@ export interface VfioDmaMapArgs {
 }
 
 export interface VfioDmaUnmapArgs {
-  readonly iova: number;
-  readonly sizeBytes: number;
+  readonly iova: U64Arg;
+  readonly sizeBytes: U64Arg;
   /** VFIO_DMA_UNMAP_FLAG_ALL: unmap every vfio_dma (iova and sizeBytes must be 0) */
   readonly all?: boolean;
 }
@@ -282,6 +331,10 @@ export class VfioContainer {
     if (!(Number.isSafeInteger(ram) && ram > 0 && ram % PAGE === 0 && ram <= HPA_LIMIT)) {
       throw new InputError('guestRamBytes', ram, `a positive multiple of 4096 bytes, at most ${HPA_LIMIT}`);
     }
+    const hostPage = opts.hostPageSizeBytes ?? PAGE;
+    if (hostPage !== PAGE && hostPage !== SUPERPAGE_2M_BYTES && hostPage !== SUPERPAGE_1G_BYTES) {
+      throw new InputError('hostPageSizeBytes', hostPage, '4096, 2097152 (2 MiB) or 1073741824 (1 GiB): the host pages backing guest RAM');
+    }
     const region = Region.allocate(containerLayout(capacity, ram / PAGE));
     region.f64('state')[S_DMA_AVAIL] = entries;
     return {
@@ -291,6 +344,7 @@ export class VfioContainer {
       dmaEntryLimit: entries,
       maxDmaEntries: capacity,
       fineGrainedSuperPages: opts.fineGrainedSuperPages ?? false,
+      hostPageSizeBytes: hostPage,
     };
   }
 
@@ -415,22 +469,24 @@ export class VfioContainer {
 
   vfio_dma_do_map(map: VfioDmaMapArgs, clock: ModelClock): { errno: VfioErrno } {
     Atomics.add(this.calls, C_MAP, 1);
-    const { iova, vaddr, sizeBytes: size } = map;
-    // "Verify that none of our __u64 fields overflow": here, a number that is not an integer from 0 to 2^64 - 1
-    if (!isU64(iova) || !isU64(vaddr) || !isU64(size)) return { errno: neg(EINVAL) };
-    if (!size) return { errno: neg(EINVAL) };
+    // "Verify that none of our __u64 fields overflow": here, a value that is not an integer from 0 to 2^64 - 1
+    if (!isU64(map.iova) || !isU64(map.vaddr) || !isU64(map.sizeBytes)) return { errno: neg(EINVAL) };
+    if (!isPositive(map.sizeBytes)) return { errno: neg(EINVAL) };
     // check_add_overflow(iova, size - 1) and (vaddr, size - 1), before the lock
-    if (wraps(iova, size) || wraps(vaddr, size)) return { errno: neg(EOVERFLOW) };
+    if (wraps(map.iova, map.sizeBytes) || wraps(map.vaddr, map.sizeBytes)) return { errno: neg(EOVERFLOW) };
     const prot = ((map.write === true ? IOMMU_WRITE : 0) | (map.read === true ? IOMMU_READ : 0)) as IommuProt | 0;
 
     this.lock.lock(clock);
     try {
       clock.charge(this.costs.vfioDmaDoMapBaseNs);
-      if (!prot || !size || ((size % PAGE) | (iova % PAGE) | (vaddr % PAGE)) !== 0) return { errno: neg(EINVAL) };
+      if (!prot || !pageAligned(map.sizeBytes) || !pageAligned(map.iova) || !pageAligned(map.vaddr)) return { errno: neg(EINVAL) };
+      // page-aligned values below 2^65 are exact as numbers; the aperture check below keeps iova + size under 2^48
+      const iova = Number(map.iova);
+      const vaddr = Number(map.vaddr);
+      const size = Number(map.sizeBytes);
       if (this.vfio_find_dma(iova, size) >= 0) return { errno: neg(EEXIST) };
       if (!this.state[S_DMA_AVAIL]) return { errno: neg(ENOSPC) };
-      // vfio_iommu_iova_dma_valid: inside the domain aperture
-      if (iova + size > IOVA_LIMIT) return { errno: neg(EINVAL) };
+      if (!vfio_iommu_iova_dma_valid(iova, iova + size - 1)) return { errno: neg(EINVAL) };
 
       this.state[S_DMA_AVAIL]--;
       const dma = this.vfio_link_dma(iova, vaddr, prot); // inserted zero-sized, grows as chunks are mapped
@@ -440,29 +496,73 @@ export class VfioContainer {
     }
   }
 
+  // ---- VFIO_IOMMU_GET_INFO --------------------------------------------------
+
+  /**
+   * vfio_iommu_type1_get_info on the user's buffer `arg` (struct
+   * vfio_iommu_type1_info, `argsz` in its first word, then room for the
+   * capability chain). argsz below 16: -EINVAL; a buffer shorter than argsz:
+   * -EFAULT. Under `iommu->lock` it builds the capabilities the kernel does,
+   * in its order (migration, DMA available, IOVA ranges; each 8-byte aligned,
+   * `next` = the byte offset of the next one from the start of `arg`, 0 at
+   * the end). If argsz cannot hold them the chain is left out and argsz is
+   * raised to what it needs (the caller asks again); cap_offset is 0 then.
+   * Writes at most min(argsz, 24) bytes of the struct, as copy_to_user does.
+   */
+  vfio_iommu_type1_get_info(arg: DataView, clock?: ModelClock): { errno: VfioErrno } {
+    if (arg.byteLength < VFIO_IOMMU_TYPE1_INFO_MINSZ) return { errno: neg(EFAULT) };
+    const argsz = arg.getUint32(0, true);
+    if (argsz < VFIO_IOMMU_TYPE1_INFO_MINSZ) return { errno: neg(EINVAL) };
+    if (argsz > arg.byteLength) return { errno: neg(EFAULT) };
+    const minsz = Math.min(argsz, VFIO_IOMMU_TYPE1_INFO_BYTES);
+    const info = new DataView(new ArrayBuffer(VFIO_IOMMU_TYPE1_INFO_BYTES));
+    info.setUint32(0, argsz, true);
+    let dmaAvail: number;
+    this.lock.lock(clock);
+    try {
+      dmaAvail = this.state[S_DMA_AVAIL];
+    } finally {
+      this.lock.unlock(clock);
+    }
+    const caps = buildInfoCaps(dmaAvail);
+    const flags = VFIO_IOMMU_INFO_PGSIZES | VFIO_IOMMU_INFO_CAPS;
+    info.setBigUint64(8, VFIO_IOMMU_PGSIZES, true);
+    if (argsz < VFIO_IOMMU_TYPE1_INFO_BYTES + caps.byteLength) {
+      info.setUint32(0, VFIO_IOMMU_TYPE1_INFO_BYTES + caps.byteLength, true);
+    } else {
+      new Uint8Array(arg.buffer, arg.byteOffset + VFIO_IOMMU_TYPE1_INFO_BYTES, caps.byteLength).set(new Uint8Array(caps.buffer));
+      info.setUint32(16, VFIO_IOMMU_TYPE1_INFO_BYTES, true);
+    }
+    info.setUint32(4, flags, true);
+    new Uint8Array(arg.buffer, arg.byteOffset, minsz).set(new Uint8Array(info.buffer, 0, minsz));
+    return { errno: 0 };
+  }
+
   // ---- VFIO_IOMMU_UNMAP_DMA -------------------------------------------------
 
   vfio_dma_do_unmap(unmap: VfioDmaUnmapArgs, clock: ModelClock): { errno: VfioErrno; unmappedBytes: number } {
     Atomics.add(this.calls, C_UNMAP, 1);
-    const { iova, sizeBytes: size } = unmap;
     const all = unmap.all === true;
-    if (!isU64(iova) || !isU64(size)) return { errno: neg(EINVAL), unmappedBytes: 0 };
+    if (!isU64(unmap.iova) || !isU64(unmap.sizeBytes)) return { errno: neg(EINVAL), unmappedBytes: 0 };
     let unmapped = 0;
 
     this.lock.lock(clock);
     try {
       clock.charge(this.costs.vfioDmaDoUnmapBaseNs);
-      if (iova % PAGE !== 0) return { errno: neg(EINVAL), unmappedBytes: 0 };
+      if (!pageAligned(unmap.iova)) return { errno: neg(EINVAL), unmappedBytes: 0 };
       if (all) {
-        if (iova || size) return { errno: neg(EINVAL), unmappedBytes: 0 };
+        if (isPositive(unmap.iova) || isPositive(unmap.sizeBytes)) return { errno: neg(EINVAL), unmappedBytes: 0 };
         while (this.state[S_DMA_COUNT] > 0) {
           unmapped += this.dmaSize[0];
           this.vfio_remove_dma(0, clock);
         }
         return { errno: 0, unmappedBytes: unmapped };
       }
-      if (!size || size % PAGE !== 0) return { errno: neg(EINVAL), unmappedBytes: 0 };
-      if (wraps(iova, size)) return { errno: neg(EOVERFLOW), unmappedBytes: 0 };
+      if (!isPositive(unmap.sizeBytes) || !pageAligned(unmap.sizeBytes)) return { errno: neg(EINVAL), unmappedBytes: 0 };
+      if (wraps(unmap.iova, unmap.sizeBytes)) return { errno: neg(EOVERFLOW), unmappedBytes: 0 };
+      // page-aligned values below 2^65 are exact as numbers (the vfio_dma set holds only IOVAs below 2^48)
+      const iova = Number(unmap.iova);
+      const size = Number(unmap.sizeBytes);
       // v2: an unmap must not bisect a mapping
       let dma = this.vfio_find_dma(iova, 1);
       if (dma >= 0 && this.dmaIova[dma] !== iova) return { errno: neg(EINVAL), unmappedBytes: 0 };
@@ -654,14 +754,21 @@ export class VfioContainer {
     if (n === 1) this.state[S_PINNED]--;
   }
 
+  /**
+   * iommu_map of one pinned, physically contiguous chunk: the IOMMU driver
+   * picks the largest leaf that the IOVA, the HPA and the length allow, up to
+   * the host page backing the chunk (`hostPageSizeBytes`). Charged per leaf
+   * entry written.
+   */
   private vfio_iommu_map(iova: number, hpa: number, npage: number, prot: IommuProt, clock: ModelClock): VfioErrno {
+    let leaves: number;
     try {
-      this.pgtable.map(iova, hpa, npage * PAGE, prot);
+      leaves = this.pgtable.map(iova, hpa, npage * PAGE, prot, this.handle.hostPageSizeBytes ?? PAGE);
     } catch (e) {
       if (e instanceof IoPgtableError) return neg(e.errno);
       throw e;
     }
-    clock.charge(this.costs.hostIommuMapPerPageNs * npage);
+    clock.charge(this.costs.hostIommuMapPerPageNs * leaves);
     return 0;
   }
 
@@ -680,12 +787,12 @@ export class VfioContainer {
         iova += PAGE; // WARN_ON(!phys)
         continue;
       }
-      // the largest physically contiguous chunk, to need fewer unmaps
-      let len = PAGE;
+      // the largest physically contiguous chunk, to need fewer unmaps (a walk answers for its whole leaf)
+      let len = phys.pageSizeBytes - (iova % phys.pageSizeBytes);
       while (!this.fgsp && iova + len < end) {
         const next = this.pgtable.walk(iova + len);
         if (!next || next.hpa !== phys.hpa + len) break;
-        len += PAGE;
+        len += next.pageSizeBytes;
       }
       unlocked += this.unmap_unpin_fast(start, iova, len, phys.hpa, gather, clock);
       iova += len;
@@ -700,10 +807,11 @@ export class VfioContainer {
 
   /** iommu_unmap_fast into the gather; sync when it holds VFIO_IOMMU_TLB_SYNC_MAX regions. Returns pages unpinned. */
   private unmap_unpin_fast(dmaIova: number, iova: number, len: number, hpa: number, gather: Gather, clock: ModelClock): number {
-    const unmapped = this.pgtable.unmap(iova, len);
+    const r = this.pgtable.unmapEntries(iova, len);
+    const unmapped = r.sizeBytes;
     if (unmapped !== len)
       throw new Error(`unmap_unpin_fast: cleared ${unmapped} of ${len} bytes at iova 0x${iova.toString(16)} of the vfio_dma at 0x${dmaIova.toString(16)}`);
-    clock.charge(this.costs.hostIommuUnmapPerPageNs * (unmapped / PAGE));
+    clock.charge(this.costs.hostIommuUnmapPerPageNs * r.leafEntries);
     gather.regions.push({ iova, hpa, sizeBytes: unmapped });
     if (iova < gather.startIova) gather.startIova = iova;
     if (iova + unmapped > gather.endIova) gather.endIova = iova + unmapped;
@@ -744,11 +852,107 @@ export class VfioContainer {
   }
 }
 
-function isU64(x: unknown): x is number {
+function isU64(x: unknown): x is U64Arg {
+  if (typeof x === 'bigint') return x >= 0n && x < U64_END;
   return typeof x === 'number' && Number.isInteger(x) && x >= 0 && x < 2 ** 64;
 }
 
+function isPositive(x: U64Arg): boolean {
+  return typeof x === 'bigint' ? x > 0n : x > 0;
+}
+
+function pageAligned(x: U64Arg): boolean {
+  return typeof x === 'bigint' ? x % BigInt(PAGE) === 0n : x % PAGE === 0;
+}
+
 /** check_add_overflow(start, size - 1): the last byte lies past 2^64 - 1 (size > 0). */
-function wraps(start: number, size: number): boolean {
+function wraps(start: U64Arg, size: U64Arg): boolean {
   return BigInt(start) + BigInt(size) > U64_END;
+}
+
+/**
+ * vfio_iommu_iova_dma_valid: [start, end] lies within one range of
+ * `iommu->iova_list` (the domain aperture minus the host's reserved regions:
+ * the x86 MSI window), the ranges GET_INFO reports.
+ */
+function vfio_iommu_iova_dma_valid(start: number, end: number): boolean {
+  return VFIO_IOVA_RANGES.some((r) => start >= r.start && end <= r.end);
+}
+
+/**
+ * The capability chain of VFIO_IOMMU_GET_INFO as the kernel lays it out
+ * after the 24-byte struct (offsets below are from the start of the struct):
+ * | offset | bytes | capability |
+ * |--------|-------|------------|
+ * | 24 | 32 | MIGRATION (id 2, version 1): flags u32 0, pgsize_bitmap u64 (smallest page), max_dirty_bitmap_size u64 |
+ * | 56 | 12 (+4 pad) | DMA_AVAIL (id 3, version 1): avail u32 |
+ * | 72 | 16 + 16·n | IOVA_RANGE (id 1, version 1): nr_iovas u32, reserved u32, then n × {start u64, end u64} |
+ * Each begins with struct vfio_info_cap_header {id u16, version u16, next u32}.
+ */
+function buildInfoCaps(dmaAvail: number): DataView {
+  const base = VFIO_IOMMU_TYPE1_INFO_BYTES;
+  const migration = 32;
+  const avail = 16;
+  const iova = 16 + 16 * VFIO_IOVA_RANGES.length;
+  const dv = new DataView(new ArrayBuffer(migration + avail + iova));
+  const header = (at: number, id: number, next: number) => {
+    dv.setUint16(at, id, true);
+    dv.setUint16(at + 2, 1, true);
+    dv.setUint32(at + 4, next, true);
+  };
+  header(0, VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, base + migration);
+  dv.setUint32(8, 0, true);
+  dv.setBigUint64(16, BigInt(PAGE_SIZE_BYTES), true);
+  dv.setBigUint64(24, BigInt(DIRTY_BITMAP_SIZE_MAX), true);
+  header(migration, VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, base + migration + avail);
+  dv.setUint32(migration + 8, dmaAvail, true);
+  const at = migration + avail;
+  header(at, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 0);
+  dv.setUint32(at + 8, VFIO_IOVA_RANGES.length, true);
+  VFIO_IOVA_RANGES.forEach((r, i) => {
+    dv.setBigUint64(at + 16 + 16 * i, BigInt(r.start), true);
+    dv.setBigUint64(at + 24 + 16 * i, BigInt(r.end), true);
+  });
+  return dv;
+}
+
+/** What VFIO_IOMMU_GET_INFO answered, decoded from the user's buffer (the VMM's reading of it). */
+export interface VfioIommuType1Info {
+  argsz: number;
+  flags: number;
+  iovaPgsizes: bigint;
+  capOffset: number;
+  iovaRanges: { start: bigint; end: bigint }[] | null;
+  dmaAvail: number | null;
+  migration: { pgsizeBitmap: bigint; maxDirtyBitmapSizeBytes: bigint } | null;
+}
+
+/** Walk the capability chain as QEMU's vfio_get_iommu_info_cap does. */
+export function decodeVfioIommuType1Info(arg: DataView): VfioIommuType1Info {
+  const out: VfioIommuType1Info = {
+    argsz: arg.getUint32(0, true),
+    flags: arg.getUint32(4, true),
+    iovaPgsizes: arg.getBigUint64(8, true),
+    capOffset: arg.byteLength >= 20 ? arg.getUint32(16, true) : 0,
+    iovaRanges: null,
+    dmaAvail: null,
+    migration: null,
+  };
+  if (!(out.flags & VFIO_IOMMU_INFO_CAPS)) return out;
+  for (let at = out.capOffset, hops = 0; at !== 0 && hops < 16; hops++) {
+    const id = arg.getUint16(at, true);
+    if (id === VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE) {
+      const n = arg.getUint32(at + 8, true);
+      out.iovaRanges = Array.from({ length: n }, (_, i) => ({
+        start: arg.getBigUint64(at + 16 + 16 * i, true),
+        end: arg.getBigUint64(at + 24 + 16 * i, true),
+      }));
+    } else if (id === VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL) {
+      out.dmaAvail = arg.getUint32(at + 8, true);
+    } else if (id === VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION) {
+      out.migration = { pgsizeBitmap: arg.getBigUint64(at + 16, true), maxDirtyBitmapSizeBytes: arg.getBigUint64(at + 24, true) };
+    }
+    at = arg.getUint32(at + 4, true);
+  }
+  return out;
 }

@@ -91,7 +91,7 @@ test('map then unmap: page tables, pins, locked_vm, one invalidation, exact cost
   const m = r.timed(() => map(r, 0x100000, 0x40000, 4, true, false));
   t.is(m.r, 0);
   t.is(m.ns, 1000 + 4 * 100 + 500 + 4 * 10, 'base + pin/page + one locked_vm update + PTE/page');
-  t.deepEqual(r.pt.walk(0x101234), { hpa: 0x41234, prot: 1, levels: 4 });
+  t.deepEqual(r.pt.walk(0x101234), { hpa: 0x41234, prot: 1, levels: 4, leafLevel: 1, pageSizeBytes: 4096 });
   t.deepEqual(r.c.stats(), { mapDmaCalls: 1, unmapDmaCalls: 0, pinnedPages: 4, pinnedPagesPeak: 4, lockedVmPages: 4, dmaCount: 1, iotlbInvalidations: 0 });
 
   const u = r.timed(() => unmap(r, 0x100000, 4));

@@ -6,7 +6,11 @@
  * miss (`walk`), with no lock, as the IOMMU hardware does.
  *
  * Geometry: 4 levels × 9 index bits over 4 KiB pages = 48-bit IOVA
- * (VT-d 4-level / x86-64 shape). Only 4 KiB leaves (no superpages).
+ * (VT-d 4-level / x86-64 shape). Leaves are 4 KiB entries in level-1
+ * tables, or superpages: a level-2 entry mapping 2 MiB or a level-3 entry
+ * mapping 1 GiB (VT-d's PS bit), written where the caller allows them and
+ * the IOVA, the HPA and the rest of the range are aligned on the superpage
+ * (what `__domain_mapping` does with `hardware_largepage_caps`).
  *
  * | level | covers per entry | IOVA bits indexing it |
  * |-------|------------------|-----------------------|
@@ -16,14 +20,15 @@
  * | 1 (leaf) | 4 KiB         | 20..12 |
  *
  * Entry (one Int32, so one `Atomics.store` publishes it whole; VT-d's entries
- * are 64-bit, this model needs no more than 30 bits of frame):
+ * are 64-bit, this model needs no more than 29 bits of frame):
  * | bits  | meaning |
  * |-------|---------|
  * | 0     | READ  (IOMMU_READ: the device may read memory through it)  |
  * | 1     | WRITE (IOMMU_WRITE: the device may write memory through it) |
- * | 31..2 | frame: leaf → host page frame (HPA / PAGE_SIZE_BYTES); non-leaf → table index in the pool |
+ * | 2     | PS: a level-2 or level-3 entry that is a leaf (2 MiB / 1 GiB superpage) |
+ * | 31..3 | frame: leaf → host page frame of its first 4 KiB (HPA / PAGE_SIZE_BYTES); non-leaf → table index in the pool |
  * An entry is present when READ or WRITE is set (as in VT-d); non-leaf
- * entries carry both bits. HPAs up to 4 TiB are representable.
+ * entries carry both bits. HPAs up to 2 TiB are representable.
  *
  * SAB layout (`tablePages` = N, all Int32 words, entries of 4 bytes so one
  * table = 512 × 4 B = 2 KiB):
@@ -33,10 +38,11 @@
  * | 4                | 4        | tablePages (N)   | allocate |
  * | 8                | 4        | tables in use (root included) | host |
  * | 12               | 4        | free-list head (table index, -1 = empty) | host |
- * | 16               | 4        | leaf entries present (mapped 4 KiB pages) | host |
+ * | 16               | 4        | 4 KiB pages mapped (a 2 MiB leaf counts 512) | host |
  * | 20               | 4        | table-reuse sequence (bumped before a pool table is linked) | host |
  * | 24               | 4        | writer word (0 free, 1 a writer is inside `map`/`unmap`) | host |
- * | 28               | 36       | reserved | — |
+ * | 28               | 4        | leaf entries present, any level | host |
+ * | 32               | 32       | reserved | — |
  * | 64               | 4·N      | presentCount[t]: present entries in table t | host |
  * | 64 + 4·N         | 4·N      | nextFree[t]: free-list link of table t      | host |
  * | T = align64(64 + 8·N) | 2048·N | table t at T + 2048·t (table 0 is the root) | host (entries), device reads |
@@ -46,7 +52,9 @@
  * cleared) and every entry is written with one `Atomics.store`, so a
  * lock-free walker sees either "not present" or a complete path. Tables left
  * empty by an unmap go back to the pool (their parent's link is cleared
- * first; like `dma_pte_free_pagetable`). The kernel
+ * first; like `dma_pte_free_pagetable`). An unmap never splits a superpage:
+ * a leaf the range touches is cleared whole and its bytes are counted, as
+ * `intel_iommu_unmap` rounds the size up to the large page it finds. The kernel
  * frees such tables only after the IOTLB flush, so hardware never walks a
  * recycled table; here the walker gets the same guarantee from the reuse
  * sequence: it re-walks if a table was taken from the pool while it walked.
@@ -70,10 +78,15 @@ export const IOVA_LIMIT = 2 ** IOVA_BITS;
 export const PGTABLE_LEVELS = 4;
 const ENTRIES_PER_TABLE = 512;
 const TABLE_BYTES = ENTRIES_PER_TABLE * 4;
-/** Largest host page frame an entry can hold (30 bits). */
-const MAX_FRAME = 2 ** 30 - 1;
+/** Largest host page frame an entry can hold (29 bits). */
+const MAX_FRAME = 2 ** 29 - 1;
 export const HPA_LIMIT = (MAX_FRAME + 1) * PAGE_SIZE_BYTES;
 export const MAX_TABLE_PAGES = 1 << 20;
+/** The leaf sizes the table can hold: 4 KiB (level 1), 2 MiB (level 2), 1 GiB (level 3). */
+export const SUPERPAGE_2M_BYTES = 2 * 1024 * 1024;
+export const SUPERPAGE_1G_BYTES = 1024 * 1024 * 1024;
+/** 4 KiB pages an entry of each level covers, indexed by level (1 to 4) */
+const SPAN_PAGES = [0, 1, ENTRIES_PER_TABLE, ENTRIES_PER_TABLE ** 2, ENTRIES_PER_TABLE ** 3];
 
 /** A leaf's permission: IOMMU_READ, IOMMU_WRITE or both (shm constants). */
 export type IommuProt = 1 | 2 | 3;
@@ -86,10 +99,14 @@ const H_FREE_HEAD = 3;
 const H_MAPPED = 4;
 const H_REUSE_SEQ = 5;
 const H_WRITER = 6;
+const H_LEAVES = 7;
 /** CAS attempts on the writer word before parking on it */
 const WRITER_SPINS = 64;
 const HEADER_WORDS = 16;
 const PRESENT = IOMMU_READ | IOMMU_WRITE;
+/** VT-d's PS bit: this level-2 / level-3 entry is a leaf */
+const PS = 4;
+const FRAME_SHIFT = 3;
 
 const ENOMEM = 12;
 const EEXIST = 17;
@@ -111,15 +128,44 @@ export interface IoPgtableHandle {
 }
 
 export interface IoPgtableWalk {
-  /** host physical address of the walked IOVA (page frame + page offset) */
+  /** host physical address of the walked IOVA (leaf frame + offset in the leaf) */
   readonly hpa: number;
   readonly prot: IommuProt;
-  /** table levels read to reach the leaf */
+  /** table levels read to reach the leaf (4 for a 4 KiB leaf, 3 for 2 MiB, 2 for 1 GiB) */
   readonly levels: number;
+  /** the level the leaf is at: 1 (4 KiB), 2 (2 MiB superpage) or 3 (1 GiB superpage) */
+  readonly leafLevel: number;
+  /** bytes the leaf maps: 4096, 2 MiB or 1 GiB */
+  readonly pageSizeBytes: number;
+}
+
+/** What `unmapEntries` cleared. */
+export interface IoPgtableUnmapped {
+  /** bytes the cleared leaves mapped (more than asked when the range cut into a superpage) */
+  readonly sizeBytes: number;
+  /** leaf entries cleared */
+  readonly leafEntries: number;
 }
 
 function tablesBaseBytes(n: number): number {
   return Math.ceil((HEADER_WORDS * 4 + 8 * n) / 64) * 64;
+}
+
+/** The leaf level for a largest leaf of `maxLeafBytes`: 1, 2 or 3. */
+function maxLeafLevel(maxLeafBytes: number): number {
+  if (maxLeafBytes === PAGE_SIZE_BYTES) return 1;
+  if (maxLeafBytes === SUPERPAGE_2M_BYTES) return 2;
+  if (maxLeafBytes === SUPERPAGE_1G_BYTES) return 3;
+  throw new RangeError(`io-pgtable map: largest leaf ${maxLeafBytes} must be 4096, 2 MiB or 1 GiB`);
+}
+
+/** The largest leaf (level ≤ maxLevel) that fits at `pfn` mapping `frame`, with the range ending at `end`. */
+function leafLevelAt(pfn: number, frame: number, end: number, maxLevel: number): number {
+  for (let lv = maxLevel; lv >= 2; lv--) {
+    const span = SPAN_PAGES[lv];
+    if (pfn % span === 0 && frame % span === 0 && pfn + span <= end) return lv;
+  }
+  return 1;
 }
 
 export class IoPgtable {
@@ -175,16 +221,22 @@ export class IoPgtable {
     return this.n;
   }
 
-  /** 4 KiB leaf entries currently present. */
+  /** 4 KiB pages mapped (a 2 MiB leaf counts 512, a 1 GiB leaf 262144). */
   get mappedPages(): number {
     return Atomics.load(this.words, H_MAPPED);
+  }
+
+  /** Leaf entries present, at any level (what an IOTLB would cache one entry each for). */
+  get leafEntries(): number {
+    return Atomics.load(this.words, H_LEAVES);
   }
 
   // ---- device side -------------------------------------------------------
 
   /**
    * Translate one IOVA the way the IOMMU's page walker does: root to leaf,
-   * no lock. Returns null when any level is not present.
+   * no lock. Returns null when any level is not present; else the HPA and
+   * the leaf's level and size.
    */
   walk(iova: number): IoPgtableWalk | null {
     if (!(iova >= 0 && iova < IOVA_LIMIT)) return null;
@@ -199,17 +251,21 @@ export class IoPgtable {
     const w = this.words;
     const pfn = Math.floor(iova / PAGE_SIZE_BYTES);
     let table = 0;
-    let divisor = ENTRIES_PER_TABLE ** 3;
     for (let level = PGTABLE_LEVELS; level >= 1; level--) {
-      const index = Math.floor(pfn / divisor) % ENTRIES_PER_TABLE;
-      const e = Atomics.load(w, this.tableBase + table * ENTRIES_PER_TABLE + index);
+      const span = SPAN_PAGES[level];
+      const e = Atomics.load(w, this.tableBase + table * ENTRIES_PER_TABLE + (Math.floor(pfn / span) % ENTRIES_PER_TABLE));
       if ((e & PRESENT) === 0) return null;
-      if (level === 1) {
-        const frame = e >>> 2;
-        return { hpa: frame * PAGE_SIZE_BYTES + (iova % PAGE_SIZE_BYTES), prot: (e & PRESENT) as IommuProt, levels: PGTABLE_LEVELS };
+      if (level === 1 || (e & PS) !== 0) {
+        const leafBytes = span * PAGE_SIZE_BYTES;
+        return {
+          hpa: (e >>> FRAME_SHIFT) * PAGE_SIZE_BYTES + (iova % leafBytes),
+          prot: (e & PRESENT) as IommuProt,
+          levels: PGTABLE_LEVELS - level + 1,
+          leafLevel: level,
+          pageSizeBytes: leafBytes,
+        };
       }
-      table = e >>> 2;
-      divisor /= ENTRIES_PER_TABLE;
+      table = e >>> FRAME_SHIFT;
     }
     return null; // unreachable: level 1 returns
   }
@@ -218,61 +274,90 @@ export class IoPgtable {
 
   /**
    * Map [iova, iova + sizeBytes) to [hpa, hpa + sizeBytes) with `prot`
-   * (what `intel_iommu_map` → `__domain_mapping` does). All or nothing:
-   * it first checks that no page is already mapped (EEXIST) and that the
-   * pool holds every table it needs (ENOMEM), then writes.
+   * (what `intel_iommu_map` → `__domain_mapping` does), with leaves up to
+   * `maxLeafBytes` (4096, 2 MiB or 1 GiB: the largest page the caller
+   * knows to be physically contiguous) wherever IOVA, HPA and the rest of
+   * the range are aligned on them. All or nothing: it first checks that no
+   * page is already mapped (EEXIST) and that the pool holds every table it
+   * needs (ENOMEM), then writes. Returns the leaf entries written.
    * @throws IoPgtableError (errno ENOMEM or EEXIST); RangeError for arguments
-   *   that are not page-aligned or leave the 48-bit IOVA / 4 TiB HPA space
+   *   that are not page-aligned or leave the 48-bit IOVA / 2 TiB HPA space
    */
-  map(iova: number, hpa: number, sizeBytes: number, prot: IommuProt): void {
+  map(iova: number, hpa: number, sizeBytes: number, prot: IommuProt, maxLeafBytes = PAGE_SIZE_BYTES): number {
     checkRange('map', iova, sizeBytes);
     if (!Number.isSafeInteger(hpa) || hpa < 0 || hpa % PAGE_SIZE_BYTES !== 0 || hpa + sizeBytes > HPA_LIMIT) {
       throw new RangeError(`io-pgtable map: hpa ${hpa} must be a 4 KiB-aligned address with hpa + size ≤ ${HPA_LIMIT}`);
     }
     if (prot !== 1 && prot !== 2 && prot !== 3) throw new RangeError(`io-pgtable map: prot ${prot} must be READ (1), WRITE (2) or both (3)`);
+    const maxLevel = maxLeafLevel(maxLeafBytes);
     this.lockWriters();
     try {
-      this.mapLocked(iova, hpa, sizeBytes, prot);
+      return this.mapLocked(iova, hpa, sizeBytes, prot, maxLevel);
     } finally {
       this.unlockWriters();
     }
   }
 
-  private mapLocked(iova: number, hpa: number, sizeBytes: number, prot: IommuProt): void {
+  private mapLocked(iova: number, hpa: number, sizeBytes: number, prot: IommuProt, maxLevel: number): number {
     const first = iova / PAGE_SIZE_BYTES;
     const end = first + sizeBytes / PAGE_SIZE_BYTES;
-    const busy = this.firstPresent(first, end);
+    const frame0 = hpa / PAGE_SIZE_BYTES;
+    const busy = this.firstPresentIn(0, PGTABLE_LEVELS, 0, first, end);
     if (busy >= 0) throw new IoPgtableError(EEXIST, `io-pgtable map: IOVA 0x${(busy * PAGE_SIZE_BYTES).toString(16)} is already mapped`);
-    const need = this.missingTables(first, end);
+    const need = this.missingTables(first, end, frame0, maxLevel);
     const free = this.n - this.tablePagesInUse;
     if (need > free) throw new IoPgtableError(ENOMEM, `io-pgtable map: needs ${need} more page-table pages, ${free} free of ${this.n}`);
 
     const w = this.words;
-    const frame0 = hpa / PAGE_SIZE_BYTES;
-    let leafTable = -1;
-    let leafBlock = -1;
-    for (let pfn = first; pfn < end; pfn++) {
-      const block = Math.floor(pfn / ENTRIES_PER_TABLE);
-      if (block !== leafBlock) {
-        leafTable = this.leafTableFor(pfn);
-        leafBlock = block;
+    let leaves = 0;
+    let pfn = first;
+    while (pfn < end) {
+      const frame = frame0 + (pfn - first);
+      const lv = leafLevelAt(pfn, frame, end, maxLevel);
+      const table = this.tableFor(pfn, lv);
+      const span = SPAN_PAGES[lv];
+      if (lv === 1) {
+        // the rest of this level-1 table's span takes 4 KiB leaves: a superpage starts only on its boundary
+        const blockEnd = Math.min(end, (Math.floor(pfn / ENTRIES_PER_TABLE) + 1) * ENTRIES_PER_TABLE);
+        for (; pfn < blockEnd; pfn++) {
+          Atomics.store(w, this.tableBase + table * ENTRIES_PER_TABLE + (pfn % ENTRIES_PER_TABLE), ((frame0 + (pfn - first)) << FRAME_SHIFT) | prot);
+          w[this.countBase + table]++;
+          leaves++;
+        }
+      } else {
+        Atomics.store(w, this.tableBase + table * ENTRIES_PER_TABLE + (Math.floor(pfn / span) % ENTRIES_PER_TABLE), (frame << FRAME_SHIFT) | PS | prot);
+        w[this.countBase + table]++;
+        leaves++;
+        pfn += span;
       }
-      const slot = this.tableBase + leafTable * ENTRIES_PER_TABLE + (pfn % ENTRIES_PER_TABLE);
-      Atomics.store(w, slot, ((frame0 + (pfn - first)) << 2) | prot);
-      w[this.countBase + leafTable]++;
     }
     Atomics.add(w, H_MAPPED, end - first);
+    Atomics.add(w, H_LEAVES, leaves);
+    return leaves;
   }
 
   /**
    * Clear every present leaf in [iova, iova + sizeBytes) and return the
    * bytes that were mapped there; tables left empty go back to the pool.
+   * A superpage the range touches is cleared whole (never split).
    */
   unmap(iova: number, sizeBytes: number): number {
+    return this.unmapEntries(iova, sizeBytes).sizeBytes;
+  }
+
+  /** `unmap`, also telling how many leaf entries it cleared. */
+  unmapEntries(iova: number, sizeBytes: number): IoPgtableUnmapped {
     checkRange('unmap', iova, sizeBytes);
     this.lockWriters();
     try {
-      return this.unmapLocked(iova, sizeBytes);
+      const first = iova / PAGE_SIZE_BYTES;
+      const acc = { pages: 0, leaves: 0 };
+      this.clearIn(0, PGTABLE_LEVELS, 0, first, first + sizeBytes / PAGE_SIZE_BYTES, acc);
+      if (acc.pages > 0) {
+        Atomics.sub(this.words, H_MAPPED, acc.pages);
+        Atomics.sub(this.words, H_LEAVES, acc.leaves);
+      }
+      return { sizeBytes: acc.pages * PAGE_SIZE_BYTES, leafEntries: acc.leaves };
     } finally {
       this.unlockWriters();
     }
@@ -291,88 +376,74 @@ export class IoPgtable {
     Atomics.notify(this.words, H_WRITER, 1);
   }
 
-  private unmapLocked(iova: number, sizeBytes: number): number {
+  /**
+   * Clear the leaves of `table` (holding level-`level` entries, its first
+   * entry at `basePfn`) that [first, end) touches, recursing into tables
+   * below and returning those left empty to the pool (unlinked first).
+   */
+  private clearIn(table: number, level: number, basePfn: number, first: number, end: number, acc: { pages: number; leaves: number }): void {
     const w = this.words;
-    const first = iova / PAGE_SIZE_BYTES;
-    const end = first + sizeBytes / PAGE_SIZE_BYTES;
-    let cleared = 0;
-    let pfn = first;
-    while (pfn < end) {
-      const blockEnd = Math.min(end, (Math.floor(pfn / ENTRIES_PER_TABLE) + 1) * ENTRIES_PER_TABLE);
-      const path = this.path(pfn);
-      if (path[1] < 0) {
-        pfn = Math.min(end, absentEnd(pfn, path)); // nothing mapped below the missing table
+    const span = SPAN_PAGES[level];
+    const i0 = Math.floor((first - basePfn) / span);
+    const i1 = Math.floor((end - 1 - basePfn) / span);
+    for (let i = i0; i <= i1; i++) {
+      const slot = this.tableBase + table * ENTRIES_PER_TABLE + i;
+      const e = w[slot];
+      if ((e & PRESENT) === 0) continue;
+      if (level === 1 || (e & PS) !== 0) {
+        Atomics.store(w, slot, 0);
+        w[this.countBase + table]--;
+        acc.pages += span;
+        acc.leaves++;
         continue;
       }
-      const leaf = path[1];
-      const blockPfn = pfn;
-      for (; pfn < blockEnd; pfn++) {
-        const slot = this.tableBase + leaf * ENTRIES_PER_TABLE + (pfn % ENTRIES_PER_TABLE);
-        if ((w[slot] & PRESENT) === 0) continue;
+      const child = e >>> FRAME_SHIFT;
+      const childBase = basePfn + i * span;
+      this.clearIn(child, level - 1, childBase, Math.max(first, childBase), Math.min(end, childBase + span), acc);
+      if (w[this.countBase + child] === 0) {
+        // unlink first, then recycle: a walker can no longer reach the child through this table
         Atomics.store(w, slot, 0);
-        w[this.countBase + leaf]--;
-        cleared++;
+        w[this.countBase + table]--;
+        w[this.nextBase + child] = w[H_FREE_HEAD];
+        w[H_FREE_HEAD] = child;
+        Atomics.sub(w, H_IN_USE, 1);
       }
-      this.freeEmpty(blockPfn, path);
     }
-    if (cleared > 0) Atomics.sub(w, H_MAPPED, cleared);
-    return cleared * PAGE_SIZE_BYTES;
   }
 
   /**
-   * Tables on the walk to `pfn`: [_, level-1 table, level-2 table, level-3 table, root],
-   * -1 where the walk stops.
+   * Tables on the walk to `pfn`, indexed by the level of the entries they
+   * hold: [_, level-1 table, level-2 table, level-3 table, root]; -1 where
+   * the walk stops.
    */
   private path(pfn: number): number[] {
     const w = this.words;
     const p = [-1, -1, -1, -1, 0];
     let table = 0;
-    let divisor = ENTRIES_PER_TABLE ** 3;
     for (let level = PGTABLE_LEVELS; level >= 2; level--) {
-      const e = w[this.tableBase + table * ENTRIES_PER_TABLE + (Math.floor(pfn / divisor) % ENTRIES_PER_TABLE)];
-      if ((e & PRESENT) === 0) return p;
-      table = e >>> 2;
+      const e = w[this.tableBase + table * ENTRIES_PER_TABLE + (Math.floor(pfn / SPAN_PAGES[level]) % ENTRIES_PER_TABLE)];
+      if ((e & PRESENT) === 0 || (e & PS) !== 0) return p;
+      table = e >>> FRAME_SHIFT;
       p[level - 1] = table;
-      divisor /= ENTRIES_PER_TABLE;
     }
     return p;
   }
 
-  /** Return empty tables on the walk to `pfn` (`path`) to the pool, lowest level first; never the root. */
-  private freeEmpty(pfn: number, path: number[]): void {
-    const w = this.words;
-    let divisor = ENTRIES_PER_TABLE;
-    for (let level = 1; level <= 3; level++) {
-      const t = path[level];
-      if (t < 0 || w[this.countBase + t] !== 0) return;
-      const parent = path[level + 1];
-      // unlink first, then recycle: a walker can no longer reach t through the parent
-      Atomics.store(w, this.tableBase + parent * ENTRIES_PER_TABLE + (Math.floor(pfn / divisor) % ENTRIES_PER_TABLE), 0);
-      w[this.countBase + parent]--;
-      w[this.nextBase + t] = w[H_FREE_HEAD];
-      w[H_FREE_HEAD] = t;
-      Atomics.sub(w, H_IN_USE, 1);
-      divisor *= ENTRIES_PER_TABLE;
-    }
-  }
-
-  /** The level-1 table for `pfn`, creating missing tables on the way (pool checked by the caller). */
-  private leafTableFor(pfn: number): number {
+  /** The table holding level-`leafLevel` entries for `pfn`, creating missing tables on the way (pool checked by the caller). */
+  private tableFor(pfn: number, leafLevel: number): number {
     const w = this.words;
     let table = 0;
-    let divisor = ENTRIES_PER_TABLE ** 3;
-    for (let level = PGTABLE_LEVELS; level >= 2; level--) {
-      const slot = this.tableBase + table * ENTRIES_PER_TABLE + (Math.floor(pfn / divisor) % ENTRIES_PER_TABLE);
+    for (let level = PGTABLE_LEVELS; level > leafLevel; level--) {
+      const slot = this.tableBase + table * ENTRIES_PER_TABLE + (Math.floor(pfn / SPAN_PAGES[level]) % ENTRIES_PER_TABLE);
       const e = w[slot];
       if ((e & PRESENT) !== 0) {
-        table = e >>> 2;
+        table = e >>> FRAME_SHIFT;
       } else {
         const child = this.takeTable();
-        Atomics.store(w, slot, (child << 2) | PRESENT);
+        Atomics.store(w, slot, (child << FRAME_SHIFT) | PRESENT);
         w[this.countBase + table]++;
         table = child;
       }
-      divisor /= ENTRIES_PER_TABLE;
     }
     return table;
   }
@@ -388,52 +459,44 @@ export class IoPgtable {
     return t;
   }
 
-  /** First pfn in [first, end) with a present leaf, or -1. Skips absent 2 MiB blocks. */
-  private firstPresent(first: number, end: number): number {
+  /** First pfn in [first, end) under a present leaf of `table` (level-`level` entries from `basePfn`), or -1. Skips absent subtrees. */
+  private firstPresentIn(table: number, level: number, basePfn: number, first: number, end: number): number {
     const w = this.words;
-    let pfn = first;
-    while (pfn < end) {
-      const blockEnd = Math.min(end, (Math.floor(pfn / ENTRIES_PER_TABLE) + 1) * ENTRIES_PER_TABLE);
-      const path = this.path(pfn);
-      const leaf = path[1];
-      if (leaf < 0) {
-        pfn = absentEnd(pfn, path);
-        continue;
-      }
-      for (; pfn < blockEnd; pfn++) {
-        if ((w[this.tableBase + leaf * ENTRIES_PER_TABLE + (pfn % ENTRIES_PER_TABLE)] & PRESENT) !== 0) return pfn;
-      }
+    const span = SPAN_PAGES[level];
+    const i0 = Math.floor((first - basePfn) / span);
+    const i1 = Math.floor((end - 1 - basePfn) / span);
+    for (let i = i0; i <= i1; i++) {
+      const e = w[this.tableBase + table * ENTRIES_PER_TABLE + i];
+      if ((e & PRESENT) === 0) continue;
+      const entryBase = basePfn + i * span;
+      if (level === 1 || (e & PS) !== 0) return Math.max(first, entryBase);
+      const r = this.firstPresentIn(e >>> FRAME_SHIFT, level - 1, entryBase, Math.max(first, entryBase), Math.min(end, entryBase + span));
+      if (r >= 0) return r;
     }
     return -1;
   }
 
-  /** Tables a map of [first, end) would have to take from the pool. */
-  private missingTables(first: number, end: number): number {
+  /** Tables a map of [first, end) from `frame0` with leaves up to level `maxLevel` would take from the pool. */
+  private missingTables(first: number, end: number, frame0: number, maxLevel: number): number {
+    const counted = new Set<number>();
     let missing = 0;
-    let lastGib = -1;
-    let lastTib = -1;
-    for (let block = Math.floor(first / ENTRIES_PER_TABLE); block <= Math.floor((end - 1) / ENTRIES_PER_TABLE); block++) {
-      const gib = Math.floor(block / ENTRIES_PER_TABLE);
-      const tib = Math.floor(gib / ENTRIES_PER_TABLE);
-      const p = this.path(block * ENTRIES_PER_TABLE);
-      if (p[3] < 0 && tib !== lastTib) {
-        missing++;
-        lastTib = tib;
+    let pfn = first;
+    while (pfn < end) {
+      const lv = leafLevelAt(pfn, frame0 + (pfn - first), end, maxLevel);
+      const p = this.path(pfn);
+      for (let k = lv; k < PGTABLE_LEVELS; k++) {
+        if (p[k] >= 0) continue;
+        // the level-k table covering pfn, named by its level and the index of its span
+        const key = k * 2 ** 40 + Math.floor(pfn / (SPAN_PAGES[k] * ENTRIES_PER_TABLE));
+        if (!counted.has(key)) {
+          counted.add(key);
+          missing++;
+        }
       }
-      if (p[2] < 0 && gib !== lastGib) {
-        missing++;
-        lastGib = gib;
-      }
-      if (p[1] < 0) missing++;
+      pfn = lv === 1 ? Math.min(end, (Math.floor(pfn / ENTRIES_PER_TABLE) + 1) * ENTRIES_PER_TABLE) : pfn + SPAN_PAGES[lv];
     }
     return missing;
   }
-}
-
-/** First pfn after the region left unmapped by the missing table on `path` (the walk to `pfn`). */
-function absentEnd(pfn: number, path: number[]): number {
-  const span = path[3] < 0 ? ENTRIES_PER_TABLE ** 3 : path[2] < 0 ? ENTRIES_PER_TABLE ** 2 : ENTRIES_PER_TABLE;
-  return (Math.floor(pfn / span) + 1) * span;
 }
 
 function checkRange(op: string, iova: number, sizeBytes: number): void {

@@ -1,7 +1,10 @@
 /**
  * The IOTLB the NVMe device's DMAs go through: the host IOMMU's cache of
- * 4 KiB IOVA → HPA translations in front of the page walker
- * (`IoPgtable.walk`, read lock-free from the device worker).
+ * IOVA → HPA translations in front of the page walker (`IoPgtable.walk`,
+ * read lock-free from the device worker). One entry caches one leaf of the
+ * page table: a 4 KiB page, or a whole 2 MiB / 1 GiB superpage (as VT-d's
+ * IOTLB holds large-page entries), so a superpage-mapped buffer needs one
+ * entry where 4 KiB leaves need 512.
  *
  * Organisation: fully associative, `iotlbEntriesCount` entries, least
  * recently used replacement (a JS Map in use order; a hit moves the entry to
@@ -20,8 +23,8 @@
  *   list) through a translation without IOMMU_READ
  * A permission fault on a cached entry counts as a hit and a fault.
  *
- * Invalidation: `invalidate(iova, sizeBytes)` drops every cached page the
- * range touches; sizeBytes 0 drops everything (the HostToDeviceIotlbInval
+ * Invalidation: `invalidate(iova, sizeBytes)` drops every cached entry the
+ * range touches (a superpage entry whole); sizeBytes 0 drops everything (the HostToDeviceIotlbInval
  * convention); until an invalidation arrives a stale entry keeps translating,
  * as in hardware.
  */
@@ -43,8 +46,11 @@ export function isIotlbFault(result: number): result is IotlbFault {
 
 /** What the IOTLB needs of the page table: a walk (IoPgtable has this shape). */
 export interface IoPageWalker {
-  walk(iova: number): { readonly hpa: number; readonly prot: number; readonly levels: number } | null;
+  walk(iova: number): { readonly hpa: number; readonly prot: number; readonly levels: number; readonly leafLevel?: number } | null;
 }
+
+/** 4 KiB pages a leaf of each level maps, indexed by level (1: 4 KiB, 2: 2 MiB, 3: 1 GiB) */
+const LEAF_PAGES = [0, 1, 512, 512 * 512];
 
 export interface IotlbCosts {
   readonly iotlbMissWalkNs: number;
@@ -60,8 +66,14 @@ export interface IotlbStats {
 }
 
 export class Iotlb {
-  /** iova page frame → hpa page frame · 4 + prot, in LRU order (front = least recent) */
+  /**
+   * key → hpa page frame of the leaf's start · 4 + prot, in LRU order (front
+   * = least recent). key = iova page frame of the leaf's start · 4 + its
+   * level (1, 2 or 3), so one Map holds every leaf size.
+   */
   private readonly entries = new Map<number, number>();
+  /** cached entries of 2 MiB and 1 GiB leaves: while 0, a lookup tries the 4 KiB key only */
+  private superEntries = 0;
   private readonly capacity: number;
   private readonly missNs: number;
   private hitCount = 0;
@@ -87,11 +99,20 @@ export class Iotlb {
    */
   translate(iova: number, write: boolean, clock: ModelClock): number {
     const pfn = Math.floor(iova / PAGE);
-    let e = this.entries.get(pfn);
+    let key = pfn * 4 + 1;
+    let e = this.entries.get(key);
+    if (e === undefined && this.superEntries > 0) {
+      key = (pfn - (pfn % LEAF_PAGES[2])) * 4 + 2;
+      e = this.entries.get(key);
+      if (e === undefined) {
+        key = (pfn - (pfn % LEAF_PAGES[3])) * 4 + 3;
+        e = this.entries.get(key);
+      }
+    }
     if (e !== undefined) {
       this.hitCount++;
-      this.entries.delete(pfn);
-      this.entries.set(pfn, e);
+      this.entries.delete(key);
+      this.entries.set(key, e);
     } else {
       this.missCount++;
       clock.charge(this.missNs);
@@ -100,16 +121,26 @@ export class Iotlb {
         this.faultCount++;
         return IOTLB_FAULT_NOT_PRESENT;
       }
-      e = Math.floor(w.hpa / PAGE) * 4 + (w.prot & (READ | WRITE));
-      if (this.entries.size >= this.capacity) this.entries.delete(this.entries.keys().next().value as number);
-      this.entries.set(pfn, e);
+      const level = w.leafLevel ?? 1;
+      const leafPages = LEAF_PAGES[level];
+      const basePfn = pfn - (pfn % leafPages);
+      key = basePfn * 4 + level;
+      e = (Math.floor(w.hpa / PAGE) - (pfn - basePfn)) * 4 + (w.prot & (READ | WRITE));
+      if (this.entries.size >= this.capacity) this.evict(this.entries.keys().next().value as number);
+      this.entries.set(key, e);
+      if (level > 1) this.superEntries++;
     }
     const prot = e % 4;
     if (write ? (prot & WRITE) === 0 : (prot & READ) === 0) {
       this.faultCount++;
       return write ? IOTLB_FAULT_WRITE : IOTLB_FAULT_READ;
     }
-    return Math.floor(e / 4) * PAGE + (iova - pfn * PAGE);
+    return Math.floor(e / 4) * PAGE + (iova - ((key - (key % 4)) / 4) * PAGE);
+  }
+
+  private evict(key: number): void {
+    this.entries.delete(key);
+    if (key % 4 > 1) this.superEntries--;
   }
 
   /** Drop cached translations of every page [iova, iova + sizeBytes) touches; sizeBytes 0 = all. */
@@ -122,16 +153,20 @@ export class Iotlb {
     this.invalidationCount++;
     const first = Math.floor(iova / PAGE);
     const end = Math.ceil((iova + sizeBytes) / PAGE);
-    if (end - first > this.entries.size) {
-      for (const pfn of [...this.entries.keys()]) if (pfn >= first && pfn < end) this.entries.delete(pfn);
+    if (this.superEntries > 0 || end - first > this.entries.size) {
+      for (const key of [...this.entries.keys()]) {
+        const base = (key - (key % 4)) / 4;
+        if (base < end && base + LEAF_PAGES[key % 4] > first) this.evict(key);
+      }
     } else {
-      for (let pfn = first; pfn < end; pfn++) this.entries.delete(pfn);
+      for (let pfn = first; pfn < end; pfn++) this.entries.delete(pfn * 4 + 1);
     }
   }
 
   invalidateAll(): void {
     this.invalidationCount++;
     this.entries.clear();
+    this.superEntries = 0;
   }
 
   get hits(): number {
@@ -147,7 +182,7 @@ export class Iotlb {
     return this.invalidationCount;
   }
 
-  /** Cached translations now. */
+  /** Cached entries now (a superpage entry counts one). */
   get size(): number {
     return this.entries.size;
   }

@@ -25,15 +25,15 @@ test("attach checks the region; a second attach sees the first one's writes", (t
   t.throws(() => IoPgtable.attach({ sab: new SharedArrayBuffer(4096), tablePages: 8 }), { instanceOf: RangeError });
   t.throws(() => IoPgtable.attach({ sab: h.sab, tablePages: 9 }), { instanceOf: RangeError });
   IoPgtable.attach(h).map(0x5000, 0x9000, PAGE, 3);
-  t.deepEqual(IoPgtable.attach(h).walk(0x5abc), { hpa: 0x9abc, prot: 3, levels: 4 });
+  t.deepEqual(IoPgtable.attach(h).walk(0x5abc), { hpa: 0x9abc, prot: 3, levels: 4, leafLevel: 1, pageSizeBytes: 4096 });
 });
 
 test('map/walk: each page translates with its offset and prot; neighbours are not present', (t) => {
   const pt = table();
   pt.map(0x10000, 0x200000, 3 * PAGE, IOMMU_READ as IommuProt);
-  t.deepEqual(pt.walk(0x10000), { hpa: 0x200000, prot: 1, levels: 4 });
-  t.deepEqual(pt.walk(0x11fff), { hpa: 0x201fff, prot: 1, levels: 4 });
-  t.deepEqual(pt.walk(0x12008), { hpa: 0x202008, prot: 1, levels: 4 });
+  t.deepEqual(pt.walk(0x10000), { hpa: 0x200000, prot: 1, levels: 4, leafLevel: 1, pageSizeBytes: 4096 });
+  t.deepEqual(pt.walk(0x11fff), { hpa: 0x201fff, prot: 1, levels: 4, leafLevel: 1, pageSizeBytes: 4096 });
+  t.deepEqual(pt.walk(0x12008), { hpa: 0x202008, prot: 1, levels: 4, leafLevel: 1, pageSizeBytes: 4096 });
   t.is(pt.walk(0xf000), null);
   t.is(pt.walk(0x13000), null);
   t.is(pt.walk(-4096), null);
@@ -58,10 +58,10 @@ test('tables are taken per 2 MiB, 1 GiB and 512 GiB region the range touches', (
   t.is(pt.mappedPages, 0);
 });
 
-test('the top of the 48-bit IOVA space and of the 4 TiB HPA space map; past them throws', (t) => {
+test('the top of the 48-bit IOVA space and of the 2 TiB HPA space map; past them throws', (t) => {
   const pt = table();
   pt.map(IOVA_LIMIT - PAGE, HPA_LIMIT - PAGE, PAGE, 3);
-  t.deepEqual(pt.walk(IOVA_LIMIT - 1), { hpa: HPA_LIMIT - 1, prot: 3, levels: 4 });
+  t.deepEqual(pt.walk(IOVA_LIMIT - 1), { hpa: HPA_LIMIT - 1, prot: 3, levels: 4, leafLevel: 1, pageSizeBytes: 4096 });
   t.throws(() => pt.map(IOVA_LIMIT - PAGE, 0, 2 * PAGE, 3), { instanceOf: RangeError });
   t.throws(() => pt.map(0, HPA_LIMIT, PAGE, 3), { instanceOf: RangeError });
   t.throws(() => pt.map(0x800, 0, PAGE, 3), { instanceOf: RangeError });
@@ -139,7 +139,7 @@ test('random map/unmap agrees with a reference map (seeded)', (t) => {
       const want = ref.get(pfn);
       const got = pt.walk(pfn * PAGE);
       if (want === undefined) t.is(got, null);
-      else t.deepEqual(got, { hpa: want.hpa, prot: want.prot, levels: 4 });
+      else t.deepEqual(got, { hpa: want.hpa, prot: want.prot, levels: 4, leafLevel: 1, pageSizeBytes: 4096 });
     }
   }
 });

@@ -29,7 +29,7 @@ import {
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
 import { type HostWorkerInit, type HostWorkerResult, VfioContainer, type VfioContainerHandle } from '@vmstack/host-vfio';
-import { type IommuProt, IoPgtable, type IoPgtableHandle } from '@vmstack/iommu-hw';
+import { type IommuProt, IoPgtable, type IoPgtableHandle, SUPERPAGE_2M_BYTES } from '@vmstack/iommu-hw';
 import { type DeviceWorkerInit, type DeviceWorkerResult, NvmeMedia } from '@vmstack/nvme-device';
 import {
   allocateRpcChannel,
@@ -93,6 +93,8 @@ export interface StackOptions {
   alwaysBounceLimitSchedule?: { atNs: number; bytes: number }[];
   /** bounce strategy: slots per size class (default: the pool's) */
   slotsPerClass?: number;
+  /** vfio_iommu_type1's dma_entry_limit module parameter (default 65535) */
+  vfioDmaEntryLimit?: number;
   /** `workers` (default): each component in its own worker thread; `in-thread`: all in this thread (one job only) */
   transport?: 'workers' | 'in-thread';
   /** the drive as an earlier barrier group left it (its written blocks) */
@@ -240,7 +242,12 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
       domains,
       locks,
       containers: vm.containers.map(() =>
-        VfioContainer.allocate({ guestRamBytes: r.guestRamBytes, lockedVmLimitPages: vm.vfio.lockedVmLimitPages, dmaEntryLimit: vm.vfio.dmaEntryLimit }),
+        VfioContainer.allocate({
+          guestRamBytes: r.guestRamBytes,
+          lockedVmLimitPages: vm.vfio.lockedVmLimitPages,
+          dmaEntryLimit: vm.vfio.dmaEntryLimit,
+          hostPageSizeBytes: vm.vfio.hostPageSizeBytes,
+        }),
       ),
       pgtables: vm.containers.map((c) => IoPgtable.allocate(c.pgtable)),
       domainPgtables: vm.devices.map((d) => {
@@ -448,6 +455,9 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
     profile: opts.profile,
     alwaysBounceLimitBytes: opts.alwaysBounceLimitBytes,
     slotsPerClass: opts.slotsPerClass,
+    // huge-page guests run on hugetlbfs-backed RAM: the host IOMMU may map it with 2 MiB leaves
+    hostPageSizeBytes: opts.bufferContiguity === 'huge' ? SUPERPAGE_2M_BYTES : undefined,
+    dmaEntryLimit: opts.vfioDmaEntryLimit,
   });
   checkFaultRoles(
     opts.faults,

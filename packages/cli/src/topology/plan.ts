@@ -88,6 +88,10 @@ export interface StackPlanOptions {
   alwaysBounceLimitBytes?: number;
   /** the pool's slots per size class (undefined: the pool's default) */
   slotsPerClass?: number;
+  /** the host pages backing each VM's RAM (VfioContainer hostPageSizeBytes; default 4096) */
+  hostPageSizeBytes?: number;
+  /** vfio_iommu_type1's dma_entry_limit (default 65535) */
+  dmaEntryLimit?: number;
 }
 
 /** A virtio-iommu of a VM: its VMM thread, the host kernel context of that thread, its request queue and rings. */
@@ -199,7 +203,7 @@ export interface VmPlan {
     pageAlloc: { ramBytes: number; heapStartBytes: number };
     swiotlb: { areaGpa: number; sizeBytes: number; minAlignMask: number } | null;
   };
-  vfio: { lockedVmLimitPages: number; dmaEntryLimit: number };
+  vfio: { lockedVmLimitPages: number; dmaEntryLimit: number; hostPageSizeBytes: number };
 }
 
 export interface StackPlan {
@@ -531,7 +535,11 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
       swiotlb:
         guestLayout.swiotlbGpa !== null ? { areaGpa: guestLayout.swiotlbGpa, sizeBytes: IO_TLB_DEFAULT_SIZE_BYTES, minAlignMask: NVME_MIN_ALIGN_MASK } : null,
     },
-    vfio: { lockedVmLimitPages: vm.ramBytes / PAGE_SIZE_BYTES, dmaEntryLimit: DEFAULT_DMA_ENTRY_LIMIT },
+    vfio: {
+      lockedVmLimitPages: vm.ramBytes / PAGE_SIZE_BYTES,
+      dmaEntryLimit: o.dmaEntryLimit ?? DEFAULT_DMA_ENTRY_LIMIT,
+      hostPageSizeBytes: o.hostPageSizeBytes ?? PAGE_SIZE_BYTES,
+    },
   };
 }
 
