@@ -100,6 +100,7 @@ const MODEL_OPTIONS: Record<string, Options> = {
     describe: '--strategy bounce: change always_bounce_limit during the run, as a sysfs write: TIME=SIZE,… in model time, e.g. 5ms=128k',
   },
   'slots-per-class': { type: 'string', describe: '--strategy bounce: slots per pool size class (default: 1024)' },
+  'dma-entry-limit': { type: 'string', describe: "vfio_iommu_type1's dma_entry_limit: DMA mappings per container (default: 65535)" },
 };
 
 const OUTPUT_OPTIONS: Record<string, Options> = {
@@ -231,6 +232,7 @@ function runArgsOf(argv: Record<string, unknown>): RunArgs {
     alwaysBounceLimit: argv['always-bounce-limit'] as string | undefined,
     alwaysBounceLimitAt: argv['always-bounce-limit-at'] as string | undefined,
     slotsPerClass: argv['slots-per-class'] as string | undefined,
+    dmaEntryLimit: argv['dma-entry-limit'] as string | undefined,
     outputFormat: opt<RunArgs['outputFormat']>('output-format', 'normal'),
     output: argv.output as string | undefined,
     html: argv.html as string | undefined,

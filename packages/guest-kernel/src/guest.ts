@@ -47,6 +47,7 @@ import {
   NVME_REG_CC,
   nvmeAqa,
   nvmeCreateQueueCdw10,
+  PAGE_SIZE_BYTES,
   parkThread,
   Ring,
   RUN_SHUTDOWN_TURN,
@@ -222,6 +223,7 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
             init.driverGeneration,
             profiler,
             vi.requestLockName,
+            vi.viommuConfigGpa,
           ),
       )
     : [];
@@ -337,11 +339,23 @@ function waitQueuesReady(g: Guest): void {
 
 // ---- vCPU 0: the IOMMU domain of the device ---------------------------
 
-/** Attach the drive's endpoint to its domain, probe it, and map its coherent memory once (IOVA = GPA). */
+/**
+ * Probe the virtio-iommu (once), PROBE the drive's endpoint and keep its
+ * reserved regions (the MSI window) out of the IOVA domain
+ * (iova_reserve_iommu_regions, at domain set-up: not charged), attach the
+ * endpoint to its domain, and map the drive's coherent memory once (IOVA = GPA).
+ */
 function viommu_attach_coherent(d: GuestDevice, viommu: ViommuDriver): void {
   const { init } = d;
+  const probed = viommu.viommu_probe();
+  // iommu_dma_init_domain: the allocator's limit lies within the domain aperture (input_range)
+  const lastIova = BigInt(init.iovaLimitPfn) * BigInt(PAGE_SIZE_BYTES) + BigInt(PAGE_SIZE_BYTES - 1);
+  if (lastIova > probed.aperture.end)
+    throw new Error(`virtio-iommu: IOVA limit 0x${lastIova.toString(16)} is past the device's input_range end 0x${probed.aperture.end.toString(16)}`);
+  for (const r of viommu.viommu_probe_endpoint(init.endpointId)) {
+    d.iovad?.reserve_iova(Math.floor(r.start / PAGE_SIZE_BYTES), Math.floor(r.end / PAGE_SIZE_BYTES));
+  }
   viommu.viommu_attach_dev(init.domainId, init.endpointId);
-  viommu.viommu_probe_endpoint(init.endpointId);
   viommu.viommu_map_pages(init.domainId, asIova(init.coherentGpa), asGpa(init.coherentGpa), init.coherentBytes, true, true);
   viommu.viommu_iotlb_sync_map();
 }

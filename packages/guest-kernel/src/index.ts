@@ -98,6 +98,8 @@ export interface VcpuViommuInit {
   vqLayout: VirtqueueLayout;
   viommuRequestAreaGpa: number;
   viommuSlotWordGpa: number;
+  /** the device's configuration page: the driver negotiates features and reads struct virtio_iommu_config there */
+  viommuConfigGpa: number;
   kickRing: RingHandle;
   usedRing: RingHandle;
 }

@@ -22,6 +22,8 @@ export interface VmmWorkerInit {
   deviceMutexName: string;
   guestRam: SharedArrayBuffer;
   vqLayout: VirtqueueLayout;
+  /** the device's configuration page in guest RAM (features and struct virtio_iommu_config) */
+  viommuConfigGpa: number;
   /** the endpoint ids of the devices behind the virtio-iommu (the only endpoints ATTACH, DETACH and PROBE accept) */
   viommuEndpointIds: number[];
   kickRings: RingHandle[];

@@ -8,14 +8,27 @@
  * Mapping to VFIO: a MAP becomes one VFIO_IOMMU_MAP_DMA; an UNMAP covering
  * several earlier MAPs becomes one VFIO_IOMMU_UNMAP_DMA per covered mapping
  * (QEMU's IOMMU notifier fires once per mapping). An UNMAP that would split a
- * mapping fails with RANGE, as the spec requires.
+ * mapping fails with RANGE, as the spec requires. A bypass domain maps guest
+ * RAM one to one through VFIO while an endpoint is attached to it.
  *
- * The device knows its endpoints from its configuration (the PCI requester
- * ids of the devices behind it) and its page granularity from page_size_mask.
- * Requests are checked against both before anything takes effect or reaches
- * VFIO: ATTACH, DETACH and PROBE of an endpoint it does not have answer NOENT,
- * and a MAP whose virt_start, phys_start or virt_end + 1 is not aligned on the
- * granularity answers RANGE.
+ * Configuration and features: the device presents its feature bits and
+ * struct virtio_iommu_config (page_size_mask, input_range, domain_range,
+ * probe_size, bypass) in the configuration page the driver reads at probe
+ * (`writeViommuConfigPage`), and reads back the features the driver
+ * accepted; MAP/UNMAP need F_MAP_UNMAP, the MMIO flag F_MMIO, the
+ * ATTACH bypass flag F_BYPASS_CONFIG, and a domain outside domain_range is
+ * refused once F_DOMAIN_RANGE is negotiated. Without a configuration page
+ * (tests of the request path alone) every offered feature counts as
+ * negotiated.
+ *
+ * Every check below is made before anything takes effect or reaches VFIO.
+ * The status of each, with the spec's wording, is listed in this package's
+ * README ("Conformance").
+ *
+ * 64-bit fields: MAP and UNMAP read virt_start, virt_end and phys_start as
+ * numbers, exact below 2^53. Where one is at or above 2^53 the request is
+ * read again as bigints and judged exactly (range, order, alignment); what
+ * passes is below 2^48 (input_range), where numbers are exact.
  */
 
 import type { VfioContainerPort } from '@vmstack/shm';
@@ -26,15 +39,24 @@ import {
   type ModelClock,
   type Mutex,
   PAGE_SIZE_BYTES,
-  VIRTIO_IOMMU_MAP_F_MASK,
+  readNegotiatedFeatures,
+  readU64Exact,
+  VIRTIO_IOMMU_ATTACH_F_BYPASS,
+  VIRTIO_IOMMU_F_BYPASS_CONFIG,
+  VIRTIO_IOMMU_F_DOMAIN_RANGE,
+  VIRTIO_IOMMU_F_INPUT_RANGE,
+  VIRTIO_IOMMU_F_MAP_UNMAP,
+  VIRTIO_IOMMU_F_MMIO,
+  VIRTIO_IOMMU_F_PROBE,
   VIRTIO_IOMMU_MAP_F_MMIO,
   VIRTIO_IOMMU_MAP_F_READ,
   VIRTIO_IOMMU_MAP_F_WRITE,
+  VIRTIO_IOMMU_PHYS_START_OFFSET,
   VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT,
   VIRTIO_IOMMU_RESV_MEM_T_MSI,
   VIRTIO_IOMMU_S_DEVERR,
+  VIRTIO_IOMMU_S_FAULT,
   VIRTIO_IOMMU_S_INVAL,
-  VIRTIO_IOMMU_S_IOERR,
   VIRTIO_IOMMU_S_NOENT,
   VIRTIO_IOMMU_S_NOMEM,
   VIRTIO_IOMMU_S_OK,
@@ -46,22 +68,44 @@ import {
   VIRTIO_IOMMU_T_PROBE,
   VIRTIO_IOMMU_T_UNMAP,
   VIRTIO_IOMMU_TAIL_BYTES,
+  VIRTIO_IOMMU_VIRT_END_OFFSET,
+  VIRTIO_IOMMU_VIRT_START_OFFSET,
+  type ViommuConfig,
+  type ViommuResvMem,
   VirtqueueDevice,
   VirtqueueError,
   type VirtqueueLayout,
+  viommuFeature,
   writeProbeProperties,
   writeTail,
+  writeViommuConfigPage,
 } from '@vmstack/shm';
 
 export const VIOMMU_DEVICE_MUTEX = 'viommu_dev->mutex';
+/** The x86 MSI doorbell window the PROBE's RESV_MEM (MSI) property reserves. */
 export const MSI_IOVA_BASE = 0xfee0_0000;
 export const MSI_IOVA_LENGTH = 0x10_0000;
 const ENOMEM = -12;
+const EFAULT = -14;
 const EEXIST = -17;
 const EINVAL = -22;
+const ENOSPC = -28;
+const TWO_POW_53 = 2 ** 53;
 
 /** page_size_mask: 4 KiB pages and every larger power of two (bits 12..63), as QEMU advertises with a 4 KiB host. */
 export const VIOMMU_PAGE_SIZE_MASK_DEFAULT = ~BigInt(PAGE_SIZE_BYTES - 1) & 0xffff_ffff_ffff_ffffn;
+/** input_range: the 48-bit IOVAs the host IOMMU translates (VT-d 4-level). */
+export const VIOMMU_INPUT_RANGE_DEFAULT = { start: 0n, end: 2n ** 48n - 1n };
+/** domain_range: 32-bit domain ids (QEMU's default). */
+export const VIOMMU_DOMAIN_RANGE_DEFAULT = { start: 0, end: 0xffff_ffff };
+/** The features the device offers: everything but F_BYPASS, which F_BYPASS_CONFIG supersedes (a device SHOULD NOT offer both). */
+export const VIOMMU_DEVICE_FEATURES_DEFAULT =
+  viommuFeature(VIRTIO_IOMMU_F_INPUT_RANGE) |
+  viommuFeature(VIRTIO_IOMMU_F_DOMAIN_RANGE) |
+  viommuFeature(VIRTIO_IOMMU_F_MAP_UNMAP) |
+  viommuFeature(VIRTIO_IOMMU_F_PROBE) |
+  viommuFeature(VIRTIO_IOMMU_F_MMIO) |
+  viommuFeature(VIRTIO_IOMMU_F_BYPASS_CONFIG);
 
 export interface ViommuDeviceConfig {
   /** the endpoint ids of the devices behind this virtio-iommu; no other endpoint exists */
@@ -69,6 +113,16 @@ export interface ViommuDeviceConfig {
   /** the config space's page_size_mask; its lowest set bit is the page granularity */
   pageSizeMask?: bigint;
   probeSizeBytes?: number;
+  /** input_range (default 48-bit) */
+  inputRange?: { start: bigint; end: bigint };
+  /** domain_range (default all u32) */
+  domainRange?: { start: number; end: number };
+  /** the features offered (default VIOMMU_DEVICE_FEATURES_DEFAULT) */
+  features?: number;
+  /** where the configuration page is in guest RAM (the driver reads it at probe); absent: every offered feature counts as negotiated */
+  configGpa?: number;
+  /** bytes of guest RAM a bypass domain maps one to one (default: all of it) */
+  guestRamBytes?: number;
   /** this device's mutex in the lock table (default `viommu_dev->mutex`; a VM with several virtio-iommus has one each) */
   mutexName?: string;
 }
@@ -103,6 +157,8 @@ export interface ViommuDeviceCounters {
   vfioMapDma: number;
   vfioUnmapDma: number;
   kicks: number;
+  /** MAPs refused because VFIO ran out of mappings or locked memory (-ENOSPC / -ENOMEM): answered NOMEM */
+  vfioNoResources: number;
 }
 
 export class VirtioIommuDevice {
@@ -114,13 +170,35 @@ export class VirtioIommuDevice {
   private readonly endpointIds: ReadonlySet<number>;
   /** the smallest page size in page_size_mask: MAP ranges must be aligned on it */
   private readonly pageGranuleBytes: number;
+  private readonly pageSizeMask: bigint;
   private readonly probeSizeBytes: number;
+  private readonly inputRange: { start: bigint; end: bigint };
+  /** input_range as numbers (its end rounds up above 2^53: compare with ≤ on exact values only) */
+  private readonly inputStart: number;
+  private readonly inputEnd: number;
+  private readonly domainRange: { start: number; end: number };
+  private readonly offered: number;
+  private readonly configGpa: number | null;
+  private readonly guestRamBytes: number;
+  /** the RESV_MEM regions of every endpoint (PROBE reports them; MAP may not overlap them) */
+  readonly resvMem: readonly ViommuResvMem[] = [{ subtype: VIRTIO_IOMMU_RESV_MEM_T_MSI, start: MSI_IOVA_BASE, end: MSI_IOVA_BASE + MSI_IOVA_LENGTH - 1 }];
   private readonly mutex: Mutex;
   /** per function: calls, model ns, bytes (the run's per-function profile) */
   readonly profile: Record<string, { calls: number; ns: number; selfNs: number; bytes: number }> = {};
   /** model ns spent in VFIO calls during the current request (not the VMM's own time) */
   private vfioNs = 0;
-  readonly counters: ViommuDeviceCounters = { attach: 0, detach: 0, map: 0, unmap: 0, probe: 0, errors: 0, vfioMapDma: 0, vfioUnmapDma: 0, kicks: 0 };
+  readonly counters: ViommuDeviceCounters = {
+    attach: 0,
+    detach: 0,
+    map: 0,
+    unmap: 0,
+    probe: 0,
+    errors: 0,
+    vfioMapDma: 0,
+    vfioUnmapDma: 0,
+    kicks: 0,
+    vfioNoResources: 0,
+  };
 
   constructor(
     private readonly mem: GuestMemory,
@@ -132,12 +210,39 @@ export class VirtioIommuDevice {
     config: ViommuDeviceConfig,
   ) {
     const mask = config.pageSizeMask ?? VIOMMU_PAGE_SIZE_MASK_DEFAULT;
-    if (mask <= 0n) throw new Error('virtio-iommu: page_size_mask must have a bit set');
+    // "The device MUST set at least one bit in page_size_mask"
+    if (mask <= 0n || mask >= 1n << 64n) throw new Error('virtio-iommu: page_size_mask must be a u64 with a bit set');
     this.pageGranuleBytes = Number(mask & -mask);
+    this.pageSizeMask = mask;
     this.endpointIds = new Set(config.endpointIds);
     this.probeSizeBytes = config.probeSizeBytes ?? VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT;
+    this.inputRange = config.inputRange ?? VIOMMU_INPUT_RANGE_DEFAULT;
+    this.inputStart = Number(this.inputRange.start);
+    this.inputEnd = Number(this.inputRange.end);
+    this.domainRange = config.domainRange ?? VIOMMU_DOMAIN_RANGE_DEFAULT;
+    this.offered = config.features ?? VIOMMU_DEVICE_FEATURES_DEFAULT;
+    this.configGpa = config.configGpa ?? null;
+    this.guestRamBytes = config.guestRamBytes ?? mem.u8.length;
+    if (this.configGpa !== null) writeViommuConfigPage(mem, this.configGpa, this.offered, this.config());
     this.vq = new VirtqueueDevice(mem, layout);
     this.mutex = locks.get(config.mutexName ?? VIOMMU_DEVICE_MUTEX);
+  }
+
+  /** struct virtio_iommu_config as the device presents it. */
+  config(): ViommuConfig {
+    return {
+      pageSizeMask: this.pageSizeMask,
+      inputRange: this.inputRange,
+      domainRange: this.domainRange,
+      probeSize: this.probeSizeBytes,
+      bypass: 0,
+    };
+  }
+
+  /** The features in force: what the driver accepted (of those offered), or every offered one without a configuration page. */
+  private negotiated(bit: number): boolean {
+    const f = this.configGpa === null ? this.offered : (readNegotiatedFeatures(this.mem, this.configGpa) ?? 0) & this.offered;
+    return (f & viommuFeature(bit)) !== 0;
   }
 
   /**
@@ -187,6 +292,13 @@ export class VirtioIommuDevice {
         }
         continue;
       }
+      if (req.type === VIRTIO_IOMMU_T_PROBE && !(this.offered & viommuFeature(VIRTIO_IOMMU_F_PROBE))) {
+        // "If the device does not offer the VIRTIO_IOMMU_F_PROBE feature ... SHOULD NOT write the buffer and SHOULD set the used length to zero."
+        this.counters.probe++;
+        this.counters.errors++;
+        this.vq.pushUsed(chain.head, 0);
+        continue;
+      }
       const reqStartNs = this.clock.nowNs();
       this.vfioNs = 0;
       this.mutex.lock(this.clock);
@@ -196,31 +308,25 @@ export class VirtioIommuDevice {
         switch (req.type) {
           case VIRTIO_IOMMU_T_ATTACH:
             this.counters.attach++;
-            status = req.reservedZero ? this.virtio_iommu_attach(req.domain, req.endpoint, (req.flags & 1) !== 0) : VIRTIO_IOMMU_S_INVAL;
+            status = req.reservedZero ? this.virtio_iommu_attach(req.domain, req.endpoint, req.flags) : VIRTIO_IOMMU_S_INVAL;
             break;
           case VIRTIO_IOMMU_T_DETACH:
+            // "The device MUST ignore reserved."
             this.counters.detach++;
-            status = req.reservedZero ? this.virtio_iommu_detach(req.domain, req.endpoint) : VIRTIO_IOMMU_S_INVAL;
+            status = this.virtio_iommu_detach(req.domain, req.endpoint);
             break;
           case VIRTIO_IOMMU_T_MAP:
             this.counters.map++;
-            status = this.virtio_iommu_map(req.domain, req.virtStart, req.virtEnd, req.physStart, req.flags);
+            status = this.virtio_iommu_map(req.domain, req.virtStart, req.virtEnd, req.physStart, req.flags, outSeg.gpa);
             break;
           case VIRTIO_IOMMU_T_UNMAP:
             this.counters.unmap++;
-            status = this.virtio_iommu_unmap(req.domain, req.virtStart, req.virtEnd);
+            status = this.virtio_iommu_unmap(req.domain, req.virtStart, req.virtEnd, outSeg.gpa);
             break;
           case VIRTIO_IOMMU_T_PROBE: {
             this.counters.probe++;
-            if (!this.endpointIds.has(req.endpoint)) {
-              status = VIRTIO_IOMMU_S_NOENT;
-            } else {
-              writeProbeProperties(this.mem, inSeg.gpa, this.probeSizeBytes, [
-                { subtype: VIRTIO_IOMMU_RESV_MEM_T_MSI, start: MSI_IOVA_BASE, end: MSI_IOVA_BASE + MSI_IOVA_LENGTH - 1 },
-              ]);
-              status = VIRTIO_IOMMU_S_OK;
-              written = inSeg.lenBytes;
-            }
+            status = this.virtio_iommu_probe(req.endpoint, inSeg.gpa);
+            if (status === VIRTIO_IOMMU_S_OK) written = inSeg.lenBytes;
             break;
           }
           default:
@@ -235,23 +341,34 @@ export class VirtioIommuDevice {
       e.calls++;
       e.ns += this.clock.nowNs() - reqStartNs;
       e.selfNs += this.clock.nowNs() - reqStartNs - this.vfioNs;
-      if (req.type === VIRTIO_IOMMU_T_MAP || req.type === VIRTIO_IOMMU_T_UNMAP) e.bytes += req.virtEnd - req.virtStart + 1;
+      if ((req.type === VIRTIO_IOMMU_T_MAP || req.type === VIRTIO_IOMMU_T_UNMAP) && status === VIRTIO_IOMMU_S_OK) e.bytes += req.virtEnd - req.virtStart + 1;
       writeTail(this.mem, tailGpa, status);
       this.vq.pushUsed(chain.head, written);
     }
     return handled;
   }
 
-  private virtio_iommu_attach(domainId: number, endpoint: number, bypass: boolean): number {
+  private virtio_iommu_attach(domainId: number, endpoint: number, flags: number): number {
+    // "If the device does not recognize a flags bit, it MUST reject the request": the bypass flag exists only with F_BYPASS_CONFIG
+    const known = this.negotiated(VIRTIO_IOMMU_F_BYPASS_CONFIG) ? VIRTIO_IOMMU_ATTACH_F_BYPASS : 0;
+    if (flags & ~known) return VIRTIO_IOMMU_S_INVAL;
     if (!this.endpointIds.has(endpoint)) return VIRTIO_IOMMU_S_NOENT;
-    const prev = this.endpoints.get(endpoint);
-    if (prev !== undefined && prev !== domainId) this.virtio_iommu_detach(prev, endpoint);
+    if (this.negotiated(VIRTIO_IOMMU_F_DOMAIN_RANGE) && (domainId < this.domainRange.start || domainId > this.domainRange.end)) return VIRTIO_IOMMU_S_RANGE;
+    const bypass = (flags & VIRTIO_IOMMU_ATTACH_F_BYPASS) !== 0;
     let d = this.domains.get(domainId);
+    if (d && d.bypass !== bypass) return VIRTIO_IOMMU_S_INVAL;
+    const prev = this.endpoints.get(endpoint);
+    if (prev === domainId) return VIRTIO_IOMMU_S_OK;
+    if (!d && bypass) {
+      // a bypass domain: guest RAM one to one through VFIO while an endpoint is attached (QEMU switches the endpoint to system memory)
+      const r = this.vfioMap(0, 0, this.guestRamBytes, VIRTIO_IOMMU_MAP_F_READ | VIRTIO_IOMMU_MAP_F_WRITE);
+      if (r !== VIRTIO_IOMMU_S_OK) return r;
+    }
+    // "the device SHOULD first detach it from that domain and attach it to the one identified by domain"
+    if (prev !== undefined) this.virtio_iommu_detach(prev, endpoint);
     if (!d) {
       d = { id: domainId, endpoints: new Set(), bypass, mappings: [] };
       this.domains.set(domainId, d);
-    } else if (d.bypass !== bypass) {
-      return VIRTIO_IOMMU_S_INVAL;
     }
     d.endpoints.add(endpoint);
     this.endpoints.set(endpoint, domainId);
@@ -265,50 +382,63 @@ export class VirtioIommuDevice {
     d.endpoints.delete(endpoint);
     this.endpoints.delete(endpoint);
     if (d.endpoints.size === 0) {
-      // the last endpoint leaves: the domain's mappings go with it
+      // the last endpoint leaves: the domain and its mappings go with it
+      if (d.bypass) this.vfioUnmap(0, this.guestRamBytes);
       for (const m of d.mappings) if (!(m.flags & VIRTIO_IOMMU_MAP_F_MMIO)) this.vfioUnmap(m.start, m.end - m.start + 1);
       this.domains.delete(domainId);
     }
     return VIRTIO_IOMMU_S_OK;
   }
 
-  private virtio_iommu_map(domainId: number, start: number, end: number, phys: number, flags: number): number {
+  private virtio_iommu_map(domainId: number, start: number, end: number, phys: number, flags: number, reqGpa: number): number {
+    if (!this.negotiated(VIRTIO_IOMMU_F_MAP_UNMAP)) return VIRTIO_IOMMU_S_UNSUPP;
+    // "If the device doesn't recognize a flags bit, it MUST reject the request": MMIO exists only with F_MMIO
+    const known = VIRTIO_IOMMU_MAP_F_READ | VIRTIO_IOMMU_MAP_F_WRITE | (this.negotiated(VIRTIO_IOMMU_F_MMIO) ? VIRTIO_IOMMU_MAP_F_MMIO : 0);
+    if (flags & ~known) return VIRTIO_IOMMU_S_INVAL;
     const d = this.domains.get(domainId);
     if (!d) return VIRTIO_IOMMU_S_NOENT;
-    if (flags & ~VIRTIO_IOMMU_MAP_F_MASK) return VIRTIO_IOMMU_S_INVAL;
-    if (end < start) return VIRTIO_IOMMU_S_INVAL;
     if (d.bypass) return VIRTIO_IOMMU_S_INVAL;
+    if (start >= TWO_POW_53 || end >= TWO_POW_53 || phys >= TWO_POW_53) return this.mapBeyond53(reqGpa);
+    if (end < start) return VIRTIO_IOMMU_S_INVAL;
+    if (start < this.inputStart || end > this.inputEnd) return VIRTIO_IOMMU_S_RANGE;
     const g = this.pageGranuleBytes;
     if (start % g !== 0 || phys % g !== 0 || (end + 1) % g !== 0) return VIRTIO_IOMMU_S_RANGE;
+    // "The device SHOULD reject a MAP request that overlaps a RESV_MEM region": refused as an existing mapping is
+    for (const r of this.resvMem) if (start <= r.end && end >= r.start) return VIRTIO_IOMMU_S_INVAL;
     const i = lowerBound(d.mappings, start);
     if ((i < d.mappings.length && d.mappings[i].start <= end) || (i > 0 && d.mappings[i - 1].end >= start)) return VIRTIO_IOMMU_S_INVAL;
     if (!(flags & VIRTIO_IOMMU_MAP_F_MMIO)) {
-      this.clock.charge(this.costs.vfioIoctlSyscallNs);
-      this.counters.vfioMapDma++;
-      const vfioStartNs = this.clock.nowNs();
-      const r = this.vfio.mapDma(
-        {
-          iova: start,
-          vaddr: phys,
-          sizeBytes: end - start + 1,
-          read: (flags & VIRTIO_IOMMU_MAP_F_READ) !== 0,
-          write: (flags & VIRTIO_IOMMU_MAP_F_WRITE) !== 0,
-        },
-        this.clock.nowNs(),
-      );
-      this.clock.syncTo(r.doneNs);
-      this.vfioNs += this.clock.nowNs() - vfioStartNs;
-      if (r.errno === ENOMEM) return VIRTIO_IOMMU_S_NOMEM;
-      if (r.errno === EEXIST || r.errno === EINVAL) return VIRTIO_IOMMU_S_INVAL;
-      if (r.errno !== 0) return VIRTIO_IOMMU_S_IOERR;
+      const r = this.vfioMap(start, phys, end - start + 1, flags);
+      if (r !== VIRTIO_IOMMU_S_OK) return r;
     }
     d.mappings.splice(i, 0, { start, end, phys, flags });
     return VIRTIO_IOMMU_S_OK;
   }
 
-  private virtio_iommu_unmap(domainId: number, start: number, end: number): number {
+  /** A MAP with a field at or above 2^53, judged on the exact values: never inside a 48-bit input range. */
+  private mapBeyond53(reqGpa: number): number {
+    const start = readU64Exact(this.mem, reqGpa + VIRTIO_IOMMU_VIRT_START_OFFSET);
+    const end = readU64Exact(this.mem, reqGpa + VIRTIO_IOMMU_VIRT_END_OFFSET);
+    const phys = readU64Exact(this.mem, reqGpa + VIRTIO_IOMMU_PHYS_START_OFFSET);
+    if (end < start) return VIRTIO_IOMMU_S_INVAL;
+    if (start < this.inputRange.start || end > this.inputRange.end) return VIRTIO_IOMMU_S_RANGE;
+    const g = BigInt(this.pageGranuleBytes);
+    if (start % g !== 0n || phys % g !== 0n || (end + 1n) % g !== 0n) return VIRTIO_IOMMU_S_RANGE;
+    // inside the input range with phys_start past guest RAM: no memory to map ("Bad address")
+    return VIRTIO_IOMMU_S_FAULT;
+  }
+
+  private virtio_iommu_unmap(domainId: number, start: number, end: number, reqGpa: number): number {
+    if (!this.negotiated(VIRTIO_IOMMU_F_MAP_UNMAP)) return VIRTIO_IOMMU_S_UNSUPP;
     const d = this.domains.get(domainId);
     if (!d) return VIRTIO_IOMMU_S_NOENT;
+    if (d.bypass) return VIRTIO_IOMMU_S_INVAL;
+    if (start >= TWO_POW_53 && end >= TWO_POW_53) {
+      // both rounded: order them exactly (nothing is mapped up there, so the request unmaps nothing)
+      const s = readU64Exact(this.mem, reqGpa + VIRTIO_IOMMU_VIRT_START_OFFSET);
+      const e = readU64Exact(this.mem, reqGpa + VIRTIO_IOMMU_VIRT_END_OFFSET);
+      return e < s ? VIRTIO_IOMMU_S_INVAL : VIRTIO_IOMMU_S_OK;
+    }
     if (end < start) return VIRTIO_IOMMU_S_INVAL;
     let i = lowerBound(d.mappings, start);
     // a mapping that starts before the range and reaches into it would be split
@@ -325,6 +455,58 @@ export class VirtioIommuDevice {
     }
     d.mappings.splice(lowerBound(d.mappings, start), j - lowerBound(d.mappings, start));
     return status;
+  }
+
+  /** PROBE: the endpoint's RESV_MEM properties (the MSI window), zero-filled to probe_size. */
+  private virtio_iommu_probe(endpoint: number, propertiesGpa: number): number {
+    if (!this.endpointIds.has(endpoint)) return VIRTIO_IOMMU_S_NOENT;
+    try {
+      writeProbeProperties(this.mem, propertiesGpa, this.probeSizeBytes, this.resvMem);
+    } catch (e) {
+      // "If the properties list is smaller than probe_size, the device SHOULD NOT write any property ... set status to VIRTIO_IOMMU_S_INVAL."
+      if (e instanceof RangeError) return VIRTIO_IOMMU_S_INVAL;
+      throw e;
+    }
+    return VIRTIO_IOMMU_S_OK;
+  }
+
+  /** VFIO_IOMMU_MAP_DMA for a MAP, its errno as a request status. */
+  private vfioMap(iova: number, phys: number, sizeBytes: number, flags: number): number {
+    this.clock.charge(this.costs.vfioIoctlSyscallNs);
+    this.counters.vfioMapDma++;
+    const vfioStartNs = this.clock.nowNs();
+    const r = this.vfio.mapDma(
+      { iova, vaddr: phys, sizeBytes, read: (flags & VIRTIO_IOMMU_MAP_F_READ) !== 0, write: (flags & VIRTIO_IOMMU_MAP_F_WRITE) !== 0 },
+      this.clock.nowNs(),
+    );
+    this.clock.syncTo(r.doneNs);
+    this.vfioNs += this.clock.nowNs() - vfioStartNs;
+    return this.statusOfVfioErrno(r.errno);
+  }
+
+  /**
+   * What the driver is told when VFIO refuses a map: out of mappings
+   * (dma_entry_limit, -ENOSPC) or of locked memory (RLIMIT_MEMLOCK, -ENOMEM)
+   * is NOMEM ("Insufficient resources"), a phys_start the VMM cannot pin
+   * (-EFAULT) is FAULT ("Bad address"), a clash VFIO sees (-EEXIST, -EINVAL)
+   * is INVAL, anything else DEVERR.
+   */
+  private statusOfVfioErrno(errno: number): number {
+    switch (errno) {
+      case 0:
+        return VIRTIO_IOMMU_S_OK;
+      case ENOMEM:
+      case ENOSPC:
+        this.counters.vfioNoResources++;
+        return VIRTIO_IOMMU_S_NOMEM;
+      case EFAULT:
+        return VIRTIO_IOMMU_S_FAULT;
+      case EEXIST:
+      case EINVAL:
+        return VIRTIO_IOMMU_S_INVAL;
+      default:
+        return VIRTIO_IOMMU_S_DEVERR;
+    }
   }
 
   private vfioUnmap(iova: number, sizeBytes: number): number {

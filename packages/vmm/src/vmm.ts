@@ -15,6 +15,7 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
   const locks = LockTable.attach(init.locks, self, control, init.spinLoads);
   const device = new VirtioIommuDevice(attachGuestMemory(init.guestRam), init.vqLayout, vfio, locks, clock, init.costs, {
     endpointIds: init.viommuEndpointIds,
+    configGpa: init.viommuConfigGpa,
     mutexName: init.deviceMutexName,
   });
   const vmState = new Int32Array(init.vmState);

@@ -14,8 +14,9 @@ import {
   VIRTIO_IOMMU_MAP_F_MMIO,
   VIRTIO_IOMMU_MAP_F_READ,
   VIRTIO_IOMMU_MAP_F_WRITE,
+  VIRTIO_IOMMU_S_DEVERR,
+  VIRTIO_IOMMU_S_FAULT,
   VIRTIO_IOMMU_S_INVAL,
-  VIRTIO_IOMMU_S_IOERR,
   VIRTIO_IOMMU_S_NOMEM,
   VIRTIO_IOMMU_S_OK,
   VIRTIO_IOMMU_T_ATTACH,
@@ -84,11 +85,14 @@ test('VFIO errors become virtio-iommu statuses, and a failed MAP is not recorded
     [-12, VIRTIO_IOMMU_S_NOMEM],
     [-17, VIRTIO_IOMMU_S_INVAL],
     [-22, VIRTIO_IOMMU_S_INVAL],
-    [-14, VIRTIO_IOMMU_S_IOERR],
+    [-14, VIRTIO_IOMMU_S_FAULT],
+    [-28, VIRTIO_IOMMU_S_NOMEM],
+    [-5, VIRTIO_IOMMU_S_DEVERR],
   ] as const) {
     s.vfio.mapErrno = errno;
     t.is(s.map(0x10_0000, PAGE, 0x10_0000, VIRTIO_IOMMU_MAP_F_READ).status, status, `errno ${errno}`);
   }
   t.is(s.device.mappingCount(), 0);
-  t.is(s.device.counters.vfioMapDma, 4);
+  t.is(s.device.counters.vfioMapDma, 6);
+  t.is(s.device.counters.vfioNoResources, 2, '-ENOMEM and -ENOSPC');
 });

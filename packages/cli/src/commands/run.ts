@@ -51,6 +51,8 @@ export interface RunArgs {
   alwaysBounceLimitAt?: string;
   /** as written; undefined: the pool's default */
   slotsPerClass?: string;
+  /** as written; undefined: vfio_iommu_type1's default (65535) */
+  dmaEntryLimit?: string;
   outputFormat: 'normal' | 'json' | 'json+';
   output?: string;
   /** an HTML run report (the topology, the jobs, the locks) to this file */
@@ -99,6 +101,7 @@ export function runOptionsOf(args: RunArgs): RunOptions {
   const slotsPerClass =
     a.slotsPerClass === undefined ? undefined : parseCount('--slots-per-class', a.slotsPerClass, 'a whole number of slots per size class, e.g. 1024');
   checkBounceOptions(a, alwaysBounceLimitBytes, slotsPerClass, profile.bounceEvictionPeriodNs);
+  const vfioDmaEntryLimit = a.dmaEntryLimit === undefined ? undefined : parseDmaEntryLimit(a.dmaEntryLimit);
   const alwaysBounceLimitSchedule = a.alwaysBounceLimitAt === undefined ? undefined : parseLimitSchedule(a.alwaysBounceLimitAt);
   if (alwaysBounceLimitSchedule && a.strategy !== 'bounce')
     throw new InputError('--always-bounce-limit-at', a.alwaysBounceLimitAt, `only with --strategy bounce (the pool's knob; --strategy is ${a.strategy})`);
@@ -133,6 +136,7 @@ export function runOptionsOf(args: RunArgs): RunOptions {
       alwaysBounceLimitBytes,
       alwaysBounceLimitSchedule,
       slotsPerClass,
+      vfioDmaEntryLimit,
       spinLoads: 2000,
       dilation: 1,
       ...(a.watchdogMs === undefined ? {} : { watchdogMs: a.watchdogMs }),
@@ -338,4 +342,12 @@ export function overlappingVerifyWarning(jobs: readonly FioJobSpec[]): string | 
     }
   }
   return null;
+}
+
+/** --dma-entry-limit: vfio_iommu_type1's dma_entry_limit module parameter (a uint). */
+function parseDmaEntryLimit(text: string): number {
+  const allowed = 'a whole number of DMA mappings per VFIO container from 1 to 4294967295 (vfio_iommu_type1 dma_entry_limit; default 65535)';
+  const n = parseCount('--dma-entry-limit', text, allowed);
+  if (n < 1 || n > 0xffff_ffff) throw new InputError('--dma-entry-limit', text, allowed);
+  return n;
 }

@@ -5,7 +5,7 @@
  * | from | what |
  * |------|------|
  * | 0 | 64 KiB reserved |
- * | 64 KiB, per virtio-iommu | its request virtqueue (128 entries), 64 request slots, then 4 KiB: the driver's shared slot word |
+ * | 64 KiB, per virtio-iommu | its request virtqueue (128 entries), 64 request slots, then 4 KiB: the driver's shared slot word, at +64 the device's configuration page |
  * | then, per drive (its coherent region) | admin SQ (4 KiB), admin CQ (4 KiB), identify page (4 KiB); per vCPU using the drive: I/O SQ (1024 × 64 B), I/O CQ (1024 × 16 B), one PRP list page per I/O slot |
  * | 2 MiB aligned | the swiotlb area (64 MiB), only for untrusted devices with strict or lazy |
  * | 2 MiB aligned | the page allocator's heap: fio's buffers, bounce buffers |
@@ -26,6 +26,8 @@ export interface ViommuLayout {
   vqLayout: VirtqueueLayout;
   viommuRequestAreaGpa: number;
   viommuSlotWordGpa: number;
+  /** the device's configuration page (features, struct virtio_iommu_config), 64 bytes into the slot word's page */
+  viommuConfigGpa: number;
 }
 
 /** One NVMe drive's coherent memory (mapped once, IOVA = GPA): admin queues, identify page, its I/O queues and PRP list pages. */
@@ -69,7 +71,7 @@ export function planGuestLayout(req: GuestLayoutRequest): GuestLayout {
     cursor = align(cursor + VIOMMU_REQUEST_SLOTS * VIOMMU_REQUEST_SLOT_BYTES, 4 * KiB);
     const viommuSlotWordGpa = cursor;
     cursor += 4 * KiB;
-    return { vqLayout, viommuRequestAreaGpa, viommuSlotWordGpa };
+    return { vqLayout, viommuRequestAreaGpa, viommuSlotWordGpa, viommuConfigGpa: viommuSlotWordGpa + 64 };
   });
   const devices = req.devices.map((d): DeviceLayout => {
     const coherentGpa = cursor;

@@ -133,7 +133,7 @@ function hostResult(vm: VmPlan, results: readonly unknown[], reg: VmRegions, hos
 
 /** What a bare-metal run reports for the VMM and VFIO it does not have: nothing happened there. */
 const NO_VMM: VmmWorkerResult = {
-  counters: { attach: 0, detach: 0, map: 0, unmap: 0, probe: 0, errors: 0, vfioMapDma: 0, vfioUnmapDma: 0, kicks: 0 },
+  counters: { attach: 0, detach: 0, map: 0, unmap: 0, probe: 0, errors: 0, vfioMapDma: 0, vfioUnmapDma: 0, kicks: 0, vfioNoResources: 0 },
   profile: {},
   mappingsLeft: 0,
   clockNs: 0,
@@ -317,6 +317,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
           vqLayout: x.layout.vqLayout,
           viommuRequestAreaGpa: x.layout.viommuRequestAreaGpa,
           viommuSlotWordGpa: x.layout.viommuSlotWordGpa,
+          viommuConfigGpa: x.layout.viommuConfigGpa,
           kickRing: reg.ring(x.kick[x.vcpus.indexOf(v)]),
           usedRing: reg.ring(x.used[x.vcpus.indexOf(v)]),
         })),
@@ -367,6 +368,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         deviceMutexName: x.mutexName,
         guestRam,
         vqLayout: x.layout.vqLayout,
+        viommuConfigGpa: x.layout.viommuConfigGpa,
         viommuEndpointIds: x.endpointIds,
         kickRings: x.kick.map(reg.ring),
         usedRings: x.used.map(reg.ring),

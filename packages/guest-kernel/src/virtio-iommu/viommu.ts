@@ -15,6 +15,15 @@
  * dma-iommu reaches it through `IommuDomainOps` (`viommu_domain_ops`): each
  * entry calls the `viommu_*` function of the same name; the IOTLB gather is
  * not used (an UNMAP is a queued request, sent by the next sync).
+ *
+ * Probe (`viommu_probe`, vCPU 0, once the VMM is up): reads the features
+ * the device offers from its configuration page, accepts those the Linux
+ * driver knows (MAP_UNMAP, INPUT_RANGE, DOMAIN_RANGE, PROBE, MMIO,
+ * BYPASS_CONFIG), refuses a device without MAP_UNMAP or without a page
+ * size, and reads page_size_mask, input_range (the domain aperture),
+ * domain_range and probe_size. `viommu_probe_endpoint` then sends a PROBE
+ * per endpoint before it is attached and returns the RESV_MEM regions,
+ * which dma-iommu keeps out of the IOVA allocator.
  */
 
 import {
@@ -24,9 +33,20 @@ import {
   type LockTable,
   type ModelClock,
   type Mutex,
+  readDeviceFeatures,
+  readProbeProperties,
   readTail,
+  readViommuConfig,
   requestSizeBytes,
   statusName,
+  VIRTIO_IOMMU_F_BYPASS_CONFIG,
+  VIRTIO_IOMMU_F_DOMAIN_RANGE,
+  VIRTIO_IOMMU_F_INPUT_RANGE,
+  VIRTIO_IOMMU_F_MAP_UNMAP,
+  VIRTIO_IOMMU_F_MMIO,
+  VIRTIO_IOMMU_F_PROBE,
+  VIRTIO_IOMMU_PROBE_FIXED_BYTES,
+  VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT,
   VIRTIO_IOMMU_S_OK,
   VIRTIO_IOMMU_T_ATTACH,
   VIRTIO_IOMMU_T_DETACH,
@@ -35,9 +55,12 @@ import {
   VIRTIO_IOMMU_T_UNMAP,
   VirtqueueDriver,
   type VirtqueueLayout,
+  viommuFeature,
   viommuGetWriteDescOffsetBytes,
   writeAttachRequest,
   writeDetachRequest,
+  writeDriverFeatures,
+  writeDriverOk,
   writeMapRequest,
   writeProbeRequest,
   writeUnmapRequest,
@@ -60,6 +83,37 @@ export interface ViommuTransport {
   kick(nowNs: number): number;
 }
 
+/** The feature bits the driver knows (Linux's virtio-iommu feature table). */
+export const VIOMMU_DRIVER_FEATURES =
+  viommuFeature(VIRTIO_IOMMU_F_MAP_UNMAP) |
+  viommuFeature(VIRTIO_IOMMU_F_INPUT_RANGE) |
+  viommuFeature(VIRTIO_IOMMU_F_DOMAIN_RANGE) |
+  viommuFeature(VIRTIO_IOMMU_F_PROBE) |
+  viommuFeature(VIRTIO_IOMMU_F_MMIO) |
+  viommuFeature(VIRTIO_IOMMU_F_BYPASS_CONFIG);
+
+/** What `viommu_probe` learnt of the device. */
+export interface ViommuProbed {
+  /** the negotiated features */
+  features: number;
+  pageSizeMask: bigint;
+  /** the domain aperture: input_range if negotiated, else the whole 64-bit space */
+  aperture: { start: bigint; end: bigint };
+  /** the domain ids the driver may use */
+  domains: { first: number; last: number };
+  /** bytes of PROBE properties; 0 without F_PROBE */
+  probeSizeBytes: number;
+  /** VIRTIO_IOMMU_MAP_F_* the driver may use */
+  mapFlags: number;
+}
+
+/** A RESV_MEM region a PROBE reported, inclusive. */
+export interface ViommuResvRegion {
+  subtype: number;
+  start: number;
+  end: number;
+}
+
 export interface ViommuCounters {
   map: number;
   unmap: number;
@@ -77,6 +131,8 @@ export class ViommuDriver implements IommuDomainOps {
   private readonly maxReqs: number;
   readonly counters: ViommuCounters = { map: 0, unmap: 0, attach: 0, detach: 0, probe: 0, kicks: 0 };
   private queuedFailures: string[] = [];
+  /** what the probe learnt; null until `viommu_probe` (or without a configuration page) */
+  probed: ViommuProbed | null = null;
 
   constructor(
     private readonly mem: GuestMemory,
@@ -92,6 +148,8 @@ export class ViommuDriver implements IommuDomainOps {
     private readonly profiler: Profiler,
     /** this virtio-iommu's request lock in `locks` (a VM with several virtio-iommus has one each) */
     requestLockName = VIOMMU_REQUEST_LOCK,
+    /** the device's configuration page in guest RAM; null: no negotiation (the device's defaults hold) */
+    private readonly configGpa: number | null = null,
   ) {
     // vCPU 0 probes the device and sets the queue up; the others join it on first use
     this.vqDriver = init ? VirtqueueDriver.init(mem, layout) : null;
@@ -105,15 +163,15 @@ export class ViommuDriver implements IommuDomainOps {
   }
 
   /** viommu_add_req: caller holds request_lock. */
-  private addReq(type: number, write: (gpa: number) => void): void {
+  private addReq(type: number, write: (gpa: number) => void, probeSizeBytes = VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT): void {
     this.clock.charge(this.costs.viommuRequestPrepareNs);
     if (this.vq.numFree < 2) this.syncLocked();
     const slot = this.slotWord[0] % this.maxReqs;
     this.slotWord[0] = (this.slotWord[0] + 1) % this.maxReqs;
     const gpa = this.requestAreaGpa + slot * VIOMMU_REQUEST_SLOT_BYTES;
     write(gpa);
-    const outLen = viommuGetWriteDescOffsetBytes(type);
-    const total = requestSizeBytes(type);
+    const outLen = viommuGetWriteDescOffsetBytes(type, probeSizeBytes);
+    const total = requestSizeBytes(type, probeSizeBytes);
     if (!this.vq.addBuf([{ gpa, lenBytes: outLen }], [{ gpa: gpa + outLen, lenBytes: total - outLen }], slot))
       throw new Error('virtio-iommu: request queue full after a sync');
   }
@@ -131,17 +189,22 @@ export class ViommuDriver implements IommuDomainOps {
       if (!used) break;
       const gpa = this.requestAreaGpa + used.token * VIOMMU_REQUEST_SLOT_BYTES;
       const type = this.mem.u8[gpa];
-      const tailGpa = gpa + requestSizeBytes(type) - 4;
+      const tailGpa = gpa + requestSizeBytes(type, this.probed?.probeSizeBytes || VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT) - 4;
+      // "When a device uses a buffer without having written to it (i.e. used length is zero), the driver SHOULD interpret it as a request failure."
+      if (used.lenBytes === 0) {
+        this.queuedFailures.push(`request type ${type}: returned unwritten (used length 0)`);
+        continue;
+      }
       const status = readTail(this.mem, tailGpa);
       if (status !== VIRTIO_IOMMU_S_OK) this.queuedFailures.push(`request type ${type}: ${statusName(status)}`);
     }
     this.profiler.exit('viommu_sync_req');
   }
 
-  private sendSync(type: number, write: (gpa: number) => void): void {
+  private sendSync(type: number, write: (gpa: number) => void, probeSizeBytes?: number): void {
     this.lock.lock(this.clock);
     try {
-      this.addReq(type, write);
+      this.addReq(type, write, probeSizeBytes);
       this.syncLocked();
     } finally {
       this.lock.unlock(this.clock);
@@ -158,6 +221,9 @@ export class ViommuDriver implements IommuDomainOps {
   }
 
   viommu_attach_dev(domain: number, endpoint: number): void {
+    // viommu_domain_finalise: ida_alloc_range(first_domain, last_domain) has no id outside domain_range
+    if (this.probed && (domain < this.probed.domains.first || domain > this.probed.domains.last))
+      throw new Error(`virtio-iommu: domain ${domain} is outside the device's domain_range [${this.probed.domains.first}, ${this.probed.domains.last}]`);
     this.counters.attach++;
     this.sendSync(VIRTIO_IOMMU_T_ATTACH, (gpa) => writeAttachRequest(this.mem, gpa, { domain, endpoint, flags: 0 }));
   }
@@ -167,9 +233,58 @@ export class ViommuDriver implements IommuDomainOps {
     this.sendSync(VIRTIO_IOMMU_T_DETACH, (gpa) => writeDetachRequest(this.mem, gpa, { domain, endpoint }));
   }
 
-  viommu_probe_endpoint(endpoint: number): void {
+  /**
+   * viommu_probe: negotiate features through the configuration page and
+   * read the configuration (vCPU 0, once the device exists). Throws, as the
+   * driver's probe fails, for a device without MAP_UNMAP or page sizes.
+   */
+  viommu_probe(): ViommuProbed {
+    if (this.probed) return this.probed;
+    if (this.configGpa === null) throw new Error('virtio-iommu: no configuration page to probe');
+    const offered = readDeviceFeatures(this.mem, this.configGpa);
+    const features = offered & VIOMMU_DRIVER_FEATURES;
+    const has = (bit: number) => (features & viommuFeature(bit)) !== 0;
+    // "Drivers verify that devices set VIRTIO_IOMMU_F_MAP_UNMAP and fail gracefully if they don't."
+    if (!has(VIRTIO_IOMMU_F_MAP_UNMAP)) throw new Error('virtio-iommu: the device does not offer VIRTIO_IOMMU_F_MAP_UNMAP');
+    const cfg = readViommuConfig(this.mem, this.configGpa);
+    if (cfg.pageSizeMask === 0n) throw new Error('virtio-iommu: the device presents no page size (page_size_mask 0)');
+    writeDriverFeatures(this.mem, this.configGpa, features);
+    const probeSizeBytes = has(VIRTIO_IOMMU_F_PROBE) ? cfg.probeSize : 0;
+    if (VIRTIO_IOMMU_PROBE_FIXED_BYTES + probeSizeBytes + 4 > VIOMMU_REQUEST_SLOT_BYTES || probeSizeBytes % 8 !== 0)
+      throw new Error(`virtio-iommu: probe_size ${probeSizeBytes} does not fit a ${VIOMMU_REQUEST_SLOT_BYTES}-byte request slot`);
+    this.probed = {
+      features,
+      pageSizeMask: cfg.pageSizeMask,
+      aperture: has(VIRTIO_IOMMU_F_INPUT_RANGE) ? cfg.inputRange : { start: 0n, end: 2n ** 64n - 1n },
+      domains: has(VIRTIO_IOMMU_F_DOMAIN_RANGE) ? { first: cfg.domainRange.start, last: cfg.domainRange.end } : { first: 0, last: 0xffff_ffff },
+      probeSizeBytes,
+      mapFlags: 1 | 2 | (has(VIRTIO_IOMMU_F_MMIO) ? 4 : 0),
+    };
+    writeDriverOk(this.mem, this.configGpa);
+    return this.probed;
+  }
+
+  /**
+   * viommu_probe_endpoint: PROBE the endpoint (only with F_PROBE) and return
+   * its RESV_MEM regions (viommu_add_resv_mem), which the caller reserves in
+   * the IOVA domain. An unknown subtype counts as RESERVED, as the spec says.
+   */
+  viommu_probe_endpoint(endpoint: number): ViommuResvRegion[] {
+    const probeSize = this.probed ? this.probed.probeSizeBytes : VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT;
+    if (probeSize === 0) return [];
     this.counters.probe++;
-    this.sendSync(VIRTIO_IOMMU_T_PROBE, (gpa) => writeProbeRequest(this.mem, gpa, { endpoint }));
+    let reqGpa = 0;
+    this.sendSync(
+      VIRTIO_IOMMU_T_PROBE,
+      (gpa) => {
+        reqGpa = gpa;
+        writeProbeRequest(this.mem, gpa, { endpoint }, probeSize);
+      },
+      probeSize,
+    );
+    return readProbeProperties(this.mem, reqGpa + VIRTIO_IOMMU_PROBE_FIXED_BYTES, probeSize).flatMap((p) =>
+      p.kind === 'resv-mem' ? [{ subtype: p.subtype, start: p.start, end: p.end }] : [],
+    );
   }
 
   /** viommu_map_pages: one MAP for a physically contiguous run. */

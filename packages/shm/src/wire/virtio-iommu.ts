@@ -371,10 +371,11 @@ export type ViommuRequest =
       type: 'reject';
       rawType: number;
       /**
-       * what to answer in the tail: UNSUPP for an unknown type (as QEMU
-       * does), INVAL for a request too short for its type; null when the
-       * device-writable part cannot even hold a tail — then return the
-       * buffer unwritten, used length 0 (spec §5.13.6)
+       * what to answer in the tail: INVAL for a request too short for its
+       * type; null for an unknown type (QEMU answers UNSUPP; the spec says
+       * the buffer goes back unwritten) and when the device-writable part
+       * cannot even hold a tail — then return the buffer unwritten, used
+       * length 0 (spec §5.13.6)
        */
       status: number | null;
       reason: string;
@@ -399,8 +400,9 @@ export function decodeRequest(
     return { type: 'reject', rawType, status: null, reason: `device-writable part of ${inLenBytes} bytes cannot hold the tail` };
   if (outLenBytes < VIRTIO_IOMMU_HEAD_BYTES)
     return { type: 'reject', rawType, status: VIRTIO_IOMMU_S_INVAL, reason: `device-readable part of ${outLenBytes} bytes cannot hold the head` };
+  // "If a request type is not recognized, the device SHOULD NOT write the buffer and SHOULD set the used length to zero."
   if (rawType < VIRTIO_IOMMU_T_ATTACH || rawType > VIRTIO_IOMMU_T_PROBE)
-    return { type: 'reject', rawType, status: VIRTIO_IOMMU_S_UNSUPP, reason: `unknown request type ${rawType}` };
+    return { type: 'reject', rawType, status: null, reason: `unknown request type ${rawType}` };
   const needOut = viommuGetWriteDescOffsetBytes(rawType, probeSizeBytes);
   const needIn = requestSizeBytes(rawType, probeSizeBytes) - needOut;
   if (outLenBytes < needOut || inLenBytes < needIn) {
@@ -423,4 +425,198 @@ export function decodeRequest(
     default:
       return { type: VIRTIO_IOMMU_T_PROBE, ...readProbeRequest(mem, outGpa) };
   }
+}
+
+// ---------------------------------------------------------------- exact u64
+
+/** A u64 field exactly, as a bigint (for the rare value at or above 2^53, where `readU64` rounds). */
+export function readU64Exact(mem: GuestMemory, gpa: number): bigint {
+  return mem.dv.getBigUint64(gpa, true);
+}
+
+/** Byte offsets of MAP / UNMAP's u64 fields in the device-readable part. */
+export const VIRTIO_IOMMU_VIRT_START_OFFSET = 8;
+export const VIRTIO_IOMMU_VIRT_END_OFFSET = 16;
+export const VIRTIO_IOMMU_PHYS_START_OFFSET = 24;
+
+// ---------------------------------------------------------------- feature bits and config space
+
+/**
+ * Feature bits (virtio 1.2 §5.13.3). The device offers them in
+ * `device_feature`; the driver writes the ones it accepts to
+ * `driver_feature` and sets FEATURES_OK.
+ */
+export const VIRTIO_IOMMU_F_INPUT_RANGE = 0;
+export const VIRTIO_IOMMU_F_DOMAIN_RANGE = 1;
+export const VIRTIO_IOMMU_F_MAP_UNMAP = 2;
+export const VIRTIO_IOMMU_F_BYPASS = 3;
+export const VIRTIO_IOMMU_F_PROBE = 4;
+export const VIRTIO_IOMMU_F_MMIO = 5;
+export const VIRTIO_IOMMU_F_BYPASS_CONFIG = 6;
+
+/** device_status bits (virtio 1.2 §2.1). */
+export const VIRTIO_CONFIG_S_ACKNOWLEDGE = 1;
+export const VIRTIO_CONFIG_S_DRIVER = 2;
+export const VIRTIO_CONFIG_S_DRIVER_OK = 4;
+export const VIRTIO_CONFIG_S_FEATURES_OK = 8;
+
+/** The mask of one feature bit (bits 0–31: the device-specific ones live there). */
+export function viommuFeature(bit: number): number {
+  return 1 << bit;
+}
+
+/**
+ * The virtio-iommu's configuration, as the device presents it and the
+ * driver reads it (struct virtio_iommu_config, 40 bytes).
+ */
+export interface ViommuConfig {
+  /** supported page sizes; the lowest set bit is the granularity */
+  pageSizeMask: bigint;
+  /** the IOVAs the device translates, inclusive (F_INPUT_RANGE) */
+  inputRange: { start: bigint; end: bigint };
+  /** the domain ids the device accepts, inclusive (F_DOMAIN_RANGE) */
+  domainRange: { start: number; end: number };
+  /** bytes of properties in a PROBE request (F_PROBE) */
+  probeSize: number;
+  /** 1: endpoints not attached to a domain are in bypass mode (F_BYPASS_CONFIG) */
+  bypass: number;
+}
+
+/**
+ * The page the driver and the device share for configuration: the subset
+ * of the virtio-pci common configuration a driver uses to negotiate
+ * features, then the device-specific configuration. In a real machine
+ * this is the device's BAR, read and written by the driver through
+ * MMIO; here it is a page of guest RAM set aside for it, written by the
+ * device when the VMM creates it and read by the driver at probe.
+ * | offset | size | field |
+ * |---|---|---|
+ * | 0  | 4 | device_feature, bits 0–31 (written by the device) |
+ * | 4  | 4 | driver_feature, bits 0–31 (written by the driver) |
+ * | 8  | 4 | device_status (driver: ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK) |
+ * | 16 | 8 | page_size_mask u64 |
+ * | 24 | 8 | input_range.start u64 |
+ * | 32 | 8 | input_range.end u64 |
+ * | 40 | 4 | domain_range.start u32 |
+ * | 44 | 4 | domain_range.end u32 |
+ * | 48 | 4 | probe_size u32 |
+ * | 52 | 1 | bypass u8 (0 or 1) |
+ * | 53 | 3 | reserved |
+ */
+export const VIOMMU_CONFIG_PAGE_BYTES = 64;
+const CFG_DEVICE_FEATURE = 0;
+const CFG_DRIVER_FEATURE = 4;
+const CFG_STATUS = 8;
+const CFG_DEVICE = 16;
+
+/** Device side: present `features` and `config` (before the driver probes). */
+export function writeViommuConfigPage(mem: GuestMemory, gpa: number, features: number, config: ViommuConfig): void {
+  mem.u8.fill(0, gpa, gpa + VIOMMU_CONFIG_PAGE_BYTES);
+  const dv = mem.dv;
+  dv.setUint32(gpa + CFG_DEVICE_FEATURE, features >>> 0, true);
+  const c = gpa + CFG_DEVICE;
+  dv.setBigUint64(c, config.pageSizeMask, true);
+  dv.setBigUint64(c + 8, config.inputRange.start, true);
+  dv.setBigUint64(c + 16, config.inputRange.end, true);
+  dv.setUint32(c + 24, config.domainRange.start, true);
+  dv.setUint32(c + 28, config.domainRange.end, true);
+  dv.setUint32(c + 32, config.probeSize, true);
+  if (config.bypass !== 0 && config.bypass !== 1) throw new RangeError(`virtio-iommu config bypass ${config.bypass} is not 0 or 1`);
+  mem.u8[c + 36] = config.bypass;
+}
+
+/** Driver side: the device-specific configuration. */
+export function readViommuConfig(mem: GuestMemory, gpa: number): ViommuConfig {
+  const dv = mem.dv;
+  const c = gpa + CFG_DEVICE;
+  return {
+    pageSizeMask: dv.getBigUint64(c, true),
+    inputRange: { start: dv.getBigUint64(c + 8, true), end: dv.getBigUint64(c + 16, true) },
+    domainRange: { start: dv.getUint32(c + 24, true), end: dv.getUint32(c + 28, true) },
+    probeSize: dv.getUint32(c + 32, true),
+    bypass: mem.u8[c + 36],
+  };
+}
+
+/** Driver side: the features the device offers. */
+export function readDeviceFeatures(mem: GuestMemory, gpa: number): number {
+  return mem.dv.getUint32(gpa + CFG_DEVICE_FEATURE, true);
+}
+
+/** Driver side: accept `features` (a subset of the offer) and set FEATURES_OK; the device reads them with `readNegotiatedFeatures`. */
+export function writeDriverFeatures(mem: GuestMemory, gpa: number, features: number): void {
+  const i32 = new Int32Array(mem.u8.buffer as SharedArrayBuffer, gpa, 4);
+  Atomics.store(i32, CFG_DRIVER_FEATURE / 4, features | 0);
+  Atomics.or(i32, CFG_STATUS / 4, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+}
+
+/** Driver side: the device may be used (DRIVER_OK). */
+export function writeDriverOk(mem: GuestMemory, gpa: number): void {
+  Atomics.or(new Int32Array(mem.u8.buffer as SharedArrayBuffer, gpa, 4), CFG_STATUS / 4, VIRTIO_CONFIG_S_DRIVER_OK);
+}
+
+/** Device side: device_status. */
+export function readDeviceStatus(mem: GuestMemory, gpa: number): number {
+  return Atomics.load(new Int32Array(mem.u8.buffer as SharedArrayBuffer, gpa, 4), CFG_STATUS / 4);
+}
+
+/** Device side: the features the driver accepted, or null before FEATURES_OK. */
+export function readNegotiatedFeatures(mem: GuestMemory, gpa: number): number | null {
+  const i32 = new Int32Array(mem.u8.buffer as SharedArrayBuffer, gpa, 4);
+  if ((Atomics.load(i32, CFG_STATUS / 4) & VIRTIO_CONFIG_S_FEATURES_OK) === 0) return null;
+  return Atomics.load(i32, CFG_DRIVER_FEATURE / 4) >>> 0;
+}
+
+// ---------------------------------------------------------------- fault reports (event queue)
+
+/**
+ * struct virtio_iommu_fault (24 B), written by the device into a buffer the
+ * driver left on the event queue:
+ * | offset | size | field |
+ * |---|---|---|
+ * | 0  | 1 | reason: 0 UNKNOWN, 1 DOMAIN, 2 MAPPING |
+ * | 1  | 3 | reserved (zero) |
+ * | 4  | 4 | flags: READ 1, WRITE 2, ADDRESS 0x100 (address is valid) |
+ * | 8  | 4 | endpoint u32 |
+ * | 12 | 4 | reserved1 (zero) |
+ * | 16 | 8 | address u64 |
+ */
+export const VIRTIO_IOMMU_FAULT_R_UNKNOWN = 0;
+export const VIRTIO_IOMMU_FAULT_R_DOMAIN = 1;
+export const VIRTIO_IOMMU_FAULT_R_MAPPING = 2;
+export const VIRTIO_IOMMU_FAULT_F_READ = 1;
+export const VIRTIO_IOMMU_FAULT_F_WRITE = 2;
+export const VIRTIO_IOMMU_FAULT_F_ADDRESS = 0x100;
+export const VIRTIO_IOMMU_FAULT_BYTES = 24;
+
+export interface ViommuFault {
+  reason: number;
+  flags: number;
+  endpoint: number;
+  address: number;
+}
+
+/** Device side: write a fault report (reserved fields zero, undefined flags cleared). */
+export function writeFault(mem: GuestMemory, gpa: number, f: ViommuFault): void {
+  mem.u8.fill(0, gpa, gpa + VIRTIO_IOMMU_FAULT_BYTES);
+  mem.u8[gpa] = f.reason;
+  mem.dv.setUint32(gpa + 4, f.flags & (VIRTIO_IOMMU_FAULT_F_READ | VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_ADDRESS), true);
+  mem.dv.setUint32(gpa + 8, checkU32(f.endpoint, 'fault endpoint'), true);
+  writeU64(mem.dv, gpa + 16, f.address, 'virtio-iommu fault address');
+}
+
+/**
+ * Driver side (viommu_fault_handler): the report, or null when a reserved
+ * byte is set (the driver MUST ignore such a report). An unknown reason
+ * reads as UNKNOWN; undefined flags and reserved1 are ignored.
+ */
+export function readFault(mem: GuestMemory, gpa: number): ViommuFault | null {
+  if (!allZero(mem.u8, gpa + 1, 3)) return null;
+  const reason = mem.u8[gpa];
+  return {
+    reason: reason <= VIRTIO_IOMMU_FAULT_R_MAPPING ? reason : VIRTIO_IOMMU_FAULT_R_UNKNOWN,
+    flags: mem.dv.getUint32(gpa + 4, true) & (VIRTIO_IOMMU_FAULT_F_READ | VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_ADDRESS),
+    endpoint: mem.dv.getUint32(gpa + 8, true),
+    address: readU64(mem.dv, gpa + 16),
+  };
 }

@@ -14,6 +14,7 @@ import {
   LockTable,
   loadProfile,
   ModelClock,
+  readDeviceFeatures,
   readTail,
   requestSizeBytes,
   type VfioContainerPort,
@@ -22,6 +23,7 @@ import {
   VirtqueueDriver,
   viommuGetWriteDescOffsetBytes,
   virtqueueLayout,
+  writeDriverFeatures,
 } from '@vmstack/shm';
 import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '../../src/index.js';
 
@@ -38,6 +40,7 @@ export type VfioCall = ['map', VfioMapDmaArgs] | ['unmap', VfioUnmapDmaArgs];
 export class FakeVfio implements VfioContainerPort {
   readonly calls: VfioCall[] = [];
   mapErrno = 0;
+  unmapErrno = 0;
   constructor(private readonly hostNs: number) {}
   mapDma(args: VfioMapDmaArgs, nowNs: number) {
     this.calls.push(['map', { ...args }]);
@@ -45,12 +48,14 @@ export class FakeVfio implements VfioContainerPort {
   }
   unmapDma(args: VfioUnmapDmaArgs, nowNs: number) {
     this.calls.push(['unmap', { ...args }]);
-    return { errno: 0, unmappedBytes: args.sizeBytes, doneNs: nowNs + this.hostNs };
+    return { errno: this.unmapErrno, unmappedBytes: this.unmapErrno ? 0 : args.sizeBytes, doneNs: nowNs + this.hostNs };
   }
 }
 
 export interface RequestOutcome {
   status: number;
+  /** the used length the device returned (0: the buffer came back unwritten) */
+  usedBytes: number;
   calls: VfioCall[];
   elapsedNs: number;
 }
@@ -63,26 +68,54 @@ export interface ViommuRig {
   request(type: number, write: (gpa: number) => void): RequestOutcome;
 }
 
-export function viommuRig(o: { endpointIds: number[]; pageSizeMask?: bigint; hostNs: number }): ViommuRig {
+/** Where the rig's configuration page is, when a test asks for one. */
+export const CONFIG_GPA = 0xf000;
+
+export interface ViommuRigOptions {
+  endpointIds: number[];
+  pageSizeMask?: bigint;
+  hostNs: number;
+  /** the features the device offers (default: the device's) */
+  features?: number;
+  /** the features the driver accepts: the rig then gives the device a configuration page and negotiates through it */
+  driverFeatures?: number;
+  probeSizeBytes?: number;
+  domainRange?: { start: number; end: number };
+}
+
+export function viommuRig(o: ViommuRigOptions): ViommuRig {
   const mem = attachGuestMemory(new SharedArrayBuffer(GUEST_RAM_BYTES));
   const layout = virtqueueLayout(VQ_ENTRIES, VQ_GPA);
   const driver = VirtqueueDriver.init(mem, layout);
   const locks = LockTable.attach(LockTable.allocate([{ name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' }]), 0);
   const vfio = new FakeVfio(o.hostNs);
   const clock = new ModelClock('virtual');
-  const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, profile, { endpointIds: o.endpointIds, pageSizeMask: o.pageSizeMask });
+  const withConfig = o.driverFeatures !== undefined;
+  const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, profile, {
+    endpointIds: o.endpointIds,
+    pageSizeMask: o.pageSizeMask,
+    features: o.features,
+    probeSizeBytes: o.probeSizeBytes,
+    domainRange: o.domainRange,
+    configGpa: withConfig ? CONFIG_GPA : undefined,
+    guestRamBytes: GUEST_RAM_BYTES,
+  });
+  if (withConfig) writeDriverFeatures(mem, CONFIG_GPA, (o.driverFeatures ?? 0) & readDeviceFeatures(mem, CONFIG_GPA));
+  const probeSize = o.probeSizeBytes;
   let kickNs = 0;
   const request = (type: number, write: (gpa: number) => void): RequestOutcome => {
-    const out = viommuGetWriteDescOffsetBytes(type);
-    const inLen = requestSizeBytes(type) - out;
+    const known = type >= 1 && type <= 5;
+    const out = known ? viommuGetWriteDescOffsetBytes(type, probeSize) : 8;
+    const inLen = known ? requestSizeBytes(type, probeSize) - out : 4;
     write(REQ_GPA);
     if (!driver.addBuf([{ gpa: REQ_GPA, lenBytes: out }], [{ gpa: REQ_GPA + out, lenBytes: inLen }], 1)) throw new Error('queue full');
     driver.publish();
     kickNs += KICK_INTERVAL_NS;
     const before = vfio.calls.length;
     device.virtio_iommu_handle_command(kickNs);
-    if (!driver.getBuf()) throw new Error('the device returned nothing');
-    return { status: readTail(mem, REQ_GPA + out + inLen - 4), calls: vfio.calls.slice(before), elapsedNs: clock.nowNs() - kickNs };
+    const used = driver.getBuf();
+    if (!used) throw new Error('the device returned nothing');
+    return { status: readTail(mem, REQ_GPA + out + inLen - 4), usedBytes: used.lenBytes, calls: vfio.calls.slice(before), elapsedNs: clock.nowNs() - kickNs };
   };
   return { mem, device, vfio, request };
 }
