@@ -28,7 +28,14 @@
 
 import { asGpa, asIova, IOMMU_READ, IOMMU_WRITE, type Iova, type ModelClock, PAGE_SIZE_BYTES } from '@vmstack/shm';
 import { BouncePool, type BounceSlot, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDirection, type DmaSegment, type FallbackBuffer } from './iommu/bounce-pool.js';
-import { type IommuDomainOps, type IommuIotlbGather, iommu_iotlb_gather_init, iommu_iotlb_sync, newIotlbGather } from './iommu/domain-ops.js';
+import {
+  type IommuDomainOps,
+  type IommuIotlbGather,
+  IommuMapNoMemError,
+  iommu_iotlb_gather_init,
+  iommu_iotlb_sync,
+  newIotlbGather,
+} from './iommu/domain-ops.js';
 import type { FlushQueue } from './iommu/flush-queue.js';
 import { type IovaDomain, iommu_dma_iova_len } from './iommu/iova.js';
 import type { Swiotlb } from './iommu/swiotlb.js';
@@ -74,6 +81,8 @@ export interface DmaCounters {
   strictMappings: number;
   perSegmentMaps: number;
   swiotlbBounces: number;
+  /** maps the IOMMU driver refused for want of resources (-ENOMEM), unwound and left to the caller to retry */
+  mapNoMem: number;
 }
 
 export interface DmaIommuDeps {
@@ -91,7 +100,7 @@ export interface DmaIommuDeps {
 }
 
 export class DmaIommu {
-  readonly counters: DmaCounters = { mapCalls: 0, unmapCalls: 0, bouncedMappings: 0, strictMappings: 0, perSegmentMaps: 0, swiotlbBounces: 0 };
+  readonly counters: DmaCounters = { mapCalls: 0, unmapCalls: 0, bouncedMappings: 0, strictMappings: 0, perSegmentMaps: 0, swiotlbBounces: 0, mapNoMem: 0 };
 
   constructor(
     readonly strategy: DmaStrategy,
@@ -123,12 +132,18 @@ export class DmaIommu {
     this.clock.charge(this.costs.iommuDmaMapCallNs + segments.length * this.costs.iommuDmaSgPerSegmentNs);
     const pool = this.d.pool;
     let fn: string;
-    if (this.strategy === 'bounce' && pool && (this.d.untrusted || attrs.persistentStreaming || pool.shouldBounce(totalBytes, true))) {
-      fn = this.mapBounced(m, pool, attrs.persistentStreaming === true);
-    } else if (this.d.untrusted) {
-      fn = this.mapPerSegment(m);
-    } else {
-      fn = this.mapRange(m);
+    try {
+      if (this.strategy === 'bounce' && pool && (this.d.untrusted || attrs.persistentStreaming || pool.shouldBounce(totalBytes, true))) {
+        fn = this.mapBounced(m, pool, attrs.persistentStreaming === true);
+      } else if (this.d.untrusted) {
+        fn = this.mapPerSegment(m);
+      } else {
+        fn = this.mapRange(m);
+      }
+    } catch (e) {
+      // a refused map (IommuMapNoMemError) returns to the caller: the profiled call ends here
+      this.profiler.exit(segments.length === 1 ? 'iommu_dma_map_page' : 'iommu_dma_map_sg', totalBytes);
+      throw e;
     }
     this.profiler.exit(fn, totalBytes);
     return m;
@@ -194,21 +209,29 @@ export class DmaIommu {
     let runGpa = asGpa(first.gpa - offset);
     let runBytes = 0;
     let next: number = runGpa;
-    for (const s of m.segments) {
-      const segStart = s.gpa - (s.gpa % PAGE_SIZE_BYTES);
-      const segBytes = Math.ceil(((s.gpa % PAGE_SIZE_BYTES) + s.lenBytes) / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
-      if (segStart !== next && runBytes > 0) {
-        this.d.iommu!.map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
-        runIova = asIova(runIova + runBytes);
-        runGpa = asGpa(segStart);
-        runBytes = 0;
+    try {
+      for (const s of m.segments) {
+        const segStart = s.gpa - (s.gpa % PAGE_SIZE_BYTES);
+        const segBytes = Math.ceil(((s.gpa % PAGE_SIZE_BYTES) + s.lenBytes) / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
+        if (segStart !== next && runBytes > 0) {
+          this.d.iommu!.map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
+          runIova = asIova(runIova + runBytes);
+          runGpa = asGpa(segStart);
+          runBytes = 0;
+        }
+        if (runBytes === 0) runGpa = asGpa(segStart);
+        runBytes += segBytes;
+        next = segStart + segBytes;
       }
-      if (runBytes === 0) runGpa = asGpa(segStart);
-      runBytes += segBytes;
-      next = segStart + segBytes;
+      this.d.iommu!.map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
+      runIova = asIova(runIova + runBytes);
+      this.d.iommu!.iotlb_sync_map(this.d.domain, iova, pages * PAGE_SIZE_BYTES);
+    } catch (e) {
+      if (!(e instanceof IommuMapNoMemError)) throw e;
+      // a failed map_pages leaves the runs before it mapped; a failed iotlb_sync_map (batched MAPs) may leave any of them
+      this.unwindFailedMap(pfn, pages, runIova - iova);
+      throw e;
     }
-    this.d.iommu!.map_pages(this.d.domain, runIova, runGpa, runBytes, read, write);
-    this.d.iommu!.iotlb_sync_map(this.d.domain, iova, pages * PAGE_SIZE_BYTES);
     m.kind = 'iommu';
     m.iovaRanges.push({ pfn, pages, swiotlb: -1, mapBytes: pages * PAGE_SIZE_BYTES, offset });
     m.dmaSegments = [{ dmaAddr: asIova(iova + offset), lenBytes: m.totalBytes }];
@@ -307,6 +330,21 @@ export class DmaIommu {
       this.d.iovad!.free_iova_fast(r.pfn, iommu_dma_iova_len(r.pages), this.clock);
     }
     return 'io_bounce_buffers_unmap_sg';
+  }
+
+  /**
+   * A map the IOMMU driver refused for want of resources: iommu_map unmaps
+   * what it had mapped (`mappedBytes` from the start of the range, synced at
+   * once whatever the strategy) and iommu_dma_map_sg frees the IOVA.
+   */
+  private unwindFailedMap(pfn: number, pages: number, mappedBytes: number): void {
+    this.counters.mapNoMem++;
+    if (mappedBytes > 0) {
+      const gather = iommu_iotlb_gather_init(this.gather, false);
+      this.d.iommu!.unmap_pages(this.d.domain, iovaOfPfn(pfn), mappedBytes, gather);
+      iommu_iotlb_sync(this.d.iommu!, this.d.domain, gather);
+    }
+    this.d.iovad!.free_iova_fast(pfn, iommu_dma_iova_len(pages), this.clock);
   }
 
   /**

@@ -41,6 +41,7 @@ import {
 import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
 import type { DmaIommu, DmaMapping } from './dma.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
+import { IommuMapNoMemError } from './iommu/domain-ops.js';
 import { type FioJobSpec, fioJobWrites, fioWriteSeed } from './job-spec.js';
 import type { UserBuffer } from './mm/page-alloc.js';
 import { type NvmeBar, type NvmeQueuePair, nvme_next_cqe, nvme_queue_rw, nvme_write_doorbell, type PrpListPage } from './nvme/nvme-pci.js';
@@ -192,6 +193,14 @@ export class Vcpu {
   private errors = 0;
   private issued = 0;
   private inflight = 0;
+  /**
+   * A request nvme_queue_rq answered BLK_STS_RESOURCE (its DMA map ran out of
+   * IOMMU resources): blk-mq keeps it and dispatches it again once a request
+   * in flight completes. -1: none.
+   */
+  private requeued = -1;
+  /** the requeued request waits for a completion (blk-mq's SCHED_RESTART) */
+  private resourceWait = false;
   private phase: 'main' | 'verify' = 'main';
   private verifyIssued = 0;
   private readonly rng: () => number;
@@ -381,9 +390,11 @@ export class Vcpu {
     }
     this.inflight--;
     this.free.push(cid);
+    this.resourceWait = false;
   }
 
   private canSubmit(): boolean {
+    if (this.requeued >= 0) return !this.resourceWait;
     if (this.free.length === 0) return false;
     if (this.phase === 'verify') return this.verifyIssued < this.regionBlocks / this.bsBlocks;
     if (this.deadlineNs !== NEVER_NS) return this.env.clock.nowNs() < this.deadlineNs && (this.job.timeBased || this.issued < this.totalIos);
@@ -391,6 +402,12 @@ export class Vcpu {
   }
 
   private submitIo(): void {
+    if (this.requeued >= 0) {
+      const cid = this.requeued;
+      this.requeued = -1;
+      this.nvme_queue_rq(cid);
+      return;
+    }
     const clock = this.env.clock;
     const job = this.job;
     const cid = this.free.pop()!;
@@ -421,11 +438,29 @@ export class Vcpu {
       }
     }
     clock.charge(this.env.costs.fioSubmitNs + s.blocks * this.env.costs.guestPinUserPagePerPageNs);
+    this.nvme_queue_rq(cid);
+  }
+
+  /** nvme_queue_rq: map the request's buffer for DMA, write its SQE and ring the doorbell. */
+  private nvme_queue_rq(cid: number): void {
+    const clock = this.env.clock;
+    const s = this.slots[cid];
+    const isRead = s.isRead;
     this.env.profiler.enter();
-    // the device writes memory on a read, reads it on a write
-    s.mapping = this.env.dma.iommu_dma_map_sg(s.segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
+    try {
+      // the device writes memory on a read, reads it on a write
+      s.mapping = this.env.dma.iommu_dma_map_sg(s.segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
+    } catch (e) {
+      if (!(e instanceof IommuMapNoMemError)) throw e;
+      this.env.profiler.exit('nvme_queue_rq');
+      // BLK_STS_RESOURCE: the request waits for one in flight to complete and free its mappings
+      if (this.inflight === 0) throw new Error(`${e.message}, with no I/O in flight to free mappings: one I/O needs more than the IOMMU can give`);
+      this.requeued = cid;
+      this.resourceWait = true;
+      return;
+    }
     clock.charge(this.env.costs.nvmeQueueRqNs + s.blocks * this.env.costs.nvmeSetupPrpPerPageNs);
-    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping), s.prpPage);
+    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, s.lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping), s.prpPage);
     s.issueNs = clock.nowNs();
     this.inflight++;
     this.ringDoorbell(DOORBELL_SQ_TAIL, tail);

@@ -81,6 +81,8 @@ export interface DmaCounters {
   strict_mappings: number;
   per_segment_maps: number;
   swiotlb_bounces: number;
+  /** maps the IOMMU refused for want of resources (virtio-iommu NOMEM): unwound, the request requeued (BLK_STS_RESOURCE) */
+  map_no_mem: number;
 }
 
 /** The lazy strategy's flush queue. */

@@ -44,7 +44,7 @@ export function sampleVmstackReport(): VmstackReport {
       vfio: { map_dma: 17, unmap_dma: 16, pinned_pages_peak: 24 },
       iotlb: { hits: 37, misses: 21, faults: 0, invalidations: 16, entries: 1 },
       nvme: { commands: 20, faults: 0, interrupts: 20 },
-      dma: { map_calls: 16, unmap_calls: 16, bounced_mappings: 0, strict_mappings: 16, per_segment_maps: 0, swiotlb_bounces: 0 },
+      dma: { map_calls: 16, unmap_calls: 16, bounced_mappings: 0, strict_mappings: 16, per_segment_maps: 0, swiotlb_bounces: 0, map_no_mem: 0 },
       lazy: null,
       bounce: null,
       swiotlb: null,

@@ -25,6 +25,20 @@
 import type { Gpa, Iova } from '@vmstack/shm';
 
 /**
+ * A map the IOMMU driver could not make for want of resources (the driver's
+ * -ENOMEM: virtio-iommu's VIRTIO_IOMMU_S_NOMEM). dma-iommu unwinds the
+ * mapping and passes it on; the NVMe driver answers BLK_STS_RESOURCE and the
+ * request is dispatched again once another completes.
+ */
+export class IommuMapNoMemError extends Error {
+  readonly errno = -12;
+  constructor(message: string) {
+    super(message);
+    this.name = 'IommuMapNoMemError';
+  }
+}
+
+/**
  * struct iommu_iotlb_gather: the IOVA range unmapped since the last sync.
  * The kernel keeps `end` inclusive; here `endIova` is one past the last
  * byte. Empty: `startIova` = MAX_SAFE_INTEGER, `endIova` = 0.

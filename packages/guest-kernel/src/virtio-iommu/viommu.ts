@@ -47,6 +47,7 @@ import {
   VIRTIO_IOMMU_F_PROBE,
   VIRTIO_IOMMU_PROBE_FIXED_BYTES,
   VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT,
+  VIRTIO_IOMMU_S_NOMEM,
   VIRTIO_IOMMU_S_OK,
   VIRTIO_IOMMU_T_ATTACH,
   VIRTIO_IOMMU_T_DETACH,
@@ -65,7 +66,7 @@ import {
   writeProbeRequest,
   writeUnmapRequest,
 } from '@vmstack/shm';
-import type { IommuDomainOps, IommuIotlbGather } from '../iommu/domain-ops.js';
+import { type IommuDomainOps, type IommuIotlbGather, IommuMapNoMemError } from '../iommu/domain-ops.js';
 import type { Profiler } from '../profile.js';
 
 export const VIOMMU_REQUEST_LOCK = 'viommu->request_lock';
@@ -131,6 +132,7 @@ export class ViommuDriver implements IommuDomainOps {
   private readonly maxReqs: number;
   readonly counters: ViommuCounters = { map: 0, unmap: 0, attach: 0, detach: 0, probe: 0, kicks: 0 };
   private queuedFailures: string[] = [];
+  private queuedNoMem = false;
   /** what the probe learnt; null until `viommu_probe` (or without a configuration page) */
   probed: ViommuProbed | null = null;
 
@@ -197,6 +199,7 @@ export class ViommuDriver implements IommuDomainOps {
       }
       const status = readTail(this.mem, tailGpa);
       if (status !== VIRTIO_IOMMU_S_OK) this.queuedFailures.push(`request type ${type}: ${statusName(status)}`);
+      if (status === VIRTIO_IOMMU_S_NOMEM) this.queuedNoMem = true;
     }
     this.profiler.exit('viommu_sync_req');
   }
@@ -215,7 +218,11 @@ export class ViommuDriver implements IommuDomainOps {
   private throwFailures(): void {
     if (this.queuedFailures.length > 0) {
       const f = this.queuedFailures.join('; ');
+      const noMem = this.queuedNoMem;
       this.queuedFailures = [];
+      this.queuedNoMem = false;
+      // viommu_get_req_errno: NOMEM is -ENOMEM, which the caller may retry; anything else is a failure of the model
+      if (noMem && f.split('; ').every((x) => x.endsWith(statusName(VIRTIO_IOMMU_S_NOMEM)))) throw new IommuMapNoMemError(`virtio-iommu request failed: ${f}`);
       throw new Error(`virtio-iommu request failed: ${f}`);
     }
   }
@@ -293,17 +300,20 @@ export class ViommuDriver implements IommuDomainOps {
     this.counters.map++;
     const flags = (read ? 1 : 0) | (write ? 2 : 0);
     const fill = (gpa: number) => writeMapRequest(this.mem, gpa, { domain, virtStart: iova, virtEnd: iova + sizeBytes - 1, physStart: paddr, flags });
-    if (this.generation === 'v5.10') {
-      this.sendSync(VIRTIO_IOMMU_T_MAP, fill);
-    } else {
-      this.lock.lock(this.clock);
-      try {
-        this.addReq(VIRTIO_IOMMU_T_MAP, fill);
-      } finally {
-        this.lock.unlock(this.clock);
+    try {
+      if (this.generation === 'v5.10') {
+        this.sendSync(VIRTIO_IOMMU_T_MAP, fill);
+      } else {
+        this.lock.lock(this.clock);
+        try {
+          this.addReq(VIRTIO_IOMMU_T_MAP, fill);
+        } finally {
+          this.lock.unlock(this.clock);
+        }
       }
+    } finally {
+      this.profiler.exit('viommu_map_pages', sizeBytes);
     }
-    this.profiler.exit('viommu_map_pages', sizeBytes);
   }
 
   /** viommu_iotlb_sync_map (batched driver only): flush queued MAPs. */
