@@ -4,12 +4,13 @@
  * JavaScript (`dist/src/worker.js` of their package) with no loader flags.
  *
  * Protocol (the only postMessage traffic; never on the I/O path):
- *   main → worker   workerData: { role, index, control, init }  (a new worker)
- *                   or { kind: 'boot', boot }    (an idle worker, reused)
+ *   main → worker   { kind: 'boot', boot }       a run's { role, index, control, init },
+ *                                                to a new worker or an idle one (reused)
  *   worker → main   { kind: 'ready' }            after attaching to shared memory
  *   main → worker   { kind: 'go' }               once every worker is ready
  *   worker → main   { kind: 'result', result }   when its work is done
  *   worker → main   { kind: 'failed', message }  when its body threw
+ *   main → worker   { kind: 'idle' }             kept for a next run: let this run go
  *   main → worker   { kind: 'exit' }             an idle worker: close and exit
  * With `setWorkerReuse(true)`, on the main thread, a worker whose run
  * succeeded stays, idle and unref'd, for the next run of the same entry
@@ -20,12 +21,19 @@
  * process (Node 20), a worker that exits by itself cannot. Otherwise, and
  * off the main thread (piscina threads, terminated with their thread),
  * workers exit after their run.
+ * An idle worker holds nothing of its last run: the boot never travels as
+ * `workerData` (which a worker keeps for its lifetime), the run's closure is
+ * dropped when its result is sent, and on `idle` the worker collects its
+ * garbage at once, so the SharedArrayBuffers it mapped (a guest RAM, rings)
+ * are let go now rather than whenever the idle isolate next allocates.
  * A worker that throws, exits early or errors makes the run fail: the control
  * block's abort flag is set, every parked thread is woken (they all check the
  * flag), the other workers are terminated, and `run()` rejects with a
  * `WorkerFailure` naming the worker's role and thread id.
  */
 
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { isMainThread, parentPort, threadId, Worker, workerData } from 'node:worker_threads';
 import { type ControlHandle, RunControl } from './clock.js';
 import { WorkerFailure } from './errors.js';
@@ -107,6 +115,7 @@ function keepIdleWorker(entry: URL, worker: Worker): void {
     return;
   }
   worker.unref(); // an idle worker does not keep the process alive
+  worker.postMessage({ kind: 'idle' });
   list.push(worker);
   idleWorkers.set(entry.href, list);
   if (!pooled.has(worker)) {
@@ -121,6 +130,21 @@ function keepIdleWorker(entry: URL, worker: Worker): void {
       }
     });
   }
+}
+
+/** runs of this thread that have ended (finished or failed) */
+let endedRuns = 0;
+
+/**
+ * With worker reuse on, on the main thread, once a run has ended: collect
+ * this thread's garbage, so the shared memory of earlier runs that nothing
+ * references any more (their regions, specs and inits) is freed before the
+ * next run allocates its own. The main thread allocates little between runs,
+ * so V8 alone would let gigabytes of unreachable guest RAM pile up first.
+ * Called by whoever allocates a run's regions, before allocating them.
+ */
+export function collectEndedRuns(): void {
+  if (workerReuse && isMainThread && endedRuns > 0) collectGarbage();
 }
 
 /** workers that have been in the pool (their exit listener is registered) */
@@ -159,6 +183,7 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
     const finish = (err: Error | null): void => {
       if (settled) return;
       settled = true;
+      endedRuns++;
       if (timer) clearTimeout(timer);
       if (err) {
         ctl.abort();
@@ -196,10 +221,10 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
         if (idle) {
           worker = idle;
           worker.ref();
-          worker.postMessage({ kind: 'boot', boot });
         } else {
-          worker = new Worker(spec.entry, { workerData: boot, execArgv: WORKER_NODE_FLAGS, name: spec.role });
+          worker = new Worker(spec.entry, { execArgv: WORKER_NODE_FLAGS, name: spec.role });
         }
+        worker.postMessage({ kind: 'boot', boot });
       } catch (e) {
         finish(new WorkerFailure(spec.role, -1, `could not start: ${(e as Error).message}`));
         return;
@@ -262,7 +287,8 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
     threadWaitStats.spinsWon = 0;
     threadWaitStats.notifiesSent = 0;
     const control = RunControl.attach(boot.control);
-    let body: (() => R) | (() => Promise<R>);
+    // the run's closure holds every view of its shared memory: dropped once the run ends
+    let body: (() => R) | (() => Promise<R>) | undefined;
     try {
       body = attach(boot, control);
     } catch (e) {
@@ -272,8 +298,10 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
     const onGo = (m: { kind: string }): void => {
       if (m.kind !== 'go') return;
       port.off('message', onGo);
+      const run = body!;
+      body = undefined;
       Promise.resolve()
-        .then(() => body())
+        .then(() => run())
         .then(
           (result) => {
             // every worker reports how often it parked and woke others: the cost of its handoffs
@@ -288,9 +316,30 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
   };
   port.on('message', (m: { kind: string; boot?: WorkerBoot<I> }) => {
     if (m.kind === 'boot' && m.boot) runOnce(m.boot);
+    else if (m.kind === 'idle') collectGarbage();
     else if (m.kind === 'exit') port.close(); // nothing left to do: the thread ends by itself
   });
-  runOnce(workerData as WorkerBoot<I>);
+  // a worker started with its boot as workerData (by hand, not by runWorkers) runs it at once
+  if (workerData) runOnce(workerData as WorkerBoot<I>);
+}
+
+/**
+ * A full garbage collection of this thread, now. An idle isolate allocates
+ * nothing, so V8 would not collect the last run's SharedArrayBuffer objects
+ * before the next run: their memory (a guest RAM is tens of MiB and more)
+ * stays mapped meanwhile. `gc` is taken once from a fresh context with
+ * `--expose-gc` set. The flag is process-wide and stays set: clearing it
+ * again would race with another worker taking its own `gc`.
+ */
+let fullGc: (() => void) | undefined;
+function collectGarbage(): void {
+  if (!fullGc) {
+    setFlagsFromString('--expose-gc');
+    const gc: unknown = runInNewContext('typeof gc === "function" ? gc : undefined');
+    if (typeof gc !== 'function') return;
+    fullGc = gc as () => void;
+  }
+  fullGc();
 }
 
 function reportFailure(port: NonNullable<typeof parentPort>, control: RunControl, e: unknown): void {

@@ -35,6 +35,7 @@ import {
   type ClockMode,
   type ControlHandle,
   type CostProfile,
+  collectEndedRuns,
   InputError,
   IOMMU_READ,
   IOMMU_WRITE,
@@ -437,6 +438,8 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   if (plan.vms.length > 1 && opts.transport === 'in-thread')
     throw new InputError('--transport', 'in-thread', `one VM only; this topology has ${plan.vms.length}: use --transport workers`);
   const vmOptions = vmRunOptions(plan, opts);
+  // earlier runs' regions, no longer referenced, are freed before this run's are allocated
+  collectEndedRuns();
   const regions = allocateStackRegions(plan, opts.profile);
   const specs = buildWorkerSpecs(plan, regions, vmOptions, opts);
   const startedMs = Date.now();
