@@ -41,10 +41,12 @@ interface Sample {
   threads: number;
   handles: number;
   wallMs: number;
+  /** CPU time of every thread of the process during the run (less sensitive than wall time to a busy machine) */
+  cpuMs: number;
 }
 
 const MiB = 1024 * 1024;
-const sample = (run: number, wallMs: number): Sample => {
+const sample = (run: number, wallMs: number, cpuMs = 0): Sample => {
   const m = process.memoryUsage();
   return {
     run,
@@ -54,6 +56,7 @@ const sample = (run: number, wallMs: number): Sample => {
     threads: threadCount(),
     handles: process.getActiveResourcesInfo().length,
     wallMs: Math.round(wallMs),
+    cpuMs: Math.round(cpuMs),
   };
 };
 
@@ -62,16 +65,17 @@ const samples: Sample[] = [sample(0, 0)];
 const json = args.includes('--json');
 if (!json) {
   console.log(`vmstack bench:soak — ${runs} runs of fio read 4k iodepth 16 size ${size}, guest RAM ${guestRamBytes / MiB} MiB, worker reuse on`);
-  console.log('  run  heap MiB  RSS MiB  ArrayBuffers MiB  threads  handles  wall ms');
+  console.log('  run  heap MiB  RSS MiB  ArrayBuffers MiB  threads  handles  wall ms  CPU ms');
 }
 const print = (s: Sample) =>
   console.log(
-    `${String(s.run).padStart(5)}  ${String(s.heapUsedMiB).padStart(8)}  ${String(s.rssMiB).padStart(7)}  ${String(s.arrayBuffersMiB).padStart(16)}  ${String(s.threads).padStart(7)}  ${String(s.handles).padStart(7)}  ${String(s.wallMs).padStart(7)}`,
+    `${String(s.run).padStart(5)}  ${String(s.heapUsedMiB).padStart(8)}  ${String(s.rssMiB).padStart(7)}  ${String(s.arrayBuffersMiB).padStart(16)}  ${String(s.threads).padStart(7)}  ${String(s.handles).padStart(7)}  ${String(s.wallMs).padStart(7)}  ${String(s.cpuMs).padStart(6)}`,
   );
 if (!json) print(samples[0]);
 for (let r = 1; r <= runs; r++) {
   const parsed = jobsFromCommandLine({ rw: 'read', bs: '4k', iodepth: '16', size }, {});
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   await runStack({
     jobs: parsed.jobs,
     jobOptions: parsed.jobOptions,
@@ -86,7 +90,8 @@ for (let r = 1; r <= runs; r++) {
     spinLoads: 2000,
     dilation: 1,
   });
-  const s = sample(r, performance.now() - t0);
+  const cpu = process.cpuUsage(cpu0);
+  const s = sample(r, performance.now() - t0, (cpu.user + cpu.system) / 1000);
   samples.push(s);
   if (!json) print(s);
 }
