@@ -18,10 +18,11 @@
 
 import { readFileSync } from 'node:fs';
 import type { DmaStrategy, UserBufferContiguity, ViommuDriverGeneration } from '@vmstack/guest-kernel';
-import { closestName, DEFAULT_QUANTUM_NS, editDistance, InputError, releaseIdleWorkers, setWorkerReuse, WorkerFailure } from '@vmstack/shm';
+import { closestName, DEFAULT_QUANTUM_NS, editDistance, type FaultSpec, InputError, releaseIdleWorkers, setWorkerReuse, WorkerFailure } from '@vmstack/shm';
 import yargs, { type Argv, type CommandModule, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { RunArgs } from './commands/run.js';
+import { parseFault, parseWatchdogMs } from './faults.js';
 
 const STRATEGIES = ['direct', 'strict', 'lazy', 'bounce'] as const satisfies readonly DmaStrategy[];
 const CLOCKS = ['virtual', 'wall'] as const;
@@ -145,7 +146,24 @@ function topologyArgs(argv: Record<string, unknown>): RunArgs['topology'] {
   };
 }
 
-const RUN_OPTIONS = { ...FIO_OPTIONS, ...MODEL_OPTIONS, ...TOPOLOGY_OPTIONS, ...OUTPUT_OPTIONS };
+const CHECK_GROUP = 'Run checks:';
+
+/** Options that check a run ends when a worker fails or stops (stack/faults.ts). */
+const CHECK_OPTIONS: Record<string, Options> = {
+  'watchdog-ms': {
+    type: 'string',
+    describe: 'fail the run (exit 1, naming the worker) once no worker made progress for this long, real ms; 0: never (default: 5000 per worker a core runs)',
+    coerce: coerced(parseWatchdogMs),
+  },
+  'inject-fault': {
+    type: 'string',
+    describe:
+      'ROLE:MODE@TIME, repeatable: the worker(s) ROLE (a role, * and ** patterns) throw, exit, stall or park at model time TIME, e.g. vm0/vcpu0:stall@50us',
+    coerce: (value: unknown) => (Array.isArray(value) ? value : [value]).map((v) => coerced(parseFault)(v)),
+  },
+};
+
+const RUN_OPTIONS = { ...FIO_OPTIONS, ...MODEL_OPTIONS, ...TOPOLOGY_OPTIONS, ...OUTPUT_OPTIONS, ...CHECK_OPTIONS };
 const BUILTIN_OPTIONS = ['help', 'h', 'version'];
 
 function runBuilder(y: Argv): Argv {
@@ -155,6 +173,7 @@ function runBuilder(y: Argv): Argv {
     [MODEL_GROUP, MODEL_OPTIONS],
     [TOPOLOGY_GROUP, TOPOLOGY_OPTIONS],
     [OUTPUT_GROUP, OUTPUT_OPTIONS],
+    [CHECK_GROUP, CHECK_OPTIONS],
   ] as const) {
     for (const [name, o] of Object.entries(options)) y.option(name, { ...o, group });
   }
@@ -216,6 +235,8 @@ function runArgsOf(argv: Record<string, unknown>): RunArgs {
     output: argv.output as string | undefined,
     html: argv.html as string | undefined,
     topology: topologyArgs(argv),
+    watchdogMs: argv['watchdog-ms'] as number | undefined,
+    faults: argv['inject-fault'] as FaultSpec[] | undefined,
   };
   return args;
 }

@@ -8,7 +8,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { oneInputErrorLine, REPO, vmstack } from './helpers/cli.js';
@@ -25,18 +25,31 @@ function file(name: string, text: string): string {
 const fifo = join(tmp, 'jobs.fifo');
 execFileSync('mkfifo', [fifo]);
 const oneTbJob = file('one-tb.fio', '[j]\nrw=write\nsize=1t\n');
+file('loop.inc', 'include loop.inc\ninclude loop.inc\ninclude loop.inc\n');
+const includeLoopJob = file('include-loop.fio', '[j]\nsize=64k\ninclude loop.inc\n');
+const oneTbReadJob = file('one-tb-read.fio', '[j]\nrw=randread\nsize=1t\n');
+const offsetJob = file('offset.fio', '[j]\nsize=64k\noffset=17t\n');
+const incrementJob = file('increment.fio', '[j]\nsize=64k\nnumjobs=4\noffset_increment=200g\n');
+// one GiB more than this host's RAM: within the drive (on hosts below 476 GiB), beyond the RAM a written block is kept in
+const beyondRamSize = `${Math.floor(totalmem() / 2 ** 30) + 1}g`;
+const writeJobBeyondRam = file('write-beyond-ram.fio', `[j]\nrw=write\nsize=${beyondRamSize}\n`);
 const longValueJob = file('long-value.fio', `[j]\nsize=64k\nrw=${'x'.repeat(200_000)}\n`);
 const profile = JSON.parse(readFileSync(join(REPO, 'profiles', 'i5-10210U.json'), 'utf8')) as { values: Record<string, unknown> };
 const longArrayProfile = file('long-array.json', JSON.stringify({ ...profile, values: { ...profile.values, fioSubmitNs: new Array(200_000).fill(123456) } }));
 
 /** [title, args, what the one line must contain] */
 const BAD_INPUTS: [string, string[], string[]][] = [
-  ['--size 1p: beyond the namespace', ['run', '--size', '1p'], ['--size', '"1p"', 'namespace']],
-  ['size=1t of writes: beyond host RAM', ['run', oneTbJob], ['[j] size', '"1t"', "host's RAM"]],
-  ['--offset past the namespace', ['run', '--size', '64k', '--offset', '17t'], ['--size', 'namespace']],
-  ['compare --size 1p', ['compare', '--size', '1p'], ['--size', '"1p"', 'namespace']],
-  ['sweep --size 1p', ['sweep', '--size', '1p'], ['--size', '"1p"', 'namespace']],
-  ['scale --size 1p', ['scale', '--size', '1p'], ['--size', '"1p"', 'namespace']],
+  ['--size 1p: beyond the drive', ['run', '--size', '1p'], ['--size', '"1p"', "drive's capacity"]],
+  ['size=1t of reads: beyond the drive', ['run', oneTbReadJob], ['[j] size', '"1t"', "drive's capacity"]],
+  ['size=1t of writes: beyond the drive', ['run', oneTbJob], ['[j] size', '"1t"', "drive's capacity"]],
+  [`size=${beyondRamSize} of writes: beyond host RAM`, ['run', writeJobBeyondRam], ['[j] size', `"${beyondRamSize}"`, "host's RAM"]],
+  ['--offset past the drive', ['run', '--size', '64k', '--offset', '17t'], ['--offset', '"17t"', "drive's capacity"]],
+  ['offset=17t in a job file', ['run', offsetJob], ['[j] offset', '"17t"', "drive's capacity"]],
+  ['offset_increment past the drive', ['run', incrementJob], ['[j] offset_increment', '"200g"', "drive's capacity"]],
+  ['--size past the drive from an offset', ['run', '--size', '400g', '--offset', '400g'], ['--size', '"400g"', 'offset included']],
+  ['compare --size 1p', ['compare', '--size', '1p'], ['--size', '"1p"', "drive's capacity"]],
+  ['sweep --size 1p', ['sweep', '--size', '1p'], ['--size', '"1p"', "drive's capacity"]],
+  ['scale --size 1p', ['scale', '--size', '1p'], ['--size', '"1p"', "drive's capacity"]],
   ['--always-bounce-limit 4g', ['run', '--strategy', 'bounce', '--always-bounce-limit', '4g'], ['--always-bounce-limit', '"4g"', '2147483647']],
   [
     '--always-bounce-limit-at 5ms=4g',
@@ -53,6 +66,9 @@ const BAD_INPUTS: [string, string[], string[]][] = [
   ['a FIFO as the job file', ['run', fifo], ['job file', fifo, 'FIFO']],
   ['a directory as the job file', ['run', tmp], ['job file', tmp, 'directory']],
   ['a device as the job file', ['run', '/dev/zero'], ['job file', '/dev/zero', 'device']],
+  ['a FIFO as the profile', ['run', '--profile', fifo], ['profile', fifo, 'FIFO']],
+  ['a device as the profile', ['run', '--profile', '/dev/zero'], ['profile', '/dev/zero', 'device']],
+  ['an included file that includes itself', ['run', includeLoopJob], ['loop.inc:1 include', '"loop.inc"', 'include cycle']],
   ['a 200 KB job-file value', ['run', longValueJob], ['[j] rw', '…']],
   ['a profile array of 200 000 numbers', ['run', '--profile', longArrayProfile], ['profile.fioSubmitNs', '…']],
 ];

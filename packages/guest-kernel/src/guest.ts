@@ -47,6 +47,7 @@ import {
   NVME_REG_CC,
   nvmeAqa,
   nvmeCreateQueueCdw10,
+  parkThread,
   Ring,
   RUN_SHUTDOWN_TURN,
   RUN_VCPUS_DONE,
@@ -304,7 +305,7 @@ function waitFlag(g: Guest, index: number): void {
 function waitCount(g: Guest, index: number, count: number): void {
   for (let x = Atomics.load(g.vmState, index); x < count; x = Atomics.load(g.vmState, index)) {
     if (g.control.aborted()) throw new Error('aborted');
-    Atomics.wait(g.vmState, index, x, 50);
+    parkThread(g.vmState, index, x, 50);
   }
 }
 
@@ -312,7 +313,7 @@ function waitCount(g: Guest, index: number, count: number): void {
 function waitTurn(g: Guest, index: number, turn: number): void {
   for (let now = Atomics.load(g.vmState, index); now !== turn; now = Atomics.load(g.vmState, index)) {
     if (g.control.aborted()) throw new Error('aborted');
-    Atomics.wait(g.vmState, index, now, 50);
+    parkThread(g.vmState, index, now, 50);
   }
 }
 
@@ -539,7 +540,7 @@ function waitAllJobsDone(g: Guest): void {
   const waitFor = (index: number, done: (x: number) => boolean) => {
     for (let x = Atomics.load(runState, index); !done(x); x = Atomics.load(runState, index)) {
       if (control.aborted()) throw new Error('aborted');
-      Atomics.wait(runState, index, x, 50);
+      parkThread(runState, index, x, 50);
     }
   };
   waitFor(RUN_VCPUS_DONE, (n) => n >= g.init.runState.vcpus);

@@ -23,6 +23,7 @@ import {
   DeviceToGuestInterrupt,
   DOORBELL_CQ_HEAD,
   DOORBELL_SQ_TAIL,
+  faultCheckpoint,
   fillBlock,
   type GuestMemory,
   type Iova,
@@ -438,6 +439,7 @@ export class Vcpu {
     const wallStart = performance.now();
     this.publish(clock.nowNs());
     for (;;) {
+      faultCheckpoint(clock.nowNs());
       this.takeInterrupts();
       if (this.env.dma.nextTimerNs() <= clock.nowNs()) this.env.dma.runTimers();
       if (this.canSubmit()) {

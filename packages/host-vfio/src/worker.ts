@@ -4,7 +4,7 @@
  * invalidations to the device through its own ring.
  */
 
-import { HostToVmmReply, RpcServer, VmmToHostDone, workerMain } from '@vmstack/shm';
+import { faultCheckpoint, HostToVmmReply, RpcServer, VmmToHostDone, workerMain } from '@vmstack/shm';
 import { createHost } from './host.js';
 import type { HostWorkerInit, HostWorkerResult } from './index.js';
 
@@ -18,6 +18,7 @@ workerMain<HostWorkerInit, HostWorkerResult>((boot, control) => {
     let done = false;
     while (!done) {
       const seq = ev.prepare();
+      faultCheckpoint(clock.nowNs());
       if (server.request.available() === 0) {
         if (control.aborted()) return { aborted: true } as unknown as HostWorkerResult;
         ev.wait(seq, init.spinLoads);
@@ -34,6 +35,9 @@ workerMain<HostWorkerInit, HostWorkerResult>((boot, control) => {
         control,
         init.spinLoads,
       );
+      // no peer reads a reactive worker's clock: it is there for the watchdog and stall reports
+      control.publishClock(boot.index, clock.nowNs());
+      control.noteProgress(boot.index);
     }
     return { stats: container.stats(), profile: host.profile, clockNs: clock.nowNs() };
   };

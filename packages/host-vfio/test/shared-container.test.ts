@@ -1,20 +1,12 @@
 import { IoPgtable } from '@vmstack/iommu-hw';
 import { LockTable, RunControl, runWorkers } from '@vmstack/shm';
 import test from 'ava';
-import { IOMMU_LOCK, MMAP_LOCK, QI_Q_LOCK, VfioContainer, type VfioContainerCosts } from '../src/vfio-iommu-type1.js';
+import { IOMMU_LOCK, MMAP_LOCK, QI_Q_LOCK, VfioContainer } from '../src/vfio-iommu-type1.js';
 import { type ContainerWorkerInit, type ContainerWorkerResult, MAPS_PER_ROUND, mappingOf } from './helpers/container-plan.js';
+import { TEST_COSTS } from './helpers/costs.js';
 
 const PAGE = 4096;
-const COSTS: VfioContainerCosts = {
-  vfioDmaDoMapBaseNs: 1000,
-  vfioPinPagePerPageNs: 100,
-  vfioLockedVmAccountNs: 500,
-  hostIommuMapPerPageNs: 10,
-  vfioDmaDoUnmapBaseNs: 2000,
-  hostIommuUnmapPerPageNs: 20,
-  hostIotlbFlushNs: 700,
-  vfioUnpinPagePerPageNs: 50,
-};
+const COSTS = TEST_COSTS;
 const GUEST_PAGES = 64;
 
 test('two worker threads serving one container, mapping and unmapping disjoint IOVA ranges over shared guest pages: nothing lost, pins and locked_vm exact', async (t) => {

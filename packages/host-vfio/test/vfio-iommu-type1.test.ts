@@ -15,20 +15,11 @@ import {
   VfioContainer,
   type VfioContainerAllocateOptions,
   type VfioContainerAttachOptions,
-  type VfioContainerCosts,
 } from '../src/vfio-iommu-type1.js';
+import { TEST_COSTS } from './helpers/costs.js';
 
 const PAGE = 4096;
-const COSTS: VfioContainerCosts = {
-  vfioDmaDoMapBaseNs: 1000,
-  vfioPinPagePerPageNs: 100,
-  vfioLockedVmAccountNs: 500,
-  hostIommuMapPerPageNs: 10,
-  vfioDmaDoUnmapBaseNs: 2000,
-  hostIommuUnmapPerPageNs: 20,
-  hostIotlbFlushNs: 700,
-  vfioUnpinPagePerPageNs: 50,
-};
+const COSTS = TEST_COSTS;
 
 interface Rig {
   c: VfioContainer;

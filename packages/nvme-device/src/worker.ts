@@ -6,7 +6,7 @@
  * outputs: one interrupt ring per vCPU. The rules are in engine.ts.
  */
 
-import { NEVER_NS, workerMain } from '@vmstack/shm';
+import { faultCheckpoint, NEVER_NS, workerMain } from '@vmstack/shm';
 import { DeviceEngine } from './engine.js';
 import type { DeviceWorkerInit, DeviceWorkerResult } from './index.js';
 
@@ -16,9 +16,13 @@ workerMain<DeviceWorkerInit, DeviceWorkerResult>((boot, control) => {
     const ev = control.event(boot.index);
     for (;;) {
       const seq = ev.prepare();
+      faultCheckpoint(engine.clock.nowNs());
       const progressed = engine.step();
       if (engine.done()) break;
-      if (progressed) continue;
+      if (progressed) {
+        control.noteProgress(boot.index);
+        continue;
+      }
       if (control.aborted()) return { aborted: true } as unknown as DeviceWorkerResult;
       // sleep until the vCPUs are half a lookahead past what we need: one wake-up then
       // posts a batch of completions, and the vCPUs still see our EOT ahead of them; or,

@@ -27,6 +27,8 @@
  * | 0                       | 4    | abort flag (0 running, 1 aborting) | main thread / failing worker |
  * | 4                       | 4    | abort reason code                  | same |
  * | 64 + 64·w               | 8    | worker w's EventCount (seq, parked)| notifiers / w |
+ * | 64 + 64·w + 8           | 4    | worker w waits for a peer (1 while parked in `parkThread`) | w |
+ * | 64 + 64·w + 12          | 4    | worker w's progress count (bumped where its loop gets work done) | w |
  * | 64 + 64·MAX + 64·w + 16·f | 16 | worker w's time field f (0 eotNs, 1 clockNs, 2 waitForNs, 3 timerNs): seq i32 @+0, f64 @+8 | worker w |
  *
  * A time field is a tiny seqlock: the writer makes `seq` odd, stores the f64,
@@ -54,6 +56,8 @@ export const DEFAULT_QUANTUM_NS = 0;
 export const MAX_WORKERS = 64;
 const EVENTS_BASE_I32 = 16; // byte 64
 const EVENT_STRIDE_I32 = 16; // 64 bytes per worker event
+const WAITING_I32 = 2; // after the event's two words
+const PROGRESS_I32 = 3;
 const TIMES_BASE_BYTES = 64 + 64 * MAX_WORKERS;
 const TIME_SLOT_BYTES = 64; // per worker
 const FIELD_BYTES = 16;
@@ -104,6 +108,26 @@ export class RunControl implements AbortFlag {
   event(w: number): EventCount {
     checkWorker(w);
     return this.events[w];
+  }
+
+  /** Worker w got work done (handled a record, served a request): the watchdog sees the run move. */
+  noteProgress(w: number): void {
+    Atomics.add(this.i32, EVENTS_BASE_I32 + w * EVENT_STRIDE_I32 + PROGRESS_I32, 1);
+  }
+
+  progress(w: number): number {
+    return Atomics.load(this.i32, EVENTS_BASE_I32 + w * EVENT_STRIDE_I32 + PROGRESS_I32);
+  }
+
+  /** Whether worker w is parked in one of vmstack's waits for a peer (see `parkThread`). */
+  waiting(w: number): boolean {
+    return Atomics.load(this.i32, EVENTS_BASE_I32 + w * EVENT_STRIDE_I32 + WAITING_I32) !== 0;
+  }
+
+  /** Where worker w marks its waits: pass to `setThreadWaitMarker` on its thread. */
+  waitMarkerRef(w: number): { words: Int32Array; index: number } {
+    checkWorker(w);
+    return { words: this.i32, index: EVENTS_BASE_I32 + w * EVENT_STRIDE_I32 + WAITING_I32 };
   }
 
   aborted(): boolean {

@@ -41,6 +41,29 @@ export class RunAborted extends Error {
 /** Parks and wake-ups of this thread, over every EventCount it waited on: the run's handoff cost. */
 export const threadWaitStats = { parks: 0, spinsWon: 0, notifiesSent: 0 };
 
+/**
+ * Where this thread says it sleeps in one of vmstack's waits (a word of its
+ * slot in the run's control block, set by workerMain; none off a worker): 1
+ * while parked in `parkThread`, 0 otherwise. The watchdog reads it to tell a
+ * worker that waits for a peer from one that runs, or sleeps elsewhere,
+ * without progress.
+ */
+const waitMarker: { words: Int32Array | null; index: number } = { words: null, index: 0 };
+
+export function setThreadWaitMarker(words: Int32Array | null, index = 0): void {
+  waitMarker.words = words;
+  waitMarker.index = index;
+}
+
+/** Atomics.wait, marked as a wait for a peer in this thread's control-block slot (see setThreadWaitMarker). */
+export function parkThread(words: Int32Array, index: number, value: number, timeoutMs: number): 'ok' | 'not-equal' | 'timed-out' {
+  const m = waitMarker.words;
+  if (m) Atomics.store(m, waitMarker.index, 1);
+  const r = Atomics.wait(words, index, value, timeoutMs);
+  if (m) Atomics.store(m, waitMarker.index, 0);
+  return r;
+}
+
 export class EventCount {
   private readonly seqIndex: number;
   private readonly parkedIndex: number;
@@ -86,7 +109,7 @@ export class EventCount {
     Atomics.store(w, this.parkedIndex, 1);
     this.parks++;
     threadWaitStats.parks++;
-    const r = Atomics.wait(w, this.seqIndex, observed, timeoutMs);
+    const r = parkThread(w, this.seqIndex, observed, timeoutMs);
     Atomics.store(w, this.parkedIndex, 0);
     return r !== 'timed-out';
   }

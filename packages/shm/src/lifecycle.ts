@@ -30,14 +30,19 @@
  * block's abort flag is set, every parked thread is woken (they all check the
  * flag), the other workers are terminated, and `run()` rejects with a
  * `WorkerFailure` naming the worker's role and thread id.
+ * A run that stands still (see watchdog.ts: no worker publishes anything new
+ * for `watchdogMs`) fails the same way, with a `WorkerStall` naming the
+ * worker that holds it back. `faults` (fault.ts) makes chosen workers fail.
  */
 
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { isMainThread, parentPort, threadId, Worker, workerData } from 'node:worker_threads';
 import { type ControlHandle, RunControl } from './clock.js';
-import { WorkerFailure } from './errors.js';
-import { RunAborted, threadWaitStats } from './event.js';
+import { WorkerFailure, WorkerStall } from './errors.js';
+import { RunAborted, setThreadWaitMarker, threadWaitStats } from './event.js';
+import { type FaultSpec, faultFor, setThreadFault } from './fault.js';
+import { StallDetector, watchdogSampleMs } from './watchdog.js';
 
 export interface WorkerSpec {
   /** human role name, e.g. `guest-kernel/vcpu0`, `vmm`, `host-vfio`, `nvme-device` */
@@ -54,6 +59,8 @@ export interface WorkerBoot<I> {
   readonly index: number;
   readonly control: ControlHandle;
   readonly init: I;
+  /** a fault to inject (fault.ts) */
+  readonly fault?: FaultSpec;
 }
 
 export interface WorkerInfo {
@@ -74,6 +81,12 @@ export interface RunOptions {
   timeoutMs?: number;
   /** grace for terminating the other workers after a failure */
   graceMs?: number;
+  /** fail the run once no worker has published progress for this long (real ms; see watchdog.ts); 0 or absent: no watchdog */
+  watchdogMs?: number;
+  /** faults to inject: each worker gets the first whose role pattern matches its role */
+  faults?: readonly FaultSpec[];
+  /** called when a run fails, after the abort flag is set: wake what the control block does not reach (e.g. LockTable.wakeAll) */
+  onAbort?: () => void;
 }
 
 /**
@@ -179,14 +192,17 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
     const slots: Slot[] = [];
     let settled = false;
     let timer: NodeJS.Timeout | undefined;
+    let watchdog: NodeJS.Timeout | undefined;
 
     const finish = (err: Error | null): void => {
       if (settled) return;
       settled = true;
       endedRuns++;
       if (timer) clearTimeout(timer);
+      if (watchdog) clearInterval(watchdog);
       if (err) {
         ctl.abort();
+        opts.onAbort?.();
         // give parked threads a moment to notice, then make sure none is left
         const grace = setTimeout(() => {
           for (const s of slots) if (!s.done) void s.worker.terminate();
@@ -214,7 +230,8 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
     const fail = (slot: Slot, reason: string): void => finish(new WorkerFailure(slot.info.role, slot.info.threadId, reason));
 
     specs.forEach((spec, index) => {
-      const boot: WorkerBoot<unknown> = { role: spec.role, index, control, init: spec.init };
+      const fault = faultFor(opts.faults, spec.role);
+      const boot: WorkerBoot<unknown> = { role: spec.role, index, control, init: spec.init, ...(fault ? { fault } : {}) };
       let worker: Worker;
       const idle = takeIdleWorker(spec.entry);
       try {
@@ -235,6 +252,7 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
           if (slots.length === specs.length && slots.every((s) => s.ready)) {
             opts.onReady?.(slots.map((s) => s.info));
             for (const s of slots) s.worker.postMessage({ kind: 'go' });
+            if (opts.watchdogMs) startWatchdog(opts.watchdogMs);
           }
         } else if (m.kind === 'result') {
           slot.done = true;
@@ -265,6 +283,21 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
       worker.on('error', error);
       worker.on('exit', exit);
     });
+    const startWatchdog = (watchdogMs: number): void => {
+      const detector = new StallDetector(
+        ctl,
+        slots.map((s) => s.info),
+        watchdogMs,
+        performance.now(),
+      );
+      watchdog = setInterval(() => {
+        const stall = detector.sample(performance.now(), (i) => !slots[i].done);
+        if (!stall) return;
+        const s = slots[stall.suspects[0]];
+        finish(new WorkerStall(s.info.role, s.info.threadId, `stalled: no progress for ${stall.stalledMs} ms`, stall.message));
+      }, watchdogSampleMs(watchdogMs));
+      watchdog.unref();
+    };
     if (opts.timeoutMs) {
       timer = setTimeout(() => finish(new WorkerFailure('run', -1, `did not finish within ${opts.timeoutMs} ms`)), opts.timeoutMs);
       timer.unref();
@@ -287,6 +320,9 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
     threadWaitStats.spinsWon = 0;
     threadWaitStats.notifiesSent = 0;
     const control = RunControl.attach(boot.control);
+    const marker = control.waitMarkerRef(boot.index);
+    setThreadWaitMarker(marker.words, marker.index);
+    setThreadFault(boot.fault ?? null, control);
     // the run's closure holds every view of its shared memory: dropped once the run ends
     let body: (() => R) | (() => Promise<R>) | undefined;
     try {
@@ -343,8 +379,8 @@ function collectGarbage(): void {
 }
 
 function reportFailure(port: NonNullable<typeof parentPort>, control: RunControl, e: unknown): void {
-  if (e instanceof RunAborted) {
-    // another worker failed first; this one just stops
+  if (e instanceof RunAborted || control.aborted()) {
+    // another worker failed first (some waits throw a plain Error on the abort); this one just stops
     port.postMessage({ kind: 'result', result: { aborted: true } });
     port.close();
     return;

@@ -50,7 +50,7 @@
  */
 
 import { MAX_WORKERS } from './clock.js';
-import { type AbortFlag, DEFAULT_SPIN_LOADS, RunAborted } from './event.js';
+import { type AbortFlag, DEFAULT_SPIN_LOADS, parkThread, RunAborted } from './event.js';
 
 export const LOCK_RECORD_BYTES = 128;
 const W = LOCK_RECORD_BYTES / 4; // i32 words per record
@@ -297,7 +297,7 @@ export class Mutex {
           if (c !== 2) c = Atomics.exchange(i32, s, 2);
           while (c !== 0) {
             if (this.abort?.aborted()) throw new RunAborted(`while waiting for lock ${this.name}`);
-            Atomics.wait(i32, s, 2, 100);
+            parkThread(i32, s, 2, 100);
             c = Atomics.exchange(i32, s, 2);
           }
         } finally {
@@ -377,29 +377,7 @@ export class Mutex {
   }
 
   stat(): LockStat {
-    const f = this.f64;
-    const b = this.fb;
-    const contentions = f[b + F_CONTENTIONS];
-    const acquisitions = f[b + F_ACQUISITIONS];
-    const waitTotal = f[b + F_WAIT_TOTAL];
-    const holdTotal = f[b + F_HOLD_TOTAL];
-    return {
-      name: this.name,
-      kind: this.kind,
-      conBounces: f[b + F_CON_BOUNCES],
-      contentions,
-      waittimeMinNs: contentions > 0 ? f[b + F_WAIT_MIN] : 0,
-      waittimeMaxNs: f[b + F_WAIT_MAX],
-      waittimeTotalNs: waitTotal,
-      waittimeAvgNs: contentions > 0 ? waitTotal / contentions : 0,
-      acqBounces: f[b + F_ACQ_BOUNCES],
-      acquisitions,
-      holdtimeMinNs: acquisitions > 0 && Number.isFinite(f[b + F_HOLD_MIN]) ? f[b + F_HOLD_MIN] : 0,
-      holdtimeMaxNs: f[b + F_HOLD_MAX],
-      holdtimeTotalNs: holdTotal,
-      holdtimeAvgNs: acquisitions > 0 ? holdTotal / acquisitions : 0,
-      realContentions: f[b + F_REAL_CONTENTIONS],
-    };
+    return { name: this.name, kind: this.kind, ...sideStat(this.f64, this.fb) };
   }
 }
 
@@ -655,7 +633,7 @@ export class RwSemaphore {
               continue;
             }
             if (this.abort?.aborted()) throw new RunAborted(`while waiting for rwsem ${this.name}`);
-            Atomics.wait(i32, this.s + STATE, c, 100);
+            parkThread(i32, this.s + STATE, c, 100);
           }
         } finally {
           Atomics.sub(i32, this.r + R_SLEEPERS, 1);

@@ -19,10 +19,10 @@
  * Every key is required, none may be added, and every value needs a source.
  */
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { InputError } from './errors.js';
+import { InputError, inputExcerpt } from './errors.js';
 import { closestName, editDistance } from './suggest.js';
 
 export type CostUnit = 'ns' | 'bytes/ns' | 'count';
@@ -196,7 +196,7 @@ export function validateProfile(raw: unknown, origin: string): CostProfile {
   }
   for (const key of Object.keys(raw)) {
     if (!(TOP_LEVEL_KEYS as readonly string[]).includes(key)) {
-      throw new InputError(`profile.${key}`, raw[key], `not a top-level field; allowed: ${TOP_LEVEL_KEYS.join(', ')} ${where}`);
+      throw new InputError(`profile.${inputExcerpt(key)}`, raw[key], `not a top-level field; allowed: ${TOP_LEVEL_KEYS.join(', ')} ${where}`);
     }
   }
   const { name, description, values } = raw;
@@ -213,7 +213,7 @@ export function validateProfile(raw: unknown, origin: string): CostProfile {
     if (!SPEC_BY_KEY.has(key)) {
       const near = closestKey(key);
       const hint = near === undefined ? 'see profiles/README.md for the keys' : `did you mean "${near}"?`;
-      throw new InputError(`profile.${key}`, values[key], `not a known cost key; ${hint} ${where}`);
+      throw new InputError(`profile.${inputExcerpt(key)}`, values[key], `not a known cost key; ${hint} ${where}`);
     }
   }
 
@@ -231,7 +231,7 @@ export function validateProfile(raw: unknown, origin: string): CostProfile {
     }
     for (const k of Object.keys(entry)) {
       if (!(ENTRY_KEYS as readonly string[]).includes(k)) {
-        throw new InputError(`${field}.${k}`, entry[k], `not an entry field; allowed: ${ENTRY_KEYS.join(', ')} ${where}`);
+        throw new InputError(`${field}.${inputExcerpt(k)}`, entry[k], `not an entry field; allowed: ${ENTRY_KEYS.join(', ')} ${where}`);
       }
     }
     const value = entry.value;
@@ -257,6 +257,9 @@ export function validateProfile(raw: unknown, origin: string): CostProfile {
   });
 }
 
+/** Largest profile file read: the reference profile has under 20 KB. */
+const MAX_PROFILE_FILE_BYTES = 16 * 1024 * 1024;
+
 /**
  * Reads and validates a profile file.
  * @throws InputError naming the path for a missing/unreadable file or bad JSON,
@@ -266,10 +269,15 @@ export function loadProfile(path: string): CostProfile {
   const absolute = isAbsolute(path) ? path : resolve(path);
   let text: string;
   try {
+    // a FIFO would block the read until a writer came, a device may never end
+    const st = statSync(absolute);
+    if (st.isDirectory()) throw Object.assign(new Error('a directory'), { code: 'EISDIR' });
+    if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: st.isFIFO() ? 'a FIFO' : 'a device or socket, not a regular file' });
+    if (st.size > MAX_PROFILE_FILE_BYTES) throw Object.assign(new Error('too large'), { code: `at most ${MAX_PROFILE_FILE_BYTES} bytes; it has ${st.size}` });
     text = readFileSync(absolute, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'a directory, not a file' : (err as Error).message;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'a directory, not a file' : (code ?? (err as Error).message);
     throw new InputError('profile', absolute, `a readable JSON profile file (${why})`);
   }
   let raw: unknown;
@@ -299,7 +307,7 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
 /** The known key within edit distance 3 of `key` (case-insensitive), if any. */
 function closestKey(key: string): CostKey | undefined {
   return closestName(
-    key,
+    key.toLowerCase(),
     PROFILE_KEYS.map((spec) => spec.key),
     3,
     (a, b) => editDistance(a.toLowerCase(), b.toLowerCase()),

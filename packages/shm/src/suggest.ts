@@ -13,7 +13,12 @@ export function editDistance(a: string, b: string): number {
   return prev[b.length];
 }
 
-/** The first candidate at the smallest distance from `name`, if that distance is at most `maxDistance`. */
+/**
+ * The first candidate at the smallest distance from `name`, if that distance is
+ * at most `maxDistance`. A candidate whose length differs from the name's by
+ * more than `maxDistance` is skipped unmeasured (an edit distance is at least
+ * that difference), so a name of 200 000 characters costs no more than a short one.
+ */
 export function closestName<T extends string>(
   name: string,
   candidates: Iterable<T>,
@@ -23,6 +28,7 @@ export function closestName<T extends string>(
   let best: T | undefined;
   let bestDistance = Infinity;
   for (const c of candidates) {
+    if (Math.abs(name.length - c.length) > maxDistance) continue;
     const d = distance(name, c);
     if (d < bestDistance) [best, bestDistance] = [c, d];
   }

@@ -1,4 +1,4 @@
-import { RunControl, runWorkers, WorkerFailure } from '@vmstack/shm';
+import { RunControl, runWorkers, StallDetector, WorkerFailure, WorkerStall } from '@vmstack/shm';
 import test from 'ava';
 
 const entry = new URL('./helpers/scenario-worker.js', import.meta.url);
@@ -78,4 +78,73 @@ test('handshake: every worker reports ready before any starts; a parked worker i
     ['p0', 'p1'],
   );
   for (const r of res.results) t.like(r, { woke: 'abort', notified: true });
+});
+
+test('watchdog: an idle reactive worker beside one that progresses is no stall; the run ends normally', async (t) => {
+  const control = RunControl.allocate();
+  const finished = new SharedArrayBuffer(4);
+  const out = await runWorkers<{ idle?: boolean; clockNs?: number }>(
+    [
+      { role: 'vm0/vmm/viommu0', entry, init: { scenario: 'idle-reactive', finished } },
+      // progresses for four watchdog bounds while the reactive worker sleeps through all of them
+      { role: 'vm0/vcpu0', entry, init: { scenario: 'progressing', finished, progressMs: 1200, wake: 0 } },
+    ],
+    control,
+    { timeoutMs: 100_000, watchdogMs: 300 },
+  );
+  t.true(out.results[0].idle);
+  t.true((out.results[1].clockNs ?? 0) > 0);
+  t.false(RunControl.attach(control).aborted());
+});
+
+test('watchdog: a worker that stalls (injected) while its peer sleeps idle ends the run, naming the stalled one, not the idle one', async (t) => {
+  const control = RunControl.allocate();
+  const finished = new SharedArrayBuffer(4);
+  const run = runWorkers(
+    [
+      { role: 'vm0/vmm/viommu0', entry, init: { scenario: 'idle-reactive', finished } },
+      { role: 'vm0/vcpu0', entry, init: { scenario: 'progressing', finished, progressMs: 100_000, wake: 0 } },
+    ],
+    control,
+    { timeoutMs: 100_000, watchdogMs: 300, faults: [{ role: 'vm0/vcpu*', mode: 'stall', atNs: 3000 }] },
+  );
+  const err = await t.throwsAsync(run, { instanceOf: WorkerStall });
+  t.is(err!.role, 'vm0/vcpu0');
+  t.regex(err!.message, /^worker vm0\/vcpu0 \(thread \d+\) stalled: no progress for \d+\.\d s at model time 3000 ns, waiting for nothing/);
+  t.true(RunControl.attach(control).aborted(), 'the watchdog set the abort flag, so the idle worker woke and stopped');
+});
+
+test('watchdog rule: when every worker waits (a deadlock), the one with the smallest EOT is named', (t) => {
+  const control = RunControl.allocate();
+  const ctl = RunControl.attach(control);
+  const workers = ['vm0/vcpu0', 'vm0/vcpu1', 'vm0/vmm/viommu0'].map((role, index) => ({ role, index, threadId: index + 1 }));
+  ctl.publishEot(0, 5000);
+  ctl.publishEot(1, 2000);
+  ctl.setWaitFor(0, 6000);
+  for (const w of workers) Atomics.store(ctl.waitMarkerRef(w.index).words, ctl.waitMarkerRef(w.index).index, 1);
+  const d = new StallDetector(ctl, workers, 1000, 0);
+  t.is(
+    d.sample(0, () => true),
+    null,
+    'the first sample is progress',
+  );
+  t.is(
+    d.sample(500, () => true),
+    null,
+    'within the bound',
+  );
+  const stall = d.sample(1000, () => true);
+  t.deepEqual(stall?.suspects, [1]);
+  t.regex(stall!.message, /^worker vm0\/vcpu1 \(thread 2\) stalled: no progress for 1\.0 s at model time 0 ns, waiting for a peer \(parked\), EOT 2000 ns$/);
+  // any published change is progress: the bound starts again
+  ctl.noteProgress(2);
+  t.is(
+    d.sample(1500, () => true),
+    null,
+  );
+  t.is(
+    d.sample(2400, () => true),
+    null,
+  );
+  t.truthy(d.sample(2500, () => true));
 });

@@ -5,7 +5,7 @@
  * the kicking vCPU when the used elements are written.
  */
 
-import { encodeUsed, GuestToVmmDone, GuestToVmmKick, NEVER_NS, Ring, VfioRpcPort, workerMain } from '@vmstack/shm';
+import { encodeUsed, faultCheckpoint, GuestToVmmDone, GuestToVmmKick, NEVER_NS, Ring, VfioRpcPort, workerMain } from '@vmstack/shm';
 import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
 import { createVmm } from './vmm.js';
 
@@ -25,6 +25,7 @@ workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
     const finished = new Array<boolean>(kicks.length).fill(false);
     while (live > 0) {
       const seq = ev.prepare();
+      faultCheckpoint(clock.nowNs());
       let progressed = false;
       for (let v = 0; v < kicks.length; v++) {
         const ring = kicks[v];
@@ -49,6 +50,9 @@ workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
         if (n > 0) {
           ring.release(n);
           progressed = true;
+          // no peer reads a reactive worker's clock: it is there for the watchdog and stall reports
+          control.publishClock(boot.index, clock.nowNs());
+          control.noteProgress(boot.index);
         }
       }
       if (!progressed) {

@@ -18,7 +18,7 @@
 
 import { totalmem } from 'node:os';
 import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
-import { type ClockMode, DEFAULT_PROFILE_PATH, InputError, loadProfile, MAX_WORKERS } from '@vmstack/shm';
+import { type ClockMode, DEFAULT_PROFILE_PATH, type FaultSpec, InputError, loadProfile, MAX_WORKERS } from '@vmstack/shm';
 import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { formatFioJson } from '../report/fio-json.js';
@@ -57,6 +57,10 @@ export interface RunArgs {
   html?: string;
   /** --vms, --devices, … or --topology FILE (topology/build.ts); undefined: the default shape */
   topology?: TopologyArgs;
+  /** real ms without progress before the run fails (shm watchdog.ts); undefined: the default, 0: none */
+  watchdogMs?: number;
+  /** --inject-fault: faults to inject into the workers (shm fault.ts) */
+  faults?: readonly FaultSpec[];
 }
 
 /** Jobs of one barrier group run at once, one vCPU worker each, beside the vmm, host-vfio and device workers. */
@@ -131,6 +135,8 @@ export function runOptionsOf(args: RunArgs): RunOptions {
       slotsPerClass,
       spinLoads: 2000,
       dilation: 1,
+      ...(a.watchdogMs === undefined ? {} : { watchdogMs: a.watchdogMs }),
+      ...(a.faults ? { faults: a.faults } : {}),
     })),
     profilePath,
     warnings,

@@ -73,6 +73,8 @@ export function parseJobFileText(text: string, path: string, options: ParseJobFi
   const sections: JobFileSection[] = [];
   let current: JobFileSection | undefined;
 
+  // the files being read, outermost first: a file that includes itself, directly or through others, would never end
+  const including: string[] = [resolve(path)];
   const parseLines = (body: string, file: string, depth: number): void => {
     body
       .replace(/^\uFEFF/, '')
@@ -100,7 +102,12 @@ export function parseJobFileText(text: string, path: string, options: ParseJobFi
           if (depth >= MAX_INCLUDE_DEPTH) throw new InputError(where, line, `includes nested at most ${MAX_INCLUDE_DEPTH} deep`);
           const target = include[1].trim();
           const full = isAbsolute(target) ? target : resolve(dirname(file), target);
+          if (including.includes(resolve(full))) {
+            throw new InputError(`${where} include`, target, 'a file not already being read: an include cycle never ends');
+          }
+          including.push(resolve(full));
           parseLines(readText(readFile, `${where} include`, full), full, depth + 1);
+          including.pop();
           return;
         }
 
@@ -115,7 +122,10 @@ export function parseJobFileText(text: string, path: string, options: ParseJobFi
 /** One `key=value` or bare `key` line, decoded by ini. */
 function decodeOption(line: string, where: string, env: NodeJS.ProcessEnv): JobFileOption {
   const entries = Object.entries(ini.decode(line, { bracketedArray: false }));
-  if (entries.length !== 1) throw new InputError(where, line, 'one option per line: key=value or a bare key');
+  // ini also splits a line at a lone CR, so "[]\r]" decodes as a section: an object, not a value
+  if (entries.length !== 1 || (typeof entries[0][1] === 'object' && entries[0][1] !== null)) {
+    throw new InputError(where, line, 'one option per line: key=value or a bare key');
+  }
   const [key, decoded] = entries[0];
   // ini turns a bare key into `true` and the words true/false/null into values; undo that.
   const value = decoded === true && !line.includes('=') ? '' : String(decoded);

@@ -39,7 +39,7 @@ import {
   type VerifyMode,
   validateJobSpec,
 } from '@vmstack/guest-kernel';
-import { closestName, InputError } from '@vmstack/shm';
+import { closestName, InputError, inputExcerpt } from '@vmstack/shm';
 import { type JobFile, type ParseJobFileOptions, readJobFile } from './jobfile.js';
 import { checkRegionBytes, type KbBase, parseCount, parseSizeBytes, parseTimeNs } from './sizes.js';
 
@@ -401,7 +401,7 @@ export function jobsFromJobFile(file: JobFile, options: Omit<JobsFromFileOptions
   const sections: Section[] = file.sections.map((s) => ({
     name: s.name,
     isGlobal: s.name === 'global',
-    options: s.options.map((o) => ({ key: o.key, value: o.value, field: `[${s.name}] ${o.key}` })),
+    options: s.options.map((o) => ({ key: o.key, value: o.value, field: `[${inputExcerpt(s.name)}] ${inputExcerpt(o.key)}` })),
   }));
   if (!sections.some((s) => !s.isGlobal)) {
     throw new InputError('job file', file.path, 'at least one job section besides [global], e.g. [randread-4k]');
@@ -420,7 +420,7 @@ function toWritten(values: JobOptionValues, field: (key: string) => string): Wri
       key,
       // A boolean flag (`--time_based`) means 1, as `time_based=1` would.
       value: value === true ? '1' : value === false ? '0' : String(value),
-      field: field(key),
+      field: field(inputExcerpt(key)),
     }));
 }
 
@@ -474,7 +474,7 @@ function buildJobs(sections: Section[], overrides: Written[], defaults: Written[
       return;
     }
     if (Object.hasOwn(jobOptions, section.name)) {
-      throw new InputError(`[${section.name}]`, section.name, 'a job name used by one section only');
+      throw new InputError(`[${inputExcerpt(section.name)}]`, section.name, 'a job name used by one section only');
     }
     jobOptions[section.name] = Object.fromEntries(section.options.map((o) => [o.key, o.value]));
 
@@ -523,7 +523,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   const { rw, blockSizeBytes } = resolveRwAndBlockSize(job, kbBase);
   const { sizeBytes, offsetBytes, offsetIncrementBytes } = resolveRegion(job, kbBase);
   const { iodepth, numjobs } = resolveDepthAndClones(job);
-  checkRegionFits(job, rw, sizeBytes, offsetBytes + (numjobs - 1) * offsetIncrementBytes);
+  checkRegionFits(job, rw, sizeBytes, offsetBytes, offsetBytes + (numjobs - 1) * offsetIncrementBytes);
   const { runtimeNs, timeBased } = resolveDuration(job);
   const rwmixreadPct = resolveRwmixread(job);
   const { verify, doVerify } = resolveVerify(job);
@@ -616,7 +616,7 @@ function resolveRwAndBlockSize(job: JobOptionSlots, kbBase: KbBase): { rw: RwMod
 function resolveRegion(job: JobOptionSlots, kbBase: KbBase): { sizeBytes: number; offsetBytes: number; offsetIncrementBytes: number } {
   const sizeOpt = job.get('size');
   if (!sizeOpt) {
-    throw new InputError(`[${job.sectionName}] size`, undefined, 'a region size per job, e.g. size=64m (the model has no file to take it from)');
+    throw new InputError(`[${inputExcerpt(job.sectionName)}] size`, undefined, 'a region size per job, e.g. size=64m (the model has no file to take it from)');
   }
   const sizeBytes = parseRegionBytes(sizeOpt, kbBase);
   job.note('sizeBytes', sizeOpt);
@@ -632,11 +632,20 @@ function resolveRegion(job: JobOptionSlots, kbBase: KbBase): { sizeBytes: number
   return { sizeBytes, offsetBytes, offsetIncrementBytes };
 }
 
-/** The last clone's region ends within the namespace (and, if the job writes, within the host's RAM). */
-function checkRegionFits(job: JobOptionSlots, rw: RwMode, sizeBytes: number, lastOffsetBytes: number): void {
+/** The last clone's region ends within the modelled drive (and, if the job writes, within the host's RAM). */
+function checkRegionFits(job: JobOptionSlots, rw: RwMode, sizeBytes: number, offsetBytes: number, lastOffsetBytes: number): void {
   const sizeOpt = job.get('size');
   if (!sizeOpt) return;
-  checkRegionBytes(sizeOpt.field, sizeOpt.value, lastOffsetBytes + sizeBytes, rw !== 'read' && rw !== 'randread', totalmem());
+  const offsetOpt = job.get('offset');
+  const incOpt = job.get('offset_increment');
+  checkRegionBytes(
+    { size: sizeOpt, ...(offsetOpt ? { offset: offsetOpt } : {}), ...(incOpt ? { offsetIncrement: incOpt } : {}) },
+    offsetBytes,
+    lastOffsetBytes,
+    sizeBytes,
+    rw !== 'read' && rw !== 'randread',
+    totalmem(),
+  );
 }
 
 /** iodepth (default 1) and numjobs, the number of clones of the job (default 1). */

@@ -89,38 +89,62 @@ export function parseTimeNs(field: string, text: string): number {
 }
 
 /**
- * The modelled drive has no fixed capacity: runStack sizes its namespace to
- * the jobs' regions plus 1024 blocks of 4 KiB, and Identify Namespace reports
- * that size as a 32-bit block count. A region must end within it.
+ * The modelled drive's capacity: the reference profile's Samsung PM981a 512 GB
+ * (profiles/i5-10210U.json), formatted with 4 KiB logical blocks. A 512 GB
+ * drive has 1,000,215,216 sectors of 512 bytes (IDEMA LBA1-03:
+ * 97,696,368 + 1,953,504 × (512 − 50)), i.e. 125,026,902 blocks of 4 KiB.
+ * runStack gives the device a namespace just large enough for the jobs'
+ * regions; a region must lie within the capacity of the drive it models.
  */
-export const NAMESPACE_MAX_BYTES = (0xffffffff - 1024) * 4096;
+export const DRIVE_CAPACITY_BYTES = 125_026_902 * 4096;
+
+const CAPACITY_TEXT = `${DRIVE_CAPACITY_BYTES} bytes, the modelled drive's capacity (Samsung PM981a 512 GB, 125026902 blocks of 4 KiB)`;
+
+/** Where a job's region is written: each part as the user wrote it, for errors. */
+export interface RegionWritten {
+  size: { field: string; value: string };
+  offset?: { field: string; value: string };
+  /** offset_increment, when numjobs clones start past the first offset */
+  offsetIncrement?: { field: string; value: string };
+}
 
 /**
- * A job's region [offset, end) on the drive: it must end within the namespace,
- * and a job that writes must fit in the host's RAM, where the device keeps
- * every block written.
- * @param field the size option as the user wrote it (e.g. "--size", "[j] size")
+ * A job's region [offset, end) on the drive, for its last clone: it must lie
+ * within the modelled drive's capacity, and a job that writes must fit in the
+ * host's RAM, where the device keeps every block written. The error names the
+ * option that puts the region past the drive: the offset (or offset_increment)
+ * when the region starts beyond it, else the size.
  */
-export function checkRegionBytes(field: string, text: string, endBytes: number, writes: boolean, hostRamBytes: number): void {
-  if (endBytes > NAMESPACE_MAX_BYTES) {
-    throw new InputError(
-      field,
-      text,
-      `a region ending within the modelled namespace: at most ${NAMESPACE_MAX_BYTES} bytes (2^32 - 1025 blocks of 4 KiB), offset included`,
-    );
+export function checkRegionBytes(
+  written: RegionWritten,
+  offsetBytes: number,
+  lastOffsetBytes: number,
+  sizeBytes: number,
+  writes: boolean,
+  hostRamBytes: number,
+): void {
+  const endBytes = lastOffsetBytes + sizeBytes;
+  if (written.offset && offsetBytes >= DRIVE_CAPACITY_BYTES) {
+    throw new InputError(written.offset.field, written.offset.value, `an offset below ${CAPACITY_TEXT}`);
+  }
+  if (written.offsetIncrement && lastOffsetBytes >= DRIVE_CAPACITY_BYTES) {
+    throw new InputError(written.offsetIncrement.field, written.offsetIncrement.value, `an increment that starts every numjobs clone below ${CAPACITY_TEXT}`);
+  }
+  if (endBytes > DRIVE_CAPACITY_BYTES) {
+    throw new InputError(written.size.field, written.size.value, `a region ending within the drive: at most ${CAPACITY_TEXT}, offset included`);
   }
   if (writes && endBytes > hostRamBytes) {
     throw new InputError(
-      field,
-      text,
+      written.size.field,
+      written.size.value,
       `for a job that writes, at most the host's RAM (${Math.floor(hostRamBytes / 2 ** 20)}m): the modelled drive keeps every block written in memory`,
     );
   }
 }
 
-/** A size option of compare or sweep (bytes read per run): a fio size whose region fits the namespace. */
+/** A size option of compare or sweep (bytes read per run): a fio size whose region fits the modelled drive. */
 export function parseRegionSizeBytes(field: string, text: string): number {
   const bytes = parseSizeBytes(field, text);
-  checkRegionBytes(field, text, bytes, false, Number.POSITIVE_INFINITY);
+  checkRegionBytes({ size: { field, value: text } }, 0, 0, bytes, false, Number.POSITIVE_INFINITY);
   return bytes;
 }

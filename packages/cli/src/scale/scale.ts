@@ -167,21 +167,19 @@ function textTable(head: readonly string[], rows: readonly (readonly string[])[]
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
 }
 
+/** The columns of the per-point throughput and latency table, in text and HTML. */
+function pointHeader(r: ScaleResult): string[] {
+  return ['strategy', r.dim, 'MiB/s', 'IOPS', 'clat p50 µs', 'p99 µs', 'p99.9 µs'];
+}
+
+/** One point's row of that table. */
+function pointCells(p: ScaleResult['points'][number]): string[] {
+  return [p.strategy, p.value, p.aggregateMibPerS.toFixed(1), String(Math.round(p.iops)), us(p.clatP50Ns, 2), us(p.clatP99Ns, 2), us(p.clatP999Ns, 2)];
+}
+
 /** `normal` output: throughput and latency per point, then lock classes per point. */
 export function formatScaleTable(r: ScaleResult): string {
-  const perf = textTable(
-    ['strategy', r.dim, 'MiB/s', 'IOPS', 'clat p50 µs', 'p99 µs', 'p99.9 µs'],
-    r.points.map((p) => [
-      p.strategy,
-      p.value,
-      p.aggregateMibPerS.toFixed(1),
-      String(Math.round(p.iops)),
-      us(p.clatP50Ns, 2),
-      us(p.clatP99Ns, 2),
-      us(p.clatP999Ns, 2),
-    ]),
-    2,
-  );
+  const perf = textTable(pointHeader(r), r.points.map(pointCells), 2);
   const locks = textTable(
     ['strategy', r.dim, 'lock class', 'acquisitions', 'contentions', 'wait µs'],
     r.points.flatMap((p) => p.locks.map((l) => [p.strategy, p.value, l.class, String(l.acquisitions), String(l.contentions), us(l.waittimeTotalNs)])),
@@ -307,18 +305,7 @@ export function formatScaleHtml(r: ScaleResult): string {
     },
     {
       heading: 'Points',
-      body: htmlTable(
-        ['strategy', r.dim, 'MiB/s', 'IOPS', 'clat p50 µs', 'p99 µs', 'p99.9 µs'],
-        r.points.map((p) => [
-          p.strategy,
-          p.value,
-          p.aggregateMibPerS.toFixed(1),
-          String(Math.round(p.iops)),
-          us(p.clatP50Ns, 2),
-          us(p.clatP99Ns, 2),
-          us(p.clatP999Ns, 2),
-        ]),
-      ),
+      body: htmlTable(pointHeader(r), r.points.map(pointCells)),
     },
     {
       heading: 'Lock classes',

@@ -6,6 +6,7 @@
  * thread), and assemble a fio-style RunResult.
  */
 
+import { availableParallelism } from 'node:os';
 import {
   BouncePool,
   type BouncePoolHandle,
@@ -36,6 +37,8 @@ import {
   type ControlHandle,
   type CostProfile,
   collectEndedRuns,
+  defaultWatchdogMs,
+  type FaultSpec,
   InputError,
   IOMMU_READ,
   IOMMU_WRITE,
@@ -54,6 +57,7 @@ import {
   type WorkerSpec,
 } from '@vmstack/shm';
 import type { VmmWorkerInit, VmmWorkerResult } from '@vmstack/vmm';
+import { checkFaultRoles } from '../faults.js';
 import { assembleRunResult, mergeVmResults, sumDeep } from '../report/assemble.js';
 import type { RunCarry, RunResult } from '../report/result.js';
 import { type PlannedRing, planRings, planStack, type StackPlan, type VmPlan } from '../topology/plan.js';
@@ -98,6 +102,10 @@ export interface StackOptions {
   exportNamespace?: boolean;
   /** reject (with each worker's state) if the run takes longer than this, real ms */
   timeoutMs?: number;
+  /** fail once no worker has made progress for this long, real ms (shm watchdog.ts); 0: no watchdog; default: defaultWatchdogMs */
+  watchdogMs?: number;
+  /** faults to inject into the workers (shm fault.ts) */
+  faults?: readonly FaultSpec[];
 }
 
 /**
@@ -414,7 +422,16 @@ async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: Wo
   return (
     o.transport === 'in-thread'
       ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan)))
-      : runWorkers<unknown>(specs, control, { timeoutMs: o.timeoutMs ?? 30 * 60_000 })
+      : runWorkers<unknown>(specs, control, {
+          timeoutMs: o.timeoutMs ?? 30 * 60_000,
+          watchdogMs: o.watchdogMs ?? defaultWatchdogMs(specs.length, availableParallelism()),
+          faults: o.faults,
+          // a thread parked on a lock wakes now rather than at its next timeout
+          onAbort: () => {
+            LockTable.wakeAll(regions.hostLocks);
+            for (const vm of regions.vms) LockTable.wakeAll(vm.locks);
+          },
+        })
   ).catch((e: unknown) => {
     if (e instanceof Error && /did not finish/.test(e.message)) {
       const ns = (x: number) => (x >= NEVER_NS ? 'never' : String(x));
@@ -433,6 +450,10 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
     alwaysBounceLimitBytes: opts.alwaysBounceLimitBytes,
     slotsPerClass: opts.slotsPerClass,
   });
+  checkFaultRoles(
+    opts.faults,
+    plan.workers.map((w) => w.role),
+  );
   if (plan.vms.length > 1 && (opts.carry || opts.exportNamespace))
     throw new InputError('stonewall', `${plan.vms.length} VMs`, 'one VM: barrier groups (stonewall, wait_for_previous) run with one VM for now');
   if (plan.vms.length > 1 && opts.transport === 'in-thread')

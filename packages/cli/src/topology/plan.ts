@@ -229,6 +229,7 @@ export function guestLayoutRequest(jobs: readonly FioJobSpec[], o: { strategy: D
 
 /** IOVA windows of the domains sharing one container: 2^44 bytes each, as page frames (16 fit in the 48-bit input range). */
 const SHARED_CONTAINER_WINDOW_PFNS = 2 ** (44 - PAGE_SHIFT);
+const MAX_CONTAINER_DOMAINS = 2 ** (VIOMMU_INPUT_RANGE_BITS - 44);
 
 export function planStack(topology: Topology, o: StackPlanOptions): StackPlan {
   validateTopology(topology, o.jobs.length);
@@ -419,6 +420,12 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
     const jobs = jobsOn(i);
     // a container shared by several domains has one IOVA space: each domain allocates from a window of its own
     const sharers = bareMetal ? [i] : containerDevices[ci];
+    if (sharers.length > MAX_CONTAINER_DOMAINS)
+      throw new InputError(
+        `${at}.devices[${i}].container`,
+        d.container,
+        `a container at most ${MAX_CONTAINER_DOMAINS} drives share: each domain in it allocates from a 2^44-byte window of the 48-bit IOVA space`,
+      );
     const w = sharers.length > 1 ? sharers.indexOf(i) : 0;
     const windowStartPfn = w * SHARED_CONTAINER_WINDOW_PFNS;
     const limitPfn = sharers.length > 1 ? (w + 1) * SHARED_CONTAINER_WINDOW_PFNS - 1 : VIOMMU_IOVA_LIMIT_PFN;
@@ -475,7 +482,7 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
       // in a VM, each host context serving the drive's container invalidates on a ring of its own
       inval: bareMetal
         ? [ring(`inval${devSuffix(i)}`, INVAL_RING_RECORDS, vcpuWorkers[0], worker)]
-        : (viommusOfContainer.get(ci) ?? []).map((hv, n, all) =>
+        : (viommusOfContainer.get(ci) ?? []).map((hv, _n, all) =>
             ring(`inval${devSuffix(i)}${all.length > 1 ? `/${vm.viommus[hv].id}` : ''}`, INVAL_RING_RECORDS, viommus[hv].host, worker),
           ),
       vtd: bareMetal

@@ -13,7 +13,7 @@
  */
 
 import { DMA_STRATEGIES, type DmaStrategy, type FioJobSpec, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
-import { InputError, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { InputError, inputExcerpt, PAGE_SIZE_BYTES } from '@vmstack/shm';
 
 /**
  * Where the kernel that runs the jobs runs: in VMs (a VMM serves their
@@ -224,11 +224,12 @@ export function validateTopology(t: unknown, jobCount: number): asserts t is Top
     list(unit.controllers, `${at}.controllers`, 1).forEach((c, k) => {
       reference(c, `${at}.controllers[${k}]`, controllerIds, 'controllers');
       const other = servedBy.get(c as string);
-      if (other !== undefined) throw new InputError(`${at}.controllers[${k}]`, c, `a controller no other unit serves; ${other} serves it already`);
+      if (other !== undefined) throw new InputError(`${at}.controllers[${k}]`, c, `a controller no other unit serves; ${shown(other)} serves it already`);
       servedBy.set(c as string, id);
     });
   });
-  for (const c of controllerIds) if (!servedBy.has(c)) throw new InputError('topology.hostIommus', c, `a unit serving every controller; none serves ${c}`);
+  for (const c of controllerIds)
+    if (!servedBy.has(c)) throw new InputError('topology.hostIommus', c, `a unit serving every controller; none serves ${shown(c)}`);
 
   const vms = list(top.vms, 'topology.vms', 1);
   if (bareMetal && vms.length !== 1)
@@ -262,8 +263,8 @@ export function validateTopology(t: unknown, jobCount: number): asserts t is Top
       const other = placed.get(pl.job as number);
       if (other !== undefined) throw new InputError(`${at}.jobs[${k}].job`, pl.job, `a job not placed yet; it runs at ${other} already`);
       if (!Number.isInteger(pl.vcpu) || (pl.vcpu as number) < 0 || (pl.vcpu as number) >= vcpus.length)
-        throw new InputError(`${at}.jobs[${k}].vcpu`, pl.vcpu, `a vCPU of ${vm.id as string}: 0..${vcpus.length - 1}`);
-      placed.set(pl.job as number, `${vm.id as string} vCPU ${pl.vcpu as number}`);
+        throw new InputError(`${at}.jobs[${k}].vcpu`, pl.vcpu, `a vCPU of ${shown(vm.id)}: 0..${vcpus.length - 1}`);
+      placed.set(pl.job as number, `${shown(vm.id)} vCPU ${pl.vcpu as number}`);
       if (pl.device !== undefined) jobDevices.push([`${at}.jobs[${k}].device`, pl.device]);
     });
     const viommus = new Set<string>();
@@ -287,7 +288,7 @@ export function validateTopology(t: unknown, jobCount: number): asserts t is Top
       devices.add(id);
       reference(d.controller, `${dat}.controller`, controllerIds, 'controllers');
       const other = passedThrough.get(d.controller as string);
-      if (other !== undefined) throw new InputError(`${dat}.controller`, d.controller, `a controller no other device uses; device ${other} has it`);
+      if (other !== undefined) throw new InputError(`${dat}.controller`, d.controller, `a controller no other device uses; device ${shown(other)} has it`);
       passedThrough.set(d.controller as string, id);
       if (typeof d.untrusted !== 'boolean') throw new InputError(`${dat}.untrusted`, d.untrusted, 'true or false');
       if (bareMetal) {
@@ -295,21 +296,21 @@ export function validateTopology(t: unknown, jobCount: number): asserts t is Top
           if (d[f] !== undefined) throw new InputError(`${dat}.${f}`, d[f], `no ${f} on bare-metal: the host's own NVMe driver uses the device, with no VMM`);
         return;
       }
-      reference(d.viommu, `${dat}.viommu`, viommus, `viommus of ${vm.id as string}`);
-      reference(d.container, `${dat}.container`, containers, `VFIO containers of ${vm.id as string}`);
+      reference(d.viommu, `${dat}.viommu`, viommus, `viommus of ${shown(vm.id)}`);
+      reference(d.container, `${dat}.container`, containers, `VFIO containers of ${shown(vm.id)}`);
       if (!Number.isInteger(d.endpointId) || (d.endpointId as number) < 0 || (d.endpointId as number) > U32_MAX)
         throw new InputError(`${dat}.endpointId`, d.endpointId, 'an integer from 0 to 2^32-1 (a 32-bit virtio-iommu endpoint id)');
       const taken = endpoints.get(d.viommu as string) ?? new Set<number>();
       if (taken.has(d.endpointId as number))
-        throw new InputError(`${dat}.endpointId`, d.endpointId, `an endpoint id no other device behind ${d.viommu as string} has`);
+        throw new InputError(`${dat}.endpointId`, d.endpointId, `an endpoint id no other device behind ${shown(d.viommu)} has`);
       taken.add(d.endpointId as number);
       endpoints.set(d.viommu as string, taken);
       if (!Number.isInteger(d.domainId) || (d.domainId as number) < 1 || (d.domainId as number) > U32_MAX)
         throw new InputError(`${dat}.domainId`, d.domainId, 'an integer from 1 to 2^32-1 (a 32-bit virtio-iommu domain id)');
     });
-    for (const [field, device] of jobDevices) reference(device, field, devices, `devices of ${vm.id as string}`);
+    for (const [field, device] of jobDevices) reference(device, field, devices, `devices of ${shown(vm.id)}`);
     if ((vm.jobs as unknown[]).length > 0 && devices.size === 0)
-      throw new InputError(`${at}.devices`, [], `at least 1 device: the jobs of ${vm.id as string} do I/O to one`);
+      throw new InputError(`${at}.devices`, [], `at least 1 device: the jobs of ${shown(vm.id)} do I/O to one`);
   });
   for (let j = 0; j < jobCount; j++) if (!placed.has(j)) throw new InputError('topology.vms[].jobs', j, `every job on a vCPU; job ${j} is on none`);
 }
@@ -332,5 +333,19 @@ function uniqueId(id: unknown, field: string, seen: Set<string>, kind: string): 
 }
 
 function reference(id: unknown, field: string, ids: ReadonlySet<string>, kind: string): void {
-  if (typeof id !== 'string' || !ids.has(id)) throw new InputError(field, id, `one of the ${kind}: ${[...ids].join(', ') || '(none)'}`);
+  if (typeof id !== 'string' || !ids.has(id)) throw new InputError(field, id, `one of the ${kind}: ${shownList([...ids])}`);
+}
+
+/** An id from the file as a message shows it: an excerpt, control characters escaped. */
+function shown(id: unknown): string {
+  return inputExcerpt(String(id));
+}
+
+const MAX_IDS_LISTED = 8;
+
+/** Ids a message lists: the first few, each an excerpt, and how many there are. */
+function shownList(ids: readonly string[]): string {
+  if (ids.length === 0) return '(none)';
+  const first = ids.slice(0, MAX_IDS_LISTED).map(shown).join(', ');
+  return ids.length > MAX_IDS_LISTED ? `${first}, … (${ids.length} in all)` : first;
 }

@@ -2,7 +2,7 @@
  * Worker used by the shm tests: runs one named scenario against the shared
  * memory given in `init` and returns what it observed.
  */
-import { LockTable, type LockTableHandle, ModelClock, NEVER_NS, Ring, type RingHandle, WorkerSync, workerMain } from '@vmstack/shm';
+import { faultCheckpoint, LockTable, type LockTableHandle, ModelClock, NEVER_NS, Ring, type RingHandle, WorkerSync, workerMain } from '@vmstack/shm';
 import { mulberry32 } from './prng.js';
 
 interface Init {
@@ -17,7 +17,9 @@ interface Init {
     | 'clock-sender'
     | 'clock-receiver'
     | 'clock-reactive'
-    | 'quantum-vcpu';
+    | 'quantum-vcpu'
+    | 'idle-reactive'
+    | 'progressing';
   ring?: RingHandle;
   ring2?: RingHandle;
   records?: number;
@@ -39,6 +41,10 @@ interface Init {
   untilNs?: number;
   realDelayUs?: number;
   log?: SharedArrayBuffer;
+  /** progressing: real ms to keep making progress (one step per 20 ms) */
+  progressMs?: number;
+  /** progressing: the idle-reactive worker to wake once done */
+  wake?: number;
 }
 
 workerMain<Init, unknown>((boot, control) => {
@@ -116,6 +122,37 @@ workerMain<Init, unknown>((boot, control) => {
         const parked = new Int32Array(init.parked!);
         for (let n = Atomics.load(parked, 0); n < init.crashAfterParked!; n = Atomics.load(parked, 0)) Atomics.wait(parked, 0, n);
         process.exit(3);
+      };
+    case 'idle-reactive':
+      // a reactive worker with nothing to do: EOT NEVER, parked on its event until i32[0] of `finished` is set
+      return () => {
+        control.publishEot(boot.index, NEVER_NS);
+        const ev = control.event(boot.index);
+        const finished = new Int32Array(init.finished!);
+        for (;;) {
+          const seq = ev.prepare();
+          faultCheckpoint(0);
+          if (Atomics.load(finished, 0) !== 0) return { idle: true };
+          if (control.aborted()) return { aborted: true };
+          ev.wait(seq, 100);
+        }
+      };
+    case 'progressing':
+      // a worker whose model clock moves one step per 20 ms of real time, then tells the idle one to finish
+      return () => {
+        const sleep = new Int32Array(new SharedArrayBuffer(4));
+        const start = performance.now();
+        let nowNs = 0;
+        while (performance.now() - start < init.progressMs!) {
+          faultCheckpoint(nowNs);
+          nowNs += 1000;
+          control.publishClock(boot.index, nowNs);
+          control.publishEot(boot.index, nowNs);
+          Atomics.wait(sleep, 0, 0, 20);
+        }
+        Atomics.store(new Int32Array(init.finished!), 0, 1);
+        control.event(init.wake!).notify();
+        return { clockNs: nowNs };
       };
     case 'park-forever':
       return () => {
