@@ -5,14 +5,17 @@
  * heap, the process's RSS, the ArrayBuffer memory (SharedArrayBuffers
  * included: a guest RAM counts there until the last thread that maps it lets
  * it go), the process's threads and its active handles. With nothing retained
- * every column stays flat after the first runs.
+ * every column stays flat after the first runs. The last lines sum up the runs
+ * after warm-up: CPU time per run (every thread of the process) and the range
+ * of each memory column, and how much shared memory the runs took from the
+ * shared-buffer pool and how much they allocated anew.
  *
  *   npx -y pnpm@9.15.9 bench:soak [--runs 60] [--size 64k] [--guest-ram-mib 64] [--json]
  */
 
 import { readdirSync } from 'node:fs';
 import { jobsFromCommandLine, runStack } from '@vmstack/cli';
-import { DEFAULT_PROFILE_PATH, loadProfile, releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
+import { DEFAULT_PROFILE_PATH, loadProfile, releaseIdleWorkers, setWorkerReuse, sharedPoolStats } from '@vmstack/shm';
 
 const args = process.argv.slice(2);
 const arg = (name: string, dflt: string) => {
@@ -20,6 +23,7 @@ const arg = (name: string, dflt: string) => {
   return i >= 0 ? args[i + 1] : dflt;
 };
 const runs = Number(arg('runs', '60'));
+const warmUpRuns = Math.min(runs - 1, Number(arg('warm-up', '5')));
 const size = arg('size', '64k');
 const guestRamBytes = Number(arg('guest-ram-mib', '64')) * 1024 * 1024;
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
@@ -97,8 +101,33 @@ for (let r = 1; r <= runs; r++) {
 }
 await releaseIdleWorkers();
 const after = sample(runs + 1, 0);
-if (json) console.log(JSON.stringify({ runs, size, guestRamBytes, samples, afterRelease: after }, null, 2));
+const warm = samples.slice(warmUpRuns + 1);
+const range = (k: keyof Sample) => {
+  const v = warm.map((s) => s[k]);
+  return { min: Math.min(...v), max: Math.max(...v), first: v[0], last: v[v.length - 1] };
+};
+const cpu = warm.map((s) => s.cpuMs).sort((a, b) => a - b);
+const summary = {
+  afterWarmUpRuns: warmUpRuns,
+  cpuMsPerRun: { mean: Math.round(cpu.reduce((a, b) => a + b, 0) / cpu.length), median: cpu[cpu.length >> 1] },
+  wallMsPerRun: { mean: Math.round(warm.reduce((a, s) => a + s.wallMs, 0) / warm.length) },
+  heapUsedMiB: range('heapUsedMiB'),
+  rssMiB: range('rssMiB'),
+  arrayBuffersMiB: range('arrayBuffersMiB'),
+  threads: range('threads'),
+  handles: range('handles'),
+  sharedPool: { ...sharedPoolStats },
+};
+if (json) console.log(JSON.stringify({ runs, size, guestRamBytes, samples, afterRelease: after, summary }, null, 2));
 else {
   console.log('after releaseIdleWorkers:');
   print(after);
+  const r = (x: { min: number; max: number; first: number; last: number }) => `${x.first} → ${x.last} (min ${x.min}, max ${x.max})`;
+  console.log(`runs ${warmUpRuns + 1}-${runs}: CPU ms per run mean ${summary.cpuMsPerRun.mean}, median ${summary.cpuMsPerRun.median}; wall ms mean ${summary.wallMsPerRun.mean}`);
+  console.log(`  heap MiB ${r(summary.heapUsedMiB)}; RSS MiB ${r(summary.rssMiB)}; ArrayBuffers MiB ${r(summary.arrayBuffersMiB)}`);
+  console.log(`  threads ${r(summary.threads)}; handles ${r(summary.handles)}`);
+  const MiBs = (b: number) => (b / MiB).toFixed(0);
+  console.log(
+    `  shared memory: ${MiBs(sharedPoolStats.freshBytes)} MiB allocated, ${MiBs(sharedPoolStats.reusedBytes)} MiB reused from the pool, ${MiBs(sharedPoolStats.droppedBytes)} MiB dropped`,
+  );
 }

@@ -10,7 +10,8 @@
  *   main → worker   { kind: 'go' }               once every worker is ready
  *   worker → main   { kind: 'result', result }   when its work is done
  *   worker → main   { kind: 'failed', message }  when its body threw
- *   main → worker   { kind: 'idle' }             kept for a next run: let this run go
+ *   main → worker   { kind: 'collect' }          an idle worker: collect garbage now (the
+ *                                                shared-buffer pool dropped buffers it may map)
  *   main → worker   { kind: 'exit' }             an idle worker: close and exit
  * With `setWorkerReuse(true)`, on the main thread, a worker whose run
  * succeeded stays, idle and unref'd, for the next run of the same entry
@@ -21,11 +22,15 @@
  * process (Node 20), a worker that exits by itself cannot. Otherwise, and
  * off the main thread (piscina threads, terminated with their thread),
  * workers exit after their run.
- * An idle worker holds nothing of its last run: the boot never travels as
- * `workerData` (which a worker keeps for its lifetime), the run's closure is
- * dropped when its result is sent, and on `idle` the worker collects its
- * garbage at once, so the SharedArrayBuffers it mapped (a guest RAM, rings)
- * are let go now rather than whenever the idle isolate next allocates.
+ * An idle worker holds nothing of its last run but objects over shared
+ * memory that the next run reuses: the boot never travels as `workerData`
+ * (which a worker keeps for its lifetime), the run's closure is dropped when
+ * its result is sent, and reuse also turns on the shared-buffer pool
+ * (shared-pool.ts), so the buffers an idle worker still maps until its isolate
+ * next collects are the ones the next run of the same size gets back. Only
+ * when the pool drops buffers are idle workers told to collect (`collect`):
+ * a forced collection discards the optimized code that embeds the dying run's
+ * objects, and the next run would pay its JIT warm-up again.
  * A worker that throws, exits early or errors makes the run fail: the control
  * block's abort flag is set, every parked thread is woken (they all check the
  * flag), the other workers are terminated, and `run()` rejects with a
@@ -42,6 +47,7 @@ import { type ControlHandle, RunControl } from './clock.js';
 import { WorkerFailure, WorkerStall } from './errors.js';
 import { RunAborted, setThreadWaitMarker, threadWaitStats } from './event.js';
 import { type FaultSpec, faultFor, setThreadFault } from './fault.js';
+import { onSharedBuffersDropped, setSharedBufferReuse } from './shared-pool.js';
 import { StallDetector, watchdogSampleMs } from './watchdog.js';
 
 export interface WorkerSpec {
@@ -114,6 +120,8 @@ let workerReuse = false;
 /** Keep workers between runs of this (main) thread; see releaseIdleWorkers. */
 export function setWorkerReuse(enabled: boolean): void {
   workerReuse = enabled;
+  setSharedBufferReuse(enabled);
+  onSharedBuffersDropped(enabled ? collectDroppedBuffers : null);
 }
 const MAX_IDLE_WORKERS_PER_ENTRY = 8;
 
@@ -128,7 +136,6 @@ function keepIdleWorker(entry: URL, worker: Worker): void {
     return;
   }
   worker.unref(); // an idle worker does not keep the process alive
-  worker.postMessage({ kind: 'idle' });
   list.push(worker);
   idleWorkers.set(entry.href, list);
   if (!pooled.has(worker)) {
@@ -145,19 +152,14 @@ function keepIdleWorker(entry: URL, worker: Worker): void {
   }
 }
 
-/** runs of this thread that have ended (finished or failed) */
-let endedRuns = 0;
-
 /**
- * With worker reuse on, on the main thread, once a run has ended: collect
- * this thread's garbage, so the shared memory of earlier runs that nothing
- * references any more (their regions, specs and inits) is freed before the
- * next run allocates its own. The main thread allocates little between runs,
- * so V8 alone would let gigabytes of unreachable guest RAM pile up first.
- * Called by whoever allocates a run's regions, before allocating them.
+ * The shared-buffer pool dropped buffers: let them go now, on this thread and
+ * in every idle worker. Neither allocates while idle, so V8 alone would keep
+ * them mapped until the next run's allocations start a collection.
  */
-export function collectEndedRuns(): void {
-  if (workerReuse && isMainThread && endedRuns > 0) collectGarbage();
+function collectDroppedBuffers(): void {
+  collectGarbage();
+  for (const list of idleWorkers.values()) for (const w of list) w.postMessage({ kind: 'collect' });
 }
 
 /** workers that have been in the pool (their exit listener is registered) */
@@ -197,7 +199,6 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
     const finish = (err: Error | null): void => {
       if (settled) return;
       settled = true;
-      endedRuns++;
       if (timer) clearTimeout(timer);
       if (watchdog) clearInterval(watchdog);
       if (err) {
@@ -352,7 +353,7 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
   };
   port.on('message', (m: { kind: string; boot?: WorkerBoot<I> }) => {
     if (m.kind === 'boot' && m.boot) runOnce(m.boot);
-    else if (m.kind === 'idle') collectGarbage();
+    else if (m.kind === 'collect') collectGarbage();
     else if (m.kind === 'exit') port.close(); // nothing left to do: the thread ends by itself
   });
   // a worker started with its boot as workerData (by hand, not by runWorkers) runs it at once
@@ -360,10 +361,10 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
 }
 
 /**
- * A full garbage collection of this thread, now. An idle isolate allocates
- * nothing, so V8 would not collect the last run's SharedArrayBuffer objects
- * before the next run: their memory (a guest RAM is tens of MiB and more)
- * stays mapped meanwhile. `gc` is taken once from a fresh context with
+ * A full garbage collection of this thread, now: an idle isolate allocates
+ * nothing, so V8 would not collect dropped SharedArrayBuffer objects before
+ * the next run, and their memory (a guest RAM is tens of MiB and more) would
+ * stay mapped meanwhile. `gc` is taken once from a fresh context with
  * `--expose-gc` set. The flag is process-wide and stays set: clearing it
  * again would race with another worker taking its own `gc`.
  */
