@@ -10,12 +10,16 @@
  * of each memory column, and how much shared memory the runs took from the
  * shared-buffer pool and how much they allocated anew.
  *
- *   npx -y pnpm@9.15.9 bench:soak [--runs 60] [--size 64k] [--guest-ram-mib 64] [--json]
+ *   npx -y pnpm@9.15.9 bench:soak [--runs 60] [--size 64k] [--guest-ram-mib 64] [--no-pool] [--json]
+ *
+ * `--no-pool`: every run allocates fresh shared buffers (the shared-buffer pool
+ * off), for comparison: nothing forces a collection, so idle workers and this
+ * thread keep earlier runs' regions mapped.
  */
 
 import { readdirSync } from 'node:fs';
 import { jobsFromCommandLine, runStack } from '@vmstack/cli';
-import { DEFAULT_PROFILE_PATH, loadProfile, releaseIdleWorkers, setWorkerReuse, sharedPoolStats } from '@vmstack/shm';
+import { DEFAULT_PROFILE_PATH, loadProfile, releaseIdleWorkers, setSharedBufferReuse, setWorkerReuse, sharedPoolStats } from '@vmstack/shm';
 
 const args = process.argv.slice(2);
 const arg = (name: string, dflt: string) => {
@@ -65,10 +69,14 @@ const sample = (run: number, wallMs: number, cpuMs = 0): Sample => {
 };
 
 setWorkerReuse(true);
+const noPool = args.includes('--no-pool');
+if (noPool) setSharedBufferReuse(false);
 const samples: Sample[] = [sample(0, 0)];
 const json = args.includes('--json');
 if (!json) {
-  console.log(`vmstack bench:soak — ${runs} runs of fio read 4k iodepth 16 size ${size}, guest RAM ${guestRamBytes / MiB} MiB, worker reuse on`);
+  console.log(
+    `vmstack bench:soak — ${runs} runs of fio read 4k iodepth 16 size ${size}, guest RAM ${guestRamBytes / MiB} MiB, worker reuse on, shared-buffer pool ${noPool ? 'off' : 'on'}`,
+  );
   console.log('  run  heap MiB  RSS MiB  ArrayBuffers MiB  threads  handles  wall ms  CPU ms');
 }
 const print = (s: Sample) =>
@@ -123,11 +131,13 @@ else {
   console.log('after releaseIdleWorkers:');
   print(after);
   const r = (x: { min: number; max: number; first: number; last: number }) => `${x.first} → ${x.last} (min ${x.min}, max ${x.max})`;
-  console.log(`runs ${warmUpRuns + 1}-${runs}: CPU ms per run mean ${summary.cpuMsPerRun.mean}, median ${summary.cpuMsPerRun.median}; wall ms mean ${summary.wallMsPerRun.mean}`);
+  console.log(
+    `runs ${warmUpRuns + 1}-${runs}: CPU ms per run mean ${summary.cpuMsPerRun.mean}, median ${summary.cpuMsPerRun.median}; wall ms mean ${summary.wallMsPerRun.mean}`,
+  );
   console.log(`  heap MiB ${r(summary.heapUsedMiB)}; RSS MiB ${r(summary.rssMiB)}; ArrayBuffers MiB ${r(summary.arrayBuffersMiB)}`);
   console.log(`  threads ${r(summary.threads)}; handles ${r(summary.handles)}`);
   const MiBs = (b: number) => (b / MiB).toFixed(0);
   console.log(
-    `  shared memory: ${MiBs(sharedPoolStats.freshBytes)} MiB allocated, ${MiBs(sharedPoolStats.reusedBytes)} MiB reused from the pool, ${MiBs(sharedPoolStats.droppedBytes)} MiB dropped`,
+    `  shared memory: ${MiBs(sharedPoolStats.freshBytes)} MiB allocated, ${MiBs(sharedPoolStats.reusedBytes)} MiB reused from the pool (zeroing ${sharedPoolStats.zeroingMs.toFixed(0)} ms in all), ${MiBs(sharedPoolStats.droppedBytes)} MiB dropped`,
   );
 }

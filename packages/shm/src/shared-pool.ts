@@ -54,7 +54,7 @@ let droppedListener: (() => void) | null = null;
 let zeroChunk: Buffer | undefined;
 
 /** What the pool holds and has done on this thread. */
-export const sharedPoolStats = { reusedBuffers: 0, reusedBytes: 0, freshBuffers: 0, freshBytes: 0, droppedBuffers: 0, droppedBytes: 0 };
+export const sharedPoolStats = { reusedBuffers: 0, reusedBytes: 0, freshBuffers: 0, freshBytes: 0, droppedBuffers: 0, droppedBytes: 0, zeroingMs: 0 };
 
 /** Reuse released buffers on this thread (off: every `allocateShared` is a fresh buffer, and the pool is emptied). */
 export function setSharedBufferReuse(enabled: boolean): void {
@@ -86,7 +86,9 @@ export function allocateShared(sizeBytes: number): SharedArrayBuffer {
       if (list!.length === 0) pool.delete(sizeBytes);
       pooledBytes -= sizeBytes;
       sab = entry.sab;
+      const t0 = performance.now();
       zeroWritten(sab);
+      sharedPoolStats.zeroingMs += performance.now() - t0;
       sharedPoolStats.reusedBuffers++;
       sharedPoolStats.reusedBytes += sizeBytes;
     }

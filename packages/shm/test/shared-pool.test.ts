@@ -3,14 +3,7 @@
  * of its size, all zeros again; other sizes get fresh buffers; a buffer left
  * unused for POOL_KEEP_RELEASES releases is dropped.
  */
-import {
-  allocateShared,
-  captureSharedBuffers,
-  POOL_KEEP_RELEASES,
-  pooledSharedBytes,
-  releaseSharedBuffers,
-  setSharedBufferReuse,
-} from '@vmstack/shm';
+import { allocateShared, captureSharedBuffers, POOL_KEEP_RELEASES, pooledSharedBytes, releaseSharedBuffers, setSharedBufferReuse } from '@vmstack/shm';
 import test from 'ava';
 
 test.serial('a released buffer is reused for its size, zeroed where it was written', (t) => {
@@ -25,7 +18,10 @@ test.serial('a released buffer is reused for its size, zeroed where it was writt
   const again = captureSharedBuffers(() => [allocateShared(size), allocateShared(size)]);
   t.is(again.value[0], first, 'the pooled buffer');
   t.not(again.value[1], first, 'a second one of the size is fresh');
-  t.is(new Uint8Array(again.value[0]).findIndex((b) => b !== 0), -1);
+  t.is(
+    new Uint8Array(again.value[0]).findIndex((b) => b !== 0),
+    -1,
+  );
   t.is(pooledSharedBytes(), 0);
   releaseSharedBuffers(again.buffers);
   setSharedBufferReuse(false);

@@ -26,7 +26,7 @@ const WARM_UP_RUNS = 4;
 setWorkerReuse(true);
 test.after.always(() => releaseIdleWorkers());
 
-test("reused workers and pooled guest RAM: ArrayBuffers and RSS stay within three guest RAMs", async (t) => {
+test('reused workers and pooled guest RAM: ArrayBuffers and RSS stay within three guest RAMs', async (t) => {
   const threadIds = new Set<number>();
   let base = { arrayBuffers: 0, rss: 0 };
   let maxArrayBuffers = 0;
@@ -37,7 +37,10 @@ test("reused workers and pooled guest RAM: ArrayBuffers and RSS stay within thre
     const { guestRam, control } = regions;
     // what the previous run wrote is gone: a reused buffer reads as zeros, as a fresh one does
     const view = new Uint8Array(guestRam);
-    t.is(view.findIndex((b) => b !== 0), -1);
+    t.is(
+      view.findIndex((b) => b !== 0),
+      -1,
+    );
     const out = await runWorkers<{ sum: number }>(
       [0, 1].map((i) => ({ role: `ram${i}`, entry, init: { guestRam, value: 1 + (r % 2) } })),
       control,
