@@ -13,15 +13,15 @@
  *   main → worker   { kind: 'collect' }          an idle worker: collect garbage now (the
  *                                                shared-buffer pool dropped buffers it may map)
  *   main → worker   { kind: 'exit' }             an idle worker: close and exit
- * With `setWorkerReuse(true)`, on the main thread, a worker whose run
- * succeeded stays, idle and unref'd, for the next run of the same entry
- * file: starting a worker (a new isolate that loads its modules) costs about
- * as much as a short run. Whoever turns reuse on lets the idle workers go
- * with `releaseIdleWorkers()` before the process ends: a worker terminated
- * while V8 still compiles its hot code in the background can abort the
- * process (Node 20), a worker that exits by itself cannot. Otherwise, and
- * off the main thread (piscina threads, terminated with their thread),
- * workers exit after their run.
+ * With `setWorkerReuse(true)` on a thread (the main thread, a piscina
+ * thread), a worker whose run succeeded stays, idle and unref'd, for the next
+ * run of the same entry file started from that thread: starting a worker (a
+ * new isolate that loads its modules) costs about as much as a short run.
+ * Whoever turns reuse on lets the idle workers go with `releaseIdleWorkers()`
+ * before the thread ends (a piscina thread: before the pool terminates it): a
+ * worker terminated while V8 still compiles its hot code in the background
+ * can abort the process (Node 20), a worker that exits by itself cannot.
+ * Otherwise workers exit after their run.
  * An idle worker holds nothing of its last run but objects over shared
  * memory that the next run reuses: the boot never travels as `workerData`
  * (which a worker keeps for its lifetime), the run's closure is dropped when
@@ -117,7 +117,7 @@ interface Slot {
 const idleWorkers = new Map<string, Worker[]>();
 let workerReuse = false;
 
-/** Keep workers between runs of this (main) thread; see releaseIdleWorkers. */
+/** Keep workers between runs of this thread, and reuse its shared buffers; see releaseIdleWorkers. */
 export function setWorkerReuse(enabled: boolean): void {
   workerReuse = enabled;
   setSharedBufferReuse(enabled);
@@ -131,7 +131,7 @@ function takeIdleWorker(entry: URL): Worker | undefined {
 
 function keepIdleWorker(entry: URL, worker: Worker): void {
   const list = idleWorkers.get(entry.href) ?? [];
-  if (!workerReuse || !isMainThread || list.length >= MAX_IDLE_WORKERS_PER_ENTRY) {
+  if (!workerReuse || list.length >= MAX_IDLE_WORKERS_PER_ENTRY) {
     worker.postMessage({ kind: 'exit' });
     return;
   }
