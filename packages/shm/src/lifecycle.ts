@@ -47,7 +47,7 @@ import { type ControlHandle, RunControl } from './clock.js';
 import { WorkerFailure, WorkerStall } from './errors.js';
 import { RunAborted, setThreadWaitMarker, threadWaitStats } from './event.js';
 import { type FaultSpec, faultFor, setThreadFault } from './fault.js';
-import { onSharedBuffersDropped, setSharedBufferReuse } from './shared-pool.js';
+import { dropPooledSharedBuffers, onSharedBuffersDropped, setSharedBufferReuse } from './shared-pool.js';
 import { StallDetector, watchdogSampleMs } from './watchdog.js';
 
 export interface WorkerSpec {
@@ -166,12 +166,14 @@ function collectDroppedBuffers(): void {
 const pooled = new WeakSet<Worker>();
 
 /**
- * Let every idle worker of this thread exit by itself (it closes its port);
- * resolves once they all have. Call before the process ends.
+ * Let every idle worker of this thread exit by itself (it closes its port),
+ * and the shared-buffer pool let go of its buffers; resolves once the workers
+ * have exited. Call before the thread ends.
  */
 export function releaseIdleWorkers(): Promise<void> {
   const all = [...idleWorkers.values()].flat();
   idleWorkers.clear();
+  dropPooledSharedBuffers();
   return Promise.all(
     all.map(
       (w) =>

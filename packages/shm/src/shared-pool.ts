@@ -62,6 +62,11 @@ export function setSharedBufferReuse(enabled: boolean): void {
   if (!enabled) dropPooled(() => true);
 }
 
+/** Let go of every idle buffer (the runs are over: `releaseIdleWorkers` calls this). */
+export function dropPooledSharedBuffers(): void {
+  dropPooled(() => true);
+}
+
 /** Bytes of idle buffers the pool holds. */
 export function pooledSharedBytes(): number {
   return pooledBytes;

@@ -1,9 +1,18 @@
 /**
  * The shared-buffer pool: a released buffer comes back for the next request
  * of its size, all zeros again; other sizes get fresh buffers; a buffer left
- * unused for POOL_KEEP_RELEASES releases is dropped.
+ * unused for POOL_KEEP_RELEASES releases is dropped, and releaseIdleWorkers
+ * drops them all.
  */
-import { allocateShared, captureSharedBuffers, POOL_KEEP_RELEASES, pooledSharedBytes, releaseSharedBuffers, setSharedBufferReuse } from '@vmstack/shm';
+import {
+  allocateShared,
+  captureSharedBuffers,
+  POOL_KEEP_RELEASES,
+  pooledSharedBytes,
+  releaseIdleWorkers,
+  releaseSharedBuffers,
+  setSharedBufferReuse,
+} from '@vmstack/shm';
 import test from 'ava';
 
 test.serial('a released buffer is reused for its size, zeroed where it was written', (t) => {
@@ -45,4 +54,13 @@ test.serial('without reuse every buffer is fresh and nothing is pooled', (t) => 
   releaseSharedBuffers(a.buffers);
   t.is(pooledSharedBytes(), 0);
   t.not(allocateShared(4096), a.value);
+});
+
+test.serial('releaseIdleWorkers lets the pool go too', async (t) => {
+  setSharedBufferReuse(true);
+  releaseSharedBuffers(captureSharedBuffers(() => allocateShared(4096)).buffers);
+  t.is(pooledSharedBytes(), 4096);
+  await releaseIdleWorkers();
+  t.is(pooledSharedBytes(), 0);
+  setSharedBufferReuse(false);
 });
