@@ -271,6 +271,9 @@ async function topologyHandler(argv: Record<string, unknown>): Promise<void> {
   });
 }
 
+const EMIT_JOBS_DESCRIBE =
+  'write one batch job per run to this new directory instead of running them: a GNU parallel command list, a Slurm array script, a Kubernetes Indexed Job; then vmstack merge DIR';
+
 const COMPARE_OPTIONS: Record<string, Options> = {
   profile: { type: 'string', describe: 'cost profile JSON (default: profiles/i5-10210U.json)' },
   size: { type: 'string', describe: 'bytes read per run, at least 64 × the block size (default: 32m)' },
@@ -279,6 +282,7 @@ const COMPARE_OPTIONS: Record<string, Options> = {
   'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: the table; json: every run and ratio (default: normal)' },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when complete' },
   html: { type: 'string', describe: 'also write an offline HTML report with an SVG chart to this file' },
+  'emit-jobs': { type: 'string', describe: EMIT_JOBS_DESCRIBE },
 };
 
 function compareBuilder(y: Argv): Argv {
@@ -312,6 +316,7 @@ async function compareHandler(argv: Record<string, unknown>): Promise<void> {
     outputFormat: (argv['output-format'] as 'normal' | 'json' | undefined) ?? 'normal',
     output: argv.output as string | undefined,
     html: argv.html as string | undefined,
+    emitJobs: argv['emit-jobs'] as string | undefined,
   });
 }
 
@@ -341,6 +346,7 @@ const SCALE_OUTPUT_OPTIONS: Record<string, Options> = {
   'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: tables; json: every point (default: normal)' },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when complete' },
   html: { type: 'string', describe: 'also write an offline HTML report with SVG charts to this file' },
+  'emit-jobs': { type: 'string', describe: EMIT_JOBS_DESCRIBE },
 };
 
 const SCALE_OPTIONS = { ...SCALE_OWN_OPTIONS, ...SCALE_BASE_OPTIONS, ...SCALE_OUTPUT_OPTIONS };
@@ -372,6 +378,7 @@ async function scaleHandler(argv: Record<string, unknown>): Promise<void> {
     outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal',
     output: str('output'),
     html: str('html'),
+    emitJobs: str('emit-jobs'),
   });
 }
 
@@ -385,6 +392,7 @@ const SWEEP_OPTIONS: Record<string, Options> = {
   'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: a table; json: every cell (default: normal)' },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when complete' },
   html: { type: 'string', describe: 'also write an offline HTML report with an SVG chart to this file' },
+  'emit-jobs': { type: 'string', describe: EMIT_JOBS_DESCRIBE },
 };
 
 async function sweepHandler(argv: Record<string, unknown>): Promise<void> {
@@ -411,6 +419,52 @@ async function sweepHandler(argv: Record<string, unknown>): Promise<void> {
     outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal',
     output: str('output'),
     html: str('html'),
+    emitJobs: str('emit-jobs'),
+  });
+}
+
+/** `vmstack job DIR`: one run of a job directory; `vmstack merge DIR`: their report. */
+const JOB_OPTIONS: Record<string, Options> = {
+  index: { type: 'string', describe: 'the run to do, from 0 (default: SLURM_ARRAY_TASK_ID, else JOB_COMPLETION_INDEX)' },
+};
+const MERGE_OPTIONS: Record<string, Options> = {
+  'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: "normal: the command's table; json: its JSON (default: normal)" },
+  output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when complete' },
+  html: { type: 'string', describe: "also write the command's offline HTML report to this file" },
+};
+
+/** Unknown options and extra words of a command that takes one directory. */
+function checkDirArgv(argv: Record<string, unknown>, options: Record<string, Options>, command: string): string {
+  const positionals = (argv._ as unknown[]).slice(1);
+  if (positionals.length > 0) throw new InputError(command, String(positionals[0]), `one directory; see vmstack ${command} --help`);
+  for (const [key, value] of Object.entries(argv)) {
+    if (key === '_' || key === '$0' || key === 'dir' || Object.hasOwn(options, key) || BUILTIN_OPTIONS.includes(key)) continue;
+    const near = closest(key, Object.keys(options));
+    throw new InputError(
+      `--${key}`,
+      value === true ? '' : String(value),
+      `not an option of vmstack ${command}${near ? ` (did you mean --${near}?)` : ''}; see vmstack ${command} --help`,
+    );
+  }
+  if (typeof argv.dir !== 'string' || argv.dir === '')
+    throw new InputError(command, argv.dir as string | undefined, `a directory written by --emit-jobs, e.g. vmstack ${command} jobs/`);
+  return argv.dir;
+}
+
+async function jobHandler(argv: Record<string, unknown>): Promise<void> {
+  const dir = checkDirArgv(argv, JOB_OPTIONS, 'job');
+  const { jobCommand } = await import('./commands/merge.js');
+  await jobCommand({ dir, index: argv.index as string | undefined });
+}
+
+async function mergeHandler(argv: Record<string, unknown>): Promise<void> {
+  const dir = checkDirArgv(argv, MERGE_OPTIONS, 'merge');
+  const { mergeCommand } = await import('./commands/merge.js');
+  await mergeCommand({
+    dir,
+    outputFormat: (argv['output-format'] as 'normal' | 'json' | undefined) ?? 'normal',
+    output: argv.output as string | undefined,
+    html: argv.html as string | undefined,
   });
 }
 
@@ -467,6 +521,26 @@ const COMMANDS: CommandModule[] = [
     describe: 'the reference experiment: strict vs the bounce-buffer pool at 4k, 16k, 64k, 128k, against the published ratios',
     builder: compareBuilder,
     handler: (argv) => compareHandler(argv),
+  },
+  {
+    command: 'job <dir>',
+    describe: 'one run of a directory written by compare, sweep or scale --emit-jobs (a batch job runs this); its result goes to DIR/results',
+    builder: (y: Argv) => {
+      y.positional('dir', { type: 'string', describe: 'the job directory' });
+      for (const [name, o] of Object.entries(JOB_OPTIONS)) y.option(name, o);
+      return y.example('$0 job jobs/ --index 3', 'run 4 of the directory').epilog(EXIT_CODES);
+    },
+    handler: (argv) => jobHandler(argv),
+  },
+  {
+    command: 'merge <dir>',
+    describe: "combine the results of a directory's runs into the report the command gives locally (table, JSON, HTML)",
+    builder: (y: Argv) => {
+      y.positional('dir', { type: 'string', describe: 'the job directory' });
+      for (const [name, o] of Object.entries(MERGE_OPTIONS)) y.option(name, o);
+      return y.example('$0 merge jobs/ --output-format json --html report.html', 'the JSON report and an HTML page').epilog(EXIT_CODES);
+    },
+    handler: (argv) => mergeHandler(argv),
   },
 ];
 const COMMAND_NAMES = COMMANDS.map((c) => String(c.command).split(' ')[0]);

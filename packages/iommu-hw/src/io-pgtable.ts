@@ -70,7 +70,7 @@
  * lock_stat row). With one writer (vfio_iommu_type1) it is never contended.
  */
 
-import { InputError, IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { allocateShared, InputError, IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES } from '@vmstack/shm';
 
 export const IOVA_BITS = 48;
 /** One past the largest IOVA (the domain aperture, VT-d 4-level). */
@@ -181,7 +181,7 @@ export class IoPgtable {
     if (!Number.isInteger(n) || n < 1 || n > MAX_TABLE_PAGES) {
       throw new InputError('tablePages', n, `an integer from 1 to ${MAX_TABLE_PAGES} (host IOMMU page-table pool, root included; 4 tables map the first page)`);
     }
-    const sab = new SharedArrayBuffer(tablesBaseBytes(n) + n * TABLE_BYTES);
+    const sab = allocateShared(tablesBaseBytes(n) + n * TABLE_BYTES);
     const w = new Int32Array(sab);
     w[H_MAGIC] = MAGIC;
     w[H_TABLE_PAGES] = n;

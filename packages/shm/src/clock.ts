@@ -38,6 +38,7 @@
  */
 
 import { type AbortFlag, EVENT_WORDS, EventCount } from './event.js';
+import { allocateShared } from './shared-pool.js';
 
 export type ClockMode = 'virtual' | 'wall';
 
@@ -77,7 +78,7 @@ export class RunControl implements AbortFlag {
   private readonly events: EventCount[] = [];
 
   static allocate(): ControlHandle {
-    const sab = new SharedArrayBuffer(TIMES_BASE_BYTES + TIME_SLOT_BYTES * MAX_WORKERS);
+    const sab = allocateShared(TIMES_BASE_BYTES + TIME_SLOT_BYTES * MAX_WORKERS);
     const times = new Float64Array(sab, TIMES_BASE_BYTES);
     const f = (w: number, field: number) => (w * TIME_SLOT_BYTES + field * FIELD_BYTES + 8) / 8;
     for (let w = 0; w < MAX_WORKERS; w++) {

@@ -11,6 +11,7 @@ export * from './profile.js';
 export * from './region.js';
 export * from './ring.js';
 export * from './rpc.js';
+export * from './shared-pool.js';
 export * from './suggest.js';
 export * from './sync.js';
 export * from './vm-state.js';

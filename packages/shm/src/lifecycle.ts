@@ -4,22 +4,33 @@
  * JavaScript (`dist/src/worker.js` of their package) with no loader flags.
  *
  * Protocol (the only postMessage traffic; never on the I/O path):
- *   main → worker   workerData: { role, index, control, init }  (a new worker)
- *                   or { kind: 'boot', boot }    (an idle worker, reused)
+ *   main → worker   { kind: 'boot', boot }       a run's { role, index, control, init },
+ *                                                to a new worker or an idle one (reused)
  *   worker → main   { kind: 'ready' }            after attaching to shared memory
  *   main → worker   { kind: 'go' }               once every worker is ready
  *   worker → main   { kind: 'result', result }   when its work is done
  *   worker → main   { kind: 'failed', message }  when its body threw
+ *   main → worker   { kind: 'collect' }          an idle worker: collect garbage now (the
+ *                                                shared-buffer pool dropped buffers it may map)
  *   main → worker   { kind: 'exit' }             an idle worker: close and exit
- * With `setWorkerReuse(true)`, on the main thread, a worker whose run
- * succeeded stays, idle and unref'd, for the next run of the same entry
- * file: starting a worker (a new isolate that loads its modules) costs about
- * as much as a short run. Whoever turns reuse on lets the idle workers go
- * with `releaseIdleWorkers()` before the process ends: a worker terminated
- * while V8 still compiles its hot code in the background can abort the
- * process (Node 20), a worker that exits by itself cannot. Otherwise, and
- * off the main thread (piscina threads, terminated with their thread),
- * workers exit after their run.
+ * With `setWorkerReuse(true)` on a thread (the main thread, a piscina
+ * thread), a worker whose run succeeded stays, idle and unref'd, for the next
+ * run of the same entry file started from that thread: starting a worker (a
+ * new isolate that loads its modules) costs about as much as a short run.
+ * Whoever turns reuse on lets the idle workers go with `releaseIdleWorkers()`
+ * before the thread ends (a piscina thread: before the pool terminates it): a
+ * worker terminated while V8 still compiles its hot code in the background
+ * can abort the process (Node 20), a worker that exits by itself cannot.
+ * Otherwise workers exit after their run.
+ * An idle worker holds nothing of its last run but objects over shared
+ * memory that the next run reuses: the boot never travels as `workerData`
+ * (which a worker keeps for its lifetime), the run's closure is dropped when
+ * its result is sent, and reuse also turns on the shared-buffer pool
+ * (shared-pool.ts), so the buffers an idle worker still maps until its isolate
+ * next collects are the ones the next run of the same size gets back. Only
+ * when the pool drops buffers are idle workers told to collect (`collect`):
+ * a forced collection discards the optimized code that embeds the dying run's
+ * objects, and the next run would pay its JIT warm-up again.
  * A worker that throws, exits early or errors makes the run fail: the control
  * block's abort flag is set, every parked thread is woken (they all check the
  * flag), the other workers are terminated, and `run()` rejects with a
@@ -29,11 +40,14 @@
  * worker that holds it back. `faults` (fault.ts) makes chosen workers fail.
  */
 
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { isMainThread, parentPort, threadId, Worker, workerData } from 'node:worker_threads';
 import { type ControlHandle, RunControl } from './clock.js';
 import { WorkerFailure, WorkerStall } from './errors.js';
 import { RunAborted, setThreadWaitMarker, threadWaitStats } from './event.js';
 import { type FaultSpec, faultFor, setThreadFault } from './fault.js';
+import { dropPooledSharedBuffers, onSharedBuffersDropped, setSharedBufferReuse } from './shared-pool.js';
 import { StallDetector, watchdogSampleMs } from './watchdog.js';
 
 export interface WorkerSpec {
@@ -103,9 +117,11 @@ interface Slot {
 const idleWorkers = new Map<string, Worker[]>();
 let workerReuse = false;
 
-/** Keep workers between runs of this (main) thread; see releaseIdleWorkers. */
+/** Keep workers between runs of this thread, and reuse its shared buffers; see releaseIdleWorkers. */
 export function setWorkerReuse(enabled: boolean): void {
   workerReuse = enabled;
+  setSharedBufferReuse(enabled);
+  onSharedBuffersDropped(enabled ? collectDroppedBuffers : null);
 }
 const MAX_IDLE_WORKERS_PER_ENTRY = 8;
 
@@ -115,7 +131,7 @@ function takeIdleWorker(entry: URL): Worker | undefined {
 
 function keepIdleWorker(entry: URL, worker: Worker): void {
   const list = idleWorkers.get(entry.href) ?? [];
-  if (!workerReuse || !isMainThread || list.length >= MAX_IDLE_WORKERS_PER_ENTRY) {
+  if (!workerReuse || list.length >= MAX_IDLE_WORKERS_PER_ENTRY) {
     worker.postMessage({ kind: 'exit' });
     return;
   }
@@ -136,16 +152,28 @@ function keepIdleWorker(entry: URL, worker: Worker): void {
   }
 }
 
+/**
+ * The shared-buffer pool dropped buffers: let them go now, on this thread and
+ * in every idle worker. Neither allocates while idle, so V8 alone would keep
+ * them mapped until the next run's allocations start a collection.
+ */
+function collectDroppedBuffers(): void {
+  collectGarbage();
+  for (const list of idleWorkers.values()) for (const w of list) w.postMessage({ kind: 'collect' });
+}
+
 /** workers that have been in the pool (their exit listener is registered) */
 const pooled = new WeakSet<Worker>();
 
 /**
- * Let every idle worker of this thread exit by itself (it closes its port);
- * resolves once they all have. Call before the process ends.
+ * Let every idle worker of this thread exit by itself (it closes its port),
+ * and the shared-buffer pool let go of its buffers; resolves once the workers
+ * have exited. Call before the thread ends.
  */
 export function releaseIdleWorkers(): Promise<void> {
   const all = [...idleWorkers.values()].flat();
   idleWorkers.clear();
+  dropPooledSharedBuffers();
   return Promise.all(
     all.map(
       (w) =>
@@ -213,10 +241,10 @@ export function runWorkers<R>(specs: readonly WorkerSpec[], control: ControlHand
         if (idle) {
           worker = idle;
           worker.ref();
-          worker.postMessage({ kind: 'boot', boot });
         } else {
-          worker = new Worker(spec.entry, { workerData: boot, execArgv: WORKER_NODE_FLAGS, name: spec.role });
+          worker = new Worker(spec.entry, { execArgv: WORKER_NODE_FLAGS, name: spec.role });
         }
+        worker.postMessage({ kind: 'boot', boot });
       } catch (e) {
         finish(new WorkerFailure(spec.role, -1, `could not start: ${(e as Error).message}`));
         return;
@@ -298,7 +326,8 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
     const marker = control.waitMarkerRef(boot.index);
     setThreadWaitMarker(marker.words, marker.index);
     setThreadFault(boot.fault ?? null, control);
-    let body: (() => R) | (() => Promise<R>);
+    // the run's closure holds every view of its shared memory: dropped once the run ends
+    let body: (() => R) | (() => Promise<R>) | undefined;
     try {
       body = attach(boot, control);
     } catch (e) {
@@ -308,8 +337,10 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
     const onGo = (m: { kind: string }): void => {
       if (m.kind !== 'go') return;
       port.off('message', onGo);
+      const run = body!;
+      body = undefined;
       Promise.resolve()
-        .then(() => body())
+        .then(() => run())
         .then(
           (result) => {
             // every worker reports how often it parked and woke others: the cost of its handoffs
@@ -324,9 +355,30 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
   };
   port.on('message', (m: { kind: string; boot?: WorkerBoot<I> }) => {
     if (m.kind === 'boot' && m.boot) runOnce(m.boot);
+    else if (m.kind === 'collect') collectGarbage();
     else if (m.kind === 'exit') port.close(); // nothing left to do: the thread ends by itself
   });
-  runOnce(workerData as WorkerBoot<I>);
+  // a worker started with its boot as workerData (by hand, not by runWorkers) runs it at once
+  if (workerData) runOnce(workerData as WorkerBoot<I>);
+}
+
+/**
+ * A full garbage collection of this thread, now: an idle isolate allocates
+ * nothing, so V8 would not collect dropped SharedArrayBuffer objects before
+ * the next run, and their memory (a guest RAM is tens of MiB and more) would
+ * stay mapped meanwhile. `gc` is taken once from a fresh context with
+ * `--expose-gc` set. The flag is process-wide and stays set: clearing it
+ * again would race with another worker taking its own `gc`.
+ */
+let fullGc: (() => void) | undefined;
+function collectGarbage(): void {
+  if (!fullGc) {
+    setFlagsFromString('--expose-gc');
+    const gc: unknown = runInNewContext('typeof gc === "function" ? gc : undefined');
+    if (typeof gc !== 'function') return;
+    fullGc = gc as () => void;
+  }
+  fullGc();
 }
 
 function reportFailure(port: NonNullable<typeof parentPort>, control: RunControl, e: unknown): void {

@@ -51,6 +51,7 @@
 
 import { MAX_WORKERS } from './clock.js';
 import { type AbortFlag, DEFAULT_SPIN_LOADS, parkThread, RunAborted } from './event.js';
+import { allocateShared } from './shared-pool.js';
 
 export const LOCK_RECORD_BYTES = 128;
 const W = LOCK_RECORD_BYTES / 4; // i32 words per record
@@ -137,7 +138,7 @@ export class LockTable {
     const names = locks.map((l) => l.name);
     if (new Set(names).size !== names.length) throw new RangeError(`duplicate lock names in ${names.join(', ')}`);
     const rwsems = locks.filter((l) => l.kind === 'rwsem').length;
-    const sab = new SharedArrayBuffer(rwsemAreaBytes(locks.length) + rwsems * LOCK_RECORD_BYTES);
+    const sab = allocateShared(rwsemAreaBytes(locks.length) + rwsems * LOCK_RECORD_BYTES);
     const i32 = new Int32Array(sab);
     const f64 = new Float64Array(sab);
     locks.forEach((l, i) => {

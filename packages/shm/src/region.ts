@@ -8,6 +8,8 @@
  * offset/size table that sits next to each layout's definition.
  */
 
+import { allocateShared } from './shared-pool.js';
+
 export type FieldKind = 'i32' | 'f64' | 'u8';
 
 export interface FieldSpec {
@@ -70,7 +72,7 @@ export class Region {
 
   /** Create a new zeroed region (the creator's side). */
   static allocate(layout: Layout): Region {
-    return new Region(layout, new SharedArrayBuffer(layout.sizeBytes), 0);
+    return new Region(layout, allocateShared(layout.sizeBytes), 0);
   }
 
   /** Join a region created elsewhere (another thread's side). */

@@ -27,6 +27,7 @@
  */
 
 import { type AbortFlag, EventCount, RunAborted, threadWaitStats } from './event.js';
+import { allocateShared } from './shared-pool.js';
 
 const TAIL = 0; // i32 index
 const HEAD = 16; // i32 index (byte 64)
@@ -95,7 +96,7 @@ export class Ring {
     if (recordBytes < 16 || recordBytes % 8 !== 0) throw new RangeError(`ring recordBytes ${recordBytes} must be a multiple of 8 and ≥ 16`);
     const guard = opts.guardBytes ?? 0;
     if (guard % 8 !== 0) throw new RangeError(`ring guardBytes ${guard} must be a multiple of 8`);
-    const sab = new SharedArrayBuffer(HEADER_BYTES + 2 * guard + capacity * recordBytes);
+    const sab = allocateShared(HEADER_BYTES + 2 * guard + capacity * recordBytes);
     const i32 = new Int32Array(sab, 0, HEADER_BYTES / 4);
     i32[CAPACITY] = capacity;
     i32[RECORD_BYTES] = recordBytes;

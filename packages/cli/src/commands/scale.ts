@@ -9,10 +9,12 @@
 
 import { DMA_STRATEGIES, type DmaStrategy } from '@vmstack/guest-kernel';
 import { InputError } from '@vmstack/shm';
-import { formatScaleHtml, formatScaleJson, formatScaleTable, runScale, type ScalePointPlan } from '../scale/scale.js';
+import { emitJobs } from '../jobs/job-dir.js';
+import { formatScaleHtml, formatScaleJson, formatScaleTable, runScale, type ScalePointPlan, scaleContextOf } from '../scale/scale.js';
 import { asVaryError, VARY_ALLOWED, varyOfArgs } from '../scale/vary.js';
 import { checkOutputPath, emitOutput, writeComplete } from './output.js';
 import { type RunArgs, runOptionsOf } from './run.js';
+import { checkEmitOptions } from './sweep.js';
 
 export interface ScaleArgs {
   /** `DIM=v1,v2,...` as written */
@@ -29,6 +31,8 @@ export interface ScaleArgs {
   outputFormat: 'normal' | 'json';
   output?: string;
   html?: string;
+  /** write the points as batch jobs to this directory instead of running them (jobs/job-dir.ts) */
+  emitJobs?: string;
 }
 
 function list(field: string, text: string, allowed: string): string[] {
@@ -39,6 +43,7 @@ function list(field: string, text: string, allowed: string): string[] {
 
 export async function scaleCommand(a: ScaleArgs): Promise<void> {
   const profile = a.given.profile as string | undefined;
+  if (a.emitJobs !== undefined) checkEmitOptions(a);
   if (a.output !== undefined) checkOutputPath('--output', a.output, [profile]);
   if (a.html !== undefined) checkOutputPath('--html', a.html, [profile]);
   const vary = varyOfArgs(a.vary, a.jobs);
@@ -57,6 +62,8 @@ export async function scaleCommand(a: ScaleArgs): Promise<void> {
 
   const defaults = Object.fromEntries(Object.entries(a.fioDefaults).filter(([k]) => !Object.hasOwn(a.given, k)));
   const plans: ScalePointPlan[] = [];
+  // the cost profile every point loads (one --profile for all)
+  let profilePath = '';
   const warnings = new Set<string>();
   for (const strategy of strategies) {
     for (const [i, value] of vary.values.entries()) {
@@ -66,10 +73,17 @@ export async function scaleCommand(a: ScaleArgs): Promise<void> {
       if (run.groups.length !== 1) throw new Error(`scale point ${vary.dim}=${value}: ${run.groups.length} barrier groups, expected 1`);
       for (const w of run.warnings) warnings.add(w);
       plans.push({ strategy, value, x: vary.xs[i], args, stack: run.groups[0] });
+      profilePath = run.profilePath;
     }
   }
   for (const w of warnings) process.stderr.write(`vmstack: ${w}\n`);
 
+  if (a.emitJobs !== undefined) {
+    const tasks = plans.map((p) => ({ kind: 'scale-point' as const, strategy: p.strategy, value: p.value, x: p.x, args: p.args }));
+    const context = scaleContextOf(vary, plans);
+    process.stdout.write(emitJobs(a.emitJobs, { command: 'scale', context, tasks, profilePath, parallel: 1 }));
+    return;
+  }
   const r = await runScale(vary, plans);
   if (a.html) writeComplete(a.html, formatScaleHtml(r));
   emitOutput(a.outputFormat === 'json' ? formatScaleJson(r) : formatScaleTable(r), a.output);

@@ -3,7 +3,8 @@
 import { DMA_STRATEGIES, type DmaStrategy } from '@vmstack/guest-kernel';
 import { InputError } from '@vmstack/shm';
 import { parseRegionSizeBytes, parseSizeBytes } from '../fio/sizes.js';
-import { formatSweepHtml, formatSweepTable, runSweep } from '../sweep/sweep.js';
+import { checkEmitDir, emitJobs } from '../jobs/job-dir.js';
+import { formatSweepHtml, formatSweepTable, planSweep, runSweep } from '../sweep/sweep.js';
 import { checkOutputPath, emitOutput, writeComplete } from './output.js';
 
 export interface SweepArgs {
@@ -16,9 +17,12 @@ export interface SweepArgs {
   outputFormat: 'normal' | 'json';
   output?: string;
   html?: string;
+  /** write the runs as batch jobs to this directory instead of running them (jobs/job-dir.ts) */
+  emitJobs?: string;
 }
 
 export async function sweepCommand(a: SweepArgs): Promise<void> {
+  if (a.emitJobs !== undefined) checkEmitOptions(a);
   if (a.output !== undefined) checkOutputPath('--output', a.output, [a.profile]);
   if (a.html !== undefined) checkOutputPath('--html', a.html, [a.profile]);
   const strategies = (a.strategies ?? DMA_STRATEGIES.join(','))
@@ -44,8 +48,25 @@ export async function sweepCommand(a: SweepArgs): Promise<void> {
   const parallel = a.parallel === undefined ? 1 : Number(a.parallel);
   if (a.parallel !== undefined && !/^\d+$/.test(a.parallel.trim())) throw new InputError('--parallel', a.parallel, 'a whole number of threads from 1 to 16');
   const sizeBytes = a.size === undefined ? 16 * 1024 * 1024 : parseRegionSizeBytes('--size', a.size);
-  const r = await runSweep({ profilePath: a.profile, strategies, blockSizes, sizeBytes, iodepth, parallel });
+  const options = { profilePath: a.profile, strategies, blockSizes, sizeBytes, iodepth, parallel };
+  if (a.emitJobs !== undefined) {
+    const plan = planSweep(options);
+    const tasks = plan.tasks.map((cell) => ({ kind: 'compare-cell' as const, cell }));
+    process.stdout.write(emitJobs(a.emitJobs, { command: 'sweep', context: plan.context, tasks, profilePath: plan.profilePath, parallel }));
+    return;
+  }
+  const r = await runSweep(options);
   if (a.html) writeComplete(a.html, formatSweepHtml(r));
   const text = a.outputFormat === 'json' ? `${JSON.stringify(r, null, 2)}\n` : formatSweepTable(r);
   emitOutput(text, a.output);
+}
+
+/** `--emit-jobs DIR` writes the runs and nothing else: the report's options belong to `vmstack merge`. */
+export function checkEmitOptions(a: { emitJobs?: string; output?: string; html?: string }): void {
+  checkEmitDir(a.emitJobs!);
+  for (const [field, value] of [
+    ['--output', a.output],
+    ['--html', a.html],
+  ] as const)
+    if (value !== undefined) throw new InputError(field, value, `no ${field} with --emit-jobs: give it to vmstack merge, which writes the report`);
 }

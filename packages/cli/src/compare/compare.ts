@@ -4,10 +4,10 @@
  * with the virtual clock both give the same table.
  */
 
-import { DEFAULT_PROFILE_PATH, InputError, loadProfile } from '@vmstack/shm';
-import { Piscina } from 'piscina';
+import { type CostProfile, DEFAULT_PROFILE_PATH, InputError, loadProfile } from '@vmstack/shm';
+import { runCompareTasks } from '../jobs/local.js';
 import { barChartSvg, htmlPage, htmlTable } from '../report/html.js';
-import { type CompareTask, type CompareTaskResult, RATIO_TOLERANCE, REFERENCE_ROWS, runCompareTask } from './experiment.js';
+import { type CompareTask, type CompareTaskResult, RATIO_TOLERANCE, REFERENCE_ROWS } from './experiment.js';
 
 export interface CompareOptions {
   profilePath?: string;
@@ -42,7 +42,25 @@ export interface CompareResult {
   parallel: number;
 }
 
-export async function runCompare(o: CompareOptions = {}): Promise<CompareResult> {
+/** What a comparison's report needs beside its runs' results (JSON: it travels in an --emit-jobs manifest). */
+export interface CompareContext {
+  profile: string;
+  sizeBytes: number;
+  iodepth: number;
+  parallel: number;
+  /** the rows' block sizes, as REFERENCE_ROWS labels them */
+  labels: string[];
+}
+
+/** A comparison checked and split into its runs (strict and bounce per row), nothing started. */
+export interface ComparePlan {
+  context: CompareContext;
+  tasks: CompareTask[];
+  profile: CostProfile;
+  profilePath: string;
+}
+
+export function planCompare(o: CompareOptions = {}): ComparePlan {
   const profilePath = o.profilePath ?? DEFAULT_PROFILE_PATH;
   const profile = loadProfile(profilePath); // validate before starting anything
   const sizeBytes = o.sizeBytes ?? 32 * 1024 * 1024;
@@ -58,19 +76,20 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
   const tasks: CompareTask[] = rows.flatMap((r) =>
     (['strict', 'bounce'] as const).map((strategy) => ({ strategy, blockSizeBytes: r.blockSizeBytes, label: r.label, sizeBytes, iodepth, profilePath })),
   );
+  return { context: { profile: profile.name, sizeBytes, iodepth, parallel, labels: rows.map((r) => r.label) }, tasks, profile, profilePath };
+}
+
+export async function runCompare(o: CompareOptions = {}): Promise<CompareResult> {
+  const plan = planCompare(o);
   const started = performance.now();
-  let results: CompareTaskResult[];
-  if (parallel === 1) {
-    results = [];
-    for (const t of tasks) results.push(await runCompareTask(t, profile));
-  } else {
-    const pool = new Piscina({ filename: new URL('./sweep-worker.js', import.meta.url).href, maxThreads: parallel, minThreads: 1 });
-    try {
-      results = await Promise.all(tasks.map((t) => pool.run(t) as Promise<CompareTaskResult>));
-    } finally {
-      await pool.destroy();
-    }
-  }
+  const results = await runCompareTasks(plan.tasks, plan.profile, plan.context.parallel);
+  return assembleCompare(plan.context, results, performance.now() - started);
+}
+
+/** The comparison's report from its runs' results, in task order (a local run, or `vmstack merge`). */
+export function assembleCompare(c: CompareContext, results: readonly CompareTaskResult[], wallMs: number): CompareResult {
+  const { sizeBytes, iodepth, parallel } = c;
+  const rows = REFERENCE_ROWS.filter((r) => c.labels.includes(r.label));
   const table: CompareTableRow[] = rows.map((r) => {
     const strict = results.find((x) => x.blockSizeBytes === r.blockSizeBytes && x.strategy === 'strict')!;
     const pool = results.find((x) => x.blockSizeBytes === r.blockSizeBytes && x.strategy === 'bounce')!;
@@ -90,11 +109,11 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
     };
   });
   return {
-    profile: profile.name,
+    profile: c.profile,
     experiment: `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${iodepth} --numjobs=1 --size=${sizeBytes}, NVMe via VFIO behind virtio-iommu (driver v5.10), strict vs bounce-buffer pool`,
     tolerancePct: RATIO_TOLERANCE * 100,
     rows: table,
-    wallMs: performance.now() - started,
+    wallMs,
     parallel,
   };
 }

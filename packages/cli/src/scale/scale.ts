@@ -79,9 +79,10 @@ export interface ScaleResult {
   points: ScalePoint[];
 }
 
-export async function runScale(vary: Vary, plans: readonly ScalePointPlan[]): Promise<ScaleResult> {
-  const points: ScalePoint[] = [];
-  for (const p of plans) points.push(scalePointOf(p, await runStack(p.stack)));
+/** What a scale's report needs beside its points (JSON: it travels in an --emit-jobs manifest): the result without `points`. */
+export type ScaleContext = Omit<ScaleResult, 'points'>;
+
+export function scaleContextOf(vary: Vary, plans: readonly ScalePointPlan[]): ScaleContext {
   const first = plans[0];
   return {
     profile: first.stack.profile.name,
@@ -90,8 +91,18 @@ export async function runScale(vary: Vary, plans: readonly ScalePointPlan[]): Pr
     option: vary.option,
     values: vary.values,
     strategies: [...new Set(plans.map((p) => p.strategy))],
-    points,
   };
+}
+
+/** The scale's report from its points, in plan order (a local run, or `vmstack merge`). */
+export function assembleScale(c: ScaleContext, points: readonly ScalePoint[]): ScaleResult {
+  return { ...c, points: [...points] };
+}
+
+export async function runScale(vary: Vary, plans: readonly ScalePointPlan[]): Promise<ScaleResult> {
+  const points: ScalePoint[] = [];
+  for (const p of plans) points.push(scalePointOf(p, await runStack(p.stack)));
+  return assembleScale(scaleContextOf(vary, plans), points);
 }
 
 /** The base run: its fio options as given (the varied one left out), its clock and quantum. */

@@ -33,9 +33,11 @@ import { type IommuProt, IoPgtable, type IoPgtableHandle, SUPERPAGE_2M_BYTES } f
 import { type DeviceWorkerInit, type DeviceWorkerResult, NvmeMedia } from '@vmstack/nvme-device';
 import {
   allocateRpcChannel,
+  allocateShared,
   type ClockMode,
   type ControlHandle,
   type CostProfile,
+  captureSharedBuffers,
   defaultWatchdogMs,
   type FaultSpec,
   InputError,
@@ -51,6 +53,7 @@ import {
   RUN_STATE_BYTES,
   RunControl,
   type RunOutcome,
+  releaseSharedBuffers,
   runWorkers,
   vmStateBytes,
   type WorkerSpec,
@@ -203,8 +206,8 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
   const ringList: { name: string; handle: RingHandle }[] = [];
   const vms = plan.vms.map((vm): VmRegions => {
     const r = vm.regions;
-    const guestRam = new SharedArrayBuffer(r.guestRamBytes);
-    const vmState = new SharedArrayBuffer(vmStateBytes(r.vmStateVcpus));
+    const guestRam = allocateShared(r.guestRamBytes);
+    const vmState = allocateShared(vmStateBytes(r.vmStateVcpus));
     const pageAlloc = PageAllocator.allocate(r.pageAlloc);
     const swiotlb = r.swiotlb ? Swiotlb.allocate(r.swiotlb) : null;
     const domains = vm.devices.map((d): DomainRegions => {
@@ -262,7 +265,7 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
     };
   });
   plan.workers.forEach((w, i) => ctl.publishEot(i, w.startEotNs));
-  return { control, hostLocks: LockTable.allocate(plan.hostLocks), runState: new SharedArrayBuffer(RUN_STATE_BYTES), vms, ringList };
+  return { control, hostLocks: LockTable.allocate(plan.hostLocks), runState: allocateShared(RUN_STATE_BYTES), vms, ringList };
 }
 
 /** What each VM runs, from the plan and the run's options. */
@@ -470,7 +473,17 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   if (plan.vms.length > 1 && opts.transport === 'in-thread')
     throw new InputError('--transport', 'in-thread', `one VM only; this topology has ${plan.vms.length}: use --transport workers`);
   const vmOptions = vmRunOptions(plan, opts);
-  const regions = allocateStackRegions(plan, opts.profile);
+  // with worker reuse on, the regions are an earlier run's of the same sizes, zeroed (shm shared-pool.ts)
+  const { value: regions, buffers } = captureSharedBuffers(() => allocateStackRegions(plan, opts.profile));
+  try {
+    return await runAllocatedStack(plan, regions, vmOptions, opts);
+  } finally {
+    // every worker has finished or been terminated; nothing below keeps a view of the regions
+    releaseSharedBuffers(buffers);
+  }
+}
+
+async function runAllocatedStack(plan: StackPlan, regions: StackRegions, vmOptions: VmRunOptions[], opts: StackOptions): Promise<RunResult> {
   const specs = buildWorkerSpecs(plan, regions, vmOptions, opts);
   const startedMs = Date.now();
   const wallStart = performance.now();

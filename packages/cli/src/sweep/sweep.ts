@@ -7,9 +7,9 @@
  */
 
 import type { DmaStrategy } from '@vmstack/guest-kernel';
-import { DEFAULT_PROFILE_PATH, InputError, loadProfile } from '@vmstack/shm';
-import { Piscina } from 'piscina';
-import { type CompareTask, type CompareTaskResult, runCompareTask } from '../compare/experiment.js';
+import { type CostProfile, DEFAULT_PROFILE_PATH, InputError, loadProfile } from '@vmstack/shm';
+import type { CompareTask, CompareTaskResult } from '../compare/experiment.js';
+import { runCompareTasks } from '../jobs/local.js';
 import { htmlPage, htmlTable, lineChartSvg } from '../report/html.js';
 
 export interface SweepOptions {
@@ -29,7 +29,24 @@ export interface SweepResult {
   wallMs: number;
 }
 
-export async function runSweep(o: SweepOptions): Promise<SweepResult> {
+/** What a sweep's report needs beside its runs' results (JSON: it travels in an --emit-jobs manifest). */
+export interface SweepContext {
+  profile: string;
+  blockSizes: { label: string; bytes: number }[];
+  sizeBytes: number;
+  iodepth: number;
+  parallel: number;
+}
+
+/** A sweep checked and split into its runs (one per strategy and block size), nothing started. */
+export interface SweepPlan {
+  context: SweepContext;
+  tasks: CompareTask[];
+  profile: CostProfile;
+  profilePath: string;
+}
+
+export function planSweep(o: SweepOptions): SweepPlan {
   const profilePath = o.profilePath ?? DEFAULT_PROFILE_PATH;
   const profile = loadProfile(profilePath);
   if (!Number.isInteger(o.parallel) || o.parallel < 1 || o.parallel > 16)
@@ -40,25 +57,29 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
   const tasks: CompareTask[] = o.strategies.flatMap((strategy) =>
     o.blockSizes.map((b) => ({ strategy, blockSizeBytes: b.bytes, label: b.label, sizeBytes: o.sizeBytes, iodepth: o.iodepth, profilePath })),
   );
-  const started = performance.now();
-  let cells: CompareTaskResult[];
-  if (o.parallel === 1) {
-    cells = [];
-    for (const t of tasks) cells.push(await runCompareTask(t, profile));
-  } else {
-    const pool = new Piscina({ filename: new URL('../compare/sweep-worker.js', import.meta.url).href, maxThreads: o.parallel, minThreads: 1 });
-    try {
-      cells = await Promise.all(tasks.map((t) => pool.run(t) as Promise<CompareTaskResult>));
-    } finally {
-      await pool.destroy();
-    }
-  }
   return {
-    profile: profile.name,
-    workload: `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${o.iodepth} --numjobs=1 --size=${o.sizeBytes}, NVMe via VFIO behind virtio-iommu (driver v5.10)`,
-    cells,
-    blockSizes: o.blockSizes,
-    wallMs: performance.now() - started,
+    context: { profile: profile.name, blockSizes: o.blockSizes, sizeBytes: o.sizeBytes, iodepth: o.iodepth, parallel: o.parallel },
+    tasks,
+    profile,
+    profilePath,
+  };
+}
+
+export async function runSweep(o: SweepOptions): Promise<SweepResult> {
+  const plan = planSweep(o);
+  const started = performance.now();
+  const cells = await runCompareTasks(plan.tasks, plan.profile, plan.context.parallel);
+  return assembleSweep(plan.context, cells, performance.now() - started);
+}
+
+/** The sweep's report from its runs' results, in task order (a local run, or `vmstack merge`). */
+export function assembleSweep(c: SweepContext, cells: readonly CompareTaskResult[], wallMs: number): SweepResult {
+  return {
+    profile: c.profile,
+    workload: `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${c.iodepth} --numjobs=1 --size=${c.sizeBytes}, NVMe via VFIO behind virtio-iommu (driver v5.10)`,
+    cells: [...cells],
+    blockSizes: c.blockSizes,
+    wallMs,
   };
 }
 
