@@ -63,6 +63,7 @@
  */
 
 import { InputError, IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { PgtableJournal } from './pgtable-journal.js';
 
 export const IOVA_BITS = 48;
 /** One past the largest IOVA (the domain aperture, VT-d 4-level). */
@@ -108,6 +109,8 @@ export class IoPgtableError extends Error {
 export interface IoPgtableHandle {
   readonly sab: SharedArrayBuffer;
   readonly tablePages: number;
+  /** `vmstack attack`: a journal of every change in model time (pgtable-journal.ts) */
+  readonly journal?: SharedArrayBuffer;
 }
 
 export interface IoPgtableWalk {
@@ -128,6 +131,7 @@ export class IoPgtable {
   private readonly countBase: number; // i32 index of presentCount[0]
   private readonly nextBase: number; // i32 index of nextFree[0]
   private readonly tableBase: number; // i32 index of table 0 entry 0
+  private readonly journal: PgtableJournal | null;
 
   /** Create the page-table region with a pool of `tablePages` tables (root included). */
   static allocate(opts: { tablePages: number }): IoPgtableHandle {
@@ -164,6 +168,7 @@ export class IoPgtable {
     this.countBase = HEADER_WORDS;
     this.nextBase = HEADER_WORDS + n;
     this.tableBase = tablesBaseBytes(n) / 4;
+    this.journal = handle.journal ? new PgtableJournal(handle.journal) : null;
   }
 
   /** Tables taken from the pool, root included. */
@@ -224,7 +229,7 @@ export class IoPgtable {
    * @throws IoPgtableError (errno ENOMEM or EEXIST); RangeError for arguments
    *   that are not page-aligned or leave the 48-bit IOVA / 4 TiB HPA space
    */
-  map(iova: number, hpa: number, sizeBytes: number, prot: IommuProt): void {
+  map(iova: number, hpa: number, sizeBytes: number, prot: IommuProt, atNs = 0): void {
     checkRange('map', iova, sizeBytes);
     if (!Number.isSafeInteger(hpa) || hpa < 0 || hpa % PAGE_SIZE_BYTES !== 0 || hpa + sizeBytes > HPA_LIMIT) {
       throw new RangeError(`io-pgtable map: hpa ${hpa} must be a 4 KiB-aligned address with hpa + size ≤ ${HPA_LIMIT}`);
@@ -233,6 +238,7 @@ export class IoPgtable {
     this.lockWriters();
     try {
       this.mapLocked(iova, hpa, sizeBytes, prot);
+      this.journal?.record(iova, sizeBytes, hpa, prot, atNs);
     } finally {
       this.unlockWriters();
     }
@@ -268,11 +274,13 @@ export class IoPgtable {
    * Clear every present leaf in [iova, iova + sizeBytes) and return the
    * bytes that were mapped there; tables left empty go back to the pool.
    */
-  unmap(iova: number, sizeBytes: number): number {
+  unmap(iova: number, sizeBytes: number, atNs = 0): number {
     checkRange('unmap', iova, sizeBytes);
     this.lockWriters();
     try {
-      return this.unmapLocked(iova, sizeBytes);
+      const cleared = this.unmapLocked(iova, sizeBytes);
+      this.journal?.record(iova, sizeBytes, -1, 0, atNs);
+      return cleared;
     } finally {
       this.unlockWriters();
     }
