@@ -70,6 +70,7 @@ test('every row tried every kind of access, and the workload verified clean', as
     for (const [kind, s] of Object.entries(row.kinds)) t.true(s.attempts > 0, `${row.strategy} ${row.trust}: ${kind} tried`);
     t.is(row.attempts, row.faults + row.successes);
     t.true(row.stale_window.unmaps_probed > 0);
+    t.is(row.dropped_log_entries, 0);
   }
 });
 

@@ -58,6 +58,8 @@ export interface AttackRow {
     max_us: number | null;
   };
   kinds: Record<AttackKind, { attempts: number; faults: number; successes: number; secret_bytes: number; seen_bytes: number; other_bytes: number }>;
+  /** map log or page-table journal entries that did not fit (their after-unmap tries are then less exact); 0 expected */
+  dropped_log_entries: number;
 }
 
 export interface AttackReport {
@@ -138,6 +140,7 @@ function attackRow(c: AttackConfig, ios: number, corrupt: number, a: DeviceAttac
         ];
       }),
     ) as AttackRow['kinds'],
+    dropped_log_entries: a.droppedLogEntries,
   };
 }
 
@@ -220,6 +223,12 @@ export function formatAttackTable(r: AttackReport): string {
     textTable(KIND_HEAD, r.rows.flatMap(kindCells), 3),
     '',
   ];
+  for (const row of r.rows) {
+    if (row.dropped_log_entries > 0)
+      out.push(
+        `warning: ${row.strategy} ${row.trust}: ${row.dropped_log_entries} map-log or page-table journal entries did not fit; its after-unmap counts are less exact`,
+      );
+  }
   return out.join('\n');
 }
 

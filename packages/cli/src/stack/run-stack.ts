@@ -219,7 +219,7 @@ interface VmRunOptions {
 }
 
 /** Allocate the regions the plan describes, set up the IOVA reservations and publish every worker's starting EOT. */
-function allocateStackRegions(plan: StackPlan, p: CostProfile, attack?: StackAttackOptions): StackRegions {
+function allocateStackRegions(plan: StackPlan, p: CostProfile, attack?: StackAttackOptions & { logEntries: number }): StackRegions {
   const control = RunControl.allocate();
   const ctl = RunControl.attach(control);
   const ringList: { name: string; handle: RingHandle }[] = [];
@@ -300,9 +300,9 @@ function allocateAttackRegions(
   guestRam: SharedArrayBuffer,
   pageAlloc: PageAllocatorHandle,
   locks: LockTableHandle,
-  attack: StackAttackOptions,
+  attack: StackAttackOptions & { logEntries: number },
 ): { logs: SharedArrayBuffer[]; secretPfns: number[] } {
-  const logs = vm.jobOfVcpu.map(() => DmaUnmapLog.allocate(ATTACK_LOG_ENTRIES));
+  const logs = vm.jobOfVcpu.map(() => DmaUnmapLog.allocate(attack.logEntries));
   const zone = PageAllocator.attach(pageAlloc, MAIN_THREAD_CPU, LockTable.attach(locks, MAIN_THREAD_CPU), { guestPageAllocNs: 0 });
   const u8 = new Uint8Array(guestRam);
   const secretPfns: number[] = [];
@@ -316,12 +316,22 @@ function allocateAttackRegions(
 }
 
 /** Attacking: the page table keeps a journal of its changes in model time, for the device's walks at earlier times. */
-function withJournal(h: IoPgtableHandle, attack: StackAttackOptions | undefined): IoPgtableHandle {
-  return attack ? { ...h, journal: PgtableJournal.allocate(ATTACK_LOG_ENTRIES) } : h;
+function withJournal(h: IoPgtableHandle, attack: { logEntries: number } | undefined): IoPgtableHandle {
+  return attack ? { ...h, journal: PgtableJournal.allocate(attack.logEntries) } : h;
 }
 
-/** Entries of each vCPU's DMA map log and of each page-table journal: the log counts what does not fit. */
-const ATTACK_LOG_ENTRIES = 1 << 18;
+/**
+ * Entries of each vCPU's DMA map log and of each page-table journal: a map and an unmap per
+ * page of every I/O of every job (verify passes included), and room for set-up and teardown;
+ * at most ATTACK_LOG_MAX (a time-based job has no bound): what does not fit is counted.
+ */
+function attackLogEntries(jobs: readonly FioJobSpec[]): number {
+  const perJob = (j: FioJobSpec) => 2 * Math.ceil(j.sizeBytes / j.blockSizeBytes) * (j.verify === 'none' ? 1 : 2) * (j.blockSizeBytes / 4096 + 1);
+  const n = jobs.reduce((s, j) => s + (j.timeBased ? ATTACK_LOG_MAX : perJob(j)), 4096);
+  return Math.min(n, ATTACK_LOG_MAX);
+}
+
+const ATTACK_LOG_MAX = 1 << 20;
 
 /** What each VM runs, from the plan and the run's options. */
 function vmRunOptions(plan: StackPlan, o: StackOptions): VmRunOptions[] {
@@ -548,7 +558,7 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
     throw new InputError('--transport', 'in-thread', `one VM only; this topology has ${plan.vms.length}: use --transport workers`);
   const vmOptions = vmRunOptions(plan, opts);
   if (opts.attack && opts.transport === 'in-thread') throw new InputError('--transport', 'in-thread', 'workers: an attack runs the device in its own worker');
-  const regions = allocateStackRegions(plan, opts.profile, opts.attack);
+  const regions = allocateStackRegions(plan, opts.profile, opts.attack ? { ...opts.attack, logEntries: attackLogEntries(opts.jobs) } : undefined);
   const specs = buildWorkerSpecs(plan, regions, vmOptions, opts);
   const startedMs = Date.now();
   const wallStart = performance.now();
