@@ -95,7 +95,7 @@ export interface DeviceAttackResult {
   unmapsProbed: number;
   /** after-unmap tries not made: the guest had mapped the IOVA again by then */
   remapped: number;
-  /** per sampled unmap, the largest probe delay at which a read of its first page still worked (-1: none), model ns */
+  /** per sampled unmap, the largest probe delay at which a read or write of its first page still worked (-1: none), model ns */
   staleWindowsNs: number[];
   /** the probe delays, model ns */
   delaysNs: number[];
@@ -295,7 +295,7 @@ export class DeviceAttacker {
           continue;
         }
         const ok = this.access(p.kind, p.iova, p.bytes, p.write, true);
-        if (ok && !p.write && p.delayNs > this.result.staleWindowsNs[p.unmap]) this.result.staleWindowsNs[p.unmap] = p.delayNs;
+        if (ok && p.delayNs > this.result.staleWindowsNs[p.unmap]) this.result.staleWindowsNs[p.unmap] = p.delayNs;
       } finally {
         this.walker.atNs = -1;
       }

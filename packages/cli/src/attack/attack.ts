@@ -13,7 +13,8 @@
  * other (guest memory never given that holds no planted secret); the
  * after-unmap successes split by why they worked (the host still mapped the
  * IOVA, or only a stale IOTLB entry did), and the stale window: per probed
- * unmap, the largest probe delay at which its buffer could still be read.
+ * unmap, the largest probe delay at which its buffer could still be read or
+ * written (whichever its mapping allowed).
  */
 
 import type { DmaStrategy } from '@vmstack/guest-kernel';
@@ -50,9 +51,9 @@ export interface AttackRow {
   after_unmap: { attempts: number; successes: number; host_mapped: number; stale_iotlb: number; remapped_skipped: number };
   stale_window: {
     unmaps_probed: number;
-    /** probed unmaps whose buffer could still be read after the unmap returned */
+    /** probed unmaps whose buffer could still be read or written after the unmap returned */
     usable_after_unmap: number;
-    /** of those, the ones still readable at the largest probe delay */
+    /** of those, the ones still usable at the largest probe delay */
     open_at_last_delay: number;
     median_us: number | null;
     max_us: number | null;
@@ -217,7 +218,7 @@ export function formatAttackTable(r: AttackReport): string {
     'secret B: planted secret bytes reached (never given: any is an escape); seen B: bytes of pages the device was given before (its buffers, queues,',
     'an earlier I/O in a reused slot); other B: other guest memory never given. after-unmap ok: tries after the unmap returned that worked;',
     "stale IOTLB: of those, the ones only a stale IOTLB entry allowed (the host's page table no longer mapped the IOVA); window: per probed unmap,",
-    'the largest delay at which its buffer could still be read.',
+    'the largest delay at which its buffer could still be read or written (as its mapping allowed: a read buffer is write-only for the device).',
     '',
     'By kind:',
     textTable(KIND_HEAD, r.rows.flatMap(kindCells), 3),
