@@ -4,9 +4,9 @@
  * (shm fault.ts and watchdog.ts).
  */
 
-import { FAULT_MODES, type FaultMode, type FaultSpec, InputError, roleMatches } from '@vmstack/shm';
+import { DEVICE_ROLE_PREFIX, FAULT_MODES, type FaultMode, type FaultSpec, InputError, isDeviceFaultMode, roleMatches } from '@vmstack/shm';
 
-const FORMAT = 'ROLE:MODE@TIME, e.g. vm0/vcpu0:stall@50us or "vm0/*:throw@0ns"';
+const FORMAT = 'ROLE:MODE@TIME, e.g. vm0/vcpu0:stall@50us, "vm0/*:throw@0ns" or nvme-device/nvme-ctrl0:corrupt-write@0ns';
 const NS_PER_UNIT: Record<string, number> = { ns: 1, us: 1e3, ms: 1e6, s: 1e9 };
 
 /** One `--inject-fault` value: ROLE (a role or pattern), MODE, TIME (model time with a unit). */
@@ -33,11 +33,21 @@ export function parseWatchdogMs(text: string): number {
   return n;
 }
 
-/** Every fault must name at least one of the run's workers. */
+/** Every fault must name at least one of the run's workers; a device misbehaviour, only NVMe device workers. */
 export function checkFaultRoles(faults: readonly FaultSpec[] | undefined, roles: readonly string[]): void {
   for (const f of faults ?? []) {
-    if (!roles.some((r) => roleMatches(f.role, r))) {
+    const matched = roles.filter((r) => roleMatches(f.role, r));
+    if (matched.length === 0) {
       throw new InputError('--inject-fault ROLE', f.role, `a worker role or pattern (* within a name, ** across /); this run's workers: ${roles.join(', ')}`);
+    }
+    const notDevice = matched.find((r) => !r.startsWith(DEVICE_ROLE_PREFIX));
+    if (isDeviceFaultMode(f.mode) && notDevice !== undefined) {
+      const devices = roles.filter((r) => r.startsWith(DEVICE_ROLE_PREFIX));
+      throw new InputError(
+        '--inject-fault ROLE',
+        f.role,
+        `an NVMe device worker for mode ${f.mode} (it matches ${notDevice}); this run's devices: ${devices.join(', ')}`,
+      );
     }
   }
 }

@@ -1,3 +1,4 @@
+export * from './attack/attack.js';
 export * from './compare/compare.js';
 export * from './compare/experiment.js';
 export * from './fio/options.js';

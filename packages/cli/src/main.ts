@@ -4,7 +4,8 @@
  * the modelled stack with real workers and prints fio-style output.
  *
  * Exit codes: 0 the run completed; 1 it failed (a worker crashed or stalled:
- * one line naming the worker) or an internal error (with its stack);
+ * one line naming the worker), a job ended with an error as fio reports it
+ * (err=: failed commands, verify failures), or an internal error (with its stack);
  * 2 bad input — one line on stderr naming the option or field, the value and
  * what is allowed; no worker has started.
  *
@@ -52,7 +53,9 @@ function choice<const C extends readonly string[]>(option: string, choices: C): 
   return { type: 'string', choices: [...choices], coerce: coerced(parse) };
 }
 
-const EXIT_CODES = 'Exit codes: 0 done; 1 the run failed (a worker crashed or stalled); 2 bad input (one line on stderr, nothing started).';
+const EXIT_CODES =
+  'Exit codes: 0 done; 1 the run failed (a worker crashed or stalled) or, as in fio, a job ended with an error (err=: failed commands, verify failures); ' +
+  '2 bad input (one line on stderr, nothing started).';
 
 const FIO_GROUP = "fio job options (override the job file's [global]):";
 const MODEL_GROUP = 'Model:';
@@ -159,7 +162,9 @@ const CHECK_OPTIONS: Record<string, Options> = {
   'inject-fault': {
     type: 'string',
     describe:
-      'ROLE:MODE@TIME, repeatable: the worker(s) ROLE (a role, * and ** patterns) throw, exit, stall or park at model time TIME, e.g. vm0/vcpu0:stall@50us',
+      'ROLE:MODE@TIME, repeatable: the worker(s) ROLE (a role, * and ** patterns) throw, exit, stall or park at model time TIME, e.g. vm0/vcpu0:stall@50us; ' +
+      'an nvme-device/… worker also misbehaves: drop-write or corrupt-write (its first write from TIME; verify catches it), dma-outside-prps (its first command ' +
+      'from TIME moves a page to or from an address no PRP gave it: the IOMMU faults, the command fails with EIO)',
     coerce: (value: unknown) => (Array.isArray(value) ? value : [value]).map((v) => coerced(parseFault)(v)),
   },
 };
@@ -468,6 +473,65 @@ async function mergeHandler(argv: Record<string, unknown>): Promise<void> {
   });
 }
 
+/** `vmstack attack`: its own options, the fio options that shape its workload, and a few model options. */
+const ATTACK_OWN_OPTIONS: Record<string, Options> = {
+  strategies: { type: 'string', describe: 'strategies, one row (or two) each (default: direct,strict,lazy,bounce)' },
+  trust: { type: 'string', describe: 'trusted, untrusted or both: the device as the guest treats it, a row each (default: trusted,untrusted)' },
+  delays: {
+    type: 'string',
+    describe: 'model times after an unmap returned at which the device tries the buffer again, e.g. 0ns,1us,10ms (default: 0ns … 10ms, 12 steps)',
+  },
+  'sample-every': { type: 'string', describe: 'try every n-th unmapped buffer, and every n-th running command’s neighbours (default: 4)' },
+  'secret-pages': { type: 'string', describe: 'pages of planted secret bytes the guest holds and never gives the device (default: 64)' },
+  'scan-pages': { type: 'string', describe: 'IOVA pages from 0 the device tries once, mid-run (default: every page of guest RAM)' },
+  'neighbour-bytes': { type: 'string', describe: 'bytes tried just before and after a running command’s buffer (default: 64)' },
+};
+
+const ATTACK_FIO_OPTIONS: Record<string, Options> = {
+  rw: { type: 'string', describe: 'the workload: read, write, randread, randwrite, rw, randrw (default: randrw)' },
+  bs: { type: 'string', describe: 'block size (default: 4k)' },
+  iodepth: { type: 'string', describe: 'I/Os in flight (default: 8)' },
+  size: { type: 'string', describe: 'the region each row reads and writes (default: 2m)' },
+  verify: { type: 'string', describe: '0, crc32c or md5: the attacker’s writes must not disturb the data (default: crc32c)' },
+};
+
+const ATTACK_OPTIONS: Record<string, Options> = {
+  ...ATTACK_OWN_OPTIONS,
+  ...ATTACK_FIO_OPTIONS,
+  driver: MODEL_OPTIONS.driver,
+  platform: TOPOLOGY_OPTIONS.platform,
+  profile: MODEL_OPTIONS.profile,
+  'guest-ram': { type: 'string', describe: 'guest RAM, which the never-mapped pass covers (default: 128m)' },
+  'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: the exposure table; json: every row (default: normal)' },
+  output: OUTPUT_OPTIONS.output,
+  html: { type: 'string', describe: 'also write the exposure table as an offline HTML report to this file' },
+};
+
+async function attackHandler(argv: Record<string, unknown>): Promise<void> {
+  await checkArgv(argv, ATTACK_OPTIONS, 'attack');
+  const str = (k: string) => argv[k] as string | undefined;
+  const fio: Record<string, string> = {};
+  for (const k of Object.keys(ATTACK_FIO_OPTIONS)) if (argv[k] !== undefined) fio[k] = String(argv[k]);
+  const { attackCommand } = await import('./commands/attack.js');
+  await attackCommand({
+    strategies: str('strategies'),
+    trust: str('trust'),
+    fio,
+    driver: (argv.driver as ViommuDriverGeneration | undefined) ?? 'v5.10',
+    platform: str('platform'),
+    profile: str('profile'),
+    guestRam: str('guest-ram'),
+    delays: str('delays'),
+    sampleEvery: str('sample-every'),
+    secretPages: str('secret-pages'),
+    scanPages: str('scan-pages'),
+    neighbourBytes: str('neighbour-bytes'),
+    outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal',
+    output: str('output'),
+    html: str('html'),
+  });
+}
+
 /** Every command: name, builder, and a handler that imports its heavy code lazily. */
 const COMMANDS: CommandModule[] = [
   {
@@ -515,6 +579,28 @@ const COMMANDS: CommandModule[] = [
       return y.example('$0 sweep --bs 4k,64k --html sweep.html', 'two block sizes, four strategies, a chart').epilog(EXIT_CODES);
     },
     handler: (argv) => sweepHandler(argv),
+  },
+  {
+    command: 'attack',
+    describe: 'the device as an attacker: what it can still reach under each strategy (after unmap, read-only, never mapped, neighbours), as an exposure table',
+    builder: (y: Argv) => {
+      for (const [group, options] of [
+        ['Attack:', ATTACK_OWN_OPTIONS],
+        ['Workload (fio options):', ATTACK_FIO_OPTIONS],
+        [
+          MODEL_GROUP,
+          { driver: ATTACK_OPTIONS.driver, platform: ATTACK_OPTIONS.platform, profile: ATTACK_OPTIONS.profile, 'guest-ram': ATTACK_OPTIONS['guest-ram'] },
+        ],
+        [OUTPUT_GROUP, { 'output-format': ATTACK_OPTIONS['output-format'], output: ATTACK_OPTIONS.output, html: ATTACK_OPTIONS.html }],
+      ] as const) {
+        for (const [name, o] of Object.entries(options)) y.option(name, { ...o, group });
+      }
+      return y
+        .example('$0 attack', 'every strategy, trusted and untrusted: the exposure table')
+        .example('$0 attack --strategies strict,lazy --trust trusted --delays 0ns,1us,10us,100us --output-format json', 'the stale window of lazy, as JSON')
+        .epilog(EXIT_CODES);
+    },
+    handler: (argv) => attackHandler(argv),
   },
   {
     command: 'compare',

@@ -22,6 +22,7 @@ import {
   asGpa,
   asIova,
   attachGuestMemory,
+  DmaUnmapLog,
   DOORBELL_SQ_TAIL,
   encodeGuestToDeviceDone,
   type GuestMemory,
@@ -526,6 +527,7 @@ function runJob(g: Guest, slots: FioSlot[]): VcpuJobResult {
       priorSeeds: new Map(init.priorSeeds),
       peerWriteSeeds: new Set(init.peerWriteSeeds),
       locks: g.locks,
+      unmapLog: init.dmaUnmapLog ? new DmaUnmapLog(init.dmaUnmapLog) : null,
     },
     init.job,
   );

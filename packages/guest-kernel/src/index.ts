@@ -89,6 +89,8 @@ export interface VcpuWorkerInit {
   /** this VM's vCPUs' workers, in vCPU order */
   vcpuWorkers: number[];
   deviceMinResponseNs: number;
+  /** `vmstack attack`: this vCPU's DMA unmap log (shm wire/dma-trace.ts), read by the attacking device */
+  dmaUnmapLog?: SharedArrayBuffer;
 }
 
 /** One virtio-iommu as a vCPU drives it: its request queue in guest RAM, its lock, the rings to its VMM thread. */

@@ -21,6 +21,7 @@ import {
   BLOCK_BYTES,
   blockSeed,
   DeviceToGuestInterrupt,
+  type DmaUnmapLog,
   DOORBELL_CQ_HEAD,
   DOORBELL_SQ_TAIL,
   faultCheckpoint,
@@ -179,6 +180,8 @@ export interface VcpuEnv {
   peerWriteSeeds: ReadonlySet<number>;
   /** the guest's locks (lock CPU ids are worker indices): which peer is blocked on a lock we hold */
   locks: LockTable;
+  /** `vmstack attack`: where each I/O buffer's unmap is logged for the attacking device (an instrument: no model time) */
+  unmapLog?: DmaUnmapLog | null;
 }
 
 export class Vcpu {
@@ -354,7 +357,10 @@ export class Vcpu {
   private completeIo(cid: number, status: number): void {
     const s = this.slots[cid];
     const clock = this.env.clock;
-    if (s.mapping) this.env.dma.iommu_dma_unmap_sg(s.mapping);
+    if (s.mapping) {
+      this.env.dma.iommu_dma_unmap_sg(s.mapping);
+      if (this.env.unmapLog) for (const seg of s.mapping.dmaSegments) this.env.unmapLog.append('unmap', seg.dmaAddr, seg.lenBytes, clock.nowNs());
+    }
     s.mapping = null;
     clock.charge(this.env.costs.fioReapPerIoNs);
     const now = clock.nowNs();
@@ -447,8 +453,9 @@ export class Vcpu {
     const s = this.slots[cid];
     const isRead = s.isRead;
     this.env.profiler.enter();
+    // the device writes memory on a read, reads it on a write
+    const mapFromNs = clock.nowNs();
     try {
-      // the device writes memory on a read, reads it on a write
       s.mapping = this.env.dma.iommu_dma_map_sg(s.segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
     } catch (e) {
       if (!(e instanceof IommuMapNoMemError)) throw e;
@@ -459,6 +466,8 @@ export class Vcpu {
       this.resourceWait = true;
       return;
     }
+    // logged at the call's start: the IOVA may be mapped for the device from any moment of the call on
+    if (this.env.unmapLog) for (const seg of s.mapping.dmaSegments) this.env.unmapLog.append('map', seg.dmaAddr, seg.lenBytes, mapFromNs);
     clock.charge(this.env.costs.nvmeQueueRqNs + s.blocks * this.env.costs.nvmeSetupPrpPerPageNs);
     const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, s.lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping), s.prpPage);
     s.issueNs = clock.nowNs();

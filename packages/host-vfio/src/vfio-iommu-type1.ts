@@ -763,7 +763,7 @@ export class VfioContainer {
   private vfio_iommu_map(iova: number, hpa: number, npage: number, prot: IommuProt, clock: ModelClock): VfioErrno {
     let leaves: number;
     try {
-      leaves = this.pgtable.map(iova, hpa, npage * PAGE, prot, this.handle.hostPageSizeBytes ?? PAGE);
+      leaves = this.pgtable.map(iova, hpa, npage * PAGE, prot, this.handle.hostPageSizeBytes ?? PAGE, clock.nowNs());
     } catch (e) {
       if (e instanceof IoPgtableError) return neg(e.errno);
       throw e;
@@ -807,7 +807,7 @@ export class VfioContainer {
 
   /** iommu_unmap_fast into the gather; sync when it holds VFIO_IOMMU_TLB_SYNC_MAX regions. Returns pages unpinned. */
   private unmap_unpin_fast(dmaIova: number, iova: number, len: number, hpa: number, gather: Gather, clock: ModelClock): number {
-    const r = this.pgtable.unmapEntries(iova, len);
+    const r = this.pgtable.unmapEntries(iova, len, clock.nowNs());
     const unmapped = r.sizeBytes;
     if (unmapped !== len)
       throw new Error(`unmap_unpin_fast: cleared ${unmapped} of ${len} bytes at iova 0x${iova.toString(16)} of the vfio_dma at 0x${dmaIova.toString(16)}`);

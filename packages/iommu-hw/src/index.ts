@@ -6,3 +6,4 @@
 
 export * from './io-pgtable.js';
 export * from './iotlb.js';
+export * from './pgtable-journal.js';

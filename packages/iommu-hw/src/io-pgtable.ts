@@ -71,6 +71,7 @@
  */
 
 import { allocateShared, InputError, IOMMU_READ, IOMMU_WRITE, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { PgtableJournal } from './pgtable-journal.js';
 
 export const IOVA_BITS = 48;
 /** One past the largest IOVA (the domain aperture, VT-d 4-level). */
@@ -125,6 +126,8 @@ export class IoPgtableError extends Error {
 export interface IoPgtableHandle {
   readonly sab: SharedArrayBuffer;
   readonly tablePages: number;
+  /** `vmstack attack`: a journal of every change in model time (pgtable-journal.ts) */
+  readonly journal?: SharedArrayBuffer;
 }
 
 export interface IoPgtableWalk {
@@ -174,6 +177,7 @@ export class IoPgtable {
   private readonly countBase: number; // i32 index of presentCount[0]
   private readonly nextBase: number; // i32 index of nextFree[0]
   private readonly tableBase: number; // i32 index of table 0 entry 0
+  private readonly journal: PgtableJournal | null;
 
   /** Create the page-table region with a pool of `tablePages` tables (root included). */
   static allocate(opts: { tablePages: number }): IoPgtableHandle {
@@ -210,6 +214,7 @@ export class IoPgtable {
     this.countBase = HEADER_WORDS;
     this.nextBase = HEADER_WORDS + n;
     this.tableBase = tablesBaseBytes(n) / 4;
+    this.journal = handle.journal ? new PgtableJournal(handle.journal) : null;
   }
 
   /** Tables taken from the pool, root included. */
@@ -283,7 +288,7 @@ export class IoPgtable {
    * @throws IoPgtableError (errno ENOMEM or EEXIST); RangeError for arguments
    *   that are not page-aligned or leave the 48-bit IOVA / 2 TiB HPA space
    */
-  map(iova: number, hpa: number, sizeBytes: number, prot: IommuProt, maxLeafBytes = PAGE_SIZE_BYTES): number {
+  map(iova: number, hpa: number, sizeBytes: number, prot: IommuProt, maxLeafBytes = PAGE_SIZE_BYTES, atNs = 0): number {
     checkRange('map', iova, sizeBytes);
     if (!Number.isSafeInteger(hpa) || hpa < 0 || hpa % PAGE_SIZE_BYTES !== 0 || hpa + sizeBytes > HPA_LIMIT) {
       throw new RangeError(`io-pgtable map: hpa ${hpa} must be a 4 KiB-aligned address with hpa + size ≤ ${HPA_LIMIT}`);
@@ -292,7 +297,9 @@ export class IoPgtable {
     const maxLevel = maxLeafLevel(maxLeafBytes);
     this.lockWriters();
     try {
-      return this.mapLocked(iova, hpa, sizeBytes, prot, maxLevel);
+      const leaves = this.mapLocked(iova, hpa, sizeBytes, prot, maxLevel);
+      this.journal?.record(iova, sizeBytes, hpa, prot, atNs);
+      return leaves;
     } finally {
       this.unlockWriters();
     }
@@ -341,12 +348,12 @@ export class IoPgtable {
    * bytes that were mapped there; tables left empty go back to the pool.
    * A superpage the range touches is cleared whole (never split).
    */
-  unmap(iova: number, sizeBytes: number): number {
-    return this.unmapEntries(iova, sizeBytes).sizeBytes;
+  unmap(iova: number, sizeBytes: number, atNs = 0): number {
+    return this.unmapEntries(iova, sizeBytes, atNs).sizeBytes;
   }
 
   /** `unmap`, also telling how many leaf entries it cleared. */
-  unmapEntries(iova: number, sizeBytes: number): IoPgtableUnmapped {
+  unmapEntries(iova: number, sizeBytes: number, atNs = 0): IoPgtableUnmapped {
     checkRange('unmap', iova, sizeBytes);
     this.lockWriters();
     try {
@@ -357,6 +364,7 @@ export class IoPgtable {
         Atomics.sub(this.words, H_MAPPED, acc.pages);
         Atomics.sub(this.words, H_LEAVES, acc.leaves);
       }
+      this.journal?.record(iova, sizeBytes, -1, 0, atNs);
       return { sizeBytes: acc.pages * PAGE_SIZE_BYTES, leafEntries: acc.leaves };
     } finally {
       this.unlockWriters();

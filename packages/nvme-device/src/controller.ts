@@ -13,6 +13,7 @@
 
 import {
   BLOCK_BYTES,
+  type DeviceFaultMode,
   DOORBELL_SQ_TAIL,
   type GuestMemory,
   ModelClock,
@@ -114,6 +115,11 @@ export interface NvmeCounters {
 }
 
 const PAGE = NVME_CTRL_PAGE_SIZE_BYTES;
+/** `dma-outside-prps` moves a page to or from its PRP address with this bit flipped: 512 GiB away, where nothing is mapped */
+const WILD_ADDRESS_BIT = 2 ** 39;
+
+/** Told of each I/O command's data buffer as the controller fetches it (`vmstack attack`). */
+export type BufferObserver = (iovaPages: readonly number[], hpas: readonly number[], isRead: boolean, t: ModelClock) => void;
 
 export class NvmeController {
   private readonly sqs = new Map<number, SubmissionQueue>();
@@ -123,6 +129,12 @@ export class NvmeController {
   private fetchFreeNs = 0;
   private regs = { aqa: 0, asq: 0, acq: 0 };
   private scratch = new Uint8Array(2 * 1024 * 1024 + PAGE);
+  /** the IOVA of each page of the buffer `translateBuffer` translated last */
+  private readonly iovaPages: number[] = [];
+  /** an injected misbehaviour (shm fault.ts), done once, on the first command it applies to fetched at or after `atNs` */
+  misbehaviour: { mode: DeviceFaultMode; atNs: number } | null = null;
+  /** `vmstack attack`: the attacker watching the buffers the device is given */
+  observer: BufferObserver | null = null;
   readonly counters: NvmeCounters = { commands: 0, reads: 0, writes: 0, faults: 0, adminCommands: 0, bytesRead: 0, bytesWritten: 0, interrupts: 0 };
 
   constructor(
@@ -338,11 +350,13 @@ export class NvmeController {
       throw e;
     }
     const hpas: number[] = [];
+    this.iovaPages.length = 0;
     for (const s of segs) {
       for (let a = s.dmaAddr; a < s.dmaAddr + s.lenBytes; a = (Math.floor(a / PAGE) + 1) * PAGE) {
         const hpa = this.iommu.translate(a, write, t);
         if (hpa < 0) return null;
         hpas.push(hpa);
+        this.iovaPages.push(a);
       }
     }
     return hpas;
@@ -373,6 +387,20 @@ export class NvmeController {
       this.complete(sq, sqe.commandId, NVME_SC_DMA_FAULT, doneNs);
       return;
     }
+    this.observer?.(this.iovaPages, hpas, isRead, t);
+    const misbehaviour = this.misbehaviourDue(isRead, t.nowNs());
+    if (misbehaviour === 'dma-outside-prps') {
+      // the last page goes to or from an address no PRP gave: the IOMMU must refuse it
+      const last = this.iovaPages[this.iovaPages.length - 1];
+      const wild = Math.floor(last / WILD_ADDRESS_BIT) % 2 === 1 ? last - WILD_ADDRESS_BIT : last + WILD_ADDRESS_BIT;
+      const hpa = this.iommu.translate(wild, isRead, t);
+      if (hpa < 0) {
+        this.counters.faults++;
+        this.complete(sq, sqe.commandId, NVME_SC_DMA_FAULT, doneNs);
+        return;
+      }
+      hpas[hpas.length - 1] = hpa;
+    }
     const firstOffset = sqe.prp1 % PAGE;
     if (isRead) {
       this.counters.reads++;
@@ -385,10 +413,22 @@ export class NvmeController {
     } else {
       this.counters.writes++;
       this.counters.bytesWritten += bytes;
-      this.gather(hpas, firstOffset, bytes);
-      for (let b = 0; b < blockCount; b++) this.ns.writeBlock(slba + b, this.scratch, b * BLOCK_BYTES);
+      if (misbehaviour !== 'drop-write') {
+        this.gather(hpas, firstOffset, bytes);
+        // corrupt-write: one byte of each block flipped on its way to the media
+        if (misbehaviour === 'corrupt-write') for (let b = 0; b < blockCount; b++) this.scratch[b * BLOCK_BYTES + BLOCK_BYTES / 2] ^= 0xff;
+        for (let b = 0; b < blockCount; b++) this.ns.writeBlock(slba + b, this.scratch, b * BLOCK_BYTES);
+      }
       this.complete(sq, sqe.commandId, NVME_SC_SUCCESS, doneNs);
     }
+  }
+
+  /** The injected misbehaviour this command carries, if its time has come and it applies (writes only but `dma-outside-prps`); once. */
+  private misbehaviourDue(isRead: boolean, nowNs: number): DeviceFaultMode | null {
+    const m = this.misbehaviour;
+    if (m === null || nowNs < m.atNs || (isRead && m.mode !== 'dma-outside-prps')) return null;
+    this.misbehaviour = null;
+    return m.mode;
   }
 
   private gather(hpas: number[], firstOffset: number, bytes: number): void {

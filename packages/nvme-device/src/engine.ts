@@ -14,6 +14,12 @@
  * The device publishes as its EOT the earliest interrupt time it may still send.
  * Invalidations are applied before anything else, every step: the host sends
  * them before it replies, so any doorbell that depends on one is causally after it.
+ *
+ * With an attack plan (`vmstack attack`, attack.ts) the device also makes
+ * DMAs of its own at chosen model times. One at t waits until no vCPU can do
+ * anything stamped before t (`attackBound`), comes before any doorbell or
+ * completion stamped later, and sees every invalidation stamped at or before t.
+ * An injected misbehaviour (shm fault.ts DEVICE_FAULT_MODES) goes to the controller.
  */
 
 import { IoPgtable, Iotlb } from '@vmstack/iommu-hw';
@@ -23,11 +29,13 @@ import {
   doorbellValue,
   doorbellWhich,
   encodeInterrupt,
+  type FaultSpec,
   GuestToDeviceDone,
   GuestToDeviceDoorbell,
   GuestToDeviceRegWrite,
   iotlbInvalIova,
   iotlbInvalSizeBytes,
+  isDeviceFaultMode,
   ModelClock,
   NEVER_NS,
   Ring,
@@ -36,6 +44,7 @@ import {
   regWriteValue,
   SentLog,
 } from '@vmstack/shm';
+import { DeviceAttacker, TimedWalker } from './attack.js';
 import { NvmeController } from './controller.js';
 import type { DeviceWorkerInit, DeviceWorkerResult } from './index.js';
 import { NvmeMedia } from './media.js';
@@ -45,6 +54,8 @@ export class DeviceEngine {
   readonly clock: ModelClock;
   readonly iotlb: Iotlb;
   readonly ctrl: NvmeController;
+  /** `vmstack attack`: the device's own DMAs (attack.ts); null in every other run */
+  readonly attacker: DeviceAttacker | null;
   private readonly ns: NvmeNamespace;
   private readonly doorbells: Ring[];
   private readonly irqs: Ring[];
@@ -63,13 +74,31 @@ export class DeviceEngine {
     readonly init: DeviceWorkerInit,
     readonly self: number,
     readonly control: RunControl,
+    fault?: FaultSpec,
   ) {
     this.clock = new ModelClock(init.clockMode, init.dilation, init.epochMs);
     const mem = attachGuestMemory(init.guestRam);
-    this.iotlb = new Iotlb(IoPgtable.attach(init.pgtable), init.costs);
+    const pgtable = IoPgtable.attach(init.pgtable);
+    // attacking, the walker also walks the table as it stood at an earlier model time
+    const walker = init.attack ? new TimedWalker(pgtable, init.pgtable.journal) : null;
+    this.iotlb = new Iotlb(walker ?? pgtable, init.costs);
     const media = new NvmeMedia(init.costs);
     this.ns = new NvmeNamespace(init.namespace.sizeBlocks, init.namespace.seed, init.namespace.algo, init.namespace.initialBlocks);
-    this.ctrl = new NvmeController(mem, this.iotlb, media, this.ns, this.clock, init.costs);
+    const attacker = init.attack && walker ? new DeviceAttacker(init.attack, mem, this.iotlb, walker) : null;
+    this.attacker = attacker;
+    // the attacker learns which pages the device's own work was given
+    const iommu = attacker
+      ? {
+          translate: (iova: number, write: boolean, clock: ModelClock): number => {
+            const hpa = this.iotlb.translate(iova, write, clock);
+            attacker.noteGiven(hpa);
+            return hpa;
+          },
+        }
+      : this.iotlb;
+    this.ctrl = new NvmeController(mem, iommu, media, this.ns, this.clock, init.costs);
+    if (attacker) this.ctrl.observer = (iovaPages, hpas, isRead, t) => attacker.onBuffer(iovaPages, hpas, isRead, t);
+    if (fault && isDeviceFaultMode(fault.mode)) this.ctrl.misbehaviour = { mode: fault.mode, atNs: fault.atNs };
     this.doorbells = init.doorbellRings.map((h) => Ring.attach(h));
     this.irqs = init.irqRings.map((h) => Ring.attach(h));
     this.sent = this.irqs.map((r) => new SentLog(r));
@@ -219,12 +248,53 @@ export class DeviceEngine {
     if (k > 0) this.pendingInvals.splice(0, k);
   }
 
+  /**
+   * What vCPU v may still do at the earliest, for the attacker's DMAs: its
+   * bound, and when idle its timer too (a lazy flush, a pool eviction).
+   */
+  private attackVcpuBound(v: number): number {
+    const b = this.vcpuBound(v);
+    if (b === NEVER_NS || this.control.eotNs(this.vcpus[v]) !== NEVER_NS) return b;
+    const timer = this.control.timerNs(this.vcpus[v]);
+    return timer === NEVER_NS ? b : Math.min(b, Math.max(timer, this.control.clockNs(this.vcpus[v])));
+  }
+
+  /** The attacker may act strictly before this model time: no vCPU can still do anything stamped earlier. */
+  private attackBound(): number {
+    let m = NEVER_NS;
+    for (let v = 0; v < this.vcpus.length; v++) m = Math.min(m, this.attackVcpuBound(v));
+    return m === NEVER_NS ? Number.POSITIVE_INFINITY : m;
+  }
+
+  /** Make the attacker's DMAs stamped before `beforeNs` that are safe now; returns how many. */
+  private runAttacks(beforeNs: number): number {
+    const a = this.attacker!;
+    const bound = this.attackBound();
+    // read after the bound: what the vCPUs did before it is in the rings and logs
+    this.drainInvalidations();
+    a.drainLogs();
+    return a.runProbesBefore(Math.min(bound, beforeNs), (t) => this.applyInvalidationsUpTo(t));
+  }
+
+  /** Parked with an attacker DMA waiting: its time, which a vCPU passing wakes us at; NEVER_NS when none waits. */
+  attackWaitNs(): number {
+    const t = this.attacker ? this.attacker.nextProbeNs() : Number.POSITIVE_INFINITY;
+    return t === Number.POSITIVE_INFINITY ? NEVER_NS : t + 1;
+  }
+
+  /** An attacker DMA can be made now. */
+  attackReady(): boolean {
+    return this.attacker !== null && this.attacker.nextProbeNs() < this.attackBound();
+  }
+
   /** Do everything that can be done now; returns whether anything progressed. */
   step(): boolean {
     const { doorbells, ctrl, control } = this;
     let progressed = false;
     // 1. invalidations first
     if (this.drainInvalidations()) progressed = true;
+    // the attacker's DMAs stamped before any doorbell still to come
+    if (this.attacker && this.runAttacks(this.earliestDoorbell() < 0 ? Number.POSITIVE_INFINITY : this.earliestDoorbellNs) > 0) progressed = true;
     // 2. doorbells, merged in time order across vCPUs
     for (;;) {
       const best = this.earliestDoorbell();
@@ -232,6 +302,11 @@ export class DeviceEngine {
       const bestTs = this.earliestDoorbellNs;
       // vCPU u may still ring a doorbell stamped at its bound
       if (!this.doorbellSafe(best, bestTs)) break;
+      if (this.attacker) {
+        // the attacker's DMAs stamped before this doorbell go first; one that must wait holds it back
+        if (this.runAttacks(bestTs) > 0) progressed = true;
+        if (this.attacker.nextProbeNs() < bestTs) break;
+      }
       // a doorbell we just saw may depend on an unmap whose invalidation the host
       // sent before it replied: drain again now that the doorbell is visible, and
       // apply what the host did before the doorbell (in model time)
@@ -252,19 +327,24 @@ export class DeviceEngine {
       r.release(1);
       progressed = true;
     }
-    // 3. completions no future doorbell can precede
+    if (this.attacker && this.runAttacks(this.earliestDoorbell() < 0 ? Number.POSITIVE_INFINITY : this.earliestDoorbellNs) > 0) progressed = true;
+    // 3. completions no future doorbell can precede (and, attacking, none after a DMA of ours still to make)
     const minBound = this.minVcpuBound();
     const horizonNs = this.virtual ? (minBound === NEVER_NS ? NEVER_NS : minBound + this.minDelayNs) : this.clock.nowNs();
-    if (ctrl.postCompletionsUpTo(horizonNs, this.raise) > 0) progressed = true;
+    const attackNs = this.attacker ? this.attacker.nextProbeNs() : Number.POSITIVE_INFINITY;
+    if (ctrl.postCompletionsUpTo(Math.min(horizonNs, attackNs), this.raise) > 0) progressed = true;
     // 4. publish the earliest interrupt we may still raise
     const eot = Math.min(ctrl.nextCompletionNs(), horizonNs);
     control.raiseEot(this.self, eot >= NEVER_NS ? NEVER_NS : eot + this.init.costs.nvmeCqePostNs + this.init.costs.msiLatencyNs, this.vcpus);
-    this.needNs = ctrl.nextCompletionNs() - this.minDelayNs;
+    // a completion held back by a DMA of ours waits for that DMA (attackWaitNs), not for the vCPUs' bound
+    this.needNs = ctrl.nextCompletionNs() > attackNs ? NEVER_NS : ctrl.nextCompletionNs() - this.minDelayNs;
     return progressed;
   }
 
   result(): DeviceWorkerResult {
     this.drainInvalidations();
+    // the attacker's DMAs still to make, every vCPU being done, in time order
+    if (this.attacker) this.runAttacks(Number.POSITIVE_INFINITY);
     this.applyInvalidationsUpTo(NEVER_NS);
     this.control.publishEot(this.self, NEVER_NS);
     // finished, as a vCPU says it: clock NEVER (the VMM tears the VM down only after this)
@@ -275,6 +355,7 @@ export class DeviceEngine {
       writtenBlocks: this.ns.writtenBlocks(),
       namespaceBlocks: this.init.namespace.exportBlocks ? this.ns.exportBlocks() : undefined,
       clockNs: this.clock.nowNs(),
+      ...(this.attacker ? { attack: this.attacker.finish() } : {}),
     };
   }
 }

@@ -1,8 +1,10 @@
 import type { IoPgtableHandle, IotlbCosts } from '@vmstack/iommu-hw';
 import type { ClockMode, RingHandle, VerifyAlgo } from '@vmstack/shm';
+import type { DeviceAttackPlan, DeviceAttackResult } from './attack.js';
 import type { NvmeControllerCosts, NvmeCounters } from './controller.js';
 import type { MediaCosts } from './media.js';
 
+export * from './attack.js';
 export * from './controller.js';
 export * from './engine.js';
 export { type MediaCosts, NvmeMedia } from './media.js';
@@ -29,6 +31,8 @@ export interface DeviceWorkerInit {
   /** which vCPU owns completion queue i */
   vcpuOfCq: number[];
   namespace: { sizeBlocks: number; seed: number; algo: VerifyAlgo; initialBlocks?: [number, Uint8Array][]; exportBlocks?: boolean };
+  /** `vmstack attack`: the device also attacks (attack.ts) */
+  attack?: DeviceAttackPlan;
 }
 
 export interface DeviceWorkerResult {
@@ -38,4 +42,6 @@ export interface DeviceWorkerResult {
   /** with namespace.exportBlocks: the written blocks, for the next barrier group */
   namespaceBlocks?: [number, Uint8Array][];
   clockNs: number;
+  /** `vmstack attack`: what the device's own DMAs reached */
+  attack?: DeviceAttackResult;
 }

@@ -11,7 +11,7 @@ import { DeviceEngine } from './engine.js';
 import type { DeviceWorkerInit, DeviceWorkerResult } from './index.js';
 
 workerMain<DeviceWorkerInit, DeviceWorkerResult>((boot, control) => {
-  const engine = new DeviceEngine(boot.init, boot.index, control);
+  const engine = new DeviceEngine(boot.init, boot.index, control, boot.fault);
   return () => {
     const ev = control.event(boot.index);
     for (;;) {
@@ -28,10 +28,11 @@ workerMain<DeviceWorkerInit, DeviceWorkerResult>((boot, control) => {
       // posts a batch of completions, and the vCPUs still see our EOT ahead of them; or,
       // with a doorbell waiting for the other vCPUs to pass its time, until one reaches it
       const completionsNs = engine.needNs + engine.wakeSlackNs;
-      const wakeNs = Math.min(completionsNs, engine.doorbellWaitNs());
+      // (attacking: until they pass the time of our next DMA)
+      const wakeNs = Math.min(completionsNs, engine.doorbellWaitNs(), engine.attackWaitNs());
       control.setWaitFor(boot.index, wakeNs);
       // re-read the bounds after publishing the threshold: a vCPU that raised its EOT in between did not wake us
-      if (engine.minVcpuBound() >= completionsNs || engine.doorbellReady()) {
+      if (engine.minVcpuBound() >= completionsNs || engine.doorbellReady() || engine.attackReady()) {
         control.setWaitFor(boot.index, NEVER_NS);
         continue;
       }

@@ -11,12 +11,32 @@
  * - `park`: it sleeps in Atomics.wait on a word nobody notifies (a lost wake-up).
  * A stalled or parked worker still stops once the run is aborted, as every
  * vmstack wait does: the watchdog (see runWorkers) must notice it first.
+ *
+ * The NVMe device (an `nvme-device/…` role) can also misbehave without
+ * failing, from the first command it fetches at or after the fault's time
+ * (`DEVICE_FAULT_MODES`; the controller acts on them, not `faultCheckpoint`):
+ * - `drop-write`: it completes one write command successfully without storing its data;
+ * - `corrupt-write`: it stores one write command's data with one byte of each block flipped;
+ * - `dma-outside-prps`: for one read or write command it moves the last data page to or from
+ *   an address none of its PRPs gave it (the PRP's address with bit 39 flipped, 512 GiB away),
+ *   which the host IOMMU must refuse: the command then completes with a DMA fault.
  */
 
 import { type AbortFlag, RunAborted } from './event.js';
 
-export const FAULT_MODES = ['throw', 'exit', 'stall', 'park'] as const;
+export const WORKER_FAULT_MODES = ['throw', 'exit', 'stall', 'park'] as const;
+export const DEVICE_FAULT_MODES = ['drop-write', 'corrupt-write', 'dma-outside-prps'] as const;
+export const FAULT_MODES = [...WORKER_FAULT_MODES, ...DEVICE_FAULT_MODES] as const;
 export type FaultMode = (typeof FAULT_MODES)[number];
+export type DeviceFaultMode = (typeof DEVICE_FAULT_MODES)[number];
+
+/** Whether `mode` is a device misbehaviour (the controller acts on it) rather than a worker failure. */
+export function isDeviceFaultMode(mode: string): mode is DeviceFaultMode {
+  return (DEVICE_FAULT_MODES as readonly string[]).includes(mode);
+}
+
+/** The role prefix of the NVMe device workers: only they take DEVICE_FAULT_MODES. */
+export const DEVICE_ROLE_PREFIX = 'nvme-device/';
 
 export interface FaultSpec {
   /** a worker role, or a pattern: `*` any characters but `/`, `**` any characters, `?` one character */
@@ -58,7 +78,7 @@ export function setThreadFault(fault: FaultSpec | null, abort: AbortFlag | null)
 /** Called by every worker loop with its model clock: does the injected fault, once, when its time has come. */
 export function faultCheckpoint(nowNs: number): void {
   const f = threadFault;
-  if (f === null || nowNs < f.atNs) return;
+  if (f === null || nowNs < f.atNs || isDeviceFaultMode(f.mode)) return;
   threadFault = null;
   const abort = threadAbort;
   const what = `injected fault (${f.mode}) at model time ${nowNs} ns`;

@@ -16,6 +16,7 @@ export * from './suggest.js';
 export * from './sync.js';
 export * from './vm-state.js';
 export * from './watchdog.js';
+export * from './wire/dma-trace.js';
 export * from './wire/guest-device.js';
 export * from './wire/guest-vmm.js';
 export * from './wire/host-device.js';

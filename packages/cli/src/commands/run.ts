@@ -177,6 +177,8 @@ export async function runCommand(a: RunArgs): Promise<void> {
       : `${formatFioJson(result, { plus: a.outputFormat === 'json+' })}\n`;
   emitOutput(text, a.output);
   if (a.html !== undefined) writeComplete(a.html, formatRunHtml(results, run.shapes));
+  // as fio: a job that ended with an error (failed commands, verify failures) makes the exit status non-zero
+  if (result.jobs.some((j) => j.error !== 0)) process.exitCode = 1;
 }
 
 /** --topology FILE for these jobs: the file places jobs by their index in one barrier group's list. */

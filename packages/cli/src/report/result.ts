@@ -16,6 +16,7 @@
  * beyond that rather than throwing.
  */
 
+import type { DeviceAttackResult } from '@vmstack/nvme-device';
 import type { Histogram } from 'hdr-histogram-js';
 import { build, decodeFromCompressedBase64, encodeIntoCompressedBase64, JsHistogram } from 'hdr-histogram-js';
 import type { VmstackOutput, VmstackReport } from './vmstack-report.js';
@@ -96,6 +97,8 @@ export interface RunResult extends FioRun {
   vmstack: VmstackReport;
   /** not printed: the drive's state for the next barrier group */
   carry?: RunCarry;
+  /** `vmstack attack`: what the attacking device reached, each drive's added up (not printed by run) */
+  attack?: DeviceAttackResult;
 }
 
 /** A fresh, empty latency histogram (ns). */

@@ -29,8 +29,15 @@ import {
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
 import { type HostWorkerInit, type HostWorkerResult, VfioContainer, type VfioContainerHandle } from '@vmstack/host-vfio';
-import { type IommuProt, IoPgtable, type IoPgtableHandle, SUPERPAGE_2M_BYTES } from '@vmstack/iommu-hw';
-import { type DeviceWorkerInit, type DeviceWorkerResult, NvmeMedia } from '@vmstack/nvme-device';
+import { type IommuProt, IoPgtable, type IoPgtableHandle, PgtableJournal, SUPERPAGE_2M_BYTES } from '@vmstack/iommu-hw';
+import {
+  type DeviceAttackPlan,
+  type DeviceAttackResult,
+  type DeviceWorkerInit,
+  type DeviceWorkerResult,
+  NvmeMedia,
+  plantAttackSecret,
+} from '@vmstack/nvme-device';
 import {
   allocateRpcChannel,
   allocateShared,
@@ -38,6 +45,7 @@ import {
   type ControlHandle,
   type CostProfile,
   captureSharedBuffers,
+  DmaUnmapLog,
   defaultWatchdogMs,
   type FaultSpec,
   InputError,
@@ -110,6 +118,20 @@ export interface StackOptions {
   watchdogMs?: number;
   /** faults to inject into the workers (shm fault.ts) */
   faults?: readonly FaultSpec[];
+  /** `vmstack attack`: every drive also attacks (nvme-device attack.ts) */
+  attack?: StackAttackOptions;
+}
+
+/** What the attacking devices do (nvme-device DeviceAttackPlan), and the secret planted in each VM's RAM. */
+export interface StackAttackOptions {
+  delaysNs: number[];
+  sampleEvery: number;
+  /** pages of planted secret bytes per VM: taken from the guest's page allocator before the run and held through it, never given to a device */
+  secretPages: number;
+  /** IOVA pages [0, scanPages) tried once; default: every page of guest RAM */
+  scanPages?: number;
+  scanAfterCommands: number;
+  neighbourBytes: number;
 }
 
 /**
@@ -178,6 +200,8 @@ interface VmRegions {
   vfioRpcs: RpcChannelHandles[];
   /** every ring of the VM */
   ring: (r: PlannedRing) => RingHandle;
+  /** `vmstack attack`: per vCPU, its DMA map log; the host pages of the planted secret */
+  attack: { logs: SharedArrayBuffer[]; secretPfns: number[] } | null;
 }
 
 /** The shared memory of a run. */
@@ -200,7 +224,7 @@ interface VmRunOptions {
 }
 
 /** Allocate the regions the plan describes, set up the IOVA reservations and publish every worker's starting EOT. */
-function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
+function allocateStackRegions(plan: StackPlan, p: CostProfile, attack?: StackAttackOptions & { logEntries: number }): StackRegions {
   const control = RunControl.allocate();
   const ctl = RunControl.attach(control);
   const ringList: { name: string; handle: RingHandle }[] = [];
@@ -233,6 +257,7 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
       const iovad = IovaDomain.attach(domains[i].iovaDomain, 0, LockTable.attach(locks, MAIN_THREAD_CPU), p);
       for (const [lo, hi] of d.iovaDomain.reservedPfns) iovad.reserve_iova(lo, hi);
     });
+    const attackRegions = attack ? allocateAttackRegions(vm, guestRam, pageAlloc, locks, attack) : null;
     // every ring wakes its consumer's worker event
     const planned = planRings(vm);
     const handles = new Map(planned.map((r) => [r, Ring.allocate({ capacityRecords: r.capacityRecords }, ctl.eventRef(r.consumer))]));
@@ -252,21 +277,71 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile): StackRegions {
           hostPageSizeBytes: vm.vfio.hostPageSizeBytes,
         }),
       ),
-      pgtables: vm.containers.map((c) => IoPgtable.allocate(c.pgtable)),
+      pgtables: vm.containers.map((c) => {
+        const h = withJournal(IoPgtable.allocate(c.pgtable), attack);
+        // the VMM maps all guest RAM before the VM runs; the host charges the pinning on its own clock, which
+        // the vCPUs do not wait for, so its journal entries come later in model time: the mapping is there from 0
+        if (h.journal && c.identityMapBytes > 0) new PgtableJournal(h.journal).record(0, c.identityMapBytes, 0, IOMMU_READ | IOMMU_WRITE, 0);
+        return h;
+      }),
       domainPgtables: vm.devices.map((d) => {
         if (!d.vtd) return null;
-        const h = IoPgtable.allocate(d.vtd.pgtable);
+        const h = withJournal(IoPgtable.allocate(d.vtd.pgtable), attack);
         // iommu=pt (the direct strategy): host memory one to one, set up at boot
         if (d.vtd.identityMapBytes > 0) IoPgtable.attach(h).map(0, 0, d.vtd.identityMapBytes, (IOMMU_READ | IOMMU_WRITE) as IommuProt);
         return h;
       }),
       vfioRpcs: vm.viommus.map((v) => allocateRpcChannel(v.vfioRpc.capacityRecords, ctl.eventRef(v.vfioRpc.server), ctl.eventRef(v.vfioRpc.client))),
       ring: (r) => handles.get(r)!,
+      attack: attackRegions,
     };
   });
   plan.workers.forEach((w, i) => ctl.publishEot(i, w.startEotNs));
   return { control, hostLocks: LockTable.allocate(plan.hostLocks), runState: allocateShared(RUN_STATE_BYTES), vms, ringList };
 }
+
+/**
+ * `vmstack attack`: a DMA map log per vCPU, sized for every map and unmap its job
+ * can make, and the secret: pages taken from the guest's page allocator (so the
+ * guest never hands them out) and filled with the secret bytes.
+ */
+function allocateAttackRegions(
+  vm: VmPlan,
+  guestRam: SharedArrayBuffer,
+  pageAlloc: PageAllocatorHandle,
+  locks: LockTableHandle,
+  attack: StackAttackOptions & { logEntries: number },
+): { logs: SharedArrayBuffer[]; secretPfns: number[] } {
+  const logs = vm.jobOfVcpu.map(() => DmaUnmapLog.allocate(attack.logEntries));
+  const zone = PageAllocator.attach(pageAlloc, MAIN_THREAD_CPU, LockTable.attach(locks, MAIN_THREAD_CPU), { guestPageAllocNs: 0 });
+  const u8 = new Uint8Array(guestRam);
+  const secretPfns: number[] = [];
+  for (let i = 0; i < attack.secretPages; i++) {
+    const gpa = zone.alloc_pages(0);
+    if (gpa < 0) throw new InputError('attack secret pages', attack.secretPages, `at most the guest's free pages (${i} here)`);
+    plantAttackSecret(u8, gpa, 4096);
+    secretPfns.push(gpa / 4096);
+  }
+  return { logs, secretPfns };
+}
+
+/** Attacking: the page table keeps a journal of its changes in model time, for the device's walks at earlier times. */
+function withJournal(h: IoPgtableHandle, attack: { logEntries: number } | undefined): IoPgtableHandle {
+  return attack ? { ...h, journal: PgtableJournal.allocate(attack.logEntries) } : h;
+}
+
+/**
+ * Entries of each vCPU's DMA map log and of each page-table journal: a map and an unmap per
+ * page of every I/O of every job (verify passes included), and room for set-up and teardown;
+ * at most ATTACK_LOG_MAX (a time-based job has no bound): what does not fit is counted.
+ */
+function attackLogEntries(jobs: readonly FioJobSpec[]): number {
+  const perJob = (j: FioJobSpec) => 2 * Math.ceil(j.sizeBytes / j.blockSizeBytes) * (j.verify === 'none' ? 1 : 2) * (j.blockSizeBytes / 4096 + 1);
+  const n = jobs.reduce((s, j) => s + (j.timeBased ? ATTACK_LOG_MAX : perJob(j)), 4096);
+  return Math.min(n, ATTACK_LOG_MAX);
+}
+
+const ATTACK_LOG_MAX = 1 << 20;
 
 /** What each VM runs, from the plan and the run's options. */
 function vmRunOptions(plan: StackPlan, o: StackOptions): VmRunOptions[] {
@@ -357,6 +432,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         gatePeers: allVcpus.filter((x) => x.worker !== w),
         vcpuWorkers: vm.vcpuWorkers,
         deviceMinResponseNs,
+        ...(reg.attack ? { dmaUnmapLog: reg.attack.logs[v] } : {}),
       };
       inits[w] = init;
     });
@@ -416,11 +492,34 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
           initialBlocks: o.carry?.namespaceBlocks,
           exportBlocks: o.exportNamespace,
         },
+        ...(o.attack && reg.attack ? { attack: deviceAttackPlan(o.attack, reg.attack, d.ioVcpus, vm.regions.guestRamBytes, d.layout) } : {}),
       };
       inits[d.worker] = init;
     });
   });
   return plan.workers.map((w, i) => ({ role: w.role, entry: w.entry, init: inits[i] }));
+}
+
+/** The attack plan of one drive: the logs of the vCPUs doing I/O to it. */
+function deviceAttackPlan(
+  o: StackAttackOptions,
+  r: { logs: SharedArrayBuffer[]; secretPfns: number[] },
+  ioVcpus: readonly number[],
+  guestRamBytes: number,
+  layout: { coherentGpa: number; coherentBytes: number },
+): DeviceAttackPlan {
+  const coherentPfns: number[] = [];
+  for (let a = layout.coherentGpa; a < layout.coherentGpa + layout.coherentBytes; a += 4096) coherentPfns.push(Math.floor(a / 4096));
+  return {
+    unmapLogs: ioVcpus.map((v) => r.logs[v]),
+    delaysNs: o.delaysNs,
+    sampleEvery: o.sampleEvery,
+    secretPfns: r.secretPfns,
+    coherentPfns,
+    scanPages: o.scanPages ?? guestRamBytes / 4096,
+    scanAfterCommands: o.scanAfterCommands,
+    neighbourBytes: o.neighbourBytes,
+  };
 }
 
 /**
@@ -473,8 +572,9 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   if (plan.vms.length > 1 && opts.transport === 'in-thread')
     throw new InputError('--transport', 'in-thread', `one VM only; this topology has ${plan.vms.length}: use --transport workers`);
   const vmOptions = vmRunOptions(plan, opts);
+  if (opts.attack && opts.transport === 'in-thread') throw new InputError('--transport', 'in-thread', 'workers: an attack runs the device in its own worker');
   // with worker reuse on, the regions are an earlier run's of the same sizes, zeroed (shm shared-pool.ts)
-  const { value: regions, buffers } = captureSharedBuffers(() => allocateStackRegions(plan, opts.profile));
+  const { value: regions, buffers } = captureSharedBuffers(() => allocateStackRegions(plan, opts.profile, opts.attack ? { ...opts.attack, logEntries: attackLogEntries(opts.jobs) } : undefined));
   try {
     return await runAllocatedStack(plan, regions, vmOptions, opts);
   } finally {
@@ -523,10 +623,21 @@ async function runAllocatedStack(plan: StackPlan, regions: StackRegions, vmOptio
       topology: opts.topology,
     });
   });
-  return mergeVmResults(
+  const merged = mergeVmResults(
     results,
     plan.vms.map((vm) => ({ id: vm.id, jobs: vm.jobOfVcpu })),
   );
+  if (opts.attack) {
+    const attacks = plan.vms.flatMap((vm) => vm.devices.map((d) => (out.results[d.worker] as DeviceWorkerResult).attack!));
+    merged.attack = attacks.length === 1 ? attacks[0] : mergeAttackResults(attacks);
+  }
+  return merged;
+}
+
+/** Several drives' attack results as one: counts added up, windows side by side. */
+function mergeAttackResults(all: DeviceAttackResult[]): DeviceAttackResult {
+  const sum = sumDeep(all.map((a) => ({ kinds: a.kinds, unmapsProbed: a.unmapsProbed, remapped: a.remapped, droppedLogEntries: a.droppedLogEntries })));
+  return { ...sum, staleWindowsNs: all.flatMap((a) => a.staleWindowsNs), delaysNs: all[0].delaysNs };
 }
 
 /** The workers of a one-VM, one-virtio-iommu, one-drive plan, for the in-thread transport; anything else is refused in one line. */

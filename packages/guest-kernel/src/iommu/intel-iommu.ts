@@ -231,7 +231,7 @@ export class IntelIommuDriver implements IommuDomainOps {
     if (prot === 0) throw new Error(`intel_iommu_map: no READ or WRITE for IOVA 0x${iova.toString(16)}`);
     this.profiler.enter();
     try {
-      this.pgtable.map(iova, paddr, sizeBytes, prot);
+      this.pgtable.map(iova, paddr, sizeBytes, prot, this.clock.nowNs());
     } catch (e) {
       this.profiler.exit(null);
       throw new Error(`intel_iommu_map_pages: ${(e as Error).message}`);
@@ -247,7 +247,7 @@ export class IntelIommuDriver implements IommuDomainOps {
   intel_iommu_unmap_pages(domain: number, iova: Iova, sizeBytes: number, gather: IommuIotlbGather): void {
     this.checkDomain(domain);
     this.profiler.enter();
-    const cleared = this.pgtable.unmap(iova, sizeBytes);
+    const cleared = this.pgtable.unmap(iova, sizeBytes, this.clock.nowNs());
     const pages = cleared / PAGE_SIZE_BYTES;
     this.clock.charge(this.costs.hostIommuUnmapPerPageNs * pages);
     this.counters.unmapCalls++;
