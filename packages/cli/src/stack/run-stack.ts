@@ -574,7 +574,9 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
   const vmOptions = vmRunOptions(plan, opts);
   if (opts.attack && opts.transport === 'in-thread') throw new InputError('--transport', 'in-thread', 'workers: an attack runs the device in its own worker');
   // with worker reuse on, the regions are an earlier run's of the same sizes, zeroed (shm shared-pool.ts)
-  const { value: regions, buffers } = captureSharedBuffers(() => allocateStackRegions(plan, opts.profile, opts.attack ? { ...opts.attack, logEntries: attackLogEntries(opts.jobs) } : undefined));
+  const { value: regions, buffers } = captureSharedBuffers(() =>
+    allocateStackRegions(plan, opts.profile, opts.attack ? { ...opts.attack, logEntries: attackLogEntries(opts.jobs) } : undefined),
+  );
   try {
     return await runAllocatedStack(plan, regions, vmOptions, opts);
   } finally {
