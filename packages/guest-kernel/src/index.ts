@@ -7,7 +7,7 @@ import type { IovaDomainHandle, IovaStats } from './iommu/iova.js';
 import type { SwiotlbHandle, SwiotlbStats } from './iommu/swiotlb.js';
 import type { FioJobSpec } from './job-spec.js';
 import type { PageAllocatorHandle, UserBufferContiguity } from './mm/page-alloc.js';
-import type { ProfileEntry } from './profile.js';
+import type { CallTreeNode, ProfileEntry } from './profile.js';
 import type { VcpuJobResult } from './vcpu.js';
 import type { ViommuCounters, ViommuDriverGeneration } from './virtio-iommu/viommu.js';
 
@@ -134,6 +134,8 @@ export interface VcpuDeviceInit {
 export interface VcpuWorkerResult {
   job: VcpuJobResult;
   profile: Record<string, ProfileEntry>;
+  /** the call tree of the profile (shm `Profiler.callTree`) */
+  callTree: CallTreeNode[];
   viommu: ViommuCounters | null;
   iovaStats: IovaStats | null;
   dma: DmaCounters;
