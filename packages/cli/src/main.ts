@@ -23,6 +23,7 @@ import yargs, { type Argv, type CommandModule, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { RunArgs } from './commands/run.js';
 import { parseFault, parseWatchdogMs } from './faults.js';
+import { FLAMEGRAPH_FORMATS, type FlamegraphFormat } from './report/flamegraph.js';
 
 const STRATEGIES = ['direct', 'strict', 'lazy', 'bounce'] as const satisfies readonly DmaStrategy[];
 const CLOCKS = ['virtual', 'wall'] as const;
@@ -109,6 +110,14 @@ const OUTPUT_OPTIONS: Record<string, Options> = {
   },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when the run completes' },
   html: { type: 'string', describe: 'also write an offline HTML report (the topology, the jobs, the locks) to this file' },
+  flamegraph: {
+    type: 'string',
+    describe: "also write the profile's call paths as a flame graph to this file (<file>.partial, renamed when the run completes)",
+  },
+  'flamegraph-format': {
+    ...choice('flamegraph-format', FLAMEGRAPH_FORMATS),
+    describe: 'folded: folded stacks (flamegraph.pl), self model ns per call path; speedscope: speedscope JSON (default: folded)',
+  },
 };
 
 const TOPOLOGY_GROUP = 'Topology (default: one VM, a vCPU per job, one NVMe drive behind one virtio-iommu):';
@@ -234,6 +243,8 @@ function runArgsOf(argv: Record<string, unknown>): RunArgs {
     outputFormat: opt<RunArgs['outputFormat']>('output-format', 'normal'),
     output: argv.output as string | undefined,
     html: argv.html as string | undefined,
+    flamegraph: argv.flamegraph as string | undefined,
+    flamegraphFormat: argv['flamegraph-format'] as FlamegraphFormat | undefined,
     topology: topologyArgs(argv),
     watchdogMs: argv['watchdog-ms'] as number | undefined,
     faults: argv['inject-fault'] as FaultSpec[] | undefined,

@@ -18,6 +18,7 @@
 
 import type { Histogram } from 'hdr-histogram-js';
 import { build, decodeFromCompressedBase64, encodeIntoCompressedBase64, JsHistogram } from 'hdr-histogram-js';
+import type { CallTreeRoot } from './flamegraph.js';
 import type { VmstackOutput, VmstackReport } from './vmstack-report.js';
 
 export type { Histogram };
@@ -96,6 +97,8 @@ export interface RunResult extends FioRun {
   vmstack: VmstackReport;
   /** not printed: the drive's state for the next barrier group */
   carry?: RunCarry;
+  /** not printed: each worker's call tree, for the flame graphs (report/flamegraph.ts) */
+  callTrees?: CallTreeRoot[];
 }
 
 /** A fresh, empty latency histogram (ns). */
