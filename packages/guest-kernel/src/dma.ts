@@ -32,6 +32,7 @@ import { type IommuDomainOps, type IommuIotlbGather, iommu_iotlb_gather_init, io
 import type { FlushQueue } from './iommu/flush-queue.js';
 import { type IovaDomain, iommu_dma_iova_len } from './iommu/iova.js';
 import type { Swiotlb } from './iommu/swiotlb.js';
+import type { LastLevelCache } from './mm/llc.js';
 import type { Profiler } from './profile.js';
 
 export type DmaStrategy = 'direct' | 'strict' | 'lazy' | 'bounce';
@@ -88,6 +89,8 @@ export interface DmaIommuDeps {
   cpu: number;
   limitPfn: number;
   untrusted: boolean;
+  /** the vCPU's last-level cache: the device's writes land in it or in DRAM (mm/llc.ts); null: no cache model */
+  cache?: LastLevelCache | null;
 }
 
 export class DmaIommu {
@@ -140,6 +143,7 @@ export class DmaIommu {
   }
 
   iommu_dma_unmap_sg(m: DmaMapping): void {
+    this.noteDeviceWrites(m);
     if (m.kind === 'direct') return;
     this.profiler.enter();
     this.counters.unmapCalls++;
@@ -169,6 +173,25 @@ export class DmaIommu {
         this.unmapIovaRange(m.iovaRanges[0].pfn, m.iovaRanges[0].pages);
     }
     this.profiler.exit(entryName(m.segments.length, 'unmap'), m.totalBytes);
+  }
+
+  /**
+   * The DMA is complete: for a mapping the device may have written (FROM_DEVICE,
+   * BIDIRECTIONAL), the buffer it wrote (the caller's pages, a pool slot, a
+   * fallback buffer or swiotlb slots) is where the device's data is now, in
+   * the cache's DDIO share or in DRAM; the copies that follow are charged by it.
+   */
+  private noteDeviceWrites(m: DmaMapping): void {
+    const cache = this.d.cache;
+    if (!cache || m.dir === DMA_TO_DEVICE) return;
+    if (m.slot) cache.device_write(m.slot.gpa, m.totalBytes);
+    else if (m.fallback) cache.device_write(m.fallback.gpa, m.totalBytes);
+    else if (m.kind === 'per-segment')
+      m.iovaRanges.forEach((r, i) => {
+        if (r.swiotlb >= 0) cache.device_write(r.swiotlb, r.mapBytes);
+        else cache.device_write(m.segments[i].gpa, m.segments[i].lenBytes);
+      });
+    else for (const s of m.segments) cache.device_write(s.gpa, s.lenBytes);
   }
 
   /** The iotlb_gather of one unmap (a stack variable in the kernel; one object reused here, as calls never nest). */

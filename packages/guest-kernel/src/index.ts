@@ -33,6 +33,7 @@ export * from './iommu/intel-iommu.js';
 export * from './iommu/iova.js';
 export * from './iommu/swiotlb.js';
 export * from './job-spec.js';
+export * from './mm/llc.js';
 export * from './mm/page-alloc.js';
 export * from './profile.js';
 export type { GuestPlatform } from './vcpu.js';
