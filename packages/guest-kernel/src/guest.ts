@@ -590,6 +590,7 @@ function collectResult(g: Guest, job: VcpuJobResult): VcpuWorkerResult {
     job,
     profile: g.profiler.toJSON(),
     callTree: g.profiler.callTree(),
+    copies: { ...g.cache.copied },
     viommu: g.viommus.length > 0 ? sumCounters(g.viommus.map((x) => x.counters)) : null,
     iovaStats: g.job.iovad ? g.job.iovad.stats() : null,
     dma: sumCounters(g.devices.map((d) => d.dma.counters)),

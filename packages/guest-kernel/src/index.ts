@@ -137,6 +137,8 @@ export interface VcpuWorkerResult {
   profile: Record<string, ProfileEntry>;
   /** the call tree of the profile (shm `Profiler.callTree`) */
   callTree: CallTreeNode[];
+  /** bytes this vCPU copied, by where the cache model found them (mm/llc.ts) */
+  copies: { cachedBytes: number; dramBytes: number };
   viommu: ViommuCounters | null;
   iovaStats: IovaStats | null;
   dma: DmaCounters;

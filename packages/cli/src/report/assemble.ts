@@ -100,6 +100,10 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
       lazy: r.flushQueue ? snakeKeys(r.flushQueue) : null,
       bounce: vres[0].bouncePool ? bounceCounters(vres[0].bouncePool) : null,
       swiotlb: vres.some((x) => x.swiotlb) ? snakeKeys(sumCounters(vres.flatMap((x) => (x.swiotlb ? [x.swiotlb] : [])))) : null,
+      copies: {
+        cache_bytes: vres.reduce((s, x) => s + x.copies.cachedBytes, 0),
+        dram_bytes: vres.reduce((s, x) => s + x.copies.dramBytes, 0),
+      },
     },
     lock_stat: lockStat,
     lock_classes: lockClassRows(lockStat),
