@@ -23,13 +23,15 @@ import yargs, { type Argv, type CommandModule, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { RunArgs } from './commands/run.js';
 import { parseFault, parseWatchdogMs } from './faults.js';
-import { FLAMEGRAPH_FORMATS, type FlamegraphFormat } from './report/flamegraph.js';
+import type { FlamegraphFormat } from './report/flamegraph.js';
 
 const STRATEGIES = ['direct', 'strict', 'lazy', 'bounce'] as const satisfies readonly DmaStrategy[];
 const CLOCKS = ['virtual', 'wall'] as const;
 const DRIVERS = ['v5.10', 'v6.x'] as const satisfies readonly ViommuDriverGeneration[];
 const CONTIGUITIES = ['none', 'huge'] as const satisfies readonly UserBufferContiguity[];
 const OUTPUT_FORMATS = ['normal', 'json', 'json+'] as const;
+/** report/flamegraph.ts's formats, listed here so that --help does not load the report code */
+const FLAMEGRAPH_FORMATS = ['folded', 'speedscope'] as const satisfies readonly FlamegraphFormat[];
 
 /** The last InputError a coerce threw: yargs wraps it in a YError, `fail` throws it as it was. */
 let coerceError: InputError | undefined;
