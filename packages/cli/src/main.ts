@@ -24,12 +24,15 @@ import yargs, { type Argv, type CommandModule, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { RunArgs } from './commands/run.js';
 import { parseFault, parseWatchdogMs } from './faults.js';
+import type { FlamegraphFormat } from './report/flamegraph.js';
 
 const STRATEGIES = ['direct', 'strict', 'lazy', 'bounce'] as const satisfies readonly DmaStrategy[];
 const CLOCKS = ['virtual', 'wall'] as const;
 const DRIVERS = ['v5.10', 'v6.x'] as const satisfies readonly ViommuDriverGeneration[];
 const CONTIGUITIES = ['none', 'huge'] as const satisfies readonly UserBufferContiguity[];
 const OUTPUT_FORMATS = ['normal', 'json', 'json+'] as const;
+/** report/flamegraph.ts's formats, listed here so that --help does not load the report code */
+const FLAMEGRAPH_FORMATS = ['folded', 'speedscope'] as const satisfies readonly FlamegraphFormat[];
 
 /** The last InputError a coerce threw: yargs wraps it in a YError, `fail` throws it as it was. */
 let coerceError: InputError | undefined;
@@ -113,6 +116,14 @@ const OUTPUT_OPTIONS: Record<string, Options> = {
   },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when the run completes' },
   html: { type: 'string', describe: 'also write an offline HTML report (the topology, the jobs, the locks) to this file' },
+  flamegraph: {
+    type: 'string',
+    describe: "also write the profile's call paths as a flame graph to this file (<file>.partial, renamed when the run completes)",
+  },
+  'flamegraph-format': {
+    ...choice('flamegraph-format', FLAMEGRAPH_FORMATS),
+    describe: 'folded: folded stacks (flamegraph.pl), self model ns per call path; speedscope: speedscope JSON (default: folded)',
+  },
 };
 
 const TOPOLOGY_GROUP = 'Topology (default: one VM, a vCPU per job, one NVMe drive behind one virtio-iommu):';
@@ -241,6 +252,8 @@ function runArgsOf(argv: Record<string, unknown>): RunArgs {
     outputFormat: opt<RunArgs['outputFormat']>('output-format', 'normal'),
     output: argv.output as string | undefined,
     html: argv.html as string | undefined,
+    flamegraph: argv.flamegraph as string | undefined,
+    flamegraphFormat: argv['flamegraph-format'] as FlamegraphFormat | undefined,
     topology: topologyArgs(argv),
     watchdogMs: argv['watchdog-ms'] as number | undefined,
     faults: argv['inject-fault'] as FaultSpec[] | undefined,

@@ -1,5 +1,5 @@
 /**
- * --output and --html never remove or replace anything but a regular file:
+ * --output, --html and --flamegraph never remove or replace anything but a regular file:
  * a character device (or a symlink to one) is written through and stays what
  * it was; a directory or a missing directory is refused with exit 2 before
  * any run starts; an existing file survives bad input for every command.
@@ -60,6 +60,8 @@ const REFUSED: [string, string[], string[]][] = [
   ['compare --html <directory>', ['compare', '--html', dir], ['--html', dir, 'a directory']],
   ['sweep --output <directory>', ['sweep', '--output', dir], ['--output', dir, 'a directory']],
   ['scale --html <directory>', ['scale', '--html', dir], ['--html', dir, 'a directory']],
+  ['run --flamegraph <directory>', ['run', '--size', '64k', '--flamegraph', dir], ['--flamegraph', dir, 'a directory']],
+  ['run --flamegraph, missing directory', ['run', '--size', '64k', '--flamegraph', missingDir], ['--flamegraph', missingDir, 'ENOENT']],
   ['run --output <symlink to nothing>', ['run', '--size', '64k', '--output', danglingLink], ['--output', danglingLink, 'symlink to nothing']],
   ['run, missing directory', ['run', '--size', '64k', '--output', missingDir], ['--output', missingDir, 'ENOENT']],
   ['compare, missing directory', ['compare', '--output', missingDir], ['--output', missingDir, 'ENOENT']],

@@ -39,6 +39,7 @@ import {
 import type { FlushQueue } from './iommu/flush-queue.js';
 import { type IovaDomain, iommu_dma_iova_len } from './iommu/iova.js';
 import type { Swiotlb } from './iommu/swiotlb.js';
+import type { LastLevelCache } from './mm/llc.js';
 import type { Profiler } from './profile.js';
 
 export type DmaStrategy = 'direct' | 'strict' | 'lazy' | 'bounce';
@@ -97,6 +98,8 @@ export interface DmaIommuDeps {
   cpu: number;
   limitPfn: number;
   untrusted: boolean;
+  /** the vCPU's last-level cache: the device's writes land in it or in DRAM (mm/llc.ts); null: no cache model */
+  cache?: LastLevelCache | null;
 }
 
 export class DmaIommu {
@@ -131,50 +134,79 @@ export class DmaIommu {
     this.profiler.enter();
     this.clock.charge(this.costs.iommuDmaMapCallNs + segments.length * this.costs.iommuDmaSgPerSegmentNs);
     const pool = this.d.pool;
-    let fn: string;
     try {
-      if (this.strategy === 'bounce' && pool && (this.d.untrusted || attrs.persistentStreaming || pool.shouldBounce(totalBytes, true))) {
-        fn = this.mapBounced(m, pool, attrs.persistentStreaming === true);
+      // the pool is tried first, inside the entry point, as io_bounce_buffers_map_page/_sg are in the series
+      const bounced =
+        this.strategy === 'bounce' &&
+        pool !== null &&
+        (this.d.untrusted || attrs.persistentStreaming || pool.shouldBounce(totalBytes, true)) &&
+        this.mapBounced(m, pool, attrs.persistentStreaming === true);
+      if (bounced) {
+        // served by the pool
       } else if (this.d.untrusted) {
-        fn = this.mapPerSegment(m);
+        this.mapPerSegment(m);
       } else {
-        fn = this.mapRange(m);
+        this.mapRange(m);
       }
     } catch (e) {
       // a refused map (IommuMapNoMemError) returns to the caller: the profiled call ends here
-      this.profiler.exit(segments.length === 1 ? 'iommu_dma_map_page' : 'iommu_dma_map_sg', totalBytes);
+      this.profiler.exit(entryName(segments.length, 'map'), totalBytes);
       throw e;
     }
-    this.profiler.exit(fn, totalBytes);
+    this.profiler.exit(entryName(segments.length, 'map'), totalBytes);
     return m;
   }
 
   iommu_dma_unmap_sg(m: DmaMapping): void {
+    this.noteDeviceWrites(m);
     if (m.kind === 'direct') return;
     this.profiler.enter();
     this.counters.unmapCalls++;
     this.clock.charge(this.costs.iommuDmaMapCallNs);
-    let fn: string;
     switch (m.kind) {
       case 'slot':
       case 'fallback':
-        fn = this.unmapBounced(m);
+        this.unmapBounced(m);
         break;
-      case 'per-segment':
+      case 'per-segment': {
+        // iommu_dma_unmap_sg of an untrusted device: one iommu_dma_unmap_page per segment
+        const perSegment = m.segments.length > 1;
         for (const r of m.iovaRanges) {
+          if (perSegment) this.profiler.enter();
           if (r.swiotlb >= 0) {
+            this.profiler.enter();
             this.d.swiotlb!.swiotlb_tbl_unmap_single(asGpa(r.swiotlb), r.mapBytes, m.dir, this.clock);
+            this.profiler.exit('swiotlb_tbl_unmap_single', r.mapBytes);
             this.counters.swiotlbBounces++;
           }
           this.unmapIovaRange(r.pfn, r.pages);
+          if (perSegment) this.profiler.exit('iommu_dma_unmap_page', r.mapBytes);
         }
-        fn = 'iommu_dma_unmap_page';
         break;
+      }
       default:
         this.unmapIovaRange(m.iovaRanges[0].pfn, m.iovaRanges[0].pages);
-        fn = m.segments.length === 1 ? 'iommu_dma_unmap_page' : 'iommu_dma_unmap_sg';
     }
-    this.profiler.exit(fn, m.totalBytes);
+    this.profiler.exit(entryName(m.segments.length, 'unmap'), m.totalBytes);
+  }
+
+  /**
+   * The DMA is complete: for a mapping the device may have written (FROM_DEVICE,
+   * BIDIRECTIONAL), the buffer it wrote (the caller's pages, a pool slot, a
+   * fallback buffer or swiotlb slots) is where the device's data is now, in
+   * the cache's DDIO share or in DRAM; the copies that follow are charged by it.
+   */
+  private noteDeviceWrites(m: DmaMapping): void {
+    const cache = this.d.cache;
+    if (!cache || m.dir === DMA_TO_DEVICE) return;
+    if (m.slot) cache.device_write(m.slot.gpa, m.totalBytes);
+    else if (m.fallback) cache.device_write(m.fallback.gpa, m.totalBytes);
+    else if (m.kind === 'per-segment')
+      m.iovaRanges.forEach((r, i) => {
+        if (r.swiotlb >= 0) cache.device_write(r.swiotlb, r.mapBytes);
+        else cache.device_write(m.segments[i].gpa, m.segments[i].lenBytes);
+      });
+    else for (const s of m.segments) cache.device_write(s.gpa, s.lenBytes);
   }
 
   /** The iotlb_gather of one unmap (a stack variable in the kernel; one object reused here, as calls never nest). */
@@ -197,7 +229,7 @@ export class DmaIommu {
   }
 
   /** The normal path: one IOVA range, one map call per physically contiguous run. */
-  private mapRange(m: DmaMapping): string {
+  private mapRange(m: DmaMapping): void {
     this.counters.strictMappings++;
     const first = m.segments[0];
     const offset = first.gpa % PAGE_SIZE_BYTES;
@@ -235,14 +267,16 @@ export class DmaIommu {
     m.kind = 'iommu';
     m.iovaRanges.push({ pfn, pages, swiotlb: -1, mapBytes: pages * PAGE_SIZE_BYTES, offset });
     m.dmaSegments = [{ dmaAddr: asIova(iova + offset), lenBytes: m.totalBytes }];
-    return m.segments.length === 1 ? 'iommu_dma_map_page' : 'iommu_dma_map_sg';
   }
 
   /** Untrusted device, reference-period kernel: every segment mapped on its own; sub-granule ones bounced via swiotlb. */
-  private mapPerSegment(m: DmaMapping): string {
+  private mapPerSegment(m: DmaMapping): void {
     m.kind = 'per-segment';
     const { read, write } = this.prot(m.dir);
+    // iommu_dma_map_sg_swiotlb: one iommu_dma_map_page per segment (a single segment is the entry point itself)
+    const perSegment = m.segments.length > 1;
     for (const s of m.segments) {
+      if (perSegment) this.profiler.enter();
       this.counters.perSegmentMaps++;
       const offset = s.gpa % PAGE_SIZE_BYTES;
       const aligned = offset === 0 && s.lenBytes % PAGE_SIZE_BYTES === 0;
@@ -252,7 +286,9 @@ export class DmaIommu {
       if (!aligned) {
         // iommu_dma_map_page for an untrusted device: bounce the whole granule-padded buffer
         if (!this.d.swiotlb) throw new Error('dma-iommu: an untrusted sub-granule mapping needs swiotlb');
+        this.profiler.enter();
         tlb = this.d.swiotlb.swiotlb_tbl_map_single(asGpa(s.gpa), s.lenBytes, mapBytes, m.dir, this.clock);
+        this.profiler.exit('swiotlb_tbl_map_single', s.lenBytes);
         if (tlb < 0) throw new Error('dma-iommu: swiotlb buffer is full');
         this.d.swiotlb.clearPadding(asGpa(tlb), s.lenBytes, mapBytes, m.dir, this.clock);
         this.counters.swiotlbBounces++;
@@ -265,12 +301,18 @@ export class DmaIommu {
       this.d.iommu!.iotlb_sync_map(this.d.domain, iovaOfPfn(pfn), pages * PAGE_SIZE_BYTES);
       m.iovaRanges.push({ pfn, pages, swiotlb: tlb, mapBytes: s.lenBytes, offset: physOffset });
       m.dmaSegments.push({ dmaAddr: asIova(iovaOfPfn(pfn) + physOffset), lenBytes: s.lenBytes });
+      if (perSegment) this.profiler.exit('iommu_dma_map_page', s.lenBytes);
     }
-    return 'iommu_dma_map_page';
   }
 
-  /** The pool: a cached, still-mapped slot (a hit sends nothing); a miss maps the slot once. */
-  private mapBounced(m: DmaMapping, pool: BouncePool, persistent: boolean): string {
+  /**
+   * The pool (`io_bounce_buffers_map_page`/`_map_sg`): a cached, still-mapped
+   * slot (a hit sends nothing); a miss maps the slot once. Returns false when
+   * the pool did not serve a trusted mapping, which then takes the normal path.
+   */
+  private mapBounced(m: DmaMapping, pool: BouncePool, persistent: boolean): boolean {
+    this.profiler.enter();
+    const fn = m.segments.length === 1 ? 'io_bounce_buffers_map_page' : 'io_bounce_buffers_map_sg';
     const { read, write } = this.prot(m.dir);
     const perm = (read ? IOMMU_READ : 0) | (write ? IOMMU_WRITE : 0);
     const slot = pool.acquire(m.totalBytes, perm, this.clock, { persistent });
@@ -284,7 +326,8 @@ export class DmaIommu {
         this.d.iommu!.map_pages(this.d.domain, asIova(slot.iova), asGpa(slot.gpa), slot.classBytes, read, write);
         this.d.iommu!.iotlb_sync_map(this.d.domain, asIova(slot.iova), slot.classBytes);
       }
-      pool.bounceOnMap(
+      this.profiler.enter();
+      const copy = pool.bounceOnMap(
         this.d.mem,
         { gpa: slot.gpa, sizeBytes: slot.classBytes, fresh: slot.fresh },
         m.segments,
@@ -292,13 +335,19 @@ export class DmaIommu {
         { untrusted: this.d.untrusted },
         this.clock,
       );
+      this.exitCopyFrame(copy.copiedBytes, copy.zeroedBytes);
       m.kind = 'slot';
       m.slot = slot;
       m.dmaSegments = [{ dmaAddr: asIova(slot.iova), lenBytes: m.totalBytes }];
       this.counters.bouncedMappings++;
-      return 'io_bounce_buffers_map_sg';
+      this.profiler.exit(fn, m.totalBytes);
+      return true;
     }
-    if (!this.d.untrusted) return this.mapRange(m); // trusted: the normal path
+    if (!this.d.untrusted) {
+      // trusted: the pool declines and the entry point takes the normal path
+      this.profiler.exit(fn, 0);
+      return false;
+    }
     // untrusted: bouncing is mandatory; a single-use buffer from the fallback tree
     const mapBytes = Math.ceil(m.totalBytes / PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES;
     const pfn = this.allocIova(mapBytes / PAGE_SIZE_BYTES);
@@ -306,22 +355,29 @@ export class DmaIommu {
     if (!fb) throw new Error('dma-iommu: no memory for an untrusted bounce buffer');
     this.d.iommu!.map_pages(this.d.domain, asIova(fb.iova), asGpa(fb.gpa), fb.mapBytes, read, write);
     this.d.iommu!.iotlb_sync_map(this.d.domain, asIova(fb.iova), fb.mapBytes);
-    pool.bounceOnMap(this.d.mem, { gpa: fb.gpa, sizeBytes: fb.mapBytes, fresh: true }, m.segments, m.dir, { untrusted: true }, this.clock);
+    this.profiler.enter();
+    const copy = pool.bounceOnMap(this.d.mem, { gpa: fb.gpa, sizeBytes: fb.mapBytes, fresh: true }, m.segments, m.dir, { untrusted: true }, this.clock);
+    this.exitCopyFrame(copy.copiedBytes, copy.zeroedBytes);
     m.kind = 'fallback';
     m.fallback = fb;
     m.iovaRanges.push({ pfn, pages: mapBytes / PAGE_SIZE_BYTES, swiotlb: -1, mapBytes, offset: 0 });
     m.dmaSegments = [{ dmaAddr: asIova(fb.iova), lenBytes: m.totalBytes }];
     this.counters.bouncedMappings++;
-    return 'io_bounce_buffers_map_sg';
+    this.profiler.exit(fn, m.totalBytes);
+    return true;
   }
 
-  private unmapBounced(m: DmaMapping): string {
+  /** `io_bounce_buffers_unmap_page`/`_unmap_sg`: the bytes back to the caller, the slot back to the pool (or the fallback buffer freed). */
+  private unmapBounced(m: DmaMapping): void {
     const pool = this.d.pool!;
+    this.profiler.enter();
     if (m.slot) {
-      pool.bounceOnUnmap(this.d.mem, m.slot.gpa, m.segments, m.dir, {}, this.clock);
+      this.profiler.enter();
+      this.exitCopyFrame(pool.bounceOnUnmap(this.d.mem, m.slot.gpa, m.segments, m.dir, {}, this.clock), 0);
       pool.release(m.slot, this.clock); // stays mapped, cached for the next mapping
     } else if (m.fallback) {
-      pool.bounceOnUnmap(this.d.mem, m.fallback.gpa, m.segments, m.dir, {}, this.clock);
+      this.profiler.enter();
+      this.exitCopyFrame(pool.bounceOnUnmap(this.d.mem, m.fallback.gpa, m.segments, m.dir, {}, this.clock), 0);
       const r = m.iovaRanges[0];
       const gather = this.strictGather();
       this.d.iommu!.unmap_pages(this.d.domain, iovaOfPfn(r.pfn), r.mapBytes, gather);
@@ -329,7 +385,14 @@ export class DmaIommu {
       pool.fallback.remove(m.fallback.iova, this.clock);
       this.d.iovad!.free_iova_fast(r.pfn, iommu_dma_iova_len(r.pages), this.clock);
     }
-    return 'io_bounce_buffers_unmap_sg';
+    this.profiler.exit(m.segments.length === 1 ? 'io_bounce_buffers_unmap_page' : 'io_bounce_buffers_unmap_sg', m.totalBytes);
+  }
+
+  /** The frame of a bounce copy: `memcpy` when it copied, `memset` when it only cleared padding, none when it did neither. */
+  private exitCopyFrame(copiedBytes: number, zeroedBytes: number): void {
+    if (copiedBytes > 0) this.profiler.exit('memcpy', copiedBytes);
+    else if (zeroedBytes > 0) this.profiler.exit('memset', zeroedBytes);
+    else this.profiler.exit(null);
   }
 
   /**
@@ -413,3 +476,9 @@ function iovaOfPfn(pfn: number): Iova {
 }
 
 export { BouncePool };
+
+/** The dma-iommu entry point of a map or unmap: `_page` for one segment (dma_map_page), `_sg` for a scatter list. */
+function entryName(segments: number, op: 'map' | 'unmap'): string {
+  if (op === 'map') return segments === 1 ? 'iommu_dma_map_page' : 'iommu_dma_map_sg';
+  return segments === 1 ? 'iommu_dma_unmap_page' : 'iommu_dma_unmap_sg';
+}

@@ -72,6 +72,7 @@ import { FlushQueue } from './iommu/flush-queue.js';
 import { bareMetalDmaCosts, IntelIommuDriver } from './iommu/intel-iommu.js';
 import { IovaDomain } from './iommu/iova.js';
 import { Swiotlb } from './iommu/swiotlb.js';
+import { LastLevelCache } from './mm/llc.js';
 import { PageAllocator, type UserBuffer } from './mm/page-alloc.js';
 import {
   type NvmeBar,
@@ -119,6 +120,8 @@ interface Guest {
   readonly locks: LockTable;
   readonly profiler: Profiler;
   readonly pages: PageAllocator;
+  /** the last-level cache as this vCPU's copies see it: every copy is charged through it (mm/llc.ts) */
+  readonly cache: LastLevelCache;
   /** the virtio-iommu drivers, in init.viommus order (none with the direct strategy) */
   readonly viommus: ViommuDriver[];
   /** the drives, in init.devices order */
@@ -207,6 +210,7 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
     : null;
   const profiler = new Profiler(clock);
   const pages = PageAllocator.attach(init.pageAlloc, v, locks, init.costs);
+  const cache = new LastLevelCache(init.costs);
   const iommu = init.strategy !== 'direct';
   const viommus = iommu
     ? init.viommus.map(
@@ -228,7 +232,7 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
           ),
       )
     : [];
-  const swiotlb = init.swiotlb && init.devices.some((d) => d.untrusted) ? Swiotlb.attach(init.swiotlb, v, locks, mem.u8, init.costs) : null;
+  const swiotlb = init.swiotlb && init.devices.some((d) => d.untrusted) ? Swiotlb.attach(init.swiotlb, v, locks, mem.u8, init.costs, cache) : null;
   const devices = init.devices.map((d): GuestDevice => {
     const doorbells = Ring.attach(d.doorbellRing);
     const bar: NvmeBar = { doorbells, log: new SentLog(doorbells), spinLoads: init.spinLoads, abort: control };
@@ -241,7 +245,7 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
     const ops = viommu ?? (iommu ? vtd : null);
     const flushIotlbAll = viommu ? () => viommu.viommu_iotlb_sync() : () => vtd?.flush_iotlb_all(d.domainId);
     const fq = init.strategy === 'lazy' && iovad && ops ? FlushQueue.attach(d.flushQueue!, v, locks, iovad, init.costs, flushIotlbAll) : null;
-    const pool = init.strategy === 'bounce' ? BouncePool.attach(d.bouncePool!, v, locks, pages, init.costs) : null;
+    const pool = init.strategy === 'bounce' ? BouncePool.attach(d.bouncePool!, v, locks, pages, init.costs, cache) : null;
     const dma = new DmaIommu(
       init.strategy,
       {
@@ -255,6 +259,7 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
         cpu: v,
         limitPfn: d.iovaLimitPfn,
         untrusted: d.untrusted,
+        cache,
       },
       clock,
       // bare metal: dma-iommu calls the VT-d driver directly, without the virtio-iommu driver's own mapping tree
@@ -289,6 +294,7 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
     locks,
     profiler,
     pages,
+    cache,
     viommus,
     devices,
     job,
@@ -599,6 +605,8 @@ function collectResult(g: Guest, job: VcpuJobResult): VcpuWorkerResult {
   return {
     job,
     profile: g.profiler.toJSON(),
+    callTree: g.profiler.callTree(),
+    copies: { ...g.cache.copied },
     viommu: g.viommus.length > 0 ? sumCounters(g.viommus.map((x) => x.counters)) : null,
     iovaStats: g.job.iovad ? g.job.iovad.stats() : null,
     dma: sumCounters(g.devices.map((d) => d.dma.counters)),

@@ -7,7 +7,7 @@ import type { IovaDomainHandle, IovaStats } from './iommu/iova.js';
 import type { SwiotlbHandle, SwiotlbStats } from './iommu/swiotlb.js';
 import type { FioJobSpec } from './job-spec.js';
 import type { PageAllocatorHandle, UserBufferContiguity } from './mm/page-alloc.js';
-import type { ProfileEntry } from './profile.js';
+import type { CallTreeNode, ProfileEntry } from './profile.js';
 import type { VcpuJobResult } from './vcpu.js';
 import type { ViommuCounters, ViommuDriverGeneration } from './virtio-iommu/viommu.js';
 
@@ -33,6 +33,7 @@ export * from './iommu/intel-iommu.js';
 export * from './iommu/iova.js';
 export * from './iommu/swiotlb.js';
 export * from './job-spec.js';
+export * from './mm/llc.js';
 export * from './mm/page-alloc.js';
 export * from './profile.js';
 export type { GuestPlatform } from './vcpu.js';
@@ -138,6 +139,10 @@ export interface VcpuDeviceInit {
 export interface VcpuWorkerResult {
   job: VcpuJobResult;
   profile: Record<string, ProfileEntry>;
+  /** the call tree of the profile (shm `Profiler.callTree`) */
+  callTree: CallTreeNode[];
+  /** bytes this vCPU copied, by where the cache model found them (mm/llc.ts) */
+  copies: { cachedBytes: number; dramBytes: number };
   viommu: ViommuCounters | null;
   iovaStats: IovaStats | null;
   dma: DmaCounters;

@@ -14,6 +14,8 @@ import {
   HostToVmmReply,
   LockTable,
   ModelClock,
+  type ProfileEntry,
+  Profiler,
   Ring,
   type RpcRequestView,
   RpcServer,
@@ -36,34 +38,32 @@ export interface VfioReplyRecord {
 
 export class HostVfio implements VfioContainerPort {
   /** per kernel function: calls, model ns, bytes (the run's per-function profile) */
-  readonly profile: Record<string, { calls: number; ns: number; selfNs: number; bytes: number }> = {};
-
-  private account(fn: string, startNs: number, bytes: number): void {
-    const e = (this.profile[fn] ??= { calls: 0, ns: 0, selfNs: 0, bytes: 0 });
-    e.calls++;
-    e.ns += this.clock.nowNs() - startNs;
-    e.selfNs += this.clock.nowNs() - startNs;
-    e.bytes += bytes;
-  }
+  readonly profiler: Profiler;
 
   constructor(
     readonly container: VfioContainer,
     readonly clock: ModelClock,
-  ) {}
+  ) {
+    this.profiler = new Profiler(clock);
+  }
+
+  get profile(): Record<string, ProfileEntry> {
+    return this.profiler.toJSON();
+  }
 
   mapDma(args: VfioMapDmaArgs, nowNs: number): { errno: number; doneNs: number } {
     this.clock.syncTo(nowNs);
-    const start = this.clock.nowNs();
+    this.profiler.enter();
     const r = this.container.vfio_dma_do_map(args, this.clock);
-    this.account('vfio_dma_do_map', start, args.sizeBytes);
+    this.profiler.exit('vfio_dma_do_map', args.sizeBytes);
     return { errno: r.errno, doneNs: this.clock.nowNs() };
   }
 
   unmapDma(args: VfioUnmapDmaArgs, nowNs: number): { errno: number; unmappedBytes: number; doneNs: number } {
     this.clock.syncTo(nowNs);
-    const start = this.clock.nowNs();
+    this.profiler.enter();
     const r = this.container.vfio_dma_do_unmap(args, this.clock);
-    this.account('vfio_dma_do_unmap', start, r.unmappedBytes);
+    this.profiler.exit('vfio_dma_do_unmap', r.unmappedBytes);
     return { errno: r.errno, unmappedBytes: r.unmappedBytes, doneNs: this.clock.nowNs() };
   }
 

@@ -1,5 +1,5 @@
 import type { IoPgtableHandle } from '@vmstack/iommu-hw';
-import type { ClockMode, LockTableHandle, RingHandle, RpcChannelHandles } from '@vmstack/shm';
+import type { CallTreeNode, ClockMode, LockTableHandle, RingHandle, RpcChannelHandles } from '@vmstack/shm';
 import type { VfioContainerCosts, VfioContainerHandle, VfioContainerStats } from './vfio-iommu-type1.js';
 
 export * from './host.js';
@@ -33,5 +33,7 @@ export interface HostWorkerInit {
 export interface HostWorkerResult {
   stats: VfioContainerStats;
   profile: Record<string, { calls: number; ns: number; selfNs: number; bytes: number }>;
+  /** the call tree of the profile (shm `Profiler.callTree`) */
+  callTree: CallTreeNode[];
   clockNs: number;
 }

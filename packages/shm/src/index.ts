@@ -1,3 +1,4 @@
+export * from './call-profile.js';
 export * from './clock.js';
 export * from './constants.js';
 export * from './errors.js';

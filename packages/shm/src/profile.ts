@@ -13,7 +13,7 @@
  * { "name": "i5-10210U", "description": "…",
  *   "values": { "vmExitKernelNs": { "value": 600, "source": "[S15]: …" }, … } }
  * ```
- * Every key carries its unit in its name (`…Ns`, `…BytesPerNs`, `…Count`).
+ * Every key carries its unit in its name (`…Ns`, `…BytesPerNs`, `…Count`, `…Bytes`).
  * `ns` values are integer model nanoseconds (the model clocks are integers);
  * 0 is accepted for an ns cost so an ablation can switch an action off.
  * Every key is required, none may be added, and every value needs a source.
@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { InputError, inputExcerpt } from './errors.js';
 import { closestName, editDistance } from './suggest.js';
 
-export type CostUnit = 'ns' | 'bytes/ns' | 'count';
+export type CostUnit = 'ns' | 'bytes/ns' | 'count' | 'bytes';
 
 /** Schema of one profile key: its unit, plausible bounds and meaning. */
 export interface ProfileKeySpec<K extends string = string> {
@@ -83,7 +83,20 @@ export const PROFILE_KEYS = [
   { key: 'iommuDmaSgPerSegmentNs', unit: 'ns', min: 0, max: 10_000, description: 'per scatter-list segment work in iommu_dma_map_sg' },
   { key: 'iovaRcacheHitNs', unit: 'ns', min: 0, max: 10_000, description: 'IOVA alloc or free served by the per-CPU rcache' },
   { key: 'iovaRbtreeOpNs', unit: 'ns', min: 0, max: 1_000_000, description: 'IOVA alloc or free through the rbtree under iova_rbtree_lock' },
-  { key: 'memcpyBytesPerNs', unit: 'bytes/ns', min: 0.1, max: 200, description: 'single-core memcpy bandwidth (bytes per ns = GB/s)' },
+  {
+    key: 'memcpyBytesPerNs',
+    unit: 'bytes/ns',
+    min: 0.1,
+    max: 200,
+    description: 'single-core memcpy bandwidth when the bytes are not in the cache: from and to DRAM (bytes per ns = GB/s)',
+  },
+  {
+    key: 'memcpyCacheBytesPerNs',
+    unit: 'bytes/ns',
+    min: 0.1,
+    max: 400,
+    description: 'single-core memcpy bandwidth when source and destination are in the last-level cache (bytes per ns = GB/s)',
+  },
   { key: 'memsetBytesPerNs', unit: 'bytes/ns', min: 0.1, max: 400, description: 'single-core memset bandwidth (bytes per ns = GB/s)' },
   { key: 'guestPageAllocNs', unit: 'ns', min: 0, max: 100_000, description: 'alloc_pages + free of one 4 KiB page' },
   { key: 'bouncePoolListOpNs', unit: 'ns', min: 0, max: 10_000, description: 'bounce pool: per-class lock + one list push or pop' },
@@ -132,6 +145,20 @@ export const PROFILE_KEYS = [
     description: 'dma-iommu bookkeeping per iommu_dma_map_page/_sg or unmap call on bare metal (no virtio-iommu mapping tree)',
   },
   // The host machine
+  {
+    key: 'llcBytes',
+    unit: 'bytes',
+    min: 65_536,
+    max: 1 << 30,
+    description: 'last-level cache size: what the CPU touched most recently and still fits is cached',
+  },
+  {
+    key: 'ddioLlcBytes',
+    unit: 'bytes',
+    min: 0,
+    max: 1 << 30,
+    description: 'share of the last-level cache a device write may allocate into (Intel DDIO ways); 0: no DDIO, device writes go to DRAM',
+  },
   { key: 'hostCpuThreadsCount', unit: 'count', min: 1, max: 4096, description: 'hardware threads of the host CPU: the logical CPUs top and vmstat count' },
   // NVMe device (a named drive) and its link
   { key: 'nvmeDoorbellLatencyNs', unit: 'ns', min: 0, max: 100_000, description: 'posted MMIO doorbell write reaching the device' },
@@ -249,6 +276,14 @@ export function validateProfile(raw: unknown, origin: string): CostProfile {
     sources[spec.key] = source;
   }
 
+  if (flat.ddioLlcBytes > flat.llcBytes) {
+    throw new InputError(
+      'profile.ddioLlcBytes.value',
+      flat.ddioLlcBytes,
+      `at most llcBytes (${flat.llcBytes}): DDIO uses ways of the last-level cache ${where}`,
+    );
+  }
+
   return Object.freeze({
     name,
     description,
@@ -297,6 +332,8 @@ function describeAllowed(spec: ProfileKeySpec): string {
       return `an integer count in [${spec.min}, ${spec.max}]`;
     case 'bytes/ns':
       return `a number of bytes/ns (= GB/s) in [${spec.min}, ${spec.max}]`;
+    case 'bytes':
+      return `an integer number of bytes in [${spec.min}, ${spec.max}]`;
   }
 }
 

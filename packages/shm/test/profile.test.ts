@@ -40,7 +40,7 @@ test('shipped values trace to the README table, row for row', (t) => {
   const p = loadProfile(DEFAULT_PROFILE_PATH);
   const readme = readFileSync(join(dirname(DEFAULT_PROFILE_PATH), 'README.md'), 'utf8');
   const rows = new Map<string, number>();
-  for (const m of readme.matchAll(/^\| `([A-Za-z]+)`(?: \(added\))? \| ([0-9.]+) \| (ns|bytes\/ns|count) \|/gm)) {
+  for (const m of readme.matchAll(/^\| `([A-Za-z]+)`(?: \(added\))? \| ([0-9.]+) \| (ns|bytes\/ns|count|bytes) \|/gm)) {
     rows.set(m[1], Number(m[2]));
   }
   t.is(rows.size, PROFILE_KEYS.length);
@@ -54,12 +54,12 @@ test('key names carry their unit and bounds are sane', (t) => {
   for (const spec of PROFILE_KEYS) {
     t.false(seen.has(spec.key), `duplicate ${spec.key}`);
     seen.add(spec.key);
-    const suffix = spec.unit === 'ns' ? /Ns$/ : spec.unit === 'bytes/ns' ? /BytesPerNs$/ : /Count$/;
+    const suffix = { ns: /Ns$/, 'bytes/ns': /BytesPerNs$/, count: /Count$/, bytes: /Bytes$/ }[spec.unit];
     t.regex(spec.key, suffix);
     if (spec.unit === 'ns') t.notRegex(spec.key, /BytesPerNs$/);
     t.true(spec.min < spec.max, spec.key);
     t.true(spec.min >= 0, spec.key);
-    if (spec.unit !== 'ns') t.true(spec.min > 0, `${spec.key} must not be 0 (divisor or count)`);
+    if (spec.unit === 'bytes/ns' || spec.unit === 'count') t.true(spec.min > 0, `${spec.key} must not be 0 (divisor or count)`);
   }
 });
 
@@ -120,6 +120,17 @@ test('ns and count values must be integers; rates may be fractional', (t) => {
   const rate = shippedRaw();
   rate.values.memsetBytesPerNs.value = 12.75;
   t.is(validateProfile(rate, 'x').memsetBytesPerNs, 12.75);
+  const bytes = shippedRaw();
+  bytes.values.llcBytes.value = 6291456.5;
+  t.regex(expectInputError(bytes, 'profile.llcBytes').message, /integer number of bytes/);
+});
+
+test('the DDIO share is part of the last-level cache: more than llcBytes is refused', (t) => {
+  const raw = shippedRaw();
+  raw.values.ddioLlcBytes.value = raw.values.llcBytes.value + 4096;
+  t.regex(expectInputError(raw, 'profile.ddioLlcBytes.value').message, /at most llcBytes/);
+  raw.values.ddioLlcBytes.value = raw.values.llcBytes.value;
+  t.is(validateProfile(raw, 'x').ddioLlcBytes, raw.values.llcBytes.value);
 });
 
 test('an unknown key is rejected, with the closest known key suggested', (t) => {

@@ -1,4 +1,4 @@
-import type { ClockMode, LockTableHandle, RingHandle, RpcChannelHandles, VirtqueueLayout } from '@vmstack/shm';
+import type { CallTreeNode, ClockMode, LockTableHandle, RingHandle, RpcChannelHandles, VirtqueueLayout } from '@vmstack/shm';
 import type { ViommuDeviceCosts, ViommuDeviceCounters } from './viommu-device.js';
 
 export * from './viommu-device.js';
@@ -40,6 +40,8 @@ export interface VmmWorkerInit {
 export interface VmmWorkerResult {
   counters: ViommuDeviceCounters;
   profile: Record<string, { calls: number; ns: number; selfNs: number; bytes: number }>;
+  /** the call tree of the profile (shm `Profiler.callTree`) */
+  callTree: CallTreeNode[];
   mappingsLeft: number;
   clockNs: number;
 }

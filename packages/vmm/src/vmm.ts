@@ -41,7 +41,13 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
       }
     },
     result(): VmmWorkerResult {
-      return { counters: { ...device.counters }, profile: device.profile, mappingsLeft: device.mappingCount(), clockNs: clock.nowNs() };
+      return {
+        counters: { ...device.counters },
+        profile: device.profile,
+        callTree: device.profiler.callTree(),
+        mappingsLeft: device.mappingCount(),
+        clockNs: clock.nowNs(),
+      };
     },
   };
 }

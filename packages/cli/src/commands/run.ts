@@ -18,11 +18,12 @@
 
 import { totalmem } from 'node:os';
 import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
-import { type ClockMode, DEFAULT_PROFILE_PATH, type FaultSpec, InputError, loadProfile, MAX_WORKERS } from '@vmstack/shm';
+import { type CallTreeNode, type ClockMode, DEFAULT_PROFILE_PATH, type FaultSpec, InputError, loadProfile, MAX_WORKERS, mergeCallTrees } from '@vmstack/shm';
 import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { formatFioJson } from '../report/fio-json.js';
 import { formatFioNormal } from '../report/fio-normal.js';
+import { type CallTreeRoot, type FlamegraphFormat, formatFlamegraph } from '../report/flamegraph.js';
 import type { FioRun, RunResult } from '../report/result.js';
 import { formatRunHtml } from '../report/run-html.js';
 import { formatVmstackReport } from '../report/tables.js';
@@ -57,6 +58,10 @@ export interface RunArgs {
   output?: string;
   /** an HTML run report (the topology, the jobs, the locks) to this file */
   html?: string;
+  /** the profile's call paths as a flame graph to this file (report/flamegraph.ts) */
+  flamegraph?: string;
+  /** its format; undefined: folded */
+  flamegraphFormat?: FlamegraphFormat;
   /** --vms, --devices, … or --topology FILE (topology/build.ts); undefined: the default shape */
   topology?: TopologyArgs;
   /** real ms without progress before the run fails (shm watchdog.ts); undefined: the default, 0: none */
@@ -152,6 +157,9 @@ export async function runCommand(a: RunArgs): Promise<void> {
   const run = runOptionsOf(a);
   if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, run.profilePath, a.topology?.file]);
   if (a.html !== undefined) checkOutputPath('--html', a.html, [a.jobfile, run.profilePath, a.topology?.file]);
+  if (a.flamegraphFormat !== undefined && a.flamegraph === undefined)
+    throw new InputError('--flamegraph-format', a.flamegraphFormat, 'only with --flamegraph FILE, the file it writes');
+  if (a.flamegraph !== undefined) checkOutputPath('--flamegraph', a.flamegraph, [a.jobfile, run.profilePath, a.topology?.file, a.output, a.html]);
   for (const w of run.warnings) process.stderr.write(`vmstack: ${w}\n`);
 
   // everything is checked: the run starts
@@ -177,8 +185,24 @@ export async function runCommand(a: RunArgs): Promise<void> {
       : `${formatFioJson(result, { plus: a.outputFormat === 'json+' })}\n`;
   emitOutput(text, a.output);
   if (a.html !== undefined) writeComplete(a.html, formatRunHtml(results, run.shapes));
+  if (a.flamegraph !== undefined) {
+    const name = result.jobs.map((j) => j.jobname).join(',');
+    writeComplete(a.flamegraph, formatFlamegraph(runCallTrees(results), a.flamegraphFormat ?? 'folded', `vmstack run ${name}`, 'vmstack'));
+  }
   // as fio: a job that ended with an error (failed commands, verify failures) makes the exit status non-zero
   if (result.jobs.some((j) => j.error !== 0)) process.exitCode = 1;
+}
+
+/** The call trees of a run's barrier groups as one flame graph: the same root (worker) of every group adds up. */
+export function runCallTrees(results: readonly RunResult[]): CallTreeRoot[] {
+  const byName = new Map<string, { where: CallTreeRoot['where']; trees: CallTreeNode[][] }>();
+  for (const r of results)
+    for (const root of r.callTrees ?? []) {
+      const e = byName.get(root.name) ?? { where: root.where, trees: [] };
+      e.trees.push(root.tree);
+      byName.set(root.name, e);
+    }
+  return [...byName].map(([name, e]) => ({ name, where: e.where, tree: mergeCallTrees(e.trees) }));
 }
 
 /** --topology FILE for these jobs: the file places jobs by their index in one barrier group's list. */

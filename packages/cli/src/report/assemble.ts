@@ -13,6 +13,7 @@ import type { ClockMode, LockStat, WorkerInfo } from '@vmstack/shm';
 import type { VmmWorkerResult } from '@vmstack/vmm';
 import type { Topology } from '../topology/topology.js';
 import { systemCpuSharePct } from './cpu-share.js';
+import type { CallTreeRoot } from './flamegraph.js';
 import { lockClassRows, withLockClass } from './lock-classes.js';
 import { decodeHistogram, type JobResult, type RunResult } from './result.js';
 import { topologyReport } from './topology-report.js';
@@ -99,6 +100,10 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
       lazy: r.flushQueue ? snakeKeys(r.flushQueue) : null,
       bounce: vres[0].bouncePool ? bounceCounters(vres[0].bouncePool) : null,
       swiotlb: vres.some((x) => x.swiotlb) ? snakeKeys(sumCounters(vres.flatMap((x) => (x.swiotlb ? [x.swiotlb] : [])))) : null,
+      copies: {
+        cache_bytes: vres.reduce((s, x) => s + x.copies.cachedBytes, 0),
+        dram_bytes: vres.reduce((s, x) => s + x.copies.dramBytes, 0),
+      },
     },
     lock_stat: lockStat,
     lock_classes: lockClassRows(lockStat),
@@ -132,6 +137,7 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
   };
   return {
     carry: dev.namespaceBlocks ? { namespaceBlocks: dev.namespaceBlocks } : undefined,
+    callTrees: callTreeRoots(vres, vmm, host),
     timestampMs: r.startedMs,
     globalOptions: r.globalOptions,
     jobs,
@@ -167,6 +173,18 @@ export function toJobResult(job: FioJobSpec, jobOptions: Record<string, string>,
     iodepth: job.iodepth,
     verify: r.job.verify,
   };
+}
+
+/**
+ * The flame graph's roots: each vCPU's call tree, and the VMM's. The host's
+ * VFIO work runs in the VMM thread's ioctl and is already drawn under the
+ * VMM's handlers; the host is a root of its own only when no VMM called it.
+ */
+function callTreeRoots(vres: readonly VcpuWorkerResult[], vmm: VmmWorkerResult, host: HostWorkerResult): CallTreeRoot[] {
+  const roots: CallTreeRoot[] = vres.map((x, i) => ({ name: `guest/vcpu${i}`, where: 'guest', tree: x.callTree }));
+  if (vmm.callTree.length > 0) roots.push({ name: 'vmm', where: 'vmm', tree: vmm.callTree });
+  else if (host.callTree.length > 0) roots.push({ name: 'host', where: 'host', tree: host.callTree });
+  return roots;
 }
 
 /** A component's profile as its worker returns it: function → calls, total and self model ns. */
@@ -298,7 +316,9 @@ export function mergeVmResults(results: readonly RunResult[], vms: readonly { id
       leaks: r.leaks,
     })),
   };
-  return { timestampMs: results[0].timestampMs, globalOptions: results[0].globalOptions, jobs, vmstack };
+  // each VM's roots, named after the VM
+  const callTrees = results.flatMap((r, k) => (r.callTrees ?? []).map((root) => ({ ...root, name: `${vms[k].id}/${root.name}` })));
+  return { timestampMs: results[0].timestampMs, globalOptions: results[0].globalOptions, jobs, vmstack, callTrees };
 }
 
 /** The CPU report from each vCPU's busy and job time (model ns), in job order. */

@@ -19,6 +19,7 @@
 import type { DeviceAttackResult } from '@vmstack/nvme-device';
 import type { Histogram } from 'hdr-histogram-js';
 import { build, decodeFromCompressedBase64, encodeIntoCompressedBase64, JsHistogram } from 'hdr-histogram-js';
+import type { CallTreeRoot } from './flamegraph.js';
 import type { VmstackOutput, VmstackReport } from './vmstack-report.js';
 
 export type { Histogram };
@@ -99,6 +100,8 @@ export interface RunResult extends FioRun {
   carry?: RunCarry;
   /** `vmstack attack`: what the attacking device reached, each drive's added up (not printed by run) */
   attack?: DeviceAttackResult;
+  /** not printed: each worker's call tree, for the flame graphs (report/flamegraph.ts) */
+  callTrees?: CallTreeRoot[];
 }
 
 /** A fresh, empty latency histogram (ns). */

@@ -141,6 +141,14 @@ export interface VmstackCounters {
   lazy: LazyCounters | null;
   bounce: BounceCounters | null;
   swiotlb: SwiotlbCounters | null;
+  /** bytes the guest copied (bounce pool, swiotlb), by where the cache model found them (guest-kernel mm/llc.ts) */
+  copies: CopyCounters;
+}
+
+/** Bytes copied at cache bandwidth (source and destination cached) and at DRAM bandwidth. */
+export interface CopyCounters {
+  cache_bytes: number;
+  dram_bytes: number;
 }
 
 /**

@@ -9,7 +9,7 @@
 
 import { threadId } from 'node:worker_threads';
 import { type GuestPlatform, runGuestVcpu, type VcpuWorkerInit } from '@vmstack/guest-kernel';
-import { createHost, type HostWorkerInit } from '@vmstack/host-vfio';
+import { createHost, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
 import { DeviceEngine, type DeviceWorkerInit } from '@vmstack/nvme-device';
 import { type ControlHandle, InputError, RunControl, type RunOutcome, type WorkerSpec } from '@vmstack/shm';
 import { createVmm, type VmmWorkerInit } from '@vmstack/vmm';
@@ -74,7 +74,12 @@ export function runInThread(specs: readonly WorkerSpec[], controlHandle: Control
   const results: unknown[] = [];
   results[vcpuW] = vcpuResult;
   results[vmmW] = vmm.result();
-  results[hostW] = { stats: container.stats(), profile: host.profile, clockNs: hostClock.nowNs() };
+  results[hostW] = {
+    stats: container.stats(),
+    profile: host.profile,
+    callTree: host.profiler.callTree(),
+    clockNs: hostClock.nowNs(),
+  } satisfies HostWorkerResult;
   results[devW] = deviceResult;
   return { workers: specs.map((s, i) => ({ role: s.role, index: i, threadId })), results };
 }

@@ -54,6 +54,7 @@ import {
   LockTable,
   type LockTableHandle,
   MAX_WORKERS,
+  mergeCallTrees,
   NEVER_NS,
   Ring,
   type RingHandle,
@@ -153,19 +154,26 @@ function hostResult(vm: VmPlan, results: readonly unknown[], reg: VmRegions, hos
       invalidateIotlb: () => {},
     }).stats(),
   );
-  return { ...sumDeep(all), stats: sumDeep(perContainer) };
+  return { ...sumDeep(all), callTree: mergeCallTrees(all.map((x) => x.callTree)), stats: sumDeep(perContainer) };
+}
+
+/** A VM's VMM side as one result: its virtio-iommus' counters and profiles added up. */
+function vmmResult(all: readonly VmmWorkerResult[]): VmmWorkerResult {
+  return { ...sumDeep(all), callTree: mergeCallTrees(all.map((x) => x.callTree)) };
 }
 
 /** What a bare-metal run reports for the VMM and VFIO it does not have: nothing happened there. */
 const NO_VMM: VmmWorkerResult = {
   counters: { attach: 0, detach: 0, map: 0, unmap: 0, probe: 0, errors: 0, vfioMapDma: 0, vfioUnmapDma: 0, kicks: 0, vfioNoResources: 0 },
   profile: {},
+  callTree: [],
   mappingsLeft: 0,
   clockNs: 0,
 };
 const NO_VFIO: HostWorkerResult = {
   stats: { mapDmaCalls: 0, unmapDmaCalls: 0, pinnedPages: 0, pinnedPagesPeak: 0, lockedVmPages: 0, dmaCount: 0, iotlbInvalidations: 0 },
   profile: {},
+  callTree: [],
   clockNs: 0,
 };
 
@@ -612,7 +620,7 @@ async function runAllocatedStack(plan: StackPlan, regions: StackRegions, vmOptio
       workerResults: out.results,
       vcpus: vm.vcpuWorkers.map((w) => out.results[w] as VcpuWorkerResult),
       // a VM's VMM threads, host contexts and drives, each kind added up; bare metal has neither VMM nor VFIO
-      vmm: vm.viommus.length > 0 ? sumDeep(vm.viommus.map((x) => out.results[x.vmm] as VmmWorkerResult)) : NO_VMM,
+      vmm: vm.viommus.length > 0 ? vmmResult(vm.viommus.map((x) => out.results[x.vmm] as VmmWorkerResult)) : NO_VMM,
       host: vm.viommus.length > 0 ? hostResult(vm, out.results, reg, regions.hostLocks, opts.profile) : NO_VFIO,
       device: sumDeep(vm.devices.map((d) => out.results[d.worker] as DeviceWorkerResult)),
       // the host-wide locks once, after the VMs' own

@@ -48,6 +48,7 @@ export function sampleVmstackReport(): VmstackReport {
       lazy: null,
       bounce: null,
       swiotlb: null,
+      copies: { cache_bytes: 0, dram_bytes: 0 },
     },
     lock_stat: lockStat,
     lock_classes: lockClassRows(lockStat),

@@ -45,6 +45,7 @@
  */
 
 import { defineLayout, InputError, type Layout, type LockKind, LockTable, type LockTableHandle, type ModelClock, PAGE_SIZE_BYTES, Region } from '@vmstack/shm';
+import type { LastLevelCache } from '../mm/llc.js';
 import { BounceCopies, type DmaSegment } from './bounce-pool/copy.js';
 import type { DmaDirection } from './bounce-pool/dma-direction.js';
 import { BOUNCE_POOL_FALLBACK_LOCK, DEFAULT_FALLBACK_CAPACITY, FallbackTree, fallbackFields, MAX_FALLBACK_CAPACITY } from './bounce-pool/fallback.js';
@@ -280,10 +281,11 @@ export class BouncePool extends IoBufferManager {
     lockTable: LockTable | LockTableHandle,
     pageAllocator: PageAllocator,
     costs: BouncePoolCosts,
+    cache: LastLevelCache | null = null,
   ): BouncePool {
     const table = lockTable instanceof LockTable ? lockTable : LockTable.attach(lockTable, cpu);
     const region = Region.attach(BouncePool.layoutFor(handle), handle.sab);
-    return new BouncePool(handle, cpu, region, table, pageAllocator, costs);
+    return new BouncePool(handle, cpu, region, table, pageAllocator, costs, cache);
   }
 
   private constructor(
@@ -293,10 +295,11 @@ export class BouncePool extends IoBufferManager {
     lockTable: LockTable,
     pages: PageAllocator,
     costs: BouncePoolCosts,
+    cache: LastLevelCache | null,
   ) {
     const counters = countersOf(region);
     super(handle, region, counters, lockTable, pages, costs);
-    this.copies = new BounceCopies(counters, costs);
+    this.copies = new BounceCopies(counters, costs, cache);
     this.fallback = new FallbackTree(
       this.control,
       region.f64('fallback'),

@@ -19,8 +19,8 @@
  * scan; the probes are counted in `probes`), `bouncePoolListOpNs` per release
  * (the lock + list update, the same shape as a pool list operation).
  *
- * Copies: real bytes between the caller's gpa and the slot, at
- * `memcpyBytesPerNs`, outside `io_tlb_mem->lock` as in the kernel (only the
+ * Copies: real bytes between the caller's gpa and the slot, charged by where
+ * the bytes are (`mm/llc.ts`), outside `io_tlb_mem->lock` as in the kernel (only the
  * slot search and release take it). Sub-range syncs use the per-slot
  * `orig_addr`, with the offset handling of the later fix "swiotlb: manipulate
  * orig_addr when tlb_addr has offset"; a sync the kernel would refuse
@@ -58,6 +58,7 @@ import {
   PAGE_SIZE_BYTES,
   Region,
 } from '@vmstack/shm';
+import type { LastLevelCache } from '../mm/llc.js';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDirection } from './bounce-pool.js';
 
 export const IO_TLB_SHIFT = 11;
@@ -205,9 +206,16 @@ export class Swiotlb {
   }
 
   /** Join from a vCPU; `guestRam` is guest RAM (index = gpa) and must contain the area. */
-  static attach(handle: SwiotlbHandle, cpu: number, lockTable: LockTable | LockTableHandle, guestRam: Uint8Array, costs: SwiotlbCosts): Swiotlb {
+  static attach(
+    handle: SwiotlbHandle,
+    cpu: number,
+    lockTable: LockTable | LockTableHandle,
+    guestRam: Uint8Array,
+    costs: SwiotlbCosts,
+    cache: LastLevelCache | null = null,
+  ): Swiotlb {
     const table = lockTable instanceof LockTable ? lockTable : LockTable.attach(lockTable, cpu);
-    return new Swiotlb(handle, table.get(SWIOTLB_LOCK + handle.lockSuffix), guestRam, costs);
+    return new Swiotlb(handle, table.get(SWIOTLB_LOCK + handle.lockSuffix), guestRam, costs, cache);
   }
 
   private constructor(
@@ -215,6 +223,7 @@ export class Swiotlb {
     lock: Mutex,
     private readonly mem: Uint8Array,
     private readonly costs: SwiotlbCosts,
+    private readonly cache: LastLevelCache | null,
   ) {
     const r = Region.attach(Swiotlb.layoutFor(handle.nslabs), handle.sab);
     this.control = r.i32('control');
@@ -313,6 +322,7 @@ export class Swiotlb {
     }
     if (len < 0 || start < this.handle.areaGpa || start + len > this.areaEnd) throw new RangeError(`padding [${start}, +${len}) is outside the swiotlb area`);
     this.mem.fill(0, start, start + len);
+    this.cache?.cpu_touch(start, len);
     if (len > 0) {
       clock.charge(len / this.costs.memsetBytesPerNs);
       Atomics.add(this.counters, C_ZEROED, BigInt(len));
@@ -459,7 +469,9 @@ export class Swiotlb {
     if (orig + size > this.mem.length) throw new RangeError(`swiotlb_bounce: original [${orig}, +${size}) is outside guest RAM`);
     if (dir === DMA_TO_DEVICE) this.mem.copyWithin(tlbAddr, orig, orig + size);
     else this.mem.copyWithin(orig, tlbAddr, tlbAddr + size);
-    clock.charge(size / this.costs.memcpyBytesPerNs);
+    // by where the bytes are (mm/llc.ts); without a cache model, at memcpyBytesPerNs
+    if (this.cache) clock.charge(dir === DMA_TO_DEVICE ? this.cache.memcpyNs(tlbAddr, orig, size) : this.cache.memcpyNs(orig, tlbAddr, size));
+    else clock.charge(size / this.costs.memcpyBytesPerNs);
     Atomics.add(this.counters, dir === DMA_TO_DEVICE ? C_TO_DEVICE : C_FROM_DEVICE, BigInt(size));
     return size;
   }

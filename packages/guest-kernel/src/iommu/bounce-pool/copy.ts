@@ -24,10 +24,13 @@
  *   data range of a fresh DMA_FROM_DEVICE buffer is neither copied nor
  *   cleared, as in the series: there the device can read stale memory.
  *
- * Costs: `memcpyBytesPerNs` for the copies, `memsetBytesPerNs` for padding.
+ * Costs: each copy by where its bytes are (`mm/llc.ts`: the cache's or DRAM's
+ * memcpy bandwidth; `memcpyBytesPerNs` without a cache model), `memsetBytesPerNs`
+ * for padding.
  */
 
 import type { ModelClock } from '@vmstack/shm';
+import type { LastLevelCache } from '../../mm/llc.js';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDirection } from './dma-direction.js';
 import { type BouncePoolCosts, C_BYTES_FROM_DEVICE, C_BYTES_TO_DEVICE, C_BYTES_ZEROED } from './region.js';
 
@@ -65,6 +68,7 @@ export function copySegments(
   toBuffer: boolean,
   offsetBytes: number,
   lenBytes: number,
+  onPiece?: (dstGpa: number, srcGpa: number, lenBytes: number) => void,
 ): number {
   const total = checkSegments(mem, segments);
   if (!Number.isInteger(offsetBytes) || !Number.isInteger(lenBytes) || offsetBytes < 0 || lenBytes < 0 || offsetBytes + lenBytes > total) {
@@ -82,6 +86,10 @@ export function copySegments(
       const buf = bufGpa + lo;
       if (toBuffer) mem.copyWithin(buf, caller, caller + (hi - lo));
       else mem.copyWithin(caller, buf, buf + (hi - lo));
+      if (onPiece) {
+        if (toBuffer) onPiece(buf, caller, hi - lo);
+        else onPiece(caller, buf, hi - lo);
+      }
       copied += hi - lo;
     }
     pos += s.lenBytes;
@@ -92,16 +100,29 @@ export function copySegments(
 
 /** The copy work of one vCPU: charges its clock and counts into the pool's counters. */
 export class BounceCopies {
+  /** model ns of the copy in progress, by where its pieces' bytes are */
+  private copyNs = 0;
+  private readonly chargePiece: ((dstGpa: number, srcGpa: number, lenBytes: number) => void) | undefined;
+
   constructor(
     private readonly counters: BigInt64Array,
     private readonly costs: BouncePoolCosts,
-  ) {}
+    private readonly cache: LastLevelCache | null = null,
+  ) {
+    const llc = cache;
+    this.chargePiece = llc
+      ? (dstGpa, srcGpa, lenBytes) => {
+          this.copyNs += llc.memcpyNs(dstGpa, srcGpa, lenBytes);
+        }
+      : undefined;
+  }
 
-  /** Copy a sub-range between the caller's segments and the buffer, charged as memcpy. */
+  /** Copy a sub-range between the caller's segments and the buffer, charged as memcpy by where the bytes are. */
   copy(mem: Uint8Array, bufGpa: number, segments: readonly DmaSegment[], toBuffer: boolean, offsetBytes: number, lenBytes: number, clock: ModelClock): number {
-    const n = copySegments(mem, bufGpa, segments, toBuffer, offsetBytes, lenBytes);
+    this.copyNs = 0;
+    const n = copySegments(mem, bufGpa, segments, toBuffer, offsetBytes, lenBytes, this.chargePiece);
     if (n > 0) {
-      clock.charge(n / this.costs.memcpyBytesPerNs);
+      clock.charge(this.cache ? this.copyNs : n / this.costs.memcpyBytesPerNs);
       Atomics.add(this.counters, toBuffer ? C_BYTES_TO_DEVICE : C_BYTES_FROM_DEVICE, BigInt(n));
     }
     return n;
@@ -149,6 +170,8 @@ export class BounceCopies {
     }
     mem.fill(0, bufGpa, bufGpa + dataStartBytes);
     mem.fill(0, bufGpa + dataEndBytes, bufGpa + sizeBytes);
+    this.cache?.cpu_touch(bufGpa, dataStartBytes);
+    this.cache?.cpu_touch(bufGpa + dataEndBytes, sizeBytes - dataEndBytes);
     const zeroed = dataStartBytes + (sizeBytes - dataEndBytes);
     if (zeroed > 0) {
       clock.charge(zeroed / this.costs.memsetBytesPerNs);
