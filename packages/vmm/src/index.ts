@@ -3,6 +3,7 @@ import type { ViommuDeviceCosts, ViommuDeviceCounters } from './viommu-device.js
 
 export * from './viommu-device.js';
 export * from './vmm.js';
+export * from './vmm-path.js';
 
 /** The compiled worker entry of the VMM. */
 export const VMM_WORKER = new URL('./worker.js', import.meta.url);

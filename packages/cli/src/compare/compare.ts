@@ -4,10 +4,13 @@
  * with the virtual clock both give the same table.
  */
 
+import type { DmaStrategy } from '@vmstack/guest-kernel';
 import { DEFAULT_PROFILE_PATH, InputError, loadProfile } from '@vmstack/shm';
 import { Piscina } from 'piscina';
 import { barChartSvg, htmlPage, htmlTable } from '../report/html.js';
-import { type CompareTask, type CompareTaskResult, RATIO_TOLERANCE, REFERENCE_ROWS, runCompareTask } from './experiment.js';
+import type { StackOptions } from '../stack/run-stack.js';
+import { type CompareCellResult, runCompareCells } from './cells.js';
+import { type CompareRow, type CompareTask, type CompareTaskResult, RATIO_TOLERANCE, REFERENCE_ROWS, runCompareTask } from './experiment.js';
 
 export interface CompareOptions {
   profilePath?: string;
@@ -18,6 +21,15 @@ export interface CompareOptions {
   parallel?: number;
   /** subset of block sizes, e.g. ['4k', '128k'] */
   blockSizes?: string[];
+  /**
+   * A cell's run as `vmstack run` builds it from compare's command line (the
+   * model and topology options given, the cell's fio job and strategy); the
+   * cells then carry the CPU, IOMMU and copy figures too. Without it, the
+   * cells are the default topology with the profile at `profilePath`.
+   */
+  stackFor?: (strategy: DmaStrategy, row: CompareRow, sizeBytes: number, iodepth: number) => StackOptions;
+  /** what the model options given change from the reference setup, for the experiment line */
+  modelOptionsText?: string;
 }
 
 export interface CompareTableRow {
@@ -29,8 +41,8 @@ export interface CompareTableRow {
   referenceRatio: number;
   errorPct: number;
   withinTolerance: boolean;
-  strict: CompareTaskResult;
-  pool: CompareTaskResult;
+  strict: CompareTaskResult | CompareCellResult;
+  pool: CompareTaskResult | CompareCellResult;
 }
 
 export interface CompareResult {
@@ -60,7 +72,19 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
   );
   const started = performance.now();
   let results: CompareTaskResult[];
-  if (parallel === 1) {
+  let profileName = profile.name;
+  let driver: string = 'v5.10';
+  if (o.stackFor) {
+    const stackFor = o.stackFor;
+    const cells = tasks.map((t) => ({
+      strategy: t.strategy,
+      blockSizeBytes: t.blockSizeBytes,
+      stack: stackFor(t.strategy, rows.find((r) => r.label === t.label)!, sizeBytes, iodepth),
+    }));
+    profileName = cells[0]?.stack.profile.name ?? profileName;
+    driver = cells[0]?.stack.driverGeneration ?? driver;
+    results = await runCompareCells(cells, parallel);
+  } else if (parallel === 1) {
     results = [];
     for (const t of tasks) results.push(await runCompareTask(t, profile));
   } else {
@@ -90,8 +114,10 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
     };
   });
   return {
-    profile: profile.name,
-    experiment: `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${iodepth} --numjobs=1 --size=${sizeBytes}, NVMe via VFIO behind virtio-iommu (driver v5.10), strict vs bounce-buffer pool`,
+    profile: profileName,
+    experiment:
+      `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${iodepth} --numjobs=1 --size=${sizeBytes}, NVMe via VFIO behind virtio-iommu (driver ${driver}), strict vs bounce-buffer pool` +
+      (o.modelOptionsText ? `; ${o.modelOptionsText}` : ''),
     tolerancePct: RATIO_TOLERANCE * 100,
     rows: table,
     wallMs: performance.now() - started,
@@ -134,6 +160,19 @@ export function formatCompareTable(c: CompareResult): string {
 
 /** The comparison as an offline HTML page with an SVG chart. */
 export function formatCompareHtml(c: CompareResult): string {
+  return htmlPage(`vmstack compare — profile ${c.profile}`, compareHtmlSections(c));
+}
+
+/** One page with each profile's chart and table (`compare --profile all`). */
+export function formatCompareHtmlAll(cs: readonly CompareResult[]): string {
+  return htmlPage(
+    `vmstack compare — ${cs.length} profiles`,
+    cs.flatMap((c) => compareHtmlSections(c).map((s) => ({ ...s, heading: `${s.heading} — profile ${c.profile}` }))),
+  );
+}
+
+/** The chart and the table of one comparison. */
+export function compareHtmlSections(c: CompareResult): { heading: string; body: string }[] {
   const chart = barChartSvg(
     'fio seq read, iodepth 64, one job: strict vs the bounce-buffer pool',
     'MiB/s',
@@ -160,11 +199,11 @@ export function formatCompareHtml(c: CompareResult): string {
       String(r.pool.bounceHits),
     ]),
   );
-  return htmlPage(`vmstack compare — profile ${c.profile}`, [
+  return [
     { heading: 'Throughput', body: `<p class="meta">${c.experiment}</p>\n${chart}` },
     {
       heading: 'Table',
       body: `${table}<p class="meta">Target: each model ratio within ±${c.tolerancePct}% of the reference. One cost profile serves every row; only always_bounce_limit is raised to cover the block size.</p>`,
     },
-  ]);
+  ];
 }

@@ -55,7 +55,7 @@ import {
   vmStateBytes,
   type WorkerSpec,
 } from '@vmstack/shm';
-import type { VmmWorkerInit, VmmWorkerResult } from '@vmstack/vmm';
+import { DEFAULT_VMM_PATH, type VmmPath, type VmmWorkerInit, type VmmWorkerResult, vmmPathCosts } from '@vmstack/vmm';
 import { checkFaultRoles } from '../faults.js';
 import { assembleRunResult, mergeVmResults, sumDeep } from '../report/assemble.js';
 import type { RunCarry, RunResult } from '../report/result.js';
@@ -80,6 +80,8 @@ export interface StackOptions {
   driverGeneration: ViommuDriverGeneration;
   bufferContiguity: UserBufferContiguity;
   guestRamBytes: number;
+  /** how the VMM's virtio-iommu device reaches VFIO (@vmstack/vmm vmm-path.ts); default crosvm-2021 */
+  vmm?: VmmPath;
   /** loads a waiting thread spins before it parks (vCPUs, host, device) */
   spinLoads: number;
   /** the VMM's spin budget waiting for a VFIO reply: the host runs on the other core meanwhile (default: spinLoads) */
@@ -127,6 +129,12 @@ function hostResult(vm: VmPlan, results: readonly unknown[], reg: VmRegions, hos
     }).stats(),
   );
   return { ...sumDeep(all), stats: sumDeep(perContainer) };
+}
+
+/** The VMM worker's costs on its path: the profile, with the device's per-request costs and the kick's wake-up as the path has them. */
+function vmmInitCosts(p: CostProfile, path: VmmPath): Pick<VmmWorkerInit, 'costs' | 'kickWakeupNs'> {
+  const { kickWakeupNs, costs } = vmmPathCosts(p, path);
+  return { costs: { ...p, ...costs }, kickWakeupNs };
 }
 
 /** What a bare-metal run reports for the VMM and VFIO it does not have: nothing happened there. */
@@ -354,8 +362,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
       const vmm: VmmWorkerInit = {
         ...common,
         rpcSpinLoads: o.vmmSpinLoads ?? vmmRpcSpinLoads(allVcpus.length, o.spinLoads),
-        costs: p,
-        kickWakeupNs: p.hostThreadWakeupNs,
+        ...vmmInitCosts(p, o.vmm ?? DEFAULT_VMM_PATH),
         locks,
         deviceMutexName: x.mutexName,
         guestRam,
