@@ -366,6 +366,56 @@ async function compareHandler(argv: Record<string, unknown>): Promise<void> {
   });
 }
 
+/** sensitivity's own options; the model and topology options are compare's (run's). */
+const SENSITIVITY_OWN_OPTIONS: Record<string, Options> = {
+  keys: { type: 'string', describe: 'profile keys to vary, comma-separated (default: every key)' },
+  factors: { type: 'string', describe: 'factors each value is multiplied by, one at a time (default: 0.5,2)' },
+  bs: { type: 'string', describe: 'rows: a subset of the reference block sizes 4k,16k,64k,128k (default: all four)' },
+  size: { type: 'string', describe: 'bytes read per run, at least 64 × the block size (default: 2 × 64 × the block size, per row)' },
+  parallel: { type: 'string', describe: 'run the cells on this many piscina threads; the numbers do not change (default: 1)' },
+  top: { type: 'string', describe: 'values listed per row in the text output, the ones that move the ratio most (default: 10)' },
+};
+
+const SENSITIVITY_RUN_OPTIONS: Record<string, Options> = {
+  ...COMPARE_RUN_OPTIONS,
+  profile: { type: 'string', describe: 'the cost profile JSON whose values are varied (default: profiles/i5-10210U.json)' },
+};
+
+const SENSITIVITY_OPTIONS = { ...SENSITIVITY_OWN_OPTIONS, ...SENSITIVITY_RUN_OPTIONS, ...COMPARE_OUTPUT_OPTIONS };
+
+async function sensitivityHandler(argv: Record<string, unknown>): Promise<void> {
+  const positionals = (argv._ as unknown[]).slice(1);
+  if (positionals.length > 0) throw new InputError('sensitivity', String(positionals[0]), 'no positional arguments; see vmstack sensitivity --help');
+  for (const [key, value] of Object.entries(argv)) {
+    if (key === '_' || key === '$0' || Object.hasOwn(SENSITIVITY_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
+    const near = closest(key, Object.keys(SENSITIVITY_OPTIONS));
+    throw new InputError(
+      `--${key}`,
+      value === true ? '' : String(value),
+      `not an option of vmstack sensitivity${near ? ` (did you mean --${near}?)` : ''}; see vmstack sensitivity --help`,
+    );
+  }
+  const { sensitivityCommand } = await import('./commands/sensitivity.js');
+  const { runArgvWith } = await import('./scale/vary.js');
+  const given = givenRunOptions(argv, SENSITIVITY_RUN_OPTIONS);
+  delete given.profile;
+  const str = (k: string) => argv[k] as string | undefined;
+  await sensitivityCommand({
+    profile: str('profile'),
+    keys: str('keys'),
+    factors: str('factors'),
+    bs: str('bs'),
+    size: str('size'),
+    parallel: str('parallel'),
+    top: str('top'),
+    given,
+    runArgsWith: (base, overrides) => runArgsOf(runArgvWith(RUN_OPTIONS, base, overrides)),
+    outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal',
+    output: str('output'),
+    html: str('html'),
+  });
+}
+
 /** scale's own options; every other option of run but --strategy sets the base run of every point. */
 const SCALE_OWN_OPTIONS: Record<string, Options> = {
   vary: {
@@ -512,6 +562,24 @@ const COMMANDS: CommandModule[] = [
       return y.example('$0 sweep --bs 4k,64k --html sweep.html', 'two block sizes, four strategies, a chart').epilog(EXIT_CODES);
     },
     handler: (argv) => sweepHandler(argv),
+  },
+  {
+    command: 'sensitivity',
+    describe: 'each profile value × 0.5 and × 2, one at a time: which values move each ratio of the reference experiment most (text, JSON, tornado charts)',
+    builder: (y: Argv) => {
+      for (const [group, options] of [
+        ['Sensitivity:', SENSITIVITY_OWN_OPTIONS],
+        [MODEL_GROUP, SENSITIVITY_RUN_OPTIONS],
+        [OUTPUT_GROUP, COMPARE_OUTPUT_OPTIONS],
+      ] as const) {
+        for (const [name, o] of Object.entries(options)) y.option(name, { ...o, group });
+      }
+      return y
+        .example('$0 sensitivity --bs 16k,64k --parallel 2 --html sens.html', 'two rows, tornado charts')
+        .example('$0 sensitivity --keys nvmeMediaReadBytesPerNs,hostThreadWakeupNs,memcpyBytesPerNs', 'three values only')
+        .epilog(EXIT_CODES);
+    },
+    handler: (argv) => sensitivityHandler(argv),
   },
   {
     command: 'compare',
