@@ -30,7 +30,7 @@ const CLOCKS = ['virtual', 'wall'] as const;
 const DRIVERS = ['v5.10', 'v6.x'] as const satisfies readonly ViommuDriverGeneration[];
 const CONTIGUITIES = ['none', 'huge'] as const satisfies readonly UserBufferContiguity[];
 const OUTPUT_FORMATS = ['normal', 'json', 'json+'] as const;
-const VMMS = ['crosvm-2021', 'no-sandbox'] as const satisfies readonly VmmPath[];
+const VMMS = ['crosvm-2021', 'no-sandbox', 'qemu-notifier'] as const satisfies readonly VmmPath[];
 
 /** The last InputError a coerce threw: yargs wraps it in a YError, `fail` throws it as it was. */
 let coerceError: InputError | undefined;

@@ -71,6 +71,13 @@ export interface ViommuDeviceConfig {
   probeSizeBytes?: number;
   /** this device's mutex in the lock table (default `viommu_dev->mutex`; a VM with several virtio-iommus has one each) */
   mutexName?: string;
+  /**
+   * How an UNMAP reaches VFIO (vmm-path.ts): `per-mapping`, one
+   * VFIO_IOMMU_UNMAP_DMA per covered mapping (default); `whole-range`, one
+   * VFIO_IOMMU_UNMAP_DMA spanning every covered mapping, which type1 takes
+   * apart into its `vfio_dma`s.
+   */
+  vfioUnmap?: 'per-mapping' | 'whole-range';
 }
 
 export interface ViommuDeviceCosts {
@@ -116,6 +123,7 @@ export class VirtioIommuDevice {
   private readonly pageGranuleBytes: number;
   private readonly probeSizeBytes: number;
   private readonly mutex: Mutex;
+  private readonly vfioUnmapWholeRange: boolean;
   /** per function: calls, model ns, bytes (the run's per-function profile) */
   readonly profile: Record<string, { calls: number; ns: number; selfNs: number; bytes: number }> = {};
   /** model ns spent in VFIO calls during the current request (not the VMM's own time) */
@@ -138,6 +146,7 @@ export class VirtioIommuDevice {
     this.probeSizeBytes = config.probeSizeBytes ?? VIRTIO_IOMMU_PROBE_SIZE_BYTES_DEFAULT;
     this.vq = new VirtqueueDevice(mem, layout);
     this.mutex = locks.get(config.mutexName ?? VIOMMU_DEVICE_MUTEX);
+    this.vfioUnmapWholeRange = config.vfioUnmap === 'whole-range';
   }
 
   /**
@@ -319,9 +328,16 @@ export class VirtioIommuDevice {
       j++;
     }
     let status = VIRTIO_IOMMU_S_OK;
-    for (; i < j; i++) {
-      const m = d.mappings[i];
-      if (!(m.flags & VIRTIO_IOMMU_MAP_F_MMIO) && this.vfioUnmap(m.start, m.end - m.start + 1) !== 0) status = VIRTIO_IOMMU_S_DEVERR;
+    if (this.vfioUnmapWholeRange) {
+      const covered = d.mappings.slice(i, j).filter((m) => !(m.flags & VIRTIO_IOMMU_MAP_F_MMIO));
+      const first = covered[0];
+      const last = covered[covered.length - 1];
+      if (first && this.vfioUnmap(first.start, last.end - first.start + 1) !== 0) status = VIRTIO_IOMMU_S_DEVERR;
+    } else {
+      for (; i < j; i++) {
+        const m = d.mappings[i];
+        if (!(m.flags & VIRTIO_IOMMU_MAP_F_MMIO) && this.vfioUnmap(m.start, m.end - m.start + 1) !== 0) status = VIRTIO_IOMMU_S_DEVERR;
+      }
     }
     d.mappings.splice(lowerBound(d.mappings, start), j - lowerBound(d.mappings, start));
     return status;

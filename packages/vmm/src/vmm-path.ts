@@ -10,7 +10,10 @@
  * thread waits in `epoll_wait` on the queue's eventfd, reads the eventfd,
  * pops every available request and calls `VFIO_IOMMU_MAP_DMA` /
  * `VFIO_IOMMU_UNMAP_DMA` on the container itself (no IPC to another process),
- * then writes the used elements. The Linux driver's request queue has no
+ * then writes the used elements. An UNMAP is one `VFIO_IOMMU_UNMAP_DMA` over
+ * the request's range, whatever number of earlier MAPs it covers (type1
+ * removes each `vfio_dma` in the range, each with its own IOTLB flush). The
+ * Linux driver's request queue has no
  * callback, so the device raises no interrupt: the guest polls the used ring.
  * Every syscall of the jailed thread passes the device's seccomp filter: the
  * eventfd read after the wake-up and each VFIO ioctl are on the request's path.
@@ -18,11 +21,16 @@
  * `no-sandbox` is the same device thread without the jail (crosvm
  * `--disable-sandbox`): the device runs in the VMM's main process and its
  * syscalls pass no filter.
+ *
+ * `qemu-notifier` keeps the device thread and its wake-up, without a filter,
+ * but an UNMAP fans out into one `VFIO_IOMMU_UNMAP_DMA` per mapping it covers,
+ * as QEMU's IOMMU notifier calls VFIO once per mapping. QEMU's other
+ * differences (its main loop and the big QEMU lock) are not modelled.
  */
 
 import type { ViommuDeviceCosts } from './viommu-device.js';
 
-export const VMM_PATHS = ['crosvm-2021', 'no-sandbox'] as const;
+export const VMM_PATHS = ['crosvm-2021', 'no-sandbox', 'qemu-notifier'] as const;
 export type VmmPath = (typeof VMM_PATHS)[number];
 
 /** The VMM of the reference experiment. */
@@ -39,6 +47,8 @@ export interface VmmPathCosts {
   kickWakeupNs: number;
   /** the device's per-request costs on this path */
   costs: ViommuDeviceCosts;
+  /** how an UNMAP request reaches VFIO on this path */
+  vfioUnmap: 'per-mapping' | 'whole-range';
 }
 
 /**
@@ -51,5 +61,7 @@ export function vmmPathCosts(p: VmmPathProfile, path: VmmPath): VmmPathCosts {
   return {
     kickWakeupNs: p.hostThreadWakeupNs + filterNs,
     costs: { vmmViommuRequestNs: p.vmmViommuRequestNs, vfioIoctlSyscallNs: p.vfioIoctlSyscallNs + filterNs },
+    // crosvm's device passes each UNMAP's range to VFIO as it came; QEMU's notifier calls VFIO per mapping
+    vfioUnmap: path === 'qemu-notifier' ? 'per-mapping' : 'whole-range',
   };
 }

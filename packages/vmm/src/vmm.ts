@@ -16,6 +16,7 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
   const device = new VirtioIommuDevice(attachGuestMemory(init.guestRam), init.vqLayout, vfio, locks, clock, init.costs, {
     endpointIds: init.viommuEndpointIds,
     mutexName: init.deviceMutexName,
+    vfioUnmap: init.vfioUnmap ?? 'per-mapping',
   });
   const vmState = new Int32Array(init.vmState);
   return {

@@ -131,10 +131,10 @@ function hostResult(vm: VmPlan, results: readonly unknown[], reg: VmRegions, hos
   return { ...sumDeep(all), stats: sumDeep(perContainer) };
 }
 
-/** The VMM worker's costs on its path: the profile, with the device's per-request costs and the kick's wake-up as the path has them. */
-function vmmInitCosts(p: CostProfile, path: VmmPath): Pick<VmmWorkerInit, 'costs' | 'kickWakeupNs'> {
-  const { kickWakeupNs, costs } = vmmPathCosts(p, path);
-  return { costs: { ...p, ...costs }, kickWakeupNs };
+/** The VMM worker's costs on its path: the profile with the device's per-request costs, the kick's wake-up, and how an UNMAP reaches VFIO. */
+function vmmInitCosts(p: CostProfile, path: VmmPath): Pick<VmmWorkerInit, 'costs' | 'kickWakeupNs' | 'vfioUnmap'> {
+  const { kickWakeupNs, costs, vfioUnmap } = vmmPathCosts(p, path);
+  return { costs: { ...p, ...costs }, kickWakeupNs, vfioUnmap };
 }
 
 /** What a bare-metal run reports for the VMM and VFIO it does not have: nothing happened there. */

@@ -23,7 +23,7 @@ import {
   viommuGetWriteDescOffsetBytes,
   virtqueueLayout,
 } from '@vmstack/shm';
-import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '../../src/index.js';
+import { VIOMMU_DEVICE_MUTEX, type ViommuDeviceConfig, type ViommuDeviceCosts, VirtioIommuDevice } from '../../src/index.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const VQ_GPA = 0x1000;
@@ -63,14 +63,25 @@ export interface ViommuRig {
   request(type: number, write: (gpa: number) => void): RequestOutcome;
 }
 
-export function viommuRig(o: { endpointIds: number[]; pageSizeMask?: bigint; hostNs: number }): ViommuRig {
+export function viommuRig(o: {
+  endpointIds: number[];
+  pageSizeMask?: bigint;
+  hostNs: number;
+  /** the device's costs (default: the default profile's) and how an UNMAP reaches VFIO (default: per mapping) */
+  costs?: ViommuDeviceCosts;
+  vfioUnmap?: ViommuDeviceConfig['vfioUnmap'];
+}): ViommuRig {
   const mem = attachGuestMemory(new SharedArrayBuffer(GUEST_RAM_BYTES));
   const layout = virtqueueLayout(VQ_ENTRIES, VQ_GPA);
   const driver = VirtqueueDriver.init(mem, layout);
   const locks = LockTable.attach(LockTable.allocate([{ name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' }]), 0);
   const vfio = new FakeVfio(o.hostNs);
   const clock = new ModelClock('virtual');
-  const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, profile, { endpointIds: o.endpointIds, pageSizeMask: o.pageSizeMask });
+  const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, o.costs ?? profile, {
+    endpointIds: o.endpointIds,
+    pageSizeMask: o.pageSizeMask,
+    vfioUnmap: o.vfioUnmap,
+  });
   let kickNs = 0;
   const request = (type: number, write: (gpa: number) => void): RequestOutcome => {
     const out = viommuGetWriteDescOffsetBytes(type);
