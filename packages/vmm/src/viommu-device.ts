@@ -7,8 +7,9 @@
  *
  * Mapping to VFIO: a MAP becomes one VFIO_IOMMU_MAP_DMA; an UNMAP covering
  * several earlier MAPs becomes one VFIO_IOMMU_UNMAP_DMA per covered mapping
- * (QEMU's IOMMU notifier fires once per mapping). An UNMAP that would split a
- * mapping fails with RANGE, as the spec requires.
+ * (QEMU's IOMMU notifier fires once per mapping), or, with `vfioUnmap:
+ * 'whole-range'`, one spanning them all (crosvm, vmm-path.ts). An UNMAP that
+ * would split a mapping fails with RANGE, as the spec requires.
  *
  * The device knows its endpoints from its configuration (the PCI requester
  * ids of the devices behind it) and its page granularity from page_size_mask.
