@@ -95,7 +95,8 @@ const MODEL_OPTIONS: Record<string, Options> = {
   vmm: {
     ...choice('vmm', VMMS),
     describe:
-      "how the VMM's virtio-iommu device reaches VFIO: crosvm-2021 (a jailed device process, seccomp on every syscall) or no-sandbox (default: crosvm-2021)",
+      "how the VMM's virtio-iommu device reaches VFIO: crosvm-2021 (jailed: seccomp on each syscall; one VFIO unmap per UNMAP), " +
+      'no-sandbox (the same, unjailed) or qemu-notifier (no filter; one VFIO unmap per covered mapping) (default: crosvm-2021)',
   },
   'guest-ram': { type: 'string', describe: "guest RAM: rings, queues and every job's iodepth × bs of I/O buffers (default: 512m)" },
   buffer_contiguity: { ...choice('buffer_contiguity', CONTIGUITIES), describe: "fio's buffers in scattered 4 KiB pages or 2 MiB huge pages (default: none)" },

@@ -74,6 +74,7 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
   let results: CompareTaskResult[];
   let profileName = profile.name;
   let driver: string = 'v5.10';
+  let bareMetal = false;
   if (o.stackFor) {
     const stackFor = o.stackFor;
     const cells = tasks.map((t) => ({
@@ -83,6 +84,7 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
     }));
     profileName = cells[0]?.stack.profile.name ?? profileName;
     driver = cells[0]?.stack.driverGeneration ?? driver;
+    bareMetal = cells[0]?.stack.topology?.platform === 'bare-metal';
     results = await runCompareCells(cells, parallel);
   } else if (parallel === 1) {
     results = [];
@@ -116,7 +118,8 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
   return {
     profile: profileName,
     experiment:
-      `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${iodepth} --numjobs=1 --size=${sizeBytes}, NVMe via VFIO behind virtio-iommu (driver ${driver}), strict vs bounce-buffer pool` +
+      `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${iodepth} --numjobs=1 --size=${sizeBytes}, ` +
+      `${bareMetal ? 'NVMe on bare metal (the host kernel drives VT-d)' : `NVMe via VFIO behind virtio-iommu (driver ${driver})`}, strict vs bounce-buffer pool` +
       (o.modelOptionsText ? `; ${o.modelOptionsText}` : ''),
     tolerancePct: RATIO_TOLERANCE * 100,
     rows: table,
