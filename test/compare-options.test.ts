@@ -173,3 +173,13 @@ test('sensitivity: an unused value moves nothing, the drive bandwidth halved low
   t.is(bad.code, 2);
   t.true(bad.stderr.includes('--keys'));
 });
+
+test('compare cells through 2 piscina threads give the runs serial gives, with model options', async (t) => {
+  const args = ['compare', '--size', '1m', '--bs', '4k,16k', '--vmm', 'qemu-notifier', '--output-format', 'json'];
+  const [serial, pooled] = await Promise.all([vmstack(args), vmstack([...args, '--parallel', '2'])]).then((xs) =>
+    xs.map((x) => JSON.parse(x) as CompareResult),
+  );
+  const model = (c: CompareResult) => c.rows.flatMap((r) => [r.strict, r.pool]).map((x) => [x.strategy, x.blockSizeBytes, x.ios, x.runtimeNs, x.viommuMaps]);
+  t.deepEqual(model(pooled), model(serial));
+  t.is(pooled.parallel, 2);
+});
