@@ -20,6 +20,7 @@
 import { readFileSync } from 'node:fs';
 import type { DmaStrategy, UserBufferContiguity, ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import { closestName, DEFAULT_QUANTUM_NS, editDistance, type FaultSpec, InputError, releaseIdleWorkers, setWorkerReuse, WorkerFailure } from '@vmstack/shm';
+import type { VmmPath } from '@vmstack/vmm';
 import yargs, { type Argv, type CommandModule, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { RunArgs } from './commands/run.js';
@@ -33,6 +34,7 @@ const CONTIGUITIES = ['none', 'huge'] as const satisfies readonly UserBufferCont
 const OUTPUT_FORMATS = ['normal', 'json', 'json+'] as const;
 /** report/flamegraph.ts's formats, listed here so that --help does not load the report code */
 const FLAMEGRAPH_FORMATS = ['folded', 'speedscope'] as const satisfies readonly FlamegraphFormat[];
+const VMMS = ['crosvm-2021', 'no-sandbox', 'qemu-notifier'] as const satisfies readonly VmmPath[];
 
 /** The last InputError a coerce threw: yargs wraps it in a YError, `fail` throws it as it was. */
 let coerceError: InputError | undefined;
@@ -96,6 +98,12 @@ const MODEL_OPTIONS: Record<string, Options> = {
     }),
   },
   driver: { ...choice('driver', DRIVERS), describe: 'virtio-iommu driver generation (default: v5.10)' },
+  vmm: {
+    ...choice('vmm', VMMS),
+    describe:
+      "how the VMM's virtio-iommu device reaches VFIO: crosvm-2021 (jailed: seccomp on each syscall; one VFIO unmap per UNMAP), " +
+      'no-sandbox (the same, unjailed) or qemu-notifier (no filter; one VFIO unmap per covered mapping) (default: crosvm-2021)',
+  },
   'guest-ram': { type: 'string', describe: "guest RAM: rings, queues and every job's iodepth × bs of I/O buffers (default: 512m)" },
   buffer_contiguity: { ...choice('buffer_contiguity', CONTIGUITIES), describe: "fio's buffers in scattered 4 KiB pages or 2 MiB huge pages (default: none)" },
   profile: { type: 'string', describe: 'cost profile JSON (default: profiles/i5-10210U.json)' },
@@ -242,6 +250,7 @@ function runArgsOf(argv: Record<string, unknown>): RunArgs {
     profile: argv.profile as string | undefined,
     quantumNs: opt<number>('quantum', DEFAULT_QUANTUM_NS),
     driver: opt<ViommuDriverGeneration>('driver', 'v5.10'),
+    vmm: opt<VmmPath>('vmm', 'crosvm-2021'),
     bufferContiguity: opt<UserBufferContiguity>('buffer_contiguity', 'none'),
     guestRam: opt<string>('guest-ram', '512m'),
     untrusted: opt<boolean>('untrusted', false),
@@ -292,25 +301,62 @@ async function topologyHandler(argv: Record<string, unknown>): Promise<void> {
 const EMIT_JOBS_DESCRIBE =
   'write one batch job per run to this new directory instead of running them: a GNU parallel command list, a Slurm array script, a Kubernetes Indexed Job; then vmstack merge DIR';
 
-const COMPARE_OPTIONS: Record<string, Options> = {
-  profile: { type: 'string', describe: 'cost profile JSON (default: profiles/i5-10210U.json)' },
+/** compare's own options; the model and topology options are run's (COMPARE_RUN_OPTIONS). */
+const COMPARE_OWN_OPTIONS: Record<string, Options> = {
+  experiment: {
+    ...choice('experiment', ['reference', 'untrusted'] as const),
+    describe:
+      'reference: strict vs the pool in a VM at 4k-128k; untrusted: the internal drive as an untrusted device, no VM, swiotlb vs the pool (default: reference)',
+  },
   size: { type: 'string', describe: 'bytes read per run, at least 64 × the block size (default: 32m)' },
-  bs: { type: 'string', describe: 'a subset of the reference block sizes, e.g. 4k,128k (default: 4k,16k,64k,128k)' },
-  parallel: { type: 'string', describe: 'run the topologies on this many piscina threads; the table does not change (default: 1)' },
-  'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: the table; json: every run and ratio (default: normal)' },
-  output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when complete' },
-  html: { type: 'string', describe: 'also write an offline HTML report with an SVG chart to this file' },
+  bs: { type: 'string', describe: 'block sizes: a subset of 4k,16k,64k,128k for reference; any for untrusted (default: all four; untrusted 64k)' },
+  parallel: { type: 'string', describe: 'run the cells on this many piscina threads; the table does not change (default: 1)' },
   'emit-jobs': { type: 'string', describe: EMIT_JOBS_DESCRIBE },
 };
 
+/**
+ * The options of run that shape the model or the topology, shared with run's
+ * declarations. compare sets the strategy and always_bounce_limit per cell,
+ * and a --topology file would fix the strategy: those are not compare's.
+ */
+const COMPARE_RUN_OPTIONS: Record<string, Options> = {
+  ...Object.fromEntries(Object.entries(MODEL_OPTIONS).filter(([k]) => !['strategy', 'always-bounce-limit', 'always-bounce-limit-at'].includes(k))),
+  profile: { type: 'string', describe: 'cost profile JSON, or all: every profile in profiles/, one table each (default: profiles/i5-10210U.json)' },
+  ...Object.fromEntries(Object.entries(TOPOLOGY_OPTIONS).filter(([k]) => k !== 'topology')),
+  'watchdog-ms': CHECK_OPTIONS['watchdog-ms'],
+};
+
+const COMPARE_OUTPUT_OPTIONS: Record<string, Options> = {
+  'output-format': { ...choice('output-format', ['normal', 'json'] as const), describe: 'normal: the table; json: every run and ratio (default: normal)' },
+  output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when complete' },
+  html: { type: 'string', describe: 'also write an offline HTML report with an SVG chart to this file' },
+};
+
+const COMPARE_OPTIONS = { ...COMPARE_OWN_OPTIONS, ...COMPARE_RUN_OPTIONS, ...COMPARE_OUTPUT_OPTIONS };
+
 function compareBuilder(y: Argv): Argv {
-  for (const [name, o] of Object.entries(COMPARE_OPTIONS)) y.option(name, o);
+  for (const [group, options] of [
+    ['Compare:', COMPARE_OWN_OPTIONS],
+    [MODEL_GROUP, COMPARE_RUN_OPTIONS],
+    [OUTPUT_GROUP, COMPARE_OUTPUT_OPTIONS],
+  ] as const) {
+    for (const [name, o] of Object.entries(options)) y.option(name, { ...o, group });
+  }
   return y
     .example('$0 compare', 'the reference experiment on the default profile')
-    .example('$0 compare --bs 4k,16k --output-format json --output cmp.json', 'two rows, as JSON')
+    .example('$0 compare --profile all', 'one table per profile in profiles/')
+    .example('$0 compare --bs 4k,16k --driver v6.x --buffer_contiguity huge', 'two rows, the batched driver, huge-page buffers')
+    .example('$0 compare --experiment untrusted', 'the internal drive as an untrusted device, no VM: swiotlb vs the pool')
     .epilog(
       `fio --rw=read --direct=1 --ioengine=libaio --iodepth=64, one job, NVMe via VFIO behind virtio-iommu: strict mapping vs the bounce-buffer pool; reference ratios 2.8, 4.7, 3.6, 3.6.\n${EXIT_CODES}`,
     );
+}
+
+/** The run options given on a command line that shares run's declarations: option name → parsed value. */
+function givenRunOptions(argv: Record<string, unknown>, options: Record<string, Options>): Record<string, unknown> {
+  const given: Record<string, unknown> = {};
+  for (const k of Object.keys(options)) if (argv[k] !== undefined) given[k] = argv[k];
+  return given;
 }
 
 async function compareHandler(argv: Record<string, unknown>): Promise<void> {
@@ -318,23 +364,81 @@ async function compareHandler(argv: Record<string, unknown>): Promise<void> {
   if (positionals.length > 0) throw new InputError('compare', String(positionals[0]), 'no positional arguments; see vmstack compare --help');
   for (const [key, value] of Object.entries(argv)) {
     if (key === '_' || key === '$0' || Object.hasOwn(COMPARE_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
-    const near = closest(key, Object.keys(COMPARE_OPTIONS));
-    throw new InputError(
-      `--${key}`,
-      value === true ? '' : String(value),
-      `not an option of vmstack compare${near ? ` (did you mean --${near}?)` : ''}; see vmstack compare --help`,
-    );
+    const near = key === 'strategy' ? undefined : closest(key, Object.keys(COMPARE_OPTIONS));
+    const why =
+      key === 'strategy' || key === 'always-bounce-limit' || key === 'always-bounce-limit-at'
+        ? 'compare sets it per cell (strict and the pool, always_bounce_limit covering the block size)'
+        : key === 'topology'
+          ? 'a topology file fixes the strategy, which compare sets per cell; give the shape as --vms, --devices, … instead'
+          : `not an option of vmstack compare${near ? ` (did you mean --${near}?)` : ''}`;
+    throw new InputError(`--${key}`, value === true ? '' : String(value), `${why}; see vmstack compare --help`);
   }
   const { compareCommand } = await import('./commands/compare.js');
+  const { runArgvWith } = await import('./scale/vary.js');
+  const given = givenRunOptions(argv, COMPARE_RUN_OPTIONS);
+  delete given.profile;
   await compareCommand({
+    experiment: argv.experiment as string | undefined,
     profile: argv.profile as string | undefined,
     size: argv.size as string | undefined,
     bs: argv.bs as string | undefined,
     parallel: argv.parallel as string | undefined,
+    given,
+    runArgsWith: (base, overrides) => runArgsOf(runArgvWith(RUN_OPTIONS, base, overrides)),
     outputFormat: (argv['output-format'] as 'normal' | 'json' | undefined) ?? 'normal',
     output: argv.output as string | undefined,
     html: argv.html as string | undefined,
     emitJobs: argv['emit-jobs'] as string | undefined,
+  });
+}
+
+/** sensitivity's own options; the model and topology options are compare's (run's). */
+const SENSITIVITY_OWN_OPTIONS: Record<string, Options> = {
+  keys: { type: 'string', describe: 'profile keys to vary, comma-separated (default: every key)' },
+  factors: { type: 'string', describe: 'factors each value is multiplied by, one at a time (default: 0.5,2)' },
+  bs: { type: 'string', describe: 'rows: a subset of the reference block sizes 4k,16k,64k,128k (default: all four)' },
+  size: { type: 'string', describe: 'bytes read per run, at least 64 × the block size (default: 2 × 64 × the block size, per row)' },
+  parallel: { type: 'string', describe: 'run the cells on this many piscina threads; the numbers do not change (default: 1)' },
+  top: { type: 'string', describe: 'values listed per row in the text output, the ones that move the ratio most (default: 10)' },
+};
+
+const SENSITIVITY_RUN_OPTIONS: Record<string, Options> = {
+  ...COMPARE_RUN_OPTIONS,
+  profile: { type: 'string', describe: 'the cost profile JSON whose values are varied (default: profiles/i5-10210U.json)' },
+};
+
+const SENSITIVITY_OPTIONS = { ...SENSITIVITY_OWN_OPTIONS, ...SENSITIVITY_RUN_OPTIONS, ...COMPARE_OUTPUT_OPTIONS };
+
+async function sensitivityHandler(argv: Record<string, unknown>): Promise<void> {
+  const positionals = (argv._ as unknown[]).slice(1);
+  if (positionals.length > 0) throw new InputError('sensitivity', String(positionals[0]), 'no positional arguments; see vmstack sensitivity --help');
+  for (const [key, value] of Object.entries(argv)) {
+    if (key === '_' || key === '$0' || Object.hasOwn(SENSITIVITY_OPTIONS, key) || BUILTIN_OPTIONS.includes(key)) continue;
+    const near = closest(key, Object.keys(SENSITIVITY_OPTIONS));
+    throw new InputError(
+      `--${key}`,
+      value === true ? '' : String(value),
+      `not an option of vmstack sensitivity${near ? ` (did you mean --${near}?)` : ''}; see vmstack sensitivity --help`,
+    );
+  }
+  const { sensitivityCommand } = await import('./commands/sensitivity.js');
+  const { runArgvWith } = await import('./scale/vary.js');
+  const given = givenRunOptions(argv, SENSITIVITY_RUN_OPTIONS);
+  delete given.profile;
+  const str = (k: string) => argv[k] as string | undefined;
+  await sensitivityCommand({
+    profile: str('profile'),
+    keys: str('keys'),
+    factors: str('factors'),
+    bs: str('bs'),
+    size: str('size'),
+    parallel: str('parallel'),
+    top: str('top'),
+    given,
+    runArgsWith: (base, overrides) => runArgsOf(runArgvWith(RUN_OPTIONS, base, overrides)),
+    outputFormat: (str('output-format') as 'normal' | 'json' | undefined) ?? 'normal',
+    output: str('output'),
+    html: str('html'),
   });
 }
 
@@ -614,6 +718,24 @@ const COMMANDS: CommandModule[] = [
         .epilog(EXIT_CODES);
     },
     handler: (argv) => attackHandler(argv),
+  },
+  {
+    command: 'sensitivity',
+    describe: 'each profile value × 0.5 and × 2, one at a time: which values move each ratio of the reference experiment most (text, JSON, tornado charts)',
+    builder: (y: Argv) => {
+      for (const [group, options] of [
+        ['Sensitivity:', SENSITIVITY_OWN_OPTIONS],
+        [MODEL_GROUP, SENSITIVITY_RUN_OPTIONS],
+        [OUTPUT_GROUP, COMPARE_OUTPUT_OPTIONS],
+      ] as const) {
+        for (const [name, o] of Object.entries(options)) y.option(name, { ...o, group });
+      }
+      return y
+        .example('$0 sensitivity --bs 16k,64k --parallel 2 --html sens.html', 'two rows, tornado charts')
+        .example('$0 sensitivity --keys nvmeMediaReadBytesPerNs,hostThreadWakeupNs,memcpyBytesPerNs', 'three values only')
+        .epilog(EXIT_CODES);
+    },
+    handler: (argv) => sensitivityHandler(argv),
   },
   {
     command: 'compare',

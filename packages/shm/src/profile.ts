@@ -121,6 +121,13 @@ export const PROFILE_KEYS = [
     max: 10_000_000,
     description: 'waking a blocked host thread (the VMM device worker) through an eventfd: wakeup + switch-in',
   },
+  {
+    key: 'seccompFilterNs',
+    unit: 'ns',
+    min: 0,
+    max: 100_000,
+    description: "one syscall's pass through a seccomp BPF filter in a jailed VMM device process (crosvm's minijail sandbox)",
+  },
   // Host kernel, vfio_iommu_type1 (under iommu->lock)
   { key: 'vfioDmaDoMapBaseNs', unit: 'ns', min: 0, max: 1_000_000, description: 'vfio_dma_do_map fixed work: vfio_dma lookup, allocation, tree link' },
   { key: 'vfioPinPagePerPageNs', unit: 'ns', min: 0, max: 100_000, description: 'pin_user_pages_remote (long-term) of one page' },

@@ -3,6 +3,7 @@ import type { ViommuDeviceCosts, ViommuDeviceCounters } from './viommu-device.js
 
 export * from './viommu-device.js';
 export * from './vmm.js';
+export * from './vmm-path.js';
 
 /** The compiled worker entry of the VMM. */
 export const VMM_WORKER = new URL('./worker.js', import.meta.url);
@@ -17,6 +18,8 @@ export interface VmmWorkerInit {
   costs: ViommuDeviceCosts;
   /** model ns from the guest's notify write until the device thread runs (ioeventfd wake-up) */
   kickWakeupNs: number;
+  /** how an UNMAP reaches VFIO (vmm-path.ts); default per-mapping */
+  vfioUnmap?: 'per-mapping' | 'whole-range';
   locks: LockTableHandle;
   /** the device's `viommu_dev->mutex` in `locks` */
   deviceMutexName: string;

@@ -7,9 +7,11 @@
  *
  * Mapping to VFIO: a MAP becomes one VFIO_IOMMU_MAP_DMA; an UNMAP covering
  * several earlier MAPs becomes one VFIO_IOMMU_UNMAP_DMA per covered mapping
- * (QEMU's IOMMU notifier fires once per mapping). An UNMAP that would split a
- * mapping fails with RANGE, as the spec requires. A bypass domain maps guest
- * RAM one to one through VFIO while an endpoint is attached to it.
+ * (QEMU's IOMMU notifier fires once per mapping), or, with `vfioUnmap:
+ * 'whole-range'`, one spanning them all (crosvm, vmm-path.ts). An UNMAP that
+ * would split a mapping fails with RANGE, as the spec requires. A bypass
+ * domain maps guest RAM one to one through VFIO while an endpoint is
+ * attached to it.
  *
  * Configuration and features: the device presents its feature bits and
  * struct virtio_iommu_config (page_size_mask, input_range, domain_range,
@@ -127,6 +129,13 @@ export interface ViommuDeviceConfig {
   guestRamBytes?: number;
   /** this device's mutex in the lock table (default `viommu_dev->mutex`; a VM with several virtio-iommus has one each) */
   mutexName?: string;
+  /**
+   * How an UNMAP reaches VFIO (vmm-path.ts): `per-mapping`, one
+   * VFIO_IOMMU_UNMAP_DMA per covered mapping (default); `whole-range`, one
+   * VFIO_IOMMU_UNMAP_DMA spanning every covered mapping, which type1 takes
+   * apart into its `vfio_dma`s.
+   */
+  vfioUnmap?: 'per-mapping' | 'whole-range';
 }
 
 export interface ViommuDeviceCosts {
@@ -185,6 +194,7 @@ export class VirtioIommuDevice {
   /** the RESV_MEM regions of every endpoint (PROBE reports them; MAP may not overlap them) */
   readonly resvMem: readonly ViommuResvMem[] = [{ subtype: VIRTIO_IOMMU_RESV_MEM_T_MSI, start: MSI_IOVA_BASE, end: MSI_IOVA_BASE + MSI_IOVA_LENGTH - 1 }];
   private readonly mutex: Mutex;
+  private readonly vfioUnmapWholeRange: boolean;
   /**
    * per function: calls, model ns, bytes (the run's per-function profile). The
    * host kernel's VFIO work is a callee of the request's handler (it runs in
@@ -230,6 +240,7 @@ export class VirtioIommuDevice {
     if (this.configGpa !== null) writeViommuConfigPage(mem, this.configGpa, this.offered, this.config());
     this.vq = new VirtqueueDevice(mem, layout);
     this.mutex = locks.get(config.mutexName ?? VIOMMU_DEVICE_MUTEX);
+    this.vfioUnmapWholeRange = config.vfioUnmap === 'whole-range';
     this.profiler = new Profiler(clock);
   }
 
@@ -454,9 +465,16 @@ export class VirtioIommuDevice {
       j++;
     }
     let status = VIRTIO_IOMMU_S_OK;
-    for (; i < j; i++) {
-      const m = d.mappings[i];
-      if (!(m.flags & VIRTIO_IOMMU_MAP_F_MMIO) && this.vfioUnmap(m.start, m.end - m.start + 1) !== 0) status = VIRTIO_IOMMU_S_DEVERR;
+    if (this.vfioUnmapWholeRange) {
+      const covered = d.mappings.slice(i, j).filter((m) => !(m.flags & VIRTIO_IOMMU_MAP_F_MMIO));
+      const first = covered[0];
+      const last = covered[covered.length - 1];
+      if (first && this.vfioUnmap(first.start, last.end - first.start + 1) !== 0) status = VIRTIO_IOMMU_S_DEVERR;
+    } else {
+      for (; i < j; i++) {
+        const m = d.mappings[i];
+        if (!(m.flags & VIRTIO_IOMMU_MAP_F_MMIO) && this.vfioUnmap(m.start, m.end - m.start + 1) !== 0) status = VIRTIO_IOMMU_S_DEVERR;
+      }
     }
     d.mappings.splice(lowerBound(d.mappings, start), j - lowerBound(d.mappings, start));
     return status;

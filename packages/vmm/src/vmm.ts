@@ -17,6 +17,7 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
     endpointIds: init.viommuEndpointIds,
     configGpa: init.viommuConfigGpa,
     mutexName: init.deviceMutexName,
+    vfioUnmap: init.vfioUnmap ?? 'per-mapping',
   });
   const vmState = new Int32Array(init.vmState);
   return {

@@ -19,6 +19,7 @@
 import { totalmem } from 'node:os';
 import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import { type CallTreeNode, type ClockMode, DEFAULT_PROFILE_PATH, type FaultSpec, InputError, loadProfile, MAX_WORKERS, mergeCallTrees } from '@vmstack/shm';
+import type { VmmPath } from '@vmstack/vmm';
 import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { formatFioJson } from '../report/fio-json.js';
@@ -42,6 +43,8 @@ export interface RunArgs {
   profile?: string;
   quantumNs: number;
   driver: ViommuDriverGeneration;
+  /** how the VMM's virtio-iommu device reaches VFIO; undefined: crosvm-2021 */
+  vmm?: VmmPath;
   bufferContiguity: UserBufferContiguity;
   /** as written, e.g. "512m" */
   guestRam: string;
@@ -135,6 +138,7 @@ export function runOptionsOf(args: RunArgs): RunOptions {
       profile,
       quantumNs: a.quantumNs,
       driverGeneration: a.driver,
+      ...(a.vmm === undefined ? {} : { vmm: a.vmm }),
       bufferContiguity: a.bufferContiguity,
       guestRamBytes,
       untrusted: a.untrusted,

@@ -4,10 +4,13 @@
  * with the virtual clock both give the same table.
  */
 
+import type { DmaStrategy } from '@vmstack/guest-kernel';
 import { type CostProfile, DEFAULT_PROFILE_PATH, InputError, loadProfile } from '@vmstack/shm';
 import { runCompareTasks } from '../jobs/local.js';
 import { barChartSvg, htmlPage, htmlTable } from '../report/html.js';
-import { type CompareTask, type CompareTaskResult, RATIO_TOLERANCE, REFERENCE_ROWS } from './experiment.js';
+import type { StackOptions } from '../stack/run-stack.js';
+import { type CompareCell, type CompareCellResult, runCompareCells } from './cells.js';
+import { type CompareRow, type CompareTask, type CompareTaskResult, RATIO_TOLERANCE, REFERENCE_ROWS } from './experiment.js';
 
 export interface CompareOptions {
   profilePath?: string;
@@ -18,6 +21,15 @@ export interface CompareOptions {
   parallel?: number;
   /** subset of block sizes, e.g. ['4k', '128k'] */
   blockSizes?: string[];
+  /**
+   * A cell's run as `vmstack run` builds it from compare's command line (the
+   * model and topology options given, the cell's fio job and strategy); the
+   * cells then carry the CPU, IOMMU and copy figures too. Without it, the
+   * cells are the default topology with the profile at `profilePath`.
+   */
+  stackFor?: (strategy: DmaStrategy, row: CompareRow, sizeBytes: number, iodepth: number) => StackOptions;
+  /** what the model options given change from the reference setup, for the experiment line */
+  modelOptionsText?: string;
 }
 
 export interface CompareTableRow {
@@ -29,8 +41,8 @@ export interface CompareTableRow {
   referenceRatio: number;
   errorPct: number;
   withinTolerance: boolean;
-  strict: CompareTaskResult;
-  pool: CompareTaskResult;
+  strict: CompareTaskResult | CompareCellResult;
+  pool: CompareTaskResult | CompareCellResult;
 }
 
 export interface CompareResult {
@@ -50,12 +62,21 @@ export interface CompareContext {
   parallel: number;
   /** the rows' block sizes, as REFERENCE_ROWS labels them */
   labels: string[];
+  /** the virtio-iommu driver generation, or bare metal (the experiment line) */
+  driver: string;
+  bareMetal: boolean;
+  modelOptionsText?: string;
 }
 
-/** A comparison checked and split into its runs (strict and bounce per row), nothing started. */
+/**
+ * A comparison checked and split into its runs (strict and bounce per row),
+ * nothing started: `cells` (each a whole run's stack options) when
+ * `stackFor` was given, else `tasks` (the default topology).
+ */
 export interface ComparePlan {
   context: CompareContext;
   tasks: CompareTask[];
+  cells: CompareCell[] | null;
   profile: CostProfile;
   profilePath: string;
 }
@@ -76,18 +97,33 @@ export function planCompare(o: CompareOptions = {}): ComparePlan {
   const tasks: CompareTask[] = rows.flatMap((r) =>
     (['strict', 'bounce'] as const).map((strategy) => ({ strategy, blockSizeBytes: r.blockSizeBytes, label: r.label, sizeBytes, iodepth, profilePath })),
   );
-  return { context: { profile: profile.name, sizeBytes, iodepth, parallel, labels: rows.map((r) => r.label) }, tasks, profile, profilePath };
+  const stackFor = o.stackFor;
+  const cells = stackFor
+    ? tasks.map((t) => ({ strategy: t.strategy, blockSizeBytes: t.blockSizeBytes, stack: stackFor(t.strategy, rows.find((r) => r.label === t.label)!, sizeBytes, iodepth) }))
+    : null;
+  const first = cells?.[0]?.stack;
+  const context: CompareContext = {
+    profile: first?.profile.name ?? profile.name,
+    sizeBytes,
+    iodepth,
+    parallel,
+    labels: rows.map((r) => r.label),
+    driver: first?.driverGeneration ?? 'v5.10',
+    bareMetal: first?.topology?.platform === 'bare-metal',
+    ...(o.modelOptionsText ? { modelOptionsText: o.modelOptionsText } : {}),
+  };
+  return { context, tasks, cells, profile, profilePath };
 }
 
 export async function runCompare(o: CompareOptions = {}): Promise<CompareResult> {
   const plan = planCompare(o);
   const started = performance.now();
-  const results = await runCompareTasks(plan.tasks, plan.profile, plan.context.parallel);
+  const results = plan.cells ? await runCompareCells(plan.cells, plan.context.parallel) : await runCompareTasks(plan.tasks, plan.profile, plan.context.parallel);
   return assembleCompare(plan.context, results, performance.now() - started);
 }
 
 /** The comparison's report from its runs' results, in task order (a local run, or `vmstack merge`). */
-export function assembleCompare(c: CompareContext, results: readonly CompareTaskResult[], wallMs: number): CompareResult {
+export function assembleCompare(c: CompareContext, results: readonly (CompareTaskResult | CompareCellResult)[], wallMs: number): CompareResult {
   const { sizeBytes, iodepth, parallel } = c;
   const rows = REFERENCE_ROWS.filter((r) => c.labels.includes(r.label));
   const table: CompareTableRow[] = rows.map((r) => {
@@ -110,7 +146,10 @@ export function assembleCompare(c: CompareContext, results: readonly CompareTask
   });
   return {
     profile: c.profile,
-    experiment: `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${iodepth} --numjobs=1 --size=${sizeBytes}, NVMe via VFIO behind virtio-iommu (driver v5.10), strict vs bounce-buffer pool`,
+    experiment:
+      `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${iodepth} --numjobs=1 --size=${sizeBytes}, ` +
+      `${c.bareMetal ? 'NVMe on bare metal (the host kernel drives VT-d)' : `NVMe via VFIO behind virtio-iommu (driver ${c.driver})`}, strict vs bounce-buffer pool` +
+      (c.modelOptionsText ? `; ${c.modelOptionsText}` : ''),
     tolerancePct: RATIO_TOLERANCE * 100,
     rows: table,
     wallMs,
@@ -153,6 +192,19 @@ export function formatCompareTable(c: CompareResult): string {
 
 /** The comparison as an offline HTML page with an SVG chart. */
 export function formatCompareHtml(c: CompareResult): string {
+  return htmlPage(`vmstack compare — profile ${c.profile}`, compareHtmlSections(c));
+}
+
+/** One page with each profile's chart and table (`compare --profile all`). */
+export function formatCompareHtmlAll(cs: readonly CompareResult[]): string {
+  return htmlPage(
+    `vmstack compare — ${cs.length} profiles`,
+    cs.flatMap((c) => compareHtmlSections(c).map((s) => ({ ...s, heading: `${s.heading} — profile ${c.profile}` }))),
+  );
+}
+
+/** The chart and the table of one comparison. */
+export function compareHtmlSections(c: CompareResult): { heading: string; body: string }[] {
   const chart = barChartSvg(
     'fio seq read, iodepth 64, one job: strict vs the bounce-buffer pool',
     'MiB/s',
@@ -179,11 +231,11 @@ export function formatCompareHtml(c: CompareResult): string {
       String(r.pool.bounceHits),
     ]),
   );
-  return htmlPage(`vmstack compare — profile ${c.profile}`, [
+  return [
     { heading: 'Throughput', body: `<p class="meta">${c.experiment}</p>\n${chart}` },
     {
       heading: 'Table',
       body: `${table}<p class="meta">Target: each model ratio within ±${c.tolerancePct}% of the reference. One cost profile serves every row; only always_bounce_limit is raised to cover the block size.</p>`,
     },
-  ]);
+  ];
 }

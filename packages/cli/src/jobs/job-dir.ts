@@ -146,8 +146,9 @@ export function emitJobs(dir: string, set: JobSet): string {
   ].join('\n');
 }
 
-/** The task as written: its profile is DIR's copy. */
+/** The task as written: its profile is DIR's copy (a `compare-stack` task carries its profile inside). */
 function withProfile(task: JobTask): JobTask {
+  if (task.kind === 'compare-stack') return task;
   return task.kind === 'compare-cell'
     ? { ...task, cell: { ...task.cell, profilePath: PROFILE_FILE } }
     : { ...task, args: { ...task.args, profile: PROFILE_FILE } };

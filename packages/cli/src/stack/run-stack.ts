@@ -67,7 +67,7 @@ import {
   vmStateBytes,
   type WorkerSpec,
 } from '@vmstack/shm';
-import type { VmmWorkerInit, VmmWorkerResult } from '@vmstack/vmm';
+import { DEFAULT_VMM_PATH, type VmmPath, type VmmWorkerInit, type VmmWorkerResult, vmmPathCosts } from '@vmstack/vmm';
 import { checkFaultRoles } from '../faults.js';
 import { assembleRunResult, mergeVmResults, sumDeep } from '../report/assemble.js';
 import type { RunCarry, RunResult } from '../report/result.js';
@@ -92,6 +92,8 @@ export interface StackOptions {
   driverGeneration: ViommuDriverGeneration;
   bufferContiguity: UserBufferContiguity;
   guestRamBytes: number;
+  /** how the VMM's virtio-iommu device reaches VFIO (@vmstack/vmm vmm-path.ts); default crosvm-2021 */
+  vmm?: VmmPath;
   /** loads a waiting thread spins before it parks (vCPUs, host, device) */
   spinLoads: number;
   /** the VMM's spin budget waiting for a VFIO reply: the host runs on the other core meanwhile (default: spinLoads) */
@@ -160,6 +162,12 @@ function hostResult(vm: VmPlan, results: readonly unknown[], reg: VmRegions, hos
 /** A VM's VMM side as one result: its virtio-iommus' counters and profiles added up. */
 function vmmResult(all: readonly VmmWorkerResult[]): VmmWorkerResult {
   return { ...sumDeep(all), callTree: mergeCallTrees(all.map((x) => x.callTree)) };
+}
+
+/** The VMM worker's costs on its path: the profile with the device's per-request costs, the kick's wake-up, and how an UNMAP reaches VFIO. */
+function vmmInitCosts(p: CostProfile, path: VmmPath): Pick<VmmWorkerInit, 'costs' | 'kickWakeupNs' | 'vfioUnmap'> {
+  const { kickWakeupNs, costs, vfioUnmap } = vmmPathCosts(p, path);
+  return { costs: { ...p, ...costs }, kickWakeupNs, vfioUnmap };
 }
 
 /** What a bare-metal run reports for the VMM and VFIO it does not have: nothing happened there. */
@@ -449,8 +457,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
       const vmm: VmmWorkerInit = {
         ...common,
         rpcSpinLoads: o.vmmSpinLoads ?? vmmRpcSpinLoads(allVcpus.length, o.spinLoads),
-        costs: p,
-        kickWakeupNs: p.hostThreadWakeupNs,
+        ...vmmInitCosts(p, o.vmm ?? DEFAULT_VMM_PATH),
         locks,
         deviceMutexName: x.mutexName,
         guestRam,

@@ -25,7 +25,7 @@ import {
   virtqueueLayout,
   writeDriverFeatures,
 } from '@vmstack/shm';
-import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '../../src/index.js';
+import { VIOMMU_DEVICE_MUTEX, type ViommuDeviceConfig, type ViommuDeviceCosts, VirtioIommuDevice } from '../../src/index.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const VQ_GPA = 0x1000;
@@ -81,6 +81,9 @@ export interface ViommuRigOptions {
   driverFeatures?: number;
   probeSizeBytes?: number;
   domainRange?: { start: number; end: number };
+  /** the device's costs (default: the default profile's) and how an UNMAP reaches VFIO (default: per mapping) */
+  costs?: ViommuDeviceCosts;
+  vfioUnmap?: ViommuDeviceConfig['vfioUnmap'];
 }
 
 export function viommuRig(o: ViommuRigOptions): ViommuRig {
@@ -91,7 +94,7 @@ export function viommuRig(o: ViommuRigOptions): ViommuRig {
   const vfio = new FakeVfio(o.hostNs);
   const clock = new ModelClock('virtual');
   const withConfig = o.driverFeatures !== undefined;
-  const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, profile, {
+  const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, o.costs ?? profile, {
     endpointIds: o.endpointIds,
     pageSizeMask: o.pageSizeMask,
     features: o.features,
@@ -99,6 +102,7 @@ export function viommuRig(o: ViommuRigOptions): ViommuRig {
     domainRange: o.domainRange,
     configGpa: withConfig ? CONFIG_GPA : undefined,
     guestRamBytes: GUEST_RAM_BYTES,
+    vfioUnmap: o.vfioUnmap,
   });
   if (withConfig) writeDriverFeatures(mem, CONFIG_GPA, (o.driverFeatures ?? 0) & readDeviceFeatures(mem, CONFIG_GPA));
   const probeSize = o.probeSizeBytes;
