@@ -141,7 +141,9 @@ export async function compareCommand(a: CompareArgs): Promise<void> {
   }
   if (a.emitJobs !== undefined) {
     const plan = planCompare({ profilePath: profiles[0], sizeBytes, parallel, blockSizes, stackFor: stackFor(profiles[0]), modelOptionsText: text });
-    const tasks: JobTask[] = plan.cells ? plan.cells.map((cell) => ({ kind: 'compare-stack', cell })) : plan.tasks.map((cell) => ({ kind: 'compare-cell', cell }));
+    const tasks: JobTask[] = plan.cells
+      ? plan.cells.map((cell) => ({ kind: 'compare-stack', cell }))
+      : plan.tasks.map((cell) => ({ kind: 'compare-cell', cell }));
     process.stdout.write(emitJobs(a.emitJobs, { command: 'compare', context: plan.context, tasks, profilePath: plan.profilePath, parallel }));
     return;
   }

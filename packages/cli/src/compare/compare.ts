@@ -99,7 +99,11 @@ export function planCompare(o: CompareOptions = {}): ComparePlan {
   );
   const stackFor = o.stackFor;
   const cells = stackFor
-    ? tasks.map((t) => ({ strategy: t.strategy, blockSizeBytes: t.blockSizeBytes, stack: stackFor(t.strategy, rows.find((r) => r.label === t.label)!, sizeBytes, iodepth) }))
+    ? tasks.map((t) => ({
+        strategy: t.strategy,
+        blockSizeBytes: t.blockSizeBytes,
+        stack: stackFor(t.strategy, rows.find((r) => r.label === t.label)!, sizeBytes, iodepth),
+      }))
     : null;
   const first = cells?.[0]?.stack;
   const context: CompareContext = {
@@ -118,7 +122,9 @@ export function planCompare(o: CompareOptions = {}): ComparePlan {
 export async function runCompare(o: CompareOptions = {}): Promise<CompareResult> {
   const plan = planCompare(o);
   const started = performance.now();
-  const results = plan.cells ? await runCompareCells(plan.cells, plan.context.parallel) : await runCompareTasks(plan.tasks, plan.profile, plan.context.parallel);
+  const results = plan.cells
+    ? await runCompareCells(plan.cells, plan.context.parallel)
+    : await runCompareTasks(plan.tasks, plan.profile, plan.context.parallel);
   return assembleCompare(plan.context, results, performance.now() - started);
 }
 
