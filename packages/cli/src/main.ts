@@ -28,7 +28,8 @@ const STRATEGIES = ['direct', 'strict', 'lazy', 'bounce'] as const satisfies rea
 const CLOCKS = ['virtual', 'wall'] as const;
 const DRIVERS = ['v5.10', 'v6.x'] as const satisfies readonly ViommuDriverGeneration[];
 const CONTIGUITIES = ['none', 'huge'] as const satisfies readonly UserBufferContiguity[];
-const OUTPUT_FORMATS = ['normal', 'json', 'json+'] as const;
+/** fio's --output-format: one of these, or several joined by commas (commands/run.ts parseOutputFormats) */
+const OUTPUT_FORMATS = ['normal', 'json', 'json+', 'terse'] as const;
 
 /** The last InputError a coerce threw: yargs wraps it in a YError, `fail` throws it as it was. */
 let coerceError: InputError | undefined;
@@ -104,9 +105,18 @@ const MODEL_OPTIONS: Record<string, Options> = {
 
 const OUTPUT_OPTIONS: Record<string, Options> = {
   'output-format': {
-    ...choice('output-format', OUTPUT_FORMATS),
-    describe: "normal: fio's summary + the model's tables; json(+): fio JSON + a vmstack key (default: normal)",
+    type: 'string',
+    coerce: coerced((t) => {
+      for (const p of t.split(','))
+        if (!(OUTPUT_FORMATS as readonly string[]).includes(p.trim()))
+          throw new InputError('--output-format', t, `one of ${OUTPUT_FORMATS.join(', ')}, or several joined by commas (e.g. json,normal)`);
+      return t;
+    }),
+    describe: "normal: fio's summary + the model's tables; json(+): fio JSON + a vmstack key; terse: fio's terse v3 lines; or a list, e.g. json,normal",
   },
+  minimal: { type: 'boolean', describe: 'fio --minimal: the same as --output-format terse' },
+  section: { type: 'string', array: true, describe: 'run only this job section of the job file (repeatable); [global] sections apply as ever' },
+  'parse-only': { type: 'boolean', describe: 'check the job file and every option, run nothing (exit 0 or 2)' },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when the run completes' },
   html: { type: 'string', describe: 'also write an offline HTML report (the topology, the jobs, the locks) to this file' },
 };
@@ -231,7 +241,9 @@ function runArgsOf(argv: Record<string, unknown>): RunArgs {
     alwaysBounceLimit: argv['always-bounce-limit'] as string | undefined,
     alwaysBounceLimitAt: argv['always-bounce-limit-at'] as string | undefined,
     slotsPerClass: argv['slots-per-class'] as string | undefined,
-    outputFormat: opt<RunArgs['outputFormat']>('output-format', 'normal'),
+    outputFormat: argv.minimal === true ? 'terse' : opt<string>('output-format', 'normal'),
+    ...(argv.section === undefined ? {} : { sections: (argv.section as unknown[]).map(String) }),
+    parseOnly: argv['parse-only'] === true,
     output: argv.output as string | undefined,
     html: argv.html as string | undefined,
     topology: topologyArgs(argv),

@@ -13,6 +13,7 @@
  *   one submission path).
  */
 import { InputError } from '@vmstack/shm';
+import type { FioLogSpec } from './fio-stat.js';
 
 /** fio `rw=`; fio's `readwrite` is normalised to `rw`. */
 export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'rw' | 'randrw';
@@ -94,6 +95,11 @@ export interface FioJobSpec {
    * places the job on a drive.
    */
   filename?: string;
+  /** fio `bwavgtime` / `iopsavgtime`: the bandwidth and IOPS sampling windows, model ms (default 500) */
+  bwAvgMs?: number;
+  iopsAvgMs?: number;
+  /** fio's write_bw_log, write_lat_log, write_iops_log, write_hist_log: what the job logs (absent: no logs) */
+  logs?: FioLogSpec;
 }
 
 /** What fio `filename` may be in the model. */
@@ -141,6 +147,9 @@ const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   ioengine: 'ioengine',
   direct: 'direct',
   filename: 'filename',
+  bwAvgMs: 'bwavgtime',
+  iopsAvgMs: 'iopsavgtime',
+  logs: 'write_bw_log',
 };
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;

@@ -40,6 +40,7 @@ import {
 } from '@vmstack/shm';
 import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
 import type { DmaIommu, DmaMapping } from './dma.js';
+import { type FioJobStat, FioStatCollector } from './fio-stat.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import { type FioJobSpec, fioJobWrites, fioWriteSeed } from './job-spec.js';
 import type { UserBuffer } from './mm/page-alloc.js';
@@ -94,6 +95,8 @@ export interface VcpuJobResult {
   busyNs: number;
   /** real (wall) ms the job loop took: the model's own speed */
   loopWallMs: number;
+  /** fio's statistics of the job, as fio keeps them */
+  stat: FioJobStat;
 }
 
 interface Slot {
@@ -206,6 +209,7 @@ export class Vcpu {
   private readonly writtenLbas = new Set<number>();
   /** the job is over: the other vCPUs stop waiting for this one */
   private finished = false;
+  private readonly stat: FioStatCollector;
 
   constructor(
     private readonly env: VcpuEnv,
@@ -231,6 +235,7 @@ export class Vcpu {
     this.startNs = env.clock.nowNs();
     this.writeSeed = fioWriteSeed(job);
     this.deadlineNs = job.runtimeNs ? this.startNs + job.runtimeNs : NEVER_NS;
+    this.stat = new FioStatCollector(this.startNs, job.bwAvgMs, job.iopsAvgMs, job.logs, job.blockSizeBytes);
     this.verifyAlgo = job.verify === 'none' ? 'none' : job.verify;
     this.peerWatchers = env.otherVcpus.map((v, i) => [env.peerDevices[i], env.self, ...env.otherVcpus.filter((u) => u !== v)]);
     this.peerDeviceEots = new Float64Array(env.otherVcpus.length);
@@ -328,6 +333,7 @@ export class Vcpu {
     this.env.clock.charge(this.env.costs.guestIrqDeliveryNs);
     this.publish(this.env.clock.nowNs());
     irqs.release(n);
+    this.stat.reaped(cqes);
     for (let i = 0; i < cqes; i++) {
       const c = nvme_next_cqe(this.env.mem, this.env.queue);
       if (!c) throw new Error('nvme: interrupt without a new completion entry');
@@ -371,14 +377,14 @@ export class Vcpu {
       }
     }
     const d = s.isRead ? this.read : this.write;
-    if (!s.verifyPhase) {
-      d.ios++;
-      d.ioBytes += s.blocks * BLOCK_BYTES;
-      d.lastCompleteNs = now;
-      d.clat.recordValue(Math.max(1, now - s.issueNs));
-      d.lat.recordValue(Math.max(1, now - s.submitNs));
-      d.slat.recordValue(Math.max(1, s.issueNs - s.submitNs));
-    }
+    // fio counts the verify phase's reads in the read statistics
+    this.stat.completed(now, s.isRead ? 0 : 1, s.blocks * BLOCK_BYTES, s.lba * BLOCK_BYTES, s.submitNs, s.issueNs);
+    d.ios++;
+    d.ioBytes += s.blocks * BLOCK_BYTES;
+    d.lastCompleteNs = now;
+    d.clat.recordValue(Math.max(1, now - s.issueNs));
+    d.lat.recordValue(Math.max(1, now - s.submitNs));
+    d.slat.recordValue(Math.max(1, s.issueNs - s.submitNs));
     this.inflight--;
     this.free.push(cid);
   }
@@ -412,7 +418,7 @@ export class Vcpu {
     s.verifyPhase = this.phase === 'verify';
     s.submitNs = clock.nowNs();
     const d = isRead ? this.read : this.write;
-    if (d.firstSubmitNs < 0 && !s.verifyPhase) d.firstSubmitNs = s.submitNs;
+    if (d.firstSubmitNs < 0) d.firstSubmitNs = s.submitNs;
     if (!isRead) {
       // fio fills the buffer before io_submit (verify headers when verifying)
       for (let b = 0; b < s.blocks; b++) {
@@ -428,6 +434,7 @@ export class Vcpu {
     const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping), s.prpPage);
     s.issueNs = clock.nowNs();
     this.inflight++;
+    this.stat.submitted(s.submitNs);
     this.ringDoorbell(DOORBELL_SQ_TAIL, tail);
     this.env.profiler.exit('nvme_queue_rq');
   }
@@ -461,6 +468,7 @@ export class Vcpu {
       // the timer goes out before the idle EOT: a peer that sees us idle knows when we act on it
       this.env.control.publishTimer(this.env.self, timerNs);
       this.publish(NEVER_NS);
+      this.stat.slept();
       const irqs = this.env.irqs;
       const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() > timerNs;
       this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);
@@ -484,6 +492,7 @@ export class Vcpu {
       endNs,
       busyNs: endNs - this.startNs - idleNs,
       loopWallMs: performance.now() - wallStart,
+      stat: this.stat.result(endNs),
     };
   }
 }

@@ -19,10 +19,13 @@
 import { totalmem } from 'node:os';
 import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import { type ClockMode, DEFAULT_PROFILE_PATH, type FaultSpec, InputError, loadProfile, MAX_WORKERS } from '@vmstack/shm';
-import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
+import { readJobFile } from '../fio/jobfile.js';
+import { jobsFromCommandLine, jobsFromJobFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
+import { applyGroupReporting } from '../report/fio-group.js';
 import { formatFioJson } from '../report/fio-json.js';
-import { formatFioNormal } from '../report/fio-normal.js';
+import { formatFioNormal, formatFioNormalHeader } from '../report/fio-normal.js';
+import { formatFioTerse } from '../report/fio-terse.js';
 import type { FioRun, RunResult } from '../report/result.js';
 import { formatRunHtml } from '../report/run-html.js';
 import { formatVmstackReport } from '../report/tables.js';
@@ -51,7 +54,12 @@ export interface RunArgs {
   alwaysBounceLimitAt?: string;
   /** as written; undefined: the pool's default */
   slotsPerClass?: string;
-  outputFormat: 'normal' | 'json' | 'json+';
+  /** fio's --output-format: normal, json, json+ or terse, or several joined by commas (e.g. json,normal) */
+  outputFormat: string;
+  /** fio's --section: run only these job sections of the file ([global] sections apply as ever) */
+  sections?: readonly string[];
+  /** fio's --parse-only: check the jobs and every option, run nothing, print nothing */
+  parseOnly?: boolean;
   output?: string;
   /** an HTML run report (the topology, the jobs, the locks) to this file */
   html?: string;
@@ -85,7 +93,9 @@ export interface RunOptions {
  */
 export function runOptionsOf(args: RunArgs): RunOptions {
   const defaults = { rw: 'read', bs: '4k', iodepth: '1', size: '64m' };
-  const parsed = args.jobfile ? jobsFromFile(args.jobfile, args.fio, { defaults }) : jobsFromCommandLine(args.fio, defaults);
+  const parsed = args.jobfile
+    ? jobsFromJobFile(jobFileSections(args.jobfile, args.sections), { overrides: args.fio, defaults })
+    : jobsFromCommandLine(args.fio, defaults);
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
   const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
   // --topology FILE gives the strategy, driver, RAM and untrusted of its VMs: the checks below read them from its first VM
@@ -144,8 +154,52 @@ export function runOptionsOf(args: RunArgs): RunOptions {
   };
 }
 
+/** fio's output formats, in the order fio prints them. */
+export const FIO_OUTPUT_FORMATS = ['terse', 'json', 'json+', 'normal'] as const;
+export type FioOutputFormat = (typeof FIO_OUTPUT_FORMATS)[number];
+
+/** fio's --output-format list ("json,normal"); `field` names the option in errors. */
+export function parseOutputFormats(text: string, field = '--output-format'): FioOutputFormat[] {
+  const parts = text.split(',').map((p) => p.trim());
+  for (const p of parts) {
+    if (!(FIO_OUTPUT_FORMATS as readonly string[]).includes(p)) {
+      throw new InputError(field, text, `one of ${FIO_OUTPUT_FORMATS.join(', ')}, or several joined by commas (e.g. json,normal)`);
+    }
+  }
+  return FIO_OUTPUT_FORMATS.filter((f) => parts.includes(f));
+}
+
+/** The job file, with --section: only the named job sections (and every [global]), as fio's --section runs them. */
+function jobFileSections(path: string, sections: readonly string[] | undefined) {
+  const file = readJobFile(path);
+  if (!sections || sections.length === 0) return file;
+  const names = file.sections.filter((s) => s.name !== 'global').map((s) => s.name);
+  for (const name of sections) {
+    if (!names.includes(name)) throw new InputError('--section', name, `a job section of ${path}: ${names.join(', ')}`);
+  }
+  return { ...file, sections: file.sections.filter((s) => s.name === 'global' || sections.includes(s.name)) };
+}
+
+/** The run's text in fio's formats, in fio's order (terse, JSON, normal), the model's tables after fio's normal output. */
+export function formatRunOutput(results: readonly RunResult[], formats: readonly FioOutputFormat[], header = ''): string {
+  const joined: FioRun = {
+    ...results[0],
+    jobs: results.flatMap((r) => r.jobs),
+    vmstack: results.length === 1 ? results[0].vmstack : { groups: results.map((r) => r.vmstack) },
+  };
+  const result = applyGroupReporting(joined);
+  let text = formats.includes('normal') ? header : '';
+  if (formats.includes('terse')) text += formatFioTerse(result);
+  if (formats.includes('json+')) text += `${formatFioJson(result, { plus: true })}\n`;
+  else if (formats.includes('json')) text += `${formatFioJson(result, { plus: false })}\n`;
+  if (formats.includes('normal')) text += `${formatFioNormal(result)}\n${formatVmstackReport(results)}`;
+  return text;
+}
+
 export async function runCommand(a: RunArgs): Promise<void> {
+  const formats = parseOutputFormats(a.outputFormat);
   const run = runOptionsOf(a);
+  if (a.parseOnly) return;
   if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, run.profilePath, a.topology?.file]);
   if (a.html !== undefined) checkOutputPath('--html', a.html, [a.jobfile, run.profilePath, a.topology?.file]);
   for (const w of run.warnings) process.stderr.write(`vmstack: ${w}\n`);
@@ -162,17 +216,26 @@ export async function runCommand(a: RunArgs): Promise<void> {
       }),
     );
   }
-  const result: FioRun = {
-    ...results[0],
-    jobs: results.flatMap((r) => r.jobs),
-    vmstack: results.length === 1 ? results[0].vmstack : { groups: results.map((r) => r.vmstack) },
-  };
-  const text =
-    a.outputFormat === 'normal'
-      ? `${formatFioNormal(result)}\n${formatVmstackReport(results)}`
-      : `${formatFioJson(result, { plus: a.outputFormat === 'json+' })}\n`;
+  const jobs = run.groups.flatMap((g) => g.jobs);
+  const threads =
+    Object.hasOwn(run.groups[0]?.globalOptions ?? {}, 'thread') || Object.values(run.groups[0]?.jobOptions ?? {}).some((o) => Object.hasOwn(o, 'thread'));
+  const header = formatFioNormalHeader(
+    jobs.map((j) => ({
+      name: j.name,
+      groupid: j.reportGroupId,
+      rw: j.rw,
+      blockSizeBytes: j.blockSizeBytes,
+      ioengine: j.ioengine,
+      iodepth: j.iodepth,
+      jobIndex: j.jobIndex,
+    })),
+    threads,
+  );
+  const text = formatRunOutput(results, formats, header);
   emitOutput(text, a.output);
   if (a.html !== undefined) writeComplete(a.html, formatRunHtml(results, run.shapes));
+  // fio exits 1 when a job ended with an error (I/O errors, verify failures)
+  if (results.some((r) => r.jobs.some((j) => j.error !== 0))) process.exitCode = 1;
 }
 
 /** --topology FILE for these jobs: the file places jobs by their index in one barrier group's list. */
