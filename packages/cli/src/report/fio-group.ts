@@ -52,31 +52,34 @@ function joinDir(dirs: readonly DirectionResult[]): DirectionResult {
 
 const addArrays = (a: readonly number[], b: readonly number[]) => a.map((v, i) => v + (b[i] ?? 0));
 
+/** The engine's job-wide counts of several jobs added up; undefined when one has none. */
+function joinJobStats(fios: readonly JobResult['fio'][]): JobResult['fio'] {
+  if (!fios.every((f) => f !== undefined)) return undefined;
+  const [first, ...rest] = fios as NonNullable<JobResult['fio']>[];
+  const out: NonNullable<JobResult['fio']> = { ...first, disk: { ...first.disk, busyMs: [...first.disk.busyMs] } };
+  for (const b of rest) {
+    out.ioUMap = addArrays(out.ioUMap, b.ioUMap);
+    out.ioUSubmit = addArrays(out.ioUSubmit, b.ioUSubmit);
+    out.ioUComplete = addArrays(out.ioUComplete, b.ioUComplete);
+    out.totalSubmit += b.totalSubmit;
+    out.totalComplete += b.totalComplete;
+    out.totalIoU += b.totalIoU;
+    out.ctx += b.ctx;
+    out.disk.ios = [out.disk.ios[0] + b.disk.ios[0], out.disk.ios[1] + b.disk.ios[1]];
+    out.disk.ticksMs = [out.disk.ticksMs[0] + b.disk.ticksMs[0], out.disk.ticksMs[1] + b.disk.ticksMs[1]];
+    out.disk.inQueueMs += b.disk.inQueueMs;
+    out.disk.busyMs.push(...b.disk.busyMs);
+  }
+  return out;
+}
+
 /** The jobs of one reporting group as one (fio's group_reporting). */
 export function joinJobs(jobs: readonly JobResult[]): JobResult {
   const first = jobs[0];
   if (jobs.length === 1) return first;
   const runtimeNs = jobs.reduce((s, j) => s + j.jobRuntimeNs, 0);
   const weighted = (pct: (j: JobResult) => number) => (runtimeNs ? jobs.reduce((s, j) => s + pct(j) * j.jobRuntimeNs, 0) / runtimeNs : 0);
-  const fios = jobs.map((j) => j.fio);
-  const fio = fios.every((f) => f !== undefined)
-    ? fios.slice(1).reduce((a, b) => ({
-        ...a,
-        ioUMap: addArrays(a.ioUMap, b.ioUMap),
-        ioUSubmit: addArrays(a.ioUSubmit, b.ioUSubmit),
-        ioUComplete: addArrays(a.ioUComplete, b.ioUComplete),
-        totalSubmit: a.totalSubmit + b.totalSubmit,
-        totalComplete: a.totalComplete + b.totalComplete,
-        totalIoU: a.totalIoU + b.totalIoU,
-        ctx: a.ctx + b.ctx,
-        disk: {
-          ios: [a.disk.ios[0] + b.disk.ios[0], a.disk.ios[1] + b.disk.ios[1]],
-          ticksMs: [a.disk.ticksMs[0] + b.disk.ticksMs[0], a.disk.ticksMs[1] + b.disk.ticksMs[1]],
-          inQueueMs: a.disk.inQueueMs + b.disk.inQueueMs,
-          busyMs: [...a.disk.busyMs, ...b.disk.busyMs],
-        },
-      }))
-    : undefined;
+  const fio = joinJobStats(jobs.map((j) => j.fio));
   const verifies = jobs.flatMap((j) => (j.verify ? [j.verify] : []));
   return {
     ...first,

@@ -22,7 +22,6 @@ import {
   cFixed,
   FIO_DEFAULT_PERCENTILES,
   type FioGroupStats,
-  fioBwAggPercent,
   fioDepthDistributions,
   fioDirectionTotals,
   fioDirLatStat,
