@@ -176,7 +176,7 @@ test('job file: global inheritance, per-section override, numjobs expansion, sto
   t.is(parsed.jobs[2].randseed, 0x1234);
   t.is(parsed.jobs[0].randseed, 0x89);
   t.like(parsed.jobs[3], { rwmixreadPct: 70, verify: 'crc32c', doVerify: false });
-  t.deepEqual(parsed.ignoredOptions, ['group_reporting', 'thread', 'randrepeat', 'norandommap']);
+  t.deepEqual(parsed.ignoredOptions, ['thread', 'randrepeat', 'norandommap']);
   t.deepEqual(parsed.globalOptions, {
     ioengine: 'libaio',
     direct: '1',

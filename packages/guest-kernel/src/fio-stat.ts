@@ -103,12 +103,21 @@ export function ioStatDev(is: FioIoStat): number {
   return is.samples > 1 ? Math.sqrt(is.s / (is.samples - 1)) : 0;
 }
 
-/** Which log files a job writes, and how (fio's write_*_log, log_avg_msec, log_hist_msec, log_offset). */
+/**
+ * Which log files a job writes, and how (fio's write_*_log, log_avg_msec,
+ * log_hist_msec, log_hist_coarseness, log_offset, per_job_logs). Each log is
+ * named by its file prefix (fio's value of write_*_log, or the job's name);
+ * absent: not written.
+ */
 export interface FioLogSpec {
-  bw: boolean;
-  lat: boolean;
-  iops: boolean;
-  hist: boolean;
+  bw?: string;
+  lat?: string;
+  iops?: string;
+  hist?: string;
+  /** log_hist_coarseness: 2^n fio buckets per column of the histogram log */
+  histCoarseness: number;
+  /** per_job_logs: the file names carry the job's number */
+  perJobLogs: boolean;
   /** log_avg_msec: 0 logs every I/O */
   avgMsec: number;
   /** log_hist_msec */
@@ -343,7 +352,7 @@ export class FioStatCollector {
     this.clatLog?.add(elapsed, clat, ddir, bytes, offsetBytes);
     this.slatLog?.add(elapsed, slat, ddir, bytes, offsetBytes);
     this.latLog?.add(elapsed, lat, ddir, bytes, offsetBytes);
-    if (this.histLog && this.log) this.histSample(d, ddir, clat, elapsed, bytes);
+    if (this.histLog && this.log?.histMsec) this.histSample(d, ddir, clat, elapsed, bytes);
     // the block layer's accounting of the drive: the I/O's time from submission to completion
     this.diskIos[ddir]++;
     this.diskTicksNs[ddir] += lat;

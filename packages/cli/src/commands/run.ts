@@ -24,6 +24,7 @@ import { jobsFromCommandLine, jobsFromJobFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { applyGroupReporting } from '../report/fio-group.js';
 import { formatFioJson } from '../report/fio-json.js';
+import { fioLogFiles } from '../report/fio-logs.js';
 import { formatFioNormal, formatFioNormalHeader } from '../report/fio-normal.js';
 import { formatFioTerse } from '../report/fio-terse.js';
 import type { FioRun, RunResult } from '../report/result.js';
@@ -233,6 +234,9 @@ export async function runCommand(a: RunArgs): Promise<void> {
   );
   const text = formatRunOutput(results, formats, header);
   emitOutput(text, a.output);
+  // fio writes each job's log files into the working directory when the job ends
+  const logJobs = results.flatMap((r, g) => r.jobs.map((j, i) => ({ spec: run.groups[g].jobs[i], logs: j.fio?.logs })));
+  for (const f of fioLogFiles(logJobs)) writeComplete(f.path, f.text);
   if (a.html !== undefined) writeComplete(a.html, formatRunHtml(results, run.shapes));
   // fio exits 1 when a job ended with an error (I/O errors, verify failures)
   if (results.some((r) => r.jobs.some((j) => j.error !== 0))) process.exitCode = 1;

@@ -93,6 +93,18 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   new_group: HANDLED,
   kb_base: HANDLED,
   filename: HANDLED, // the guest's /dev/nvme<X>n1: which drive of the VM the job does I/O to
+  // statistics and log files, kept by the job engine in model time (fio-stat.ts in the guest)
+  bwavgtime: HANDLED,
+  iopsavgtime: HANDLED,
+  write_bw_log: HANDLED,
+  write_lat_log: HANDLED,
+  write_iops_log: HANDLED,
+  write_hist_log: HANDLED,
+  log_avg_msec: HANDLED,
+  log_hist_msec: HANDLED,
+  log_hist_coarseness: HANDLED,
+  log_offset: HANDLED,
+  per_job_logs: HANDLED,
 
   // -- ignored: change nothing the model does -----------------------------
   description: IGNORED,
@@ -151,7 +163,7 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   clocksource: IGNORED, // model time is the clock
   gtod_reduce: IGNORED,
   gtod_cpu: IGNORED,
-  group_reporting: IGNORED, // reporting only: the report layer reads it from globalOptions/jobOptions
+  group_reporting: HANDLED, // reporting: the report layer joins the group's jobs (report/fio-group.ts)
   unified_rw_reporting: IGNORED,
   stats: IGNORED,
   clat_percentiles: IGNORED,
@@ -165,20 +177,9 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   disable_bw_measurement: IGNORED,
   disk_util: IGNORED,
   unit_base: IGNORED,
-  bwavgtime: IGNORED,
-  iopsavgtime: IGNORED,
-  per_job_logs: IGNORED,
-  write_bw_log: IGNORED,
-  write_lat_log: IGNORED,
-  write_iops_log: IGNORED,
-  write_hist_log: IGNORED,
   write_iolog: IGNORED,
   log_entries: IGNORED,
-  log_avg_msec: IGNORED,
-  log_hist_msec: IGNORED,
-  log_hist_coarseness: IGNORED,
   log_max_value: IGNORED,
-  log_offset: IGNORED,
   log_prio: IGNORED,
   log_compression: IGNORED,
   log_compression_cpus: IGNORED,
@@ -531,10 +532,13 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   checkSubmissionPath(job);
   const { stonewall, newGroup } = resolveGroups(job);
   const filename = resolveFilename(job);
+  const stats = resolveStatsAndLogs(job);
+  // fio names a job after its section; a name= in [global] does not rename the sections below it
   const nameOpt = job.get('name');
+  const ownName = nameOpt && !nameOpt.field.startsWith('[global]') ? nameOpt.value : '';
   return {
     spec: {
-      name: nameOpt && nameOpt.value !== '' ? nameOpt.value : sectionName,
+      name: ownName !== '' ? ownName : sectionName,
       jobIndex: 0,
       groupId: 0,
       reportGroupId: 0,
@@ -552,6 +556,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       ioengine: 'libaio',
       direct: true,
       ...(filename === undefined ? {} : { filename }),
+      ...stats,
     },
     writtenAs: job.writtenAs,
     numjobs,
@@ -723,6 +728,64 @@ function resolveFilename(job: JobOptionSlots): string | undefined {
   if (nvmeFilenameDevice(filename) === null) throw new InputError(o.field, o.value, NVME_FILENAME_ALLOWED);
   job.note('filename', o);
   return filename;
+}
+
+/** A whole number of ms ≥ 0 (fio's int options in ms). */
+function parseMsec(o: Written, min = 0): number {
+  const allowed = `a whole number of ms from ${min}, e.g. 500`;
+  const v = parseCount(o.field, o.value, allowed);
+  if (v < min) throw new InputError(o.field, o.value, allowed);
+  return v;
+}
+
+/**
+ * bwavgtime / iopsavgtime (the sampling windows, default 500 ms) and the log
+ * files: write_bw_log, write_lat_log, write_iops_log, write_hist_log (a file
+ * prefix; bare: the job's name), log_avg_msec, log_hist_msec,
+ * log_hist_coarseness (0…6), log_offset, per_job_logs.
+ */
+function resolveStatsAndLogs(job: JobOptionSlots): Pick<FioJobSpec, 'bwAvgMs' | 'iopsAvgMs' | 'logs'> {
+  const out: Pick<FioJobSpec, 'bwAvgMs' | 'iopsAvgMs' | 'logs'> = {};
+  const bwAvg = job.get('bwavgtime');
+  if (bwAvg) out.bwAvgMs = parseMsec(bwAvg, 1);
+  const iopsAvg = job.get('iopsavgtime');
+  if (iopsAvg) out.iopsAvgMs = parseMsec(iopsAvg, 1);
+  const nameOpt = job.get('name');
+  const jobName = nameOpt && !nameOpt.field.startsWith('[global]') && nameOpt.value !== '' ? nameOpt.value : job.sectionName;
+  const prefix = (key: string): string | undefined => {
+    const o = job.get(key);
+    if (!o) return undefined;
+    const v = o.value.trim();
+    if (v.includes('/') && v.endsWith('/')) throw new InputError(o.field, o.value, 'a file name prefix, e.g. mylog (fio appends _bw.1.log)');
+    return v === '' ? jobName : v;
+  };
+  const bw = prefix('write_bw_log');
+  const lat = prefix('write_lat_log');
+  const iops = prefix('write_iops_log');
+  const hist = prefix('write_hist_log');
+  if (bw === undefined && lat === undefined && iops === undefined && hist === undefined) return out;
+  const avg = job.get('log_avg_msec');
+  const histMsec = job.get('log_hist_msec');
+  const coarse = job.get('log_hist_coarseness');
+  const histCoarseness = coarse ? parseCount(coarse.field, coarse.value, 'a whole number from 0 to 6') : 0;
+  if (coarse && histCoarseness > 6) throw new InputError(coarse.field, coarse.value, 'a whole number from 0 to 6');
+  const offsetOpt = job.get('log_offset');
+  const perJob = job.get('per_job_logs');
+  out.logs = {
+    ...(bw === undefined ? {} : { bw }),
+    ...(lat === undefined ? {} : { lat }),
+    ...(iops === undefined ? {} : { iops }),
+    ...(hist === undefined ? {} : { hist }),
+    avgMsec: avg ? parseMsec(avg) : 0,
+    histMsec: histMsec ? parseMsec(histMsec) : 0,
+    histCoarseness,
+    offset: offsetOpt ? parseBool(offsetOpt) : false,
+    perJobLogs: perJob ? parseBool(perJob) : true,
+  };
+  // fio samples a logged bandwidth or IOPS at the log's period unless bwavgtime / iopsavgtime says otherwise
+  if (bw !== undefined && !bwAvg && out.logs.avgMsec > 0) out.bwAvgMs = out.logs.avgMsec;
+  if (iops !== undefined && !iopsAvg && out.logs.avgMsec > 0) out.iopsAvgMs = out.logs.avgMsec;
+  return out;
 }
 
 /** stonewall (starts a barrier group) and new_group (starts a reporting group); buildJobs numbers the groups. */
