@@ -71,7 +71,7 @@ const FIO_OPTIONS: Record<string, Options> = {
   runtime: { type: 'string', describe: 'model time limit: 10 (s), 500ms, 2m' },
   time_based: { type: 'boolean', describe: 'loop over the region until runtime has passed' },
   rwmixread: { type: 'string', describe: 'percent reads for rw/randrw (default: 50)' },
-  verify: { type: 'string', describe: '0, crc32c or md5' },
+  verify: { type: 'string', describe: '0, crc32c, md5, sha1, sha256, xxhash, meta or pattern (with verify_pattern in a job file)' },
   do_verify: { type: 'string', describe: '0 or 1: read back and check after writing (default: 1)' },
   randseed: { type: 'string', describe: 'seed of random offsets (default: 0x89)' },
   direct: { type: 'string', describe: '1 only: every I/O is O_DIRECT in the model' },

@@ -68,7 +68,13 @@ export class DeviceEngine {
     const mem = attachGuestMemory(init.guestRam);
     this.iotlb = new Iotlb(IoPgtable.attach(init.pgtable), init.costs);
     const media = new NvmeMedia(init.costs);
-    this.ns = new NvmeNamespace(init.namespace.sizeBlocks, init.namespace.seed, init.namespace.algo, init.namespace.initialBlocks);
+    this.ns = new NvmeNamespace(
+      init.namespace.sizeBlocks,
+      init.namespace.seed,
+      init.namespace.algo,
+      init.namespace.initialBlocks,
+      init.namespace.pattern ? Uint8Array.from(init.namespace.pattern) : undefined,
+    );
     this.ctrl = new NvmeController(mem, this.iotlb, media, this.ns, this.clock, init.costs);
     this.doorbells = init.doorbellRings.map((h) => Ring.attach(h));
     this.irqs = init.irqRings.map((h) => Ring.attach(h));

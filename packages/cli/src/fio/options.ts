@@ -60,7 +60,7 @@ const UNIFORM = 'only uniform random or sequential offsets over the job region a
 const AMOUNT = 'a job runs once over its region, or for runtime with time_based';
 const FILES = 'each job does I/O to one region of the NVMe namespace, not to files';
 const FLUSH = 'flushes, barriers and synchronous writes are not modelled';
-const VERIFY = 'only verify=crc32c|md5 with do_verify is modelled';
+const VERIFY = 'verify is modelled with verify, do_verify, verify_pattern, verify_fatal and verify_backlog only';
 const ZONES = 'zoned namespaces and data placement are not modelled';
 const TRIM = 'trim is not modelled';
 const BUFFERS = 'I/O buffers are page-aligned malloc memory in the model';
@@ -258,11 +258,11 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   atomic: notModelled(FLUSH, '0'),
   verify_interval: notModelled(VERIFY),
   verify_offset: notModelled(VERIFY),
-  verify_pattern: notModelled(VERIFY),
-  verify_fatal: notModelled(VERIFY, '0'),
+  verify_pattern: HANDLED,
+  verify_fatal: HANDLED,
   verify_async: notModelled(VERIFY, '0'),
   verify_async_cpus: notModelled(VERIFY),
-  verify_backlog: notModelled(VERIFY, '0'),
+  verify_backlog: HANDLED,
   verify_backlog_batch: notModelled(VERIFY),
   verify_only: notModelled(VERIFY, '0'),
   experimental_verify: notModelled(VERIFY, '0'),
@@ -527,7 +527,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   checkRegionFits(job, rw, sizeBytes, offsetBytes, offsetBytes + (numjobs - 1) * offsetIncrementBytes);
   const { runtimeNs, timeBased } = resolveDuration(job);
   const rwmixreadPct = resolveRwmixread(job);
-  const { verify, doVerify } = resolveVerify(job);
+  const { verify, doVerify, ...verifyOptions } = resolveVerify(job);
   const randseed = resolveRandseed(job);
   checkSubmissionPath(job);
   const { stonewall, newGroup } = resolveGroups(job);
@@ -552,6 +552,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       timeBased,
       verify,
       doVerify,
+      ...verifyOptions,
       randseed,
       ioengine: 'libaio',
       direct: true,
@@ -688,13 +689,60 @@ function resolveRwmixread(job: JobOptionSlots): number {
   return o.key === 'rwmixwrite' ? 100 - pct : pct;
 }
 
-/** verify (default none) and do_verify (default 1). */
-function resolveVerify(job: JobOptionSlots): { verify: VerifyMode; doVerify: boolean } {
+/** verify (default none), do_verify (default 1), verify_pattern, verify_fatal, verify_backlog. */
+function resolveVerify(job: JobOptionSlots): { verify: VerifyMode; doVerify: boolean } & Pick<FioJobSpec, 'verifyPattern' | 'verifyFatal' | 'verifyBacklog'> {
   const verifyOpt = job.get('verify');
-  const verify = verifyOpt ? parseVerify(verifyOpt) : 'none';
+  const patternOpt = job.get('verify_pattern');
+  const verifyPattern = patternOpt ? parseVerifyPattern(patternOpt) : undefined;
+  // fio: a verify_pattern without verify= means verify=pattern
+  const verify = verifyOpt ? parseVerify(verifyOpt) : verifyPattern ? 'pattern' : 'none';
+  if (verify === 'pattern' && !verifyPattern && verifyOpt) {
+    throw new InputError(verifyOpt.field, verifyOpt.value, 'verify=pattern together with verify_pattern=<pattern>, e.g. verify_pattern=0xdeadbeef');
+  }
   const doVerifyOpt = job.get('do_verify');
   const doVerify = doVerifyOpt ? parseBool(doVerifyOpt) : true;
-  return { verify, doVerify };
+  const fatalOpt = job.get('verify_fatal');
+  const backlogOpt = job.get('verify_backlog');
+  const verifyBacklog = backlogOpt ? parseCount(backlogOpt.field, backlogOpt.value, 'a whole number of blocks ≥ 0, e.g. 1024 (0: verify at the end)') : 0;
+  return {
+    verify,
+    doVerify,
+    ...(verifyPattern ? { verifyPattern } : {}),
+    ...(fatalOpt && parseBool(fatalOpt) ? { verifyFatal: true } : {}),
+    ...(verifyBacklog > 0 ? { verifyBacklog } : {}),
+  };
+}
+
+const VERIFY_PATTERN_ALLOWED =
+  'a number (decimal, or 0x hex of any length) or a quoted string, or several joined, e.g. 0xdeadbeef or "abcd"; %o is not modelled';
+
+/** fio's verify_pattern: numbers (hex of any width, or decimal up to 32 bits) and quoted strings, concatenated. */
+function parseVerifyPattern(o: Written): number[] {
+  const bytes: number[] = [];
+  let rest = o.value.trim();
+  if (rest === '') throw new InputError(o.field, o.value, VERIFY_PATTERN_ALLOWED);
+  while (rest !== '') {
+    const hex = /^0[xX]([0-9a-fA-F]+)/.exec(rest);
+    const str = /^"([^"]*)"|^'([^']*)'/.exec(rest);
+    const dec = /^(\d+)/.exec(rest);
+    if (hex) {
+      const digits = hex[1].length % 2 ? `0${hex[1]}` : hex[1];
+      for (let i = 0; i < digits.length; i += 2) bytes.push(Number.parseInt(digits.slice(i, i + 2), 16));
+      rest = rest.slice(hex[0].length);
+    } else if (str) {
+      for (const c of Buffer.from(str[1] ?? str[2] ?? '', 'utf8')) bytes.push(c);
+      rest = rest.slice(str[0].length);
+    } else if (dec) {
+      const v = Number(dec[1]);
+      if (v > 0xffffffff) throw new InputError(o.field, o.value, VERIFY_PATTERN_ALLOWED);
+      // fio writes a decimal number in as few bytes as hold it, most significant first
+      const width = v > 0xffffff ? 4 : v > 0xffff ? 3 : v > 0xff ? 2 : 1;
+      for (let i = width - 1; i >= 0; i--) bytes.push(Math.floor(v / 256 ** i) % 256);
+      rest = rest.slice(dec[0].length);
+    } else throw new InputError(o.field, o.value, VERIFY_PATTERN_ALLOWED);
+  }
+  if (bytes.length === 0 || bytes.length > 512) throw new InputError(o.field, o.value, `${VERIFY_PATTERN_ALLOWED}; 1 to 512 bytes`);
+  return bytes;
 }
 
 /** randseed (default: fio's). */
@@ -843,8 +891,12 @@ function parseVerify(o: Written): VerifyMode {
   const v = o.value.trim();
   if (v === '0' || v === 'none') return 'none';
   if (v === 'crc32c' || v === 'crc32c-intel') return 'crc32c';
-  if (v === 'md5') return 'md5';
-  throw new InputError(o.field, o.value, '0 (none), crc32c (or crc32c-intel) or md5; other fio checksums are not modelled');
+  if (v === 'md5' || v === 'sha256' || v === 'sha1' || v === 'xxhash' || v === 'meta' || v === 'pattern') return v;
+  throw new InputError(
+    o.field,
+    o.value,
+    '0 (none), crc32c (or crc32c-intel), md5, sha1, sha256, xxhash, meta or pattern; crc7, crc16, crc32, crc64, sha3-*, sha512 and sha224 are not modelled',
+  );
 }
 
 /** fio FIO_OPT_BOOL: a value is required; 0 is false, any other whole number true. */
