@@ -10,7 +10,7 @@
  * | 8      | 8    | byte offset of the block in the namespace |
  * | 16     | 4    | seed the payload was generated from |
  * | 24     | 32   | checksum of bytes 0–23 and 56–4095 (crc32c 4 bytes, xxhash 4, md5 16, sha1 20, sha256 32) |
- * | 56     | 4040 | payload: a per-seed template, the block number stamped every 512 bytes; with a verify pattern, the pattern |
+ * | 56     | 4040 | payload: a per-seed template, the block number stamped every 512 bytes; with a verify pattern, the pattern alone |
  *
  * A reader checks magic, offset and checksum (or, with no checksum, the
  * regenerated payload), so a block that landed at the wrong place, was torn,
@@ -133,12 +133,14 @@ export function fillBlock(u8: Uint8Array, off: number, lba: number, seed: number
     return;
   }
   if (pattern && pattern.length > 0) fillPattern(u8, off + PAYLOAD_OFFSET, BLOCK_BYTES - PAYLOAD_OFFSET, pattern);
-  else u8.set(template(seed).subarray(PAYLOAD_OFFSET), off + PAYLOAD_OFFSET);
-  for (let s = 512; s < BLOCK_BYTES; s += 512) {
-    u8[off + s] = lba & 0xff;
-    u8[off + s + 1] = (lba >>> 8) & 0xff;
-    u8[off + s + 2] = (lba >>> 16) & 0xff;
-    u8[off + s + 3] = (lba >>> 24) & 0xff;
+  else {
+    u8.set(template(seed).subarray(PAYLOAD_OFFSET), off + PAYLOAD_OFFSET);
+    for (let s = 512; s < BLOCK_BYTES; s += 512) {
+      u8[off + s] = lba & 0xff;
+      u8[off + s + 1] = (lba >>> 8) & 0xff;
+      u8[off + s + 2] = (lba >>> 16) & 0xff;
+      u8[off + s + 3] = (lba >>> 24) & 0xff;
+    }
   }
   const dv = new DataView(u8.buffer, u8.byteOffset);
   dv.setUint32(off, PATTERN_MAGIC, true);
