@@ -117,6 +117,10 @@ const OUTPUT_OPTIONS: Record<string, Options> = {
   minimal: { type: 'boolean', describe: 'fio --minimal: the same as --output-format terse' },
   section: { type: 'string', array: true, describe: 'run only this job section of the job file (repeatable); [global] sections apply as ever' },
   'parse-only': { type: 'boolean', describe: 'check the job file and every option, run nothing (exit 0 or 2)' },
+  eta: {
+    ...choice('eta', ['auto', 'always', 'never'] as const),
+    describe: "fio's status line while the jobs run (model-time progress and rates, wall-time ETA); auto: on a terminal with normal output",
+  },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when the run completes' },
   html: { type: 'string', describe: 'also write an offline HTML report (the topology, the jobs, the locks) to this file' },
 };
@@ -244,6 +248,7 @@ function runArgsOf(argv: Record<string, unknown>): RunArgs {
     outputFormat: argv.minimal === true ? 'terse' : opt<string>('output-format', 'normal'),
     ...(argv.section === undefined ? {} : { sections: (argv.section as unknown[]).map(String) }),
     parseOnly: argv['parse-only'] === true,
+    ...(argv.eta === undefined ? {} : { eta: argv.eta as RunArgs['eta'] }),
     output: argv.output as string | undefined,
     html: argv.html as string | undefined,
     topology: topologyArgs(argv),

@@ -270,3 +270,37 @@ test("normal output: fio's start-up lines (clones as '...'), the version, Starti
   t.regex(body, /\n\nDisk stats \(read\/write\):\n {2}nvme0n1: ios=100\/0, merge=0\/0, ticks=\d+\/0, in_queue=\d+, util=\d+\.\d\d%\n$/);
   t.regex(real, /\n\nDisk stats \(read\/write\):\n {2}vda: ios=\d+\/\d+, merge=\d+\/\d+, ticks=\d+\/\d+, in_queue=\d+, util=\d+\.\d\d%\n$/);
 });
+
+test("status line: fio's layout, model-time rates, the share done and a wall-time ETA, redrawn in place", async (t) => {
+  const { FioStatusLine, etaToStr, runString } = await import('../src/report/fio-status.js');
+  t.is(etaToStr(7), '00m:07s');
+  t.is(etaToStr(3723), '01h:02m:03s');
+  t.is(etaToStr(90_000), '01d:01h:00m:00s');
+  t.is(runString(['R', 'R', 'w', '_']), 'R(2)w(1)_(1)');
+  const spec = validateJobSpec({
+    name: 'j',
+    jobIndex: 0,
+    groupId: 0,
+    reportGroupId: 0,
+    rw: 'randread',
+    rwmixreadPct: 50,
+    blockSizeBytes: 4096,
+    sizeBytes: 8 * 1024 * 1024,
+    offsetBytes: 0,
+    iodepth: 8,
+    runtimeNs: null,
+    timeBased: false,
+    verify: 'none',
+    doVerify: true,
+    randseed: 0x89,
+    ioengine: 'libaio',
+    direct: true,
+  });
+  const s = new FioStatusLine([spec], 0);
+  t.is(s.line([{ completedIos: 0, clockNs: 0 }], 500), 'Jobs: 1 (f=1): [r(1)][-.-%][eta --]\r');
+  // 256 of 2048 I/Os (12.5%) in 1 ms of model time and 1 s of wall time: 256k IOPS, 1000 MiB/s, 7 s to go
+  t.is(s.line([{ completedIos: 256, clockNs: 1_000_000 }], 1000), 'Jobs: 1 (f=1): [r(1)][12.5%][r=1000MiB/s][r=256k IOPS][eta 00m:07s]\r');
+  const done = s.line([{ completedIos: 2048, clockNs: Number.MAX_VALUE }], 2000);
+  t.true(done.startsWith('Jobs: 0 (f=0)'));
+  t.is(done.length, 'Jobs: 1 (f=1): [r(1)][12.5%][r=1000MiB/s][r=256k IOPS][eta 00m:07s]\r'.length, 'padded over the longer line before');
+});

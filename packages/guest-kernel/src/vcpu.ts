@@ -391,7 +391,8 @@ export class Vcpu {
       if (this.backlogVerifying === 0 && this.backlog.length >= this.job.verifyBacklog) this.backlogVerifying = this.backlog.length;
     }
     const d = s.isRead ? this.read : this.write;
-    // fio counts the verify phase's reads in the read statistics
+    // fio counts the verify phase's reads in the read statistics; the count also feeds the status line
+    this.env.control.noteProgress(this.env.self);
     this.stat.completed(now, s.isRead ? 0 : 1, s.blocks * BLOCK_BYTES, s.lba * BLOCK_BYTES, s.submitNs, s.issueNs);
     d.ios++;
     d.ioBytes += s.blocks * BLOCK_BYTES;

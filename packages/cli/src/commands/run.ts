@@ -26,12 +26,13 @@ import { applyGroupReporting } from '../report/fio-group.js';
 import { formatFioJson } from '../report/fio-json.js';
 import { fioLogFiles } from '../report/fio-logs.js';
 import { formatFioNormal, formatFioNormalHeader } from '../report/fio-normal.js';
+import { FioStatusLine } from '../report/fio-status.js';
 import { formatFioTerse } from '../report/fio-terse.js';
 import type { FioRun, RunResult } from '../report/result.js';
 import { formatRunHtml } from '../report/run-html.js';
 import { formatVmstackReport } from '../report/tables.js';
 import { fioBufferBytes, planGuestLayout } from '../stack/guest-layout.js';
-import { runStack, type StackOptions } from '../stack/run-stack.js';
+import { type JobStatus, runStack, type StackOptions } from '../stack/run-stack.js';
 import { type BuiltTopology, jobsByDevice, resolveTopology, type TopologyArgs } from '../topology/build.js';
 import { guestLayoutRequest, NON_VCPU_WORKERS } from '../topology/plan.js';
 import { checkOutputPath, emitOutput, writeComplete } from './output.js';
@@ -61,6 +62,8 @@ export interface RunArgs {
   sections?: readonly string[];
   /** fio's --parse-only: check the jobs and every option, run nothing, print nothing */
   parseOnly?: boolean;
+  /** fio's --eta: the status line while jobs run; auto (default): when stdout is a terminal and takes the normal output */
+  eta?: 'auto' | 'always' | 'never';
   output?: string;
   /** an HTML run report (the topology, the jobs, the locks) to this file */
   html?: string;
@@ -204,23 +207,44 @@ export async function runCommand(a: RunArgs): Promise<void> {
   if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, run.profilePath, a.topology?.file]);
   if (a.html !== undefined) checkOutputPath('--html', a.html, [a.jobfile, run.profilePath, a.topology?.file]);
   for (const w of run.warnings) process.stderr.write(`vmstack: ${w}\n`);
+  const header = fioHeaderOf(run);
+  const showEta =
+    a.eta === 'always' || (a.eta !== 'never' && a.output === undefined && process.stdout.isTTY === true && formats.length === 1 && formats[0] === 'normal');
+  // fio prints its start-up lines before the jobs start, then its status line; into a file they go with the rest, once complete
+  const early = showEta && a.output === undefined && formats.includes('normal');
+  if (early) process.stdout.write(header);
 
   // everything is checked: the run starts
   const results: RunResult[] = [];
   for (const [gi, group] of run.groups.entries()) {
+    const status = showEta ? new FioStatusLine(group.jobs, performance.now()) : undefined;
     results.push(
       await runStack({
         ...group,
+        ...(status ? { onStatus: (s: readonly JobStatus[]) => process.stdout.write(status.line(s, performance.now())), statusIntervalMs: 1000 } : {}),
         // barrier groups run one after another on the same drive: what one writes, the next reads
         carry: results[gi - 1]?.carry,
         exportNamespace: gi < run.groups.length - 1,
       }),
     );
   }
+  if (showEta) process.stdout.write('\n');
+  const text = formatRunOutput(results, formats, early ? '' : header);
+  emitOutput(text, a.output);
+  // fio writes each job's log files into the working directory when the job ends
+  const logJobs = results.flatMap((r, g) => r.jobs.map((j, i) => ({ spec: run.groups[g].jobs[i], logs: j.fio?.logs })));
+  for (const f of fioLogFiles(logJobs)) writeComplete(f.path, f.text);
+  if (a.html !== undefined) writeComplete(a.html, formatRunHtml(results, run.shapes));
+  // fio exits 1 when a job ended with an error (I/O errors, verify failures)
+  if (results.some((r) => r.jobs.some((j) => j.error !== 0))) process.exitCode = 1;
+}
+
+/** fio's start-up lines for the run's jobs ("thread" when a job says so, as fio's "Starting N threads"). */
+function fioHeaderOf(run: RunOptions): string {
   const jobs = run.groups.flatMap((g) => g.jobs);
-  const threads =
-    Object.hasOwn(run.groups[0]?.globalOptions ?? {}, 'thread') || Object.values(run.groups[0]?.jobOptions ?? {}).some((o) => Object.hasOwn(o, 'thread'));
-  const header = formatFioNormalHeader(
+  const first = run.groups[0];
+  const threads = Object.hasOwn(first?.globalOptions ?? {}, 'thread') || Object.values(first?.jobOptions ?? {}).some((o) => Object.hasOwn(o, 'thread'));
+  return formatFioNormalHeader(
     jobs.map((j) => ({
       name: j.name,
       groupid: j.reportGroupId,
@@ -232,14 +256,6 @@ export async function runCommand(a: RunArgs): Promise<void> {
     })),
     threads,
   );
-  const text = formatRunOutput(results, formats, header);
-  emitOutput(text, a.output);
-  // fio writes each job's log files into the working directory when the job ends
-  const logJobs = results.flatMap((r, g) => r.jobs.map((j, i) => ({ spec: run.groups[g].jobs[i], logs: j.fio?.logs })));
-  for (const f of fioLogFiles(logJobs)) writeComplete(f.path, f.text);
-  if (a.html !== undefined) writeComplete(a.html, formatRunHtml(results, run.shapes));
-  // fio exits 1 when a job ended with an error (I/O errors, verify failures)
-  if (results.some((r) => r.jobs.some((j) => j.error !== 0))) process.exitCode = 1;
 }
 
 /** --topology FILE for these jobs: the file places jobs by their index in one barrier group's list. */

@@ -105,6 +105,15 @@ export interface StackOptions {
   watchdogMs?: number;
   /** faults to inject into the workers (shm fault.ts) */
   faults?: readonly FaultSpec[];
+  /** called every `statusIntervalMs` real ms while the workers run, with each job's completed I/Os and model clock (fio's status line) */
+  onStatus?: (jobs: readonly JobStatus[]) => void;
+  statusIntervalMs?: number;
+}
+
+/** One job while it runs: I/Os it completed (verify reads included) and its vCPU's model clock (NEVER_NS once it is done). */
+export interface JobStatus {
+  completedIos: number;
+  clockNs: number;
 }
 
 /**
@@ -421,6 +430,12 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
 async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: WorkerSpec[], o: StackOptions): Promise<RunOutcome<unknown>> {
   const { control } = regions;
   const ctl = RunControl.attach(control);
+  // the jobs' progress as their vCPUs publish it: completions counted (noteProgress) and the model clock
+  const onStatus = o.onStatus;
+  const vcpuWorkers = plan.vms.flatMap((vm) => vm.vcpuWorkers);
+  const status = onStatus
+    ? setInterval(() => onStatus(vcpuWorkers.map((w) => ({ completedIos: ctl.progress(w), clockNs: ctl.clockNs(w) }))), o.statusIntervalMs ?? 1000)
+    : undefined;
   return (
     o.transport === 'in-thread'
       ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan)))
@@ -434,15 +449,17 @@ async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: Wo
             for (const vm of regions.vms) LockTable.wakeAll(vm.locks);
           },
         })
-  ).catch((e: unknown) => {
-    if (e instanceof Error && /did not finish/.test(e.message)) {
-      const ns = (x: number) => (x >= NEVER_NS ? 'never' : String(x));
-      const state = specs.map((sp, w) => `${sp.role}: clock ${ns(ctl.clockNs(w))} eot ${ns(ctl.eotNs(w))} waitFor ${ns(ctl.waitForNs(w))}`);
-      const rings = regions.ringList.map((r) => `${r.name} ${Ring.attach(r.handle).inFlight()}`);
-      e.message += `\n  ${state.join('\n  ')}\n  rings in flight: ${rings.join(', ')}`;
-    }
-    throw e;
-  });
+  )
+    .catch((e: unknown) => {
+      if (e instanceof Error && /did not finish/.test(e.message)) {
+        const ns = (x: number) => (x >= NEVER_NS ? 'never' : String(x));
+        const state = specs.map((sp, w) => `${sp.role}: clock ${ns(ctl.clockNs(w))} eot ${ns(ctl.eotNs(w))} waitFor ${ns(ctl.waitForNs(w))}`);
+        const rings = regions.ringList.map((r) => `${r.name} ${Ring.attach(r.handle).inFlight()}`);
+        e.message += `\n  ${state.join('\n  ')}\n  rings in flight: ${rings.join(', ')}`;
+      }
+      throw e;
+    })
+    .finally(() => clearInterval(status));
 }
 
 export async function runStack(opts: StackOptions): Promise<RunResult> {
