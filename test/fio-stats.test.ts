@@ -164,6 +164,18 @@ test('group_reporting, [global] name=, --section and --parse-only as fio', async
   );
   const parse = await vmstack([path, '--parse-only']);
   t.deepEqual([parse.code, parse.stdout], [0, '']);
+  // several --name on the command line: one job each, the options after a --name its own, those before global
+  const two = await vmstack(['--size', '256k', '--name', 'a', '--rw', 'read', '--name', 'b', '--rw', 'write', '--bs', '8k', '--minimal']);
+  t.deepEqual(
+    two.stdout
+      .trim()
+      .split('\n')
+      .map((l) => [l.split(';')[2], l.split(';')[5], l.split(';')[46]]),
+    [
+      ['a', '256', '0'],
+      ['b', '0', '256'],
+    ],
+  );
   const wrong = await vmstack([path, '--section', 'nope']);
   t.is(wrong.code, 2);
   t.regex(wrong.stderr, /--section/);

@@ -223,7 +223,36 @@ async function checkArgv(argv: Record<string, unknown>, options: Record<string, 
 async function runHandler(argv: Record<string, unknown>): Promise<void> {
   await checkArgv(argv);
   const { runCommand } = await import('./commands/run.js');
-  await runCommand(runArgsOf(argv));
+  const args = runArgsOf(argv);
+  const several = commandLineJobs(hideBin(process.argv));
+  await runCommand(several ? { ...args, fio: several.global, commandLineJobs: several.jobs } : args);
+}
+
+/**
+ * fio's jobs on the command line: each --name starts a job, and the fio
+ * options after it belong to that job; the ones before the first --name are
+ * global. Undefined with fewer than two --name (one job: the options as they are).
+ */
+export function commandLineJobs(
+  tokens: readonly string[],
+): { global: Record<string, string | boolean>; jobs: { name: string; options: Record<string, string | boolean> }[] } | undefined {
+  if (tokens.filter((t) => t === '--name' || t.startsWith('--name=')).length < 2) return undefined;
+  const global: Record<string, string | boolean> = {};
+  const jobs: { name: string; options: Record<string, string | boolean> }[] = [];
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i];
+    if (!t.startsWith('--')) continue;
+    const eq = t.indexOf('=');
+    const key = eq < 0 ? t.slice(2) : t.slice(2, eq);
+    const takesValue = RUN_OPTIONS[key]?.type !== 'boolean';
+    let value: string | boolean = true;
+    if (eq >= 0) value = t.slice(eq + 1);
+    else if (takesValue && i + 1 < tokens.length) value = tokens[++i];
+    if (!Object.hasOwn(FIO_OPTIONS, key)) continue;
+    if (key === 'name') jobs.push({ name: String(value), options: {} });
+    else (jobs.length ? jobs[jobs.length - 1].options : global)[key] = value;
+  }
+  return { global, jobs };
 }
 
 /** `run`'s arguments from its parsed options, its defaults applied: `run` and every point of `scale` go through here. */

@@ -19,7 +19,7 @@
 import { totalmem } from 'node:os';
 import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import { type ClockMode, DEFAULT_PROFILE_PATH, type FaultSpec, InputError, loadProfile, MAX_WORKERS } from '@vmstack/shm';
-import { readJobFile } from '../fio/jobfile.js';
+import { type JobFile, readJobFile } from '../fio/jobfile.js';
 import { jobsFromCommandLine, jobsFromJobFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { applyGroupReporting } from '../report/fio-group.js';
@@ -58,6 +58,8 @@ export interface RunArgs {
   slotsPerClass?: string;
   /** fio's --output-format: normal, json, json+ or terse, or several joined by commas (e.g. json,normal) */
   outputFormat: string;
+  /** several --name on the command line: one job each, with the fio options written after its --name (`fio` holds the ones before) */
+  commandLineJobs?: readonly { name: string; options: Record<string, string | boolean> }[];
   /** fio's --section: run only these job sections of the file ([global] sections apply as ever) */
   sections?: readonly string[];
   /** fio's --parse-only: check the jobs and every option, run nothing, print nothing */
@@ -99,7 +101,9 @@ export function runOptionsOf(args: RunArgs): RunOptions {
   const defaults = { rw: 'read', bs: '4k', iodepth: '1', size: '64m' };
   const parsed = args.jobfile
     ? jobsFromJobFile(jobFileSections(args.jobfile, args.sections), { overrides: args.fio, defaults })
-    : jobsFromCommandLine(args.fio, defaults);
+    : args.commandLineJobs
+      ? jobsFromJobFile(commandLineJobFile(args.fio, args.commandLineJobs), { defaults })
+      : jobsFromCommandLine(args.fio, defaults);
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
   const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
   // --topology FILE gives the strategy, driver, RAM and untrusted of its VMs: the checks below read them from its first VM
@@ -171,6 +175,19 @@ export function parseOutputFormats(text: string, field = '--output-format'): Fio
     }
   }
   return FIO_OUTPUT_FORMATS.filter((f) => parts.includes(f));
+}
+
+/** Several command-line jobs as fio reads them: a [global] section of the options before the first --name, a section per --name. */
+function commandLineJobFile(global: Record<string, string | boolean>, jobs: NonNullable<RunArgs['commandLineJobs']>): JobFile {
+  const options = (o: Record<string, string | boolean>) =>
+    Object.entries(o).map(([key, v]) => ({ key, value: v === true ? '' : v === false ? '0' : v, where: 'command line' }));
+  return {
+    path: 'command line',
+    sections: [
+      { name: 'global', where: 'command line', options: options(global) },
+      ...jobs.map((j) => ({ name: j.name, where: 'command line', options: options(j.options) })),
+    ],
+  };
 }
 
 /** The job file, with --section: only the named job sections (and every [global]), as fio's --section runs them. */
