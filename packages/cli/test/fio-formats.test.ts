@@ -304,3 +304,21 @@ test("status line: fio's layout, model-time rates, the share done and a wall-tim
   t.true(done.startsWith('Jobs: 0 (f=0)'));
   t.is(done.length, 'Jobs: 1 (f=1): [r(1)][12.5%][r=1000MiB/s][r=256k IOPS][eta 00m:07s]\r'.length, 'padded over the longer line before');
 });
+
+test('progress bar of many runs: drawn in place on a terminal, nothing elsewhere', async (t) => {
+  const { RunProgress } = await import('../src/report/progress.js');
+  t.is(RunProgress.bar('compare', 4, 8, 20_000), 'compare [##########----------] 4/8 runs, eta 00m:20s');
+  t.is(RunProgress.bar('scale', 0, 3, 0), 'scale [--------------------] 0/3 runs, eta --');
+  const written: string[] = [];
+  const tty = new RunProgress('sweep', 2, { isTTY: true, write: (s: string) => written.push(s) });
+  await tty.track(Promise.resolve(1));
+  tty.end();
+  t.true(written[0].startsWith('\rsweep [--------------------] 0/2 runs'));
+  t.true(written[1].startsWith('\rsweep [##########----------] 1/2 runs'));
+  t.regex(written[2], /^\r +\r$/);
+  const quiet: string[] = [];
+  const pipe = new RunProgress('sweep', 2, { isTTY: false, write: (s: string) => quiet.push(s) });
+  await pipe.track(Promise.resolve(1));
+  pipe.end();
+  t.deepEqual(quiet, []);
+});

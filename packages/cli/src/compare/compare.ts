@@ -7,6 +7,7 @@
 import { DEFAULT_PROFILE_PATH, InputError, loadProfile } from '@vmstack/shm';
 import { Piscina } from 'piscina';
 import { barChartSvg, htmlPage, htmlTable } from '../report/html.js';
+import { RunProgress } from '../report/progress.js';
 import { type CompareTask, type CompareTaskResult, RATIO_TOLERANCE, REFERENCE_ROWS, runCompareTask } from './experiment.js';
 
 export interface CompareOptions {
@@ -60,17 +61,20 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
   );
   const started = performance.now();
   let results: CompareTaskResult[];
+  const progress = new RunProgress('compare', tasks.length);
   if (parallel === 1) {
     results = [];
-    for (const t of tasks) results.push(await runCompareTask(t, profile));
+    for (const t of tasks) results.push(await progress.track(runCompareTask(t, profile)));
   } else {
     const pool = new Piscina({ filename: new URL('./sweep-worker.js', import.meta.url).href, maxThreads: parallel, minThreads: 1 });
     try {
-      results = await Promise.all(tasks.map((t) => pool.run(t) as Promise<CompareTaskResult>));
+      results = await Promise.all(tasks.map((t) => progress.track(pool.run(t) as Promise<CompareTaskResult>)));
     } finally {
+      progress.end();
       await pool.destroy();
     }
   }
+  progress.end();
   const table: CompareTableRow[] = rows.map((r) => {
     const strict = results.find((x) => x.blockSizeBytes === r.blockSizeBytes && x.strategy === 'strict')!;
     const pool = results.find((x) => x.blockSizeBytes === r.blockSizeBytes && x.strategy === 'bounce')!;

@@ -11,6 +11,7 @@ import { DEFAULT_PROFILE_PATH, InputError, loadProfile } from '@vmstack/shm';
 import { Piscina } from 'piscina';
 import { type CompareTask, type CompareTaskResult, runCompareTask } from '../compare/experiment.js';
 import { htmlPage, htmlTable, lineChartSvg } from '../report/html.js';
+import { RunProgress } from '../report/progress.js';
 
 export interface SweepOptions {
   profilePath?: string;
@@ -42,17 +43,20 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
   );
   const started = performance.now();
   let cells: CompareTaskResult[];
+  const progress = new RunProgress('sweep', tasks.length);
   if (o.parallel === 1) {
     cells = [];
-    for (const t of tasks) cells.push(await runCompareTask(t, profile));
+    for (const t of tasks) cells.push(await progress.track(runCompareTask(t, profile)));
   } else {
     const pool = new Piscina({ filename: new URL('../compare/sweep-worker.js', import.meta.url).href, maxThreads: o.parallel, minThreads: 1 });
     try {
-      cells = await Promise.all(tasks.map((t) => pool.run(t) as Promise<CompareTaskResult>));
+      cells = await Promise.all(tasks.map((t) => progress.track(pool.run(t) as Promise<CompareTaskResult>)));
     } finally {
+      progress.end();
       await pool.destroy();
     }
   }
+  progress.end();
   return {
     profile: profile.name,
     workload: `fio --rw=read --direct=1 --ioengine=libaio --iodepth=${o.iodepth} --numjobs=1 --size=${o.sizeBytes}, NVMe via VFIO behind virtio-iommu (driver v5.10)`,
