@@ -21,17 +21,17 @@
  * | runtime (ms) | runtimeNs → µs (truncated) → ms rounded up, as fio's update_runtime() |
  * | bw_bytes, bw, iops | fio's formulas on those integers: 1000·io_bytes/runtime (integer division), bw = bw_bytes/1024, iops = 1000.0·total_ios/runtime |
  * | short_ios, drop_ios | 0: the model never issues short or dropped I/Os |
- * | slat_ns, clat_ns, lat_ns | the hdr histograms (below) |
- * | bw_*, iops_* | bwSamplesKiBps / iopsSamples when given (min, max truncated to integers; mean; sample stddev; count; bw_agg as fio); absent: fio's no-sample values (all 0) |
+ * | slat_ns, clat_ns, lat_ns | the job engine's exact io_stats (DirectionResult.fio: min, max, Welford mean and stddev, as fio), so lat's mean is slat's + clat's; percentiles and json+ bins from clat in fio's own buckets (plat_idx_to_val keys); without them, the hdr histograms (below) |
+ * | bw_*, iops_* | the engine's samples every bwavgtime / iopsavgtime model ms (default 500; DirectionResult.fio.bw / .iops), else bwSamplesKiBps / iopsSamples (min, max truncated to integers; mean; sample stddev; count; bw_agg as fio); none: fio's no-sample values (all 0) |
  * | sync | no fsync is modelled: total_ios 0, lat_ns all 0 |
  * | job_runtime (ms) | jobRuntimeNs truncated to ms (fio's mtime_since) |
- * | usr_cpu, sys_cpu, ctx | JobResult.usrCpuPct / sysCpuPct / ctx |
- * | majf, minf | 0: the model has no page faults |
- * | iodepth_level | JobResult.iodepthLevels when given, else all 0.0 (not measured) |
- * | iodepth_submit, iodepth_complete | all 0.0 (not measured; what fio prints with no samples) |
+ * | usr_cpu, sys_cpu, ctx | JobResult.usrCpuPct / sysCpuPct / ctx (the times the job's thread slept waiting for a completion) |
+ * | majf, minf | 0: the model has no page faults in the job's address space |
+ * | iodepth_level | the engine's depth after each submission in fio's buckets (io_u_mark_depth), percent of issued I/Os (stat_calc_dist) |
+ * | iodepth_submit, iodepth_complete | I/Os per submit call, completions per reap (io_u_mark_submit / _complete), percent of calls |
  * | latency_ns/us/ms | read+write clat histograms bucketed with fio's io_u_mark_latency() ranges, percent of read+write total_ios (nonzero buckets at least 0.01, as fio) |
  * | latency_depth / target / percentile / window | iodepth / 0 / 100.0 / 0: no latency_target is modelled |
- * | disk_util | [] — the host disks are not modelled (fio omits the key when it tracks no disk) |
+ * | disk_util | per drive as the guest names it (nvme0n1): the jobs' I/Os, ticks and time in queue (ms), merges 0, util = ms with I/O in flight / run ms |
  * | vmstack | FioRun.vmstack verbatim (top-level, last): a VmstackReport, or `{ groups: [...] }` for several barrier groups |
  *
  * Latency statistics from the histograms (3 significant digits): N = count;

@@ -6,9 +6,9 @@
  * nsec/usec/msec chosen by nsec_to_usec()/nsec_to_msec() and
  * show_clat_percentiles()'s thresholds) and rounding follow fio 3.33's stat.c
  * and lib/num2str.c. The numbers are the ones fio-json.ts computes; see its
- * header for where each comes from. Not printed: fio's start-up banner, the
- * disk stats (host disks are not modelled) and the vmstack section (the CLI
- * prints its own tables). `pid=` is this process's pid: every vmstack job runs
+ * header for where each comes from. The start-up lines come from
+ * formatFioNormalHeader, the "Disk stats" from the jobs' drives; the
+ * vmstack section is not printed here (the CLI prints its own tables). `pid=` is this process's pid: every vmstack job runs
  * as a thread of it, as fio jobs do with `thread`.
  */
 
