@@ -8,8 +8,10 @@
 
 import { readFileSync } from 'node:fs';
 import { FIO_IO_U_PLAT_NR, type FioJobSpec, FioStatCollector, ioStatDev, plat_idx_to_val, plat_val_to_idx, validateJobSpec } from '@vmstack/guest-kernel';
-import { xxh32 } from '@vmstack/shm';
+import { InputError, xxh32 } from '@vmstack/shm';
 import test from 'ava';
+import { parseJobFileText } from '../src/fio/jobfile.js';
+import { jobsFromJobFile } from '../src/fio/options.js';
 import { applyGroupReporting } from '../src/report/fio-group.js';
 import { toFioJson } from '../src/report/fio-json.js';
 import { fioLogFiles } from '../src/report/fio-logs.js';
@@ -321,4 +323,27 @@ test('progress bar of many runs: drawn in place on a terminal, nothing elsewhere
   await pipe.track(Promise.resolve(1));
   pipe.end();
   t.deepEqual(quiet, []);
+});
+
+const parse = (text: string) => jobsFromJobFile(parseJobFileText(text, 'test.fio', { env: {} }));
+
+test('job options: verify modes and verify_pattern, verify_fatal, verify_backlog; log options; [global] name keeps the section names', (t) => {
+  const v = parse('[a]\nsize=1m\nverify=xxhash\nverify_pattern=0xdeadbeef"ab"7\nverify_fatal=1\nverify_backlog=16\n').jobs[0];
+  t.like(v, { verify: 'xxhash', verifyFatal: true, verifyBacklog: 16 });
+  t.deepEqual(v.verifyPattern, [0xde, 0xad, 0xbe, 0xef, 0x61, 0x62, 7]);
+  t.is(parse('[a]\nsize=1m\nverify_pattern=0x5a\n').jobs[0].verify, 'pattern', 'a verify_pattern alone means verify=pattern, as in fio');
+  for (const mode of ['sha1', 'sha256', 'meta', 'md5', 'crc32c'] as const) t.is(parse(`[a]\nsize=1m\nverify=${mode}\n`).jobs[0].verify, mode);
+  const bad = t.throws(() => parse('[a]\nsize=1m\nverify=sha512\n'), { instanceOf: InputError });
+  t.regex(bad.message, /^\[a\] verify: .*sha512 .* not modelled/);
+  t.throws(() => parse('[a]\nsize=1m\nverify=pattern\n'), { instanceOf: InputError, message: /verify_pattern/ });
+  t.throws(() => parse('[a]\nsize=1m\nverify_pattern=%o\n'), { instanceOf: InputError, message: /%o is not modelled/ });
+  const logged = parse('[global]\nname=g\nsize=1m\nwrite_bw_log\nwrite_hist_log=h\nlog_avg_msec=100\nlog_hist_msec=50\nper_job_logs=0\n[s1]\n[s2]\nname=own\n');
+  t.deepEqual(
+    logged.jobs.map((j) => j.name),
+    ['s1', 'own'],
+  );
+  t.deepEqual(logged.jobs[0].logs, { bw: 's1', hist: 'h', avgMsec: 100, histMsec: 50, histCoarseness: 0, offset: false, perJobLogs: false });
+  t.is(logged.jobs[0].bwAvgMs, 100, "the bandwidth is sampled at the log's period");
+  t.deepEqual(logged.ignoredOptions, []);
+  t.throws(() => parse('[a]\nsize=1m\nwrite_hist_log\nlog_hist_coarseness=7\n'), { instanceOf: InputError, message: /from 0 to 6/ });
 });
