@@ -346,4 +346,6 @@ test('job options: verify modes and verify_pattern, verify_fatal, verify_backlog
   t.is(logged.jobs[0].bwAvgMs, 100, "the bandwidth is sampled at the log's period");
   t.deepEqual(logged.ignoredOptions, []);
   t.throws(() => parse('[a]\nsize=1m\nwrite_hist_log\nlog_hist_coarseness=7\n'), { instanceOf: InputError, message: /from 0 to 6/ });
+  t.true(parse('[a]\nsize=1m\nwrite_bw_log\nlog_avg_msec=10\nlog_max_value=1\n').jobs[0].logs?.maxValue);
+  t.throws(() => parse('[a]\nsize=1m\nwrite_bw_log\nlog_unix_epoch=1\n'), { instanceOf: InputError, message: /model ms since the job started/ });
 });

@@ -118,6 +118,8 @@ export interface FioLogSpec {
   histCoarseness: number;
   /** per_job_logs: the file names carry the job's number */
   perJobLogs: boolean;
+  /** log_max_value: an averaged entry carries the window's largest value, not its mean */
+  maxValue?: boolean;
   /** log_avg_msec: 0 logs every I/O */
   avgMsec: number;
   /** log_hist_msec */
@@ -218,7 +220,10 @@ class AvgLog {
   readonly entries: FioLogEntry[] = [];
   private readonly window = [newIoStat(), newIoStat()];
   private readonly last = [0, 0];
-  constructor(private readonly avgMsec: number) {}
+  constructor(
+    private readonly avgMsec: number,
+    private readonly maxValue = false,
+  ) {}
   /** add_log_sample() */
   add(elapsedMs: number, value: number, ddir: number, bs: number, offset: number): void {
     if (!this.avgMsec) {
@@ -230,10 +235,10 @@ class AvgLog {
     this.flush(ddir, elapsedMs);
     this.last[ddir] = elapsedMs - (elapsedMs % this.avgMsec);
   }
-  /** __add_stat_to_log(): the window's mean, rounded, as one entry (block size 0) */
+  /** __add_stat_to_log(): the window's mean, rounded (or its largest value, log_max_value), as one entry (block size 0) */
   flush(ddir: number, elapsedMs: number): void {
     const w = this.window[ddir];
-    if (w.samples) this.entries.push({ timeMs: elapsedMs, value: Math.floor(w.mean + 0.5), ddir, bs: 0, offset: 0 });
+    if (w.samples) this.entries.push({ timeMs: elapsedMs, value: this.maxValue ? w.max : Math.floor(w.mean + 0.5), ddir, bs: 0, offset: 0 });
     this.window[ddir] = newIoStat();
   }
   /** finalize_logs() */
@@ -301,12 +306,13 @@ export class FioStatCollector {
   ) {
     this.bwSampleNs = startNs;
     this.iopsSampleNs = startNs;
-    if (log?.bw) this.bwLog = new AvgLog(log.avgMsec);
-    if (log?.iops) this.iopsLog = new AvgLog(log.avgMsec);
+    const max = log?.maxValue === true;
+    if (log?.bw) this.bwLog = new AvgLog(log.avgMsec, max);
+    if (log?.iops) this.iopsLog = new AvgLog(log.avgMsec, max);
     if (log?.lat) {
-      this.clatLog = new AvgLog(log.avgMsec);
-      this.slatLog = new AvgLog(log.avgMsec);
-      this.latLog = new AvgLog(log.avgMsec);
+      this.clatLog = new AvgLog(log.avgMsec, max);
+      this.slatLog = new AvgLog(log.avgMsec, max);
+      this.latLog = new AvgLog(log.avgMsec, max);
     }
     if (log?.hist) this.histLog = [];
   }

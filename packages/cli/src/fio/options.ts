@@ -104,6 +104,7 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   log_hist_msec: HANDLED,
   log_hist_coarseness: HANDLED,
   log_offset: HANDLED,
+  log_max_value: HANDLED,
   per_job_logs: HANDLED,
 
   // -- ignored: change nothing the model does -----------------------------
@@ -179,14 +180,8 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   unit_base: IGNORED,
   write_iolog: IGNORED,
   log_entries: IGNORED,
-  log_max_value: IGNORED,
-  log_prio: IGNORED,
-  log_compression: IGNORED,
+  log_compression: IGNORED, // compressed in memory, written out plain: the files are the same
   log_compression_cpus: IGNORED,
-  log_store_compressed: IGNORED,
-  log_unix_epoch: IGNORED,
-  log_alternate_epoch: IGNORED,
-  log_alternate_epoch_clock_id: IGNORED,
   block_error_percentiles: IGNORED,
   continue_on_error: IGNORED, // the model raises no I/O errors to continue on
   ignore_error: IGNORED,
@@ -311,6 +306,11 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   exec_prerun: notModelled(EXEC),
   exec_postrun: notModelled(EXEC),
   profile: notModelled(EXEC),
+  log_prio: notModelled('the model has no I/O priorities to log', '0'),
+  log_store_compressed: notModelled('log files are written plain', '0'),
+  log_unix_epoch: notModelled('log times are model ms since the job started', '0'),
+  log_alternate_epoch: notModelled('log times are model ms since the job started', '0'),
+  log_alternate_epoch_clock_id: notModelled('log times are model ms since the job started'),
   hipri: notModelled(IO_URING),
   fixedbufs: notModelled(IO_URING),
   registerfiles: notModelled(IO_URING),
@@ -819,6 +819,7 @@ function resolveStatsAndLogs(job: JobOptionSlots): Pick<FioJobSpec, 'bwAvgMs' | 
   if (coarse && histCoarseness > 6) throw new InputError(coarse.field, coarse.value, 'a whole number from 0 to 6');
   const offsetOpt = job.get('log_offset');
   const perJob = job.get('per_job_logs');
+  const maxOpt = job.get('log_max_value');
   out.logs = {
     ...(bw === undefined ? {} : { bw }),
     ...(lat === undefined ? {} : { lat }),
@@ -829,6 +830,7 @@ function resolveStatsAndLogs(job: JobOptionSlots): Pick<FioJobSpec, 'bwAvgMs' | 
     histCoarseness,
     offset: offsetOpt ? parseBool(offsetOpt) : false,
     perJobLogs: perJob ? parseBool(perJob) : true,
+    ...(maxOpt && parseBool(maxOpt) ? { maxValue: true } : {}),
   };
   // fio samples a logged bandwidth or IOPS at the log's period unless bwavgtime / iopsavgtime says otherwise
   if (bw !== undefined && !bwAvg && out.logs.avgMsec > 0) out.bwAvgMs = out.logs.avgMsec;
