@@ -33,7 +33,7 @@ export interface StackRun {
   counters: VmstackCounters;
   leaks: LeakReport;
   verify: VerifyReport;
-  /** completed I/Os of every job, both directions (verify-phase reads not included) */
+  /** completed I/Os of every job, both directions (verify-phase reads included, as fio counts them) */
   ios: number;
   lock(name: string): LockStatRow;
   /** bytes per model ns of job 0's reads */

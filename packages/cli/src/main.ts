@@ -31,7 +31,8 @@ const STRATEGIES = ['direct', 'strict', 'lazy', 'bounce'] as const satisfies rea
 const CLOCKS = ['virtual', 'wall'] as const;
 const DRIVERS = ['v5.10', 'v6.x'] as const satisfies readonly ViommuDriverGeneration[];
 const CONTIGUITIES = ['none', 'huge'] as const satisfies readonly UserBufferContiguity[];
-const OUTPUT_FORMATS = ['normal', 'json', 'json+'] as const;
+/** fio's --output-format: one of these, or several joined by commas (commands/run.ts parseOutputFormats) */
+const OUTPUT_FORMATS = ['normal', 'json', 'json+', 'terse'] as const;
 /** report/flamegraph.ts's formats, listed here so that --help does not load the report code */
 const FLAMEGRAPH_FORMATS = ['folded', 'speedscope'] as const satisfies readonly FlamegraphFormat[];
 const VMMS = ['crosvm-2021', 'no-sandbox', 'qemu-notifier'] as const satisfies readonly VmmPath[];
@@ -78,7 +79,7 @@ const FIO_OPTIONS: Record<string, Options> = {
   runtime: { type: 'string', describe: 'model time limit: 10 (s), 500ms, 2m' },
   time_based: { type: 'boolean', describe: 'loop over the region until runtime has passed' },
   rwmixread: { type: 'string', describe: 'percent reads for rw/randrw (default: 50)' },
-  verify: { type: 'string', describe: '0, crc32c or md5' },
+  verify: { type: 'string', describe: '0, crc32c, md5, sha1, sha256, xxhash, meta or pattern (with verify_pattern in a job file)' },
   do_verify: { type: 'string', describe: '0 or 1: read back and check after writing (default: 1)' },
   randseed: { type: 'string', describe: 'seed of random offsets (default: 0x89)' },
   direct: { type: 'string', describe: '1 only: every I/O is O_DIRECT in the model' },
@@ -119,8 +120,21 @@ const MODEL_OPTIONS: Record<string, Options> = {
 
 const OUTPUT_OPTIONS: Record<string, Options> = {
   'output-format': {
-    ...choice('output-format', OUTPUT_FORMATS),
-    describe: "normal: fio's summary + the model's tables; json(+): fio JSON + a vmstack key (default: normal)",
+    type: 'string',
+    coerce: coerced((t) => {
+      for (const p of t.split(','))
+        if (!(OUTPUT_FORMATS as readonly string[]).includes(p.trim()))
+          throw new InputError('--output-format', t, `one of ${OUTPUT_FORMATS.join(', ')}, or several joined by commas (e.g. json,normal)`);
+      return t;
+    }),
+    describe: "normal: fio's summary + the model's tables; json(+): fio JSON + a vmstack key; terse: fio's terse v3 lines; or a list, e.g. json,normal",
+  },
+  minimal: { type: 'boolean', describe: 'fio --minimal: the same as --output-format terse' },
+  section: { type: 'string', array: true, describe: 'run only this job section of the job file (repeatable); [global] sections apply as ever' },
+  'parse-only': { type: 'boolean', describe: 'check the job file and every option, run nothing (exit 0 or 2)' },
+  eta: {
+    ...choice('eta', ['auto', 'always', 'never'] as const),
+    describe: "fio's status line while the jobs run (model-time progress and rates, wall-time ETA); auto: on a terminal with normal output",
   },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when the run completes' },
   html: { type: 'string', describe: 'also write an offline HTML report (the topology, the jobs, the locks) to this file' },
@@ -234,7 +248,36 @@ async function checkArgv(argv: Record<string, unknown>, options: Record<string, 
 async function runHandler(argv: Record<string, unknown>): Promise<void> {
   await checkArgv(argv);
   const { runCommand } = await import('./commands/run.js');
-  await runCommand(runArgsOf(argv));
+  const args = runArgsOf(argv);
+  const several = commandLineJobs(hideBin(process.argv));
+  await runCommand(several ? { ...args, fio: several.global, commandLineJobs: several.jobs } : args);
+}
+
+/**
+ * fio's jobs on the command line: each --name starts a job, and the fio
+ * options after it belong to that job; the ones before the first --name are
+ * global. Undefined with fewer than two --name (one job: the options as they are).
+ */
+export function commandLineJobs(
+  tokens: readonly string[],
+): { global: Record<string, string | boolean>; jobs: { name: string; options: Record<string, string | boolean> }[] } | undefined {
+  if (tokens.filter((t) => t === '--name' || t.startsWith('--name=')).length < 2) return undefined;
+  const global: Record<string, string | boolean> = {};
+  const jobs: { name: string; options: Record<string, string | boolean> }[] = [];
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i];
+    if (!t.startsWith('--')) continue;
+    const eq = t.indexOf('=');
+    const key = eq < 0 ? t.slice(2) : t.slice(2, eq);
+    const takesValue = RUN_OPTIONS[key]?.type !== 'boolean';
+    let value: string | boolean = true;
+    if (eq >= 0) value = t.slice(eq + 1);
+    else if (takesValue && i + 1 < tokens.length) value = tokens[++i];
+    if (!Object.hasOwn(FIO_OPTIONS, key)) continue;
+    if (key === 'name') jobs.push({ name: String(value), options: {} });
+    else (jobs.length ? jobs[jobs.length - 1].options : global)[key] = value;
+  }
+  return { global, jobs };
 }
 
 /** `run`'s arguments from its parsed options, its defaults applied: `run` and every point of `scale` go through here. */
@@ -258,7 +301,10 @@ function runArgsOf(argv: Record<string, unknown>): RunArgs {
     alwaysBounceLimitAt: argv['always-bounce-limit-at'] as string | undefined,
     slotsPerClass: argv['slots-per-class'] as string | undefined,
     dmaEntryLimit: argv['dma-entry-limit'] as string | undefined,
-    outputFormat: opt<RunArgs['outputFormat']>('output-format', 'normal'),
+    outputFormat: argv.minimal === true ? 'terse' : opt<string>('output-format', 'normal'),
+    ...(argv.section === undefined ? {} : { sections: (argv.section as unknown[]).map(String) }),
+    parseOnly: argv['parse-only'] === true,
+    ...(argv.eta === undefined ? {} : { eta: argv.eta as RunArgs['eta'] }),
     output: argv.output as string | undefined,
     html: argv.html as string | undefined,
     flamegraph: argv.flamegraph as string | undefined,

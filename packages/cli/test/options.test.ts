@@ -176,7 +176,7 @@ test('job file: global inheritance, per-section override, numjobs expansion, sto
   t.is(parsed.jobs[2].randseed, 0x1234);
   t.is(parsed.jobs[0].randseed, 0x89);
   t.like(parsed.jobs[3], { rwmixreadPct: 70, verify: 'crc32c', doVerify: false });
-  t.deepEqual(parsed.ignoredOptions, ['group_reporting', 'thread', 'randrepeat', 'norandommap']);
+  t.deepEqual(parsed.ignoredOptions, ['thread', 'randrepeat', 'norandommap']);
   t.deepEqual(parsed.globalOptions, {
     ioengine: 'libaio',
     direct: '1',
@@ -390,7 +390,7 @@ test('runtime and time_based: bad times, time_based without runtime', (t) => {
 test('numjobs, rwmixread, verify, do_verify, randseed: out-of-range values', (t) => {
   inputError(t, () => jobsFromText(oneJob('numjobs=0')), '[job] numjobs', '0', 'a whole number from 1 to 4096');
   inputError(t, () => jobsFromText(oneJob('rwmixread=101')), '[job] rwmixread', '101', 'from 0 to 100');
-  inputError(t, () => jobsFromText(oneJob('verify=sha256')), '[job] verify', 'sha256', 'crc32c', 'md5', 'not modelled');
+  inputError(t, () => jobsFromText(oneJob('verify=sha512')), '[job] verify', 'sha512', 'crc32c', 'md5', 'not modelled');
   inputError(t, () => jobsFromText(oneJob('do_verify')), '[job] do_verify', '', 'do_verify=0 or do_verify=1');
   inputError(t, () => jobsFromText(oneJob('randseed=-1')), '[job] randseed', '-1', 'a whole number from 0');
   inputError(t, () => jobsFromText(oneJob('stonewall=maybe')), '[job] stonewall', 'maybe', 'the bare key stonewall');
@@ -518,7 +518,7 @@ test('validateJobSpec accepts a parsed spec and rejects each broken field by its
     [{ timeBased: true, runtimeNs: null }, 'time_based'],
     [{ rw: 'trim' as never }, 'rw'],
     [{ rwmixreadPct: 101 }, 'rwmixread'],
-    [{ verify: 'sha1' as never }, 'verify'],
+    [{ verify: 'sha512' as never }, 'verify'],
     [{ randseed: -1 }, 'randseed'],
     [{ ioengine: 'io_uring' as never }, 'ioengine'],
     [{ direct: false as never }, 'direct'],

@@ -12,6 +12,7 @@ import type { VcpuJobResult } from './vcpu.js';
 import type { ViommuCounters, ViommuDriverGeneration } from './virtio-iommu/viommu.js';
 
 export * from './dma.js';
+export * from './fio-stat.js';
 export { runGuestVcpu } from './guest.js';
 export {
   BouncePool,

@@ -13,14 +13,15 @@
  *   one submission path).
  */
 import { InputError } from '@vmstack/shm';
+import type { FioLogSpec } from './fio-stat.js';
 
 /** fio `rw=`; fio's `readwrite` is normalised to `rw`. */
 export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'rw' | 'randrw';
 export const RW_MODES: readonly RwMode[] = ['read', 'write', 'randread', 'randwrite', 'rw', 'randrw'];
 
 /** fio `verify=`; fio's `0` and `crc32c-intel` map to `none` and `crc32c`. */
-export type VerifyMode = 'none' | 'crc32c' | 'md5';
-export const VERIFY_MODES: readonly VerifyMode[] = ['none', 'crc32c', 'md5'];
+export type VerifyMode = 'none' | 'crc32c' | 'md5' | 'sha256' | 'sha1' | 'xxhash' | 'meta' | 'pattern';
+export const VERIFY_MODES: readonly VerifyMode[] = ['none', 'crc32c', 'md5', 'sha256', 'sha1', 'xxhash', 'meta', 'pattern'];
 
 /** NVMe logical block size of the modelled namespace. */
 export const NVME_LBA_SIZE_BYTES = 4096;
@@ -94,6 +95,17 @@ export interface FioJobSpec {
    * places the job on a drive.
    */
   filename?: string;
+  /** fio `verify_pattern`: the bytes written into (and checked in) every block, repeated */
+  verifyPattern?: number[];
+  /** fio `verify_fatal`: the first verify failure ends the job */
+  verifyFatal?: boolean;
+  /** fio `verify_backlog`: read back every N written blocks while writing (0 or absent: all at the end) */
+  verifyBacklog?: number;
+  /** fio `bwavgtime` / `iopsavgtime`: the bandwidth and IOPS sampling windows, model ms (default 500) */
+  bwAvgMs?: number;
+  iopsAvgMs?: number;
+  /** fio's write_bw_log, write_lat_log, write_iops_log, write_hist_log: what the job logs (absent: no logs) */
+  logs?: FioLogSpec;
 }
 
 /** What fio `filename` may be in the model. */
@@ -141,6 +153,12 @@ const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   ioengine: 'ioengine',
   direct: 'direct',
   filename: 'filename',
+  verifyPattern: 'verify_pattern',
+  verifyFatal: 'verify_fatal',
+  verifyBacklog: 'verify_backlog',
+  bwAvgMs: 'bwavgtime',
+  iopsAvgMs: 'iopsavgtime',
+  logs: 'write_bw_log',
 };
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -185,7 +203,7 @@ export function validateJobSpec(spec: FioJobSpec, writtenAs: JobSpecWrittenAs = 
   if (spec.timeBased && spec.runtimeNs === null) {
     fail('timeBased', 'time_based only together with runtime > 0 (e.g. runtime=10s), else the job never ends');
   }
-  if (!VERIFY_MODES.includes(spec.verify)) fail('verify', '0 (none), crc32c or md5');
+  if (!VERIFY_MODES.includes(spec.verify)) fail('verify', `0 (none) or one of ${VERIFY_MODES.slice(1).join(', ')}`);
   if (typeof spec.doVerify !== 'boolean') fail('doVerify', '0 or 1');
   if (!isCount(spec.randseed)) fail('randseed', `a whole number from 0 to ${Number.MAX_SAFE_INTEGER}`);
   if (spec.ioengine !== 'libaio') fail('ioengine', 'libaio (the only submission path modelled)');

@@ -41,6 +41,7 @@ import {
 } from '@vmstack/shm';
 import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
 import type { DmaIommu, DmaMapping } from './dma.js';
+import { type FioJobStat, FioStatCollector } from './fio-stat.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import { IommuMapNoMemError } from './iommu/domain-ops.js';
 import { type FioJobSpec, fioJobWrites, fioWriteSeed } from './job-spec.js';
@@ -96,6 +97,8 @@ export interface VcpuJobResult {
   busyNs: number;
   /** real (wall) ms the job loop took: the model's own speed */
   loopWallMs: number;
+  /** fio's statistics of the job, as fio keeps them */
+  stat: FioJobStat;
 }
 
 interface Slot {
@@ -212,12 +215,20 @@ export class Vcpu {
   private readonly bsBlocks: number;
   private readonly deadlineNs: number;
   private readonly verifyAlgo: VerifyAlgo;
+  /** fio's verify_pattern, the bytes written and checked (absent: the per-seed payload) */
+  private readonly verifyPattern: Uint8Array | undefined;
+  /** verify_backlog: completed writes not yet read back, and how many of them to read back now */
+  private readonly backlog: number[] = [];
+  private backlogVerifying = 0;
+  /** verify_fatal: a verify failure ends the job */
+  private stopped = false;
   private readonly startNs: number;
   /** the seed of this job's written blocks, and which blocks it wrote (for verify) */
   private readonly writeSeed: number;
   private readonly writtenLbas = new Set<number>();
   /** the job is over: the other vCPUs stop waiting for this one */
   private finished = false;
+  private readonly stat: FioStatCollector;
 
   constructor(
     private readonly env: VcpuEnv,
@@ -243,7 +254,9 @@ export class Vcpu {
     this.startNs = env.clock.nowNs();
     this.writeSeed = fioWriteSeed(job);
     this.deadlineNs = job.runtimeNs ? this.startNs + job.runtimeNs : NEVER_NS;
+    this.stat = new FioStatCollector(this.startNs, job.bwAvgMs, job.iopsAvgMs, job.logs, job.blockSizeBytes);
     this.verifyAlgo = job.verify === 'none' ? 'none' : job.verify;
+    this.verifyPattern = job.verifyPattern && job.verifyPattern.length > 0 ? Uint8Array.from(job.verifyPattern) : undefined;
     this.peerWatchers = env.otherVcpus.map((v, i) => [env.peerDevices[i], env.self, ...env.otherVcpus.filter((u) => u !== v)]);
     this.peerDeviceEots = new Float64Array(env.otherVcpus.length);
   }
@@ -340,6 +353,7 @@ export class Vcpu {
     this.env.clock.charge(this.env.costs.guestIrqDeliveryNs);
     this.publish(this.env.clock.nowNs());
     irqs.release(n);
+    this.stat.reaped(cqes);
     for (let i = 0; i < cqes; i++) {
       const c = nvme_next_cqe(this.env.mem, this.env.queue);
       if (!c) throw new Error('nvme: interrupt without a new completion entry');
@@ -378,31 +392,40 @@ export class Vcpu {
         // what should be there: what this job wrote, or what the drive held before
         const seed = this.writtenLbas.has(lba) ? this.writeSeed : (this.env.priorSeeds.get(lba) ?? this.env.nsPrefillSeed);
         const off = s.buffer.pageGpas[b];
-        if (verifyBlock(u8, off, lba, this.verifyAlgo, seed)) continue;
+        if (verifyBlock(u8, off, lba, this.verifyAlgo, seed, this.verifyPattern)) continue;
+        if (this.job.verifyFatal) this.stopped = true;
         // fio's "bad header rand_seed": an intact block another job of the group wrote over
         // ours (their regions overlap) is a verify failure, but not damage by the stack
-        if (this.env.peerWriteSeeds.has(blockSeed(u8, off)) && verifyBlock(u8, off, lba, this.verifyAlgo)) this.overwritten++;
+        if (this.env.peerWriteSeeds.has(blockSeed(u8, off)) && verifyBlock(u8, off, lba, this.verifyAlgo, undefined, this.verifyPattern)) this.overwritten++;
         else this.corrupt++;
       }
     }
-    const d = s.isRead ? this.read : this.write;
-    if (!s.verifyPhase) {
-      d.ios++;
-      d.ioBytes += s.blocks * BLOCK_BYTES;
-      d.lastCompleteNs = now;
-      d.clat.recordValue(Math.max(1, now - s.issueNs));
-      d.lat.recordValue(Math.max(1, now - s.submitNs));
-      d.slat.recordValue(Math.max(1, s.issueNs - s.submitNs));
+    if (!s.isRead && status === 0 && this.job.verifyBacklog) {
+      // verify_backlog: every verifyBacklog written blocks are read back before more are written
+      this.backlog.push(s.lba);
+      if (this.backlogVerifying === 0 && this.backlog.length >= this.job.verifyBacklog) this.backlogVerifying = this.backlog.length;
     }
+    const d = s.isRead ? this.read : this.write;
+    // fio counts the verify phase's reads in the read statistics; the count also feeds the status line
+    this.env.control.noteProgress(this.env.self);
+    this.stat.completed(now, s.isRead ? 0 : 1, s.blocks * BLOCK_BYTES, s.lba * BLOCK_BYTES, s.submitNs, s.issueNs);
+    d.ios++;
+    d.ioBytes += s.blocks * BLOCK_BYTES;
+    d.lastCompleteNs = now;
+    d.clat.recordValue(Math.max(1, now - s.issueNs));
+    d.lat.recordValue(Math.max(1, now - s.submitNs));
+    d.slat.recordValue(Math.max(1, s.issueNs - s.submitNs));
     this.inflight--;
     this.free.push(cid);
     this.resourceWait = false;
   }
 
   private canSubmit(): boolean {
+    if (this.stopped) return false;
     if (this.requeued >= 0) return !this.resourceWait;
     if (this.free.length === 0) return false;
-    if (this.phase === 'verify') return this.verifyIssued < this.regionBlocks / this.bsBlocks;
+    if (this.backlogVerifying > 0) return true;
+    if (this.phase === 'verify') return !this.job.verifyBacklog && this.verifyIssued < this.regionBlocks / this.bsBlocks;
     if (this.deadlineNs !== NEVER_NS) return this.env.clock.nowNs() < this.deadlineNs && (this.job.timeBased || this.issued < this.totalIos);
     return this.issued < this.totalIos;
   }
@@ -419,27 +442,29 @@ export class Vcpu {
     const cid = this.free.pop()!;
     const s = this.slots[cid];
     const rw = job.rw;
+    const fromBacklog = this.backlogVerifying > 0 ? this.backlog.shift() : undefined;
+    if (fromBacklog !== undefined) this.backlogVerifying--;
     let isRead: boolean;
-    if (this.phase === 'verify') isRead = true;
+    if (this.phase === 'verify' || fromBacklog !== undefined) isRead = true;
     else if (rw === 'read' || rw === 'randread') isRead = true;
     else if (rw === 'write' || rw === 'randwrite') isRead = false;
     else isRead = this.rng() * 100 < job.rwmixreadPct;
     const random = rw === 'randread' || rw === 'randwrite' || rw === 'randrw';
-    const ioIndex = this.phase === 'verify' ? this.verifyIssued++ : this.issued++;
+    const ioIndex = fromBacklog !== undefined ? 0 : this.phase === 'verify' ? this.verifyIssued++ : this.issued++;
     const ioCount = Math.max(1, Math.floor(this.regionBlocks / this.bsBlocks));
-    const k = random && this.phase !== 'verify' ? Math.floor(this.rng() * ioCount) : ioIndex % ioCount;
-    const lba = job.offsetBytes / BLOCK_BYTES + k * this.bsBlocks;
+    const k = random && this.phase !== 'verify' && fromBacklog === undefined ? Math.floor(this.rng() * ioCount) : ioIndex % ioCount;
+    const lba = fromBacklog ?? job.offsetBytes / BLOCK_BYTES + k * this.bsBlocks;
     s.isRead = isRead;
     s.lba = lba;
     s.blocks = this.bsBlocks;
-    s.verifyPhase = this.phase === 'verify';
+    s.verifyPhase = this.phase === 'verify' || fromBacklog !== undefined;
     s.submitNs = clock.nowNs();
     const d = isRead ? this.read : this.write;
-    if (d.firstSubmitNs < 0 && !s.verifyPhase) d.firstSubmitNs = s.submitNs;
+    if (d.firstSubmitNs < 0) d.firstSubmitNs = s.submitNs;
     if (!isRead) {
       // fio fills the buffer before io_submit (verify headers when verifying)
       for (let b = 0; b < s.blocks; b++) {
-        fillBlock(this.env.mem.u8, s.buffer.pageGpas[b], lba + b, this.writeSeed, this.verifyAlgo);
+        fillBlock(this.env.mem.u8, s.buffer.pageGpas[b], lba + b, this.writeSeed, this.verifyAlgo, this.verifyPattern);
         this.writtenLbas.add(lba + b);
       }
     }
@@ -472,6 +497,7 @@ export class Vcpu {
     const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, s.lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping), s.prpPage);
     s.issueNs = clock.nowNs();
     this.inflight++;
+    this.stat.submitted(s.submitNs);
     this.ringDoorbell(DOORBELL_SQ_TAIL, tail);
     this.env.profiler.exit('nvme_queue_rq');
   }
@@ -493,8 +519,10 @@ export class Vcpu {
         continue;
       }
       if (this.inflight === 0) {
-        if (this.phase === 'main' && this.job.verify !== 'none' && this.job.doVerify && this.write.ios > 0) {
+        if (this.phase === 'main' && this.job.verify !== 'none' && this.job.doVerify && this.write.ios > 0 && !this.stopped) {
           this.phase = 'verify';
+          // with verify_backlog the end of the job reads back what the backlog has not
+          if (this.job.verifyBacklog) this.backlogVerifying = this.backlog.length;
           continue;
         }
         break;
@@ -505,6 +533,7 @@ export class Vcpu {
       // the timer goes out before the idle EOT: a peer that sees us idle knows when we act on it
       this.env.control.publishTimer(this.env.self, timerNs);
       this.publish(NEVER_NS);
+      this.stat.slept();
       const irqs = this.env.irqs;
       const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() > timerNs;
       this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);
@@ -528,6 +557,7 @@ export class Vcpu {
       endNs,
       busyNs: endNs - this.startNs - idleNs,
       loopWallMs: performance.now() - wallStart,
+      stat: this.stat.result(endNs),
     };
   }
 }

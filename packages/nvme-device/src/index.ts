@@ -30,7 +30,7 @@ export interface DeviceWorkerInit {
   vcpuWorkers: number[];
   /** which vCPU owns completion queue i */
   vcpuOfCq: number[];
-  namespace: { sizeBlocks: number; seed: number; algo: VerifyAlgo; initialBlocks?: [number, Uint8Array][]; exportBlocks?: boolean };
+  namespace: { sizeBlocks: number; seed: number; algo: VerifyAlgo; pattern?: number[]; initialBlocks?: [number, Uint8Array][]; exportBlocks?: boolean };
   /** `vmstack attack`: the device also attacks (attack.ts) */
   attack?: DeviceAttackPlan;
 }

@@ -15,6 +15,8 @@ export class NvmeNamespace {
     readonly prefillAlgo: VerifyAlgo,
     /** blocks an earlier run wrote (fio's barrier groups run one after another on the same drive) */
     initialBlocks: readonly (readonly [number, Uint8Array])[] = [],
+    /** the verify pattern the earlier verify job wrote (fio's verify_pattern) */
+    readonly prefillPattern?: Uint8Array,
   ) {
     for (const [lba, data] of initialBlocks) this.written.set(lba, data);
   }
@@ -23,7 +25,7 @@ export class NvmeNamespace {
   readBlock(lba: number, dst: Uint8Array, off: number): void {
     const w = this.written.get(lba);
     if (w) dst.set(w, off);
-    else fillBlock(dst, off, lba, this.prefillSeed, this.prefillAlgo);
+    else fillBlock(dst, off, lba, this.prefillSeed, this.prefillAlgo, this.prefillPattern);
   }
 
   writeBlock(lba: number, src: Uint8Array, off: number): void {

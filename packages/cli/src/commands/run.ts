@@ -20,16 +20,21 @@ import { totalmem } from 'node:os';
 import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import { type CallTreeNode, type ClockMode, DEFAULT_PROFILE_PATH, type FaultSpec, InputError, loadProfile, MAX_WORKERS, mergeCallTrees } from '@vmstack/shm';
 import type { VmmPath } from '@vmstack/vmm';
-import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
+import { type JobFile, readJobFile } from '../fio/jobfile.js';
+import { jobsFromCommandLine, jobsFromJobFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
+import { applyGroupReporting } from '../report/fio-group.js';
 import { formatFioJson } from '../report/fio-json.js';
-import { formatFioNormal } from '../report/fio-normal.js';
+import { fioLogFiles } from '../report/fio-logs.js';
+import { formatFioNormal, formatFioNormalHeader } from '../report/fio-normal.js';
+import { FioStatusLine } from '../report/fio-status.js';
+import { formatFioTerse } from '../report/fio-terse.js';
 import { type CallTreeRoot, type FlamegraphFormat, formatFlamegraph } from '../report/flamegraph.js';
 import type { FioRun, RunResult } from '../report/result.js';
 import { formatRunHtml } from '../report/run-html.js';
 import { formatVmstackReport } from '../report/tables.js';
 import { fioBufferBytes, planGuestLayout } from '../stack/guest-layout.js';
-import { runStack, type StackOptions } from '../stack/run-stack.js';
+import { type JobStatus, runStack, type StackOptions } from '../stack/run-stack.js';
 import { type BuiltTopology, jobsByDevice, resolveTopology, type TopologyArgs } from '../topology/build.js';
 import { guestLayoutRequest, NON_VCPU_WORKERS } from '../topology/plan.js';
 import { checkOutputPath, emitOutput, writeComplete } from './output.js';
@@ -57,7 +62,16 @@ export interface RunArgs {
   slotsPerClass?: string;
   /** as written; undefined: vfio_iommu_type1's default (65535) */
   dmaEntryLimit?: string;
-  outputFormat: 'normal' | 'json' | 'json+';
+  /** fio's --output-format: normal, json, json+ or terse, or several joined by commas (e.g. json,normal) */
+  outputFormat: string;
+  /** several --name on the command line: one job each, with the fio options written after its --name (`fio` holds the ones before) */
+  commandLineJobs?: readonly { name: string; options: Record<string, string | boolean> }[];
+  /** fio's --section: run only these job sections of the file ([global] sections apply as ever) */
+  sections?: readonly string[];
+  /** fio's --parse-only: check the jobs and every option, run nothing, print nothing */
+  parseOnly?: boolean;
+  /** fio's --eta: the status line while jobs run; auto (default): when stdout is a terminal and takes the normal output */
+  eta?: 'auto' | 'always' | 'never';
   output?: string;
   /** an HTML run report (the topology, the jobs, the locks) to this file */
   html?: string;
@@ -95,7 +109,11 @@ export interface RunOptions {
  */
 export function runOptionsOf(args: RunArgs): RunOptions {
   const defaults = { rw: 'read', bs: '4k', iodepth: '1', size: '64m' };
-  const parsed = args.jobfile ? jobsFromFile(args.jobfile, args.fio, { defaults }) : jobsFromCommandLine(args.fio, defaults);
+  const parsed = args.jobfile
+    ? jobsFromJobFile(jobFileSections(args.jobfile, args.sections), { overrides: args.fio, defaults })
+    : args.commandLineJobs
+      ? jobsFromJobFile(commandLineJobFile(args.fio, args.commandLineJobs), { defaults })
+      : jobsFromCommandLine(args.fio, defaults);
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
   const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
   // --topology FILE gives the strategy, driver, RAM and untrusted of its VMs: the checks below read them from its first VM
@@ -157,44 +175,105 @@ export function runOptionsOf(args: RunArgs): RunOptions {
   };
 }
 
+/** fio's output formats, in the order fio prints them. */
+export const FIO_OUTPUT_FORMATS = ['terse', 'json', 'json+', 'normal'] as const;
+export type FioOutputFormat = (typeof FIO_OUTPUT_FORMATS)[number];
+
+/** fio's --output-format list ("json,normal"); `field` names the option in errors. */
+export function parseOutputFormats(text: string, field = '--output-format'): FioOutputFormat[] {
+  const parts = text.split(',').map((p) => p.trim());
+  for (const p of parts) {
+    if (!(FIO_OUTPUT_FORMATS as readonly string[]).includes(p)) {
+      throw new InputError(field, text, `one of ${FIO_OUTPUT_FORMATS.join(', ')}, or several joined by commas (e.g. json,normal)`);
+    }
+  }
+  return FIO_OUTPUT_FORMATS.filter((f) => parts.includes(f));
+}
+
+/** Several command-line jobs as fio reads them: a [global] section of the options before the first --name, a section per --name. */
+function commandLineJobFile(global: Record<string, string | boolean>, jobs: NonNullable<RunArgs['commandLineJobs']>): JobFile {
+  const options = (o: Record<string, string | boolean>) =>
+    Object.entries(o).map(([key, v]) => ({ key, value: v === true ? '' : v === false ? '0' : v, where: 'command line' }));
+  return {
+    path: 'command line',
+    sections: [
+      { name: 'global', where: 'command line', options: options(global) },
+      ...jobs.map((j) => ({ name: j.name, where: 'command line', options: options(j.options) })),
+    ],
+  };
+}
+
+/** The job file, with --section: only the named job sections (and every [global]), as fio's --section runs them. */
+function jobFileSections(path: string, sections: readonly string[] | undefined) {
+  const file = readJobFile(path);
+  if (!sections || sections.length === 0) return file;
+  const names = file.sections.filter((s) => s.name !== 'global').map((s) => s.name);
+  for (const name of sections) {
+    if (!names.includes(name)) throw new InputError('--section', name, `a job section of ${path}: ${names.join(', ')}`);
+  }
+  return { ...file, sections: file.sections.filter((s) => s.name === 'global' || sections.includes(s.name)) };
+}
+
+/** The run's text in fio's formats, in fio's order (terse, JSON, normal), the model's tables after fio's normal output. */
+export function formatRunOutput(results: readonly RunResult[], formats: readonly FioOutputFormat[], header = ''): string {
+  const joined: FioRun = {
+    ...results[0],
+    jobs: results.flatMap((r) => r.jobs),
+    vmstack: results.length === 1 ? results[0].vmstack : { groups: results.map((r) => r.vmstack) },
+  };
+  const result = applyGroupReporting(joined);
+  let text = formats.includes('normal') ? header : '';
+  if (formats.includes('terse')) text += formatFioTerse(result);
+  if (formats.includes('json+')) text += `${formatFioJson(result, { plus: true })}\n`;
+  else if (formats.includes('json')) text += `${formatFioJson(result, { plus: false })}\n`;
+  if (formats.includes('normal')) text += `${formatFioNormal(result)}\n${formatVmstackReport(results)}`;
+  return text;
+}
+
 export async function runCommand(a: RunArgs): Promise<void> {
+  const formats = parseOutputFormats(a.outputFormat);
   const run = runOptionsOf(a);
+  if (a.parseOnly) return;
   if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, run.profilePath, a.topology?.file]);
   if (a.html !== undefined) checkOutputPath('--html', a.html, [a.jobfile, run.profilePath, a.topology?.file]);
   if (a.flamegraphFormat !== undefined && a.flamegraph === undefined)
     throw new InputError('--flamegraph-format', a.flamegraphFormat, 'only with --flamegraph FILE, the file it writes');
   if (a.flamegraph !== undefined) checkOutputPath('--flamegraph', a.flamegraph, [a.jobfile, run.profilePath, a.topology?.file, a.output, a.html]);
   for (const w of run.warnings) process.stderr.write(`vmstack: ${w}\n`);
+  const header = fioHeaderOf(run);
+  const showEta =
+    a.eta === 'always' || (a.eta !== 'never' && a.output === undefined && process.stdout.isTTY === true && formats.length === 1 && formats[0] === 'normal');
+  // fio prints its start-up lines before the jobs start, then its status line; into a file they go with the rest, once complete
+  const early = showEta && a.output === undefined && formats.includes('normal');
+  if (early) process.stdout.write(header);
 
   // everything is checked: the run starts
   const results: RunResult[] = [];
   for (const [gi, group] of run.groups.entries()) {
+    const status = showEta ? new FioStatusLine(group.jobs, performance.now()) : undefined;
     results.push(
       await runStack({
         ...group,
+        ...(status ? { onStatus: (s: readonly JobStatus[]) => process.stdout.write(status.line(s, performance.now())), statusIntervalMs: 1000 } : {}),
         // barrier groups run one after another on the same drive: what one writes, the next reads
         carry: results[gi - 1]?.carry,
         exportNamespace: gi < run.groups.length - 1,
       }),
     );
   }
-  const result: FioRun = {
-    ...results[0],
-    jobs: results.flatMap((r) => r.jobs),
-    vmstack: results.length === 1 ? results[0].vmstack : { groups: results.map((r) => r.vmstack) },
-  };
-  const text =
-    a.outputFormat === 'normal'
-      ? `${formatFioNormal(result)}\n${formatVmstackReport(results)}`
-      : `${formatFioJson(result, { plus: a.outputFormat === 'json+' })}\n`;
+  if (showEta) process.stdout.write('\n');
+  const text = formatRunOutput(results, formats, early ? '' : header);
   emitOutput(text, a.output);
+  // fio writes each job's log files into the working directory when the job ends
+  const logJobs = results.flatMap((r, g) => r.jobs.map((j, i) => ({ spec: run.groups[g].jobs[i], logs: j.fio?.logs })));
+  for (const f of fioLogFiles(logJobs)) writeComplete(f.path, f.text);
   if (a.html !== undefined) writeComplete(a.html, formatRunHtml(results, run.shapes));
   if (a.flamegraph !== undefined) {
-    const name = result.jobs.map((j) => j.jobname).join(',');
+    const name = results.flatMap((r) => r.jobs.map((j) => j.jobname)).join(',');
     writeComplete(a.flamegraph, formatFlamegraph(runCallTrees(results), a.flamegraphFormat ?? 'folded', `vmstack run ${name}`, 'vmstack'));
   }
-  // as fio: a job that ended with an error (failed commands, verify failures) makes the exit status non-zero
-  if (result.jobs.some((j) => j.error !== 0)) process.exitCode = 1;
+  // fio exits 1 when a job ended with an error (I/O errors, verify failures)
+  if (results.some((r) => r.jobs.some((j) => j.error !== 0))) process.exitCode = 1;
 }
 
 /** The call trees of a run's barrier groups as one flame graph: the same root (worker) of every group adds up. */
@@ -207,6 +286,25 @@ export function runCallTrees(results: readonly RunResult[]): CallTreeRoot[] {
       byName.set(root.name, e);
     }
   return [...byName].map(([name, e]) => ({ name, where: e.where, tree: mergeCallTrees(e.trees) }));
+}
+
+/** fio's start-up lines for the run's jobs ("thread" when a job says so, as fio's "Starting N threads"). */
+function fioHeaderOf(run: RunOptions): string {
+  const jobs = run.groups.flatMap((g) => g.jobs);
+  const first = run.groups[0];
+  const threads = Object.hasOwn(first?.globalOptions ?? {}, 'thread') || Object.values(first?.jobOptions ?? {}).some((o) => Object.hasOwn(o, 'thread'));
+  return formatFioNormalHeader(
+    jobs.map((j) => ({
+      name: j.name,
+      groupid: j.reportGroupId,
+      rw: j.rw,
+      blockSizeBytes: j.blockSizeBytes,
+      ioengine: j.ioengine,
+      iodepth: j.iodepth,
+      jobIndex: j.jobIndex,
+    })),
+    threads,
+  );
 }
 
 /** --topology FILE for these jobs: the file places jobs by their index in one barrier group's list. */

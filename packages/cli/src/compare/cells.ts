@@ -8,7 +8,8 @@
  */
 
 import type { DmaStrategy } from '@vmstack/guest-kernel';
-import { runOnPiscina } from '../jobs/local.js';
+import { runOnPiscina, track } from '../jobs/local.js';
+import type { RunProgress } from '../report/progress.js';
 import type { RunResult } from '../report/result.js';
 import { runStack, type StackOptions } from '../stack/run-stack.js';
 import type { CompareTaskResult } from './experiment.js';
@@ -75,14 +76,19 @@ export function compareCellResultOf(cell: Pick<CompareCell, 'strategy' | 'blockS
 }
 
 /** Runs the cells, in order: serially (`parallel` 1) or on that many piscina threads. */
-export async function runCompareCells(cells: readonly CompareCell[], parallel: number): Promise<CompareCellResult[]> {
-  if (parallel === 1) {
-    const out: CompareCellResult[] = [];
-    for (const cell of cells) out.push(compareCellResultOf(cell, await runStack(cell.stack)));
-    return out;
+export async function runCompareCells(cells: readonly CompareCell[], parallel: number, progress?: RunProgress): Promise<CompareCellResult[]> {
+  try {
+    if (parallel === 1) {
+      const out: CompareCellResult[] = [];
+      for (const cell of cells) out.push(compareCellResultOf(cell, await track(runStack(cell.stack), progress)));
+      return out;
+    }
+    return (await runOnPiscina(
+      cells.map((cell) => ({ kind: 'compare-stack', cell })),
+      parallel,
+      progress,
+    )) as CompareCellResult[];
+  } finally {
+    progress?.end();
   }
-  return (await runOnPiscina(
-    cells.map((cell) => ({ kind: 'compare-stack', cell })),
-    parallel,
-  )) as CompareCellResult[];
 }

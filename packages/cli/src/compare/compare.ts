@@ -11,6 +11,7 @@ import { barChartSvg, htmlPage, htmlTable } from '../report/html.js';
 import type { StackOptions } from '../stack/run-stack.js';
 import { type CompareCell, type CompareCellResult, runCompareCells } from './cells.js';
 import { type CompareRow, type CompareTask, type CompareTaskResult, RATIO_TOLERANCE, REFERENCE_ROWS } from './experiment.js';
+import { RunProgress } from '../report/progress.js';
 
 export interface CompareOptions {
   profilePath?: string;
@@ -123,8 +124,8 @@ export async function runCompare(o: CompareOptions = {}): Promise<CompareResult>
   const plan = planCompare(o);
   const started = performance.now();
   const results = plan.cells
-    ? await runCompareCells(plan.cells, plan.context.parallel)
-    : await runCompareTasks(plan.tasks, plan.profile, plan.context.parallel);
+    ? await runCompareCells(plan.cells, plan.context.parallel, new RunProgress('compare', plan.cells.length))
+    : await runCompareTasks(plan.tasks, plan.profile, plan.context.parallel, new RunProgress('compare', plan.tasks.length));
   return assembleCompare(plan.context, results, performance.now() - started);
 }
 

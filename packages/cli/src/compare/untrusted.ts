@@ -19,6 +19,7 @@ import { parseSizeBytes } from '../fio/sizes.js';
 import { htmlPage, htmlTable } from '../report/html.js';
 import type { StackOptions } from '../stack/run-stack.js';
 import { type CompareCellResult, runCompareCells } from './cells.js';
+import { RunProgress } from '../report/progress.js';
 
 export const UNTRUSTED_BLOCK_SIZES = ['64k'] as const;
 
@@ -80,7 +81,7 @@ export async function runUntrusted(o: UntrustedOptions): Promise<UntrustedResult
     UNTRUSTED_WAYS.map(({ strategy }) => ({ strategy, blockSizeBytes: bs.blockSizeBytes, stack: o.stackFor(strategy, bs, sizeBytes, iodepth) })),
   );
   const started = performance.now();
-  const results = await runCompareCells(cells, parallel);
+  const results = await runCompareCells(cells, parallel, new RunProgress('compare', cells.length));
   const rows = sizes.map((bs, i) => {
     const ways = UNTRUSTED_WAYS.map(({ way }, k) => {
       const r = results[i * UNTRUSTED_WAYS.length + k];

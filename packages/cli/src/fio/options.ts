@@ -60,7 +60,7 @@ const UNIFORM = 'only uniform random or sequential offsets over the job region a
 const AMOUNT = 'a job runs once over its region, or for runtime with time_based';
 const FILES = 'each job does I/O to one region of the NVMe namespace, not to files';
 const FLUSH = 'flushes, barriers and synchronous writes are not modelled';
-const VERIFY = 'only verify=crc32c|md5 with do_verify is modelled';
+const VERIFY = 'verify is modelled with verify, do_verify, verify_pattern, verify_fatal and verify_backlog only';
 const ZONES = 'zoned namespaces and data placement are not modelled';
 const TRIM = 'trim is not modelled';
 const BUFFERS = 'I/O buffers are page-aligned malloc memory in the model';
@@ -93,6 +93,19 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   new_group: HANDLED,
   kb_base: HANDLED,
   filename: HANDLED, // the guest's /dev/nvme<X>n1: which drive of the VM the job does I/O to
+  // statistics and log files, kept by the job engine in model time (fio-stat.ts in the guest)
+  bwavgtime: HANDLED,
+  iopsavgtime: HANDLED,
+  write_bw_log: HANDLED,
+  write_lat_log: HANDLED,
+  write_iops_log: HANDLED,
+  write_hist_log: HANDLED,
+  log_avg_msec: HANDLED,
+  log_hist_msec: HANDLED,
+  log_hist_coarseness: HANDLED,
+  log_offset: HANDLED,
+  log_max_value: HANDLED,
+  per_job_logs: HANDLED,
 
   // -- ignored: change nothing the model does -----------------------------
   description: IGNORED,
@@ -151,7 +164,7 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   clocksource: IGNORED, // model time is the clock
   gtod_reduce: IGNORED,
   gtod_cpu: IGNORED,
-  group_reporting: IGNORED, // reporting only: the report layer reads it from globalOptions/jobOptions
+  group_reporting: HANDLED, // reporting: the report layer joins the group's jobs (report/fio-group.ts)
   unified_rw_reporting: IGNORED,
   stats: IGNORED,
   clat_percentiles: IGNORED,
@@ -165,27 +178,10 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   disable_bw_measurement: IGNORED,
   disk_util: IGNORED,
   unit_base: IGNORED,
-  bwavgtime: IGNORED,
-  iopsavgtime: IGNORED,
-  per_job_logs: IGNORED,
-  write_bw_log: IGNORED,
-  write_lat_log: IGNORED,
-  write_iops_log: IGNORED,
-  write_hist_log: IGNORED,
   write_iolog: IGNORED,
   log_entries: IGNORED,
-  log_avg_msec: IGNORED,
-  log_hist_msec: IGNORED,
-  log_hist_coarseness: IGNORED,
-  log_max_value: IGNORED,
-  log_offset: IGNORED,
-  log_prio: IGNORED,
-  log_compression: IGNORED,
+  log_compression: IGNORED, // compressed in memory, written out plain: the files are the same
   log_compression_cpus: IGNORED,
-  log_store_compressed: IGNORED,
-  log_unix_epoch: IGNORED,
-  log_alternate_epoch: IGNORED,
-  log_alternate_epoch_clock_id: IGNORED,
   block_error_percentiles: IGNORED,
   continue_on_error: IGNORED, // the model raises no I/O errors to continue on
   ignore_error: IGNORED,
@@ -257,11 +253,11 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   atomic: notModelled(FLUSH, '0'),
   verify_interval: notModelled(VERIFY),
   verify_offset: notModelled(VERIFY),
-  verify_pattern: notModelled(VERIFY),
-  verify_fatal: notModelled(VERIFY, '0'),
+  verify_pattern: HANDLED,
+  verify_fatal: HANDLED,
   verify_async: notModelled(VERIFY, '0'),
   verify_async_cpus: notModelled(VERIFY),
-  verify_backlog: notModelled(VERIFY, '0'),
+  verify_backlog: HANDLED,
   verify_backlog_batch: notModelled(VERIFY),
   verify_only: notModelled(VERIFY, '0'),
   experimental_verify: notModelled(VERIFY, '0'),
@@ -310,6 +306,11 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   exec_prerun: notModelled(EXEC),
   exec_postrun: notModelled(EXEC),
   profile: notModelled(EXEC),
+  log_prio: notModelled('the model has no I/O priorities to log', '0'),
+  log_store_compressed: notModelled('log files are written plain', '0'),
+  log_unix_epoch: notModelled('log times are model ms since the job started', '0'),
+  log_alternate_epoch: notModelled('log times are model ms since the job started', '0'),
+  log_alternate_epoch_clock_id: notModelled('log times are model ms since the job started'),
   hipri: notModelled(IO_URING),
   fixedbufs: notModelled(IO_URING),
   registerfiles: notModelled(IO_URING),
@@ -526,15 +527,18 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   checkRegionFits(job, rw, sizeBytes, offsetBytes, offsetBytes + (numjobs - 1) * offsetIncrementBytes);
   const { runtimeNs, timeBased } = resolveDuration(job);
   const rwmixreadPct = resolveRwmixread(job);
-  const { verify, doVerify } = resolveVerify(job);
+  const { verify, doVerify, ...verifyOptions } = resolveVerify(job);
   const randseed = resolveRandseed(job);
   checkSubmissionPath(job);
   const { stonewall, newGroup } = resolveGroups(job);
   const filename = resolveFilename(job);
+  const stats = resolveStatsAndLogs(job);
+  // fio names a job after its section; a name= in [global] does not rename the sections below it
   const nameOpt = job.get('name');
+  const ownName = nameOpt && !nameOpt.field.startsWith('[global]') ? nameOpt.value : '';
   return {
     spec: {
-      name: nameOpt && nameOpt.value !== '' ? nameOpt.value : sectionName,
+      name: ownName !== '' ? ownName : sectionName,
       jobIndex: 0,
       groupId: 0,
       reportGroupId: 0,
@@ -548,10 +552,12 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       timeBased,
       verify,
       doVerify,
+      ...verifyOptions,
       randseed,
       ioengine: 'libaio',
       direct: true,
       ...(filename === undefined ? {} : { filename }),
+      ...stats,
     },
     writtenAs: job.writtenAs,
     numjobs,
@@ -683,13 +689,60 @@ function resolveRwmixread(job: JobOptionSlots): number {
   return o.key === 'rwmixwrite' ? 100 - pct : pct;
 }
 
-/** verify (default none) and do_verify (default 1). */
-function resolveVerify(job: JobOptionSlots): { verify: VerifyMode; doVerify: boolean } {
+/** verify (default none), do_verify (default 1), verify_pattern, verify_fatal, verify_backlog. */
+function resolveVerify(job: JobOptionSlots): { verify: VerifyMode; doVerify: boolean } & Pick<FioJobSpec, 'verifyPattern' | 'verifyFatal' | 'verifyBacklog'> {
   const verifyOpt = job.get('verify');
-  const verify = verifyOpt ? parseVerify(verifyOpt) : 'none';
+  const patternOpt = job.get('verify_pattern');
+  const verifyPattern = patternOpt ? parseVerifyPattern(patternOpt) : undefined;
+  // fio: a verify_pattern without verify= means verify=pattern
+  const verify = verifyOpt ? parseVerify(verifyOpt) : verifyPattern ? 'pattern' : 'none';
+  if (verify === 'pattern' && !verifyPattern && verifyOpt) {
+    throw new InputError(verifyOpt.field, verifyOpt.value, 'verify=pattern together with verify_pattern=<pattern>, e.g. verify_pattern=0xdeadbeef');
+  }
   const doVerifyOpt = job.get('do_verify');
   const doVerify = doVerifyOpt ? parseBool(doVerifyOpt) : true;
-  return { verify, doVerify };
+  const fatalOpt = job.get('verify_fatal');
+  const backlogOpt = job.get('verify_backlog');
+  const verifyBacklog = backlogOpt ? parseCount(backlogOpt.field, backlogOpt.value, 'a whole number of blocks ≥ 0, e.g. 1024 (0: verify at the end)') : 0;
+  return {
+    verify,
+    doVerify,
+    ...(verifyPattern ? { verifyPattern } : {}),
+    ...(fatalOpt && parseBool(fatalOpt) ? { verifyFatal: true } : {}),
+    ...(verifyBacklog > 0 ? { verifyBacklog } : {}),
+  };
+}
+
+const VERIFY_PATTERN_ALLOWED =
+  'a number (decimal, or 0x hex of any length) or a quoted string, or several joined, e.g. 0xdeadbeef or "abcd"; %o is not modelled';
+
+/** fio's verify_pattern: numbers (hex of any width, or decimal up to 32 bits) and quoted strings, concatenated. */
+function parseVerifyPattern(o: Written): number[] {
+  const bytes: number[] = [];
+  let rest = o.value.trim();
+  if (rest === '') throw new InputError(o.field, o.value, VERIFY_PATTERN_ALLOWED);
+  while (rest !== '') {
+    const hex = /^0[xX]([0-9a-fA-F]+)/.exec(rest);
+    const str = /^"([^"]*)"|^'([^']*)'/.exec(rest);
+    const dec = /^(\d+)/.exec(rest);
+    if (hex) {
+      const digits = hex[1].length % 2 ? `0${hex[1]}` : hex[1];
+      for (let i = 0; i < digits.length; i += 2) bytes.push(Number.parseInt(digits.slice(i, i + 2), 16));
+      rest = rest.slice(hex[0].length);
+    } else if (str) {
+      for (const c of Buffer.from(str[1] ?? str[2] ?? '', 'utf8')) bytes.push(c);
+      rest = rest.slice(str[0].length);
+    } else if (dec) {
+      const v = Number(dec[1]);
+      if (v > 0xffffffff) throw new InputError(o.field, o.value, VERIFY_PATTERN_ALLOWED);
+      // fio writes a decimal number in as few bytes as hold it, most significant first
+      const width = v > 0xffffff ? 4 : v > 0xffff ? 3 : v > 0xff ? 2 : 1;
+      for (let i = width - 1; i >= 0; i--) bytes.push(Math.floor(v / 256 ** i) % 256);
+      rest = rest.slice(dec[0].length);
+    } else throw new InputError(o.field, o.value, VERIFY_PATTERN_ALLOWED);
+  }
+  if (bytes.length === 0 || bytes.length > 512) throw new InputError(o.field, o.value, `${VERIFY_PATTERN_ALLOWED}; 1 to 512 bytes`);
+  return bytes;
 }
 
 /** randseed (default: fio's). */
@@ -723,6 +776,66 @@ function resolveFilename(job: JobOptionSlots): string | undefined {
   if (nvmeFilenameDevice(filename) === null) throw new InputError(o.field, o.value, NVME_FILENAME_ALLOWED);
   job.note('filename', o);
   return filename;
+}
+
+/** A whole number of ms ≥ 0 (fio's int options in ms). */
+function parseMsec(o: Written, min = 0): number {
+  const allowed = `a whole number of ms from ${min}, e.g. 500`;
+  const v = parseCount(o.field, o.value, allowed);
+  if (v < min) throw new InputError(o.field, o.value, allowed);
+  return v;
+}
+
+/**
+ * bwavgtime / iopsavgtime (the sampling windows, default 500 ms) and the log
+ * files: write_bw_log, write_lat_log, write_iops_log, write_hist_log (a file
+ * prefix; bare: the job's name), log_avg_msec, log_hist_msec,
+ * log_hist_coarseness (0…6), log_offset, per_job_logs.
+ */
+function resolveStatsAndLogs(job: JobOptionSlots): Pick<FioJobSpec, 'bwAvgMs' | 'iopsAvgMs' | 'logs'> {
+  const out: Pick<FioJobSpec, 'bwAvgMs' | 'iopsAvgMs' | 'logs'> = {};
+  const bwAvg = job.get('bwavgtime');
+  if (bwAvg) out.bwAvgMs = parseMsec(bwAvg, 1);
+  const iopsAvg = job.get('iopsavgtime');
+  if (iopsAvg) out.iopsAvgMs = parseMsec(iopsAvg, 1);
+  const nameOpt = job.get('name');
+  const jobName = nameOpt && !nameOpt.field.startsWith('[global]') && nameOpt.value !== '' ? nameOpt.value : job.sectionName;
+  const prefix = (key: string): string | undefined => {
+    const o = job.get(key);
+    if (!o) return undefined;
+    const v = o.value.trim();
+    if (v.includes('/') && v.endsWith('/')) throw new InputError(o.field, o.value, 'a file name prefix, e.g. mylog (fio appends _bw.1.log)');
+    return v === '' ? jobName : v;
+  };
+  const bw = prefix('write_bw_log');
+  const lat = prefix('write_lat_log');
+  const iops = prefix('write_iops_log');
+  const hist = prefix('write_hist_log');
+  if (bw === undefined && lat === undefined && iops === undefined && hist === undefined) return out;
+  const avg = job.get('log_avg_msec');
+  const histMsec = job.get('log_hist_msec');
+  const coarse = job.get('log_hist_coarseness');
+  const histCoarseness = coarse ? parseCount(coarse.field, coarse.value, 'a whole number from 0 to 6') : 0;
+  if (coarse && histCoarseness > 6) throw new InputError(coarse.field, coarse.value, 'a whole number from 0 to 6');
+  const offsetOpt = job.get('log_offset');
+  const perJob = job.get('per_job_logs');
+  const maxOpt = job.get('log_max_value');
+  out.logs = {
+    ...(bw === undefined ? {} : { bw }),
+    ...(lat === undefined ? {} : { lat }),
+    ...(iops === undefined ? {} : { iops }),
+    ...(hist === undefined ? {} : { hist }),
+    avgMsec: avg ? parseMsec(avg) : 0,
+    histMsec: histMsec ? parseMsec(histMsec) : 0,
+    histCoarseness,
+    offset: offsetOpt ? parseBool(offsetOpt) : false,
+    perJobLogs: perJob ? parseBool(perJob) : true,
+    ...(maxOpt && parseBool(maxOpt) ? { maxValue: true } : {}),
+  };
+  // fio samples a logged bandwidth or IOPS at the log's period unless bwavgtime / iopsavgtime says otherwise
+  if (bw !== undefined && !bwAvg && out.logs.avgMsec > 0) out.bwAvgMs = out.logs.avgMsec;
+  if (iops !== undefined && !iopsAvg && out.logs.avgMsec > 0) out.iopsAvgMs = out.logs.avgMsec;
+  return out;
 }
 
 /** stonewall (starts a barrier group) and new_group (starts a reporting group); buildJobs numbers the groups. */
@@ -780,8 +893,12 @@ function parseVerify(o: Written): VerifyMode {
   const v = o.value.trim();
   if (v === '0' || v === 'none') return 'none';
   if (v === 'crc32c' || v === 'crc32c-intel') return 'crc32c';
-  if (v === 'md5') return 'md5';
-  throw new InputError(o.field, o.value, '0 (none), crc32c (or crc32c-intel) or md5; other fio checksums are not modelled');
+  if (v === 'md5' || v === 'sha256' || v === 'sha1' || v === 'xxhash' || v === 'meta' || v === 'pattern') return v;
+  throw new InputError(
+    o.field,
+    o.value,
+    '0 (none), crc32c (or crc32c-intel), md5, sha1, sha256, xxhash, meta or pattern; crc7, crc16, crc32, crc64, sha3-*, sha512 and sha224 are not modelled',
+  );
 }
 
 /** fio FIO_OPT_BOOL: a value is required; 0 is false, any other whole number true. */

@@ -10,29 +10,40 @@
  */
 
 import type { CostProfile } from '@vmstack/shm';
+import type { RunProgress } from '../report/progress.js';
 import { Piscina } from 'piscina';
 import { type CompareTask, type CompareTaskResult, runCompareTask } from '../compare/experiment.js';
 import type { PoolMessage } from './pool-worker.js';
 import type { JobTask, JobTaskResult } from './tasks.js';
 
 /** compare's and sweep's cells, in task order. */
-export async function runCompareTasks(tasks: readonly CompareTask[], profile: CostProfile, parallel: number): Promise<CompareTaskResult[]> {
-  if (parallel === 1) {
-    const results: CompareTaskResult[] = [];
-    for (const t of tasks) results.push(await runCompareTask(t, profile));
-    return results;
+export async function runCompareTasks(tasks: readonly CompareTask[], profile: CostProfile, parallel: number, progress?: RunProgress): Promise<CompareTaskResult[]> {
+  try {
+    if (parallel === 1) {
+      const results: CompareTaskResult[] = [];
+      for (const t of tasks) results.push(await track(runCompareTask(t, profile), progress));
+      return results;
+    }
+    return (await runOnPiscina(
+      tasks.map((cell) => ({ kind: 'compare-cell', cell })),
+      parallel,
+      progress,
+    )) as CompareTaskResult[];
+  } finally {
+    progress?.end();
   }
-  return (await runOnPiscina(
-    tasks.map((cell) => ({ kind: 'compare-cell', cell })),
-    parallel,
-  )) as CompareTaskResult[];
+}
+
+/** `p`, counted by the progress bar when it settles. */
+export function track<T>(p: Promise<T>, progress: RunProgress | undefined): Promise<T> {
+  return progress ? progress.track(p) : p;
 }
 
 /** Tasks on `threads` piscina threads, results in task order. */
-export async function runOnPiscina(tasks: readonly JobTask[], threads: number): Promise<JobTaskResult[]> {
+export async function runOnPiscina(tasks: readonly JobTask[], threads: number, progress?: RunProgress): Promise<JobTaskResult[]> {
   const pool = new Piscina({ filename: new URL('./pool-worker.js', import.meta.url).href, minThreads: threads, maxThreads: threads });
   try {
-    return await Promise.all(tasks.map((task) => pool.run({ kind: 'task', task } satisfies PoolMessage) as Promise<JobTaskResult>));
+    return await Promise.all(tasks.map((task) => track(pool.run({ kind: 'task', task } satisfies PoolMessage) as Promise<JobTaskResult>, progress)));
   } finally {
     // one release per thread: each waits at the barrier until all have started, so no thread takes two
     const barrier = new SharedArrayBuffer(4);

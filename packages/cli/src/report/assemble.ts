@@ -6,7 +6,15 @@
  * totals, leaks after shutdown and the model's own speed.
  */
 
-import type { BouncePoolStats, DmaStrategy, FioJobSpec, FlushQueueStats, VcpuWorkerResult, ViommuDriverGeneration } from '@vmstack/guest-kernel';
+import {
+  type BouncePoolStats,
+  type DmaStrategy,
+  type FioJobSpec,
+  type FlushQueueStats,
+  nvmeFilenameDevice,
+  type VcpuWorkerResult,
+  type ViommuDriverGeneration,
+} from '@vmstack/guest-kernel';
 import type { HostWorkerResult } from '@vmstack/host-vfio';
 import type { DeviceWorkerResult } from '@vmstack/nvme-device';
 import type { ClockMode, LockStat, WorkerInfo } from '@vmstack/shm';
@@ -155,23 +163,29 @@ export function toJobResult(job: FioJobSpec, jobOptions: Record<string, string>,
     clatNs: decodeHistogram(d.clat),
     latNs: decodeHistogram(d.lat),
   });
+  const { read: fioRead, write: fioWrite, ...fio } = r.job.stat;
   const runtimeNs = r.job.endNs - r.job.startNs;
   return {
     jobname: job.name,
-    groupid: job.groupId,
+    // fio's groupid is the reporting group (stonewall and new_group start one)
+    groupid: job.reportGroupId,
     jobOptions,
-    read: dir(r.job.read),
-    write: dir(r.job.write),
+    rw: job.rw,
+    blockSizeBytes: job.blockSizeBytes,
+    read: { ...dir(r.job.read), fio: fioRead },
+    write: { ...dir(r.job.write), fio: fioWrite },
     jobRuntimeNs: runtimeNs,
     usrCpuPct: 0,
     // the profile does not split fio's user-space share out of fioSubmitNs / fioReapPerIoNs:
     // every busy model ns of the vCPU is reported as sys, none as usr
     sysCpuPct: runtimeNs > 0 ? (100 * r.job.busyNs) / runtimeNs : 0,
-    ctx: 0,
+    ctx: fio.ctx,
     // an errno, as fio's err=: EIO for failed commands, EILSEQ for verify failures
     error: r.job.errors > 0 ? EIO : r.job.verify.corrupt + r.job.verify.overwritten > 0 ? EILSEQ : 0,
     iodepth: job.iodepth,
     verify: r.job.verify,
+    fio,
+    disk: `nvme${job.filename === undefined ? 0 : (nvmeFilenameDevice(job.filename) ?? 0)}n1`,
   };
 }
 

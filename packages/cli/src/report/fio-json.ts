@@ -21,17 +21,17 @@
  * | runtime (ms) | runtimeNs → µs (truncated) → ms rounded up, as fio's update_runtime() |
  * | bw_bytes, bw, iops | fio's formulas on those integers: 1000·io_bytes/runtime (integer division), bw = bw_bytes/1024, iops = 1000.0·total_ios/runtime |
  * | short_ios, drop_ios | 0: the model never issues short or dropped I/Os |
- * | slat_ns, clat_ns, lat_ns | the hdr histograms (below) |
- * | bw_*, iops_* | bwSamplesKiBps / iopsSamples when given (min, max truncated to integers; mean; sample stddev; count; bw_agg as fio); absent: fio's no-sample values (all 0) |
+ * | slat_ns, clat_ns, lat_ns | the job engine's exact io_stats (DirectionResult.fio: min, max, Welford mean and stddev, as fio), so lat's mean is slat's + clat's; percentiles and json+ bins from clat in fio's own buckets (plat_idx_to_val keys); without them, the hdr histograms (below) |
+ * | bw_*, iops_* | the engine's samples every bwavgtime / iopsavgtime model ms (default 500; DirectionResult.fio.bw / .iops), else bwSamplesKiBps / iopsSamples (min, max truncated to integers; mean; sample stddev; count; bw_agg as fio); none: fio's no-sample values (all 0) |
  * | sync | no fsync is modelled: total_ios 0, lat_ns all 0 |
  * | job_runtime (ms) | jobRuntimeNs truncated to ms (fio's mtime_since) |
- * | usr_cpu, sys_cpu, ctx | JobResult.usrCpuPct / sysCpuPct / ctx |
- * | majf, minf | 0: the model has no page faults |
- * | iodepth_level | JobResult.iodepthLevels when given, else all 0.0 (not measured) |
- * | iodepth_submit, iodepth_complete | all 0.0 (not measured; what fio prints with no samples) |
+ * | usr_cpu, sys_cpu, ctx | JobResult.usrCpuPct / sysCpuPct / ctx (the times the job's thread slept waiting for a completion) |
+ * | majf, minf | 0: the model has no page faults in the job's address space |
+ * | iodepth_level | the engine's depth after each submission in fio's buckets (io_u_mark_depth), percent of issued I/Os (stat_calc_dist) |
+ * | iodepth_submit, iodepth_complete | I/Os per submit call, completions per reap (io_u_mark_submit / _complete), percent of calls |
  * | latency_ns/us/ms | read+write clat histograms bucketed with fio's io_u_mark_latency() ranges, percent of read+write total_ios (nonzero buckets at least 0.01, as fio) |
  * | latency_depth / target / percentile / window | iodepth / 0 / 100.0 / 0: no latency_target is modelled |
- * | disk_util | [] — the host disks are not modelled (fio omits the key when it tracks no disk) |
+ * | disk_util | per drive as the guest names it (nvme0n1): the jobs' I/Os, ticks and time in queue (ms), merges 0, util = ms with I/O in flight / run ms |
  * | vmstack | FioRun.vmstack verbatim (top-level, last): a VmstackReport, or `{ groups: [...] }` for several barrier groups |
  *
  * Latency statistics from the histograms (3 significant digits): N = count;
@@ -47,6 +47,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type FioIoStat, ioStatDev, plat_idx_to_val, plat_val_to_idx } from '@vmstack/guest-kernel';
 import type { DirectionResult, FioRun, Histogram, HistogramBucket, JobResult } from './result.js';
 import { histogramBuckets } from './result.js';
 
@@ -140,6 +141,46 @@ function decomposeDouble(x: number): { mantissa: bigint; exponent: number } {
   return { mantissa: fraction | (1n << 52n), exponent: biased - 1075 };
 }
 
+/** Which latency of a direction: submission, completion, total. */
+export type FioLatKind = 'slat' | 'clat' | 'lat';
+
+/**
+ * fio's io_stat summary of one latency of a direction. With the job engine's
+ * own statistics (dir.fio) min, max, mean and stddev are exact, as fio's, and
+ * the buckets are fio's histogram buckets (plat_idx_to_val values, clat only,
+ * as fio keeps them by default); without, both come from the hdr histogram.
+ */
+export function fioDirLatStat(dir: DirectionResult, kind: FioLatKind): FioLatStat {
+  const h = kind === 'slat' ? dir.slatNs : kind === 'clat' ? dir.clatNs : dir.latNs;
+  const exact = dir.fio?.[kind];
+  if (!exact) return fioLatStat(h);
+  const buckets = kind === 'clat' && dir.fio ? platBuckets(dir.fio.clatPlat) : fioPlatBucketsOf(h);
+  return { ...exactLatStat(exact), buckets };
+}
+
+function exactLatStat(is: FioIoStat): Omit<FioLatStat, 'buckets'> {
+  if (is.samples === 0) return { min: 0, max: 0, mean: 0, stddev: 0, N: 0 };
+  return { min: is.min, max: is.max, mean: is.mean, stddev: ioStatDev(is), N: is.samples };
+}
+
+/** fio's buckets ([index, count]) as report buckets: each reported at fio's value for it. */
+export function platBuckets(plat: readonly (readonly [number, number])[]): HistogramBucket[] {
+  return plat.map(([i, count]) => {
+    const v = plat_idx_to_val(i);
+    return { lowNs: v, highNs: v, valueNs: v, count };
+  });
+}
+
+/** An hdr histogram rebucketed into fio's buckets (each hdr bucket by its midpoint). */
+export function fioPlatBucketsOf(h: Histogram): HistogramBucket[] {
+  const counts = new Map<number, number>();
+  for (const b of histogramBuckets(h)) {
+    const i = plat_val_to_idx(b.valueNs);
+    counts.set(i, (counts.get(i) ?? 0) + b.count);
+  }
+  return platBuckets([...counts.entries()].sort((a, b) => a[0] - b[0]));
+}
+
 /** fio's stat for bw/iops samples: min, max (integers), mean, sample stddev, count. */
 export interface FioSampleStat {
   min: number;
@@ -147,6 +188,16 @@ export interface FioSampleStat {
   mean: number;
   dev: number;
   samples: number;
+}
+
+/** The direction's bw (KiB/s) or IOPS samples: the job engine's, else the given sample list. */
+export function fioDirSampleStat(dir: DirectionResult | undefined, kind: 'bw' | 'iops'): FioSampleStat | undefined {
+  const is = dir?.fio?.[kind];
+  if (is) {
+    if (is.samples === 0) return undefined;
+    return { min: Math.trunc(is.min), max: Math.trunc(is.max), mean: is.mean, dev: ioStatDev(is), samples: is.samples };
+  }
+  return fioSampleStat(kind === 'bw' ? dir?.bwSamplesKiBps : dir?.iopsSamples);
 }
 
 export function fioSampleStat(samples: readonly number[] | undefined): FioSampleStat | undefined {
@@ -290,7 +341,74 @@ function latIndex(v: number): number {
 }
 
 export const FIO_IODEPTH_LABELS = ['1', '2', '4', '8', '16', '32', '>=64'];
+
+/** fio's stat_calc_dist(): counts as percent of `total`, a nonzero count at least 0.1%. */
+export function fioCalcDist(map: readonly number[], total: number): number[] {
+  if (!total) return map.map(() => 0);
+  return map.map((c) => {
+    const p = (c / total) * 100;
+    return p < 0.1 && c ? 0.1 : p;
+  });
+}
+
+/** iodepth_level, _submit, _complete in percent, from the job engine's counts (empty when not measured). */
+export function fioDepthDistributions(job: JobResult): { level: number[]; submit: number[]; complete: number[] } {
+  const f = job.fio;
+  if (!f) return { level: [], submit: [], complete: [] };
+  return {
+    level: fioCalcDist(f.ioUMap, f.totalIoU),
+    submit: fioCalcDist(f.ioUSubmit, f.totalSubmit),
+    complete: fioCalcDist(f.ioUComplete, f.totalComplete),
+  };
+}
 export const FIO_IODEPTH_SUBMIT_LABELS = ['0', '4', '8', '16', '32', '64', '>=64'];
+
+/** One drive's /proc/diskstats counters over the run, as fio's disk_util reports them. */
+export interface FioDiskUtil {
+  name: string;
+  ios: [number, number];
+  merges: [number, number];
+  ticks: [number, number];
+  inQueue: number;
+  /** busy ms / run ms, percent (at most 100) */
+  util: number;
+}
+
+/**
+ * fio's disk_util from the jobs' drives: per drive (as the guest names it)
+ * the I/Os, ticks and time in queue summed over its jobs, merges 0 (the
+ * model's block layer merges nothing), and util = the ms with I/O in flight
+ * (the union of the jobs' busy ranges) over the run's ms. Empty when no job
+ * carries the engine's counters.
+ */
+export function fioDiskUtil(jobs: readonly JobResult[]): FioDiskUtil[] {
+  const runMs = Math.floor(jobs.reduce((m, j) => Math.max(m, j.jobRuntimeNs), 0) / 1e6);
+  const byDisk = new Map<string, { d: FioDiskUtil; busy: [number, number][] }>();
+  for (const job of jobs) {
+    const disk = job.fio?.disk;
+    if (!disk) continue;
+    const name = job.disk ?? 'nvme0n1';
+    const e = byDisk.get(name) ?? { d: { name, ios: [0, 0], merges: [0, 0], ticks: [0, 0], inQueue: 0, util: 0 }, busy: [] };
+    byDisk.set(name, e);
+    for (let i = 0; i < 2; i++) {
+      e.d.ios[i] += disk.ios[i];
+      e.d.ticks[i] += disk.ticksMs[i];
+    }
+    e.d.inQueue += disk.inQueueMs;
+    e.busy.push(...disk.busyMs);
+  }
+  return [...byDisk.values()].map(({ d, busy }) => {
+    busy.sort((a, b) => a[0] - b[0]);
+    let busyMs = 0;
+    let end = -1;
+    for (const [a, b] of busy) {
+      const from = Math.max(a, end);
+      if (b > from) busyMs += b - from;
+      end = Math.max(end, b);
+    }
+    return { ...d, util: runMs ? Math.min(100, (100 * Math.min(busyMs, runMs)) / runMs) : 0 };
+  });
+}
 
 /** C ctime() without the newline, in the local time zone: "Wed Jul  8 09:14:19 2026". */
 export function fioCtime(timestampMs: number): string {
@@ -359,8 +477,9 @@ function requireInteger(field: string, v: number): number {
 
 // ---------------------------------------------------------------- JSON object
 
-function latJson(h: Histogram, percentiles: boolean, plus: boolean): Record<string, unknown> {
-  const s = fioLatStat(h);
+function latJson(dir: DirectionResult, kind: FioLatKind, plus: boolean): Record<string, unknown> {
+  const percentiles = kind === 'clat';
+  const s = fioDirLatStat(dir, kind);
   const out: Record<string, unknown> = { min: s.min, max: s.max, mean: s.mean, stddev: s.stddev, N: s.N };
   if (percentiles && s.N > 0) {
     const values = fioPercentiles(s.buckets);
@@ -382,8 +501,8 @@ function zeroLat(): Record<string, unknown> {
 
 function directionJson(dir: DirectionResult | undefined, group: FioGroupStats | undefined, ddir: number, plus: boolean) {
   const t = dir ? fioDirectionTotals(dir) : undefined;
-  const bw = fioSampleStat(dir?.bwSamplesKiBps);
-  const iops = fioSampleStat(dir?.iopsSamples);
+  const bw = fioDirSampleStat(dir, 'bw');
+  const iops = fioDirSampleStat(dir, 'iops');
   return {
     io_bytes: t?.ioBytes ?? 0,
     io_kbytes: t?.ioKbytes ?? 0,
@@ -394,9 +513,9 @@ function directionJson(dir: DirectionResult | undefined, group: FioGroupStats | 
     total_ios: t?.totalIos ?? 0,
     short_ios: 0,
     drop_ios: 0,
-    slat_ns: dir ? latJson(dir.slatNs, false, plus) : zeroLat(),
-    clat_ns: dir ? latJson(dir.clatNs, true, plus) : zeroLat(),
-    lat_ns: dir ? latJson(dir.latNs, false, plus) : zeroLat(),
+    slat_ns: dir ? latJson(dir, 'slat', plus) : zeroLat(),
+    clat_ns: dir ? latJson(dir, 'clat', plus) : zeroLat(),
+    lat_ns: dir ? latJson(dir, 'lat', plus) : zeroLat(),
     bw_min: bw?.min ?? 0,
     bw_max: bw?.max ?? 0,
     bw_agg: bw ? fioBwAggPercent(group, ddir, bw.mean) : 0,
@@ -431,6 +550,7 @@ function jobJson(job: JobResult, group: FioGroupStats | undefined, elapsedS: num
   out.trim = directionJson(undefined, group, 2, plus);
   out.sync = { total_ios: 0, lat_ns: zeroLat() };
   const lat = fioLatencyDistribution(job);
+  const depth = fioDepthDistributions(job);
   Object.assign(out, {
     job_runtime: Math.floor(job.jobRuntimeNs / 1e6),
     usr_cpu: job.usrCpuPct,
@@ -438,9 +558,9 @@ function jobJson(job: JobResult, group: FioGroupStats | undefined, elapsedS: num
     ctx: job.ctx,
     majf: 0,
     minf: 0,
-    iodepth_level: labelled(FIO_IODEPTH_LABELS, (l) => job.iodepthLevels?.[l] ?? 0),
-    iodepth_submit: labelled(FIO_IODEPTH_SUBMIT_LABELS, () => 0),
-    iodepth_complete: labelled(FIO_IODEPTH_SUBMIT_LABELS, () => 0),
+    iodepth_level: labelled(FIO_IODEPTH_LABELS, (l, i) => depth.level[i] ?? job.iodepthLevels?.[l] ?? 0),
+    iodepth_submit: labelled(FIO_IODEPTH_SUBMIT_LABELS, (_, i) => depth.submit[i] ?? 0),
+    iodepth_complete: labelled(FIO_IODEPTH_SUBMIT_LABELS, (_, i) => depth.complete[i] ?? 0),
     latency_ns: labelled(FIO_LAT_NS_US_LABELS, (_, i) => lat.ns[i]),
     latency_us: labelled(FIO_LAT_NS_US_LABELS, (_, i) => lat.us[i]),
     latency_ms: labelled(FIO_LAT_MS_LABELS, (_, i) => lat.ms[i]),
@@ -465,7 +585,17 @@ export function toFioJson(result: FioRun, opts: FioJsonOptions): Record<string, 
   };
   if (Object.keys(result.globalOptions).length) out['global options'] = { ...result.globalOptions };
   out.jobs = result.jobs.map((j) => jobJson(j, groups.get(j.groupid), elapsedS, opts.plus));
-  out.disk_util = [];
+  out.disk_util = fioDiskUtil(result.jobs).map((d) => ({
+    name: d.name,
+    read_ios: d.ios[0],
+    write_ios: d.ios[1],
+    read_merges: d.merges[0],
+    write_merges: d.merges[1],
+    read_ticks: d.ticks[0],
+    write_ticks: d.ticks[1],
+    in_queue: d.inQueue,
+    util: d.util,
+  }));
   out.vmstack = result.vmstack;
   return out;
 }

@@ -6,9 +6,9 @@
  * nsec/usec/msec chosen by nsec_to_usec()/nsec_to_msec() and
  * show_clat_percentiles()'s thresholds) and rounding follow fio 3.33's stat.c
  * and lib/num2str.c. The numbers are the ones fio-json.ts computes; see its
- * header for where each comes from. Not printed: fio's start-up banner, the
- * disk stats (host disks are not modelled) and the vmstack section (the CLI
- * prints its own tables). `pid=` is this process's pid: every vmstack job runs
+ * header for where each comes from. The start-up lines come from
+ * formatFioNormalHeader, the "Disk stats" from the jobs' drives; the
+ * vmstack section is not printed here (the CLI prints its own tables). `pid=` is this process's pid: every vmstack job runs
  * as a thread of it, as fio jobs do with `thread`.
  */
 
@@ -17,16 +17,20 @@ import {
   cFixed,
   FIO_DEFAULT_PERCENTILES,
   FIO_IODEPTH_LABELS,
+  type FioLatKind,
   fioBwAggPercent,
   fioCtime,
+  fioDepthDistributions,
   fioDirectionTotals,
+  fioDirLatStat,
+  fioDirSampleStat,
+  fioDiskUtil,
   fioGroupStats,
   fioLatencyDistribution,
-  fioLatStat,
   fioPercentiles,
-  fioSampleStat,
+  fioVersionString,
 } from './fio-json.js';
-import type { DirectionResult, FioRun, Histogram, JobResult } from './result.js';
+import type { DirectionResult, FioRun, JobResult } from './result.js';
 
 /** fio's defaults: significant figures, percentile decimals. */
 const SIG_FIGS = 4;
@@ -74,8 +78,8 @@ function f(x: number, width: number, digits: number): string {
 }
 
 /** display_lat(): one "    clat (usec): min=…, max=…, avg=…, stdev=…" line. */
-function displayLat(name: string, h: Histogram): string {
-  const s = fioLatStat(h);
+function displayLat(name: string, dir: DirectionResult, kind: FioLatKind): string {
+  const s = fioDirLatStat(dir, kind);
   if (s.N === 0) return '';
   let { min, max, mean, stddev: dev } = s;
   let base = '(nsec)';
@@ -92,8 +96,8 @@ function displayLat(name: string, h: Histogram): string {
 }
 
 /** show_clat_percentiles(): the "    clat percentiles (usec):" block. */
-function showClatPercentiles(h: Histogram, pre: string): string {
-  const s = fioLatStat(h);
+function showClatPercentiles(dir: DirectionResult, pre: string): string {
+  const s = fioDirLatStat(dir, 'clat');
   if (s.N === 0) return '';
   const plist = FIO_DEFAULT_PERCENTILES;
   const ovals = fioPercentiles(s.buckets, plist);
@@ -129,11 +133,11 @@ function showDdirStatus(dir: DirectionResult, name: string, group: FioGroupStats
     `  ${name}: IOPS=${num2str(iops, SIG_FIGS, 1, false, 'none')}, ` +
     `BW=${num2str(t.bwBytes, SIG_FIGS, 1, true, 'bytepersec')} (${num2str(t.bwBytes, SIG_FIGS, 1, false, 'bytepersec')})` +
     `(${num2str(t.ioBytes, SIG_FIGS, 1, true, 'byte')}/${t.runtimeMs}msec)\n`;
-  out += displayLat('slat', dir.slatNs);
-  out += displayLat('clat', dir.clatNs);
-  out += displayLat(' lat', dir.latNs);
-  out += showClatPercentiles(dir.clatNs, 'clat');
-  const bw = fioSampleStat(dir.bwSamplesKiBps);
+  out += displayLat('slat', dir, 'slat');
+  out += displayLat('clat', dir, 'clat');
+  out += displayLat(' lat', dir, 'lat');
+  out += showClatPercentiles(dir, 'clat');
+  const bw = fioDirSampleStat(dir, 'bw');
   if (bw) {
     const pOfAgg = fioBwAggPercent(group, ddir, bw.mean);
     let { min, max, mean, dev } = bw;
@@ -146,7 +150,7 @@ function showDdirStatus(dir: DirectionResult, name: string, group: FioGroupStats
       `   bw (${bwStr.padStart(5)}/s): min=${String(min).padStart(5)}, max=${String(max).padStart(5)}, ` +
       `per=${f(pOfAgg, 3, 2)}%, avg=${f(mean, 5, 2)}, stdev=${f(dev, 5, 2)}, samples=${bw.samples}\n`;
   }
-  const io = fioSampleStat(dir.iopsSamples);
+  const io = fioDirSampleStat(dir, 'iops');
   if (io) {
     out +=
       `   iops        : min=${String(io.min).padStart(5)}, max=${String(io.max).padStart(5)}, ` +
@@ -205,8 +209,8 @@ function showThreadStatusNormal(job: JobResult, group: FioGroupStats | undefined
   if (!job.read.ioBytes && !job.write.ioBytes && !job.read.totalIos && !job.write.totalIos) return '';
   const err = String(job.error).padStart(2);
   let out = job.error
-    ? `${job.jobname}: (groupid=${job.groupid}, jobs=1): err=${err} (${verror(job)}): pid=${process.pid}: ${time}\n`
-    : `${job.jobname}: (groupid=${job.groupid}, jobs=1): err=${err}: pid=${process.pid}: ${time}\n`;
+    ? `${job.jobname}: (groupid=${job.groupid}, jobs=${job.jobs ?? 1}): err=${err} (${verror(job)}): pid=${process.pid}: ${time}\n`
+    : `${job.jobname}: (groupid=${job.groupid}, jobs=${job.jobs ?? 1}): err=${err}: pid=${process.pid}: ${time}\n`;
   if (job.read.ioBytes) out += showDdirStatus(job.read, 'read', group, 0);
   if (job.write.ioBytes) out += showDdirStatus(job.write, 'write', group, 1);
   const lat = fioLatencyDistribution(job);
@@ -214,14 +218,15 @@ function showThreadStatusNormal(job: JobResult, group: FioGroupStats | undefined
   out += showLat(lat.us, LAT_LABELS, 'usec');
   out += showLat(lat.ms, [...LAT_LABELS, '2000', '>=2000'], 'msec');
   out += `  cpu          : usr=${f(job.usrCpuPct, 3, 2)}%, sys=${f(job.sysCpuPct, 3, 2)}%, ctx=${job.ctx}, majf=0, minf=0\n`;
-  const depth = FIO_IODEPTH_LABELS.map((l) => `${l}=${f(job.iodepthLevels?.[l] ?? 0, 3, 1)}%`).join(', ');
+  const dist = fioDepthDistributions(job);
+  const depth = FIO_IODEPTH_LABELS.map((l, i) => `${l}=${f(dist.level[i] ?? job.iodepthLevels?.[l] ?? 0, 3, 1)}%`).join(', ');
   out += `  IO depths    : ${depth}\n`;
-  const zeros = ['0', '4', '8', '16', '32', '64', '>=64'].map((l) => `${l}=0.0%`).join(', ');
-  out += `     submit    : ${zeros}\n`;
-  out += `     complete  : ${zeros}\n`;
+  const line = (values: number[]) => ['0', '4', '8', '16', '32', '64', '>=64'].map((l, i) => `${l}=${f(values[i] ?? 0, 3, 1)}%`).join(', ');
+  out += `     submit    : ${line(dist.submit)}\n`;
+  out += `     complete  : ${line(dist.complete)}\n`;
   out += `     issued rwts: total=${job.read.totalIos},${job.write.totalIos},0,0 short=0,0,0,0 dropped=0,0,0,0\n`;
   if (job.iodepth) {
-    out += `     latency   : target=0.00ns, window=0.00ns, percentile=100.00%, depth=${job.iodepth}\n`;
+    out += `     latency   : target=0, window=0, percentile=100.00%, depth=${job.iodepth}\n`;
   }
   return out;
 }
@@ -242,12 +247,59 @@ function showGroupStats(g: FioGroupStats): string {
   return out;
 }
 
-/** fio's normal output for the run (per-job blocks, then the run status groups). */
+/** What fio's start-up lines say about a job. */
+export interface FioJobHeader {
+  name: string;
+  groupid: number;
+  rw: string;
+  blockSizeBytes: number;
+  ioengine: string;
+  iodepth: number;
+  /** the clone index: fio prints clones after the first as "..." */
+  jobIndex: number;
+}
+
+/**
+ * fio's lines before the run: one "name: (g=N): rw=…, bs=(R) …, ioengine=…,
+ * iodepth=N" per job section ("..." for its further clones), the version, and
+ * "Starting N process(es)".
+ */
+export function formatFioNormalHeader(jobs: readonly FioJobHeader[], threads = false): string {
+  let out = '';
+  for (const j of jobs) {
+    if (j.jobIndex > 0) {
+      if (j.jobIndex === 1) out += '...\n';
+      continue;
+    }
+    const bs = `${j.blockSizeBytes}B-${j.blockSizeBytes}B`;
+    out += `${j.name}: (g=${j.groupid}): rw=${j.rw}, bs=(R) ${bs}, (W) ${bs}, (T) ${bs}, ioengine=${j.ioengine}, iodepth=${j.iodepth}\n`;
+  }
+  const kind = threads ? 'thread' : 'process';
+  const plural = jobs.length === 1 ? '' : threads ? 's' : 'es';
+  out += `${fioVersionString()}\nStarting ${jobs.length} ${kind}${plural}\n\n`;
+  return out;
+}
+
+/** show_disk_util(): "Disk stats (read/write):" and one line per drive. */
+export function formatFioDiskStats(jobs: readonly JobResult[]): string {
+  const disks = fioDiskUtil(jobs);
+  if (disks.length === 0) return '';
+  let out = '\nDisk stats (read/write):\n';
+  for (const d of disks) {
+    out +=
+      `  ${d.name}: ios=${d.ios[0]}/${d.ios[1]}, merge=${d.merges[0]}/${d.merges[1]}, ` +
+      `ticks=${d.ticks[0]}/${d.ticks[1]}, in_queue=${d.inQueue}, util=${f(d.util, 3, 2)}%\n`;
+  }
+  return out;
+}
+
+/** fio's normal output for the run (per-job blocks, the run status groups, the disk stats). */
 export function formatFioNormal(result: Pick<FioRun, 'timestampMs' | 'jobs'>): string {
   const groups = fioGroupStats(result.jobs);
   const time = fioCtime(result.timestampMs);
   let out = '';
   for (const job of result.jobs) out += showThreadStatusNormal(job, groups.get(job.groupid), time);
   for (const id of [...groups.keys()].sort((a, b) => a - b)) out += showGroupStats(groups.get(id)!);
+  out += formatFioDiskStats(result.jobs);
   return out;
 }

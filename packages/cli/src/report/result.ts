@@ -17,6 +17,7 @@
  */
 
 import type { DeviceAttackResult } from '@vmstack/nvme-device';
+import type { FioDirStat, FioJobStat } from '@vmstack/guest-kernel';
 import type { Histogram } from 'hdr-histogram-js';
 import { build, decodeFromCompressedBase64, encodeIntoCompressedBase64, JsHistogram } from 'hdr-histogram-js';
 import type { CallTreeRoot } from './flamegraph.js';
@@ -47,6 +48,8 @@ export interface DirectionResult {
   iopsSamples?: number[];
   /** Bandwidth in KiB/s per averaging window (fio's bw_* fields); absent: not measured. */
   bwSamplesKiBps?: number[];
+  /** fio's own statistics of the direction (exact io_stats, clat in fio's buckets, bw and iops samples); absent: from the histograms */
+  fio?: FioDirStat;
 }
 
 export interface JobResult {
@@ -71,6 +74,15 @@ export interface JobResult {
   iodepthLevels?: Record<string, number>;
   /** corrupt: damaged or stale blocks; overwritten: intact blocks another job of the group wrote over this job's */
   verify?: { blocksChecked: number; corrupt: number; overwritten?: number };
+  /** fio's statistics as the job engine kept them (depth distributions, ctx, the drive's counters, logs); absent: not measured */
+  fio?: Omit<FioJobStat, 'read' | 'write'>;
+  /** fio's rw= and bs of the job, for fio's start-up lines */
+  rw?: string;
+  blockSizeBytes?: number;
+  /** jobs this result stands for: more than 1 when group_reporting joined them */
+  jobs?: number;
+  /** the guest's name of the drive the job did I/O to (fio's disk_util name), e.g. nvme0n1 */
+  disk?: string;
 }
 
 /** What a run hands to the next barrier group: the drive's written blocks. */

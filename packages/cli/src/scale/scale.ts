@@ -17,6 +17,7 @@ import type { RunArgs } from '../commands/run.js';
 import { fioPercentiles } from '../report/fio-json.js';
 import { chartGrid, escapeHtml, htmlPage, htmlTable, type LineSeries, lineChartSvg } from '../report/html.js';
 import { lockClassesHtml } from '../report/lock-classes.js';
+import { RunProgress } from '../report/progress.js';
 import { createLatencyHistogram, histogramBuckets, type JobResult, mergeHistograms, type RunResult } from '../report/result.js';
 import type { LockClassRow } from '../report/vmstack-report.js';
 import { runStack, type StackOptions } from '../stack/run-stack.js';
@@ -101,7 +102,12 @@ export function assembleScale(c: ScaleContext, points: readonly ScalePoint[]): S
 
 export async function runScale(vary: Vary, plans: readonly ScalePointPlan[]): Promise<ScaleResult> {
   const points: ScalePoint[] = [];
-  for (const p of plans) points.push(scalePointOf(p, await runStack(p.stack)));
+  const progress = new RunProgress('scale', plans.length);
+  try {
+    for (const p of plans) points.push(scalePointOf(p, await progress.track(runStack(p.stack))));
+  } finally {
+    progress.end();
+  }
   return assembleScale(scaleContextOf(vary, plans), points);
 }
 

@@ -14,6 +14,7 @@
 
 import { type CostKey, type CostProfile, InputError, PROFILE_KEYS } from '@vmstack/shm';
 import { type CompareCell, type CompareCellResult, runCompareCells } from '../compare/cells.js';
+import { RunProgress } from '../report/progress.js';
 import { type CompareRow, REFERENCE_ROWS } from '../compare/experiment.js';
 import { htmlPage, htmlTable } from '../report/html.js';
 import type { StackOptions } from '../stack/run-stack.js';
@@ -131,7 +132,7 @@ export async function runSensitivity(o: SensitivityOptions): Promise<Sensitivity
     ]),
   );
   const started = performance.now();
-  const results = await runCompareCells(cells, parallel);
+  const results = await runCompareCells(cells, parallel, new RunProgress('sensitivity', cells.length));
   const at = (vi: number, ri: number): [CompareCellResult, CompareCellResult] => {
     const i = (vi * rows.length + ri) * 2;
     return [results[i], results[i + 1]];

@@ -123,6 +123,9 @@ export interface StackOptions {
   faults?: readonly FaultSpec[];
   /** `vmstack attack`: every drive also attacks (nvme-device attack.ts) */
   attack?: StackAttackOptions;
+  /** called every `statusIntervalMs` real ms while the workers run, with each job's completed I/Os and model clock (fio's status line) */
+  onStatus?: (jobs: readonly JobStatus[]) => void;
+  statusIntervalMs?: number;
 }
 
 /** What the attacking devices do (nvme-device DeviceAttackPlan), and the secret planted in each VM's RAM. */
@@ -135,6 +138,12 @@ export interface StackAttackOptions {
   scanPages?: number;
   scanAfterCommands: number;
   neighbourBytes: number;
+}
+
+/** One job while it runs: I/Os it completed (verify reads included) and its vCPU's model clock (NEVER_NS once it is done). */
+export interface JobStatus {
+  completedIos: number;
+  clockNs: number;
 }
 
 /**
@@ -490,6 +499,8 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
     vm.devices.forEach((d) => {
       const jobs = d.ioVcpus.map((v) => vo.jobs[v]);
       const verifyAlgo = jobs.find((j) => j.verify !== 'none')?.verify ?? 'none';
+      // the drive holds what an earlier verify job wrote: with a verify_pattern, that pattern
+      const verifyPattern = jobs.find((j) => j.verify !== 'none')?.verifyPattern;
       const init: DeviceWorkerInit = {
         ...common,
         costs: p,
@@ -504,6 +515,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
           sizeBlocks: Math.max(0, ...jobs.map((j) => (j.offsetBytes + j.sizeBytes) / NVME_LBA_SIZE_BYTES), ...carried.map(([lba]) => lba + 1)) + 1024,
           seed: NS_PREFILL_SEED,
           algo: verifyAlgo,
+          ...(verifyPattern ? { pattern: verifyPattern } : {}),
           initialBlocks: o.carry?.namespaceBlocks,
           exportBlocks: o.exportNamespace,
         },
@@ -544,6 +556,12 @@ function deviceAttackPlan(
 async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: WorkerSpec[], o: StackOptions): Promise<RunOutcome<unknown>> {
   const { control } = regions;
   const ctl = RunControl.attach(control);
+  // the jobs' progress as their vCPUs publish it: completions counted (noteProgress) and the model clock
+  const onStatus = o.onStatus;
+  const vcpuWorkers = plan.vms.flatMap((vm) => vm.vcpuWorkers);
+  const status = onStatus
+    ? setInterval(() => onStatus(vcpuWorkers.map((w) => ({ completedIos: ctl.progress(w), clockNs: ctl.clockNs(w) }))), o.statusIntervalMs ?? 1000)
+    : undefined;
   return (
     o.transport === 'in-thread'
       ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan)))
@@ -557,15 +575,17 @@ async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: Wo
             for (const vm of regions.vms) LockTable.wakeAll(vm.locks);
           },
         })
-  ).catch((e: unknown) => {
-    if (e instanceof Error && /did not finish/.test(e.message)) {
-      const ns = (x: number) => (x >= NEVER_NS ? 'never' : String(x));
-      const state = specs.map((sp, w) => `${sp.role}: clock ${ns(ctl.clockNs(w))} eot ${ns(ctl.eotNs(w))} waitFor ${ns(ctl.waitForNs(w))}`);
-      const rings = regions.ringList.map((r) => `${r.name} ${Ring.attach(r.handle).inFlight()}`);
-      e.message += `\n  ${state.join('\n  ')}\n  rings in flight: ${rings.join(', ')}`;
-    }
-    throw e;
-  });
+  )
+    .catch((e: unknown) => {
+      if (e instanceof Error && /did not finish/.test(e.message)) {
+        const ns = (x: number) => (x >= NEVER_NS ? 'never' : String(x));
+        const state = specs.map((sp, w) => `${sp.role}: clock ${ns(ctl.clockNs(w))} eot ${ns(ctl.eotNs(w))} waitFor ${ns(ctl.waitForNs(w))}`);
+        const rings = regions.ringList.map((r) => `${r.name} ${Ring.attach(r.handle).inFlight()}`);
+        e.message += `\n  ${state.join('\n  ')}\n  rings in flight: ${rings.join(', ')}`;
+      }
+      throw e;
+    })
+    .finally(() => clearInterval(status));
 }
 
 export async function runStack(opts: StackOptions): Promise<RunResult> {

@@ -11,6 +11,7 @@ import { type CostProfile, DEFAULT_PROFILE_PATH, InputError, loadProfile } from 
 import type { CompareTask, CompareTaskResult } from '../compare/experiment.js';
 import { runCompareTasks } from '../jobs/local.js';
 import { htmlPage, htmlTable, lineChartSvg } from '../report/html.js';
+import { RunProgress } from '../report/progress.js';
 
 export interface SweepOptions {
   profilePath?: string;
@@ -68,7 +69,7 @@ export function planSweep(o: SweepOptions): SweepPlan {
 export async function runSweep(o: SweepOptions): Promise<SweepResult> {
   const plan = planSweep(o);
   const started = performance.now();
-  const cells = await runCompareTasks(plan.tasks, plan.profile, plan.context.parallel);
+  const cells = await runCompareTasks(plan.tasks, plan.profile, plan.context.parallel, new RunProgress('sweep', plan.tasks.length));
   return assembleSweep(plan.context, cells, performance.now() - started);
 }
 
