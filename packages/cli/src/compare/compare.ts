@@ -8,10 +8,10 @@ import type { DmaStrategy } from '@vmstack/guest-kernel';
 import { type CostProfile, DEFAULT_PROFILE_PATH, InputError, loadProfile } from '@vmstack/shm';
 import { runCompareTasks } from '../jobs/local.js';
 import { barChartSvg, htmlPage, htmlTable } from '../report/html.js';
+import { RunProgress } from '../report/progress.js';
 import type { StackOptions } from '../stack/run-stack.js';
 import { type CompareCell, type CompareCellResult, runCompareCells } from './cells.js';
 import { type CompareRow, type CompareTask, type CompareTaskResult, RATIO_TOLERANCE, REFERENCE_ROWS } from './experiment.js';
-import { RunProgress } from '../report/progress.js';
 
 export interface CompareOptions {
   profilePath?: string;

@@ -17,9 +17,9 @@ import type { DmaStrategy } from '@vmstack/guest-kernel';
 import { InputError } from '@vmstack/shm';
 import { parseSizeBytes } from '../fio/sizes.js';
 import { htmlPage, htmlTable } from '../report/html.js';
+import { RunProgress } from '../report/progress.js';
 import type { StackOptions } from '../stack/run-stack.js';
 import { type CompareCellResult, runCompareCells } from './cells.js';
-import { RunProgress } from '../report/progress.js';
 
 export const UNTRUSTED_BLOCK_SIZES = ['64k'] as const;
 

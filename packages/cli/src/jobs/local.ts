@@ -10,14 +10,19 @@
  */
 
 import type { CostProfile } from '@vmstack/shm';
-import type { RunProgress } from '../report/progress.js';
 import { Piscina } from 'piscina';
 import { type CompareTask, type CompareTaskResult, runCompareTask } from '../compare/experiment.js';
+import type { RunProgress } from '../report/progress.js';
 import type { PoolMessage } from './pool-worker.js';
 import type { JobTask, JobTaskResult } from './tasks.js';
 
 /** compare's and sweep's cells, in task order. */
-export async function runCompareTasks(tasks: readonly CompareTask[], profile: CostProfile, parallel: number, progress?: RunProgress): Promise<CompareTaskResult[]> {
+export async function runCompareTasks(
+  tasks: readonly CompareTask[],
+  profile: CostProfile,
+  parallel: number,
+  progress?: RunProgress,
+): Promise<CompareTaskResult[]> {
   try {
     if (parallel === 1) {
       const results: CompareTaskResult[] = [];

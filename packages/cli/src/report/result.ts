@@ -16,8 +16,8 @@
  * beyond that rather than throwing.
  */
 
-import type { DeviceAttackResult } from '@vmstack/nvme-device';
 import type { FioDirStat, FioJobStat } from '@vmstack/guest-kernel';
+import type { DeviceAttackResult } from '@vmstack/nvme-device';
 import type { Histogram } from 'hdr-histogram-js';
 import { build, decodeFromCompressedBase64, encodeIntoCompressedBase64, JsHistogram } from 'hdr-histogram-js';
 import type { CallTreeRoot } from './flamegraph.js';

@@ -14,9 +14,9 @@
 
 import { type CostKey, type CostProfile, InputError, PROFILE_KEYS } from '@vmstack/shm';
 import { type CompareCell, type CompareCellResult, runCompareCells } from '../compare/cells.js';
-import { RunProgress } from '../report/progress.js';
 import { type CompareRow, REFERENCE_ROWS } from '../compare/experiment.js';
 import { htmlPage, htmlTable } from '../report/html.js';
+import { RunProgress } from '../report/progress.js';
 import type { StackOptions } from '../stack/run-stack.js';
 
 export const DEFAULT_FACTORS = [0.5, 2] as const;
