@@ -31,7 +31,15 @@ export async function compareCommand(a: CompareArgs): Promise<void> {
   if (a.emitJobs !== undefined) {
     const plan = planCompare(options);
     const tasks = plan.tasks.map((cell) => ({ kind: 'compare-cell' as const, cell }));
-    process.stdout.write(emitJobs(a.emitJobs, { command: 'compare', context: plan.context, tasks, profilePath: plan.profilePath, parallel }));
+    process.stdout.write(
+      emitJobs(a.emitJobs, {
+        command: 'compare',
+        context: plan.context,
+        tasks,
+        profilePath: plan.profilePath,
+        parallel: a.parallel === undefined ? tasks.length : parallel,
+      }),
+    );
     return;
   }
   const result = await runCompare(options);
