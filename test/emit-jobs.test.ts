@@ -11,7 +11,7 @@
  */
 
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -110,6 +110,10 @@ test.serial('scale: emitted points merge into the local report', async (t) => {
   const dir = join(tmp, 'jobs');
   const scale = ['scale', '--vary', 'iodepth=1,4', '--strategies', 'strict,bounce', '--size', '256k'];
   await vmstack([...scale, '--emit-jobs', dir]);
+  // no --parallel: Kubernetes may run every point at once
+  t.regex(readFileSync(join(dir, 'k8s-job.yaml'), 'utf8'), /completions: 4\n\s+parallelism: 4\n/);
+  // a copy of the directory without its (empty) results directory still runs
+  rmSync(join(dir, 'results'), { recursive: true });
   await runAsBatchEngines(dir, 4);
   const merged = JSON.parse(await vmstack(['merge', dir, '--output-format', 'json']));
   const local = JSON.parse(await vmstack([...scale, '--output-format', 'json']));

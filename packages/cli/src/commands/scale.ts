@@ -81,7 +81,7 @@ export async function scaleCommand(a: ScaleArgs): Promise<void> {
   if (a.emitJobs !== undefined) {
     const tasks = plans.map((p) => ({ kind: 'scale-point' as const, strategy: p.strategy, value: p.value, x: p.x, args: p.args }));
     const context = scaleContextOf(vary, plans);
-    process.stdout.write(emitJobs(a.emitJobs, { command: 'scale', context, tasks, profilePath, parallel: 1 }));
+    process.stdout.write(emitJobs(a.emitJobs, { command: 'scale', context, tasks, profilePath, parallel: tasks.length }));
     return;
   }
   const r = await runScale(vary, plans);

@@ -52,7 +52,15 @@ export async function sweepCommand(a: SweepArgs): Promise<void> {
   if (a.emitJobs !== undefined) {
     const plan = planSweep(options);
     const tasks = plan.tasks.map((cell) => ({ kind: 'compare-cell' as const, cell }));
-    process.stdout.write(emitJobs(a.emitJobs, { command: 'sweep', context: plan.context, tasks, profilePath: plan.profilePath, parallel }));
+    process.stdout.write(
+      emitJobs(a.emitJobs, {
+        command: 'sweep',
+        context: plan.context,
+        tasks,
+        profilePath: plan.profilePath,
+        parallel: a.parallel === undefined ? tasks.length : parallel,
+      }),
+    );
     return;
   }
   const r = await runSweep(options);

@@ -69,7 +69,7 @@ export interface JobSet {
   tasks: JobTask[];
   /** the cost profile file the tasks name; copied into DIR */
   profilePath: string;
-  /** runs at once on Kubernetes (the command's --parallel, at least 1) */
+  /** runs at once on Kubernetes: the command's --parallel, or every run when it was not given */
   parallel: number;
 }
 
@@ -257,6 +257,8 @@ export async function runJob(dir: string, index: string | undefined): Promise<st
   const started = performance.now();
   const result = await runJobTask(task, root);
   const out: ResultFile = { format: 'vmstack-job-result', command: m.command, index: i, sha256: run.sha256, wallMs: performance.now() - started, result };
+  // results/ may not have travelled with a copied directory (an empty directory often does not)
+  mkdirSync(dirname(join(root, run.result)), { recursive: true });
   writeComplete(join(root, run.result), `${JSON.stringify(out, null, 2)}\n`);
   return `vmstack job: run ${i} of ${m.runs.length} (${m.command} ${describeJobTask(task)}) → ${join(root, run.result)}\n`;
 }
