@@ -71,7 +71,12 @@ test('command line: the brief example becomes numjobs specs named after --name',
     doVerify: true,
     randseed: 1,
     ioengine: 'libaio',
-    direct: true,
+    direct: false,
+    randomMap: true,
+    fadviseHint: true,
+    endFsync: false,
+    fsyncEveryIos: 0,
+    fdatasyncEveryIos: 0,
   };
   t.deepEqual(parsed.jobs[2], expected);
   t.deepEqual(parsed.globalOptions, {});
@@ -172,11 +177,11 @@ test('job file: global inheritance, per-section override, numjobs expansion, sto
     ['rand-mixed', 0, 1, 'randrw', 4096, 32, 256 * MiB, 0],
     ['write-after', 0, 2, 'write', 4096, 32, GiB, 0],
   ]);
-  for (const job of parsed.jobs) t.like(job, { runtimeNs: 10e9, timeBased: true, direct: true, ioengine: 'libaio' });
+  for (const job of parsed.jobs) t.like(job, { runtimeNs: 10e9, timeBased: true, direct: true, ioengine: 'libaio', randomMap: false });
   t.is(parsed.jobs[2].randseed, 0x1234);
   t.is(parsed.jobs[0].randseed, 0x89);
   t.like(parsed.jobs[3], { rwmixreadPct: 70, verify: 'crc32c', doVerify: false });
-  t.deepEqual(parsed.ignoredOptions, ['group_reporting', 'thread', 'randrepeat', 'norandommap']);
+  t.deepEqual(parsed.ignoredOptions, ['group_reporting', 'thread', 'randrepeat']);
   t.deepEqual(parsed.globalOptions, {
     ioengine: 'libaio',
     direct: '1',
@@ -276,13 +281,13 @@ test('kb_base=1000 swaps the prefixes: k = 1000, kib = 1024', (t) => {
 
 test('ignored options: real fio options that change nothing, and neutral values of unmodelled ones, each named once', (t) => {
   const parsed = jobsFromText(
-    '[global]\nthread\nfilename=/dev/nvme0n1\nramp_time=0\nfsync=0\nzonemode=none\nmem=malloc\n' +
+    '[global]\nthread\nfilename=/dev/nvme0n1\nramp_time=0\nwrite_barrier=0\nzonemode=none\nmem=malloc\n' +
       '[a]\nsize=1m\nthread=1\ndescription=first\nrandrepeat=1\niodepth_batch_submit=16\n[b]\nsize=1m\ninvalidate=1\nthread\nloops=1\n',
   );
   t.deepEqual(parsed.ignoredOptions, [
     'thread',
     'ramp_time',
-    'fsync',
+    'write_barrier',
     'zonemode',
     'mem',
     'description',
@@ -333,11 +338,31 @@ test('rw=sideways lists the allowed modes; trim and :N suffixes are refused', (t
   inputError(t, () => jobsFromText(oneJob('rw=randread:8')), '[job] rw', 'randread:8', '":N" suffixes are not modelled');
 });
 
-test('direct=0, buffered=1 and a bare direct are errors: no page cache', (t) => {
-  inputError(t, () => jobsFromText(oneJob('direct=0')), '[job] direct', '0', 'direct=1', 'no page cache');
-  inputError(t, () => jobsFromText(oneJob('buffered=1')), '[job] buffered', '1', 'buffered=0', 'no page cache');
-  inputError(t, () => jobsFromText(oneJob('direct')), '[job] direct', '', 'direct=1', 'fio requires a value for direct');
-  inputError(t, () => jobsFromText(oneJob('direct=yes')), '[job] direct', 'yes', 'direct=1');
+test('direct: 0 by default as in fio (buffered, through the page cache); direct=1 and buffered=0 are O_DIRECT; a bare direct is an error', (t) => {
+  t.false(jobsFromText(oneJob('')).jobs[0].direct);
+  t.false(jobsFromText(oneJob('direct=0')).jobs[0].direct);
+  t.false(jobsFromText(oneJob('buffered=1')).jobs[0].direct);
+  t.true(jobsFromText(oneJob('direct=1')).jobs[0].direct);
+  t.true(jobsFromText(oneJob('buffered=0')).jobs[0].direct);
+  t.true(jobsFromText(oneJob('buffered=1\ndirect=1')).jobs[0].direct, 'the later of the two wins');
+  inputError(t, () => jobsFromText(oneJob('direct')), '[job] direct', '', 'direct=0 or direct=1', 'fio requires a value for direct');
+  inputError(t, () => jobsFromText(oneJob('direct=yes')), '[job] direct', 'yes', 'direct=0 or direct=1');
+});
+
+test('norandommap, fadvise_hint, end_fsync, fsync, fdatasync and invalidate are read', (t) => {
+  t.like(jobsFromText(oneJob('')).jobs[0], { randomMap: true, fadviseHint: true, endFsync: false, fsyncEveryIos: 0, fdatasyncEveryIos: 0 });
+  t.like(jobsFromText(oneJob('norandommap\nfadvise_hint=0\nend_fsync=1\nfsync=8\nfdatasync=16')).jobs[0], {
+    randomMap: false,
+    fadviseHint: false,
+    endFsync: true,
+    fsyncEveryIos: 8,
+    fdatasyncEveryIos: 16,
+  });
+  t.true(jobsFromText(oneJob('norandommap=0')).jobs[0].randomMap);
+  inputError(t, () => jobsFromText(oneJob('fadvise_hint=sequential')), '[job] fadvise_hint', 'sequential', 'not modelled');
+  inputError(t, () => jobsFromText(oneJob('fsync=-1')), '[job] fsync', '-1', 'a whole number of writes');
+  t.deepEqual(jobsFromText(oneJob('invalidate=1')).ignoredOptions, ['invalidate']);
+  inputError(t, () => jobsFromText(oneJob('invalidate=0')), '[job] invalidate', '0', 'page cache starts empty');
 });
 
 test('ioengine other than libaio is an error naming ioengine', (t) => {
@@ -355,7 +380,7 @@ test('fio options the model cannot run are "not modelled", with the neutral valu
   inputError(t, () => jobsFromText(oneJob('rate=10m')), '[job] rate', '10m', 'rate is not modelled', 'set rate=0');
   inputError(t, () => jobsFromText(oneJob('bssplit=4k/50:64k/50')), '[job] bssplit', '4k/50:64k/50', 'not modelled', 'one fixed block size');
   inputError(t, () => jobsFromText(oneJob('zonemode=zbd')), '[job] zonemode', 'zbd', 'set zonemode=none');
-  inputError(t, () => jobsFromText(oneJob('fsync=1')), '[job] fsync', '1', 'flushes');
+  inputError(t, () => jobsFromText(oneJob('write_barrier=1')), '[job] write_barrier', '1', 'barriers');
   inputError(t, () => jobsFromText(oneJob('ramp_time=5s')), '[job] ramp_time', '5s', 'ramp_time is not modelled', 'set ramp_time=0');
   inputError(t, () => jobsFromText(oneJob('io_limit=10g')), '[job] io_limit', '10g', 'remove it;');
   inputError(t, () => jobsFromText(oneJob('exitall')), '[job] exitall', '', 'not modelled');
@@ -367,7 +392,12 @@ test('a bad option in a trailing [global] is still reported', (t) => {
 });
 
 test('size: required, at least one block, 4 KiB aligned, absolute', (t) => {
-  inputError(t, () => jobsFromText('[job]\nbs=4k\n'), '[job] size', undefined, 'a region size per job, e.g. size=64m');
+  // fio: "job: you need to specify size=" (filesetup.c), exit 1 there; an input error here
+  inputError(t, () => jobsFromText('[job]\nbs=4k\n'), '[job] size', undefined, 'job: you need to specify size=');
+  inputError(t, () => jobsFromCommandLine({ name: 'x', rw: 'read' }, { bs: '4k' }), '[x] size', undefined, 'x: you need to specify size=');
+  // a block device gives its size, as in fio: the drive's, less the offset
+  t.is(jobsFromText('[job]\nfilename=/dev/nvme0n1\n').jobs[0].sizeBytes, 125_026_902 * 4096);
+  t.is(jobsFromText('[job]\nfilename=/dev/nvme0n1\noffset=1g\n').jobs[0].sizeBytes, 125_026_902 * 4096 - GiB);
   inputError(t, () => jobsFromText('[job]\nsize=64k\nbs=128k\n'), '[job] size', '64k', 'at least one block (bs = 131072 bytes)');
   inputError(t, () => jobsFromText('[job]\nsize=10000\n'), '[job] size', '10000', 'a multiple of 4096 bytes');
   inputError(t, () => jobsFromText('[job]\nsize=50%\n'), '[job] size', '50%', 'percentages of the device are not modelled');
@@ -487,21 +517,11 @@ test('the option table: every alias points at a row; the options named in the br
   ]) {
     t.is(kind(name), 'handled', name);
   }
-  for (const name of [
-    'name',
-    'description',
-    'filename',
-    'directory',
-    'thread',
-    'group_reporting',
-    'norandommap',
-    'randrepeat',
-    'invalidate',
-    'iodepth_batch',
-  ]) {
+  for (const name of ['name', 'description', 'filename', 'directory', 'thread', 'group_reporting', 'norandommap', 'randrepeat', 'iodepth_batch']) {
     t.true(kind(name) === 'ignored' || kind(name) === 'handled', name);
   }
-  for (const name of ['rate', 'bssplit', 'zonemode', 'fsync', 'ramp_time']) t.is(kind(name), 'notModelled', name);
+  for (const name of ['rate', 'bssplit', 'zonemode', 'invalidate', 'ramp_time']) t.is(kind(name), 'notModelled', name);
+  for (const name of ['fsync', 'fdatasync', 'end_fsync', 'fadvise_hint']) t.is(kind(name), 'handled', name);
 });
 
 const VALID: FioJobSpec = jobsFromCommandLine({ size: '64m' }).jobs[0];
@@ -521,7 +541,9 @@ test('validateJobSpec accepts a parsed spec and rejects each broken field by its
     [{ verify: 'sha1' as never }, 'verify'],
     [{ randseed: -1 }, 'randseed'],
     [{ ioengine: 'io_uring' as never }, 'ioengine'],
-    [{ direct: false as never }, 'direct'],
+    [{ direct: 0 as never }, 'direct'],
+    [{ randomMap: 1 as never }, 'norandommap'],
+    [{ fsyncEveryIos: -1 }, 'fsync'],
     [{ name: '' }, 'name'],
   ];
   for (const [patch, field] of broken) {

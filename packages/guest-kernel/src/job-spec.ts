@@ -9,8 +9,8 @@
  * Model limits (fio itself is laxer):
  * - block sizes are multiples of the 4 KiB NVMe LBA of this model, 4 KiB … 2 MiB;
  * - region size and offsets are 4 KiB aligned, and a region holds at least one block;
- * - I/O is always O_DIRECT through libaio (the model has no page cache and
- *   one submission path).
+ * - I/O goes through libaio, O_DIRECT (`direct=1`) or buffered through the
+ *   guest's page cache (`direct=0`, fio's default: `mm/page-cache.ts`).
  */
 import { InputError } from '@vmstack/shm';
 
@@ -87,13 +87,46 @@ export interface FioJobSpec {
   /** fio `randseed` (default 0x89). */
   randseed: number;
   ioengine: 'libaio';
-  direct: true;
+  /** fio `direct` (default 0, as in fio): O_DIRECT; false: buffered through the guest's page cache */
+  direct: boolean;
+  /**
+   * fio's random map (default on; `norandommap` turns it off): random offsets
+   * cover every block once per pass over the region, as fio's axmap does; off:
+   * each offset is drawn independently (some blocks twice, some never).
+   */
+  randomMap: boolean;
+  /** fio `fadvise_hint` (default 1): POSIX_FADV_SEQUENTIAL or _RANDOM by `rw`, which sets the page cache's readahead */
+  fadviseHint: boolean;
+  /** fio `end_fsync`: fsync the file when the job's writes are done (buffered I/O: write back every dirty page) */
+  endFsync: boolean;
+  /** fio `fsync=N`: fsync after every N writes; 0: never */
+  fsyncEveryIos: number;
+  /** fio `fdatasync=N`: fdatasync after every N writes; 0: never */
+  fdatasyncEveryIos: number;
   /**
    * fio `filename`: the NVMe drive the job does I/O to, as the guest names it
    * (`/dev/nvme<X>n1`, X the drive's index in its VM); absent: the topology
    * places the job on a drive.
    */
   filename?: string;
+}
+
+/**
+ * NVMe commands a buffered job (direct=0) may have in flight for its page
+ * cache (readahead and writeback), besides its iodepth fio slots: each takes a
+ * command id and a PRP list page of its queue.
+ */
+export const PAGE_CACHE_MAX_REQUESTS = 32;
+/**
+ * Pages in one page-cache request: the NVMe driver's queue limit of 127
+ * segments (Linux 5.10 `NVME_MAX_SEGS`), each scattered page-cache page a
+ * segment of its own.
+ */
+export const PAGE_CACHE_MAX_REQUEST_PAGES = 127;
+
+/** NVMe command slots (command ids, PRP list pages) a job's queue needs: its iodepth, plus the page cache's requests when buffered. */
+export function jobNvmeCommandSlots(job: { iodepth: number; direct: boolean }): number {
+  return job.direct ? job.iodepth : job.iodepth + PAGE_CACHE_MAX_REQUESTS;
 }
 
 /** What fio `filename` may be in the model. */
@@ -140,6 +173,11 @@ const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   randseed: 'randseed',
   ioengine: 'ioengine',
   direct: 'direct',
+  randomMap: 'norandommap',
+  fadviseHint: 'fadvise_hint',
+  endFsync: 'end_fsync',
+  fsyncEveryIos: 'fsync',
+  fdatasyncEveryIos: 'fdatasync',
   filename: 'filename',
 };
 
@@ -189,7 +227,12 @@ export function validateJobSpec(spec: FioJobSpec, writtenAs: JobSpecWrittenAs = 
   if (typeof spec.doVerify !== 'boolean') fail('doVerify', '0 or 1');
   if (!isCount(spec.randseed)) fail('randseed', `a whole number from 0 to ${Number.MAX_SAFE_INTEGER}`);
   if (spec.ioengine !== 'libaio') fail('ioengine', 'libaio (the only submission path modelled)');
-  if (spec.direct !== true) fail('direct', 'direct=1: the model has no page cache');
+  if (typeof spec.direct !== 'boolean') fail('direct', '0 (buffered, through the page cache) or 1 (O_DIRECT)');
+  if (typeof spec.randomMap !== 'boolean') fail('randomMap', 'set or unset');
+  if (typeof spec.fadviseHint !== 'boolean') fail('fadviseHint', '0 or 1');
+  if (typeof spec.endFsync !== 'boolean') fail('endFsync', '0 or 1');
+  if (!isCount(spec.fsyncEveryIos)) fail('fsyncEveryIos', 'a whole number of writes >= 0 (0: never)');
+  if (!isCount(spec.fdatasyncEveryIos)) fail('fdatasyncEveryIos', 'a whole number of writes >= 0 (0: never)');
   if (spec.filename !== undefined && (typeof spec.filename !== 'string' || nvmeFilenameDevice(spec.filename) === null)) fail('filename', NVME_FILENAME_ALLOWED);
   return spec;
 }

@@ -40,9 +40,11 @@ import {
 } from '@vmstack/shm';
 import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
 import type { DmaIommu, DmaMapping } from './dma.js';
+import { RandomMap } from './fio/random-map.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
-import { type FioJobSpec, fioJobWrites, fioWriteSeed } from './job-spec.js';
-import type { UserBuffer } from './mm/page-alloc.js';
+import { type FioJobSpec, fioJobWrites, fioWriteSeed, PAGE_CACHE_MAX_REQUESTS } from './job-spec.js';
+import type { PageAllocator, UserBuffer } from './mm/page-alloc.js';
+import { PageCache, type PageCacheBlockIo, type PageCacheStats } from './mm/page-cache.js';
 import { type NvmeBar, type NvmeQueuePair, nvme_next_cqe, nvme_queue_rw, nvme_write_doorbell, type PrpListPage } from './nvme/nvme-pci.js';
 import type { Profiler } from './profile.js';
 
@@ -70,6 +72,8 @@ export interface VcpuCosts {
   guestIrqDeliveryNs: number;
   nvmeIrqPerCqeNs: number;
   fioReapPerIoNs: number;
+  memcpyBytesPerNs: number;
+  pageCachePerPageNs: number;
 }
 
 export interface DirectionStats {
@@ -94,6 +98,8 @@ export interface VcpuJobResult {
   busyNs: number;
   /** real (wall) ms the job loop took: the model's own speed */
   loopWallMs: number;
+  /** buffered jobs (direct=0): what the page cache did; null with O_DIRECT */
+  pageCache: PageCacheStats | null;
 }
 
 interface Slot {
@@ -108,6 +114,13 @@ interface Slot {
   submitNs: number;
   issueNs: number;
   verifyPhase: boolean;
+}
+
+/** An NVMe command of the page cache (readahead or writeback), command id iodepth + its index. */
+interface KernelRequest {
+  prpPage: PrpListPage;
+  mapping: DmaMapping | null;
+  done: ((status: number) => void) | null;
 }
 
 class Dir {
@@ -178,6 +191,8 @@ export interface VcpuEnv {
   peerWriteSeeds: ReadonlySet<number>;
   /** the guest's locks (lock CPU ids are worker indices): which peer is blocked on a lock we hold */
   locks: LockTable;
+  /** buffered jobs: the guest's page allocator (page-cache pages), the PRP list pages of the page cache's requests, and its page limit */
+  pageCache?: { pages: PageAllocator; prpPages: PrpListPage[]; limitPages: number; endLba: number };
 }
 
 export class Vcpu {
@@ -206,6 +221,16 @@ export class Vcpu {
   private readonly writtenLbas = new Set<number>();
   /** the job is over: the other vCPUs stop waiting for this one */
   private finished = false;
+  /** fio's random map (null: norandommap, or a sequential job) */
+  private readonly randomMap: RandomMap | null;
+  /** buffered I/O (direct=0): the page cache and its NVMe requests */
+  private readonly pageCache: PageCache | null = null;
+  private readonly kernelRequests: KernelRequest[] = [];
+  private readonly freeKernelRequests: number[] = [];
+  /** page-cache requests completed so far (a wait returns once one more has) */
+  private kernelCompletions = 0;
+  private writesSinceSync = 0;
+  private idleNs = 0;
 
   constructor(
     private readonly env: VcpuEnv,
@@ -234,6 +259,23 @@ export class Vcpu {
     this.verifyAlgo = job.verify === 'none' ? 'none' : job.verify;
     this.peerWatchers = env.otherVcpus.map((v, i) => [env.peerDevices[i], env.self, ...env.otherVcpus.filter((u) => u !== v)]);
     this.peerDeviceEots = new Float64Array(env.otherVcpus.length);
+    const random = job.rw === 'randread' || job.rw === 'randwrite' || job.rw === 'randrw';
+    this.randomMap = random && job.randomMap ? new RandomMap(Math.max(1, Math.floor(this.regionBlocks / this.bsBlocks))) : null;
+    if (!job.direct) {
+      const pc = env.pageCache;
+      if (!pc) throw new Error('vcpu: a buffered job (direct=0) without its page cache');
+      pc.prpPages.forEach((prpPage, r) => {
+        this.kernelRequests.push({ prpPage, mapping: null, done: null });
+        this.freeKernelRequests.push(PAGE_CACHE_MAX_REQUESTS - 1 - r);
+      });
+      const io: PageCacheBlockIo = { submit_bio: (isRead, lba, gpas, done) => this.submit_bio(isRead, lba, gpas, done), wait: () => this.blockIoWait() };
+      this.pageCache = new PageCache(io, pc.pages, env.clock, env.costs, env.mem.u8, {
+        limitPages: pc.limitPages,
+        endLba: pc.endLba,
+        fadvise: job.fadviseHint ? (random ? 'random' : 'sequential') : 'none',
+        rng: mulberry32Float((job.randseed ^ 0x70a9e) + job.jobIndex),
+      });
+    }
   }
 
   private publish(ns: number): void {
@@ -305,10 +347,17 @@ export class Vcpu {
   /** Take every interrupt stamped ≤ now (waits until the device can send none earlier). */
   private takeInterrupts(): void {
     const now = this.env.clock.nowNs();
+    // no command of ours is outstanding: the device has no interrupt to send us (a buffered job between
+    // its page cache's requests acts many times without one, and need not wait for the device each time)
+    if (this.inflight === 0 && this.freeKernelRequests.length === this.kernelRequests.length && this.env.irqs.available() === 0) return;
     if (this.virtual) {
       // our own EOT must be current, or the device may be waiting on us while we wait on it
       this.publish(now);
       // strictly past now: a device whose EOT is `now` may still raise an interrupt stamped `now`
+      // A parked device wakes when the vCPUs pass the time it needs for its next completion; a vCPU that runs
+      // past the device's lookahead before that (a buffered job copying while its readahead is in flight)
+      // wakes it, so it publishes a bound from our new EOT
+      if (this.deviceBound() <= now) this.env.control.event(this.env.deviceWorker).notify();
       this.env.platform.awaitBound(now + 1, () => this.deviceBound());
     }
     const irqs = this.env.irqs;
@@ -343,10 +392,20 @@ export class Vcpu {
   }
 
   private completeIo(cid: number, status: number): void {
+    if (cid >= this.slots.length) {
+      this.completeKernelRequest(cid - this.slots.length, status);
+      return;
+    }
     const s = this.slots[cid];
-    const clock = this.env.clock;
     if (s.mapping) this.env.dma.iommu_dma_unmap_sg(s.mapping);
     s.mapping = null;
+    this.finishIo(cid, status);
+  }
+
+  /** fio reaps an I/O: verify what a read brought, count it, free its slot. */
+  private finishIo(cid: number, status: number): void {
+    const s = this.slots[cid];
+    const clock = this.env.clock;
     clock.charge(this.env.costs.fioReapPerIoNs);
     const now = clock.nowNs();
     if (status !== 0) this.errors++;
@@ -404,7 +463,7 @@ export class Vcpu {
     const random = rw === 'randread' || rw === 'randwrite' || rw === 'randrw';
     const ioIndex = this.phase === 'verify' ? this.verifyIssued++ : this.issued++;
     const ioCount = Math.max(1, Math.floor(this.regionBlocks / this.bsBlocks));
-    const k = random && this.phase !== 'verify' ? Math.floor(this.rng() * ioCount) : ioIndex % ioCount;
+    const k = !random || this.phase === 'verify' ? ioIndex % ioCount : this.randomMap ? this.randomMap.next(this.rng) : Math.floor(this.rng() * ioCount);
     const lba = job.offsetBytes / BLOCK_BYTES + k * this.bsBlocks;
     s.isRead = isRead;
     s.lba = lba;
@@ -420,6 +479,10 @@ export class Vcpu {
         this.writtenLbas.add(lba + b);
       }
     }
+    if (this.pageCache) {
+      this.submitBuffered(cid, s, this.pageCache);
+      return;
+    }
     clock.charge(this.env.costs.fioSubmitNs + s.blocks * this.env.costs.guestPinUserPagePerPageNs);
     this.env.profiler.enter();
     // the device writes memory on a read, reads it on a write
@@ -432,16 +495,142 @@ export class Vcpu {
     this.env.profiler.exit('nvme_queue_rq');
   }
 
+  /** The earliest timer: the lazy flush queue's, the bounce pool's, the page cache flusher's. */
+  private nextTimerNs(): number {
+    const t = this.env.dma.nextTimerNs();
+    return this.pageCache ? Math.min(t, this.pageCache.nextTimerNs()) : t;
+  }
+
+  /** Run the timers that are due; true if one was. */
+  private runTimers(): boolean {
+    const now = this.env.clock.nowNs();
+    let ran = false;
+    if (this.env.dma.nextTimerNs() <= now) {
+      this.env.dma.runTimers();
+      ran = true;
+    }
+    if (this.pageCache && this.pageCache.nextTimerNs() <= now) {
+      this.pageCache.runTimers();
+      ran = true;
+    }
+    return ran;
+  }
+
+  /** Idle: nothing to do until the next interrupt or timer; the clock moves to it. */
+  private idleWait(): void {
+    const clock = this.env.clock;
+    const idleFromNs = clock.nowNs();
+    const timerNs = this.nextTimerNs();
+    // the timer goes out before the idle EOT: a peer that sees us idle knows when we act on it
+    this.env.control.publishTimer(this.env.self, timerNs);
+    this.publish(NEVER_NS);
+    const irqs = this.env.irqs;
+    const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() > timerNs;
+    this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);
+    if (irqs.available() > 0 && irqs.timestampAt(irqs.offsetAt(0)) <= timerNs) clock.advanceTo(irqs.timestampAt(irqs.offsetAt(0)));
+    else clock.advanceTo(timerNs);
+    this.idleNs += clock.nowNs() - idleFromNs;
+    this.publish(clock.nowNs());
+  }
+
+  // ---- buffered I/O (direct=0) -------------------------------------------
+
+  /**
+   * A buffered fio I/O: the kernel copies between the user buffer and the
+   * page cache inside the system call (readahead and writeback go to the
+   * drive as the page cache's own requests), so the I/O is complete when
+   * the call returns, as libaio's io_submit does for buffered files.
+   */
+  private submitBuffered(cid: number, s: Slot, pc: PageCache): void {
+    const clock = this.env.clock;
+    clock.charge(this.env.costs.fioSubmitNs);
+    s.issueNs = clock.nowNs();
+    this.inflight++;
+    this.env.profiler.enter();
+    let status = 0;
+    if (s.isRead) {
+      if (!pc.filemap_read(s.lba, s.blocks, s.buffer.pageGpas)) status = 1;
+      this.env.profiler.exit('filemap_read', s.blocks * BLOCK_BYTES);
+    } else {
+      pc.generic_perform_write(s.lba, s.blocks, s.buffer.pageGpas);
+      this.env.profiler.exit('generic_perform_write', s.blocks * BLOCK_BYTES);
+      this.writesSinceSync++;
+      const every = this.job.fsyncEveryIos || this.job.fdatasyncEveryIos;
+      if (every > 0 && this.writesSinceSync >= every) {
+        this.writesSinceSync = 0;
+        if (!this.fsync(pc)) status = 1;
+      }
+    }
+    this.finishIo(cid, status);
+  }
+
+  /** fsync/fdatasync of the drive: every dirty page written back and waited for (the drive's volatile cache is not modelled). */
+  private fsync(pc: PageCache): boolean {
+    this.env.profiler.enter();
+    const ok = pc.vfs_fsync_range();
+    this.env.profiler.exit('vfs_fsync_range');
+    return ok;
+  }
+
+  /** The block layer's submission of a page-cache request: map the pages for DMA and queue one NVMe command. */
+  private submit_bio(isRead: boolean, lba: number, pageGpas: readonly number[], done: (status: number) => void): boolean {
+    const r = this.freeKernelRequests.pop();
+    if (r === undefined) return false;
+    const req = this.kernelRequests[r];
+    const clock = this.env.clock;
+    this.env.profiler.enter();
+    const segments = pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_SIZE_BYTES }));
+    req.mapping = this.env.dma.iommu_dma_map_sg(segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
+    req.done = done;
+    clock.charge(this.env.costs.nvmeQueueRqNs + pageGpas.length * this.env.costs.nvmeSetupPrpPerPageNs);
+    const cid = this.slots.length + r;
+    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, pageGpas.length * BLOCK_BYTES, dmaPages(req.mapping), req.prpPage);
+    this.ringDoorbell(DOORBELL_SQ_TAIL, tail);
+    this.env.profiler.exit('nvme_queue_rq');
+    this.publish(clock.nowNs());
+    return true;
+  }
+
+  private completeKernelRequest(r: number, status: number): void {
+    const req = this.kernelRequests[r];
+    if (req.mapping) this.env.dma.iommu_dma_unmap_sg(req.mapping);
+    req.mapping = null;
+    const done = req.done;
+    req.done = null;
+    this.freeKernelRequests.push(r);
+    this.kernelCompletions++;
+    if (status !== 0) this.errors++;
+    done?.(status);
+  }
+
+  /** The page cache waits (for a page, a free request, writeback): until a request completes or a timer runs. */
+  private blockIoWait(): void {
+    const before = this.kernelCompletions;
+    for (;;) {
+      faultCheckpoint(this.env.clock.nowNs());
+      this.takeInterrupts();
+      const ranTimer = this.runTimers();
+      if (this.kernelCompletions !== before || ranTimer) return;
+      this.idleWait();
+    }
+  }
+
+  /** fio before its verify phase, and end_fsync: sync the file, then (verify) drop its cache so the reads come from the drive. */
+  private syncBeforeVerify(pc: PageCache): void {
+    if (!this.fsync(pc)) this.errors++;
+    pc.invalidate_mapping_pages();
+  }
+
   run(): VcpuJobResult {
     const clock = this.env.clock;
     // the vCPU is busy except while it waits, idle, for an interrupt (busy-polling the VMM counts as busy)
-    let idleNs = 0;
     const wallStart = performance.now();
     this.publish(clock.nowNs());
+    let endFsyncDone = false;
     for (;;) {
       faultCheckpoint(clock.nowNs());
       this.takeInterrupts();
-      if (this.env.dma.nextTimerNs() <= clock.nowNs()) this.env.dma.runTimers();
+      this.runTimers();
       if (this.canSubmit()) {
         this.quantumGate(clock.nowNs());
         this.submitIo();
@@ -449,27 +638,29 @@ export class Vcpu {
         continue;
       }
       if (this.inflight === 0) {
+        if (this.phase === 'main' && this.pageCache && this.job.endFsync && !endFsyncDone && this.write.ios > 0) {
+          // fio's end_fsync: part of the job's time
+          endFsyncDone = true;
+          if (!this.fsync(this.pageCache)) this.errors++;
+          continue;
+        }
         if (this.phase === 'main' && this.job.verify !== 'none' && this.job.doVerify && this.write.ios > 0) {
           this.phase = 'verify';
+          if (this.pageCache) this.syncBeforeVerify(this.pageCache);
           continue;
         }
         break;
       }
       // idle: nothing to submit until a completion; wait for the next interrupt (or the flush timer)
-      const idleFromNs = clock.nowNs();
-      const timerNs = this.env.dma.nextTimerNs();
-      // the timer goes out before the idle EOT: a peer that sees us idle knows when we act on it
-      this.env.control.publishTimer(this.env.self, timerNs);
-      this.publish(NEVER_NS);
-      const irqs = this.env.irqs;
-      const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() > timerNs;
-      this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);
-      if (irqs.available() > 0 && irqs.timestampAt(irqs.offsetAt(0)) <= timerNs) clock.advanceTo(irqs.timestampAt(irqs.offsetAt(0)));
-      else clock.advanceTo(timerNs);
-      idleNs += clock.nowNs() - idleFromNs;
-      this.publish(clock.nowNs());
+      this.idleWait();
     }
     const endNs = clock.nowNs();
+    const busyNs = endNs - this.startNs - this.idleNs;
+    if (this.pageCache) {
+      // after the job: the flusher writes what is still dirty back to the drive, and the cache is dropped
+      if (!this.pageCache.vfs_fsync_range()) this.errors++;
+      this.pageCache.release();
+    }
     // flush what the lazy flush queue still holds (the job is over: not counted in it), with our
     // EOT still published, so its locks, too, are granted in model-time order
     this.env.dma.quiesce();
@@ -482,8 +673,9 @@ export class Vcpu {
       errors: this.errors,
       startNs: this.startNs,
       endNs,
-      busyNs: endNs - this.startNs - idleNs,
+      busyNs,
       loopWallMs: performance.now() - wallStart,
+      pageCache: this.pageCache ? { ...this.pageCache.stats } : null,
     };
   }
 }

@@ -84,7 +84,8 @@ export interface RunOptions {
  * door (see the header) except the --output path.
  */
 export function runOptionsOf(args: RunArgs): RunOptions {
-  const defaults = { rw: 'read', bs: '4k', iodepth: '1', size: '64m' };
+  // fio's defaults; no size: a job without one fails as in fio
+  const defaults = { rw: 'read', bs: '4k', iodepth: '1' };
   const parsed = args.jobfile ? jobsFromFile(args.jobfile, args.fio, { defaults }) : jobsFromCommandLine(args.fio, defaults);
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
   const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);

@@ -15,8 +15,11 @@
  * Precedence, lowest first (later wins, as in fio): the caller's defaults,
  * the `[global]` sections above the job in file order, command-line
  * overrides, the job's own section. Differences from fio's defaults:
- * ioengine=libaio and direct=1 (the model has no other engine and no page
- * cache), and `size` has no default (fio would use the file's size).
+ * ioengine=libaio (the model's submission path). `direct` defaults to 0 as
+ * in fio: buffered I/O through the guest's page cache. A job with neither
+ * `size` nor a `filename` fails as fio fails a job with no size
+ * ("<job>: you need to specify size="); with `filename=/dev/nvme<X>n1` the
+ * size is the drive's, as fio takes a block device's.
  *
  * Groups (fio init.c add_job): a job with `stonewall` starts a new barrier
  * group (`groupId`) if any job precedes it; `stonewall` or `new_group` starts
@@ -41,7 +44,7 @@ import {
 } from '@vmstack/guest-kernel';
 import { closestName, InputError, inputExcerpt } from '@vmstack/shm';
 import { type JobFile, type ParseJobFileOptions, readJobFile } from './jobfile.js';
-import { checkRegionBytes, type KbBase, parseCount, parseSizeBytes, parseTimeNs } from './sizes.js';
+import { checkRegionBytes, DRIVE_CAPACITY_BYTES, type KbBase, parseCount, parseSizeBytes, parseTimeNs } from './sizes.js';
 
 export type OptionRule =
   | { kind: 'handled' }
@@ -59,7 +62,7 @@ const ONE_BS = 'one fixed block size per job is modelled (bs)';
 const UNIFORM = 'only uniform random or sequential offsets over the job region are modelled';
 const AMOUNT = 'a job runs once over its region, or for runtime with time_based';
 const FILES = 'each job does I/O to one region of the NVMe namespace, not to files';
-const FLUSH = 'flushes, barriers and synchronous writes are not modelled';
+const FLUSH = 'barriers, sync_file_range and O_SYNC/O_DSYNC writes are not modelled (fsync, fdatasync and end_fsync are)';
 const VERIFY = 'only verify=crc32c|md5 with do_verify is modelled';
 const ZONES = 'zoned namespaces and data placement are not modelled';
 const TRIM = 'trim is not modelled';
@@ -93,6 +96,11 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   new_group: HANDLED,
   kb_base: HANDLED,
   filename: HANDLED, // the guest's /dev/nvme<X>n1: which drive of the VM the job does I/O to
+  norandommap: HANDLED,
+  fadvise_hint: HANDLED, // POSIX_FADV_SEQUENTIAL/RANDOM: the page cache's readahead (direct=0)
+  end_fsync: HANDLED,
+  fsync: HANDLED,
+  fdatasync: HANDLED,
 
   // -- ignored: change nothing the model does -----------------------------
   description: IGNORED,
@@ -108,12 +116,9 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   allow_mounted_write: IGNORED,
   overwrite: IGNORED,
   fallocate: IGNORED,
-  fadvise_hint: IGNORED, // page-cache hint; the model has no page cache
-  invalidate: IGNORED,
   unlink: IGNORED,
   unlink_each_loop: IGNORED,
   thread: IGNORED, // every job is a thread (a vCPU worker) in the model
-  norandommap: IGNORED,
   softrandommap: IGNORED,
   randrepeat: IGNORED, // the model always seeds from randseed
   allrandrepeat: IGNORED,
@@ -247,11 +252,10 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   opendir: notModelled(FILES),
   lockfile: notModelled(FILES, 'none'),
   pre_read: notModelled(FILES, '0'),
-  fsync: notModelled(FLUSH, '0'),
-  fdatasync: notModelled(FLUSH, '0'),
   write_barrier: notModelled(FLUSH, '0'),
   sync_file_range: notModelled(FLUSH),
-  end_fsync: notModelled(FLUSH, '0'),
+  // each job's page cache starts empty: fio's invalidate=1 (drop the cache at the start) is what the model does
+  invalidate: notModelled("each job's page cache starts empty (invalidate=1, fio's default)", '1'),
   fsync_on_close: notModelled(FLUSH, '0'),
   sync: notModelled(FLUSH, 'none', '0'),
   atomic: notModelled(FLUSH, '0'),
@@ -528,9 +532,10 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   const rwmixreadPct = resolveRwmixread(job);
   const { verify, doVerify } = resolveVerify(job);
   const randseed = resolveRandseed(job);
-  checkSubmissionPath(job);
+  const direct = resolveSubmissionPath(job);
   const { stonewall, newGroup } = resolveGroups(job);
   const filename = resolveFilename(job);
+  const flush = resolveFlushes(job);
   const nameOpt = job.get('name');
   return {
     spec: {
@@ -550,7 +555,10 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       doVerify,
       randseed,
       ioengine: 'libaio',
-      direct: true,
+      direct,
+      randomMap: !flagSet(job, 'norandommap'),
+      fadviseHint: resolveFadviseHint(job),
+      ...flush,
       ...(filename === undefined ? {} : { filename }),
     },
     writtenAs: job.writtenAs,
@@ -614,9 +622,14 @@ function resolveRwAndBlockSize(job: JobOptionSlots, kbBase: KbBase): { rw: RwMod
 
 /** The job's region: size (required), offset, and offset_increment, which places each numjobs clone. */
 function resolveRegion(job: JobOptionSlots, kbBase: KbBase): { sizeBytes: number; offsetBytes: number; offsetIncrementBytes: number } {
-  const sizeOpt = job.get('size');
+  const sizeOpt = job.get('size') ?? driveSizeOf(job, kbBase);
   if (!sizeOpt) {
-    throw new InputError(`[${inputExcerpt(job.sectionName)}] size`, undefined, 'a region size per job, e.g. size=64m (the model has no file to take it from)');
+    // fio filesetup.c: "<name>: you need to specify size=" when neither a size nor the file gives one
+    throw new InputError(
+      `[${inputExcerpt(job.sectionName)}] size`,
+      undefined,
+      `a size: ${inputExcerpt(job.sectionName)}: you need to specify size= (as fio: no size and no file size), e.g. size=64m, or filename=/dev/nvme0n1 for the whole drive`,
+    );
   }
   const sizeBytes = parseRegionBytes(sizeOpt, kbBase);
   job.note('sizeBytes', sizeOpt);
@@ -632,9 +645,21 @@ function resolveRegion(job: JobOptionSlots, kbBase: KbBase): { sizeBytes: number
   return { sizeBytes, offsetBytes, offsetIncrementBytes };
 }
 
+/**
+ * No size, but a filename: the drive's size from the job's offset on, as fio
+ * sizes a job on a block device (its `real_file_size` less `offset`).
+ */
+function driveSizeOf(job: JobOptionSlots, kbBase: KbBase): Written | undefined {
+  const fileOpt = job.get('filename');
+  if (!fileOpt) return undefined;
+  const offsetOpt = job.get('offset');
+  const offsetBytes = offsetOpt ? parseRegionBytes(offsetOpt, kbBase) : 0;
+  return { key: 'size', value: String(Math.max(0, DRIVE_CAPACITY_BYTES - offsetBytes)), field: `${fileOpt.field} (no size: the drive's size)` };
+}
+
 /** The last clone's region ends within the modelled drive (and, if the job writes, within the host's RAM). */
 function checkRegionFits(job: JobOptionSlots, rw: RwMode, sizeBytes: number, offsetBytes: number, lastOffsetBytes: number): void {
-  const sizeOpt = job.get('size');
+  const sizeOpt = job.get('size') ?? driveSizeOf(job, 1024);
   if (!sizeOpt) return;
   const offsetOpt = job.get('offset');
   const incOpt = job.get('offset_increment');
@@ -698,21 +723,46 @@ function resolveRandseed(job: JobOptionSlots): number {
   return o ? parseCount(o.field, o.value, `a whole number from 0 to ${Number.MAX_SAFE_INTEGER} (decimal or 0x hex)`) : FIO_DEFAULT_RANDSEED;
 }
 
-/** ioengine and direct (or buffered) may only say what the model does: libaio, O_DIRECT. */
-function checkSubmissionPath(job: JobOptionSlots): void {
+/** ioengine (libaio) and direct (or its inverse buffered; default 0 as in fio: through the page cache). */
+function resolveSubmissionPath(job: JobOptionSlots): boolean {
   const engineOpt = job.get('ioengine');
   if (engineOpt && engineOpt.value.trim() !== 'libaio') {
     throw new InputError(engineOpt.field, engineOpt.value, 'libaio (the only submission path modelled)');
   }
   const directOpt = job.get('direct');
-  if (directOpt) {
-    const allowed = directOpt.key === 'buffered' ? 'buffered=0' : 'direct=1';
-    const flag = parseBool(directOpt, allowed);
-    const direct = directOpt.key === 'buffered' ? !flag : flag;
-    if (!direct) {
-      throw new InputError(directOpt.field, directOpt.value, `${allowed}: the model has no page cache, every I/O is O_DIRECT`);
-    }
-  }
+  job.note('direct', directOpt);
+  if (!directOpt) return false;
+  const flag = parseBool(directOpt);
+  return directOpt.key === 'buffered' ? !flag : flag;
+}
+
+/** A FIO_OPT_STR_SET option (a bare key sets it), false when absent. */
+function flagSet(job: JobOptionSlots, key: string): boolean {
+  const o = job.get(key);
+  return o ? parseSetFlag(o) : false;
+}
+
+/** fadvise_hint: 1 (default: by rw, sequential or random) or 0; fio's explicit random/sequential/normal values are refused. */
+function resolveFadviseHint(job: JobOptionSlots): boolean {
+  const o = job.get('fadvise_hint');
+  if (!o) return true;
+  const v = o.value.trim();
+  if (v === '0' || v === '1') return v === '1';
+  throw new InputError(
+    o.field,
+    o.value,
+    "0 or 1 (1, fio's default: POSIX_FADV_SEQUENTIAL or _RANDOM by rw); fio's random, sequential and normal are not modelled",
+  );
+}
+
+/** end_fsync (bool), fsync=N and fdatasync=N (every N writes; 0: never). */
+function resolveFlushes(job: JobOptionSlots): { endFsync: boolean; fsyncEveryIos: number; fdatasyncEveryIos: number } {
+  const endOpt = job.get('end_fsync');
+  const every = (key: string): number => {
+    const o = job.get(key);
+    return o ? parseCount(o.field, o.value, `a whole number of writes >= 0 (${key} after every N writes; 0: never)`) : 0;
+  };
+  return { endFsync: endOpt ? parseBool(endOpt) : false, fsyncEveryIos: every('fsync'), fdatasyncEveryIos: every('fdatasync') };
 }
 
 /** filename: the drive of the VM the job does I/O to, /dev/nvme<X>n1 (absent: the topology places the job). */
