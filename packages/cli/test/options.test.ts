@@ -62,6 +62,12 @@ test('command line: the brief example becomes numjobs specs named after --name',
     rw: 'randrw',
     rwmixreadPct: 70,
     blockSizeBytes: 4096,
+    readBs: { minBytes: 4096, maxBytes: 4096, split: [] },
+    writeBs: { minBytes: 4096, maxBytes: 4096, split: [] },
+    loops: 1,
+    ioSizeBytes: null,
+    numberIos: 0,
+    randomDistribution: { kind: 'random' },
     sizeBytes: 64 * MiB,
     offsetBytes: 0,
     iodepth: 64,
@@ -282,7 +288,7 @@ test('kb_base=1000 swaps the prefixes: k = 1000, kib = 1024', (t) => {
 test('ignored options: real fio options that change nothing, and neutral values of unmodelled ones, each named once', (t) => {
   const parsed = jobsFromText(
     '[global]\nthread\nfilename=/dev/nvme0n1\nramp_time=0\nwrite_barrier=0\nzonemode=none\nmem=malloc\n' +
-      '[a]\nsize=1m\nthread=1\ndescription=first\nrandrepeat=1\niodepth_batch_submit=16\n[b]\nsize=1m\ninvalidate=1\nthread\nloops=1\n',
+      '[a]\nsize=1m\nthread=1\ndescription=first\nrandrepeat=1\niodepth_batch_submit=16\n[b]\nsize=1m\ninvalidate=1\nthread\nflow=0\n',
   );
   t.deepEqual(parsed.ignoredOptions, [
     'thread',
@@ -294,7 +300,7 @@ test('ignored options: real fio options that change nothing, and neutral values 
     'randrepeat',
     'iodepth_batch_submit',
     'invalidate',
-    'loops',
+    'flow',
   ]);
   t.is(parsed.jobs.length, 2);
   t.true(
@@ -318,8 +324,60 @@ test('bs=3000 names bs, 3000 and the allowed block sizes', (t) => {
   inputError(t, () => jobsFromText(oneJob('bs=3000')), '[job] bs', '3000', 'a multiple of 4096 bytes from 4096 to 2 MiB (e.g. 4k, 128k)');
   inputError(t, () => jobsFromText('[global]\nbs=512\n[job]\nsize=1m\n'), '[global] bs', '512', 'a multiple of 4096 bytes');
   inputError(t, () => jobsFromText(oneJob('bs=4m')), '[job] bs', '4m', 'to 2 MiB');
-  inputError(t, () => jobsFromText(oneJob('bs=4k,8k')), '[job] bs', '4k,8k', 'bs=r,w is not modelled');
+  inputError(t, () => jobsFromText(oneJob('bs=4k,8k,4k')), '[job] bs', '4k,8k,4k', 'trim is not modelled');
+  inputError(t, () => jobsFromText(oneJob('bs=4k,6k')), '[job] bs', '4k,6k', 'a multiple of 4096 bytes');
   inputError(t, () => jobsFromText(oneJob('bs=big')), '[job] bs', 'big', 'a multiple of 4096 bytes');
+});
+
+test('block sizes per direction: bs=r,w, bsrange and bssplit (sizes without a share split the rest)', (t) => {
+  const fixed = (bytes: number) => ({ minBytes: bytes, maxBytes: bytes, split: [] });
+  t.like(jobsFromText(oneJob('bs=4k,8k')).jobs[0], { readBs: fixed(4096), writeBs: fixed(8192), blockSizeBytes: 8192 });
+  t.like(jobsFromText(oneJob('bs=,16k')).jobs[0], { readBs: fixed(4096), writeBs: fixed(16384) });
+  t.like(jobsFromText(oneJob('bs=64k')).jobs[0], { readBs: fixed(65536), writeBs: fixed(65536), blockSizeBytes: 65536 });
+  t.like(jobsFromText(oneJob('bsrange=4k-64k,8k-8k')).jobs[0], {
+    readBs: { minBytes: 4096, maxBytes: 65536, split: [] },
+    writeBs: fixed(8192),
+    blockSizeBytes: 65536,
+  });
+  t.deepEqual(jobsFromText(oneJob('bssplit=4k/10:64k/50:32k')).jobs[0].readBs, {
+    minBytes: 4096,
+    maxBytes: 65536,
+    split: [
+      { bytes: 4096, pct: 10 },
+      { bytes: 65536, pct: 50 },
+      { bytes: 32768, pct: 40 },
+    ],
+  });
+  t.like(jobsFromText(oneJob('bs=128k\nbssplit=4k/50:8k/50')).jobs[0], { blockSizeBytes: 8192 }, 'bssplit over bs');
+  inputError(t, () => jobsFromText(oneJob('bssplit=4k/60:8k/60')), '[job] bssplit', '4k/60:8k/60', 'adding up to 100');
+  inputError(t, () => jobsFromText(oneJob('bsrange=4k')), '[job] bsrange', '4k', 'MIN-MAX');
+});
+
+test('loops, io_size, number_ios and random_distribution are read', (t) => {
+  t.like(jobsFromText(oneJob('loops=3\nio_size=128m\nnumber_ios=1000')).jobs[0], { loops: 3, ioSizeBytes: 128 * MiB, numberIos: 1000 });
+  const dist = (v: string) => jobsFromText(oneJob(`rw=randread\nrandom_distribution=${v}`)).jobs[0].randomDistribution;
+  t.deepEqual(dist('zipf:1.2'), { kind: 'zipf', theta: 1.2 });
+  t.deepEqual(dist('pareto:0.9'), { kind: 'pareto', h: 0.9 });
+  t.deepEqual(dist('normal:25'), { kind: 'normal', devPct: 25 });
+  t.deepEqual(dist('zoned:60/10:30/20:8/30:2/40'), {
+    kind: 'zoned',
+    zones: [
+      { accessPct: 60, sizePct: 10 },
+      { accessPct: 30, sizePct: 20 },
+      { accessPct: 8, sizePct: 30 },
+      { accessPct: 2, sizePct: 40 },
+    ],
+  });
+  inputError(t, () => jobsFromText(oneJob('random_distribution=zipf:1')), '[job] random_distribution', 'zipf:1', 'THETA > 0, not 1');
+  inputError(t, () => jobsFromText(oneJob('random_distribution=zoned:50/10:40/90')), '[job] random_distribution', 'zoned:50/10:40/90', 'summing to 100');
+  inputError(
+    t,
+    () => jobsFromText(oneJob('random_distribution=zoned_abs:60/20g:40/100g')),
+    '[job] random_distribution',
+    'zoned_abs:60/20g:40/100g',
+    'not modelled',
+  );
+  inputError(t, () => jobsFromText(oneJob('loops=0')), '[job] loops', '0', 'a whole number >= 1');
 });
 
 test("bs=4KiB explains fio's kb_base=1024 reading (4000 bytes)", (t) => {
@@ -378,11 +436,11 @@ test('an option that is not a fio option names it, and suggests a close one', (t
 
 test('fio options the model cannot run are "not modelled", with the neutral value when there is one', (t) => {
   inputError(t, () => jobsFromText(oneJob('rate=10m')), '[job] rate', '10m', 'rate is not modelled', 'set rate=0');
-  inputError(t, () => jobsFromText(oneJob('bssplit=4k/50:64k/50')), '[job] bssplit', '4k/50:64k/50', 'not modelled', 'one fixed block size');
+  inputError(t, () => jobsFromText(oneJob('bs_unaligned=1')), '[job] bs_unaligned', '1', 'not modelled', 'multiples of 4 KiB');
   inputError(t, () => jobsFromText(oneJob('zonemode=zbd')), '[job] zonemode', 'zbd', 'set zonemode=none');
   inputError(t, () => jobsFromText(oneJob('write_barrier=1')), '[job] write_barrier', '1', 'barriers');
   inputError(t, () => jobsFromText(oneJob('ramp_time=5s')), '[job] ramp_time', '5s', 'ramp_time is not modelled', 'set ramp_time=0');
-  inputError(t, () => jobsFromText(oneJob('io_limit=10g')), '[job] io_limit', '10g', 'remove it;');
+  inputError(t, () => jobsFromText(oneJob('fill_fs=1')), '[job] fill_fs', '1', 'remove it or set fill_fs=0;');
   inputError(t, () => jobsFromText(oneJob('exitall')), '[job] exitall', '', 'not modelled');
   inputError(t, () => jobsFromText(oneJob('percentage_sequential=10')), '[job] percentage_sequential', '10', 'deprecated');
 });
@@ -520,7 +578,8 @@ test('the option table: every alias points at a row; the options named in the br
   for (const name of ['name', 'description', 'filename', 'directory', 'thread', 'group_reporting', 'norandommap', 'randrepeat', 'iodepth_batch']) {
     t.true(kind(name) === 'ignored' || kind(name) === 'handled', name);
   }
-  for (const name of ['rate', 'bssplit', 'zonemode', 'invalidate', 'ramp_time']) t.is(kind(name), 'notModelled', name);
+  for (const name of ['rate', 'zonemode', 'invalidate', 'ramp_time']) t.is(kind(name), 'notModelled', name);
+  for (const name of ['bssplit', 'bsrange', 'loops', 'io_size', 'number_ios', 'random_distribution']) t.is(kind(name), 'handled', name);
   for (const name of ['fsync', 'fdatasync', 'end_fsync', 'fadvise_hint']) t.is(kind(name), 'handled', name);
 });
 

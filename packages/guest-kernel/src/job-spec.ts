@@ -49,6 +49,27 @@ export const FIO_DEFAULT_RWMIXREAD_PCT = 50;
 
 export const BLOCK_SIZE_ALLOWED = 'a multiple of 4096 bytes from 4096 to 2 MiB (e.g. 4k, 128k)';
 
+/**
+ * The block sizes of one direction: fio `bs` (min = max), `bsrange`
+ * (min-max: fio draws min + max × r, aligned down to min) or `bssplit`
+ * (each size with its share, percent).
+ */
+export interface BlockSizeSpec {
+  minBytes: number;
+  maxBytes: number;
+  /** bssplit: sizes and shares (summing to 100); empty: bs or bsrange */
+  split: { bytes: number; pct: number }[];
+}
+
+/** fio `random_distribution`: where random offsets fall (non-uniform ones turn the random map off, as in fio). */
+export type RandomDistribution =
+  | { kind: 'random' }
+  | { kind: 'zipf'; theta: number }
+  | { kind: 'pareto'; h: number }
+  | { kind: 'normal'; devPct: number }
+  /** zoned: `accessPct` of the I/O goes to the next `sizePct` of the region, zone after zone */
+  | { kind: 'zoned'; zones: { accessPct: number; sizePct: number }[] };
+
 /** One fio job clone: a `numjobs=N` section becomes N specs, one per vCPU. */
 export interface FioJobSpec {
   /** fio job name (section name, or its `name=`); numjobs clones share it. */
@@ -69,8 +90,19 @@ export interface FioJobSpec {
   rw: RwMode;
   /** Share of reads in `rw`/`randrw`, percent (fio `rwmixread`, default 50). */
   rwmixreadPct: number;
-  /** fio `bs`. */
+  /** the largest block size of either direction: the size of each I/O buffer */
   blockSizeBytes: number;
+  /** fio `bs=r,w`, `bsrange`, `bssplit`, per direction */
+  readBs: BlockSizeSpec;
+  writeBs: BlockSizeSpec;
+  /** fio `loops` (default 1): passes over the job's I/O amount */
+  loops: number;
+  /** fio `io_size`: bytes of I/O per loop; null: `size` */
+  ioSizeBytes: number | null;
+  /** fio `number_ios`: stop after this many I/Os; 0: no limit */
+  numberIos: number;
+  /** fio `random_distribution` (default random: uniform) */
+  randomDistribution: RandomDistribution;
   /** Size of this job's region (fio `size`). */
   sizeBytes: number;
   /** Start of this job's region: `offset` + jobIndex × `offset_increment`. */
@@ -129,6 +161,29 @@ export function jobNvmeCommandSlots(job: { iodepth: number; direct: boolean }): 
   return job.direct ? job.iodepth : job.iodepth + PAGE_CACHE_MAX_REQUESTS;
 }
 
+export const RANDOM_DISTRIBUTION_ALLOWED =
+  'random, zipf:THETA (THETA > 0, not 1), pareto:H (0 < H < 1), normal:DEV (0 < DEV <= 100) or zoned:PCT/PCT[:PCT/PCT...] (access %/size %, each summing to 100)';
+
+function isRandomDistribution(d: RandomDistribution | undefined): boolean {
+  if (!d) return false;
+  switch (d.kind) {
+    case 'random':
+      return true;
+    case 'zipf':
+      return Number.isFinite(d.theta) && d.theta > 0 && d.theta !== 1;
+    case 'pareto':
+      return Number.isFinite(d.h) && d.h > 0 && d.h < 1;
+    case 'normal':
+      return Number.isFinite(d.devPct) && d.devPct > 0 && d.devPct <= 100;
+    case 'zoned': {
+      const sum = (f: (z: { accessPct: number; sizePct: number }) => number) => d.zones.reduce((t, z) => t + f(z), 0);
+      return d.zones.length > 0 && d.zones.length <= 256 && sum((z) => z.accessPct) === 100 && sum((z) => z.sizePct) === 100;
+    }
+    default:
+      return false;
+  }
+}
+
 /** What fio `filename` may be in the model. */
 export const NVME_FILENAME_ALLOWED =
   '/dev/nvme<X>n1, a drive of the VM as the guest names it (X: its index in the VM, from 0; n1: the one namespace of each drive)';
@@ -163,6 +218,12 @@ const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   rw: 'rw',
   rwmixreadPct: 'rwmixread',
   blockSizeBytes: 'bs',
+  readBs: 'bs',
+  writeBs: 'bs',
+  loops: 'loops',
+  ioSizeBytes: 'io_size',
+  numberIos: 'number_ios',
+  randomDistribution: 'random_distribution',
   sizeBytes: 'size',
   offsetBytes: 'offset',
   iodepth: 'iodepth',
@@ -206,6 +267,17 @@ export function validateJobSpec(spec: FioJobSpec, writtenAs: JobSpecWrittenAs = 
   if (!isCount(bs) || bs < MIN_BLOCK_SIZE_BYTES || bs > MAX_BLOCK_SIZE_BYTES || !isLbaAligned(bs)) {
     fail('blockSizeBytes', `${BLOCK_SIZE_ALLOWED}; the model's NVMe namespace has 4 KiB logical blocks`);
   }
+  for (const key of ['readBs', 'writeBs'] as const) {
+    const b = spec[key];
+    const sizes = [b?.minBytes, b?.maxBytes, ...(b?.split ?? []).map((x) => x.bytes)];
+    const okSize = (x: unknown) => isCount(x) && x >= MIN_BLOCK_SIZE_BYTES && x <= MAX_BLOCK_SIZE_BYTES && isLbaAligned(x);
+    if (!b || !sizes.every(okSize) || b.minBytes > b.maxBytes || b.maxBytes > bs) fail(key, `${BLOCK_SIZE_ALLOWED}, min <= max`);
+    if (b.split.length > 0 && b.split.reduce((t, x) => t + x.pct, 0) !== 100) fail(key, 'bssplit shares adding up to 100');
+  }
+  if (!isCount(spec.loops) || spec.loops < 1) fail('loops', 'a whole number >= 1');
+  if (spec.ioSizeBytes !== null && (!isCount(spec.ioSizeBytes) || spec.ioSizeBytes === 0)) fail('ioSizeBytes', 'a size > 0');
+  if (!isCount(spec.numberIos)) fail('numberIos', 'a whole number >= 0 (0: no limit)');
+  if (!isRandomDistribution(spec.randomDistribution)) fail('randomDistribution', RANDOM_DISTRIBUTION_ALLOWED);
   const size = spec.sizeBytes;
   if (!isCount(size) || size < bs || !isLbaAligned(size)) {
     fail('sizeBytes', `a multiple of 4096 bytes, at least one block (bs = ${bs} bytes), e.g. 64m`);

@@ -40,7 +40,7 @@ import {
 } from '@vmstack/shm';
 import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
 import type { DmaIommu, DmaMapping } from './dma.js';
-import { RandomMap } from './fio/random-map.js';
+import { FioIoPattern } from './fio/io-pattern.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import { type FioJobSpec, fioJobWrites, fioWriteSeed, PAGE_CACHE_MAX_REQUESTS } from './job-spec.js';
 import type { PageAllocator, UserBuffer } from './mm/page-alloc.js';
@@ -205,14 +205,13 @@ export class Vcpu {
   private corrupt = 0;
   private overwritten = 0;
   private errors = 0;
-  private issued = 0;
   private inflight = 0;
   private phase: 'main' | 'verify' = 'main';
-  private verifyIssued = 0;
-  private readonly rng: () => number;
-  private readonly totalIos: number;
+  /** the verify phase reads the region back from its start, in chunks of the largest write size */
+  private verifyPos = 0;
+  private readonly pattern: FioIoPattern;
   private readonly regionBlocks: number;
-  private readonly bsBlocks: number;
+  private readonly verifyBlocks: number;
   private readonly deadlineNs: number;
   private readonly verifyAlgo: VerifyAlgo;
   private readonly startNs: number;
@@ -221,8 +220,6 @@ export class Vcpu {
   private readonly writtenLbas = new Set<number>();
   /** the job is over: the other vCPUs stop waiting for this one */
   private finished = false;
-  /** fio's random map (null: norandommap, or a sequential job) */
-  private readonly randomMap: RandomMap | null;
   /** buffered I/O (direct=0): the page cache and its NVMe requests */
   private readonly pageCache: PageCache | null = null;
   private readonly kernelRequests: KernelRequest[] = [];
@@ -249,10 +246,9 @@ export class Vcpu {
       verifyPhase: false,
     }));
     for (let i = this.slots.length - 1; i >= 0; i--) this.free.push(i);
-    this.rng = mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0);
-    this.bsBlocks = job.blockSizeBytes / BLOCK_BYTES;
+    this.pattern = new FioIoPattern(job, mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0));
     this.regionBlocks = Math.floor(job.sizeBytes / BLOCK_BYTES);
-    this.totalIos = Math.floor(job.sizeBytes / job.blockSizeBytes);
+    this.verifyBlocks = job.writeBs.maxBytes / BLOCK_BYTES;
     this.startNs = env.clock.nowNs();
     this.writeSeed = fioWriteSeed(job);
     this.deadlineNs = job.runtimeNs ? this.startNs + job.runtimeNs : NEVER_NS;
@@ -260,7 +256,6 @@ export class Vcpu {
     this.peerWatchers = env.otherVcpus.map((v, i) => [env.peerDevices[i], env.self, ...env.otherVcpus.filter((u) => u !== v)]);
     this.peerDeviceEots = new Float64Array(env.otherVcpus.length);
     const random = job.rw === 'randread' || job.rw === 'randwrite' || job.rw === 'randrw';
-    this.randomMap = random && job.randomMap ? new RandomMap(Math.max(1, Math.floor(this.regionBlocks / this.bsBlocks))) : null;
     if (!job.direct) {
       const pc = env.pageCache;
       if (!pc) throw new Error('vcpu: a buffered job (direct=0) without its page cache');
@@ -444,9 +439,9 @@ export class Vcpu {
 
   private canSubmit(): boolean {
     if (this.free.length === 0) return false;
-    if (this.phase === 'verify') return this.verifyIssued < this.regionBlocks / this.bsBlocks;
-    if (this.deadlineNs !== NEVER_NS) return this.env.clock.nowNs() < this.deadlineNs && (this.job.timeBased || this.issued < this.totalIos);
-    return this.issued < this.totalIos;
+    if (this.phase === 'verify') return this.verifyPos < this.regionBlocks;
+    if (this.deadlineNs !== NEVER_NS && this.env.clock.nowNs() >= this.deadlineNs) return false;
+    return this.pattern.peek() !== null;
   }
 
   private submitIo(): void {
@@ -454,20 +449,21 @@ export class Vcpu {
     const job = this.job;
     const cid = this.free.pop()!;
     const s = this.slots[cid];
-    const rw = job.rw;
     let isRead: boolean;
-    if (this.phase === 'verify') isRead = true;
-    else if (rw === 'read' || rw === 'randread') isRead = true;
-    else if (rw === 'write' || rw === 'randwrite') isRead = false;
-    else isRead = this.rng() * 100 < job.rwmixreadPct;
-    const random = rw === 'randread' || rw === 'randwrite' || rw === 'randrw';
-    const ioIndex = this.phase === 'verify' ? this.verifyIssued++ : this.issued++;
-    const ioCount = Math.max(1, Math.floor(this.regionBlocks / this.bsBlocks));
-    const k = !random || this.phase === 'verify' ? ioIndex % ioCount : this.randomMap ? this.randomMap.next(this.rng) : Math.floor(this.rng() * ioCount);
-    const lba = job.offsetBytes / BLOCK_BYTES + k * this.bsBlocks;
+    let lba: number;
+    if (this.phase === 'verify') {
+      isRead = true;
+      lba = job.offsetBytes / BLOCK_BYTES + this.verifyPos;
+      s.blocks = Math.min(this.verifyBlocks, this.regionBlocks - this.verifyPos);
+      this.verifyPos += s.blocks;
+    } else {
+      const io = this.pattern.next()!;
+      isRead = io.isRead;
+      lba = io.lba;
+      s.blocks = io.blocks;
+    }
     s.isRead = isRead;
     s.lba = lba;
-    s.blocks = this.bsBlocks;
     s.verifyPhase = this.phase === 'verify';
     s.submitNs = clock.nowNs();
     const d = isRead ? this.read : this.write;
@@ -486,7 +482,9 @@ export class Vcpu {
     clock.charge(this.env.costs.fioSubmitNs + s.blocks * this.env.costs.guestPinUserPagePerPageNs);
     this.env.profiler.enter();
     // the device writes memory on a read, reads it on a write
-    s.mapping = this.env.dma.iommu_dma_map_sg(s.segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
+    // an I/O shorter than the buffer (bsrange, bssplit, bs=r,w) maps only its own pages
+    const segments = s.blocks === s.segments.length ? s.segments : s.segments.slice(0, s.blocks);
+    s.mapping = this.env.dma.iommu_dma_map_sg(segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
     clock.charge(this.env.costs.nvmeQueueRqNs + s.blocks * this.env.costs.nvmeSetupPrpPerPageNs);
     const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping), s.prpPage);
     s.issueNs = clock.nowNs();

@@ -30,6 +30,7 @@
 import { totalmem } from 'node:os';
 import {
   BLOCK_SIZE_ALLOWED,
+  type BlockSizeSpec,
   FIO_DEFAULT_RANDSEED,
   FIO_DEFAULT_RWMIXREAD_PCT,
   type FioJobSpec,
@@ -37,6 +38,8 @@ import {
   NVME_FILENAME_ALLOWED,
   nvmeFilenameDevice,
   type ParsedJobs,
+  RANDOM_DISTRIBUTION_ALLOWED,
+  type RandomDistribution,
   RW_MODES,
   type RwMode,
   type VerifyMode,
@@ -58,8 +61,8 @@ const DEPRECATED: OptionRule = { kind: 'deprecated' };
 const notModelled = (reason: string, ...neutral: string[]): OptionRule => ({ kind: 'notModelled', reason, neutral });
 
 const PACING = 'the model issues I/O as fast as the queue depth allows (no rate limits, think time or latency targets)';
-const ONE_BS = 'one fixed block size per job is modelled (bs)';
-const UNIFORM = 'only uniform random or sequential offsets over the job region are modelled';
+const ONE_BS = 'block sizes are bs (per direction), bsrange or bssplit, multiples of 4 KiB';
+const UNIFORM = 'offsets are sequential, or random (uniform, zipf, pareto, normal or zoned) over the job region';
 const AMOUNT = 'a job runs once over its region, or for runtime with time_based';
 const FILES = 'each job does I/O to one region of the NVMe namespace, not to files';
 const FLUSH = 'barriers, sync_file_range and O_SYNC/O_DSYNC writes are not modelled (fsync, fdatasync and end_fsync are)';
@@ -97,6 +100,12 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   kb_base: HANDLED,
   filename: HANDLED, // the guest's /dev/nvme<X>n1: which drive of the VM the job does I/O to
   norandommap: HANDLED,
+  bsrange: HANDLED,
+  bssplit: HANDLED,
+  loops: HANDLED,
+  number_ios: HANDLED,
+  io_size: HANDLED,
+  random_distribution: HANDLED,
   fadvise_hint: HANDLED, // POSIX_FADV_SEQUENTIAL/RANDOM: the page cache's readahead (direct=0)
   end_fsync: HANDLED,
   fsync: HANDLED,
@@ -225,19 +234,13 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   flow: notModelled(PACING, '0'),
   flow_sleep: notModelled(PACING, '0'),
   startdelay: notModelled(PACING, '0'),
-  bsrange: notModelled(ONE_BS),
-  bssplit: notModelled(ONE_BS),
   bs_unaligned: notModelled(ONE_BS, '0'),
   ba: notModelled(ONE_BS),
   bs_is_seq_rand: notModelled(ONE_BS, '0'),
-  random_distribution: notModelled(UNIFORM, 'random'),
   percentage_random: notModelled(UNIFORM, '100'),
   rw_sequencer: notModelled(UNIFORM, 'sequential'),
   offset_align: notModelled(UNIFORM, '0'),
   serialize_overlap: notModelled(UNIFORM, '0'),
-  loops: notModelled(AMOUNT, '1'),
-  number_ios: notModelled(AMOUNT, '0'),
-  io_size: notModelled(AMOUNT),
   fill_device: notModelled(AMOUNT, '0'),
   ramp_time: notModelled(`${AMOUNT}; every I/O counts in the results (no ramp time)`, '0'),
   steadystate: notModelled(AMOUNT),
@@ -524,7 +527,8 @@ interface ResolvedJob {
 function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   const job = jobOptionSlots(sectionName, options);
   const kbBase = resolveKbBase(job);
-  const { rw, blockSizeBytes } = resolveRwAndBlockSize(job, kbBase);
+  const { rw, readBs, writeBs } = resolveRwAndBlockSizes(job, kbBase);
+  const blockSizeBytes = Math.max(readBs.maxBytes, writeBs.maxBytes);
   const { sizeBytes, offsetBytes, offsetIncrementBytes } = resolveRegion(job, kbBase);
   const { iodepth, numjobs } = resolveDepthAndClones(job);
   checkRegionFits(job, rw, sizeBytes, offsetBytes, offsetBytes + (numjobs - 1) * offsetIncrementBytes);
@@ -546,6 +550,10 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       rw,
       rwmixreadPct,
       blockSizeBytes,
+      readBs,
+      writeBs,
+      ...resolveAmount(job, kbBase),
+      randomDistribution: resolveRandomDistribution(job),
       sizeBytes,
       offsetBytes,
       iodepth,
@@ -610,14 +618,110 @@ function resolveKbBase(job: JobOptionSlots): KbBase {
   return Number(o.value.trim()) as KbBase;
 }
 
-/** rw (default read) and bs (default 4k). */
-function resolveRwAndBlockSize(job: JobOptionSlots, kbBase: KbBase): { rw: RwMode; blockSizeBytes: number } {
+/**
+ * rw (default read) and the block sizes of each direction: bssplit, else
+ * bsrange, else bs (default 4k); each is `read[,write[,trim]]`, a value left
+ * empty keeping the default, one value for both.
+ */
+function resolveRwAndBlockSizes(job: JobOptionSlots, kbBase: KbBase): { rw: RwMode; readBs: BlockSizeSpec; writeBs: BlockSizeSpec } {
   const rwOpt = job.get('rw');
   const rw = rwOpt ? parseRw(rwOpt) : 'read';
+  const fixed = (bytes: number): BlockSizeSpec => ({ minBytes: bytes, maxBytes: bytes, split: [] });
+  let sizes: [BlockSizeSpec, BlockSizeSpec] = [fixed(4096), fixed(4096)];
+  const splitOpt = job.get('bssplit');
+  const rangeOpt = job.get('bsrange');
   const bsOpt = job.get('bs');
-  const blockSizeBytes = bsOpt ? parseBlockSize(bsOpt, kbBase) : 4096;
-  job.note('blockSizeBytes', bsOpt);
-  return { rw, blockSizeBytes };
+  if (splitOpt) sizes = perDirection(splitOpt, (o, v) => parseBsSplit(o, v, kbBase), sizes);
+  else if (rangeOpt) sizes = perDirection(rangeOpt, (o, v) => parseBsRange(o, v, kbBase), sizes);
+  else if (bsOpt) sizes = perDirection(bsOpt, (o, v) => fixed(parseBlockSize(o, v, kbBase)), sizes);
+  const o = splitOpt ?? rangeOpt ?? bsOpt;
+  job.note('blockSizeBytes', o);
+  job.note('readBs', o);
+  job.note('writeBs', o);
+  return { rw, readBs: sizes[0], writeBs: sizes[1] };
+}
+
+/** fio's `read,write,trim` lists: one value for both, an empty one the default; trim is not modelled. */
+function perDirection<T>(o: Written, parse: (o: Written, v: string) => T, dflt: [T, T]): [T, T] {
+  const parts = o.value.split(',');
+  if (parts.length > 3) throw new InputError(o.field, o.value, 'at most read,write,trim values');
+  if (parts.length === 3 && parts[2].trim() !== '') throw new InputError(o.field, o.value, 'read[,write]: trim is not modelled (leave the third value empty)');
+  const read = parts[0].trim() === '' ? dflt[0] : parse(o, parts[0]);
+  if (parts.length === 1) return [read, read];
+  return [read, parts[1].trim() === '' ? dflt[1] : parse(o, parts[1])];
+}
+
+/** bsrange: `MIN-MAX`. */
+function parseBsRange(o: Written, v: string, kbBase: KbBase): BlockSizeSpec {
+  const m = /^\s*([^-\s]+)\s*-\s*([^-\s]+)\s*$/.exec(v);
+  if (!m) throw new InputError(o.field, o.value, `MIN-MAX[,MIN-MAX] block sizes, e.g. 4k-64k; ${BLOCK_SIZE_ALLOWED}`);
+  const lo = parseBlockSize(o, m[1], kbBase);
+  const hi = parseBlockSize(o, m[2], kbBase);
+  return { minBytes: Math.min(lo, hi), maxBytes: Math.max(lo, hi), split: [] };
+}
+
+/** bssplit: `SIZE/PCT:SIZE/PCT...`; sizes without a share split what the others leave, equally (as fio). */
+function parseBsSplit(o: Written, v: string, kbBase: KbBase): BlockSizeSpec {
+  const entries = v.split(':').map((e) => {
+    const [size, pct, extra] = e.split('/');
+    if (extra !== undefined || size.trim() === '') throw new InputError(o.field, o.value, 'SIZE/PCT:SIZE/PCT..., e.g. 4k/50:64k/50');
+    const bytes = parseBlockSize(o, size, kbBase);
+    if (pct === undefined || pct.trim() === '') return { bytes, pct: -1 };
+    return { bytes, pct: parseCount(o.field, pct, 'a whole percentage per size, e.g. 4k/50:64k/50') };
+  });
+  const given = entries.filter((e) => e.pct >= 0).reduce((t, e) => t + e.pct, 0);
+  const open = entries.filter((e) => e.pct < 0);
+  if (given > 100 || (open.length === 0 && given !== 100)) throw new InputError(o.field, o.value, 'shares adding up to 100, e.g. 4k/50:64k/50');
+  const rest = 100 - given;
+  open.forEach((e, i) => {
+    e.pct = Math.floor(rest / open.length) + (i < rest % open.length ? 1 : 0);
+  });
+  const split = entries.filter((e) => e.pct > 0);
+  const sizes = split.map((e) => e.bytes);
+  return { minBytes: Math.min(...sizes), maxBytes: Math.max(...sizes), split };
+}
+
+/** loops (default 1), io_size (default: size) and number_ios (default: no limit). */
+function resolveAmount(job: JobOptionSlots, kbBase: KbBase): { loops: number; ioSizeBytes: number | null; numberIos: number } {
+  const loopsOpt = job.get('loops');
+  const loops = loopsOpt ? parseCount(loopsOpt.field, loopsOpt.value, 'a whole number >= 1') : 1;
+  if (loops < 1) throw new InputError(loopsOpt!.field, loopsOpt!.value, 'a whole number >= 1');
+  const ioOpt = job.get('io_size');
+  const ioSizeBytes = ioOpt ? parseRegionBytes(ioOpt, kbBase) : null;
+  if (ioOpt && ioSizeBytes === 0) throw new InputError(ioOpt.field, ioOpt.value, 'a size > 0, e.g. 1g');
+  job.note('ioSizeBytes', ioOpt);
+  const nOpt = job.get('number_ios');
+  const numberIos = nOpt ? parseCount(nOpt.field, nOpt.value, 'a whole number of I/Os >= 0 (0: no limit)') : 0;
+  return { loops, ioSizeBytes, numberIos };
+}
+
+/** random_distribution: random (default), zipf:THETA, pareto:H, normal:DEV, zoned:A/S:A/S...; zoned_abs and a center value are refused. */
+function resolveRandomDistribution(job: JobOptionSlots): RandomDistribution {
+  const o = job.get('random_distribution');
+  if (!o) return { kind: 'random' };
+  const v = o.value.trim();
+  const bad = (): never => {
+    throw new InputError(o.field, o.value, `${RANDOM_DISTRIBUTION_ALLOWED}; zoned_abs, per-direction zones and a center value are not modelled`);
+  };
+  const num = (t: string | undefined): number => (t !== undefined && /^\d+(\.\d+)?$/.test(t.trim()) ? Number(t) : bad());
+  const [kind, ...args] = v.split(':');
+  let d: RandomDistribution;
+  if (kind === 'random' && args.length === 0) d = { kind: 'random' };
+  else if (kind === 'zipf' && args.length === 1) d = { kind: 'zipf', theta: num(args[0]) };
+  else if (kind === 'pareto' && args.length === 1) d = { kind: 'pareto', h: num(args[0]) };
+  else if (kind === 'normal' && args.length === 1) d = { kind: 'normal', devPct: num(args[0]) };
+  else if (kind === 'zoned' && args.length > 0 && !v.includes(',')) {
+    d = {
+      kind: 'zoned',
+      zones: args.map((z) => {
+        const [a, s, extra] = z.split('/');
+        if (extra !== undefined) bad();
+        return { accessPct: num(a), sizePct: num(s) };
+      }),
+    };
+  } else d = bad();
+  job.note('randomDistribution', o);
+  return d;
 }
 
 /** The job's region: size (required), offset, and offset_increment, which places each numjobs clone. */
@@ -793,17 +897,19 @@ function parseRw(o: Written): RwMode {
   throw new InputError(o.field, o.value, RW_ALLOWED);
 }
 
-function parseBlockSize(o: Written, kbBase: KbBase): number {
-  if (/[,:-]/.test(o.value)) {
-    throw new InputError(o.field, o.value, `${BLOCK_SIZE_ALLOWED}; one size for reads and writes (bs=r,w is not modelled)`);
-  }
+/** One block size (of a bs, bsrange or bssplit value `v`), checked against the model's limits. */
+function parseBlockSize(o: Written, v: string, kbBase: KbBase): number {
   let bytes: number;
   try {
-    bytes = parseSizeBytes(o.field, o.value, kbBase);
+    bytes = parseSizeBytes(o.field, v, kbBase);
   } catch {
     throw new InputError(o.field, o.value, BLOCK_SIZE_ALLOWED);
   }
-  return checkIecSuffix(o, bytes, kbBase, BLOCK_SIZE_ALLOWED);
+  checkIecSuffix({ ...o, value: v }, bytes, kbBase, BLOCK_SIZE_ALLOWED);
+  if (bytes < 4096 || bytes > 2 * 1024 * 1024 || bytes % 4096 !== 0) {
+    throw new InputError(o.field, o.value, `${BLOCK_SIZE_ALLOWED}; the model's NVMe namespace has 4 KiB logical blocks`);
+  }
+  return bytes;
 }
 
 /** A size of the model's regions: parsed by fio's rules, with a hint when fio's kib = 1000 bites. */

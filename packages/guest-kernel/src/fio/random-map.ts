@@ -12,13 +12,13 @@
  */
 export class RandomMap {
   private readonly blocks: Uint32Array;
-  private readonly full: Uint32Array;
+  private readonly fullWords: Uint32Array;
   private used = 0;
 
   constructor(readonly nrBlocks: number) {
     if (!Number.isSafeInteger(nrBlocks) || nrBlocks < 1) throw new Error(`random map: ${nrBlocks} blocks`);
     this.blocks = new Uint32Array(Math.ceil(nrBlocks / 32));
-    this.full = new Uint32Array(Math.ceil(this.blocks.length / 32));
+    this.fullWords = new Uint32Array(Math.ceil(this.blocks.length / 32));
     this.markTail();
   }
 
@@ -27,13 +27,38 @@ export class RandomMap {
     return this.used;
   }
 
+  /** Every block done: the pass is over. */
+  get isFull(): boolean {
+    return this.used >= this.nrBlocks;
+  }
+
   /** The next block: drawn with `rng`, or the next free one after it; a full map starts a new pass first. */
   next(rng: () => number): number {
-    if (this.used >= this.nrBlocks) this.reset();
-    const b = Math.min(this.nrBlocks - 1, Math.floor(rng() * this.nrBlocks));
-    const free = this.isSet(b) ? this.nextFree(b) : b;
+    const free = this.pick(rng);
     this.set(free);
     return free;
+  }
+
+  /** A free block, drawn with `rng` or the next free one after it (not marked yet); a full map starts a new pass first. */
+  pick(rng: () => number): number {
+    if (this.used >= this.nrBlocks) this.reset();
+    const b = Math.min(this.nrBlocks - 1, Math.floor(rng() * this.nrBlocks));
+    return this.isSet(b) ? this.nextFree(b) : b;
+  }
+
+  /** Mark up to `n` blocks from the free block `b`, stopping at the first one already done or the map's end; returns how many. */
+  markRun(b: number, n: number): number {
+    let k = 0;
+    while (k < n && b + k < this.nrBlocks && !this.isSet(b + k)) this.set(b + k++);
+    return k;
+  }
+
+  /** Clears the map: a new pass (fio's next loop). */
+  reset(): void {
+    this.blocks.fill(0);
+    this.fullWords.fill(0);
+    this.used = 0;
+    this.markTail();
   }
 
   isSet(b: number): boolean {
@@ -44,7 +69,7 @@ export class RandomMap {
     const w = b >>> 5;
     this.blocks[w] |= 1 << (b & 31);
     this.used++;
-    if (this.blocks[w] === 0xffffffff) this.full[w >>> 5] |= 1 << (w & 31);
+    if (this.blocks[w] === 0xffffffff) this.fullWords[w >>> 5] |= 1 << (w & 31);
   }
 
   /** `axmap_next_free`: the first clear bit after `b`, wrapping to 0. */
@@ -57,7 +82,7 @@ export class RandomMap {
     for (let n = 1; n <= words; n++) {
       const w = (start + n) % words;
       // skip whole runs of full words through the upper level
-      const fw = this.full[w >>> 5];
+      const fw = this.fullWords[w >>> 5];
       if (fw === 0xffffffff && (w & 31) === 0) {
         n += 31;
         continue;
@@ -67,13 +92,6 @@ export class RandomMap {
       if (free !== 0) return (w << 5) + ctz(free);
     }
     throw new Error('random map: no free block in a map that is not full');
-  }
-
-  private reset(): void {
-    this.blocks.fill(0);
-    this.full.fill(0);
-    this.used = 0;
-    this.markTail();
   }
 
   /** Bits past the last block are set, so they are never handed out. */
