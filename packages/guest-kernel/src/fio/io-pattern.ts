@@ -135,7 +135,7 @@ export class FioIoPattern {
     }
     if (job.timeBased) return;
     // a sequential pass is over when not one more unit fits before the region's end (fio's io_u_fits)
-    const passOver = !this.wraps && (this.random ? this.map !== null && this.map.isFull : this.pos + this.unitBlocks > this.regionBlocks);
+    const passOver = !this.wraps && (this.random ? this.map?.isFull === true : this.pos + this.unitBlocks > this.regionBlocks);
     if (this.loopBytes < this.loopLimitBytes && !passOver) return;
     this.endLoop();
   }
