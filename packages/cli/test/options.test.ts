@@ -68,6 +68,14 @@ test('command line: the brief example becomes numjobs specs named after --name',
     ioSizeBytes: null,
     numberIos: 0,
     randomDistribution: { kind: 'random' },
+    rampTimeNs: 0,
+    thinktimeNs: 0,
+    thinktimeSpinNs: 0,
+    thinktimeBlocks: 1,
+    rate: { read: 0, write: 0 },
+    rateIops: { read: 0, write: 0 },
+    rateMin: { read: 0, write: 0 },
+    rateIopsMin: { read: 0, write: 0 },
     sizeBytes: 64 * MiB,
     offsetBytes: 0,
     iodepth: 64,
@@ -287,12 +295,12 @@ test('kb_base=1000 swaps the prefixes: k = 1000, kib = 1024', (t) => {
 
 test('ignored options: real fio options that change nothing, and neutral values of unmodelled ones, each named once', (t) => {
   const parsed = jobsFromText(
-    '[global]\nthread\nfilename=/dev/nvme0n1\nramp_time=0\nwrite_barrier=0\nzonemode=none\nmem=malloc\n' +
+    '[global]\nthread\nfilename=/dev/nvme0n1\nlatency_target=0\nwrite_barrier=0\nzonemode=none\nmem=malloc\n' +
       '[a]\nsize=1m\nthread=1\ndescription=first\nrandrepeat=1\niodepth_batch_submit=16\n[b]\nsize=1m\ninvalidate=1\nthread\nflow=0\n',
   );
   t.deepEqual(parsed.ignoredOptions, [
     'thread',
-    'ramp_time',
+    'latency_target',
     'write_barrier',
     'zonemode',
     'mem',
@@ -351,6 +359,20 @@ test('block sizes per direction: bs=r,w, bsrange and bssplit (sizes without a sh
   t.like(jobsFromText(oneJob('bs=128k\nbssplit=4k/50:8k/50')).jobs[0], { blockSizeBytes: 8192 }, 'bssplit over bs');
   inputError(t, () => jobsFromText(oneJob('bssplit=4k/60:8k/60')), '[job] bssplit', '4k/60:8k/60', 'adding up to 100');
   inputError(t, () => jobsFromText(oneJob('bsrange=4k')), '[job] bsrange', '4k', 'MIN-MAX');
+});
+
+test('ramp_time (s), thinktime (us), rate and rate_iops per direction are read', (t) => {
+  t.like(jobsFromText(oneJob('ramp_time=2\nthinktime=100\nthinktime_spin=40\nthinktime_blocks=8\nrate=1m,2m\nrate_iops=500\nrate_min=,1k')).jobs[0], {
+    rampTimeNs: 2e9,
+    thinktimeNs: 100_000,
+    thinktimeSpinNs: 40_000,
+    thinktimeBlocks: 8,
+    rate: { read: MiB, write: 2 * MiB },
+    rateIops: { read: 500, write: 500 },
+    rateMin: { read: 0, write: 1024 },
+  });
+  inputError(t, () => jobsFromText(oneJob('thinktime=10\nthinktime_spin=20')), '[job] thinktime_spin', '20', 'at most thinktime');
+  inputError(t, () => jobsFromText(oneJob('rate_iops=fast')), '[job] rate_iops', 'fast', 'I/Os per second');
 });
 
 test('loops, io_size, number_ios and random_distribution are read', (t) => {
@@ -435,18 +457,18 @@ test('an option that is not a fio option names it, and suggests a close one', (t
 });
 
 test('fio options the model cannot run are "not modelled", with the neutral value when there is one', (t) => {
-  inputError(t, () => jobsFromText(oneJob('rate=10m')), '[job] rate', '10m', 'rate is not modelled', 'set rate=0');
+  inputError(t, () => jobsFromText(oneJob('rate_process=poisson')), '[job] rate_process', 'poisson', 'rate_process is not modelled', 'set rate_process=linear');
   inputError(t, () => jobsFromText(oneJob('bs_unaligned=1')), '[job] bs_unaligned', '1', 'not modelled', 'multiples of 4 KiB');
   inputError(t, () => jobsFromText(oneJob('zonemode=zbd')), '[job] zonemode', 'zbd', 'set zonemode=none');
   inputError(t, () => jobsFromText(oneJob('write_barrier=1')), '[job] write_barrier', '1', 'barriers');
-  inputError(t, () => jobsFromText(oneJob('ramp_time=5s')), '[job] ramp_time', '5s', 'ramp_time is not modelled', 'set ramp_time=0');
+  inputError(t, () => jobsFromText(oneJob('latency_target=5ms')), '[job] latency_target', '5ms', 'latency_target is not modelled', 'set latency_target=0');
   inputError(t, () => jobsFromText(oneJob('fill_fs=1')), '[job] fill_fs', '1', 'remove it or set fill_fs=0;');
   inputError(t, () => jobsFromText(oneJob('exitall')), '[job] exitall', '', 'not modelled');
   inputError(t, () => jobsFromText(oneJob('percentage_sequential=10')), '[job] percentage_sequential', '10', 'deprecated');
 });
 
 test('a bad option in a trailing [global] is still reported', (t) => {
-  inputError(t, () => jobsFromText('[job]\nsize=1m\n[global]\nrate_iops=100\n'), '[global] rate_iops', '100', 'not modelled');
+  inputError(t, () => jobsFromText('[job]\nsize=1m\n[global]\nrate_cycle=100\n'), '[global] rate_cycle', '100', 'not modelled');
 });
 
 test('size: required, at least one block, 4 KiB aligned, absolute', (t) => {
@@ -578,7 +600,8 @@ test('the option table: every alias points at a row; the options named in the br
   for (const name of ['name', 'description', 'filename', 'directory', 'thread', 'group_reporting', 'norandommap', 'randrepeat', 'iodepth_batch']) {
     t.true(kind(name) === 'ignored' || kind(name) === 'handled', name);
   }
-  for (const name of ['rate', 'zonemode', 'invalidate', 'ramp_time']) t.is(kind(name), 'notModelled', name);
+  for (const name of ['rate_process', 'zonemode', 'invalidate', 'latency_target']) t.is(kind(name), 'notModelled', name);
+  for (const name of ['rate', 'rate_iops', 'rate_min', 'rate_iops_min', 'thinktime', 'ramp_time']) t.is(kind(name), 'handled', name);
   for (const name of ['bssplit', 'bsrange', 'loops', 'io_size', 'number_ios', 'random_distribution']) t.is(kind(name), 'handled', name);
   for (const name of ['fsync', 'fdatasync', 'end_fsync', 'fadvise_hint']) t.is(kind(name), 'handled', name);
 });

@@ -61,6 +61,12 @@ export interface BlockSizeSpec {
   split: { bytes: number; pct: number }[];
 }
 
+/** A value per direction (fio's `read,write` options). */
+export interface PerDirection {
+  read: number;
+  write: number;
+}
+
 /** fio `random_distribution`: where random offsets fall (non-uniform ones turn the random map off, as in fio). */
 export type RandomDistribution =
   | { kind: 'random' }
@@ -103,6 +109,18 @@ export interface FioJobSpec {
   numberIos: number;
   /** fio `random_distribution` (default random: uniform) */
   randomDistribution: RandomDistribution;
+  /** fio `ramp_time` in model ns: I/O before it is not counted; `runtime` starts after it */
+  rampTimeNs: number;
+  /** fio `thinktime` (model ns; 0: none), of it `thinktime_spin` busy, after every `thinktime_blocks` I/Os */
+  thinktimeNs: number;
+  thinktimeSpinNs: number;
+  thinktimeBlocks: number;
+  /** fio `rate` and `rate_iops` per direction (0: no cap): bytes and I/Os per second */
+  rate: PerDirection;
+  rateIops: PerDirection;
+  /** fio `rate_min` and `rate_iops_min`: a job below them fails (0: none) */
+  rateMin: PerDirection;
+  rateIopsMin: PerDirection;
   /** Size of this job's region (fio `size`). */
   sizeBytes: number;
   /** Start of this job's region: `offset` + jobIndex × `offset_increment`. */
@@ -224,6 +242,14 @@ const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   ioSizeBytes: 'io_size',
   numberIos: 'number_ios',
   randomDistribution: 'random_distribution',
+  rampTimeNs: 'ramp_time',
+  thinktimeNs: 'thinktime',
+  thinktimeSpinNs: 'thinktime_spin',
+  thinktimeBlocks: 'thinktime_blocks',
+  rate: 'rate',
+  rateIops: 'rate_iops',
+  rateMin: 'rate_min',
+  rateIopsMin: 'rate_iops_min',
   sizeBytes: 'size',
   offsetBytes: 'offset',
   iodepth: 'iodepth',
@@ -278,6 +304,14 @@ export function validateJobSpec(spec: FioJobSpec, writtenAs: JobSpecWrittenAs = 
   if (spec.ioSizeBytes !== null && (!isCount(spec.ioSizeBytes) || spec.ioSizeBytes === 0)) fail('ioSizeBytes', 'a size > 0');
   if (!isCount(spec.numberIos)) fail('numberIos', 'a whole number >= 0 (0: no limit)');
   if (!isRandomDistribution(spec.randomDistribution)) fail('randomDistribution', RANDOM_DISTRIBUTION_ALLOWED);
+  if (!isCount(spec.rampTimeNs)) fail('rampTimeNs', 'a duration >= 0');
+  if (!isCount(spec.thinktimeNs)) fail('thinktimeNs', 'a duration >= 0 (microseconds without a unit, as in fio)');
+  if (!isCount(spec.thinktimeSpinNs) || spec.thinktimeSpinNs > spec.thinktimeNs) fail('thinktimeSpinNs', 'a duration from 0 to thinktime');
+  if (!isCount(spec.thinktimeBlocks) || spec.thinktimeBlocks < 1) fail('thinktimeBlocks', 'a whole number >= 1');
+  for (const key of ['rate', 'rateIops', 'rateMin', 'rateIopsMin'] as const) {
+    const v = spec[key];
+    if (!v || !isCount(v.read) || !isCount(v.write)) fail(key, 'a whole number >= 0 per direction (read[,write]); 0: none');
+  }
   const size = spec.sizeBytes;
   if (!isCount(size) || size < bs || !isLbaAligned(size)) {
     fail('sizeBytes', `a multiple of 4096 bytes, at least one block (bs = ${bs} bytes), e.g. 64m`);

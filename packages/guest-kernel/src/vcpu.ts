@@ -213,6 +213,15 @@ export class Vcpu {
   private readonly regionBlocks: number;
   private readonly verifyBlocks: number;
   private readonly deadlineNs: number;
+  /** fio's ramp_time: I/O completing before this is not counted */
+  private readonly rampEndNs: number;
+  /** pacing (rate, rate_iops, thinktime): the next I/O waits until this model time; NEVER: not paced */
+  private paceNs = NEVER_NS;
+  private thinkUntilNs = 0;
+  private thinkPending = false;
+  private iosSinceThink = 0;
+  private readonly issuedBytes = { read: 0, write: 0 };
+  private readonly issuedIos = { read: 0, write: 0 };
   private readonly verifyAlgo: VerifyAlgo;
   private readonly startNs: number;
   /** the seed of this job's written blocks, and which blocks it wrote (for verify) */
@@ -251,7 +260,9 @@ export class Vcpu {
     this.verifyBlocks = job.writeBs.maxBytes / BLOCK_BYTES;
     this.startNs = env.clock.nowNs();
     this.writeSeed = fioWriteSeed(job);
-    this.deadlineNs = job.runtimeNs ? this.startNs + job.runtimeNs : NEVER_NS;
+    // fio's runtime starts once ramp_time is over
+    this.rampEndNs = this.startNs + job.rampTimeNs;
+    this.deadlineNs = job.runtimeNs ? this.rampEndNs + job.runtimeNs : NEVER_NS;
     this.verifyAlgo = job.verify === 'none' ? 'none' : job.verify;
     this.peerWatchers = env.otherVcpus.map((v, i) => [env.peerDevices[i], env.self, ...env.otherVcpus.filter((u) => u !== v)]);
     this.peerDeviceEots = new Float64Array(env.otherVcpus.length);
@@ -425,7 +436,8 @@ export class Vcpu {
       }
     }
     const d = s.isRead ? this.read : this.write;
-    if (!s.verifyPhase) {
+    if (!s.verifyPhase && now >= this.rampEndNs) {
+      if (d.firstSubmitNs < 0) d.firstSubmitNs = Math.max(s.submitNs, this.rampEndNs);
       d.ios++;
       d.ioBytes += s.blocks * BLOCK_BYTES;
       d.lastCompleteNs = now;
@@ -438,10 +450,68 @@ export class Vcpu {
   }
 
   private canSubmit(): boolean {
+    this.paceNs = NEVER_NS;
     if (this.free.length === 0) return false;
     if (this.phase === 'verify') return this.verifyPos < this.regionBlocks;
-    if (this.deadlineNs !== NEVER_NS && this.env.clock.nowNs() >= this.deadlineNs) return false;
-    return this.pattern.peek() !== null;
+    const now = this.env.clock.nowNs();
+    if (this.deadlineNs !== NEVER_NS && now >= this.deadlineNs) return false;
+    const io = this.pattern.peek();
+    if (io === null) return false;
+    if (this.thinkPending) {
+      // fio's handle_thinktime: wait for the I/O in flight, spin the busy part, sleep the rest
+      if (this.inflight > 0) return false;
+      this.thinkPending = false;
+      this.env.clock.charge(this.job.thinktimeSpinNs);
+      this.thinkUntilNs = this.env.clock.nowNs() + this.job.thinktimeNs - this.job.thinktimeSpinNs;
+    }
+    const t = Math.max(this.thinkUntilNs, this.rateNextNs(io.isRead));
+    if (this.env.clock.nowNs() < t) {
+      this.paceNs = Math.min(t, this.deadlineNs);
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * fio's rate and rate_iops: the earliest model time the next I/O of a
+   * direction may go, so that what the direction issued since the start
+   * keeps to its cap.
+   */
+  private rateNextNs(isRead: boolean): number {
+    const dir = isRead ? 'read' : 'write';
+    const rate = this.job.rate[dir];
+    const iops = this.job.rateIops[dir];
+    let t = 0;
+    if (rate > 0) t = Math.max(t, this.startNs + Math.ceil((this.issuedBytes[dir] * 1e9) / rate));
+    if (iops > 0) t = Math.max(t, this.startNs + Math.ceil((this.issuedIos[dir] * 1e9) / iops));
+    return t;
+  }
+
+  /** Count an issued I/O for the rate caps and thinktime_blocks. */
+  private noteIssued(isRead: boolean, bytes: number): void {
+    const dir = isRead ? 'read' : 'write';
+    this.issuedBytes[dir] += bytes;
+    this.issuedIos[dir]++;
+    if (this.job.thinktimeNs > 0 && ++this.iosSinceThink >= this.job.thinktimeBlocks) {
+      this.iosSinceThink = 0;
+      this.thinkPending = true;
+    }
+  }
+
+  /** fio's rate_min and rate_iops_min: a direction below its minimum fails the job. */
+  private rateMinMissed(): number {
+    let missed = 0;
+    for (const [dir, d] of [
+      ['read', this.read],
+      ['write', this.write],
+    ] as const) {
+      const seconds = (d.lastCompleteNs - Math.max(0, d.firstSubmitNs)) / 1e9;
+      if (seconds <= 0) continue;
+      const min = this.job.rateMin[dir];
+      const minIops = this.job.rateIopsMin[dir];
+      if ((min > 0 && d.ioBytes / seconds < min) || (minIops > 0 && d.ios / seconds < minIops)) missed++;
+    }
+    return missed;
   }
 
   private submitIo(): void {
@@ -467,7 +537,8 @@ export class Vcpu {
     s.verifyPhase = this.phase === 'verify';
     s.submitNs = clock.nowNs();
     const d = isRead ? this.read : this.write;
-    if (d.firstSubmitNs < 0 && !s.verifyPhase) d.firstSubmitNs = s.submitNs;
+    if (d.firstSubmitNs < 0 && !s.verifyPhase && s.submitNs >= this.rampEndNs) d.firstSubmitNs = s.submitNs;
+    if (!s.verifyPhase) this.noteIssued(isRead, s.blocks * BLOCK_BYTES);
     if (!isRead) {
       // fio fills the buffer before io_submit (verify headers when verifying)
       for (let b = 0; b < s.blocks; b++) {
@@ -495,7 +566,7 @@ export class Vcpu {
 
   /** The earliest timer: the lazy flush queue's, the bounce pool's, the page cache flusher's. */
   private nextTimerNs(): number {
-    const t = this.env.dma.nextTimerNs();
+    const t = Math.min(this.env.dma.nextTimerNs(), this.paceNs);
     return this.pageCache ? Math.min(t, this.pageCache.nextTimerNs()) : t;
   }
 
@@ -635,7 +706,7 @@ export class Vcpu {
         this.publish(clock.nowNs());
         continue;
       }
-      if (this.inflight === 0) {
+      if (this.inflight === 0 && this.paceNs === NEVER_NS) {
         if (this.phase === 'main' && this.pageCache && this.job.endFsync && !endFsyncDone && this.write.ios > 0) {
           // fio's end_fsync: part of the job's time
           endFsyncDone = true;
@@ -653,6 +724,7 @@ export class Vcpu {
       this.idleWait();
     }
     const endNs = clock.nowNs();
+    this.errors += this.rateMinMissed();
     const busyNs = endNs - this.startNs - this.idleNs;
     if (this.pageCache) {
       // after the job: the flusher writes what is still dirty back to the drive, and the cache is dropped

@@ -38,6 +38,7 @@ import {
   NVME_FILENAME_ALLOWED,
   nvmeFilenameDevice,
   type ParsedJobs,
+  type PerDirection,
   RANDOM_DISTRIBUTION_ALLOWED,
   type RandomDistribution,
   RW_MODES,
@@ -60,7 +61,7 @@ const IGNORED: OptionRule = { kind: 'ignored' };
 const DEPRECATED: OptionRule = { kind: 'deprecated' };
 const notModelled = (reason: string, ...neutral: string[]): OptionRule => ({ kind: 'notModelled', reason, neutral });
 
-const PACING = 'the model issues I/O as fast as the queue depth allows (no rate limits, think time or latency targets)';
+const PACING = 'pacing is rate, rate_iops, rate_min, rate_iops_min and thinktime (no rate process, cycle or latency targets)';
 const ONE_BS = 'block sizes are bs (per direction), bsrange or bssplit, multiples of 4 KiB';
 const UNIFORM = 'offsets are sequential, or random (uniform, zipf, pareto, normal or zoned) over the job region';
 const AMOUNT = 'a job runs once over its region, or for runtime with time_based';
@@ -106,6 +107,14 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   number_ios: HANDLED,
   io_size: HANDLED,
   random_distribution: HANDLED,
+  ramp_time: HANDLED,
+  thinktime: HANDLED,
+  thinktime_spin: HANDLED,
+  thinktime_blocks: HANDLED,
+  rate: HANDLED,
+  rate_iops: HANDLED,
+  rate_min: HANDLED,
+  rate_iops_min: HANDLED,
   fadvise_hint: HANDLED, // POSIX_FADV_SEQUENTIAL/RANDOM: the page cache's readahead (direct=0)
   end_fsync: HANDLED,
   fsync: HANDLED,
@@ -213,16 +222,9 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   flow_watermark: IGNORED,
 
   // -- not modelled: would change the workload ----------------------------
-  rate: notModelled(PACING, '0'),
-  rate_min: notModelled(PACING, '0'),
-  rate_iops: notModelled(PACING, '0'),
-  rate_iops_min: notModelled(PACING, '0'),
   rate_process: notModelled(PACING, 'linear'),
   rate_cycle: notModelled(PACING),
   rate_ignore_thinktime: notModelled(PACING, '0'),
-  thinktime: notModelled(PACING, '0'),
-  thinktime_spin: notModelled(PACING, '0'),
-  thinktime_blocks: notModelled(PACING, '1'),
   thinktime_blocks_type: notModelled(PACING, 'complete'),
   thinktime_iotime: notModelled(PACING, '0'),
   max_latency: notModelled(PACING, '0'),
@@ -242,7 +244,6 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   offset_align: notModelled(UNIFORM, '0'),
   serialize_overlap: notModelled(UNIFORM, '0'),
   fill_device: notModelled(AMOUNT, '0'),
-  ramp_time: notModelled(`${AMOUNT}; every I/O counts in the results (no ramp time)`, '0'),
   steadystate: notModelled(AMOUNT),
   steadystate_duration: notModelled(AMOUNT, '0'),
   steadystate_ramp_time: notModelled(AMOUNT, '0'),
@@ -554,6 +555,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       writeBs,
       ...resolveAmount(job, kbBase),
       randomDistribution: resolveRandomDistribution(job),
+      ...resolvePacing(job, kbBase),
       sizeBytes,
       offsetBytes,
       iodepth,
@@ -679,6 +681,42 @@ function parseBsSplit(o: Written, v: string, kbBase: KbBase): BlockSizeSpec {
   const split = entries.filter((e) => e.pct > 0);
   const sizes = split.map((e) => e.bytes);
   return { minBytes: Math.min(...sizes), maxBytes: Math.max(...sizes), split };
+}
+
+/** ramp_time, thinktime (microseconds without a unit, as in fio) with thinktime_spin and thinktime_blocks, and the rate caps and minimums. */
+function resolvePacing(
+  job: JobOptionSlots,
+  kbBase: KbBase,
+): Pick<FioJobSpec, 'rampTimeNs' | 'thinktimeNs' | 'thinktimeSpinNs' | 'thinktimeBlocks' | 'rate' | 'rateIops' | 'rateMin' | 'rateIopsMin'> {
+  const time = (key: string, unit: 's' | 'us'): number => {
+    const o = job.get(key);
+    return o ? parseTimeNs(o.field, o.value, unit) : 0;
+  };
+  const blocksOpt = job.get('thinktime_blocks');
+  const thinktimeBlocks = blocksOpt ? parseCount(blocksOpt.field, blocksOpt.value, 'a whole number of I/Os >= 1') : 1;
+  if (thinktimeBlocks < 1) throw new InputError(blocksOpt!.field, blocksOpt!.value, 'a whole number of I/Os >= 1');
+  const perDir = (key: string, parse: (o: Written, v: string) => number): PerDirection => {
+    const o = job.get(key);
+    if (!o) return { read: 0, write: 0 };
+    const [read, write] = perDirection(o, parse, [0, 0]);
+    return { read, write };
+  };
+  const bytesPerS = (o: Written, v: string) => parseSizeBytes(o.field, v, kbBase);
+  const iops = (o: Written, v: string) => parseCount(o.field, v, 'a whole number of I/Os per second per direction, e.g. 1000 or 1000,500');
+  const thinktimeNs = time('thinktime', 'us');
+  const thinktimeSpinNs = time('thinktime_spin', 'us');
+  const spinOpt = job.get('thinktime_spin');
+  if (spinOpt && thinktimeSpinNs > thinktimeNs) throw new InputError(spinOpt.field, spinOpt.value, 'at most thinktime (the busy part of it)');
+  return {
+    rampTimeNs: time('ramp_time', 's'),
+    thinktimeNs,
+    thinktimeSpinNs,
+    thinktimeBlocks,
+    rate: perDir('rate', bytesPerS),
+    rateIops: perDir('rate_iops', iops),
+    rateMin: perDir('rate_min', bytesPerS),
+    rateIopsMin: perDir('rate_iops_min', iops),
+  };
 }
 
 /** loops (default 1), io_size (default: size) and number_ios (default: no limit). */
