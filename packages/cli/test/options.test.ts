@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { type FioJobSpec, type ParsedJobs, validateJobSpec } from '@vmstack/guest-kernel';
 import { InputError } from '@vmstack/shm';
 import test, { type ExecutionContext } from 'ava';
-import { parseJobFileText } from '../src/fio/jobfile.js';
+import { expandFioKeywords, parseJobFileText } from '../src/fio/jobfile.js';
 import { FIO_OPTION_ALIASES, FIO_OPTION_TABLE, type JobsFromFileOptions, jobsFromCommandLine, jobsFromFile, jobsFromJobFile } from '../src/fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../src/fio/sizes.js';
 
@@ -14,7 +14,7 @@ const GiB = 1024 * MiB;
 
 /** Jobs from job file text written inline. */
 function jobsFromText(text: string, options: JobsFromFileOptions = {}): ParsedJobs {
-  return jobsFromJobFile(parseJobFileText(text, 'test.fio', { env: options.env ?? {} }), options);
+  return jobsFromJobFile(parseJobFileText(text, 'test.fio', { env: options.env ?? {}, ...(options.keywords ? { keywords: options.keywords } : {}) }), options);
 }
 
 /** Asserts an InputError naming the field and value, whose message says what is allowed. */
@@ -361,6 +361,19 @@ test('block sizes per direction: bs=r,w, bsrange and bssplit (sizes without a sh
   inputError(t, () => jobsFromText(oneJob('bsrange=4k')), '[job] bsrange', '4k', 'MIN-MAX');
 });
 
+test("fio's keywords: $pagesize, $mb_memory and $ncpus are the guest's, with bc's whole-number math", (t) => {
+  const kw = { keywords: { pagesize: 4096, mb_memory: 2048, ncpus: 4 } };
+  t.like(jobsFromText('[job]\nsize=$mb_memory*1024*1024/8\nnumjobs=$ncpus\nbs=$pagesize\n', kw).jobs[0], {
+    sizeBytes: 256 * MiB,
+    blockSizeBytes: 4096,
+  });
+  t.is(jobsFromText('[job]\nsize=1m\nnumjobs=$ncpus-1\n', kw).jobs.length, 3);
+  t.is(jobsFromCommandLine({ size: '1m', numjobs: '($ncpus+2)/3' }, {}, kw.keywords).jobs.length, 2);
+  t.is(expandFioKeywords('$mb_memory', kw.keywords), '2048');
+  t.is(expandFioKeywords('8*$mb_memory', kw.keywords), '16384');
+  t.is(expandFioKeywords('4-2', kw.keywords), '4-2', 'no keyword: no math (fio calls bc only after a substitution)');
+});
+
 test('ramp_time (s), thinktime (us), rate and rate_iops per direction are read', (t) => {
   t.like(jobsFromText(oneJob('ramp_time=2\nthinktime=100\nthinktime_spin=40\nthinktime_blocks=8\nrate=1m,2m\nrate_iops=500\nrate_min=,1k')).jobs[0], {
     rampTimeNs: 2e9,
@@ -480,7 +493,11 @@ test('size: required, at least one block, 4 KiB aligned, absolute', (t) => {
   t.is(jobsFromText('[job]\nfilename=/dev/nvme0n1\noffset=1g\n').jobs[0].sizeBytes, 125_026_902 * 4096 - GiB);
   inputError(t, () => jobsFromText('[job]\nsize=64k\nbs=128k\n'), '[job] size', '64k', 'at least one block (bs = 131072 bytes)');
   inputError(t, () => jobsFromText('[job]\nsize=10000\n'), '[job] size', '10000', 'a multiple of 4096 bytes');
-  inputError(t, () => jobsFromText('[job]\nsize=50%\n'), '[job] size', '50%', 'percentages of the device are not modelled');
+  // size=N%: that share of the drive, as fio takes it of the device, 4 KiB aligned, no more than lies past offset
+  const drive = 125_026_902 * 4096;
+  t.is(jobsFromText('[job]\nsize=50%\n').jobs[0].sizeBytes, Math.floor(drive / 2 / 4096) * 4096);
+  t.is(jobsFromText('[job]\nsize=100%\noffset=1g\n').jobs[0].sizeBytes, drive - GiB);
+  inputError(t, () => jobsFromText('[job]\nsize=0%\n'), '[job] size', '0%', 'a percentage of the drive');
   inputError(t, () => jobsFromText('[job]\nsize=1.5g\n'), '[job] size', '1.5g', 'a whole number of bytes');
 });
 

@@ -19,6 +19,7 @@
 import { totalmem } from 'node:os';
 import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import { type ClockMode, DEFAULT_PROFILE_PATH, type FaultSpec, InputError, loadProfile, MAX_WORKERS } from '@vmstack/shm';
+import { DEFAULT_FIO_KEYWORDS } from '../fio/jobfile.js';
 import { jobsFromCommandLine, jobsFromFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { formatFioJson } from '../report/fio-json.js';
@@ -86,7 +87,9 @@ export interface RunOptions {
 export function runOptionsOf(args: RunArgs): RunOptions {
   // fio's defaults; no size: a job without one fails as in fio
   const defaults = { rw: 'read', bs: '4k', iodepth: '1' };
-  const parsed = args.jobfile ? jobsFromFile(args.jobfile, args.fio, { defaults }) : jobsFromCommandLine(args.fio, defaults);
+  // fio's $mb_memory and $ncpus are the guest's: its RAM, and --vcpus (else one vCPU per job)
+  const keywords = { ...DEFAULT_FIO_KEYWORDS, mb_memory: Math.floor(parseGuestRam(args.guestRam) / 2 ** 20), ncpus: Number(args.topology?.vcpus ?? 1) || 1 };
+  const parsed = args.jobfile ? jobsFromFile(args.jobfile, args.fio, { defaults, keywords }) : jobsFromCommandLine(args.fio, defaults, keywords);
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
   const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
   // --topology FILE gives the strategy, driver, RAM and untrusted of its VMs: the checks below read them from its first VM

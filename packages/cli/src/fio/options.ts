@@ -47,7 +47,7 @@ import {
   validateJobSpec,
 } from '@vmstack/guest-kernel';
 import { closestName, InputError, inputExcerpt } from '@vmstack/shm';
-import { type JobFile, type ParseJobFileOptions, readJobFile } from './jobfile.js';
+import { expandFioKeywords, type FioKeywords, type JobFile, type ParseJobFileOptions, readJobFile } from './jobfile.js';
 import { checkRegionBytes, DRIVE_CAPACITY_BYTES, type KbBase, parseCount, parseSizeBytes, parseTimeNs } from './sizes.js';
 
 export type OptionRule =
@@ -387,11 +387,14 @@ export interface JobsFromFileOptions extends ParseJobFileOptions {
 }
 
 /** The command line as one job section named after `--name` (default `vmstack`). */
-export function jobsFromCommandLine(opts: JobOptionValues, defaults: JobOptionValues = {}): ParsedJobs {
+export function jobsFromCommandLine(opts: JobOptionValues, defaults: JobOptionValues = {}, keywords?: FioKeywords): ParsedJobs {
   const nameValue = opts.name ?? defaults.name ?? 'vmstack';
   const name = String(nameValue);
   if (name === '') throw new InputError('--name', nameValue, 'a non-empty job name');
-  const options = toWritten(opts, (key) => `--${key}`).filter((o) => o.key !== 'name');
+  // fio substitutes its keywords ($ncpus, $mb_memory, $pagesize) on the command line too
+  const options = toWritten(opts, (key) => `--${key}`)
+    .filter((o) => o.key !== 'name')
+    .map((o) => ({ ...o, value: expandFioKeywords(o.value, keywords) }));
   return buildJobs(
     [{ name, isGlobal: false, options }],
     [],
@@ -764,7 +767,7 @@ function resolveRandomDistribution(job: JobOptionSlots): RandomDistribution {
 
 /** The job's region: size (required), offset, and offset_increment, which places each numjobs clone. */
 function resolveRegion(job: JobOptionSlots, kbBase: KbBase): { sizeBytes: number; offsetBytes: number; offsetIncrementBytes: number } {
-  const sizeOpt = job.get('size') ?? driveSizeOf(job, kbBase);
+  const sizeOpt = regionSizeOpt(job, kbBase);
   if (!sizeOpt) {
     // fio filesetup.c: "<name>: you need to specify size=" when neither a size nor the file gives one
     throw new InputError(
@@ -788,6 +791,24 @@ function resolveRegion(job: JobOptionSlots, kbBase: KbBase): { sizeBytes: number
 }
 
 /**
+ * The job's size as bytes: `size`, where `size=N%` is N percent of the
+ * drive (fio: of the device's size), no more than what lies past `offset`;
+ * no size: the drive's (`driveSizeOf`).
+ */
+function regionSizeOpt(job: JobOptionSlots, kbBase: KbBase): Written | undefined {
+  const o = job.get('size');
+  if (!o) return driveSizeOf(job, kbBase);
+  const pct = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(o.value);
+  if (!pct) return o;
+  const p = Number(pct[1]);
+  if (p <= 0 || p > 100) throw new InputError(o.field, o.value, 'a percentage of the drive from 1% to 100% (fio size=N%), or a size, e.g. 64m');
+  const offsetOpt = job.get('offset');
+  const offsetBytes = offsetOpt ? parseRegionBytes(offsetOpt, kbBase) : 0;
+  const bytes = Math.min(Math.floor((DRIVE_CAPACITY_BYTES * p) / 100), DRIVE_CAPACITY_BYTES - offsetBytes);
+  return { ...o, value: String(bytes - (bytes % 4096)) };
+}
+
+/**
  * No size, but a filename: the drive's size from the job's offset on, as fio
  * sizes a job on a block device (its `real_file_size` less `offset`).
  */
@@ -801,7 +822,7 @@ function driveSizeOf(job: JobOptionSlots, kbBase: KbBase): Written | undefined {
 
 /** The last clone's region ends within the modelled drive (and, if the job writes, within the host's RAM). */
 function checkRegionFits(job: JobOptionSlots, rw: RwMode, sizeBytes: number, offsetBytes: number, lastOffsetBytes: number): void {
-  const sizeOpt = job.get('size') ?? driveSizeOf(job, 1024);
+  const sizeOpt = regionSizeOpt(job, 1024);
   if (!sizeOpt) return;
   const offsetOpt = job.get('offset');
   const incOpt = job.get('offset_increment');
