@@ -1,6 +1,14 @@
 /**
- * One guest vCPU running one fio job (libaio, direct=1): submit up to
- * iodepth I/Os, take NVMe interrupts, complete, verify, resubmit.
+ * One guest vCPU running one fio job (libaio): submit up to iodepth I/Os,
+ * take NVMe interrupts, complete, verify, resubmit. With direct=1 each fio
+ * I/O is one NVMe command on fio's own buffer; with direct=0 the I/O is a
+ * copy to or from the page cache (`mm/page-cache.ts`) inside the system
+ * call, and the NVMe commands are the cache's readahead and writeback
+ * requests (command ids after the fio slots'), sent and completed on the
+ * same queue. What each I/O is (direction, offset, length) and when the job
+ * is done comes from `fio/io-pattern.ts`; rate, rate_iops and thinktime hold
+ * the next submission back, ramp_time keeps early completions out of the
+ * statistics.
  *
  * Clock rules (virtual mode): before each action at model time `now` the
  * vCPU takes every interrupt stamped ≤ now, which needs the device's bound
