@@ -85,11 +85,14 @@ export interface RunOptions {
  * door (see the header) except the --output path.
  */
 export function runOptionsOf(args: RunArgs): RunOptions {
-  // fio's defaults; no size: a job without one fails as in fio
-  const defaults = { rw: 'read', bs: '4k', iodepth: '1' };
+  // fio's defaults. A job without a size fails as in fio, once every other option has been checked: the jobs are read
+  // with a stand-in size first, so a wrong option elsewhere is the one reported
+  const fioDefaults = { rw: 'read', bs: '4k', iodepth: '1' };
   // fio's $mb_memory and $ncpus are the guest's: its RAM, and --vcpus (else one vCPU per job)
   const keywords = { ...DEFAULT_FIO_KEYWORDS, mb_memory: Math.floor(parseGuestRam(args.guestRam) / 2 ** 20), ncpus: Number(args.topology?.vcpus ?? 1) || 1 };
-  const parsed = args.jobfile ? jobsFromFile(args.jobfile, args.fio, { defaults, keywords }) : jobsFromCommandLine(args.fio, defaults, keywords);
+  const readJobs = (defaults: Record<string, string>) =>
+    args.jobfile ? jobsFromFile(args.jobfile, args.fio, { defaults, keywords }) : jobsFromCommandLine(args.fio, defaults, keywords);
+  const parsed = readJobs({ ...fioDefaults, size: '64m' });
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
   const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
   // --topology FILE gives the strategy, driver, RAM and untrusted of its VMs: the checks below read them from its first VM
@@ -121,6 +124,8 @@ export function runOptionsOf(args: RunArgs): RunOptions {
     }
   }
   if (parsed.ignoredOptions.length > 0) warnings.push(`ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}`);
+  // every job has a size of its own (or its drive's), as fio requires: "<job>: you need to specify size="
+  readJobs(fioDefaults);
   return {
     groups: groups.map((g, gi) => ({
       ...(a.topology ? { jobs: shapes[gi].jobs, topology: shapes[gi].topology } : { jobs: jobsOf(g) }),
