@@ -209,6 +209,14 @@ test('pages come from the allocator in shuffled order: a request is scattered, n
   let adjacent = 0;
   for (let k = 1; k < gpas.length; k++) if (gpas[k] === gpas[k - 1] + PAGE_SIZE_BYTES) adjacent++;
   t.true(adjacent < 8, `few physically adjacent neighbours (${adjacent} of 63)`);
+  // pages written one at a time are as scattered: their writeback request is 64 segments, not one run
+  const w = setup();
+  for (let i = 0; i < 64; i++) w.pc.generic_perform_write(i, 1, [w.user]);
+  w.pc.vfs_fsync_range();
+  const wg = w.bios[0].gpas;
+  let wAdjacent = 0;
+  for (let k = 1; k < wg.length; k++) if (wg[k] === wg[k - 1] + PAGE_SIZE_BYTES) wAdjacent++;
+  t.true(wAdjacent < 8, `few physically adjacent neighbours among written pages (${wAdjacent} of 63)`);
 });
 
 test('a failed writeback leaves the pages dirty and fsync reports it; release frees every page', (t) => {

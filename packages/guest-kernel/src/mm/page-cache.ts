@@ -30,8 +30,8 @@
  * The DMA a strategy sees is therefore the page cache's, not fio's buffer:
  * requests of up to `PAGE_CACHE_MAX_REQUEST_PAGES` pages, each page a
  * scatter-list segment of its own, since the pages come from the page
- * allocator one by one and are assigned to file offsets in shuffled order, as
- * a kernel's free pages are after some uptime.
+ * allocator in batches handed out in shuffled order, as scattered as a
+ * kernel's free pages are after some uptime.
  *
  * The model's simplifications: the cache belongs to one job (jobs do not
  * share cached pages); it may use the job's share of the guest's free memory
@@ -61,6 +61,15 @@ export const DIRTY_WRITEBACK_INTERVAL_NS = 5_000_000_000;
 export const DIRTY_EXPIRE_NS = 30_000_000_000;
 /** `SWAP_CLUSTER_MAX`: pages reclaimed per pass. */
 const SWAP_CLUSTER_MAX = 32;
+/** Pages the cache takes from the allocator at once (and hands out in shuffled order). */
+const ALLOC_BATCH_PAGES = 64;
+
+function shuffle(a: number[], rng: () => number): void {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+}
 
 export interface PageCacheCosts {
   readonly memcpyBytesPerNs: number;
@@ -487,6 +496,7 @@ export class PageCache {
   release(): void {
     while (this.inflightRequests > 0) this.io.wait();
     for (const [i, p] of [...this.pages.entries()]) this.dropPage(i, p);
+    for (const gpa of this.spare.splice(0)) this.allocator.free_pages(gpa, 0, this.clock);
   }
 
   // ---- the flusher's timer --------------------------------------------
@@ -544,17 +554,28 @@ export class PageCache {
   }
 
   /**
-   * `n` order-0 pages for new cache entries, in shuffled order: within the
-   * cache's limit, reclaiming clean pages (least recently used first, a
-   * `SWAP_CLUSTER_MAX` batch at a time) and, if none is clean, waiting for
-   * writeback.
+   * `n` order-0 pages for new cache entries: taken from a batch of
+   * `ALLOC_BATCH_PAGES` pages allocated together and shuffled, so that pages
+   * written or read one at a time are as scattered as a readahead window's;
+   * within the cache's limit, reclaiming clean pages (least recently used
+   * first, a `SWAP_CLUSTER_MAX` batch at a time) and, if none is clean,
+   * waiting for writeback.
    */
   private allocPages(n: number): number[] {
     const out: number[] = [];
     while (out.length < n) {
-      const gpa = this.pages.size + out.length < this.o.limitPages ? this.allocator.alloc_pages(0, this.clock) : -1;
-      if (gpa >= 0) {
-        out.push(gpa);
+      if (this.spare.length > 0) {
+        out.push(this.spare.pop()!);
+        continue;
+      }
+      const room = Math.min(ALLOC_BATCH_PAGES, this.o.limitPages - this.pages.size - out.length);
+      for (let k = 0; k < room; k++) {
+        const gpa = this.allocator.alloc_pages(0, this.clock);
+        if (gpa < 0) break;
+        this.spare.push(gpa);
+      }
+      if (this.spare.length > 0) {
+        shuffle(this.spare, this.o.rng);
         continue;
       }
       if (this.shrink_page_list() > 0) continue;
@@ -564,12 +585,12 @@ export class PageCache {
       }
       this.io.wait();
     }
-    for (let i = out.length - 1; i > 0; i--) {
-      const j = Math.floor(this.o.rng() * (i + 1));
-      [out[i], out[j]] = [out[j], out[i]];
-    }
+    shuffle(out, this.o.rng);
     return out;
   }
+
+  /** Pages allocated for the cache and not used yet. */
+  private readonly spare: number[] = [];
 
   /** `shrink_page_list`: free up to SWAP_CLUSTER_MAX clean, idle pages from the cold end of the LRU. */
   private shrink_page_list(): number {
