@@ -716,9 +716,10 @@ export class Vcpu {
       }
       if (this.inflight === 0 && this.paceNs === NEVER_NS) {
         if (this.phase === 'main' && this.pageCache && this.job.endFsync && !endFsyncDone && this.write.ios > 0) {
-          // fio's end_fsync: part of the job's time
+          // fio's end_fsync: part of the job's time (fio's write runtime ends after it)
           endFsyncDone = true;
           if (!this.fsync(this.pageCache)) this.errors++;
+          this.write.lastCompleteNs = Math.max(this.write.lastCompleteNs, clock.nowNs());
           continue;
         }
         if (this.phase === 'main' && this.job.verify !== 'none' && this.job.doVerify && this.write.ios > 0) {
