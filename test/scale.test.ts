@@ -70,7 +70,7 @@ test('a scale point is the run command with the varied option set: the same lock
   const run = await vmstackJson<{
     jobs: { read: { io_bytes: number } }[];
     vmstack: { lock_classes: { class: string; acquisitions: number; contentions: number; waittime_total_ns: number; instances: number }[] };
-  }>(['run', '--numjobs', '2', '--strategy', 'lazy', '--rw', 'randread', '--bs', '4k', '--iodepth', '4', ...BASE]);
+  }>(['run', '--numjobs', '2', '--strategy', 'lazy', '--rw', 'randread', '--bs', '4k', '--iodepth', '4', '--direct', '1', ...BASE]);
   const point = s.points.find((p) => p.value === '2')!;
   for (const l of point.lock_classes) {
     const c = run.vmstack.lock_classes.find((x) => x.class === l.class);

@@ -9,7 +9,8 @@ test.after.always(() => releaseIdleWorkers());
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 
 async function run(strategy: 'direct' | 'strict', opts: Record<string, string>) {
-  const parsed = jobsFromCommandLine(opts, {});
+  // O_DIRECT: one DMA mapping per fio I/O
+  const parsed = jobsFromCommandLine(opts, { direct: '1' });
   return runStack({
     jobs: parsed.jobs,
     jobOptions: parsed.jobOptions,

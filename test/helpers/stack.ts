@@ -71,7 +71,7 @@ export function runFio(
     // several option sets: one job (one vCPU) each, all running at once
     const sets = Array.isArray(fio) ? fio : [fio];
     const parsed = {
-      jobs: sets.flatMap((o, i) => jobsFromCommandLine({ name: sets.length > 1 ? `job${i}` : 'vmstack', ...o }, {}).jobs),
+      jobs: sets.flatMap((o, i) => jobsFromCommandLine({ name: sets.length > 1 ? `job${i}` : 'vmstack', ...o }, { direct: '1' }).jobs),
       jobOptions: {},
       globalOptions: {},
     };

@@ -82,7 +82,7 @@ const FIO_OPTIONS: Record<string, Options> = {
   verify: { type: 'string', describe: '0, crc32c, md5, sha1, sha256, xxhash, meta or pattern (with verify_pattern in a job file)' },
   do_verify: { type: 'string', describe: '0 or 1: read back and check after writing (default: 1)' },
   randseed: { type: 'string', describe: 'seed of random offsets (default: 0x89)' },
-  direct: { type: 'string', describe: '1 only: every I/O is O_DIRECT in the model' },
+  direct: { type: 'string', describe: '0 (default, as fio: buffered through the guest page cache) or 1 (O_DIRECT)' },
   ioengine: { type: 'string', describe: 'libaio only' },
   filename: { type: 'string', describe: "the job's drive as the guest names it, /dev/nvme<X>n1 (default: drive i mod --devices for job i)" },
 };
@@ -498,8 +498,8 @@ const SCALE_OWN_OPTIONS: Record<string, Options> = {
   strategies: { type: 'string', describe: 'the series: strategies to compare at every point (default: strict,lazy,bounce)' },
 };
 
-/** scale's fio defaults: many small runs of random reads (bs as run's, named so the report shows it). */
-const SCALE_FIO_DEFAULTS: Record<string, string> = { rw: 'randread', bs: '4k', iodepth: '8', size: '4m' };
+/** scale's fio defaults: many small runs of O_DIRECT random reads, which map every I/O (bs as run's, named so the report shows it). */
+const SCALE_FIO_DEFAULTS: Record<string, string> = { rw: 'randread', bs: '4k', iodepth: '8', size: '4m', direct: '1' };
 
 const SCALE_BASE_OPTIONS: Record<string, Options> = Object.fromEntries(
   Object.entries({ ...FIO_OPTIONS, ...MODEL_OPTIONS })

@@ -100,7 +100,7 @@ const BAD_INPUTS: [string, string[], string[]][] = [
     ['run', '--guest-ram', '8m', '--bs', '2m', '--iodepth', '8'],
     ['--guest-ram', '"8m"', 'at least 18m', '16m of fio I/O buffers'],
   ],
-  ['direct=0 in a job file', ['run', direct0Job], ['[j] direct', '"0"', 'direct=1']],
+  ['a job without a size, as fio', ['run', '--rw', 'read'], ['[vmstack] size', 'vmstack: you need to specify size=']],
   ['bounce option without the pool', ['run', '--slots-per-class', '8'], ['--slots-per-class', '"8"', '--strategy bounce']],
   ['output directory missing', ['run', '--size', '64k', '--output', join(tmp, 'no-dir', 'r.json')], ['--output', 'r.json', 'ENOENT']],
   ['unknown command', ['frobnicate'], ['command', '"frobnicate"', 'run']],

@@ -11,7 +11,7 @@ import { FIO_IO_U_PLAT_NR, type FioJobSpec, FioStatCollector, ioStatDev, plat_id
 import { InputError, xxh32 } from '@vmstack/shm';
 import test from 'ava';
 import { parseJobFileText } from '../src/fio/jobfile.js';
-import { jobsFromJobFile } from '../src/fio/options.js';
+import { jobsFromCommandLine, jobsFromJobFile } from '../src/fio/options.js';
 import { applyGroupReporting } from '../src/report/fio-group.js';
 import { toFioJson } from '../src/report/fio-json.js';
 import { fioLogFiles } from '../src/report/fio-logs.js';
@@ -168,26 +168,21 @@ test("terse v3: fio's field layout, field by field, as a real fio 3.33 line", (t
 });
 
 test("log files: fio's names and line formats, averaged and per I/O, as real fio 3.33 logs", (t) => {
-  const spec = validateJobSpec({
+  const spec = jobsFromCommandLine({
     name: 'nj',
-    jobIndex: 0,
-    groupId: 0,
-    reportGroupId: 0,
     rw: 'randread',
-    rwmixreadPct: 50,
-    blockSizeBytes: 4096,
-    sizeBytes: 1 << 20,
-    offsetBytes: 0,
-    iodepth: 4,
-    runtimeNs: null,
-    timeBased: false,
-    verify: 'none',
-    doVerify: true,
-    randseed: 0x89,
-    ioengine: 'libaio',
-    direct: true,
-    logs: { bw: 'nj', lat: 'nj', iops: 'nj', hist: 'nj', avgMsec: 500, histMsec: 500, histCoarseness: 0, offset: false, perJobLogs: true },
-  });
+    bs: '4k',
+    size: '1m',
+    iodepth: '4',
+    direct: '1',
+    randseed: '137',
+    write_bw_log: 'nj',
+    write_lat_log: 'nj',
+    write_iops_log: 'nj',
+    write_hist_log: 'nj',
+    log_avg_msec: '500',
+    log_hist_msec: '500',
+  }).jobs[0];
   const ios: [number, number, number, number][] = [];
   for (let k = 0; k < 1600; k++) ios.push([k * MS, k * MS + 1000, k * MS + 50_000, 0]);
   const stat = collect(ios, { bwAvgMs: 500, logs: spec.logs }).result(1600 * MS);
@@ -279,25 +274,7 @@ test("status line: fio's layout, model-time rates, the share done and a wall-tim
   t.is(etaToStr(3723), '01h:02m:03s');
   t.is(etaToStr(90_000), '01d:01h:00m:00s');
   t.is(runString(['R', 'R', 'w', '_']), 'R(2)w(1)_(1)');
-  const spec = validateJobSpec({
-    name: 'j',
-    jobIndex: 0,
-    groupId: 0,
-    reportGroupId: 0,
-    rw: 'randread',
-    rwmixreadPct: 50,
-    blockSizeBytes: 4096,
-    sizeBytes: 8 * 1024 * 1024,
-    offsetBytes: 0,
-    iodepth: 8,
-    runtimeNs: null,
-    timeBased: false,
-    verify: 'none',
-    doVerify: true,
-    randseed: 0x89,
-    ioengine: 'libaio',
-    direct: true,
-  });
+  const spec = jobsFromCommandLine({ name: 'j', rw: 'randread', bs: '4k', size: '8m', iodepth: '8', direct: '1', randseed: '137' }).jobs[0];
   const s = new FioStatusLine([spec], 0);
   t.is(s.line([{ completedIos: 0, clockNs: 0 }], 500), 'Jobs: 1 (f=1): [r(1)][-.-%][eta --]\r');
   // 256 of 2048 I/Os (12.5%) in 1 ms of model time and 1 s of wall time: 256k IOPS, 1000 MiB/s, 7 s to go

@@ -72,6 +72,7 @@ import { FlushQueue } from './iommu/flush-queue.js';
 import { bareMetalDmaCosts, IntelIommuDriver } from './iommu/intel-iommu.js';
 import { IovaDomain } from './iommu/iova.js';
 import { Swiotlb } from './iommu/swiotlb.js';
+import { PAGE_CACHE_MAX_REQUESTS } from './job-spec.js';
 import { LastLevelCache } from './mm/llc.js';
 import { PageAllocator, type UserBuffer } from './mm/page-alloc.js';
 import {
@@ -534,6 +535,7 @@ function runJob(g: Guest, slots: FioSlot[]): VcpuJobResult {
       peerWriteSeeds: new Set(init.peerWriteSeeds),
       locks: g.locks,
       unmapLog: init.dmaUnmapLog ? new DmaUnmapLog(init.dmaUnmapLog) : null,
+      ...(init.job.direct ? {} : { pageCache: pageCacheEnv(g) }),
     },
     init.job,
   );
@@ -548,6 +550,23 @@ function runJob(g: Guest, slots: FioSlot[]): VcpuJobResult {
   Atomics.add(g.runState, RUN_VCPUS_DONE, 1);
   Atomics.notify(g.runState, RUN_VCPUS_DONE);
   return result;
+}
+
+/**
+ * A buffered job's page cache: the PRP list pages of its requests (after the
+ * fio slots' in the queue's pool) and the pages it may hold, half the guest's
+ * RAM shared by the VM's vCPUs (a fixed share, so runs repeat whatever the
+ * order the vCPUs start in).
+ */
+function pageCacheEnv(g: Guest): { pages: PageAllocator; prpPages: PrpListPage[]; limitPages: number; endLba: number } {
+  const { job } = g.init;
+  const prpPages: PrpListPage[] = [];
+  for (let r = 0; r < PAGE_CACHE_MAX_REQUESTS; r++) {
+    const gpa = ownQueue(g).prpPoolGpa + (job.iodepth + r) * NVME_CTRL_PAGE_SIZE_BYTES;
+    prpPages.push({ gpa: asGpa(gpa), dmaAddr: asIova(gpa) });
+  }
+  const limitPages = Math.floor(g.pages.totalBytes() / PAGE_SIZE_BYTES / 2 / g.init.vcpuWorkers.length);
+  return { pages: g.pages, prpPages, limitPages, endLba: (job.offsetBytes + job.sizeBytes) / PAGE_SIZE_BYTES };
 }
 
 /**

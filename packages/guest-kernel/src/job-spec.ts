@@ -9,8 +9,8 @@
  * Model limits (fio itself is laxer):
  * - block sizes are multiples of the 4 KiB NVMe LBA of this model, 4 KiB … 2 MiB;
  * - region size and offsets are 4 KiB aligned, and a region holds at least one block;
- * - I/O is always O_DIRECT through libaio (the model has no page cache and
- *   one submission path).
+ * - I/O goes through libaio, O_DIRECT (`direct=1`) or buffered through the
+ *   guest's page cache (`direct=0`, fio's default: `mm/page-cache.ts`).
  */
 import { InputError } from '@vmstack/shm';
 import type { FioLogSpec } from './fio-stat.js';
@@ -50,6 +50,33 @@ export const FIO_DEFAULT_RWMIXREAD_PCT = 50;
 
 export const BLOCK_SIZE_ALLOWED = 'a multiple of 4096 bytes from 4096 to 2 MiB (e.g. 4k, 128k)';
 
+/**
+ * The block sizes of one direction: fio `bs` (min = max), `bsrange`
+ * (min-max: fio draws min + max × r, aligned down to min) or `bssplit`
+ * (each size with its share, percent).
+ */
+export interface BlockSizeSpec {
+  minBytes: number;
+  maxBytes: number;
+  /** bssplit: sizes and shares (summing to 100); empty: bs or bsrange */
+  split: { bytes: number; pct: number }[];
+}
+
+/** A value per direction (fio's `read,write` options). */
+export interface PerDirection {
+  read: number;
+  write: number;
+}
+
+/** fio `random_distribution`: where random offsets fall (non-uniform ones turn the random map off, as in fio). */
+export type RandomDistribution =
+  | { kind: 'random' }
+  | { kind: 'zipf'; theta: number }
+  | { kind: 'pareto'; h: number }
+  | { kind: 'normal'; devPct: number }
+  /** zoned: `accessPct` of the I/O goes to the next `sizePct` of the region, zone after zone */
+  | { kind: 'zoned'; zones: { accessPct: number; sizePct: number }[] };
+
 /** One fio job clone: a `numjobs=N` section becomes N specs, one per vCPU. */
 export interface FioJobSpec {
   /** fio job name (section name, or its `name=`); numjobs clones share it. */
@@ -70,8 +97,31 @@ export interface FioJobSpec {
   rw: RwMode;
   /** Share of reads in `rw`/`randrw`, percent (fio `rwmixread`, default 50). */
   rwmixreadPct: number;
-  /** fio `bs`. */
+  /** the largest block size of either direction: the size of each I/O buffer */
   blockSizeBytes: number;
+  /** fio `bs=r,w`, `bsrange`, `bssplit`, per direction */
+  readBs: BlockSizeSpec;
+  writeBs: BlockSizeSpec;
+  /** fio `loops` (default 1): passes over the job's I/O amount */
+  loops: number;
+  /** fio `io_size`: bytes of I/O per loop; null: `size` */
+  ioSizeBytes: number | null;
+  /** fio `number_ios`: stop after this many I/Os; 0: no limit */
+  numberIos: number;
+  /** fio `random_distribution` (default random: uniform) */
+  randomDistribution: RandomDistribution;
+  /** fio `ramp_time` in model ns: I/O before it is not counted; `runtime` starts after it */
+  rampTimeNs: number;
+  /** fio `thinktime` (model ns; 0: none), of it `thinktime_spin` busy, after every `thinktime_blocks` I/Os */
+  thinktimeNs: number;
+  thinktimeSpinNs: number;
+  thinktimeBlocks: number;
+  /** fio `rate` and `rate_iops` per direction (0: no cap): bytes and I/Os per second */
+  rate: PerDirection;
+  rateIops: PerDirection;
+  /** fio `rate_min` and `rate_iops_min`: a job below them fails (0: none) */
+  rateMin: PerDirection;
+  rateIopsMin: PerDirection;
   /** Size of this job's region (fio `size`). */
   sizeBytes: number;
   /** Start of this job's region: `offset` + jobIndex × `offset_increment`. */
@@ -88,7 +138,22 @@ export interface FioJobSpec {
   /** fio `randseed` (default 0x89). */
   randseed: number;
   ioengine: 'libaio';
-  direct: true;
+  /** fio `direct` (default 0, as in fio): O_DIRECT; false: buffered through the guest's page cache */
+  direct: boolean;
+  /**
+   * fio's random map (default on; `norandommap` turns it off): random offsets
+   * cover every block once per pass over the region, as fio's axmap does; off:
+   * each offset is drawn independently (some blocks twice, some never).
+   */
+  randomMap: boolean;
+  /** fio `fadvise_hint` (default 1): POSIX_FADV_SEQUENTIAL or _RANDOM by `rw`, which sets the page cache's readahead */
+  fadviseHint: boolean;
+  /** fio `end_fsync`: fsync the file when the job's writes are done (buffered I/O: write back every dirty page) */
+  endFsync: boolean;
+  /** fio `fsync=N`: fsync after every N writes; 0: never */
+  fsyncEveryIos: number;
+  /** fio `fdatasync=N`: fdatasync after every N writes; 0: never */
+  fdatasyncEveryIos: number;
   /**
    * fio `filename`: the NVMe drive the job does I/O to, as the guest names it
    * (`/dev/nvme<X>n1`, X the drive's index in its VM); absent: the topology
@@ -106,6 +171,47 @@ export interface FioJobSpec {
   iopsAvgMs?: number;
   /** fio's write_bw_log, write_lat_log, write_iops_log, write_hist_log: what the job logs (absent: no logs) */
   logs?: FioLogSpec;
+}
+
+/**
+ * NVMe commands a buffered job (direct=0) may have in flight for its page
+ * cache (readahead and writeback), besides its iodepth fio slots: each takes a
+ * command id and a PRP list page of its queue.
+ */
+export const PAGE_CACHE_MAX_REQUESTS = 32;
+/**
+ * Pages in one page-cache request: the NVMe driver's queue limit of 127
+ * segments (Linux 5.10 `NVME_MAX_SEGS`), each scattered page-cache page a
+ * segment of its own.
+ */
+export const PAGE_CACHE_MAX_REQUEST_PAGES = 127;
+
+/** NVMe command slots (command ids, PRP list pages) a job's queue needs: its iodepth, plus the page cache's requests when buffered. */
+export function jobNvmeCommandSlots(job: { iodepth: number; direct: boolean }): number {
+  return job.direct ? job.iodepth : job.iodepth + PAGE_CACHE_MAX_REQUESTS;
+}
+
+export const RANDOM_DISTRIBUTION_ALLOWED =
+  'random, zipf:THETA (THETA > 0, not 1), pareto:H (0 < H < 1), normal:DEV (0 < DEV <= 100) or zoned:PCT/PCT[:PCT/PCT...] (access %/size %, each summing to 100)';
+
+function isRandomDistribution(d: RandomDistribution | undefined): boolean {
+  if (!d) return false;
+  switch (d.kind) {
+    case 'random':
+      return true;
+    case 'zipf':
+      return Number.isFinite(d.theta) && d.theta > 0 && d.theta !== 1;
+    case 'pareto':
+      return Number.isFinite(d.h) && d.h > 0 && d.h < 1;
+    case 'normal':
+      return Number.isFinite(d.devPct) && d.devPct > 0 && d.devPct <= 100;
+    case 'zoned': {
+      const sum = (f: (z: { accessPct: number; sizePct: number }) => number) => d.zones.reduce((t, z) => t + f(z), 0);
+      return d.zones.length > 0 && d.zones.length <= 256 && sum((z) => z.accessPct) === 100 && sum((z) => z.sizePct) === 100;
+    }
+    default:
+      return false;
+  }
 }
 
 /** What fio `filename` may be in the model. */
@@ -142,6 +248,20 @@ const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   rw: 'rw',
   rwmixreadPct: 'rwmixread',
   blockSizeBytes: 'bs',
+  readBs: 'bs',
+  writeBs: 'bs',
+  loops: 'loops',
+  ioSizeBytes: 'io_size',
+  numberIos: 'number_ios',
+  randomDistribution: 'random_distribution',
+  rampTimeNs: 'ramp_time',
+  thinktimeNs: 'thinktime',
+  thinktimeSpinNs: 'thinktime_spin',
+  thinktimeBlocks: 'thinktime_blocks',
+  rate: 'rate',
+  rateIops: 'rate_iops',
+  rateMin: 'rate_min',
+  rateIopsMin: 'rate_iops_min',
   sizeBytes: 'size',
   offsetBytes: 'offset',
   iodepth: 'iodepth',
@@ -152,6 +272,11 @@ const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   randseed: 'randseed',
   ioengine: 'ioengine',
   direct: 'direct',
+  randomMap: 'norandommap',
+  fadviseHint: 'fadvise_hint',
+  endFsync: 'end_fsync',
+  fsyncEveryIos: 'fsync',
+  fdatasyncEveryIos: 'fdatasync',
   filename: 'filename',
   verifyPattern: 'verify_pattern',
   verifyFatal: 'verify_fatal',
@@ -186,6 +311,25 @@ export function validateJobSpec(spec: FioJobSpec, writtenAs: JobSpecWrittenAs = 
   if (!isCount(bs) || bs < MIN_BLOCK_SIZE_BYTES || bs > MAX_BLOCK_SIZE_BYTES || !isLbaAligned(bs)) {
     fail('blockSizeBytes', `${BLOCK_SIZE_ALLOWED}; the model's NVMe namespace has 4 KiB logical blocks`);
   }
+  for (const key of ['readBs', 'writeBs'] as const) {
+    const b = spec[key];
+    const sizes = [b?.minBytes, b?.maxBytes, ...(b?.split ?? []).map((x) => x.bytes)];
+    const okSize = (x: unknown) => isCount(x) && x >= MIN_BLOCK_SIZE_BYTES && x <= MAX_BLOCK_SIZE_BYTES && isLbaAligned(x);
+    if (!b || !sizes.every(okSize) || b.minBytes > b.maxBytes || b.maxBytes > bs) fail(key, `${BLOCK_SIZE_ALLOWED}, min <= max`);
+    if (b.split.length > 0 && b.split.reduce((t, x) => t + x.pct, 0) !== 100) fail(key, 'bssplit shares adding up to 100');
+  }
+  if (!isCount(spec.loops) || spec.loops < 1) fail('loops', 'a whole number >= 1');
+  if (spec.ioSizeBytes !== null && (!isCount(spec.ioSizeBytes) || spec.ioSizeBytes === 0)) fail('ioSizeBytes', 'a size > 0');
+  if (!isCount(spec.numberIos)) fail('numberIos', 'a whole number >= 0 (0: no limit)');
+  if (!isRandomDistribution(spec.randomDistribution)) fail('randomDistribution', RANDOM_DISTRIBUTION_ALLOWED);
+  if (!isCount(spec.rampTimeNs)) fail('rampTimeNs', 'a duration >= 0');
+  if (!isCount(spec.thinktimeNs)) fail('thinktimeNs', 'a duration >= 0 (microseconds without a unit, as in fio)');
+  if (!isCount(spec.thinktimeSpinNs) || spec.thinktimeSpinNs > spec.thinktimeNs) fail('thinktimeSpinNs', 'a duration from 0 to thinktime');
+  if (!isCount(spec.thinktimeBlocks) || spec.thinktimeBlocks < 1) fail('thinktimeBlocks', 'a whole number >= 1');
+  for (const key of ['rate', 'rateIops', 'rateMin', 'rateIopsMin'] as const) {
+    const v = spec[key];
+    if (!v || !isCount(v.read) || !isCount(v.write)) fail(key, 'a whole number >= 0 per direction (read[,write]); 0: none');
+  }
   const size = spec.sizeBytes;
   if (!isCount(size) || size < bs || !isLbaAligned(size)) {
     fail('sizeBytes', `a multiple of 4096 bytes, at least one block (bs = ${bs} bytes), e.g. 64m`);
@@ -207,7 +351,12 @@ export function validateJobSpec(spec: FioJobSpec, writtenAs: JobSpecWrittenAs = 
   if (typeof spec.doVerify !== 'boolean') fail('doVerify', '0 or 1');
   if (!isCount(spec.randseed)) fail('randseed', `a whole number from 0 to ${Number.MAX_SAFE_INTEGER}`);
   if (spec.ioengine !== 'libaio') fail('ioengine', 'libaio (the only submission path modelled)');
-  if (spec.direct !== true) fail('direct', 'direct=1: the model has no page cache');
+  if (typeof spec.direct !== 'boolean') fail('direct', '0 (buffered, through the page cache) or 1 (O_DIRECT)');
+  if (typeof spec.randomMap !== 'boolean') fail('randomMap', 'set or unset');
+  if (typeof spec.fadviseHint !== 'boolean') fail('fadviseHint', '0 or 1');
+  if (typeof spec.endFsync !== 'boolean') fail('endFsync', '0 or 1');
+  if (!isCount(spec.fsyncEveryIos)) fail('fsyncEveryIos', 'a whole number of writes >= 0 (0: never)');
+  if (!isCount(spec.fdatasyncEveryIos)) fail('fdatasyncEveryIos', 'a whole number of writes >= 0 (0: never)');
   if (spec.filename !== undefined && (typeof spec.filename !== 'string' || nvmeFilenameDevice(spec.filename) === null)) fail('filename', NVME_FILENAME_ALLOWED);
   return spec;
 }

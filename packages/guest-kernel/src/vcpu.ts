@@ -1,6 +1,14 @@
 /**
- * One guest vCPU running one fio job (libaio, direct=1): submit up to
- * iodepth I/Os, take NVMe interrupts, complete, verify, resubmit.
+ * One guest vCPU running one fio job (libaio): submit up to iodepth I/Os,
+ * take NVMe interrupts, complete, verify, resubmit. With direct=1 each fio
+ * I/O is one NVMe command on fio's own buffer; with direct=0 the I/O is a
+ * copy to or from the page cache (`mm/page-cache.ts`) inside the system
+ * call, and the NVMe commands are the cache's readahead and writeback
+ * requests (command ids after the fio slots'), sent and completed on the
+ * same queue. What each I/O is (direction, offset, length) and when the job
+ * is done comes from `fio/io-pattern.ts`; rate, rate_iops and thinktime hold
+ * the next submission back, ramp_time keeps early completions out of the
+ * statistics.
  *
  * Clock rules (virtual mode): before each action at model time `now` the
  * vCPU takes every interrupt stamped ≤ now, which needs the device's bound
@@ -41,11 +49,13 @@ import {
 } from '@vmstack/shm';
 import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
 import type { DmaIommu, DmaMapping } from './dma.js';
+import { FioIoPattern } from './fio/io-pattern.js';
 import { type FioJobStat, FioStatCollector } from './fio-stat.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import { IommuMapNoMemError } from './iommu/domain-ops.js';
-import { type FioJobSpec, fioJobWrites, fioWriteSeed } from './job-spec.js';
-import type { UserBuffer } from './mm/page-alloc.js';
+import { type FioJobSpec, fioJobWrites, fioWriteSeed, PAGE_CACHE_MAX_REQUESTS } from './job-spec.js';
+import type { PageAllocator, UserBuffer } from './mm/page-alloc.js';
+import { PageCache, type PageCacheBlockIo, type PageCacheStats } from './mm/page-cache.js';
 import { type NvmeBar, type NvmeQueuePair, nvme_next_cqe, nvme_queue_rw, nvme_write_doorbell, type PrpListPage } from './nvme/nvme-pci.js';
 import type { Profiler } from './profile.js';
 
@@ -73,6 +83,8 @@ export interface VcpuCosts {
   guestIrqDeliveryNs: number;
   nvmeIrqPerCqeNs: number;
   fioReapPerIoNs: number;
+  memcpyBytesPerNs: number;
+  pageCachePerPageNs: number;
 }
 
 export interface DirectionStats {
@@ -99,6 +111,8 @@ export interface VcpuJobResult {
   loopWallMs: number;
   /** fio's statistics of the job, as fio keeps them */
   stat: FioJobStat;
+  /** buffered jobs (direct=0): what the page cache did; null with O_DIRECT */
+  pageCache: PageCacheStats | null;
 }
 
 interface Slot {
@@ -113,6 +127,13 @@ interface Slot {
   submitNs: number;
   issueNs: number;
   verifyPhase: boolean;
+}
+
+/** An NVMe command of the page cache (readahead or writeback), command id iodepth + its index. */
+interface KernelRequest {
+  prpPage: PrpListPage;
+  mapping: DmaMapping | null;
+  done: ((status: number) => void) | null;
 }
 
 class Dir {
@@ -185,6 +206,8 @@ export interface VcpuEnv {
   locks: LockTable;
   /** `vmstack attack`: where each I/O buffer's unmap is logged for the attacking device (an instrument: no model time) */
   unmapLog?: DmaUnmapLog | null;
+  /** buffered jobs: the guest's page allocator (page-cache pages), the PRP list pages of the page cache's requests, and its page limit */
+  pageCache?: { pages: PageAllocator; prpPages: PrpListPage[]; limitPages: number; endLba: number };
 }
 
 export class Vcpu {
@@ -197,7 +220,6 @@ export class Vcpu {
   private corrupt = 0;
   private overwritten = 0;
   private errors = 0;
-  private issued = 0;
   private inflight = 0;
   /**
    * A request nvme_queue_rq answered BLK_STS_RESOURCE (its DMA map ran out of
@@ -208,17 +230,27 @@ export class Vcpu {
   /** the requeued request waits for a completion (blk-mq's SCHED_RESTART) */
   private resourceWait = false;
   private phase: 'main' | 'verify' = 'main';
-  private verifyIssued = 0;
-  private readonly rng: () => number;
-  private readonly totalIos: number;
+  /** the verify phase reads the region back from its start, in chunks of the largest write size */
+  private verifyPos = 0;
+  private readonly pattern: FioIoPattern;
   private readonly regionBlocks: number;
-  private readonly bsBlocks: number;
+  private readonly verifyBlocks: number;
   private readonly deadlineNs: number;
+  /** fio's ramp_time: I/O completing before this is not counted */
+  private readonly rampEndNs: number;
+  /** pacing (rate, rate_iops, thinktime): the next I/O waits until this model time; NEVER: not paced */
+  private paceNs = NEVER_NS;
+  private thinkUntilNs = 0;
+  private thinkPending = false;
+  private iosSinceThink = 0;
+  private readonly issuedBytes = { read: 0, write: 0 };
+  private readonly issuedIos = { read: 0, write: 0 };
   private readonly verifyAlgo: VerifyAlgo;
   /** fio's verify_pattern, the bytes written and checked (absent: the per-seed payload) */
   private readonly verifyPattern: Uint8Array | undefined;
   /** verify_backlog: completed writes not yet read back, and how many of them to read back now */
   private readonly backlog: number[] = [];
+  private readonly backlogBlocks: number[] = [];
   private backlogVerifying = 0;
   /** verify_fatal: a verify failure ends the job */
   private stopped = false;
@@ -229,6 +261,14 @@ export class Vcpu {
   /** the job is over: the other vCPUs stop waiting for this one */
   private finished = false;
   private readonly stat: FioStatCollector;
+  /** buffered I/O (direct=0): the page cache and its NVMe requests */
+  private readonly pageCache: PageCache | null = null;
+  private readonly kernelRequests: KernelRequest[] = [];
+  private readonly freeKernelRequests: number[] = [];
+  /** page-cache requests completed so far (a wait returns once one more has) */
+  private kernelCompletions = 0;
+  private writesSinceSync = 0;
+  private idleNs = 0;
 
   constructor(
     private readonly env: VcpuEnv,
@@ -247,18 +287,35 @@ export class Vcpu {
       verifyPhase: false,
     }));
     for (let i = this.slots.length - 1; i >= 0; i--) this.free.push(i);
-    this.rng = mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0);
-    this.bsBlocks = job.blockSizeBytes / BLOCK_BYTES;
+    this.pattern = new FioIoPattern(job, mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0));
     this.regionBlocks = Math.floor(job.sizeBytes / BLOCK_BYTES);
-    this.totalIos = Math.floor(job.sizeBytes / job.blockSizeBytes);
+    this.verifyBlocks = job.writeBs.maxBytes / BLOCK_BYTES;
     this.startNs = env.clock.nowNs();
     this.writeSeed = fioWriteSeed(job);
-    this.deadlineNs = job.runtimeNs ? this.startNs + job.runtimeNs : NEVER_NS;
+    // fio's runtime starts once ramp_time is over
+    this.rampEndNs = this.startNs + job.rampTimeNs;
+    this.deadlineNs = job.runtimeNs ? this.rampEndNs + job.runtimeNs : NEVER_NS;
     this.stat = new FioStatCollector(this.startNs, job.bwAvgMs, job.iopsAvgMs, job.logs, job.blockSizeBytes);
     this.verifyAlgo = job.verify === 'none' ? 'none' : job.verify;
     this.verifyPattern = job.verifyPattern && job.verifyPattern.length > 0 ? Uint8Array.from(job.verifyPattern) : undefined;
     this.peerWatchers = env.otherVcpus.map((v, i) => [env.peerDevices[i], env.self, ...env.otherVcpus.filter((u) => u !== v)]);
     this.peerDeviceEots = new Float64Array(env.otherVcpus.length);
+    const random = job.rw === 'randread' || job.rw === 'randwrite' || job.rw === 'randrw';
+    if (!job.direct) {
+      const pc = env.pageCache;
+      if (!pc) throw new Error('vcpu: a buffered job (direct=0) without its page cache');
+      pc.prpPages.forEach((prpPage, r) => {
+        this.kernelRequests.push({ prpPage, mapping: null, done: null });
+        this.freeKernelRequests.push(PAGE_CACHE_MAX_REQUESTS - 1 - r);
+      });
+      const io: PageCacheBlockIo = { submit_bio: (isRead, lba, gpas, done) => this.submit_bio(isRead, lba, gpas, done), wait: () => this.blockIoWait() };
+      this.pageCache = new PageCache(io, pc.pages, env.clock, env.costs, env.mem.u8, {
+        limitPages: pc.limitPages,
+        endLba: pc.endLba,
+        fadvise: job.fadviseHint ? (random ? 'random' : 'sequential') : 'none',
+        rng: mulberry32Float((job.randseed ^ 0x70a9e) + job.jobIndex),
+      });
+    }
   }
 
   private publish(ns: number): void {
@@ -330,10 +387,17 @@ export class Vcpu {
   /** Take every interrupt stamped ≤ now (waits until the device can send none earlier). */
   private takeInterrupts(): void {
     const now = this.env.clock.nowNs();
+    // no command of ours is outstanding: the device has no interrupt to send us (a buffered job between
+    // its page cache's requests acts many times without one, and need not wait for the device each time)
+    if (this.inflight === 0 && this.freeKernelRequests.length === this.kernelRequests.length && this.env.irqs.available() === 0) return;
     if (this.virtual) {
       // our own EOT must be current, or the device may be waiting on us while we wait on it
       this.publish(now);
       // strictly past now: a device whose EOT is `now` may still raise an interrupt stamped `now`
+      // A parked device wakes when the vCPUs pass the time it needs for its next completion; a vCPU that runs
+      // past the device's lookahead before that (a buffered job copying while its readahead is in flight)
+      // wakes it, so it publishes a bound from our new EOT
+      if (this.deviceBound() <= now) this.env.control.event(this.env.deviceWorker).notify();
       this.env.platform.awaitBound(now + 1, () => this.deviceBound());
     }
     const irqs = this.env.irqs;
@@ -369,6 +433,10 @@ export class Vcpu {
   }
 
   private completeIo(cid: number, status: number): void {
+    if (cid >= this.slots.length) {
+      this.completeKernelRequest(cid - this.slots.length, status);
+      return;
+    }
     const s = this.slots[cid];
     const clock = this.env.clock;
     if (s.mapping) {
@@ -376,6 +444,13 @@ export class Vcpu {
       if (this.env.unmapLog) for (const seg of s.mapping.dmaSegments) this.env.unmapLog.append('unmap', seg.dmaAddr, seg.lenBytes, clock.nowNs());
     }
     s.mapping = null;
+    this.finishIo(cid, status);
+  }
+
+  /** fio reaps an I/O: verify what a read brought, count it, free its slot. */
+  private finishIo(cid: number, status: number): void {
+    const s = this.slots[cid];
+    const clock = this.env.clock;
     clock.charge(this.env.costs.fioReapPerIoNs);
     const now = clock.nowNs();
     if (status !== 0) this.errors++;
@@ -400,34 +475,97 @@ export class Vcpu {
         else this.corrupt++;
       }
     }
-    if (!s.isRead && status === 0 && this.job.verifyBacklog) {
+    if (!s.isRead && status === 0 && this.job.verifyBacklog && !s.verifyPhase) {
       // verify_backlog: every verifyBacklog written blocks are read back before more are written
       this.backlog.push(s.lba);
+      this.backlogBlocks.push(s.blocks);
       if (this.backlogVerifying === 0 && this.backlog.length >= this.job.verifyBacklog) this.backlogVerifying = this.backlog.length;
     }
     const d = s.isRead ? this.read : this.write;
-    // fio counts the verify phase's reads in the read statistics; the count also feeds the status line
+    // the count feeds the status line
     this.env.control.noteProgress(this.env.self);
-    this.stat.completed(now, s.isRead ? 0 : 1, s.blocks * BLOCK_BYTES, s.lba * BLOCK_BYTES, s.submitNs, s.issueNs);
-    d.ios++;
-    d.ioBytes += s.blocks * BLOCK_BYTES;
-    d.lastCompleteNs = now;
-    d.clat.recordValue(Math.max(1, now - s.issueNs));
-    d.lat.recordValue(Math.max(1, now - s.submitNs));
-    d.slat.recordValue(Math.max(1, s.issueNs - s.submitNs));
+    // fio counts the verify phase's reads in the read statistics, and nothing that completes during ramp_time
+    if (s.verifyPhase || now >= this.rampEndNs) {
+      if (d.firstSubmitNs < 0) d.firstSubmitNs = Math.max(s.submitNs, this.rampEndNs);
+      this.stat.completed(now, s.isRead ? 0 : 1, s.blocks * BLOCK_BYTES, s.lba * BLOCK_BYTES, s.submitNs, s.issueNs);
+      d.ios++;
+      d.ioBytes += s.blocks * BLOCK_BYTES;
+      d.lastCompleteNs = now;
+      d.clat.recordValue(Math.max(1, now - s.issueNs));
+      d.lat.recordValue(Math.max(1, now - s.submitNs));
+      d.slat.recordValue(Math.max(1, s.issueNs - s.submitNs));
+    }
     this.inflight--;
     this.free.push(cid);
     this.resourceWait = false;
   }
 
   private canSubmit(): boolean {
+    this.paceNs = NEVER_NS;
     if (this.stopped) return false;
     if (this.requeued >= 0) return !this.resourceWait;
     if (this.free.length === 0) return false;
     if (this.backlogVerifying > 0) return true;
-    if (this.phase === 'verify') return !this.job.verifyBacklog && this.verifyIssued < this.regionBlocks / this.bsBlocks;
-    if (this.deadlineNs !== NEVER_NS) return this.env.clock.nowNs() < this.deadlineNs && (this.job.timeBased || this.issued < this.totalIos);
-    return this.issued < this.totalIos;
+    if (this.phase === 'verify') return !this.job.verifyBacklog && this.verifyPos < this.regionBlocks;
+    const now = this.env.clock.nowNs();
+    if (this.deadlineNs !== NEVER_NS && now >= this.deadlineNs) return false;
+    const io = this.pattern.peek();
+    if (io === null) return false;
+    if (this.thinkPending) {
+      // fio's handle_thinktime: wait for the I/O in flight, spin the busy part, sleep the rest
+      if (this.inflight > 0) return false;
+      this.thinkPending = false;
+      this.env.clock.charge(this.job.thinktimeSpinNs);
+      this.thinkUntilNs = this.env.clock.nowNs() + this.job.thinktimeNs - this.job.thinktimeSpinNs;
+    }
+    const t = Math.max(this.thinkUntilNs, this.rateNextNs(io.isRead));
+    if (this.env.clock.nowNs() < t) {
+      this.paceNs = Math.min(t, this.deadlineNs);
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * fio's rate and rate_iops: the earliest model time the next I/O of a
+   * direction may go, so that what the direction issued since the start
+   * keeps to its cap.
+   */
+  private rateNextNs(isRead: boolean): number {
+    const dir = isRead ? 'read' : 'write';
+    const rate = this.job.rate[dir];
+    const iops = this.job.rateIops[dir];
+    let t = 0;
+    if (rate > 0) t = Math.max(t, this.startNs + Math.ceil((this.issuedBytes[dir] * 1e9) / rate));
+    if (iops > 0) t = Math.max(t, this.startNs + Math.ceil((this.issuedIos[dir] * 1e9) / iops));
+    return t;
+  }
+
+  /** Count an issued I/O for the rate caps and thinktime_blocks. */
+  private noteIssued(isRead: boolean, bytes: number): void {
+    const dir = isRead ? 'read' : 'write';
+    this.issuedBytes[dir] += bytes;
+    this.issuedIos[dir]++;
+    if (this.job.thinktimeNs > 0 && ++this.iosSinceThink >= this.job.thinktimeBlocks) {
+      this.iosSinceThink = 0;
+      this.thinkPending = true;
+    }
+  }
+
+  /** fio's rate_min and rate_iops_min: a direction below its minimum fails the job. */
+  private rateMinMissed(): number {
+    let missed = 0;
+    for (const [dir, d] of [
+      ['read', this.read],
+      ['write', this.write],
+    ] as const) {
+      const seconds = (d.lastCompleteNs - Math.max(0, d.firstSubmitNs)) / 1e9;
+      if (seconds <= 0) continue;
+      const min = this.job.rateMin[dir];
+      const minIops = this.job.rateIopsMin[dir];
+      if ((min > 0 && d.ioBytes / seconds < min) || (minIops > 0 && d.ios / seconds < minIops)) missed++;
+    }
+    return missed;
   }
 
   private submitIo(): void {
@@ -441,32 +579,43 @@ export class Vcpu {
     const job = this.job;
     const cid = this.free.pop()!;
     const s = this.slots[cid];
-    const rw = job.rw;
     const fromBacklog = this.backlogVerifying > 0 ? this.backlog.shift() : undefined;
+    const backlogBlocks = fromBacklog !== undefined ? this.backlogBlocks.shift()! : 0;
     if (fromBacklog !== undefined) this.backlogVerifying--;
     let isRead: boolean;
-    if (this.phase === 'verify' || fromBacklog !== undefined) isRead = true;
-    else if (rw === 'read' || rw === 'randread') isRead = true;
-    else if (rw === 'write' || rw === 'randwrite') isRead = false;
-    else isRead = this.rng() * 100 < job.rwmixreadPct;
-    const random = rw === 'randread' || rw === 'randwrite' || rw === 'randrw';
-    const ioIndex = fromBacklog !== undefined ? 0 : this.phase === 'verify' ? this.verifyIssued++ : this.issued++;
-    const ioCount = Math.max(1, Math.floor(this.regionBlocks / this.bsBlocks));
-    const k = random && this.phase !== 'verify' && fromBacklog === undefined ? Math.floor(this.rng() * ioCount) : ioIndex % ioCount;
-    const lba = fromBacklog ?? job.offsetBytes / BLOCK_BYTES + k * this.bsBlocks;
+    let lba: number;
+    if (fromBacklog !== undefined) {
+      isRead = true;
+      lba = fromBacklog;
+      s.blocks = backlogBlocks;
+    } else if (this.phase === 'verify') {
+      isRead = true;
+      lba = job.offsetBytes / BLOCK_BYTES + this.verifyPos;
+      s.blocks = Math.min(this.verifyBlocks, this.regionBlocks - this.verifyPos);
+      this.verifyPos += s.blocks;
+    } else {
+      const io = this.pattern.next()!;
+      isRead = io.isRead;
+      lba = io.lba;
+      s.blocks = io.blocks;
+    }
     s.isRead = isRead;
     s.lba = lba;
-    s.blocks = this.bsBlocks;
     s.verifyPhase = this.phase === 'verify' || fromBacklog !== undefined;
     s.submitNs = clock.nowNs();
     const d = isRead ? this.read : this.write;
-    if (d.firstSubmitNs < 0) d.firstSubmitNs = s.submitNs;
+    if (d.firstSubmitNs < 0 && !s.verifyPhase && s.submitNs >= this.rampEndNs) d.firstSubmitNs = s.submitNs;
+    if (!s.verifyPhase) this.noteIssued(isRead, s.blocks * BLOCK_BYTES);
     if (!isRead) {
       // fio fills the buffer before io_submit (verify headers when verifying)
       for (let b = 0; b < s.blocks; b++) {
         fillBlock(this.env.mem.u8, s.buffer.pageGpas[b], lba + b, this.writeSeed, this.verifyAlgo, this.verifyPattern);
         this.writtenLbas.add(lba + b);
       }
+    }
+    if (this.pageCache) {
+      this.submitBuffered(cid, s, this.pageCache);
+      return;
     }
     clock.charge(this.env.costs.fioSubmitNs + s.blocks * this.env.costs.guestPinUserPagePerPageNs);
     this.nvme_queue_rq(cid);
@@ -479,9 +628,11 @@ export class Vcpu {
     const isRead = s.isRead;
     this.env.profiler.enter();
     // the device writes memory on a read, reads it on a write
+    // an I/O shorter than the buffer (bsrange, bssplit, bs=r,w) maps only its own pages
+    const segments = s.blocks === s.segments.length ? s.segments : s.segments.slice(0, s.blocks);
     const mapFromNs = clock.nowNs();
     try {
-      s.mapping = this.env.dma.iommu_dma_map_sg(s.segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
+      s.mapping = this.env.dma.iommu_dma_map_sg(segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
     } catch (e) {
       if (!(e instanceof IommuMapNoMemError)) throw e;
       this.env.profiler.exit('nvme_queue_rq');
@@ -502,25 +653,160 @@ export class Vcpu {
     this.env.profiler.exit('nvme_queue_rq');
   }
 
+  /** The earliest timer: the lazy flush queue's, the bounce pool's, the page cache flusher's. */
+  private nextTimerNs(): number {
+    const t = Math.min(this.env.dma.nextTimerNs(), this.paceNs);
+    return this.pageCache ? Math.min(t, this.pageCache.nextTimerNs()) : t;
+  }
+
+  /** Run the timers that are due; true if one was. */
+  private runTimers(): boolean {
+    const now = this.env.clock.nowNs();
+    let ran = false;
+    if (this.env.dma.nextTimerNs() <= now) {
+      this.env.dma.runTimers();
+      ran = true;
+    }
+    if (this.pageCache && this.pageCache.nextTimerNs() <= now) {
+      this.pageCache.runTimers();
+      ran = true;
+    }
+    return ran;
+  }
+
+  /** Idle: nothing to do until the next interrupt or timer; the clock moves to it. */
+  private idleWait(): void {
+    const clock = this.env.clock;
+    const idleFromNs = clock.nowNs();
+    const timerNs = this.nextTimerNs();
+    // the timer goes out before the idle EOT: a peer that sees us idle knows when we act on it
+    this.env.control.publishTimer(this.env.self, timerNs);
+    this.publish(NEVER_NS);
+    this.stat.slept();
+    const irqs = this.env.irqs;
+    const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() > timerNs;
+    this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);
+    if (irqs.available() > 0 && irqs.timestampAt(irqs.offsetAt(0)) <= timerNs) clock.advanceTo(irqs.timestampAt(irqs.offsetAt(0)));
+    else clock.advanceTo(timerNs);
+    this.idleNs += clock.nowNs() - idleFromNs;
+    this.publish(clock.nowNs());
+  }
+
+  // ---- buffered I/O (direct=0) -------------------------------------------
+
+  /**
+   * A buffered fio I/O: the kernel copies between the user buffer and the
+   * page cache inside the system call (readahead and writeback go to the
+   * drive as the page cache's own requests), so the I/O is complete when
+   * the call returns, as libaio's io_submit does for buffered files.
+   */
+  private submitBuffered(cid: number, s: Slot, pc: PageCache): void {
+    const clock = this.env.clock;
+    clock.charge(this.env.costs.fioSubmitNs);
+    s.issueNs = clock.nowNs();
+    this.inflight++;
+    this.env.profiler.enter();
+    let status = 0;
+    if (s.isRead) {
+      if (!pc.filemap_read(s.lba, s.blocks, s.buffer.pageGpas)) status = 1;
+      this.env.profiler.exit('filemap_read', s.blocks * BLOCK_BYTES);
+    } else {
+      pc.generic_perform_write(s.lba, s.blocks, s.buffer.pageGpas);
+      this.env.profiler.exit('generic_perform_write', s.blocks * BLOCK_BYTES);
+      this.writesSinceSync++;
+      const every = this.job.fsyncEveryIos || this.job.fdatasyncEveryIos;
+      if (every > 0 && this.writesSinceSync >= every) {
+        this.writesSinceSync = 0;
+        if (!this.fsync(pc)) status = 1;
+      }
+    }
+    this.finishIo(cid, status);
+  }
+
+  /** fsync/fdatasync of the drive: every dirty page written back and waited for (the drive's volatile cache is not modelled). */
+  private fsync(pc: PageCache): boolean {
+    this.env.profiler.enter();
+    const ok = pc.vfs_fsync_range();
+    this.env.profiler.exit('vfs_fsync_range');
+    return ok;
+  }
+
+  /** The block layer's submission of a page-cache request: map the pages for DMA and queue one NVMe command. */
+  private submit_bio(isRead: boolean, lba: number, pageGpas: readonly number[], done: (status: number) => void): boolean {
+    const r = this.freeKernelRequests.pop();
+    if (r === undefined) return false;
+    const req = this.kernelRequests[r];
+    const clock = this.env.clock;
+    this.env.profiler.enter();
+    const segments = pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_SIZE_BYTES }));
+    req.mapping = this.env.dma.iommu_dma_map_sg(segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
+    req.done = done;
+    clock.charge(this.env.costs.nvmeQueueRqNs + pageGpas.length * this.env.costs.nvmeSetupPrpPerPageNs);
+    const cid = this.slots.length + r;
+    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, pageGpas.length * BLOCK_BYTES, dmaPages(req.mapping), req.prpPage);
+    this.ringDoorbell(DOORBELL_SQ_TAIL, tail);
+    this.env.profiler.exit('nvme_queue_rq');
+    this.publish(clock.nowNs());
+    return true;
+  }
+
+  private completeKernelRequest(r: number, status: number): void {
+    const req = this.kernelRequests[r];
+    if (req.mapping) this.env.dma.iommu_dma_unmap_sg(req.mapping);
+    req.mapping = null;
+    const done = req.done;
+    req.done = null;
+    this.freeKernelRequests.push(r);
+    this.kernelCompletions++;
+    if (status !== 0) this.errors++;
+    done?.(status);
+  }
+
+  /** The page cache waits (for a page, a free request, writeback): until a request completes or a timer runs. */
+  private blockIoWait(): void {
+    const before = this.kernelCompletions;
+    for (;;) {
+      faultCheckpoint(this.env.clock.nowNs());
+      this.takeInterrupts();
+      const ranTimer = this.runTimers();
+      if (this.kernelCompletions !== before || ranTimer) return;
+      this.idleWait();
+    }
+  }
+
+  /** fio before its verify phase, and end_fsync: sync the file, then (verify) drop its cache so the reads come from the drive. */
+  private syncBeforeVerify(pc: PageCache): void {
+    if (!this.fsync(pc)) this.errors++;
+    pc.invalidate_mapping_pages();
+  }
+
   run(): VcpuJobResult {
     const clock = this.env.clock;
     // the vCPU is busy except while it waits, idle, for an interrupt (busy-polling the VMM counts as busy)
-    let idleNs = 0;
     const wallStart = performance.now();
     this.publish(clock.nowNs());
+    let endFsyncDone = false;
     for (;;) {
       faultCheckpoint(clock.nowNs());
       this.takeInterrupts();
-      if (this.env.dma.nextTimerNs() <= clock.nowNs()) this.env.dma.runTimers();
+      this.runTimers();
       if (this.canSubmit()) {
         this.quantumGate(clock.nowNs());
         this.submitIo();
         this.publish(clock.nowNs());
         continue;
       }
-      if (this.inflight === 0) {
+      if (this.inflight === 0 && this.paceNs === NEVER_NS) {
+        if (this.phase === 'main' && this.pageCache && this.job.endFsync && !endFsyncDone && this.write.ios > 0) {
+          // fio's end_fsync: part of the job's time (fio's write runtime ends after it)
+          endFsyncDone = true;
+          if (!this.fsync(this.pageCache)) this.errors++;
+          this.write.lastCompleteNs = Math.max(this.write.lastCompleteNs, clock.nowNs());
+          continue;
+        }
         if (this.phase === 'main' && this.job.verify !== 'none' && this.job.doVerify && this.write.ios > 0 && !this.stopped) {
           this.phase = 'verify';
+          if (this.pageCache) this.syncBeforeVerify(this.pageCache);
           // with verify_backlog the end of the job reads back what the backlog has not
           if (this.job.verifyBacklog) this.backlogVerifying = this.backlog.length;
           continue;
@@ -528,21 +814,16 @@ export class Vcpu {
         break;
       }
       // idle: nothing to submit until a completion; wait for the next interrupt (or the flush timer)
-      const idleFromNs = clock.nowNs();
-      const timerNs = this.env.dma.nextTimerNs();
-      // the timer goes out before the idle EOT: a peer that sees us idle knows when we act on it
-      this.env.control.publishTimer(this.env.self, timerNs);
-      this.publish(NEVER_NS);
-      this.stat.slept();
-      const irqs = this.env.irqs;
-      const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() > timerNs;
-      this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);
-      if (irqs.available() > 0 && irqs.timestampAt(irqs.offsetAt(0)) <= timerNs) clock.advanceTo(irqs.timestampAt(irqs.offsetAt(0)));
-      else clock.advanceTo(timerNs);
-      idleNs += clock.nowNs() - idleFromNs;
-      this.publish(clock.nowNs());
+      this.idleWait();
     }
     const endNs = clock.nowNs();
+    this.errors += this.rateMinMissed();
+    const busyNs = endNs - this.startNs - this.idleNs;
+    if (this.pageCache) {
+      // after the job: the flusher writes what is still dirty back to the drive, and the cache is dropped
+      if (!this.pageCache.vfs_fsync_range()) this.errors++;
+      this.pageCache.release();
+    }
     // flush what the lazy flush queue still holds (the job is over: not counted in it), with our
     // EOT still published, so its locks, too, are granted in model-time order
     this.env.dma.quiesce();
@@ -555,9 +836,10 @@ export class Vcpu {
       errors: this.errors,
       startNs: this.startNs,
       endNs,
-      busyNs: endNs - this.startNs - idleNs,
+      busyNs,
       loopWallMs: performance.now() - wallStart,
       stat: this.stat.result(endNs),
+      pageCache: this.pageCache ? { ...this.pageCache.stats } : null,
     };
   }
 }

@@ -99,6 +99,13 @@ export const PROFILE_KEYS = [
   },
   { key: 'memsetBytesPerNs', unit: 'bytes/ns', min: 0.1, max: 400, description: 'single-core memset bandwidth (bytes per ns = GB/s)' },
   { key: 'guestPageAllocNs', unit: 'ns', min: 0, max: 100_000, description: 'alloc_pages + free of one 4 KiB page' },
+  {
+    key: 'pageCachePerPageNs',
+    unit: 'ns',
+    min: 0,
+    max: 100_000,
+    description: 'page cache, per 4 KiB page looked up, added or dropped: xarray walk, page reference, LRU (buffered I/O, direct=0)',
+  },
   { key: 'bouncePoolListOpNs', unit: 'ns', min: 0, max: 10_000, description: 'bounce pool: per-class lock + one list push or pop' },
   { key: 'flushQueueAddNs', unit: 'ns', min: 0, max: 10_000, description: 'adding one entry to the lazy per-CPU flush queue' },
   { key: 'swiotlbSlotSearchNs', unit: 'ns', min: 0, max: 1_000_000, description: 'finding free swiotlb slots under its lock' },

@@ -144,7 +144,15 @@ export async function compareCommand(a: CompareArgs): Promise<void> {
     const tasks: JobTask[] = plan.cells
       ? plan.cells.map((cell) => ({ kind: 'compare-stack', cell }))
       : plan.tasks.map((cell) => ({ kind: 'compare-cell', cell }));
-    process.stdout.write(emitJobs(a.emitJobs, { command: 'compare', context: plan.context, tasks, profilePath: plan.profilePath, parallel: a.parallel === undefined ? tasks.length : parallel }));
+    process.stdout.write(
+      emitJobs(a.emitJobs, {
+        command: 'compare',
+        context: plan.context,
+        tasks,
+        profilePath: plan.profilePath,
+        parallel: a.parallel === undefined ? tasks.length : parallel,
+      }),
+    );
     return;
   }
   const results: CompareResult[] = [];

@@ -20,7 +20,7 @@ import { totalmem } from 'node:os';
 import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import { type CallTreeNode, type ClockMode, DEFAULT_PROFILE_PATH, type FaultSpec, InputError, loadProfile, MAX_WORKERS, mergeCallTrees } from '@vmstack/shm';
 import type { VmmPath } from '@vmstack/vmm';
-import { type JobFile, readJobFile } from '../fio/jobfile.js';
+import { DEFAULT_FIO_KEYWORDS, type FioKeywords, type JobFile, readJobFile } from '../fio/jobfile.js';
 import { jobsFromCommandLine, jobsFromJobFile } from '../fio/options.js';
 import { parseCount, parseSizeBytes, parseTimeNs } from '../fio/sizes.js';
 import { applyGroupReporting } from '../report/fio-group.js';
@@ -108,12 +108,18 @@ export interface RunOptions {
  * door (see the header) except the --output path.
  */
 export function runOptionsOf(args: RunArgs): RunOptions {
-  const defaults = { rw: 'read', bs: '4k', iodepth: '1', size: '64m' };
-  const parsed = args.jobfile
-    ? jobsFromJobFile(jobFileSections(args.jobfile, args.sections), { overrides: args.fio, defaults })
-    : args.commandLineJobs
-      ? jobsFromJobFile(commandLineJobFile(args.fio, args.commandLineJobs), { defaults })
-      : jobsFromCommandLine(args.fio, defaults);
+  // fio's defaults. A job without a size fails as in fio, once every other option has been checked: the jobs are read
+  // with a stand-in size first, so a wrong option elsewhere is the one reported
+  const fioDefaults = { rw: 'read', bs: '4k', iodepth: '1' };
+  // fio's $mb_memory and $ncpus are the guest's: its RAM, and --vcpus (else one vCPU per job)
+  const keywords = { ...DEFAULT_FIO_KEYWORDS, mb_memory: Math.floor(parseGuestRam(args.guestRam) / 2 ** 20), ncpus: Number(args.topology?.vcpus ?? 1) || 1 };
+  const readJobs = (defaults: Record<string, string>) =>
+    args.jobfile
+      ? jobsFromJobFile(jobFileSections(args.jobfile, args.sections, keywords), { overrides: args.fio, defaults })
+      : args.commandLineJobs
+        ? jobsFromJobFile(commandLineJobFile(args.fio, args.commandLineJobs), { defaults })
+        : jobsFromCommandLine(args.fio, defaults, keywords);
+  const parsed = readJobs({ ...fioDefaults, size: '64m' });
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);
   const jobsOf = (g: number) => parsed.jobs.filter((j) => j.groupId === g);
   // --topology FILE gives the strategy, driver, RAM and untrusted of its VMs: the checks below read them from its first VM
@@ -146,6 +152,8 @@ export function runOptionsOf(args: RunArgs): RunOptions {
     }
   }
   if (parsed.ignoredOptions.length > 0) warnings.push(`ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}`);
+  // every job has a size of its own (or its drive's), as fio requires: "<job>: you need to specify size="
+  readJobs(fioDefaults);
   return {
     groups: groups.map((g, gi) => ({
       ...(a.topology ? { jobs: shapes[gi].jobs, topology: shapes[gi].topology } : { jobs: jobsOf(g) }),
@@ -204,8 +212,8 @@ function commandLineJobFile(global: Record<string, string | boolean>, jobs: NonN
 }
 
 /** The job file, with --section: only the named job sections (and every [global]), as fio's --section runs them. */
-function jobFileSections(path: string, sections: readonly string[] | undefined) {
-  const file = readJobFile(path);
+function jobFileSections(path: string, sections: readonly string[] | undefined, keywords: FioKeywords) {
+  const file = readJobFile(path, { keywords });
   if (!sections || sections.length === 0) return file;
   const names = file.sections.filter((s) => s.name !== 'global').map((s) => s.name);
   for (const name of sections) {

@@ -28,6 +28,7 @@ export interface TopologyCommandArgs {
 }
 
 export async function topologyCommand(a: TopologyCommandArgs): Promise<void> {
+  // the shape does not depend on the size: a stand-in for jobs without one (run refuses those, as fio does)
   const defaults = { rw: 'read', bs: '4k', iodepth: '1', size: '64m' };
   const parsed = a.jobfile ? jobsFromFile(a.jobfile, a.fio, { defaults }) : jobsFromCommandLine(a.fio, defaults);
   const groups = [...new Set(parsed.jobs.map((j) => j.groupId))].sort((x, y) => x - y);

@@ -43,6 +43,77 @@ export interface ParseJobFileOptions {
   env?: NodeJS.ProcessEnv;
   /** Reads an `include`d file; default: a regular file's text (a FIFO, directory or device is refused). */
   readFile?: (path: string) => string;
+  /** What fio's `$pagesize`, `$mb_memory` and `$ncpus` stand for: the guest's; default `DEFAULT_FIO_KEYWORDS`. */
+  keywords?: FioKeywords;
+}
+
+/** The values of fio's keywords: the system fio runs on, here the guest. */
+export interface FioKeywords {
+  pagesize: number;
+  mb_memory: number;
+  ncpus: number;
+}
+
+/** The default guest: 4 KiB pages, 512 MiB of RAM (the default --guest-ram), one vCPU (each job runs on its own). */
+export const DEFAULT_FIO_KEYWORDS: FioKeywords = { pagesize: 4096, mb_memory: 512, ncpus: 1 };
+
+/**
+ * fio's keyword substitution (options.c `fio_keyword_replace`): `$pagesize`,
+ * `$mb_memory` and `$ncpus` become the system's values, and a value that used
+ * one and has + - * / in it is computed as `bc` computes it (whole numbers,
+ * division truncating), e.g. `size=8*$mb_memory`.
+ */
+export function expandFioKeywords(value: string, keywords: FioKeywords = DEFAULT_FIO_KEYWORDS): string {
+  let used = false;
+  const replaced = value.replace(/\$(pagesize|mb_memory|ncpus)/g, (_m, word: keyof FioKeywords) => {
+    used = true;
+    return String(keywords[word]);
+  });
+  if (!used || !/[-+*/]/.test(replaced) || replaced.includes("'")) return replaced;
+  const n = evalIntegerExpression(replaced);
+  return n === null ? replaced : String(n);
+}
+
+/** + - * / % and parentheses over whole numbers, as bc with scale 0; null if the text is not such an expression. */
+function evalIntegerExpression(text: string): number | null {
+  const tokens = text.match(/\d+|[-+*/%()]|\S/g) ?? [];
+  let i = 0;
+  const peek = () => tokens[i];
+  const primary = (): number => {
+    const t = tokens[i++];
+    if (t === '(') {
+      const v = sum();
+      if (tokens[i++] !== ')') throw new Error('expected )');
+      return v;
+    }
+    if (t === '-') return -primary();
+    if (t !== undefined && /^\d+$/.test(t)) return Number(t);
+    throw new Error(`unexpected ${t}`);
+  };
+  const product = (): number => {
+    let v = primary();
+    for (let op = peek(); op === '*' || op === '/' || op === '%'; op = peek()) {
+      i++;
+      const r = primary();
+      if (op !== '*' && r === 0) throw new Error('division by zero');
+      v = op === '*' ? v * r : op === '/' ? Math.trunc(v / r) : v % r;
+    }
+    return v;
+  };
+  const sum = (): number => {
+    let v = product();
+    for (let op = peek(); op === '+' || op === '-'; op = peek()) {
+      i++;
+      v = op === '+' ? v + product() : v - product();
+    }
+    return v;
+  };
+  try {
+    const v = sum();
+    return i === tokens.length && Number.isSafeInteger(v) ? v : null;
+  } catch {
+    return null;
+  }
 }
 
 const MAX_INCLUDE_DEPTH = 16;
@@ -111,7 +182,7 @@ export function parseJobFileText(text: string, path: string, options: ParseJobFi
           return;
         }
 
-        current.options.push(decodeOption(line, where, env));
+        current.options.push(decodeOption(line, where, env, options.keywords));
       });
   };
 
@@ -120,7 +191,7 @@ export function parseJobFileText(text: string, path: string, options: ParseJobFi
 }
 
 /** One `key=value` or bare `key` line, decoded by ini. */
-function decodeOption(line: string, where: string, env: NodeJS.ProcessEnv): JobFileOption {
+function decodeOption(line: string, where: string, env: NodeJS.ProcessEnv, keywords: FioKeywords | undefined): JobFileOption {
   const entries = Object.entries(ini.decode(line, { bracketedArray: false }));
   // ini also splits a line at a lone CR, so "[]\r]" decodes as a section: an object, not a value
   if (entries.length !== 1 || (typeof entries[0][1] === 'object' && entries[0][1] !== null)) {
@@ -129,7 +200,7 @@ function decodeOption(line: string, where: string, env: NodeJS.ProcessEnv): JobF
   const [key, decoded] = entries[0];
   // ini turns a bare key into `true` and the words true/false/null into values; undo that.
   const value = decoded === true && !line.includes('=') ? '' : String(decoded);
-  return { key, value: expandEnv(value, env), where };
+  return { key, value: expandFioKeywords(expandEnv(value, env), keywords), where };
 }
 
 /** fio's `${VAR}` substitution: unset or empty variables become ''. */

@@ -15,8 +15,11 @@
  * Precedence, lowest first (later wins, as in fio): the caller's defaults,
  * the `[global]` sections above the job in file order, command-line
  * overrides, the job's own section. Differences from fio's defaults:
- * ioengine=libaio and direct=1 (the model has no other engine and no page
- * cache), and `size` has no default (fio would use the file's size).
+ * ioengine=libaio (the model's submission path). `direct` defaults to 0 as
+ * in fio: buffered I/O through the guest's page cache. A job with neither
+ * `size` nor a `filename` fails as fio fails a job with no size
+ * ("<job>: you need to specify size="); with `filename=/dev/nvme<X>n1` the
+ * size is the drive's, as fio takes a block device's.
  *
  * Groups (fio init.c add_job): a job with `stonewall` starts a new barrier
  * group (`groupId`) if any job precedes it; `stonewall` or `new_group` starts
@@ -27,6 +30,7 @@
 import { totalmem } from 'node:os';
 import {
   BLOCK_SIZE_ALLOWED,
+  type BlockSizeSpec,
   FIO_DEFAULT_RANDSEED,
   FIO_DEFAULT_RWMIXREAD_PCT,
   type FioJobSpec,
@@ -34,14 +38,17 @@ import {
   NVME_FILENAME_ALLOWED,
   nvmeFilenameDevice,
   type ParsedJobs,
+  type PerDirection,
+  RANDOM_DISTRIBUTION_ALLOWED,
+  type RandomDistribution,
   RW_MODES,
   type RwMode,
   type VerifyMode,
   validateJobSpec,
 } from '@vmstack/guest-kernel';
 import { closestName, InputError, inputExcerpt } from '@vmstack/shm';
-import { type JobFile, type ParseJobFileOptions, readJobFile } from './jobfile.js';
-import { checkRegionBytes, type KbBase, parseCount, parseSizeBytes, parseTimeNs } from './sizes.js';
+import { expandFioKeywords, type FioKeywords, type JobFile, type ParseJobFileOptions, readJobFile } from './jobfile.js';
+import { checkRegionBytes, DRIVE_CAPACITY_BYTES, type KbBase, parseCount, parseSizeBytes, parseTimeNs } from './sizes.js';
 
 export type OptionRule =
   | { kind: 'handled' }
@@ -54,12 +61,12 @@ const IGNORED: OptionRule = { kind: 'ignored' };
 const DEPRECATED: OptionRule = { kind: 'deprecated' };
 const notModelled = (reason: string, ...neutral: string[]): OptionRule => ({ kind: 'notModelled', reason, neutral });
 
-const PACING = 'the model issues I/O as fast as the queue depth allows (no rate limits, think time or latency targets)';
-const ONE_BS = 'one fixed block size per job is modelled (bs)';
-const UNIFORM = 'only uniform random or sequential offsets over the job region are modelled';
+const PACING = 'pacing is rate, rate_iops, rate_min, rate_iops_min and thinktime (no rate process, cycle or latency targets)';
+const ONE_BS = 'block sizes are bs (per direction), bsrange or bssplit, multiples of 4 KiB';
+const UNIFORM = 'offsets are sequential, or random (uniform, zipf, pareto, normal or zoned) over the job region';
 const AMOUNT = 'a job runs once over its region, or for runtime with time_based';
 const FILES = 'each job does I/O to one region of the NVMe namespace, not to files';
-const FLUSH = 'flushes, barriers and synchronous writes are not modelled';
+const FLUSH = 'barriers, sync_file_range and O_SYNC/O_DSYNC writes are not modelled (fsync, fdatasync and end_fsync are)';
 const VERIFY = 'verify is modelled with verify, do_verify, verify_pattern, verify_fatal and verify_backlog only';
 const ZONES = 'zoned namespaces and data placement are not modelled';
 const TRIM = 'trim is not modelled';
@@ -106,6 +113,25 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   log_offset: HANDLED,
   log_max_value: HANDLED,
   per_job_logs: HANDLED,
+  norandommap: HANDLED,
+  bsrange: HANDLED,
+  bssplit: HANDLED,
+  loops: HANDLED,
+  number_ios: HANDLED,
+  io_size: HANDLED,
+  random_distribution: HANDLED,
+  ramp_time: HANDLED,
+  thinktime: HANDLED,
+  thinktime_spin: HANDLED,
+  thinktime_blocks: HANDLED,
+  rate: HANDLED,
+  rate_iops: HANDLED,
+  rate_min: HANDLED,
+  rate_iops_min: HANDLED,
+  fadvise_hint: HANDLED, // POSIX_FADV_SEQUENTIAL/RANDOM: the page cache's readahead (direct=0)
+  end_fsync: HANDLED,
+  fsync: HANDLED,
+  fdatasync: HANDLED,
 
   // -- ignored: change nothing the model does -----------------------------
   description: IGNORED,
@@ -121,12 +147,9 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   allow_mounted_write: IGNORED,
   overwrite: IGNORED,
   fallocate: IGNORED,
-  fadvise_hint: IGNORED, // page-cache hint; the model has no page cache
-  invalidate: IGNORED,
   unlink: IGNORED,
   unlink_each_loop: IGNORED,
   thread: IGNORED, // every job is a thread (a vCPU worker) in the model
-  norandommap: IGNORED,
   softrandommap: IGNORED,
   randrepeat: IGNORED, // the model always seeds from randseed
   allrandrepeat: IGNORED,
@@ -195,16 +218,9 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   flow_watermark: IGNORED,
 
   // -- not modelled: would change the workload ----------------------------
-  rate: notModelled(PACING, '0'),
-  rate_min: notModelled(PACING, '0'),
-  rate_iops: notModelled(PACING, '0'),
-  rate_iops_min: notModelled(PACING, '0'),
   rate_process: notModelled(PACING, 'linear'),
   rate_cycle: notModelled(PACING),
   rate_ignore_thinktime: notModelled(PACING, '0'),
-  thinktime: notModelled(PACING, '0'),
-  thinktime_spin: notModelled(PACING, '0'),
-  thinktime_blocks: notModelled(PACING, '1'),
   thinktime_blocks_type: notModelled(PACING, 'complete'),
   thinktime_iotime: notModelled(PACING, '0'),
   max_latency: notModelled(PACING, '0'),
@@ -216,21 +232,14 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   flow: notModelled(PACING, '0'),
   flow_sleep: notModelled(PACING, '0'),
   startdelay: notModelled(PACING, '0'),
-  bsrange: notModelled(ONE_BS),
-  bssplit: notModelled(ONE_BS),
   bs_unaligned: notModelled(ONE_BS, '0'),
   ba: notModelled(ONE_BS),
   bs_is_seq_rand: notModelled(ONE_BS, '0'),
-  random_distribution: notModelled(UNIFORM, 'random'),
   percentage_random: notModelled(UNIFORM, '100'),
   rw_sequencer: notModelled(UNIFORM, 'sequential'),
   offset_align: notModelled(UNIFORM, '0'),
   serialize_overlap: notModelled(UNIFORM, '0'),
-  loops: notModelled(AMOUNT, '1'),
-  number_ios: notModelled(AMOUNT, '0'),
-  io_size: notModelled(AMOUNT),
   fill_device: notModelled(AMOUNT, '0'),
-  ramp_time: notModelled(`${AMOUNT}; every I/O counts in the results (no ramp time)`, '0'),
   steadystate: notModelled(AMOUNT),
   steadystate_duration: notModelled(AMOUNT, '0'),
   steadystate_ramp_time: notModelled(AMOUNT, '0'),
@@ -243,11 +252,10 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   opendir: notModelled(FILES),
   lockfile: notModelled(FILES, 'none'),
   pre_read: notModelled(FILES, '0'),
-  fsync: notModelled(FLUSH, '0'),
-  fdatasync: notModelled(FLUSH, '0'),
   write_barrier: notModelled(FLUSH, '0'),
   sync_file_range: notModelled(FLUSH),
-  end_fsync: notModelled(FLUSH, '0'),
+  // each job's page cache starts empty: fio's invalidate=1 (drop the cache at the start) is what the model does
+  invalidate: notModelled("each job's page cache starts empty (invalidate=1, fio's default)", '1'),
   fsync_on_close: notModelled(FLUSH, '0'),
   sync: notModelled(FLUSH, 'none', '0'),
   atomic: notModelled(FLUSH, '0'),
@@ -380,11 +388,14 @@ export interface JobsFromFileOptions extends ParseJobFileOptions {
 }
 
 /** The command line as one job section named after `--name` (default `vmstack`). */
-export function jobsFromCommandLine(opts: JobOptionValues, defaults: JobOptionValues = {}): ParsedJobs {
+export function jobsFromCommandLine(opts: JobOptionValues, defaults: JobOptionValues = {}, keywords?: FioKeywords): ParsedJobs {
   const nameValue = opts.name ?? defaults.name ?? 'vmstack';
   const name = String(nameValue);
   if (name === '') throw new InputError('--name', nameValue, 'a non-empty job name');
-  const options = toWritten(opts, (key) => `--${key}`).filter((o) => o.key !== 'name');
+  // fio substitutes its keywords ($ncpus, $mb_memory, $pagesize) on the command line too
+  const options = toWritten(opts, (key) => `--${key}`)
+    .filter((o) => o.key !== 'name')
+    .map((o) => ({ ...o, value: expandFioKeywords(o.value, keywords) }));
   return buildJobs(
     [{ name, isGlobal: false, options }],
     [],
@@ -521,7 +532,8 @@ interface ResolvedJob {
 function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   const job = jobOptionSlots(sectionName, options);
   const kbBase = resolveKbBase(job);
-  const { rw, blockSizeBytes } = resolveRwAndBlockSize(job, kbBase);
+  const { rw, readBs, writeBs } = resolveRwAndBlockSizes(job, kbBase);
+  const blockSizeBytes = Math.max(readBs.maxBytes, writeBs.maxBytes);
   const { sizeBytes, offsetBytes, offsetIncrementBytes } = resolveRegion(job, kbBase);
   const { iodepth, numjobs } = resolveDepthAndClones(job);
   checkRegionFits(job, rw, sizeBytes, offsetBytes, offsetBytes + (numjobs - 1) * offsetIncrementBytes);
@@ -529,11 +541,12 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   const rwmixreadPct = resolveRwmixread(job);
   const { verify, doVerify, ...verifyOptions } = resolveVerify(job);
   const randseed = resolveRandseed(job);
-  checkSubmissionPath(job);
+  const direct = resolveSubmissionPath(job);
   const { stonewall, newGroup } = resolveGroups(job);
   const filename = resolveFilename(job);
   const stats = resolveStatsAndLogs(job);
   // fio names a job after its section; a name= in [global] does not rename the sections below it
+  const flush = resolveFlushes(job);
   const nameOpt = job.get('name');
   const ownName = nameOpt && !nameOpt.field.startsWith('[global]') ? nameOpt.value : '';
   return {
@@ -545,6 +558,11 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       rw,
       rwmixreadPct,
       blockSizeBytes,
+      readBs,
+      writeBs,
+      ...resolveAmount(job, kbBase),
+      randomDistribution: resolveRandomDistribution(job),
+      ...resolvePacing(job, kbBase),
       sizeBytes,
       offsetBytes,
       iodepth,
@@ -555,7 +573,10 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       ...verifyOptions,
       randseed,
       ioengine: 'libaio',
-      direct: true,
+      direct,
+      randomMap: !flagSet(job, 'norandommap'),
+      fadviseHint: resolveFadviseHint(job),
+      ...flush,
       ...(filename === undefined ? {} : { filename }),
       ...stats,
     },
@@ -608,21 +629,158 @@ function resolveKbBase(job: JobOptionSlots): KbBase {
   return Number(o.value.trim()) as KbBase;
 }
 
-/** rw (default read) and bs (default 4k). */
-function resolveRwAndBlockSize(job: JobOptionSlots, kbBase: KbBase): { rw: RwMode; blockSizeBytes: number } {
+/**
+ * rw (default read) and the block sizes of each direction: bssplit, else
+ * bsrange, else bs (default 4k); each is `read[,write[,trim]]`, a value left
+ * empty keeping the default, one value for both.
+ */
+function resolveRwAndBlockSizes(job: JobOptionSlots, kbBase: KbBase): { rw: RwMode; readBs: BlockSizeSpec; writeBs: BlockSizeSpec } {
   const rwOpt = job.get('rw');
   const rw = rwOpt ? parseRw(rwOpt) : 'read';
+  const fixed = (bytes: number): BlockSizeSpec => ({ minBytes: bytes, maxBytes: bytes, split: [] });
+  let sizes: [BlockSizeSpec, BlockSizeSpec] = [fixed(4096), fixed(4096)];
+  const splitOpt = job.get('bssplit');
+  const rangeOpt = job.get('bsrange');
   const bsOpt = job.get('bs');
-  const blockSizeBytes = bsOpt ? parseBlockSize(bsOpt, kbBase) : 4096;
-  job.note('blockSizeBytes', bsOpt);
-  return { rw, blockSizeBytes };
+  if (splitOpt) sizes = perDirection(splitOpt, (o, v) => parseBsSplit(o, v, kbBase), sizes);
+  else if (rangeOpt) sizes = perDirection(rangeOpt, (o, v) => parseBsRange(o, v, kbBase), sizes);
+  else if (bsOpt) sizes = perDirection(bsOpt, (o, v) => fixed(parseBlockSize(o, v, kbBase)), sizes);
+  const o = splitOpt ?? rangeOpt ?? bsOpt;
+  job.note('blockSizeBytes', o);
+  job.note('readBs', o);
+  job.note('writeBs', o);
+  return { rw, readBs: sizes[0], writeBs: sizes[1] };
+}
+
+/** fio's `read,write,trim` lists: one value for both, an empty one the default; trim is not modelled. */
+function perDirection<T>(o: Written, parse: (o: Written, v: string) => T, dflt: [T, T]): [T, T] {
+  const parts = o.value.split(',');
+  if (parts.length > 3) throw new InputError(o.field, o.value, 'at most read,write,trim values');
+  if (parts.length === 3 && parts[2].trim() !== '') throw new InputError(o.field, o.value, 'read[,write]: trim is not modelled (leave the third value empty)');
+  const read = parts[0].trim() === '' ? dflt[0] : parse(o, parts[0]);
+  if (parts.length === 1) return [read, read];
+  return [read, parts[1].trim() === '' ? dflt[1] : parse(o, parts[1])];
+}
+
+/** bsrange: `MIN-MAX`. */
+function parseBsRange(o: Written, v: string, kbBase: KbBase): BlockSizeSpec {
+  const m = /^\s*([^-\s]+)\s*-\s*([^-\s]+)\s*$/.exec(v);
+  if (!m) throw new InputError(o.field, o.value, `MIN-MAX[,MIN-MAX] block sizes, e.g. 4k-64k; ${BLOCK_SIZE_ALLOWED}`);
+  const lo = parseBlockSize(o, m[1], kbBase);
+  const hi = parseBlockSize(o, m[2], kbBase);
+  return { minBytes: Math.min(lo, hi), maxBytes: Math.max(lo, hi), split: [] };
+}
+
+/** bssplit: `SIZE/PCT:SIZE/PCT...`; sizes without a share split what the others leave, equally (as fio). */
+function parseBsSplit(o: Written, v: string, kbBase: KbBase): BlockSizeSpec {
+  const entries = v.split(':').map((e) => {
+    const [size, pct, extra] = e.split('/');
+    if (extra !== undefined || size.trim() === '') throw new InputError(o.field, o.value, 'SIZE/PCT:SIZE/PCT..., e.g. 4k/50:64k/50');
+    const bytes = parseBlockSize(o, size, kbBase);
+    if (pct === undefined || pct.trim() === '') return { bytes, pct: -1 };
+    return { bytes, pct: parseCount(o.field, pct, 'a whole percentage per size, e.g. 4k/50:64k/50') };
+  });
+  const given = entries.filter((e) => e.pct >= 0).reduce((t, e) => t + e.pct, 0);
+  const open = entries.filter((e) => e.pct < 0);
+  if (given > 100 || (open.length === 0 && given !== 100)) throw new InputError(o.field, o.value, 'shares adding up to 100, e.g. 4k/50:64k/50');
+  const rest = 100 - given;
+  open.forEach((e, i) => {
+    e.pct = Math.floor(rest / open.length) + (i < rest % open.length ? 1 : 0);
+  });
+  const split = entries.filter((e) => e.pct > 0);
+  const sizes = split.map((e) => e.bytes);
+  return { minBytes: Math.min(...sizes), maxBytes: Math.max(...sizes), split };
+}
+
+/** ramp_time, thinktime (microseconds without a unit, as in fio) with thinktime_spin and thinktime_blocks, and the rate caps and minimums. */
+function resolvePacing(
+  job: JobOptionSlots,
+  kbBase: KbBase,
+): Pick<FioJobSpec, 'rampTimeNs' | 'thinktimeNs' | 'thinktimeSpinNs' | 'thinktimeBlocks' | 'rate' | 'rateIops' | 'rateMin' | 'rateIopsMin'> {
+  const time = (key: string, unit: 's' | 'us'): number => {
+    const o = job.get(key);
+    return o ? parseTimeNs(o.field, o.value, unit) : 0;
+  };
+  const blocksOpt = job.get('thinktime_blocks');
+  const thinktimeBlocks = blocksOpt ? parseCount(blocksOpt.field, blocksOpt.value, 'a whole number of I/Os >= 1') : 1;
+  if (thinktimeBlocks < 1) throw new InputError(blocksOpt!.field, blocksOpt!.value, 'a whole number of I/Os >= 1');
+  const perDir = (key: string, parse: (o: Written, v: string) => number): PerDirection => {
+    const o = job.get(key);
+    if (!o) return { read: 0, write: 0 };
+    const [read, write] = perDirection(o, parse, [0, 0]);
+    return { read, write };
+  };
+  const bytesPerS = (o: Written, v: string) => parseSizeBytes(o.field, v, kbBase);
+  const iops = (o: Written, v: string) => parseCount(o.field, v, 'a whole number of I/Os per second per direction, e.g. 1000 or 1000,500');
+  const thinktimeNs = time('thinktime', 'us');
+  const thinktimeSpinNs = time('thinktime_spin', 'us');
+  const spinOpt = job.get('thinktime_spin');
+  if (spinOpt && thinktimeSpinNs > thinktimeNs) throw new InputError(spinOpt.field, spinOpt.value, 'at most thinktime (the busy part of it)');
+  return {
+    rampTimeNs: time('ramp_time', 's'),
+    thinktimeNs,
+    thinktimeSpinNs,
+    thinktimeBlocks,
+    rate: perDir('rate', bytesPerS),
+    rateIops: perDir('rate_iops', iops),
+    rateMin: perDir('rate_min', bytesPerS),
+    rateIopsMin: perDir('rate_iops_min', iops),
+  };
+}
+
+/** loops (default 1), io_size (default: size) and number_ios (default: no limit). */
+function resolveAmount(job: JobOptionSlots, kbBase: KbBase): { loops: number; ioSizeBytes: number | null; numberIos: number } {
+  const loopsOpt = job.get('loops');
+  const loops = loopsOpt ? parseCount(loopsOpt.field, loopsOpt.value, 'a whole number >= 1') : 1;
+  if (loops < 1) throw new InputError(loopsOpt!.field, loopsOpt!.value, 'a whole number >= 1');
+  const ioOpt = job.get('io_size');
+  const ioSizeBytes = ioOpt ? parseRegionBytes(ioOpt, kbBase) : null;
+  if (ioOpt && ioSizeBytes === 0) throw new InputError(ioOpt.field, ioOpt.value, 'a size > 0, e.g. 1g');
+  job.note('ioSizeBytes', ioOpt);
+  const nOpt = job.get('number_ios');
+  const numberIos = nOpt ? parseCount(nOpt.field, nOpt.value, 'a whole number of I/Os >= 0 (0: no limit)') : 0;
+  return { loops, ioSizeBytes, numberIos };
+}
+
+/** random_distribution: random (default), zipf:THETA, pareto:H, normal:DEV, zoned:A/S:A/S...; zoned_abs and a center value are refused. */
+function resolveRandomDistribution(job: JobOptionSlots): RandomDistribution {
+  const o = job.get('random_distribution');
+  if (!o) return { kind: 'random' };
+  const v = o.value.trim();
+  const bad = (): never => {
+    throw new InputError(o.field, o.value, `${RANDOM_DISTRIBUTION_ALLOWED}; zoned_abs, per-direction zones and a center value are not modelled`);
+  };
+  const num = (t: string | undefined): number => (t !== undefined && /^\d+(\.\d+)?$/.test(t.trim()) ? Number(t) : bad());
+  const [kind, ...args] = v.split(':');
+  let d: RandomDistribution;
+  if (kind === 'random' && args.length === 0) d = { kind: 'random' };
+  else if (kind === 'zipf' && args.length === 1) d = { kind: 'zipf', theta: num(args[0]) };
+  else if (kind === 'pareto' && args.length === 1) d = { kind: 'pareto', h: num(args[0]) };
+  else if (kind === 'normal' && args.length === 1) d = { kind: 'normal', devPct: num(args[0]) };
+  else if (kind === 'zoned' && args.length > 0 && !v.includes(',')) {
+    d = {
+      kind: 'zoned',
+      zones: args.map((z) => {
+        const [a, s, extra] = z.split('/');
+        if (extra !== undefined) bad();
+        return { accessPct: num(a), sizePct: num(s) };
+      }),
+    };
+  } else d = bad();
+  job.note('randomDistribution', o);
+  return d;
 }
 
 /** The job's region: size (required), offset, and offset_increment, which places each numjobs clone. */
 function resolveRegion(job: JobOptionSlots, kbBase: KbBase): { sizeBytes: number; offsetBytes: number; offsetIncrementBytes: number } {
-  const sizeOpt = job.get('size');
+  const sizeOpt = regionSizeOpt(job, kbBase);
   if (!sizeOpt) {
-    throw new InputError(`[${inputExcerpt(job.sectionName)}] size`, undefined, 'a region size per job, e.g. size=64m (the model has no file to take it from)');
+    // fio filesetup.c: "<name>: you need to specify size=" when neither a size nor the file gives one
+    throw new InputError(
+      `[${inputExcerpt(job.sectionName)}] size`,
+      undefined,
+      `a size: ${inputExcerpt(job.sectionName)}: you need to specify size= (as fio: no size and no file size), e.g. size=64m, or filename=/dev/nvme0n1 for the whole drive`,
+    );
   }
   const sizeBytes = parseRegionBytes(sizeOpt, kbBase);
   job.note('sizeBytes', sizeOpt);
@@ -638,9 +796,39 @@ function resolveRegion(job: JobOptionSlots, kbBase: KbBase): { sizeBytes: number
   return { sizeBytes, offsetBytes, offsetIncrementBytes };
 }
 
+/**
+ * The job's size as bytes: `size`, where `size=N%` is N percent of the
+ * drive (fio: of the device's size), no more than what lies past `offset`;
+ * no size: the drive's (`driveSizeOf`).
+ */
+function regionSizeOpt(job: JobOptionSlots, kbBase: KbBase): Written | undefined {
+  const o = job.get('size');
+  if (!o) return driveSizeOf(job, kbBase);
+  const pct = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(o.value);
+  if (!pct) return o;
+  const p = Number(pct[1]);
+  if (p <= 0 || p > 100) throw new InputError(o.field, o.value, 'a percentage of the drive from 1% to 100% (fio size=N%), or a size, e.g. 64m');
+  const offsetOpt = job.get('offset');
+  const offsetBytes = offsetOpt ? parseRegionBytes(offsetOpt, kbBase) : 0;
+  const bytes = Math.min(Math.floor((DRIVE_CAPACITY_BYTES * p) / 100), DRIVE_CAPACITY_BYTES - offsetBytes);
+  return { ...o, value: String(bytes - (bytes % 4096)) };
+}
+
+/**
+ * No size, but a filename: the drive's size from the job's offset on, as fio
+ * sizes a job on a block device (its `real_file_size` less `offset`).
+ */
+function driveSizeOf(job: JobOptionSlots, kbBase: KbBase): Written | undefined {
+  const fileOpt = job.get('filename');
+  if (!fileOpt) return undefined;
+  const offsetOpt = job.get('offset');
+  const offsetBytes = offsetOpt ? parseRegionBytes(offsetOpt, kbBase) : 0;
+  return { key: 'size', value: String(Math.max(0, DRIVE_CAPACITY_BYTES - offsetBytes)), field: `${fileOpt.field} (no size: the drive's size)` };
+}
+
 /** The last clone's region ends within the modelled drive (and, if the job writes, within the host's RAM). */
 function checkRegionFits(job: JobOptionSlots, rw: RwMode, sizeBytes: number, offsetBytes: number, lastOffsetBytes: number): void {
-  const sizeOpt = job.get('size');
+  const sizeOpt = regionSizeOpt(job, 1024);
   if (!sizeOpt) return;
   const offsetOpt = job.get('offset');
   const incOpt = job.get('offset_increment');
@@ -751,21 +939,46 @@ function resolveRandseed(job: JobOptionSlots): number {
   return o ? parseCount(o.field, o.value, `a whole number from 0 to ${Number.MAX_SAFE_INTEGER} (decimal or 0x hex)`) : FIO_DEFAULT_RANDSEED;
 }
 
-/** ioengine and direct (or buffered) may only say what the model does: libaio, O_DIRECT. */
-function checkSubmissionPath(job: JobOptionSlots): void {
+/** ioengine (libaio) and direct (or its inverse buffered; default 0 as in fio: through the page cache). */
+function resolveSubmissionPath(job: JobOptionSlots): boolean {
   const engineOpt = job.get('ioengine');
   if (engineOpt && engineOpt.value.trim() !== 'libaio') {
     throw new InputError(engineOpt.field, engineOpt.value, 'libaio (the only submission path modelled)');
   }
   const directOpt = job.get('direct');
-  if (directOpt) {
-    const allowed = directOpt.key === 'buffered' ? 'buffered=0' : 'direct=1';
-    const flag = parseBool(directOpt, allowed);
-    const direct = directOpt.key === 'buffered' ? !flag : flag;
-    if (!direct) {
-      throw new InputError(directOpt.field, directOpt.value, `${allowed}: the model has no page cache, every I/O is O_DIRECT`);
-    }
-  }
+  job.note('direct', directOpt);
+  if (!directOpt) return false;
+  const flag = parseBool(directOpt);
+  return directOpt.key === 'buffered' ? !flag : flag;
+}
+
+/** A FIO_OPT_STR_SET option (a bare key sets it), false when absent. */
+function flagSet(job: JobOptionSlots, key: string): boolean {
+  const o = job.get(key);
+  return o ? parseSetFlag(o) : false;
+}
+
+/** fadvise_hint: 1 (default: by rw, sequential or random) or 0; fio's explicit random/sequential/normal values are refused. */
+function resolveFadviseHint(job: JobOptionSlots): boolean {
+  const o = job.get('fadvise_hint');
+  if (!o) return true;
+  const v = o.value.trim();
+  if (v === '0' || v === '1') return v === '1';
+  throw new InputError(
+    o.field,
+    o.value,
+    "0 or 1 (1, fio's default: POSIX_FADV_SEQUENTIAL or _RANDOM by rw); fio's random, sequential and normal are not modelled",
+  );
+}
+
+/** end_fsync (bool), fsync=N and fdatasync=N (every N writes; 0: never). */
+function resolveFlushes(job: JobOptionSlots): { endFsync: boolean; fsyncEveryIos: number; fdatasyncEveryIos: number } {
+  const endOpt = job.get('end_fsync');
+  const every = (key: string): number => {
+    const o = job.get(key);
+    return o ? parseCount(o.field, o.value, `a whole number of writes >= 0 (${key} after every N writes; 0: never)`) : 0;
+  };
+  return { endFsync: endOpt ? parseBool(endOpt) : false, fsyncEveryIos: every('fsync'), fdatasyncEveryIos: every('fdatasync') };
 }
 
 /** filename: the drive of the VM the job does I/O to, /dev/nvme<X>n1 (absent: the topology places the job). */
@@ -856,17 +1069,19 @@ function parseRw(o: Written): RwMode {
   throw new InputError(o.field, o.value, RW_ALLOWED);
 }
 
-function parseBlockSize(o: Written, kbBase: KbBase): number {
-  if (/[,:-]/.test(o.value)) {
-    throw new InputError(o.field, o.value, `${BLOCK_SIZE_ALLOWED}; one size for reads and writes (bs=r,w is not modelled)`);
-  }
+/** One block size (of a bs, bsrange or bssplit value `v`), checked against the model's limits. */
+function parseBlockSize(o: Written, v: string, kbBase: KbBase): number {
   let bytes: number;
   try {
-    bytes = parseSizeBytes(o.field, o.value, kbBase);
+    bytes = parseSizeBytes(o.field, v, kbBase);
   } catch {
     throw new InputError(o.field, o.value, BLOCK_SIZE_ALLOWED);
   }
-  return checkIecSuffix(o, bytes, kbBase, BLOCK_SIZE_ALLOWED);
+  checkIecSuffix({ ...o, value: v }, bytes, kbBase, BLOCK_SIZE_ALLOWED);
+  if (bytes < 4096 || bytes > 2 * 1024 * 1024 || bytes % 4096 !== 0) {
+    throw new InputError(o.field, o.value, `${BLOCK_SIZE_ALLOWED}; the model's NVMe namespace has 4 KiB logical blocks`);
+  }
+  return bytes;
 }
 
 /** A size of the model's regions: parsed by fio's rules, with a hint when fio's kib = 1000 bites. */

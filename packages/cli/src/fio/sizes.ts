@@ -79,9 +79,9 @@ const NS_PER_UNIT: Record<string, number> = {
 const TIME_ALLOWED = 'a whole number with an optional unit: us, ms, s, m (minutes), h, d; a bare number is seconds (e.g. 10, 10s, 500ms)';
 
 /** Parses a fio time ("10", "10s", "500ms", "2m") into model nanoseconds; a bare number is seconds. */
-export function parseTimeNs(field: string, text: string): number {
+export function parseTimeNs(field: string, text: string, defaultUnit: 's' | 'us' = 's'): number {
   const m = /^(\d+)([a-z]*)$/i.exec(text.trim());
-  const nsPerUnit = m ? NS_PER_UNIT[m[2] === '' ? 's' : m[2].toLowerCase()] : undefined;
+  const nsPerUnit = m ? NS_PER_UNIT[m[2] === '' ? defaultUnit : m[2].toLowerCase()] : undefined;
   if (!m || nsPerUnit === undefined) throw new InputError(field, text, TIME_ALLOWED);
   const ns = Number(m[1]) * nsPerUnit;
   if (!Number.isSafeInteger(ns)) throw new InputError(field, text, `${TIME_ALLOWED}; at most ~104 days`);

@@ -22,7 +22,10 @@ import {
   IO_TLB_DEFAULT_SIZE_BYTES,
   IOVA_MAG_SIZE,
   IOVA_RANGE_CACHE_MAX_SIZE,
+  jobNvmeCommandSlots,
   MAX_GLOBAL_MAGS,
+  PAGE_CACHE_MAX_REQUEST_PAGES,
+  PAGE_CACHE_MAX_REQUESTS,
   VIOMMU_REQUEST_LOCK,
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
@@ -228,7 +231,7 @@ export function needsSwiotlb(o: { strategy: DmaStrategy; untrusted: boolean }): 
 
 /** What guest RAM must hold below the heap for these jobs in the default shape: one virtio-iommu, one drive, one job per vCPU. */
 export function guestLayoutRequest(jobs: readonly FioJobSpec[], o: { strategy: DmaStrategy; untrusted: boolean }): GuestLayoutRequest {
-  return { viommus: 1, devices: [{ ioQueues: jobs.length, prpPagesPerQueue: Math.max(...jobs.map((j) => j.iodepth)) }], swiotlb: needsSwiotlb(o) };
+  return { viommus: 1, devices: [{ ioQueues: jobs.length, prpPagesPerQueue: Math.max(...jobs.map((j) => jobNvmeCommandSlots(j))) }], swiotlb: needsSwiotlb(o) };
 }
 
 /** IOVA windows of the domains sharing one container: 2^44 bytes each, as page frames (16 fit in the 48-bit input range). */
@@ -376,7 +379,10 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
 
   const guestLayout = planGuestLayout({
     viommus: vm.viommus.length,
-    devices: vm.devices.map((_, i) => ({ ioQueues: ioVcpusOfDevice[i].length, prpPagesPerQueue: Math.max(0, ...jobsOn(i).map((j) => j.iodepth)) })),
+    devices: vm.devices.map((_, i) => ({
+      ioQueues: ioVcpusOfDevice[i].length,
+      prpPagesPerQueue: Math.max(0, ...jobsOn(i).map((j) => jobNvmeCommandSlots(j))),
+    })),
     swiotlb: needsSwiotlb({ strategy, untrusted: untrustedAny }),
   });
   const { heapStartBytes } = guestLayout;
@@ -436,7 +442,14 @@ function planVm(os: OsTopology, bareMetal: boolean, k: number, o: StackPlanOptio
     const untrusted = d.untrusted;
     // rbtree nodes: what the rcaches can hold (size classes × (2 magazines per CPU + the depot) × magazine size)
     // plus every I/O in flight (an untrusted device maps each page on its own), plus spare room
-    const inFlight = jobs.reduce((s, j) => s + j.iodepth * (untrusted ? j.blockSizeBytes / PAGE_SIZE_BYTES : 1), 0);
+    // (a buffered job also maps its page cache's requests, up to 127 scattered pages each)
+    const inFlight = jobs.reduce(
+      (s, j) =>
+        s +
+        j.iodepth * (untrusted ? j.blockSizeBytes / PAGE_SIZE_BYTES : 1) +
+        (j.direct ? 0 : PAGE_CACHE_MAX_REQUESTS * (untrusted ? PAGE_CACHE_MAX_REQUEST_PAGES : 1)),
+      0,
+    );
     const maxAllocations = IOVA_RANGE_CACHE_MAX_SIZE * (2 * vcpus + MAX_GLOBAL_MAGS) * IOVA_MAG_SIZE + inFlight + IOVA_SPARE_ALLOCATIONS;
     // the coherent regions are IOVA = GPA: the first window keeps its allocator away from them; the pool's range is reserved too
     const reservedPfns: [number, number][] = w === 0 ? [[IOVA_START_PFN, Math.ceil(heapStartBytes / PAGE_SIZE_BYTES)]] : [];
