@@ -20,6 +20,7 @@ import {
   type BounceCounters,
   type CpuReport,
   type IotlbCounters,
+  type ModelSpeed,
   type ProfileRow,
   type ProfileWhere,
   snakeKeys,
@@ -117,12 +118,7 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
       pinned_pages: host.stats.pinnedPages,
       locked_vm_pages: host.stats.lockedVmPages,
     },
-    model_speed: {
-      simulated_ios: simulatedIos,
-      run_wall_ms: Math.round(r.wallMs),
-      job_loop_wall_ms: Math.round(loopMs),
-      simulated_ios_per_wall_s: Math.round(simulatedIos / (loopMs / 1000)),
-    },
+    model_speed: modelSpeed(simulatedIos, Math.max(0, ...jobs.map((j) => j.jobRuntimeNs)), loopMs, r.wallMs),
     cpu: cpuReport(
       vres.map((x) => x.job.busyNs),
       vres.map((x) => x.job.endNs - x.job.startNs),
@@ -223,9 +219,25 @@ function bounceCounters(s: BouncePoolStats): BounceCounters {
   };
 }
 
+/**
+ * The model's own speed: simulated I/Os per wall second of the job loop, and simulated time
+ * per wall time (above 1: the model runs faster than the time it simulates).
+ */
+function modelSpeed(simulatedIos: number, simulatedNs: number, loopMs: number, runWallMs: number): ModelSpeed {
+  const loopWallMs = Math.max(loopMs, 1e-3);
+  return {
+    simulated_ios: simulatedIos,
+    simulated_ns: simulatedNs,
+    run_wall_ms: Math.round(runWallMs),
+    job_loop_wall_ms: Math.round(loopMs),
+    simulated_ios_per_wall_s: Math.round(simulatedIos / (loopWallMs / 1000)),
+    sim_time_per_wall_time: Number((simulatedNs / (loopWallMs * 1e6)).toPrecision(4)),
+  };
+}
+
 /** A worker's hand-off counts, which the worker lifecycle adds to its result; null when it ran in this thread. */
 function workerWaits(result: unknown): WorkerWaits | null {
-  const waits = (result as { waits?: { parks: number; spinsWon: number; notifiesSent: number } } | null)?.waits;
+  const waits = (result as { waits?: { parks: number; spinsWon: number; notifiesSent: number; parkedNs: number; runNs: number } } | null)?.waits;
   return waits ? snakeKeys(waits) : null;
 }
 
@@ -280,12 +292,7 @@ export function mergeVmResults(results: readonly RunResult[], vms: readonly { id
     profile,
     verify: sumDeep(reports.map((r) => r.verify)),
     leaks: sumDeep(reports.map((r) => r.leaks)),
-    model_speed: {
-      simulated_ios: simulatedIos,
-      run_wall_ms: first.model_speed.run_wall_ms,
-      job_loop_wall_ms: loopMs,
-      simulated_ios_per_wall_s: Math.round(simulatedIos / (Math.max(loopMs, 1) / 1000)),
-    },
+    model_speed: modelSpeed(simulatedIos, Math.max(...reports.map((r) => r.model_speed.simulated_ns)), loopMs, first.model_speed.run_wall_ms),
     cpu: cpuReport(busyNs, runNs, first.cpu.host_cpu_threads),
     vms: reports.map((r, k) => ({
       id: vms[k].id,
