@@ -272,6 +272,18 @@ export interface ModelSpeed {
   simulated_ios_per_wall_s: number;
   /** simulated_ns per wall ns of the job loop: above 1 the model runs faster than the time it simulates */
   sim_time_per_wall_time: number;
+  /** only when asked for (StackOptions.timeComponents): each component's wall ns, with workers its threads' busy time */
+  component_wall_ns?: ComponentWallNs;
+  /** component_wall_ns per simulated I/O */
+  component_wall_ns_per_io?: ComponentWallNs;
+}
+
+/** Wall ns per component of the stack (the model's own cost, not model time). */
+export interface ComponentWallNs {
+  guest: number;
+  vmm: number;
+  host: number;
+  device: number;
 }
 
 /** The `vmstack` key of one run (one barrier group). */

@@ -8,11 +8,12 @@
  */
 
 import { threadId } from 'node:worker_threads';
-import { type GuestPlatform, runGuestVcpu, type VcpuWorkerInit } from '@vmstack/guest-kernel';
+import { type GuestPlatform, runGuestVcpu, type VcpuWorkerInit, type VcpuWorkerResult } from '@vmstack/guest-kernel';
 import { createHost, type HostWorkerInit } from '@vmstack/host-vfio';
 import { DeviceEngine, type DeviceWorkerInit } from '@vmstack/nvme-device';
-import { type ControlHandle, InputError, RunControl, type RunOutcome, type WorkerSpec } from '@vmstack/shm';
+import { type ControlHandle, InputError, RunControl, type RunOutcome, type VfioContainerPort, type WorkerSpec } from '@vmstack/shm';
 import { createVmm, type VmmWorkerInit } from '@vmstack/vmm';
+import type { ComponentWallNs } from '../report/vmstack-report.js';
 
 /** Which spec is which: the one VM's vCPUs, its VMM thread, that thread's host context and the drive. */
 export interface InThreadWorkers {
@@ -32,8 +33,16 @@ export class InThreadStall extends Error {
 /**
  * Run the specs of a one-vCPU topology in this thread; same result shape as
  * runWorkers. `workers` says which spec is which (the planner's worker indices).
+ * With `timeComponents`, timers around each component's calls (device steps,
+ * the VMM's handling of a kick, the host's VFIO calls) say where the wall time
+ * of the job loop went: `componentWallNs`, the guest being the rest of the loop.
  */
-export function runInThread(specs: readonly WorkerSpec[], controlHandle: ControlHandle, workers: InThreadWorkers): RunOutcome<unknown> {
+export function runInThread(
+  specs: readonly WorkerSpec[],
+  controlHandle: ControlHandle,
+  workers: InThreadWorkers,
+  timeComponents = false,
+): RunOutcome<unknown> & { componentWallNs?: ComponentWallNs } {
   if (workers.vcpus.length !== 1)
     throw new InputError('--transport', 'in-thread', `one job (numjobs=1) only; this topology has ${workers.vcpus.length} vCPUs: use --transport workers`);
   const control = RunControl.attach(controlHandle);
@@ -42,19 +51,47 @@ export function runInThread(specs: readonly WorkerSpec[], controlHandle: Control
   const hostInit = specs[hostW].init as HostWorkerInit;
   const vmmInit = specs[vmmW].init as VmmWorkerInit;
   const { host, container, clock: hostClock } = createHost(hostInit, hostW, control);
-  const vmm = createVmm(vmmInit, vmmW, control, host);
+  // the host's time inside kicks only: mapping guest RAM at VM start (direct) is not the job loop's
+  const wall = { vmm: 0, host: 0, device: 0, inKick: false };
+  const timedHost: VfioContainerPort = {
+    mapDma(args, nowNs) {
+      const t0 = performance.now();
+      const r = host.mapDma(args, nowNs);
+      if (wall.inKick) wall.host += performance.now() - t0;
+      return r;
+    },
+    unmapDma(args, nowNs) {
+      const t0 = performance.now();
+      const r = host.unmapDma(args, nowNs);
+      if (wall.inKick) wall.host += performance.now() - t0;
+      return r;
+    },
+  };
+  const vmm = createVmm(vmmInit, vmmW, control, timeComponents ? timedHost : host);
   const engine = new DeviceEngine(specs[devW].init as DeviceWorkerInit, devW, control);
+  const step = timeComponents
+    ? (): boolean => {
+        const t0 = performance.now();
+        const progressed = engine.step();
+        wall.device += performance.now() - t0;
+        return progressed;
+      }
+    : (): boolean => engine.step();
   const until = (cond: () => boolean, what: string): void => {
     for (;;) {
       if (cond()) return;
-      const progressed = engine.step();
+      const progressed = step();
       if (cond()) return;
       if (!progressed) throw new InThreadStall(what);
     }
   };
   const platform: GuestPlatform = {
     kick(nowNs) {
+      const t0 = timeComponents ? performance.now() : 0;
+      wall.inKick = true;
       vmm.device.virtio_iommu_handle_command(nowNs + vmmInit.kickWakeupNs);
+      wall.inKick = false;
+      if (timeComponents) wall.vmm += performance.now() - t0;
       return vmm.clock.nowNs();
     },
     awaitBound(tNs, bound) {
@@ -76,5 +113,15 @@ export function runInThread(specs: readonly WorkerSpec[], controlHandle: Control
   results[vmmW] = vmm.result();
   results[hostW] = { stats: container.stats(), profile: host.profile, clockNs: hostClock.nowNs() };
   results[devW] = deviceResult;
-  return { workers: specs.map((s, i) => ({ role: s.role, index: i, threadId })), results };
+  const ms = (x: number) => Math.round(x * 1e6);
+  const componentWallNs = timeComponents
+    ? {
+        // the VMM's time includes the host calls it made; the guest is the rest of its job loop
+        guest: ms(Math.max(0, (vcpuResult as VcpuWorkerResult).job.loopWallMs - wall.vmm - wall.device)),
+        vmm: ms(wall.vmm - wall.host),
+        host: ms(wall.host),
+        device: ms(wall.device),
+      }
+    : undefined;
+  return { workers: specs.map((s, i) => ({ role: s.role, index: i, threadId })), results, componentWallNs };
 }

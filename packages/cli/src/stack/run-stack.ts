@@ -59,6 +59,7 @@ import type { VmmWorkerInit, VmmWorkerResult } from '@vmstack/vmm';
 import { checkFaultRoles } from '../faults.js';
 import { assembleRunResult, mergeVmResults, sumDeep } from '../report/assemble.js';
 import type { RunCarry, RunResult } from '../report/result.js';
+import type { ComponentWallNs } from '../report/vmstack-report.js';
 import { type PlannedRing, planRings, planStack, type StackPlan, type VmPlan } from '../topology/plan.js';
 import { defaultTopology, type Topology } from '../topology/topology.js';
 import { type InThreadWorkers, runInThread } from './in-thread.js';
@@ -105,6 +106,11 @@ export interface StackOptions {
   watchdogMs?: number;
   /** faults to inject into the workers (shm fault.ts) */
   faults?: readonly FaultSpec[];
+  /**
+   * Report each component's wall time (`model_speed.component_wall_ns`): with workers each
+   * thread's busy time (run less parked), in one thread timers around each component's calls.
+   */
+  timeComponents?: boolean;
 }
 
 /**
@@ -415,12 +421,17 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
  * Run the specs on the chosen transport. A run that does not finish says
  * where every worker stood: model clocks, EOTs and what sat in each ring.
  */
-async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: WorkerSpec[], o: StackOptions): Promise<RunOutcome<unknown>> {
+async function runStackWorkers(
+  plan: StackPlan,
+  regions: StackRegions,
+  specs: WorkerSpec[],
+  o: StackOptions,
+): Promise<RunOutcome<unknown> & { componentWallNs?: ComponentWallNs }> {
   const { control } = regions;
   const ctl = RunControl.attach(control);
   return (
     o.transport === 'in-thread'
-      ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan)))
+      ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan), o.timeComponents))
       : runWorkers<unknown>(specs, control, {
           timeoutMs: o.timeoutMs ?? 30 * 60_000,
           watchdogMs: o.watchdogMs ?? defaultWatchdogMs(specs.length, availableParallelism()),
@@ -496,12 +507,28 @@ export async function runStack(opts: StackOptions): Promise<RunResult> {
       wallMs,
       hostCpuThreads: opts.profile.hostCpuThreadsCount,
       topology: opts.topology,
+      componentWallNs: opts.timeComponents ? (out.componentWallNs ?? workerBusyNs(vm, out.results)) : undefined,
     });
   });
   return mergeVmResults(
     results,
     plan.vms.map((vm) => ({ id: vm.id, jobs: vm.jobOfVcpu })),
   );
+}
+
+/** Each kind of a VM's workers: their threads' busy wall ns (run less parked, spinning included). */
+function workerBusyNs(vm: VmPlan, results: readonly unknown[]): ComponentWallNs {
+  const busy = (w: number) => {
+    const waits = (results[w] as { waits?: { parkedNs: number; runNs: number } }).waits;
+    return waits ? waits.runNs - waits.parkedNs : 0;
+  };
+  const sum = (ws: number[]) => ws.reduce((s, w) => s + busy(w), 0);
+  return {
+    guest: sum(vm.vcpuWorkers),
+    vmm: sum(vm.viommus.map((x) => x.vmm)),
+    host: sum(vm.viommus.map((x) => x.host)),
+    device: sum(vm.devices.map((d) => d.worker)),
+  };
 }
 
 /** The workers of a one-VM, one-virtio-iommu, one-drive plan, for the in-thread transport; anything else is refused in one line. */
