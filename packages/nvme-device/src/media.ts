@@ -84,15 +84,15 @@ class Timeline {
     const joinNext = i < starts.length && starts[i] === end;
     if (joinPrev && joinNext) {
       ends[i - 1] = ends[i];
-      starts.splice(i, 1);
-      ends.splice(i, 1);
+      removeAt(starts, i, 1);
+      removeAt(ends, i, 1);
     } else if (joinPrev) {
       ends[i - 1] = end;
     } else if (joinNext) {
       starts[i] = t;
     } else {
-      starts.splice(i, 0, t);
-      ends.splice(i, 0, end);
+      insertAt(starts, i, t);
+      insertAt(ends, i, end);
     }
     return t;
   }
@@ -104,10 +104,23 @@ class Timeline {
     let k = 0;
     while (k < this.ends.length && this.ends[k] <= ns) k++;
     if (k > 0) {
-      this.starts.splice(0, k);
-      this.ends.splice(0, k);
+      removeAt(this.starts, 0, k);
+      removeAt(this.ends, 0, k);
     }
   }
+}
+
+/** `a.splice(i, k)` without the array of removed elements splice returns (booking runs per command). */
+function removeAt(a: number[], i: number, k: number): void {
+  for (let j = i + k; j < a.length; j++) a[j - k] = a[j];
+  a.length -= k;
+}
+
+/** `a.splice(i, 0, x)` without splice's returned array. */
+function insertAt(a: number[], i: number, x: number): void {
+  a.push(x);
+  for (let j = a.length - 1; j > i; j--) a[j] = a[j - 1];
+  a[i] = x;
 }
 
 export class NvmeMedia {
