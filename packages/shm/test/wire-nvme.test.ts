@@ -113,6 +113,9 @@ test('SQE: 64 bytes at the spec offsets, round trip, no overrun (seeded)', (t) =
       [sqe.cdw10, sqe.cdw11, sqe.cdw12, sqe.cdw13, sqe.cdw14, sqe.cdw15],
     );
     t.deepEqual(readSqe(mem, gpa), sqe);
+    const out = readSqe(mem, 0);
+    t.is(readSqe(mem, gpa, out), out, 'read into the record given');
+    t.deepEqual(out, sqe);
     assertOnlyTouched(t, mem, before, [[gpa, gpa + 64]]);
   }
 });

@@ -213,9 +213,27 @@ export function writeSqe(mem: GuestMemory, gpa: number, f: NvmeSqeFields): void 
   dv.setUint32(gpa + 60, checkUint(f.cdw15 ?? 0, 32, 'cdw15'), true);
 }
 
-/** Read the SQE at `gpa` (the device's fetch). */
-export function readSqe(mem: GuestMemory, gpa: number): NvmeSqe {
+/** Read the SQE at `gpa` (the device's fetch); into `out` when given (a fetch loop reuses one record). */
+export function readSqe(mem: GuestMemory, gpa: number, out?: NvmeSqe): NvmeSqe {
   const dv = mem.dv;
+  if (out) {
+    out.opcode = mem.u8[gpa];
+    out.flags = mem.u8[gpa + 1];
+    out.commandId = dv.getUint16(gpa + 2, true);
+    out.nsid = dv.getUint32(gpa + 4, true);
+    out.cdw2 = dv.getUint32(gpa + 8, true);
+    out.cdw3 = dv.getUint32(gpa + 12, true);
+    out.mptr = readU64(dv, gpa + 16);
+    out.prp1 = readU64(dv, gpa + 24);
+    out.prp2 = readU64(dv, gpa + 32);
+    out.cdw10 = dv.getUint32(gpa + 40, true);
+    out.cdw11 = dv.getUint32(gpa + 44, true);
+    out.cdw12 = dv.getUint32(gpa + 48, true);
+    out.cdw13 = dv.getUint32(gpa + 52, true);
+    out.cdw14 = dv.getUint32(gpa + 56, true);
+    out.cdw15 = dv.getUint32(gpa + 60, true);
+    return out;
+  }
   return {
     opcode: mem.u8[gpa],
     flags: mem.u8[gpa + 1],
