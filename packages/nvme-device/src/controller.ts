@@ -39,6 +39,7 @@ import {
   NVME_SQE_BYTES,
   type NvmeCqe,
   NvmePrpError,
+  type NvmeSqe,
   nvmeWalkPrps,
   readSqe,
   sqeRwFields,
@@ -143,6 +144,24 @@ export class NvmeController {
   private readonly heap: PendingCompletion[] = [];
   /** posted completions' records, for the next commands */
   private readonly freeCompletions: PendingCompletion[] = [];
+  /** the SQE being handled (commands are handled one at a time, nothing keeps it) */
+  private readonly sqeScratch: NvmeSqe = {
+    opcode: 0,
+    flags: 0,
+    commandId: 0,
+    nsid: 0,
+    cdw2: 0,
+    cdw3: 0,
+    mptr: 0,
+    prp1: 0,
+    prp2: 0,
+    cdw10: 0,
+    cdw11: 0,
+    cdw12: 0,
+    cdw13: 0,
+    cdw14: 0,
+    cdw15: 0,
+  };
   /** the CQE being posted */
   private readonly cqeScratch: NvmeCqe = { dw0: 0, dw1: 0, sqHead: 0, sqId: 0, commandId: 0, status: 0, phase: 0 };
   /** the pages of the command being fetched */
@@ -218,7 +237,7 @@ export class NvmeController {
         this.counters.faults++;
         continue;
       }
-      const sqe = readSqe(this.mem, hpa);
+      const sqe = readSqe(this.mem, hpa, this.sqeScratch);
       this.counters.commands++;
       if (qid === 0) this.adminCommand(sq, sqe, t);
       else this.ioCommand(sq, sqe, t);
@@ -362,38 +381,41 @@ export class NvmeController {
     return Number(this.mem.dv.getBigUint64(hpa, true));
   };
 
-  /** Translate every page of the PRP-described buffer into `hpas` (emptied first); false on a fault. */
-  private translateBuffer(prp1: number, prp2: number, lengthBytes: number, write: boolean, t: ModelClock, hpas: number[]): boolean {
-    hpas.length = 0;
+  /**
+   * Translate every page of the PRP-described buffer into `hpas[0…)`; returns how many, or -1 on
+   * a fault. The array is overwritten, never shrunk (entries past the count are stale; readers
+   * stop once they have moved the command's bytes).
+   */
+  private translateBuffer(prp1: number, prp2: number, lengthBytes: number, write: boolean, t: ModelClock, hpas: number[]): number {
     const end = (prp1 % PAGE) + lengthBytes;
     if (prp1 % 4 === 0 && (end <= PAGE || (end <= 2 * PAGE && prp2 % PAGE === 0))) {
       // one or two pages, well formed: PRP1 (and PRP2) point at the data, no list to walk (nvmeWalkPrps' segments, unallocated)
       let hpa = this.iommu.translate(prp1, write, t);
-      if (hpa < 0) return false;
-      hpas.push(hpa);
-      if (end > PAGE) {
-        hpa = this.iommu.translate(prp2, write, t);
-        if (hpa < 0) return false;
-        hpas.push(hpa);
-      }
-      return true;
+      if (hpa < 0) return -1;
+      hpas[0] = hpa;
+      if (end <= PAGE) return 1;
+      hpa = this.iommu.translate(prp2, write, t);
+      if (hpa < 0) return -1;
+      hpas[1] = hpa;
+      return 2;
     }
     let segs: ReturnType<typeof nvmeWalkPrps>;
     this.prpClock = t;
     try {
       segs = nvmeWalkPrps(prp1, prp2, lengthBytes, this.readPrpEntry);
     } catch (e) {
-      if (e instanceof NvmePrpError) return false;
+      if (e instanceof NvmePrpError) return -1;
       throw e;
     }
+    let n = 0;
     for (const s of segs) {
       for (let a = s.dmaAddr; a < s.dmaAddr + s.lenBytes; a = (Math.floor(a / PAGE) + 1) * PAGE) {
         const hpa = this.iommu.translate(a, write, t);
-        if (hpa < 0) return false;
-        hpas.push(hpa);
+        if (hpa < 0) return -1;
+        hpas[n++] = hpa;
       }
     }
-    return true;
+    return n;
   }
 
   private ioCommand(sq: SubmissionQueue, sqe: ReturnType<typeof readSqe>, t: ModelClock): void {
@@ -415,9 +437,9 @@ export class NvmeController {
     const isRead = sqe.opcode === NVME_CMD_READ;
     // a read writes guest memory (needs IOMMU write permission), a write reads it
     const hpas = this.hpasScratch;
-    const mapped = this.translateBuffer(sqe.prp1, sqe.prp2, bytes, isRead, t, hpas);
+    const pages = this.translateBuffer(sqe.prp1, sqe.prp2, bytes, isRead, t, hpas);
     const doneNs = this.media.schedule(isRead ? NVME_CMD_READ : NVME_CMD_WRITE, bytes, t.nowNs());
-    if (!mapped) {
+    if (pages < 0) {
       this.counters.faults++;
       this.complete(sq, sqe.commandId, NVME_SC_DMA_FAULT, doneNs);
       return;
@@ -430,8 +452,7 @@ export class NvmeController {
       p.isRead = true;
       p.readBytes = bytes;
       p.readFirstOffset = firstOffset;
-      for (let i = 0; i < hpas.length; i++) p.readHpas[i] = hpas[i];
-      p.readHpas.length = hpas.length;
+      for (let i = 0; i < pages; i++) p.readHpas[i] = hpas[i];
       if (p.readData.length < bytes) p.readData = new Uint8Array(bytes);
       // the media read happens in fetch order: a write fetched later does not change what this
       // read returns, whatever order the threads post completions in (deterministic contents)
@@ -461,7 +482,8 @@ export class NvmeController {
     for (let i = 0; i < hpas.length && pos < bytes; i++) {
       const inPage = i === 0 ? PAGE - firstOffset : PAGE;
       const n = Math.min(inPage, bytes - pos);
-      this.mem.u8.set(data.subarray(pos, pos + n), hpas[i]);
+      // the whole buffer in one piece (a page-aligned one-page read): no view to make
+      this.mem.u8.set(n === data.length ? data : data.subarray(pos, pos + n), hpas[i]);
       pos += n;
     }
   }
