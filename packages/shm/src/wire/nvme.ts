@@ -189,7 +189,9 @@ export interface NvmeSqe {
 export type NvmeSqeFields = Pick<NvmeSqe, 'opcode' | 'commandId'> & Partial<NvmeSqe>;
 
 function checkUint(value: number, bits: 8 | 16 | 32, field: string): number {
-  if (!Number.isInteger(value) || value < 0 || value > 2 ** bits - 1) throw new RangeError(`nvme ${field}: ${value} is not a u${bits}`);
+  // (value >>> 0) === value: an integer in [0, 2^32); then the width's bound
+  if (value >>> 0 !== value || value > (bits === 32 ? 0xffff_ffff : bits === 16 ? 0xffff : 0xff))
+    throw new RangeError(`nvme ${field}: ${value} is not a u${bits}`);
   return value;
 }
 
@@ -272,16 +274,23 @@ export function writeRwSqe(mem: GuestMemory, gpa: number, f: NvmeRwFields): void
   if (!Number.isSafeInteger(f.slba) || f.slba < 0) throw new RangeError(`nvme slba: ${f.slba} is not an integer in [0, 2^53)`);
   if (!Number.isInteger(f.blockCount) || f.blockCount < 1 || f.blockCount > 0x10000)
     throw new RangeError(`nvme blockCount: ${f.blockCount} is not in [1, 65536]`);
-  writeSqe(mem, gpa, {
-    opcode: f.opcode,
-    commandId: f.commandId,
-    nsid: f.nsid,
-    prp1: f.prp1,
-    prp2: f.prp2,
-    cdw10: f.slba >>> 0,
-    cdw11: Math.floor(f.slba / 0x1_0000_0000),
-    cdw12: ((f.blockCount - 1) | (f.fua ? NVME_RW_FUA : 0)) >>> 0,
-  });
+  // writeSqe's bytes for these fields (every other field 0), written directly: one per I/O, no object
+  const dv = mem.dv;
+  mem.u8[gpa] = checkUint(f.opcode, 8, 'opcode');
+  mem.u8[gpa + 1] = 0;
+  dv.setUint16(gpa + 2, checkUint(f.commandId, 16, 'commandId'), true);
+  dv.setUint32(gpa + 4, checkUint(f.nsid, 32, 'nsid'), true);
+  dv.setUint32(gpa + 8, 0, true);
+  dv.setUint32(gpa + 12, 0, true);
+  writeU64(dv, gpa + 16, 0, 'nvme mptr');
+  writeU64(dv, gpa + 24, f.prp1, 'nvme prp1');
+  writeU64(dv, gpa + 32, f.prp2, 'nvme prp2');
+  dv.setUint32(gpa + 40, f.slba >>> 0, true);
+  dv.setUint32(gpa + 44, Math.floor(f.slba / 0x1_0000_0000), true);
+  dv.setUint32(gpa + 48, ((f.blockCount - 1) | (f.fua ? NVME_RW_FUA : 0)) >>> 0, true);
+  dv.setUint32(gpa + 52, 0, true);
+  dv.setUint32(gpa + 56, 0, true);
+  dv.setUint32(gpa + 60, 0, true);
 }
 
 /** SLBA and 1-based block count of a read/write SQE (slba exact below 2^53, see readU64). */
@@ -327,11 +336,21 @@ export function cqePhase(mem: GuestMemory, gpa: number): number {
   return Atomics.load(mem.u16, (gpa + 14) >>> 1) & 1;
 }
 
-/** Host side: read a CQE, status/phase word first (Atomics.load), then the rest. */
-export function readCqe(mem: GuestMemory, gpa: number): NvmeCqe {
+/** Host side: read a CQE, status/phase word first (Atomics.load), then the rest; into `out` when given. */
+export function readCqe(mem: GuestMemory, gpa: number, out?: NvmeCqe): NvmeCqe {
   checkCqeGpa(gpa);
   const word = Atomics.load(mem.u16, (gpa + 14) >>> 1);
   const dv = mem.dv;
+  if (out) {
+    out.dw0 = dv.getUint32(gpa, true);
+    out.dw1 = dv.getUint32(gpa + 4, true);
+    out.sqHead = dv.getUint16(gpa + 8, true);
+    out.sqId = dv.getUint16(gpa + 10, true);
+    out.commandId = dv.getUint16(gpa + 12, true);
+    out.status = word >>> 1;
+    out.phase = word & 1;
+    return out;
+  }
   return {
     dw0: dv.getUint32(gpa, true),
     dw1: dv.getUint32(gpa + 4, true),
