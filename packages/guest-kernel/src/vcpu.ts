@@ -32,6 +32,7 @@ import {
   type ModelClock,
   mulberry32Float,
   NEVER_NS,
+  type NvmeCqe,
   PAGE_SIZE_BYTES,
   type Ring,
   type RunControl,
@@ -285,6 +286,10 @@ export class Vcpu {
     return m === NEVER_NS ? NEVER_NS : m + this.env.quantumNs;
   }
 
+  /** scratch: the CQE being handled, and the device addresses of the I/O being queued */
+  private readonly cqe: NvmeCqe = { dw0: 0, dw1: 0, sqHead: 0, sqId: 0, commandId: 0, status: 0, phase: 0 };
+  private readonly pages: Iova[] = [];
+
   /** for each other vCPU: who watches its EOT (its device and the vCPUs but it) */
   private readonly peerWatchers: number[][];
   /** scratch: each other vCPU's device's EOT, read once per bound */
@@ -329,7 +334,7 @@ export class Vcpu {
     this.publish(this.env.clock.nowNs());
     irqs.release(n);
     for (let i = 0; i < cqes; i++) {
-      const c = nvme_next_cqe(this.env.mem, this.env.queue);
+      const c = nvme_next_cqe(this.env.mem, this.env.queue, this.cqe);
       if (!c) throw new Error('nvme: interrupt without a new completion entry');
       this.env.clock.charge(this.env.costs.nvmeIrqPerCqeNs);
       this.completeIo(c.commandId, c.status);
@@ -425,7 +430,7 @@ export class Vcpu {
     // the device writes memory on a read, reads it on a write
     s.mapping = this.env.dma.iommu_dma_map_sg(s.segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
     clock.charge(this.env.costs.nvmeQueueRqNs + s.blocks * this.env.costs.nvmeSetupPrpPerPageNs);
-    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping), s.prpPage);
+    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping, this.pages), s.prpPage);
     s.issueNs = clock.nowNs();
     this.inflight++;
     this.ringDoorbell(DOORBELL_SQ_TAIL, tail);
@@ -488,12 +493,13 @@ export class Vcpu {
   }
 }
 
-/** The device address of every 4 KiB page a mapping covers, in order (PRP entries). */
-function dmaPages(m: DmaMapping): Iova[] {
-  const pages: Iova[] = [];
+/** The device address of every 4 KiB page a mapping covers, in order (PRP entries), into `pages` (one array reused per vCPU). */
+function dmaPages(m: DmaMapping, pages: Iova[]): Iova[] {
+  let n = 0;
   for (const seg of m.dmaSegments) {
     const first = seg.dmaAddr - (seg.dmaAddr % PAGE_SIZE_BYTES);
-    for (let a = first; a < seg.dmaAddr + seg.lenBytes; a += PAGE_SIZE_BYTES) pages.push(asIova(a));
+    for (let a = first; a < seg.dmaAddr + seg.lenBytes; a += PAGE_SIZE_BYTES) pages[n++] = asIova(a);
   }
+  if (pages.length !== n) pages.length = n;
   return pages;
 }
