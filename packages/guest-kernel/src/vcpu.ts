@@ -103,6 +103,8 @@ interface Slot {
   segments: { gpa: number; lenBytes: number }[];
   prpPage: PrpListPage;
   mapping: DmaMapping | null;
+  /** the slot's mapping object, used again for each of its I/Os (dma-iommu overwrites it) */
+  mappingRecord: DmaMapping | undefined;
   isRead: boolean;
   lba: number;
   blocks: number;
@@ -217,6 +219,7 @@ export class Vcpu {
       ...s,
       segments: s.buffer.pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_SIZE_BYTES })),
       mapping: null,
+      mappingRecord: undefined,
       isRead: true,
       lba: 0,
       blocks: 0,
@@ -235,11 +238,12 @@ export class Vcpu {
     this.verifyAlgo = job.verify === 'none' ? 'none' : job.verify;
     this.peerWatchers = env.otherVcpus.map((v, i) => [env.peerDevices[i], env.self, ...env.otherVcpus.filter((u) => u !== v)]);
     this.peerDeviceEots = new Float64Array(env.otherVcpus.length);
+    this.eotWatchers = [env.deviceWorker, ...env.otherVcpus];
   }
 
   private publish(ns: number): void {
     this.env.control.publishClock(this.env.self, this.finished ? NEVER_NS : Math.min(ns, this.env.clock.nowNs()));
-    this.env.control.raiseEot(this.env.self, ns, [this.env.deviceWorker, ...this.env.otherVcpus]);
+    this.env.control.raiseEot(this.env.self, ns, this.eotWatchers);
   }
 
   private deviceBound(): number {
@@ -286,6 +290,18 @@ export class Vcpu {
     return m === NEVER_NS ? NEVER_NS : m + this.env.quantumNs;
   }
 
+  // the conditions the vCPU waits on, made once (a wait per I/O would otherwise make a closure each)
+  private readonly quantumBoundFn = (): number => this.quantumBound();
+  private readonly deviceBoundFn = (): number => this.deviceBound();
+  /** idle: the timer it waits for besides an interrupt */
+  private idleTimerNs = NEVER_NS;
+  /** idle: an interrupt arrived, or the device's bound passed the timer */
+  private readonly idleWakeFn = (): boolean =>
+    this.env.irqs.available() > 0 || (this.idleTimerNs !== NEVER_NS && this.virtual && this.deviceBound() > this.idleTimerNs);
+
+  /** who watches our EOT: the device and the other vCPUs */
+  private readonly eotWatchers: number[];
+
   /** scratch: the CQE being handled, and the device addresses of the I/O being queued */
   private readonly cqe: NvmeCqe = { dw0: 0, dw1: 0, sqHead: 0, sqId: 0, commandId: 0, status: 0, phase: 0 };
   private readonly pages: Iova[] = [];
@@ -304,7 +320,7 @@ export class Vcpu {
   quantumGate(t: number): void {
     if (!this.virtual || this.env.otherVcpus.length === 0) return;
     this.publish(t);
-    this.env.platform.awaitBound(t, () => this.quantumBound());
+    this.env.platform.awaitBound(t, this.quantumBoundFn);
   }
 
   /** Take every interrupt stamped ≤ now (waits until the device can send none earlier). */
@@ -314,7 +330,7 @@ export class Vcpu {
       // our own EOT must be current, or the device may be waiting on us while we wait on it
       this.publish(now);
       // strictly past now: a device whose EOT is `now` may still raise an interrupt stamped `now`
-      this.env.platform.awaitBound(now + 1, () => this.deviceBound());
+      this.env.platform.awaitBound(now + 1, this.deviceBoundFn);
     }
     const irqs = this.env.irqs;
     let n = 0;
@@ -428,7 +444,8 @@ export class Vcpu {
     clock.charge(this.env.costs.fioSubmitNs + s.blocks * this.env.costs.guestPinUserPagePerPageNs);
     this.env.profiler.enter();
     // the device writes memory on a read, reads it on a write
-    s.mapping = this.env.dma.iommu_dma_map_sg(s.segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
+    s.mapping = this.env.dma.iommu_dma_map_sg(s.segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE, undefined, s.mappingRecord);
+    s.mappingRecord = s.mapping;
     clock.charge(this.env.costs.nvmeQueueRqNs + s.blocks * this.env.costs.nvmeSetupPrpPerPageNs);
     const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping, this.pages), s.prpPage);
     s.issueNs = clock.nowNs();
@@ -467,8 +484,8 @@ export class Vcpu {
       this.env.control.publishTimer(this.env.self, timerNs);
       this.publish(NEVER_NS);
       const irqs = this.env.irqs;
-      const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() > timerNs;
-      this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);
+      this.idleTimerNs = timerNs;
+      this.env.platform.awaitInput(this.idleWakeFn, timerNs);
       if (irqs.available() > 0 && irqs.timestampAt(irqs.offsetAt(0)) <= timerNs) clock.advanceTo(irqs.timestampAt(irqs.offsetAt(0)));
       else clock.advanceTo(timerNs);
       idleNs += clock.nowNs() - idleFromNs;
