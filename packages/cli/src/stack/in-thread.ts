@@ -8,7 +8,7 @@
  */
 
 import { threadId } from 'node:worker_threads';
-import { type GuestPlatform, runGuestVcpu, type VcpuWorkerInit, type VcpuWorkerResult } from '@vmstack/guest-kernel';
+import { type GuestPlatform, runGuestVcpu, type VcpuWorkerInit } from '@vmstack/guest-kernel';
 import { createHost, type HostWorkerInit } from '@vmstack/host-vfio';
 import { DeviceEngine, type DeviceWorkerInit } from '@vmstack/nvme-device';
 import { type ControlHandle, InputError, RunControl, type RunOutcome, type VfioContainerPort, type WorkerSpec } from '@vmstack/shm';
@@ -35,7 +35,7 @@ export class InThreadStall extends Error {
  * runWorkers. `workers` says which spec is which (the planner's worker indices).
  * With `timeComponents`, timers around each component's calls (device steps,
  * the VMM's handling of a kick, the host's VFIO calls) say where the wall time
- * of the job loop went: `componentWallNs`, the guest being the rest of the loop.
+ * of the vCPU's run went: `componentWallNs`, the guest being the rest of that run.
  */
 export function runInThread(
   specs: readonly WorkerSpec[],
@@ -109,7 +109,10 @@ export function runInThread(
     done() {},
   };
   vmm.startVm();
+  const vcpuStartMs = performance.now();
   const vcpuResult = runGuestVcpu(specs[vcpuW].init as VcpuWorkerInit, vcpuW, control, platform)();
+  const vcpuWallMs = performance.now() - vcpuStartMs;
+  const deviceInVcpuMs = wall.device;
   until(() => engine.done(), 'the device to finish');
   // as with workers: the device reports when its vCPUs are done, before the VM is torn down
   const deviceResult = engine.result();
@@ -122,11 +125,12 @@ export function runInThread(
   const ms = (x: number) => Math.round(x * 1e6);
   const componentWallNs = timeComponents
     ? {
-        // the VMM's time includes the host calls it made; the guest is the rest of its job loop
-        guest: ms(Math.max(0, (vcpuResult as VcpuWorkerResult).job.loopWallMs - wall.vmm - wall.device)),
+        // while the vCPU ran (bring-up, job, shutdown): the VMM's time includes the host calls it
+        // made, and the guest is the rest of the vCPU's run
+        guest: ms(Math.max(0, vcpuWallMs - wall.vmm - deviceInVcpuMs)),
         vmm: ms(wall.vmm - wall.host),
         host: ms(wall.host),
-        device: ms(wall.device),
+        device: ms(deviceInVcpuMs),
       }
     : undefined;
   return { workers: specs.map((s, i) => ({ role: s.role, index: i, threadId })), results, componentWallNs };
