@@ -7,7 +7,7 @@
  */
 
 import { readFileSync } from 'node:fs';
-import { FIO_IO_U_PLAT_NR, type FioJobSpec, FioStatCollector, ioStatDev, plat_idx_to_val, plat_val_to_idx, validateJobSpec } from '@vmstack/guest-kernel';
+import { FIO_IO_U_PLAT_NR, type FioJobSpec, FioStatCollector, ioStatDev, plat_idx_to_val, plat_val_to_idx } from '@vmstack/guest-kernel';
 import { InputError, xxh32 } from '@vmstack/shm';
 import test from 'ava';
 import { parseJobFileText } from '../src/fio/jobfile.js';

@@ -97,10 +97,18 @@ test('profile with no calls and no run time says so instead of dividing by zero'
   );
 });
 
-test('the model speed line gives simulated I/Os per wall second', (t) => {
+test('the model_speed line gives simulated I/Os per wall second and simulated time per wall time', (t) => {
   t.is(
-    formatModelSpeed({ simulated_ios: 16, run_wall_ms: 808, job_loop_wall_ms: 62, simulated_ios_per_wall_s: 258 }),
-    'model speed: 258 simulated I/Os per wall second (16 I/Os in 62 ms of job loop; whole run with worker start-up 808 ms)\n',
+    formatModelSpeed({
+      simulated_ios: 16,
+      simulated_ns: 124_000_000,
+      run_wall_ms: 808,
+      job_loop_wall_ms: 62,
+      simulated_ios_per_wall_s: 258,
+      sim_time_per_wall_time: 2,
+    }),
+    'model_speed: 258 simulated I/Os per wall second, 2 s simulated per wall second ' +
+      '(16 I/Os, 124.000 ms of model time in 62 ms of job loop; whole run with worker start-up 808 ms)\n',
   );
 });
 
@@ -119,10 +127,10 @@ test('all tables of a run: what ran, lock_stat, profile, counters, verify, leaks
   t.notRegex(out, /lazy|bounce\.|swiotlb\./, 'counters of components the run did not use are left out');
   t.regex(out, /^verify\n {2}blocks checked\s+256\n {2}corrupt\s+1\n {2}overwritten by another job\s+0\n/m);
   t.regex(out, /^leaks[^\n]*\n {2}iovas\s+0\n {2}iova_mappings_in_vmm\s+1\n {2}pinned_pages\s+24\n {2}locked_vm_pages\s+0\n/m);
-  t.regex(out, /^model speed: 258 simulated I\/Os per wall second/m);
+  t.regex(out, /^model_speed: 258 simulated I\/Os per wall second, 0\.5 s simulated per wall second/m);
   t.notRegex(out, /[{}"]/, 'no raw JSON in normal output');
   // section order as documented
-  const order = ['vmstack:', 'lock_stat', '# profile', 'counters', 'verify', 'leaks', 'model speed'].map((s) => out.indexOf(s));
+  const order = ['vmstack:', 'lock_stat', '# profile', 'counters', 'verify', 'leaks', 'model_speed'].map((s) => out.indexOf(s));
   t.deepEqual(
     [...order].sort((a, b) => a - b),
     order,

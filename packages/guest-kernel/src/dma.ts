@@ -122,13 +122,18 @@ export class DmaIommu {
    * `attrs.persistentStreaming` is DMA_ATTR_PERSISTENT_STREAMING: with the pool,
    * the mapping is served from it whatever its size and its slot stays mapped.
    */
-  iommu_dma_map_sg(segments: readonly DmaSegment[], dir: DmaDirection, attrs: { persistentStreaming?: boolean } = {}): DmaMapping {
+  iommu_dma_map_sg(segments: readonly DmaSegment[], dir: DmaDirection, attrs: { persistentStreaming?: boolean } = NO_ATTRS, into?: DmaMapping): DmaMapping {
     this.counters.mapCalls++;
-    const totalBytes = segments.reduce((s, x) => s + x.lenBytes, 0);
-    const m: DmaMapping = { dmaSegments: [], segments, dir, totalBytes, kind: 'direct', iovaRanges: [], slot: null, fallback: null };
+    let totalBytes = 0;
+    for (let i = 0; i < segments.length; i++) totalBytes += segments[i].lenBytes;
+    const m: DmaMapping = into
+      ? reuseMapping(into, segments, dir, totalBytes)
+      : { dmaSegments: [], segments, dir, totalBytes, kind: 'direct', iovaRanges: [], slot: null, fallback: null };
     if (this.strategy === 'direct') {
       // no IOMMU: the bus address is the guest-physical address
-      m.dmaSegments = segments.map((s) => ({ dmaAddr: asIova(s.gpa), lenBytes: s.lenBytes }));
+      for (let i = 0; i < segments.length; i++) setDmaSegment(m, i, asIova(segments[i].gpa), segments[i].lenBytes);
+      setCount(m.dmaSegments, segments.length);
+      setCount(m.iovaRanges, 0);
       return m;
     }
     this.profiler.enter();
@@ -265,13 +270,17 @@ export class DmaIommu {
       throw e;
     }
     m.kind = 'iommu';
-    m.iovaRanges.push({ pfn, pages, swiotlb: -1, mapBytes: pages * PAGE_SIZE_BYTES, offset });
-    m.dmaSegments = [{ dmaAddr: asIova(iova + offset), lenBytes: m.totalBytes }];
+    setIovaRange(m, 0, pfn, pages, -1, pages * PAGE_SIZE_BYTES, offset);
+    setCount(m.iovaRanges, 1);
+    setDmaSegment(m, 0, asIova(iova + offset), m.totalBytes);
+    setCount(m.dmaSegments, 1);
   }
 
   /** Untrusted device, reference-period kernel: every segment mapped on its own; sub-granule ones bounced via swiotlb. */
   private mapPerSegment(m: DmaMapping): void {
     m.kind = 'per-segment';
+    setCount(m.iovaRanges, 0);
+    setCount(m.dmaSegments, 0);
     const { read, write } = this.prot(m.dir);
     // iommu_dma_map_sg_swiotlb: one iommu_dma_map_page per segment (a single segment is the entry point itself)
     const perSegment = m.segments.length > 1;
@@ -338,7 +347,9 @@ export class DmaIommu {
       this.exitCopyFrame(copy.copiedBytes, copy.zeroedBytes);
       m.kind = 'slot';
       m.slot = slot;
-      m.dmaSegments = [{ dmaAddr: asIova(slot.iova), lenBytes: m.totalBytes }];
+      setDmaSegment(m, 0, asIova(slot.iova), m.totalBytes);
+      setCount(m.dmaSegments, 1);
+      setCount(m.iovaRanges, 0);
       this.counters.bouncedMappings++;
       this.profiler.exit(fn, m.totalBytes);
       return true;
@@ -360,6 +371,7 @@ export class DmaIommu {
     this.exitCopyFrame(copy.copiedBytes, copy.zeroedBytes);
     m.kind = 'fallback';
     m.fallback = fb;
+    setCount(m.iovaRanges, 0);
     m.iovaRanges.push({ pfn, pages: mapBytes / PAGE_SIZE_BYTES, swiotlb: -1, mapBytes, offset: 0 });
     m.dmaSegments = [{ dmaAddr: asIova(fb.iova), lenBytes: m.totalBytes }];
     this.counters.bouncedMappings++;
@@ -468,6 +480,55 @@ export class DmaIommu {
   quiesce(): void {
     if (this.d.fq) this.d.fq.fq_flush_all(this.clock);
   }
+}
+
+const NO_ATTRS: { persistentStreaming?: boolean } = Object.freeze({});
+
+/**
+ * A mapping object used again for the next mapping (the caller's, e.g. one per
+ * fio I/O slot, once its earlier mapping is unmapped). Its arrays and their
+ * entry objects are kept: the map paths overwrite entries in order with
+ * setDmaSegment / setIovaRange and cut each array to its count with setCount,
+ * so a mapping of the same shape as the last allocates nothing.
+ */
+function reuseMapping(m: DmaMapping, segments: readonly DmaSegment[], dir: DmaDirection, totalBytes: number): DmaMapping {
+  m.segments = segments;
+  m.dir = dir;
+  m.totalBytes = totalBytes;
+  m.kind = 'direct';
+  m.slot = null;
+  m.fallback = null;
+  return m;
+}
+
+/** Entry i of `m.dmaSegments`: an existing entry object is overwritten. */
+function setDmaSegment(m: DmaMapping, i: number, dmaAddr: Iova, lenBytes: number): void {
+  const e = m.dmaSegments[i] as { dmaAddr: Iova; lenBytes: number } | undefined;
+  if (e === undefined) {
+    m.dmaSegments[i] = { dmaAddr, lenBytes };
+    return;
+  }
+  e.dmaAddr = dmaAddr;
+  e.lenBytes = lenBytes;
+}
+
+/** Entry i of `m.iovaRanges`, as setDmaSegment. */
+function setIovaRange(m: DmaMapping, i: number, pfn: number, pages: number, swiotlb: number, mapBytes: number, offset: number): void {
+  const r = m.iovaRanges[i];
+  if (r === undefined) {
+    m.iovaRanges[i] = { pfn, pages, swiotlb, mapBytes, offset };
+    return;
+  }
+  r.pfn = pfn;
+  r.pages = pages;
+  r.swiotlb = swiotlb;
+  r.mapBytes = mapBytes;
+  r.offset = offset;
+}
+
+/** Cut a mapping's array to the `n` entries this mapping set (no change, no work). */
+function setCount(a: unknown[], n: number): void {
+  if (a.length !== n) a.length = n;
 }
 
 /** The IOVA of an IOVA page frame (the allocator hands out pfns). */

@@ -41,6 +41,7 @@ import {
   type ModelClock,
   mulberry32Float,
   NEVER_NS,
+  type NvmeCqe,
   PAGE_SIZE_BYTES,
   type Ring,
   type RunControl,
@@ -121,6 +122,8 @@ interface Slot {
   segments: { gpa: number; lenBytes: number }[];
   prpPage: PrpListPage;
   mapping: DmaMapping | null;
+  /** the slot's mapping object, used again for each of its I/Os (dma-iommu overwrites it) */
+  mappingRecord: DmaMapping | undefined;
   isRead: boolean;
   lba: number;
   blocks: number;
@@ -279,6 +282,7 @@ export class Vcpu {
       ...s,
       segments: s.buffer.pageGpas.map((gpa) => ({ gpa, lenBytes: PAGE_SIZE_BYTES })),
       mapping: null,
+      mappingRecord: undefined,
       isRead: true,
       lba: 0,
       blocks: 0,
@@ -316,11 +320,12 @@ export class Vcpu {
         rng: mulberry32Float((job.randseed ^ 0x70a9e) + job.jobIndex),
       });
     }
+    this.eotWatchers = [env.deviceWorker, ...env.otherVcpus];
   }
 
   private publish(ns: number): void {
     this.env.control.publishClock(this.env.self, this.finished ? NEVER_NS : Math.min(ns, this.env.clock.nowNs()));
-    this.env.control.raiseEot(this.env.self, ns, [this.env.deviceWorker, ...this.env.otherVcpus]);
+    this.env.control.raiseEot(this.env.self, ns, this.eotWatchers);
   }
 
   private deviceBound(): number {
@@ -367,6 +372,24 @@ export class Vcpu {
     return m === NEVER_NS ? NEVER_NS : m + this.env.quantumNs;
   }
 
+  // the conditions the vCPU waits on, made once (a wait per I/O would otherwise make a closure each)
+  private readonly quantumBoundFn = (): number => this.quantumBound();
+  private readonly deviceBoundFn = (): number => this.deviceBound();
+  /** idle: the timer it waits for besides an interrupt */
+  private idleTimerNs = NEVER_NS;
+  /** idle: an interrupt arrived, or the device's bound passed the timer */
+  private readonly idleWakeFn = (): boolean =>
+    this.env.irqs.available() > 0 || (this.idleTimerNs !== NEVER_NS && this.virtual && this.deviceBound() > this.idleTimerNs);
+
+  /** who watches our EOT: the device and the other vCPUs */
+  private readonly eotWatchers: number[];
+
+  /** scratch: the CQE being handled, and the device addresses of the I/O being queued */
+  private readonly cqe: NvmeCqe = { dw0: 0, dw1: 0, sqHead: 0, sqId: 0, commandId: 0, status: 0, phase: 0 };
+  private readonly pages: Iova[] = [];
+  /** the PRP entries of a page-cache request, reused */
+  private readonly kernelPages: Iova[] = [];
+
   /** for each other vCPU: who watches its EOT (its device and the vCPUs but it) */
   private readonly peerWatchers: number[][];
   /** scratch: each other vCPU's device's EOT, read once per bound */
@@ -381,7 +404,7 @@ export class Vcpu {
   quantumGate(t: number): void {
     if (!this.virtual || this.env.otherVcpus.length === 0) return;
     this.publish(t);
-    this.env.platform.awaitBound(t, () => this.quantumBound());
+    this.env.platform.awaitBound(t, this.quantumBoundFn);
   }
 
   /** Take every interrupt stamped ≤ now (waits until the device can send none earlier). */
@@ -398,7 +421,7 @@ export class Vcpu {
       // past the device's lookahead before that (a buffered job copying while its readahead is in flight)
       // wakes it, so it publishes a bound from our new EOT
       if (this.deviceBound() <= now) this.env.control.event(this.env.deviceWorker).notify();
-      this.env.platform.awaitBound(now + 1, () => this.deviceBound());
+      this.env.platform.awaitBound(now + 1, this.deviceBoundFn);
     }
     const irqs = this.env.irqs;
     let n = 0;
@@ -419,7 +442,7 @@ export class Vcpu {
     irqs.release(n);
     this.stat.reaped(cqes);
     for (let i = 0; i < cqes; i++) {
-      const c = nvme_next_cqe(this.env.mem, this.env.queue);
+      const c = nvme_next_cqe(this.env.mem, this.env.queue, this.cqe);
       if (!c) throw new Error('nvme: interrupt without a new completion entry');
       this.env.clock.charge(this.env.costs.nvmeIrqPerCqeNs);
       this.completeIo(c.commandId, c.status);
@@ -632,7 +655,8 @@ export class Vcpu {
     const segments = s.blocks === s.segments.length ? s.segments : s.segments.slice(0, s.blocks);
     const mapFromNs = clock.nowNs();
     try {
-      s.mapping = this.env.dma.iommu_dma_map_sg(segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
+      s.mapping = this.env.dma.iommu_dma_map_sg(segments, isRead ? DMA_FROM_DEVICE : DMA_TO_DEVICE, undefined, s.mappingRecord);
+      s.mappingRecord = s.mapping;
     } catch (e) {
       if (!(e instanceof IommuMapNoMemError)) throw e;
       this.env.profiler.exit('nvme_queue_rq');
@@ -645,7 +669,7 @@ export class Vcpu {
     // logged at the call's start: the IOVA may be mapped for the device from any moment of the call on
     if (this.env.unmapLog) for (const seg of s.mapping.dmaSegments) this.env.unmapLog.append('map', seg.dmaAddr, seg.lenBytes, mapFromNs);
     clock.charge(this.env.costs.nvmeQueueRqNs + s.blocks * this.env.costs.nvmeSetupPrpPerPageNs);
-    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, s.lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping), s.prpPage);
+    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, s.lba, s.blocks * BLOCK_BYTES, dmaPages(s.mapping, this.pages), s.prpPage);
     s.issueNs = clock.nowNs();
     this.inflight++;
     this.stat.submitted(s.submitNs);
@@ -684,8 +708,8 @@ export class Vcpu {
     this.publish(NEVER_NS);
     this.stat.slept();
     const irqs = this.env.irqs;
-    const timerDue = () => timerNs !== NEVER_NS && this.virtual && this.deviceBound() > timerNs;
-    this.env.platform.awaitInput(() => irqs.available() > 0 || timerDue(), timerNs);
+    this.idleTimerNs = timerNs;
+    this.env.platform.awaitInput(this.idleWakeFn, timerNs);
     if (irqs.available() > 0 && irqs.timestampAt(irqs.offsetAt(0)) <= timerNs) clock.advanceTo(irqs.timestampAt(irqs.offsetAt(0)));
     else clock.advanceTo(timerNs);
     this.idleNs += clock.nowNs() - idleFromNs;
@@ -743,7 +767,16 @@ export class Vcpu {
     req.done = done;
     clock.charge(this.env.costs.nvmeQueueRqNs + pageGpas.length * this.env.costs.nvmeSetupPrpPerPageNs);
     const cid = this.slots.length + r;
-    const tail = nvme_queue_rw(this.env.mem, this.env.queue, isRead, cid, lba, pageGpas.length * BLOCK_BYTES, dmaPages(req.mapping), req.prpPage);
+    const tail = nvme_queue_rw(
+      this.env.mem,
+      this.env.queue,
+      isRead,
+      cid,
+      lba,
+      pageGpas.length * BLOCK_BYTES,
+      dmaPages(req.mapping, this.kernelPages),
+      req.prpPage,
+    );
     this.ringDoorbell(DOORBELL_SQ_TAIL, tail);
     this.env.profiler.exit('nvme_queue_rq');
     this.publish(clock.nowNs());
@@ -844,12 +877,13 @@ export class Vcpu {
   }
 }
 
-/** The device address of every 4 KiB page a mapping covers, in order (PRP entries). */
-function dmaPages(m: DmaMapping): Iova[] {
-  const pages: Iova[] = [];
+/** The device address of every 4 KiB page a mapping covers, in order (PRP entries), into `pages` (one array reused per vCPU). */
+function dmaPages(m: DmaMapping, pages: Iova[]): Iova[] {
+  let n = 0;
   for (const seg of m.dmaSegments) {
     const first = seg.dmaAddr - (seg.dmaAddr % PAGE_SIZE_BYTES);
-    for (let a = first; a < seg.dmaAddr + seg.lenBytes; a += PAGE_SIZE_BYTES) pages.push(asIova(a));
+    for (let a = first; a < seg.dmaAddr + seg.lenBytes; a += PAGE_SIZE_BYTES) pages[n++] = asIova(a);
   }
+  if (pages.length !== n) pages.length = n;
   return pages;
 }

@@ -38,7 +38,9 @@ import {
   NVME_SC_QID_INVALID,
   NVME_SC_SUCCESS,
   NVME_SQE_BYTES,
+  type NvmeCqe,
   NvmePrpError,
+  type NvmeSqe,
   nvmeWalkPrps,
   readSqe,
   sqeRwFields,
@@ -86,6 +88,10 @@ interface CompletionQueue {
   pageHpas: number[];
 }
 
+/**
+ * A command between fetch and completion. Records are reused (a free list):
+ * nothing is allocated per command once the queue depth has been reached.
+ */
 interface PendingCompletion {
   completionNs: number;
   seq: number;
@@ -94,13 +100,30 @@ interface PendingCompletion {
   commandId: number;
   sqHead: number;
   status: number;
-  /** reads: data to move into guest memory at completion */
-  readLba: number;
-  readBlocks: number;
-  /** the blocks as the namespace held them when the command was fetched */
-  readData: Uint8Array | null;
-  readHpas: number[] | null;
+  /** reads: data to move into guest memory at completion (readBytes of readData, to readHpas) */
+  isRead: boolean;
+  readBytes: number;
+  /** the blocks as the namespace held them when the command was fetched; kept with the record for its next read */
+  readData: Uint8Array;
+  readHpas: number[];
   readFirstOffset: number;
+}
+
+function newPendingCompletion(): PendingCompletion {
+  return {
+    completionNs: 0,
+    seq: 0,
+    sqid: 0,
+    cqid: 0,
+    commandId: 0,
+    sqHead: 0,
+    status: 0,
+    isRead: false,
+    readBytes: 0,
+    readData: new Uint8Array(0),
+    readHpas: [],
+    readFirstOffset: 0,
+  };
 }
 
 export interface NvmeCounters {
@@ -125,6 +148,30 @@ export class NvmeController {
   private readonly sqs = new Map<number, SubmissionQueue>();
   private readonly cqs = new Map<number, CompletionQueue>();
   private readonly heap: PendingCompletion[] = [];
+  /** posted completions' records, for the next commands */
+  private readonly freeCompletions: PendingCompletion[] = [];
+  /** the SQE being handled (commands are handled one at a time, nothing keeps it) */
+  private readonly sqeScratch: NvmeSqe = {
+    opcode: 0,
+    flags: 0,
+    commandId: 0,
+    nsid: 0,
+    cdw2: 0,
+    cdw3: 0,
+    mptr: 0,
+    prp1: 0,
+    prp2: 0,
+    cdw10: 0,
+    cdw11: 0,
+    cdw12: 0,
+    cdw13: 0,
+    cdw14: 0,
+    cdw15: 0,
+  };
+  /** the CQE being posted */
+  private readonly cqeScratch: NvmeCqe = { dw0: 0, dw1: 0, sqHead: 0, sqId: 0, commandId: 0, status: 0, phase: 0 };
+  /** the pages of the command being fetched */
+  private readonly hpasScratch: number[] = [];
   private seq = 0;
   private fetchFreeNs = 0;
   private regs = { aqa: 0, asq: 0, acq: 0 };
@@ -135,6 +182,9 @@ export class NvmeController {
   misbehaviour: { mode: DeviceFaultMode; atNs: number } | null = null;
   /** `vmstack attack`: the attacker watching the buffers the device is given */
   observer: BufferObserver | null = null;
+  /** the fetch engine's and the completion poster's timelines, reused (no clock per doorbell or completion) */
+  private readonly fetchClock = new ModelClock('virtual');
+  private readonly postClock = new ModelClock('virtual');
   readonly counters: NvmeCounters = { commands: 0, reads: 0, writes: 0, faults: 0, adminCommands: 0, bytesRead: 0, bytesWritten: 0, interrupts: 0 };
 
   constructor(
@@ -187,8 +237,8 @@ export class NvmeController {
     const sq = this.sqs.get(qid);
     if (!sq) throw new Error(`nvme: doorbell for submission queue ${qid}, which does not exist`);
     // the controller's fetch engine has its own timeline: the doorbell's arrival, then one fetch after another
-    const t = new ModelClock('virtual');
-    t.advanceTo(Math.max(tsNs + this.costs.nvmeDoorbellLatencyNs, this.fetchFreeNs));
+    const t = this.fetchClock;
+    t.restartAt(Math.max(tsNs + this.costs.nvmeDoorbellLatencyNs, this.fetchFreeNs));
     this.clock.syncTo(t.nowNs());
     while (sq.head !== value) {
       t.charge(this.costs.nvmeSqeFetchNs);
@@ -199,7 +249,7 @@ export class NvmeController {
         this.counters.faults++;
         continue;
       }
-      const sqe = readSqe(this.mem, hpa);
+      const sqe = readSqe(this.mem, hpa, this.sqeScratch);
       this.counters.commands++;
       if (qid === 0) this.adminCommand(sq, sqe, t);
       else this.ioCommand(sq, sqe, t);
@@ -207,15 +257,17 @@ export class NvmeController {
     this.fetchFreeNs = t.nowNs();
   }
 
-  private push(p: Omit<PendingCompletion, 'seq'>): void {
-    const e = { ...p, seq: this.seq++ };
+  private push(e: PendingCompletion): void {
+    e.seq = this.seq++;
     const h = this.heap;
     h.push(e);
     let i = h.length - 1;
     while (i > 0) {
       const parent = (i - 1) >> 1;
       if (before(h[parent], h[i])) break;
-      [h[parent], h[i]] = [h[i], h[parent]];
+      const x = h[parent];
+      h[parent] = h[i];
+      h[i] = x;
       i = parent;
     }
   }
@@ -234,33 +286,29 @@ export class NvmeController {
         if (l < h.length && before(h[l], h[m])) m = l;
         if (r < h.length && before(h[r], h[m])) m = r;
         if (m === i) break;
-        [h[m], h[i]] = [h[i], h[m]];
+        const x = h[m];
+        h[m] = h[i];
+        h[i] = x;
         i = m;
       }
     }
     return top;
   }
 
-  private complete(
-    sq: SubmissionQueue,
-    commandId: number,
-    status: number,
-    completionNs: number,
-    read?: { lba: number; blocks: number; hpas: number[]; firstOffset: number; data: Uint8Array },
-  ): void {
-    this.push({
-      completionNs,
-      sqid: sq.qid,
-      cqid: sq.cqid,
-      commandId,
-      sqHead: sq.head,
-      status,
-      readLba: read?.lba ?? 0,
-      readBlocks: read?.blocks ?? 0,
-      readData: read?.data ?? null,
-      readHpas: read?.hpas ?? null,
-      readFirstOffset: read?.firstOffset ?? 0,
-    });
+  /** Queue the completion of a command; a read fills in its data on the returned record. */
+  private complete(sq: SubmissionQueue, commandId: number, status: number, completionNs: number): PendingCompletion {
+    const p = this.freeCompletions.pop() ?? newPendingCompletion();
+    p.completionNs = completionNs;
+    p.sqid = sq.qid;
+    p.cqid = sq.cqid;
+    p.commandId = commandId;
+    p.sqHead = sq.head;
+    p.status = status;
+    p.isRead = false;
+    p.readBytes = 0;
+    p.readFirstOffset = 0;
+    this.push(p);
+    return p;
   }
 
   private adminCommand(sq: SubmissionQueue, sqe: ReturnType<typeof readSqe>, t: ModelClock): void {
@@ -336,30 +384,56 @@ export class NvmeController {
     return pages;
   }
 
-  /** Translate every page of the PRP-described buffer; null on a fault. */
-  private translateBuffer(prp1: number, prp2: number, lengthBytes: number, write: boolean, t: ModelClock): number[] | null {
+  /** the clock `readPrpEntry` charges its translations to (the command being fetched) */
+  private prpClock: ModelClock = this.fetchClock;
+  /** The device reads one PRP list entry: the list page's IOVA translated, then the entry's 64 bits. */
+  private readonly readPrpEntry = (dmaAddr: number): number => {
+    const hpa = this.iommu.translate(dmaAddr, false, this.prpClock);
+    if (hpa < 0) throw new NvmePrpError(NVME_SC_DMA_FAULT, `PRP list at IOVA ${dmaAddr} not mapped`);
+    return Number(this.mem.dv.getBigUint64(hpa, true));
+  };
+
+  /**
+   * Translate every page of the PRP-described buffer into `hpas[0…)`; returns how many, or -1 on
+   * a fault. The array is overwritten, never shrunk (entries past the count are stale; readers
+   * stop once they have moved the command's bytes).
+   */
+  private translateBuffer(prp1: number, prp2: number, lengthBytes: number, write: boolean, t: ModelClock, hpas: number[]): number {
+    // the IOVA of each page, kept only for an attacker or an injected misbehaviour
+    const track = this.observer !== null || this.misbehaviour !== null;
+    if (track) this.iovaPages.length = 0;
+    const end = (prp1 % PAGE) + lengthBytes;
+    if (prp1 % 4 === 0 && (end <= PAGE || (end <= 2 * PAGE && prp2 % PAGE === 0))) {
+      // one or two pages, well formed: PRP1 (and PRP2) point at the data, no list to walk (nvmeWalkPrps' segments, unallocated)
+      let hpa = this.iommu.translate(prp1, write, t);
+      if (hpa < 0) return -1;
+      hpas[0] = hpa;
+      if (track) this.iovaPages.push(prp1);
+      if (end <= PAGE) return 1;
+      hpa = this.iommu.translate(prp2, write, t);
+      if (hpa < 0) return -1;
+      hpas[1] = hpa;
+      if (track) this.iovaPages.push(prp2);
+      return 2;
+    }
     let segs: ReturnType<typeof nvmeWalkPrps>;
+    this.prpClock = t;
     try {
-      segs = nvmeWalkPrps(prp1, prp2, lengthBytes, (dmaAddr) => {
-        const hpa = this.iommu.translate(dmaAddr, false, t);
-        if (hpa < 0) throw new NvmePrpError(NVME_SC_DMA_FAULT, `PRP list at IOVA ${dmaAddr} not mapped`);
-        return Number(this.mem.dv.getBigUint64(hpa, true));
-      });
+      segs = nvmeWalkPrps(prp1, prp2, lengthBytes, this.readPrpEntry);
     } catch (e) {
-      if (e instanceof NvmePrpError) return null;
+      if (e instanceof NvmePrpError) return -1;
       throw e;
     }
-    const hpas: number[] = [];
-    this.iovaPages.length = 0;
+    let n = 0;
     for (const s of segs) {
       for (let a = s.dmaAddr; a < s.dmaAddr + s.lenBytes; a = (Math.floor(a / PAGE) + 1) * PAGE) {
         const hpa = this.iommu.translate(a, write, t);
-        if (hpa < 0) return null;
-        hpas.push(hpa);
-        this.iovaPages.push(a);
+        if (hpa < 0) return -1;
+        hpas[n++] = hpa;
+        if (track) this.iovaPages.push(a);
       }
     }
-    return hpas;
+    return n;
   }
 
   private ioCommand(sq: SubmissionQueue, sqe: ReturnType<typeof readSqe>, t: ModelClock): void {
@@ -380,14 +454,15 @@ export class NvmeController {
     const bytes = blockCount * BLOCK_BYTES;
     const isRead = sqe.opcode === NVME_CMD_READ;
     // a read writes guest memory (needs IOMMU write permission), a write reads it
-    const hpas = this.translateBuffer(sqe.prp1, sqe.prp2, bytes, isRead, t);
+    const hpas = this.hpasScratch;
+    const pages = this.translateBuffer(sqe.prp1, sqe.prp2, bytes, isRead, t, hpas);
     const doneNs = this.media.schedule(isRead ? NVME_CMD_READ : NVME_CMD_WRITE, bytes, t.nowNs());
-    if (!hpas) {
+    if (pages < 0) {
       this.counters.faults++;
       this.complete(sq, sqe.commandId, NVME_SC_DMA_FAULT, doneNs);
       return;
     }
-    this.observer?.(this.iovaPages, hpas, isRead, t);
+    if (this.observer) this.observer(this.iovaPages, hpas.slice(0, pages), isRead, t);
     const misbehaviour = this.misbehaviourDue(isRead, t.nowNs());
     if (misbehaviour === 'dma-outside-prps') {
       // the last page goes to or from an address no PRP gave: the IOMMU must refuse it
@@ -399,17 +474,21 @@ export class NvmeController {
         this.complete(sq, sqe.commandId, NVME_SC_DMA_FAULT, doneNs);
         return;
       }
-      hpas[hpas.length - 1] = hpa;
+      hpas[pages - 1] = hpa;
     }
     const firstOffset = sqe.prp1 % PAGE;
     if (isRead) {
       this.counters.reads++;
       this.counters.bytesRead += bytes;
+      const p = this.complete(sq, sqe.commandId, NVME_SC_SUCCESS, doneNs);
+      p.isRead = true;
+      p.readBytes = bytes;
+      p.readFirstOffset = firstOffset;
+      for (let i = 0; i < pages; i++) p.readHpas[i] = hpas[i];
+      if (p.readData.length < bytes) p.readData = new Uint8Array(bytes);
       // the media read happens in fetch order: a write fetched later does not change what this
       // read returns, whatever order the threads post completions in (deterministic contents)
-      const data = new Uint8Array(bytes);
-      for (let b = 0; b < blockCount; b++) this.ns.readBlock(slba + b, data, b * BLOCK_BYTES);
-      this.complete(sq, sqe.commandId, NVME_SC_SUCCESS, doneNs, { lba: slba, blocks: blockCount, hpas, firstOffset, data });
+      for (let b = 0; b < blockCount; b++) this.ns.readBlock(slba + b, p.readData, b * BLOCK_BYTES);
     } else {
       this.counters.writes++;
       this.counters.bytesWritten += bytes;
@@ -442,13 +521,13 @@ export class NvmeController {
     }
   }
 
-  private scatter(hpas: number[], firstOffset: number, data: Uint8Array): void {
+  private scatter(hpas: number[], firstOffset: number, data: Uint8Array, bytes: number): void {
     let pos = 0;
-    const bytes = data.length;
     for (let i = 0; i < hpas.length && pos < bytes; i++) {
       const inPage = i === 0 ? PAGE - firstOffset : PAGE;
       const n = Math.min(inPage, bytes - pos);
-      this.mem.u8.set(data.subarray(pos, pos + n), hpas[i]);
+      // the whole buffer in one piece (a page-aligned one-page read): no view to make
+      this.mem.u8.set(n === data.length ? data : data.subarray(pos, pos + n), hpas[i]);
       pos += n;
     }
   }
@@ -470,12 +549,10 @@ export class NvmeController {
     let n = 0;
     while (this.heap.length > 0 && this.heap[0].completionNs <= horizonNs) {
       const p = this.pop();
-      const t = new ModelClock('virtual');
-      t.advanceTo(p.completionNs);
+      const t = this.postClock;
+      t.restartAt(p.completionNs);
       this.clock.syncTo(p.completionNs);
-      if (p.readHpas && p.readData) {
-        this.scatter(p.readHpas, p.readFirstOffset, p.readData);
-      }
+      if (p.isRead) this.scatter(p.readHpas, p.readFirstOffset, p.readData, p.readBytes);
       const cq = this.cqs.get(p.cqid);
       if (!cq) throw new Error(`nvme: completion for missing queue ${p.cqid}`);
       t.charge(this.costs.nvmeCqePostNs);
@@ -485,7 +562,13 @@ export class NvmeController {
       if (hpa < 0) {
         this.counters.faults++;
       } else {
-        writeCqe(this.mem, hpa, { dw0: 0, dw1: 0, sqHead: p.sqHead, sqId: p.sqid, commandId: p.commandId, status: p.status, phase: cq.phase });
+        const cqe = this.cqeScratch;
+        cqe.sqHead = p.sqHead;
+        cqe.sqId = p.sqid;
+        cqe.commandId = p.commandId;
+        cqe.status = p.status;
+        cqe.phase = cq.phase;
+        writeCqe(this.mem, hpa, cqe);
       }
       cq.tail++;
       if (cq.tail === cq.sizeEntries) {
@@ -494,6 +577,7 @@ export class NvmeController {
       }
       this.counters.interrupts++;
       raise(cq.qid, cq.vector, t.nowNs() + this.costs.msiLatencyNs);
+      this.freeCompletions.push(p);
       n++;
     }
     return n;

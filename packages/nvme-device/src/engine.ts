@@ -217,6 +217,8 @@ export class DeviceEngine {
 
   /** invalidations received and not yet applied, in host time order */
   private readonly pendingInvals: { tsNs: number; iova: number; sizeBytes: number }[] = [];
+  /** applied invalidations' records, for the next ones (one per strict unmap: none allocated per I/O) */
+  private readonly freeInvals: { tsNs: number; iova: number; sizeBytes: number }[] = [];
 
   /** Take every IOTLB invalidation off the rings (one per host context serving the drive's container); returns whether there were any. */
   private drainInvalidations(): boolean {
@@ -225,11 +227,11 @@ export class DeviceEngine {
       const n = inval.available();
       for (let i = 0; i < n; i++) {
         const off = inval.offsetAt(i);
-        this.pendingInvals.push({
-          tsNs: inval.timestampAt(off),
-          iova: iotlbInvalIova(inval.dv, off),
-          sizeBytes: iotlbInvalSizeBytes(inval.dv, off),
-        });
+        const e = this.freeInvals.pop() ?? { tsNs: 0, iova: 0, sizeBytes: 0 };
+        e.tsNs = inval.timestampAt(off);
+        e.iova = iotlbInvalIova(inval.dv, off);
+        e.sizeBytes = iotlbInvalSizeBytes(inval.dv, off);
+        this.pendingInvals.push(e);
       }
       if (n > 0) inval.release(n);
       total += n;
@@ -251,7 +253,13 @@ export class DeviceEngine {
       if (e.sizeBytes === 0) this.iotlb.invalidateAll();
       else this.iotlb.invalidate(e.iova, e.sizeBytes);
     }
-    if (k > 0) this.pendingInvals.splice(0, k);
+    if (k > 0) {
+      const p = this.pendingInvals;
+      for (let j = 0; j < k; j++) this.freeInvals.push(p[j]);
+      // splice(0, k) without the array of removed entries
+      for (let j = k; j < p.length; j++) p[j - k] = p[j];
+      p.length -= k;
+    }
   }
 
   /**

@@ -55,10 +55,15 @@ export interface MediaStats {
   lastCompletionNs: number;
 }
 
-/** Busy intervals of one shared resource, sorted and disjoint. */
+/**
+ * Busy intervals of one shared resource, sorted and disjoint: entries from
+ * `head` on (forgotten ones before it are dropped in one go now and then, not
+ * shifted out per booking).
+ */
 class Timeline {
   private starts: number[] = [];
   private ends: number[] = [];
+  private head = 0;
   private floorNs = 0;
 
   /** Book `durNs` at the earliest start ≥ readyNs where it fits; returns the start. */
@@ -67,7 +72,7 @@ class Timeline {
     if (durNs <= 0) return t;
     const { starts, ends } = this;
     // first interval ending after t
-    let lo = 0;
+    let lo = this.head;
     let hi = ends.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
@@ -80,19 +85,19 @@ class Timeline {
       i++;
     }
     const end = t + durNs;
-    const joinPrev = i > 0 && ends[i - 1] === t;
+    const joinPrev = i > this.head && ends[i - 1] === t;
     const joinNext = i < starts.length && starts[i] === end;
     if (joinPrev && joinNext) {
       ends[i - 1] = ends[i];
-      starts.splice(i, 1);
-      ends.splice(i, 1);
+      removeAt(starts, i, 1);
+      removeAt(ends, i, 1);
     } else if (joinPrev) {
       ends[i - 1] = end;
     } else if (joinNext) {
       starts[i] = t;
     } else {
-      starts.splice(i, 0, t);
-      ends.splice(i, 0, end);
+      insertAt(starts, i, t);
+      insertAt(ends, i, end);
     }
     return t;
   }
@@ -101,13 +106,31 @@ class Timeline {
   prune(ns: number): void {
     if (ns <= this.floorNs) return;
     this.floorNs = ns;
-    let k = 0;
+    let k = this.head;
     while (k < this.ends.length && this.ends[k] <= ns) k++;
-    if (k > 0) {
-      this.starts.splice(0, k);
-      this.ends.splice(0, k);
+    this.head = k;
+    if (k >= FORGOTTEN_DROP_AT) {
+      removeAt(this.starts, 0, k);
+      removeAt(this.ends, 0, k);
+      this.head = 0;
     }
   }
+}
+
+/** forgotten intervals a timeline keeps before dropping them all at once */
+const FORGOTTEN_DROP_AT = 64;
+
+/** `a.splice(i, k)` without the array of removed elements splice returns (booking runs per command). */
+function removeAt(a: number[], i: number, k: number): void {
+  for (let j = i + k; j < a.length; j++) a[j - k] = a[j];
+  a.length -= k;
+}
+
+/** `a.splice(i, 0, x)` without splice's returned array. */
+function insertAt(a: number[], i: number, x: number): void {
+  a.push(x);
+  for (let j = a.length - 1; j > i; j--) a[j] = a[j - 1];
+  a[i] = x;
 }
 
 export class NvmeMedia {

@@ -272,6 +272,16 @@ export class ModelClock {
   advanceTo(ns: number): void {
     this.syncTo(ns);
   }
+
+  /**
+   * A virtual clock reused as a scratch timeline: what `new ModelClock('virtual')`
+   * then `advanceTo(ns)` gives, without allocating one per use.
+   */
+  restartAt(ns: number): void {
+    if (this.mode !== 'virtual') throw new Error('ModelClock.restartAt: virtual clocks only');
+    this.virtualNs = 0;
+    this.syncTo(ns);
+  }
 }
 
 export { EVENT_WORDS };

@@ -38,8 +38,12 @@ export class RunAborted extends Error {
   }
 }
 
-/** Parks and wake-ups of this thread, over every EventCount it waited on: the run's handoff cost. */
-export const threadWaitStats = { parks: 0, spinsWon: 0, notifiesSent: 0 };
+/**
+ * Parks and wake-ups of this thread, over every EventCount it waited on: the run's handoff cost.
+ * `parkedNs`: wall ns spent parked in `parkThread`; `runNs`: wall ns of the run's body (set by
+ * workerMain), so `runNs - parkedNs` is the thread's busy time, spinning included.
+ */
+export const threadWaitStats = { parks: 0, spinsWon: 0, notifiesSent: 0, parkedNs: 0, runNs: 0 };
 
 /**
  * Where this thread says it sleeps in one of vmstack's waits (a word of its
@@ -59,7 +63,9 @@ export function setThreadWaitMarker(words: Int32Array | null, index = 0): void {
 export function parkThread(words: Int32Array, index: number, value: number, timeoutMs: number): 'ok' | 'not-equal' | 'timed-out' {
   const m = waitMarker.words;
   if (m) Atomics.store(m, waitMarker.index, 1);
+  const t0 = performance.now();
   const r = Atomics.wait(words, index, value, timeoutMs);
+  threadWaitStats.parkedNs += Math.round((performance.now() - t0) * 1e6);
   if (m) Atomics.store(m, waitMarker.index, 0);
   return r;
 }

@@ -322,6 +322,8 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
     threadWaitStats.parks = 0;
     threadWaitStats.spinsWon = 0;
     threadWaitStats.notifiesSent = 0;
+    threadWaitStats.parkedNs = 0;
+    threadWaitStats.runNs = 0;
     const control = RunControl.attach(boot.control);
     const marker = control.waitMarkerRef(boot.index);
     setThreadWaitMarker(marker.words, marker.index);
@@ -339,10 +341,12 @@ export function workerMain<I, R>(attach: (boot: WorkerBoot<I>, control: RunContr
       port.off('message', onGo);
       const run = body!;
       body = undefined;
+      const goMs = performance.now();
       Promise.resolve()
         .then(() => run())
         .then(
           (result) => {
+            threadWaitStats.runNs = Math.round((performance.now() - goMs) * 1e6);
             // every worker reports how often it parked and woke others: the cost of its handoffs
             if (result && typeof result === 'object') (result as Record<string, unknown>).waits = { ...threadWaitStats };
             port.postMessage({ kind: 'result', result });

@@ -117,6 +117,9 @@ function checksum(u8: Uint8Array, off: number, algo: VerifyAlgo, out: Uint8Array
 
 const scratch = new Uint8Array(CSUM_BYTES);
 
+/** The payload part of each seed's template (a view made once per seed). */
+const payloads = new Map<number, Uint8Array>();
+
 /** The verify pattern repeated over `len` bytes from `u8[at]` (fio fills its buffers so with verify_pattern). */
 function fillPattern(u8: Uint8Array, at: number, len: number, pattern: Uint8Array): void {
   for (let i = 0; i < len; i++) u8[at + i] = pattern[i % pattern.length];
@@ -134,7 +137,12 @@ export function fillBlock(u8: Uint8Array, off: number, lba: number, seed: number
   }
   if (pattern && pattern.length > 0) fillPattern(u8, off + PAYLOAD_OFFSET, BLOCK_BYTES - PAYLOAD_OFFSET, pattern);
   else {
-    u8.set(template(seed).subarray(PAYLOAD_OFFSET), off + PAYLOAD_OFFSET);
+    let payload = payloads.get(seed);
+    if (!payload) {
+      payload = template(seed).subarray(PAYLOAD_OFFSET);
+      payloads.set(seed, payload);
+    }
+    u8.set(payload, off + PAYLOAD_OFFSET);
     for (let s = 512; s < BLOCK_BYTES; s += 512) {
       u8[off + s] = lba & 0xff;
       u8[off + s + 1] = (lba >>> 8) & 0xff;
@@ -142,22 +150,27 @@ export function fillBlock(u8: Uint8Array, off: number, lba: number, seed: number
       u8[off + s + 3] = (lba >>> 24) & 0xff;
     }
   }
-  const dv = new DataView(u8.buffer, u8.byteOffset);
-  dv.setUint32(off, PATTERN_MAGIC, true);
-  dv.setUint16(off + 4, ALGO_CODE[algo], true);
-  dv.setUint16(off + 6, 0, true);
-  dv.setFloat64(off + 8, 0, true);
+  // the header, little-endian, byte by byte (no DataView per block)
+  putU32(u8, off, PATTERN_MAGIC);
+  putU32(u8, off + 4, ALGO_CODE[algo]);
   const byteOffset = lba * BLOCK_BYTES;
-  dv.setUint32(off + 8, byteOffset >>> 0, true);
-  dv.setUint32(off + 12, Math.floor(byteOffset / 0x1_0000_0000), true);
-  dv.setUint32(off + 16, seed >>> 0, true);
-  dv.setUint32(off + 20, 0, true);
+  putU32(u8, off + 8, byteOffset >>> 0);
+  putU32(u8, off + 12, Math.floor(byteOffset / 0x1_0000_0000));
+  putU32(u8, off + 16, seed >>> 0);
+  putU32(u8, off + 20, 0);
   checksum(u8, off, algo, scratch);
   u8.set(scratch, off + CSUM_OFFSET);
 }
 
 /** verify=pattern without verify_pattern: fio requires one; the model's stand-in is fio's 0xdeadbeef-like word */
 const DEFAULT_PATTERN = new Uint8Array([0xef, 0xbe, 0xad, 0xde]);
+
+function putU32(u8: Uint8Array, off: number, v: number): void {
+  u8[off] = v & 0xff;
+  u8[off + 1] = (v >>> 8) & 0xff;
+  u8[off + 2] = (v >>> 16) & 0xff;
+  u8[off + 3] = (v >>> 24) & 0xff;
+}
 
 /** The seed stamped in the header of the block at `u8[off…]` (who wrote it). */
 export function blockSeed(u8: Uint8Array, off: number): number {

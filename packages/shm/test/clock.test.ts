@@ -114,3 +114,14 @@ test('ModelClock: charges round up to whole ns and never goes back', (t) => {
   w.charge(200_000);
   t.true(w.nowNs() - before >= 200_000);
 });
+
+test('restartAt reuses a virtual clock as a fresh timeline at a time', (t) => {
+  const c = new ModelClock('virtual');
+  c.advanceTo(5000);
+  c.charge(10);
+  c.restartAt(1200.5);
+  t.is(c.nowNs(), 1201, 'as new ModelClock then advanceTo: back to the given time, rounded up');
+  c.restartAt(-3);
+  t.is(c.nowNs(), 0);
+  t.throws(() => new ModelClock('wall').restartAt(0), { message: /virtual clocks only/ });
+});

@@ -113,6 +113,9 @@ test('SQE: 64 bytes at the spec offsets, round trip, no overrun (seeded)', (t) =
       [sqe.cdw10, sqe.cdw11, sqe.cdw12, sqe.cdw13, sqe.cdw14, sqe.cdw15],
     );
     t.deepEqual(readSqe(mem, gpa), sqe);
+    const out = readSqe(mem, 0);
+    t.is(readSqe(mem, gpa, out), out, 'read into the record given');
+    t.deepEqual(out, sqe);
     assertOnlyTouched(t, mem, before, [[gpa, gpa + 64]]);
   }
 });
@@ -163,6 +166,28 @@ test('read/write SQE: SLBA in CDW10–11, 0-based NLB in CDW12 bits 15:0, FUA bi
   });
 });
 
+test('read/write SQE: the same 64 bytes writeSqe writes for those fields, every other byte zeroed', (t) => {
+  const a = attachGuestMemory(new SharedArrayBuffer(4096));
+  const b = attachGuestMemory(new SharedArrayBuffer(4096));
+  a.u8.fill(0xa5);
+  b.u8.fill(0x5a);
+  const f = { opcode: NVME_CMD_WRITE, commandId: 77, nsid: 3, slba: 2 ** 40 + 5, blockCount: 300, prp1: 0x1000, prp2: 0x9000, fua: true } as const;
+  writeRwSqe(a, 128, f);
+  writeSqe(b, 128, {
+    opcode: f.opcode,
+    commandId: f.commandId,
+    nsid: f.nsid,
+    prp1: f.prp1,
+    prp2: f.prp2,
+    cdw10: f.slba >>> 0,
+    cdw11: Math.floor(f.slba / 2 ** 32),
+    cdw12: (f.blockCount - 1) | (1 << 30),
+  });
+  t.deepEqual([...a.u8.subarray(128, 192)], [...b.u8.subarray(128, 192)]);
+  t.is(a.u8[127], 0xa5);
+  t.is(a.u8[192], 0xa5);
+});
+
 test('CQE: 16 bytes at the spec offsets; status word = status field << 1 | phase; no overrun (seeded)', (t) => {
   const rand = mulberry32(4242);
   const RAM = 8 * KiB;
@@ -192,6 +217,9 @@ test('CQE: 16 bytes at the spec offsets; status word = status field << 1 | phase
       [c.dw0, c.dw1, c.sqHead, c.sqId, c.commandId, (c.status << 1) | c.phase],
     );
     t.deepEqual(readCqe(mem, gpa), c);
+    const out = { dw0: 1, dw1: 1, sqHead: 1, sqId: 1, commandId: 1, status: 1, phase: 0 };
+    t.is(readCqe(mem, gpa, out), out, 'read into the record given');
+    t.deepEqual(out, c);
     t.is(cqePhase(mem, gpa), c.phase);
     assertOnlyTouched(t, mem, before, [[gpa, gpa + 16]]);
   }

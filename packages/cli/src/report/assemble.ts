@@ -27,8 +27,10 @@ import { decodeHistogram, type JobResult, type RunResult } from './result.js';
 import { topologyReport } from './topology-report.js';
 import {
   type BounceCounters,
+  type ComponentWallNs,
   type CpuReport,
   type IotlbCounters,
+  type ModelSpeed,
   type ProfileRow,
   type ProfileWhere,
   snakeKeys,
@@ -74,6 +76,8 @@ export interface StackRunOutcome {
   hostCpuThreads: number;
   /** the topology the run was given; absent: the default one */
   topology?: Topology;
+  /** each component's wall ns in the run, when asked for (StackOptions.timeComponents) */
+  componentWallNs?: ComponentWallNs;
 }
 
 /** The RunResult of a finished run; `carry` holds the drive's written blocks when the device exported them. */
@@ -130,12 +134,7 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
       pinned_pages: host.stats.pinnedPages,
       locked_vm_pages: host.stats.lockedVmPages,
     },
-    model_speed: {
-      simulated_ios: simulatedIos,
-      run_wall_ms: Math.round(r.wallMs),
-      job_loop_wall_ms: Math.round(loopMs),
-      simulated_ios_per_wall_s: Math.round(simulatedIos / (loopMs / 1000)),
-    },
+    model_speed: modelSpeed(simulatedIos, Math.max(0, ...jobs.map((j) => j.jobRuntimeNs)), loopMs, r.wallMs, r.componentWallNs),
     cpu: cpuReport(
       vres.map((x) => x.job.busyNs),
       vres.map((x) => x.job.endNs - x.job.startNs),
@@ -255,9 +254,37 @@ function bounceCounters(s: BouncePoolStats): BounceCounters {
   };
 }
 
+/**
+ * The model's own speed: simulated I/Os per wall second of the job loop, and simulated time
+ * per wall time (above 1: the model runs faster than the time it simulates).
+ */
+function modelSpeed(simulatedIos: number, simulatedNs: number, loopMs: number, runWallMs: number, componentWallNs?: ComponentWallNs): ModelSpeed {
+  const loopWallMs = Math.max(loopMs, 1e-3);
+  const perIo = (ns: number) => Math.round(ns / Math.max(simulatedIos, 1));
+  return {
+    ...(componentWallNs
+      ? {
+          component_wall_ns: componentWallNs,
+          component_wall_ns_per_io: {
+            guest: perIo(componentWallNs.guest),
+            vmm: perIo(componentWallNs.vmm),
+            host: perIo(componentWallNs.host),
+            device: perIo(componentWallNs.device),
+          },
+        }
+      : {}),
+    simulated_ios: simulatedIos,
+    simulated_ns: simulatedNs,
+    run_wall_ms: Math.round(runWallMs),
+    job_loop_wall_ms: Math.round(loopMs),
+    simulated_ios_per_wall_s: Math.round(simulatedIos / (loopWallMs / 1000)),
+    sim_time_per_wall_time: Number((simulatedNs / (loopWallMs * 1e6)).toPrecision(4)),
+  };
+}
+
 /** A worker's hand-off counts, which the worker lifecycle adds to its result; null when it ran in this thread. */
 function workerWaits(result: unknown): WorkerWaits | null {
-  const waits = (result as { waits?: { parks: number; spinsWon: number; notifiesSent: number } } | null)?.waits;
+  const waits = (result as { waits?: { parks: number; spinsWon: number; notifiesSent: number; parkedNs: number; runNs: number } } | null)?.waits;
   return waits ? snakeKeys(waits) : null;
 }
 
@@ -312,12 +339,13 @@ export function mergeVmResults(results: readonly RunResult[], vms: readonly { id
     profile,
     verify: sumDeep(reports.map((r) => r.verify)),
     leaks: sumDeep(reports.map((r) => r.leaks)),
-    model_speed: {
-      simulated_ios: simulatedIos,
-      run_wall_ms: first.model_speed.run_wall_ms,
-      job_loop_wall_ms: loopMs,
-      simulated_ios_per_wall_s: Math.round(simulatedIos / (Math.max(loopMs, 1) / 1000)),
-    },
+    model_speed: modelSpeed(
+      simulatedIos,
+      Math.max(...reports.map((r) => r.model_speed.simulated_ns)),
+      loopMs,
+      first.model_speed.run_wall_ms,
+      first.model_speed.component_wall_ns && sumDeep(reports.map((r) => r.model_speed.component_wall_ns as ComponentWallNs)),
+    ),
     cpu: cpuReport(busyNs, runNs, first.cpu.host_cpu_threads),
     vms: reports.map((r, k) => ({
       id: vms[k].id,

@@ -10,7 +10,7 @@
  *   counters                                          `name value` rows (virtio-iommu, vfio, iotlb, nvme, …)
  *   verify                                            blocks checked, corrupt, overwritten by another job
  *   leaks                                             what was still mapped or pinned after the run
- *   model speed                                       simulated I/Os per second of wall time
+ *   model_speed                                       simulated I/Os per wall second, simulated time per wall time
  *
  * Profile columns (one row per function, sorted by self model time):
  *
@@ -111,11 +111,12 @@ export function formatLockClasses(classes: readonly LockClassRow[]): string {
   );
 }
 
-/** The model speed line: simulated I/Os per second of wall time spent in the job loop. */
+/** The model_speed line: simulated I/Os per second of wall time spent in the job loop, and simulated time per wall time. */
 export function formatModelSpeed(s: ModelSpeed): string {
   return (
-    `model speed: ${s.simulated_ios_per_wall_s} simulated I/Os per wall second ` +
-    `(${s.simulated_ios} I/Os in ${s.job_loop_wall_ms} ms of job loop; whole run with worker start-up ${s.run_wall_ms} ms)\n`
+    `model_speed: ${s.simulated_ios_per_wall_s} simulated I/Os per wall second, ${s.sim_time_per_wall_time} s simulated per wall second ` +
+    `(${s.simulated_ios} I/Os, ${(s.simulated_ns / 1e6).toFixed(3)} ms of model time in ${s.job_loop_wall_ms} ms of job loop; ` +
+    `whole run with worker start-up ${s.run_wall_ms} ms)\n`
   );
 }
 

@@ -28,6 +28,10 @@ export interface WorkerWaits {
   parks: number;
   spins_won: number;
   notifies_sent: number;
+  /** wall ns the thread spent parked waiting for a peer */
+  parked_ns: number;
+  /** wall ns of the thread's run: run_ns - parked_ns is its busy time (spinning included) */
+  run_ns: number;
 }
 
 /** One worker thread of the run. */
@@ -271,9 +275,25 @@ export interface CpuReport {
 /** The model's own speed: simulated I/Os per second of wall time spent in the job loop. */
 export interface ModelSpeed {
   simulated_ios: number;
+  /** model ns the run simulated: its longest job's runtime */
+  simulated_ns: number;
   run_wall_ms: number;
   job_loop_wall_ms: number;
   simulated_ios_per_wall_s: number;
+  /** simulated_ns per wall ns of the job loop: above 1 the model runs faster than the time it simulates */
+  sim_time_per_wall_time: number;
+  /** only when asked for (StackOptions.timeComponents): each component's wall ns, with workers its threads' busy time */
+  component_wall_ns?: ComponentWallNs;
+  /** component_wall_ns per simulated I/O */
+  component_wall_ns_per_io?: ComponentWallNs;
+}
+
+/** Wall ns per component of the stack (the model's own cost, not model time). */
+export interface ComponentWallNs {
+  guest: number;
+  vmm: number;
+  host: number;
+  device: number;
 }
 
 /** The `vmstack` key of one run (one barrier group). */

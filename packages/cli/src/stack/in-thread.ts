@@ -11,8 +11,9 @@ import { threadId } from 'node:worker_threads';
 import { type GuestPlatform, runGuestVcpu, type VcpuWorkerInit } from '@vmstack/guest-kernel';
 import { createHost, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
 import { DeviceEngine, type DeviceWorkerInit } from '@vmstack/nvme-device';
-import { type ControlHandle, InputError, RunControl, type RunOutcome, type WorkerSpec } from '@vmstack/shm';
+import { type ControlHandle, InputError, RunControl, type RunOutcome, type VfioContainerPort, type WorkerSpec } from '@vmstack/shm';
 import { createVmm, type VmmWorkerInit } from '@vmstack/vmm';
+import type { ComponentWallNs } from '../report/vmstack-report.js';
 
 /** Which spec is which: the one VM's vCPUs, its VMM thread, that thread's host context and the drive. */
 export interface InThreadWorkers {
@@ -32,8 +33,16 @@ export class InThreadStall extends Error {
 /**
  * Run the specs of a one-vCPU topology in this thread; same result shape as
  * runWorkers. `workers` says which spec is which (the planner's worker indices).
+ * With `timeComponents`, timers around each component's calls (device steps,
+ * the VMM's handling of a kick, the host's VFIO calls) say where the wall time
+ * of the vCPU's run went: `componentWallNs`, the guest being the rest of that run.
  */
-export function runInThread(specs: readonly WorkerSpec[], controlHandle: ControlHandle, workers: InThreadWorkers): RunOutcome<unknown> {
+export function runInThread(
+  specs: readonly WorkerSpec[],
+  controlHandle: ControlHandle,
+  workers: InThreadWorkers,
+  timeComponents = false,
+): RunOutcome<unknown> & { componentWallNs?: ComponentWallNs } {
   if (workers.vcpus.length !== 1)
     throw new InputError('--transport', 'in-thread', `one job (numjobs=1) only; this topology has ${workers.vcpus.length} vCPUs: use --transport workers`);
   const control = RunControl.attach(controlHandle);
@@ -42,23 +51,57 @@ export function runInThread(specs: readonly WorkerSpec[], controlHandle: Control
   const hostInit = specs[hostW].init as HostWorkerInit;
   const vmmInit = specs[vmmW].init as VmmWorkerInit;
   const { host, container, clock: hostClock } = createHost(hostInit, hostW, control);
-  const vmm = createVmm(vmmInit, vmmW, control, host);
+  // the host's time inside kicks only: mapping guest RAM at VM start (direct) is not the job loop's
+  const wall = { vmm: 0, host: 0, device: 0, inKick: false };
+  const timedHost: VfioContainerPort = {
+    mapDma(args, nowNs) {
+      const t0 = performance.now();
+      const r = host.mapDma(args, nowNs);
+      if (wall.inKick) wall.host += performance.now() - t0;
+      return r;
+    },
+    unmapDma(args, nowNs) {
+      const t0 = performance.now();
+      const r = host.unmapDma(args, nowNs);
+      if (wall.inKick) wall.host += performance.now() - t0;
+      return r;
+    },
+  };
+  const vmm = createVmm(vmmInit, vmmW, control, timeComponents ? timedHost : host);
   const engine = new DeviceEngine(specs[devW].init as DeviceWorkerInit, devW, control);
+  const step = timeComponents
+    ? (): boolean => {
+        const t0 = performance.now();
+        const progressed = engine.step();
+        wall.device += performance.now() - t0;
+        return progressed;
+      }
+    : (): boolean => engine.step();
   const until = (cond: () => boolean, what: string): void => {
     for (;;) {
       if (cond()) return;
-      const progressed = engine.step();
+      const progressed = step();
       if (cond()) return;
       if (!progressed) throw new InThreadStall(what);
     }
   };
   const platform: GuestPlatform = {
     kick(nowNs) {
+      const t0 = timeComponents ? performance.now() : 0;
+      wall.inKick = true;
       vmm.device.virtio_iommu_handle_command(nowNs + vmmInit.kickWakeupNs);
+      wall.inKick = false;
+      if (timeComponents) wall.vmm += performance.now() - t0;
       return vmm.clock.nowNs();
     },
     awaitBound(tNs, bound) {
-      until(() => bound() >= tNs, `the device's bound to reach ${tNs} ns`);
+      // as until, without a closure or a message per call (one wait or more per I/O)
+      for (;;) {
+        if (bound() >= tNs) return;
+        const progressed = step();
+        if (bound() >= tNs) return;
+        if (!progressed) throw new InThreadStall(`the device's bound to reach ${tNs} ns`);
+      }
     },
     awaitInput(ready) {
       until(ready, 'an interrupt');
@@ -66,7 +109,10 @@ export function runInThread(specs: readonly WorkerSpec[], controlHandle: Control
     done() {},
   };
   vmm.startVm();
+  const vcpuStartMs = performance.now();
   const vcpuResult = runGuestVcpu(specs[vcpuW].init as VcpuWorkerInit, vcpuW, control, platform)();
+  const vcpuWallMs = performance.now() - vcpuStartMs;
+  const deviceInVcpuMs = wall.device;
   until(() => engine.done(), 'the device to finish');
   // as with workers: the device reports when its vCPUs are done, before the VM is torn down
   const deviceResult = engine.result();
@@ -81,5 +127,16 @@ export function runInThread(specs: readonly WorkerSpec[], controlHandle: Control
     clockNs: hostClock.nowNs(),
   } satisfies HostWorkerResult;
   results[devW] = deviceResult;
-  return { workers: specs.map((s, i) => ({ role: s.role, index: i, threadId })), results };
+  const ms = (x: number) => Math.round(x * 1e6);
+  const componentWallNs = timeComponents
+    ? {
+        // while the vCPU ran (bring-up, job, shutdown): the VMM's time includes the host calls it
+        // made, and the guest is the rest of the vCPU's run
+        guest: ms(Math.max(0, vcpuWallMs - wall.vmm - deviceInVcpuMs)),
+        vmm: ms(wall.vmm - wall.host),
+        host: ms(wall.host),
+        device: ms(deviceInVcpuMs),
+      }
+    : undefined;
+  return { workers: specs.map((s, i) => ({ role: s.role, index: i, threadId })), results, componentWallNs };
 }

@@ -71,6 +71,7 @@ import { DEFAULT_VMM_PATH, type VmmPath, type VmmWorkerInit, type VmmWorkerResul
 import { checkFaultRoles } from '../faults.js';
 import { assembleRunResult, mergeVmResults, sumDeep } from '../report/assemble.js';
 import type { RunCarry, RunResult } from '../report/result.js';
+import type { ComponentWallNs } from '../report/vmstack-report.js';
 import { type PlannedRing, planRings, planStack, type StackPlan, type VmPlan } from '../topology/plan.js';
 import { defaultTopology, type Topology } from '../topology/topology.js';
 import { type InThreadWorkers, runInThread } from './in-thread.js';
@@ -126,6 +127,11 @@ export interface StackOptions {
   /** called every `statusIntervalMs` real ms while the workers run, with each job's completed I/Os and model clock (fio's status line) */
   onStatus?: (jobs: readonly JobStatus[]) => void;
   statusIntervalMs?: number;
+  /**
+   * Report each component's wall time (`model_speed.component_wall_ns`): with workers each
+   * thread's busy time (run less parked), in one thread timers around each component's calls.
+   */
+  timeComponents?: boolean;
 }
 
 /** What the attacking devices do (nvme-device DeviceAttackPlan), and the secret planted in each VM's RAM. */
@@ -553,7 +559,12 @@ function deviceAttackPlan(
  * Run the specs on the chosen transport. A run that does not finish says
  * where every worker stood: model clocks, EOTs and what sat in each ring.
  */
-async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: WorkerSpec[], o: StackOptions): Promise<RunOutcome<unknown>> {
+async function runStackWorkers(
+  plan: StackPlan,
+  regions: StackRegions,
+  specs: WorkerSpec[],
+  o: StackOptions,
+): Promise<RunOutcome<unknown> & { componentWallNs?: ComponentWallNs }> {
   const { control } = regions;
   const ctl = RunControl.attach(control);
   // the jobs' progress as their vCPUs publish it: completions counted (noteProgress) and the model clock
@@ -564,7 +575,7 @@ async function runStackWorkers(plan: StackPlan, regions: StackRegions, specs: Wo
     : undefined;
   return (
     o.transport === 'in-thread'
-      ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan)))
+      ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan), o.timeComponents))
       : runWorkers<unknown>(specs, control, {
           timeoutMs: o.timeoutMs ?? 30 * 60_000,
           watchdogMs: o.watchdogMs ?? defaultWatchdogMs(specs.length, availableParallelism()),
@@ -658,6 +669,7 @@ async function runAllocatedStack(plan: StackPlan, regions: StackRegions, vmOptio
       wallMs,
       hostCpuThreads: opts.profile.hostCpuThreadsCount,
       topology: opts.topology,
+      componentWallNs: opts.timeComponents ? (out.componentWallNs ?? workerBusyNs(vm, out.results)) : undefined,
     });
   });
   const merged = mergeVmResults(
@@ -675,6 +687,21 @@ async function runAllocatedStack(plan: StackPlan, regions: StackRegions, vmOptio
 function mergeAttackResults(all: DeviceAttackResult[]): DeviceAttackResult {
   const sum = sumDeep(all.map((a) => ({ kinds: a.kinds, unmapsProbed: a.unmapsProbed, remapped: a.remapped, droppedLogEntries: a.droppedLogEntries })));
   return { ...sum, staleWindowsNs: all.flatMap((a) => a.staleWindowsNs), delaysNs: all[0].delaysNs };
+}
+
+/** Each kind of a VM's workers: their threads' busy wall ns (run less parked, spinning included). */
+function workerBusyNs(vm: VmPlan, results: readonly unknown[]): ComponentWallNs {
+  const busy = (w: number) => {
+    const waits = (results[w] as { waits?: { parkedNs: number; runNs: number } }).waits;
+    return waits ? waits.runNs - waits.parkedNs : 0;
+  };
+  const sum = (ws: number[]) => ws.reduce((s, w) => s + busy(w), 0);
+  return {
+    guest: sum(vm.vcpuWorkers),
+    vmm: sum(vm.viommus.map((x) => x.vmm)),
+    host: sum(vm.viommus.map((x) => x.host)),
+    device: sum(vm.devices.map((d) => d.worker)),
+  };
 }
 
 /** The workers of a one-VM, one-virtio-iommu, one-drive plan, for the in-thread transport; anything else is refused in one line. */

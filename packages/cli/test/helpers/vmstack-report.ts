@@ -37,7 +37,7 @@ export function sampleVmstackReport(): VmstackReport {
     workers: ['guest-kernel/vcpu0', 'guest-kernel/vcpu1', 'vmm', 'host-vfio', 'nvme-device'].map((role, i) => ({
       role,
       thread_id: i + 1,
-      waits: { parks: 10, spins_won: 2, notifies_sent: 7 },
+      waits: { parks: 10, spins_won: 2, notifies_sent: 7, parked_ns: 1_000_000, run_ns: 5_000_000 },
     })),
     counters: {
       virtio_iommu: { attach: 1, detach: 1, map: 17, unmap: 16, probe: 1, kicks: 33, errors: 0 },
@@ -60,7 +60,14 @@ export function sampleVmstackReport(): VmstackReport {
     },
     verify: { blocks_checked: 256, corrupt: 1, overwritten: 0 },
     leaks: { iovas: 0, iova_mappings_in_vmm: 1, pinned_pages: 24, locked_vm_pages: 0 },
-    model_speed: { simulated_ios: 16, run_wall_ms: 808, job_loop_wall_ms: 62, simulated_ios_per_wall_s: 258 },
+    model_speed: {
+      simulated_ios: 16,
+      simulated_ns: 31_000_000,
+      run_wall_ms: 808,
+      job_loop_wall_ms: 62,
+      simulated_ios_per_wall_s: 258,
+      sim_time_per_wall_time: 0.5,
+    },
     cpu: { busy_ns: [500_000], busy_pct: [50], span_ns: 1_000_000, host_cpu_threads: 8, host_share_pct: 6.25 },
   };
 }

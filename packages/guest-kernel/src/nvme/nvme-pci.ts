@@ -16,8 +16,10 @@ import {
   NVME_CMD_READ,
   NVME_CMD_WRITE,
   NVME_CQE_BYTES,
+  NVME_CTRL_PAGE_SIZE_BYTES,
   NVME_SQE_BYTES,
   type NvmeCqe,
+  type NvmeRwFields,
   nvmeSetupPrps,
   type Ring,
   readCqe,
@@ -100,28 +102,54 @@ export function nvme_queue_rw(
   dmaPages: readonly Iova[],
   prpPage: PrpListPage,
 ): number {
-  let used = false;
-  const prps = nvmeSetupPrps(mem, dmaPages, 0, bytes, () => {
-    if (used) throw new Error('nvme: transfer needs more than one PRP list page');
-    used = true;
-    return prpPage;
-  });
-  return nvme_submit_cmd(q, (gpa) =>
-    writeRwSqe(mem, gpa, {
-      opcode: isRead ? NVME_CMD_READ : NVME_CMD_WRITE,
-      commandId,
-      nsid: 1,
-      slba,
-      blockCount: bytes / BLOCK_BYTES,
-      prp1: prps.prp1,
-      prp2: prps.prp2,
-    }),
-  );
+  let prp1: number;
+  let prp2: number;
+  if (
+    bytes >= 1 &&
+    bytes <= 2 * NVME_CTRL_PAGE_SIZE_BYTES &&
+    dmaPages.length >= Math.ceil(bytes / NVME_CTRL_PAGE_SIZE_BYTES) &&
+    pagesAligned(dmaPages, bytes)
+  ) {
+    // one or two pages: PRP1 (and PRP2) are the pages themselves, as nvmeSetupPrps gives them, with no list page
+    prp1 = dmaPages[0];
+    prp2 = bytes > NVME_CTRL_PAGE_SIZE_BYTES ? dmaPages[1] : 0;
+  } else {
+    let used = false;
+    const prps = nvmeSetupPrps(mem, dmaPages, 0, bytes, () => {
+      if (used) throw new Error('nvme: transfer needs more than one PRP list page');
+      used = true;
+      return prpPage;
+    });
+    prp1 = prps.prp1;
+    prp2 = prps.prp2;
+  }
+  const f = rwScratch;
+  f.opcode = isRead ? NVME_CMD_READ : NVME_CMD_WRITE;
+  f.commandId = commandId;
+  f.slba = slba;
+  f.blockCount = bytes / BLOCK_BYTES;
+  f.prp1 = prp1;
+  f.prp2 = prp2;
+  writeRwSqe(mem, q.sqGpa + q.sqTail * NVME_SQE_BYTES, f);
+  q.sqTail = (q.sqTail + 1) % q.depth;
+  return q.sqTail;
 }
 
-/** nvme_process_cq: take the next CQE if its phase says it is new. */
-export function nvme_next_cqe(mem: GuestMemory, q: NvmeQueuePair): NvmeCqe | null {
-  const c = readCqe(mem, q.cqGpa + q.cqHead * NVME_CQE_BYTES);
+/** The read/write SQE's fields, one record for every command (written out at once, nothing keeps it). */
+const rwScratch: NvmeRwFields = { opcode: NVME_CMD_READ, commandId: 0, nsid: 1, slba: 0, blockCount: 1, prp1: 0, prp2: 0 };
+
+/** The first one or two page addresses of a transfer of `bytes` are 4 KiB-aligned safe integers (what nvmeSetupPrps checks). */
+function pagesAligned(pages: readonly Iova[], bytes: number): boolean {
+  for (let i = 0; i * NVME_CTRL_PAGE_SIZE_BYTES < bytes; i++) {
+    const a = pages[i];
+    if (!Number.isSafeInteger(a) || a < 0 || a % NVME_CTRL_PAGE_SIZE_BYTES !== 0) return false;
+  }
+  return true;
+}
+
+/** nvme_process_cq: take the next CQE if its phase says it is new (read into `out` when given). */
+export function nvme_next_cqe(mem: GuestMemory, q: NvmeQueuePair, out?: NvmeCqe): NvmeCqe | null {
+  const c = readCqe(mem, q.cqGpa + q.cqHead * NVME_CQE_BYTES, out);
   if (c.phase !== q.cqPhase) return null;
   q.cqHead++;
   if (q.cqHead === q.depth) {

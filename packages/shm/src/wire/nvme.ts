@@ -189,7 +189,9 @@ export interface NvmeSqe {
 export type NvmeSqeFields = Pick<NvmeSqe, 'opcode' | 'commandId'> & Partial<NvmeSqe>;
 
 function checkUint(value: number, bits: 8 | 16 | 32, field: string): number {
-  if (!Number.isInteger(value) || value < 0 || value > 2 ** bits - 1) throw new RangeError(`nvme ${field}: ${value} is not a u${bits}`);
+  // (value >>> 0) === value: an integer in [0, 2^32); then the width's bound
+  if (value >>> 0 !== value || value > (bits === 32 ? 0xffff_ffff : bits === 16 ? 0xffff : 0xff))
+    throw new RangeError(`nvme ${field}: ${value} is not a u${bits}`);
   return value;
 }
 
@@ -213,9 +215,27 @@ export function writeSqe(mem: GuestMemory, gpa: number, f: NvmeSqeFields): void 
   dv.setUint32(gpa + 60, checkUint(f.cdw15 ?? 0, 32, 'cdw15'), true);
 }
 
-/** Read the SQE at `gpa` (the device's fetch). */
-export function readSqe(mem: GuestMemory, gpa: number): NvmeSqe {
+/** Read the SQE at `gpa` (the device's fetch); into `out` when given (a fetch loop reuses one record). */
+export function readSqe(mem: GuestMemory, gpa: number, out?: NvmeSqe): NvmeSqe {
   const dv = mem.dv;
+  if (out) {
+    out.opcode = mem.u8[gpa];
+    out.flags = mem.u8[gpa + 1];
+    out.commandId = dv.getUint16(gpa + 2, true);
+    out.nsid = dv.getUint32(gpa + 4, true);
+    out.cdw2 = dv.getUint32(gpa + 8, true);
+    out.cdw3 = dv.getUint32(gpa + 12, true);
+    out.mptr = readU64(dv, gpa + 16);
+    out.prp1 = readU64(dv, gpa + 24);
+    out.prp2 = readU64(dv, gpa + 32);
+    out.cdw10 = dv.getUint32(gpa + 40, true);
+    out.cdw11 = dv.getUint32(gpa + 44, true);
+    out.cdw12 = dv.getUint32(gpa + 48, true);
+    out.cdw13 = dv.getUint32(gpa + 52, true);
+    out.cdw14 = dv.getUint32(gpa + 56, true);
+    out.cdw15 = dv.getUint32(gpa + 60, true);
+    return out;
+  }
   return {
     opcode: mem.u8[gpa],
     flags: mem.u8[gpa + 1],
@@ -254,16 +274,23 @@ export function writeRwSqe(mem: GuestMemory, gpa: number, f: NvmeRwFields): void
   if (!Number.isSafeInteger(f.slba) || f.slba < 0) throw new RangeError(`nvme slba: ${f.slba} is not an integer in [0, 2^53)`);
   if (!Number.isInteger(f.blockCount) || f.blockCount < 1 || f.blockCount > 0x10000)
     throw new RangeError(`nvme blockCount: ${f.blockCount} is not in [1, 65536]`);
-  writeSqe(mem, gpa, {
-    opcode: f.opcode,
-    commandId: f.commandId,
-    nsid: f.nsid,
-    prp1: f.prp1,
-    prp2: f.prp2,
-    cdw10: f.slba >>> 0,
-    cdw11: Math.floor(f.slba / 0x1_0000_0000),
-    cdw12: ((f.blockCount - 1) | (f.fua ? NVME_RW_FUA : 0)) >>> 0,
-  });
+  // writeSqe's bytes for these fields (every other field 0), written directly: one per I/O, no object
+  const dv = mem.dv;
+  mem.u8[gpa] = checkUint(f.opcode, 8, 'opcode');
+  mem.u8[gpa + 1] = 0;
+  dv.setUint16(gpa + 2, checkUint(f.commandId, 16, 'commandId'), true);
+  dv.setUint32(gpa + 4, checkUint(f.nsid, 32, 'nsid'), true);
+  dv.setUint32(gpa + 8, 0, true);
+  dv.setUint32(gpa + 12, 0, true);
+  writeU64(dv, gpa + 16, 0, 'nvme mptr');
+  writeU64(dv, gpa + 24, f.prp1, 'nvme prp1');
+  writeU64(dv, gpa + 32, f.prp2, 'nvme prp2');
+  dv.setUint32(gpa + 40, f.slba >>> 0, true);
+  dv.setUint32(gpa + 44, Math.floor(f.slba / 0x1_0000_0000), true);
+  dv.setUint32(gpa + 48, ((f.blockCount - 1) | (f.fua ? NVME_RW_FUA : 0)) >>> 0, true);
+  dv.setUint32(gpa + 52, 0, true);
+  dv.setUint32(gpa + 56, 0, true);
+  dv.setUint32(gpa + 60, 0, true);
 }
 
 /** SLBA and 1-based block count of a read/write SQE (slba exact below 2^53, see readU64). */
@@ -309,11 +336,21 @@ export function cqePhase(mem: GuestMemory, gpa: number): number {
   return Atomics.load(mem.u16, (gpa + 14) >>> 1) & 1;
 }
 
-/** Host side: read a CQE, status/phase word first (Atomics.load), then the rest. */
-export function readCqe(mem: GuestMemory, gpa: number): NvmeCqe {
+/** Host side: read a CQE, status/phase word first (Atomics.load), then the rest; into `out` when given. */
+export function readCqe(mem: GuestMemory, gpa: number, out?: NvmeCqe): NvmeCqe {
   checkCqeGpa(gpa);
   const word = Atomics.load(mem.u16, (gpa + 14) >>> 1);
   const dv = mem.dv;
+  if (out) {
+    out.dw0 = dv.getUint32(gpa, true);
+    out.dw1 = dv.getUint32(gpa + 4, true);
+    out.sqHead = dv.getUint16(gpa + 8, true);
+    out.sqId = dv.getUint16(gpa + 10, true);
+    out.commandId = dv.getUint16(gpa + 12, true);
+    out.status = word >>> 1;
+    out.phase = word & 1;
+    return out;
+  }
   return {
     dw0: dv.getUint32(gpa, true),
     dw1: dv.getUint32(gpa + 4, true),
