@@ -35,7 +35,7 @@ function attack(configs: { strategy: DmaStrategy; untrusted: boolean }[], platfo
   return runAttack({
     configs,
     runArgs: {
-      fio: { rw: 'randrw', bs: '4k', iodepth: '4', size: '256k', verify: 'crc32c' },
+      fio: { rw: 'randrw', bs: '4k', iodepth: '4', size: '256k', verify: 'crc32c', direct: '1' },
       strategy: 'strict',
       clock: 'virtual',
       quantumNs: DEFAULT_QUANTUM_NS,

@@ -172,7 +172,7 @@ test.serial('bad directories, indexes and options: exit 2, one line naming what 
   }
   // a task changed after emitting is not run
   const task = join(dir, 'tasks', '0000.json');
-  writeFileSync(task, readFileSync(task, 'utf8').replace('"4k"', '"8k"'));
+  writeFileSync(task, readFileSync(task, 'utf8').replace('4096', '8192'));
   const changed = await failing(['job', dir, '--index', '0']);
   t.is(changed.code, 2);
   t.regex(changed.stderr, /tasks\/0000\.json: .* the file was changed/);

@@ -25,7 +25,11 @@ interface Ran {
 
 async function vmstack(args: string[], cwd?: string): Promise<Ran> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [cli, 'run', '--guest-ram', '64m', ...args], { timeout: 240_000, cwd, maxBuffer: 64 << 20 });
+    const { stdout, stderr } = await exec(process.execPath, [cli, 'run', '--guest-ram', '64m', '--direct', '1', ...args], {
+      timeout: 240_000,
+      cwd,
+      maxBuffer: 64 << 20,
+    });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };

@@ -60,7 +60,7 @@ const EIO = 5;
 
 function runArgs(strategy: string, iodepth: number, faults: FaultSpec[]) {
   return {
-    fio: { rw: 'write', bs: '4k', iodepth: String(iodepth), size: '256k', verify: 'crc32c' },
+    fio: { rw: 'write', bs: '4k', iodepth: String(iodepth), size: '256k', verify: 'crc32c', direct: '1' },
     strategy: strategy as (typeof STRATEGIES)[number],
     clock: 'virtual' as const,
     quantumNs: 0,
@@ -100,7 +100,7 @@ for (const mode of MODES) {
     const out = join(tmp, `${mode}.json`);
     const r = await vmstack([
       'run',
-      ...['--rw', 'write', '--size', '256k', '--iodepth', '4', '--verify', 'crc32c', '--strategy', 'strict'],
+      ...['--rw', 'write', '--size', '256k', '--iodepth', '4', '--verify', 'crc32c', '--strategy', 'strict', '--direct', '1'],
       ...['--inject-fault', `nvme-device/nvme-ctrl0:${mode}@20us`, '--output-format', 'json', '--output', out],
     ]);
     t.is(r.code, 1, r.stderr);
@@ -113,7 +113,7 @@ for (const mode of MODES) {
 
 test('the same run without a fault: exit 0, nothing corrupt', async (t) => {
   const out = join(tmp, 'clean.json');
-  const r = await vmstack(['run', '--rw', 'write', '--size', '256k', '--verify', 'crc32c', '--output-format', 'json', '--output', out]);
+  const r = await vmstack(['run', '--rw', 'write', '--size', '256k', '--verify', 'crc32c', '--direct', '1', '--output-format', 'json', '--output', out]);
   t.is(r.code, 0, r.stderr);
   const report = JSON.parse(readFileSync(out, 'utf8')) as Report;
   t.is(report.jobs[0].error, 0);

@@ -124,7 +124,23 @@ test('run --flamegraph: folded lines of the pool run add up to the vCPU’s prof
   const folded = join(tmp, 'pool.folded');
   writeFileSync(folded, 'an older graph');
   const json = join(tmp, 'run.json');
-  const args = ['run', '--rw', 'read', '--bs', '16k', '--iodepth', '8', '--size', '1m', '--strategy', 'bounce', '--always-bounce-limit', '64k'];
+  const args = [
+    'run',
+    '--rw',
+    'read',
+    '--bs',
+    '16k',
+    '--iodepth',
+    '8',
+    '--size',
+    '1m',
+    '--strategy',
+    'bounce',
+    '--always-bounce-limit',
+    '64k',
+    '--direct',
+    '1',
+  ];
   const r = await vmstack([...args, '--output-format', 'json', '--output', json, '--flamegraph', folded], 60_000);
   t.is(r.code, 0, r.stderr);
   t.false(existsSync(`${folded}.partial`));

@@ -8,7 +8,7 @@ test('a table with a journal records every map and unmap with the writer time, i
   const journal = PgtableJournal.allocate(8);
   const h = { ...IoPgtable.allocate({ tablePages: 16 }), journal };
   const table = IoPgtable.attach(h);
-  table.map(0x10000, 0x40000, 2 * PAGE, 3, 100);
+  table.map(0x10000, 0x40000, 2 * PAGE, 3, PAGE, 100);
   table.unmap(0x10000, PAGE, 250);
   table.map(0x20000, 0x80000, PAGE, 1);
   const seen: number[][] = [];
@@ -27,7 +27,7 @@ test('a table with a journal records every map and unmap with the writer time, i
     0,
   );
   const plain = IoPgtable.attach(IoPgtable.allocate({ tablePages: 16 }));
-  plain.map(0x10000, 0x40000, PAGE, 3, 5);
+  plain.map(0x10000, 0x40000, PAGE, 3, PAGE, 5);
   t.is(plain.unmap(0x10000, PAGE, 6), PAGE);
 });
 

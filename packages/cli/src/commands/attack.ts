@@ -27,7 +27,7 @@ export interface AttackArgs {
 }
 
 /** The workload each row runs unless told otherwise: reads and writes, so every kind of access has buffers to try. */
-export const ATTACK_FIO_DEFAULTS: Record<string, string> = { rw: 'randrw', bs: '4k', iodepth: '8', size: '2m', verify: 'crc32c' };
+export const ATTACK_FIO_DEFAULTS: Record<string, string> = { rw: 'randrw', bs: '4k', iodepth: '8', size: '2m', verify: 'crc32c', direct: '1' };
 export const ATTACK_DEFAULT_DELAYS = '0ns,100ns,300ns,1us,3us,10us,30us,100us,300us,1ms,3ms,10ms';
 const NS_PER_UNIT: Record<string, number> = { ns: 1, us: 1e3, ms: 1e6, s: 1e9 };
 

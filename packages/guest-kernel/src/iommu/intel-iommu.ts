@@ -231,7 +231,7 @@ export class IntelIommuDriver implements IommuDomainOps {
     if (prot === 0) throw new Error(`intel_iommu_map: no READ or WRITE for IOVA 0x${iova.toString(16)}`);
     this.profiler.enter();
     try {
-      this.pgtable.map(iova, paddr, sizeBytes, prot, this.clock.nowNs());
+      this.pgtable.map(iova, paddr, sizeBytes, prot, PAGE_SIZE_BYTES, this.clock.nowNs());
     } catch (e) {
       this.profiler.exit(null);
       throw new Error(`intel_iommu_map_pages: ${(e as Error).message}`);
