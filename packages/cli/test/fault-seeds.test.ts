@@ -18,7 +18,7 @@ test.after.always(() => releaseIdleWorkers());
 const ROLES = ['vm0/vcpu0', 'vm0/vmm/viommu0', 'vm0/host-vfio/viommu0', 'nvme-device/nvme-ctrl0'];
 const MODES = ['throw', 'exit', 'stall', 'park'] as const;
 const SEEDS = [1, 2, 3];
-const escape = (s: string) => s.replace(/[/.]/g, '\\$&');
+const reEscape = (s: string) => s.replace(/[/.]/g, '\\$&');
 
 function stackOf(fault: string | null, iodepth: number) {
   return runOptionsOf({
@@ -48,7 +48,7 @@ for (const role of ROLES) {
         const line = err?.message ?? '';
         t.is(line.split('\n').length, 1, `${what}: ${line}`);
         const verdict = mode === 'stall' || mode === 'park' ? 'stalled: no progress for' : 'failed: ';
-        t.regex(line, new RegExp(`^worker ${escape(role)} \\(thread \\d+\\) ${verdict}`), what);
+        t.regex(line, new RegExp(`^worker ${reEscape(role)} \\(thread \\d+\\) ${verdict}`), what);
       }
     }
     const clean = await runStack(stackOf(null, 4));
