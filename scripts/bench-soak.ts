@@ -85,7 +85,7 @@ const print = (s: Sample) =>
   );
 if (!json) print(samples[0]);
 for (let r = 1; r <= runs; r++) {
-  const parsed = jobsFromCommandLine({ rw: 'read', bs: '4k', iodepth: '16', size }, {});
+  const parsed = jobsFromCommandLine({ rw: 'read', bs: '4k', iodepth: '16', size, direct: '1' }, {});
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
   await runStack({

@@ -138,7 +138,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const peakRssMiB = () => Math.round(process.resourceUsage().maxRSS / 1024);
 
 async function runOnce(strategy: (typeof strategies)[number], transport: (typeof transports)[number], timeComponents: boolean) {
-  const parsed = jobsFromCommandLine({ rw: 'read', bs: '4k', iodepth: '64', size }, {});
+  const parsed = jobsFromCommandLine({ rw: 'read', bs: '4k', iodepth: '64', size, direct: '1' }, {});
   return runStack({
     jobs: parsed.jobs,
     jobOptions: parsed.jobOptions,
@@ -196,7 +196,7 @@ const chainLimit = (c: Cell) => (c.kicksPerIo >= 0.5 ? chainBest / c.kicksPerIo 
 if (args.includes('--json')) {
   console.log(JSON.stringify({ size, reps, chain, chainBestRoundTripsPerS: chainBest, cells, peakRssMiB: peakRssMiB() }, null, 2));
 } else {
-  console.log(`vmstack bench:stack — fio read 4k iodepth 64 numjobs 1 size ${size}, median of ${reps}; node ${process.version}`);
+  console.log(`vmstack bench:stack — fio read 4k direct=1 iodepth 64 numjobs 1 size ${size}, median of ${reps}; node ${process.version}`);
   console.log('chain limit: guest → vmm → host → vmm → guest on three threads, plain Atomics, round trips per wall s');
   for (const c of chain) console.log(`  ${c.label.padEnd(34)} ${String(c.roundTripsPerS).padStart(8)}`);
   console.log(`  ${'best'.padEnd(34)} ${String(chainBest).padStart(8)}`);
