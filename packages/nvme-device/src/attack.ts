@@ -50,6 +50,7 @@
 
 import { type IommuProt, type IoPageWalker, type IoPgtable, type Iotlb, PgtableJournal } from '@vmstack/iommu-hw';
 import { DmaUnmapLog, type GuestMemory, ModelClock, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { heapPop, heapPush } from './heap.js';
 
 const PAGE = PAGE_SIZE_BYTES;
 
@@ -344,36 +345,11 @@ export class DeviceAttacker {
 
   private push(p: Probe): void {
     p.seq = this.seq++;
-    const h = this.probes;
-    h.push(p);
-    let i = h.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (earlier(h[parent], h[i])) break;
-      [h[parent], h[i]] = [h[i], h[parent]];
-      i = parent;
-    }
+    heapPush(this.probes, p, earlier);
   }
 
   private pop(): Probe {
-    const h = this.probes;
-    const top = h[0];
-    const last = h.pop()!;
-    if (h.length > 0) {
-      h[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && earlier(h[l], h[m])) m = l;
-        if (r < h.length && earlier(h[r], h[m])) m = r;
-        if (m === i) break;
-        [h[m], h[i]] = [h[i], h[m]];
-        i = m;
-      }
-    }
-    return top;
+    return heapPop(this.probes, earlier);
   }
 }
 

@@ -46,6 +46,7 @@ import {
   sqeRwFields,
   writeCqe,
 } from '@vmstack/shm';
+import { heapPop, heapPush } from './heap.js';
 import type { NvmeNamespace } from './namespace.js';
 
 /** What the controller needs from the IOMMU (iommu-hw's Iotlb fits). */
@@ -259,40 +260,11 @@ export class NvmeController {
 
   private push(e: PendingCompletion): void {
     e.seq = this.seq++;
-    const h = this.heap;
-    h.push(e);
-    let i = h.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (before(h[parent], h[i])) break;
-      const x = h[parent];
-      h[parent] = h[i];
-      h[i] = x;
-      i = parent;
-    }
+    heapPush(this.heap, e, before);
   }
 
   private pop(): PendingCompletion {
-    const h = this.heap;
-    const top = h[0];
-    const last = h.pop()!;
-    if (h.length > 0) {
-      h[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && before(h[l], h[m])) m = l;
-        if (r < h.length && before(h[r], h[m])) m = r;
-        if (m === i) break;
-        const x = h[m];
-        h[m] = h[i];
-        h[i] = x;
-        i = m;
-      }
-    }
-    return top;
+    return heapPop(this.heap, before);
   }
 
   /** Queue the completion of a command; a read fills in its data on the returned record. */
