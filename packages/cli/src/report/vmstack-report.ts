@@ -155,17 +155,8 @@ export interface CopyCounters {
   dram_bytes: number;
 }
 
-/**
- * One lock's /proc/lock_stat row. With the virtual clock, contentions and the
- * wait times count waits in model time; `real_contentions` counts the times
- * the real threads found the lock taken.
- */
-export interface LockStatRow {
-  /** the instance: `[<vm id>:]<class>[/<qualifier>...]`, e.g. `cpu_rcache->lock/3` */
-  name: string;
-  /** the name without the VM prefix and the `/…` qualifiers (lockClassOf), e.g. `cpu_rcache->lock` */
-  class: string;
-  kind: LockKind;
+/** The columns of a /proc/lock_stat line: one lock's, or a lock class's added up. */
+export interface LockStatColumns {
   con_bounces: number;
   contentions: number;
   waittime_min_ns: number;
@@ -179,6 +170,19 @@ export interface LockStatRow {
   holdtime_total_ns: number;
   holdtime_avg_ns: number;
   real_contentions: number;
+}
+
+/**
+ * One lock's /proc/lock_stat row. With the virtual clock, contentions and the
+ * wait times count waits in model time; `real_contentions` counts the times
+ * the real threads found the lock taken.
+ */
+export interface LockStatRow extends LockStatColumns {
+  /** the instance: `[<vm id>:]<class>[/<qualifier>...]`, e.g. `cpu_rcache->lock/3` */
+  name: string;
+  /** the name without the VM prefix and the `/…` qualifiers (lockClassOf), e.g. `cpu_rcache->lock` */
+  class: string;
+  kind: LockKind;
   /** an rwsem (kind `rwsem`) only: its read side, /proc/lock_stat's `<name>-R` line; the columns above are then its write side */
   read_con_bounces?: number;
   read_contentions?: number;
@@ -201,24 +205,11 @@ export interface LockStatRow {
  * waited (wait) or were held (hold), 0 when none did; the averages are
  * wait total / contentions and hold total / acquisitions, as for one lock.
  */
-export interface LockClassRow {
+export interface LockClassRow extends LockStatColumns {
   class: string;
   kind: LockKind;
   /** lock instances of the class in the run */
   instances: number;
-  con_bounces: number;
-  contentions: number;
-  waittime_min_ns: number;
-  waittime_max_ns: number;
-  waittime_total_ns: number;
-  waittime_avg_ns: number;
-  acq_bounces: number;
-  acquisitions: number;
-  holdtime_min_ns: number;
-  holdtime_max_ns: number;
-  holdtime_total_ns: number;
-  holdtime_avg_ns: number;
-  real_contentions: number;
 }
 
 /** Where a profiled function ran: a vCPU (all vCPUs summed), the VMM or the host kernel. */
