@@ -27,12 +27,20 @@
  * The pool keeps a buffer for `POOL_KEEP_RELEASES` releases after it was last
  * handed back and at most `MAX_POOLED_BYTES` in all; a buffer it drops is let
  * go by this thread and, on request (`onSharedBuffersDropped`), by idle workers.
+ * That request forces a full collection in every idle worker, which costs them
+ * their optimized code, so the pool makes it only once the buffers dropped since
+ * the last one add up to `COLLECT_DROPPED_BYTES` (a run of another shape leaves
+ * small regions behind, a lock table or a flush queue of a few KiB, which V8
+ * frees in its own time), or when it is emptied.
  */
 
 /** releases (runs ended) a pooled buffer waits for a run of its size before the pool drops it */
 export const POOL_KEEP_RELEASES = 8;
 /** the pool holds at most this many bytes of idle buffers */
 export const MAX_POOLED_BYTES = 4 * 1024 * 1024 * 1024;
+
+/** dropped bytes that make the pool ask for a forced collection (`onSharedBuffersDropped`) */
+export const COLLECT_DROPPED_BYTES = 64 * 1024 * 1024;
 
 const CHUNK_BYTES = 1024 * 1024;
 const PAGE_BYTES = 4096;
@@ -48,6 +56,8 @@ let reuse = false;
 const pool = new Map<number, Pooled[]>();
 let pooledBytes = 0;
 let releases = 0;
+/** bytes dropped since the listener was last called */
+let droppedSinceCollect = 0;
 /** the buffers allocated inside the innermost `captureSharedBuffers`, if any */
 let capturing: SharedArrayBuffer[] | null = null;
 let droppedListener: (() => void) | null = null;
@@ -59,12 +69,12 @@ export const sharedPoolStats = { reusedBuffers: 0, reusedBytes: 0, freshBuffers:
 /** Reuse released buffers on this thread (off: every `allocateShared` is a fresh buffer, and the pool is emptied). */
 export function setSharedBufferReuse(enabled: boolean): void {
   reuse = enabled;
-  if (!enabled) dropPooled(() => true);
+  if (!enabled) dropPooled(() => true, true);
 }
 
 /** Let go of every idle buffer (the runs are over: `releaseIdleWorkers` calls this). */
 export function dropPooledSharedBuffers(): void {
-  dropPooled(() => true);
+  dropPooled(() => true, true);
 }
 
 /** Bytes of idle buffers the pool holds. */
@@ -72,7 +82,10 @@ export function pooledSharedBytes(): number {
   return pooledBytes;
 }
 
-/** Called whenever the pool drops buffers (lifecycle.ts asks idle workers to let go of them). */
+/**
+ * Called when the pool has dropped `COLLECT_DROPPED_BYTES` since the last call, or is emptied
+ * (lifecycle.ts asks idle workers to let go of them).
+ */
 export function onSharedBuffersDropped(listener: (() => void) | null): void {
   droppedListener = listener;
 }
@@ -134,7 +147,7 @@ export function releaseSharedBuffers(buffers: readonly SharedArrayBuffer[]): voi
     pool.set(sab.byteLength, list);
     pooledBytes += sab.byteLength;
   }
-  dropPooled((e) => releases - e.releasedAt >= POOL_KEEP_RELEASES);
+  dropPooled((e) => releases - e.releasedAt >= POOL_KEEP_RELEASES, false);
   if (pooledBytes > MAX_POOLED_BYTES) {
     // oldest first, until the pool fits
     const all = [...pool.values()].flat().sort((a, b) => a.releasedAt - b.releasedAt);
@@ -145,22 +158,26 @@ export function releaseSharedBuffers(buffers: readonly SharedArrayBuffer[]): voi
       drop.add(e);
       over -= e.sab.byteLength;
     }
-    dropPooled((e) => drop.has(e));
+    dropPooled((e) => drop.has(e), false);
   }
 }
 
-function dropPooled(which: (e: Pooled) => boolean): void {
+function dropPooled(which: (e: Pooled) => boolean, emptying: boolean): void {
   let dropped = 0;
   for (const [size, list] of pool) {
     const keep = list.filter((e) => !which(e));
     dropped += list.length - keep.length;
     pooledBytes -= (list.length - keep.length) * size;
+    droppedSinceCollect += (list.length - keep.length) * size;
     sharedPoolStats.droppedBuffers += list.length - keep.length;
     sharedPoolStats.droppedBytes += (list.length - keep.length) * size;
     if (keep.length === 0) pool.delete(size);
     else pool.set(size, keep);
   }
-  if (dropped > 0) droppedListener?.();
+  if (dropped > 0 && (emptying || droppedSinceCollect >= COLLECT_DROPPED_BYTES)) {
+    droppedSinceCollect = 0;
+    droppedListener?.();
+  }
 }
 
 /** Zero what a run wrote into `sab`: the non-zero 4 KiB pages of each 1 MiB chunk that is not all zeros. */

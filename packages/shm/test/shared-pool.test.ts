@@ -2,11 +2,15 @@
  * The shared-buffer pool: a released buffer comes back for the next request
  * of its size, all zeros again; other sizes get fresh buffers; a buffer left
  * unused for POOL_KEEP_RELEASES releases is dropped, and releaseIdleWorkers
- * drops them all.
+ * drops them all. Idle workers are asked to collect (a full collection, which
+ * costs them their optimized code) only once the drops add up to
+ * COLLECT_DROPPED_BYTES, or when the pool is emptied.
  */
 import {
   allocateShared,
+  COLLECT_DROPPED_BYTES,
   captureSharedBuffers,
+  onSharedBuffersDropped,
   POOL_KEEP_RELEASES,
   pooledSharedBytes,
   releaseIdleWorkers,
@@ -46,6 +50,26 @@ test.serial(`a buffer no run asks for within ${POOL_KEEP_RELEASES} releases is d
   releaseSharedBuffers(captureSharedBuffers(() => allocateShared(8192)).buffers);
   t.is(pooledSharedBytes(), 8192, 'dropped');
   setSharedBufferReuse(false);
+});
+
+test.serial(`small drops ask for no collection until they add up to ${COLLECT_DROPPED_BYTES} bytes; emptying the pool does`, (t) => {
+  setSharedBufferReuse(true);
+  let calls = 0;
+  onSharedBuffersDropped(() => calls++);
+  /** one buffer of `sizeBytes` released, then left unused until the pool drops it */
+  const dropOne = (sizeBytes: number) => {
+    releaseSharedBuffers(captureSharedBuffers(() => allocateShared(sizeBytes)).buffers);
+    for (let r = 0; r < POOL_KEEP_RELEASES; r++) releaseSharedBuffers(captureSharedBuffers(() => allocateShared(4096)).buffers);
+  };
+  dropOne(1024);
+  t.is(calls, 0, 'a lock table sized buffer alone');
+  dropOne(COLLECT_DROPPED_BYTES - 1024);
+  t.is(calls, 1, 'the drops together reach the bound');
+  dropOne(2048);
+  t.is(calls, 1, 'counted afresh after a collection');
+  setSharedBufferReuse(false);
+  t.is(calls, 2, 'emptying the pool');
+  onSharedBuffersDropped(null);
 });
 
 test.serial('without reuse every buffer is fresh and nothing is pooled', (t) => {
