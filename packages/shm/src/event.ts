@@ -7,12 +7,13 @@
  * lands between the check and the wait is never lost. Waiting spins a
  * configurable number of loads first (cheap when the peer has a core of its
  * own), then parks; notify pays for `Atomics.notify` only when the owner is
- * parked. Parking uses a timeout so an aborted run is always noticed.
+ * parked, and only the first notifier after the owner parked pays for it. Parking uses a
+ * timeout so an aborted run is always noticed.
  *
  * | word | name   | writer |
  * |------|--------|--------|
  * | +0   | seq    | any notifier (Atomics.add) |
- * | +1   | parked | the owner |
+ * | +1   | parked | the owner sets it, the owner or the first notifier clears it |
  */
 
 export const EVENT_WORDS = 2;
@@ -91,9 +92,16 @@ export class EventCount {
     return Atomics.load(this.words, this.seqIndex);
   }
 
+  /**
+   * Bump `seq`, and wake the owner if it is parked. The first notifier to find it parked
+   * clears `parked` and pays for the one `Atomics.notify`; the notifiers after it, before the
+   * owner is back (a vCPU raising its EOT several times per I/O, a device posting a batch of
+   * interrupts), find it cleared and only bump `seq`. An owner that has set `parked` but is not
+   * asleep yet sees `seq` moved and does not sleep.
+   */
   notify(): void {
     Atomics.add(this.words, this.seqIndex, 1);
-    if (Atomics.load(this.words, this.parkedIndex) !== 0) {
+    if (Atomics.load(this.words, this.parkedIndex) !== 0 && Atomics.exchange(this.words, this.parkedIndex, 0) !== 0) {
       Atomics.notify(this.words, this.seqIndex);
       threadWaitStats.notifiesSent++;
     }
