@@ -5,8 +5,12 @@
  * transport (everything in this thread), measured side by side in one run.
  * Repeats each cell and reports the median; machines are shared and noisy.
  * Workers stay alive between runs of one process (runWorkers keeps idle
- * workers), so only the very first run pays worker start-up and a cold JIT:
- * its wall time is shown apart.
+ * workers), so only the very first run pays worker start-up and a cold JIT.
+ * Each cell first runs `--warmup` unmeasured runs (their wall time is shown,
+ * as "first ms"): V8 optimizes the hot paths over the first thousands of I/Os
+ * and a cold cell measures mostly the compiler. The default size (32 MiB,
+ * 8192 I/Os) with one warm-up run measures the steady state, within about
+ * three minutes for the whole bench on two cores.
  *
  * Next to it, in the same run, the physical limit of the worker transport: the
  * synchronous chain guest → vmm → host → vmm → guest on three threads with
@@ -21,9 +25,17 @@
  * run less parked, spinning included; in-thread: timers around each
  * component's calls). Peak RSS is the process's (workers are threads of it).
  *
- *   npx -y pnpm@9.15.9 bench:stack [--size 16m] [--reps 3] [--chain-ms 600] [--json]
+ * Several jobs: `--numjobs` (default 4) jobs of `--jobs-size` each (default
+ * 8m) for strict and bounce on workers (one vCPU worker per job; the in-thread
+ * transport runs one vCPU), at `--quantum 0`, the exact default of `vmstack run`:
+ * their aggregate I/Os per wall s and its ratio to the one-job row (above 1:
+ * the jobs use the cores the one job leaves idle).
+ *
+ *   npx -y pnpm@9.15.9 bench:stack [--size 32m] [--reps 3] [--warmup 1] [--chain-ms 600] [--numjobs 4] [--jobs-size 8m]
+ *                                  [--strategies direct,strict,lazy,bounce] [--transports workers,in-thread] [--json]
  */
 
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { type ComponentWallNs, jobsFromCommandLine, runStack } from '@vmstack/cli';
 import { DEFAULT_PROFILE_PATH, loadProfile, releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
@@ -33,13 +45,20 @@ const arg = (name: string, dflt: string) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? args[i + 1] : dflt;
 };
-const size = arg('size', '16m');
+const size = arg('size', '32m');
 const reps = Number(arg('reps', '3'));
+const warmup = Number(arg('warmup', '1'));
 const chainMs = Number(arg('chain-ms', '600'));
+const numjobs = Number(arg('numjobs', '4'));
+const jobsSize = arg('jobs-size', '8m');
 const SPIN_LOADS = 2000;
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
-const strategies = ['direct', 'strict', 'lazy', 'bounce'] as const;
-const transports = ['workers', 'in-thread'] as const;
+type Strategy = 'direct' | 'strict' | 'lazy' | 'bounce';
+type Transport = 'workers' | 'in-thread';
+const strategies = arg('strategies', 'direct,strict,lazy,bounce').split(',') as Strategy[];
+const transports = arg('transports', 'workers,in-thread').split(',') as Transport[];
+/** the several-jobs rows: these strategies on workers */
+const jobsStrategies = (['strict', 'bounce'] as const).filter((s) => strategies.includes(s) && transports.includes('workers') && numjobs > 1);
 
 // ---- the chain limit -------------------------------------------------------------
 
@@ -120,6 +139,7 @@ async function measureChain(): Promise<{ key: string; label: string; roundTripsP
 interface Cell {
   strategy: string;
   transport: string;
+  numjobs: number;
   ios: number;
   loopIosPerWallS: number;
   runWallMs: number;
@@ -137,8 +157,8 @@ interface Cell {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const peakRssMiB = () => Math.round(process.resourceUsage().maxRSS / 1024);
 
-async function runOnce(strategy: (typeof strategies)[number], transport: (typeof transports)[number], timeComponents: boolean) {
-  const parsed = jobsFromCommandLine({ rw: 'read', bs: '4k', iodepth: '64', size, direct: '1' }, {});
+async function runOnce(strategy: Strategy, transport: Transport, timeComponents: boolean, jobs = 1) {
+  const parsed = jobsFromCommandLine({ rw: 'read', bs: '4k', iodepth: '64', size: jobs > 1 ? jobsSize : size, direct: '1', numjobs: String(jobs) }, {});
   return runStack({
     jobs: parsed.jobs,
     jobOptions: parsed.jobOptions,
@@ -146,7 +166,8 @@ async function runOnce(strategy: (typeof strategies)[number], transport: (typeof
     strategy,
     clock: 'virtual',
     profile,
-    quantumNs: 20_000,
+    // one job: no peer vCPU to be ahead of; several: exact lock order, as `vmstack run` by default
+    quantumNs: jobs > 1 ? 0 : 20_000,
     driverGeneration: 'v5.10',
     bufferContiguity: 'none',
     guestRamBytes: 256 * 1024 * 1024,
@@ -161,53 +182,92 @@ setWorkerReuse(true);
 const chain = await measureChain();
 const chainBest = Math.max(...chain.map((c) => c.roundTripsPerS));
 const cells: Cell[] = [];
-for (const strategy of strategies) {
-  for (const transport of transports) {
-    const speed: number[] = [];
-    const wall: number[] = [];
-    let res: Awaited<ReturnType<typeof runOnce>> | undefined;
-    for (let r = 0; r < reps; r++) {
-      const t0 = performance.now();
-      res = await runOnce(strategy, transport, false);
-      wall.push(performance.now() - t0);
-      speed.push(res.vmstack.model_speed.simulated_ios_per_wall_s);
-    }
-    const timed = await runOnce(strategy, transport, true);
-    const read = res!.jobs[0].read;
-    cells.push({
-      strategy,
-      transport,
-      ios: read.totalIos,
-      loopIosPerWallS: median(speed),
-      runWallMs: median(wall),
-      firstRunWallMs: wall[0],
-      modelMiBps: read.ioBytes / 1048576 / (read.runtimeNs / 1e9),
-      simPerWall: res!.vmstack.model_speed.sim_time_per_wall_time * (median(speed) / res!.vmstack.model_speed.simulated_ios_per_wall_s),
-      kicksPerIo: res!.vmstack.counters.virtio_iommu.kicks / read.totalIos,
-      componentNsPerIo: timed.vmstack.model_speed.component_wall_ns_per_io!,
-      peakRssMiB: peakRssMiB(),
-    });
+const totalIos = (res: Awaited<ReturnType<typeof runOnce>>) => res.jobs.reduce((n, j) => n + j.read.totalIos, 0);
+async function measureCell(strategy: Strategy, transport: Transport, jobs: number): Promise<void> {
+  const speed: number[] = [];
+  const wall: number[] = [];
+  let firstRunWallMs = 0;
+  let res: Awaited<ReturnType<typeof runOnce>> | undefined;
+  for (let r = 0; r < warmup + reps; r++) {
+    const t0 = performance.now();
+    res = await runOnce(strategy, transport, false, jobs);
+    const ms = performance.now() - t0;
+    if (r === 0) firstRunWallMs = ms;
+    if (r < warmup) continue;
+    wall.push(ms);
+    speed.push(res.vmstack.model_speed.simulated_ios_per_wall_s);
   }
+  // the timed run of one job: each thread's busy time; several jobs show scaling only
+  const timed = jobs === 1 ? await runOnce(strategy, transport, true) : undefined;
+  const ios = totalIos(res!);
+  cells.push({
+    strategy,
+    transport,
+    numjobs: jobs,
+    ios,
+    loopIosPerWallS: median(speed),
+    runWallMs: median(wall),
+    firstRunWallMs,
+    modelMiBps: res!.jobs.reduce((x, j) => x + j.read.ioBytes / 1048576 / (j.read.runtimeNs / 1e9), 0),
+    simPerWall: res!.vmstack.model_speed.sim_time_per_wall_time * (median(speed) / res!.vmstack.model_speed.simulated_ios_per_wall_s),
+    kicksPerIo: res!.vmstack.counters.virtio_iommu.kicks / ios,
+    componentNsPerIo: timed?.vmstack.model_speed.component_wall_ns_per_io ?? { guest: 0, vmm: 0, host: 0, device: 0 },
+    peakRssMiB: peakRssMiB(),
+  });
 }
+for (const strategy of strategies) for (const transport of transports) await measureCell(strategy, transport, 1);
+for (const strategy of jobsStrategies) await measureCell(strategy, 'workers', numjobs);
 
 /** chain round trips per I/O → the I/O rate the chain allows; null without round trips */
 const chainLimit = (c: Cell) => (c.kicksPerIo >= 0.5 ? chainBest / c.kicksPerIo : null);
 
+const oneJob = cells.filter((c) => c.numjobs === 1);
+const severalJobs = cells.filter((c) => c.numjobs > 1);
+/** a several-jobs row's aggregate rate ÷ its strategy's one-job workers rate */
+const scaling = (c: Cell) => {
+  const one = oneJob.find((x) => x.strategy === c.strategy && x.transport === 'workers');
+  return one ? c.loopIosPerWallS / one.loopIosPerWallS : null;
+};
+
 if (args.includes('--json')) {
-  console.log(JSON.stringify({ size, reps, chain, chainBestRoundTripsPerS: chainBest, cells, peakRssMiB: peakRssMiB() }, null, 2));
+  console.log(
+    JSON.stringify(
+      {
+        size,
+        reps,
+        warmup,
+        jobsSize,
+        numjobs,
+        chain,
+        chainBestRoundTripsPerS: chainBest,
+        cells: cells.map((c) => ({
+          ...c,
+          chainIosPerS: chainLimit(c),
+          toChain: c.transport === 'workers' && chainLimit(c) ? c.loopIosPerWallS / chainLimit(c)! : null,
+          scaling: c.numjobs > 1 ? scaling(c) : null,
+        })),
+        peakRssMiB: peakRssMiB(),
+      },
+      null,
+      2,
+    ),
+  );
 } else {
-  console.log(`vmstack bench:stack — fio read 4k direct=1 iodepth 64 numjobs 1 size ${size}, median of ${reps}; node ${process.version}`);
+  console.log(
+    `vmstack bench:stack — fio read 4k direct=1 iodepth 64 numjobs 1 size ${size}, ${warmup} warm-up run(s) then median of ${reps}; ` +
+      `node ${process.version}, ${availableParallelism()} cores`,
+  );
   console.log('chain limit: guest → vmm → host → vmm → guest on three threads, plain Atomics, round trips per wall s');
   for (const c of chain) console.log(`  ${c.label.padEnd(34)} ${String(c.roundTripsPerS).padStart(8)}`);
   console.log(`  ${'best'.padEnd(34)} ${String(chainBest).padStart(8)}`);
   console.log('');
   console.log(
     'strategy  transport  sim I/Os  I/Os per wall s  run ms  first ms  w÷in-thread  kicks/IO  chain I/Os/s  ÷chain  model MiB/s  sim÷wall' +
-      '   guest  vmm  host  device (wall ns per I/O)  peak RSS MiB',
+      '   guest    vmm   host  device (wall ns per I/O)  peak RSS MiB',
   );
-  for (const c of cells) {
-    const peer = cells.find((x) => x.strategy === c.strategy && x.transport === 'in-thread')!;
-    const ratio = c.transport === 'workers' ? (c.loopIosPerWallS / peer.loopIosPerWallS).toFixed(2) : '';
+  for (const c of oneJob) {
+    const peer = oneJob.find((x) => x.strategy === c.strategy && x.transport === 'in-thread');
+    const ratio = c.transport === 'workers' && peer ? (c.loopIosPerWallS / peer.loopIosPerWallS).toFixed(2) : '';
     const limit = chainLimit(c);
     const toChain = c.transport === 'workers' && limit ? (c.loopIosPerWallS / limit).toFixed(2) : '';
     const p = c.componentNsPerIo;
@@ -216,13 +276,27 @@ if (args.includes('--json')) {
         `${String(Math.round(c.runWallMs)).padStart(6)}  ${String(Math.round(c.firstRunWallMs)).padStart(8)}  ${ratio.padStart(11)}  ` +
         `${c.kicksPerIo.toFixed(2).padStart(8)}  ${(limit ? String(Math.round(limit)) : '-').padStart(12)}  ${toChain.padStart(6)}  ` +
         `${c.modelMiBps.toFixed(1).padStart(11)}  ${c.simPerWall.toFixed(3).padStart(8)}  ` +
-        `${String(p.guest).padStart(6)} ${String(p.vmm).padStart(4)} ${String(p.host).padStart(5)} ${String(p.device).padStart(7)}  ${''.padStart(24)}` +
+        `${String(p.guest).padStart(6)} ${String(p.vmm).padStart(6)} ${String(p.host).padStart(6)} ${String(p.device).padStart(7)}  ${''.padStart(24)}` +
         `${String(c.peakRssMiB).padStart(12)}`,
     );
   }
+  if (severalJobs.length > 0) {
+    console.log('');
+    console.log(`several jobs on workers: numjobs ${numjobs}, size ${jobsSize} each, quantum 0 (exact); aggregate over the jobs`);
+    console.log('strategy  jobs  sim I/Os  I/Os per wall s  run ms  first ms  ÷ one job  model MiB/s  peak RSS MiB');
+    for (const c of severalJobs) {
+      const x = scaling(c);
+      console.log(
+        `${c.strategy.padEnd(8)}  ${String(c.numjobs).padStart(4)}  ${String(c.ios).padStart(8)}  ${String(c.loopIosPerWallS).padStart(15)}  ` +
+          `${String(Math.round(c.runWallMs)).padStart(6)}  ${String(Math.round(c.firstRunWallMs)).padStart(8)}  ${(x === null ? '' : x.toFixed(2)).padStart(9)}  ` +
+          `${c.modelMiBps.toFixed(1).padStart(11)}  ${String(c.peakRssMiB).padStart(12)}`,
+      );
+    }
+  }
+  console.log('');
   const same = strategies.every((s) => {
-    const [a, b] = transports.map((t) => cells.find((c) => c.strategy === s && c.transport === t)!.modelMiBps);
-    return a === b;
+    const both = oneJob.filter((c) => c.strategy === s);
+    return both.every((c) => c.modelMiBps === both[0].modelMiBps);
   });
   console.log(same ? 'model results identical across transports: yes' : 'model results identical across transports: NO (bug)');
   console.log(`peak RSS of the process: ${peakRssMiB()} MiB`);
