@@ -69,6 +69,13 @@ export class DeviceEngine {
   needNs = NEVER_NS;
   /** how far past `needNs` a parked device lets the vCPUs run before it wants waking (half the lookahead) */
   readonly wakeSlackNs: number;
+  /**
+   * A lone vCPU's doorbells leave a parked device asleep (the guest's `NvmeBar.lazyWake`): the
+   * device then also wants waking when that vCPU is half a lookahead past the bound its last
+   * step saw, to take the doorbells and publish its EOT again before the vCPU reaches it and
+   * has to wait. NEVER_NS with several vCPUs, whose doorbells wake it.
+   */
+  refreshNs = NEVER_NS;
 
   constructor(
     readonly init: DeviceWorkerInit,
@@ -345,6 +352,7 @@ export class DeviceEngine {
     // 3. completions no future doorbell can precede (and, attacking, none after a DMA of ours still to make)
     const minBound = this.minVcpuBound();
     const horizonNs = this.virtual ? (minBound === NEVER_NS ? NEVER_NS : minBound + this.minDelayNs) : this.clock.nowNs();
+    this.refreshNs = this.vcpus.length === 1 && minBound !== NEVER_NS ? minBound + this.wakeSlackNs : NEVER_NS;
     const attackNs = this.attacker ? this.attacker.nextProbeNs() : Number.POSITIVE_INFINITY;
     if (ctrl.postCompletionsUpTo(Math.min(horizonNs, attackNs), this.raise) > 0) progressed = true;
     // 4. publish the earliest interrupt we may still raise

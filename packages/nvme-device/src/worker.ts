@@ -27,7 +27,8 @@ workerMain<DeviceWorkerInit, DeviceWorkerResult>((boot, control) => {
       // sleep until the vCPUs are half a lookahead past what we need: one wake-up then
       // posts a batch of completions, and the vCPUs still see our EOT ahead of them; or,
       // with a doorbell waiting for the other vCPUs to pass its time, until one reaches it
-      const completionsNs = engine.needNs + engine.wakeSlackNs;
+      // (a lone vCPU: also when it is half a lookahead past what the last step saw, see refreshNs)
+      const completionsNs = Math.min(engine.needNs + engine.wakeSlackNs, engine.refreshNs);
       // (attacking: until they pass the time of our next DMA)
       const wakeNs = Math.min(completionsNs, engine.doorbellWaitNs(), engine.attackWaitNs());
       control.setWaitFor(boot.index, wakeNs);

@@ -108,6 +108,14 @@ export class EventCount {
   }
 
   /**
+   * Bump `seq` without waking a parked owner: an owner spinning, or about to park, sees it
+   * and runs; a parked one sleeps on until its own threshold or a `notify` wakes it.
+   */
+  bump(): void {
+    Atomics.add(this.words, this.seqIndex, 1);
+  }
+
+  /**
    * Wait until `seq` differs from `observed` (or `timeoutMs` passes).
    * Returns false on timeout.
    */

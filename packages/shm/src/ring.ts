@@ -200,6 +200,16 @@ export class Ring {
     this.dataEvent.notify();
   }
 
+  /**
+   * Make every reserved record visible without waking a parked consumer (`EventCount.bump`):
+   * for a producer that wakes the consumer itself when it needs an answer, as a lone vCPU does
+   * its device (see the guest's `NvmeBar.lazyWake`).
+   */
+  publishQuiet(): void {
+    Atomics.store(this.i32, TAIL, this.reservedTail);
+    this.dataEvent.bump();
+  }
+
   /** Records published but not yet released by the consumer (producer's view). */
   inFlight(): number {
     return (Atomics.load(this.i32, TAIL) - Atomics.load(this.i32, HEAD)) | 0;

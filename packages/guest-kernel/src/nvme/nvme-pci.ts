@@ -38,6 +38,14 @@ export interface NvmeBar {
   readonly log: SentLog;
   readonly spinLoads: number;
   readonly abort: AbortFlag;
+  /**
+   * Doorbells leave a parked device asleep (`Ring.publishQuiet`): set when this vCPU is the
+   * run's only one, so nothing but it waits on the device, and it wakes the device whenever it
+   * needs the device's bound (its EOT passing the device's wait threshold, an interrupt wait).
+   * The device takes the doorbells at that wake-up, with the completions it posts then: one
+   * wake-up per batch instead of one per doorbell. Model time is not affected.
+   */
+  readonly lazyWake?: boolean;
 }
 
 /** writel(value, q_db): the SQ tail or CQ head doorbell (`which`) of queue `qid`. */
@@ -47,7 +55,8 @@ export function nvme_write_doorbell(bar: NvmeBar, nowNs: number, qid: number, wh
   const off = r.reserve(bar.spinLoads, bar.abort);
   encodeDoorbell(r.dv, off, nowNs, qid, which, value);
   bar.log.record(seq, nowNs);
-  r.publish();
+  if (bar.lazyWake) r.publishQuiet();
+  else r.publish();
 }
 
 /** writel/lo_hi_writeq to a controller register (NVME_REG_AQA, _ASQ, _ACQ, _CC). */
