@@ -236,7 +236,13 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
   const swiotlb = init.swiotlb && init.devices.some((d) => d.untrusted) ? Swiotlb.attach(init.swiotlb, v, locks, mem.u8, init.costs, cache) : null;
   const devices = init.devices.map((d): GuestDevice => {
     const doorbells = Ring.attach(d.doorbellRing);
-    const bar: NvmeBar = { doorbells, log: new SentLog(doorbells), spinLoads: init.spinLoads, abort: control, lazyWake: init.gatePeers.length === 0 };
+    const bar: NvmeBar = {
+      doorbells,
+      log: new SentLog(doorbells),
+      spinLoads: init.spinLoads,
+      abort: control,
+      lazyWake: init.gatePeers.length === 0 && init.clockMode === 'virtual',
+    };
     const iovad = iommu ? IovaDomain.attach(d.iovaDomain, v, locks, init.costs) : null;
     const viommu = iommu && d.viommu >= 0 ? viommus[d.viommu] : null;
     const vtd =

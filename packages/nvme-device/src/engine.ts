@@ -352,7 +352,7 @@ export class DeviceEngine {
     // 3. completions no future doorbell can precede (and, attacking, none after a DMA of ours still to make)
     const minBound = this.minVcpuBound();
     const horizonNs = this.virtual ? (minBound === NEVER_NS ? NEVER_NS : minBound + this.minDelayNs) : this.clock.nowNs();
-    this.refreshNs = this.vcpus.length === 1 && minBound !== NEVER_NS ? minBound + this.wakeSlackNs : NEVER_NS;
+    this.refreshNs = this.virtual && this.vcpus.length === 1 && minBound !== NEVER_NS ? minBound + this.wakeSlackNs : NEVER_NS;
     const attackNs = this.attacker ? this.attacker.nextProbeNs() : Number.POSITIVE_INFINITY;
     if (ctrl.postCompletionsUpTo(Math.min(horizonNs, attackNs), this.raise) > 0) progressed = true;
     // 4. publish the earliest interrupt we may still raise

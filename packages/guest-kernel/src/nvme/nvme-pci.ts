@@ -40,7 +40,8 @@ export interface NvmeBar {
   readonly abort: AbortFlag;
   /**
    * Doorbells leave a parked device asleep (`Ring.publishQuiet`): set when this vCPU is the
-   * run's only one, so nothing but it waits on the device, and it wakes the device whenever it
+   * run's only one and time is virtual (on the wall clock nothing else would wake the device
+   * in time), so nothing but it waits on the device, and it wakes the device whenever it
    * needs the device's bound (its EOT passing the device's wait threshold, an interrupt wait).
    * The device takes the doorbells at that wake-up, with the completions it posts then: one
    * wake-up per batch instead of one per doorbell. Model time is not affected.
