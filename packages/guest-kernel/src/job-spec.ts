@@ -171,6 +171,12 @@ export interface FioJobSpec {
   iopsAvgMs?: number;
   /** fio's write_bw_log, write_lat_log, write_iops_log, write_hist_log: what the job logs (absent: no logs) */
   logs?: FioLogSpec;
+  /**
+   * fio's --status-interval, in model ns: the job keeps a copy of its statistics at every multiple of it
+   * (the first at `statusFirstNs`, model time of its run), for the periodic status dumps (absent: none)
+   */
+  statusIntervalNs?: number;
+  statusFirstNs?: number;
 }
 
 /**
@@ -284,6 +290,8 @@ const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   bwAvgMs: 'bwavgtime',
   iopsAvgMs: 'iopsavgtime',
   logs: 'write_bw_log',
+  statusIntervalNs: '--status-interval',
+  statusFirstNs: '--status-interval',
 };
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;

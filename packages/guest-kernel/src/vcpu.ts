@@ -114,7 +114,15 @@ export interface VcpuJobResult {
   stat: FioJobStat;
   /** buffered jobs (direct=0): what the page cache did; null with O_DIRECT */
   pageCache: PageCacheStats | null;
+  /** fio's --status-interval: the job's statistics at each multiple of the interval before it ended (absent: none asked for) */
+  statusDumps?: VcpuJobSnapshot[];
 }
+
+/** At most this many status dumps per job (fio's --status-interval): the run's memory stays bounded whatever the interval. */
+export const STATUS_DUMPS_MAX = 10_000;
+
+/** The job's statistics so far at model time `atNs` (`endNs` is `atNs`): cumulative from the job's start, as fio's status dumps. */
+export type VcpuJobSnapshot = Omit<VcpuJobResult, 'statusDumps'> & { atNs: number };
 
 interface Slot {
   buffer: UserBuffer;
@@ -272,6 +280,9 @@ export class Vcpu {
   private kernelCompletions = 0;
   private writesSinceSync = 0;
   private idleNs = 0;
+  /** fio's --status-interval: the model time of the next copy of the statistics (NEVER: none asked for) */
+  private nextStatusNs = NEVER_NS;
+  private readonly statusDumps: VcpuJobSnapshot[] = [];
 
   constructor(
     private readonly env: VcpuEnv,
@@ -321,6 +332,33 @@ export class Vcpu {
       });
     }
     this.eotWatchers = [env.deviceWorker, ...env.otherVcpus];
+    if (job.statusIntervalNs !== undefined && job.statusIntervalNs > 0) this.nextStatusNs = job.statusFirstNs ?? job.statusIntervalNs;
+  }
+
+  /** fio's status dumps: a copy of the statistics at every interval boundary up to `nowNs` (the I/O completing at `nowNs` not in it). */
+  private takeStatusDumps(nowNs: number): void {
+    const interval = this.job.statusIntervalNs ?? 0;
+    while (nowNs >= this.nextStatusNs && interval > 0) {
+      if (this.statusDumps.length >= STATUS_DUMPS_MAX) {
+        this.nextStatusNs = NEVER_NS;
+        return;
+      }
+      const atNs = this.nextStatusNs;
+      this.statusDumps.push({
+        atNs,
+        read: this.read.out(),
+        write: this.write.out(),
+        verify: { blocksChecked: this.verified, corrupt: this.corrupt, overwritten: this.overwritten },
+        errors: this.errors,
+        startNs: this.startNs,
+        endNs: Math.max(atNs, this.startNs),
+        busyNs: Math.max(0, atNs - this.startNs - this.idleNs),
+        loopWallMs: 0,
+        stat: this.stat.snapshot(atNs),
+        pageCache: this.pageCache ? { ...this.pageCache.stats } : null,
+      });
+      this.nextStatusNs += interval;
+    }
   }
 
   private publish(ns: number): void {
@@ -476,6 +514,7 @@ export class Vcpu {
     const clock = this.env.clock;
     clock.charge(this.env.costs.fioReapPerIoNs);
     const now = clock.nowNs();
+    if (now >= this.nextStatusNs) this.takeStatusDumps(now);
     if (status !== 0) this.errors++;
     // fio verifies reads of a read-only job as they complete; a job that writes checks its
     // blocks in the verify phase, once nothing is in flight (a read racing an in-flight
@@ -821,6 +860,7 @@ export class Vcpu {
     let endFsyncDone = false;
     for (;;) {
       faultCheckpoint(clock.nowNs());
+      if (clock.nowNs() >= this.nextStatusNs) this.takeStatusDumps(clock.nowNs());
       this.takeInterrupts();
       this.runTimers();
       if (this.canSubmit()) {
@@ -849,6 +889,8 @@ export class Vcpu {
       // idle: nothing to submit until a completion; wait for the next interrupt (or the flush timer)
       this.idleWait();
     }
+    // the status dumps due before the job's end (from its end on, its final statistics stand for it)
+    if (clock.nowNs() > this.nextStatusNs) this.takeStatusDumps(clock.nowNs() - 1);
     const endNs = clock.nowNs();
     this.errors += this.rateMinMissed();
     const busyNs = endNs - this.startNs - this.idleNs;
@@ -873,6 +915,7 @@ export class Vcpu {
       loopWallMs: performance.now() - wallStart,
       stat: this.stat.result(endNs),
       pageCache: this.pageCache ? { ...this.pageCache.stats } : null,
+      ...(this.job.statusIntervalNs ? { statusDumps: this.statusDumps } : {}),
     };
   }
 }

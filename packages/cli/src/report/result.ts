@@ -105,6 +105,15 @@ export interface FioRun {
   vmstack: VmstackOutput;
 }
 
+/** What fio prints in a status dump (--status-interval): the jobs so far, without the model's report. */
+export type FioStatusRun = Omit<FioRun, 'vmstack'> & { vmstack?: VmstackOutput };
+
+/** fio's status dump at model time `atNs` of a run: every job's statistics from its start up to then (a job over by then: its final ones). */
+export interface FioStatusDump {
+  atNs: number;
+  jobs: JobResult[];
+}
+
 /** One run (one barrier group). */
 export interface RunResult extends FioRun {
   vmstack: VmstackReport;
@@ -114,6 +123,10 @@ export interface RunResult extends FioRun {
   attack?: DeviceAttackResult;
   /** not printed: each worker's call tree, for the flame graphs (report/flamegraph.ts) */
   callTrees?: CallTreeRoot[];
+  /** --status-interval: the status dumps due while the run's jobs ran, in model time order (absent: none asked for) */
+  statusDumps?: FioStatusDump[];
+  /** model time the run's last job ended */
+  endNs?: number;
 }
 
 /** A fresh, empty latency histogram (ns). */
