@@ -27,6 +27,7 @@
 import {
   asIova,
   BLOCK_BYTES,
+  blockMagic16,
   blockSeed,
   DeviceToGuestInterrupt,
   type DmaUnmapLog,
@@ -45,6 +46,7 @@ import {
   PAGE_SIZE_BYTES,
   type Ring,
   type RunControl,
+  unwrittenBlockIntact,
   type VerifyAlgo,
   verifyBlock,
 } from '@vmstack/shm';
@@ -98,11 +100,31 @@ export interface DirectionStats {
   slat: string;
 }
 
+/**
+ * What fio's verify found. corrupt: not what this job (or the drive) put there; overwritten: intact, but written by
+ * another job running at the same time; neverWritten: intact data no job of the run wrote, which fio refuses as it has
+ * no verify header ("bad magic header", err=84). firstNeverWritten: the first such block (fio prints each failing I/O).
+ */
+export interface VerifyCounts {
+  blocksChecked: number;
+  corrupt: number;
+  overwritten: number;
+  neverWritten: number;
+  firstNeverWritten?: NeverWrittenBlock;
+}
+
+/** A block fio's verify refused for its missing header: where (bytes in the drive), the I/O that read it, the 16 bits where fio looks for its magic. */
+export interface NeverWrittenBlock {
+  offsetBytes: number;
+  ioOffsetBytes: number;
+  ioLengthBytes: number;
+  magic: number;
+}
+
 export interface VcpuJobResult {
   read: DirectionStats;
   write: DirectionStats;
-  /** corrupt: not what this job (or the drive) put there; overwritten: intact, but written by another job running at the same time */
-  verify: { blocksChecked: number; corrupt: number; overwritten: number };
+  verify: VerifyCounts;
   errors: number;
   startNs: number;
   endNs: number;
@@ -230,6 +252,8 @@ export class Vcpu {
   private verified = 0;
   private corrupt = 0;
   private overwritten = 0;
+  private neverWritten = 0;
+  private firstNeverWritten: NeverWrittenBlock | undefined;
   private errors = 0;
   private inflight = 0;
   /**
@@ -335,6 +359,16 @@ export class Vcpu {
     if (job.statusIntervalNs !== undefined && job.statusIntervalNs > 0) this.nextStatusNs = job.statusFirstNs ?? job.statusIntervalNs;
   }
 
+  private verifyCounts(): VerifyCounts {
+    return {
+      blocksChecked: this.verified,
+      corrupt: this.corrupt,
+      overwritten: this.overwritten,
+      neverWritten: this.neverWritten,
+      ...(this.firstNeverWritten ? { firstNeverWritten: { ...this.firstNeverWritten } } : {}),
+    };
+  }
+
   /** fio's status dumps: a copy of the statistics at every interval boundary up to `nowNs` (the I/O completing at `nowNs` not in it). */
   private takeStatusDumps(nowNs: number): void {
     const interval = this.job.statusIntervalNs ?? 0;
@@ -348,7 +382,7 @@ export class Vcpu {
         atNs,
         read: this.read.out(),
         write: this.write.out(),
-        verify: { blocksChecked: this.verified, corrupt: this.corrupt, overwritten: this.overwritten },
+        verify: this.verifyCounts(),
         errors: this.errors,
         startNs: this.startNs,
         endNs: Math.max(atNs, this.startNs),
@@ -524,13 +558,28 @@ export class Vcpu {
       // fio's verify: check every block of the buffer (a check of the tool, not charged as guest work)
       const u8 = this.env.mem.u8;
       for (let b = 0; b < s.blocks; b++) {
-        this.verified++;
         const lba = s.lba + b;
-        // what should be there: what this job wrote, or what the drive held before
-        const seed = this.writtenLbas.has(lba) ? this.writeSeed : (this.env.priorSeeds.get(lba) ?? this.env.nsPrefillSeed);
+        const written = this.writtenLbas.has(lba);
+        // fio's verify phase checks the blocks the job wrote (its log of written I/Os), no others
+        if (s.verifyPhase && !written) continue;
+        this.verified++;
+        // what should be there: what this job wrote, what an earlier barrier group wrote, or the drive's own data
+        const prior = written ? this.writeSeed : this.env.priorSeeds.get(lba);
         const off = s.buffer.pageGpas[b];
-        if (verifyBlock(u8, off, lba, this.verifyAlgo, seed, this.verifyPattern)) continue;
+        if (prior !== undefined && verifyBlock(u8, off, lba, this.verifyAlgo, prior, this.verifyPattern)) continue;
         if (this.job.verifyFatal) this.stopped = true;
+        if (prior === undefined && unwrittenBlockIntact(u8, off, lba, this.env.nsPrefillSeed)) {
+          // the drive's data, read intact: no verify header in it, so fio fails it ("bad magic header"), as it fails
+          // data it never wrote; the stack did no harm
+          this.neverWritten++;
+          this.firstNeverWritten ??= {
+            offsetBytes: lba * BLOCK_BYTES,
+            ioOffsetBytes: s.lba * BLOCK_BYTES,
+            ioLengthBytes: s.blocks * BLOCK_BYTES,
+            magic: blockMagic16(u8, off),
+          };
+          continue;
+        }
         // fio's "bad header rand_seed": an intact block another job of the group wrote over
         // ours (their regions overlap) is a verify failure, but not damage by the stack
         if (this.env.peerWriteSeeds.has(blockSeed(u8, off)) && verifyBlock(u8, off, lba, this.verifyAlgo, undefined, this.verifyPattern)) this.overwritten++;
@@ -907,7 +956,7 @@ export class Vcpu {
     return {
       read: this.read.out(),
       write: this.write.out(),
-      verify: { blocksChecked: this.verified, corrupt: this.corrupt, overwritten: this.overwritten },
+      verify: this.verifyCounts(),
       errors: this.errors,
       startNs: this.startNs,
       endNs,

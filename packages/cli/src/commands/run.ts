@@ -38,7 +38,7 @@ import { formatFioNormal, formatFioNormalHeader } from '../report/fio-normal.js'
 import { FioStatusLine } from '../report/fio-status.js';
 import { formatFioTerse } from '../report/fio-terse.js';
 import { type CallTreeRoot, type FlamegraphFormat, formatFlamegraph } from '../report/flamegraph.js';
-import type { FioRun, FioStatusRun, RunResult } from '../report/result.js';
+import type { FioRun, FioStatusRun, JobResult, RunResult } from '../report/result.js';
 import { formatRunHtml } from '../report/run-html.js';
 import { formatVmstackReport } from '../report/tables.js';
 import { fioBufferBytes, planGuestLayout } from '../stack/guest-layout.js';
@@ -319,9 +319,17 @@ export async function runCommand(a: RunArgs): Promise<void> {
     beforeNs += results[gi].endNs ?? 0;
   }
   if (showEta) process.stdout.write('\n');
-  if (results.some((r) => r.statusDumps?.some((d, i, all) => i === all.length - 1 && all.length >= STATUS_DUMPS_MAX)))
+  if (results.some((r) => (r.statusDumps?.length ?? 0) >= STATUS_DUMPS_MAX))
     process.stderr.write(`vmstack: --status-interval ${a.statusInterval}: only the first ${STATUS_DUMPS_MAX} status dumps of a job were kept\n`);
-  const text = formatRunOutput(results, formats, early ? '' : header);
+  // fio's lines as a job fails: what verify found (stderr), and the job's error, on stdout in the normal text, as fio
+  // puts it; with json or terse on stdout, to stderr (the document stays whole); with --output, nowhere, as in fio
+  const failed = fioJobErrorLines(results.flatMap((r) => r.jobs));
+  process.stderr.write(failed.verify);
+  const errorsInText = formats.includes('normal') && a.output === undefined;
+  if (a.output === undefined && !errorsInText) process.stderr.write(failed.errors);
+  else if (errorsInText && early) process.stdout.write(failed.errors);
+  // after "Starting N processes", before the blank line that opens the reports
+  const text = formatRunOutput(results, formats, early ? '' : errorsInText && failed.errors ? `${header.replace(/\n$/, '')}${failed.errors}\n` : header);
   emitOutput(text, a.output);
   // fio writes each job's log files into the working directory when the job ends
   const logJobs = results.flatMap((r, g) => r.jobs.map((j, i) => ({ spec: run.groups[g].jobs[i], logs: j.fio?.logs })));
@@ -334,6 +342,28 @@ export async function runCommand(a: RunArgs): Promise<void> {
   // fio exits 1 when a job ended with an error (I/O errors, verify failures)
   if (results.some((r) => r.jobs.some((j) => j.error !== 0))) process.exitCode = 1;
 }
+
+/**
+ * fio's lines for jobs that ended with an error: per job whose verify refused data no job wrote, fio's
+ * "verify: bad magic header" for the first such block (fio prints one per failing I/O, and its job stops there;
+ * here the job reads on, and the report counts them), and per failed job "fio: pid=…, err=…".
+ */
+export function fioJobErrorLines(jobs: readonly JobResult[]): { verify: string; errors: string } {
+  let verify = '';
+  let errors = '';
+  for (const j of jobs) {
+    const b = j.verify?.firstNeverWritten;
+    if (b)
+      verify +=
+        `verify: bad magic header ${b.magic.toString(16)}, wanted acca at file /dev/${j.disk ?? 'nvme0n1'} offset ${b.offsetBytes}, ` +
+        `length 4096 (requested block: offset=${b.ioOffsetBytes}, length=${b.ioLengthBytes})\n`;
+    if (j.error === EILSEQ)
+      errors += `fio: pid=${process.pid}, err=${EILSEQ}/file:io_u.c:2152, func=io_u_sync_complete, error=Invalid or incomplete multibyte or wide character\n`;
+  }
+  return { verify, errors };
+}
+
+const EILSEQ = 84;
 
 /** The call trees of a run's barrier groups as one flame graph: the same root (worker) of every group adds up. */
 export function runCallTrees(results: readonly RunResult[]): CallTreeRoot[] {

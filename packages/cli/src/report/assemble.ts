@@ -127,6 +127,7 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
       blocks_checked: vres.reduce((s, x) => s + x.job.verify.blocksChecked, 0),
       corrupt: vres.reduce((s, x) => s + x.job.verify.corrupt, 0),
       overwritten: vres.reduce((s, x) => s + x.job.verify.overwritten, 0),
+      never_written: vres.reduce((s, x) => s + x.job.verify.neverWritten, 0),
     },
     leaks: {
       iovas: r.iovaPagesAllocated,
@@ -200,7 +201,7 @@ export function toJobResult(job: FioJobSpec, jobOptions: Record<string, string>,
     sysCpuPct: runtimeNs > 0 ? (100 * r.job.busyNs) / runtimeNs : 0,
     ctx: fio.ctx,
     // an errno, as fio's err=: EIO for failed commands, EILSEQ for verify failures
-    error: r.job.errors > 0 ? EIO : r.job.verify.corrupt + r.job.verify.overwritten > 0 ? EILSEQ : 0,
+    error: r.job.errors > 0 ? EIO : r.job.verify.corrupt + r.job.verify.overwritten + r.job.verify.neverWritten > 0 ? EILSEQ : 0,
     iodepth: job.iodepth,
     verify: r.job.verify,
     fio,

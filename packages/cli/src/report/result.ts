@@ -16,7 +16,7 @@
  * beyond that rather than throwing.
  */
 
-import type { FioDirStat, FioJobStat } from '@vmstack/guest-kernel';
+import type { FioDirStat, FioJobStat, NeverWrittenBlock } from '@vmstack/guest-kernel';
 import type { DeviceAttackResult } from '@vmstack/nvme-device';
 import type { Histogram } from 'hdr-histogram-js';
 import { build, decodeFromCompressedBase64, encodeIntoCompressedBase64, JsHistogram } from 'hdr-histogram-js';
@@ -72,8 +72,11 @@ export interface JobResult {
   iodepth: number;
   /** fio's "1","2","4","8","16","32",">=64" depth buckets, percent of issued I/Os. */
   iodepthLevels?: Record<string, number>;
-  /** corrupt: damaged or stale blocks; overwritten: intact blocks another job of the group wrote over this job's */
-  verify?: { blocksChecked: number; corrupt: number; overwritten?: number };
+  /**
+   * corrupt: damaged or stale blocks; overwritten: intact blocks another job of the group wrote over this job's;
+   * neverWritten: intact blocks no job wrote (no verify header: fio's "bad magic header"), the first of them
+   */
+  verify?: { blocksChecked: number; corrupt: number; overwritten?: number; neverWritten?: number; firstNeverWritten?: NeverWrittenBlock };
   /** fio's statistics as the job engine kept them (depth distributions, ctx, the drive's counters, logs); absent: not measured */
   fio?: Omit<FioJobStat, 'read' | 'write'>;
   /** fio's rw= and bs of the job, for fio's start-up lines */
