@@ -52,7 +52,7 @@ import {
 } from '@vmstack/shm';
 import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
 import type { DmaIommu, DmaMapping } from './dma.js';
-import { FioIoPattern } from './fio/io-pattern.js';
+import { type FioIoSource, fioIoSource } from './fio/io-pattern.js';
 import { type FioJobStat, FioStatCollector } from './fio-stat.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import { IommuMapNoMemError } from './iommu/domain-ops.js';
@@ -267,7 +267,7 @@ export class Vcpu {
   private phase: 'main' | 'verify' = 'main';
   /** the verify phase reads the region back from its start, in chunks of the largest write size */
   private verifyPos = 0;
-  private readonly pattern: FioIoPattern;
+  private readonly pattern: FioIoSource;
   private readonly regionBlocks: number;
   private readonly verifyBlocks: number;
   private readonly deadlineNs: number;
@@ -326,7 +326,7 @@ export class Vcpu {
       verifyPhase: false,
     }));
     for (let i = this.slots.length - 1; i >= 0; i--) this.free.push(i);
-    this.pattern = new FioIoPattern(job, mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0));
+    this.pattern = fioIoSource(job, mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0));
     this.regionBlocks = Math.floor(job.sizeBytes / BLOCK_BYTES);
     this.verifyBlocks = job.writeBs.maxBytes / BLOCK_BYTES;
     this.startNs = env.clock.nowNs();
