@@ -38,7 +38,7 @@ import { formatFioNormal, formatFioNormalHeader } from '../report/fio-normal.js'
 import { FioStatusLine } from '../report/fio-status.js';
 import { formatFioTerse } from '../report/fio-terse.js';
 import { type CallTreeRoot, type FlamegraphFormat, formatFlamegraph } from '../report/flamegraph.js';
-import type { FioRun, FioStatusRun, JobResult, RunResult } from '../report/result.js';
+import { type FioRun, type FioStatusRun, type JobResult, notStartedJob, type RunResult } from '../report/result.js';
 import { formatRunHtml } from '../report/run-html.js';
 import { formatVmstackReport } from '../report/tables.js';
 import { fioBufferBytes, planGuestLayout } from '../stack/guest-layout.js';
@@ -240,10 +240,12 @@ export function formatRunOutput(results: readonly RunResult[], formats: readonly
     vmstack: results.length === 1 ? results[0].vmstack : { groups: results.map((r) => r.vmstack) },
   };
   let text = formats.includes('normal') ? header : '';
-  // fio's --status-interval dumps come first, in time order: the jobs of the groups that ran before (final) and the running group's so far
+  // fio's --status-interval dumps come first, in time order, each with every job: the groups that ran before at their
+  // final numbers, the running group's so far, the later groups' not started
   for (const [gi, r] of results.entries())
     for (const dump of r.statusDumps ?? []) {
-      const jobs = [...results.slice(0, gi).flatMap((p) => p.jobs), ...dump.jobs];
+      const later = results.slice(gi + 1).flatMap((p) => p.jobs.map(notStartedJob));
+      const jobs = [...results.slice(0, gi).flatMap((p) => p.jobs), ...dump.jobs, ...later];
       text += formatFioReports(applyGroupReporting({ timestampMs: r.timestampMs, globalOptions: r.globalOptions, jobs }), formats);
     }
   const result = applyGroupReporting(joined);

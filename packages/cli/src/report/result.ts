@@ -155,6 +155,39 @@ export function emptyDirection(): DirectionResult {
   };
 }
 
+/** A job as a status dump shows it before it started (a later stonewall group's): its name and options, nothing done. */
+export function notStartedJob(job: JobResult): JobResult {
+  const zeros = (a: readonly number[] | undefined) => (a ?? []).map(() => 0);
+  const { verify, fio, ...rest } = job;
+  return {
+    ...rest,
+    read: emptyDirection(),
+    write: emptyDirection(),
+    jobRuntimeNs: 0,
+    usrCpuPct: 0,
+    sysCpuPct: 0,
+    ctx: 0,
+    error: 0,
+    ...(verify ? { verify: { blocksChecked: 0, corrupt: 0, overwritten: 0, neverWritten: 0 } } : {}),
+    ...(fio
+      ? {
+          fio: {
+            ...fio,
+            ioUMap: zeros(fio.ioUMap),
+            ioUSubmit: zeros(fio.ioUSubmit),
+            ioUComplete: zeros(fio.ioUComplete),
+            totalSubmit: 0,
+            totalComplete: 0,
+            totalIoU: 0,
+            ctx: 0,
+            disk: { ios: [0, 0], ticksMs: [0, 0], inQueueMs: 0, busyMs: [] },
+            logs: {},
+          },
+        }
+      : {}),
+  };
+}
+
 /** The histogram as a compressed base64 string (HdrHistogram V2 encoding), safe to postMessage. */
 export function encodeHistogram(h: Histogram): string {
   return encodeIntoCompressedBase64(asJsHistogram(h));
