@@ -52,11 +52,11 @@ test('rw=read verify=crc32c of a drive nobody wrote: exit 1, err=84 in the JSON 
     json.stderr,
     /^verify: bad magic header [0-9a-f]+, wanted acca at file \/dev\/nvme0n1 offset 0, length 4096 \(requested block: offset=0, length=4096\)$/m,
   );
-  t.regex(json.stderr, /^fio: pid=\d+, err=84\/file:io_u\.c:2152, func=io_u_sync_complete, error=Invalid or incomplete multibyte or wide character$/m);
+  t.regex(json.stderr, /^fio: pid=\d+, err=84\/file:io_u\.c:2190, func=io_u_queued_complete, error=Invalid or incomplete multibyte or wide character$/m);
   t.is(normal.code, 1);
   t.regex(
     normal.stdout,
-    /^Starting 1 process\nfio: pid=\d+, err=84\/file:io_u\.c:2152, func=io_u_sync_complete, error=Invalid or incomplete multibyte or wide character\n\nvmstack: \(groupid=0, jobs=1\): err=84 \(/m,
+    /^Starting 1 process\nfio: pid=\d+, err=84\/file:io_u\.c:2190, func=io_u_queued_complete, error=Invalid or incomplete multibyte or wide character\n\nvmstack: \(groupid=0, jobs=1\): err=84 \(/m,
   );
   t.false(normal.stderr.includes('fio: pid='), 'with the normal output on stdout the error line is in it, not on stderr');
 });

@@ -325,7 +325,7 @@ export async function runCommand(a: RunArgs): Promise<void> {
     process.stderr.write(`vmstack: --status-interval ${a.statusInterval}: only the first ${STATUS_DUMPS_MAX} status dumps of a job were kept\n`);
   // fio's lines as a job fails: what verify found (stderr), and the job's error, on stdout in the normal text, as fio
   // puts it; with json or terse on stdout, to stderr (the document stays whole); with --output, nowhere, as in fio
-  const failed = fioJobErrorLines(results.flatMap((r) => r.jobs));
+  const failed = fioJobErrorLines(results.flatMap((r, g) => r.jobs.map((job, i) => ({ job, ioengine: run.groups[g].jobs[i].ioengine }))));
   process.stderr.write(failed.verify);
   const errorsInText = formats.includes('normal') && a.output === undefined;
   if (a.output === undefined && !errorsInText) process.stderr.write(failed.errors);
@@ -350,22 +350,25 @@ export async function runCommand(a: RunArgs): Promise<void> {
  * "verify: bad magic header" for the first such block (fio prints one per failing I/O, and its job stops there;
  * here the job reads on, and the report counts them), and per failed job "fio: pid=…, err=…".
  */
-export function fioJobErrorLines(jobs: readonly JobResult[]): { verify: string; errors: string } {
+export function fioJobErrorLines(jobs: readonly { job: JobResult; ioengine: string }[]): { verify: string; errors: string } {
   let verify = '';
   let errors = '';
-  for (const j of jobs) {
+  for (const { job: j, ioengine } of jobs) {
     const b = j.verify?.firstNeverWritten;
     if (b)
       verify +=
         `verify: bad magic header ${b.magic.toString(16)}, wanted acca at file /dev/${j.disk ?? 'nvme0n1'} offset ${b.offsetBytes}, ` +
         `length 4096 (requested block: offset=${b.ioOffsetBytes}, length=${b.ioLengthBytes})\n`;
-    if (j.error === EILSEQ)
-      errors += `fio: pid=${process.pid}, err=${EILSEQ}/file:io_u.c:2152, func=io_u_sync_complete, error=Invalid or incomplete multibyte or wide character\n`;
+    // where fio 3.33 notices the failed verify: the synchronous engines as each I/O completes, the others as they reap
+    const where = SYNC_ENGINES.has(ioengine) ? 'io_u.c:2152, func=io_u_sync_complete' : 'io_u.c:2190, func=io_u_queued_complete';
+    if (j.error === EILSEQ) errors += `fio: pid=${process.pid}, err=${EILSEQ}/file:${where}, error=Invalid or incomplete multibyte or wide character\n`;
   }
   return { verify, errors };
 }
 
 const EILSEQ = 84;
+/** fio's engines that complete each I/O in its submit call */
+const SYNC_ENGINES = new Set(['sync', 'psync', 'vsync', 'pvsync', 'pvsync2']);
 
 /** The call trees of a run's barrier groups as one flame graph: the same root (worker) of every group adds up. */
 export function runCallTrees(results: readonly RunResult[]): CallTreeRoot[] {
