@@ -40,7 +40,7 @@ test('4 KiB reads through the pool: MAPs only on misses, far fewer than I/Os; th
   t.true(b.memory_bytes_peak > 0);
   t.is(b.memory_bytes_current, 0, 'teardown freed the cached slots');
   t.is(b.slots_cached, 0);
-  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0, overwritten: 0 });
+  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0, overwritten: 0, never_written: ios });
   t.deepEqual(r.leaks, NO_LEAKS);
   t.is(r.counters.nvme.faults, 0);
 });
@@ -53,7 +53,7 @@ test('exhaustion, trusted device (4 slots per class, iodepth 32): the overflow t
   const b = r.counters.bounce!;
   const d = r.counters.dma;
   t.is(r.ios, ios);
-  t.is(r.result.jobs[0].error, 0);
+  t.is(r.result.jobs[0].error, 84, 'no I/O error (EIO 5): only EILSEQ, fio refusing the drive data no job wrote');
   t.true(b.exhausted > 0, `exhausted ${b.exhausted}`);
   t.true(b.slots_in_use_peak <= 4);
   t.is(b.fallbacks, 0, 'a trusted device never uses the fallback tree');
@@ -62,7 +62,7 @@ test('exhaustion, trusted device (4 slots per class, iodepth 32): the overflow t
   t.true(r.counters.virtio_iommu.map > b.misses + 1, 'strict mappings send MAPs of their own');
   t.is(r.counters.virtio_iommu.map, b.misses + d.strict_mappings + 1);
   t.is(b.memory_bytes_current, 0);
-  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0, overwritten: 0 });
+  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0, overwritten: 0, never_written: ios });
   t.deepEqual(r.leaks, NO_LEAKS);
   t.is(r.counters.nvme.faults, 0);
 });
@@ -72,7 +72,7 @@ test('exhaustion, untrusted device: bouncing stays mandatory, the fallback tree 
   const ios = 256;
   const b = r.counters.bounce!;
   t.is(r.ios, ios);
-  t.is(r.result.jobs[0].error, 0);
+  t.is(r.result.jobs[0].error, 84, 'no I/O error (EIO 5): only EILSEQ, fio refusing the drive data no job wrote');
   t.true(b.exhausted > 0);
   t.true(b.fallbacks > 0, `fallbacks ${b.fallbacks}`);
   t.is(b.hits + b.misses + b.fallbacks, ios);
@@ -81,7 +81,7 @@ test('exhaustion, untrusted device: bouncing stays mandatory, the fallback tree 
   t.is(r.counters.virtio_iommu.map, b.misses + b.fallbacks + 1, 'a MAP per miss and per single-use fallback buffer');
   t.is(b.memory_bytes_current, 0, 'fallback buffers and cached slots freed');
   t.true(b.memory_bytes_peak > 4 * 4096, "fallback buffers added to the slots' memory");
-  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0, overwritten: 0 });
+  t.deepEqual(r.verify, { blocks_checked: ios, corrupt: 0, overwritten: 0, never_written: ios });
   t.deepEqual(r.leaks, NO_LEAKS);
   t.is(r.counters.nvme.faults, 0);
 });

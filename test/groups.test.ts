@@ -45,7 +45,7 @@ test('stonewall groups run one after another on the same drive: a read group ver
   );
   t.deepEqual(
     out.vmstack.groups[1].verify,
-    { blocks_checked: 256, corrupt: 0, overwritten: 0 },
+    { blocks_checked: 256, corrupt: 0, overwritten: 0, never_written: 0 },
     'every block the first group wrote, read back and checked (its writer’s seed)',
   );
 });

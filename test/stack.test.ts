@@ -38,7 +38,7 @@ test('strict, iodepth 1: one MAP per I/O (plus the coherent region), one UNMAP p
   t.is(c.vfio.map_dma, ios + 1);
   t.is(c.vfio.unmap_dma, ios + 1);
   t.is(c.nvme.faults, 0);
-  t.deepEqual(r.vmstack.verify, { blocks_checked: 128, corrupt: 0, overwritten: 0 });
+  t.deepEqual(r.vmstack.verify, { blocks_checked: 128, corrupt: 0, overwritten: 0, never_written: 128 });
   t.is(r.vmstack.leaks.iova_mappings_in_vmm, 0, 'everything unmapped at shutdown');
   const workers = r.vmstack.workers;
   t.deepEqual(
@@ -53,7 +53,7 @@ test('direct issues no virtio-iommu request and is faster than strict; the virtu
   const s = await run('strict', { rw: 'read', bs: '4k', iodepth: '1', size: '256k' });
   const s2 = await run('strict', { rw: 'read', bs: '4k', iodepth: '1', size: '256k' });
   t.is(d.vmstack.counters.virtio_iommu.map, 0);
-  t.deepEqual(d.vmstack.verify, { blocks_checked: 64, corrupt: 0, overwritten: 0 });
+  t.deepEqual(d.vmstack.verify, { blocks_checked: 64, corrupt: 0, overwritten: 0, never_written: 64 });
   t.true(d.jobs[0].read.runtimeNs < s.jobs[0].read.runtimeNs);
   t.is(s.jobs[0].read.runtimeNs, s2.jobs[0].read.runtimeNs);
 });

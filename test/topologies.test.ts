@@ -84,7 +84,7 @@ test('two VMs on one host IOMMU unit, strict: every VFIO unmap invalidates throu
   t.like(lockClass('viommu->request_lock'), { instances: 2, acquisitions: 2 * one.lock('viommu->request_lock').acquisitions, contentions: 0 });
   t.like(lockClass('iommu->lock'), { instances: 2, contentions: 0 });
   t.like(lockClass('qi->q_lock'), { instances: 1, contentions: q.contentions });
-  t.deepEqual(two.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0 });
+  t.deepEqual(two.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0, never_written: 2 * IOS_PER_JOB });
   t.deepEqual(two.leaks, NO_LEAKS);
   t.deepEqual(
     two.result.vmstack.vms?.map((v) => [v.id, v.jobs]),
@@ -112,7 +112,7 @@ test('two VMs with the bounce-buffer pool on one unit: slots stay mapped, so I/O
   for (const r of [two, strict]) t.is(r.lock('qi->q_lock').acquisitions, r.counters.iotlb.invalidations, 'one qi_submit_sync per IOTLB invalidation');
   t.true(two.counters.bounce!.hits > 0);
   t.true(q.acquisitions < strict.lock('qi->q_lock').acquisitions / 5, 'a fraction of strict`s invalidations: slot evictions and shutdown only');
-  t.deepEqual(two.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0 });
+  t.deepEqual(two.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0, never_written: 2 * IOS_PER_JOB });
   t.deepEqual(two.leaks, NO_LEAKS);
 });
 
@@ -165,7 +165,7 @@ test('one VM, two drives behind one virtio-iommu: jobs on different drives still
   t.true(r.lock('viommu->request_lock').contentions > 0, 'two vCPUs, one request queue');
   for (const d of ['nvme0', 'nvme1']) t.is(r.lock(`iovad->iova_rbtree_lock/${d}`).contentions, 0, `${d}'s IOVA allocator is its own`);
   t.is(r.lock('iommu->lock').contentions, 0, 'behind the request_lock, the container lock never contends');
-  t.deepEqual(r.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0 });
+  t.deepEqual(r.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0, never_written: 2 * IOS_PER_JOB });
   t.deepEqual(r.leaks, NO_LEAKS);
 });
 
@@ -180,7 +180,7 @@ test('one VM, two virtio-iommus, a container per drive: nothing of the guest or 
     'a container each',
   );
   t.true(r.lock('qi->q_lock').acquisitions > 0);
-  t.deepEqual(r.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0 });
+  t.deepEqual(r.verify, { blocks_checked: 2 * IOS_PER_JOB, corrupt: 0, overwritten: 0, never_written: 2 * IOS_PER_JOB });
   t.deepEqual(r.leaks, NO_LEAKS);
 });
 
@@ -236,7 +236,7 @@ test('bare metal with the pool: slots stay mapped in the VT-d domain, so the inv
   t.true(pool.counters.bounce!.hits > 0);
   for (const strategy of ['direct', 'lazy', 'strict', 'bounce'] as const) {
     const r = await runFio(strategy, FIO, { quantumNs: 0, untrusted: strategy !== 'direct' }, { platform: 'bare-metal' });
-    t.deepEqual(r.verify, { blocks_checked: IOS_PER_JOB, corrupt: 0, overwritten: 0 }, strategy);
+    t.deepEqual(r.verify, { blocks_checked: IOS_PER_JOB, corrupt: 0, overwritten: 0, never_written: IOS_PER_JOB }, strategy);
     t.deepEqual(r.leaks, NO_LEAKS, strategy);
   }
 });

@@ -136,6 +136,12 @@ const OUTPUT_OPTIONS: Record<string, Options> = {
     ...choice('eta', ['auto', 'always', 'never'] as const),
     describe: "fio's status line while the jobs run (model-time progress and rates, wall-time ETA); auto: on a terminal with normal output",
   },
+  'status-interval': {
+    type: 'string',
+    describe:
+      "fio's full status dump (cumulative from the jobs' start) every interval of MODEL time (a fio time, bare number: seconds, e.g. 1ms), " +
+      'in the output format, before the final report; printed once the run ends',
+  },
   output: { type: 'string', describe: 'write to this file: <file>.partial, renamed when the run completes' },
   html: { type: 'string', describe: 'also write an offline HTML report (the topology, the jobs, the locks) to this file' },
   flamegraph: {
@@ -305,6 +311,7 @@ function runArgsOf(argv: Record<string, unknown>): RunArgs {
     ...(argv.section === undefined ? {} : { sections: (argv.section as unknown[]).map(String) }),
     parseOnly: argv['parse-only'] === true,
     ...(argv.eta === undefined ? {} : { eta: argv.eta as RunArgs['eta'] }),
+    ...(argv['status-interval'] === undefined ? {} : { statusInterval: String(argv['status-interval']) }),
     output: argv.output as string | undefined,
     html: argv.html as string | undefined,
     flamegraph: argv.flamegraph as string | undefined,

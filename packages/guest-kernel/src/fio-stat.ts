@@ -427,6 +427,43 @@ export class FioStatCollector {
     return nowNs;
   }
 
+  /**
+   * The statistics so far, at `nowNs` while the job runs (fio's status dumps): copies, so the
+   * job goes on counting; the drive busy since the last idle moment counts up to `nowNs`; no logs.
+   */
+  snapshot(nowNs: number): FioJobStat {
+    const dir = (d: DirCollector): FioDirStat => {
+      const o = d.out();
+      return { ...o, slat: { ...o.slat }, clat: { ...o.clat }, lat: { ...o.lat }, bw: { ...o.bw }, iops: { ...o.iops } };
+    };
+    const busyMs = this.busyMs.map((r): [number, number] => [r[0], r[1]]);
+    if (this.inflight > 0) {
+      const a = Math.floor((this.busyFromNs - this.startNs) / NS_PER_MS);
+      const b = Math.floor((nowNs - this.startNs) / NS_PER_MS) + 1;
+      const last = busyMs[busyMs.length - 1];
+      if (last && a <= last[1]) last[1] = Math.max(last[1], b);
+      else busyMs.push([a, b]);
+    }
+    return {
+      read: dir(this.dirs[0]),
+      write: dir(this.dirs[1]),
+      ioUMap: [...this.ioUMap],
+      ioUSubmit: [...this.ioUSubmit],
+      ioUComplete: [...this.ioUComplete],
+      totalSubmit: this.totalSubmit,
+      totalComplete: this.totalComplete,
+      totalIoU: this.totalIoU,
+      ctx: this.ctx,
+      disk: {
+        ios: [...this.diskIos],
+        ticksMs: [Math.floor(this.diskTicksNs[0] / NS_PER_MS), Math.floor(this.diskTicksNs[1] / NS_PER_MS)],
+        inQueueMs: Math.floor(this.inQueueNs / NS_PER_MS),
+        busyMs,
+      },
+      logs: {},
+    };
+  }
+
   /** Everything, once the job is over at `endNs`. */
   result(endNs: number): FioJobStat {
     const elapsed = this.elapsedMs(endNs);

@@ -37,7 +37,8 @@ export * from './job-spec.js';
 export * from './mm/llc.js';
 export * from './mm/page-alloc.js';
 export * from './profile.js';
-export type { GuestPlatform } from './vcpu.js';
+export type { GuestPlatform, NeverWrittenBlock, VcpuJobSnapshot, VerifyCounts } from './vcpu.js';
+export { STATUS_DUMPS_MAX } from './vcpu.js';
 export * from './virtio-iommu/viommu.js';
 
 /** The compiled worker entry of a guest vCPU. */

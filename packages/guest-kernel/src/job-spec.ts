@@ -171,6 +171,17 @@ export interface FioJobSpec {
   iopsAvgMs?: number;
   /** fio's write_bw_log, write_lat_log, write_iops_log, write_hist_log: what the job logs (absent: no logs) */
   logs?: FioLogSpec;
+  /**
+   * fio's nrfiles (or the names of `filename=a:b`): the job's region is split into this many equal files, taken in turn
+   * one I/O each (file_service_type=roundrobin); absent: 1
+   */
+  nrfiles?: number;
+  /**
+   * fio's --status-interval, in model ns: the job keeps a copy of its statistics at every multiple of it
+   * (the first at `statusFirstNs`, model time of its run), for the periodic status dumps (absent: none)
+   */
+  statusIntervalNs?: number;
+  statusFirstNs?: number;
 }
 
 /**
@@ -239,6 +250,9 @@ export interface ParsedJobs {
 /** How the user wrote the value behind a spec field, so errors can quote it. */
 export type JobSpecWrittenAs = Partial<Record<keyof FioJobSpec, { field: string; value: string }>>;
 
+/** The most files (nrfiles, or names in filename=a:b) one job takes in turn. */
+export const MAX_NRFILES = 4096;
+
 /** fio option names of the spec fields, used in errors when no `writtenAs` is given. */
 const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   name: 'name',
@@ -284,6 +298,9 @@ const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   bwAvgMs: 'bwavgtime',
   iopsAvgMs: 'iopsavgtime',
   logs: 'write_bw_log',
+  nrfiles: 'nrfiles',
+  statusIntervalNs: '--status-interval',
+  statusFirstNs: '--status-interval',
 };
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -358,5 +375,12 @@ export function validateJobSpec(spec: FioJobSpec, writtenAs: JobSpecWrittenAs = 
   if (!isCount(spec.fsyncEveryIos)) fail('fsyncEveryIos', 'a whole number of writes >= 0 (0: never)');
   if (!isCount(spec.fdatasyncEveryIos)) fail('fdatasyncEveryIos', 'a whole number of writes >= 0 (0: never)');
   if (spec.filename !== undefined && (typeof spec.filename !== 'string' || nvmeFilenameDevice(spec.filename) === null)) fail('filename', NVME_FILENAME_ALLOWED);
+  if (spec.nrfiles !== undefined) {
+    const files = spec.nrfiles;
+    if (!isCount(files) || files < 1 || files > MAX_NRFILES) fail('nrfiles', `a whole number of files from 1 to ${MAX_NRFILES}`);
+    // each file holds at least one I/O of the largest size
+    if (Math.floor(spec.sizeBytes / files / NVME_LBA_SIZE_BYTES) * NVME_LBA_SIZE_BYTES < spec.blockSizeBytes)
+      fail('nrfiles', `at most ${Math.max(1, Math.floor(spec.sizeBytes / spec.blockSizeBytes))} files: size is split between them, each at least bs`);
+  }
   return spec;
 }

@@ -27,6 +27,7 @@
 import {
   asIova,
   BLOCK_BYTES,
+  blockMagic16,
   blockSeed,
   DeviceToGuestInterrupt,
   type DmaUnmapLog,
@@ -45,12 +46,13 @@ import {
   PAGE_SIZE_BYTES,
   type Ring,
   type RunControl,
+  unwrittenBlockIntact,
   type VerifyAlgo,
   verifyBlock,
 } from '@vmstack/shm';
 import { build, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
 import type { DmaIommu, DmaMapping } from './dma.js';
-import { FioIoPattern } from './fio/io-pattern.js';
+import { type FioIoSource, fioIoSource } from './fio/io-pattern.js';
 import { type FioJobStat, FioStatCollector } from './fio-stat.js';
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE } from './iommu/bounce-pool.js';
 import { IommuMapNoMemError } from './iommu/domain-ops.js';
@@ -98,11 +100,31 @@ export interface DirectionStats {
   slat: string;
 }
 
+/**
+ * What fio's verify found. corrupt: not what this job (or the drive) put there; overwritten: intact, but written by
+ * another job running at the same time; neverWritten: intact data no job of the run wrote, which fio refuses as it has
+ * no verify header ("bad magic header", err=84). firstNeverWritten: the first such block (fio prints each failing I/O).
+ */
+export interface VerifyCounts {
+  blocksChecked: number;
+  corrupt: number;
+  overwritten: number;
+  neverWritten: number;
+  firstNeverWritten?: NeverWrittenBlock;
+}
+
+/** A block fio's verify refused for its missing header: where (bytes in the drive), the I/O that read it, the 16 bits where fio looks for its magic. */
+export interface NeverWrittenBlock {
+  offsetBytes: number;
+  ioOffsetBytes: number;
+  ioLengthBytes: number;
+  magic: number;
+}
+
 export interface VcpuJobResult {
   read: DirectionStats;
   write: DirectionStats;
-  /** corrupt: not what this job (or the drive) put there; overwritten: intact, but written by another job running at the same time */
-  verify: { blocksChecked: number; corrupt: number; overwritten: number };
+  verify: VerifyCounts;
   errors: number;
   startNs: number;
   endNs: number;
@@ -114,7 +136,15 @@ export interface VcpuJobResult {
   stat: FioJobStat;
   /** buffered jobs (direct=0): what the page cache did; null with O_DIRECT */
   pageCache: PageCacheStats | null;
+  /** fio's --status-interval: the job's statistics at each multiple of the interval before it ended (absent: none asked for) */
+  statusDumps?: VcpuJobSnapshot[];
 }
+
+/** At most this many status dumps per job (fio's --status-interval): the run's memory stays bounded whatever the interval. */
+export const STATUS_DUMPS_MAX = 10_000;
+
+/** The job's statistics so far at model time `atNs` (`endNs` is `atNs`): cumulative from the job's start, as fio's status dumps. */
+export type VcpuJobSnapshot = Omit<VcpuJobResult, 'statusDumps'> & { atNs: number };
 
 interface Slot {
   buffer: UserBuffer;
@@ -222,6 +252,8 @@ export class Vcpu {
   private verified = 0;
   private corrupt = 0;
   private overwritten = 0;
+  private neverWritten = 0;
+  private firstNeverWritten: NeverWrittenBlock | undefined;
   private errors = 0;
   private inflight = 0;
   /**
@@ -235,7 +267,7 @@ export class Vcpu {
   private phase: 'main' | 'verify' = 'main';
   /** the verify phase reads the region back from its start, in chunks of the largest write size */
   private verifyPos = 0;
-  private readonly pattern: FioIoPattern;
+  private readonly pattern: FioIoSource;
   private readonly regionBlocks: number;
   private readonly verifyBlocks: number;
   private readonly deadlineNs: number;
@@ -272,6 +304,9 @@ export class Vcpu {
   private kernelCompletions = 0;
   private writesSinceSync = 0;
   private idleNs = 0;
+  /** fio's --status-interval: the model time of the next copy of the statistics (NEVER: none asked for) */
+  private nextStatusNs = NEVER_NS;
+  private readonly statusDumps: VcpuJobSnapshot[] = [];
 
   constructor(
     private readonly env: VcpuEnv,
@@ -291,7 +326,7 @@ export class Vcpu {
       verifyPhase: false,
     }));
     for (let i = this.slots.length - 1; i >= 0; i--) this.free.push(i);
-    this.pattern = new FioIoPattern(job, mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0));
+    this.pattern = fioIoSource(job, mulberry32Float((job.randseed + Math.imul(job.jobIndex, 0x9e3779b9)) >>> 0));
     this.regionBlocks = Math.floor(job.sizeBytes / BLOCK_BYTES);
     this.verifyBlocks = job.writeBs.maxBytes / BLOCK_BYTES;
     this.startNs = env.clock.nowNs();
@@ -321,6 +356,43 @@ export class Vcpu {
       });
     }
     this.eotWatchers = [env.deviceWorker, ...env.otherVcpus];
+    if (job.statusIntervalNs !== undefined && job.statusIntervalNs > 0) this.nextStatusNs = job.statusFirstNs ?? job.statusIntervalNs;
+  }
+
+  private verifyCounts(): VerifyCounts {
+    return {
+      blocksChecked: this.verified,
+      corrupt: this.corrupt,
+      overwritten: this.overwritten,
+      neverWritten: this.neverWritten,
+      ...(this.firstNeverWritten ? { firstNeverWritten: { ...this.firstNeverWritten } } : {}),
+    };
+  }
+
+  /** fio's status dumps: a copy of the statistics at every interval boundary up to `nowNs` (the I/O completing at `nowNs` not in it). */
+  private takeStatusDumps(nowNs: number): void {
+    const interval = this.job.statusIntervalNs ?? 0;
+    while (nowNs >= this.nextStatusNs && interval > 0) {
+      if (this.statusDumps.length >= STATUS_DUMPS_MAX) {
+        this.nextStatusNs = NEVER_NS;
+        return;
+      }
+      const atNs = this.nextStatusNs;
+      this.statusDumps.push({
+        atNs,
+        read: this.read.out(),
+        write: this.write.out(),
+        verify: this.verifyCounts(),
+        errors: this.errors,
+        startNs: this.startNs,
+        endNs: Math.max(atNs, this.startNs),
+        busyNs: Math.max(0, atNs - this.startNs - this.idleNs),
+        loopWallMs: 0,
+        stat: this.stat.snapshot(atNs),
+        pageCache: this.pageCache ? { ...this.pageCache.stats } : null,
+      });
+      this.nextStatusNs += interval;
+    }
   }
 
   private publish(ns: number): void {
@@ -476,6 +548,7 @@ export class Vcpu {
     const clock = this.env.clock;
     clock.charge(this.env.costs.fioReapPerIoNs);
     const now = clock.nowNs();
+    if (now >= this.nextStatusNs) this.takeStatusDumps(now);
     if (status !== 0) this.errors++;
     // fio verifies reads of a read-only job as they complete; a job that writes checks its
     // blocks in the verify phase, once nothing is in flight (a read racing an in-flight
@@ -485,13 +558,28 @@ export class Vcpu {
       // fio's verify: check every block of the buffer (a check of the tool, not charged as guest work)
       const u8 = this.env.mem.u8;
       for (let b = 0; b < s.blocks; b++) {
-        this.verified++;
         const lba = s.lba + b;
-        // what should be there: what this job wrote, or what the drive held before
-        const seed = this.writtenLbas.has(lba) ? this.writeSeed : (this.env.priorSeeds.get(lba) ?? this.env.nsPrefillSeed);
+        const written = this.writtenLbas.has(lba);
+        // fio's verify phase checks the blocks the job wrote (its log of written I/Os), no others
+        if (s.verifyPhase && !written) continue;
+        this.verified++;
+        // what should be there: what this job wrote, what an earlier barrier group wrote, or the drive's own data
+        const prior = written ? this.writeSeed : this.env.priorSeeds.get(lba);
         const off = s.buffer.pageGpas[b];
-        if (verifyBlock(u8, off, lba, this.verifyAlgo, seed, this.verifyPattern)) continue;
+        if (prior !== undefined && verifyBlock(u8, off, lba, this.verifyAlgo, prior, this.verifyPattern)) continue;
         if (this.job.verifyFatal) this.stopped = true;
+        if (prior === undefined && unwrittenBlockIntact(u8, off, lba, this.env.nsPrefillSeed)) {
+          // the drive's data, read intact: no verify header in it, so fio fails it ("bad magic header"), as it fails
+          // data it never wrote; the stack did no harm
+          this.neverWritten++;
+          this.firstNeverWritten ??= {
+            offsetBytes: lba * BLOCK_BYTES,
+            ioOffsetBytes: s.lba * BLOCK_BYTES,
+            ioLengthBytes: s.blocks * BLOCK_BYTES,
+            magic: blockMagic16(u8, off),
+          };
+          continue;
+        }
         // fio's "bad header rand_seed": an intact block another job of the group wrote over
         // ours (their regions overlap) is a verify failure, but not damage by the stack
         if (this.env.peerWriteSeeds.has(blockSeed(u8, off)) && verifyBlock(u8, off, lba, this.verifyAlgo, undefined, this.verifyPattern)) this.overwritten++;
@@ -821,6 +909,7 @@ export class Vcpu {
     let endFsyncDone = false;
     for (;;) {
       faultCheckpoint(clock.nowNs());
+      if (clock.nowNs() >= this.nextStatusNs) this.takeStatusDumps(clock.nowNs());
       this.takeInterrupts();
       this.runTimers();
       if (this.canSubmit()) {
@@ -849,6 +938,8 @@ export class Vcpu {
       // idle: nothing to submit until a completion; wait for the next interrupt (or the flush timer)
       this.idleWait();
     }
+    // the status dumps due before the job's end (from its end on, its final statistics stand for it)
+    if (clock.nowNs() > this.nextStatusNs) this.takeStatusDumps(clock.nowNs() - 1);
     const endNs = clock.nowNs();
     this.errors += this.rateMinMissed();
     const busyNs = endNs - this.startNs - this.idleNs;
@@ -865,7 +956,7 @@ export class Vcpu {
     return {
       read: this.read.out(),
       write: this.write.out(),
-      verify: { blocksChecked: this.verified, corrupt: this.corrupt, overwritten: this.overwritten },
+      verify: this.verifyCounts(),
       errors: this.errors,
       startNs: this.startNs,
       endNs,
@@ -873,6 +964,7 @@ export class Vcpu {
       loopWallMs: performance.now() - wallStart,
       stat: this.stat.result(endNs),
       pageCache: this.pageCache ? { ...this.pageCache.stats } : null,
+      ...(this.job.statusIntervalNs ? { statusDumps: this.statusDumps } : {}),
     };
   }
 }

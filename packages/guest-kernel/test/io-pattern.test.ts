@@ -1,6 +1,6 @@
 import { mulberry32Float } from '@vmstack/shm';
 import test from 'ava';
-import { FioIoPattern, type PatternIo } from '../src/fio/io-pattern.js';
+import { FioIoPattern, fioIoSource, type PatternIo } from '../src/fio/io-pattern.js';
 import type { FioJobSpec } from '../src/job-spec.js';
 
 const fixed = (bytes: number) => ({ minBytes: bytes, maxBytes: bytes, split: [] });
@@ -135,4 +135,34 @@ test('random_distribution: zipf and pareto concentrate the I/O on few blocks, zo
   );
   const inFirst = zoned.filter((i) => i.lba < 16384 / 10).length / zoned.length;
   t.true(inFirst > 0.57 && inFirst < 0.63, `60% in the first 10%: ${inFirst}`);
+});
+
+function allFiles(job: FioJobSpec): PatternIo[] {
+  const p = fioIoSource(job, mulberry32Float(1));
+  const out: PatternIo[] = [];
+  for (let io = p.next(); io; io = p.next()) out.push(io);
+  return out;
+}
+
+test('several files (filename=a:b, nrfiles): size split between them, each its own offsets from its start, one I/O from each in turn', (t) => {
+  // as fio 3.33 wrote two 32 KiB files: a 0, b 0, a 4096, b 4096, …
+  const seq = allFiles(spec({ sizeBytes: 64 * 1024, offsetBytes: 4096, nrfiles: 2 }));
+  t.deepEqual(
+    seq.map((i) => i.lba),
+    [1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 8, 16],
+  );
+  // random: each file's blocks once (its own random map), the files still in turn
+  const rnd = allFiles(spec({ rw: 'randwrite', sizeBytes: 96 * 1024, nrfiles: 3 }));
+  t.is(rnd.length, 24);
+  rnd.forEach((io, k) => t.is(Math.floor(io.lba / 8), k % 3, `I/O ${k} in file ${k % 3}`));
+  t.deepEqual(
+    [...new Set(rnd.map((i) => i.lba))].sort((a, b) => a - b),
+    Array.from({ length: 24 }, (_, i) => i),
+  );
+  // number_ios counts the job's I/Os, over all files; a file whose part is done is passed over
+  t.is(allFiles(spec({ sizeBytes: 64 * 1024, nrfiles: 2, numberIos: 5 })).length, 5);
+  const uneven = allFiles(spec({ sizeBytes: 64 * 1024, nrfiles: 2, readBs: fixed(8192), writeBs: fixed(8192), blockSizeBytes: 8192, loops: 2 }));
+  t.is(uneven.length, 16, 'two loops over each file');
+  // one file: the job's own pattern, unchanged
+  t.deepEqual(allFiles(spec({ rw: 'randread' })), all(spec({ rw: 'randread' })));
 });

@@ -90,13 +90,7 @@ export class DeviceEngine {
     const walker = init.attack ? new TimedWalker(pgtable, init.pgtable.journal) : null;
     this.iotlb = new Iotlb(walker ?? pgtable, init.costs);
     const media = new NvmeMedia(init.costs);
-    this.ns = new NvmeNamespace(
-      init.namespace.sizeBlocks,
-      init.namespace.seed,
-      init.namespace.algo,
-      init.namespace.initialBlocks,
-      init.namespace.pattern ? Uint8Array.from(init.namespace.pattern) : undefined,
-    );
+    this.ns = new NvmeNamespace(init.namespace.sizeBlocks, init.namespace.seed, init.namespace.initialBlocks);
     const attacker = init.attack && walker ? new DeviceAttacker(init.attack, mem, this.iotlb, walker) : null;
     this.attacker = attacker;
     // the attacker learns which pages the device's own work was given

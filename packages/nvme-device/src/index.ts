@@ -1,5 +1,5 @@
 import type { IoPgtableHandle, IotlbCosts } from '@vmstack/iommu-hw';
-import type { ClockMode, RingHandle, VerifyAlgo } from '@vmstack/shm';
+import type { ClockMode, RingHandle } from '@vmstack/shm';
 import type { DeviceAttackPlan, DeviceAttackResult } from './attack.js';
 import type { NvmeControllerCosts, NvmeCounters } from './controller.js';
 import type { MediaCosts } from './media.js';
@@ -30,7 +30,8 @@ export interface DeviceWorkerInit {
   vcpuWorkers: number[];
   /** which vCPU owns completion queue i */
   vcpuOfCq: number[];
-  namespace: { sizeBlocks: number; seed: number; algo: VerifyAlgo; pattern?: number[]; initialBlocks?: [number, Uint8Array][]; exportBlocks?: boolean };
+  /** the drive's blocks: how many, the seed of the data no job wrote (shm fillUnwrittenBlock), an earlier group's written blocks */
+  namespace: { sizeBlocks: number; seed: number; initialBlocks?: [number, Uint8Array][]; exportBlocks?: boolean };
   /** `vmstack attack`: the device also attacks (attack.ts) */
   attack?: DeviceAttackPlan;
 }

@@ -1,10 +1,12 @@
 /**
- * The drive's namespace: 4 KiB logical blocks. A block nobody wrote holds a
- * deterministic, self-checking pattern (shm/pattern.ts) as if an earlier
- * verify job had filled the drive; written blocks persist in a sparse map.
+ * The drive's namespace: 4 KiB logical blocks. A block nobody wrote holds the
+ * drive's own data: deterministic, without fio's verify header
+ * (shm/pattern.ts fillUnwrittenBlock), so fio's verify refuses it as fio
+ * refuses data it did not write (err=84) while the model can still check a
+ * read brought what the drive held; written blocks persist in a sparse map.
  */
 
-import { BLOCK_BYTES, fillBlock, type VerifyAlgo } from '@vmstack/shm';
+import { BLOCK_BYTES, fillUnwrittenBlock } from '@vmstack/shm';
 
 export class NvmeNamespace {
   private readonly written = new Map<number, Uint8Array>();
@@ -12,11 +14,8 @@ export class NvmeNamespace {
   constructor(
     readonly sizeBlocks: number,
     readonly prefillSeed: number,
-    readonly prefillAlgo: VerifyAlgo,
     /** blocks an earlier run wrote (fio's barrier groups run one after another on the same drive) */
     initialBlocks: readonly (readonly [number, Uint8Array])[] = [],
-    /** the verify pattern the earlier verify job wrote (fio's verify_pattern) */
-    readonly prefillPattern?: Uint8Array,
   ) {
     for (const [lba, data] of initialBlocks) this.written.set(lba, data);
   }
@@ -25,7 +24,7 @@ export class NvmeNamespace {
   readBlock(lba: number, dst: Uint8Array, off: number): void {
     const w = this.written.get(lba);
     if (w) dst.set(w, off);
-    else fillBlock(dst, off, lba, this.prefillSeed, this.prefillAlgo, this.prefillPattern);
+    else fillUnwrittenBlock(dst, off, lba, this.prefillSeed);
   }
 
   writeBlock(lba: number, src: Uint8Array, off: number): void {

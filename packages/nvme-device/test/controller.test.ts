@@ -45,6 +45,7 @@ import {
   Ring,
   RunControl,
   readCqe,
+  unwrittenBlockIntact,
   verifyBlock,
   writeRwSqe,
   writeSqe,
@@ -75,7 +76,7 @@ function rig() {
   const mem = attachGuestMemory(new SharedArrayBuffer(RAM_BYTES));
   const pgtable = IoPgtable.attach(IoPgtable.allocate({ tablePages: 128 }));
   const iotlb = new Iotlb(pgtable, profile);
-  const ns = new NvmeNamespace(NS_BLOCKS, SEED, 'crc32c');
+  const ns = new NvmeNamespace(NS_BLOCKS, SEED);
   const clock = new ModelClock('virtual');
   const ctrl = new NvmeController(mem, iotlb, new NvmeMedia(profile), ns, clock, profile);
   const irqs: { cqid: number; vector: number; tsNs: number }[] = [];
@@ -175,8 +176,8 @@ test('READ of one block: the data is the namespace block (verified), the CQE say
   t.is(s.ring(), 1);
   const c = cqe(s.mem, 0);
   t.deepEqual({ ...c, dw0: 0, dw1: 0 }, { dw0: 0, dw1: 0, sqHead: 1, sqId: 1, commandId: id, status: NVME_SC_SUCCESS, phase: 1 });
-  t.true(verifyBlock(s.mem.u8, buf, 7, 'crc32c'), 'block 7 landed in the buffer');
-  t.false(verifyBlock(s.mem.u8, buf, 8, 'crc32c'), 'and it is block 7, not another');
+  t.true(unwrittenBlockIntact(s.mem.u8, buf, 7, SEED), 'block 7 landed in the buffer');
+  t.false(unwrittenBlockIntact(s.mem.u8, buf, 8, SEED), 'and it is block 7, not another');
   t.is(s.irqs.at(-1)!.cqid, 1);
   t.is(s.ctrl.counters.reads, 1);
   t.is(s.ctrl.counters.faults, 0);
@@ -223,7 +224,7 @@ test('a 128 KiB READ through a PRP list into 32 scattered pages: every page hold
   t.is(s.ring(), 1);
   t.is(cqe(s.mem, 0).status, NVME_SC_SUCCESS);
   t.deepEqual(
-    gpas.map((g, i) => verifyBlock(s.mem.u8, g, 200 + i, 'crc32c')),
+    gpas.map((g, i) => unwrittenBlockIntact(s.mem.u8, g, 200 + i, SEED)),
     gpas.map(() => true),
   );
   t.is(s.ctrl.counters.bytesRead, 32 * PAGE);
@@ -340,7 +341,7 @@ test('without the IOTLB invalidation a stale translation still works (the window
   s.queueRw([{ opcode: NVME_CMD_READ, slba: 2, blockCount: 1, prp1: iova(buf) }]);
   s.ring();
   t.is(cqe(s.mem, 1).status, NVME_SC_SUCCESS);
-  t.true(verifyBlock(s.mem.u8, buf, 2, 'crc32c'), 'the cached entry still translated');
+  t.true(unwrittenBlockIntact(s.mem.u8, buf, 2, SEED), 'the cached entry still translated');
   s.iotlb.invalidate(iova(buf), PAGE);
   s.queueRw([{ opcode: NVME_CMD_READ, slba: 3, blockCount: 1, prp1: iova(buf) }]);
   s.ring();
@@ -379,7 +380,7 @@ test("engine: an IOTLB invalidation the host published before a doorbell is appl
       invalRings: [invalH],
       vcpuWorkers: [0],
       vcpuOfCq: [0, 0],
-      namespace: { sizeBlocks: NS_BLOCKS, seed: SEED, algo: 'crc32c' },
+      namespace: { sizeBlocks: NS_BLOCKS, seed: SEED },
     },
     1,
     control,
@@ -416,7 +417,7 @@ test("engine: an IOTLB invalidation the host published before a doorbell is appl
   submitRead(1, X);
   engine.step();
   irq.release(irq.available());
-  t.true(verifyBlock(mem.u8, oldPage, 1, 'crc32c'));
+  t.true(unwrittenBlockIntact(mem.u8, oldPage, 1, SEED));
   // 2. another read is rung; while the device handles it, the guest unmaps X
   //    (host: page table cleared, invalidation queued), maps X → newPage and rings a read into X
   submitRead(2, iova(other));
@@ -441,5 +442,5 @@ test("engine: an IOTLB invalidation the host published before a doorbell is appl
   const third = readCqe(mem, CQ + 2 * NVME_CQE_BYTES);
   t.deepEqual([third.commandId, third.phase, third.status], [12, 1, NVME_SC_SUCCESS], 'the third read completed');
   t.true(Buffer.from(mem.u8.subarray(oldPage, oldPage + PAGE)).equals(Buffer.from(oldBytes)), 'the old page, no longer mapped at X, was not written');
-  t.true(verifyBlock(mem.u8, newPage, 3, 'crc32c'), 'block 3 landed in the page X maps now');
+  t.true(unwrittenBlockIntact(mem.u8, newPage, 3, SEED), 'block 3 landed in the page X maps now');
 });

@@ -1,7 +1,7 @@
 /**
  * Block contents that can be checked, in the spirit of fio's verify headers.
- * Every 4 KiB logical block the drive holds (pre-filled or written by a job)
- * is self-describing:
+ * Every 4 KiB logical block a job writes is self-describing (the blocks no job
+ * wrote hold headerless data: `fillUnwrittenBlock` below):
  *
  * | offset | size | field |
  * |--------|------|-------|
@@ -160,6 +160,41 @@ export function fillBlock(u8: Uint8Array, off: number, lba: number, seed: number
   putU32(u8, off + 20, 0);
   checksum(u8, off, algo, scratch);
   u8.set(scratch, off + CSUM_OFFSET);
+}
+
+/**
+ * A block no job of the run wrote: the data already on the drive, as a real
+ * drive holds data fio did not write. It carries no verify header (its first
+ * bytes are data, so fio's header check fails on it: "bad magic header", err=84),
+ * but it is deterministic: a per-seed template with the block number stamped
+ * every 512 bytes from byte 0, so the model can still check that a read
+ * brought exactly what the drive held at `lba` (`unwrittenBlockIntact`).
+ */
+export function fillUnwrittenBlock(u8: Uint8Array, off: number, lba: number, seed: number): void {
+  u8.set(template((seed ^ UNWRITTEN_SEED_SALT) >>> 0), off);
+  for (let s = 0; s < BLOCK_BYTES; s += 512) {
+    u8[off + s] ^= lba & 0xff;
+    u8[off + s + 1] ^= (lba >>> 8) & 0xff;
+    u8[off + s + 2] ^= (lba >>> 16) & 0xff;
+    u8[off + s + 3] ^= (lba >>> 24) & 0xff;
+  }
+}
+
+/** Keeps the unwritten blocks' template apart from the payload template of a writer with the same seed. */
+const UNWRITTEN_SEED_SALT = 0x55a4_0000;
+
+const unwrittenScratch = new Uint8Array(BLOCK_BYTES);
+
+/** True when the block at `u8[off…]` is block `lba` of a drive nobody wrote (`fillUnwrittenBlock` with `seed`), intact. */
+export function unwrittenBlockIntact(u8: Uint8Array, off: number, lba: number, seed: number): boolean {
+  fillUnwrittenBlock(unwrittenScratch, 0, lba, seed);
+  for (let i = 0; i < BLOCK_BYTES; i++) if (u8[off + i] !== unwrittenScratch[i]) return false;
+  return true;
+}
+
+/** The 16-bit word where fio's verify header keeps its magic (0xacca), as fio prints it in "bad magic header %x". */
+export function blockMagic16(u8: Uint8Array, off: number): number {
+  return u8[off] | (u8[off + 1] << 8);
 }
 
 /** verify=pattern without verify_pattern: fio requires one; the model's stand-in is fio's 0xdeadbeef-like word */

@@ -1,4 +1,4 @@
-import { BLOCK_BYTES, blockSeed, fillBlock, PATTERN_MAGIC, verifyBlock } from '@vmstack/shm';
+import { BLOCK_BYTES, blockSeed, fillBlock, fillUnwrittenBlock, PATTERN_MAGIC, unwrittenBlockIntact, verifyBlock } from '@vmstack/shm';
 import test from 'ava';
 
 test('fillBlock: the header fields little-endian at their offsets, and the block verifies with every algorithm', (t) => {
@@ -19,4 +19,21 @@ test('fillBlock: the header fields little-endian at their offsets, and the block
     t.is(u8[off - 1], 0xee, 'nothing written before the block');
     t.is(u8[off + BLOCK_BYTES], 0xee, 'nothing written after it');
   }
+});
+
+test('a block no job wrote: fio verify refuses it with every algorithm (no header), the model knows it intact, and a changed byte or block is not', (t) => {
+  const u8 = new Uint8Array(2 * BLOCK_BYTES);
+  const lba = 2 ** 21 + 5;
+  fillUnwrittenBlock(u8, BLOCK_BYTES, lba, 0x89);
+  t.not(new DataView(u8.buffer).getUint32(BLOCK_BYTES, true), PATTERN_MAGIC);
+  for (const algo of ['none', 'crc32c', 'md5', 'sha1', 'sha256', 'xxhash', 'meta', 'pattern'] as const) t.false(verifyBlock(u8, BLOCK_BYTES, lba, algo), algo);
+  t.false(verifyBlock(u8, BLOCK_BYTES, lba, 'crc32c', 0x89));
+  t.true(unwrittenBlockIntact(u8, BLOCK_BYTES, lba, 0x89));
+  t.false(unwrittenBlockIntact(u8, BLOCK_BYTES, lba + 1, 0x89), 'another block of the drive');
+  t.false(unwrittenBlockIntact(u8, BLOCK_BYTES, lba, 0x8a), 'another drive');
+  u8[BLOCK_BYTES + 1000] ^= 1;
+  t.false(unwrittenBlockIntact(u8, BLOCK_BYTES, lba, 0x89), 'one bit changed');
+  // what a job writes is never mistaken for the drive's own data
+  fillBlock(u8, 0, lba, 0x89, 'none');
+  t.false(unwrittenBlockIntact(u8, 0, lba, 0x89));
 });

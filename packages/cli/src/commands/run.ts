@@ -17,7 +17,15 @@
  */
 
 import { totalmem } from 'node:os';
-import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
+import {
+  BouncePool,
+  type DmaStrategy,
+  type FioJobSpec,
+  fioJobWrites,
+  STATUS_DUMPS_MAX,
+  type UserBufferContiguity,
+  type ViommuDriverGeneration,
+} from '@vmstack/guest-kernel';
 import { type CallTreeNode, type ClockMode, DEFAULT_PROFILE_PATH, type FaultSpec, InputError, loadProfile, MAX_WORKERS, mergeCallTrees } from '@vmstack/shm';
 import type { VmmPath } from '@vmstack/vmm';
 import { DEFAULT_FIO_KEYWORDS, type FioKeywords, type JobFile, readJobFile } from '../fio/jobfile.js';
@@ -30,7 +38,7 @@ import { formatFioNormal, formatFioNormalHeader } from '../report/fio-normal.js'
 import { FioStatusLine } from '../report/fio-status.js';
 import { formatFioTerse } from '../report/fio-terse.js';
 import { type CallTreeRoot, type FlamegraphFormat, formatFlamegraph } from '../report/flamegraph.js';
-import type { FioRun, RunResult } from '../report/result.js';
+import { type FioRun, type FioStatusRun, type JobResult, notStartedJob, type RunResult } from '../report/result.js';
 import { formatRunHtml } from '../report/run-html.js';
 import { formatVmstackReport } from '../report/tables.js';
 import { fioBufferBytes, planGuestLayout } from '../stack/guest-layout.js';
@@ -72,6 +80,8 @@ export interface RunArgs {
   parseOnly?: boolean;
   /** fio's --eta: the status line while jobs run; auto (default): when stdout is a terminal and takes the normal output */
   eta?: 'auto' | 'always' | 'never';
+  /** fio's --status-interval, as written (a fio time, bare number: seconds), in model time: a full status dump every interval */
+  statusInterval?: string;
   output?: string;
   /** an HTML run report (the topology, the jobs, the locks) to this file */
   html?: string;
@@ -229,17 +239,53 @@ export function formatRunOutput(results: readonly RunResult[], formats: readonly
     jobs: results.flatMap((r) => r.jobs),
     vmstack: results.length === 1 ? results[0].vmstack : { groups: results.map((r) => r.vmstack) },
   };
-  const result = applyGroupReporting(joined);
   let text = formats.includes('normal') ? header : '';
+  // fio's --status-interval dumps come first, in time order, each with every job: the groups that ran before at their
+  // final numbers, the running group's so far, the later groups' not started
+  for (const [gi, r] of results.entries())
+    for (const dump of r.statusDumps ?? []) {
+      const later = results.slice(gi + 1).flatMap((p) => p.jobs.map(notStartedJob));
+      const jobs = [...results.slice(0, gi).flatMap((p) => p.jobs), ...dump.jobs, ...later];
+      text += formatFioReports(applyGroupReporting({ timestampMs: r.timestampMs, globalOptions: r.globalOptions, jobs }), formats);
+    }
+  const result = applyGroupReporting(joined);
+  text += formatFioReports(result, formats);
+  if (formats.includes('normal')) text += formatVmstackReport(results);
+  return text;
+}
+
+/** fio's reports of a run or a status dump, in fio's order (terse, JSON, normal); a dump has no `vmstack` key or tables. */
+function formatFioReports(result: FioStatusRun, formats: readonly FioOutputFormat[]): string {
+  let text = '';
   if (formats.includes('terse')) text += formatFioTerse(result);
   if (formats.includes('json+')) text += `${formatFioJson(result, { plus: true })}\n`;
   else if (formats.includes('json')) text += `${formatFioJson(result, { plus: false })}\n`;
-  if (formats.includes('normal')) text += `${formatFioNormal(result)}\n${formatVmstackReport(results)}`;
+  if (formats.includes('normal')) text += `${formatFioNormal(result)}\n`;
   return text;
+}
+
+/**
+ * fio's --status-interval in model time: each barrier group's jobs keep a copy of their statistics at every
+ * multiple of the interval counted from the start of the run (the groups one after another), the first in a group
+ * at the first multiple at or after the model time the groups before it took (`beforeNs`).
+ */
+export function statusDumpJobs(jobs: readonly FioJobSpec[], intervalNs: number | undefined, beforeNs: number): FioJobSpec[] {
+  if (intervalNs === undefined) return [...jobs];
+  const first = Math.max(1, Math.ceil(beforeNs / intervalNs)) * intervalNs - beforeNs;
+  return jobs.map((j) => ({ ...j, statusIntervalNs: intervalNs, statusFirstNs: first }));
+}
+
+/** --status-interval: a fio time (a bare number is seconds), more than 0. */
+export function parseStatusInterval(text: string): number {
+  const ns = parseTimeNs('--status-interval', text);
+  if (ns <= 0)
+    throw new InputError('--status-interval', text, 'a model time > 0 with an optional unit: us, ms, s, m (a bare number is seconds), e.g. 1s or 500us');
+  return ns;
 }
 
 export async function runCommand(a: RunArgs): Promise<void> {
   const formats = parseOutputFormats(a.outputFormat);
+  const statusIntervalNs = a.statusInterval === undefined ? undefined : parseStatusInterval(a.statusInterval);
   const run = runOptionsOf(a);
   if (a.parseOnly) return;
   if (a.output !== undefined) checkOutputPath('--output', a.output, [a.jobfile, run.profilePath, a.topology?.file]);
@@ -249,28 +295,43 @@ export async function runCommand(a: RunArgs): Promise<void> {
   if (a.flamegraph !== undefined) checkOutputPath('--flamegraph', a.flamegraph, [a.jobfile, run.profilePath, a.topology?.file, a.output, a.html]);
   for (const w of run.warnings) process.stderr.write(`vmstack: ${w}\n`);
   const header = fioHeaderOf(run);
+  // fio draws its status line only with the normal output (with json or terse, not even with --eta always)
   const showEta =
-    a.eta === 'always' || (a.eta !== 'never' && a.output === undefined && process.stdout.isTTY === true && formats.length === 1 && formats[0] === 'normal');
+    formats.includes('normal') &&
+    (a.eta === 'always' || (a.eta !== 'never' && a.output === undefined && process.stdout.isTTY === true && formats.length === 1));
   // fio prints its start-up lines before the jobs start, then its status line; into a file they go with the rest, once complete
   const early = showEta && a.output === undefined && formats.includes('normal');
   if (early) process.stdout.write(header);
 
   // everything is checked: the run starts
   const results: RunResult[] = [];
+  let beforeNs = 0;
   for (const [gi, group] of run.groups.entries()) {
     const status = showEta ? new FioStatusLine(group.jobs, performance.now()) : undefined;
     results.push(
       await runStack({
         ...group,
+        jobs: statusDumpJobs(group.jobs, statusIntervalNs, beforeNs),
         ...(status ? { onStatus: (s: readonly JobStatus[]) => process.stdout.write(status.line(s, performance.now())), statusIntervalMs: 1000 } : {}),
         // barrier groups run one after another on the same drive: what one writes, the next reads
         carry: results[gi - 1]?.carry,
         exportNamespace: gi < run.groups.length - 1,
       }),
     );
+    beforeNs += results[gi].endNs ?? 0;
   }
   if (showEta) process.stdout.write('\n');
-  const text = formatRunOutput(results, formats, early ? '' : header);
+  if (results.some((r) => (r.statusDumps?.length ?? 0) >= STATUS_DUMPS_MAX))
+    process.stderr.write(`vmstack: --status-interval ${a.statusInterval}: only the first ${STATUS_DUMPS_MAX} status dumps of a job were kept\n`);
+  // fio's lines as a job fails: what verify found (stderr), and the job's error, on stdout in the normal text, as fio
+  // puts it; with json or terse on stdout, to stderr (the document stays whole); with --output, nowhere, as in fio
+  const failed = fioJobErrorLines(results.flatMap((r, g) => r.jobs.map((job, i) => ({ job, ioengine: run.groups[g].jobs[i].ioengine }))));
+  process.stderr.write(failed.verify);
+  const errorsInText = formats.includes('normal') && a.output === undefined;
+  if (a.output === undefined && !errorsInText) process.stderr.write(failed.errors);
+  else if (errorsInText && early) process.stdout.write(failed.errors);
+  // after "Starting N processes", before the blank line that opens the reports
+  const text = formatRunOutput(results, formats, early ? '' : errorsInText && failed.errors ? `${header.replace(/\n$/, '')}${failed.errors}\n` : header);
   emitOutput(text, a.output);
   // fio writes each job's log files into the working directory when the job ends
   const logJobs = results.flatMap((r, g) => r.jobs.map((j, i) => ({ spec: run.groups[g].jobs[i], logs: j.fio?.logs })));
@@ -283,6 +344,31 @@ export async function runCommand(a: RunArgs): Promise<void> {
   // fio exits 1 when a job ended with an error (I/O errors, verify failures)
   if (results.some((r) => r.jobs.some((j) => j.error !== 0))) process.exitCode = 1;
 }
+
+/**
+ * fio's lines for jobs that ended with an error: per job whose verify refused data no job wrote, fio's
+ * "verify: bad magic header" for the first such block (fio prints one per failing I/O, and its job stops there;
+ * here the job reads on, and the report counts them), and per failed job "fio: pid=…, err=…".
+ */
+export function fioJobErrorLines(jobs: readonly { job: JobResult; ioengine: string }[]): { verify: string; errors: string } {
+  let verify = '';
+  let errors = '';
+  for (const { job: j, ioengine } of jobs) {
+    const b = j.verify?.firstNeverWritten;
+    if (b)
+      verify +=
+        `verify: bad magic header ${b.magic.toString(16)}, wanted acca at file /dev/${j.disk ?? 'nvme0n1'} offset ${b.offsetBytes}, ` +
+        `length 4096 (requested block: offset=${b.ioOffsetBytes}, length=${b.ioLengthBytes})\n`;
+    // where fio 3.33 notices the failed verify: the synchronous engines as each I/O completes, the others as they reap
+    const where = SYNC_ENGINES.has(ioengine) ? 'io_u.c:2152, func=io_u_sync_complete' : 'io_u.c:2190, func=io_u_queued_complete';
+    if (j.error === EILSEQ) errors += `fio: pid=${process.pid}, err=${EILSEQ}/file:${where}, error=Invalid or incomplete multibyte or wide character\n`;
+  }
+  return { verify, errors };
+}
+
+const EILSEQ = 84;
+/** fio's engines that complete each I/O in its submit call */
+const SYNC_ENGINES = new Set(['sync', 'psync', 'vsync', 'pvsync', 'pvsync2']);
 
 /** The call trees of a run's barrier groups as one flame graph: the same root (worker) of every group adds up. */
 export function runCallTrees(results: readonly RunResult[]): CallTreeRoot[] {

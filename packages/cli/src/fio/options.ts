@@ -35,6 +35,7 @@ import {
   FIO_DEFAULT_RWMIXREAD_PCT,
   type FioJobSpec,
   type JobSpecWrittenAs,
+  MAX_NRFILES,
   NVME_FILENAME_ALLOWED,
   nvmeFilenameDevice,
   type ParsedJobs,
@@ -139,7 +140,7 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   filename_format: IGNORED,
   unique_filename: IGNORED,
   openfiles: IGNORED,
-  file_service_type: IGNORED,
+  file_service_type: HANDLED, // roundrobin (fio's default) only, with several files
   create_serialize: IGNORED,
   create_fsync: IGNORED,
   create_on_open: IGNORED,
@@ -246,7 +247,7 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   wait_for: notModelled('jobs run in stonewall groups only'),
   exitall: notModelled(AMOUNT),
   create_only: notModelled(AMOUNT, '0'),
-  nrfiles: notModelled(FILES, '1'),
+  nrfiles: HANDLED, // the job's region in N equal files, taken in turn
   filesize: notModelled(FILES),
   file_append: notModelled(FILES, '0'),
   opendir: notModelled(FILES),
@@ -543,7 +544,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   const randseed = resolveRandseed(job);
   const direct = resolveSubmissionPath(job);
   const { stonewall, newGroup } = resolveGroups(job);
-  const filename = resolveFilename(job);
+  const { filename, nrfiles } = resolveFiles(job, sizeBytes, blockSizeBytes);
   const stats = resolveStatsAndLogs(job);
   // fio names a job after its section; a name= in [global] does not rename the sections below it
   const flush = resolveFlushes(job);
@@ -578,6 +579,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       fadviseHint: resolveFadviseHint(job),
       ...flush,
       ...(filename === undefined ? {} : { filename }),
+      ...(nrfiles === 1 ? {} : { nrfiles }),
       ...stats,
     },
     writtenAs: job.writtenAs,
@@ -820,7 +822,7 @@ function regionSizeOpt(job: JobOptionSlots, kbBase: KbBase): Written | undefined
  */
 function driveSizeOf(job: JobOptionSlots, kbBase: KbBase): Written | undefined {
   const fileOpt = job.get('filename');
-  if (!fileOpt) return undefined;
+  if (!fileOpt || nvmeFilenameDevice(fileOpt.value.trim()) === null) return undefined;
   const offsetOpt = job.get('offset');
   const offsetBytes = offsetOpt ? parseRegionBytes(offsetOpt, kbBase) : 0;
   return { key: 'size', value: String(Math.max(0, DRIVE_CAPACITY_BYTES - offsetBytes)), field: `${fileOpt.field} (no size: the drive's size)` };
@@ -981,14 +983,71 @@ function resolveFlushes(job: JobOptionSlots): { endFsync: boolean; fsyncEveryIos
   return { endFsync: endOpt ? parseBool(endOpt) : false, fsyncEveryIos: every('fsync'), fdatasyncEveryIos: every('fdatasync') };
 }
 
-/** filename: the drive of the VM the job does I/O to, /dev/nvme<X>n1 (absent: the topology places the job). */
-function resolveFilename(job: JobOptionSlots): string | undefined {
+/**
+ * filename: the drive of the VM the job does I/O to, /dev/nvme<X>n1 (absent: the topology places the job); or fio's
+ * list `a:b` (`\:` a colon in a name): one job over several files, here equal parts of its region on its drive (the
+ * list's length wins over nrfiles, as in fio). nrfiles: without a filename, that many files. With several files only
+ * fio's default file_service_type, roundrobin (one I/O from each file in turn), is modelled.
+ */
+function resolveFiles(job: JobOptionSlots, sizeBytes: number, blockSizeBytes: number): { filename?: string; nrfiles: number } {
   const o = job.get('filename');
-  if (!o) return undefined;
-  const filename = o.value.trim();
-  if (nvmeFilenameDevice(filename) === null) throw new InputError(o.field, o.value, NVME_FILENAME_ALLOWED);
-  job.note('filename', o);
-  return filename;
+  const names = o ? splitFioFilenames(o.value.trim()) : [];
+  let filename: string | undefined;
+  let nrfiles = 1;
+  if (o && names.length === 1) {
+    filename = names[0];
+    if (nvmeFilenameDevice(filename) === null) throw new InputError(o.field, o.value, NVME_FILENAME_ALLOWED);
+    job.note('filename', o);
+  } else if (o) {
+    const drives = names.filter((n) => n.startsWith('/dev/'));
+    if (names.some((n) => n === '')) throw new InputError(o.field, o.value, 'file names separated by colons, none empty, e.g. a:b');
+    if (drives.length > 0)
+      throw new InputError(
+        o.field,
+        o.value,
+        `one drive, /dev/nvme<X>n1 (one namespace each), or files that are parts of the job's drive, e.g. a:b; ${drives.join(', ')}: ` +
+          'one job doing I/O to several drives is not modelled, each job drives one: give each drive a job of its own, ' +
+          'e.g. [a] filename=/dev/nvme0n1 and [b] filename=/dev/nvme1n1',
+      );
+    nrfiles = names.length;
+    job.note('nrfiles', o);
+  } else {
+    const n = job.get('nrfiles');
+    if (n) {
+      nrfiles = parseCount(n.field, n.value, `a whole number of files from 1 to ${MAX_NRFILES}`);
+      job.note('nrfiles', n);
+    }
+  }
+  const fst = job.get('file_service_type');
+  if (fst && nrfiles > 1 && !/^roundrobin(:1)?$/.test(fst.value.trim()))
+    throw new InputError(
+      fst.field,
+      fst.value,
+      `roundrobin (fio's default: one I/O from each of the job's ${nrfiles} files in turn); random, sequential, ` +
+        'zipf, pareto, normal, gauss and roundrobin:N are not modelled',
+    );
+  if (nrfiles > 1 && Math.floor(sizeBytes / nrfiles / 4096) * 4096 < blockSizeBytes) {
+    const field = o ? o.field : (job.get('nrfiles')?.field ?? 'nrfiles');
+    throw new InputError(
+      field,
+      o ? o.value : nrfiles,
+      `at most ${Math.max(1, Math.floor(sizeBytes / blockSizeBytes))} files: size is split between them, each at least bs`,
+    );
+  }
+  return { ...(filename === undefined ? {} : { filename }), nrfiles };
+}
+
+/** fio's filename list: names separated by ':', a '\:' being a colon within a name. */
+function splitFioFilenames(text: string): string[] {
+  const names: string[] = [''];
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === '\\' && text[i + 1] === ':') {
+      names[names.length - 1] += ':';
+      i++;
+    } else if (text[i] === ':') names.push('');
+    else names[names.length - 1] += text[i];
+  }
+  return names;
 }
 
 /** A whole number of ms ≥ 0 (fio's int options in ms). */

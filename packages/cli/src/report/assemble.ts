@@ -23,7 +23,7 @@ import type { Topology } from '../topology/topology.js';
 import { systemCpuSharePct } from './cpu-share.js';
 import type { CallTreeRoot } from './flamegraph.js';
 import { lockClassRows, withLockClass } from './lock-classes.js';
-import { decodeHistogram, type JobResult, type RunResult } from './result.js';
+import { decodeHistogram, type FioStatusDump, type JobResult, type RunResult } from './result.js';
 import { topologyReport } from './topology-report.js';
 import {
   type BounceCounters,
@@ -127,6 +127,7 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
       blocks_checked: vres.reduce((s, x) => s + x.job.verify.blocksChecked, 0),
       corrupt: vres.reduce((s, x) => s + x.job.verify.corrupt, 0),
       overwritten: vres.reduce((s, x) => s + x.job.verify.overwritten, 0),
+      never_written: vres.reduce((s, x) => s + x.job.verify.neverWritten, 0),
     },
     leaks: {
       iovas: r.iovaPagesAllocated,
@@ -142,14 +143,34 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
     ),
     ...(r.topology ? { topology: topologyReport(r.topology) } : {}),
   };
+  const statusDumps = statusDumpsOf(r, jobs);
   return {
     carry: dev.namespaceBlocks ? { namespaceBlocks: dev.namespaceBlocks } : undefined,
     callTrees: callTreeRoots(vres, vmm, host),
+    ...(statusDumps ? { statusDumps } : {}),
+    endNs: Math.max(0, ...vres.map((x) => x.job.endNs)),
     timestampMs: r.startedMs,
     globalOptions: r.globalOptions,
     jobs,
     vmstack,
   };
+}
+
+/**
+ * fio's status dumps (--status-interval) from the copies each vCPU kept: at every boundary one of them
+ * reached before its job ended, each job's copy there, or its final numbers when it had ended by then.
+ */
+function statusDumpsOf(r: StackRunOutcome, finals: readonly JobResult[]): FioStatusDump[] | undefined {
+  const vres = r.vcpus;
+  if (!vres.some((x) => x.job.statusDumps)) return undefined;
+  const times = [...new Set(vres.flatMap((x) => (x.job.statusDumps ?? []).map((d) => d.atNs)))].sort((a, b) => a - b);
+  return times.map((atNs) => ({
+    atNs,
+    jobs: vres.map((x, i) => {
+      const snap = x.job.statusDumps?.find((d) => d.atNs === atNs);
+      return snap ? toJobResult(r.jobs[i], r.jobOptions[r.jobs[i].name] ?? {}, { ...x, job: snap }) : finals[i];
+    }),
+  }));
 }
 
 /** One job's fio numbers from its vCPU's result. */
@@ -180,7 +201,7 @@ export function toJobResult(job: FioJobSpec, jobOptions: Record<string, string>,
     sysCpuPct: runtimeNs > 0 ? (100 * r.job.busyNs) / runtimeNs : 0,
     ctx: fio.ctx,
     // an errno, as fio's err=: EIO for failed commands, EILSEQ for verify failures
-    error: r.job.errors > 0 ? EIO : r.job.verify.corrupt + r.job.verify.overwritten > 0 ? EILSEQ : 0,
+    error: r.job.errors > 0 ? EIO : r.job.verify.corrupt + r.job.verify.overwritten + r.job.verify.neverWritten > 0 ? EILSEQ : 0,
     iodepth: job.iodepth,
     verify: r.job.verify,
     fio,

@@ -98,6 +98,8 @@ export function joinJobs(jobs: readonly JobResult[]): JobResult {
             blocksChecked: verifies.reduce((s, v) => s + v.blocksChecked, 0),
             corrupt: verifies.reduce((s, v) => s + v.corrupt, 0),
             overwritten: verifies.reduce((s, v) => s + (v.overwritten ?? 0), 0),
+            neverWritten: verifies.reduce((s, v) => s + (v.neverWritten ?? 0), 0),
+            ...(verifies.find((v) => v.firstNeverWritten) ? { firstNeverWritten: verifies.find((v) => v.firstNeverWritten)?.firstNeverWritten } : {}),
           },
         }
       : {}),

@@ -48,7 +48,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type FioIoStat, ioStatDev, plat_idx_to_val, plat_val_to_idx } from '@vmstack/guest-kernel';
-import type { DirectionResult, FioRun, Histogram, HistogramBucket, JobResult } from './result.js';
+import type { DirectionResult, FioStatusRun, Histogram, HistogramBucket, JobResult } from './result.js';
 import { histogramBuckets } from './result.js';
 
 /** The fio release whose JSON layout we reproduce. */
@@ -573,7 +573,7 @@ function jobJson(job: JobResult, group: FioGroupStats | undefined, elapsedS: num
 }
 
 /** The fio JSON (json+ with `plus`) document as a plain object, keys in fio's order. */
-export function toFioJson(result: FioRun, opts: FioJsonOptions): Record<string, unknown> {
+export function toFioJson(result: FioStatusRun, opts: FioJsonOptions): Record<string, unknown> {
   const groups = fioGroupStats(result.jobs);
   const longestNs = result.jobs.reduce((m, j) => Math.max(m, j.jobRuntimeNs), 0);
   const elapsedS = Math.floor((Math.floor(longestNs / 1e6) + 999) / 1000);
@@ -596,7 +596,7 @@ export function toFioJson(result: FioRun, opts: FioJsonOptions): Record<string, 
     in_queue: d.inQueue,
     util: d.util,
   }));
-  out.vmstack = result.vmstack;
+  if (result.vmstack !== undefined) out.vmstack = result.vmstack;
   return out;
 }
 
@@ -623,11 +623,12 @@ const FLOAT_KEYS = new Set([
 const FLOAT_OBJECTS = new Set(['iodepth_level', 'iodepth_submit', 'iodepth_complete', 'latency_ns', 'latency_us', 'latency_ms']);
 
 /** fio's json.c printer: `"key" : value`, 2-space indent, floats as %f. "vmstack" is printed as plain JSON. */
-export function formatFioJson(result: FioRun, opts: FioJsonOptions): string {
+export function formatFioJson(result: FioStatusRun, opts: FioJsonOptions): string {
   const doc = toFioJson(result, opts);
   const { vmstack, ...fio } = doc;
-  const plain = JSON.parse(JSON.stringify(vmstack ?? {})) as unknown;
-  const body = printObject({ ...fio, vmstack: plain }, 0, '', true);
+  // a status dump (--status-interval) has fio's keys only: the model's counters are the run's, at its end
+  const plain = vmstack === undefined ? undefined : (JSON.parse(JSON.stringify(vmstack)) as unknown);
+  const body = printObject(plain === undefined ? fio : { ...fio, vmstack: plain }, 0, '', true);
   return `${body}\n`;
 }
 

@@ -200,6 +200,8 @@ function verror(job: JobResult): string {
     parts.push(
       `verify: ${job.verify.overwritten} of ${job.verify.blocksChecked} blocks written over by another job (bad header rand_seed: the jobs' regions overlap)`,
     );
+  if (job.verify && (job.verify.neverWritten ?? 0) > 0)
+    parts.push(`verify: ${job.verify.neverWritten} of ${job.verify.blocksChecked} blocks never written (bad magic header: no verify header in them)`);
   parts.push(`error=${STRERROR[job.error] ?? `errno ${job.error}`}`);
   return parts.join(', ');
 }

@@ -3,7 +3,7 @@
  *
  *   Jobs: 1 (f=1): [r(1)][12.5%][r=305MiB/s][r=78.1k IOPS][eta 00m:07s]
  *
- * - "Jobs: N (f=N)": jobs running, files open (one drive each);
+ * - "Jobs: N (f=N)": jobs running, files open (each job's drive, or its nrfiles parts of it);
  * - the run string: one letter per job, runs of the same letter as `X(n)`:
  *   R/r sequential/random read, W/w write, M/m mixed, V verifying, _ done;
  * - the share done: per job, its model time over `runtime` (time-based or
@@ -87,6 +87,7 @@ export class FioStatusLine {
     const clockNs = clocks.length ? Math.min(...clocks) : (this.last?.clockNs ?? 0);
     const dtNs = this.last ? clockNs - this.last.clockNs : 0;
     let running = 0;
+    let files = 0;
     this.jobs.forEach((job, i) => {
       const s = status[i] ?? { completedIos: 0, clockNs: NEVER_NS };
       const done = s.clockNs >= NEVER_NS && s.completedIos > 0;
@@ -96,7 +97,10 @@ export class FioStatusLine {
       fractions.push(done ? 1 : job.timeBased ? byTime : Math.max(byIos, byTime));
       const verifying = !done && verify > 0 && s.completedIos >= main;
       letters.push(done ? '_' : verifying ? 'V' : jobLetter(job));
-      if (!done) running++;
+      if (!done) {
+        running++;
+        files += job.nrfiles ?? 1;
+      }
       // this interval's completions, by direction
       const prev = this.last?.ios[i] ?? 0;
       const delta = Math.max(0, s.completedIos - prev);
@@ -120,7 +124,7 @@ export class FioStatusLine {
     const elapsedMs = wallMs - this.startWallMs;
     const etaStr = perc > 0 ? etaToStr(((1 - perc) / perc) * (elapsedMs / 1000)) : '--';
     const percStr = perc > 0 ? `${(perc * 100).toFixed(1)}%` : '-.-%';
-    let out = `Jobs: ${running} (f=${running})`;
+    let out = `Jobs: ${running} (f=${files})`;
     if (running > 0) {
       out += `: [${runString(letters)}][${percStr}]`;
       const has = [rate[0] > 0 || iops[0] > 0, rate[1] > 0 || iops[1] > 0];

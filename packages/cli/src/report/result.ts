@@ -16,7 +16,7 @@
  * beyond that rather than throwing.
  */
 
-import type { FioDirStat, FioJobStat } from '@vmstack/guest-kernel';
+import type { FioDirStat, FioJobStat, NeverWrittenBlock } from '@vmstack/guest-kernel';
 import type { DeviceAttackResult } from '@vmstack/nvme-device';
 import type { Histogram } from 'hdr-histogram-js';
 import { build, decodeFromCompressedBase64, encodeIntoCompressedBase64, JsHistogram } from 'hdr-histogram-js';
@@ -72,8 +72,11 @@ export interface JobResult {
   iodepth: number;
   /** fio's "1","2","4","8","16","32",">=64" depth buckets, percent of issued I/Os. */
   iodepthLevels?: Record<string, number>;
-  /** corrupt: damaged or stale blocks; overwritten: intact blocks another job of the group wrote over this job's */
-  verify?: { blocksChecked: number; corrupt: number; overwritten?: number };
+  /**
+   * corrupt: damaged or stale blocks; overwritten: intact blocks another job of the group wrote over this job's;
+   * neverWritten: intact blocks no job wrote (no verify header: fio's "bad magic header"), the first of them
+   */
+  verify?: { blocksChecked: number; corrupt: number; overwritten?: number; neverWritten?: number; firstNeverWritten?: NeverWrittenBlock };
   /** fio's statistics as the job engine kept them (depth distributions, ctx, the drive's counters, logs); absent: not measured */
   fio?: Omit<FioJobStat, 'read' | 'write'>;
   /** fio's rw= and bs of the job, for fio's start-up lines */
@@ -105,6 +108,15 @@ export interface FioRun {
   vmstack: VmstackOutput;
 }
 
+/** What fio prints in a status dump (--status-interval): the jobs so far, without the model's report. */
+export type FioStatusRun = Omit<FioRun, 'vmstack'> & { vmstack?: VmstackOutput };
+
+/** fio's status dump at model time `atNs` of a run: every job's statistics from its start up to then (a job over by then: its final ones). */
+export interface FioStatusDump {
+  atNs: number;
+  jobs: JobResult[];
+}
+
 /** One run (one barrier group). */
 export interface RunResult extends FioRun {
   vmstack: VmstackReport;
@@ -114,6 +126,10 @@ export interface RunResult extends FioRun {
   attack?: DeviceAttackResult;
   /** not printed: each worker's call tree, for the flame graphs (report/flamegraph.ts) */
   callTrees?: CallTreeRoot[];
+  /** --status-interval: the status dumps due while the run's jobs ran, in model time order (absent: none asked for) */
+  statusDumps?: FioStatusDump[];
+  /** model time the run's last job ended */
+  endNs?: number;
 }
 
 /** A fresh, empty latency histogram (ns). */
@@ -136,6 +152,39 @@ export function emptyDirection(): DirectionResult {
     slatNs: createLatencyHistogram(),
     clatNs: createLatencyHistogram(),
     latNs: createLatencyHistogram(),
+  };
+}
+
+/** A job as a status dump shows it before it started (a later stonewall group's): its name and options, nothing done. */
+export function notStartedJob(job: JobResult): JobResult {
+  const zeros = (a: readonly number[] | undefined) => (a ?? []).map(() => 0);
+  const { verify, fio, ...rest } = job;
+  return {
+    ...rest,
+    read: emptyDirection(),
+    write: emptyDirection(),
+    jobRuntimeNs: 0,
+    usrCpuPct: 0,
+    sysCpuPct: 0,
+    ctx: 0,
+    error: 0,
+    ...(verify ? { verify: { blocksChecked: 0, corrupt: 0, overwritten: 0, neverWritten: 0 } } : {}),
+    ...(fio
+      ? {
+          fio: {
+            ...fio,
+            ioUMap: zeros(fio.ioUMap),
+            ioUSubmit: zeros(fio.ioUSubmit),
+            ioUComplete: zeros(fio.ioUComplete),
+            totalSubmit: 0,
+            totalComplete: 0,
+            totalIoU: 0,
+            ctx: 0,
+            disk: { ios: [0, 0], ticksMs: [0, 0], inQueueMs: 0, busyMs: [] },
+            logs: {},
+          },
+        }
+      : {}),
   };
 }
 

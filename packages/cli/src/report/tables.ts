@@ -8,7 +8,7 @@
  *   lock classes                                      lock_stat per class, when some class has several instances
  *   profile                                           `perf report`-like, one row per modelled function
  *   counters                                          `name value` rows (virtio-iommu, vfio, iotlb, nvme, …)
- *   verify                                            blocks checked, corrupt, overwritten by another job
+ *   verify                                            blocks checked, corrupt, overwritten by another job, never written
  *   leaks                                             what was still mapped or pinned after the run
  *   model_speed                                       simulated I/Os per wall second, simulated time per wall time
  *
@@ -128,6 +128,7 @@ export function formatVmstackTables(result: RunResult): string {
     ['blocks checked', formatScalar(v.verify.blocks_checked)],
     ['corrupt', formatScalar(v.verify.corrupt)],
     ['overwritten by another job', formatScalar(v.verify.overwritten)],
+    ['never written (no verify header)', formatScalar(v.verify.never_written)],
   ];
   return [
     `vmstack: strategy=${v.strategy} clock=${v.clock} driver=${v.driver_generation} untrusted=${formatScalar(v.untrusted)} workers=${v.workers.length}\n`,

@@ -10,7 +10,7 @@
  * | lock_stat         | one row per lock, the /proc/lock_stat columns, with the lock's class |
  * | lock_classes      | one row per lock class: its instances' lock_stat rows combined |
  * | profile           | per modelled kernel function: calls, total and self model ns, ns per GB |
- * | verify            | blocks checked, corrupt, overwritten by another job |
+ * | verify            | blocks checked, corrupt, overwritten by another job, never written |
  * | leaks             | what was still allocated, mapped or pinned after shutdown |
  * | model_speed       | simulated I/Os per wall second |
  * | topology          | the topology the run was given (--vms, --topology FILE, …), keys snake_case; absent: the default one |
@@ -235,6 +235,8 @@ export interface VerifyReport {
   corrupt: number;
   /** intact blocks another job of the group wrote over (their regions overlap) */
   overwritten: number;
+  /** intact blocks no job of the run wrote: the drive's own data, without fio's verify header (fio: "bad magic header", err=84) */
+  never_written: number;
 }
 
 /** What was still allocated, mapped or pinned after shutdown; all 0 in a clean run. */

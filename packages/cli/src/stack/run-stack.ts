@@ -504,9 +504,6 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
     });
     vm.devices.forEach((d) => {
       const jobs = d.ioVcpus.map((v) => vo.jobs[v]);
-      const verifyAlgo = jobs.find((j) => j.verify !== 'none')?.verify ?? 'none';
-      // the drive holds what an earlier verify job wrote: with a verify_pattern, that pattern
-      const verifyPattern = jobs.find((j) => j.verify !== 'none')?.verifyPattern;
       const init: DeviceWorkerInit = {
         ...common,
         costs: p,
@@ -520,8 +517,6 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         namespace: {
           sizeBlocks: Math.max(0, ...jobs.map((j) => (j.offsetBytes + j.sizeBytes) / NVME_LBA_SIZE_BYTES), ...carried.map(([lba]) => lba + 1)) + 1024,
           seed: NS_PREFILL_SEED,
-          algo: verifyAlgo,
-          ...(verifyPattern ? { pattern: verifyPattern } : {}),
           initialBlocks: o.carry?.namespaceBlocks,
           exportBlocks: o.exportNamespace,
         },

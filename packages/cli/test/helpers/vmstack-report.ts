@@ -58,7 +58,7 @@ export function sampleVmstackReport(): VmstackReport {
       viommu_unmap_pages: { calls: 16, ns: 3_200, self_ns: 3_200, ns_per_gb: 3_051_757.8, self_ns_per_gb: 3_051_757.8, where: 'guest' },
       vfio_pin_pages_remote: { calls: 0, ns: 0, self_ns: 0, ns_per_gb: 0, self_ns_per_gb: 0, where: 'host' },
     },
-    verify: { blocks_checked: 256, corrupt: 1, overwritten: 0 },
+    verify: { blocks_checked: 256, corrupt: 1, overwritten: 0, never_written: 0 },
     leaks: { iovas: 0, iova_mappings_in_vmm: 1, pinned_pages: 24, locked_vm_pages: 0 },
     model_speed: {
       simulated_ios: 16,

@@ -33,7 +33,86 @@ function hash_long(v: number): bigint {
   return (BigInt(v) * GOLDEN_RATIO_PRIME) & U64;
 }
 
-export class FioIoPattern {
+/** What the job engine takes its I/Os from: one file's pattern, or several files' in turn. */
+export interface FioIoSource {
+  /** The next I/O without taking it (the same one `next` returns), or null when the job's I/O is done. */
+  peek(): PatternIo | null;
+  /** The next I/O, or null when the job's I/O is done. */
+  next(): PatternIo | null;
+}
+
+/**
+ * The job's I/O source: its one file, or with `nrfiles` > 1 (fio's `filename=a:b`, `nrfiles=N`) its files in turn, as
+ * fio's default file_service_type=roundrobin takes them: one I/O from each file, then the next. fio splits `size`
+ * between the files and each file has its own offsets from `offset` (its own sequential position, random map and
+ * draws); here file k is the k-th part of the job's region: [offset + k × size/N, offset + (k+1) × size/N).
+ */
+export function fioIoSource(job: FioJobSpec, rng: () => number): FioIoSource {
+  const files = job.nrfiles ?? 1;
+  if (files <= 1) return new FioIoPattern(job, rng);
+  return new RoundRobinFiles(job, files, rng);
+}
+
+/** fio's file_service_type=roundrobin over `files` equal parts of the job's region. */
+class RoundRobinFiles implements FioIoSource {
+  private readonly files: FioIoPattern[];
+  private cur = 0;
+  private ios = 0;
+  private peeked: PatternIo | null | undefined;
+
+  constructor(
+    private readonly job: FioJobSpec,
+    count: number,
+    rng: () => number,
+  ) {
+    const fileBytes = Math.floor(job.sizeBytes / count / BLOCK_BYTES) * BLOCK_BYTES;
+    const ioSizeBytes = job.ioSizeBytes === null ? null : Math.floor(job.ioSizeBytes / count);
+    this.files = Array.from(
+      { length: count },
+      (_, k) =>
+        new FioIoPattern(
+          {
+            ...job,
+            sizeBytes: fileBytes,
+            offsetBytes: job.offsetBytes + k * fileBytes,
+            ioSizeBytes,
+            numberIos: 0,
+            // each file its own draws (fio: per-file random maps and offsets); file 0 draws as a one-file job would
+            randseed: (job.randseed + Math.imul(k, 0x632be5ab)) >>> 0,
+          },
+          rng,
+        ),
+    );
+  }
+
+  peek(): PatternIo | null {
+    if (this.peeked === undefined) this.peeked = this.compute();
+    return this.peeked;
+  }
+
+  next(): PatternIo | null {
+    const io = this.peek();
+    this.peeked = undefined;
+    return io;
+  }
+
+  private compute(): PatternIo | null {
+    if (this.job.numberIos > 0 && this.ios >= this.job.numberIos) return null;
+    // the next file in turn that still has I/O; a file that is done is passed over, as fio closes it
+    for (let tried = 0; tried < this.files.length; tried++) {
+      const f = this.files[this.cur];
+      this.cur = (this.cur + 1) % this.files.length;
+      const io = f.next();
+      if (io) {
+        this.ios++;
+        return io;
+      }
+    }
+    return null;
+  }
+}
+
+export class FioIoPattern implements FioIoSource {
   private readonly firstLba: number;
   private readonly regionBlocks: number;
   /** the random map's unit: the smallest block size of either direction, in blocks */
