@@ -17,7 +17,16 @@
  */
 
 import { totalmem } from 'node:os';
-import { BouncePool, type DmaStrategy, type FioJobSpec, fioJobWrites, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
+import {
+  BouncePool,
+  type DmaStrategy,
+  FIO_SYNC_DEPTH_NOTE,
+  type FioJobSpec,
+  fioJobWrites,
+  fioSyncEngine,
+  type UserBufferContiguity,
+  type ViommuDriverGeneration,
+} from '@vmstack/guest-kernel';
 import { type CallTreeNode, type ClockMode, DEFAULT_PROFILE_PATH, type FaultSpec, InputError, loadProfile, MAX_WORKERS, mergeCallTrees } from '@vmstack/shm';
 import type { VmmPath } from '@vmstack/vmm';
 import { DEFAULT_FIO_KEYWORDS, type FioKeywords, type JobFile, readJobFile } from '../fio/jobfile.js';
@@ -152,6 +161,8 @@ export function runOptionsOf(args: RunArgs): RunOptions {
     }
   }
   if (parsed.ignoredOptions.length > 0) warnings.push(`ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}`);
+  // fio's note when it caps a synchronous engine's depth (psync, pvsync) at 1
+  if (parsed.jobs.some((j) => fioSyncEngine(j.ioengine) && j.iodepth > 1)) warnings.push(FIO_SYNC_DEPTH_NOTE);
   // every job has a size of its own (or its drive's), as fio requires: "<job>: you need to specify size="
   readJobs(fioDefaults);
   return {
