@@ -686,7 +686,8 @@ export class Vcpu {
     const clock = this.env.clock;
     this.env.profiler.enter();
     clock.charge(costs.syscallEntryExitNs);
-    const perSqeNs = costs.fioSubmitNs - costs.fioSubmitUserNs - costs.syscallEntryExitNs;
+    // the two are parts of fioSubmitNs; a profile scaled key by key (vmstack sensitivity) may make them more than it
+    const perSqeNs = Math.max(0, costs.fioSubmitNs - costs.fioSubmitUserNs - costs.syscallEntryExitNs);
     const pinPerPageNs = this.job.fixedBufs ? 0 : costs.guestPinUserPagePerPageNs;
     let n = 0;
     while (this.sqQueued.length > 0 && this.requeued < 0) {
