@@ -5,12 +5,11 @@
  * pvsync (one pread/pwrite or preadv/pwritev per I/O, the thread blocked
  * until it completes, depth 1), io_uring (SQEs queued in the SQ ring, one
  * io_uring_enter per `iodepth_batch_submit` of them; fixedbufs: no pinning
- * per I/O). With direct=1 each fio
- * I/O is one NVMe command on fio's own buffer; with direct=0 the I/O is a
- * copy to or from the page cache (`mm/page-cache.ts`) inside the system
- * call, and the NVMe commands are the cache's readahead and writeback
- * requests (command ids after the fio slots'), sent and completed on the
- * same queue. What each I/O is (direction, offset, length) and when the job
+ * per I/O). With direct=1 each fio I/O is one NVMe command on fio's own
+ * buffer; with direct=0 the I/O is a copy to or from the page cache
+ * (`mm/page-cache.ts`) inside the system call, and the NVMe commands are the
+ * cache's readahead and writeback requests (command ids after the fio
+ * slots'), sent and completed on the same queue. What each I/O is (direction, offset, length) and when the job
  * is done comes from `fio/io-pattern.ts`; rate, rate_iops and thinktime hold
  * the next submission back, ramp_time keeps early completions out of the
  * statistics.
