@@ -83,7 +83,7 @@ const FIO_OPTIONS: Record<string, Options> = {
   do_verify: { type: 'string', describe: '0 or 1: read back and check after writing (default: 1)' },
   randseed: { type: 'string', describe: 'seed of random offsets (default: 0x89)' },
   direct: { type: 'string', describe: '0 (default, as fio: buffered through the guest page cache) or 1 (O_DIRECT)' },
-  ioengine: { type: 'string', describe: 'libaio only' },
+  ioengine: { type: 'string', describe: 'libaio (default), psync, pvsync or io_uring (its options in a job file)' },
   filename: { type: 'string', describe: "the job's drive as the guest names it, /dev/nvme<X>n1 (default: drive i mod --devices for job i)" },
 };
 

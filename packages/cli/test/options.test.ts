@@ -306,9 +306,10 @@ test('ignored options: real fio options that change nothing, and neutral values 
     'mem',
     'description',
     'randrepeat',
-    'iodepth_batch_submit',
     'invalidate',
     'flow',
+    // engine-dependent (io_uring batches by it): named once its job's engine is known
+    'iodepth_batch_submit',
   ]);
   t.is(parsed.jobs.length, 2);
   t.true(
@@ -458,9 +459,39 @@ test('norandommap, fadvise_hint, end_fsync, fsync, fdatasync and invalidate are 
   inputError(t, () => jobsFromText(oneJob('invalidate=0')), '[job] invalidate', '0', 'page cache starts empty');
 });
 
-test('ioengine other than libaio is an error naming ioengine', (t) => {
-  inputError(t, () => jobsFromText(oneJob('ioengine=io_uring')), '[job] ioengine', 'io_uring', 'libaio');
-  inputError(t, () => jobsFromText(oneJob('ioengine=libaio\nhipri')), '[job] hipri', '', 'io_uring engine option');
+test('ioengine: libaio (default), psync, pvsync, io_uring; anything else names ioengine and the engines modelled', (t) => {
+  t.is(jobsFromText(oneJob('')).jobs[0].ioengine, 'libaio');
+  for (const engine of ['libaio', 'psync', 'pvsync'] as const) {
+    const job = jobsFromText(oneJob(`ioengine=${engine}\niodepth=16`)).jobs[0];
+    t.like(job, { ioengine: engine, iodepth: 16 }, 'the spec keeps iodepth as written: fio prints it, and caps psync at run time');
+    t.false('iodepthBatchSubmit' in job);
+  }
+  t.like(jobsFromText(oneJob('ioengine=io_uring\ndirect=1')).jobs[0], { ioengine: 'io_uring', iodepthBatchSubmit: 1, fixedBufs: false });
+  inputError(t, () => jobsFromText(oneJob('ioengine=sync')), '[job] ioengine', 'sync', 'libaio, psync, pvsync or io_uring');
+  inputError(t, () => jobsFromText(oneJob('ioengine=io_uring')), '[job] ioengine', 'io_uring', 'direct=1 only', 'io-wq');
+});
+
+test('io_uring options: iodepth_batch_submit and fixedbufs are read, the others refused with why, and none is taken by another engine', (t) => {
+  const uring = (more: string) => jobsFromText(oneJob(`ioengine=io_uring\ndirect=1\niodepth=32\n${more}`));
+  t.like(uring('iodepth_batch_submit=8\nfixedbufs').jobs[0], { iodepthBatchSubmit: 8, fixedBufs: true });
+  t.like(uring('iodepth_batch=8\nfixedbufs=0').jobs[0], { iodepthBatchSubmit: 8, fixedBufs: false });
+  // fio: 0, or more than iodepth, means iodepth
+  t.like(uring('iodepth_batch_submit=0').jobs[0], { iodepthBatchSubmit: 32 });
+  t.like(uring('iodepth_batch_submit=64').jobs[0], { iodepthBatchSubmit: 32 });
+  t.deepEqual(uring('nonvectored=1\nhipri=0\nsqthread_poll=0\nregisterfiles=0').ignoredOptions, ['nonvectored']);
+  inputError(t, () => uring('hipri'), '[job] hipri', '', 'hipri=0', 'NVMe poll queue');
+  inputError(t, () => uring('sqthread_poll=1'), '[job] sqthread_poll', '1', 'a CPU of its own');
+  inputError(t, () => uring('sqthread_poll_cpu=2'), '[job] sqthread_poll_cpu', '2', 'sqthread_poll is not modelled');
+  inputError(t, () => uring('registerfiles'), '[job] registerfiles', '', 'no published measurement');
+  inputError(t, () => uring('force_async=4'), '[job] force_async', '4', 'io-wq');
+  inputError(t, () => uring('uncached=1'), '[job] uncached', '1', 'RWF_UNCACHED');
+  inputError(t, () => uring('nonvectored=2'), '[job] nonvectored', '2', '-1 (detect), 0 or 1');
+  inputError(t, () => uring('iodepth_batch_submit=x'), '[job] iodepth_batch_submit', 'x', 'I/Os per submit call');
+  inputError(t, () => jobsFromText(oneJob('ioengine=libaio\nhipri')), '[job] hipri', '', 'an option of ioengine=io_uring', 'Bad option <hipri>');
+  inputError(t, () => jobsFromText(oneJob('ioengine=psync\nfixedbufs')), '[job] fixedbufs', '', 'ioengine=psync');
+  // one system call per I/O: the batch is ignored, as fio ignores it
+  t.deepEqual(jobsFromText(oneJob('ioengine=psync\niodepth_batch_submit=4')).ignoredOptions, ['iodepth_batch_submit']);
+  t.false('iodepthBatchSubmit' in jobsFromText(oneJob('ioengine=libaio\niodepth_batch=4')).jobs[0]);
 });
 
 test('an option that is not a fio option names it, and suggests a close one', (t) => {
@@ -640,6 +671,10 @@ test('validateJobSpec accepts a parsed spec and rejects each broken field by its
     [{ verify: 'sha512' as never }, 'verify'],
     [{ randseed: -1 }, 'randseed'],
     [{ ioengine: 'io_uring' as never }, 'ioengine'],
+    [{ ioengine: 'sync' as never, direct: true }, 'ioengine'],
+    [{ iodepthBatchSubmit: 2 }, 'iodepth_batch_submit'],
+    [{ ioengine: 'io_uring', direct: true, iodepthBatchSubmit: 0 }, 'iodepth_batch_submit'],
+    [{ fixedBufs: true }, 'fixedbufs'],
     [{ direct: 0 as never }, 'direct'],
     [{ randomMap: 1 as never }, 'norandommap'],
     [{ fsyncEveryIos: -1 }, 'fsync'],

@@ -321,13 +321,21 @@ export class FioStatCollector {
     return Math.floor((nowNs - this.startNs) / NS_PER_MS);
   }
 
-  /** One I/O handed to the device in its own submit call (io_u_mark_depth, io_u_mark_submit). */
-  submitted(nowNs: number): void {
+  /**
+   * One I/O handed to the device (io_u_mark_depth); `ownCall`: in a submit
+   * call of its own (io_u_mark_submit of 1), else counted by `submitCall`.
+   */
+  submitted(nowNs: number, ownCall = true): void {
     if (this.inflight === 0) this.busyFromNs = nowNs;
     this.inflight++;
     this.totalIoU++;
     this.ioUMap[mapIndexDepth(this.inflight)]++;
-    this.ioUSubmit[mapIndexCount(1)]++;
+    if (ownCall) this.submitCall(1);
+  }
+
+  /** One submit call of `nr` I/Os (io_u_mark_submit), e.g. an io_uring_enter of a batch of SQEs. */
+  submitCall(nr: number): void {
+    this.ioUSubmit[mapIndexCount(nr)]++;
     this.totalSubmit++;
   }
 
@@ -342,13 +350,17 @@ export class FioStatCollector {
     this.ctx++;
   }
 
-  /** One I/O completed: its latencies, bytes, and the samples and log entries due by now. */
-  completed(nowNs: number, ddir: number, bytes: number, offsetBytes: number, submitNs: number, issueNs: number): void {
+  /**
+   * One I/O completed: its latencies, bytes, and the samples and log entries
+   * due by now. `hasSlat` false: a synchronous engine's I/O, which fio times
+   * as clat only (its slat has no samples).
+   */
+  completed(nowNs: number, ddir: number, bytes: number, offsetBytes: number, submitNs: number, issueNs: number, hasSlat = true): void {
     const d = this.dirs[ddir];
     const slat = Math.max(0, issueNs - submitNs);
     const clat = Math.max(0, nowNs - issueNs);
     const lat = slat + clat;
-    add_stat_sample(d.slat, slat);
+    if (hasSlat) add_stat_sample(d.slat, slat);
     add_stat_sample(d.clat, clat);
     add_stat_sample(d.lat, lat);
     d.plat[plat_val_to_idx(clat)]++;
@@ -356,7 +368,7 @@ export class FioStatCollector {
     d.blocks++;
     const elapsed = this.elapsedMs(nowNs);
     this.clatLog?.add(elapsed, clat, ddir, bytes, offsetBytes);
-    this.slatLog?.add(elapsed, slat, ddir, bytes, offsetBytes);
+    if (hasSlat) this.slatLog?.add(elapsed, slat, ddir, bytes, offsetBytes);
     this.latLog?.add(elapsed, lat, ddir, bytes, offsetBytes);
     if (this.histLog && this.log?.histMsec) this.histSample(d, ddir, clat, elapsed, bytes);
     // the block layer's accounting of the drive: the I/O's time from submission to completion

@@ -72,7 +72,7 @@ import { FlushQueue } from './iommu/flush-queue.js';
 import { bareMetalDmaCosts, IntelIommuDriver } from './iommu/intel-iommu.js';
 import { IovaDomain } from './iommu/iova.js';
 import { Swiotlb } from './iommu/swiotlb.js';
-import { PAGE_CACHE_MAX_REQUESTS } from './job-spec.js';
+import { fioEngineIodepth, PAGE_CACHE_MAX_REQUESTS } from './job-spec.js';
 import { LastLevelCache } from './mm/llc.js';
 import { PageAllocator, type UserBuffer } from './mm/page-alloc.js';
 import {
@@ -487,7 +487,8 @@ function fio_alloc_buffers(g: Guest): FioSlot[] {
   const rng = mulberry32Float((init.job.randseed + 7 * (v + 1)) >>> 0);
   waitTurn(g, VM_BUFFER_TURN, v);
   const slots: FioSlot[] = [];
-  for (let i = 0; i < init.job.iodepth; i++) {
+  // a synchronous engine (psync, pvsync) keeps one I/O in flight, as fio caps its depth: one buffer
+  for (let i = 0; i < fioEngineIodepth(init.job); i++) {
     // a PRP list page is coherent memory: the device reads it at IOVA = GPA
     const prpGpa = ownQueue(g).prpPoolGpa + i * NVME_CTRL_PAGE_SIZE_BYTES;
     slots.push({

@@ -9,7 +9,7 @@
  * Model limits (fio itself is laxer):
  * - block sizes are multiples of the 4 KiB NVMe LBA of this model, 4 KiB … 2 MiB;
  * - region size and offsets are 4 KiB aligned, and a region holds at least one block;
- * - I/O goes through libaio, O_DIRECT (`direct=1`) or buffered through the
+ * - I/O goes through fio's libaio, psync, pvsync or io_uring engine, O_DIRECT (`direct=1`) or buffered through the
  *   guest's page cache (`direct=0`, fio's default: `mm/page-cache.ts`).
  */
 import { InputError } from '@vmstack/shm';
@@ -137,7 +137,17 @@ export interface FioJobSpec {
   doVerify: boolean;
   /** fio `randseed` (default 0x89). */
   randseed: number;
-  ioengine: 'libaio';
+  /**
+   * fio `ioengine`: libaio (io_submit per I/O, completions by io_getevents),
+   * psync / pvsync (one pread/pwrite or preadv/pwritev per I/O, the thread
+   * blocked until it completes: depth 1, as fio caps it) or io_uring (SQEs
+   * committed by one io_uring_enter per `iodepthBatchSubmit` I/Os).
+   */
+  ioengine: FioIoEngine;
+  /** io_uring: I/Os queued in the SQ ring before one io_uring_enter submits them (fio `iodepth_batch_submit`; absent: 1) */
+  iodepthBatchSubmit?: number;
+  /** io_uring `fixedbufs`: the buffers are registered (pinned once), so no I/O pins its pages */
+  fixedBufs?: boolean;
   /** fio `direct` (default 0, as in fio): O_DIRECT; false: buffered through the guest's page cache */
   direct: boolean;
   /**
@@ -196,6 +206,28 @@ export const PAGE_CACHE_MAX_REQUESTS = 32;
  * segment of its own.
  */
 export const PAGE_CACHE_MAX_REQUEST_PAGES = 127;
+
+/** fio's I/O engines the model runs. */
+export const FIO_IOENGINES = ['libaio', 'psync', 'pvsync', 'io_uring'] as const;
+export type FioIoEngine = (typeof FIO_IOENGINES)[number];
+export const FIO_IOENGINE_ALLOWED = 'libaio, psync, pvsync or io_uring (the submission paths modelled)';
+export const IO_URING_BUFFERED_REFUSED =
+  'ioengine=io_uring with direct=1 only: a buffered read that misses the page cache goes to an io-wq worker thread, which the model does not have';
+/**
+ * fio's synchronous engines (FIO_SYNCIO): one system call per I/O that
+ * returns when the I/O is done, so fio caps the queue depth at 1 ("note: both
+ * iodepth >= 1 and synchronous I/O engine are selected, queue depth will be
+ * capped at 1").
+ */
+export function fioSyncEngine(engine: FioIoEngine): boolean {
+  return engine === 'psync' || engine === 'pvsync';
+}
+/** fio's note when it caps a synchronous engine's iodepth. */
+export const FIO_SYNC_DEPTH_NOTE = 'note: both iodepth >= 1 and synchronous I/O engine are selected, queue depth will be capped at 1';
+/** The I/Os a job keeps in flight: its iodepth, or 1 for a synchronous engine (fio's cap); its buffers are that many. */
+export function fioEngineIodepth(job: { ioengine: FioIoEngine; iodepth: number }): number {
+  return fioSyncEngine(job.ioengine) ? 1 : job.iodepth;
+}
 
 /** NVMe command slots (command ids, PRP list pages) a job's queue needs: its iodepth, plus the page cache's requests when buffered. */
 export function jobNvmeCommandSlots(job: { iodepth: number; direct: boolean }): number {
@@ -301,6 +333,8 @@ const FIO_FIELD: Record<keyof FioJobSpec, string> = {
   nrfiles: 'nrfiles',
   statusIntervalNs: '--status-interval',
   statusFirstNs: '--status-interval',
+  iodepthBatchSubmit: 'iodepth_batch_submit',
+  fixedBufs: 'fixedbufs',
 };
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -367,7 +401,14 @@ export function validateJobSpec(spec: FioJobSpec, writtenAs: JobSpecWrittenAs = 
   if (!VERIFY_MODES.includes(spec.verify)) fail('verify', `0 (none) or one of ${VERIFY_MODES.slice(1).join(', ')}`);
   if (typeof spec.doVerify !== 'boolean') fail('doVerify', '0 or 1');
   if (!isCount(spec.randseed)) fail('randseed', `a whole number from 0 to ${Number.MAX_SAFE_INTEGER}`);
-  if (spec.ioengine !== 'libaio') fail('ioengine', 'libaio (the only submission path modelled)');
+  if (!FIO_IOENGINES.includes(spec.ioengine)) fail('ioengine', FIO_IOENGINE_ALLOWED);
+  if (spec.ioengine === 'io_uring' && !spec.direct) fail('ioengine', IO_URING_BUFFERED_REFUSED);
+  const batch = spec.iodepthBatchSubmit;
+  if (batch !== undefined && (spec.ioengine !== 'io_uring' || !isCount(batch) || batch < 1 || batch > spec.iodepth)) {
+    fail('iodepthBatchSubmit', 'with ioengine=io_uring only, 1 to iodepth');
+  }
+  if (spec.fixedBufs !== undefined && (spec.ioengine !== 'io_uring' || typeof spec.fixedBufs !== 'boolean'))
+    fail('fixedBufs', 'with ioengine=io_uring only, set or unset');
   if (typeof spec.direct !== 'boolean') fail('direct', '0 (buffered, through the page cache) or 1 (O_DIRECT)');
   if (typeof spec.randomMap !== 'boolean') fail('randomMap', 'set or unset');
   if (typeof spec.fadviseHint !== 'boolean') fail('fadviseHint', '0 or 1');

@@ -20,8 +20,10 @@ import { totalmem } from 'node:os';
 import {
   BouncePool,
   type DmaStrategy,
+  FIO_SYNC_DEPTH_NOTE,
   type FioJobSpec,
   fioJobWrites,
+  fioSyncEngine,
   STATUS_DUMPS_MAX,
   type UserBufferContiguity,
   type ViommuDriverGeneration,
@@ -162,6 +164,8 @@ export function runOptionsOf(args: RunArgs): RunOptions {
     }
   }
   if (parsed.ignoredOptions.length > 0) warnings.push(`ignoring options that do not change the model: ${parsed.ignoredOptions.join(', ')}`);
+  // fio's note when it caps a synchronous engine's depth (psync, pvsync) at 1
+  if (parsed.jobs.some((j) => fioSyncEngine(j.ioengine) && j.iodepth > 1)) warnings.push(FIO_SYNC_DEPTH_NOTE);
   // every job has a size of its own (or its drive's), as fio requires: "<job>: you need to specify size="
   readJobs(fioDefaults);
   return {

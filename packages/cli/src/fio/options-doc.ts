@@ -40,7 +40,6 @@ export const FIO_IGNORED_NOTES: Readonly<Record<string, string>> = {
   randrepeat: RANDOM,
   allrandrepeat: RANDOM,
   random_generator: RANDOM,
-  iodepth_batch: BATCH,
   iodepth_batch_complete_min: BATCH,
   iodepth_batch_complete_max: BATCH,
   iodepth_low: BATCH,
@@ -113,6 +112,8 @@ export const FIO_HANDLED_NOTES: Readonly<Record<string, string>> = {
   verify: 'crc32c, md5, sha1, sha256, xxhash, meta, pattern; data no job wrote fails it (err=84), as in fio',
   size: 'bytes, or N% of the drive; a job needs one (or filename=/dev/nvme<X>n1)',
   group_reporting: "the report joins the group's jobs as fio does",
+  iodepth_batch:
+    'ioengine=io_uring: SQEs per io_uring_enter (iodepth_batch_submit; 0 or above iodepth means iodepth); accepted with no effect on libaio, psync, pvsync',
 };
 
 /** One option's row: what the model does with it, and why. */

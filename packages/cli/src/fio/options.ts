@@ -15,7 +15,7 @@
  * Precedence, lowest first (later wins, as in fio): the caller's defaults,
  * the `[global]` sections above the job in file order, command-line
  * overrides, the job's own section. Differences from fio's defaults:
- * ioengine=libaio (the model's submission path). `direct` defaults to 0 as
+ * ioengine=libaio (fio's default is psync). `direct` defaults to 0 as
  * in fio: buffered I/O through the guest's page cache. A job with neither
  * `size` nor a `filename` fails as fio fails a job with no size
  * ("<job>: you need to specify size="); with `filename=/dev/nvme<X>n1` the
@@ -33,7 +33,11 @@ import {
   type BlockSizeSpec,
   FIO_DEFAULT_RANDSEED,
   FIO_DEFAULT_RWMIXREAD_PCT,
+  FIO_IOENGINE_ALLOWED,
+  FIO_IOENGINES,
+  type FioIoEngine,
   type FioJobSpec,
+  IO_URING_BUFFERED_REFUSED,
   type JobSpecWrittenAs,
   MAX_NRFILES,
   NVME_FILENAME_ALLOWED,
@@ -74,7 +78,7 @@ const TRIM = 'trim is not modelled';
 const BUFFERS = 'I/O buffers are page-aligned malloc memory in the model';
 const SCHED = 'the guest block layer has no I/O scheduler or priorities in the model';
 const EXEC = 'the model runs no external commands, profiles or replays';
-const IO_URING = 'an io_uring engine option; only ioengine=libaio is modelled';
+const IO_URING_CMD = 'an option of the io_uring_cmd engine, which is not modelled';
 
 /** fio option → what the model does with it. Aliases are in `FIO_OPTION_ALIASES`. */
 export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
@@ -155,9 +159,10 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   randrepeat: IGNORED, // the model always seeds from randseed
   allrandrepeat: IGNORED,
   random_generator: IGNORED,
-  // The engine submits one I/O per free slot and reaps each completion;
-  // doorbell and interrupt batching emerge from the device model instead.
-  iodepth_batch: IGNORED,
+  // io_uring: SQEs per io_uring_enter; libaio, psync, pvsync: ignored (one system call per I/O)
+  iodepth_batch: HANDLED,
+  // The engine reaps each completion as its interrupt arrives; doorbell and
+  // interrupt batching emerge from the device model instead.
   iodepth_batch_complete_min: IGNORED,
   iodepth_batch_complete_max: IGNORED,
   iodepth_low: IGNORED,
@@ -320,15 +325,16 @@ export const FIO_OPTION_TABLE: Readonly<Record<string, OptionRule>> = {
   log_unix_epoch: notModelled('log times are model ms since the job started', '0'),
   log_alternate_epoch: notModelled('log times are model ms since the job started', '0'),
   log_alternate_epoch_clock_id: notModelled('log times are model ms since the job started'),
-  hipri: notModelled(IO_URING),
-  fixedbufs: notModelled(IO_URING),
-  registerfiles: notModelled(IO_URING),
-  sqthread_poll: notModelled(IO_URING),
-  sqthread_poll_cpu: notModelled(IO_URING),
-  nonvectored: notModelled(IO_URING),
-  uncached: notModelled(IO_URING),
-  force_async: notModelled(IO_URING),
-  cmd_type: notModelled(IO_URING),
+  // io_uring engine options: resolveIoUring reads them (ioengine=io_uring only, as fio)
+  hipri: HANDLED,
+  fixedbufs: HANDLED,
+  registerfiles: HANDLED,
+  sqthread_poll: HANDLED,
+  sqthread_poll_cpu: HANDLED,
+  nonvectored: HANDLED,
+  uncached: HANDLED,
+  force_async: HANDLED,
+  cmd_type: notModelled(IO_URING_CMD),
 
   // -- deprecated: fio rejects them ---------------------------------------
   percentage_sequential: DEPRECATED,
@@ -508,6 +514,7 @@ function buildJobs(sections: Section[], overrides: Written[], defaults: Written[
       jobs.push(validateJobSpec(spec, job.writtenAs));
       jobsInReportGroup++;
     }
+    for (const key of job.ignored) ignored.add(key);
   });
 
   for (const o of overrides) globalOptions[o.key] = o.value;
@@ -523,6 +530,8 @@ interface ResolvedJob {
   offsetIncrementBytes: number;
   stonewall: boolean;
   newGroup: boolean;
+  /** options this job accepts and the model (like fio, for this engine) ignores */
+  ignored: string[];
 }
 
 /**
@@ -542,7 +551,8 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
   const rwmixreadPct = resolveRwmixread(job);
   const { verify, doVerify, ...verifyOptions } = resolveVerify(job);
   const randseed = resolveRandseed(job);
-  const direct = resolveSubmissionPath(job);
+  const direct = resolveDirect(job);
+  const engine = resolveEngine(job, direct, iodepth);
   const { stonewall, newGroup } = resolveGroups(job);
   const { filename, nrfiles } = resolveFiles(job, sizeBytes, blockSizeBytes);
   const stats = resolveStatsAndLogs(job);
@@ -573,7 +583,8 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
       doVerify,
       ...verifyOptions,
       randseed,
-      ioengine: 'libaio',
+      ioengine: engine.ioengine,
+      ...engine.uring,
       direct,
       randomMap: !flagSet(job, 'norandommap'),
       fadviseHint: resolveFadviseHint(job),
@@ -587,6 +598,7 @@ function resolveJob(sectionName: string, options: Written[]): ResolvedJob {
     offsetIncrementBytes,
     stonewall,
     newGroup,
+    ignored: engine.ignored,
   };
 }
 
@@ -941,12 +953,85 @@ function resolveRandseed(job: JobOptionSlots): number {
   return o ? parseCount(o.field, o.value, `a whole number from 0 to ${Number.MAX_SAFE_INTEGER} (decimal or 0x hex)`) : FIO_DEFAULT_RANDSEED;
 }
 
-/** ioengine (libaio) and direct (or its inverse buffered; default 0 as in fio: through the page cache). */
-function resolveSubmissionPath(job: JobOptionSlots): boolean {
+/** The io_uring engine's options (fio engines/io_uring.c), in the order they are checked. */
+const IO_URING_OPTIONS = ['hipri', 'fixedbufs', 'registerfiles', 'sqthread_poll', 'sqthread_poll_cpu', 'nonvectored', 'uncached', 'force_async'] as const;
+
+interface ResolvedEngine {
+  ioengine: FioIoEngine;
+  uring: Pick<FioJobSpec, 'iodepthBatchSubmit' | 'fixedBufs'>;
+  ignored: string[];
+}
+
+/**
+ * ioengine (libaio, psync, pvsync or io_uring; default libaio), fio's
+ * iodepth_batch_submit and the io_uring engine's options, which fio takes
+ * with ioengine=io_uring only ("Bad option" otherwise).
+ */
+function resolveEngine(job: JobOptionSlots, direct: boolean, iodepth: number): ResolvedEngine {
   const engineOpt = job.get('ioengine');
-  if (engineOpt && engineOpt.value.trim() !== 'libaio') {
-    throw new InputError(engineOpt.field, engineOpt.value, 'libaio (the only submission path modelled)');
+  job.note('ioengine', engineOpt);
+  const name = engineOpt ? engineOpt.value.trim() : 'libaio';
+  if (!(FIO_IOENGINES as readonly string[]).includes(name)) throw new InputError(engineOpt!.field, engineOpt!.value, FIO_IOENGINE_ALLOWED);
+  const ioengine = name as FioIoEngine;
+  const batchOpt = job.get('iodepth_batch');
+  if (ioengine !== 'io_uring') {
+    for (const key of IO_URING_OPTIONS) {
+      const o = job.get(key);
+      if (o)
+        throw new InputError(o.field, o.value, `remove it: ${key} is an option of ioengine=io_uring (fio: "Bad option <${key}>" with ioengine=${ioengine})`);
+    }
+    // one system call per I/O: fio has no batch to make
+    return { ioengine, uring: {}, ignored: batchOpt ? [batchOpt.key] : [] };
   }
+  if (!direct) throw new InputError(engineOpt!.field, engineOpt!.value, IO_URING_BUFFERED_REFUSED);
+  return { ioengine, uring: resolveIoUring(job, batchOpt, iodepth), ignored: job.get('nonvectored') ? ['nonvectored'] : [] };
+}
+
+/** A set io_uring option the model cannot run: one line naming why. */
+const IO_URING_REFUSED: Readonly<Partial<Record<(typeof IO_URING_OPTIONS)[number], string>>> = {
+  hipri: 'polled completions (IORING_SETUP_IOPOLL) need an NVMe poll queue without interrupts, which the modelled controller does not have',
+  registerfiles: 'no published measurement of the per-I/O file reference (fget/fput) it saves was found',
+  sqthread_poll: 'the SQ poll kernel thread submits from a CPU of its own, and the model runs each job on one vCPU with no other CPU beside it',
+  sqthread_poll_cpu: 'it places the SQ poll thread, and sqthread_poll is not modelled',
+  uncached: 'RWF_UNCACHED buffered I/O is not modelled (io_uring runs with direct=1 only)',
+  force_async: 'IOSQE_ASYNC hands requests to io-wq worker threads, which the model does not have',
+};
+
+/**
+ * io_uring: iodepth_batch_submit (default 1; 0 or more than iodepth: iodepth,
+ * as fio's fixup_options sets it), fixedbufs; the options the model cannot
+ * run are refused unless off. nonvectored (IORING_OP_READ or READV) changes
+ * no modelled cost and is ignored.
+ */
+function resolveIoUring(job: JobOptionSlots, batchOpt: Written | undefined, iodepth: number): ResolvedEngine['uring'] {
+  for (const key of IO_URING_OPTIONS) {
+    const o = job.get(key);
+    const reason = IO_URING_REFUSED[key];
+    if (!o || !reason) continue;
+    const on = key === 'sqthread_poll_cpu' ? true : key === 'uncached' || key === 'force_async' ? parseInt0(o) !== 0 : parseSetFlag(o);
+    if (on)
+      throw new InputError(o.field, o.value, `${key === 'sqthread_poll_cpu' ? 'remove it' : `remove it or set ${key}=0`}; ${key} is not modelled: ${reason}`);
+  }
+  const nonvectored = job.get('nonvectored');
+  if (nonvectored && !['-1', '0', '1'].includes(nonvectored.value.trim())) throw new InputError(nonvectored.field, nonvectored.value, '-1 (detect), 0 or 1');
+  let batch = 1;
+  if (batchOpt) {
+    job.note('iodepthBatchSubmit', batchOpt);
+    batch = parseCount(batchOpt.field, batchOpt.value, `a whole number of I/Os per submit call, 0 to ${iodepth} (0: iodepth)`);
+    if (batch === 0 || batch > iodepth) batch = iodepth;
+  }
+  const fixedOpt = job.get('fixedbufs');
+  job.note('fixedBufs', fixedOpt);
+  return { iodepthBatchSubmit: batch, fixedBufs: fixedOpt ? parseSetFlag(fixedOpt) : false };
+}
+
+/** A whole number >= 0 (uncached, force_async). */
+function parseInt0(o: Written): number {
+  return parseCount(o.field, o.value, `a whole number >= 0 (0: off)`);
+}
+
+/** direct (or its inverse buffered; default 0 as in fio: through the page cache). */
+function resolveDirect(job: JobOptionSlots): boolean {
   const directOpt = job.get('direct');
   job.note('direct', directOpt);
   if (!directOpt) return false;
