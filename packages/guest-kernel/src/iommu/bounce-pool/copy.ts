@@ -195,7 +195,7 @@ export class BounceCopies {
     dir: DmaDirection,
     opts: { readonly untrusted: boolean; readonly slotOffsetBytes?: number; readonly skipCpuSync?: boolean },
     clock: ModelClock,
-  ): { copiedBytes: number; zeroedBytes: number } {
+  ): { readonly copiedBytes: number; readonly zeroedBytes: number } {
     const offset = opts.slotOffsetBytes ?? 0;
     const total = checkSegments(mem, segments);
     if (offset + total > buf.sizeBytes)
@@ -208,8 +208,14 @@ export class BounceCopies {
         ? this.clearPadding(mem, buf.gpa, buf.sizeBytes, 0, 0, clock)
         : this.clearPadding(mem, buf.gpa, buf.sizeBytes, offset, offset + total, clock);
     }
-    return { copiedBytes, zeroedBytes };
+    const r = this.onMapResult;
+    r.copiedBytes = copiedBytes;
+    r.zeroedBytes = zeroedBytes;
+    return r;
   }
+
+  /** what bounceOnMap returns: one object, overwritten by the next call */
+  private readonly onMapResult = { copiedBytes: 0, zeroedBytes: 0 };
 
   /** The copy work of `io_bounce_buffers_unmap_page`/`_unmap_sg`: bytes out for FROM_DEVICE and BIDIRECTIONAL. */
   bounceOnUnmap(

@@ -118,7 +118,7 @@ export interface SlotRef {
   readonly slot: number;
 }
 
-/** What `acquire` hands out. */
+/** What `acquire` hands out (the slot's record: valid until the slot is acquired again). */
 export interface BounceSlot extends SlotRef {
   readonly classBytes: number;
   readonly iova: number;
@@ -375,19 +375,23 @@ export class IoBufferManager {
     if (kind === 'steal') Atomics.add(this.counters, C_STEALS, 1n);
     addPeak(this.counters, C_SLOTS_IN_USE, C_SLOTS_IN_USE_PEAK, 1n);
     const slot = g - cls * n;
-    return {
-      cls,
-      slot,
-      classBytes,
-      iova: this.classIovaBase[cls] + slot * classBytes,
-      gpa: this.slotGpa[g],
-      perm,
-      needsMap: kind !== 'hit',
-      fresh,
-      needsUnmapFirst: kind === 'steal',
-      oldPerm,
-    };
+    const iova = this.classIovaBase[cls] + slot * classBytes;
+    let r = this.slotRecords[g];
+    if (r === undefined) {
+      r = { cls, slot, classBytes, iova, gpa: 0, perm: 0, needsMap: false, fresh: false, needsUnmapFirst: false, oldPerm: 0 };
+      this.slotRecords[g] = r;
+    }
+    r.gpa = this.slotGpa[g];
+    r.perm = perm;
+    r.needsMap = kind !== 'hit';
+    r.fresh = fresh;
+    r.needsUnmapFirst = kind === 'steal';
+    r.oldPerm = oldPerm;
+    return r;
   }
+
+  /** what `acquire` hands out for each slot: one record per slot, overwritten when the slot is acquired again */
+  private readonly slotRecords: { -readonly [K in keyof BounceSlot]: BounceSlot[K] }[] = [];
 
   /**
    * `io_buffer_manager_release_buffer(inited = true)`: the mapping is done (its
