@@ -2,13 +2,18 @@
  * A least-recently-used set of number keys with a number value each, of a
  * fixed capacity: what a hardware cache (the IOTLB, the CPU's last-level
  * cache) keeps. Entries sit in preallocated typed arrays, chained from the
- * oldest to the newest; a Map finds a key's entry. A hit moves the entry to
- * the newest end and allocates nothing; only an insert or a delete changes
- * the Map.
+ * oldest to the newest; a Map finds a key's entry, or, for small
+ * non-negative integer keys (`dense`: page frame numbers of guest RAM), a
+ * typed array indexed by the key that grows by doubling. A hit moves the
+ * entry to the newest end and allocates nothing; with `dense` neither does an
+ * insert or a delete.
  */
 
 export class LruIndex {
   private readonly slotOf = new Map<number, number>();
+  /** dense keys: entry + 1 by key, 0 for absent */
+  private dense: Int32Array | null;
+  private count = 0;
   private readonly keys: Float64Array;
   private readonly values: Float64Array;
   /** the chain, oldest → newest; free entries are chained through `next` from `freeHead` */
@@ -18,7 +23,11 @@ export class LruIndex {
   private newest = -1;
   private freeHead: number;
 
-  constructor(readonly capacity: number) {
+  constructor(
+    readonly capacity: number,
+    opts: { readonly dense?: boolean } = {},
+  ) {
+    this.dense = opts.dense ? new Int32Array(1024) : null;
     this.keys = new Float64Array(capacity);
     this.values = new Float64Array(capacity);
     this.prev = new Int32Array(capacity);
@@ -28,15 +37,17 @@ export class LruIndex {
   }
 
   get size(): number {
-    return this.slotOf.size;
+    return this.count;
   }
 
   has(key: number): boolean {
-    return this.slotOf.has(key);
+    return this.find(key) >= 0;
   }
 
   /** The entry of `key`, or -1. */
   find(key: number): number {
+    const dense = this.dense;
+    if (dense !== null) return key < dense.length ? dense[key] - 1 : -1;
     const e = this.slotOf.get(key);
     return e === undefined ? -1 : e;
   }
@@ -59,7 +70,8 @@ export class LruIndex {
     this.freeHead = this.next[e];
     this.keys[e] = key;
     this.values[e] = value;
-    this.slotOf.set(key, e);
+    this.setSlot(key, e);
+    this.count++;
     this.linkNewest(e);
   }
 
@@ -71,9 +83,11 @@ export class LruIndex {
 
   /** Drop `key` if present. */
   delete(key: number): boolean {
-    const e = this.slotOf.get(key);
-    if (e === undefined) return false;
-    this.slotOf.delete(key);
+    const e = this.find(key);
+    if (e < 0) return false;
+    if (this.dense !== null) this.dense[key] = 0;
+    else this.slotOf.delete(key);
+    this.count--;
     this.unlink(e);
     this.next[e] = this.freeHead;
     this.freeHead = e;
@@ -83,6 +97,7 @@ export class LruIndex {
   clear(): void {
     for (let e = this.oldest; e >= 0; ) {
       const n = this.next[e];
+      if (this.dense !== null) this.dense[this.keys[e]] = 0;
       this.next[e] = this.freeHead;
       this.freeHead = e;
       e = n;
@@ -90,6 +105,23 @@ export class LruIndex {
     this.oldest = -1;
     this.newest = -1;
     this.slotOf.clear();
+    this.count = 0;
+  }
+
+  private setSlot(key: number, e: number): void {
+    if (this.dense === null) {
+      this.slotOf.set(key, e);
+      return;
+    }
+    if (!(Number.isInteger(key) && key >= 0 && key < 2 ** 31)) throw new RangeError(`LruIndex: dense key ${key} is not an integer from 0 to 2^31 - 1`);
+    if (key >= this.dense.length) {
+      let n = this.dense.length;
+      while (n <= key) n *= 2;
+      const grown = new Int32Array(n);
+      grown.set(this.dense);
+      this.dense = grown;
+    }
+    this.dense[key] = e + 1;
   }
 
   /** The keys present, oldest first (a copy). */

@@ -19,13 +19,19 @@ class MapLru {
 }
 
 test('LruIndex keeps the order and the evictions of a Map-ordered LRU, through touches, deletes and clears', (t) => {
-  for (const capacity of [1, 3, 64]) {
-    const lru = new LruIndex(capacity);
+  for (const [capacity, dense] of [
+    [1, false],
+    [3, false],
+    [64, false],
+    [3, true],
+    [64, true],
+  ] as const) {
+    const lru = new LruIndex(capacity, { dense });
     const ref = new MapLru(capacity);
     let x = 7;
     for (let i = 0; i < 20000; i++) {
       x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-      const key = x % (capacity * 3);
+      const key = (x % (capacity * 3)) * (dense ? 37 : 1);
       const op = (x >>> 16) % 100;
       if (op < 85) {
         const e = lru.find(key);

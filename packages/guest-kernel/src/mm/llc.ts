@@ -39,7 +39,7 @@ export function copyCostNs(cachedBytes: number, dramBytes: number, costs: Pick<C
 class LruPages {
   private readonly pages: LruIndex;
   constructor(readonly capacityPages: number) {
-    this.pages = new LruIndex(capacityPages);
+    this.pages = new LruIndex(capacityPages, { dense: true });
   }
 
   has(page: number): boolean {
