@@ -172,6 +172,16 @@ export interface ViommuDeviceCounters {
   vfioNoResources: number;
 }
 
+/** The profile row of each request type's handler (made once: a name built per request costs a string per request). */
+const VIRTIO_IOMMU_HANDLE_FN = [
+  'virtio_iommu_handle_',
+  'virtio_iommu_handle_attach',
+  'virtio_iommu_handle_detach',
+  'virtio_iommu_handle_map',
+  'virtio_iommu_handle_unmap',
+  'virtio_iommu_handle_probe',
+] as const;
+
 export class VirtioIommuDevice {
   private readonly vq: VirtqueueDevice;
   private readonly domains = new Map<number, Domain>();
@@ -355,7 +365,7 @@ export class VirtioIommuDevice {
         this.mutex.unlock(this.clock);
       }
       if (status !== VIRTIO_IOMMU_S_OK) this.counters.errors++;
-      const fn = `virtio_iommu_handle_${['', 'attach', 'detach', 'map', 'unmap', 'probe'][req.type]}`;
+      const fn = VIRTIO_IOMMU_HANDLE_FN[req.type];
       const mapped = (req.type === VIRTIO_IOMMU_T_MAP || req.type === VIRTIO_IOMMU_T_UNMAP) && status === VIRTIO_IOMMU_S_OK;
       this.profiler.exit(fn, mapped ? req.virtEnd - req.virtStart + 1 : 0);
       writeTail(this.mem, tailGpa, status);
