@@ -79,6 +79,7 @@ import {
   VirtqueueDevice,
   VirtqueueError,
   type VirtqueueLayout,
+  type VirtqueueSegment,
   viommuFeature,
   writeProbeProperties,
   writeTail,
@@ -182,6 +183,12 @@ const VIRTIO_IOMMU_HANDLE_FN = [
   'virtio_iommu_handle_probe',
 ] as const;
 
+function segmentsBytes(segments: readonly VirtqueueSegment[]): number {
+  let n = 0;
+  for (let i = 0; i < segments.length; i++) n += segments[i].lenBytes;
+  return n;
+}
+
 export class VirtioIommuDevice {
   private readonly vq: VirtqueueDevice;
   private readonly domains = new Map<number, Domain>();
@@ -284,10 +291,11 @@ export class VirtioIommuDevice {
     this.clock.syncTo(kickNs);
     this.counters.kicks++;
     let handled = 0;
+    const chain = this.chain;
     for (;;) {
-      let chain: ReturnType<typeof this.vq.popAvail>;
+      let popped: boolean;
       try {
-        chain = this.vq.popAvail();
+        popped = this.vq.popAvailInto(chain);
       } catch (e) {
         if (e instanceof VirtqueueError) {
           // a broken ring: QEMU marks the device broken (virtio_error); we stop serving it
@@ -296,13 +304,13 @@ export class VirtioIommuDevice {
         }
         throw e;
       }
-      if (!chain) break;
+      if (!popped) break;
       handled++;
       this.clock.charge(this.costs.vmmViommuRequestNs);
       const outSeg = chain.out[0];
       const inSeg = chain.in[chain.in.length - 1];
-      const outLen = chain.out.reduce((s, x) => s + x.lenBytes, 0);
-      const inLen = chain.in.reduce((s, x) => s + x.lenBytes, 0);
+      const outLen = segmentsBytes(chain.out);
+      const inLen = segmentsBytes(chain.in);
       if (!outSeg || !inSeg || chain.out.length > 1 || chain.in.length > 1) {
         // this model's driver always uses one readable and one writable buffer
         this.counters.errors++;
@@ -373,6 +381,9 @@ export class VirtioIommuDevice {
     }
     return handled;
   }
+
+  /** the chain being handled (one record, filled by each pop) */
+  private readonly chain: { head: number; out: VirtqueueSegment[]; in: VirtqueueSegment[] } = { head: 0, out: [], in: [] };
 
   private virtio_iommu_attach(domainId: number, endpoint: number, flags: number): number {
     // "If the device does not recognize a flags bit, it MUST reject the request": the bypass flag exists only with F_BYPASS_CONFIG
