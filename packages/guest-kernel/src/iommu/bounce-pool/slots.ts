@@ -63,7 +63,9 @@
 
 import { type FieldSpec, IOMMU_READ, IOMMU_WRITE, type LockTable, type ModelClock, type Mutex, NEVER_NS, PAGE_SIZE_BYTES, type Region } from '@vmstack/shm';
 import {
+  addCount,
   addPeak,
+  addSmallPeak,
   type BouncePoolCosts,
   C_ALLOC_FAILURES,
   C_EVICTION_PASSES,
@@ -80,6 +82,7 @@ import {
   C_SLOTS_IN_USE_PEAK,
   C_STEALS,
   chargeExtraPagesHalf,
+  counterWords,
   K_REARM,
   orderFor,
   type PageAllocator,
@@ -206,6 +209,8 @@ export class IoBufferManager {
   private readonly slotPerm: Int32Array;
   private readonly slotPersistent: Int32Array;
   protected readonly control: Int32Array;
+  /** the counters as 32-bit words (region.ts counterWords) */
+  private readonly words: Int32Array;
   private readonly locks: Mutex[];
   private readonly iovaEnd: number;
   private readonly classIovaBase: number[];
@@ -219,6 +224,7 @@ export class IoBufferManager {
     private readonly slotCosts: BouncePoolCosts,
   ) {
     this.control = region.i32('control');
+    this.words = counterWords(counters);
     this.header = region.i32('classHeader');
     this.slotGpa = region.f64('slotGpa');
     this.slotState = region.i32('slotState');
@@ -371,9 +377,9 @@ export class IoBufferManager {
       fresh = true;
       addPeak(this.counters, C_MEMORY, C_MEMORY_PEAK, BigInt(classBytes));
     }
-    Atomics.add(this.counters, kind === 'hit' ? C_HITS : C_MISSES, 1n);
+    addCount(this.words, kind === 'hit' ? C_HITS : C_MISSES, 1);
     if (kind === 'steal') Atomics.add(this.counters, C_STEALS, 1n);
-    addPeak(this.counters, C_SLOTS_IN_USE, C_SLOTS_IN_USE_PEAK, 1n);
+    addSmallPeak(this.words, C_SLOTS_IN_USE, C_SLOTS_IN_USE_PEAK, 1);
     const slot = g - cls * n;
     const iova = this.classIovaBase[cls] + slot * classBytes;
     let r = this.slotRecords[g];
@@ -415,7 +421,7 @@ export class IoBufferManager {
     } finally {
       lock.unlock(clock);
     }
-    Atomics.sub(this.counters, C_SLOTS_IN_USE, 1n);
+    addSmallPeak(this.words, C_SLOTS_IN_USE, -1, -1);
     this.armEviction(clock);
   }
 
@@ -429,7 +435,7 @@ export class IoBufferManager {
     if (this.slotState[g] !== SlotState.IN_USE) throw new Error(`abortAcquire: slot ${ref.cls}/${ref.slot} is ${STATE_NAMES[this.slotState[g]]}, not in use`);
     this.freeSlotMemory(ref.cls, g, clock);
     this.pushEmpty(ref.cls, g, clock);
-    Atomics.sub(this.counters, C_SLOTS_IN_USE, 1n);
+    addSmallPeak(this.words, C_SLOTS_IN_USE, -1, -1);
   }
 
   /**
