@@ -214,6 +214,9 @@ export class DmaIommu {
     else for (const s of m.segments) cache.device_write(s.gpa, s.lenBytes);
   }
 
+  /** the buffer a bounce copy goes to (one object reused: calls never nest) */
+  private readonly bounceBuf = { gpa: 0, sizeBytes: 0, fresh: false };
+
   /** The iotlb_gather of one unmap (a stack variable in the kernel; one object reused here, as calls never nest). */
   private readonly gather: IommuIotlbGather = newIotlbGather();
 
@@ -222,10 +225,7 @@ export class DmaIommu {
     return iommu_iotlb_gather_init(this.gather, false);
   }
 
-  private prot(dir: DmaDirection): { read: boolean; write: boolean } {
-    // DMA_TO_DEVICE: the device reads; DMA_FROM_DEVICE: it writes; BIDIRECTIONAL: both
-    return { read: dir !== DMA_FROM_DEVICE, write: dir !== DMA_TO_DEVICE };
-  }
+  // the IOMMU prot of a direction: DMA_TO_DEVICE: the device reads; DMA_FROM_DEVICE: it writes; BIDIRECTIONAL: both
 
   private allocIova(pages: number): number {
     const pfn = this.d.iovad!.alloc_iova_fast(iommu_dma_iova_len(pages), this.d.limitPfn, this.clock);
@@ -241,7 +241,8 @@ export class DmaIommu {
     const pages = Math.ceil((offset + m.totalBytes) / PAGE_SIZE_BYTES);
     const pfn = this.allocIova(pages);
     const iova = iovaOfPfn(pfn);
-    const { read, write } = this.prot(m.dir);
+    const read = m.dir !== DMA_FROM_DEVICE;
+    const write = m.dir !== DMA_TO_DEVICE;
     let runIova = iova;
     let runGpa = asGpa(first.gpa - offset);
     let runBytes = 0;
@@ -281,7 +282,8 @@ export class DmaIommu {
     m.kind = 'per-segment';
     setCount(m.iovaRanges, 0);
     setCount(m.dmaSegments, 0);
-    const { read, write } = this.prot(m.dir);
+    const read = m.dir !== DMA_FROM_DEVICE;
+    const write = m.dir !== DMA_TO_DEVICE;
     // iommu_dma_map_sg_swiotlb: one iommu_dma_map_page per segment (a single segment is the entry point itself)
     const perSegment = m.segments.length > 1;
     for (const s of m.segments) {
@@ -322,9 +324,10 @@ export class DmaIommu {
   private mapBounced(m: DmaMapping, pool: BouncePool, persistent: boolean): boolean {
     this.profiler.enter();
     const fn = m.segments.length === 1 ? 'io_bounce_buffers_map_page' : 'io_bounce_buffers_map_sg';
-    const { read, write } = this.prot(m.dir);
+    const read = m.dir !== DMA_FROM_DEVICE;
+    const write = m.dir !== DMA_TO_DEVICE;
     const perm = (read ? IOMMU_READ : 0) | (write ? IOMMU_WRITE : 0);
-    const slot = pool.acquire(m.totalBytes, perm, this.clock, { persistent });
+    const slot = pool.acquire(m.totalBytes, perm, this.clock, persistent ? PERSISTENT : NOT_PERSISTENT);
     if (slot) {
       if (slot.needsUnmapFirst) {
         const gather = this.strictGather();
@@ -336,14 +339,11 @@ export class DmaIommu {
         this.d.iommu!.iotlb_sync_map(this.d.domain, asIova(slot.iova), slot.classBytes);
       }
       this.profiler.enter();
-      const copy = pool.bounceOnMap(
-        this.d.mem,
-        { gpa: slot.gpa, sizeBytes: slot.classBytes, fresh: slot.fresh },
-        m.segments,
-        m.dir,
-        { untrusted: this.d.untrusted },
-        this.clock,
-      );
+      const buf = this.bounceBuf;
+      buf.gpa = slot.gpa;
+      buf.sizeBytes = slot.classBytes;
+      buf.fresh = slot.fresh;
+      const copy = pool.bounceOnMap(this.d.mem, buf, m.segments, m.dir, this.d.untrusted ? UNTRUSTED : TRUSTED, this.clock);
       this.exitCopyFrame(copy.copiedBytes, copy.zeroedBytes);
       m.kind = 'slot';
       m.slot = slot;
@@ -367,7 +367,11 @@ export class DmaIommu {
     this.d.iommu!.map_pages(this.d.domain, asIova(fb.iova), asGpa(fb.gpa), fb.mapBytes, read, write);
     this.d.iommu!.iotlb_sync_map(this.d.domain, asIova(fb.iova), fb.mapBytes);
     this.profiler.enter();
-    const copy = pool.bounceOnMap(this.d.mem, { gpa: fb.gpa, sizeBytes: fb.mapBytes, fresh: true }, m.segments, m.dir, { untrusted: true }, this.clock);
+    const buf = this.bounceBuf;
+    buf.gpa = fb.gpa;
+    buf.sizeBytes = fb.mapBytes;
+    buf.fresh = true;
+    const copy = pool.bounceOnMap(this.d.mem, buf, m.segments, m.dir, UNTRUSTED, this.clock);
     this.exitCopyFrame(copy.copiedBytes, copy.zeroedBytes);
     m.kind = 'fallback';
     m.fallback = fb;
@@ -385,11 +389,11 @@ export class DmaIommu {
     this.profiler.enter();
     if (m.slot) {
       this.profiler.enter();
-      this.exitCopyFrame(pool.bounceOnUnmap(this.d.mem, m.slot.gpa, m.segments, m.dir, {}, this.clock), 0);
+      this.exitCopyFrame(pool.bounceOnUnmap(this.d.mem, m.slot.gpa, m.segments, m.dir, NO_COPY_OPTS, this.clock), 0);
       pool.release(m.slot, this.clock); // stays mapped, cached for the next mapping
     } else if (m.fallback) {
       this.profiler.enter();
-      this.exitCopyFrame(pool.bounceOnUnmap(this.d.mem, m.fallback.gpa, m.segments, m.dir, {}, this.clock), 0);
+      this.exitCopyFrame(pool.bounceOnUnmap(this.d.mem, m.fallback.gpa, m.segments, m.dir, NO_COPY_OPTS, this.clock), 0);
       const r = m.iovaRanges[0];
       const gather = this.strictGather();
       this.d.iommu!.unmap_pages(this.d.domain, iovaOfPfn(r.pfn), r.mapBytes, gather);
@@ -483,6 +487,12 @@ export class DmaIommu {
 }
 
 const NO_ATTRS: { persistentStreaming?: boolean } = Object.freeze({});
+/** the option objects of the pool's calls, made once */
+const PERSISTENT = Object.freeze({ persistent: true });
+const NOT_PERSISTENT = Object.freeze({ persistent: false });
+const TRUSTED = Object.freeze({ untrusted: false });
+const UNTRUSTED = Object.freeze({ untrusted: true });
+const NO_COPY_OPTS = Object.freeze({});
 
 /**
  * A mapping object used again for the next mapping (the caller's, e.g. one per

@@ -37,6 +37,13 @@ export const FIO_DEFAULT_AVG_TIME_MS = 500;
 
 /** fio's plat_val_to_idx(): the histogram bucket of a latency in ns. */
 export function plat_val_to_idx(val: number): number {
+  if (val >= 0 && val < 2 ** 31) {
+    // the same with integer arithmetic: the most significant bit from clz32, the offset by a shift
+    const u = Math.floor(val);
+    if (u < FIO_IO_U_PLAT_VAL << 1) return u;
+    const errorBits = 31 - Math.clz32(u) - FIO_IO_U_PLAT_BITS;
+    return ((errorBits + 1) << FIO_IO_U_PLAT_BITS) + ((FIO_IO_U_PLAT_VAL - 1) & (u >>> errorBits));
+  }
   const v = Math.max(0, Math.floor(val));
   const msb = v === 0 ? 0 : Math.floor(Math.log2(v));
   // Math.log2 may round up just below a power of two

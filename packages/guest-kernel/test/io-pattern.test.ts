@@ -50,7 +50,8 @@ function spec(patch: Partial<FioJobSpec>): FioJobSpec {
 function all(job: FioJobSpec, max = 1_000_000): PatternIo[] {
   const p = new FioIoPattern(job, mulberry32Float(1));
   const out: PatternIo[] = [];
-  for (let io = p.next(); io && out.length < max; io = p.next()) out.push(io);
+  // the pattern reuses its record: keep a copy of each I/O
+  for (let io = p.next(); io && out.length < max; io = p.next()) out.push({ ...io });
   return out;
 }
 

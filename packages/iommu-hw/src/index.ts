@@ -6,4 +6,5 @@
 
 export * from './io-pgtable.js';
 export * from './iotlb.js';
+export * from './lru-index.js';
 export * from './pgtable-journal.js';

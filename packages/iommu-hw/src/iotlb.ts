@@ -7,8 +7,8 @@
  * entry where 4 KiB leaves need 512.
  *
  * Organisation: fully associative, `iotlbEntriesCount` entries, least
- * recently used replacement (a JS Map in use order; a hit moves the entry to
- * the back, a fill evicts the front). Only present translations are cached;
+ * recently used replacement (an LruIndex: a hit makes the entry the most
+ * recently used, a fill evicts the least). Only present translations are cached;
  * a walk that finds nothing is not remembered (VT-d does not cache
  * not-present entries outside caching mode).
  *
@@ -30,6 +30,7 @@
  */
 
 import { InputError, IOMMU_READ, IOMMU_WRITE, type ModelClock, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import { LruIndex } from './lru-index.js';
 
 const PAGE = PAGE_SIZE_BYTES;
 const READ = IOMMU_READ;
@@ -71,7 +72,7 @@ export class Iotlb {
    * = least recent). key = iova page frame of the leaf's start · 4 + its
    * level (1, 2 or 3), so one Map holds every leaf size.
    */
-  private readonly entries = new Map<number, number>();
+  private readonly entries: LruIndex;
   /** cached entries of 2 MiB and 1 GiB leaves: while 0, a lookup tries the 4 KiB key only */
   private superEntries = 0;
   private readonly capacity: number;
@@ -91,6 +92,7 @@ export class Iotlb {
     if (typeof ns !== 'number' || !Number.isFinite(ns) || ns < 0) throw new InputError('profile.iotlbMissWalkNs', ns, 'a finite number of ns ≥ 0');
     this.capacity = n;
     this.missNs = ns;
+    this.entries = new LruIndex(n);
   }
 
   /**
@@ -100,19 +102,20 @@ export class Iotlb {
   translate(iova: number, write: boolean, clock: ModelClock): number {
     const pfn = Math.floor(iova / PAGE);
     let key = pfn * 4 + 1;
-    let e = this.entries.get(key);
-    if (e === undefined && this.superEntries > 0) {
+    let entry = this.entries.find(key);
+    if (entry < 0 && this.superEntries > 0) {
       key = (pfn - (pfn % LEAF_PAGES[2])) * 4 + 2;
-      e = this.entries.get(key);
-      if (e === undefined) {
+      entry = this.entries.find(key);
+      if (entry < 0) {
         key = (pfn - (pfn % LEAF_PAGES[3])) * 4 + 3;
-        e = this.entries.get(key);
+        entry = this.entries.find(key);
       }
     }
-    if (e !== undefined) {
+    let e: number;
+    if (entry >= 0) {
       this.hitCount++;
-      this.entries.delete(key);
-      this.entries.set(key, e);
+      e = this.entries.valueAt(entry);
+      this.entries.touch(entry);
     } else {
       this.missCount++;
       clock.charge(this.missNs);
@@ -126,8 +129,8 @@ export class Iotlb {
       const basePfn = pfn - (pfn % leafPages);
       key = basePfn * 4 + level;
       e = (Math.floor(w.hpa / PAGE) - (pfn - basePfn)) * 4 + (w.prot & (READ | WRITE));
-      if (this.entries.size >= this.capacity) this.evict(this.entries.keys().next().value as number);
-      this.entries.set(key, e);
+      if (this.entries.size >= this.capacity) this.evict(this.entries.oldestKey());
+      this.entries.insert(key, e);
       if (level > 1) this.superEntries++;
     }
     const prot = e % 4;
@@ -154,7 +157,7 @@ export class Iotlb {
     const first = Math.floor(iova / PAGE);
     const end = Math.ceil((iova + sizeBytes) / PAGE);
     if (this.superEntries > 0 || end - first > this.entries.size) {
-      for (const key of [...this.entries.keys()]) {
+      for (const key of this.entries.keyList()) {
         const base = (key - (key % 4)) / 4;
         if (base < end && base + LEAF_PAGES[key % 4] > first) this.evict(key);
       }

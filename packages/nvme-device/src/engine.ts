@@ -224,7 +224,9 @@ export class DeviceEngine {
   /** Take every IOTLB invalidation off the rings (one per host context serving the drive's container); returns whether there were any. */
   private drainInvalidations(): boolean {
     let total = 0;
-    for (const inval of this.invals) {
+    // indexed: runs twice per doorbell, and an array iterator is an object each time
+    for (let r = 0; r < this.invals.length; r++) {
+      const inval = this.invals[r];
       const n = inval.available();
       for (let i = 0; i < n; i++) {
         const off = inval.offsetAt(i);

@@ -57,12 +57,13 @@ export interface MediaStats {
 
 /**
  * Busy intervals of one shared resource, sorted and disjoint: entries from
- * `head` on (forgotten ones before it are dropped in one go now and then, not
- * shifted out per booking).
+ * `head` to `length` (forgotten ones before it are dropped in one go now and
+ * then, not shifted out per booking), in typed arrays that grow by doubling.
  */
 class Timeline {
-  private starts: number[] = [];
-  private ends: number[] = [];
+  private starts = new Float64Array(64);
+  private ends = new Float64Array(64);
+  private length = 0;
   private head = 0;
   private floorNs = 0;
 
@@ -70,36 +71,51 @@ class Timeline {
   reserve(readyNs: number, durNs: number): number {
     let t = Math.max(readyNs, this.floorNs);
     if (durNs <= 0) return t;
+    if (this.length === this.starts.length) this.grow();
     const { starts, ends } = this;
+    const length = this.length;
     // first interval ending after t
     let lo = this.head;
-    let hi = ends.length;
+    let hi = length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (ends[mid] <= t) lo = mid + 1;
       else hi = mid;
     }
     let i = lo;
-    while (i < starts.length && starts[i] < t + durNs) {
+    while (i < length && starts[i] < t + durNs) {
       t = Math.max(t, ends[i]);
       i++;
     }
     const end = t + durNs;
     const joinPrev = i > this.head && ends[i - 1] === t;
-    const joinNext = i < starts.length && starts[i] === end;
+    const joinNext = i < length && starts[i] === end;
     if (joinPrev && joinNext) {
       ends[i - 1] = ends[i];
-      removeAt(starts, i, 1);
-      removeAt(ends, i, 1);
+      starts.copyWithin(i, i + 1, length);
+      ends.copyWithin(i, i + 1, length);
+      this.length--;
     } else if (joinPrev) {
       ends[i - 1] = end;
     } else if (joinNext) {
       starts[i] = t;
     } else {
-      insertAt(starts, i, t);
-      insertAt(ends, i, end);
+      starts.copyWithin(i + 1, i, length);
+      ends.copyWithin(i + 1, i, length);
+      starts[i] = t;
+      ends[i] = end;
+      this.length++;
     }
     return t;
+  }
+
+  private grow(): void {
+    const starts = new Float64Array(this.starts.length * 2);
+    const ends = new Float64Array(this.ends.length * 2);
+    starts.set(this.starts);
+    ends.set(this.ends);
+    this.starts = starts;
+    this.ends = ends;
   }
 
   /** Forget intervals ending at or before `ns`; nothing may be booked before it any more. */
@@ -107,11 +123,12 @@ class Timeline {
     if (ns <= this.floorNs) return;
     this.floorNs = ns;
     let k = this.head;
-    while (k < this.ends.length && this.ends[k] <= ns) k++;
+    while (k < this.length && this.ends[k] <= ns) k++;
     this.head = k;
     if (k >= FORGOTTEN_DROP_AT) {
-      removeAt(this.starts, 0, k);
-      removeAt(this.ends, 0, k);
+      this.starts.copyWithin(0, k, this.length);
+      this.ends.copyWithin(0, k, this.length);
+      this.length -= k;
       this.head = 0;
     }
   }
@@ -119,19 +136,6 @@ class Timeline {
 
 /** forgotten intervals a timeline keeps before dropping them all at once */
 const FORGOTTEN_DROP_AT = 64;
-
-/** `a.splice(i, k)` without the array of removed elements splice returns (booking runs per command). */
-function removeAt(a: number[], i: number, k: number): void {
-  for (let j = i + k; j < a.length; j++) a[j - k] = a[j];
-  a.length -= k;
-}
-
-/** `a.splice(i, 0, x)` without splice's returned array. */
-function insertAt(a: number[], i: number, x: number): void {
-  a.push(x);
-  for (let j = a.length - 1; j > i; j--) a[j] = a[j - 1];
-  a[i] = x;
-}
 
 export class NvmeMedia {
   private readonly c: MediaCosts;

@@ -14,7 +14,10 @@
  * allocation: the frames that return inside one outermost call are logged in
  * the order they return (children before their parent), and when the
  * outermost call returns the log is walked backwards, which visits every
- * parent before its children, and added into the tree.
+ * parent before its children, and added into the tree; then forwards, adding
+ * each frame into its flat row (rows appear in the order their first frame
+ * returned). A tree node remembers its flat row, and a parent the child it
+ * found last, so a call path seen before costs no Map lookup.
  *
  * A frame exited with the name `null` (a call that turned out to do nothing
  * worth a row) is dropped: its self time stays with its caller and its
@@ -48,6 +51,10 @@ export interface CallTreeNode {
 interface TreeNode extends CallTreeNode {
   readonly byName: Map<string, TreeNode>;
   readonly children: TreeNode[];
+  /** the child found last (most calls repeat the path before) */
+  lastChild: TreeNode | null;
+  /** the flat row of this node's function, once it had a flat frame */
+  flat: ProfileEntry | null;
 }
 
 interface Frame {
@@ -56,7 +63,7 @@ interface Frame {
 }
 
 function newNode(name: string): TreeNode {
-  return { name, calls: 0, ns: 0, selfNs: 0, bytes: 0, children: [], byName: new Map() };
+  return { name, calls: 0, ns: 0, selfNs: 0, bytes: 0, children: [], byName: new Map(), lastChild: null, flat: null };
 }
 
 export class Profiler {
@@ -69,6 +76,9 @@ export class Profiler {
   private readonly logNs: number[] = [];
   private readonly logSelfNs: number[] = [];
   private readonly logBytes: number[] = [];
+  private readonly logFlat: boolean[] = [];
+  /** the tree node each logged frame was added into (the replay's, for the flat rows) */
+  private readonly logNode: TreeNode[] = [];
   private logLength = 0;
   private readonly root: TreeNode = newNode('');
   /** the tree node of each depth while the log is replayed */
@@ -102,31 +112,21 @@ export class Profiler {
     const parent = d > 0 ? this.frames[d - 1] : undefined;
     const selfNs = total - frame.childNs;
     if (parent) parent.childNs += fn === null ? frame.childNs : total;
-    this.log(fn, d, fn === null ? 0 : total, fn === null ? 0 : selfNs, fn === null ? 0 : bytes);
-    if (fn !== null && flat) {
-      let e = this.entries.get(fn);
-      if (!e) {
-        e = { calls: 0, ns: 0, selfNs: 0, bytes: 0 };
-        this.entries.set(fn, e);
-      }
-      e.calls++;
-      e.ns += total;
-      e.selfNs += selfNs;
-      e.bytes += bytes;
-    }
+    this.log(fn, d, fn === null ? 0 : total, fn === null ? 0 : selfNs, fn === null ? 0 : bytes, flat);
     if (d === 0) this.flushLog();
   }
 
-  private log(fn: string | null, depth: number, ns: number, selfNs: number, bytes: number): void {
+  private log(fn: string | null, depth: number, ns: number, selfNs: number, bytes: number, flat: boolean): void {
     const i = this.logLength++;
     this.logName[i] = fn;
     this.logDepth[i] = depth;
     this.logNs[i] = ns;
     this.logSelfNs[i] = selfNs;
     this.logBytes[i] = bytes;
+    this.logFlat[i] = flat;
   }
 
-  /** The outermost call returned: add its frames into the tree, parents first. */
+  /** The outermost call returned: add its frames into the tree, parents first, then into the flat rows, in the order they returned. */
   private flushLog(): void {
     this.nodeAt[0] = this.root;
     for (let i = this.logLength - 1; i >= 0; i--) {
@@ -137,17 +137,40 @@ export class Profiler {
         this.nodeAt[d + 1] = parent;
         continue;
       }
-      let node = parent.byName.get(name);
-      if (!node) {
-        node = newNode(name);
-        parent.byName.set(name, node);
-        parent.children.push(node);
+      let node = parent.lastChild;
+      if (node === null || node.name !== name) {
+        node = parent.byName.get(name) ?? null;
+        if (node === null) {
+          node = newNode(name);
+          parent.byName.set(name, node);
+          parent.children.push(node);
+        }
+        parent.lastChild = node;
       }
       node.calls++;
       node.ns += this.logNs[i];
       node.selfNs += this.logSelfNs[i];
       node.bytes += this.logBytes[i];
       this.nodeAt[d + 1] = node;
+      this.logNode[i] = node;
+    }
+    for (let i = 0; i < this.logLength; i++) {
+      const name = this.logName[i];
+      if (name === null || !this.logFlat[i]) continue;
+      const node = this.logNode[i];
+      let e = node.flat;
+      if (e === null) {
+        e = this.entries.get(name) ?? null;
+        if (e === null) {
+          e = { calls: 0, ns: 0, selfNs: 0, bytes: 0 };
+          this.entries.set(name, e);
+        }
+        node.flat = e;
+      }
+      e.calls++;
+      e.ns += this.logNs[i];
+      e.selfNs += this.logSelfNs[i];
+      e.bytes += this.logBytes[i];
     }
     this.logLength = 0;
   }

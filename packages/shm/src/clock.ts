@@ -146,9 +146,14 @@ export class RunControl implements AbortFlag {
     }
   }
 
-  /** One writer per field (the worker itself; the main thread before the workers start). */
+  /**
+   * One writer per field (the worker itself; the main thread before the
+   * workers start). Writing the value the field holds changes nothing a
+   * reader sees, and is skipped (the writer reads its own field).
+   */
   private writeTime(w: number, field: number, ns: number): void {
     const base = w * TIME_SLOT_BYTES + field * FIELD_BYTES;
+    if (this.timeVal[(base + 8) / 8] === ns) return;
     const seqIdx = base / 4;
     const s = Atomics.load(this.timeSeq, seqIdx);
     Atomics.store(this.timeSeq, seqIdx, s + 1);

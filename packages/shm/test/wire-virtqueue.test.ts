@@ -52,6 +52,35 @@ test('layout: spec sizes and alignments (desc 16 × q @16, avail 6 + 2q @2, used
   t.throws(() => virtqueueLayout(8, 8), { instanceOf: RangeError });
 });
 
+test("popAvailInto refills one chain record: its arrays take each chain's segments, longer or shorter", (t) => {
+  const { drv, dev } = setup(8);
+  const rec = { head: -1, out: [] as VirtqueueSegment[], in: [] as VirtqueueSegment[] };
+  t.false(dev.popAvailInto(rec));
+  t.true(
+    drv.addBuf(
+      [
+        { gpa: 0x20000, lenBytes: 36 },
+        { gpa: 0x30000, lenBytes: 8 },
+      ],
+      [{ gpa: 0x40000, lenBytes: 4 }],
+      1,
+    ),
+  );
+  t.true(drv.addBuf([{ gpa: 0x50000, lenBytes: 24 }], [{ gpa: 0x60000, lenBytes: 4 }], 2));
+  drv.publish();
+  t.true(dev.popAvailInto(rec));
+  const firstOut = rec.out[0];
+  t.deepEqual(rec.out, [
+    { gpa: 0x20000, lenBytes: 36 },
+    { gpa: 0x30000, lenBytes: 8 },
+  ]);
+  t.true(dev.popAvailInto(rec));
+  t.deepEqual(rec.out, [{ gpa: 0x50000, lenBytes: 24 }]);
+  t.deepEqual(rec.in, [{ gpa: 0x60000, lenBytes: 4 }]);
+  t.is(rec.out[0], firstOut, 'the segment object is reused');
+  t.false(dev.popAvailInto(rec));
+});
+
 test('driver → device → driver: descriptors, flags, rings and lengths as the spec lays them out', (t) => {
   const { mem, layout, drv, dev } = setup(8);
   const out: VirtqueueSegment[] = [

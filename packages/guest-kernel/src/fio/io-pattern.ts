@@ -155,8 +155,10 @@ export class FioIoPattern implements FioIoSource {
   }
 
   private peeked: PatternIo | null | undefined;
+  /** the record `peek` and `next` return: one object, overwritten by the next I/O's */
+  private readonly io: PatternIo = { isRead: true, lba: 0, blocks: 0 };
 
-  /** The next I/O without taking it (the same one `next` returns), or null when the job's I/O is done. */
+  /** The next I/O without taking it (the same record `next` returns, valid until the next I/O is computed), or null when the job's I/O is done. */
   peek(): PatternIo | null {
     if (this.peeked === undefined) this.peeked = this.compute();
     return this.peeked;
@@ -202,7 +204,11 @@ export class FioIoPattern implements FioIoSource {
     this.ios++;
     this.loopBytes += blocks * BLOCK_BYTES;
     this.checkDone();
-    return { isRead, lba: this.firstLba + start, blocks };
+    const io = this.io;
+    io.isRead = isRead;
+    io.lba = this.firstLba + start;
+    io.blocks = blocks;
+    return io;
   }
 
   /** After an I/O: is the loop over (its amount done, or a pass over the region that does not wrap), and is the job? */

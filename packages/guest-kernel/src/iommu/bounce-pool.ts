@@ -374,7 +374,7 @@ export class BouncePool extends IoBufferManager {
     return this.copies.clearPadding(mem, bufGpa, sizeBytes, dataStartBytes, dataEndBytes, clock);
   }
 
-  /** The copy work of `io_bounce_buffers_map_page`/`_map_sg`: see `BounceCopies.bounceOnMap`. */
+  /** The copy work of `io_bounce_buffers_map_page`/`_map_sg`: see `BounceCopies.bounceOnMap` (the result object is reused by the next call). */
   bounceOnMap(
     mem: Uint8Array,
     buf: { readonly gpa: number; readonly sizeBytes: number; readonly fresh: boolean },
@@ -382,7 +382,7 @@ export class BouncePool extends IoBufferManager {
     dir: DmaDirection,
     opts: { readonly untrusted: boolean; readonly slotOffsetBytes?: number; readonly skipCpuSync?: boolean },
     clock: ModelClock,
-  ): { copiedBytes: number; zeroedBytes: number } {
+  ): { readonly copiedBytes: number; readonly zeroedBytes: number } {
     return this.copies.bounceOnMap(mem, buf, segments, dir, opts, clock);
   }
 

@@ -19,6 +19,7 @@
  * the bounce pool's, swiotlb's, and a page cache's or user copy's.
  */
 
+import { LruIndex } from '@vmstack/iommu-hw';
 import { PAGE_SIZE_BYTES } from '@vmstack/shm';
 
 /** The costs of a copy: the two bandwidths and the cache's sizes (profile keys). */
@@ -34,10 +35,12 @@ export function copyCostNs(cachedBytes: number, dramBytes: number, costs: Pick<C
   return cachedBytes / costs.memcpyCacheBytesPerNs + dramBytes / costs.memcpyBytesPerNs;
 }
 
-/** Pages held in least-recently-used order (a Map keeps insertion order: the first key is the oldest). */
+/** Pages held in least-recently-used order: a touch of a page makes it the most recent, a new page beyond the capacity evicts the oldest. */
 class LruPages {
-  private readonly pages = new Map<number, true>();
-  constructor(readonly capacityPages: number) {}
+  private readonly pages: LruIndex;
+  constructor(readonly capacityPages: number) {
+    this.pages = new LruIndex(capacityPages, { dense: true });
+  }
 
   has(page: number): boolean {
     return this.pages.has(page);
@@ -45,9 +48,13 @@ class LruPages {
 
   touch(page: number): void {
     if (this.capacityPages === 0) return;
-    this.pages.delete(page);
-    this.pages.set(page, true);
-    if (this.pages.size > this.capacityPages) this.pages.delete(this.pages.keys().next().value as number);
+    const e = this.pages.find(page);
+    if (e >= 0) {
+      this.pages.touch(e);
+      return;
+    }
+    if (this.pages.size >= this.capacityPages) this.pages.delete(this.pages.oldestKey());
+    this.pages.insert(page, 1);
   }
 
   drop(page: number): void {

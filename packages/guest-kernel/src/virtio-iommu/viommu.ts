@@ -174,9 +174,18 @@ export class ViommuDriver implements IommuDomainOps {
     write(gpa);
     const outLen = viommuGetWriteDescOffsetBytes(type, probeSizeBytes);
     const total = requestSizeBytes(type, probeSizeBytes);
-    if (!this.vq.addBuf([{ gpa, lenBytes: outLen }], [{ gpa: gpa + outLen, lenBytes: total - outLen }], slot))
-      throw new Error('virtio-iommu: request queue full after a sync');
+    const out = this.reqOut[0];
+    out.gpa = gpa;
+    out.lenBytes = outLen;
+    const inn = this.reqIn[0];
+    inn.gpa = gpa + outLen;
+    inn.lenBytes = total - outLen;
+    if (!this.vq.addBuf(this.reqOut, this.reqIn, slot)) throw new Error('virtio-iommu: request queue full after a sync');
   }
+
+  /** the request's device-readable and device-writable segments (addBuf copies them into descriptors: one pair, reused) */
+  private readonly reqOut = [{ gpa: 0, lenBytes: 0 }];
+  private readonly reqIn = [{ gpa: 0, lenBytes: 0 }];
 
   /** __viommu_sync_req: kick, busy-poll until the device has used every request. Caller holds request_lock. */
   private syncLocked(): void {

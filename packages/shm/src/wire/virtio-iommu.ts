@@ -418,10 +418,15 @@ export function decodeRequest(
       return { type: rawType, ...readAttachRequest(mem, outGpa) };
     case VIRTIO_IOMMU_T_DETACH:
       return { type: rawType, ...readDetachRequest(mem, outGpa) };
-    case VIRTIO_IOMMU_T_MAP:
-      return { type: rawType, ...readMapRequest(mem, outGpa) };
-    case VIRTIO_IOMMU_T_UNMAP:
-      return { type: rawType, ...readUnmapRequest(mem, outGpa) };
+    case VIRTIO_IOMMU_T_MAP: {
+      // MAP and UNMAP come once or more per I/O: their fields listed, not spread
+      const r = readMapRequest(mem, outGpa);
+      return { type: rawType, domain: r.domain, virtStart: r.virtStart, virtEnd: r.virtEnd, physStart: r.physStart, flags: r.flags };
+    }
+    case VIRTIO_IOMMU_T_UNMAP: {
+      const r = readUnmapRequest(mem, outGpa);
+      return { type: rawType, domain: r.domain, virtStart: r.virtStart, virtEnd: r.virtEnd, reservedZero: r.reservedZero };
+    }
     default:
       return { type: VIRTIO_IOMMU_T_PROBE, ...readProbeRequest(mem, outGpa) };
   }

@@ -398,17 +398,30 @@ export class VirtqueueDevice {
    * read per chain, so a malicious ring never makes this loop forever.
    */
   popAvail(): VirtqueueChain | null {
+    const chain = { head: 0, out: [] as VirtqueueSegment[], in: [] as VirtqueueSegment[] };
+    return this.popAvailInto(chain) ? chain : null;
+  }
+
+  /**
+   * virtqueue_pop into a chain record the caller keeps (its arrays and
+   * segment objects are overwritten, so a device that pops one chain at a
+   * time allocates nothing); false when none is pending. Validates and
+   * throws as `popAvail`.
+   */
+  popAvailInto(chain: { head: number; out: VirtqueueSegment[]; in: VirtqueueSegment[] }): boolean {
     const { u16, dv, sizeBytes } = this.memory;
     const availIdx = Atomics.load(u16, (this.layout.availGpa + 2) >>> 1);
-    if (availIdx === this.lastAvailIdx) return null;
+    if (availIdx === this.lastAvailIdx) return false;
     if (((availIdx - this.lastAvailIdx) & 0xffff) > this.q) {
       throw new VirtqueueError('avail-idx', null, `avail.idx ${availIdx} is more than ${this.q} past last_avail_idx ${this.lastAvailIdx}`);
     }
     const head = dv.getUint16(this.layout.availGpa + 4 + 2 * (this.lastAvailIdx & (this.q - 1)), true);
     this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
     if (head >= this.q) throw new VirtqueueError('head-index', null, `avail ring names descriptor ${head} ≥ queue size ${this.q}`);
-    const out: VirtqueueSegment[] = [];
-    const inn: VirtqueueSegment[] = [];
+    const out = chain.out;
+    const inn = chain.in;
+    let nOut = 0;
+    let nIn = 0;
     let i = head;
     for (let count = 0; ; count++) {
       if (count >= this.q) throw new VirtqueueError('loop', head, `chain from ${head} is longer than the ${this.q}-entry table`);
@@ -419,14 +432,17 @@ export class VirtqueueDevice {
       if (flags & VIRTQ_DESC_F_INDIRECT) throw new VirtqueueError('indirect', head, `descriptor ${i} is INDIRECT, which is not negotiated`);
       if (gpa + lenBytes > sizeBytes)
         throw new VirtqueueError('out-of-ram', head, `descriptor ${i} [${gpa}, +${lenBytes}) runs past guest RAM of ${sizeBytes} bytes`);
-      if (flags & VIRTQ_DESC_F_WRITE) inn.push({ gpa, lenBytes });
-      else if (inn.length > 0) throw new VirtqueueError('order', head, `device-readable descriptor ${i} follows a device-writable one`);
-      else out.push({ gpa, lenBytes });
+      if (flags & VIRTQ_DESC_F_WRITE) setSegment(inn, nIn++, gpa, lenBytes);
+      else if (nIn > 0) throw new VirtqueueError('order', head, `device-readable descriptor ${i} follows a device-writable one`);
+      else setSegment(out, nOut++, gpa, lenBytes);
       if (!(flags & VIRTQ_DESC_F_NEXT)) break;
       i = dv.getUint16(d + 14, true);
       if (i >= this.q) throw new VirtqueueError('next-index', head, `descriptor next ${i} ≥ queue size ${this.q}`);
     }
-    return { head, out, in: inn };
+    if (out.length !== nOut) out.length = nOut;
+    if (inn.length !== nIn) inn.length = nIn;
+    chain.head = head;
+    return true;
   }
 
   /** virtqueue_push: return chain `head` with `writtenLenBytes` written into its device-writable part. */
@@ -440,5 +456,15 @@ export class VirtqueueDevice {
     dv.setUint32(el + 4, writtenLenBytes, true);
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
     Atomics.store(this.memory.u16, (this.layout.usedGpa + 2) >>> 1, this.usedIdx);
+  }
+}
+
+/** Segment k of a chain record: an existing segment object is overwritten. */
+function setSegment(segments: VirtqueueSegment[], k: number, gpa: number, lenBytes: number): void {
+  const s = segments[k] as { gpa: number; lenBytes: number } | undefined;
+  if (s === undefined) segments[k] = { gpa, lenBytes };
+  else {
+    s.gpa = gpa;
+    s.lenBytes = lenBytes;
   }
 }

@@ -32,7 +32,7 @@
 import type { ModelClock } from '@vmstack/shm';
 import type { LastLevelCache } from '../../mm/llc.js';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDirection } from './dma-direction.js';
-import { type BouncePoolCosts, C_BYTES_FROM_DEVICE, C_BYTES_TO_DEVICE, C_BYTES_ZEROED } from './region.js';
+import { addCount, type BouncePoolCosts, C_BYTES_FROM_DEVICE, C_BYTES_TO_DEVICE, C_BYTES_ZEROED, counterWords } from './region.js';
 
 /** One piece of the caller's buffer, in guest RAM. */
 export interface DmaSegment {
@@ -102,6 +102,8 @@ export function copySegments(
 export class BounceCopies {
   /** model ns of the copy in progress, by where its pieces' bytes are */
   private copyNs = 0;
+  /** the counters as 32-bit words (region.ts counterWords) */
+  private readonly words: Int32Array;
   private readonly chargePiece: ((dstGpa: number, srcGpa: number, lenBytes: number) => void) | undefined;
 
   constructor(
@@ -109,6 +111,7 @@ export class BounceCopies {
     private readonly costs: BouncePoolCosts,
     private readonly cache: LastLevelCache | null = null,
   ) {
+    this.words = counterWords(counters);
     const llc = cache;
     this.chargePiece = llc
       ? (dstGpa, srcGpa, lenBytes) => {
@@ -123,7 +126,7 @@ export class BounceCopies {
     const n = copySegments(mem, bufGpa, segments, toBuffer, offsetBytes, lenBytes, this.chargePiece);
     if (n > 0) {
       clock.charge(this.cache ? this.copyNs : n / this.costs.memcpyBytesPerNs);
-      Atomics.add(this.counters, toBuffer ? C_BYTES_TO_DEVICE : C_BYTES_FROM_DEVICE, BigInt(n));
+      addCount(this.words, toBuffer ? C_BYTES_TO_DEVICE : C_BYTES_FROM_DEVICE, n);
     }
     return n;
   }
@@ -195,7 +198,7 @@ export class BounceCopies {
     dir: DmaDirection,
     opts: { readonly untrusted: boolean; readonly slotOffsetBytes?: number; readonly skipCpuSync?: boolean },
     clock: ModelClock,
-  ): { copiedBytes: number; zeroedBytes: number } {
+  ): { readonly copiedBytes: number; readonly zeroedBytes: number } {
     const offset = opts.slotOffsetBytes ?? 0;
     const total = checkSegments(mem, segments);
     if (offset + total > buf.sizeBytes)
@@ -208,8 +211,14 @@ export class BounceCopies {
         ? this.clearPadding(mem, buf.gpa, buf.sizeBytes, 0, 0, clock)
         : this.clearPadding(mem, buf.gpa, buf.sizeBytes, offset, offset + total, clock);
     }
-    return { copiedBytes, zeroedBytes };
+    const r = this.onMapResult;
+    r.copiedBytes = copiedBytes;
+    r.zeroedBytes = zeroedBytes;
+    return r;
   }
+
+  /** what bounceOnMap returns: one object, overwritten by the next call */
+  private readonly onMapResult = { copiedBytes: 0, zeroedBytes: 0 };
 
   /** The copy work of `io_bounce_buffers_unmap_page`/`_unmap_sg`: bytes out for FROM_DEVICE and BIDIRECTIONAL. */
   bounceOnUnmap(

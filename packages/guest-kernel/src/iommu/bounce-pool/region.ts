@@ -88,6 +88,48 @@ export function chargeExtraPagesHalf(clock: ModelClock, costs: BouncePoolCosts, 
   clock.charge(((pages - 1) * costs.guestPageAllocNs) / 2);
 }
 
+/** Which 32-bit word of an i64 holds its low half (platform byte order, as BigInt64Array uses it). */
+const LOW_WORD = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1 ? 0 : 1;
+
+/**
+ * The pool's counters as 32-bit words over the same bytes, for the counters
+ * the mapping path moves (no BigInt per mapping): counter i is words 2i and
+ * 2i + 1, its low and high halves.
+ */
+export function counterWords(counters: BigInt64Array): Int32Array {
+  return new Int32Array(counters.buffer, counters.byteOffset, counters.length * 2);
+}
+
+/**
+ * Add 0 ≤ n < 2^32 to counter `i` through its words: an atomic add to the low
+ * half, and the carry, by the adder whose add wrapped it, to the high half.
+ * The total is exact once the adders are done (a reader in between may miss
+ * a carry); stats() reads it as the i64.
+ */
+export function addCount(words: Int32Array, i: number, n: number): void {
+  const lo = 2 * i + LOW_WORD;
+  const old = Atomics.add(words, lo, n) >>> 0;
+  if (old + n >= 0x1_0000_0000) Atomics.add(words, 2 * i + 1 - LOW_WORD, 1);
+}
+
+/**
+ * A counter that stays within [0, 2^31) (slots in use and their peak): its low
+ * half alone, atomically, the high half staying 0. Adds `delta`, raises
+ * counter `peak` to the new value if it is higher, and returns that value.
+ */
+export function addSmallPeak(words: Int32Array, cur: number, peak: number, delta: number): number {
+  const now = Atomics.add(words, 2 * cur + LOW_WORD, delta) + delta;
+  if (peak < 0) return now;
+  const pi = 2 * peak + LOW_WORD;
+  let p = Atomics.load(words, pi);
+  while (now > p) {
+    const seen = Atomics.compareExchange(words, pi, p, now);
+    if (seen === p) break;
+    p = seen;
+  }
+  return now;
+}
+
 /** Add `delta` to counter `cur` and raise counter `peak` to the new value if it is higher. */
 export function addPeak(a: BigInt64Array, cur: number, peak: number, delta: bigint): void {
   const now = Atomics.add(a, cur, delta) + delta;

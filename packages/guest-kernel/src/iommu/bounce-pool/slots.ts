@@ -63,7 +63,9 @@
 
 import { type FieldSpec, IOMMU_READ, IOMMU_WRITE, type LockTable, type ModelClock, type Mutex, NEVER_NS, PAGE_SIZE_BYTES, type Region } from '@vmstack/shm';
 import {
+  addCount,
   addPeak,
+  addSmallPeak,
   type BouncePoolCosts,
   C_ALLOC_FAILURES,
   C_EVICTION_PASSES,
@@ -80,6 +82,7 @@ import {
   C_SLOTS_IN_USE_PEAK,
   C_STEALS,
   chargeExtraPagesHalf,
+  counterWords,
   K_REARM,
   orderFor,
   type PageAllocator,
@@ -118,7 +121,7 @@ export interface SlotRef {
   readonly slot: number;
 }
 
-/** What `acquire` hands out. */
+/** What `acquire` hands out (the slot's record: valid until the slot is acquired again). */
 export interface BounceSlot extends SlotRef {
   readonly classBytes: number;
   readonly iova: number;
@@ -206,6 +209,8 @@ export class IoBufferManager {
   private readonly slotPerm: Int32Array;
   private readonly slotPersistent: Int32Array;
   protected readonly control: Int32Array;
+  /** the counters as 32-bit words (region.ts counterWords) */
+  private readonly words: Int32Array;
   private readonly locks: Mutex[];
   private readonly iovaEnd: number;
   private readonly classIovaBase: number[];
@@ -219,6 +224,7 @@ export class IoBufferManager {
     private readonly slotCosts: BouncePoolCosts,
   ) {
     this.control = region.i32('control');
+    this.words = counterWords(counters);
     this.header = region.i32('classHeader');
     this.slotGpa = region.f64('slotGpa');
     this.slotState = region.i32('slotState');
@@ -371,23 +377,27 @@ export class IoBufferManager {
       fresh = true;
       addPeak(this.counters, C_MEMORY, C_MEMORY_PEAK, BigInt(classBytes));
     }
-    Atomics.add(this.counters, kind === 'hit' ? C_HITS : C_MISSES, 1n);
+    addCount(this.words, kind === 'hit' ? C_HITS : C_MISSES, 1);
     if (kind === 'steal') Atomics.add(this.counters, C_STEALS, 1n);
-    addPeak(this.counters, C_SLOTS_IN_USE, C_SLOTS_IN_USE_PEAK, 1n);
+    addSmallPeak(this.words, C_SLOTS_IN_USE, C_SLOTS_IN_USE_PEAK, 1);
     const slot = g - cls * n;
-    return {
-      cls,
-      slot,
-      classBytes,
-      iova: this.classIovaBase[cls] + slot * classBytes,
-      gpa: this.slotGpa[g],
-      perm,
-      needsMap: kind !== 'hit',
-      fresh,
-      needsUnmapFirst: kind === 'steal',
-      oldPerm,
-    };
+    const iova = this.classIovaBase[cls] + slot * classBytes;
+    let r = this.slotRecords[g];
+    if (r === undefined) {
+      r = { cls, slot, classBytes, iova, gpa: 0, perm: 0, needsMap: false, fresh: false, needsUnmapFirst: false, oldPerm: 0 };
+      this.slotRecords[g] = r;
+    }
+    r.gpa = this.slotGpa[g];
+    r.perm = perm;
+    r.needsMap = kind !== 'hit';
+    r.fresh = fresh;
+    r.needsUnmapFirst = kind === 'steal';
+    r.oldPerm = oldPerm;
+    return r;
   }
+
+  /** what `acquire` hands out for each slot: one record per slot, overwritten when the slot is acquired again */
+  private readonly slotRecords: { -readonly [K in keyof BounceSlot]: BounceSlot[K] }[] = [];
 
   /**
    * `io_buffer_manager_release_buffer(inited = true)`: the mapping is done (its
@@ -411,7 +421,7 @@ export class IoBufferManager {
     } finally {
       lock.unlock(clock);
     }
-    Atomics.sub(this.counters, C_SLOTS_IN_USE, 1n);
+    addSmallPeak(this.words, C_SLOTS_IN_USE, -1, -1);
     this.armEviction(clock);
   }
 
@@ -425,7 +435,7 @@ export class IoBufferManager {
     if (this.slotState[g] !== SlotState.IN_USE) throw new Error(`abortAcquire: slot ${ref.cls}/${ref.slot} is ${STATE_NAMES[this.slotState[g]]}, not in use`);
     this.freeSlotMemory(ref.cls, g, clock);
     this.pushEmpty(ref.cls, g, clock);
-    Atomics.sub(this.counters, C_SLOTS_IN_USE, 1n);
+    addSmallPeak(this.words, C_SLOTS_IN_USE, -1, -1);
   }
 
   /**
