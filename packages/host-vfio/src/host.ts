@@ -9,8 +9,10 @@ import { IoPgtable } from '@vmstack/iommu-hw';
 import {
   decodeMapDmaRequest,
   decodeUnmapDmaRequest,
+  encodeFaultReadReply,
   encodeIotlbInval,
   encodeVfioReply,
+  type HostIommuFault,
   HostToVmmReply,
   LockTable,
   ModelClock,
@@ -23,10 +25,12 @@ import {
   type VfioContainerPort,
   type VfioMapDmaArgs,
   type VfioUnmapDmaArgs,
+  VmmToHostFaultRead,
   VmmToHostMapDma,
   VmmToHostUnmapDma,
 } from '@vmstack/shm';
 import type { HostWorkerInit } from './index.js';
+import { IommufdFaultQueue } from './iommufd-fault.js';
 import { VfioContainer } from './vfio-iommu-type1.js';
 
 /** What `HostVfio.serve` returns for RpcServer: the reply's type, time and payload writer. */
@@ -43,6 +47,8 @@ export class HostVfio implements VfioContainerPort {
   constructor(
     readonly container: VfioContainer,
     readonly clock: ModelClock,
+    /** the fault queue the VMM reads (null: it allocated none) */
+    readonly faultQueue: IommufdFaultQueue | null = null,
   ) {
     this.profiler = new Profiler(clock);
   }
@@ -67,6 +73,14 @@ export class HostVfio implements VfioContainerPort {
     return { errno: r.errno, unmappedBytes: r.unmappedBytes, doneNs: this.clock.nowNs() };
   }
 
+  /** read() on the fault queue's fd: one record, or null (none queued, or no queue). Charges nothing. */
+  readFault(nowNs: number): { fault: HostIommuFault | null; doneNs: number } {
+    this.clock.syncTo(nowNs);
+    return { fault: this.faultQueue ? this.faultQueue.iommufd_fault_fops_read() : null, doneNs: this.clock.nowNs() };
+  }
+
+  private readonly faultReply: VfioReplyRecord = { type: HostToVmmReply, timestampNs: 0, write: () => {} };
+
   // serve() decodes into these and answers through one reply record: nothing is allocated per request
   private readonly mapArgs: VfioMapDmaArgs = { iova: 0, vaddr: 0, sizeBytes: 0, read: false, write: false };
   private readonly unmapArgs: VfioUnmapDmaArgs = { iova: 0, sizeBytes: 0 };
@@ -83,6 +97,12 @@ export class HostVfio implements VfioContainerPort {
     let errno = -22;
     let unmappedBytes = 0;
     let doneNs = req.timestampNs;
+    if (req.type === VmmToHostFaultRead) {
+      const r = this.readFault(req.timestampNs);
+      this.faultReply.timestampNs = r.doneNs;
+      this.faultReply.write = (dv, p) => encodeFaultReadReply(dv, p, r.fault);
+      return this.faultReply;
+    }
     if (req.type === VmmToHostMapDma) {
       const r = this.mapDma(decodeMapDmaRequest(req.dv, req.payloadOffset, this.mapArgs), req.timestampNs);
       errno = r.errno;
@@ -128,5 +148,6 @@ export function createHost(init: HostWorkerInit, self: number, control: RunContr
     },
   });
   control.publishEot(self, Number.MAX_SAFE_INTEGER); // reactive
-  return { host: new HostVfio(container, clock), container, clock };
+  const faults = init.faultLogs ? new IommufdFaultQueue(init.faultLogs) : null;
+  return { host: new HostVfio(container, clock, faults), container, clock };
 }

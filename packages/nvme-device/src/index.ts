@@ -33,6 +33,8 @@ export interface DeviceWorkerInit {
   namespace: { sizeBlocks: number; seed: number; algo: VerifyAlgo; pattern?: number[]; initialBlocks?: [number, Uint8Array][]; exportBlocks?: boolean };
   /** `vmstack attack`: the device also attacks (attack.ts) */
   attack?: DeviceAttackPlan;
+  /** the host IOMMU's fault record of this requester (iommu-hw IommuFaultLog), read by the host kernel */
+  faultLog?: SharedArrayBuffer;
 }
 
 export interface DeviceWorkerResult {

@@ -27,6 +27,18 @@
  * The status of each, with the spec's wording, is listed in this package's
  * README ("Conformance").
  *
+ * Fault reports (with `eventQueue` and `reportFaults`): at VM teardown, once
+ * the drives have made their last DMA, the device read()s the host's fault
+ * queue (`VfioContainerPort.readFault`) and turns each record into a struct
+ * virtio_iommu_fault in the next buffer the driver posted on the event queue
+ * (virtio_iommu_report_fault, as QEMU's): the reason is UNKNOWN for an
+ * endpoint the device does not know, DOMAIN when the endpoint was attached to
+ * no domain at the fault's model time, MAPPING otherwise; the flags are
+ * ADDRESS and the access (READ or WRITE). No buffer posted: the report is
+ * dropped and counted (QEMU: "no buffer available in event queue"). Reporting
+ * at teardown keeps a run's reports independent of thread timing; no cost is
+ * charged for the path.
+ *
  * 64-bit fields: MAP and UNMAP read virt_start, virt_end and phys_start as
  * numbers, exact below 2^53. Where one is at or above 2^53 the request is
  * read again as bigints and judged exactly (range, order, alignment); what
@@ -36,6 +48,8 @@
 import {
   decodeRequest,
   type GuestMemory,
+  type HostIommuFault,
+  IOMMU_PGFAULT_PERM_WRITE,
   type LockTable,
   type ModelClock,
   type Mutex,
@@ -52,6 +66,13 @@ import {
   VIRTIO_IOMMU_F_MAP_UNMAP,
   VIRTIO_IOMMU_F_MMIO,
   VIRTIO_IOMMU_F_PROBE,
+  VIRTIO_IOMMU_FAULT_BYTES,
+  VIRTIO_IOMMU_FAULT_F_ADDRESS,
+  VIRTIO_IOMMU_FAULT_F_READ,
+  VIRTIO_IOMMU_FAULT_F_WRITE,
+  VIRTIO_IOMMU_FAULT_R_DOMAIN,
+  VIRTIO_IOMMU_FAULT_R_MAPPING,
+  VIRTIO_IOMMU_FAULT_R_UNKNOWN,
   VIRTIO_IOMMU_MAP_F_MMIO,
   VIRTIO_IOMMU_MAP_F_READ,
   VIRTIO_IOMMU_MAP_F_WRITE,
@@ -80,6 +101,7 @@ import {
   VirtqueueError,
   type VirtqueueLayout,
   viommuFeature,
+  writeFault,
   writeProbeProperties,
   writeTail,
   writeViommuConfigPage,
@@ -136,6 +158,29 @@ export interface ViommuDeviceConfig {
    * apart into its `vfio_dma`s.
    */
   vfioUnmap?: 'per-mapping' | 'whole-range';
+  /** the event virtqueue in guest RAM, whose buffers the driver posts for fault reports */
+  eventQueue?: VirtqueueLayout | null;
+  /** read the host's fault queue at teardown and report each fault (vmm-path.ts); default false */
+  reportFaults?: boolean;
+}
+
+/** A fault report as the device wrote it, with the model time of the DMA that faulted. */
+export interface ViommuFaultReport {
+  reason: number;
+  flags: number;
+  endpoint: number;
+  address: number;
+  timeNs: number;
+}
+
+/** The device's fault reporting. */
+export interface ViommuDeviceFaultCounters {
+  /** records read from the host's fault queue */
+  read: number;
+  /** reports written into an event buffer */
+  reported: number;
+  /** reports dropped: no event buffer posted (or one too small for a report) */
+  dropped: number;
 }
 
 export interface ViommuDeviceCosts {
@@ -195,6 +240,11 @@ export class VirtioIommuDevice {
   readonly resvMem: readonly ViommuResvMem[] = [{ subtype: VIRTIO_IOMMU_RESV_MEM_T_MSI, start: MSI_IOVA_BASE, end: MSI_IOVA_BASE + MSI_IOVA_LENGTH - 1 }];
   private readonly mutex: Mutex;
   private readonly vfioUnmapWholeRange: boolean;
+  private readonly evq: VirtqueueDevice | null;
+  private readonly reportFaults: boolean;
+  /** per endpoint, the model-time intervals [from, to) it was attached to a domain (to: Infinity while attached) */
+  private readonly attachedNs = new Map<number, { fromNs: number; toNs: number }[]>();
+  readonly faultCounters: ViommuDeviceFaultCounters = { read: 0, reported: 0, dropped: 0 };
   /**
    * per function: calls, model ns, bytes (the run's per-function profile). The
    * host kernel's VFIO work is a callee of the request's handler (it runs in
@@ -241,6 +291,8 @@ export class VirtioIommuDevice {
     this.vq = new VirtqueueDevice(mem, layout);
     this.mutex = locks.get(config.mutexName ?? VIOMMU_DEVICE_MUTEX);
     this.vfioUnmapWholeRange = config.vfioUnmap === 'whole-range';
+    this.evq = config.eventQueue ? new VirtqueueDevice(mem, config.eventQueue) : null;
+    this.reportFaults = config.reportFaults ?? false;
     this.profiler = new Profiler(clock);
   }
 
@@ -388,6 +440,9 @@ export class VirtioIommuDevice {
     }
     d.endpoints.add(endpoint);
     this.endpoints.set(endpoint, domainId);
+    let spans = this.attachedNs.get(endpoint);
+    if (!spans) this.attachedNs.set(endpoint, (spans = []));
+    spans.push({ fromNs: this.clock.nowNs(), toNs: Number.POSITIVE_INFINITY });
     return VIRTIO_IOMMU_S_OK;
   }
 
@@ -397,6 +452,8 @@ export class VirtioIommuDevice {
     if (!d || this.endpoints.get(endpoint) !== domainId) return VIRTIO_IOMMU_S_INVAL;
     d.endpoints.delete(endpoint);
     this.endpoints.delete(endpoint);
+    const spans = this.attachedNs.get(endpoint);
+    if (spans) spans[spans.length - 1].toNs = this.clock.nowNs();
     if (d.endpoints.size === 0) {
       // the last endpoint leaves: the domain and its mappings go with it
       if (d.bypass) this.vfioUnmap(0, this.guestRamBytes);
@@ -540,6 +597,58 @@ export class VirtioIommuDevice {
     this.clock.syncTo(r.doneNs);
     this.profiler.exit('vfio_dma_do_unmap', sizeBytes, false);
     return r.errno;
+  }
+
+  /**
+   * virtio_iommu_report_fault: write `f` into the next buffer the driver
+   * posted on the event queue and return it used. Returns false, counting a
+   * drop, when no buffer is posted; a buffer too small for the report is
+   * returned unwritten (a report is never split over buffers).
+   */
+  virtio_iommu_report_fault(f: ViommuFaultReport): boolean {
+    const chain = this.evq ? this.evq.popAvail() : null;
+    if (!chain) {
+      this.faultCounters.dropped++;
+      return false;
+    }
+    const seg = chain.in[0];
+    if (chain.out.length > 0 || chain.in.length !== 1 || seg.lenBytes < VIRTIO_IOMMU_FAULT_BYTES) {
+      this.evq!.pushUsed(chain.head, 0);
+      this.faultCounters.dropped++;
+      return false;
+    }
+    writeFault(this.mem, seg.gpa, f);
+    this.evq!.pushUsed(chain.head, VIRTIO_IOMMU_FAULT_BYTES);
+    this.faultCounters.reported++;
+    return true;
+  }
+
+  /** The report of a host fault record: its reason as the device saw the endpoint at the fault's time, its flags. */
+  faultReportOf(h: HostIommuFault): ViommuFaultReport {
+    const access = h.perm & IOMMU_PGFAULT_PERM_WRITE ? VIRTIO_IOMMU_FAULT_F_WRITE : VIRTIO_IOMMU_FAULT_F_READ;
+    let reason = VIRTIO_IOMMU_FAULT_R_MAPPING;
+    if (!this.endpointIds.has(h.devId)) reason = VIRTIO_IOMMU_FAULT_R_UNKNOWN;
+    else if (!(this.attachedNs.get(h.devId) ?? []).some((s) => h.timeNs >= s.fromNs && h.timeNs < s.toNs)) reason = VIRTIO_IOMMU_FAULT_R_DOMAIN;
+    return { reason, flags: VIRTIO_IOMMU_FAULT_F_ADDRESS | access, endpoint: h.devId, address: h.addr, timeNs: h.timeNs };
+  }
+
+  /**
+   * At VM teardown: read every record of the host's fault queue and report
+   * each, in the order the host queued them. Nothing when the device does not
+   * report faults, the host offers no queue, or the driver never negotiated
+   * features (no virtio-iommu driver: nobody posted event buffers).
+   */
+  reportHostFaults(): number {
+    if (!this.reportFaults || !this.vfio.readFault) return 0;
+    if (this.configGpa !== null && readNegotiatedFeatures(this.mem, this.configGpa) === null) return 0;
+    let n = 0;
+    for (;;) {
+      const r = this.vfio.readFault(this.clock.nowNs());
+      if (!r.fault) return n;
+      this.faultCounters.read++;
+      this.virtio_iommu_report_fault(this.faultReportOf(r.fault));
+      n++;
+    }
   }
 
   /** Mappings still held, per domain (for leak checks). */

@@ -6,7 +6,7 @@
  * at teardown.
  */
 
-import { attachGuestMemory, LockTable, ModelClock, type RunControl, type VfioContainerPort, VM_VMM_READY } from '@vmstack/shm';
+import { attachGuestMemory, LockTable, ModelClock, type RunControl, type VfioContainerPort, VM_FAULTS_REPORTED, VM_VMM_READY } from '@vmstack/shm';
 import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
 import { VirtioIommuDevice } from './viommu-device.js';
 
@@ -18,6 +18,8 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
     configGpa: init.viommuConfigGpa,
     mutexName: init.deviceMutexName,
     vfioUnmap: init.vfioUnmap ?? 'per-mapping',
+    eventQueue: init.eventQueue ?? null,
+    reportFaults: init.reportFaults ?? false,
   });
   const vmState = new Int32Array(init.vmState);
   return {
@@ -34,6 +36,15 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
       Atomics.add(vmState, VM_VMM_READY, 1);
       Atomics.notify(vmState, VM_VMM_READY);
     },
+    /**
+     * At teardown, once the drives have made their last DMA: report the host's
+     * faults on the event queue, then tell vCPU 0, which reads the queue.
+     */
+    reportFaults(): void {
+      device.reportHostFaults();
+      Atomics.add(vmState, VM_FAULTS_REPORTED, 1);
+      Atomics.notify(vmState, VM_FAULTS_REPORTED);
+    },
     /** VM teardown: guest RAM leaves the container */
     stopVm(): void {
       if (init.identityMapBytes > 0) {
@@ -44,6 +55,7 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
     result(): VmmWorkerResult {
       return {
         counters: { ...device.counters },
+        faults: { ...device.faultCounters },
         profile: device.profile,
         callTree: device.profiler.callTree(),
         mappingsLeft: device.mappingCount(),

@@ -10,7 +10,7 @@
 import { threadId } from 'node:worker_threads';
 import { type GuestPlatform, runGuestVcpu, type VcpuWorkerInit } from '@vmstack/guest-kernel';
 import { createHost, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
-import { DeviceEngine, type DeviceWorkerInit } from '@vmstack/nvme-device';
+import { DeviceEngine, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
 import { type ControlHandle, InputError, RunControl, type RunOutcome, type VfioContainerPort, type WorkerSpec } from '@vmstack/shm';
 import { createVmm, type VmmWorkerInit } from '@vmstack/vmm';
 import type { ComponentWallNs } from '../report/vmstack-report.js';
@@ -107,7 +107,14 @@ export function runInThread(
       until(ready, 'an interrupt');
     },
     done() {},
+    awaitFaultReports() {
+      // as with workers: the device makes its last DMAs, then the VMM reports the host's faults
+      until(() => engine.done(), 'the device to finish');
+      deviceResult ??= engine.result();
+      vmm.reportFaults();
+    },
   };
+  let deviceResult: DeviceWorkerResult | undefined;
   vmm.startVm();
   const vcpuStartMs = performance.now();
   const vcpuResult = runGuestVcpu(specs[vcpuW].init as VcpuWorkerInit, vcpuW, control, platform)();
@@ -115,7 +122,7 @@ export function runInThread(
   const deviceInVcpuMs = wall.device;
   until(() => engine.done(), 'the device to finish');
   // as with workers: the device reports when its vCPUs are done, before the VM is torn down
-  const deviceResult = engine.result();
+  deviceResult ??= engine.result();
   vmm.stopVm();
   const results: unknown[] = [];
   results[vcpuW] = vcpuResult;

@@ -11,6 +11,7 @@
  * | 0x302 | VmmToHostUnmapDma | vmm → host | 0: iova f64, 8: sizeBytes f64 |
  * | 0x303 | HostToVmmReply    | host → vmm | 0: errno i32 (0 or negative), 8: unmappedBytes f64 (UNMAP_DMA only) |
  * | 0x304 | VmmToHostDone     | vmm → host | (none) stop serving; answered by an empty HostToVmmReply |
+ * | 0x305 | VmmToHostFaultRead | vmm → host | (none) read() of one record on the fault queue's fd; answered by a HostToVmmReply: 0: records i32 (1 or 0: none), 4: dev_id u32, 8: addr f64, 16: perm u32 (IOMMU_PGFAULT_PERM_*), 20: reason u32 (the host IOMMU's, iommu-hw IOMMU_FAULT_REASON_*), 24: model ns of the fault f64 |
  *
  * Timestamps: the request carries the VMM's model time at the ioctl; the
  * reply the host's model time when the ioctl returns.
@@ -23,6 +24,55 @@ export const VmmToHostMapDma = 0x301;
 export const VmmToHostUnmapDma = 0x302;
 export const HostToVmmReply = 0x303;
 export const VmmToHostDone = 0x304;
+export const VmmToHostFaultRead = 0x305;
+
+/** enum iommu_hwpt_pgfault_perm (include/uapi/linux/iommufd.h): the access that faulted. */
+export const IOMMU_PGFAULT_PERM_READ = 1 << 0;
+export const IOMMU_PGFAULT_PERM_WRITE = 1 << 1;
+export const IOMMU_PGFAULT_PERM_EXEC = 1 << 2;
+
+/**
+ * One record of the host's fault queue as read() returns it: the fields of
+ * struct iommu_hwpt_pgfault the model fills (dev_id, perm, addr), and the
+ * hardware's fault reason and the fault's model time, which that struct
+ * does not carry (a page request has no reason) and the model adds.
+ */
+export interface HostIommuFault {
+  devId: number;
+  perm: number;
+  addr: number;
+  reason: number;
+  timeNs: number;
+}
+
+const FAULT_RECORDS = 0;
+const FAULT_DEV_ID = 4;
+const FAULT_ADDR = 8;
+const FAULT_PERM = 16;
+const FAULT_REASON = 20;
+const FAULT_TIME_NS = 24;
+
+/** The reply to a VmmToHostFaultRead: one record, or none. */
+export function encodeFaultReadReply(dv: DataView, p: number, f: HostIommuFault | null): void {
+  dv.setInt32(p + FAULT_RECORDS, f ? 1 : 0, true);
+  if (!f) return;
+  dv.setUint32(p + FAULT_DEV_ID, f.devId, true);
+  dv.setFloat64(p + FAULT_ADDR, f.addr, true);
+  dv.setUint32(p + FAULT_PERM, f.perm, true);
+  dv.setUint32(p + FAULT_REASON, f.reason, true);
+  dv.setFloat64(p + FAULT_TIME_NS, f.timeNs, true);
+}
+
+export function decodeFaultReadReply(dv: DataView, p: number): HostIommuFault | null {
+  if (dv.getInt32(p + FAULT_RECORDS, true) === 0) return null;
+  return {
+    devId: dv.getUint32(p + FAULT_DEV_ID, true),
+    addr: dv.getFloat64(p + FAULT_ADDR, true),
+    perm: dv.getUint32(p + FAULT_PERM, true),
+    reason: dv.getUint32(p + FAULT_REASON, true),
+    timeNs: dv.getFloat64(p + FAULT_TIME_NS, true),
+  };
+}
 
 /** VFIO_DMA_MAP_FLAG_* (include/uapi/linux/vfio.h). */
 export const VFIO_DMA_MAP_FLAG_READ = 1;
@@ -54,6 +104,8 @@ export interface VfioUnmapDmaArgs {
 export interface VfioContainerPort {
   mapDma(args: VfioMapDmaArgs, nowNs: number): { errno: number; doneNs: number };
   unmapDma(args: VfioUnmapDmaArgs, nowNs: number): { errno: number; unmappedBytes: number; doneNs: number };
+  /** read() of one record on the host's fault queue fd (absent: the host offers no fault queue) */
+  readFault?(nowNs: number): { fault: HostIommuFault | null; doneNs: number };
 }
 
 export function encodeMapDmaRequest(dv: DataView, p: number, args: VfioMapDmaArgs): void {
@@ -133,6 +185,12 @@ export class VfioRpcPort implements VfioContainerPort {
     const r = this.client.call(VmmToHostUnmapDma, nowNs, this.writeUnmap, this.readUnmapReply);
     this.unmapArgs = null;
     return r;
+  }
+
+  private readonly readFaultReply = (dv: DataView, p: number, doneNs: number) => ({ fault: decodeFaultReadReply(dv, p), doneNs });
+
+  readFault(nowNs: number): { fault: HostIommuFault | null; doneNs: number } {
+    return this.client.call(VmmToHostFaultRead, nowNs, noPayload, this.readFaultReply);
   }
 
   /** The VMM is done: the host stops serving once it has answered. */
