@@ -39,8 +39,14 @@ const I_NOT_PRESENT = 4;
 const I_PERMISSION = 5;
 const I_CAPACITY = 6;
 
-/** The log's records by default: as many as VT-d's fault recording registers can number (NFR ≤ 256). */
-export const IOMMU_FAULT_LOG_RECORDS_DEFAULT = 256;
+/**
+ * The log's records by default. VT-d has at most 256 fault recording
+ * registers, which the host's fault interrupt handler drains as faults come;
+ * the model's host reads the log only when the VMM reads its fault queue, so
+ * the log stands for the registers and the kernel's queue together and holds
+ * what that queue would: 65536 records (a scan of 256 MiB of IOVA pages).
+ */
+export const IOMMU_FAULT_LOG_RECORDS_DEFAULT = 65536;
 
 export interface IommuFaultRecord {
   /** model ns of the DMA that faulted */

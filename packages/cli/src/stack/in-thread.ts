@@ -11,7 +11,17 @@ import { threadId } from 'node:worker_threads';
 import { type GuestPlatform, runGuestVcpu, type VcpuWorkerInit } from '@vmstack/guest-kernel';
 import { createHost, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
 import { DeviceEngine, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
-import { type ControlHandle, InputError, RunControl, type RunOutcome, type VfioContainerPort, type WorkerSpec } from '@vmstack/shm';
+import {
+  type ControlHandle,
+  type FaultSpec,
+  faultFor,
+  InputError,
+  isDeviceFaultMode,
+  RunControl,
+  type RunOutcome,
+  type VfioContainerPort,
+  type WorkerSpec,
+} from '@vmstack/shm';
 import { createVmm, type VmmWorkerInit } from '@vmstack/vmm';
 import type { ComponentWallNs } from '../report/vmstack-report.js';
 
@@ -42,6 +52,8 @@ export function runInThread(
   controlHandle: ControlHandle,
   workers: InThreadWorkers,
   timeComponents = false,
+  /** the run's injected faults: the device's misbehaviour modes apply as on its worker; the others stop worker threads, which this transport has none of */
+  faults?: readonly FaultSpec[],
 ): RunOutcome<unknown> & { componentWallNs?: ComponentWallNs } {
   if (workers.vcpus.length !== 1)
     throw new InputError('--transport', 'in-thread', `one job (numjobs=1) only; this topology has ${workers.vcpus.length} vCPUs: use --transport workers`);
@@ -68,7 +80,13 @@ export function runInThread(
     },
   };
   const vmm = createVmm(vmmInit, vmmW, control, timeComponents ? timedHost : host);
-  const engine = new DeviceEngine(specs[devW].init as DeviceWorkerInit, devW, control);
+  const deviceFault = faultFor(faults, specs[devW].role);
+  const engine = new DeviceEngine(
+    specs[devW].init as DeviceWorkerInit,
+    devW,
+    control,
+    deviceFault && isDeviceFaultMode(deviceFault.mode) ? deviceFault : undefined,
+  );
   const step = timeComponents
     ? (): boolean => {
         const t0 = performance.now();

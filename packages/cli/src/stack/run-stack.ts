@@ -584,7 +584,7 @@ async function runStackWorkers(
     : undefined;
   return (
     o.transport === 'in-thread'
-      ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan), o.timeComponents))
+      ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan), o.timeComponents, o.faults))
       : runWorkers<unknown>(specs, control, {
           timeoutMs: o.timeoutMs ?? 30 * 60_000,
           watchdogMs: o.watchdogMs ?? defaultWatchdogMs(specs.length, availableParallelism()),
