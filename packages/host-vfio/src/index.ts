@@ -32,6 +32,8 @@ export interface HostWorkerInit {
   invalRings: RingHandle[];
   /** the VMM allocated a fault queue (iommufd-fault.ts): the host IOMMU's fault logs of the drives it reports */
   faultLogs?: SharedArrayBuffer[];
+  /** the VFIO groups of the container's drives: endpoint id, the drive's context entry (iommu-hw IommuContextEntry), its index in invalRings */
+  groups?: { endpointId: number; context: SharedArrayBuffer; invalRing: number }[];
 }
 
 export interface HostWorkerResult {

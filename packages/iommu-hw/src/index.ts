@@ -5,6 +5,7 @@
  * record of its translation faults the host reads (fault-log.ts).
  */
 
+export * from './context-entry.js';
 export * from './fault-log.js';
 export * from './io-pgtable.js';
 export * from './iotlb.js';

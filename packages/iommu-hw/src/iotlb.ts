@@ -25,6 +25,9 @@
  * fault log (`faultLog`, fault-log.ts) each fault is also recorded there at
  * the clock's model time, as the hardware records it for the host's driver.
  *
+ * Context entry (`context`): while the requester's context entry is cleared
+ * every DMA faults as not present, whatever the cache holds.
+ *
  * Invalidation: `invalidate(iova, sizeBytes)` drops every cached entry the
  * range touches (a superpage entry whole); sizeBytes 0 drops everything (the HostToDeviceIotlbInval
  * convention); until an invalidation arrives a stale entry keeps translating,
@@ -32,6 +35,7 @@
  */
 
 import { InputError, IOMMU_READ, IOMMU_WRITE, type ModelClock, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import type { IommuContextEntry } from './context-entry.js';
 import { IOMMU_FAULT_REASON_NOT_PRESENT, IOMMU_FAULT_REASON_PERMISSION, type IommuFaultLog } from './fault-log.js';
 
 const PAGE = PAGE_SIZE_BYTES;
@@ -85,6 +89,8 @@ export class Iotlb {
   private invalidationCount = 0;
   /** where the hardware records each fault for the host (none: faults are only counted) */
   faultLog: IommuFaultLog | null = null;
+  /** the requester's context entry (context-entry.ts): cleared, every DMA faults; none: always present */
+  context: IommuContextEntry | null = null;
 
   constructor(
     private readonly walker: IoPageWalker,
@@ -103,6 +109,12 @@ export class Iotlb {
    * Returns the HPA, or a fault code (negative).
    */
   translate(iova: number, write: boolean, clock: ModelClock): number {
+    if (this.context !== null && !this.context.present) {
+      // the requester's group left its container: no translation at all
+      this.faultCount++;
+      this.faultLog?.record(clock.nowNs(), iova, write, IOMMU_FAULT_REASON_NOT_PRESENT);
+      return IOTLB_FAULT_NOT_PRESENT;
+    }
     const pfn = Math.floor(iova / PAGE);
     let key = pfn * 4 + 1;
     let e = this.entries.get(key);

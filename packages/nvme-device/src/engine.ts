@@ -22,7 +22,7 @@
  * An injected misbehaviour (shm fault.ts DEVICE_FAULT_MODES) goes to the controller.
  */
 
-import { IommuFaultLog, IoPgtable, Iotlb } from '@vmstack/iommu-hw';
+import { IommuContextEntry, IommuFaultLog, IoPgtable, Iotlb } from '@vmstack/iommu-hw';
 import {
   attachGuestMemory,
   doorbellQid,
@@ -84,6 +84,7 @@ export class DeviceEngine {
     this.iotlb = new Iotlb(walker ?? pgtable, init.costs);
     // the host IOMMU records each fault of this requester for the host kernel
     if (init.faultLog) this.iotlb.faultLog = new IommuFaultLog(init.faultLog);
+    if (init.context) this.iotlb.context = new IommuContextEntry(init.context);
     const media = new NvmeMedia(init.costs);
     this.ns = new NvmeNamespace(
       init.namespace.sizeBlocks,

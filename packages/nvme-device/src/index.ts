@@ -35,6 +35,8 @@ export interface DeviceWorkerInit {
   attack?: DeviceAttackPlan;
   /** the host IOMMU's fault record of this requester (iommu-hw IommuFaultLog), read by the host kernel */
   faultLog?: SharedArrayBuffer;
+  /** the host IOMMU's context entry of this requester (iommu-hw IommuContextEntry), which the host clears when its group leaves the container */
+  context?: SharedArrayBuffer;
 }
 
 export interface DeviceWorkerResult {

@@ -225,13 +225,13 @@ export class VirtioIommuDevice {
   /** the endpoints the device was configured with */
   private readonly endpointIds: ReadonlySet<number>;
   /** the smallest page size in page_size_mask: MAP ranges must be aligned on it */
-  private readonly pageGranuleBytes: number;
-  private readonly pageSizeMask: bigint;
+  private pageGranuleBytes: number;
+  private pageSizeMask: bigint;
   private readonly probeSizeBytes: number;
-  private readonly inputRange: { start: bigint; end: bigint };
+  private inputRange: { start: bigint; end: bigint };
   /** input_range as numbers (its end rounds up above 2^53: compare with ≤ on exact values only) */
-  private readonly inputStart: number;
-  private readonly inputEnd: number;
+  private inputStart: number;
+  private inputEnd: number;
   private readonly domainRange: { start: number; end: number };
   private readonly offered: number;
   private readonly configGpa: number | null;
@@ -244,6 +244,8 @@ export class VirtioIommuDevice {
   private readonly reportFaults: boolean;
   /** per endpoint, the model-time intervals [from, to) it was attached to a domain (to: Infinity while attached) */
   private readonly attachedNs = new Map<number, { fromNs: number; toNs: number }[]>();
+  /** endpoints whose VFIO group the device took out of the container (DETACH from a domain that keeps other endpoints) */
+  private readonly outOfContainer = new Set<number>();
   readonly faultCounters: ViommuDeviceFaultCounters = { read: 0, reported: 0, dropped: 0 };
   /**
    * per function: calls, model ns, bytes (the run's per-function profile). The
@@ -298,6 +300,35 @@ export class VirtioIommuDevice {
 
   get profile(): Record<string, ProfileEntry> {
     return this.profiler.toJSON();
+  }
+
+  /**
+   * What the host's VFIO_IOMMU_GET_INFO said, applied at start-up as QEMU does
+   * (vfio_get_iommu_info, then virtio_iommu_set_page_size_mask): page_size_mask
+   * keeps only the page sizes the host IOMMU maps (`iova_pgsizes`; none in
+   * common is an error, as QEMU refuses the device), and input_range narrows
+   * to the span of the host's usable IOVA ranges (QEMU reports the holes
+   * between them as reserved regions instead; here the one hole is the MSI
+   * window, which PROBE already reports). The configuration page is written
+   * again. With the default host (4 KiB, 2 MiB and 1 GiB pages; the 48-bit
+   * aperture) the granule and the range stay what they were.
+   */
+  vfio_apply_iommu_info(info: { iovaPgsizes: bigint; iovaRanges: { start: number; end: number } | null }): void {
+    if (info.iovaPgsizes !== 0n) {
+      const mask = this.pageSizeMask & info.iovaPgsizes;
+      if (mask === 0n)
+        throw new Error(`virtio-iommu: page_size_mask 0x${this.pageSizeMask.toString(16)} has no page size of the host's 0x${info.iovaPgsizes.toString(16)}`);
+      this.pageSizeMask = mask;
+      this.pageGranuleBytes = Number(mask & -mask);
+    }
+    if (info.iovaRanges) {
+      const start = BigInt(info.iovaRanges.start) > this.inputRange.start ? BigInt(info.iovaRanges.start) : this.inputRange.start;
+      const end = BigInt(info.iovaRanges.end) < this.inputRange.end ? BigInt(info.iovaRanges.end) : this.inputRange.end;
+      this.inputRange = { start, end };
+      this.inputStart = Number(start);
+      this.inputEnd = Number(end);
+    }
+    if (this.configGpa !== null) writeViommuConfigPage(this.mem, this.configGpa, this.offered, this.config());
   }
 
   /** struct virtio_iommu_config as the device presents it. */
@@ -434,6 +465,8 @@ export class VirtioIommuDevice {
     }
     // "the device SHOULD first detach it from that domain and attach it to the one identified by domain"
     if (prev !== undefined) this.virtio_iommu_detach(prev, endpoint);
+    // an endpoint whose group left the container joins it again (the domain's mappings are the container's)
+    if (this.outOfContainer.has(endpoint) && this.vfioGroupContainer(endpoint, true) === 0) this.outOfContainer.delete(endpoint);
     if (!d) {
       d = { id: domainId, endpoints: new Set(), bypass, mappings: [] };
       this.domains.set(domainId, d);
@@ -454,6 +487,12 @@ export class VirtioIommuDevice {
     this.endpoints.delete(endpoint);
     const spans = this.attachedNs.get(endpoint);
     if (spans) spans[spans.length - 1].toNs = this.clock.nowNs();
+    if (d.endpoints.size > 0) {
+      // the domain keeps other endpoints, whose mappings stay in the one container: the endpoint's
+      // group leaves the container (its DMA then faults), as QEMU's per-endpoint notifier unmaps
+      // the domain from the endpoint's own address space
+      if (this.vfioGroupContainer(endpoint, false) === 0) this.outOfContainer.add(endpoint);
+    }
     if (d.endpoints.size === 0) {
       // the last endpoint leaves: the domain and its mappings go with it
       if (d.bypass) this.vfioUnmap(0, this.guestRamBytes);
@@ -587,6 +626,15 @@ export class VirtioIommuDevice {
       default:
         return VIRTIO_IOMMU_S_DEVERR;
     }
+  }
+
+  /** VFIO_GROUP_SET_CONTAINER / UNSET_CONTAINER for the endpoint's group; -1 when the port cannot move groups. */
+  private vfioGroupContainer(endpoint: number, set: boolean): number {
+    if (!this.vfio.groupSetContainer) return -1;
+    this.clock.charge(this.costs.vfioIoctlSyscallNs);
+    const r = this.vfio.groupSetContainer(endpoint, set, this.clock.nowNs());
+    this.clock.syncTo(r.doneNs);
+    return r.errno;
   }
 
   private vfioUnmap(iova: number, sizeBytes: number): number {

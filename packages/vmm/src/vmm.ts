@@ -25,8 +25,13 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
   return {
     device,
     clock,
-    /** map guest RAM if there is no vIOMMU, then let the vCPUs run */
+    /** read the container's IOMMU info into the device's configuration, map guest RAM if there is no vIOMMU, then let the vCPUs run */
     startVm(): void {
+      // the container's IOMMU info, as QEMU reads it when it connects the container (no cost: before the guest runs)
+      if (vfio.getInfo) {
+        const info = vfio.getInfo(clock.nowNs());
+        if (info.errno === 0) device.vfio_apply_iommu_info(info);
+      }
       if (init.identityMapBytes > 0) {
         const r = vfio.mapDma({ iova: 0, vaddr: 0, sizeBytes: init.identityMapBytes, read: true, write: true }, clock.nowNs());
         if (r.errno !== 0) throw new Error(`vmm: mapping guest RAM through VFIO failed (errno ${r.errno})`);

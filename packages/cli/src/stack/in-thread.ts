@@ -78,6 +78,10 @@ export function runInThread(
       if (wall.inKick) wall.host += performance.now() - t0;
       return r;
     },
+    // outside the job loop's kicks (start-up, teardown) or rare: not timed
+    getInfo: (nowNs) => host.getInfo(nowNs),
+    readFault: (nowNs) => host.readFault(nowNs),
+    groupSetContainer: (endpoint, set, nowNs) => host.groupSetContainer(endpoint, set, nowNs),
   };
   const vmm = createVmm(vmmInit, vmmW, control, timeComponents ? timedHost : host);
   const deviceFault = faultFor(faults, specs[devW].role);

@@ -29,7 +29,7 @@ import {
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
 import { type HostWorkerInit, type HostWorkerResult, VfioContainer, type VfioContainerHandle } from '@vmstack/host-vfio';
-import { IommuFaultLog, type IommuProt, IoPgtable, type IoPgtableHandle, PgtableJournal, SUPERPAGE_2M_BYTES } from '@vmstack/iommu-hw';
+import { IommuContextEntry, IommuFaultLog, type IommuProt, IoPgtable, type IoPgtableHandle, PgtableJournal, SUPERPAGE_2M_BYTES } from '@vmstack/iommu-hw';
 import {
   type DeviceAttackPlan,
   type DeviceAttackResult,
@@ -236,6 +236,8 @@ interface VmRegions {
   attack: { logs: SharedArrayBuffer[]; secretPfns: number[] } | null;
   /** per drive behind a virtio-iommu: the host IOMMU's record of its faults (iommu-hw IommuFaultLog); null on bare metal */
   faultLogs: (SharedArrayBuffer | null)[];
+  /** per drive behind a virtio-iommu: its context entry in the host IOMMU (iommu-hw IommuContextEntry); null on bare metal */
+  contexts: (SharedArrayBuffer | null)[];
 }
 
 /** The shared memory of a run. */
@@ -329,6 +331,7 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile, attack?: StackAtt
       ring: (r) => handles.get(r)!,
       attack: attackRegions,
       faultLogs: vm.devices.map((d) => (d.vtd ? null : IommuFaultLog.allocate(d.endpointId, undefined, allocateShared))),
+      contexts: vm.devices.map((d) => (d.vtd ? null : IommuContextEntry.allocate(allocateShared))),
     };
   });
   plan.workers.forEach((w, i) => ctl.publishEot(i, w.startEotNs));
@@ -507,6 +510,10 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         container: reg.containers[x.container],
         // a VMM that reports faults allocated a fault queue for the drives behind its virtio-iommu
         ...(vmm.reportFaults ? { faultLogs: x.devices.flatMap((i) => reg.faultLogs[i] ?? []) } : {}),
+        groups: container.devices.flatMap((i, j) => {
+          const context = reg.contexts[i];
+          return context ? [{ endpointId: vm.devices[i].endpointId, context, invalRing: j }] : [];
+        }),
       };
       inits[x.host] = host;
     });
@@ -524,6 +531,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         irqRings: d.irq.map(reg.ring),
         invalRings: d.inval.map(reg.ring),
         ...(reg.faultLogs[vm.devices.indexOf(d)] ? { faultLog: reg.faultLogs[vm.devices.indexOf(d)]! } : {}),
+        ...(reg.contexts[vm.devices.indexOf(d)] ? { context: reg.contexts[vm.devices.indexOf(d)]! } : {}),
         vcpuWorkers: d.vcpus.map((v) => vm.vcpuWorkers[v]),
         vcpuOfCq: d.vcpuOfCq,
         namespace: {
