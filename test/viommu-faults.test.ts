@@ -8,7 +8,8 @@
  * without faults reports none, and the in-thread transport reports the same.
  */
 
-import { releaseIdleWorkers, setWorkerReuse, VIRTIO_IOMMU_FAULT_BYTES } from '@vmstack/shm';
+import { runAttack } from '@vmstack/cli';
+import { DEFAULT_QUANTUM_NS, releaseIdleWorkers, setWorkerReuse, VIRTIO_IOMMU_FAULT_BYTES } from '@vmstack/shm';
 import test from 'ava';
 import { runFio } from './helpers/stack.js';
 
@@ -61,4 +62,37 @@ test('a run without faults reports none, and the in-thread transport reports the
   const inThread = await runFio('strict', JOB, { vmm: 'qemu-notifier', faults: FAULT, transport: 'in-thread' });
   t.deepEqual(inThread.result.vmstack.virtio_iommu, workers.result.vmstack.virtio_iommu);
   t.is(inThread.result.vmstack.virtio_iommu!.faults.guest.faults, 1);
+});
+
+test('vmstack attack --vmm qemu-notifier: every fault of the attacking device reaches the guest (the event queue drained as it fills), the same in two runs', async (t) => {
+  const once = () =>
+    runAttack({
+      configs: [{ strategy: 'strict', untrusted: false }],
+      runArgs: {
+        fio: { rw: 'randrw', bs: '4k', iodepth: '4', size: '256k', verify: 'crc32c', direct: '1' },
+        strategy: 'strict',
+        clock: 'virtual',
+        quantumNs: DEFAULT_QUANTUM_NS,
+        driver: 'v5.10',
+        bufferContiguity: 'none',
+        guestRam: '64m',
+        untrusted: false,
+        outputFormat: 'normal',
+        vmm: 'qemu-notifier',
+      },
+      attack: { delaysNs: [0, 1000], sampleEvery: 4, secretPages: 4, scanPages: 256, scanAfterCommands: 16, neighbourBytes: 64 },
+    });
+  const a = await once();
+  const row = a.rows[0];
+  const f = row.fault_reports!;
+  t.true(row.faults > 100, `the attack faulted ${row.faults} times`);
+  t.true(f.host.faults >= row.faults, "the host recorded every fault of the attack (and the workload's own, none here)");
+  t.is(f.host.overflowed, 0);
+  t.is(f.reported, f.host.faults);
+  t.is(f.dropped, 0);
+  t.is(f.guest.faults, f.reported);
+  t.is(f.guest.by_reason.mapping + f.guest.by_reason.domain + f.guest.by_reason.unknown, f.guest.faults);
+  t.is(f.guest.by_flags.read + f.guest.by_flags.write, f.guest.faults, 'each report names its access');
+  const b = await once();
+  t.deepEqual(b.rows[0].fault_reports, f, 'the reports do not depend on thread timing');
 });

@@ -56,6 +56,7 @@ import {
   type RunControl,
   SentLog,
   VM_BUFFER_TURN,
+  VM_FAULTS_DRAIN,
   VM_FAULTS_REPORTED,
   VM_FREE_TURN,
   VM_QUEUES_READY,
@@ -618,15 +619,33 @@ function sayDone(g: Guest): void {
 }
 
 /**
- * vCPU 0, its VM torn down: once every VMM thread has reported the host's
- * faults on its event queue, each virtio-iommu driver's event handler reads
- * them (the interrupt of the event queue, taken after the run).
+ * vCPU 0, its VM torn down: while the VMM threads report the host's faults
+ * on their event queues, each virtio-iommu driver's event handler reads them
+ * whenever a VMM thread finds no buffer left (the event queue's interrupt,
+ * taken after the run), and once more when every thread is done.
  */
 function viommu_read_fault_reports(g: Guest): void {
   if (g.init.vmmThreads === 0) return;
-  if (g.platform.awaitFaultReports) g.platform.awaitFaultReports();
-  else waitCount(g, VM_FAULTS_REPORTED, g.init.vmmThreads);
-  for (const x of g.viommus) x.viommu_event_handler();
+  const drain = () => {
+    for (const x of g.viommus) x.viommu_event_handler();
+  };
+  if (g.platform.awaitFaultReports) g.platform.awaitFaultReports(drain);
+  else {
+    // until every VMM thread is done, read the event queues whenever one of them finds no buffer left
+    const { vmState, control } = g;
+    for (;;) {
+      if (Atomics.load(vmState, VM_FAULTS_DRAIN) === 1) {
+        drain();
+        Atomics.store(vmState, VM_FAULTS_DRAIN, 0);
+        Atomics.notify(vmState, VM_FAULTS_DRAIN);
+        continue;
+      }
+      if (Atomics.load(vmState, VM_FAULTS_REPORTED) >= g.init.vmmThreads) break;
+      if (control.aborted()) throw new Error('aborted');
+      parkThread(vmState, VM_FAULTS_DRAIN, 0, 50);
+    }
+  }
+  drain();
 }
 
 /**

@@ -34,10 +34,12 @@
  * (virtio_iommu_report_fault, as QEMU's): the reason is UNKNOWN for an
  * endpoint the device does not know, DOMAIN when the endpoint was attached to
  * no domain at the fault's model time, MAPPING otherwise; the flags are
- * ADDRESS and the access (READ or WRITE). No buffer posted: the report is
- * dropped and counted (QEMU: "no buffer available in event queue"). Reporting
- * at teardown keeps a run's reports independent of thread timing; no cost is
- * charged for the path.
+ * ADDRESS and the access (READ or WRITE). When the driver's buffers are all
+ * used, the device lets the driver's event handler run (`drain`: the event
+ * queue's interrupt), which reads the reports and posts the buffers again; a
+ * report that then still finds no buffer is dropped and counted (QEMU: "no
+ * buffer available in event queue"). Reporting at teardown keeps a run's
+ * reports independent of thread timing; no cost is charged for the path.
  *
  * 64-bit fields: MAP and UNMAP read virt_start, virt_end and phys_start as
  * numbers, exact below 2^53. Where one is at or above 2^53 the request is
@@ -654,21 +656,25 @@ export class VirtioIommuDevice {
    * returned unwritten (a report is never split over buffers).
    */
   virtio_iommu_report_fault(f: ViommuFaultReport): boolean {
+    const r = this.reportInto(f);
+    if (r === 'no-buffer') this.faultCounters.dropped++;
+    return r === 'written';
+  }
+
+  /** The report into the next posted buffer: written, none posted, or a buffer too small (returned unwritten, counted dropped). */
+  private reportInto(f: ViommuFaultReport): 'written' | 'no-buffer' | 'bad-buffer' {
     const chain = this.evq ? this.evq.popAvail() : null;
-    if (!chain) {
-      this.faultCounters.dropped++;
-      return false;
-    }
+    if (!chain) return 'no-buffer';
     const seg = chain.in[0];
     if (chain.out.length > 0 || chain.in.length !== 1 || seg.lenBytes < VIRTIO_IOMMU_FAULT_BYTES) {
       this.evq!.pushUsed(chain.head, 0);
       this.faultCounters.dropped++;
-      return false;
+      return 'bad-buffer';
     }
     writeFault(this.mem, seg.gpa, f);
     this.evq!.pushUsed(chain.head, VIRTIO_IOMMU_FAULT_BYTES);
     this.faultCounters.reported++;
-    return true;
+    return 'written';
   }
 
   /** The report of a host fault record: its reason as the device saw the endpoint at the fault's time, its flags. */
@@ -686,16 +692,26 @@ export class VirtioIommuDevice {
    * report faults, the host offers no queue, or the driver never negotiated
    * features (no virtio-iommu driver: nobody posted event buffers).
    */
-  reportHostFaults(): number {
+  reportHostFaults(drain?: () => void): number {
     if (!this.reportFaults || !this.vfio.readFault) return 0;
     if (this.configGpa !== null && readNegotiatedFeatures(this.mem, this.configGpa) === null) return 0;
     let n = 0;
+    let sinceDrain = 0;
     for (;;) {
       const r = this.vfio.readFault(this.clock.nowNs());
       if (!r.fault) return n;
       this.faultCounters.read++;
-      this.virtio_iommu_report_fault(this.faultReportOf(r.fault));
       n++;
+      const report = this.faultReportOf(r.fault);
+      let done = this.reportInto(report);
+      if (done === 'no-buffer' && drain && sinceDrain > 0) {
+        // the driver handles the reports it has (its event interrupt) and posts their buffers again
+        drain();
+        sinceDrain = 0;
+        done = this.reportInto(report);
+      }
+      if (done === 'no-buffer') this.faultCounters.dropped++;
+      if (done === 'written') sinceDrain++;
     }
   }
 

@@ -6,7 +6,17 @@
  * at teardown.
  */
 
-import { attachGuestMemory, LockTable, ModelClock, type RunControl, type VfioContainerPort, VM_FAULTS_REPORTED, VM_VMM_READY } from '@vmstack/shm';
+import {
+  attachGuestMemory,
+  LockTable,
+  ModelClock,
+  parkThread,
+  type RunControl,
+  type VfioContainerPort,
+  VM_FAULTS_DRAIN,
+  VM_FAULTS_REPORTED,
+  VM_VMM_READY,
+} from '@vmstack/shm';
 import type { VmmWorkerInit, VmmWorkerResult } from './index.js';
 import { VirtioIommuDevice } from './viommu-device.js';
 
@@ -22,6 +32,15 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
     reportFaults: init.reportFaults ?? false,
   });
   const vmState = new Int32Array(init.vmState);
+  /** The event queue is full: vCPU 0 (in its own thread) reads it and posts the buffers again; wait until it has. */
+  const askVcpu0ToDrain = (): void => {
+    Atomics.store(vmState, VM_FAULTS_DRAIN, 1);
+    Atomics.notify(vmState, VM_FAULTS_DRAIN);
+    while (Atomics.load(vmState, VM_FAULTS_DRAIN) === 1) {
+      if (control.aborted()) throw new Error('aborted');
+      parkThread(vmState, VM_FAULTS_DRAIN, 1, 50);
+    }
+  };
   return {
     device,
     clock,
@@ -45,10 +64,11 @@ export function createVmm(init: VmmWorkerInit, self: number, control: RunControl
      * At teardown, once the drives have made their last DMA: report the host's
      * faults on the event queue, then tell vCPU 0, which reads the queue.
      */
-    reportFaults(): void {
-      device.reportHostFaults();
+    reportFaults(drain?: () => void): void {
+      device.reportHostFaults(drain ?? askVcpu0ToDrain);
       Atomics.add(vmState, VM_FAULTS_REPORTED, 1);
       Atomics.notify(vmState, VM_FAULTS_REPORTED);
+      Atomics.notify(vmState, VM_FAULTS_DRAIN);
     },
     /** VM teardown: guest RAM leaves the container */
     stopVm(): void {

@@ -255,7 +255,8 @@ export function formatAttackTable(r: AttackReport): string {
       textTable(FAULT_HEAD, faultRows, 2),
       '',
       "host faults: translation faults the host IOMMU saw (every fault above, and the workload's own); not recorded: its fault log was full;",
-      'reported / dropped: reports the VMM wrote into an event buffer / found none for ("-": this VMM reports none, --vmm qemu-notifier does);',
+      'reported / dropped: reports the VMM wrote into an event buffer / found none for, the driver having posted none back',
+      '("-": this VMM reports none, --vmm qemu-notifier does);',
       "guest read: reports the guest's virtio-iommu driver read from its event queue.",
       '',
     );

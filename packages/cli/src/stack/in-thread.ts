@@ -129,11 +129,12 @@ export function runInThread(
       until(ready, 'an interrupt');
     },
     done() {},
-    awaitFaultReports() {
-      // as with workers: the device makes its last DMAs, then the VMM reports the host's faults
+    awaitFaultReports(drain) {
+      // as with workers: the device makes its last DMAs, then the VMM reports the host's faults,
+      // the guest's event handlers running whenever the event queue is full
       until(() => engine.done(), 'the device to finish');
       deviceResult ??= engine.result();
-      vmm.reportFaults();
+      vmm.reportFaults(drain);
     },
   };
   let deviceResult: DeviceWorkerResult | undefined;

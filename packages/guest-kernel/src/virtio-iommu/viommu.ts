@@ -30,9 +30,10 @@
  * used buffer, hands each well-formed report to `viommu_fault_handler` and
  * posts the buffer again. Linux logs each fault ("%s fault from EP %u at
  * %#llx [%s%s%s]", ratelimited); the model counts them by reason and flags
- * and keeps the first few reports. The handler runs once vCPU 0 has learnt
- * that the VMM reported its faults (at teardown, see the VMM's device). No
- * cost is charged for either: no sourced figure.
+ * and keeps the first few reports. The handler runs at teardown, whenever a
+ * VMM thread reporting the host's faults has used every buffer, and once the
+ * threads are done (see the VMM's device). No cost is charged for either: no
+ * sourced figure.
  */
 
 import {
