@@ -10,6 +10,7 @@ export * from './report/fio-normal.js';
 export * from './report/fio-terse.js';
 export * from './report/result.js';
 export * from './report/topology-report.js';
+export * from './report/viommu-faults.js';
 export * from './report/vmstack-report.js';
 export * from './scale/scale.js';
 export * from './stack/run-stack.js';

@@ -669,6 +669,7 @@ const ATTACK_OPTIONS: Record<string, Options> = {
   ...ATTACK_OWN_OPTIONS,
   ...ATTACK_FIO_OPTIONS,
   driver: MODEL_OPTIONS.driver,
+  vmm: MODEL_OPTIONS.vmm,
   platform: TOPOLOGY_OPTIONS.platform,
   profile: MODEL_OPTIONS.profile,
   'guest-ram': { type: 'string', describe: 'guest RAM, which the never-mapped pass covers (default: 128m)' },
@@ -688,6 +689,7 @@ async function attackHandler(argv: Record<string, unknown>): Promise<void> {
     trust: str('trust'),
     fio,
     driver: (argv.driver as ViommuDriverGeneration | undefined) ?? 'v5.10',
+    vmm: argv.vmm as VmmPath | undefined,
     platform: str('platform'),
     profile: str('profile'),
     guestRam: str('guest-ram'),
@@ -759,7 +761,13 @@ const COMMANDS: CommandModule[] = [
         ['Workload (fio options):', ATTACK_FIO_OPTIONS],
         [
           MODEL_GROUP,
-          { driver: ATTACK_OPTIONS.driver, platform: ATTACK_OPTIONS.platform, profile: ATTACK_OPTIONS.profile, 'guest-ram': ATTACK_OPTIONS['guest-ram'] },
+          {
+            driver: ATTACK_OPTIONS.driver,
+            vmm: ATTACK_OPTIONS.vmm,
+            platform: ATTACK_OPTIONS.platform,
+            profile: ATTACK_OPTIONS.profile,
+            'guest-ram': ATTACK_OPTIONS['guest-ram'],
+          },
         ],
         [OUTPUT_GROUP, { 'output-format': ATTACK_OPTIONS['output-format'], output: ATTACK_OPTIONS.output, html: ATTACK_OPTIONS.html }],
       ] as const) {

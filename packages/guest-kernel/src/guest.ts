@@ -56,6 +56,8 @@ import {
   type RunControl,
   SentLog,
   VM_BUFFER_TURN,
+  VM_FAULTS_DRAIN,
+  VM_FAULTS_REPORTED,
   VM_FREE_TURN,
   VM_QUEUES_READY,
   VM_QUEUES_READY_NS,
@@ -87,7 +89,7 @@ import {
 } from './nvme/nvme-pci.js';
 import { Profiler } from './profile.js';
 import { type GuestPlatform, Vcpu, type VcpuJobResult } from './vcpu.js';
-import { ViommuDriver } from './virtio-iommu/viommu.js';
+import { emptyViommuFaultStats, VIOMMU_FAULT_REPORTS_KEPT, ViommuDriver, type ViommuFaultStats } from './virtio-iommu/viommu.js';
 
 /** The namespace the drive exposes. */
 const NSID = 1;
@@ -181,6 +183,7 @@ export function runGuestVcpu(init: VcpuWorkerInit, self: number, control: RunCon
     }
     fio_free_buffers(g, slots);
     sayDone(g);
+    if (g.v === 0) viommu_read_fault_reports(g);
     return collectResult(g, result);
   };
 }
@@ -230,6 +233,7 @@ function attachGuest(init: VcpuWorkerInit, self: number, control: RunControl, pl
             profiler,
             vi.requestLockName,
             vi.viommuConfigGpa,
+            vi.eventQueue ?? null,
           ),
       )
     : [];
@@ -622,6 +626,36 @@ function sayDone(g: Guest): void {
 }
 
 /**
+ * vCPU 0, its VM torn down: while the VMM threads report the host's faults
+ * on their event queues, each virtio-iommu driver's event handler reads them
+ * whenever a VMM thread finds no buffer left (the event queue's interrupt,
+ * taken after the run), and once more when every thread is done.
+ */
+function viommu_read_fault_reports(g: Guest): void {
+  if (g.init.vmmThreads === 0) return;
+  const drain = () => {
+    for (const x of g.viommus) x.viommu_event_handler();
+  };
+  if (g.platform.awaitFaultReports) g.platform.awaitFaultReports(drain);
+  else {
+    // until every VMM thread is done, read the event queues whenever one of them finds no buffer left
+    const { vmState, control } = g;
+    for (;;) {
+      if (Atomics.load(vmState, VM_FAULTS_DRAIN) === 1) {
+        drain();
+        Atomics.store(vmState, VM_FAULTS_DRAIN, 0);
+        Atomics.notify(vmState, VM_FAULTS_DRAIN);
+        continue;
+      }
+      if (Atomics.load(vmState, VM_FAULTS_REPORTED) >= g.init.vmmThreads) break;
+      if (control.aborted()) throw new Error('aborted');
+      parkThread(vmState, VM_FAULTS_DRAIN, 0, 50);
+    }
+  }
+  drain();
+}
+
+/**
  * What this vCPU saw: its job, its profile, and counters summed over the
  * virtio-iommus and drives it drove (vCPU 0: all of the VM's). The pools'
  * counters live in shared memory: vCPU 0 reads them after the shutdown.
@@ -634,6 +668,7 @@ function collectResult(g: Guest, job: VcpuJobResult): VcpuWorkerResult {
     callTree: g.profiler.callTree(),
     copies: { ...g.cache.copied },
     viommu: g.viommus.length > 0 ? sumCounters(g.viommus.map((x) => x.counters)) : null,
+    ...(g.v === 0 && g.viommus.length > 0 ? { viommuFaults: sumFaultStats(g.viommus.map((x) => x.faultStats)) } : {}),
     iovaStats: g.job.iovad ? g.job.iovad.stats() : null,
     dma: sumCounters(g.devices.map((d) => d.dma.counters)),
     flushQueue: g.job.fq ? g.job.fq.stats() : null,
@@ -641,6 +676,20 @@ function collectResult(g: Guest, job: VcpuJobResult): VcpuWorkerResult {
     swiotlb: g.swiotlb ? g.swiotlb.stats() : null,
     clockNs: g.clock.nowNs(),
   };
+}
+
+/** The drivers' fault statistics as one: counts added up, the first reports in driver order. */
+function sumFaultStats(all: readonly ViommuFaultStats[]): ViommuFaultStats {
+  const s = emptyViommuFaultStats();
+  for (const x of all) {
+    s.buffersPosted += x.buffersPosted;
+    s.faults += x.faults;
+    s.ignored += x.ignored;
+    for (const k of ['unknown', 'domain', 'mapping'] as const) s.byReason[k] += x.byReason[k];
+    for (const k of ['read', 'write', 'exec', 'address'] as const) s.byFlags[k] += x.byFlags[k];
+    s.first.push(...x.first.slice(0, VIOMMU_FAULT_REPORTS_KEPT - s.first.length));
+  }
+  return s;
 }
 
 /** Counter records of one shape added up, key by key (a copy, also for one record). */

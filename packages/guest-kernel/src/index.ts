@@ -9,7 +9,7 @@ import type { FioJobSpec } from './job-spec.js';
 import type { PageAllocatorHandle, UserBufferContiguity } from './mm/page-alloc.js';
 import type { CallTreeNode, ProfileEntry } from './profile.js';
 import type { VcpuJobResult } from './vcpu.js';
-import type { ViommuCounters, ViommuDriverGeneration } from './virtio-iommu/viommu.js';
+import type { ViommuCounters, ViommuDriverGeneration, ViommuEventQueue, ViommuFaultStats } from './virtio-iommu/viommu.js';
 
 export * from './dma.js';
 export * from './fio-stat.js';
@@ -105,6 +105,8 @@ export interface VcpuViommuInit {
   viommuSlotWordGpa: number;
   /** the device's configuration page: the driver negotiates features and reads struct virtio_iommu_config there */
   viommuConfigGpa: number;
+  /** the event queue: vCPU 0 posts fault-report buffers there at probe and reads them at teardown; absent: none */
+  eventQueue?: ViommuEventQueue | null;
   kickRing: RingHandle;
   usedRing: RingHandle;
 }
@@ -146,6 +148,8 @@ export interface VcpuWorkerResult {
   /** bytes this vCPU copied, by where the cache model found them (mm/llc.ts) */
   copies: { cachedBytes: number; dramBytes: number };
   viommu: ViommuCounters | null;
+  /** vCPU 0: the fault reports its virtio-iommu drivers read from their event queues (none without a virtio-iommu) */
+  viommuFaults?: ViommuFaultStats | null;
   iovaStats: IovaStats | null;
   dma: DmaCounters;
   flushQueue: FlushQueueStats | null;

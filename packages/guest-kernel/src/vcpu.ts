@@ -80,6 +80,8 @@ export interface GuestPlatform {
   awaitInput(ready: () => boolean, thresholdNs?: number): void;
   /** this vCPU will send the VMM (every virtio-iommu it used) nothing more */
   done(nowNs: number): void;
+  /** vCPU 0 at teardown: return once every VMM thread has reported the host's faults, calling `drain` (the event handlers) when one asks */
+  awaitFaultReports?(drain: () => void): void;
 }
 
 export interface VcpuCosts {

@@ -1,8 +1,10 @@
 import type { IoPgtableHandle } from '@vmstack/iommu-hw';
 import type { CallTreeNode, ClockMode, LockTableHandle, RingHandle, RpcChannelHandles } from '@vmstack/shm';
+import type { IommufdFaultStats } from './iommufd-fault.js';
 import type { VfioContainerCosts, VfioContainerHandle, VfioContainerStats } from './vfio-iommu-type1.js';
 
 export * from './host.js';
+export * from './iommufd-fault.js';
 export * from './vfio-iommu-type1.js';
 
 /** The compiled worker entry of the host kernel. */
@@ -28,6 +30,10 @@ export interface HostWorkerInit {
   pgtable: IoPgtableHandle;
   /** to each drive whose DMA the container translates: IOTLB invalidations */
   invalRings: RingHandle[];
+  /** the VMM allocated a fault queue (iommufd-fault.ts): the host IOMMU's fault logs of the drives it reports */
+  faultLogs?: SharedArrayBuffer[];
+  /** the VFIO groups of the container's drives: endpoint id, the drive's context entry (iommu-hw IommuContextEntry), its index in invalRings */
+  groups?: { endpointId: number; context: SharedArrayBuffer; invalRing: number }[];
 }
 
 export interface HostWorkerResult {
@@ -36,4 +42,6 @@ export interface HostWorkerResult {
   /** the call tree of the profile (shm `Profiler.callTree`) */
   callTree: CallTreeNode[];
   clockNs: number;
+  /** the fault queue's counts, when the VMM allocated one */
+  faults?: IommufdFaultStats;
 }

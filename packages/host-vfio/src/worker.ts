@@ -39,6 +39,12 @@ workerMain<HostWorkerInit, HostWorkerResult>((boot, control) => {
       control.publishClock(boot.index, clock.nowNs());
       control.noteProgress(boot.index);
     }
-    return { stats: container.stats(), profile: host.profile, callTree: host.profiler.callTree(), clockNs: clock.nowNs() };
+    return {
+      stats: container.stats(),
+      profile: host.profile,
+      callTree: host.profiler.callTree(),
+      clockNs: clock.nowNs(),
+      ...(host.faultQueue ? { faults: host.faultQueue.stats() } : {}),
+    };
   };
 });

@@ -21,7 +21,12 @@
  *   through a translation without IOMMU_WRITE
  * - IOTLB_FAULT_READ: the device reads memory (a write command's data, a PRP
  *   list) through a translation without IOMMU_READ
- * A permission fault on a cached entry counts as a hit and a fault.
+ * A permission fault on a cached entry counts as a hit and a fault. With a
+ * fault log (`faultLog`, fault-log.ts) each fault is also recorded there at
+ * the clock's model time, as the hardware records it for the host's driver.
+ *
+ * Context entry (`context`): while the requester's context entry is cleared
+ * every DMA faults as not present, whatever the cache holds.
  *
  * Invalidation: `invalidate(iova, sizeBytes)` drops every cached entry the
  * range touches (a superpage entry whole); sizeBytes 0 drops everything (the HostToDeviceIotlbInval
@@ -30,6 +35,8 @@
  */
 
 import { InputError, IOMMU_READ, IOMMU_WRITE, type ModelClock, PAGE_SIZE_BYTES } from '@vmstack/shm';
+import type { IommuContextEntry } from './context-entry.js';
+import { IOMMU_FAULT_REASON_NOT_PRESENT, IOMMU_FAULT_REASON_PERMISSION, type IommuFaultLog } from './fault-log.js';
 import { LruIndex } from './lru-index.js';
 
 const PAGE = PAGE_SIZE_BYTES;
@@ -81,6 +88,10 @@ export class Iotlb {
   private missCount = 0;
   private faultCount = 0;
   private invalidationCount = 0;
+  /** where the hardware records each fault for the host (none: faults are only counted) */
+  faultLog: IommuFaultLog | null = null;
+  /** the requester's context entry (context-entry.ts): cleared, every DMA faults; none: always present */
+  context: IommuContextEntry | null = null;
 
   constructor(
     private readonly walker: IoPageWalker,
@@ -100,6 +111,12 @@ export class Iotlb {
    * Returns the HPA, or a fault code (negative).
    */
   translate(iova: number, write: boolean, clock: ModelClock): number {
+    if (this.context !== null && !this.context.present) {
+      // the requester's group left its container: no translation at all
+      this.faultCount++;
+      this.faultLog?.record(clock.nowNs(), iova, write, IOMMU_FAULT_REASON_NOT_PRESENT);
+      return IOTLB_FAULT_NOT_PRESENT;
+    }
     const pfn = Math.floor(iova / PAGE);
     let key = pfn * 4 + 1;
     let entry = this.entries.find(key);
@@ -122,6 +139,7 @@ export class Iotlb {
       const w = this.walker.walk(pfn * PAGE);
       if (w === null) {
         this.faultCount++;
+        this.faultLog?.record(clock.nowNs(), iova, write, IOMMU_FAULT_REASON_NOT_PRESENT);
         return IOTLB_FAULT_NOT_PRESENT;
       }
       const level = w.leafLevel ?? 1;
@@ -136,6 +154,7 @@ export class Iotlb {
     const prot = e % 4;
     if (write ? (prot & WRITE) === 0 : (prot & READ) === 0) {
       this.faultCount++;
+      this.faultLog?.record(clock.nowNs(), iova, write, IOMMU_FAULT_REASON_PERMISSION);
       return write ? IOTLB_FAULT_WRITE : IOTLB_FAULT_READ;
     }
     return Math.floor(e / 4) * PAGE + (iova - ((key - (key % 4)) / 4) * PAGE);

@@ -282,6 +282,8 @@ export class DeviceAttacker {
       applyInvalidationsUpTo(p.tNs);
       n++;
       this.walker.atNs = p.tNs;
+      // the scratch clock only dates the try (a fault the IOMMU records carries its time)
+      this.scratchClock.syncTo(p.tNs);
       try {
         if (p.kind === 'never-mapped') {
           for (let a = p.iova; a < p.iova + p.bytes; a += PAGE) this.access(p.kind, a, PAGE, false, false);

@@ -22,7 +22,7 @@
  * An injected misbehaviour (shm fault.ts DEVICE_FAULT_MODES) goes to the controller.
  */
 
-import { IoPgtable, Iotlb } from '@vmstack/iommu-hw';
+import { IommuContextEntry, IommuFaultLog, IoPgtable, Iotlb } from '@vmstack/iommu-hw';
 import {
   attachGuestMemory,
   doorbellQid,
@@ -89,6 +89,9 @@ export class DeviceEngine {
     // attacking, the walker also walks the table as it stood at an earlier model time
     const walker = init.attack ? new TimedWalker(pgtable, init.pgtable.journal) : null;
     this.iotlb = new Iotlb(walker ?? pgtable, init.costs);
+    // the host IOMMU records each fault of this requester for the host kernel
+    if (init.faultLog) this.iotlb.faultLog = new IommuFaultLog(init.faultLog);
+    if (init.context) this.iotlb.context = new IommuContextEntry(init.context);
     const media = new NvmeMedia(init.costs);
     this.ns = new NvmeNamespace(init.namespace.sizeBlocks, init.namespace.seed, init.namespace.initialBlocks);
     const attacker = init.attack && walker ? new DeviceAttacker(init.attack, mem, this.iotlb, walker) : null;

@@ -34,6 +34,10 @@ export interface DeviceWorkerInit {
   namespace: { sizeBlocks: number; seed: number; initialBlocks?: [number, Uint8Array][]; exportBlocks?: boolean };
   /** `vmstack attack`: the device also attacks (attack.ts) */
   attack?: DeviceAttackPlan;
+  /** the host IOMMU's fault record of this requester (iommu-hw IommuFaultLog), read by the host kernel */
+  faultLog?: SharedArrayBuffer;
+  /** the host IOMMU's context entry of this requester (iommu-hw IommuContextEntry), which the host clears when its group leaves the container */
+  context?: SharedArrayBuffer;
 }
 
 export interface DeviceWorkerResult {

@@ -9,6 +9,8 @@
  * | 12     | 4    | VM_VCPUS_DONE      | vCPUs done with their jobs (count) | each vCPU |
  * | 16     | 4    | VM_BUFFER_TURN     | buffer turn: the vCPU whose turn it is to allocate its fio buffers | each vCPU, in order |
  * | 20     | 4    | VM_FREE_TURN       | free turn: the vCPU whose turn it is to free them at shutdown | each vCPU, in order |
+ * | 24     | 4    | VM_FAULTS_REPORTED | VMM threads that have reported the host's faults at teardown (count); vCPU 0 then reads its event queues | each vmm |
+ * | 28     | 4    | VM_FAULTS_DRAIN    | 1: a VMM thread found no event buffer left and asks vCPU 0 to read its event queues (which posts them again); 0: done | vmm sets, vCPU 0 clears |
  * | 32+8·v | 8    | —                  | vCPU v's model time when its job ended (f64, `vmEndTimes`) | vCPU v |
  *
  * Buffers are allocated one vCPU after another, in vCPU order, so the guest
@@ -23,6 +25,8 @@ export const VM_QUEUES_READY_NS = 2;
 export const VM_VCPUS_DONE = 3;
 export const VM_BUFFER_TURN = 4;
 export const VM_FREE_TURN = 5;
+export const VM_FAULTS_REPORTED = 6;
+export const VM_FAULTS_DRAIN = 7;
 const END_NS_OFFSET_BYTES = 32;
 
 export function vmStateBytes(vcpus: number): number {

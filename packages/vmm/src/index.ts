@@ -1,5 +1,5 @@
 import type { CallTreeNode, ClockMode, LockTableHandle, RingHandle, RpcChannelHandles, VirtqueueLayout } from '@vmstack/shm';
-import type { ViommuDeviceCosts, ViommuDeviceCounters } from './viommu-device.js';
+import type { ViommuDeviceCosts, ViommuDeviceCounters, ViommuDeviceFaultCounters } from './viommu-device.js';
 
 export * from './viommu-device.js';
 export * from './vmm.js';
@@ -36,12 +36,18 @@ export interface VmmWorkerInit {
   identityMapBytes: number;
   /** Int32[4] shared with the vCPUs: [0] set when the VM may start */
   vmState: SharedArrayBuffer;
+  /** the event virtqueue in guest RAM (the driver posts fault-report buffers there); none: faults are never reported */
+  eventQueue?: VirtqueueLayout | null;
+  /** the VMM path reports the host's faults on the event queue (vmm-path.ts) */
+  reportFaults?: boolean;
   /** the workers of the drives behind this virtio-iommu: the VM is torn down only once they have reported (clock NEVER), as in one thread */
   deviceWorkers: number[];
 }
 
 export interface VmmWorkerResult {
   counters: ViommuDeviceCounters;
+  /** fault reports: records read from the host, reported, dropped */
+  faults?: ViommuDeviceFaultCounters;
   profile: Record<string, { calls: number; ns: number; selfNs: number; bytes: number }>;
   /** the call tree of the profile (shm `Profiler.callTree`) */
   callTree: CallTreeNode[];

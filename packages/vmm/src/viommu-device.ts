@@ -27,6 +27,20 @@
  * The status of each, with the spec's wording, is listed in this package's
  * README ("Conformance").
  *
+ * Fault reports (with `eventQueue` and `reportFaults`): at VM teardown, once
+ * the drives have made their last DMA, the device read()s the host's fault
+ * queue (`VfioContainerPort.readFault`) and turns each record into a struct
+ * virtio_iommu_fault in the next buffer the driver posted on the event queue
+ * (virtio_iommu_report_fault, as QEMU's): the reason is UNKNOWN for an
+ * endpoint the device does not know, DOMAIN when the endpoint was attached to
+ * no domain at the fault's model time, MAPPING otherwise; the flags are
+ * ADDRESS and the access (READ or WRITE). When the driver's buffers are all
+ * used, the device lets the driver's event handler run (`drain`: the event
+ * queue's interrupt), which reads the reports and posts the buffers again; a
+ * report that then still finds no buffer is dropped and counted (QEMU: "no
+ * buffer available in event queue"). Reporting at teardown keeps a run's
+ * reports independent of thread timing; no cost is charged for the path.
+ *
  * 64-bit fields: MAP and UNMAP read virt_start, virt_end and phys_start as
  * numbers, exact below 2^53. Where one is at or above 2^53 the request is
  * read again as bigints and judged exactly (range, order, alignment); what
@@ -36,6 +50,8 @@
 import {
   decodeRequest,
   type GuestMemory,
+  type HostIommuFault,
+  IOMMU_PGFAULT_PERM_WRITE,
   type LockTable,
   type ModelClock,
   type Mutex,
@@ -52,6 +68,13 @@ import {
   VIRTIO_IOMMU_F_MAP_UNMAP,
   VIRTIO_IOMMU_F_MMIO,
   VIRTIO_IOMMU_F_PROBE,
+  VIRTIO_IOMMU_FAULT_BYTES,
+  VIRTIO_IOMMU_FAULT_F_ADDRESS,
+  VIRTIO_IOMMU_FAULT_F_READ,
+  VIRTIO_IOMMU_FAULT_F_WRITE,
+  VIRTIO_IOMMU_FAULT_R_DOMAIN,
+  VIRTIO_IOMMU_FAULT_R_MAPPING,
+  VIRTIO_IOMMU_FAULT_R_UNKNOWN,
   VIRTIO_IOMMU_MAP_F_MMIO,
   VIRTIO_IOMMU_MAP_F_READ,
   VIRTIO_IOMMU_MAP_F_WRITE,
@@ -81,6 +104,7 @@ import {
   type VirtqueueLayout,
   type VirtqueueSegment,
   viommuFeature,
+  writeFault,
   writeProbeProperties,
   writeTail,
   writeViommuConfigPage,
@@ -137,6 +161,29 @@ export interface ViommuDeviceConfig {
    * apart into its `vfio_dma`s.
    */
   vfioUnmap?: 'per-mapping' | 'whole-range';
+  /** the event virtqueue in guest RAM, whose buffers the driver posts for fault reports */
+  eventQueue?: VirtqueueLayout | null;
+  /** read the host's fault queue at teardown and report each fault (vmm-path.ts); default false */
+  reportFaults?: boolean;
+}
+
+/** A fault report as the device wrote it, with the model time of the DMA that faulted. */
+export interface ViommuFaultReport {
+  reason: number;
+  flags: number;
+  endpoint: number;
+  address: number;
+  timeNs: number;
+}
+
+/** The device's fault reporting. */
+export interface ViommuDeviceFaultCounters {
+  /** records read from the host's fault queue */
+  read: number;
+  /** reports written into an event buffer */
+  reported: number;
+  /** reports dropped: no event buffer posted (or one too small for a report) */
+  dropped: number;
 }
 
 export interface ViommuDeviceCosts {
@@ -197,13 +244,13 @@ export class VirtioIommuDevice {
   /** the endpoints the device was configured with */
   private readonly endpointIds: ReadonlySet<number>;
   /** the smallest page size in page_size_mask: MAP ranges must be aligned on it */
-  private readonly pageGranuleBytes: number;
-  private readonly pageSizeMask: bigint;
+  private pageGranuleBytes: number;
+  private pageSizeMask: bigint;
   private readonly probeSizeBytes: number;
-  private readonly inputRange: { start: bigint; end: bigint };
+  private inputRange: { start: bigint; end: bigint };
   /** input_range as numbers (its end rounds up above 2^53: compare with ≤ on exact values only) */
-  private readonly inputStart: number;
-  private readonly inputEnd: number;
+  private inputStart: number;
+  private inputEnd: number;
   private readonly domainRange: { start: number; end: number };
   private readonly offered: number;
   private readonly configGpa: number | null;
@@ -212,6 +259,13 @@ export class VirtioIommuDevice {
   readonly resvMem: readonly ViommuResvMem[] = [{ subtype: VIRTIO_IOMMU_RESV_MEM_T_MSI, start: MSI_IOVA_BASE, end: MSI_IOVA_BASE + MSI_IOVA_LENGTH - 1 }];
   private readonly mutex: Mutex;
   private readonly vfioUnmapWholeRange: boolean;
+  private readonly evq: VirtqueueDevice | null;
+  private readonly reportFaults: boolean;
+  /** per endpoint, the model-time intervals [from, to) it was attached to a domain (to: Infinity while attached) */
+  private readonly attachedNs = new Map<number, { fromNs: number; toNs: number }[]>();
+  /** endpoints whose VFIO group the device took out of the container (DETACH from a domain that keeps other endpoints) */
+  private readonly outOfContainer = new Set<number>();
+  readonly faultCounters: ViommuDeviceFaultCounters = { read: 0, reported: 0, dropped: 0 };
   /**
    * per function: calls, model ns, bytes (the run's per-function profile). The
    * host kernel's VFIO work is a callee of the request's handler (it runs in
@@ -258,11 +312,42 @@ export class VirtioIommuDevice {
     this.vq = new VirtqueueDevice(mem, layout);
     this.mutex = locks.get(config.mutexName ?? VIOMMU_DEVICE_MUTEX);
     this.vfioUnmapWholeRange = config.vfioUnmap === 'whole-range';
+    this.evq = config.eventQueue ? new VirtqueueDevice(mem, config.eventQueue) : null;
+    this.reportFaults = config.reportFaults ?? false;
     this.profiler = new Profiler(clock);
   }
 
   get profile(): Record<string, ProfileEntry> {
     return this.profiler.toJSON();
+  }
+
+  /**
+   * What the host's VFIO_IOMMU_GET_INFO said, applied at start-up as QEMU does
+   * (vfio_get_iommu_info, then virtio_iommu_set_page_size_mask): page_size_mask
+   * keeps only the page sizes the host IOMMU maps (`iova_pgsizes`; none in
+   * common is an error, as QEMU refuses the device), and input_range narrows
+   * to the span of the host's usable IOVA ranges (QEMU reports the holes
+   * between them as reserved regions instead; here the one hole is the MSI
+   * window, which PROBE already reports). The configuration page is written
+   * again. With the default host (4 KiB, 2 MiB and 1 GiB pages; the 48-bit
+   * aperture) the granule and the range stay what they were.
+   */
+  vfio_apply_iommu_info(info: { iovaPgsizes: bigint; iovaRanges: { start: number; end: number } | null }): void {
+    if (info.iovaPgsizes !== 0n) {
+      const mask = this.pageSizeMask & info.iovaPgsizes;
+      if (mask === 0n)
+        throw new Error(`virtio-iommu: page_size_mask 0x${this.pageSizeMask.toString(16)} has no page size of the host's 0x${info.iovaPgsizes.toString(16)}`);
+      this.pageSizeMask = mask;
+      this.pageGranuleBytes = Number(mask & -mask);
+    }
+    if (info.iovaRanges) {
+      const start = BigInt(info.iovaRanges.start) > this.inputRange.start ? BigInt(info.iovaRanges.start) : this.inputRange.start;
+      const end = BigInt(info.iovaRanges.end) < this.inputRange.end ? BigInt(info.iovaRanges.end) : this.inputRange.end;
+      this.inputRange = { start, end };
+      this.inputStart = Number(start);
+      this.inputEnd = Number(end);
+    }
+    if (this.configGpa !== null) writeViommuConfigPage(this.mem, this.configGpa, this.offered, this.config());
   }
 
   /** struct virtio_iommu_config as the device presents it. */
@@ -403,12 +488,17 @@ export class VirtioIommuDevice {
     }
     // "the device SHOULD first detach it from that domain and attach it to the one identified by domain"
     if (prev !== undefined) this.virtio_iommu_detach(prev, endpoint);
+    // an endpoint whose group left the container joins it again (the domain's mappings are the container's)
+    if (this.outOfContainer.has(endpoint) && this.vfioGroupContainer(endpoint, true) === 0) this.outOfContainer.delete(endpoint);
     if (!d) {
       d = { id: domainId, endpoints: new Set(), bypass, mappings: [] };
       this.domains.set(domainId, d);
     }
     d.endpoints.add(endpoint);
     this.endpoints.set(endpoint, domainId);
+    let spans = this.attachedNs.get(endpoint);
+    if (!spans) this.attachedNs.set(endpoint, (spans = []));
+    spans.push({ fromNs: this.clock.nowNs(), toNs: Number.POSITIVE_INFINITY });
     return VIRTIO_IOMMU_S_OK;
   }
 
@@ -418,6 +508,14 @@ export class VirtioIommuDevice {
     if (!d || this.endpoints.get(endpoint) !== domainId) return VIRTIO_IOMMU_S_INVAL;
     d.endpoints.delete(endpoint);
     this.endpoints.delete(endpoint);
+    const spans = this.attachedNs.get(endpoint);
+    if (spans) spans[spans.length - 1].toNs = this.clock.nowNs();
+    if (d.endpoints.size > 0) {
+      // the domain keeps other endpoints, whose mappings stay in the one container: the endpoint's
+      // group leaves the container (its DMA then faults), as QEMU's per-endpoint notifier unmaps
+      // the domain from the endpoint's own address space
+      if (this.vfioGroupContainer(endpoint, false) === 0) this.outOfContainer.add(endpoint);
+    }
     if (d.endpoints.size === 0) {
       // the last endpoint leaves: the domain and its mappings go with it
       if (d.bypass) this.vfioUnmap(0, this.guestRamBytes);
@@ -553,6 +651,15 @@ export class VirtioIommuDevice {
     }
   }
 
+  /** VFIO_GROUP_SET_CONTAINER / UNSET_CONTAINER for the endpoint's group; -1 when the port cannot move groups. */
+  private vfioGroupContainer(endpoint: number, set: boolean): number {
+    if (!this.vfio.groupSetContainer) return -1;
+    this.clock.charge(this.costs.vfioIoctlSyscallNs);
+    const r = this.vfio.groupSetContainer(endpoint, set, this.clock.nowNs());
+    this.clock.syncTo(r.doneNs);
+    return r.errno;
+  }
+
   private vfioUnmap(iova: number, sizeBytes: number): number {
     this.clock.charge(this.costs.vfioIoctlSyscallNs);
     this.counters.vfioUnmapDma++;
@@ -561,6 +668,72 @@ export class VirtioIommuDevice {
     this.clock.syncTo(r.doneNs);
     this.profiler.exit('vfio_dma_do_unmap', sizeBytes, false);
     return r.errno;
+  }
+
+  /**
+   * virtio_iommu_report_fault: write `f` into the next buffer the driver
+   * posted on the event queue and return it used. Returns false, counting a
+   * drop, when no buffer is posted; a buffer too small for the report is
+   * returned unwritten (a report is never split over buffers).
+   */
+  virtio_iommu_report_fault(f: ViommuFaultReport): boolean {
+    const r = this.reportInto(f);
+    if (r === 'no-buffer') this.faultCounters.dropped++;
+    return r === 'written';
+  }
+
+  /** The report into the next posted buffer: written, none posted, or a buffer too small (returned unwritten, counted dropped). */
+  private reportInto(f: ViommuFaultReport): 'written' | 'no-buffer' | 'bad-buffer' {
+    const chain = this.evq ? this.evq.popAvail() : null;
+    if (!chain) return 'no-buffer';
+    const seg = chain.in[0];
+    if (chain.out.length > 0 || chain.in.length !== 1 || seg.lenBytes < VIRTIO_IOMMU_FAULT_BYTES) {
+      this.evq!.pushUsed(chain.head, 0);
+      this.faultCounters.dropped++;
+      return 'bad-buffer';
+    }
+    writeFault(this.mem, seg.gpa, f);
+    this.evq!.pushUsed(chain.head, VIRTIO_IOMMU_FAULT_BYTES);
+    this.faultCounters.reported++;
+    return 'written';
+  }
+
+  /** The report of a host fault record: its reason as the device saw the endpoint at the fault's time, its flags. */
+  faultReportOf(h: HostIommuFault): ViommuFaultReport {
+    const access = h.perm & IOMMU_PGFAULT_PERM_WRITE ? VIRTIO_IOMMU_FAULT_F_WRITE : VIRTIO_IOMMU_FAULT_F_READ;
+    let reason = VIRTIO_IOMMU_FAULT_R_MAPPING;
+    if (!this.endpointIds.has(h.devId)) reason = VIRTIO_IOMMU_FAULT_R_UNKNOWN;
+    else if (!(this.attachedNs.get(h.devId) ?? []).some((s) => h.timeNs >= s.fromNs && h.timeNs < s.toNs)) reason = VIRTIO_IOMMU_FAULT_R_DOMAIN;
+    return { reason, flags: VIRTIO_IOMMU_FAULT_F_ADDRESS | access, endpoint: h.devId, address: h.addr, timeNs: h.timeNs };
+  }
+
+  /**
+   * At VM teardown: read every record of the host's fault queue and report
+   * each, in the order the host queued them. Nothing when the device does not
+   * report faults, the host offers no queue, or the driver never negotiated
+   * features (no virtio-iommu driver: nobody posted event buffers).
+   */
+  reportHostFaults(drain?: () => void): number {
+    if (!this.reportFaults || !this.vfio.readFault) return 0;
+    if (this.configGpa !== null && readNegotiatedFeatures(this.mem, this.configGpa) === null) return 0;
+    let n = 0;
+    let sinceDrain = 0;
+    for (;;) {
+      const r = this.vfio.readFault(this.clock.nowNs());
+      if (!r.fault) return n;
+      this.faultCounters.read++;
+      n++;
+      const report = this.faultReportOf(r.fault);
+      let done = this.reportInto(report);
+      if (done === 'no-buffer' && drain && sinceDrain > 0) {
+        // the driver handles the reports it has (its event interrupt) and posts their buffers again
+        drain();
+        sinceDrain = 0;
+        done = this.reportInto(report);
+      }
+      if (done === 'no-buffer') this.faultCounters.dropped++;
+      if (done === 'written') sinceDrain++;
+    }
   }
 
   /** Mappings still held, per domain (for leak checks). */

@@ -26,6 +26,13 @@
  * but an UNMAP fans out into one `VFIO_IOMMU_UNMAP_DMA` per mapping it covers,
  * as QEMU's IOMMU notifier calls VFIO once per mapping. QEMU's other
  * differences (its main loop and the big QEMU lock) are not modelled.
+ *
+ * Fault reports: QEMU's device has an event queue and reports a translation
+ * fault in a buffer the driver posted there (virtio_iommu_report_fault);
+ * crosvm's declares the queue and never serves it. `qemu-notifier` reads the
+ * host's fault queue at VM teardown and reports each fault; `crosvm-2021`
+ * and `no-sandbox` report none (the faults stay counted on the host). The
+ * package README ("Fault reports") says what each VMM does and since when.
  */
 
 import type { ViommuDeviceCosts } from './viommu-device.js';
@@ -49,6 +56,8 @@ export interface VmmPathCosts {
   costs: ViommuDeviceCosts;
   /** how an UNMAP request reaches VFIO on this path */
   vfioUnmap: 'per-mapping' | 'whole-range';
+  /** the device reads the host's fault queue and reports each fault on its event queue */
+  reportFaults: boolean;
 }
 
 /**
@@ -63,5 +72,6 @@ export function vmmPathCosts(p: VmmPathProfile, path: VmmPath): VmmPathCosts {
     costs: { vmmViommuRequestNs: p.vmmViommuRequestNs, vfioIoctlSyscallNs: p.vfioIoctlSyscallNs + filterNs },
     // crosvm's device passes each UNMAP's range to VFIO as it came; QEMU's notifier calls VFIO per mapping
     vfioUnmap: path === 'qemu-notifier' ? 'per-mapping' : 'whole-range',
+    reportFaults: path === 'qemu-notifier',
   };
 }

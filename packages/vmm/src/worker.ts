@@ -66,6 +66,8 @@ workerMain<VmmWorkerInit, VmmWorkerResult>((boot, control) => {
       if (control.aborted()) return { aborted: true } as unknown as VmmWorkerResult;
       ev.wait(ev.prepare(), init.spinLoads, 1);
     }
+    // every DMA the drives made is in the host's fault queue now
+    vmm.reportFaults();
     vmm.stopVm();
     vfio.done(clock.nowNs());
     return vmm.result();

@@ -21,6 +21,7 @@ import type { DmaStrategy } from '@vmstack/guest-kernel';
 import { ATTACK_KINDS, type AttackKind, type AttackKindStats, type DeviceAttackResult } from '@vmstack/nvme-device';
 import type { RunArgs } from '../commands/run.js';
 import { htmlPage, htmlTable } from '../report/html.js';
+import type { ViommuFaultsReport } from '../report/viommu-faults.js';
 import { runStack, type StackAttackOptions } from '../stack/run-stack.js';
 
 export interface AttackConfig {
@@ -61,6 +62,8 @@ export interface AttackRow {
   kinds: Record<AttackKind, { attempts: number; faults: number; successes: number; secret_bytes: number; seen_bytes: number; other_bytes: number }>;
   /** map log or page-table journal entries that did not fit (their after-unmap tries are then less exact); 0 expected */
   dropped_log_entries: number;
+  /** behind a virtio-iommu: the device's translation faults as the host recorded them and as the guest was told (run's `virtio_iommu.faults`) */
+  fault_reports: ViommuFaultsReport | null;
 }
 
 export interface AttackReport {
@@ -84,7 +87,7 @@ export async function runAttack(o: AttackOptions): Promise<AttackReport> {
     const result = await runStack({ ...run.groups[0], attack: o.attack });
     const ios = result.jobs.reduce((s, j) => s + j.read.totalIos + j.write.totalIos, 0);
     const corrupt = result.jobs.reduce((s, j) => s + (j.verify?.corrupt ?? 0), 0);
-    rows.push(attackRow(c, ios, corrupt, result.attack!));
+    rows.push({ ...attackRow(c, ios, corrupt, result.attack!), fault_reports: result.vmstack.virtio_iommu?.faults ?? null });
   }
   return {
     workload: {
@@ -101,7 +104,7 @@ export async function runAttack(o: AttackOptions): Promise<AttackReport> {
   };
 }
 
-function attackRow(c: AttackConfig, ios: number, corrupt: number, a: DeviceAttackResult): AttackRow {
+function attackRow(c: AttackConfig, ios: number, corrupt: number, a: DeviceAttackResult): Omit<AttackRow, 'fault_reports'> {
   const all = ATTACK_KINDS.map((k) => a.kinds[k]);
   const sum = (f: (s: AttackKindStats) => number) => all.reduce((t, s) => t + f(s), 0);
   const au = [a.kinds['after-unmap-read'], a.kinds['after-unmap-write']];
@@ -193,6 +196,27 @@ function kindCells(r: AttackRow): string[][] {
   });
 }
 
+const FAULT_HEAD = ['strategy', 'device', 'host faults', 'not recorded', 'reported', 'dropped', 'guest read', 'first report'];
+
+/** The fault-report rows: rows behind a virtio-iommu only. */
+function faultCells(r: AttackRow): string[][] {
+  const f = r.fault_reports;
+  if (!f) return [];
+  const first = f.guest.first[0];
+  return [
+    [
+      r.strategy,
+      r.trust,
+      String(f.host.faults),
+      String(f.host.overflowed),
+      f.forwarded ? String(f.reported) : '-',
+      f.forwarded ? String(f.dropped) : '-',
+      String(f.guest.faults),
+      first ? `${first.reason} [${first.flags.join(' ')}] EP ${first.endpoint} at ${first.address ?? '?'}` : '-',
+    ],
+  ];
+}
+
 function textTable(head: readonly string[], rows: readonly (readonly string[])[], leftColumns: number): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: readonly string[]) => r.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
@@ -224,6 +248,18 @@ export function formatAttackTable(r: AttackReport): string {
     textTable(KIND_HEAD, r.rows.flatMap(kindCells), 3),
     '',
   ];
+  const faultRows = r.rows.flatMap(faultCells);
+  if (faultRows.length > 0)
+    out.push(
+      'Fault reports (virtio-iommu event queue):',
+      textTable(FAULT_HEAD, faultRows, 2),
+      '',
+      "host faults: translation faults the host IOMMU saw (every fault above, and the workload's own); not recorded: its fault log was full;",
+      'reported / dropped: reports the VMM wrote into an event buffer / found none for, the driver having posted none back',
+      '("-": this VMM reports none, --vmm qemu-notifier does);',
+      "guest read: reports the guest's virtio-iommu driver read from its event queue.",
+      '',
+    );
   for (const row of r.rows) {
     if (row.dropped_log_entries > 0)
       out.push(
@@ -237,6 +273,9 @@ export function formatAttackHtml(r: AttackReport): string {
   return htmlPage('vmstack attack: DMA exposure per strategy', [
     { heading: 'Exposure', body: `<p class="meta">${escHtml(describe(r))}</p>${htmlTable(HEAD, r.rows.map(cells), [0, 1])}` },
     { heading: 'By kind of access', body: htmlTable(KIND_HEAD, r.rows.flatMap(kindCells), [0, 1, 2]) },
+    ...(r.rows.some((x) => x.fault_reports)
+      ? [{ heading: 'Fault reports (virtio-iommu event queue)', body: htmlTable(FAULT_HEAD, r.rows.flatMap(faultCells), [0, 1, 7]) }]
+      : []),
   ]);
 }
 

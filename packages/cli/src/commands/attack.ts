@@ -2,6 +2,7 @@
 
 import { DMA_STRATEGIES, type DmaStrategy, type UserBufferContiguity, type ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import { DEFAULT_QUANTUM_NS, InputError } from '@vmstack/shm';
+import type { VmmPath } from '@vmstack/vmm';
 import { type AttackConfig, formatAttackHtml, formatAttackTable, runAttack } from '../attack/attack.js';
 import { checkOutputPath, emitOutput, writeComplete } from './output.js';
 import { parseGuestRam, type RunArgs } from './run.js';
@@ -12,6 +13,8 @@ export interface AttackArgs {
   /** fio options as written: rw, bs, iodepth, size, verify */
   fio: Record<string, string>;
   driver: ViommuDriverGeneration;
+  /** the VMM's path (run --vmm): qemu-notifier reports the device's faults to the guest */
+  vmm?: VmmPath;
   /** vm (default) or bare-metal: the guest behind virtio-iommu, or the host's own dma-iommu driving VT-d */
   platform?: string;
   profile?: string;
@@ -73,6 +76,7 @@ export async function attackCommand(a: AttackArgs): Promise<void> {
     profile: a.profile,
     quantumNs: DEFAULT_QUANTUM_NS,
     driver: a.driver,
+    ...(a.vmm === undefined ? {} : { vmm: a.vmm }),
     bufferContiguity: 'none' satisfies UserBufferContiguity,
     guestRam,
     untrusted: false,

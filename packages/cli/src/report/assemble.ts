@@ -25,6 +25,7 @@ import type { CallTreeRoot } from './flamegraph.js';
 import { lockClassRows, withLockClass } from './lock-classes.js';
 import { decodeHistogram, type FioStatusDump, type JobResult, type RunResult } from './result.js';
 import { topologyReport } from './topology-report.js';
+import { mergeViommuFaults, type ViommuFaultsReport } from './viommu-faults.js';
 import {
   type BounceCounters,
   type ComponentWallNs,
@@ -78,6 +79,8 @@ export interface StackRunOutcome {
   topology?: Topology;
   /** each component's wall ns in the run, when asked for (StackOptions.timeComponents) */
   componentWallNs?: ComponentWallNs;
+  /** a VM with a virtio-iommu: its drives' faults, host to guest */
+  viommuFaults?: ViommuFaultsReport;
 }
 
 /** The RunResult of a finished run; `carry` holds the drive's written blocks when the device exported them. */
@@ -142,6 +145,7 @@ export function assembleRunResult(r: StackRunOutcome): RunResult {
       r.hostCpuThreads,
     ),
     ...(r.topology ? { topology: topologyReport(r.topology) } : {}),
+    ...(r.viommuFaults ? { virtio_iommu: { faults: r.viommuFaults } } : {}),
   };
   const statusDumps = statusDumpsOf(r, jobs);
   return {
@@ -368,6 +372,9 @@ export function mergeVmResults(results: readonly RunResult[], vms: readonly { id
       first.model_speed.component_wall_ns && sumDeep(reports.map((r) => r.model_speed.component_wall_ns as ComponentWallNs)),
     ),
     cpu: cpuReport(busyNs, runNs, first.cpu.host_cpu_threads),
+    ...(reports.some((r) => r.virtio_iommu)
+      ? { virtio_iommu: { faults: mergeViommuFaults(reports.flatMap((r) => (r.virtio_iommu ? [r.virtio_iommu.faults] : []))) } }
+      : {}),
     vms: reports.map((r, k) => ({
       id: vms[k].id,
       strategy: r.strategy,

@@ -22,6 +22,7 @@
 import type { DmaStrategy, ViommuDriverGeneration } from '@vmstack/guest-kernel';
 import type { ClockMode, LockKind } from '@vmstack/shm';
 import type { TopologyReport } from './topology-report.js';
+import type { ViommuFaultsReport } from './viommu-faults.js';
 
 /** How often a worker thread parked and woke others during the run: the cost of its hand-offs. */
 export interface WorkerWaits {
@@ -309,6 +310,8 @@ export interface VmstackReport {
   cpu: CpuReport;
   /** the topology the run was given, keys snake_case; absent: the default topology (one VM, a vCPU per job, one drive) */
   topology?: TopologyReport;
+  /** runs with a virtio-iommu: the drives' translation faults from the host IOMMU to the guest's driver (report/viommu-faults.ts) */
+  virtio_iommu?: { faults: ViommuFaultsReport };
   /**
    * Runs of several VMs: each VM's own counters, verify and leaks (the
    * top-level ones are their sums; strategy, untrusted and driver_generation

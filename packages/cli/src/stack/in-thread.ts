@@ -10,8 +10,18 @@
 import { threadId } from 'node:worker_threads';
 import { type GuestPlatform, runGuestVcpu, type VcpuWorkerInit } from '@vmstack/guest-kernel';
 import { createHost, type HostWorkerInit, type HostWorkerResult } from '@vmstack/host-vfio';
-import { DeviceEngine, type DeviceWorkerInit } from '@vmstack/nvme-device';
-import { type ControlHandle, InputError, RunControl, type RunOutcome, type VfioContainerPort, type WorkerSpec } from '@vmstack/shm';
+import { DeviceEngine, type DeviceWorkerInit, type DeviceWorkerResult } from '@vmstack/nvme-device';
+import {
+  type ControlHandle,
+  type FaultSpec,
+  faultFor,
+  InputError,
+  isDeviceFaultMode,
+  RunControl,
+  type RunOutcome,
+  type VfioContainerPort,
+  type WorkerSpec,
+} from '@vmstack/shm';
 import { createVmm, type VmmWorkerInit } from '@vmstack/vmm';
 import type { ComponentWallNs } from '../report/vmstack-report.js';
 
@@ -42,6 +52,8 @@ export function runInThread(
   controlHandle: ControlHandle,
   workers: InThreadWorkers,
   timeComponents = false,
+  /** the run's injected faults: the device's misbehaviour modes apply as on its worker; the others stop worker threads, which this transport has none of */
+  faults?: readonly FaultSpec[],
 ): RunOutcome<unknown> & { componentWallNs?: ComponentWallNs } {
   if (workers.vcpus.length !== 1)
     throw new InputError('--transport', 'in-thread', `one job (numjobs=1) only; this topology has ${workers.vcpus.length} vCPUs: use --transport workers`);
@@ -66,9 +78,19 @@ export function runInThread(
       if (wall.inKick) wall.host += performance.now() - t0;
       return r;
     },
+    // outside the job loop's kicks (start-up, teardown) or rare: not timed
+    getInfo: (nowNs) => host.getInfo(nowNs),
+    readFault: (nowNs) => host.readFault(nowNs),
+    groupSetContainer: (endpoint, set, nowNs) => host.groupSetContainer(endpoint, set, nowNs),
   };
   const vmm = createVmm(vmmInit, vmmW, control, timeComponents ? timedHost : host);
-  const engine = new DeviceEngine(specs[devW].init as DeviceWorkerInit, devW, control);
+  const deviceFault = faultFor(faults, specs[devW].role);
+  const engine = new DeviceEngine(
+    specs[devW].init as DeviceWorkerInit,
+    devW,
+    control,
+    deviceFault && isDeviceFaultMode(deviceFault.mode) ? deviceFault : undefined,
+  );
   const step = timeComponents
     ? (): boolean => {
         const t0 = performance.now();
@@ -107,7 +129,15 @@ export function runInThread(
       until(ready, 'an interrupt');
     },
     done() {},
+    awaitFaultReports(drain) {
+      // as with workers: the device makes its last DMAs, then the VMM reports the host's faults,
+      // the guest's event handlers running whenever the event queue is full
+      until(() => engine.done(), 'the device to finish');
+      deviceResult ??= engine.result();
+      vmm.reportFaults(drain);
+    },
   };
+  let deviceResult: DeviceWorkerResult | undefined;
   vmm.startVm();
   const vcpuStartMs = performance.now();
   const vcpuResult = runGuestVcpu(specs[vcpuW].init as VcpuWorkerInit, vcpuW, control, platform)();
@@ -115,7 +145,7 @@ export function runInThread(
   const deviceInVcpuMs = wall.device;
   until(() => engine.done(), 'the device to finish');
   // as with workers: the device reports when its vCPUs are done, before the VM is torn down
-  const deviceResult = engine.result();
+  deviceResult ??= engine.result();
   vmm.stopVm();
   const results: unknown[] = [];
   results[vcpuW] = vcpuResult;

@@ -29,7 +29,7 @@ import {
   type ViommuDriverGeneration,
 } from '@vmstack/guest-kernel';
 import { type HostWorkerInit, type HostWorkerResult, VfioContainer, type VfioContainerHandle } from '@vmstack/host-vfio';
-import { type IommuProt, IoPgtable, type IoPgtableHandle, PgtableJournal, SUPERPAGE_2M_BYTES } from '@vmstack/iommu-hw';
+import { IommuContextEntry, IommuFaultLog, type IommuProt, IoPgtable, type IoPgtableHandle, PgtableJournal, SUPERPAGE_2M_BYTES } from '@vmstack/iommu-hw';
 import {
   type DeviceAttackPlan,
   type DeviceAttackResult,
@@ -71,6 +71,7 @@ import { DEFAULT_VMM_PATH, type VmmPath, type VmmWorkerInit, type VmmWorkerResul
 import { checkFaultRoles } from '../faults.js';
 import { assembleRunResult, mergeVmResults, sumDeep } from '../report/assemble.js';
 import type { RunCarry, RunResult } from '../report/result.js';
+import { type ViommuFaultsReport, viommuFaultsReport } from '../report/viommu-faults.js';
 import type { ComponentWallNs } from '../report/vmstack-report.js';
 import { type PlannedRing, planRings, planStack, type StackPlan, type VmPlan } from '../topology/plan.js';
 import { defaultTopology, type Topology } from '../topology/topology.js';
@@ -180,9 +181,9 @@ function vmmResult(all: readonly VmmWorkerResult[]): VmmWorkerResult {
 }
 
 /** The VMM worker's costs on its path: the profile with the device's per-request costs, the kick's wake-up, and how an UNMAP reaches VFIO. */
-function vmmInitCosts(p: CostProfile, path: VmmPath): Pick<VmmWorkerInit, 'costs' | 'kickWakeupNs' | 'vfioUnmap'> {
-  const { kickWakeupNs, costs, vfioUnmap } = vmmPathCosts(p, path);
-  return { costs: { ...p, ...costs }, kickWakeupNs, vfioUnmap };
+function vmmInitCosts(p: CostProfile, path: VmmPath): Pick<VmmWorkerInit, 'costs' | 'kickWakeupNs' | 'vfioUnmap' | 'reportFaults'> {
+  const { kickWakeupNs, costs, vfioUnmap, reportFaults } = vmmPathCosts(p, path);
+  return { costs: { ...p, ...costs }, kickWakeupNs, vfioUnmap, reportFaults };
 }
 
 /** What a bare-metal run reports for the VMM and VFIO it does not have: nothing happened there. */
@@ -233,6 +234,10 @@ interface VmRegions {
   ring: (r: PlannedRing) => RingHandle;
   /** `vmstack attack`: per vCPU, its DMA map log; the host pages of the planted secret */
   attack: { logs: SharedArrayBuffer[]; secretPfns: number[] } | null;
+  /** per drive behind a virtio-iommu: the host IOMMU's record of its faults (iommu-hw IommuFaultLog); null on bare metal */
+  faultLogs: (SharedArrayBuffer | null)[];
+  /** per drive behind a virtio-iommu: its context entry in the host IOMMU (iommu-hw IommuContextEntry); null on bare metal */
+  contexts: (SharedArrayBuffer | null)[];
 }
 
 /** The shared memory of a run. */
@@ -325,6 +330,8 @@ function allocateStackRegions(plan: StackPlan, p: CostProfile, attack?: StackAtt
       vfioRpcs: vm.viommus.map((v) => allocateRpcChannel(v.vfioRpc.capacityRecords, ctl.eventRef(v.vfioRpc.server), ctl.eventRef(v.vfioRpc.client))),
       ring: (r) => handles.get(r)!,
       attack: attackRegions,
+      faultLogs: vm.devices.map((d) => (d.vtd ? null : IommuFaultLog.allocate(d.endpointId, undefined, allocateShared))),
+      contexts: vm.devices.map((d) => (d.vtd ? null : IommuContextEntry.allocate(allocateShared))),
     };
   });
   plan.workers.forEach((w, i) => ctl.publishEot(i, w.startEotNs));
@@ -427,6 +434,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
           viommuRequestAreaGpa: x.layout.viommuRequestAreaGpa,
           viommuSlotWordGpa: x.layout.viommuSlotWordGpa,
           viommuConfigGpa: x.layout.viommuConfigGpa,
+          eventQueue: x.layout.eventQueue,
           kickRing: reg.ring(x.kick[x.vcpus.indexOf(v)]),
           usedRing: reg.ring(x.used[x.vcpus.indexOf(v)]),
         })),
@@ -485,6 +493,7 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         identityMapBytes: container.identityMapBytes,
         vmState,
         deviceWorkers: x.devices.map((i) => vm.devices[i].worker),
+        eventQueue: x.layout.eventQueue?.layout ?? null,
       };
       inits[x.vmm] = vmm;
       const host: HostWorkerInit = {
@@ -499,6 +508,12 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         invalRings: container.devices.map((i) => reg.ring(vm.devices[i].inval.find((r) => r.producer === x.host)!)),
         mmapLockName: vm.mmapLockName,
         container: reg.containers[x.container],
+        // a VMM that reports faults allocated a fault queue for the drives behind its virtio-iommu
+        ...(vmm.reportFaults ? { faultLogs: x.devices.flatMap((i) => reg.faultLogs[i] ?? []) } : {}),
+        groups: container.devices.flatMap((i, j) => {
+          const context = reg.contexts[i];
+          return context ? [{ endpointId: vm.devices[i].endpointId, context, invalRing: j }] : [];
+        }),
       };
       inits[x.host] = host;
     });
@@ -512,6 +527,8 @@ function buildWorkerSpecs(plan: StackPlan, regions: StackRegions, vmOptions: rea
         doorbellRings: d.doorbell.map(reg.ring),
         irqRings: d.irq.map(reg.ring),
         invalRings: d.inval.map(reg.ring),
+        ...(reg.faultLogs[vm.devices.indexOf(d)] ? { faultLog: reg.faultLogs[vm.devices.indexOf(d)]! } : {}),
+        ...(reg.contexts[vm.devices.indexOf(d)] ? { context: reg.contexts[vm.devices.indexOf(d)]! } : {}),
         vcpuWorkers: d.vcpus.map((v) => vm.vcpuWorkers[v]),
         vcpuOfCq: d.vcpuOfCq,
         namespace: {
@@ -570,7 +587,7 @@ async function runStackWorkers(
     : undefined;
   return (
     o.transport === 'in-thread'
-      ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan), o.timeComponents))
+      ? Promise.resolve().then(() => runInThread(specs, control, inThreadWorkers(plan), o.timeComponents, o.faults))
       : runWorkers<unknown>(specs, control, {
           timeoutMs: o.timeoutMs ?? 30 * 60_000,
           watchdogMs: o.watchdogMs ?? defaultWatchdogMs(specs.length, availableParallelism()),
@@ -665,6 +682,7 @@ async function runAllocatedStack(plan: StackPlan, regions: StackRegions, vmOptio
       hostCpuThreads: opts.profile.hostCpuThreadsCount,
       topology: opts.topology,
       componentWallNs: opts.timeComponents ? (out.componentWallNs ?? workerBusyNs(vm, out.results)) : undefined,
+      viommuFaults: vm.viommus.length > 0 ? vmViommuFaults(vm, reg, out.results, opts.vmm ?? DEFAULT_VMM_PATH) : undefined,
     });
   });
   const merged = mergeVmResults(
@@ -676,6 +694,19 @@ async function runAllocatedStack(plan: StackPlan, regions: StackRegions, vmOptio
     merged.attack = attacks.length === 1 ? attacks[0] : mergeAttackResults(attacks);
   }
   return merged;
+}
+
+/** A VM's drives' faults: the host IOMMU's records (read here, after the run), its VMM threads' reports, what vCPU 0's driver read. */
+function vmViommuFaults(vm: VmPlan, reg: VmRegions, results: readonly unknown[], path: VmmPath): ViommuFaultsReport {
+  const logs = reg.faultLogs.flatMap((l) => (l ? [new IommuFaultLog(l).stats()] : []));
+  const vmms = vm.viommus.flatMap((x) => (results[x.vmm] as VmmWorkerResult).faults ?? []);
+  const vcpu0 = results[vm.vcpuWorkers[0]] as VcpuWorkerResult;
+  return viommuFaultsReport(
+    vmmPathCosts({ hostThreadWakeupNs: 0, seccompFilterNs: 0, vmmViommuRequestNs: 0, vfioIoctlSyscallNs: 0 }, path).reportFaults,
+    logs,
+    vmms.length > 0 ? sumDeep(vmms) : undefined,
+    vcpu0.viommuFaults,
+  );
 }
 
 /** Several drives' attack results as one: counts added up, windows side by side. */

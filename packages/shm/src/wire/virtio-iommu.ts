@@ -591,6 +591,7 @@ export const VIRTIO_IOMMU_FAULT_R_DOMAIN = 1;
 export const VIRTIO_IOMMU_FAULT_R_MAPPING = 2;
 export const VIRTIO_IOMMU_FAULT_F_READ = 1;
 export const VIRTIO_IOMMU_FAULT_F_WRITE = 2;
+export const VIRTIO_IOMMU_FAULT_F_EXEC = 4;
 export const VIRTIO_IOMMU_FAULT_F_ADDRESS = 0x100;
 export const VIRTIO_IOMMU_FAULT_BYTES = 24;
 
@@ -605,7 +606,11 @@ export interface ViommuFault {
 export function writeFault(mem: GuestMemory, gpa: number, f: ViommuFault): void {
   mem.u8.fill(0, gpa, gpa + VIRTIO_IOMMU_FAULT_BYTES);
   mem.u8[gpa] = f.reason;
-  mem.dv.setUint32(gpa + 4, f.flags & (VIRTIO_IOMMU_FAULT_F_READ | VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_ADDRESS), true);
+  mem.dv.setUint32(
+    gpa + 4,
+    f.flags & (VIRTIO_IOMMU_FAULT_F_READ | VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_EXEC | VIRTIO_IOMMU_FAULT_F_ADDRESS),
+    true,
+  );
   mem.dv.setUint32(gpa + 8, checkU32(f.endpoint, 'fault endpoint'), true);
   writeU64(mem.dv, gpa + 16, f.address, 'virtio-iommu fault address');
 }
@@ -620,7 +625,8 @@ export function readFault(mem: GuestMemory, gpa: number): ViommuFault | null {
   const reason = mem.u8[gpa];
   return {
     reason: reason <= VIRTIO_IOMMU_FAULT_R_MAPPING ? reason : VIRTIO_IOMMU_FAULT_R_UNKNOWN,
-    flags: mem.dv.getUint32(gpa + 4, true) & (VIRTIO_IOMMU_FAULT_F_READ | VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_ADDRESS),
+    flags:
+      mem.dv.getUint32(gpa + 4, true) & (VIRTIO_IOMMU_FAULT_F_READ | VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_EXEC | VIRTIO_IOMMU_FAULT_F_ADDRESS),
     endpoint: mem.dv.getUint32(gpa + 8, true),
     address: readU64(mem.dv, gpa + 16),
   };

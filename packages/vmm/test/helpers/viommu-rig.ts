@@ -11,6 +11,7 @@ import {
   attachGuestMemory,
   DEFAULT_PROFILE_PATH,
   type GuestMemory,
+  type HostIommuFault,
   LockTable,
   loadProfile,
   ModelClock,
@@ -21,6 +22,7 @@ import {
   type VfioMapDmaArgs,
   type VfioUnmapDmaArgs,
   VirtqueueDriver,
+  type VirtqueueLayout,
   viommuGetWriteDescOffsetBytes,
   virtqueueLayout,
   writeDriverFeatures,
@@ -41,7 +43,14 @@ export class FakeVfio implements VfioContainerPort {
   readonly calls: VfioCall[] = [];
   mapErrno = 0;
   unmapErrno = 0;
+  /** the host's fault queue, read() one record at a time */
+  readonly faults: HostIommuFault[] = [];
+  faultReads = 0;
   constructor(private readonly hostNs: number) {}
+  readFault(nowNs: number) {
+    this.faultReads++;
+    return { fault: this.faults.shift() ?? null, doneNs: nowNs };
+  }
   mapDma(args: VfioMapDmaArgs, nowNs: number) {
     this.calls.push(['map', { ...args }]);
     return { errno: this.mapErrno, doneNs: nowNs + this.hostNs };
@@ -64,6 +73,9 @@ export interface ViommuRig {
   mem: GuestMemory;
   device: VirtioIommuDevice;
   vfio: FakeVfio;
+  /** the driver's end of the event queue (null without one) */
+  events: VirtqueueDriver | null;
+  eventLayout: VirtqueueLayout | null;
   /** write one request of `type` at the request buffer (through `write`), kick, and read the device's answer */
   request(type: number, write: (gpa: number) => void): RequestOutcome;
 }
@@ -84,7 +96,14 @@ export interface ViommuRigOptions {
   /** the device's costs (default: the default profile's) and how an UNMAP reaches VFIO (default: per mapping) */
   costs?: ViommuDeviceCosts;
   vfioUnmap?: ViommuDeviceConfig['vfioUnmap'];
+  /** an event queue of this many entries at EVENT_QUEUE_GPA (its driver is the rig's `events`) */
+  eventQueueEntries?: number;
+  /** the device reads the host's fault queue and reports (vmm-path.ts) */
+  reportFaults?: boolean;
 }
+
+/** Where the rig's event queue is, when a test asks for one. */
+export const EVENT_QUEUE_GPA = 0x20000;
 
 export function viommuRig(o: ViommuRigOptions): ViommuRig {
   const mem = attachGuestMemory(new SharedArrayBuffer(GUEST_RAM_BYTES));
@@ -94,6 +113,8 @@ export function viommuRig(o: ViommuRigOptions): ViommuRig {
   const vfio = new FakeVfio(o.hostNs);
   const clock = new ModelClock('virtual');
   const withConfig = o.driverFeatures !== undefined;
+  const eventLayout = o.eventQueueEntries ? virtqueueLayout(o.eventQueueEntries, EVENT_QUEUE_GPA) : null;
+  const events = eventLayout ? VirtqueueDriver.init(mem, eventLayout) : null;
   const device = new VirtioIommuDevice(mem, layout, vfio, locks, clock, o.costs ?? profile, {
     endpointIds: o.endpointIds,
     pageSizeMask: o.pageSizeMask,
@@ -103,6 +124,8 @@ export function viommuRig(o: ViommuRigOptions): ViommuRig {
     configGpa: withConfig ? CONFIG_GPA : undefined,
     guestRamBytes: GUEST_RAM_BYTES,
     vfioUnmap: o.vfioUnmap,
+    eventQueue: eventLayout,
+    reportFaults: o.reportFaults,
   });
   if (withConfig) writeDriverFeatures(mem, CONFIG_GPA, (o.driverFeatures ?? 0) & readDeviceFeatures(mem, CONFIG_GPA));
   const probeSize = o.probeSizeBytes;
@@ -121,5 +144,5 @@ export function viommuRig(o: ViommuRigOptions): ViommuRig {
     if (!used) throw new Error('the device returned nothing');
     return { status: readTail(mem, REQ_GPA + out + inLen - 4), usedBytes: used.lenBytes, calls: vfio.calls.slice(before), elapsedNs: clock.nowNs() - kickNs };
   };
-  return { mem, device, vfio, request };
+  return { mem, device, vfio, events, eventLayout, request };
 }
