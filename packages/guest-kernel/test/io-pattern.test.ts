@@ -141,7 +141,8 @@ test('random_distribution: zipf and pareto concentrate the I/O on few blocks, zo
 function allFiles(job: FioJobSpec): PatternIo[] {
   const p = fioIoSource(job, mulberry32Float(1));
   const out: PatternIo[] = [];
-  for (let io = p.next(); io; io = p.next()) out.push(io);
+  // each file's pattern reuses its record: keep a copy of each I/O
+  for (let io = p.next(); io; io = p.next()) out.push({ ...io });
   return out;
 }
 
