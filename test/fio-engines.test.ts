@@ -6,32 +6,13 @@
  * what the model does not run, and verify on every engine and strategy.
  */
 
-import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import test from 'ava';
+import { type CliRun, vmstackRun } from './helpers/cli.js';
 
-const exec = promisify(execFile);
-const cli = fileURLToPath(new URL('../../packages/cli/dist/src/main.js', import.meta.url));
-
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function vmstack(args: string[]): Promise<Ran> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [cli, 'run', '--guest-ram', '64m', ...args], { timeout: 240_000, maxBuffer: 64 << 20 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+const vmstack = vmstackRun;
 
 function jobFile(lines: string[]): string {
   const path = join(mkdtempSync(join(tmpdir(), 'vmstack-fio-engines-')), 'job.fio');
@@ -42,7 +23,7 @@ function jobFile(lines: string[]): string {
 type Obj = Record<string, unknown>;
 
 /** One job's JSON (the first) of a run with --output-format json. */
-function firstJob(r: Ran): Obj {
+function firstJob(r: CliRun): Obj {
   return (JSON.parse(r.stdout).jobs as Obj[])[0];
 }
 

@@ -6,38 +6,19 @@
  * not never written), and write-then-verify jobs keep passing.
  */
 
-import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { DmaStrategy } from '@vmstack/guest-kernel';
 import { releaseIdleWorkers, setWorkerReuse } from '@vmstack/shm';
 import test from 'ava';
+import { vmstackRun } from './helpers/cli.js';
 import { runFio } from './helpers/stack.js';
 
 setWorkerReuse(true);
 test.after.always(() => releaseIdleWorkers());
 
-const exec = promisify(execFile);
-const cli = fileURLToPath(new URL('../../packages/cli/dist/src/main.js', import.meta.url));
-
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function vmstack(args: string[]): Promise<Ran> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [cli, 'run', '--guest-ram', '64m', ...args], { timeout: 240_000, maxBuffer: 64 << 20 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+const vmstack = vmstackRun;
 
 const STRATEGIES: DmaStrategy[] = ['direct', 'strict', 'lazy', 'bounce'];
 

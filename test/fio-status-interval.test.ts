@@ -5,35 +5,14 @@
  * and the final report is the one a run without the option prints.
  */
 
-import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import test from 'ava';
+import { type CliRun, vmstackRun } from './helpers/cli.js';
 
-const exec = promisify(execFile);
-const cli = fileURLToPath(new URL('../../packages/cli/dist/src/main.js', import.meta.url));
-
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function vmstack(args: string[]): Promise<Ran> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [cli, 'run', '--guest-ram', '64m', '--direct', '1', ...args], {
-      timeout: 240_000,
-      maxBuffer: 64 << 20,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+/** `vmstack run --guest-ram 64m --direct 1 ARGS` */
+const vmstack = (args: string[]): Promise<CliRun> => vmstackRun(['--direct', '1', ...args]);
 
 type Obj = Record<string, unknown>;
 
