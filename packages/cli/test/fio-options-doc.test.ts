@@ -25,7 +25,7 @@ test('the notes speak of options of their kind: an ignored note of an ignored op
 });
 
 test('the doc says what the parser does: a refused option is refused, an ignored one is accepted (samples of each kind)', (t) => {
-  const refused = ['trim_percentage', 'zonesize', 'read_iolog'];
+  const refused = ['trim_percentage', 'zonesize', 'read_iolog', 'hipri', 'sqthread_poll'];
   for (const n of refused) {
     t.is(fioOptionStatus(n).status, 'refused');
     t.throws(() => jobsFromCommandLine({ size: '1m', [n]: '7' }), undefined, n);

@@ -8,7 +8,7 @@
  */
 
 import { FIO_3_33_ENGINE_OPTIONS, FIO_3_33_OPTIONS } from './fio-3.33-options.js';
-import { FIO_OPTION_ALIASES, FIO_OPTION_TABLE, type OptionRule } from './options.js';
+import { FIO_OPTION_ALIASES, FIO_OPTION_TABLE, IO_URING_REFUSED, type OptionRule } from './options.js';
 
 const FILES = "the job's file is its region of an NVMe namespace (filename=/dev/nvme<X>n1 names the drive): nothing to create, lay out or remove";
 const RANDOM = 'every job draws from its own generator, seeded from randseed and its job number: runs repeat';
@@ -112,6 +112,8 @@ export const FIO_HANDLED_NOTES: Readonly<Record<string, string>> = {
   verify: 'crc32c, md5, sha1, sha256, xxhash, meta, pattern; data no job wrote fails it (err=84), as in fio',
   size: 'bytes, or N% of the drive; a job needs one (or filename=/dev/nvme<X>n1)',
   group_reporting: "the report joins the group's jobs as fio does",
+  fixedbufs: 'ioengine=io_uring: registered buffers, pinned once (no get_user_pages per I/O); the DMA mapping stays per I/O',
+  nonvectored: 'ioengine=io_uring: accepted; IORING_OP_READ and READV cost the same in the model',
   iodepth_batch:
     'ioengine=io_uring: SQEs per io_uring_enter (iodepth_batch_submit; 0 or above iodepth means iodepth); accepted with no effect on libaio, psync, pvsync',
 };
@@ -122,6 +124,11 @@ export function fioOptionStatus(name: string): { status: string; why: string } {
   const rule: OptionRule | undefined = FIO_OPTION_TABLE[canonical];
   const alias = canonical === name ? '' : `alias of ${canonical}; `;
   if (!rule) return { status: 'refused', why: `${alias}not in the option table: refused as an unknown option` };
+  const uringReason = (IO_URING_REFUSED as Readonly<Record<string, string>>)[canonical];
+  if (uringReason !== undefined) {
+    const off = canonical === 'sqthread_poll_cpu' ? '' : ' (accepted, as off, with `0`)';
+    return { status: 'refused', why: `${alias}an ioengine=io_uring option: ${uringReason}${off}` };
+  }
   switch (rule.kind) {
     case 'handled':
       return { status: 'works', why: alias + (FIO_HANDLED_NOTES[canonical] ?? '') };

@@ -988,7 +988,7 @@ function resolveEngine(job: JobOptionSlots, direct: boolean, iodepth: number): R
 }
 
 /** A set io_uring option the model cannot run: one line naming why. */
-const IO_URING_REFUSED: Readonly<Partial<Record<(typeof IO_URING_OPTIONS)[number], string>>> = {
+export const IO_URING_REFUSED: Readonly<Partial<Record<(typeof IO_URING_OPTIONS)[number], string>>> = {
   hipri: 'polled completions (IORING_SETUP_IOPOLL) need an NVMe poll queue without interrupts, which the modelled controller does not have',
   registerfiles: 'no published measurement of the per-I/O file reference (fget/fput) it saves was found',
   sqthread_poll: 'the SQ poll kernel thread submits from a CPU of its own, and the model runs each job on one vCPU with no other CPU beside it',
