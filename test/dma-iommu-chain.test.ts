@@ -33,12 +33,12 @@ import {
   VIOMMU_REQUEST_SLOT_BYTES,
   ViommuDriver,
 } from '@vmstack/guest-kernel';
-import { HostVfio, IOMMU_LOCK, MMAP_LOCK, QI_Q_LOCK, VfioContainer } from '@vmstack/host-vfio';
-import { IoPgtable } from '@vmstack/iommu-hw';
+import { HostVfio } from '@vmstack/host-vfio';
 import { attachGuestMemory, DEFAULT_PROFILE_PATH, IOMMU_READ, IOMMU_WRITE, LockTable, loadProfile, ModelClock, NEVER_NS, virtqueueLayout } from '@vmstack/shm';
-import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
+import { VirtioIommuDevice } from '@vmstack/vmm';
 import test, { type ExecutionContext } from 'ava';
 import { fillNoise } from './helpers/noise.js';
+import { VMM_HOST_LOCK_SPECS, vfioContainerOver } from './helpers/vfio-host.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const PAGE = 4096;
@@ -77,10 +77,7 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
   const locks = LockTable.attach(
     LockTable.allocate([
       { name: VIOMMU_REQUEST_LOCK, kind: 'spinlock' },
-      { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
-      { name: IOMMU_LOCK, kind: 'mutex' },
-      { name: QI_Q_LOCK, kind: 'spinlock' },
-      { name: MMAP_LOCK, kind: 'rwsem' },
+      ...VMM_HOST_LOCK_SPECS,
       ...PageAllocator.lockSpecs(pageH),
       ...IovaDomain.lockSpecs(iovaH),
       ...(poolH ? BouncePool.lockSpecs(poolH) : []),
@@ -91,13 +88,7 @@ function rig(strategy: DmaStrategy, o: RigOptions = {}) {
   const pages = PageAllocator.attach(pageH, 0, locks, profile);
   const iovad = IovaDomain.attach(iovaH, 0, locks, profile);
   if (poolH) iovad.reserve_iova(POOL_IOVA / PAGE, (POOL_IOVA + BouncePool.iovaSpanBytes({ slotsPerClass: 16 })) / PAGE - 1);
-  const pgtable = IoPgtable.attach(IoPgtable.allocate({ tablePages: 256 }));
-  const container = VfioContainer.attach(VfioContainer.allocate({ guestRamBytes: RAM_BYTES, lockedVmLimitPages: RAM_BYTES / PAGE }), {
-    pgtable,
-    lockTable: locks,
-    costs: profile,
-    invalidateIotlb: () => {},
-  });
+  const { pgtable, container } = vfioContainerOver(locks, RAM_BYTES, 256);
   const host = new HostVfio(container, new ModelClock('virtual'));
   const vmmClock = new ModelClock('virtual');
   const clock = new ModelClock('virtual');

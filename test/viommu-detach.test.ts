@@ -10,8 +10,8 @@
  * device, a real container over a real page table, an IOTLB per endpoint.
  */
 
-import { HostVfio, IOMMU_LOCK, MMAP_LOCK, QI_Q_LOCK, VfioContainer } from '@vmstack/host-vfio';
-import { IOMMU_FAULT_REASON_NOT_PRESENT, IommuContextEntry, IommuFaultLog, IoPgtable, Iotlb } from '@vmstack/iommu-hw';
+import { HostVfio } from '@vmstack/host-vfio';
+import { IOMMU_FAULT_REASON_NOT_PRESENT, IommuContextEntry, IommuFaultLog, Iotlb } from '@vmstack/iommu-hw';
 import {
   attachGuestMemory,
   DEFAULT_PROFILE_PATH,
@@ -33,8 +33,9 @@ import {
   writeDetachRequest,
   writeMapRequest,
 } from '@vmstack/shm';
-import { VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
+import { VirtioIommuDevice } from '@vmstack/vmm';
 import test from 'ava';
+import { VMM_HOST_LOCK_SPECS, vfioContainerOver } from './helpers/vfio-host.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const PAGE = 4096;
@@ -48,23 +49,9 @@ function rig() {
   const mem = attachGuestMemory(new SharedArrayBuffer(RAM_BYTES));
   const layout = virtqueueLayout(16, 0x1000);
   const driver = VirtqueueDriver.init(mem, layout);
-  const pgtable = IoPgtable.attach(IoPgtable.allocate({ tablePages: 64 }));
-  const locks = LockTable.attach(
-    LockTable.allocate([
-      { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
-      { name: IOMMU_LOCK, kind: 'mutex' },
-      { name: QI_Q_LOCK, kind: 'spinlock' },
-      { name: MMAP_LOCK, kind: 'rwsem' },
-    ]),
-    0,
-  );
-  const container = VfioContainer.attach(VfioContainer.allocate({ guestRamBytes: RAM_BYTES, lockedVmLimitPages: RAM_BYTES / PAGE }), {
-    pgtable,
-    lockTable: locks,
-    costs: profile,
-    invalidateIotlb: (iova, sizeBytes) => {
-      for (const d of drives.values()) d.tlb.invalidate(iova, sizeBytes);
-    },
+  const locks = LockTable.attach(LockTable.allocate(VMM_HOST_LOCK_SPECS), 0);
+  const { pgtable, container } = vfioContainerOver(locks, RAM_BYTES, 64, (iova, sizeBytes) => {
+    for (const d of drives.values()) d.tlb.invalidate(iova, sizeBytes);
   });
   // each drive: its IOTLB over the container's page table, its context entry and fault log
   const drives = new Map(

@@ -8,8 +8,7 @@
  */
 
 import { IovaDomain, Profiler, VIOMMU_DRIVER_FEATURES, VIOMMU_REQUEST_LOCK, VIOMMU_REQUEST_SLOT_BYTES, ViommuDriver } from '@vmstack/guest-kernel';
-import { HostVfio, IOMMU_LOCK, MMAP_LOCK, QI_Q_LOCK, VfioContainer } from '@vmstack/host-vfio';
-import { IoPgtable } from '@vmstack/iommu-hw';
+import { HostVfio } from '@vmstack/host-vfio';
 import {
   attachGuestMemory,
   DEFAULT_PROFILE_PATH,
@@ -27,8 +26,9 @@ import {
   viommuFeature,
   virtqueueLayout,
 } from '@vmstack/shm';
-import { MSI_IOVA_BASE, MSI_IOVA_LENGTH, VIOMMU_DEVICE_FEATURES_DEFAULT, VIOMMU_DEVICE_MUTEX, type ViommuDeviceConfig, VirtioIommuDevice } from '@vmstack/vmm';
+import { MSI_IOVA_BASE, MSI_IOVA_LENGTH, VIOMMU_DEVICE_FEATURES_DEFAULT, type ViommuDeviceConfig, VirtioIommuDevice } from '@vmstack/vmm';
 import test from 'ava';
+import { VMM_HOST_LOCK_SPECS, vfioContainerOver } from './helpers/vfio-host.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const PAGE = 4096;
@@ -45,24 +45,11 @@ function rig(device: Partial<ViommuDeviceConfig> = {}) {
   const configGpa = slotWordGpa + 64;
   const iovaH = IovaDomain.allocate({ startPfn: 1, limitPfn: 2 ** 36 - 1, cpus: 1, maxAllocations: 1024 });
   const locks = LockTable.attach(
-    LockTable.allocate([
-      { name: VIOMMU_REQUEST_LOCK, kind: 'spinlock' },
-      { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
-      { name: IOMMU_LOCK, kind: 'mutex' },
-      { name: QI_Q_LOCK, kind: 'spinlock' },
-      { name: MMAP_LOCK, kind: 'rwsem' },
-      ...IovaDomain.lockSpecs(iovaH),
-    ]),
+    LockTable.allocate([{ name: VIOMMU_REQUEST_LOCK, kind: 'spinlock' }, ...VMM_HOST_LOCK_SPECS, ...IovaDomain.lockSpecs(iovaH)]),
     0,
   );
   const iovad = IovaDomain.attach(iovaH, 0, locks, profile);
-  const pgtable = IoPgtable.attach(IoPgtable.allocate({ tablePages: 64 }));
-  const container = VfioContainer.attach(VfioContainer.allocate({ guestRamBytes: RAM_BYTES, lockedVmLimitPages: RAM_BYTES / PAGE }), {
-    pgtable,
-    lockTable: locks,
-    costs: profile,
-    invalidateIotlb: () => {},
-  });
+  const { container } = vfioContainerOver(locks, RAM_BYTES, 64);
   const vmmClock = new ModelClock('virtual');
   const clock = new ModelClock('virtual');
   let dev: VirtioIommuDevice | null = null;

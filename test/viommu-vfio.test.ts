@@ -7,8 +7,7 @@
  * the test reads the tail, the used ring, the page table and the counters.
  */
 
-import { HostVfio, IOMMU_LOCK, MMAP_LOCK, QI_Q_LOCK, VfioContainer } from '@vmstack/host-vfio';
-import { IoPgtable } from '@vmstack/iommu-hw';
+import { HostVfio, IOMMU_LOCK } from '@vmstack/host-vfio';
 import {
   attachGuestMemory,
   DEFAULT_PROFILE_PATH,
@@ -46,6 +45,7 @@ import {
 } from '@vmstack/shm';
 import { MSI_IOVA_BASE, MSI_IOVA_LENGTH, VIOMMU_DEVICE_MUTEX, VirtioIommuDevice } from '@vmstack/vmm';
 import test from 'ava';
+import { VMM_HOST_LOCK_SPECS, vfioContainerOver } from './helpers/vfio-host.js';
 
 const profile = loadProfile(DEFAULT_PROFILE_PATH);
 const PAGE = 4096;
@@ -61,23 +61,9 @@ function rig() {
   const mem = attachGuestMemory(new SharedArrayBuffer(RAM_BYTES));
   const layout = virtqueueLayout(16, VQ_GPA);
   const driver = VirtqueueDriver.init(mem, layout);
-  const pgtable = IoPgtable.attach(IoPgtable.allocate({ tablePages: 64 }));
-  const locks = LockTable.attach(
-    LockTable.allocate([
-      { name: VIOMMU_DEVICE_MUTEX, kind: 'mutex' },
-      { name: IOMMU_LOCK, kind: 'mutex' },
-      { name: QI_Q_LOCK, kind: 'spinlock' },
-      { name: MMAP_LOCK, kind: 'rwsem' },
-    ]),
-    0,
-  );
+  const locks = LockTable.attach(LockTable.allocate(VMM_HOST_LOCK_SPECS), 0);
   const invalidations: { iova: number; sizeBytes: number }[] = [];
-  const container = VfioContainer.attach(VfioContainer.allocate({ guestRamBytes: RAM_BYTES, lockedVmLimitPages: RAM_BYTES / PAGE }), {
-    pgtable,
-    lockTable: locks,
-    costs: profile,
-    invalidateIotlb: (iova, sizeBytes) => invalidations.push({ iova, sizeBytes }),
-  });
+  const { pgtable, container } = vfioContainerOver(locks, RAM_BYTES, 64, (iova, sizeBytes) => invalidations.push({ iova, sizeBytes }));
   const hostClock = new ModelClock('virtual');
   const clock = new ModelClock('virtual');
   const device = new VirtioIommuDevice(mem, layout, new HostVfio(container, hostClock), locks, clock, profile, { endpointIds: [EP, 0x200] });
